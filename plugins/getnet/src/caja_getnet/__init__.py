@@ -1,0 +1,1 @@
+"""GETNET POS Integrado provider for caja."""

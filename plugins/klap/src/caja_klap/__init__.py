@@ -1,0 +1,1 @@
+"""KLAP backup provider for caja."""

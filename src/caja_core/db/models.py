@@ -1,0 +1,21 @@
+"""Import every model so that ``Base.metadata`` holds the whole schema (Alembic's target)."""
+
+from ..audit.models import AuditEvent, Incident
+from ..catalog.models import Category, Product
+from ..jornadas.models import Jornada
+from ..payments.models import AgentCommand, BreakerState, DeviceLease, PaymentAttempt, WebhookEvent
+from ..registers.models import BackupPhone, CashRegister, TicketCounter
+from ..sales.models import Sale, SaleItem
+from ..sessions.models import CashMovement, CashSession, FallbackEvent, SessionTotal
+from ..users.models import User, WebSession
+from ..venues.models import Venue
+from .base import Base
+
+metadata = Base.metadata
+
+__all__ = [
+    "AgentCommand", "AuditEvent", "BackupPhone", "Base", "BreakerState", "CashMovement", "CashRegister",
+    "CashSession", "Category", "DeviceLease", "FallbackEvent", "Incident", "Jornada", "PaymentAttempt",
+    "Product", "Sale", "SaleItem", "SessionTotal", "TicketCounter", "User", "Venue", "WebSession",
+    "WebhookEvent", "metadata",
+]

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..clock import utcnow
+from ..db.base import Base, JSONType, UTCDateTime
+
+
+class PaymentAttempt(Base):
+    """One try on one provider/device for one sale. States and rules: PAYMENTS.md §1."""
+
+    __tablename__ = "payment_attempts"
+    __table_args__ = (
+        # The ticket is the idempotency key on the device: a duplicate final response is a no-op.
+        UniqueConstraint("provider_id", "device_key", "ticket"),
+        # At most one active (not final, not overridden) attempt per sale: double click, two tabs and two
+        # app instances all end in exactly one.
+        Index("uq_payment_attempts_one_active_per_sale", "sale_id", unique=True,
+              sqlite_where=text("active"), postgresql_where=text("active")),
+        Index("ix_payment_attempts_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    venue_id: Mapped[int] = mapped_column(ForeignKey("venues.id"), index=True)
+    sale_id: Mapped[int] = mapped_column(ForeignKey("sales.id"), index=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("cash_sessions.id"), index=True)
+    register_id: Mapped[int] = mapped_column(ForeignKey("cash_registers.id"), index=True)
+    provider_id: Mapped[str] = mapped_column(String(40))
+    device_key: Mapped[str] = mapped_column(String(160))
+    role: Mapped[str] = mapped_column(String(10))  # primary / backup
+    amount: Mapped[int] = mapped_column(BigInteger)
+    ticket: Mapped[str] = mapped_column(String(40))
+    reference: Mapped[str | None] = mapped_column(String(40), nullable=True)  # short reference (manual)
+    state: Mapped[str] = mapped_column(String(20), default="created")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    classification: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    progress_message: Mapped[str] = mapped_column(String(200), default="")
+    progress_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_code: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    response_message: Mapped[str] = mapped_column(String(300), default="")
+    reported_amount: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Masked card data only (PAYMENTS.md rule 10).
+    card_brand: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    card_type: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    last4: Mapped[str | None] = mapped_column(String(4), nullable=True)
+    authorization_code: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    operation_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    terminal_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    provider_reference: Mapped[str | None] = mapped_column(String(80), nullable=True, index=True)
+    # Timings.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    backup_offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Reconciliation and override.
+    reconcile_tries: Mapped[int] = mapped_column(Integer, default=0)
+    next_reconcile_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    overridden_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    overridden_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    confirmed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    backup_phone_id: Mapped[int | None] = mapped_column(ForeignKey("backup_phones.id"), nullable=True)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    verification_note: Mapped[str] = mapped_column(String(300), default="")
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+
+
+class DeviceLease(Base):
+    """One command in flight per device, across app instances: a row per busy device."""
+
+    __tablename__ = "device_leases"
+
+    device_key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    attempt_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    owner: Mapped[str] = mapped_column(String(80))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BreakerState(Base):
+    """Circuit breaker per device, persisted so every instance and /health see the same state."""
+
+    __tablename__ = "breaker_states"
+
+    device_key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    venue_id: Mapped[int] = mapped_column(ForeignKey("venues.id"), index=True)
+    register_id: Mapped[int | None] = mapped_column(ForeignKey("cash_registers.id"), nullable=True)
+    state: Mapped[str] = mapped_column(String(10), default="closed")  # closed / open / half_open
+    failure_count: Mapped[int] = mapped_column(Integer, default=0)
+    window_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_failure: Mapped[str] = mapped_column(String(300), default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AgentCommand(Base):
+    """A command for a register-PC agent (long-polled), and its result (posted back, idempotent)."""
+
+    __tablename__ = "agent_commands"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    venue_id: Mapped[int] = mapped_column(ForeignKey("venues.id"), index=True)
+    register_id: Mapped[int] = mapped_column(ForeignKey("cash_registers.id"), index=True)
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("payment_attempts.id"), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    deadline_s: Mapped[int] = mapped_column(Integer, default=60)
+    status: Mapped[str] = mapped_column(String(12), default="queued")  # queued/delivered/done/expired
+    progress_message: Mapped[str] = mapped_column(String(200), default="")
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    result_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookEvent(Base):
+    """Every webhook received, persisted before it is answered (idempotent on provider + external id)."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (UniqueConstraint("provider_id", "external_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider_id: Mapped[str] = mapped_column(String(40))
+    external_id: Mapped[str] = mapped_column(String(120))
+    reference: Mapped[str] = mapped_column(String(120), default="")
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("payment_attempts.id"), nullable=True)
+    status: Mapped[str] = mapped_column(String(12), default="received")  # received/applied/rejected
+    error: Mapped[str] = mapped_column(String(300), default="")
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)  # masked
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..clock import utcnow
+from ..db.base import Base, JSONType, UTCDateTime
+
+
+class CashRegister(Base):
+    """A register (the seed's pos_registers)."""
+
+    __tablename__ = "cash_registers"
+    __table_args__ = (UniqueConstraint("venue_id", "code"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    venue_id: Mapped[int] = mapped_column(ForeignKey("venues.id"), index=True)
+    code: Mapped[str] = mapped_column(String(30))
+    name: Mapped[str] = mapped_column(String(120))
+    register_type: Mapped[str] = mapped_column(String(10))  # TOTEM / HUMANA / OFICINA / VIRTUAL
+    location: Mapped[str] = mapped_column(String(120), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    operational_status: Mapped[str] = mapped_column(String(12), default="active")
+    payment_methods: Mapped[list[str]] = mapped_column(JSONType, default=lambda: ["cash", "card"])
+    primary_provider: Mapped[str | None] = mapped_column(String(40), nullable=True, default="getnet")
+    backup_provider: Mapped[str | None] = mapped_column(String(40), nullable=True, default="klap")
+    #: {provider_id: settings JSON}, each validated by that provider's Settings Struct.
+    provider_settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    #: {"terminal": "...", "printer": "...", "drawer": "..."}
+    devices: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    fallback_policy: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    #: Category ids this register may sell; null = all.
+    allowed_categories: Mapped[list[int] | None] = mapped_column(JSONType, nullable=True)
+    agent_token_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    agent_last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    agent_status: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class BackupPhone(Base):
+    """A phone with the backup provider's tap-on-phone app (KLAP), registered per venue."""
+
+    __tablename__ = "backup_phones"
+    __table_args__ = (UniqueConstraint("venue_id", "identifier"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    venue_id: Mapped[int] = mapped_column(ForeignKey("venues.id"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    identifier: Mapped[str] = mapped_column(String(80))
+    register_id: Mapped[int | None] = mapped_column(ForeignKey("cash_registers.id"), nullable=True, index=True)
+    available: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class TicketCounter(Base):
+    """Durable ticket numbers per device scope; never reused before the device's batch close."""
+
+    __tablename__ = "ticket_counters"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    next_value: Mapped[int] = mapped_column(BigInteger, default=1)
+    batch: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

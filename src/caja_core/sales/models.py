@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..clock import utcnow
+from ..db.base import Base, UTCDateTime
+
+
+class Sale(Base):
+    __tablename__ = "sales"
+    __table_args__ = (UniqueConstraint("venue_id", "idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    venue_id: Mapped[int] = mapped_column(ForeignKey("venues.id"), index=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("cash_sessions.id"), index=True)
+    register_id: Mapped[int] = mapped_column(ForeignKey("cash_registers.id"), index=True)
+    jornada_id: Mapped[int] = mapped_column(ForeignKey("jornadas.id"), index=True)
+    cashier_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    idempotency_key: Mapped[str] = mapped_column(String(80))
+    total: Mapped[int] = mapped_column(BigInteger)  # computed by the server from the items
+    status: Mapped[str] = mapped_column(String(16), default="pending_payment")  # pending_payment/paid/cancelled
+    payment_method: Mapped[str | None] = mapped_column(String(16), nullable=True)  # cash / card
+    provider_id: Mapped[str | None] = mapped_column(String(40), nullable=True)  # who took the money
+    paid_via: Mapped[str | None] = mapped_column(String(10), nullable=True)  # cash / primary / backup
+    no_revenue: Mapped[bool] = mapped_column(Boolean, default=False)  # courtesy (OFICINA)
+    courtesy_reason: Mapped[str] = mapped_column(String(200), default="")
+    cash_received: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    change_given: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancelled_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    cancel_reason: Mapped[str] = mapped_column(String(300), default="")
+
+
+class SaleItem(Base):
+    __tablename__ = "sale_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sale_id: Mapped[int] = mapped_column(ForeignKey("sales.id"), index=True)
+    product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id"), nullable=True)
+    name: Mapped[str] = mapped_column(String(120))
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price: Mapped[int] = mapped_column(BigInteger)
+    line_total: Mapped[int] = mapped_column(BigInteger)
+    free_reason: Mapped[str] = mapped_column(String(200), default="")  # free-amount line: why
