@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 from pathlib import Path
 
@@ -35,11 +36,13 @@ def alembic_config(url: str) -> Config:
 
 
 def _in_thread_if_loop(fn, *args):
+    """Alembic's env.py runs its own event loop; inside a running loop, run it in a worker thread."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return fn(*args)
-    raise RuntimeError("call the async variant (await upgrade_async(...)) inside an event loop")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def upgrade(url: str, revision: str = "head") -> None:

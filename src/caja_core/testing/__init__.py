@@ -1,0 +1,2 @@
+"""Test kit for caja and provider plugins: fixtures (pytest11), a scriptable FakeProvider and the
+ProviderConformance base class."""

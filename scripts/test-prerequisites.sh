@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# What the test suite needs besides Python packages: Debian's Chromium (browser tests) and a running
+# PostgreSQL (persistence tests). Installs/starts them when missing; does nothing when they are there.
+set -euo pipefail
+
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "Instalando Chromium (paquete Debian) para las pruebas en navegador…"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium >/dev/null
+fi
+
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "Instalando PostgreSQL (paquete Debian)…"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq postgresql >/dev/null
+  fi
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  echo "Iniciando PostgreSQL $version…"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 30); do
+    pg_isready -h 127.0.0.1 -p 5432 -q && break
+    sleep 1
+  done
+  pg_isready -h 127.0.0.1 -p 5432
+fi
