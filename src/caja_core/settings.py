@@ -1,0 +1,146 @@
+"""Settings from ``CAJA_*`` environment variables, validated at start-up.
+
+Every missing or invalid value is reported on its own line with what is expected; the caller prints them
+and exits with code 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from typing import Literal
+
+import msgspec
+
+from .clock import DEFAULT_TIMEZONE
+
+Env = Literal["demo", "development", "production"]
+
+WEAK_SECRETS = {"", "secret", "changeme", "change-me", "caja", "demo", "password", "dev", "development",
+                "insecure", "default"}
+DEMO_SECRET_KEY = "demo-only-secret-key-not-for-production"
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    env: Env = "development"
+    database_url: str = "sqlite:///var/caja.db"
+    secret_key: str = ""
+    redis_url: str | None = None
+    metrics_token: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    timezone: str = DEFAULT_TIMEZONE
+    data_dir: str = "var"
+    backup_dir: str = "var/backups"
+    backup_keep_daily: int = 7
+    backup_keep_weekly: int = 4
+    backup_interval_hours: int = 24
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    secure_cookies: bool = False
+    instance_id: str = msgspec.field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    load_plugins: str | None = None
+    trace_plugins: bool = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+#: Every variable, its meaning and default, for docs and error messages.
+VARIABLES: dict[str, str] = {
+    "CAJA_ENV": "demo | development | production (por defecto development)",
+    "CAJA_DATABASE_URL": "URL de la base: sqlite:///ruta.db o postgresql://usuario@host:5432/base",
+    "CAJA_SECRET_KEY": "clave secreta de al menos 32 caracteres (obligatoria salvo en demo)",
+    "CAJA_REDIS_URL": "redis://host:6379/0 para sesiones compartidas entre instancias (opcional)",
+    "CAJA_METRICS_TOKEN": "token para /metrics y /metrics/prometheus (opcional; sin él solo admins)",
+    "CAJA_HOST": "dirección donde escuchar (por defecto 127.0.0.1)",
+    "CAJA_PORT": "puerto HTTP, 1–65535 (por defecto 8000)",
+    "CAJA_TIMEZONE": "zona horaria IANA del local (por defecto America/Santiago)",
+    "CAJA_DATA_DIR": "carpeta de datos (por defecto var)",
+    "CAJA_BACKUP_DIR": "carpeta de respaldos (por defecto var/backups)",
+    "CAJA_BACKUP_KEEP_DAILY": "respaldos diarios a conservar (por defecto 7)",
+    "CAJA_BACKUP_KEEP_WEEKLY": "respaldos semanales a conservar (por defecto 4)",
+    "CAJA_BACKUP_INTERVAL_HOURS": "horas entre respaldos automáticos; 0 los desactiva (por defecto 24)",
+    "CAJA_LOG_LEVEL": "DEBUG | INFO | WARNING | ERROR (por defecto INFO)",
+    "CAJA_LOG_FORMAT": "json | text (por defecto json)",
+    "CAJA_SECURE_COOKIES": "1 detrás de HTTPS: cookies con Secure (por defecto 0)",
+    "CAJA_INSTANCE_ID": "nombre de esta instancia (por defecto host-pid)",
+    "CAJA_LOAD_PLUGINS": "plugins a cargar, separados por coma (vacío = solo los incluidos)",
+    "CAJA_TRACE_PLUGINS": "1 registra cada llamada a hooks",
+}
+
+
+class SettingsError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+_BOOL_TRUE = {"1", "true", "yes", "si", "sí", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off", ""}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    problems: list[str] = []
+    raw: dict[str, object] = {}
+    fields = {f.name: f for f in msgspec.structs.fields(Settings)}
+    for name in fields:
+        key = f"CAJA_{name.upper()}"
+        if key not in env:
+            continue
+        value = env[key].strip()
+        if name in ("port", "backup_keep_daily", "backup_keep_weekly", "backup_interval_hours"):
+            if not value.isdigit():
+                problems.append(f"{key}={value!r} no es válido: se espera {VARIABLES[key]}")
+                continue
+            raw[name] = int(value)
+        elif name in ("secure_cookies", "trace_plugins"):
+            if value.lower() not in _BOOL_TRUE | _BOOL_FALSE:
+                problems.append(f"{key}={value!r} no es válido: se espera 1 o 0")
+                continue
+            raw[name] = value.lower() in _BOOL_TRUE
+        else:
+            raw[name] = value
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        path = str(exc).rpartition("$.")[2].rstrip("`") or "?"
+        key = f"CAJA_{path.upper()}"
+        problems.append(f"{key} no es válido: se espera {VARIABLES.get(key, 'otro valor')} ({exc})")
+        raise SettingsError(problems) from None
+    problems.extend(_check(settings))
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def _check(s: Settings) -> list[str]:
+    problems: list[str] = []
+    if not 1 <= s.port <= 65535:
+        problems.append(f"CAJA_PORT={s.port} no es válido: se espera {VARIABLES['CAJA_PORT']}")
+    if not (s.database_url.startswith("sqlite") or s.database_url.startswith("postgres")):
+        problems.append(f"CAJA_DATABASE_URL no es válido: se espera {VARIABLES['CAJA_DATABASE_URL']}")
+    if s.env == "demo":
+        if not s.secret_key:
+            s.secret_key = DEMO_SECRET_KEY
+    elif not s.secret_key:
+        problems.append(f"CAJA_SECRET_KEY falta: se espera {VARIABLES['CAJA_SECRET_KEY']}")
+    elif s.env == "production" and (len(s.secret_key) < 32 or s.secret_key.lower() in WEAK_SECRETS
+                                    or s.secret_key == DEMO_SECRET_KEY or len(set(s.secret_key)) < 8):
+        problems.append("CAJA_SECRET_KEY es débil: en producción se exigen al menos 32 caracteres aleatorios "
+                        "(p. ej. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")
+    if s.env == "production" and s.metrics_token is not None and len(s.metrics_token) < 16:
+        problems.append("CAJA_METRICS_TOKEN es débil: se esperan al menos 16 caracteres")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(s.timezone)
+    except Exception:
+        problems.append(f"CAJA_TIMEZONE={s.timezone!r} no es válido: se espera {VARIABLES['CAJA_TIMEZONE']}")
+    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append(f"CAJA_LOG_LEVEL={s.log_level!r} no es válido: se espera {VARIABLES['CAJA_LOG_LEVEL']}")
+    return problems
