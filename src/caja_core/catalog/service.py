@@ -1,0 +1,150 @@
+"""Product catalogue: categories and products per venue; registers can limit categories."""
+
+from __future__ import annotations
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..audit.service import record
+from ..errors import Conflict, NotFound, ValidationFailed
+from ..money import parse_amount
+from ..registers.models import CashRegister
+from .models import Category, Product
+
+
+class CategoryOut(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+    sort_order: int
+    active: bool
+
+
+class ProductOut(msgspec.Struct, kw_only=True):
+    id: int
+    category_id: int
+    name: str
+    price: int
+    active: bool
+    sort_order: int
+    shortcut: str | None = None
+
+
+def _cat_out(c: Category) -> CategoryOut:
+    return CategoryOut(id=c.id, name=c.name, sort_order=c.sort_order, active=c.active)
+
+
+def _prod_out(p: Product) -> ProductOut:
+    return ProductOut(id=p.id, category_id=p.category_id, name=p.name, price=p.price, active=p.active,
+                      sort_order=p.sort_order, shortcut=p.shortcut)
+
+
+def _name(value: str, field: str = "name", label: str = "El nombre") -> str:
+    value = (value or "").strip()
+    if not value or len(value) > 120:
+        raise ValidationFailed(f"{label} es obligatorio (máximo 120 caracteres).", field=field)
+    if any(ord(ch) < 32 for ch in value):
+        raise ValidationFailed(f"{label} no puede tener caracteres de control.", field=field)
+    return value
+
+
+async def create_category(s: AsyncSession, *, venue_id: int, name: str, sort_order: int = 0,
+                          actor_id: int | None = None) -> CategoryOut:
+    name = _name(name)
+    if await s.scalar(select(Category.id).where(Category.venue_id == venue_id, Category.name == name)):
+        raise Conflict(f"La categoría {name!r} ya existe.", code="category.exists", field="name")
+    cat = Category(venue_id=venue_id, name=name, sort_order=sort_order, active=True)
+    s.add(cat)
+    await s.flush()
+    await record(s, venue_id=venue_id, user_id=actor_id, action="category.created", entity="category",
+                 entity_id=cat.id, payload={"name": name})
+    return _cat_out(cat)
+
+
+async def _category(s: AsyncSession, venue_id: int, category_id: int) -> Category:
+    cat = await s.get(Category, category_id)
+    if cat is None or cat.venue_id != venue_id:
+        raise NotFound("La categoría no existe.", code="category.not_found", field="category_id")
+    return cat
+
+
+async def update_category(s: AsyncSession, *, venue_id: int, category_id: int, name: str | None = None,
+                          sort_order: int | None = None, active: bool | None = None,
+                          actor_id: int | None = None) -> CategoryOut:
+    cat = await _category(s, venue_id, category_id)
+    if name is not None:
+        cat.name = _name(name)
+    if sort_order is not None:
+        cat.sort_order = sort_order
+    if active is not None:
+        cat.active = active
+    await record(s, venue_id=venue_id, user_id=actor_id, action="category.updated", entity="category",
+                 entity_id=cat.id)
+    return _cat_out(cat)
+
+
+async def list_categories(s: AsyncSession, venue_id: int, *, active_only: bool = False) -> list[CategoryOut]:
+    q = select(Category).where(Category.venue_id == venue_id)
+    if active_only:
+        q = q.where(Category.active.is_(True))
+    return [_cat_out(c) for c in await s.scalars(q.order_by(Category.sort_order, Category.name))]
+
+
+async def create_product(s: AsyncSession, *, venue_id: int, category_id: int, name: str, price: object,
+                         sort_order: int = 0, shortcut: str | None = None,
+                         actor_id: int | None = None) -> ProductOut:
+    await _category(s, venue_id, category_id)
+    product = Product(venue_id=venue_id, category_id=category_id, name=_name(name),
+                      price=parse_amount(price, field="price", label="El precio"), active=True,
+                      sort_order=sort_order, shortcut=(shortcut or None))
+    s.add(product)
+    await s.flush()
+    await record(s, venue_id=venue_id, user_id=actor_id, action="product.created", entity="product",
+                 entity_id=product.id, payload={"name": product.name, "price": product.price})
+    return _prod_out(product)
+
+
+async def get_product(s: AsyncSession, venue_id: int, product_id: int) -> ProductOut:
+    product = await s.get(Product, product_id)
+    if product is None or product.venue_id != venue_id:
+        raise NotFound("El producto no existe.", code="product.not_found")
+    return _prod_out(product)
+
+
+async def update_product(s: AsyncSession, *, venue_id: int, product_id: int, name: str | None = None,
+                         price: object | None = None, category_id: int | None = None,
+                         active: bool | None = None, sort_order: int | None = None,
+                         actor_id: int | None = None) -> ProductOut:
+    product = await s.get(Product, product_id)
+    if product is None or product.venue_id != venue_id:
+        raise NotFound("El producto no existe.", code="product.not_found")
+    changes: dict[str, object] = {}
+    if name is not None:
+        product.name = changes["name"] = _name(name)
+    if price is not None:
+        product.price = changes["price"] = parse_amount(price, field="price", label="El precio")
+    if category_id is not None:
+        await _category(s, venue_id, category_id)
+        product.category_id = changes["category_id"] = category_id
+    if active is not None:
+        product.active = changes["active"] = active
+    if sort_order is not None:
+        product.sort_order = sort_order
+    await record(s, venue_id=venue_id, user_id=actor_id, action="product.updated", entity="product",
+                 entity_id=product.id, payload=changes)
+    return _prod_out(product)
+
+
+async def list_products(s: AsyncSession, venue_id: int, *, register_id: int | None = None,
+                        active_only: bool = True) -> list[ProductOut]:
+    q = select(Product).join(Category, Category.id == Product.category_id).where(Product.venue_id == venue_id)
+    if active_only:
+        q = q.where(Product.active.is_(True), Category.active.is_(True))
+    if register_id is not None:
+        register = await s.get(CashRegister, register_id)
+        if register is None or register.venue_id != venue_id:
+            raise NotFound("La caja no existe.", code="register.not_found")
+        if register.allowed_categories:
+            q = q.where(Product.category_id.in_(register.allowed_categories))
+    q = q.order_by(Category.sort_order, Product.sort_order, Product.name)
+    return [_prod_out(p) for p in await s.scalars(q)]

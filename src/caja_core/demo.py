@@ -1,0 +1,116 @@
+"""Demo data: one venue with the seed's registers, a product list, users and an open jornada.
+
+Idempotent: running it on a database that already has the demo venue changes nothing.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from sqlalchemy import select
+
+from .catalog import service as catalog
+from .db.engine import Database
+from .errors import CajaError
+from .jornadas import service as jornadas
+from .plugins import make_plugin_manager
+from .providers import ProviderRegistry
+from .registers import service as registers
+from .registers.models import BackupPhone
+from .users import service as users
+from .venues import service as venues
+from .venues.models import Venue
+
+DEMO_SLUG = "demo"
+
+
+class DemoLogin(msgspec.Struct):
+    role: str
+    username: str
+    display_name: str
+    secret: str
+
+
+class DemoInfo(msgspec.Struct):
+    venue_id: int
+    venue_name: str
+    created: bool
+    logins: list[DemoLogin]
+
+
+DEMO_LOGINS = [
+    DemoLogin("admin", "admin", "Administración", "admin-demo-1234"),
+    DemoLogin("supervisor", "supervisor", "Sofía Supervisora", "super-demo-1234"),
+    DemoLogin("cashier", "camila", "Camila Cajera", "1111"),
+    DemoLogin("cashier", "diego", "Diego Cajero", "2222"),
+]
+
+# (code, name, type, location, payment methods)
+DEMO_REGISTERS = [
+    ("LUNA1", "TOTEM LUNA 1", "TOTEM", "Barra Luna", ["card"]),
+    ("LUNA2", "TOTEM LUNA 2", "TOTEM", "Barra Luna", ["card"]),
+    ("TERRAZA", "TOTEM TERRAZA", "TOTEM", "Terraza", ["card"]),
+    ("PUERTA", "PUERTA", "HUMANA", "Entrada", ["cash", "card"]),
+    ("PISTA", "PISTA", "HUMANA", "Barra pista", ["cash", "card"]),
+    ("OFICINA", "OFICINA", "OFICINA", "Oficina", ["cash", "card"]),
+    ("VIRTUAL", "VIRTUAL", "VIRTUAL", "Venta en línea", ["card"]),
+]
+
+DEMO_CATALOG = {
+    "Entradas": [("Entrada general", 8000), ("Entrada VIP", 15000)],
+    "Cervezas": [("Cerveza lata", 3500), ("Cerveza schop", 4500), ("Cerveza sin alcohol", 3000)],
+    "Tragos": [("Piscola", 6000), ("Ron cola", 6000), ("Mojito", 7000), ("Pisco sour", 5500)],
+    "Sin alcohol": [("Agua mineral", 2000), ("Bebida", 2500), ("Energética", 3500)],
+}
+
+
+async def seed_demo(db: Database, *, getnet_tcp: tuple[str, int] | None = None) -> DemoInfo:
+    """Create (or reuse) the demo venue. ``getnet_tcp`` points the GETNET registers at a terminal (e.g. the
+    simulator)."""
+    async with db.session() as s:
+        existing = await s.scalar(select(Venue).where(Venue.slug == DEMO_SLUG))
+        if existing is not None:
+            return DemoInfo(venue_id=existing.id, venue_name=existing.name, created=False, logins=DEMO_LOGINS)
+        registry = ProviderRegistry.from_plugin_manager(make_plugin_manager())
+        venue = await venues.create_venue(s, slug=DEMO_SLUG, name="Club Demo")
+        ids = {}
+        for login in DEMO_LOGINS:
+            user = await users.create_user(s, venue_id=venue.id, username=login.username,
+                                           display_name=login.display_name, role=login.role, secret=login.secret)
+            ids[login.username] = user.id
+        for order, (category, products) in enumerate(DEMO_CATALOG.items()):
+            cat = await catalog.create_category(s, venue_id=venue.id, name=category, sort_order=order)
+            for n, (name, price) in enumerate(products):
+                await catalog.create_product(s, venue_id=venue.id, category_id=cat.id, name=name, price=price,
+                                             sort_order=n)
+        for port_offset, (code, name, rtype, location, methods) in enumerate(DEMO_REGISTERS):
+            primary = "getnet" if "getnet" in registry else None
+            backup = "klap" if ("klap" in registry and rtype != "VIRTUAL") else None
+            if rtype == "VIRTUAL":
+                primary = "klap" if "klap" in registry else primary
+            settings: dict[str, dict] = {}
+            if primary == "getnet":
+                host, port = getnet_tcp or ("127.0.0.1", 9100)
+                settings["getnet"] = {"connection": "tcp", "host": host, "port": port}
+            if primary == "klap" and rtype == "VIRTUAL":
+                settings["klap"] = {"mode": "checkout"}
+            data = registers.RegisterInput(
+                code=code, name=name, register_type=rtype, location=location, payment_methods=methods,
+                primary_provider=primary, backup_provider=backup, provider_settings=settings)
+            try:
+                await registers.create_register(s, venue_id=venue.id, data=data, registry=registry,
+                                                actor_id=ids["admin"])
+            except CajaError:
+                # A provider plugin that is not installed (or rejects these demo settings) still leaves a
+                # working register: cash only, no card provider.
+                data = registers.RegisterInput(code=code, name=name, register_type=rtype, location=location,
+                                               payment_methods=["cash"] if rtype != "VIRTUAL" else ["cash"],
+                                               primary_provider=None, backup_provider=None)
+                if rtype == "VIRTUAL":
+                    data.register_type = "HUMANA"
+                await registers.create_register(s, venue_id=venue.id, data=data, registry=registry,
+                                                actor_id=ids["admin"])
+        for n in (1, 2):
+            s.add(BackupPhone(venue_id=venue.id, name=f"Celular respaldo {n}", identifier=f"KLAP-DEMO-{n}",
+                              available=True))
+        await jornadas.open_jornada(s, venue_id=venue.id, user_id=ids["supervisor"])
+        return DemoInfo(venue_id=venue.id, venue_name=venue.name, created=True, logins=DEMO_LOGINS)

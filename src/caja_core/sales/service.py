@@ -1,0 +1,331 @@
+"""Sales: totals computed by the server from catalogue prices, idempotent submits, cash payment, card
+payments marked paid by the payments orchestrator, cancellation. Session running totals are updated in the
+same transaction as each paid or cancelled sale, so a close never scans the sales."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..audit.service import record
+from ..catalog.models import Category, Product
+from ..clock import utcnow
+from ..errors import Conflict, NotFound, ValidationFailed
+from ..money import MAX_AMOUNT, format_clp, parse_amount
+from ..payments.models import PaymentAttempt
+from ..registers.models import CashRegister
+from ..sessions.models import CashSession, SessionTotal
+from ..sessions.service import require_open
+from .models import Sale, SaleItem
+
+MAX_LINES = 100
+MAX_QUANTITY = 999
+APPROVED_STATES = ("approved", "approved_manual", "verified")
+ACTIVE_ATTEMPT_STATES = ("created", "sending", "awaiting", "in_doubt", "reconciling", "manual_pending")
+
+
+class ItemInput(msgspec.Struct, kw_only=True):
+    product_id: int | None = None
+    quantity: int = 1
+    name: str | None = None          # free-amount line
+    unit_price: int | str | None = None
+    free_reason: str = ""
+
+
+class ItemOut(msgspec.Struct, kw_only=True):
+    product_id: int | None
+    name: str
+    quantity: int
+    unit_price: int
+    line_total: int
+    free_reason: str = ""
+
+
+class SaleOut(msgspec.Struct, kw_only=True):
+    id: int
+    venue_id: int
+    session_id: int
+    register_id: int
+    jornada_id: int
+    cashier_id: int
+    total: int
+    status: str
+    payment_method: str | None
+    provider_id: str | None
+    paid_via: str | None
+    no_revenue: bool
+    courtesy_reason: str
+    cash_received: int | None
+    change_given: int | None
+    created_at: datetime
+    paid_at: datetime | None
+    cancelled_at: datetime | None
+    cancel_reason: str
+    items: list[ItemOut] = msgspec.field(default_factory=list)
+
+
+def sale_out(sale: Sale, items: list[SaleItem] | None = None) -> SaleOut:
+    return SaleOut(
+        id=sale.id, venue_id=sale.venue_id, session_id=sale.session_id, register_id=sale.register_id,
+        jornada_id=sale.jornada_id, cashier_id=sale.cashier_id, total=sale.total, status=sale.status,
+        payment_method=sale.payment_method, provider_id=sale.provider_id, paid_via=sale.paid_via,
+        no_revenue=sale.no_revenue, courtesy_reason=sale.courtesy_reason, cash_received=sale.cash_received,
+        change_given=sale.change_given, created_at=sale.created_at, paid_at=sale.paid_at,
+        cancelled_at=sale.cancelled_at, cancel_reason=sale.cancel_reason,
+        items=[ItemOut(product_id=i.product_id, name=i.name, quantity=i.quantity, unit_price=i.unit_price,
+                       line_total=i.line_total, free_reason=i.free_reason) for i in (items or [])])
+
+
+def _text(value: str | None, *, field: str, label: str, minimum: int = 1, maximum: int = 200) -> str:
+    value = (value or "").strip()
+    if len(value) < minimum or len(value) > maximum or any(ord(ch) < 32 for ch in value):
+        raise ValidationFailed(f"{label} debe tener entre {minimum} y {maximum} caracteres, sin caracteres de control.",
+                               field=field)
+    return value
+
+
+async def _open_session(s: AsyncSession, venue_id: int, session_id: int) -> CashSession:
+    session = await s.scalar(select(CashSession).where(CashSession.id == session_id,
+                                                       CashSession.venue_id == venue_id))
+    if session is None:
+        raise NotFound("La sesión de caja no existe.", code="session.not_found")
+    require_open(session)
+    return session
+
+
+async def create_sale(s: AsyncSession, *, venue_id: int, session_id: int, cashier_id: int,
+                      items: list[ItemInput], idempotency_key: str, no_revenue: bool = False,
+                      courtesy_reason: str = "") -> SaleOut:
+    """Create a sale waiting for payment. Repeating the same ``idempotency_key`` returns the first sale."""
+    key = (idempotency_key or "").strip()
+    if not key or len(key) > 80:
+        raise ValidationFailed("Falta la clave de idempotencia de la venta.", field="idempotency_key")
+    first = await s.scalar(select(Sale).where(Sale.venue_id == venue_id, Sale.idempotency_key == key))
+    if first is not None:
+        return await get_sale(s, venue_id, first.id)
+    session = await _open_session(s, venue_id, session_id)
+    if not items:
+        raise ValidationFailed("La venta no tiene productos.", field="items")
+    if len(items) > MAX_LINES:
+        raise ValidationFailed(f"Una venta admite hasta {MAX_LINES} líneas.", field="items")
+    register = await s.get(CashRegister, session.register_id)
+    product_ids = {i.product_id for i in items if i.product_id is not None}
+    products: dict[int, Product] = {}
+    if product_ids:
+        q = (select(Product).join(Category, Category.id == Product.category_id)
+             .where(Product.venue_id == venue_id, Product.id.in_(product_ids), Product.active.is_(True),
+                    Category.active.is_(True)))
+        if register is not None and register.allowed_categories:
+            q = q.where(Product.category_id.in_(register.allowed_categories))
+        products = {p.id: p for p in await s.scalars(q)}
+    lines: list[dict] = []
+    for n, item in enumerate(items, start=1):
+        if isinstance(item.quantity, bool) or not isinstance(item.quantity, int) or not 1 <= item.quantity <= MAX_QUANTITY:
+            raise ValidationFailed(f"Línea {n}: la cantidad debe ser un entero entre 1 y {MAX_QUANTITY}.",
+                                   field="quantity")
+        if item.product_id is not None:
+            product = products.get(item.product_id)
+            if product is None:
+                raise ValidationFailed(f"Línea {n}: el producto no existe o no se vende en esta caja.",
+                                       field="product_id")
+            lines.append({"product_id": product.id, "name": product.name, "quantity": item.quantity,
+                          "unit_price": product.price, "line_total": product.price * item.quantity,
+                          "free_reason": ""})
+        else:
+            price = parse_amount(item.unit_price, field="unit_price", label=f"Línea {n}: el monto libre")
+            reason = _text(item.free_reason, field="free_reason", minimum=3,
+                           label=f"Línea {n}: el motivo del monto libre")
+            name = _text(item.name or "Monto libre", field="name", maximum=120, label=f"Línea {n}: el nombre")
+            lines.append({"product_id": None, "name": name, "quantity": item.quantity, "unit_price": price,
+                          "line_total": price * item.quantity, "free_reason": reason})
+    total = sum(line["line_total"] for line in lines)
+    if total > MAX_AMOUNT:
+        raise ValidationFailed(f"El total supera el máximo permitido ({format_clp(MAX_AMOUNT)}).", field="items")
+    courtesy_reason = (courtesy_reason or "").strip()
+    if no_revenue:
+        if register is None or register.register_type != "OFICINA":
+            raise ValidationFailed("Solo las cajas de OFICINA registran cortesías.", field="no_revenue")
+        courtesy_reason = _text(courtesy_reason, field="courtesy_reason", minimum=3,
+                                label="El motivo de la cortesía")
+    sale = Sale(venue_id=venue_id, session_id=session.id, register_id=session.register_id,
+                jornada_id=session.jornada_id, cashier_id=cashier_id, idempotency_key=key, total=total,
+                status="pending_payment", no_revenue=no_revenue, courtesy_reason=courtesy_reason,
+                created_at=utcnow())
+    try:
+        async with s.begin_nested():
+            s.add(sale)
+            await s.flush()
+    except IntegrityError:  # the same submit raced us: return the first sale
+        first = await s.scalar(select(Sale).where(Sale.venue_id == venue_id, Sale.idempotency_key == key))
+        if first is None:
+            raise
+        return await get_sale(s, venue_id, first.id)
+    rows = [SaleItem(sale_id=sale.id, **line) for line in lines]
+    s.add_all(rows)
+    await s.flush()
+    return sale_out(sale, rows)
+
+
+async def _locked_sale(s: AsyncSession, sale_id: int, venue_id: int | None = None) -> Sale:
+    q = select(Sale).where(Sale.id == sale_id).with_for_update()
+    if venue_id is not None:
+        q = q.where(Sale.venue_id == venue_id)
+    sale = await s.scalar(q)
+    if sale is None:
+        raise NotFound("La venta no existe.", code="sale.not_found")
+    return sale
+
+
+async def _apply_totals(s: AsyncSession, sale: Sale, sign: int) -> None:
+    """Add (+1) or remove (−1) a paid sale from its session's running totals."""
+    amount = sign * sale.total
+    t = CashSession
+    if sale.no_revenue:
+        values = {t.courtesy_count: t.courtesy_count + sign, t.courtesy_total: t.courtesy_total + amount}
+    else:
+        values = {t.ticket_count: t.ticket_count + sign, t.sales_total: t.sales_total + amount}
+        if sale.payment_method == "cash":
+            values[t.cash_sales_total] = t.cash_sales_total + amount
+        else:
+            values[t.card_sales_total] = t.card_sales_total + amount
+        if sale.paid_via == "primary":
+            values[t.primary_count] = t.primary_count + sign
+        elif sale.paid_via == "backup":
+            values[t.backup_count] = t.backup_count + sign
+    if sign < 0:
+        values[t.cancelled_count] = t.cancelled_count + 1
+        values[t.cancelled_total] = t.cancelled_total + sale.total
+    await s.execute(update(t).where(t.id == sale.session_id).values(values)
+                    .execution_options(synchronize_session=False))
+    if sale.no_revenue:
+        return
+    dialect = s.bind.dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    rows = [{"session_id": sale.session_id, "dimension": "provider", "key": sale.provider_id or "cash",
+             "count": sign, "amount": amount},
+            {"session_id": sale.session_id, "dimension": "method", "key": sale.payment_method or "cash",
+             "count": sign, "amount": amount}]
+    stmt = insert(SessionTotal).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[SessionTotal.session_id, SessionTotal.dimension, SessionTotal.key],
+        set_={"count": SessionTotal.count + stmt.excluded.count,
+              "amount": SessionTotal.amount + stmt.excluded.amount})
+    await s.execute(stmt)
+
+
+async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_received: object,
+                   user_id: int) -> SaleOut:
+    sale = await _locked_sale(s, sale_id, venue_id)
+    if sale.status == "paid":
+        return await get_sale(s, venue_id, sale_id)  # a repeated submit shows the same receipt
+    if sale.status != "pending_payment":
+        raise Conflict("La venta está anulada.", code="sale.cancelled")
+    session = await _open_session(s, venue_id, sale.session_id)
+    register = await s.get(CashRegister, session.register_id)
+    if register is not None and "cash" not in (register.payment_methods or []):
+        raise Conflict("Esta caja no recibe efectivo.", code="sale.method_not_allowed")
+    active = await s.scalar(select(PaymentAttempt.id).where(PaymentAttempt.sale_id == sale_id,
+                                                            PaymentAttempt.active.is_(True)))
+    if active is not None:
+        raise Conflict("La venta tiene un pago con tarjeta en curso; cancélelo o espere su resultado.",
+                       code="sale.payment_in_progress")
+    received = sale.total if cash_received in (None, "") else parse_amount(
+        cash_received, field="cash_received", label="El efectivo recibido")
+    if received < sale.total:
+        raise ValidationFailed(f"El efectivo recibido ({format_clp(received)}) es menor que el total "
+                               f"({format_clp(sale.total)}).", field="cash_received")
+    sale.status = "paid"
+    sale.payment_method = "cash"
+    sale.provider_id = "cash"
+    sale.paid_via = "cash"
+    sale.cash_received = received
+    sale.change_given = received - sale.total
+    sale.paid_at = utcnow()
+    await _apply_totals(s, sale, +1)
+    await record(s, venue_id=venue_id, user_id=user_id, action="sale.paid", entity="sale", entity_id=sale.id,
+                 payload={"method": "cash", "total": sale.total, "session_id": sale.session_id})
+    return await get_sale(s, venue_id, sale_id)
+
+
+async def mark_paid(s: AsyncSession, *, sale_id: int, provider_id: str, method: str = "card",
+                    paid_via: str = "primary", user_id: int | None = None) -> SaleOut:
+    """Mark a sale paid by a provider (called by the payments orchestrator in the transaction that approves
+    the attempt). A sale already paid raises Conflict ``sale.already_paid``: a second approval is an
+    incident for the caller, never a silent success."""
+    sale = await _locked_sale(s, sale_id)
+    if sale.status == "paid":
+        raise Conflict("La venta ya estaba pagada.", code="sale.already_paid")
+    if sale.status == "cancelled":
+        raise Conflict("La venta está anulada.", code="sale.cancelled")
+    if paid_via not in ("primary", "backup"):
+        raise ValidationFailed("Vía de pago inválida.", field="paid_via")
+    sale.status = "paid"
+    sale.payment_method = method
+    sale.provider_id = provider_id
+    sale.paid_via = paid_via
+    sale.paid_at = utcnow()
+    await _apply_totals(s, sale, +1)
+    await record(s, venue_id=sale.venue_id, user_id=user_id, action="sale.paid", entity="sale", entity_id=sale.id,
+                 payload={"method": method, "provider": provider_id, "via": paid_via, "total": sale.total,
+                          "session_id": sale.session_id})
+    return sale_out(sale)
+
+
+async def cancel_sale(s: AsyncSession, *, venue_id: int, sale_id: int, user_id: int, reason: str) -> SaleOut:
+    """Cancel a sale (reason and who kept). A paid sale leaves the session's totals; a card payment must be
+    refunded through its provider first."""
+    reason = _text(reason, field="reason", minimum=3, label="El motivo de la anulación")
+    sale = await _locked_sale(s, sale_id, venue_id)
+    if sale.status == "cancelled":
+        raise Conflict("La venta ya está anulada.", code="sale.cancelled")
+    session = await s.get(CashSession, sale.session_id)
+    if session is None or session.status != "open":
+        raise Conflict("La sesión de la venta ya no está abierta; la anulación la hace un supervisor como incidencia.",
+                       code="session.closed")
+    attempts = (await s.execute(select(PaymentAttempt.id, PaymentAttempt.state, PaymentAttempt.active)
+                                .where(PaymentAttempt.sale_id == sale_id))).all()
+    if any(a.active or a.state in ACTIVE_ATTEMPT_STATES for a in attempts):
+        raise Conflict("La venta tiene un pago en curso o sin resolver; resuélvalo antes de anular.",
+                       code="sale.payment_in_progress")
+    if sale.status == "paid" and sale.payment_method != "cash" and any(a.state in APPROVED_STATES for a in attempts):
+        raise Conflict("El pago con tarjeta debe anularse (reembolso) antes de anular la venta.",
+                       code="sale.refund_required")
+    was_paid = sale.status == "paid"
+    if was_paid:
+        await _apply_totals(s, sale, -1)
+    sale.status = "cancelled"
+    sale.cancelled_at = utcnow()
+    sale.cancelled_by = user_id
+    sale.cancel_reason = reason
+    await record(s, venue_id=venue_id, user_id=user_id, action="sale.cancelled", entity="sale", entity_id=sale.id,
+                 payload={"reason": reason, "was_paid": was_paid, "total": sale.total,
+                          "method": sale.payment_method})
+    return await get_sale(s, venue_id, sale_id)
+
+
+async def get_sale(s: AsyncSession, venue_id: int, sale_id: int) -> SaleOut:
+    sale = await s.get(Sale, sale_id, populate_existing=True)
+    if sale is None or sale.venue_id != venue_id:
+        raise NotFound("La venta no existe.", code="sale.not_found")
+    items = list(await s.scalars(select(SaleItem).where(SaleItem.sale_id == sale_id).order_by(SaleItem.id)))
+    return sale_out(sale, items)
+
+
+async def list_sales(s: AsyncSession, venue_id: int, *, session_id: int | None = None,
+                     jornada_id: int | None = None, status: str | None = None, limit: int = 200,
+                     offset: int = 0) -> list[SaleOut]:
+    q = select(Sale).where(Sale.venue_id == venue_id)
+    if session_id is not None:
+        q = q.where(Sale.session_id == session_id)
+    if jornada_id is not None:
+        q = q.where(Sale.jornada_id == jornada_id)
+    if status is not None:
+        q = q.where(Sale.status == status)
+    rows = await s.scalars(q.order_by(Sale.id.desc()).limit(min(limit, 1000)).offset(offset))
+    return [sale_out(r) for r in rows]

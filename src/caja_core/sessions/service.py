@@ -1,0 +1,398 @@
+"""Cash sessions: open (idempotent, one per register, inside an open jornada), cash movements, blind close
+by denomination with supervisor approval over tolerance, fallback events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..audit.service import open_incident, record
+from ..clock import utcnow
+from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
+from ..jornadas.models import Jornada
+from ..money import MAX_AMOUNT, format_clp, parse_amount
+from ..payments.models import PaymentAttempt
+from ..registers.models import BackupPhone, CashRegister
+from ..registers.service import STATUS_LABELS, register_out
+from ..sales.models import Sale
+from ..users.models import User
+from ..venues.models import Venue
+from .models import CashMovement, CashSession, FallbackEvent
+
+#: Attempt states that block a close (PAYMENTS.md rule 7).
+UNRESOLVED_STATES = ("created", "sending", "awaiting", "in_doubt", "reconciling", "manual_pending")
+STATE_LABELS = {"created": "creado", "sending": "enviando", "awaiting": "esperando al terminal",
+                "in_doubt": "en duda", "reconciling": "verificando con el terminal",
+                "manual_pending": "respaldo sin confirmar"}
+MAX_COUNT_PER_DENOMINATION = 100_000
+
+
+class SessionOut(msgspec.Struct, kw_only=True):
+    id: int
+    venue_id: int
+    register_id: int
+    jornada_id: int
+    opened_by: int
+    opened_at: datetime
+    status: str
+    initial_cash: int
+    initial_count: dict[str, int] | None
+    ticket_count: int
+    sales_total: int
+    cash_sales_total: int
+    card_sales_total: int
+    courtesy_count: int
+    courtesy_total: int
+    cancelled_count: int
+    cancelled_total: int
+    cash_in_total: int
+    cash_out_total: int
+    primary_count: int
+    backup_count: int
+    closed_at: datetime | None = None
+    closed_by: int | None = None
+    counted_cash: int | None = None
+    counted_breakdown: dict[str, int] | None = None
+    expected_cash: int | None = None
+    difference: int | None = None
+    close_note: str = ""
+    approved_by: int | None = None
+
+
+class CloseResult(msgspec.Struct, kw_only=True):
+    session_id: int
+    status: str               # "closed", or "closing" while waiting for a supervisor's approval
+    counted_cash: int
+    expected_cash: int
+    difference: int           # counted − expected: positive = surplus (sobrante), negative = shortage
+    tolerance: int
+    needs_approval: bool
+    breakdown: dict[str, int]
+
+
+def session_out(c: CashSession) -> SessionOut:
+    return SessionOut(**{f: getattr(c, f) for f in SessionOut.__struct_fields__})
+
+
+def expected_cash(c: CashSession) -> int:
+    return c.initial_cash + c.cash_sales_total + c.cash_in_total - c.cash_out_total
+
+
+async def _venue(s: AsyncSession, venue_id: int) -> Venue:
+    venue = await s.get(Venue, venue_id)
+    if venue is None:
+        raise NotFound("El local no existe.", code="venue.not_found")
+    return venue
+
+
+def parse_count(raw: dict[Any, Any] | None, denominations: list[int], *, field: str = "count") -> dict[str, int]:
+    """Validate a count by denomination: ``{"20000": 3, "500": 10}`` → same with ints; zeros dropped."""
+    out: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    for key, value in (raw or {}).items():
+        try:
+            denom = int(str(key).strip())
+        except ValueError:
+            errors[f"{field}.{key}"] = f"Denominación desconocida: {key}."
+            continue
+        if denom not in denominations:
+            errors[f"{field}.{key}"] = f"Denominación desconocida: {format_clp(denom)}."
+            continue
+        if value in (None, ""):
+            continue
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
+            errors[f"{field}.{denom}"] = f"La cantidad de {format_clp(denom)} debe ser un número entero ≥ 0."
+            continue
+        qty = int(value)
+        if qty > MAX_COUNT_PER_DENOMINATION:
+            errors[f"{field}.{denom}"] = f"La cantidad de {format_clp(denom)} es demasiado grande."
+            continue
+        if qty:
+            out[str(denom)] = qty
+    if errors:
+        raise ValidationFailed("Revise el conteo por denominación.", code="count.invalid", fields=errors)
+    return out
+
+
+def count_total(count: dict[str, int]) -> int:
+    return sum(int(d) * q for d, q in count.items())
+
+
+async def available_backup_phones(s: AsyncSession, venue_id: int, register_id: int) -> int:
+    try:  # the backup-phones service, when installed, is the source of truth
+        from ..backup_phones.service import count_available
+    except ImportError:
+        return await s.scalar(select(func.count()).select_from(BackupPhone).where(
+            BackupPhone.venue_id == venue_id, BackupPhone.available.is_(True),
+            or_(BackupPhone.register_id == register_id, BackupPhone.register_id.is_(None)))) or 0
+    return await count_available(s, venue_id, register_id)
+
+
+async def open_session(s: AsyncSession, *, venue_id: int, register_id: int, user_id: int,
+                       initial_cash: object = None, count: dict[Any, Any] | None = None,
+                       open_key: str) -> SessionOut:
+    """Open a session on a register. Repeating the same ``open_key`` returns the first session."""
+    open_key = (open_key or "").strip()
+    if not open_key or len(open_key) > 80:
+        raise ValidationFailed("Falta la clave de idempotencia de la apertura.", field="open_key")
+    existing = await s.scalar(select(CashSession).where(CashSession.venue_id == venue_id,
+                                                        CashSession.open_key == open_key))
+    if existing is not None:
+        if existing.register_id != register_id:
+            raise Conflict("Esta apertura ya se usó en otra caja.", code="session.key_reused")
+        return session_out(existing)
+    venue = await _venue(s, venue_id)
+    register = await s.get(CashRegister, register_id)
+    if register is None or register.venue_id != venue_id:
+        raise NotFound("La caja no existe.", code="register.not_found")
+    if not register.active:
+        raise Conflict(f"La caja {register.name} está desactivada.", code="register.inactive")
+    if register.operational_status != "active":
+        label = STATUS_LABELS.get(register.operational_status, register.operational_status)
+        raise Conflict(f"La caja {register.name} no está operativa (estado: {label}).",
+                       code="register.not_operational")
+    jornada = await s.scalar(select(Jornada).where(Jornada.venue_id == venue_id, Jornada.status == "open"))
+    if jornada is None:
+        raise Conflict("No hay una jornada abierta. Un supervisor debe abrir la jornada primero.",
+                       code="jornada.none_open")
+    parsed_count = parse_count(count, venue.denominations) if count else None
+    if parsed_count is not None and initial_cash in (None, ""):
+        cash = count_total(parsed_count)
+    else:
+        cash = parse_amount(0 if initial_cash in (None, "") else initial_cash, field="initial_cash",
+                            allow_zero=True, label="El fondo inicial")
+        if parsed_count is not None and count_total(parsed_count) != cash:
+            raise ValidationFailed(
+                f"El fondo inicial ({format_clp(cash)}) no coincide con el conteo ({format_clp(count_total(parsed_count))}).",
+                field="initial_cash")
+    policy = register_out(register).policy
+    if register.backup_provider and policy.enabled and policy.backup_phones_required > 0:
+        phones = await available_backup_phones(s, venue_id, register_id)
+        if phones < policy.backup_phones_required:
+            raise Conflict(
+                f"La política de la caja exige {policy.backup_phones_required} celular(es) de respaldo "
+                f"disponible(s) y hay {phones}. Registre o marque disponibles los celulares de respaldo.",
+                code="session.backup_phones_missing")
+    session = CashSession(venue_id=venue_id, register_id=register_id, jornada_id=jornada.id, opened_by=user_id,
+                          opened_at=utcnow(), open_key=open_key, status="open", initial_cash=cash,
+                          initial_count=parsed_count)
+    try:
+        async with s.begin_nested():
+            s.add(session)
+            await s.flush()
+    except IntegrityError:
+        again = await s.scalar(select(CashSession).where(CashSession.venue_id == venue_id,
+                                                         CashSession.open_key == open_key))
+        if again is not None and again.register_id == register_id:
+            return session_out(again)
+        raise Conflict(f"La caja {register.name} ya tiene una sesión abierta.", code="session.already_open") from None
+    await record(s, venue_id=venue_id, user_id=user_id, action="session.opened", entity="session",
+                 entity_id=session.id, payload={"register": register.code, "initial_cash": cash})
+    return session_out(session)
+
+
+async def _session(s: AsyncSession, venue_id: int, session_id: int, *, lock: bool = False) -> CashSession:
+    q = select(CashSession).where(CashSession.id == session_id, CashSession.venue_id == venue_id)
+    if lock:
+        q = q.with_for_update()
+    session = await s.scalar(q)
+    if session is None:
+        raise NotFound("La sesión de caja no existe.", code="session.not_found")
+    return session
+
+
+async def get_session(s: AsyncSession, venue_id: int, session_id: int) -> SessionOut:
+    return session_out(await _session(s, venue_id, session_id))
+
+
+async def current_session(s: AsyncSession, venue_id: int, register_id: int) -> SessionOut | None:
+    session = await s.scalar(select(CashSession).where(CashSession.venue_id == venue_id,
+                                                       CashSession.register_id == register_id,
+                                                       CashSession.status != "closed"))
+    return session_out(session) if session else None
+
+
+async def sessions_of_user(s: AsyncSession, venue_id: int, user_id: int) -> list[SessionOut]:
+    rows = await s.scalars(select(CashSession).where(CashSession.venue_id == venue_id,
+                                                     CashSession.opened_by == user_id,
+                                                     CashSession.status != "closed"))
+    return [session_out(c) for c in rows]
+
+
+async def list_sessions(s: AsyncSession, venue_id: int, *, jornada_id: int | None = None,
+                        register_id: int | None = None, limit: int = 200) -> list[SessionOut]:
+    q = select(CashSession).where(CashSession.venue_id == venue_id)
+    if jornada_id is not None:
+        q = q.where(CashSession.jornada_id == jornada_id)
+    if register_id is not None:
+        q = q.where(CashSession.register_id == register_id)
+    rows = await s.scalars(q.order_by(CashSession.opened_at.desc()).limit(limit))
+    return [session_out(c) for c in rows]
+
+
+def require_open(session: CashSession) -> None:
+    if session.status == "closed":
+        raise Conflict("La sesión de caja está cerrada.", code="session.closed")
+    if session.status != "open":
+        raise Conflict("La sesión de caja está en cierre; no admite más movimientos.", code="session.closing")
+
+
+async def add_cash_movement(s: AsyncSession, *, venue_id: int, session_id: int, kind: str, amount: object,
+                            reason: str, user_id: int) -> SessionOut:
+    if kind not in ("in", "out"):
+        raise ValidationFailed("El movimiento debe ser ingreso o retiro.", field="kind")
+    value = parse_amount(amount, field="amount")
+    reason = (reason or "").strip()
+    if len(reason) < 3 or len(reason) > 200 or any(ord(ch) < 32 for ch in reason):
+        raise ValidationFailed("Indique el motivo del movimiento (3 a 200 caracteres).", field="reason")
+    session = await _session(s, venue_id, session_id, lock=True)
+    require_open(session)
+    if kind == "out" and value > expected_cash(session):
+        raise Conflict(f"No hay suficiente efectivo en la caja para retirar {format_clp(value)}.",
+                       code="session.insufficient_cash", field="amount")
+    s.add(CashMovement(venue_id=venue_id, session_id=session_id, kind=kind, amount=value, reason=reason,
+                       user_id=user_id, created_at=utcnow()))
+    column = CashSession.cash_in_total if kind == "in" else CashSession.cash_out_total
+    await s.execute(update(CashSession).where(CashSession.id == session_id)
+                    .values({column: column + value}).execution_options(synchronize_session=False))
+    await record(s, venue_id=venue_id, user_id=user_id, action=f"session.cash_{kind}", entity="session",
+                 entity_id=session_id, payload={"amount": value, "reason": reason})
+    await s.refresh(session)
+    return session_out(session)
+
+
+async def list_cash_movements(s: AsyncSession, venue_id: int, session_id: int) -> list[dict[str, Any]]:
+    rows = await s.scalars(select(CashMovement).where(CashMovement.venue_id == venue_id,
+                                                      CashMovement.session_id == session_id)
+                           .order_by(CashMovement.id))
+    return [{"id": m.id, "kind": m.kind, "amount": m.amount, "reason": m.reason, "user_id": m.user_id,
+             "created_at": m.created_at} for m in rows]
+
+
+async def unresolved_attempts(s: AsyncSession, session_id: int) -> list[str]:
+    """Human descriptions of the payment attempts of a session that are not resolved yet."""
+    rows = (await s.execute(
+        select(PaymentAttempt.id, PaymentAttempt.provider_id, PaymentAttempt.state, PaymentAttempt.amount,
+               PaymentAttempt.ticket, PaymentAttempt.sale_id)
+        .where(PaymentAttempt.session_id == session_id, PaymentAttempt.state.in_(UNRESOLVED_STATES))
+        .order_by(PaymentAttempt.id))).all()
+    return [f"Pago #{r.id} (venta #{r.sale_id}, {r.provider_id.upper()}, ticket {r.ticket}, "
+            f"{format_clp(r.amount)}): {STATE_LABELS.get(r.state, r.state)}" for r in rows]
+
+
+async def close_session(s: AsyncSession, *, venue_id: int, session_id: int, user_id: int,
+                        counted: dict[Any, Any], note: str = "") -> CloseResult:
+    """Blind close: the server computes counted, expected and difference. Over the venue's tolerance the
+    session waits in ``closing`` for a supervisor's approval (``approve_close``)."""
+    session = await _session(s, venue_id, session_id, lock=True)
+    if session.status == "closed":
+        raise Conflict("La sesión de caja ya está cerrada.", code="session.closed")
+    venue = await _venue(s, venue_id)
+    breakdown = parse_count(counted, venue.denominations, field="counted")
+    pending = await unresolved_attempts(s, session_id)
+    if pending:
+        raise Conflict("No se puede cerrar: hay pagos sin resolver. " + "; ".join(pending),
+                       code="session.unresolved_payments", details={"attempts": pending})
+    note = (note or "").strip()[:1000]
+    # Carts that were never paid do not survive the close (they never counted in any total).
+    abandoned = list(await s.scalars(select(Sale).where(Sale.session_id == session_id,
+                                                        Sale.status == "pending_payment")))
+    for sale in abandoned:
+        sale.status = "cancelled"
+        sale.cancelled_at = utcnow()
+        sale.cancelled_by = user_id
+        sale.cancel_reason = "Venta sin pagar al cierre de caja"
+    counted_cash = count_total(breakdown)
+    expected = expected_cash(session)
+    difference = counted_cash - expected
+    needs_approval = abs(difference) > venue.close_tolerance
+    session.counted_breakdown = breakdown
+    session.counted_cash = counted_cash
+    session.expected_cash = expected
+    session.difference = difference
+    session.close_note = note
+    if needs_approval:
+        session.status = "closing"
+        await record(s, venue_id=venue_id, user_id=user_id, action="session.close_requested",
+                     entity="session", entity_id=session_id,
+                     payload={"counted": counted_cash, "expected": expected, "difference": difference})
+    else:
+        session.status = "closed"
+        session.closed_at = utcnow()
+        session.closed_by = user_id
+        await record(s, venue_id=venue_id, user_id=user_id, action="session.closed", entity="session",
+                     entity_id=session_id,
+                     payload={"counted": counted_cash, "expected": expected, "difference": difference,
+                              "breakdown": breakdown, "abandoned_sales": len(abandoned)})
+    return CloseResult(session_id=session_id, status=session.status, counted_cash=counted_cash,
+                       expected_cash=expected, difference=difference, tolerance=venue.close_tolerance,
+                       needs_approval=needs_approval, breakdown=breakdown)
+
+
+async def approve_close(s: AsyncSession, *, venue_id: int, session_id: int, supervisor_id: int,
+                        note: str) -> CloseResult:
+    """A supervisor (or admin) approves a close whose difference is over tolerance, with a note."""
+    supervisor = await s.get(User, supervisor_id)
+    if supervisor is None or supervisor.venue_id != venue_id or supervisor.role not in ("supervisor", "admin") \
+            or not supervisor.active:
+        raise Forbidden("Solo un supervisor o administrador puede aprobar el cierre.", code="session.approval_role")
+    note = (note or "").strip()
+    if len(note) < 5:
+        raise ValidationFailed("La aprobación requiere una nota que explique la diferencia (mínimo 5 caracteres).",
+                               field="note")
+    session = await _session(s, venue_id, session_id, lock=True)
+    if session.status != "closing":
+        raise Conflict("La sesión no está esperando aprobación de cierre.", code="session.not_closing")
+    venue = await _venue(s, venue_id)
+    session.status = "closed"
+    session.closed_at = utcnow()
+    session.closed_by = session.closed_by or supervisor_id
+    session.approved_by = supervisor_id
+    session.close_note = (session.close_note + "\n" if session.close_note else "") + f"Aprobación: {note[:900]}"
+    await record(s, venue_id=venue_id, user_id=supervisor_id, action="session.close_approved", entity="session",
+                 entity_id=session_id, payload={"difference": session.difference, "note": note[:300]})
+    await open_incident(s, venue_id=venue_id, kind="cash_difference", session_id=session_id,
+                        jornada_id=session.jornada_id, register_id=session.register_id, user_id=supervisor_id,
+                        description=f"Diferencia de caja {format_clp(session.difference)} aprobada: {note[:300]}")
+    return CloseResult(session_id=session_id, status="closed", counted_cash=session.counted_cash or 0,
+                       expected_cash=session.expected_cash or 0, difference=session.difference or 0,
+                       tolerance=venue.close_tolerance, needs_approval=False,
+                       breakdown=dict(session.counted_breakdown or {}))
+
+
+async def add_fallback_event(s: AsyncSession, *, venue_id: int, session_id: int, sale_id: int | None,
+                             attempt_id: int | None, from_provider: str, to_provider: str, reason: str,
+                             user_id: int | None, override: bool = False,
+                             details: dict[str, Any] | None = None) -> int:
+    event = FallbackEvent(venue_id=venue_id, session_id=session_id, sale_id=sale_id, attempt_id=attempt_id,
+                          from_provider=from_provider, to_provider=to_provider, reason=reason[:300],
+                          user_id=user_id, override=override, created_at=utcnow(), details=details)
+    s.add(event)
+    await s.flush()
+    await record(s, venue_id=venue_id, user_id=user_id,
+                 action="payment.override" if override else "payment.fallback", entity="sale",
+                 entity_id=sale_id or "", payload={"from": from_provider, "to": to_provider, "reason": reason[:300],
+                                                   "attempt_id": attempt_id})
+    return event.id
+
+
+async def list_fallback_events(s: AsyncSession, venue_id: int, *, session_id: int | None = None,
+                               jornada_id: int | None = None) -> list[dict[str, Any]]:
+    q = select(FallbackEvent).where(FallbackEvent.venue_id == venue_id)
+    if session_id is not None:
+        q = q.where(FallbackEvent.session_id == session_id)
+    if jornada_id is not None:
+        q = q.join(CashSession, CashSession.id == FallbackEvent.session_id).where(CashSession.jornada_id == jornada_id)
+    rows = await s.scalars(q.order_by(FallbackEvent.id))
+    return [{"id": e.id, "session_id": e.session_id, "sale_id": e.sale_id, "attempt_id": e.attempt_id,
+             "from_provider": e.from_provider, "to_provider": e.to_provider, "reason": e.reason,
+             "user_id": e.user_id, "override": e.override, "created_at": e.created_at} for e in rows]
+
+
+__all__ = ["MAX_AMOUNT", "CloseResult", "SessionOut", "add_cash_movement", "add_fallback_event", "approve_close",
+           "close_session", "current_session", "get_session", "open_session", "unresolved_attempts"]
