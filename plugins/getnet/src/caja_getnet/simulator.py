@@ -1,0 +1,545 @@
+"""A GETNET POS Integrado terminal in software, over TCP or a pseudo-terminal, with fault injection.
+
+Behaves like the terminal described in PAYMENTS.md §2: answers every command with ``{"Received":true}``
+then its final response (with intermediate messages 78–84 in between when the sale asks for them), keeps a
+ledger of the sales since the last Close so LastVoucher, Details, Totals, Refund, Return and Close answer
+truthfully, writes each message in one write with a short gap, never waits for the host's receipt, and over
+TCP closes the connection after each final response (unless ``keep_open``).
+
+Faults are chosen for the whole run or for the next sale, in process (``Simulator.add_fault``) or through
+the control channel (HTTP on loopback: ``GET/POST/DELETE /faults``, ``GET /ledger``). See README.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import tty
+from collections import deque
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from .protocol import (INTERMEDIATE_MESSAGES, RECEIVED, Command, Request, StreamReader, decline_text,
+                       encode_envelope, mask_response, parse_message)
+
+log = logging.getLogger("caja.getnet.simulator")
+
+FAULT_KINDS = (
+    "decline",                  # final response with ResponseCode=code (nothing charged)
+    "no_receipt",               # the terminal ignores the sale entirely (never sees it)
+    "receipt_then_silence",     # receipt, then nothing; charged says whether the card was charged
+    "late_answer",              # receipt, then the response only after delay_s
+    "disconnect_after_receipt", # receipt, then the connection drops (TCP); charged as above
+    "split_bytes",              # the final response written byte by byte, gap_s between bytes
+    "glued",                    # receipt, intermediate messages and the response in one single write
+    "duplicate_response",       # the final response written twice
+    "wrong_sign",               # the final response with a Sign that does not match (card charged)
+    "different_amount",         # approval for another amount (amount, or request + 1000)
+    "noise_before",             # junk and a truncated object before the final response
+    "earlier_ticket",           # the previous sale's response first, then (if then_real) the real one
+    "unterminated",             # receipt, then an object that never ends (size bytes), nothing else
+    "random",                   # each sale: with probability rate, one of the above (seeded)
+)
+
+RANDOM_POOL = ("decline", "no_receipt", "receipt_then_silence", "late_answer", "disconnect_after_receipt",
+               "split_bytes", "glued", "duplicate_response", "wrong_sign", "noise_before", "earlier_ticket")
+
+# A test card number, deliberately present in raw responses (as a careless terminal might send it), so that a
+# host that logs or stores raw frames is caught by the tests. caja never keeps more than the last 4 digits.
+TEST_ACCOUNT_NUMBER = "4761739001010119"
+
+
+class Fault(msgspec.Struct, kw_only=True):
+    kind: str
+    scope: str = "next"             # "next" (the next sale only) or "run" (every sale until cleared)
+    code: int = 5
+    message: str = ""
+    charged: bool = True
+    delay_s: float = 5.0
+    gap_s: float = 0.15
+    amount: int | None = None
+    noise: str = '\x00\x7fruido{"JsonSerialized":"{\\"FunctionCode\\":100,\\"Resp'
+    then_real: bool = True
+    size: int = 2_000_000
+    seed: int | None = None
+    rate: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"falla desconocida: {self.kind!r} (válidas: {', '.join(FAULT_KINDS)})")
+        if self.scope not in ("next", "run"):
+            raise ValueError("scope debe ser 'next' o 'run'")
+
+
+class LedgerEntry(msgspec.Struct, kw_only=True):
+    ticket: str
+    amount: int
+    authorization_code: str
+    operation_id: int
+    card_brand: str
+    card_type: str
+    last4: str
+    real_date: str
+    refunded: bool = False
+
+
+# --- links: where a session writes ----------------------------------------------------------------------
+
+class _Link:
+    closed = False
+
+    async def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class _TcpLink(_Link):
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    async def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+        except (ConnectionError, OSError):
+            self.closed = True
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.writer.close()
+
+
+class _PtyLink(_Link):
+    def __init__(self, master_fd: int) -> None:
+        self.fd = master_fd
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.fd, view)
+            except BlockingIOError:
+                await asyncio.sleep(0.002)
+                continue
+            except OSError:
+                return
+            view = view[n:]
+
+    async def close(self) -> None:
+        pass   # a serial cable cannot be "closed" by the terminal: it simply goes silent
+
+
+class Simulator:
+    """One terminal. ``await start_tcp()`` / ``await start_pty()``, then ``await stop()``."""
+
+    def __init__(self, *, terminal_id: str = "SIM00001", commerce_code: str = "597000000001",
+                 keep_open: bool = False, step_delay_s: float = 0.05, message_gap_s: float = 0.01,
+                 seed: int | None = None) -> None:
+        self.terminal_id = terminal_id
+        self.commerce_code = commerce_code
+        self.keep_open = keep_open
+        self.step_delay_s = step_delay_s
+        self.message_gap_s = message_gap_s
+        self.ledger: list[LedgerEntry] = []
+        self.commands: list[dict[str, Any]] = []      # every command received (masked), for tests/rehearsal
+        self.faults_next: deque[Fault] = deque()
+        self.fault_run: Fault | None = None
+        self._random: random.Random | None = None
+        self._rng = random.Random(seed)
+        self._busy = asyncio.Lock()
+        self._cancel_requested = False
+        self._sale_in_progress = False
+        self._operation_id = 0
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._pty: tuple[int, int] | None = None
+        self.tcp_address: tuple[str, int] | None = None
+        self.control_address: tuple[str, int] | None = None
+        self.pty_path: str | None = None
+
+    # --- faults -------------------------------------------------------------------------------------
+    def add_fault(self, fault: Fault | dict[str, Any]) -> Fault:
+        if isinstance(fault, dict):
+            fault = msgspec.convert(fault, Fault)
+        if fault.kind == "random":
+            self._random = random.Random(fault.seed)
+        if fault.scope == "run":
+            self.fault_run = fault
+        else:
+            self.faults_next.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        self.faults_next.clear()
+        self.fault_run = None
+
+    def _take_fault(self) -> Fault | None:
+        fault = self.faults_next.popleft() if self.faults_next else self.fault_run
+        if fault is not None and fault.kind == "random":
+            rng = self._random or random.Random(fault.seed)
+            self._random = rng
+            if rng.random() >= fault.rate:
+                return None
+            kind = rng.choice(RANDOM_POOL)
+            return Fault(kind=kind, charged=rng.random() < 0.5, delay_s=rng.uniform(0.05, 0.5),
+                         gap_s=0.001, code=rng.choice([1, 5, 6]))
+        return fault
+
+    # --- serving ------------------------------------------------------------------------------------
+    async def start_tcp(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        server = await asyncio.start_server(self._tcp_session, host, port)
+        self._servers.append(server)
+        self.tcp_address = server.sockets[0].getsockname()[:2]
+        log.info("simulador GETNET escuchando en tcp://%s:%s", *self.tcp_address)
+        return self.tcp_address
+
+    async def start_pty(self) -> str:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        tty.setraw(master)
+        os.set_blocking(master, False)
+        self._pty = (master, slave)   # we keep the slave open so the pty never hangs up between clients
+        self.pty_path = os.ttyname(slave)
+        link = _PtyLink(master)
+        reader = StreamReader()
+        loop = asyncio.get_running_loop()
+
+        def on_readable() -> None:
+            try:
+                data = os.read(master, 65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            for raw in reader.feed(data):
+                self._dispatch(link, raw)
+
+        loop.add_reader(master, on_readable)
+        log.info("simulador GETNET en el puerto serie %s", self.pty_path)
+        return self.pty_path
+
+    async def start_control(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        server = await asyncio.start_server(self._control_session, host, port)
+        self._servers.append(server)
+        self.control_address = server.sockets[0].getsockname()[:2]
+        return self.control_address
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 1)
+            except (TimeoutError, Exception):
+                pass
+        self._servers.clear()
+        if self._pty:
+            master, slave = self._pty
+            asyncio.get_running_loop().remove_reader(master)
+            os.close(master)
+            os.close(slave)
+            self._pty = None
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _tcp_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        link = _TcpLink(writer)
+        stream = StreamReader()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        try:
+            while not link.closed:
+                try:
+                    data = await reader.read(65536)
+                except (ConnectionError, OSError):
+                    break
+                if not data:
+                    break
+                for raw in stream.feed(data):
+                    self._dispatch(link, raw)
+        finally:
+            await link.close()
+
+    def _dispatch(self, link: _Link, raw: bytes) -> None:
+        message = parse_message(raw)
+        if not isinstance(message, Request):
+            return   # host receipts, badly signed or unknown objects: ignored (a bad Sign is never applied)
+        self.commands.append(mask_response(message.data) | {"Command": message.command})
+        if message.command == Command.CANCEL_SALE:
+            self._spawn(self._cancel_sale(link))
+        else:
+            fault = self._take_fault() if message.command == Command.SALE else None
+            self._spawn(self._handle(link, message.data, fault))
+
+    # --- writing --------------------------------------------------------------------------------------
+    async def _send(self, link: _Link, data: bytes) -> None:
+        await link.write(data)
+        if self.message_gap_s:
+            await asyncio.sleep(self.message_gap_s)
+
+    async def _finish(self, link: _Link) -> None:
+        """After a final response: over TCP the terminal closes the connection (one per command)."""
+        if not self.keep_open:
+            await link.close()
+
+    async def _send_final(self, link: _Link, response: dict[str, Any], fault: Fault | None) -> None:
+        kind = fault.kind if fault else None
+        frame = encode_envelope(response, bad_sign=kind == "wrong_sign")
+        if kind == "noise_before":
+            await self._send(link, fault.noise.encode("utf-8"))
+        if kind == "split_bytes":
+            for i in range(len(frame)):
+                await link.write(frame[i:i + 1])
+                await asyncio.sleep(fault.gap_s)
+        else:
+            await self._send(link, frame)
+        if kind == "duplicate_response":
+            await self._send(link, frame)
+        await self._finish(link)
+
+    # --- commands -------------------------------------------------------------------------------------
+    async def _cancel_sale(self, link: _Link) -> None:
+        await self._send(link, RECEIVED)
+        if self._sale_in_progress:
+            self._cancel_requested = True
+            response = self._base(Command.CANCEL_SALE, 0, "Venta cancelada")
+        else:
+            response = self._base(Command.CANCEL_SALE, 13, decline_text(13))
+        await self._send(link, encode_envelope(response))
+        if not self._sale_in_progress:
+            await self._finish(link)
+
+    async def _handle(self, link: _Link, request: dict[str, Any], fault: Fault | None) -> None:
+        command = int(request.get("Command", 0))
+        if fault and fault.kind == "no_receipt":
+            log.info("simulador: falla no_receipt, la venta %s se ignora", request.get("TicketNumber"))
+            return
+        glued = bool(fault and fault.kind == "glued")
+        if not glued:
+            await self._send(link, RECEIVED)
+        async with self._busy:
+            if command == Command.SALE:
+                await self._sale(link, request, fault)
+                return
+            response = self._answer(command, request)
+        await self._send(link, encode_envelope(response))
+        await self._finish(link)
+
+    def _base(self, function_code: int, code: int, message: str) -> dict[str, Any]:
+        return {"FunctionCode": int(function_code), "ResponseCode": code, "ResponseMessage": message,
+                "CommerceCode": self.commerce_code, "TerminalId": self.terminal_id}
+
+    def _sale_response(self, entry: LedgerEntry, function_code: int = Command.SALE) -> dict[str, Any]:
+        return self._base(function_code, 0, "Aprobado") | {
+            "Ticket": entry.ticket, "AuthorizationCode": entry.authorization_code, "Amount": entry.amount,
+            "SharesNumber": 0, "SharesAmount": 0, "Last4Digits": entry.last4, "OperationId": entry.operation_id,
+            "CardType": entry.card_type, "CardBrand": entry.card_brand,
+            "AccountingDate": entry.real_date[:10], "AccountNumber": TEST_ACCOUNT_NUMBER,
+            "RealDate": entry.real_date, "EmployeeId": "", "Tip": 0, "SaleType": 0, "PosMode": "INTEGRADO",
+        }
+
+    async def _sale(self, link: _Link, request: dict[str, Any], fault: Fault | None) -> None:
+        kind = fault.kind if fault else None
+        ticket = str(request.get("TicketNumber") or "")
+        amount = request.get("Amount")
+        if not ticket or isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            response = self._base(Command.SALE, 10, decline_text(10)) | {"Ticket": ticket, "Amount": amount}
+            await self._send(link, encode_envelope(response))
+            await self._finish(link)
+            return
+        self._sale_in_progress = True
+        self._cancel_requested = False
+        try:
+            glued_frames: list[bytes] = [RECEIVED] if kind == "glued" else []
+            if request.get("SendMessage"):
+                for code in (78, 79, 81, 82):
+                    message = encode_envelope({"MessageCode": code, "MessageText": INTERMEDIATE_MESSAGES[code]})
+                    if kind == "glued":
+                        glued_frames.append(message)
+                    else:
+                        await self._send(link, message)
+                    await asyncio.sleep(self.step_delay_s)
+                    if self._cancel_requested:
+                        break
+            else:
+                await asyncio.sleep(self.step_delay_s * 4)
+            if self._cancel_requested:
+                response = self._base(Command.SALE, 2, decline_text(2)) | {"Ticket": ticket, "Amount": amount}
+                await self._send(link, b"".join(glued_frames) + encode_envelope(response))
+                await self._finish(link)
+                return
+            if kind == "decline":
+                response = self._base(Command.SALE, fault.code, fault.message or decline_text(fault.code)) | {
+                    "Ticket": ticket, "Amount": amount}
+                await self._send(link, b"".join(glued_frames) + encode_envelope(response))
+                await self._finish(link)
+                return
+            charged_amount = amount
+            if kind == "different_amount":
+                charged_amount = fault.amount if fault.amount is not None else amount + 1000
+            entry = self._charge(ticket, charged_amount)
+            if kind in ("receipt_then_silence", "disconnect_after_receipt", "unterminated") and not fault.charged:
+                self.ledger.remove(entry)
+            response = self._sale_response(entry)
+            if kind == "receipt_then_silence":
+                return
+            if kind == "disconnect_after_receipt":
+                await link.close()
+                return
+            if kind == "unterminated":
+                await link.write(b'{"JsonSerialized":"' + b"A" * fault.size)
+                return
+            if kind == "late_answer":
+                await asyncio.sleep(fault.delay_s)
+            if kind == "earlier_ticket":
+                earlier = self.ledger[-2] if len(self.ledger) >= 2 else LedgerEntry(
+                    ticket="0", amount=amount, authorization_code="000000", operation_id=0, card_brand="VI",
+                    card_type="DB", last4="0119", real_date=entry.real_date)
+                await self._send(link, encode_envelope(self._sale_response(earlier)))
+                if not fault.then_real:
+                    return
+            if kind == "glued":
+                await self._send(link, b"".join(glued_frames) + encode_envelope(response))
+                await self._finish(link)
+                return
+            await self._send_final(link, response, fault)
+        finally:
+            self._sale_in_progress = False
+
+    def _charge(self, ticket: str, amount: int) -> LedgerEntry:
+        self._operation_id += 1
+        entry = LedgerEntry(
+            ticket=ticket, amount=amount, authorization_code=f"{self._rng.randrange(10**6):06d}",
+            operation_id=self._operation_id, card_brand=self._rng.choice(["VI", "MC"]),
+            card_type=self._rng.choice(["DB", "CR"]), last4=TEST_ACCOUNT_NUMBER[-4:],
+            real_date=datetime.now().replace(microsecond=0).isoformat())
+        self.ledger.append(entry)
+        log.info("simulador: venta aprobada ticket=%s monto=%s autorización=%s", ticket, amount,
+                 entry.authorization_code)
+        return entry
+
+    def _find(self, *, operation_id: Any = None, authorization_code: Any = None,
+              amount: Any = None) -> LedgerEntry | None:
+        for entry in reversed(self.ledger):
+            if entry.refunded:
+                continue
+            if operation_id is not None and str(entry.operation_id) == str(operation_id):
+                return entry
+            if (authorization_code is not None and entry.authorization_code == str(authorization_code)
+                    and entry.amount == amount):
+                return entry
+        return None
+
+    def totals(self) -> dict[str, int]:
+        sales = [e for e in self.ledger if not e.refunded]
+        refunds = [e for e in self.ledger if e.refunded]
+        return {"TotalCount": len(sales), "TotalAmount": sum(e.amount for e in sales),
+                "TotalRefundCount": len(refunds), "TotalRefundAmount": sum(e.amount for e in refunds)}
+
+    def _answer(self, command: int, request: dict[str, Any]) -> dict[str, Any]:
+        if command == Command.LAST_VOUCHER:
+            if not self.ledger:
+                return self._base(command, 12, "Sin transacciones desde el último cierre")
+            return self._sale_response(self.ledger[-1], Command.LAST_VOUCHER) | {
+                "Refunded": self.ledger[-1].refunded}
+        if command in (Command.REFUND, Command.RETURN):
+            if command == Command.REFUND:
+                entry = self._find(operation_id=request.get("OperationId"))
+            else:
+                entry = self._find(authorization_code=request.get("AuthorizationCode"), amount=request.get("Amount"))
+            if entry is None:
+                return self._base(command, 12, decline_text(12))
+            entry.refunded = True
+            log.info("simulador: anulada la venta ticket=%s", entry.ticket)
+            return self._sale_response(entry, command) | {"ResponseMessage": "Anulación aprobada"}
+        if command == Command.CLOSE:
+            response = self._base(command, 0, "Cierre aprobado") | self.totals()
+            self.ledger.clear()
+            return response
+        if command == Command.TOTALS:
+            return self._base(command, 0, "Aprobado") | self.totals()
+        if command == Command.DETAILS:
+            return self._base(command, 0, "Aprobado") | {
+                "Details": [self._sale_response(e, Command.DETAILS) | {"Refunded": e.refunded} for e in self.ledger]}
+        if command in (Command.POLL, Command.SET_NORMAL_MODE, Command.DEFAULT_SALE_TYPE, Command.SIM_REPORT,
+                       Command.DUPLICATE_OTHERS, Command.SALES_BY_SELLER, Command.TIP_REPORT):
+            return self._base(command, 0, "Aprobado")
+        if command == Command.PARAMETER_REPORT:
+            return self._base(command, 0, "Aprobado") | {"Version": "caja-simulador-1"}
+        return self._base(command or 0, 99, decline_text(99))
+
+    # --- control channel (HTTP/1.1 on loopback) -------------------------------------------------------
+    def ledger_json(self) -> dict[str, Any]:
+        return {"ledger": msgspec.to_builtins(self.ledger), "totals": self.totals(),
+                "faults": {"next": msgspec.to_builtins(list(self.faults_next)),
+                           "run": msgspec.to_builtins(self.fault_run)},
+                "commands": self.commands[-50:]}
+
+    async def _control_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = (lines[0].split(" ") + ["", ""])[:3]
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip() or 0)
+            if length > 65536:
+                raise ValueError("cuerpo demasiado grande")
+            body = await asyncio.wait_for(reader.readexactly(length), 5) if length else b""
+            status, payload = self._control(method, path.split("?")[0], body)
+        except (ValueError, asyncio.IncompleteReadError, TimeoutError, asyncio.LimitOverrunError) as exc:
+            status, payload = 400, {"error": str(exc)}
+        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "OK")
+        writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}"
+                     f"\r\nConnection: close\r\n\r\n".encode() + data)
+        try:
+            await writer.drain()
+        finally:
+            writer.close()
+
+    def _control(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+        if path == "/ledger" and method == "GET":
+            return 200, self.ledger_json()
+        if path == "/faults":
+            if method == "GET":
+                return 200, self.ledger_json()["faults"]
+            if method == "DELETE":
+                self.clear_faults()
+                return 200, {"status": "ok"}
+            if method == "POST":
+                try:
+                    raw = json.loads(body or b"{}")
+                    items = raw if isinstance(raw, list) else [raw]
+                    faults = [msgspec.convert(item, Fault) for item in items]
+                except (ValueError, msgspec.ValidationError) as exc:
+                    return 400, {"error": str(exc)}
+                for fault in faults:
+                    self.add_fault(fault)
+                return 200, self.ledger_json()["faults"]
+        return 404, {"error": f"ruta desconocida: {method} {path}"}
