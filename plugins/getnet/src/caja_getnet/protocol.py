@@ -343,7 +343,8 @@ def simple_command(command: int, **fields: Any) -> dict[str, Any]:
 SAFE_FIELDS = ("FunctionCode", "ResponseCode", "ResponseMessage", "CommerceCode", "TerminalId", "Ticket",
                "AuthorizationCode", "Amount", "SharesNumber", "SharesAmount", "Last4Digits", "OperationId",
                "CardType", "CardBrand", "AccountingDate", "RealDate", "EmployeeId", "Tip", "SaleType",
-               "PosMode", "MessageCode", "MessageText", "Refunded", "Version")
+               "PosMode", "MessageCode", "MessageText", "Refunded", "Version", "Command", "TicketNumber",
+               "SendMessage", "PrintOnPos", "DateTime")
 
 
 def mask_response(data: Mapping[str, Any]) -> dict[str, Any]:

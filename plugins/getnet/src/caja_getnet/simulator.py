@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from .protocol import (INTERMEDIATE_MESSAGES, RECEIVED, Command, Request, StreamReader, decline_text,
+from .protocol import (INTERMEDIATE_MESSAGES, RECEIVED, Command, Receipt, Request, StreamReader, decline_text,
                        encode_envelope, mask_response, parse_message)
 
 log = logging.getLogger("caja.getnet.simulator")
@@ -62,6 +62,7 @@ class Fault(msgspec.Struct, kw_only=True):
     charged: bool = True
     delay_s: float = 5.0
     gap_s: float = 0.15
+    chunk: int = 1                  # split_bytes: bytes per write
     amount: int | None = None
     noise: str = '\x00\x7fruido{"JsonSerialized":"{\\"FunctionCode\\":100,\\"Resp'
     then_real: bool = True
@@ -152,6 +153,7 @@ class Simulator:
         self.message_gap_s = message_gap_s
         self.ledger: list[LedgerEntry] = []
         self.commands: list[dict[str, Any]] = []      # every command received (masked), for tests/rehearsal
+        self.host_receipts = 0                        # {"Received":true} the host sent us
         self.faults_next: deque[Fault] = deque()
         self.fault_run: Fault | None = None
         self._random: random.Random | None = None
@@ -257,6 +259,13 @@ class Simulator:
             os.close(slave)
             self._pty = None
 
+    def command_codes(self) -> list[int]:
+        return [int(c["Command"]) for c in self.commands]
+
+    def tickets(self) -> dict[str, int]:
+        """Ticket → amount of the sales charged and not refunded since the last Close."""
+        return {e.ticket: e.amount for e in self.ledger if not e.refunded}
+
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -285,6 +294,9 @@ class Simulator:
 
     def _dispatch(self, link: _Link, raw: bytes) -> None:
         message = parse_message(raw)
+        if isinstance(message, Receipt):
+            self.host_receipts += 1
+            return
         if not isinstance(message, Request):
             return   # host receipts, badly signed or unknown objects: ignored (a bad Sign is never applied)
         self.commands.append(mask_response(message.data) | {"Command": message.command})
@@ -311,8 +323,9 @@ class Simulator:
         if kind == "noise_before":
             await self._send(link, fault.noise.encode("utf-8"))
         if kind == "split_bytes":
-            for i in range(len(frame)):
-                await link.write(frame[i:i + 1])
+            step = max(1, fault.chunk)
+            for i in range(0, len(frame), step):
+                await link.write(frame[i:i + step])
                 await asyncio.sleep(fault.gap_s)
         else:
             await self._send(link, frame)
