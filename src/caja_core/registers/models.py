@@ -25,8 +25,8 @@ class CashRegister(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     operational_status: Mapped[str] = mapped_column(String(12), default="active")
     payment_methods: Mapped[list[str]] = mapped_column(JSONType, default=lambda: ["cash", "card"])
-    primary_provider: Mapped[str | None] = mapped_column(String(40), nullable=True, default="getnet")
-    backup_provider: Mapped[str | None] = mapped_column(String(40), nullable=True, default="klap")
+    primary_provider: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    backup_provider: Mapped[str | None] = mapped_column(String(40), nullable=True)
     #: {provider_id: settings JSON}, each validated by that provider's Settings Struct.
     provider_settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     #: {"terminal": "...", "printer": "...", "drawer": "..."}

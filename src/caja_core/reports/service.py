@@ -1,0 +1,201 @@
+"""Session and jornada reports (Z report), the attempt log, and CSV export.
+
+Totals come from the sessions' running totals (kept in each sale's transaction), so a report costs one
+row per session, not one per sale.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..audit.service import IncidentOut, list_incidents
+from ..errors import NotFound
+from ..jornadas.service import JornadaOut, get_jornada
+from ..money import format_clp
+from ..payments.models import PaymentAttempt
+from ..registers.models import CashRegister
+from ..sessions.models import CashSession, SessionTotal
+from ..sessions.service import SessionOut, expected_cash, list_cash_movements, list_fallback_events, session_out
+from ..users.models import User
+
+SUMMED = ("ticket_count", "sales_total", "cash_sales_total", "card_sales_total", "courtesy_count",
+          "courtesy_total", "cancelled_count", "cancelled_total", "cash_in_total", "cash_out_total",
+          "primary_count", "backup_count")
+
+
+class TotalLine(msgspec.Struct, kw_only=True):
+    key: str
+    count: int
+    amount: int
+
+
+class AttemptLine(msgspec.Struct, kw_only=True):
+    id: int
+    sale_id: int
+    session_id: int
+    register_code: str
+    provider_id: str
+    role: str
+    amount: int
+    ticket: str
+    state: str
+    classification: str | None
+    response_code: str | None
+    response_message: str
+    card_brand: str | None
+    card_type: str | None
+    last4: str | None
+    authorization_code: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    duration_s: float | None
+
+
+class SessionSummary(msgspec.Struct, kw_only=True):
+    session: SessionOut
+    register_code: str
+    register_name: str
+    cashier_name: str
+    expected_cash_now: int
+
+
+class SessionReport(msgspec.Struct, kw_only=True):
+    summary: SessionSummary
+    by_provider: list[TotalLine]
+    by_method: list[TotalLine]
+    cash_movements: list[dict[str, Any]]
+    fallback_events: list[dict[str, Any]]
+    incidents: list[IncidentOut]
+    attempts_by_outcome: list[dict[str, Any]]
+
+
+class JornadaReport(msgspec.Struct, kw_only=True):
+    jornada: JornadaOut
+    sessions: list[SessionSummary]
+    totals: dict[str, int]
+    by_provider: list[TotalLine]
+    by_method: list[TotalLine]
+    differences_total: int
+    fallback_events: list[dict[str, Any]]
+    incidents: list[IncidentOut]
+    attempts_by_outcome: list[dict[str, Any]]
+
+
+async def _summaries(s: AsyncSession, q) -> list[SessionSummary]:
+    rows = (await s.execute(q.add_columns(CashRegister.code, CashRegister.name, User.display_name)
+                            .join(CashRegister, CashRegister.id == CashSession.register_id)
+                            .join(User, User.id == CashSession.opened_by)
+                            .order_by(CashRegister.code, CashSession.opened_at))).all()
+    return [SessionSummary(session=session_out(r[0]), register_code=r[1], register_name=r[2], cashier_name=r[3],
+                           expected_cash_now=expected_cash(r[0])) for r in rows]
+
+
+async def _totals(s: AsyncSession, dimension: str, session_filter) -> list[TotalLine]:
+    rows = (await s.execute(
+        select(SessionTotal.key, func.sum(SessionTotal.count), func.sum(SessionTotal.amount))
+        .where(SessionTotal.dimension == dimension, SessionTotal.session_id.in_(session_filter))
+        .group_by(SessionTotal.key).order_by(SessionTotal.key))).all()
+    return [TotalLine(key=k, count=int(c or 0), amount=int(a or 0)) for k, c, a in rows if c or a]
+
+
+async def _attempts_by_outcome(s: AsyncSession, session_filter) -> list[dict[str, Any]]:
+    rows = (await s.execute(
+        select(PaymentAttempt.provider_id, PaymentAttempt.state, func.count(), func.sum(PaymentAttempt.amount))
+        .where(PaymentAttempt.session_id.in_(session_filter))
+        .group_by(PaymentAttempt.provider_id, PaymentAttempt.state)
+        .order_by(PaymentAttempt.provider_id, PaymentAttempt.state))).all()
+    return [{"provider_id": p, "state": st, "count": int(c), "amount": int(a or 0)} for p, st, c, a in rows]
+
+
+async def session_report(s: AsyncSession, venue_id: int, session_id: int) -> SessionReport:
+    summaries = await _summaries(s, select(CashSession).where(CashSession.id == session_id,
+                                                              CashSession.venue_id == venue_id))
+    if not summaries:
+        raise NotFound("La sesión de caja no existe.", code="session.not_found")
+    ids = select(CashSession.id).where(CashSession.id == session_id)
+    return SessionReport(
+        summary=summaries[0], by_provider=await _totals(s, "provider", ids), by_method=await _totals(s, "method", ids),
+        cash_movements=await list_cash_movements(s, venue_id, session_id),
+        fallback_events=await list_fallback_events(s, venue_id, session_id=session_id),
+        incidents=await list_incidents(s, venue_id, session_id=session_id),
+        attempts_by_outcome=await _attempts_by_outcome(s, ids))
+
+
+async def jornada_report(s: AsyncSession, venue_id: int, jornada_id: int) -> JornadaReport:
+    jornada = await get_jornada(s, venue_id, jornada_id)
+    summaries = await _summaries(s, select(CashSession).where(CashSession.jornada_id == jornada_id,
+                                                              CashSession.venue_id == venue_id))
+    totals = {name: sum(getattr(x.session, name) for x in summaries) for name in SUMMED}
+    ids = select(CashSession.id).where(CashSession.jornada_id == jornada_id, CashSession.venue_id == venue_id)
+    return JornadaReport(
+        jornada=jornada, sessions=summaries, totals=totals, by_provider=await _totals(s, "provider", ids),
+        by_method=await _totals(s, "method", ids),
+        differences_total=sum(x.session.difference or 0 for x in summaries),
+        fallback_events=await list_fallback_events(s, venue_id, jornada_id=jornada_id),
+        incidents=await list_incidents(s, venue_id, jornada_id=jornada_id),
+        attempts_by_outcome=await _attempts_by_outcome(s, ids))
+
+
+async def attempt_log(s: AsyncSession, venue_id: int, *, jornada_id: int | None = None,
+                      session_id: int | None = None, provider_id: str | None = None, state: str | None = None,
+                      limit: int = 200, offset: int = 0) -> list[AttemptLine]:
+    q = (select(PaymentAttempt, CashRegister.code).join(CashRegister, CashRegister.id == PaymentAttempt.register_id)
+         .where(PaymentAttempt.venue_id == venue_id))
+    if session_id is not None:
+        q = q.where(PaymentAttempt.session_id == session_id)
+    if jornada_id is not None:
+        q = q.where(PaymentAttempt.session_id.in_(select(CashSession.id).where(CashSession.jornada_id == jornada_id)))
+    if provider_id:
+        q = q.where(PaymentAttempt.provider_id == provider_id)
+    if state:
+        q = q.where(PaymentAttempt.state == state)
+    rows = (await s.execute(q.order_by(PaymentAttempt.id.desc()).limit(min(limit, 1000)).offset(offset))).all()
+    out = []
+    for a, code in rows:
+        duration = (a.finished_at - a.created_at).total_seconds() if a.finished_at else None
+        out.append(AttemptLine(id=a.id, sale_id=a.sale_id, session_id=a.session_id, register_code=code,
+                               provider_id=a.provider_id, role=a.role, amount=a.amount, ticket=a.ticket,
+                               state=a.state, classification=a.classification, response_code=a.response_code,
+                               response_message=a.response_message, card_brand=a.card_brand,
+                               card_type=a.card_type, last4=a.last4, authorization_code=a.authorization_code,
+                               created_at=a.created_at, finished_at=a.finished_at, duration_s=duration))
+    return out
+
+
+def _safe_cell(value: object) -> str:
+    """CSV cells that a spreadsheet would run as a formula get a leading quote."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not text.lstrip("-").isdigit() else text
+
+
+def jornada_csv(report: JornadaReport) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter=";")
+    w.writerow(["jornada", "caja", "nombre_caja", "cajero", "estado", "apertura_utc", "cierre_utc", "fondo_inicial",
+                "tickets", "ventas_total", "efectivo", "tarjeta", "cortesias", "anuladas", "ingresos", "retiros",
+                "principal", "respaldo", "efectivo_esperado", "efectivo_contado", "diferencia"])
+    for x in report.sessions:
+        c = x.session
+        w.writerow([_safe_cell(v) for v in (
+            report.jornada.label_date.isoformat(), x.register_code, x.register_name, x.cashier_name, c.status,
+            c.opened_at.isoformat(), c.closed_at.isoformat() if c.closed_at else "", c.initial_cash,
+            c.ticket_count, c.sales_total, c.cash_sales_total, c.card_sales_total, c.courtesy_total,
+            c.cancelled_total, c.cash_in_total, c.cash_out_total, c.primary_count, c.backup_count,
+            c.expected_cash if c.expected_cash is not None else x.expected_cash_now,
+            "" if c.counted_cash is None else c.counted_cash, "" if c.difference is None else c.difference)])
+    w.writerow([])
+    w.writerow(["proveedor", "ventas", "monto"])
+    for t in report.by_provider:
+        w.writerow([_safe_cell(t.key), t.count, t.amount])
+    return buf.getvalue()
+
+
+def describe_total(line: TotalLine) -> str:
+    return f"{line.key}: {line.count} ventas, {format_clp(line.amount)}"

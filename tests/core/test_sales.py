@@ -1,0 +1,124 @@
+import pytest
+
+from caja_core.errors import Conflict, NotFound, ValidationFailed
+from caja_core.sales import service as sales
+from caja_core.sessions import service as sessions
+from caja_core.testing.factories import make_setup
+
+from .conftest import cash_sale, count_rows, open_session
+
+
+async def test_total_is_computed_by_the_server_from_catalogue_prices(any_db, setup):
+    sess = await open_session(any_db, setup)
+    sale = await cash_sale(any_db, setup, sess.id, [
+        sales.ItemInput(product_id=setup.products["Cerveza"], quantity=2),
+        sales.ItemInput(product_id=setup.products["Piscola"], quantity=1, unit_price=1),  # price ignored
+        sales.ItemInput(name="Descorche", unit_price="1.500", free_reason="Botella propia")])
+    assert sale.total == 2 * 3500 + 6000 + 1500
+    assert [i.line_total for i in sale.items] == [7000, 6000, 1500]
+    assert sale.provider_id == "cash" and sale.session_id == sess.id
+
+
+async def test_repeated_submit_returns_the_first_sale(any_db, setup):
+    sess = await open_session(any_db, setup)
+    items = [sales.ItemInput(product_id=setup.products["Agua"])]
+    a = await cash_sale(any_db, setup, sess.id, items, key="click-1")
+    b = await cash_sale(any_db, setup, sess.id, items, key="click-1")
+    assert a.id == b.id
+    async with any_db.session() as s:
+        assert (await sessions.get_session(s, setup.venue_id, sess.id)).ticket_count == 1
+
+
+@pytest.mark.parametrize("item,field", [
+    (dict(product_id=None, name="Libre", unit_price=-5, free_reason="motivo"), "unit_price"),
+    (dict(product_id=None, name="Libre", unit_price=10.5, free_reason="motivo"), "unit_price"),
+    (dict(product_id=None, name="Libre", unit_price=10**9, free_reason="motivo"), "unit_price"),
+    (dict(product_id=None, name="Libre", unit_price=1000, free_reason=""), "free_reason"),
+    (dict(product_id=999999, quantity=1), "product_id"),
+    (dict(product_id=0, quantity=0), "quantity"),
+])
+async def test_bad_lines_are_rejected_and_nothing_is_written(sqlite_db, sqlite_setup, item, field):
+    sess = await open_session(sqlite_db, sqlite_setup)
+    if item.get("product_id") == 0:
+        item["product_id"] = sqlite_setup.products["Agua"]
+    with pytest.raises(ValidationFailed) as err:
+        async with sqlite_db.session() as s:
+            await sales.create_sale(s, venue_id=sqlite_setup.venue_id, session_id=sess.id,
+                                    cashier_id=sqlite_setup.cashier_id, items=[sales.ItemInput(**item)],
+                                    idempotency_key="k")
+    assert field in err.value.fields
+    assert await count_rows(sqlite_db, "sales") == 0 and await count_rows(sqlite_db, "sale_items") == 0
+
+
+async def test_cash_received_below_total_is_refused(sqlite_db, sqlite_setup):
+    sess = await open_session(sqlite_db, sqlite_setup)
+    with pytest.raises(ValidationFailed) as err:
+        await cash_sale(sqlite_db, sqlite_setup, sess.id, [sales.ItemInput(product_id=sqlite_setup.products["Piscola"])],
+                        received=5000)
+    assert "menor que el total" in err.value.message
+
+
+async def test_cancel_removes_a_paid_sale_from_the_totals(any_db, setup):
+    sess = await open_session(any_db, setup, initial_cash=0)
+    sale = await cash_sale(any_db, setup, sess.id, [sales.ItemInput(product_id=setup.products["Piscola"])])
+    with pytest.raises(ValidationFailed):
+        async with any_db.session() as s:
+            await sales.cancel_sale(s, venue_id=setup.venue_id, sale_id=sale.id, user_id=setup.cashier_id, reason="")
+    async with any_db.session() as s:
+        cancelled = await sales.cancel_sale(s, venue_id=setup.venue_id, sale_id=sale.id, user_id=setup.cashier_id,
+                                            reason="Cliente se arrepintió")
+        assert cancelled.status == "cancelled" and cancelled.cancel_reason == "Cliente se arrepintió"
+    async with any_db.session() as s:
+        after = await sessions.get_session(s, setup.venue_id, sess.id)
+    assert (after.ticket_count, after.sales_total, after.cash_sales_total) == (0, 0, 0)
+    assert (after.cancelled_count, after.cancelled_total) == (1, 6000)
+    with pytest.raises(Conflict):
+        async with any_db.session() as s:
+            await sales.cancel_sale(s, venue_id=setup.venue_id, sale_id=sale.id, user_id=setup.cashier_id,
+                                    reason="otra vez")
+
+
+async def test_courtesy_only_at_oficina_and_reported_separately(sqlite_db):
+    st = await make_setup(sqlite_db, register_type="OFICINA", phones=1)
+    sess = await open_session(sqlite_db, st, initial_cash=0)
+    async with sqlite_db.session() as s:
+        sale = await sales.create_sale(s, venue_id=st.venue_id, session_id=sess.id, cashier_id=st.cashier_id,
+                                       items=[sales.ItemInput(product_id=st.products["Piscola"])],
+                                       idempotency_key="c1", no_revenue=True, courtesy_reason="Artista invitado")
+        await sales.pay_cash(s, venue_id=st.venue_id, sale_id=sale.id, cash_received=None, user_id=st.cashier_id)
+    async with sqlite_db.session() as s:
+        after = await sessions.get_session(s, st.venue_id, sess.id)
+    assert (after.ticket_count, after.sales_total, after.courtesy_count, after.courtesy_total) == (0, 0, 1, 6000)
+    other = await make_setup(sqlite_db, slug="bar")
+    osess = await open_session(sqlite_db, other)
+    with pytest.raises(ValidationFailed):
+        async with sqlite_db.session() as s:
+            await sales.create_sale(s, venue_id=other.venue_id, session_id=osess.id, cashier_id=other.cashier_id,
+                                    items=[sales.ItemInput(product_id=other.products["Agua"])], idempotency_key="c2",
+                                    no_revenue=True, courtesy_reason="Amigo")
+
+
+async def test_sale_in_another_venues_session_is_not_found(sqlite_db, sqlite_setup):
+    other = await make_setup(sqlite_db, slug="otro")
+    sess = await open_session(sqlite_db, sqlite_setup)
+    with pytest.raises(NotFound):
+        async with sqlite_db.session() as s:
+            await sales.create_sale(s, venue_id=other.venue_id, session_id=sess.id, cashier_id=other.cashier_id,
+                                    items=[sales.ItemInput(product_id=other.products["Agua"])], idempotency_key="x")
+
+
+async def test_mark_paid_twice_is_a_conflict_not_a_silent_success(sqlite_db, sqlite_setup):
+    sess = await open_session(sqlite_db, sqlite_setup)
+    async with sqlite_db.session() as s:
+        sale = await sales.create_sale(s, venue_id=sqlite_setup.venue_id, session_id=sess.id,
+                                       cashier_id=sqlite_setup.cashier_id,
+                                       items=[sales.ItemInput(product_id=sqlite_setup.products["Agua"])],
+                                       idempotency_key="m")
+        await sales.mark_paid(s, sale_id=sale.id, provider_id="fake", paid_via="primary")
+    with pytest.raises(Conflict) as err:
+        async with sqlite_db.session() as s:
+            await sales.mark_paid(s, sale_id=sale.id, provider_id="fakebackup", paid_via="backup")
+    assert err.value.code == "sale.already_paid"
+    async with sqlite_db.session() as s:
+        after = await sessions.get_session(s, sqlite_setup.venue_id, sess.id)
+    assert (after.card_sales_total, after.primary_count, after.backup_count) == (2000, 1, 0)
