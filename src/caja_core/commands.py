@@ -1,5 +1,351 @@
-"""Core CLI commands: db, user. (serve/demo come from the web package, getnet from its plugin.)"""
+"""Core CLI commands: ``check-config``, ``db``, ``backup``, ``venue``, ``user``.
+(``serve``/``demo`` come from the web package, ``getnet`` from its plugin.)
+
+Every command reads its settings from ``CAJA_*``; a missing or invalid value prints one line per problem
+and exits with code 2 before anything is touched.
+"""
 
 from __future__ import annotations
 
-from .cli import cli  # noqa: F401
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from .cli import cli
+from .settings import VARIABLES, Settings, settings_or_exit
+
+
+def _settings(database_url: str | None = None) -> Settings:
+    return settings_or_exit(**({"database_url": database_url} if database_url else {}))
+
+
+def _fmt_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)  # pragma: no cover
+
+
+# ------------------------------------------------------------------------------------- check-config
+
+@cli.command("check-config")
+def check_config() -> None:
+    """Valida las variables CAJA_* (código 2 y una línea por problema si algo falta o no es válido)."""
+    settings = _settings()
+    click.echo(f"Configuración válida (entorno {settings.env}).")
+    shown = {"CAJA_SECRET_KEY", "CAJA_METRICS_TOKEN", "CAJA_REDIS_URL", "CAJA_DATABASE_URL"}
+    from .ops.logging import Redactor
+
+    redact = Redactor([settings.secret_key, settings.metrics_token or ""])
+    for key in VARIABLES:
+        value = getattr(settings, key[len("CAJA_"):].lower(), None)
+        if key in ("CAJA_SECRET_KEY", "CAJA_METRICS_TOKEN"):
+            value = "(definida)" if value else "(no definida)"
+        elif key in shown:
+            value = redact(str(value)) if value else "(no definida)"
+        click.echo(f"  {key}={value}")
+
+
+# ----------------------------------------------------------------------------------------------- db
+
+@cli.group()
+def db() -> None:
+    """Migraciones del esquema de la base de datos."""
+
+
+async def _current(url: str) -> str | None:
+    from .db import migrate
+    from .db.engine import Database
+
+    database = Database(url)
+    try:
+        return await migrate.current_revision(database.engine)
+    finally:
+        await database.dispose()
+
+
+def _current_or_fail(url: str) -> str | None:
+    try:
+        return asyncio.run(_current(url))
+    except Exception as exc:  # noqa: BLE001 - any connection problem: one clear line
+        raise click.ClickException(f"No se pudo conectar a la base de datos ({type(exc).__name__}). "
+                                   "Revise CAJA_DATABASE_URL y que el servidor esté en marcha.") from None
+
+
+def _database_exists(settings: Settings) -> bool:
+    if settings.is_sqlite:
+        from .ops.backups import _sqlite_path
+
+        try:
+            return _sqlite_path(settings.database_url).exists()
+        except Exception:  # noqa: BLE001 - in-memory
+            return False
+    return True
+
+
+@db.command("status")
+@click.option("--check", is_flag=True, help="Termina con código 1 si hay migraciones pendientes.")
+def db_status(check: bool) -> None:
+    """Muestra la versión actual del esquema, la última disponible y las pendientes."""
+    from .db import migrate
+
+    settings = _settings()
+    current = _current_or_fail(settings.database_url) if _database_exists(settings) else None
+    head = migrate.head_revision()
+    pending = migrate.pending_revisions(current) if current != head else []
+    click.echo(f"Versión actual: {current or '(vacía)'}")
+    click.echo(f"Última versión: {head}")
+    if pending:
+        click.echo(f"Pendientes ({len(pending)}): {', '.join(pending)}")
+        click.echo("Ejecute `caja db upgrade` para aplicarlas.")
+    else:
+        click.echo("El esquema está al día.")
+    if check and pending:
+        sys.exit(1)
+
+
+def _pre_migration_backup(settings: Settings, current: str | None, kind: str) -> None:
+    from .ops.backups import create_backup
+
+    if current is None:
+        click.echo("Base vacía: no hace falta respaldo previo.")
+        return
+    manifest = asyncio.run(create_backup(settings.database_url, settings.backup_dir, kind=kind))
+    click.echo(f"Respaldo previo: {manifest.id} ({_fmt_size(manifest.size)}, esquema {manifest.schema_revision}).")
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Versión destino.")
+@click.option("--no-backup", is_flag=True, help="No respaldar la base antes de migrar.")
+def db_upgrade(revision: str, no_backup: bool) -> None:
+    """Aplica las migraciones pendientes (respalda antes; ejecutarlo dos veces no hace daño)."""
+    from .db import migrate
+
+    settings = _settings()
+    current = _current_or_fail(settings.database_url) if _database_exists(settings) else None
+    target = migrate.head_revision() if revision == "head" else revision
+    if current == target:
+        click.echo(f"El esquema ya está en {current}: nada que hacer.")
+        return
+    if not no_backup:
+        _pre_migration_backup(settings, current, "pre-upgrade")
+    if settings.is_sqlite and current is None:
+        from .ops.backups import _sqlite_path
+
+        _sqlite_path(settings.database_url).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        migrate.upgrade(settings.database_url, revision)
+    except Exception as exc:  # noqa: BLE001
+        raise click.ClickException(f"La migración falló: {type(exc).__name__}: {exc}") from None
+    click.echo(f"Esquema migrado: {current or '(vacía)'} → {_current_or_fail(settings.database_url)}.")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.option("--no-backup", is_flag=True, help="No respaldar la base antes de revertir.")
+def db_downgrade(revision: str, no_backup: bool) -> None:
+    """Revierte el esquema a REVISION (p. ej. 0001_initial_schema, -1 o base). Respalda antes."""
+    from .db import migrate
+
+    settings = _settings()
+    current = _current_or_fail(settings.database_url)
+    if current is None:
+        raise click.ClickException("La base no tiene esquema: no hay nada que revertir.")
+    if revision == current:
+        click.echo(f"El esquema ya está en {current}: nada que hacer.")
+        return
+    if not no_backup:
+        _pre_migration_backup(settings, current, "pre-downgrade")
+    try:
+        migrate.downgrade(settings.database_url, revision)
+    except Exception as exc:  # noqa: BLE001
+        raise click.ClickException(f"No se pudo revertir a {revision}: {type(exc).__name__}: {exc}") from None
+    click.echo(f"Esquema revertido: {current} → {_current_or_fail(settings.database_url) or '(vacía)'}.")
+
+
+# ------------------------------------------------------------------------------------------- backup
+
+@cli.group()
+def backup() -> None:
+    """Respaldos verificados de la base (SQLite o PostgreSQL)."""
+
+
+_dir_option = click.option("--dir", "backup_dir", default=None, help="Carpeta de respaldos (por defecto CAJA_BACKUP_DIR).")
+
+
+def _folder(settings: Settings, backup_dir: str | None) -> str:
+    return backup_dir or settings.backup_dir
+
+
+@backup.command("create")
+@_dir_option
+@click.option("--verify/--no-verify", default=True, show_default=True, help="Verificar al terminar.")
+def backup_create(backup_dir: str | None, verify: bool) -> None:
+    """Crea un respaldo consistente (la app puede seguir vendiendo) y su manifiesto."""
+    from .ops.backups import create_backup, verify_backup
+
+    settings = _settings()
+    folder = _folder(settings, backup_dir)
+    manifest = asyncio.run(create_backup(settings.database_url, folder, kind="manual"))
+    rows = sum(manifest.row_counts.values())
+    click.echo(f"Respaldo creado: {manifest.id}")
+    click.echo(f"  archivo: {Path(folder) / manifest.file} ({_fmt_size(manifest.size)})")
+    click.echo(f"  sha256: {manifest.sha256}")
+    click.echo(f"  esquema: {manifest.schema_revision}; {rows} filas en {len(manifest.row_counts)} tablas")
+    if verify:
+        result = asyncio.run(verify_backup(folder, manifest, database_url=settings.database_url))
+        _print_verification(manifest.id, result)
+        if not result.ok:
+            sys.exit(1)
+
+
+@backup.command("list")
+@_dir_option
+def backup_list(backup_dir: str | None) -> None:
+    """Lista los respaldos, del más reciente al más antiguo."""
+    from .ops.backups import list_backups
+
+    settings = _settings()
+    backups = list_backups(_folder(settings, backup_dir))
+    if not backups:
+        click.echo("No hay respaldos.")
+        return
+    click.echo(f"{'ID':<32} {'FECHA (UTC)':<20} {'TIPO':<13} {'TAMAÑO':>9}  {'ESQUEMA':<24} VERIFICADO")
+    for m in backups:
+        verified = "—" if m.verification is None else ("sí" if m.verification.ok else "FALLÓ")
+        click.echo(f"{m.id:<32} {m.created_at:%Y-%m-%d %H:%M:%S}  {m.kind:<13} {_fmt_size(m.size):>9}  "
+                   f"{(m.schema_revision or '-'):<24} {verified}")
+
+
+def _print_verification(backup_id: str, result) -> None:
+    if result.ok:
+        click.echo(f"Verificación de {backup_id}: correcta (suma SHA-256, restauración de prueba y conteo "
+                   f"de filas; {result.duration_s:.1f} s).")
+    else:
+        click.echo(f"Verificación de {backup_id}: FALLÓ", err=True)
+        for problem in result.problems:
+            click.echo(f"  - {problem}", err=True)
+
+
+@backup.command("verify")
+@click.argument("backup_id", default="latest")
+@_dir_option
+def backup_verify(backup_id: str, backup_dir: str | None) -> None:
+    """Recalcula la suma SHA-256, restaura en una base de prueba y compara filas (código 1 si falla)."""
+    from .ops.backups import verify_backup
+
+    settings = _settings()
+    result = asyncio.run(verify_backup(_folder(settings, backup_dir), backup_id,
+                                       database_url=settings.database_url))
+    _print_verification(backup_id, result)
+    if not result.ok:
+        sys.exit(1)
+
+
+@backup.command("restore")
+@click.argument("backup_id")
+@_dir_option
+@click.option("--yes", is_flag=True, help="No pedir confirmación.")
+@click.option("--no-safety-backup", is_flag=True, help="No respaldar la base actual antes de restaurar.")
+def backup_restore(backup_id: str, backup_dir: str | None, yes: bool, no_safety_backup: bool) -> None:
+    """Reemplaza la base actual por el respaldo BACKUP_ID (detenga la app antes)."""
+    from .ops.backups import restore_backup
+
+    settings = _settings()
+    if not yes:
+        click.confirm(f"Esto reemplaza TODA la base actual por el respaldo {backup_id}. ¿Continuar?", abort=True)
+    result = asyncio.run(restore_backup(_folder(settings, backup_dir), backup_id, settings.database_url,
+                                        safety_backup=not no_safety_backup))
+    if result.safety_backup_id:
+        click.echo(f"Respaldo de seguridad de la base anterior: {result.safety_backup_id}")
+    click.echo(f"Restaurado {result.backup_id}: {sum(result.row_counts.values())} filas en "
+               f"{len(result.row_counts)} tablas.")
+    if not result.counts_ok:
+        for problem in result.problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(1)
+    click.echo("Filas y totales coinciden con el manifiesto. Ejecute `caja db upgrade` si el código es más nuevo.")
+
+
+@backup.command("prune")
+@_dir_option
+def backup_prune(backup_dir: str | None) -> None:
+    """Aplica la retención (CAJA_BACKUP_KEEP_DAILY diarios, CAJA_BACKUP_KEEP_WEEKLY semanales)."""
+    from .ops.backups import apply_retention
+
+    settings = _settings()
+    deleted = apply_retention(_folder(settings, backup_dir), keep_daily=settings.backup_keep_daily,
+                              keep_weekly=settings.backup_keep_weekly, timezone_name=settings.timezone)
+    click.echo(f"Respaldos eliminados: {len(deleted)}")
+    for backup_id in deleted:
+        click.echo(f"  {backup_id}")
+
+
+# ------------------------------------------------------------------------------------ venue / user
+
+async def _in_session(url: str, fn):
+    from .db.engine import Database
+
+    database = Database(url)
+    try:
+        async with database.session() as s:
+            return await fn(s)
+    finally:
+        await database.dispose()
+
+
+@cli.group()
+def venue() -> None:
+    """Locales."""
+
+
+@venue.command("create")
+@click.option("--slug", required=True, help="Identificador (minúsculas, números, guiones).")
+@click.option("--name", required=True, help="Nombre del local.")
+@click.option("--timezone", default=None, help="Zona horaria (por defecto CAJA_TIMEZONE).")
+def venue_create(slug: str, name: str, timezone: str | None) -> None:
+    """Crea un local."""
+    from .venues.service import create_venue
+
+    settings = _settings()
+    out = asyncio.run(_in_session(settings.database_url, lambda s: create_venue(
+        s, slug=slug, name=name, timezone=timezone or settings.timezone)))
+    click.echo(f"Local creado: {out.name} ({out.slug}, id {out.id}, {out.timezone}).")
+
+
+@cli.group()
+def user() -> None:
+    """Usuarios."""
+
+
+@user.command("create")
+@click.option("--venue", "venue_slug", default=None, help="Local (slug); por defecto el único que hay.")
+@click.option("--username", required=True)
+@click.option("--name", "display_name", required=True, help="Nombre a mostrar.")
+@click.option("--role", type=click.Choice(["admin", "supervisor", "cashier"]), required=True)
+@click.option("--secret", envvar="CAJA_NEW_USER_SECRET", default=None,
+              help="Contraseña (admin/supervisor) o PIN (cajero); si falta, se pide sin mostrarla.")
+def user_create(venue_slug: str | None, username: str, display_name: str, role: str, secret: str | None) -> None:
+    """Crea un usuario (administradores y supervisores con contraseña, cajeros con PIN)."""
+    from .errors import NotFound
+    from .users.service import create_user
+    from .venues.service import first_venue, get_venue_by_slug
+
+    settings = _settings()
+    if secret is None:
+        label = "PIN (4 a 6 dígitos)" if role == "cashier" else "Contraseña (mínimo 8 caracteres)"
+        secret = click.prompt(label, hide_input=True, confirmation_prompt=True)
+
+    async def run(s):
+        venue = await get_venue_by_slug(s, venue_slug) if venue_slug else await first_venue(s)
+        if venue is None:
+            raise NotFound("No hay ningún local: créelo con `caja venue create --slug ... --name ...`.",
+                           code="venue.not_found")
+        return venue, await create_user(s, venue_id=venue.id, username=username, display_name=display_name,
+                                        role=role, secret=secret)
+
+    venue_out, out = asyncio.run(_in_session(settings.database_url, run))
+    click.echo(f"Usuario creado: {out.username} ({out.role_label}) en {venue_out.name}.")

@@ -78,6 +78,7 @@ class SettingsError(Exception):
         self.problems = problems
 
 
+_CHOICES = {"env": ("demo", "development", "production"), "log_format": ("json", "text")}
 _BOOL_TRUE = {"1", "true", "yes", "si", "sí", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off", ""}
 
@@ -97,6 +98,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
                 problems.append(f"{key}={value!r} no es válido: se espera {VARIABLES[key]}")
                 continue
             raw[name] = int(value)
+        elif name in _CHOICES:
+            if value not in _CHOICES[name]:
+                problems.append(f"{key}={value!r} no es válido: se espera {VARIABLES[key]}")
+                continue
+            raw[name] = value
         elif name in ("secure_cookies", "trace_plugins"):
             if value.lower() not in _BOOL_TRUE | _BOOL_FALSE:
                 problems.append(f"{key}={value!r} no es válido: se espera 1 o 0")
@@ -105,6 +111,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         else:
             raw[name] = value
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    if problems:
+        # Report the type errors and whatever else can be checked on the values that did parse.
+        partial = {k: v for k, v in raw.items()}
+        try:
+            problems.extend(_check(msgspec.convert(partial, Settings, strict=False)))
+        except msgspec.ValidationError:
+            pass
+        raise SettingsError(problems)
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -124,6 +138,16 @@ def _check(s: Settings) -> list[str]:
         problems.append(f"CAJA_PORT={s.port} no es válido: se espera {VARIABLES['CAJA_PORT']}")
     if not (s.database_url.startswith("sqlite") or s.database_url.startswith("postgres")):
         problems.append(f"CAJA_DATABASE_URL no es válido: se espera {VARIABLES['CAJA_DATABASE_URL']}")
+    elif s.database_url.startswith("postgres") and not s.database_url.rpartition("/")[2].split("?")[0]:
+        problems.append("CAJA_DATABASE_URL no indica la base: se espera postgresql://usuario@host:5432/base")
+    if s.redis_url is not None and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        problems.append(f"CAJA_REDIS_URL no es válido: se espera {VARIABLES['CAJA_REDIS_URL']}")
+    if not 1 <= s.backup_keep_daily <= 366:
+        problems.append(f"CAJA_BACKUP_KEEP_DAILY={s.backup_keep_daily} no es válido: se espera un número de 1 a 366")
+    if not 0 <= s.backup_keep_weekly <= 520:
+        problems.append(f"CAJA_BACKUP_KEEP_WEEKLY={s.backup_keep_weekly} no es válido: se espera un número de 0 a 520")
+    if s.backup_interval_hours > 24 * 7:
+        problems.append(f"CAJA_BACKUP_INTERVAL_HOURS={s.backup_interval_hours} no es válido: se espera de 0 a 168")
     if s.env == "demo":
         if not s.secret_key:
             s.secret_key = DEMO_SECRET_KEY
@@ -133,8 +157,13 @@ def _check(s: Settings) -> list[str]:
                                     or s.secret_key == DEMO_SECRET_KEY or len(set(s.secret_key)) < 8):
         problems.append("CAJA_SECRET_KEY es débil: en producción se exigen al menos 32 caracteres aleatorios "
                         "(p. ej. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")
-    if s.env == "production" and s.metrics_token is not None and len(s.metrics_token) < 16:
-        problems.append("CAJA_METRICS_TOKEN es débil: se esperan al menos 16 caracteres")
+    if s.env == "production" and s.metrics_token is not None and (
+            len(s.metrics_token) < 16 or s.metrics_token.lower() in WEAK_SECRETS):
+        problems.append("CAJA_METRICS_TOKEN es débil: en producción se esperan al menos 16 caracteres aleatorios")
+    if s.metrics_token is not None and s.metrics_token == s.secret_key:
+        problems.append("CAJA_METRICS_TOKEN no puede ser igual a CAJA_SECRET_KEY")
+    if s.env == "production" and not s.secure_cookies:
+        problems.append("CAJA_SECURE_COOKIES debe ser 1 en producción (la app se sirve detrás de HTTPS)")
     try:
         from zoneinfo import ZoneInfo
 
@@ -144,3 +173,17 @@ def _check(s: Settings) -> list[str]:
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append(f"CAJA_LOG_LEVEL={s.log_level!r} no es válido: se espera {VARIABLES['CAJA_LOG_LEVEL']}")
     return problems
+
+
+def settings_or_exit(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """``load_settings`` for commands that start something: on any problem, print one line per problem
+    to stderr and exit with code 2 before anything starts."""
+    import sys
+
+    try:
+        return load_settings(environ, **overrides)
+    except SettingsError as exc:
+        print("caja: la configuración tiene problemas; no se inició nada:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        raise SystemExit(2) from None

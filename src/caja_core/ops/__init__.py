@@ -1,0 +1,1 @@
+"""Operations: health, metrics, backups, structured logs, worker heartbeats and contingency mode."""

@@ -1,0 +1,292 @@
+"""Metrics: one Prometheus registry for the process, a JSON summary for the admin dashboard.
+
+Two kinds of series:
+
+* counted in this process as things happen: HTTP requests and latency (the web middleware), payment attempts
+  by provider and outcome, time to approval, time to fallback (the payment orchestrator calls
+  :func:`record_attempt` / :func:`record_fallback`), backup runs;
+* read from the database and the backup folder at scrape time (:func:`collect`): breaker states, attempts
+  in doubt, open sessions, agents' last heartbeat, backup age and last failure, workers, overall health.
+  Every instance reports the same values for these: aggregate them with ``max``, not ``sum``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import func, select
+
+from ..clock import utcnow
+from ..db.engine import Database
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+PAYMENT_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
+
+HTTP_REQUESTS = Counter("caja_http_requests", "HTTP requests answered, by route template and status.",
+                        ["method", "route", "status"], registry=REGISTRY)
+HTTP_LATENCY = Histogram("caja_http_request_duration_seconds", "Time to answer an HTTP request.",
+                         ["method", "route"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+PAYMENT_ATTEMPTS = Counter("caja_payment_attempts", "Payment attempts that reached an outcome, by provider.",
+                           ["provider", "outcome"], registry=REGISTRY)
+TIME_TO_APPROVAL = Histogram("caja_payment_time_to_approval_seconds",
+                             "From Pay to approval of the attempt that was approved.", ["provider"],
+                             buckets=PAYMENT_BUCKETS, registry=REGISTRY)
+TIME_TO_FALLBACK = Histogram("caja_payment_time_to_fallback_seconds",
+                             "From Pay on the primary provider to the switch to the backup.",
+                             ["from_provider", "to_provider"], buckets=PAYMENT_BUCKETS, registry=REGISTRY)
+BACKUP_RUNS = Counter("caja_backup_runs", "Scheduled backup runs, by result (ok / failed).", ["result"],
+                      registry=REGISTRY)
+BACKUP_DURATION = Histogram("caja_backup_duration_seconds", "Backup + verification time.",
+                            buckets=(1, 5, 15, 60, 300, 900, 3600), registry=REGISTRY)
+
+# Read at scrape time.
+HEALTH_STATUS = Gauge("caja_health_status", "Overall health: 0 ok, 1 degraded, 2 error.", registry=REGISTRY)
+DATABASE_UP = Gauge("caja_database_up", "1 when the database answers and is migrated to head.",
+                    registry=REGISTRY)
+BREAKER_STATE = Gauge("caja_breaker_state", "Circuit breaker per device: 0 closed, 1 half-open, 2 open.",
+                      ["register", "device"], registry=REGISTRY)
+BREAKERS_OPEN = Gauge("caja_breakers_open", "Devices whose breaker is open or half-open.", registry=REGISTRY)
+ATTEMPTS_IN_DOUBT = Gauge("caja_payment_attempts_in_doubt",
+                          "Attempts nobody knows were charged (in doubt or reconciling).", registry=REGISTRY)
+ATTEMPTS_UNRESOLVED = Gauge("caja_payment_attempts_unresolved",
+                            "Attempts not finished (in flight, in doubt, manual pending).", registry=REGISTRY)
+SESSIONS_OPEN = Gauge("caja_cash_sessions_open", "Register sessions open or closing.", registry=REGISTRY)
+AGENT_LAST_SEEN_AGE = Gauge("caja_agent_last_seen_age_seconds",
+                            "Seconds since the register agent's last heartbeat (registers with an agent).",
+                            ["register"], registry=REGISTRY)
+AGENTS_MISSING = Gauge("caja_agents_missing", "Register agents stale or never seen.", registry=REGISTRY)
+BACKUP_LAST_SUCCESS = Gauge("caja_backup_last_success_timestamp_seconds",
+                            "Unix time of the newest backup (0 when there is none).", registry=REGISTRY)
+BACKUP_AGE = Gauge("caja_backup_age_seconds", "Age of the newest backup (+Inf when there is none).",
+                   registry=REGISTRY)
+BACKUP_LAST_FAILED = Gauge("caja_backup_last_run_failed",
+                           "1 when the last backup run or its verification failed.", registry=REGISTRY)
+WORKER_UP = Gauge("caja_worker_up", "1 when the background worker beats and its last turn succeeded.",
+                  ["worker"], registry=REGISTRY)
+
+BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+HEALTH_VALUES = {"ok": 0, "degraded": 1, "error": 2}
+
+
+# ------------------------------------------------------------------------------ recording (callers)
+
+def record_request(method: str, route: str, status: int, duration_s: float) -> None:
+    HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
+    HTTP_LATENCY.labels(method=method, route=route).observe(duration_s)
+
+
+def record_attempt(provider: str, outcome: str, duration_s: float | None = None) -> None:
+    """An attempt reached ``outcome`` (approved, declined, failed_not_sent, in_doubt, cancelled…) after
+    ``duration_s`` seconds since Pay. Approvals also feed the time-to-approval histogram."""
+    PAYMENT_ATTEMPTS.labels(provider=provider, outcome=outcome).inc()
+    if duration_s is not None and outcome in ("approved", "approved_manual"):
+        TIME_TO_APPROVAL.labels(provider=provider).observe(max(duration_s, 0.0))
+
+
+def record_fallback(from_provider: str, to_provider: str, duration_s: float) -> None:
+    """The cashier switched from ``from_provider`` to ``to_provider`` ``duration_s`` seconds after Pay."""
+    TIME_TO_FALLBACK.labels(from_provider=from_provider, to_provider=to_provider).observe(max(duration_s, 0.0))
+
+
+# ------------------------------------------------------------------------------- scrape-time values
+
+async def _database_counts(db: Database) -> dict[str, int]:
+    from ..payments.models import PaymentAttempt
+    from ..payments.states import DOUBTFUL, UNRESOLVED
+    from ..sessions.models import CashSession
+
+    async with db.reader() as s:
+        in_doubt = (await s.execute(select(func.count()).select_from(PaymentAttempt)
+                                    .where(PaymentAttempt.state.in_(DOUBTFUL)))).scalar_one()
+        unresolved = (await s.execute(select(func.count()).select_from(PaymentAttempt)
+                                      .where(PaymentAttempt.state.in_(UNRESOLVED)))).scalar_one()
+        sessions = (await s.execute(select(func.count()).select_from(CashSession)
+                                    .where(CashSession.status != "closed"))).scalar_one()
+    return {"in_doubt": int(in_doubt), "unresolved": int(unresolved), "open_sessions": int(sessions)}
+
+
+async def collect(db: Database, **health_kwargs: Any) -> dict[str, Any]:
+    """Refresh the scrape-time gauges and return the JSON summary (see :func:`summary`)."""
+    from .health import check_health
+
+    report = await check_health(db, **health_kwargs)
+    services = report.services
+    HEALTH_STATUS.set(HEALTH_VALUES[report.status])
+    db_ok = services.get("database") == "connected" and services["migrations"]["status"] == "at_head"
+    DATABASE_UP.set(1 if db_ok else 0)
+
+    counts = {"in_doubt": 0, "unresolved": 0, "open_sessions": 0}
+    if services.get("database") == "connected":
+        try:
+            counts = await _database_counts(db)
+        except Exception:  # noqa: BLE001 - the health report already says what is wrong
+            pass
+    ATTEMPTS_IN_DOUBT.set(counts["in_doubt"])
+    ATTEMPTS_UNRESOLVED.set(counts["unresolved"])
+    SESSIONS_OPEN.set(counts["open_sessions"])
+
+    BREAKER_STATE.clear()
+    AGENT_LAST_SEEN_AGE.clear()
+    open_breakers = 0
+    missing_agents = 0
+    breakers: dict[str, dict[str, str]] = {}
+    agents: dict[str, Any] = {}
+    for code, register in (services.get("registers") or {}).items():
+        for device, state in register["breakers"].items():
+            BREAKER_STATE.labels(register=code, device=device).set(BREAKER_VALUES.get(state, 2))
+            if state != "closed":
+                open_breakers += 1
+            breakers.setdefault(code, {})[device] = state
+        agent = register["agent"]
+        if agent["status"] != "not_used":
+            agents[code] = agent
+            if agent["status"] in ("stale", "never_seen"):
+                missing_agents += 1
+            AGENT_LAST_SEEN_AGE.labels(register=code).set(agent.get("age_s", math.inf))
+    BREAKERS_OPEN.set(open_breakers)
+    AGENTS_MISSING.set(missing_agents)
+
+    backups = services.get("backups")
+    if backups is not None:
+        last = backups.get("last_success_at")
+        last_ts = datetime.fromisoformat(last).timestamp() if isinstance(last, str) else 0
+        BACKUP_LAST_SUCCESS.set(last_ts)
+        age_hours = backups.get("age_hours")
+        BACKUP_AGE.set(age_hours * 3600 if age_hours is not None else math.inf)
+        BACKUP_LAST_FAILED.set(1 if backups["status"] == "failed" else 0)
+
+    WORKER_UP.clear()
+    for name, worker in services.get("workers", {}).items():
+        WORKER_UP.labels(worker=name).set(1 if worker["status"] == "ok" else 0)
+
+    return summary(report=report.to_dict(), counts=counts, breakers=breakers, agents=agents)
+
+
+def prometheus_text() -> bytes:
+    """The text exposition of every caja series (call :func:`collect` first to refresh gauges)."""
+    return generate_latest(REGISTRY)
+
+
+# ------------------------------------------------------------------------------------ JSON summary
+
+def _histogram_groups(histogram: Histogram, group_by: tuple[str, ...]) -> dict[tuple[str, ...], dict]:
+    """Bucket counts, sum and count of a histogram, summed over the labels not in ``group_by``."""
+    groups: dict[tuple[str, ...], dict] = {}
+    for metric in histogram.collect():
+        for sample in metric.samples:
+            key = tuple(sample.labels.get(name, "") for name in group_by)
+            group = groups.setdefault(key, {"buckets": {}, "sum": 0.0, "count": 0.0})
+            if sample.name.endswith("_bucket"):
+                le = float(sample.labels["le"])
+                group["buckets"][le] = group["buckets"].get(le, 0.0) + sample.value
+            elif sample.name.endswith("_sum"):
+                group["sum"] += sample.value
+            elif sample.name.endswith("_count"):
+                group["count"] += sample.value
+    return groups
+
+
+def quantile(buckets: dict[float, float], q: float) -> float | None:
+    """Estimate a quantile from cumulative buckets (linear inside the bucket, like histogram_quantile)."""
+    if not buckets:
+        return None
+    ordered = sorted(buckets.items())
+    total = ordered[-1][1]
+    if total == 0:
+        return None
+    rank = q * total
+    previous_le, previous_count = 0.0, 0.0
+    for le, count in ordered:
+        if count >= rank:
+            if math.isinf(le):
+                return previous_le
+            if count == previous_count:
+                return le
+            return previous_le + (le - previous_le) * (rank - previous_count) / (count - previous_count)
+        previous_le, previous_count = le, count
+    return previous_le
+
+
+def _latency(group: dict) -> dict[str, Any]:
+    return {"count": int(group["count"]),
+            "mean_s": round(group["sum"] / group["count"], 4) if group["count"] else None,
+            "p50_s": _round(quantile(group["buckets"], 0.5)),
+            "p95_s": _round(quantile(group["buckets"], 0.95))}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def summary(*, report: dict[str, Any], counts: dict[str, int], breakers: dict, agents: dict) -> dict[str, Any]:
+    by_status: dict[str, int] = {}
+    by_route: dict[str, int] = {}
+    total = 0
+    for metric in HTTP_REQUESTS.collect():
+        for sample in metric.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            cls = f"{sample.labels['status'][0]}xx"
+            by_status[cls] = by_status.get(cls, 0) + int(sample.value)
+            route = f"{sample.labels['method']} {sample.labels['route']}"
+            by_route[route] = by_route.get(route, 0) + int(sample.value)
+            total += int(sample.value)
+    overall = _histogram_groups(HTTP_LATENCY, ())
+    attempts: dict[str, dict[str, int]] = {}
+    for metric in PAYMENT_ATTEMPTS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                attempts.setdefault(sample.labels["provider"], {})[sample.labels["outcome"]] = int(sample.value)
+    approval = {key[0]: _latency(g) for key, g in _histogram_groups(TIME_TO_APPROVAL, ("provider",)).items()}
+    fallback = {f"{k[0]}→{k[1]}": _latency(g)
+                for k, g in _histogram_groups(TIME_TO_FALLBACK, ("from_provider", "to_provider")).items()}
+    services = report["services"]
+    return {
+        "generated_at": utcnow().isoformat(),
+        "status": report["status"],
+        "problems": report["problems"],
+        "requests": {
+            "total": total,
+            "by_status": dict(sorted(by_status.items())),
+            "error_rate_5xx": round(by_status.get("5xx", 0) / total, 4) if total else 0.0,
+            "latency": _latency(overall[()]) if () in overall else _latency({"buckets": {}, "sum": 0, "count": 0}),
+            "top_routes": dict(sorted(by_route.items(), key=lambda kv: -kv[1])[:15]),
+        },
+        "payments": {
+            "attempts": attempts,
+            "time_to_approval": approval,
+            "time_to_fallback": fallback,
+            "in_doubt": counts["in_doubt"],
+            "unresolved": counts["unresolved"],
+        },
+        "breakers": {"open": sum(1 for reg in breakers.values() for s in reg.values() if s != "closed"),
+                     "by_register": breakers},
+        "sessions": {"open": counts["open_sessions"]},
+        "agents": agents,
+        "backups": services.get("backups"),
+        "workers": services.get("workers", {}),
+        "database": services.get("database"),
+        "migrations": services.get("migrations"),
+    }
+
+
+def metric_names() -> set[str]:
+    """Every series name this registry exposes (as written in the text exposition)."""
+    names: set[str] = set()
+    for metric in REGISTRY.collect():
+        if metric.type == "counter":
+            names.add(f"{metric.name}_total")
+            names.add(f"{metric.name}_created")
+        elif metric.type == "histogram":
+            names.update({f"{metric.name}_bucket", f"{metric.name}_sum", f"{metric.name}_count",
+                          f"{metric.name}_created"})
+        else:
+            names.add(metric.name)
+    return names
