@@ -1,0 +1,169 @@
+"""The Litestar application: ``create_app()`` and the one wiring plugin that configures it."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import State
+from litestar.middleware.session.server_side import ServerSideSessionConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins import InitPlugin
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from caja_core.db import Database
+from caja_core.plugins import make_plugin_manager, template_dirs
+from caja_core.providers import ProviderRegistry
+from caja_core.settings import Settings, load_settings
+
+from . import filters
+from .auth import LoginLimiter
+from .errors import EXCEPTION_HANDLERS, JSON_PREFIXES
+from .stores import make_session_store
+
+log = logging.getLogger("caja.web")
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+
+#: Modules of other areas that expose ``route_handlers: list`` (health/metrics, webhooks, agent API).
+EXTRA_ROUTE_MODULES = ("caja_web.ops.routes", "caja_web.webhooks.routes", "caja_web.agent.routes")
+
+#: Paths with their own authentication (no CSRF, no browser session).
+CSRF_EXCLUDE = ["^/webhooks/", "^/api/agent/"]
+
+SESSION_MAX_AGE_S = 16 * 3600  # one night plus margin
+
+
+def extra_route_handlers() -> list[Any]:
+    """Route handlers of the modules in ``EXTRA_ROUTE_MODULES`` that exist."""
+    handlers: list[Any] = []
+    for name in EXTRA_ROUTE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue
+            raise
+        handlers.extend(getattr(module, "route_handlers", []))
+    return handlers
+
+
+def page_route_handlers() -> list[Any]:
+    from . import auth, jornada
+    from .admin import routes as admin
+    from .pos import routes as pos
+
+    return [*auth.route_handlers, jornada.router, pos.router, *admin.routers]
+
+
+def make_orchestrator(db: Database, registry: ProviderRegistry, pm: Any, settings: Settings) -> Any | None:
+    try:
+        from caja_core.payments.service import PaymentOrchestrator
+    except ImportError:
+        log.warning("payment orchestrator not available: card payments disabled")
+        return None
+    return PaymentOrchestrator(db=db, registry=registry, pm=pm, instance_id=settings.instance_id)
+
+
+class CajaWebPlugin(InitPlugin):
+    """Wires caja into a Litestar app: state, templates, static files, sessions, CSRF, routes, errors."""
+
+    def __init__(self, settings: Settings, db: Database, pm: Any, *, own_db: bool) -> None:
+        self.settings = settings
+        self.db = db
+        self.pm = pm
+        self.own_db = own_db
+        self.registry = ProviderRegistry.from_plugin_manager(pm)
+        self.orchestrator = make_orchestrator(db, self.registry, pm, settings)
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        self._configure_state(app_config)
+        self._configure_templates(app_config)
+        self._configure_static(app_config)
+        self._configure_sessions(app_config)
+        self._configure_csrf(app_config)
+        self._configure_routes(app_config)
+        self._configure_errors(app_config)
+        self._configure_lifespan(app_config)
+        self._configure_openapi(app_config)
+        return app_config
+
+    def _configure_state(self, app_config: AppConfig) -> None:
+        app_config.state = State({"settings": self.settings, "db": self.db, "pm": self.pm,
+                                  "registry": self.registry, "orchestrator": self.orchestrator,
+                                  "login_limiter": LoginLimiter()})
+
+    def _configure_templates(self, app_config: AppConfig) -> None:
+        dirs = [*template_dirs(self.pm), str(TEMPLATES)]
+        env = Environment(loader=ChoiceLoader([FileSystemLoader(d) for d in dirs]),
+                          autoescape=select_autoescape(default=True, default_for_string=True),
+                          trim_blocks=True, lstrip_blocks=True)
+        filters.install(env)
+        app_config.template_config = TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
+
+    def _configure_static(self, app_config: AppConfig) -> None:
+        app_config.route_handlers.append(
+            create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False,
+                                       cache_control=None))
+
+    def _configure_sessions(self, app_config: AppConfig) -> None:
+        store = make_session_store(self.settings.redis_url, self.db)
+        app_config.stores = {"sessions": store}
+        config = ServerSideSessionConfig(key="caja_session", max_age=SESSION_MAX_AGE_S, httponly=True,
+                                         samesite="lax", secure=self.settings.secure_cookies,
+                                         store="sessions", exclude=[f"^{p}" for p in JSON_PREFIXES]
+                                         + ["^/static/"])
+        app_config.middleware.append(config.middleware)
+
+    def _configure_csrf(self, app_config: AppConfig) -> None:
+        secret = hashlib.sha256(f"csrf:{self.settings.secret_key}".encode()).hexdigest()
+        app_config.csrf_config = CSRFConfig(secret=secret, cookie_name="caja_csrf", cookie_httponly=True,
+                                            cookie_samesite="lax", cookie_secure=self.settings.secure_cookies,
+                                            exclude=CSRF_EXCLUDE)
+
+    def _configure_routes(self, app_config: AppConfig) -> None:
+        app_config.route_handlers.extend(page_route_handlers())
+        app_config.route_handlers.extend(extra_route_handlers())
+
+    def _configure_errors(self, app_config: AppConfig) -> None:
+        app_config.exception_handlers = {**EXCEPTION_HANDLERS, **(app_config.exception_handlers or {})}
+
+    def _configure_lifespan(self, app_config: AppConfig) -> None:
+        app_config.lifespan.append(self._lifespan)
+
+    def _configure_openapi(self, app_config: AppConfig) -> None:
+        app_config.openapi_config = OpenAPIConfig(title="caja", version="0.1.0", path="/schema")
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Litestar):
+        if self.orchestrator is not None:
+            await self.orchestrator.start()
+        try:
+            yield
+        finally:
+            if self.orchestrator is not None:
+                await self.orchestrator.stop()
+            if self.own_db:
+                await self.db.dispose()
+
+
+def create_app(settings: Settings | None = None, db: Database | None = None, pm: Any = None) -> Litestar:
+    """Build the app. Without arguments: settings from ``CAJA_*``, its own database and plugin manager."""
+    settings = settings or load_settings()
+    own_db = db is None
+    db = db or Database(settings.database_url)
+    pm = pm or make_plugin_manager()
+    plugin = CajaWebPlugin(settings, db, pm, own_db=own_db)
+    return Litestar(plugins=[plugin], debug=False)

@@ -1,0 +1,165 @@
+"""What every handler works with: ``Web`` (request, database, logged-in user, rendering helpers).
+
+One helper decides full page vs partial: a normal request renders the page inside ``base.html``; an HTMX
+request (``HX-Request`` without ``HX-Boosted``) renders the same template inside ``_partial.html``, which
+outputs only the content block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request, Response
+from litestar.datastructures import State
+from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_200_OK
+
+from caja_core.errors import CajaError
+from caja_core.jornadas import service as jornadas
+
+T = TypeVar("T")
+
+ROLE_LABELS = {"admin": "Administrador", "supervisor": "Supervisor", "cashier": "Cajero"}
+
+
+class Viewer(msgspec.Struct, kw_only=True):
+    """The logged-in user, as kept in the server-side session."""
+
+    id: int
+    venue_id: int
+    role: str
+    name: str
+    venue_name: str = ""
+    timezone: str = "America/Santiago"
+
+    @property
+    def role_label(self) -> str:
+        return ROLE_LABELS.get(self.role, self.role)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def is_supervisor(self) -> bool:
+        return self.role in ("supervisor", "admin")
+
+
+def viewer_from(request: Request) -> Viewer | None:
+    raw = request.scope.get("session") or {}
+    data = raw.get("viewer") if isinstance(raw, dict) else None
+    if not data:
+        return None
+    try:
+        return msgspec.convert(data, Viewer)
+    except msgspec.ValidationError:
+        return None
+
+
+class FormRejected(Exception):
+    """A form the services refused: the exception handler re-renders ``template`` with the errors."""
+
+    def __init__(self, template: str, context: dict[str, Any], error: CajaError) -> None:
+        super().__init__(error.message)
+        self.template = template
+        self.context = context
+        self.error = error
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true" and request.headers.get("hx-boosted") != "true"
+
+
+class Web:
+    """Handler helper: ``await web.call(service_fn, ...)`` runs one service in one transaction."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.state: State = request.app.state
+        self.db = self.state.db
+        self.viewer = viewer_from(request)
+
+    # ---- who ----------------------------------------------------------------------------------------
+    @property
+    def venue_id(self) -> int:
+        assert self.viewer is not None, "guarded handler without a viewer"
+        return self.viewer.venue_id
+
+    @property
+    def user_id(self) -> int:
+        assert self.viewer is not None, "guarded handler without a viewer"
+        return self.viewer.id
+
+    @property
+    def session(self) -> dict[str, Any]:
+        return self.request.session
+
+    @property
+    def registry(self):
+        return self.state.registry
+
+    @property
+    def orchestrator(self):
+        return self.state.orchestrator
+
+    # ---- services -----------------------------------------------------------------------------------
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        async with self.db.session() as s:
+            return await fn(s, *args, **kwargs)
+
+    async def venue_call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Call ``fn(s, venue_id=..., ...)`` scoped to the viewer's venue (keyword form)."""
+        async with self.db.session() as s:
+            return await fn(s, *args, venue_id=self.venue_id, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def form(self, template: str, context: Callable[[], Awaitable[dict[str, Any]]] | dict[str, Any] | None = None,
+                   **extra: Any) -> AsyncIterator[None]:
+        """Turn a refused service call into a re-rendered form with Spanish field errors."""
+        try:
+            yield
+        except CajaError as error:
+            ctx = dict(extra)
+            if callable(context):
+                ctx.update(await context())
+            elif context:
+                ctx.update(context)
+            raise FormRejected(template, ctx, error) from error
+
+    # ---- responses ----------------------------------------------------------------------------------
+    @property
+    def htmx(self) -> bool:
+        return is_htmx(self.request)
+
+    async def page(self, template: str, *, status_code: int = HTTP_200_OK, partial: bool | None = None,
+                   partial_template: str | None = None,
+                   full_context: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+                   headers: dict[str, str] | None = None, **context: Any) -> Template:
+        """Render ``template`` as a full page, or as a partial on an HTMX request. A page made of parts
+        names the part an HTMX request gets (``partial_template``) and how to build the rest of the page
+        (``full_context``), which is skipped for partials."""
+        partial = self.htmx if partial is None else partial
+        base = await self.base_context(partial)
+        if not partial and full_context is not None:
+            base.update(await full_context())
+        base.update(context)
+        if partial and partial_template:
+            template = partial_template
+        return Template(template_name=template, context=base, status_code=status_code, headers=headers)
+
+    async def base_context(self, partial: bool) -> dict[str, Any]:
+        ctx: dict[str, Any] = {"layout": "_partial.html" if partial else "base.html", "viewer": self.viewer,
+                               "request": self.request, "errors": {}, "form": {}, "jornada": None,
+                               "path": self.request.url.path}
+        if not partial and self.viewer is not None:
+            ctx["jornada"] = await self.call(jornadas.current_jornada, self.viewer.venue_id)
+        return ctx
+
+    def redirect(self, url: str) -> Response:
+        """After a successful POST: a 303 for normal requests, ``HX-Redirect`` for HTMX requests."""
+        if self.htmx:
+            return Response(content=b"", status_code=200, headers={"HX-Redirect": url})
+        return Redirect(path=url, status_code=303)

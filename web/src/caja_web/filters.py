@@ -1,0 +1,52 @@
+"""Jinja filters and globals: CLP money, local times, labels."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from jinja2 import Environment
+
+from caja_core.clock import DEFAULT_TIMEZONE, format_local
+from caja_core.money import format_clp
+
+STATUS_LABELS = {
+    # registers
+    "active": "Activa", "maintenance": "Mantención", "offline": "Sin conexión", "error": "Error",
+    # sessions / jornadas
+    "open": "Abierta", "closing": "Cerrando", "closed": "Cerrada", "preparing": "Preparando",
+    # sales
+    "pending_payment": "Pendiente de pago", "paid": "Pagada", "cancelled": "Anulada",
+    # attempts
+    "created": "Creado", "sending": "Enviando", "awaiting": "Esperando al terminal", "approved": "Aprobado",
+    "declined": "Rechazado", "failed_not_sent": "No enviado", "in_doubt": "Verificando con el terminal…",
+    "reconciling": "Verificando con el terminal…", "manual_pending": "Esperando confirmación manual",
+    "approved_manual": "Aprobado (manual)", "verified": "Verificado", "disputed": "En disputa",
+    "overridden": "Reemplazado por respaldo",
+    # breaker
+    "half_open": "Probando",
+}
+METHOD_LABELS = {"cash": "Efectivo", "card": "Tarjeta", "debit": "Débito", "credit": "Crédito",
+                 "courtesy": "Cortesía"}
+ROLE_LABELS = {"admin": "Administrador", "supervisor": "Supervisor", "cashier": "Cajero"}
+TYPE_LABELS = {"TOTEM": "Tótem", "HUMANA": "Humana", "OFICINA": "Oficina", "VIRTUAL": "Virtual"}
+
+
+def clp(amount: int | None) -> str:
+    return format_clp(amount)
+
+
+def local_time(instant: datetime | None, tz: str | None = None, fmt: str = "%d-%m-%Y %H:%M") -> str:
+    return format_local(instant, tz or DEFAULT_TIMEZONE, fmt)
+
+
+def day(value: date | None) -> str:
+    return value.strftime("%d-%m-%Y") if value else "—"
+
+
+def label(value: object, kind: str = "status") -> str:
+    table = {"status": STATUS_LABELS, "method": METHOD_LABELS, "role": ROLE_LABELS, "type": TYPE_LABELS}[kind]
+    return table.get(str(value), str(value) if value is not None else "—")
+
+
+def install(env: Environment) -> None:
+    env.filters.update(clp=clp, local_time=local_time, day=day, label=label)

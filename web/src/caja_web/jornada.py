@@ -1,0 +1,47 @@
+"""Jornada (the night's business day): open and close, for supervisors and admins."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.response import Template
+
+from caja_core.jornadas import service as jornadas
+
+from .auth import FORM, SUPERVISOR, requires
+from .context import Web
+
+
+class CloseJornada(msgspec.Struct, kw_only=True):
+    jornada_id: int = 0
+
+
+async def jornada_context(web: Web) -> dict:
+    return {"current": await web.call(jornadas.current_jornada, web.venue_id),
+            "recent": (await web.call(jornadas.list_jornadas, web.venue_id))[:10]}
+
+
+@get("/")
+async def jornada_page(request: Request) -> Template:
+    web = Web(request)
+    return await web.page("jornada.html", **await jornada_context(web))
+
+
+@post("/abrir")
+async def open_jornada(request: Request) -> Response:
+    web = Web(request)
+    async with web.form("jornada.html", lambda: jornada_context(web)):
+        await web.venue_call(jornadas.open_jornada, user_id=web.user_id)
+    return web.redirect("/jornada")
+
+
+@post("/cerrar")
+async def close_jornada(request: Request, data: CloseJornada = FORM) -> Response:
+    web = Web(request)
+    async with web.form("jornada.html", lambda: jornada_context(web)):
+        await web.venue_call(jornadas.close_jornada, jornada_id=data.jornada_id, user_id=web.user_id)
+    return web.redirect("/jornada")
+
+
+router = Router(path="/jornada", route_handlers=[jornada_page, open_jornada, close_jornada],
+                guards=[requires(*SUPERVISOR)])

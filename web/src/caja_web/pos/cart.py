@@ -1,0 +1,86 @@
+"""The cart being built at the POS, kept in the server-side web session (so a reload keeps it).
+
+Prices here are for display only: the sale's total is computed by the server from the catalogue when the
+sale is created.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+
+from caja_core.sales.service import ItemInput
+
+MAX_QUANTITY = 99
+
+
+class Line(msgspec.Struct, kw_only=True):
+    product_id: int | None = None
+    name: str
+    unit_price: int
+    quantity: int = 1
+    free_reason: str = ""
+
+    @property
+    def total(self) -> int:
+        return self.unit_price * self.quantity
+
+
+class PosState(msgspec.Struct, kw_only=True):
+    """What this browser session is doing at the POS."""
+
+    register_id: int | None = None
+    session_id: int | None = None
+    lines: list[Line] = msgspec.field(default_factory=list)
+    sale_key: str = msgspec.field(default_factory=lambda: uuid.uuid4().hex)
+    sale_id: int | None = None
+    open_key: str = msgspec.field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def total(self) -> int:
+        return sum(line.total for line in self.lines)
+
+    @property
+    def count(self) -> int:
+        return sum(line.quantity for line in self.lines)
+
+    def add(self, line: Line) -> None:
+        for existing in self.lines:
+            if line.product_id is not None and existing.product_id == line.product_id:
+                existing.quantity = min(MAX_QUANTITY, existing.quantity + line.quantity)
+                return
+        self.lines.append(line)
+
+    def change_quantity(self, index: int, delta: int) -> None:
+        if 0 <= index < len(self.lines):
+            line = self.lines[index]
+            line.quantity = min(MAX_QUANTITY, line.quantity + delta)
+            if line.quantity <= 0:
+                del self.lines[index]
+
+    def items(self) -> list[ItemInput]:
+        return [ItemInput(product_id=ln.product_id, quantity=ln.quantity,
+                          name=None if ln.product_id else ln.name,
+                          unit_price=None if ln.product_id else ln.unit_price, free_reason=ln.free_reason)
+                for ln in self.lines]
+
+    def next_sale(self) -> None:
+        self.lines = []
+        self.sale_id = None
+        self.sale_key = uuid.uuid4().hex
+
+
+def load(session: dict[str, Any]) -> PosState:
+    raw = session.get("pos") if isinstance(session, dict) else None
+    try:
+        return msgspec.convert(raw, PosState) if raw else PosState()
+    except msgspec.ValidationError:
+        return PosState()
+
+
+def save(request, state: PosState) -> None:
+    data = dict(request.session or {})
+    data["pos"] = msgspec.to_builtins(state)
+    request.set_session(data)

@@ -1,0 +1,444 @@
+"""The cashier's POS: choose a register, open the session, sell (cash or card with fallback), cash in/out,
+incidents, blind close. Every page is a full page on a normal request and a partial on an HTMX request."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.response import Template
+
+from caja_core.audit import service as audit
+from caja_core.catalog import service as catalog
+from caja_core.errors import Conflict, ValidationFailed
+from caja_core.jornadas import service as jornadas
+from caja_core.money import parse_amount
+from caja_core.registers import service as registers
+from caja_core.sales import service as sales
+from caja_core.sessions import service as sessions
+from caja_core.users import service as users
+from caja_core.venues import service as venues
+
+from ..auth import CASHIER, FORM, requires
+from ..context import Web
+from . import cart as carts
+from .cart import Line, PosState
+
+INCIDENT_KINDS = {"terminal": "Terminal caído", "printer": "Impresora", "network": "Red / internet",
+                  "double_charge": "Posible doble cobro", "cash": "Efectivo", "other": "Otro"}
+
+
+# ---- forms ----------------------------------------------------------------------------------------------
+class ResumeForm(msgspec.Struct, kw_only=True):
+    register_id: int = 0
+
+
+class AddItem(msgspec.Struct, kw_only=True):
+    product_id: int = 0
+    quantity: int = 1
+
+
+class FreeLine(msgspec.Struct, kw_only=True):
+    name: str = ""
+    amount: str = ""
+    reason: str = ""
+
+
+class LineChange(msgspec.Struct, kw_only=True):
+    index: int = -1
+    delta: int = 0
+
+
+class CashForm(msgspec.Struct, kw_only=True):
+    cash_received: str = ""
+
+
+class CancelForm(msgspec.Struct, kw_only=True):
+    reason: str = ""
+
+
+class MovementForm(msgspec.Struct, kw_only=True):
+    kind: str = ""
+    amount: str = ""
+    reason: str = ""
+
+
+class IncidentForm(msgspec.Struct, kw_only=True):
+    kind: str = ""
+    description: str = ""
+
+
+class CloseForm(msgspec.Struct, kw_only=True):
+    note: str = ""
+
+
+class ApproveForm(msgspec.Struct, kw_only=True):
+    username: str = ""
+    password: str = ""
+    note: str = ""
+
+
+async def form_dict(request: Request) -> dict[str, str]:
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def denomination_count(form: dict[str, str], prefix: str) -> dict[str, str]:
+    return {k[len(prefix):]: v for k, v in form.items() if k.startswith(prefix) and v.strip()}
+
+
+# ---- context builders -----------------------------------------------------------------------------------
+def pos_state(web: Web) -> PosState:
+    return carts.load(web.session)
+
+
+async def home_context(web: Web) -> dict:
+    current = await web.call(jornadas.current_jornada, web.venue_id)
+    open_sessions = await web.call(sessions.list_sessions, web.venue_id, jornada_id=current.id) if current else []
+    return {"registers": await web.call(registers.list_registers, web.venue_id, only_active=True),
+            "open_by_register": {s.register_id: s for s in open_sessions if s.status != "closed"},
+            "state": pos_state(web), "current": current}
+
+
+async def open_context(web: Web, register_id: int | None = None) -> dict:
+    return {"registers": await web.call(registers.list_registers, web.venue_id, only_active=True),
+            "venue": await web.call(venues.get_venue, web.venue_id), "register_id": register_id,
+            "state": pos_state(web)}
+
+
+async def screen_context(web: Web, state: PosState) -> dict:
+    register = await web.call(registers.get_register, web.venue_id, state.register_id)
+    return {"register": register, "state": state,
+            "session": await web.call(sessions.get_session, web.venue_id, state.session_id),
+            "categories": await web.call(catalog.list_categories, web.venue_id, active_only=True),
+            "products": await web.call(catalog.list_products, web.venue_id, register_id=register.id)}
+
+
+async def require_session(web: Web) -> PosState:
+    """The POS state of this browser, with an open session (else a clear Spanish refusal)."""
+    state = pos_state(web)
+    if state.session_id is None:
+        raise Conflict("No hay una caja abierta en este equipo. Elija una caja y abra su sesión.",
+                       code="pos.no_session")
+    return state
+
+
+# ---- choose register and open ---------------------------------------------------------------------------
+@get("/")
+async def pos_home(request: Request) -> Template:
+    web = Web(request)
+    return await web.page("pos/home.html", **await home_context(web))
+
+
+@post("/session/resume")
+async def resume_session(request: Request, data: ResumeForm = FORM) -> Response:
+    web = Web(request)
+    async with web.form("pos/home.html", lambda: home_context(web)):
+        session = await web.call(sessions.current_session, web.venue_id, data.register_id)
+        if session is None:
+            raise Conflict("Esa caja no tiene una sesión abierta.", code="session.none_open")
+    carts.save(request, PosState(register_id=data.register_id, session_id=session.id))
+    return web.redirect("/caja/venta")
+
+
+@get("/session/open")
+async def open_page(request: Request, register_id: int | None = None) -> Template:
+    web = Web(request)
+    return await web.page("pos/open.html", **await open_context(web, register_id))
+
+
+@post("/session/open")
+async def open_session(request: Request) -> Response:
+    web = Web(request)
+    raw = await form_dict(request)
+    register_id = int(raw["register_id"]) if raw.get("register_id", "").isdigit() else 0
+    async with web.form("pos/open.html", lambda: open_context(web, register_id), form=raw):
+        session = await web.venue_call(sessions.open_session, register_id=register_id, user_id=web.user_id,
+                                       initial_cash=raw.get("initial_cash", ""), open_key=raw.get("open_key", ""),
+                                       count=denomination_count(raw, "count_") or None)
+    carts.save(request, PosState(register_id=register_id, session_id=session.id))
+    return web.redirect("/caja/venta")
+
+
+# ---- sale screen ----------------------------------------------------------------------------------------
+@get("/venta")
+async def sale_screen(request: Request) -> Response:
+    web = Web(request)
+    state = pos_state(web)
+    if state.session_id is None:
+        return web.redirect("/caja/")
+    if state.sale_id is not None:
+        return web.redirect(f"/caja/venta/{state.sale_id}")
+    return await web.page("pos/sale.html", partial_template="pos/_cart.html",
+                          full_context=lambda: screen_context(web, state), state=state)
+
+
+async def cart_response(web: Web, state: PosState) -> Template:
+    carts.save(web.request, state)
+    return await web.page("pos/sale.html", partial_template="pos/_cart.html",
+                          full_context=lambda: screen_context(web, state), state=state)
+
+
+@post("/venta/item")
+async def add_item(request: Request, data: AddItem = FORM) -> Template:
+    web = Web(request)
+    state = await require_session(web)
+    product = await web.call(catalog.get_product, web.venue_id, data.product_id)
+    state.add(Line(product_id=product.id, name=product.name, unit_price=product.price,
+                   quantity=max(1, min(data.quantity, carts.MAX_QUANTITY))))
+    return await cart_response(web, state)
+
+
+@post("/venta/libre")
+async def add_free_line(request: Request, data: FreeLine = FORM) -> Template:
+    web = Web(request)
+    state = await require_session(web)
+    async with web.form("pos/_cart.html", {"state": state}, form=msgspec.to_builtins(data), free_open=True):
+        amount = parse_amount(data.amount, field="amount", label="El monto libre")
+        if len(data.reason.strip()) < 3:
+            raise ValidationFailed("Indique el motivo del monto libre.", field="reason")
+    state.add(Line(name=data.name.strip()[:120] or "Monto libre", unit_price=amount,
+                   free_reason=data.reason.strip()[:200]))
+    return await cart_response(web, state)
+
+
+@post("/venta/linea")
+async def change_line(request: Request, data: LineChange = FORM) -> Template:
+    web = Web(request)
+    state = await require_session(web)
+    state.change_quantity(data.index, data.delta)
+    return await cart_response(web, state)
+
+
+@post("/venta/vaciar")
+async def clear_cart(request: Request) -> Template:
+    web = Web(request)
+    state = await require_session(web)
+    state.next_sale()
+    return await cart_response(web, state)
+
+
+@post("/venta/cobrar")
+async def checkout(request: Request) -> Response:
+    web = Web(request)
+    state = await require_session(web)
+    async with web.form("pos/_cart.html", {"state": state}):
+        sale = await web.venue_call(sales.create_sale, session_id=state.session_id, cashier_id=web.user_id,
+                                    items=state.items(), idempotency_key=state.sale_key)
+    state.sale_id = sale.id
+    carts.save(request, state)
+    return await payment_view(web, sale.id)
+
+
+# ---- payment --------------------------------------------------------------------------------------------
+async def sale_context(web: Web, sale_id: int) -> dict:
+    sale = await web.call(sales.get_sale, web.venue_id, sale_id)
+    progress = await web.orchestrator.poll(venue_id=web.venue_id, sale_id=sale_id) if web.orchestrator else None
+    return {"sale": sale, "progress": progress}
+
+
+def panel_template(ctx: dict) -> str:
+    """Which panel shows this sale's state: receipt, payment progress, or the payment choice."""
+    sale, progress = ctx["sale"], ctx["progress"]
+    if sale.status == "paid":
+        return "pos/_receipt.html"
+    if sale.status == "cancelled":
+        return "pos/_cancelled.html"
+    if progress is not None and (progress.attempt_id is not None and
+                                 (progress.state not in ("declined", "failed_not_sent") or progress.backup_offered)):
+        return "pos/_progress.html"
+    return "pos/_pay.html"
+
+
+async def payment_view(web: Web, sale_id: int, **extra) -> Template:
+    ctx = await sale_context(web, sale_id) | extra
+    state = pos_state(web)
+    return await web.page("pos/sale.html", partial_template=panel_template(ctx), panel=panel_template(ctx),
+                          full_context=lambda: screen_context(web, state), **ctx)
+
+
+@get("/venta/{sale_id:int}")
+async def sale_page(request: Request, sale_id: int) -> Template:
+    return await payment_view(Web(request), sale_id)
+
+
+@get("/venta/{sale_id:int}/pago")
+async def payment_progress(request: Request, sale_id: int) -> Template:
+    return await payment_view(Web(request), sale_id)
+
+
+@post("/venta/{sale_id:int}/efectivo")
+async def pay_cash(request: Request, sale_id: int, data: CashForm = FORM) -> Template:
+    web = Web(request)
+    async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data)):
+        await web.venue_call(sales.pay_cash, sale_id=sale_id, cash_received=data.cash_received,
+                             user_id=web.user_id)
+    return await payment_view(web, sale_id)
+
+
+@post("/venta/{sale_id:int}/tarjeta")
+async def pay_card(request: Request, sale_id: int) -> Template:
+    web = Web(request)
+    async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
+        await web.orchestrator.start_payment(venue_id=web.venue_id, sale_id=sale_id, user_id=web.user_id)
+    return await payment_view(web, sale_id)
+
+
+@post("/venta/{sale_id:int}/cancelar-pago")
+async def cancel_payment(request: Request, sale_id: int) -> Template:
+    web = Web(request)
+    async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id)):
+        await web.orchestrator.cancel(venue_id=web.venue_id, sale_id=sale_id, user_id=web.user_id)
+    return await payment_view(web, sale_id)
+
+
+@post("/venta/{sale_id:int}/respaldo")
+async def start_backup(request: Request, sale_id: int) -> Template:
+    web = Web(request)
+    async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id)):
+        await web.orchestrator.start_backup(venue_id=web.venue_id, sale_id=sale_id, user_id=web.user_id)
+    return await payment_view(web, sale_id)
+
+
+class ManualConfirm(msgspec.Struct, kw_only=True):
+    attempt_id: int = 0
+    authorization_code: str = ""
+    last4: str = ""
+    brand: str = ""
+
+
+@post("/venta/{sale_id:int}/respaldo/confirmar")
+async def confirm_backup(request: Request, sale_id: int, data: ManualConfirm = FORM) -> Template:
+    web = Web(request)
+    async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data)):
+        await web.orchestrator.confirm_manual(venue_id=web.venue_id, attempt_id=data.attempt_id,
+                                              authorization_code=data.authorization_code, last4=data.last4,
+                                              brand=data.brand, user_id=web.user_id)
+    return await payment_view(web, sale_id)
+
+
+@post("/venta/{sale_id:int}/forzar-respaldo")
+async def override_backup(request: Request, sale_id: int, data: ApproveForm = FORM) -> Template:
+    web = Web(request)
+    async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id), override_open=True):
+        supervisor = await web.call(users.authenticate_password, venue_id=web.venue_id, username=data.username,
+                                    password=data.password)
+        await web.orchestrator.override_to_backup(venue_id=web.venue_id, sale_id=sale_id,
+                                                  supervisor_id=supervisor.id, reason=data.note)
+    return await payment_view(web, sale_id)
+
+
+@post("/venta/{sale_id:int}/anular")
+async def cancel_sale(request: Request, sale_id: int, data: CancelForm = FORM) -> Response:
+    web = Web(request)
+    async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data),
+                        cancel_open=True):
+        await web.venue_call(sales.cancel_sale, sale_id=sale_id, user_id=web.user_id, reason=data.reason)
+    return start_next_sale(web)
+
+
+def start_next_sale(web: Web) -> Response:
+    state = pos_state(web)
+    state.next_sale()
+    carts.save(web.request, state)
+    return web.redirect("/caja/venta")
+
+
+@post("/venta/siguiente")
+async def next_sale(request: Request) -> Response:
+    return start_next_sale(Web(request))
+
+
+# ---- cash movements and incidents -------------------------------------------------------------------------
+async def movements_context(web: Web) -> dict:
+    state = await require_session(web)
+    return {"state": state, "movements": await web.call(sessions.list_cash_movements, web.venue_id, state.session_id)}
+
+
+@get("/movimientos")
+async def movements_page(request: Request) -> Template:
+    web = Web(request)
+    return await web.page("pos/movements.html", **await movements_context(web))
+
+
+@post("/movimientos")
+async def add_movement(request: Request, data: MovementForm = FORM) -> Response:
+    web = Web(request)
+    state = await require_session(web)
+    async with web.form("pos/movements.html", lambda: movements_context(web), form=msgspec.to_builtins(data)):
+        await web.venue_call(sessions.add_cash_movement, session_id=state.session_id, kind=data.kind,
+                             amount=data.amount, reason=data.reason, user_id=web.user_id)
+    return web.redirect("/caja/movimientos?ok=1")
+
+
+async def incidents_context(web: Web) -> dict:
+    state = await require_session(web)
+    return {"state": state, "kinds": INCIDENT_KINDS,
+            "incidents": await web.call(audit.list_incidents, web.venue_id, session_id=state.session_id)}
+
+
+@get("/incidentes")
+async def incidents_page(request: Request) -> Template:
+    web = Web(request)
+    return await web.page("pos/incidents.html", **await incidents_context(web))
+
+
+@post("/incidentes")
+async def add_incident(request: Request, data: IncidentForm = FORM) -> Response:
+    web = Web(request)
+    state = await require_session(web)
+    async with web.form("pos/incidents.html", lambda: incidents_context(web), form=msgspec.to_builtins(data)):
+        if data.kind not in INCIDENT_KINDS or len(data.description.strip()) < 5:
+            raise ValidationFailed("Elija el tipo y describa la incidencia (mínimo 5 caracteres).",
+                                   fields={"kind": "Elija un tipo."} if data.kind not in INCIDENT_KINDS
+                                   else {"description": "Describa la incidencia (mínimo 5 caracteres)."})
+        await web.venue_call(audit.open_incident, kind=data.kind, description=data.description.strip(),
+                             session_id=state.session_id, register_id=state.register_id, user_id=web.user_id)
+    return web.redirect("/caja/incidentes?ok=1")
+
+
+# ---- blind close ----------------------------------------------------------------------------------------
+async def close_context(web: Web) -> dict:
+    state = await require_session(web)
+    return {"state": state, "venue": await web.call(venues.get_venue, web.venue_id),
+            "session": await web.call(sessions.get_session, web.venue_id, state.session_id)}
+
+
+@get("/session/close")
+async def close_page(request: Request) -> Template:
+    web = Web(request)
+    return await web.page("pos/close.html", **await close_context(web))
+
+
+@post("/session/close")
+async def close_session(request: Request) -> Template:
+    web = Web(request)
+    state = await require_session(web)
+    raw = await form_dict(request)
+    async with web.form("pos/close.html", lambda: close_context(web), form=raw):
+        result = await web.venue_call(sessions.close_session, session_id=state.session_id, user_id=web.user_id,
+                                      counted=denomination_count(raw, "count_"), note=raw.get("note", ""))
+    if result.status == "closed":
+        carts.save(request, PosState())
+    return await web.page("pos/close_result.html", result=result, state=state)
+
+
+@post("/session/close/aprobar")
+async def approve_close(request: Request, data: ApproveForm = FORM) -> Template:
+    web = Web(request)
+    state = await require_session(web)
+    session = await web.call(sessions.get_session, web.venue_id, state.session_id)
+    async with web.form("pos/close_result.html", {"state": state, "result": session, "pending": True},
+                        form={"username": data.username, "note": data.note}):
+        supervisor = await web.call(users.authenticate_password, venue_id=web.venue_id, username=data.username,
+                                    password=data.password)
+        result = await web.venue_call(sessions.approve_close, session_id=state.session_id,
+                                      supervisor_id=supervisor.id, note=data.note)
+    carts.save(request, PosState())
+    return await web.page("pos/close_result.html", result=result, state=state)
+
+
+router = Router(path="/caja", guards=[requires(*CASHIER)], include_in_schema=False, route_handlers=[
+    pos_home, resume_session, open_page, open_session, sale_screen, add_item, add_free_line, change_line,
+    clear_cart, checkout, sale_page, payment_progress, pay_cash, pay_card, cancel_payment, start_backup,
+    confirm_backup, override_backup, cancel_sale, next_sale, movements_page, add_movement, incidents_page,
+    add_incident, close_page, close_session, approve_close])

@@ -1,0 +1,41 @@
+// caja: small helpers — on-screen keypads, POS keyboard shortcuts, live sum of a denomination count.
+(function () {
+  "use strict";
+  document.addEventListener("click", function (ev) {
+    var key = ev.target.closest("[data-key]");
+    if (!key) return;
+    var pad = key.closest("[data-keypad-for]");
+    var input = pad && document.getElementById(pad.getAttribute("data-keypad-for"));
+    if (!input) return;
+    var k = key.getAttribute("data-key");
+    if (k === "clear") input.value = input.value.slice(0, -1);
+    else if (!input.maxLength || input.maxLength < 0 || input.value.length < input.maxLength) input.value += k;
+    input.dispatchEvent(new Event("input", { bubbles: true }));
+    input.focus();
+  });
+  // Keyboard shortcuts: any element with data-shortcut="F2" (or a single key) is clicked on that key,
+  // unless the user is typing in a field (Escape and function keys work everywhere).
+  document.addEventListener("keydown", function (ev) {
+    var typing = /^(INPUT|TEXTAREA|SELECT)$/.test((ev.target && ev.target.tagName) || "");
+    var name = ev.key;
+    if (typing && !/^(F\d+|Escape)$/.test(name)) return;
+    var el = document.querySelector('[data-shortcut="' + CSS.escape(name) + '"]');
+    if (!el) return;
+    ev.preventDefault();
+    if (el.tagName === "INPUT") el.focus(); else el.click();
+  });
+  function sumDenoms(form) {
+    var total = 0;
+    form.querySelectorAll("input[data-denom]").forEach(function (inp) {
+      var n = parseInt(inp.value || "0", 10);
+      if (n > 0) total += n * parseInt(inp.getAttribute("data-denom"), 10);
+    });
+    var out = form.querySelector("[data-denom-total]");
+    if (out) out.textContent = "$" + total.toLocaleString("es-CL");
+    var target = form.querySelector("[data-denom-target]");
+    if (target && total > 0) target.value = total;
+  }
+  document.addEventListener("input", function (ev) {
+    if (ev.target.matches && ev.target.matches("input[data-denom]")) sumDenoms(ev.target.form);
+  });
+})();

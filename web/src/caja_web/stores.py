@@ -1,0 +1,74 @@
+"""Session stores: Redis when ``CAJA_REDIS_URL`` is set, otherwise the core's ``web_sessions`` table, so
+that several app instances share the sessions either way."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from litestar.stores.base import Store
+from sqlalchemy.exc import IntegrityError
+
+from caja_core.clock import utcnow
+from caja_core.db import Database
+from caja_core.users import web_sessions
+
+
+def _seconds(value: int | timedelta | None) -> int | None:
+    if value is None:
+        return None
+    return int(value.total_seconds()) if isinstance(value, timedelta) else int(value)
+
+
+class DatabaseSessionStore(Store):
+    """A Litestar ``Store`` backed by the database through ``caja_core.users.web_sessions``."""
+
+    #: Probability that a write also purges expired rows (keeps the table small without a job).
+    purge_probability = 0.01
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
+        data = value.encode() if isinstance(value, str) else value
+        seconds = _seconds(expires_in)
+        expires_at = utcnow() + timedelta(seconds=seconds) if seconds else None
+        try:
+            async with self.db.session() as s:
+                await web_sessions.put_data(s, key, data, expires_at=expires_at)
+        except IntegrityError:  # two requests of one new session raced to insert: the second updates
+            async with self.db.session() as s:
+                await web_sessions.put_data(s, key, data, expires_at=expires_at)
+        if random.random() < self.purge_probability:
+            async with self.db.session() as s:
+                await web_sessions.purge_expired(s)
+
+    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+        seconds = _seconds(renew_for)
+        async with self.db.session() as s:
+            return await web_sessions.get_data(
+                s, key, renew_until=utcnow() + timedelta(seconds=seconds) if seconds else None)
+
+    async def delete(self, key: str) -> None:
+        async with self.db.session() as s:
+            await web_sessions.delete_data(s, key)
+
+    async def delete_all(self) -> None:
+        async with self.db.session() as s:
+            await web_sessions.delete_all(s)
+
+    async def exists(self, key: str) -> bool:
+        return await self.get(key) is not None
+
+    async def expires_in(self, key: str) -> int | None:
+        async with self.db.session() as s:
+            when = await web_sessions.expires_at(s, key)
+        return None if when is None else max(0, int((when - utcnow()).total_seconds()))
+
+
+def make_session_store(redis_url: str | None, db: Database) -> Store:
+    if redis_url:
+        from litestar.stores.redis import RedisStore
+
+        return RedisStore.with_client(url=redis_url, namespace="caja-sessions")
+    return DatabaseSessionStore(db)
