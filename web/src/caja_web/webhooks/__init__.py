@@ -1,0 +1,1 @@
+"""Payment provider webhooks (``POST /webhooks/{provider_id}``)."""
