@@ -1,0 +1,116 @@
+"""`caja getnet …` as an installer runs it: real processes, real sockets, exit codes 0/1/2/3."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+
+from caja_getnet.simulator import Fault
+
+CAJA = str(Path(sys.executable).with_name("caja"))
+
+
+async def run_caja(*args: str, timeout: float = 20) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(CAJA, *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode, out.decode(), err.decode()
+
+
+def tcp_arg(sim) -> str:
+    return "%s:%s" % sim.tcp_address
+
+
+async def test_sale_approved_prints_the_answer_and_exits_0(sim):
+    code, out, err = await run_caja("getnet", "sale", "--tcp", tcp_arg(sim), "--amount", "1000", "--ticket", "T1")
+    assert code == 0, err
+    answer = json.loads(out)
+    assert (answer["ResponseCode"], answer["Ticket"], answer["Amount"]) == (0, "T1", 1000)
+    assert "AccountNumber" not in answer and "4761739001010119" not in out + err
+    assert "[78] Leyendo tarjeta" in err
+    assert sim.tickets() == {"T1": 1000}
+
+
+async def test_sale_declined_exits_1(sim):
+    sim.add_fault(Fault(kind="decline", code=6))
+    code, out, _ = await run_caja("getnet", "sale", "--tcp", tcp_arg(sim), "--amount", "1000", "--ticket", "T2")
+    assert code == 1 and json.loads(out)["ResponseCode"] == 6
+
+
+async def test_sale_in_doubt_exits_3(sim):
+    sim.add_fault(Fault(kind="receipt_then_silence"))
+    code, out, _ = await run_caja("getnet", "sale", "--tcp", tcp_arg(sim), "--amount", "1000", "--ticket", "T3",
+                                  "--timeout", "1")
+    assert code == 3 and json.loads(out)["error"] == "in_doubt"
+
+
+async def test_reports_and_close(sim):
+    await run_caja("getnet", "sale", "--tcp", tcp_arg(sim), "--amount", "1500", "--ticket", "A1")
+    code, out, _ = await run_caja("getnet", "last-sale", "--tcp", tcp_arg(sim))
+    assert code == 0 and json.loads(out)["Ticket"] == "A1"
+    code, out, _ = await run_caja("getnet", "details", "--tcp", tcp_arg(sim))
+    assert code == 0 and [d["Ticket"] for d in json.loads(out)["Details"]] == ["A1"]
+    code, out, _ = await run_caja("getnet", "totals", "--tcp", tcp_arg(sim))
+    assert code == 0 and json.loads(out)["TotalAmount"] == 1500
+    code, out, _ = await run_caja("getnet", "close", "--tcp", tcp_arg(sim))
+    assert code == 0 and sim.ledger == []
+    code, out, _ = await run_caja("getnet", "cancel", "--tcp", tcp_arg(sim))
+    assert code == 1 and json.loads(out)["ResponseCode"] == 13      # nothing in progress to cancel
+
+
+async def test_unreachable_terminal_exits_3():
+    code, out, _ = await run_caja("getnet", "poll", "--tcp", "127.0.0.1:1")
+    assert code == 3 and json.loads(out)["error"] == "unavailable"
+    code, out, _ = await run_caja("getnet", "poll", "--serial", "/dev/ttyNO_SUCH_TERMINAL")
+    assert code == 3 and json.loads(out)["error"] == "unavailable"
+
+
+async def test_bad_arguments_are_one_line_and_exit_2():
+    for args in (["getnet", "poll"], ["getnet", "poll", "--tcp", "no-port"],
+                 ["getnet", "sale", "--tcp", "127.0.0.1:9", "--amount", "0"],
+                 ["getnet", "sale", "--tcp", "127.0.0.1:9", "--amount", "100", "--ticket", "T|1"],
+                 ["getnet", "simulate"], ["getnet", "simulate", "--pty", "--fault", "nonsense"]):
+        code, out, err = await run_caja(*args)
+        assert code == 2, args
+        assert out == "" and len(err.strip().splitlines()) == 1, (args, err)
+
+
+async def test_simulate_over_a_pty_answers_diagnostics_and_stops_cleanly():
+    proc = await asyncio.create_subprocess_exec(CAJA, "getnet", "simulate", "--pty", "--step-delay", "0",
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        path = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode().strip()
+        assert path.startswith("/dev/") and os.path.exists(path)
+        code, out, err = await run_caja("getnet", "sale", "--serial", path, "--amount", "2000", "--ticket", "P1")
+        assert code == 0, err
+        assert json.loads(out)["Amount"] == 2000
+        code, out, _ = await run_caja("getnet", "poll", "--serial", path)
+        assert code == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 10)
+    assert proc.returncode == 0
+
+
+async def test_control_channel_sets_faults_and_shows_the_ledger(sim):
+    host, port = await sim.start_control()
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as http:
+        response = await http.post("/faults", json={"kind": "decline", "code": 5})
+        assert response.status_code == 200 and response.json()["next"][0]["kind"] == "decline"
+        assert (await http.post("/faults", json={"kind": "bogus"})).status_code == 400
+        code, _, _ = await run_caja("getnet", "sale", "--tcp", tcp_arg(sim), "--amount", "100", "--ticket", "C1")
+        assert code == 1
+        code, _, _ = await run_caja("getnet", "sale", "--tcp", tcp_arg(sim), "--amount", "200", "--ticket", "C2")
+        assert code == 0
+        ledger = (await http.get("/ledger")).json()
+        assert [e["ticket"] for e in ledger["ledger"]] == ["C2"] and ledger["totals"]["TotalAmount"] == 200
+        await http.post("/faults", json={"kind": "decline", "scope": "run"})
+        assert (await http.get("/faults")).json()["run"]["kind"] == "decline"
+        assert (await http.delete("/faults")).status_code == 200
+        assert (await http.get("/faults")).json() == {"next": [], "run": None}

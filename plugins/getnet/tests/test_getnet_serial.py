@@ -1,0 +1,62 @@
+"""The same terminal over a pseudo-terminal (the USB serial case): happy path, splits, noise, busy port."""
+
+from __future__ import annotations
+
+import serial
+
+from caja_core.providers import OutcomeKind
+from caja_getnet.simulator import Fault
+
+
+async def test_sale_over_serial_is_approved_with_progress(make_request, pty_sim, provider, serial_settings, ctx,
+                                                          progress):
+    request = make_request(amount=3500)
+    outcome = await provider.charge(request, serial_settings, ctx, progress)
+    assert outcome.kind is OutcomeKind.APPROVED and outcome.amount == 3500
+    assert progress.codes == [78, 79, 81, 82]
+    assert pty_sim.tickets() == {request.ticket: 3500}
+    assert (await provider.health(serial_settings, ctx)).kind is OutcomeKind.APPROVED
+
+
+async def test_split_response_over_serial_is_reassembled(make_request, pty_sim, provider, serial_settings, ctx,
+                                                         progress):
+    pty_sim.add_fault(Fault(kind="split_bytes", gap_s=0.002))
+    request = make_request(amount=1100)
+    outcome = await provider.charge(request, serial_settings, ctx, progress)
+    assert outcome.kind is OutcomeKind.APPROVED and outcome.ticket == request.ticket
+
+
+async def test_noise_before_the_response_over_serial_is_discarded(make_request, pty_sim, provider, serial_settings,
+                                                                  ctx, progress):
+    pty_sim.add_fault(Fault(kind="noise_before"))
+    outcome = await provider.charge(make_request(amount=1200), serial_settings, ctx, progress)
+    assert outcome.kind is OutcomeKind.APPROVED and outcome.amount == 1200
+
+
+async def test_glued_receipt_and_response_in_one_read_over_serial(make_request, pty_sim, provider, serial_settings,
+                                                                  ctx, progress):
+    pty_sim.add_fault(Fault(kind="glued"))
+    outcome = await provider.charge(make_request(), serial_settings, ctx, progress)
+    assert outcome.kind is OutcomeKind.APPROVED and progress.codes == [78, 79, 81, 82]
+
+
+async def test_a_duplicate_left_on_the_line_does_not_touch_the_next_sale(make_request, pty_sim, provider,
+                                                                         serial_settings, ctx, progress):
+    pty_sim.add_fault(Fault(kind="duplicate_response"))
+    first, second = make_request(amount=1000), make_request(amount=2000)
+    assert (await provider.charge(first, serial_settings, ctx, progress)).kind is OutcomeKind.APPROVED
+    outcome = await provider.charge(second, serial_settings, ctx, progress)
+    assert outcome.kind is OutcomeKind.APPROVED and (outcome.ticket, outcome.amount) == (second.ticket, 2000)
+    assert pty_sim.tickets() == {first.ticket: 1000, second.ticket: 2000}
+
+
+async def test_port_busy_is_unavailable_and_nothing_is_sent(make_request, pty_sim, provider, serial_settings, ctx,
+                                                            progress):
+    other_program = serial.Serial(pty_sim.pty_path, 115200, exclusive=True)
+    try:
+        outcome = await provider.charge(make_request(), serial_settings, ctx, progress)
+        assert outcome.kind is OutcomeKind.UNAVAILABLE and "ocupado" in outcome.message
+    finally:
+        other_program.close()
+    assert pty_sim.commands == []
+    assert (await provider.health(serial_settings, ctx)).kind is OutcomeKind.APPROVED
