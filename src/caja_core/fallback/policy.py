@@ -77,7 +77,7 @@ class FallbackRule(msgspec.Struct, frozen=True):
         if self.name not in policy.triggers and self.name != "decline":
             return False
         if self.name == "unavailable":
-            return outcome.kind is OutcomeKind.UNAVAILABLE and reason != "transport_error"
+            return outcome.kind is OutcomeKind.UNAVAILABLE and reason in ("", "unavailable")
         if self.name == "transport_error":
             return reason == "transport_error"
         if self.name == "timeout":

@@ -1,0 +1,68 @@
+"""What the POS renders: ``PaymentProgress`` (one poll) and its parts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+
+class AttemptOut(msgspec.Struct, kw_only=True):
+    id: int
+    sale_id: int
+    provider_id: str
+    role: str
+    state: str
+    state_label: str
+    classification: str | None
+    amount: int
+    ticket: str
+    reference: str | None
+    response_code: str | None
+    response_message: str
+    card_brand: str | None
+    card_type: str | None
+    last4: str | None
+    authorization_code: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    overridden: bool
+    refund_offered: bool
+    active: bool
+
+
+class ManualInstructions(msgspec.Struct, kw_only=True):
+    """What the cashier needs to charge on the backup phone."""
+
+    attempt_id: int
+    provider_id: str
+    provider_name: str
+    amount: int
+    reference: str
+    phone_name: str | None
+    phone_identifier: str | None
+
+
+class PaymentProgress(msgspec.Struct, kw_only=True):
+    sale_id: int
+    sale_status: str                 # pending_payment / paid / cancelled
+    paid: bool
+    paid_via: str | None             # primary / backup / cash
+    attempt_id: int | None           # the attempt the POS is following (active, else the latest)
+    provider_id: str | None
+    role: str | None
+    state: str | None
+    state_label: str
+    message: str                     # provider progress ("Inserte o acerque tarjeta") or result message
+    seconds_left: int | None         # before the backup may be offered (None: not waiting)
+    backup_offered: bool
+    backup_reason: str
+    backup_provider: str | None
+    in_doubt: bool
+    doubt_message: str
+    can_cancel: bool
+    can_override: bool
+    breaker_state: str
+    manual: ManualInstructions | None
+    refund_offered: list[int]        # attempts charged twice that may be refunded
+    attempts: list[AttemptOut]

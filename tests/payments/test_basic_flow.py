@@ -1,0 +1,133 @@
+"""The everyday paths: approve, decline, terminal unavailable → backup on the phone."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import select
+
+from caja_core.audit.models import AuditEvent
+from caja_core.errors import Conflict, ValidationFailed
+from caja_core.providers import OutcomeKind
+from caja_core.sessions.models import CashSession, FallbackEvent
+from caja_core.testing.fake import Step
+
+
+async def test_card_payment_approved_pays_the_sale_once(env):
+    orch = await env.orchestrator()
+    sale_id = await env.sale(12500)
+    env.provider.script("charge", Step(delay_s=0.05, progress=["Inserte o acerque tarjeta"]))
+    progress = await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    assert progress.state in ("created", "sending", "awaiting") and not progress.paid
+    seen = await env.until(orch, sale_id, lambda p: p.message == "Inserte o acerque tarjeta" or p.paid)
+    done = await env.settle(orch, sale_id)
+    assert done.paid and done.paid_via == "primary" and done.state == "approved"
+    assert seen.message == "Inserte o acerque tarjeta" or seen.paid
+    (attempt,) = await env.attempts(sale_id)
+    assert attempt.last4 == "4242" and attempt.authorization_code == "A1B2C3" and attempt.sent_at is not None
+    assert env.provider.ledger == {attempt.ticket: 12500}
+    async with env.db.reader() as s:
+        session = await s.get(CashSession, env.session_id)
+        assert session.primary_count == 1 and session.card_sales_total == 12500
+    # The same Pay again: the sale is paid, nothing is sent.
+    with pytest.raises(Conflict):
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    assert env.provider.count("charge") == 1
+    assert "attempt_started" in env.events.kinds() and "approved" in env.events.kinds()
+
+
+async def test_payment_events_reach_the_audit_log(env):
+    orch = await env.orchestrator()
+    sale_id = await env.sale()
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    await env.settle(orch, sale_id)
+    await orch.stop()
+    env.orchestrators.remove(orch)
+    async with env.db.reader() as s:
+        actions = set((await s.execute(select(AuditEvent.action))).scalars())
+    assert {"payment.attempt_started", "payment.approved"} <= actions
+
+
+async def test_plain_decline_does_not_offer_backup_but_listed_code_does(env):
+    orch = await env.orchestrator()
+    sale_id = await env.sale()
+    env.provider.script("charge", Step(kind=OutcomeKind.DECLINED, code="05", message="Fondos insuficientes"))
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    p = await env.settle(orch, sale_id)
+    assert p.state == "declined" and not p.backup_offered and p.message == "Fondos insuficientes"
+    with pytest.raises(Conflict) as err:
+        await orch.start_backup(env.venue_id, sale_id, env.setup.cashier_id)
+    assert err.value.code == "payment.backup_not_offered"
+    # Retry on the terminal: a listed decline code (51) offers the backup.
+    env.provider.script("charge", Step(kind=OutcomeKind.DECLINED, code="51", message="Tarjeta no soportada"))
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    p = await env.until(orch, sale_id, lambda p: p.backup_offered)
+    assert "Rechazo" in p.backup_reason
+
+
+async def test_unavailable_terminal_offers_backup_and_manual_confirmation_pays(env):
+    orch = await env.orchestrator()
+    sale_id = await env.sale(8000)
+    env.provider.script("charge", Step(kind=OutcomeKind.UNAVAILABLE, message="Puerto no encontrado"))
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    p = await env.until(orch, sale_id, lambda p: p.backup_offered)
+    assert p.state == "failed_not_sent" and "no está disponible" in p.backup_reason
+    p = await orch.start_backup(env.venue_id, sale_id, env.setup.cashier_id)
+    assert p.state == "manual_pending" and p.manual is not None
+    assert p.manual.amount == 8000 and p.manual.phone_name == "Celular 1" and p.manual.reference
+    # Malformed references are rejected, nothing changes.
+    for code, last4 in [("", "1234"), ("12345", "1234"), ("ABC12!", "1234"), ("ABC123", "123"), ("ABC123", "12a4")]:
+        with pytest.raises(ValidationFailed):
+            await orch.confirm_manual(env.venue_id, p.manual.attempt_id, env.setup.cashier_id, code, last4,
+                                      "Visa", "debito")
+    assert not (await orch.poll(env.venue_id, sale_id)).paid
+    done = await orch.confirm_manual(env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "ab12cd", "4321",
+                                     "Visa", "crédito")
+    assert done.paid and done.paid_via == "backup" and done.state == "approved_manual"
+    again = await orch.confirm_manual(env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "AB12CD", "4321",
+                                      "Visa", "credito")
+    assert again.paid
+    async with env.db.reader() as s:
+        session = await s.get(CashSession, env.session_id)
+        assert (session.primary_count, session.backup_count) == (0, 1)
+        (fallback,) = (await s.execute(select(FallbackEvent))).scalars()
+        assert (fallback.from_provider, fallback.to_provider, fallback.override) == ("fake", "fakebackup", False)
+        assert fallback.user_id == env.setup.cashier_id
+
+
+async def test_duplicate_authorization_code_in_jornada_raises_incident(env):
+    from caja_core.audit.models import Incident
+
+    orch = await env.orchestrator()
+    codes = []
+    for _ in range(2):
+        sale_id = await env.sale(5000)
+        env.provider.script("charge", Step(kind=OutcomeKind.UNAVAILABLE))
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+        await env.until(orch, sale_id, lambda p: p.backup_offered)
+        p = await orch.start_backup(env.venue_id, sale_id, env.setup.cashier_id)
+        codes.append(p.manual.reference)
+        await orch.confirm_manual(env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "ZZ9999", "1111",
+                                  "Mastercard", "debito")
+    assert codes[0] != codes[1]
+    async with env.db.reader() as s:
+        kinds = list((await s.execute(select(Incident.kind))).scalars())
+    assert kinds == ["duplicate_authorization"]
+
+
+async def test_cancel_before_the_terminal_answers(env):
+    orch = await env.orchestrator()
+    sale_id = await env.sale()
+    env.provider.script("charge", Step(hang=True))
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    await env.until(orch, sale_id, lambda p: p.state == "awaiting")
+    started = time.monotonic()
+    p = await orch.cancel(env.venue_id, sale_id, env.setup.cashier_id)
+    assert p.can_cancel is True or p.state != "awaiting"
+    p = await env.settle(orch, sale_id)
+    assert p.state == "failed_not_sent" and not p.paid and not p.backup_offered
+    assert time.monotonic() - started < 3
+    calls = [m for m, _ in env.provider.calls]
+    assert calls.index("cancel") < calls.index("status")
+    assert env.provider.ledger == {}
