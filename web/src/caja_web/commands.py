@@ -2,7 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+from pathlib import Path
+
 import click
+
+from caja_core.settings import Settings, SettingsError, load_settings
+
+DEMO_DB = "var/demo.db"
+
+
+def _settings(**overrides: object) -> Settings:
+    """Settings from CAJA_*; on problems print one per line and exit with code 2."""
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        for problem in exc.problems:
+            click.echo(f"caja: {problem}", err=True)
+        sys.exit(2)
+
+
+def _run(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from .app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False,
+                proxy_headers=True, forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
 
 
 @click.command()
@@ -10,12 +39,44 @@ import click
 @click.option("--port", default=None, type=int, help="Puerto (por defecto CAJA_PORT o 8000).")
 def serve(host: str | None, port: int | None) -> None:
     """Sirve la aplicación web."""
-    raise click.ClickException("aún no disponible")
+    settings = _settings(host=host, port=port)
+    _run(settings, settings.host, settings.port)
 
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, type=int, show_default=True)
-def demo(host: str, port: int) -> None:
+@click.option("--db", "db_path", default=DEMO_DB, show_default=True, help="Archivo SQLite de la demostración.")
+@click.option("--no-serve", is_flag=True, help="Solo crear los datos, sin servir.")
+def demo(host: str, port: int, db_path: str, no_serve: bool) -> None:
     """Crea (o reutiliza) una base SQLite de demostración con datos de ejemplo y la sirve."""
-    raise click.ClickException("aún no disponible")
+    from caja_core.db import Database
+    from caja_core.db.migrate import upgrade
+    from caja_core.demo import seed_demo
+
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{Path(db_path).resolve()}"
+    env = dict(os.environ, CAJA_ENV=os.environ.get("CAJA_ENV", "demo"), CAJA_DATABASE_URL=url)
+    try:
+        settings = load_settings(env, host=host, port=port)
+    except SettingsError as exc:
+        for problem in exc.problems:
+            click.echo(f"caja: {problem}", err=True)
+        sys.exit(2)
+    upgrade(url)
+
+    async def seed():
+        db = Database(url)
+        try:
+            return await seed_demo(db)
+        finally:
+            await db.dispose()
+
+    info = asyncio.run(seed())
+    click.echo(f"Demostración: {info.venue_name} ({'creada' if info.created else 'reutilizada'}) en {db_path}")
+    click.echo(f"Abra http://{host}:{port}/login")
+    for login in info.logins:
+        who = "PIN" if login.role == "cashier" else "contraseña"
+        click.echo(f"  {login.role:<10} {login.display_name:<22} usuario {login.username:<11} {who} {login.secret}")
+    if not no_serve:
+        _run(settings, host, port)

@@ -304,6 +304,7 @@ class ManualConfirm(msgspec.Struct, kw_only=True):
     authorization_code: str = ""
     last4: str = ""
     brand: str = ""
+    card_type: str = ""
 
 
 @post("/venta/{sale_id:int}/respaldo/confirmar")
@@ -312,7 +313,7 @@ async def confirm_backup(request: Request, sale_id: int, data: ManualConfirm = F
     async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data)):
         await web.orchestrator.confirm_manual(venue_id=web.venue_id, attempt_id=data.attempt_id,
                                               authorization_code=data.authorization_code, last4=data.last4,
-                                              brand=data.brand, user_id=web.user_id)
+                                              brand=data.brand, card_type=data.card_type, user_id=web.user_id)
     return await payment_view(web, sale_id)
 
 
@@ -323,7 +324,7 @@ async def override_backup(request: Request, sale_id: int, data: ApproveForm = FO
         supervisor = await web.call(users.authenticate_password, venue_id=web.venue_id, username=data.username,
                                     password=data.password)
         await web.orchestrator.override_to_backup(venue_id=web.venue_id, sale_id=sale_id,
-                                                  supervisor_id=supervisor.id, reason=data.note)
+                                                  supervisor_id=supervisor.id, note=data.note)
     return await payment_view(web, sale_id)
 
 

@@ -1,0 +1,152 @@
+"""/admin/cajas/: list, create, edit (all fields, fallback policy, provider settings), test the terminal,
+rotate the agent token."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.response import Template
+
+from caja_core.catalog import service as catalog
+from caja_core.fallback.policy import default_policy
+from caja_core.jornadas import service as jornadas
+from caja_core.payments import breaker as breakers
+from caja_core.providers import OutcomeKind, ProviderContext
+from caja_core.registers import service as registers
+from caja_core.sessions import service as sessions
+
+from ..context import Web
+from . import forms
+
+TEST_TIMEOUT_S = 10.0
+
+
+def register_values(register: registers.RegisterOut | None) -> dict[str, Any]:
+    """The form's initial values: the register's, or the seed's defaults for a new one."""
+    if register is None:
+        base = registers.RegisterInput(code="", name="")
+        policy = default_policy(base.register_type)
+        devices: dict[str, Any] = {}
+    else:
+        base, policy, devices = register, register.policy, register.devices
+    values: dict[str, Any] = {
+        "code": base.code, "name": base.name, "register_type": base.register_type, "location": base.location,
+        "operational_status": base.operational_status, "payment_methods": list(base.payment_methods),
+        "primary_provider": base.primary_provider or "", "backup_provider": base.backup_provider or "",
+        "allowed_categories": [str(c) for c in (base.allowed_categories or [])],
+        **{f"devices.{k}": v for k, v in devices.items()},
+        **{f"policy.{k}": v for k, v in msgspec.to_builtins(policy).items() if k not in ("decline_codes",)},
+        "policy.decline_codes": ", ".join(policy.decline_codes),
+    }
+    values["policy.triggers"] = list(policy.triggers)
+    values["policy.offline_methods"] = list(policy.offline_methods)
+    for flag in ("active",):
+        if getattr(base, flag):
+            values[flag] = "1"
+    for flag in ("enabled", "require_supervisor"):
+        if getattr(policy, flag):
+            values[f"policy.{flag}"] = "1"
+        else:
+            values.pop(f"policy.{flag}", None)
+    return values
+
+
+async def form_context(web: Web, register_id: int | None = None, values: dict | None = None) -> dict:
+    register = await web.call(registers.get_register, web.venue_id, register_id) if register_id else None
+    return {"register": register, "values": values if values is not None else register_values(register),
+            "providers": [p for p in web.registry.all() if p.id != "cash"],
+            "settings_fields": forms.settings_fields(web.registry, register),
+            "categories": await web.call(catalog.list_categories, web.venue_id),
+            "types": registers.REGISTER_TYPE_LABELS, "statuses": registers.STATUS_LABELS,
+            "methods": registers.METHOD_LABELS, "policy_labels": forms.POLICY_LABELS,
+            "triggers": forms.TRIGGER_LABELS, "offline": forms.OFFLINE_LABELS}
+
+
+async def list_context(web: Web) -> dict:
+    current = await web.call(jornadas.current_jornada, web.venue_id)
+    open_sessions = await web.call(sessions.list_sessions, web.venue_id, jornada_id=current.id) if current else []
+    breaker_rows = await web.call(breakers.all_states, web.venue_id)
+    return {"registers": await web.call(registers.list_registers, web.venue_id),
+            "open_by_register": {s.register_id: s for s in open_sessions if s.status != "closed"},
+            "breakers": {b.register_id: b.state for b in breaker_rows if b.state != "closed"}}
+
+
+@get("/cajas/")
+async def register_list(request: Request) -> Template:
+    web = Web(request)
+    return await web.page("admin/registers.html", **await list_context(web))
+
+
+@get("/cajas/crear")
+async def create_page(request: Request) -> Template:
+    web = Web(request)
+    return await web.page("admin/register_form.html", **await form_context(web))
+
+
+@post("/cajas/crear")
+async def create_register(request: Request) -> Response:
+    web = Web(request)
+    form = await request.form()
+    async with web.form("admin/register_form.html", lambda: form_context(web, values=forms.form_values(form))):
+        data = forms.register_input(form, web.registry)
+        register = await web.venue_call(registers.create_register, data=data, registry=web.registry,
+                                        actor_id=web.user_id)
+    return web.redirect(f"/admin/cajas/{register.id}/editar?guardado=1")
+
+
+@get("/cajas/{register_id:int}/editar")
+async def edit_page(request: Request, register_id: int) -> Template:
+    web = Web(request)
+    return await web.page("admin/register_form.html", **await form_context(web, register_id))
+
+
+@post("/cajas/{register_id:int}/editar")
+async def update_register(request: Request, register_id: int) -> Response:
+    web = Web(request)
+    form = await request.form()
+    async with web.form("admin/register_form.html",
+                        lambda: form_context(web, register_id, values=forms.form_values(form))):
+        data = forms.register_input(form, web.registry)
+        await web.venue_call(registers.update_register, register_id=register_id, data=data,
+                             registry=web.registry, actor_id=web.user_id)
+    return web.redirect(f"/admin/cajas/{register_id}/editar?guardado=1")
+
+
+async def check_terminal(web: Web, register: registers.RegisterOut) -> tuple[bool, str]:
+    """Ask the register's primary provider for its health (GETNET: a Poll). Never a sale."""
+    if not register.primary_provider:
+        return False, "La caja no tiene proveedor de tarjeta."
+    provider = web.registry.get(register.primary_provider)
+    settings = registers.provider_settings(register, provider)
+    ctx = ProviderContext(register_id=register.id, venue_id=register.venue_id)
+    try:
+        outcome = await asyncio.wait_for(provider.health(settings, ctx), TEST_TIMEOUT_S)
+    except (TimeoutError, asyncio.TimeoutError):
+        return False, f"El terminal no respondió en {TEST_TIMEOUT_S:.0f} s."
+    except Exception as exc:  # noqa: BLE001 - whatever the transport raised, the admin gets one line
+        return False, f"No se pudo conectar con el terminal ({type(exc).__name__})."
+    return outcome.kind is OutcomeKind.APPROVED, outcome.message or outcome.kind.value
+
+
+@post("/cajas/{register_id:int}/probar")
+async def test_terminal(request: Request, register_id: int) -> Template:
+    web = Web(request)
+    register = await web.call(registers.get_register, web.venue_id, register_id)
+    ok, message = await check_terminal(web, register)
+    return await web.page("admin/register_form.html", partial_template="admin/_terminal_test.html",
+                          full_context=lambda: form_context(web, register_id), test_ok=ok, test_message=message)
+
+
+@post("/cajas/{register_id:int}/token")
+async def rotate_token(request: Request, register_id: int) -> Template:
+    web = Web(request)
+    token = await web.venue_call(registers.rotate_agent_token, register_id=register_id, actor_id=web.user_id)
+    return await web.page("admin/register_form.html", partial_template="admin/_agent_token.html",
+                          full_context=lambda: form_context(web, register_id), agent_token=token)
+
+
+route_handlers = [register_list, create_page, create_register, edit_page, update_register, test_terminal,
+                  rotate_token]

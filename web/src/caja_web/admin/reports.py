@@ -1,0 +1,74 @@
+"""/admin/cajas/reportes: per jornada and per session totals, differences, fallback events, incidents, the
+attempt log with filters, CSV download and a printable Z report (supervisors and admins)."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Request, Response, get
+from litestar.response import Template
+
+from caja_core.jornadas import service as jornadas
+from caja_core.reports import service as reports
+
+from ..context import Web
+
+ATTEMPT_STATES = ("approved", "declined", "failed_not_sent", "in_doubt", "reconciling", "manual_pending",
+                  "approved_manual", "verified", "disputed", "awaiting", "sending", "created", "cancelled")
+
+
+class LogFilter(msgspec.Struct, kw_only=True):
+    provider: str | None = None
+    state: str | None = None
+
+
+async def jornada_context(web: Web, jornada_id: int | None, flt: LogFilter) -> dict:
+    recent = await web.call(jornadas.list_jornadas, web.venue_id)
+    jornada_id = jornada_id or (recent[0].id if recent else None)
+    report = await web.call(reports.jornada_report, web.venue_id, jornada_id) if jornada_id else None
+    log = await web.call(reports.attempt_log, web.venue_id, jornada_id=jornada_id, provider_id=flt.provider or None,
+                         state=flt.state or None) if jornada_id else []
+    return {"jornadas": recent, "report": report, "attempts": log, "filter": flt, "states": ATTEMPT_STATES,
+            "providers": [p.id for p in web.registry.all()]}
+
+
+@get("/cajas/reportes")
+async def reports_page(request: Request, jornada_id: int | None = None, provider: str | None = None,
+                       estado: str | None = None) -> Template:
+    web = Web(request)
+    ctx = await jornada_context(web, jornada_id, LogFilter(provider=provider, state=estado))
+    return await web.page("admin/reports.html", partial_template="admin/_attempt_log.html", **ctx)
+
+
+@get("/cajas/reportes/jornada/{jornada_id:int}")
+async def jornada_page(request: Request, jornada_id: int, provider: str | None = None,
+                       estado: str | None = None) -> Template:
+    web = Web(request)
+    ctx = await jornada_context(web, jornada_id, LogFilter(provider=provider, state=estado))
+    return await web.page("admin/reports.html", partial_template="admin/_attempt_log.html", **ctx)
+
+
+@get("/cajas/reportes/jornada/{jornada_id:int}/csv")
+async def jornada_csv(request: Request, jornada_id: int) -> Response:
+    web = Web(request)
+    report = await web.call(reports.jornada_report, web.venue_id, jornada_id)
+    filename = f"jornada-{report.jornada.label_date.isoformat()}.csv"
+    return Response(reports.jornada_csv(report).encode("utf-8-sig"), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@get("/cajas/reportes/jornada/{jornada_id:int}/z")
+async def z_report(request: Request, jornada_id: int) -> Template:
+    web = Web(request)
+    report = await web.call(reports.jornada_report, web.venue_id, jornada_id)
+    return await web.page("admin/z_report.html", report=report)
+
+
+@get("/cajas/reportes/sesion/{session_id:int}")
+async def session_page(request: Request, session_id: int) -> Template:
+    web = Web(request)
+    report = await web.call(reports.session_report, web.venue_id, session_id)
+    attempts = await web.call(reports.attempt_log, web.venue_id, session_id=session_id)
+    return await web.page("admin/session_report.html", report=report, attempts=attempts)
+
+
+route_handlers = [reports_page, jornada_page, jornada_csv, z_report, session_page]
