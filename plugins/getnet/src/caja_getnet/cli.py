@@ -208,4 +208,51 @@ def simulate_cmd(tcp, use_pty, control, keep_open, step_delay, faults, seed, rat
         raise click.ClickException(f"no se pudo iniciar el simulador: {exc.strerror or exc}") from exc
 
 
-__all__ = ["getnet", "Command"]
+@click.command("agent")
+@click.option("--server", required=True, metavar="URL", help="Dirección del servidor caja (https://…).")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="Archivo con el token de la caja (o variable CAJA_AGENT_TOKEN).")
+@click.option("--serial", "serial_path", metavar="RUTA", help="Puerto serie del terminal (p. ej. /dev/ttyACM0).")
+@click.option("--tcp", metavar="HOST:PUERTO", help="Terminal por red.")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="Carpeta de resultados pendientes (por defecto ~/.local/state/caja-agent).")
+@click.option("--heartbeat", type=click.FloatRange(min=0.2, max=300), default=5.0, show_default=True,
+              help="Segundos entre latidos al servidor.")
+@click.option("--poll-every", type=click.FloatRange(min=0.2, max=3600), default=30.0, show_default=True,
+              help="Segundos entre consultas (Poll) al terminal cuando está libre.")
+@click.option("--wait", type=click.IntRange(min=1, max=120), default=25, show_default=True,
+              help="Espera larga (long poll) pedida al servidor, en segundos.")
+@click.option("--receipt-timeout", type=click.FloatRange(min=0.1, max=60), default=3.0, show_default=True)
+def agent_cmd(server, token_file, serial_path, tcp, state_dir, heartbeat, poll_every, wait, receipt_timeout) -> None:
+    """Agente del PC de la caja: atiende el terminal GETNET local por encargo del servidor."""
+    import logging
+    import os
+    from pathlib import Path
+
+    from .agent import AgentConfig, run_agent
+
+    if not server.startswith(("http://", "https://")):
+        raise click.BadParameter("se espera una URL http:// o https://", param_hint="--server")
+    address = _host_port(tcp, "--tcp")
+    if (address is None) == (serial_path is None):
+        raise click.UsageError("indique el terminal con --serial RUTA o con --tcp HOST:PUERTO (uno de los dos).")
+    if token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise click.BadParameter(f"no se pudo leer: {exc.strerror}", param_hint="--token-file") from exc
+    else:
+        token = os.environ.get("CAJA_AGENT_TOKEN", "").strip()
+    if not token:
+        raise click.UsageError("falta el token de la caja (--token-file o CAJA_AGENT_TOKEN).")
+    state = state_dir or str(Path.home() / ".local" / "state" / "caja-agent")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    transport = make_transport(host=address[0] if address else None, port=address[1] if address else None,
+                               serial_path=serial_path, connect_timeout_s=receipt_timeout)
+    config = AgentConfig(server_url=server, token=token, state_dir=state, wait_s=wait, heartbeat_s=heartbeat,
+                         poll_terminal_every_s=poll_every, receipt_timeout_s=receipt_timeout)
+    click.echo(f"Agente caja: terminal {transport.description}, servidor {server}", err=True)
+    run_agent(config, transport)
+
+
+__all__ = ["agent_cmd", "getnet", "Command"]

@@ -14,6 +14,7 @@ def register_providers(add_provider):
 
 @hookimpl
 def register_commands(cli):
-    from .cli import getnet
+    from .cli import agent_cmd, getnet
 
     cli.add_command(getnet)
+    cli.add_command(agent_cmd)

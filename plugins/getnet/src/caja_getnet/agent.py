@@ -1,0 +1,326 @@
+"""``caja agent``: the register-PC side of a GETNET terminal that hangs off the register PC by USB.
+
+The agent owns the local serial port (or reaches a terminal by TCP) and talks to the caja server over HTTP(S)
+with the register's token (``Authorization: Bearer <token>``):
+
+* ``GET  /api/agent/v1/commands/next?wait=25`` → 200 ``{"command_id", "attempt_id", "payload", "deadline_s"}``
+  or 204 (long poll). ``payload`` is the terminal command (``{"Command": 100, …}``).
+* ``POST /api/agent/v1/commands/{id}/progress`` ``{"message", "code"}`` — intermediate messages.
+* ``POST /api/agent/v1/commands/{id}/result`` ``{"result": {...}}`` — idempotent on the server. ``result`` is the
+  terminal's final response (card data masked), or ``{"AgentError": "unavailable"|"no_receipt"|"in_doubt"|
+  "invalid", "Detail": "…"}`` when there is none.
+* ``POST /api/agent/v1/heartbeat`` ``{"terminal": "ok"|"unreachable", "detail": "…"}`` every few seconds.
+
+Never losing a result: each command is journalled on disk before it touches the terminal
+(``inflight/<id>.json``), its result is written to ``outbox/<id>.json`` before it is posted, and the outbox is
+re-posted until the server accepts it. A command that was in flight when the agent died is never sent to the
+terminal again: on start-up it is reported ``in_doubt`` (the server then reconciles with LastVoucher/Details).
+A command id already seen is never executed twice: if the server sends it again, its stored result is posted
+again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from .client import GetnetClient, InDoubt, NoReceipt
+from .protocol import Command, Deadlines, Response, mask_response
+from .transport import TerminalUnavailable, Transport
+
+log = logging.getLogger("caja.getnet.agent")
+
+API = "/api/agent/v1"
+
+
+class AgentConfig(msgspec.Struct, kw_only=True):
+    server_url: str
+    token: str
+    state_dir: str
+    wait_s: int = 25                  # long-poll wait asked from the server
+    heartbeat_s: float = 5.0
+    poll_terminal_every_s: float = 30.0
+    receipt_timeout_s: float = 3.0
+    retry_max_s: float = 10.0
+
+
+async def run_command(client: GetnetClient, payload: dict[str, Any], *, deadline_s: float | None,
+                      progress=None) -> dict[str, Any]:
+    """Send one command to the terminal; return its final response (masked) or an ``AgentError`` dict."""
+    try:
+        code = int(payload["Command"])
+        Command(code)
+    except (KeyError, TypeError, ValueError):
+        return {"AgentError": "invalid", "Detail": "Comando desconocido o mal formado."}
+    try:
+        if code == Command.SALE:
+            ticket = str(payload.get("TicketNumber", ""))
+
+            def accept(data: dict[str, Any]) -> bool:
+                return (Response(data).function_code in (None, Command.SALE)
+                        and str(data.get("Ticket", "")) == ticket)
+
+            data = await client.exchange(payload, accept=accept, progress=progress, deadline_s=deadline_s)
+        elif code == Command.CANCEL_SALE:
+            data = await client.cancel_sale()
+        else:
+            data = await client.exchange(payload, deadline_s=deadline_s)
+    except TerminalUnavailable as exc:
+        return {"AgentError": "unavailable", "Detail": str(exc)}
+    except NoReceipt as exc:
+        return {"AgentError": "no_receipt", "Detail": str(exc)}
+    except InDoubt as exc:
+        return {"AgentError": "in_doubt", "Detail": str(exc)}
+    return mask_response(data)
+
+
+class Journal:
+    """Commands in flight and results not yet accepted by the server, as small JSON files."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        for sub in ("inflight", "outbox", "done"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def _path(self, sub: str, command_id: str) -> Path:
+        safe = "".join(ch for ch in str(command_id) if ch.isalnum() or ch in "-_")
+        if not safe:
+            raise ValueError("command_id vacío")
+        return self.root / sub / f"{safe}.json"
+
+    @staticmethod
+    def _write(path: Path, data: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def seen(self, command_id: str) -> bool:
+        return any(self._path(sub, command_id).exists() for sub in ("inflight", "outbox", "done"))
+
+    def start(self, command_id: str, command: dict[str, Any]) -> None:
+        self._write(self._path("inflight", command_id), {"command_id": command_id, "command": command})
+
+    def finish(self, command_id: str, result: dict[str, Any]) -> None:
+        self._write(self._path("outbox", command_id), {"command_id": command_id, "result": result})
+        self._path("inflight", command_id).unlink(missing_ok=True)
+
+    def delivered(self, command_id: str) -> None:
+        """The server accepted the result: keep it in done/ (a re-delivered command gets it again)."""
+        outbox = self._path("outbox", command_id)
+        if outbox.exists():
+            os.replace(outbox, self._path("done", command_id))
+
+    def requeue_done(self, command_id: str) -> bool:
+        """The server sent an already finished command again (it lost our result): post the result again."""
+        done = self._path("done", command_id)
+        if not done.exists():
+            return False
+        os.replace(done, self._path("outbox", command_id))
+        return True
+
+    def outbox(self) -> list[dict[str, Any]]:
+        items = []
+        for path in sorted((self.root / "outbox").glob("*.json")):
+            try:
+                items.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                log.error("agente: resultado ilegible en %s", path)
+        return items
+
+    def recover_inflight(self) -> list[str]:
+        """Commands that were in flight when the agent stopped: reported in doubt, never resent."""
+        ids = []
+        for path in sorted((self.root / "inflight").glob("*.json")):
+            try:
+                command_id = json.loads(path.read_text(encoding="utf-8"))["command_id"]
+            except (OSError, ValueError, KeyError):
+                continue
+            self.finish(command_id, {"AgentError": "in_doubt",
+                                     "Detail": "El agente se reinició con este comando en curso."})
+            ids.append(command_id)
+        return ids
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, transport: Transport, *, http: httpx.AsyncClient | None = None) -> None:
+        self.config = config
+        self.client = GetnetClient(transport, deadlines=Deadlines(receipt_s=config.receipt_timeout_s))
+        self.journal = Journal(config.state_dir)
+        self._http = http
+        self._tasks: set[asyncio.Task] = set()
+        self._terminal_status = ("ok", "")
+        self._last_terminal_check = float("-inf")
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(base_url=self.config.server_url.rstrip("/"),
+                                           headers={"Authorization": f"Bearer {self.config.token}"},
+                                           timeout=httpx.Timeout(10.0, read=self.config.wait_s + 15.0))
+        return self._http
+
+    async def run(self, stop: asyncio.Event) -> None:
+        recovered = self.journal.recover_inflight()
+        if recovered:
+            log.warning("agente: %s comando(s) quedaron en curso al detenerse; se informan en duda", len(recovered))
+        await self.flush_outbox()
+        heartbeat = asyncio.create_task(self._heartbeat_loop(stop))
+        try:
+            await self._command_loop(stop)
+        finally:
+            heartbeat.cancel()
+            for task in list(self._tasks):
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), 130)
+                except (TimeoutError, asyncio.CancelledError, Exception):
+                    pass
+            await self.flush_outbox()
+            await self.http.aclose()
+
+    # --- commands -----------------------------------------------------------------------------------
+    async def _command_loop(self, stop: asyncio.Event) -> None:
+        backoff = 1.0
+        while not stop.is_set():
+            try:
+                response = await _until(stop, self.http.get(f"{API}/commands/next",
+                                                            params={"wait": self.config.wait_s}))
+            except httpx.HTTPError as exc:
+                log.warning("agente: servidor no disponible (%s); reintento en %.0f s", type(exc).__name__, backoff)
+                await _sleep(stop, backoff)
+                backoff = min(backoff * 2, self.config.retry_max_s)
+                continue
+            if response is None:
+                break
+            if response.status_code == 204:
+                backoff = 1.0
+                await self.flush_outbox()
+                continue
+            if response.status_code != 200:
+                log.error("agente: el servidor respondió %s a la espera de comandos: %s", response.status_code,
+                          response.text[:200])
+                await _sleep(stop, backoff)
+                backoff = min(backoff * 2, self.config.retry_max_s)
+                continue
+            backoff = 1.0
+            try:
+                body = response.json()
+                command_id = str(body["command_id"])
+                payload = body["payload"]
+                deadline_s = float(body.get("deadline_s") or 0) or None
+            except (ValueError, KeyError, TypeError):
+                log.error("agente: comando mal formado del servidor")
+                continue
+            if self.journal.seen(command_id):
+                log.warning("agente: el comando %s ya fue ejecutado; no se repite, se reenvía su resultado",
+                            command_id)
+                self.journal.requeue_done(command_id)
+                await self.flush_outbox()
+                continue
+            self.journal.start(command_id, mask_response(payload) if isinstance(payload, dict) else {})
+            task = asyncio.create_task(self._execute(command_id, payload, deadline_s))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, command_id: str, payload: Any, deadline_s: float | None) -> None:
+        async def progress(code: int, text: str) -> None:
+            try:
+                await self.http.post(f"{API}/commands/{command_id}/progress", json={"message": text, "code": code},
+                                     timeout=3.0)
+            except httpx.HTTPError:
+                pass   # progress is best effort
+
+        if not isinstance(payload, dict):
+            result: dict[str, Any] = {"AgentError": "invalid", "Detail": "El comando no es un objeto JSON."}
+        else:
+            result = await run_command(self.client, payload, deadline_s=deadline_s, progress=progress)
+        self.journal.finish(command_id, result)
+        self._terminal_status = ("unreachable", result["Detail"]) if result.get("AgentError") == "unavailable" \
+            else ("ok", "")
+        log.info("agente: comando %s terminado (%s)", command_id,
+                 result.get("AgentError") or f"código {result.get('ResponseCode')}")
+        await self.flush_outbox()
+
+    async def flush_outbox(self) -> None:
+        for item in self.journal.outbox():
+            command_id = item["command_id"]
+            try:
+                response = await self.http.post(f"{API}/commands/{command_id}/result", json={"result": item["result"]},
+                                                timeout=10.0)
+            except httpx.HTTPError as exc:
+                log.warning("agente: no se pudo entregar el resultado de %s (%s); se reintentará", command_id,
+                            type(exc).__name__)
+                return
+            if response.status_code < 300:
+                self.journal.delivered(command_id)
+            elif response.status_code in (404, 409, 410, 422):
+                log.error("agente: el servidor rechazó el resultado de %s (%s): %s", command_id,
+                          response.status_code, response.text[:200])
+                self.journal.delivered(command_id)
+            else:
+                log.warning("agente: el servidor respondió %s al resultado de %s; se reintentará",
+                            response.status_code, command_id)
+                return
+
+    # --- heartbeat ----------------------------------------------------------------------------------
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._check_terminal()
+            status, detail = self._terminal_status
+            try:
+                await self.http.post(f"{API}/heartbeat", json={"terminal": status, "detail": detail}, timeout=5.0)
+            except httpx.HTTPError:
+                pass
+            await _sleep(stop, self.config.heartbeat_s)
+
+    async def _check_terminal(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_terminal_check < self.config.poll_terminal_every_s or self._tasks:
+            return   # a command in flight says more than a Poll would
+        self._last_terminal_check = loop.time()
+        try:
+            data = await self.client.poll()
+            ok = Response(data).response_code == 0
+            self._terminal_status = ("ok", "") if ok else ("unreachable", str(data.get("ResponseMessage", "")))
+        except (TerminalUnavailable, NoReceipt, InDoubt) as exc:
+            self._terminal_status = ("unreachable", str(exc))
+
+
+async def _until(stop: asyncio.Event, coro):
+    """Await ``coro`` unless ``stop`` is set first (then None)."""
+    task = asyncio.ensure_future(coro)
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        stopper.cancel()
+        return task.result()
+    task.cancel()
+    return None
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+def run_agent(config: AgentConfig, transport: Transport) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Agent(config, transport).run(stop)
+
+    asyncio.run(main())

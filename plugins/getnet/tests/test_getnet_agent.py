@@ -1,0 +1,298 @@
+"""The agent path: the provider through an agent channel, and `caja agent` as a real process between a server
+speaking the agent API and a simulated terminal on a pseudo-terminal (kill -9 mid-sale included)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from caja_core.providers import OutcomeKind, ProviderContext
+from caja_getnet.agent import run_command
+from caja_getnet.client import GetnetClient
+from caja_getnet.protocol import Command, Deadlines
+from caja_getnet.provider import GetnetSettings
+from caja_getnet.simulator import TEST_ACCOUNT_NUMBER, Fault, Simulator
+from caja_getnet.transport import TcpTransport
+
+CAJA = str(Path(sys.executable).with_name("caja"))
+TOKEN = "caja1-token-de-prueba"
+
+
+class LocalAgentChannel:
+    """The server half of an agent, in process: runs the agent's own ``run_command`` on a real client."""
+
+    def __init__(self, client: GetnetClient) -> None:
+        self.client = client
+        self.commands: list[dict] = []
+
+    async def exchange(self, command, *, deadline_s, progress=None):
+        self.commands.append(command)
+
+        async def on_message(code, text):
+            if progress is not None:
+                from caja_core.providers import Progress
+                await progress(Progress(message=text, code=code))
+
+        return await run_command(self.client, command, deadline_s=deadline_s, progress=on_message)
+
+
+def agent_ctx(sim, fast) -> tuple[ProviderContext, LocalAgentChannel]:
+    host, port = sim.tcp_address
+    client = GetnetClient(TcpTransport(host, port), deadlines=Deadlines(receipt_s=fast["receipt_timeout_s"]))
+    channel = LocalAgentChannel(client)
+    return ProviderContext(register_id=1, venue_id=1, agent=channel), channel
+
+
+async def test_provider_through_an_agent_approves_and_never_sees_the_card_number(make_request, fast, sim, provider,
+                                                                                  progress):
+    ctx, channel = agent_ctx(sim, fast)
+    settings = GetnetSettings(connection="agent", **fast)
+    assert provider.device_key(settings, "CAJA1") == "getnet:agent:CAJA1"
+    request = make_request(amount=2200)
+    outcome = await provider.charge(request, settings, ctx, progress)
+    assert outcome.kind is OutcomeKind.APPROVED and outcome.amount == 2200
+    assert progress.codes == [78, 79, 81, 82]
+    assert sim.tickets() == {request.ticket: 2200}
+    assert (await provider.status(request, settings, ctx)).kind is OutcomeKind.APPROVED
+    assert (await provider.health(settings, ctx)).kind is OutcomeKind.APPROVED
+
+
+async def test_provider_through_an_agent_maps_faults(make_request, fast, sim, provider, progress):
+    ctx, channel = agent_ctx(sim, fast)
+    settings = GetnetSettings(connection="agent", **fast)
+    sim.add_fault(Fault(kind="no_receipt"))
+    assert (await provider.charge(make_request(), settings, ctx, progress)).kind is OutcomeKind.UNAVAILABLE
+    sim.add_fault(Fault(kind="receipt_then_silence"))
+    request = make_request()
+    assert (await provider.charge(request, settings, ctx, progress)).kind is OutcomeKind.UNKNOWN
+    assert (await provider.status(request, settings, ctx)).kind is OutcomeKind.APPROVED
+    no_agent = ProviderContext(register_id=1, venue_id=1, agent=None)
+    assert (await provider.charge(make_request(), settings, no_agent, progress)).kind is OutcomeKind.UNAVAILABLE
+
+
+# --- a server speaking the agent API (what the agent sees of caja's web app) -----------------------------------
+
+class AgentApiServer:
+    def __init__(self, token: str = TOKEN) -> None:
+        self.token = token
+        self.commands: dict[str, dict] = {}
+        self.results: dict[str, list[dict]] = {}
+        self.progress: dict[str, list[dict]] = {}
+        self.heartbeats: list[dict] = []
+        self.deliveries: dict[str, int] = {}
+        self._ids = itertools.count(1)
+        self._leased: dict[str, float] = {}
+        self._new = asyncio.Event()
+        self.reject_results = False
+
+    def add(self, payload: dict, deadline_s: float = 10.0) -> str:
+        command_id = f"c{next(self._ids)}"
+        self.commands[command_id] = {"command_id": command_id, "attempt_id": 1, "payload": payload,
+                                     "deadline_s": deadline_s}
+        self._new.set()
+        return command_id
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        self.server.close()
+
+    def _next(self) -> dict | None:
+        now = time.monotonic()
+        for command_id, command in self.commands.items():
+            if command_id not in self.results and now - self._leased.get(command_id, -99) > 2.0:
+                self._leased[command_id] = now
+                self.deliveries[command_id] = self.deliveries.get(command_id, 0) + 1
+                return command
+        return None
+
+    def forget_result(self, command_id: str) -> None:
+        self.results.pop(command_id, None)
+        self._leased.pop(command_id, None)
+        self._new.set()
+
+    async def result_of(self, command_id: str, timeout: float = 15.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while command_id not in self.results:
+            assert time.monotonic() < deadline, f"sin resultado para {command_id}"
+            await asyncio.sleep(0.05)
+        return self.results[command_id][0]
+
+    async def _session(self, reader, writer) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, target = lines[0].split(" ")[:2]
+                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+                body = await reader.readexactly(int(headers.get("content-length", 0) or 0))
+                status, payload = await self._route(method, target, headers, body)
+                data = b"" if payload is None else json.dumps(payload).encode()
+                writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                             f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _route(self, method, target, headers, body):
+        if headers.get("authorization") != f"Bearer {self.token}":
+            return 401, {"error": "token inválido"}
+        path, _, query = target.partition("?")
+        if method == "GET" and path == "/api/agent/v1/commands/next":
+            wait = float(dict(p.split("=") for p in query.split("&") if p).get("wait", 0))
+            deadline = time.monotonic() + wait
+            while True:
+                command = self._next()
+                if command is not None:
+                    return 200, command
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return 204, None
+                self._new.clear()
+                try:
+                    await asyncio.wait_for(self._new.wait(), min(remaining, 0.2))
+                except TimeoutError:
+                    pass
+        data = json.loads(body or b"{}")
+        if method == "POST" and path == "/api/agent/v1/heartbeat":
+            self.heartbeats.append(data)
+            return 200, {"status": "ok"}
+        parts = path.split("/")
+        if method == "POST" and len(parts) == 7 and parts[4] == "commands" and parts[5] in self.commands:
+            if parts[6] == "progress":
+                self.progress.setdefault(parts[5], []).append(data)
+                return 200, {"status": "ok"}
+            if parts[6] == "result":
+                if self.reject_results:
+                    return 503, {"error": "base de datos no disponible"}
+                self.results.setdefault(parts[5], []).append(data["result"])
+                return 200, {"status": "ok"}
+        return 404, {"error": "no encontrado"}
+
+
+async def start_agent(server_url: str, pty_path: str, state_dir: Path, token_file: Path):
+    return await asyncio.create_subprocess_exec(
+        CAJA, "agent", "--server", server_url, "--token-file", str(token_file), "--serial", pty_path,
+        "--state-dir", str(state_dir), "--wait", "1", "--heartbeat", "0.3", "--poll-every", "0.5",
+        "--receipt-timeout", "1", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+
+
+async def stop_agent(proc) -> str:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 15)
+    return err.decode()
+
+
+async def test_agent_process_runs_a_sale_on_the_register_terminal(tmp_path):
+    sim = Simulator(step_delay_s=0.05)
+    pty_path = await sim.start_pty()
+    api = AgentApiServer()
+    url = await api.start()
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    proc = await start_agent(url, pty_path, tmp_path / "state", token_file)
+    try:
+        sale = api.add({"Command": 100, "Amount": 3000, "TicketNumber": "A1", "PrintOnPos": True, "SaleType": 0,
+                        "SendMessage": True, "EmployeeId": "", "DateTime": "2026-01-01T23:00:00"}, deadline_s=10)
+        result = await api.result_of(sale)
+        assert (result["ResponseCode"], result["Ticket"], result["Amount"]) == (0, "A1", 3000)
+        assert "AccountNumber" not in result and result["Last4Digits"] == TEST_ACCOUNT_NUMBER[-4:]
+        assert [p["code"] for p in api.progress[sale]] == [78, 79, 81, 82]
+        for _ in range(40):
+            if any(h["terminal"] == "ok" for h in api.heartbeats):
+                break
+            await asyncio.sleep(0.1)
+        assert any(h["terminal"] == "ok" for h in api.heartbeats)
+    finally:
+        err = await stop_agent(proc)
+        await api.stop()
+        await sim.stop()
+    assert sim.tickets() == {"A1": 3000}
+    assert len(api.results[sale]) == 1
+    assert TOKEN not in err and TEST_ACCOUNT_NUMBER not in err
+
+
+async def test_agent_killed_mid_sale_loses_no_result_and_never_repeats_the_sale(tmp_path):
+    sim = Simulator(step_delay_s=0.4)              # a slow customer: the sale takes ~1.6 s
+    pty_path = await sim.start_pty()
+    api = AgentApiServer()
+    url = await api.start()
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    state = tmp_path / "state"
+    proc = await start_agent(url, pty_path, state, token_file)
+    restarted = None
+    try:
+        sale = api.add({"Command": 100, "Amount": 4000, "TicketNumber": "K1", "PrintOnPos": True, "SaleType": 0,
+                        "SendMessage": True, "EmployeeId": "", "DateTime": "2026-01-01T23:00:00"}, deadline_s=10)
+        for _ in range(100):
+            if api.progress.get(sale):
+                break
+            await asyncio.sleep(0.05)
+        assert api.progress.get(sale), "la venta no empezó"
+        proc.send_signal(signal.SIGKILL)             # the register PC loses power mid-sale
+        await proc.wait()
+        await asyncio.sleep(2.5)                     # the terminal finishes the sale with nobody listening
+        restarted = await start_agent(url, pty_path, state, token_file)
+        result = await api.result_of(sale)
+        assert result["AgentError"] == "in_doubt"    # reported, not lost and not guessed
+        api.forget_result(sale)                      # a server that lost it sends the sale again …
+        again = await api.result_of(sale)
+        assert again == result and api.deliveries[sale] == 2
+        assert sim.command_codes().count(Command.SALE) == 1   # … and the terminal never sees it twice
+        last = api.add({"Command": 101}, deadline_s=5)   # the server reconciles through the agent
+        voucher = await api.result_of(last)
+        assert (voucher["Ticket"], voucher["Amount"], voucher["ResponseCode"]) == ("K1", 4000, 0)
+    finally:
+        if restarted is not None:
+            await stop_agent(restarted)
+        await api.stop()
+        await sim.stop()
+    assert sim.tickets() == {"K1": 4000}
+
+
+async def test_a_result_the_server_cannot_take_survives_on_disk_across_a_restart(tmp_path):
+    sim = Simulator(step_delay_s=0.02)
+    pty_path = await sim.start_pty()
+    api = AgentApiServer()
+    api.reject_results = True                    # the server's database is down when the approval arrives
+    url = await api.start()
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    state = tmp_path / "state"
+    proc = await start_agent(url, pty_path, state, token_file)
+    restarted = None
+    try:
+        sale = api.add({"Command": 100, "Amount": 5000, "TicketNumber": "D1", "PrintOnPos": True, "SaleType": 0,
+                        "SendMessage": False, "EmployeeId": "", "DateTime": "2026-01-01T23:00:00"}, deadline_s=10)
+        for _ in range(100):
+            if list((state / "outbox").glob("*.json")):
+                break
+            await asyncio.sleep(0.05)
+        assert list((state / "outbox").glob("*.json")), "el resultado no quedó guardado"
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        api.reject_results = False
+        restarted = await start_agent(url, pty_path, state, token_file)
+        result = await api.result_of(sale)
+        assert (result["ResponseCode"], result["Ticket"], result["Amount"]) == (0, "D1", 5000)
+        assert not list((state / "outbox").glob("*.json"))
+    finally:
+        if restarted is not None:
+            await stop_agent(restarted)
+        await api.stop()
+        await sim.stop()
+    assert len(api.results[sale]) == 1 and sim.command_codes().count(Command.SALE) == 1
+    assert sim.tickets() == {"D1": 5000}
+    assert TEST_ACCOUNT_NUMBER not in "".join(p.read_text() for p in state.rglob("*.json"))
