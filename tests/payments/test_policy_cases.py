@@ -1,0 +1,302 @@
+"""PAYMENTS.md §4, policy and orchestration: cases 13–18, 23 and 28."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from sqlalchemy import select, update
+
+from caja_core.audit.models import AuditEvent, Incident
+from caja_core.errors import Busy, Conflict, Forbidden, ValidationFailed
+from caja_core.payments.models import BreakerState, DeviceLease
+from caja_core.payments.service import PaymentOrchestrator, unresolved_attempt_summaries
+from caja_core.providers import OutcomeKind
+from caja_core.registers import service as registers
+from caja_core.registers.models import BackupPhone
+from caja_core.sales.models import Sale
+from caja_core.sessions import service as sessions
+from caja_core.sessions.models import FallbackEvent
+from caja_core.testing.fake import Step
+
+
+# 13 ---------------------------------------------------------------------------------------------------
+async def test_13_max_wait_cancels_and_reconciles_before_offering_backup(env):
+    orch = await env.orchestrator()
+    sale_id = await env.sale()
+    env.provider.script("charge", Step(hang=True, progress=["Inserte o acerque tarjeta"]))
+    env.provider.script("cancel", Step(kind=OutcomeKind.APPROVED, delay_s=0.3))   # the terminal takes its time
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    first = await env.until(orch, sale_id, lambda p: p.state == "awaiting")
+    assert first.seconds_left is not None and 0 < first.seconds_left <= 5 and not first.backup_offered
+    # While the cancel is on its way and the reconciliation has not answered, no backup.
+    while ("cancel", None) not in [(m, None) for m, _ in env.provider.calls]:
+        p = await orch.poll(env.venue_id, sale_id)
+        assert not p.backup_offered
+        await asyncio.sleep(0.01)
+    p = await orch.poll(env.venue_id, sale_id)
+    assert not p.backup_offered and p.message == "Cancelando en el terminal…"
+    done = await env.until(orch, sale_id, lambda p: p.backup_offered)
+    calls = [m for m, _ in env.provider.calls]
+    assert calls == ["charge", "cancel", "status"]
+    assert done.state == "failed_not_sent" and "espera" in done.backup_reason
+    assert env.provider.ledger == {}
+
+
+async def test_13_max_wait_when_the_terminal_did_charge_ends_approved_without_backup(env):
+    orch = await env.orchestrator()
+    sale_id = await env.sale(7000)
+    env.provider.script("charge", Step(hang=True))
+    env.provider.script("status", Step(kind=OutcomeKind.APPROVED))   # the terminal says our ticket was approved
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    done = await env.settle(orch, sale_id)
+    assert done.paid and done.state == "approved" and not done.backup_offered
+    (attempt,) = await env.attempts(sale_id)
+    assert attempt.classification == "reconciled"
+
+
+# 14 ---------------------------------------------------------------------------------------------------
+async def test_14_breaker_opens_sends_nothing_probes_with_poll_and_closes(env):
+    orch = await env.orchestrator()
+    for _ in range(3):   # declines never trip it
+        sale_id = await env.sale()
+        env.provider.script("charge", Step(kind=OutcomeKind.DECLINED, code="05"))
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+        await env.settle(orch, sale_id)
+    assert (await orch.poll(env.venue_id, sale_id)).breaker_state == "closed"
+    for _ in range(3):   # three transport faults within the window
+        sale_id = await env.sale()
+        env.provider.script("charge", Step(kind=OutcomeKind.UNAVAILABLE, message="Conexión rechazada"))
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+        await env.settle(orch, sale_id)
+    charges = env.provider.count("charge")
+    sale_id = await env.sale()
+    first = await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    assert first.breaker_state == "open" and first.backup_offered and first.state == "failed_not_sent"
+    assert env.provider.count("charge") == charges          # nothing sent to the dead terminal
+    # Cool-down not over: the worker does not probe.
+    await orch.run_once()
+    assert env.provider.count("health") == 0
+    # After the cool-down, the half-open probe is a Poll (health), never a sale; it fails: open again.
+    env.clock.jump(11)
+    env.provider.script("health", Step(kind=OutcomeKind.UNAVAILABLE, message="Sin respuesta"))
+    await orch.run_once()
+    assert env.provider.count("health") == 1 and env.provider.count("charge") == charges
+    async with env.db.reader() as s:
+        assert (await s.execute(select(BreakerState.state))).scalar_one() == "open"
+    env.clock.jump(11)
+    await orch.run_once()
+    assert env.provider.count("health") == 2
+    async with env.db.reader() as s:
+        assert (await s.execute(select(BreakerState.state))).scalar_one() == "closed"
+    sale_id = await env.sale()
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    assert (await env.settle(orch, sale_id)).paid
+    assert env.provider.count("charge") == charges + 1
+    assert {"breaker_opened", "breaker_closed"} <= set(env.events.kinds())
+
+
+async def test_14_breaker_state_is_shared_by_instances(env):
+    a = await env.orchestrator("inst-a")
+    b = await env.orchestrator("inst-b")
+    for _ in range(3):
+        sale_id = await env.sale()
+        env.provider.script("charge", Step(raise_exc=True))
+        await a.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+        await env.settle(a, sale_id)
+    charges = env.provider.count("charge")
+    sale_id = await env.sale()
+    p = await b.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    assert p.breaker_state == "open" and p.backup_offered
+    assert env.provider.count("charge") == charges
+    (view,) = await b.breaker_states(env.venue_id)
+    assert view.state == "open" and view.failure_count == 3
+
+
+# 15 ---------------------------------------------------------------------------------------------------
+async def test_15_override_while_in_doubt_then_late_approval_raises_incident_and_offers_refund(env):
+    orch = await env.orchestrator()
+    sale_id = await env.sale(9900)
+    # The terminal charged but the answer was lost, and it cannot be asked for now.
+    env.provider.script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=True))
+    env.provider.set_default("status", Step(kind=OutcomeKind.UNKNOWN, message="Sin respuesta"))
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    p = await env.until(orch, sale_id, lambda p: p.in_doubt and p.can_override)
+    assert not p.backup_offered and p.doubt_message
+    with pytest.raises(Conflict):
+        await orch.start_backup(env.venue_id, sale_id, env.setup.cashier_id)
+    with pytest.raises(Forbidden):
+        await orch.override_to_backup(env.venue_id, sale_id, env.setup.cashier_id, "cliente apurado")
+    p = await orch.override_to_backup(env.venue_id, sale_id, env.setup.supervisor_id, "terminal no responde")
+    assert p.state == "manual_pending" and p.in_doubt
+    primary = (await env.attempts(sale_id))[0]
+    assert primary.state in ("in_doubt", "reconciling") and primary.overridden_by == env.setup.supervisor_id
+    p = await orch.confirm_manual(env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "QW12ER", "9876",
+                                  "Visa", "debito")
+    assert p.paid and p.paid_via == "backup"
+    async with env.db.reader() as s:
+        (event,) = (await s.execute(select(FallbackEvent))).scalars()
+        assert event.override and "posible doble cobro" in event.reason
+        audit = (await s.execute(select(AuditEvent).where(AuditEvent.action == "payment.override"))).scalar_one()
+        assert "posible doble cobro" in audit.payload["reason"]
+    # Still reconciled; the terminal comes back and says the ticket was approved.
+    env.provider.set_default("status", None)
+    p = await env.until(orch, sale_id, lambda p: p.refund_offered)
+    primary = (await env.attempts(sale_id))[0]
+    assert primary.state == "approved" and p.refund_offered == [primary.id]
+    async with env.db.reader() as s:
+        incident = (await s.execute(select(Incident))).scalar_one()
+        assert incident.kind == "double_charge_suspected" and incident.attempt_id == primary.id
+        assert (await s.execute(select(Sale.paid_via).where(Sale.id == sale_id))).scalar_one() == "backup"
+    with pytest.raises(Forbidden):
+        await orch.refund_attempt(env.venue_id, primary.id, env.setup.cashier_id)
+    p = await orch.refund_attempt(env.venue_id, primary.id, env.setup.supervisor_id)
+    assert p.refund_offered == [] and env.provider.refunded == {primary.ticket: 9900}
+    assert env.provider.ledger == {}
+    assert (await env.attempts(sale_id))[0].state == "refunded"
+
+
+# 16 ---------------------------------------------------------------------------------------------------
+async def test_16_double_click_two_tabs_two_instances_one_active_attempt(env):
+    a = await env.orchestrator("inst-a")
+    b = await env.orchestrator("inst-b")
+    sale_id = await env.sale()
+    env.provider.set_default("charge", Step(delay_s=0.2))
+    results = await asyncio.gather(*[orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+                                     for orch in (a, a, b, b, a, b)], return_exceptions=True)
+    # A click that arrives after the approval is told the sale is paid; every other one sees the same attempt.
+    late = [r for r in results if isinstance(r, Exception)]
+    assert all(isinstance(r, Conflict) and r.code == "sale.already_paid" for r in late), late
+    assert len({r.attempt_id for r in results if not isinstance(r, Exception)}) == 1
+    done = await env.settle(a, sale_id)
+    assert done.paid
+    assert len(await env.attempts(sale_id)) == 1 and env.provider.count("charge") == 1
+    assert len(env.provider.ledger) == 1
+
+
+# 17 ---------------------------------------------------------------------------------------------------
+async def test_17_second_register_on_the_same_terminal_gets_busy_at_once(env):
+    orch = await env.orchestrator()
+    async with env.db.session() as s:
+        other = await registers.create_register(
+            s, venue_id=env.venue_id, registry=env.registry, actor_id=env.setup.admin_id,
+            data=registers.RegisterInput(code="CAJA2", name="Caja 2", primary_provider="fake",
+                                         backup_provider="fakebackup",
+                                         policy=(await registers.get_register(s, env.venue_id,
+                                                                              env.setup.register_id)).policy))
+        s.add(BackupPhone(venue_id=env.venue_id, name="Celular 2", identifier="tel-2", register_id=other.id,
+                          available=True))
+        await s.flush()
+        session2 = await sessions.open_session(s, venue_id=env.venue_id, register_id=other.id,
+                                               user_id=env.setup.supervisor_id, initial_cash=0,
+                                               open_key="apertura-2")
+    sale1 = await env.sale()
+    sale2 = await env.sale(session_id=session2.id)
+    env.provider.script("charge", Step(delay_s=0.15))   # max wait is 0.25 s of real time here
+    await orch.start_payment(env.venue_id, sale1, env.setup.cashier_id)
+    started = time.monotonic()
+    with pytest.raises(Busy) as err:
+        await orch.start_payment(env.venue_id, sale2, env.setup.cashier_id)
+    assert time.monotonic() - started < 0.5 and "Terminal ocupado" in err.value.message
+    assert await env.attempts(sale2) == []
+    p1 = await env.settle(orch, sale1)
+    assert p1.paid, (p1.state, p1.message, env.provider.calls)
+    await orch.start_payment(env.venue_id, sale2, env.setup.cashier_id)   # free again
+    assert (await env.settle(orch, sale2)).paid
+    assert env.provider.max_in_flight == 1
+
+
+async def test_17_expired_lease_of_a_dead_instance_is_taken_over(env):
+    orch = await env.orchestrator()
+    async with env.db.session() as s:
+        s.add(DeviceLease(device_key="fake:fake-1", attempt_id=None, owner="muerta",
+                          acquired_at=env.clock.now(), expires_at=env.clock.now()))
+    sale_id = await env.sale()
+    env.clock.jump(1)
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    assert (await env.settle(orch, sale_id)).paid
+
+
+# 18 ---------------------------------------------------------------------------------------------------
+async def test_18_close_refused_while_an_attempt_is_unresolved(env):
+    orch = await env.orchestrator()
+    sale_id = await env.sale(4500)
+    env.provider.script("charge", Step(kind=OutcomeKind.UNKNOWN))
+    env.provider.set_default("status", Step(kind=OutcomeKind.UNKNOWN))
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    await env.until(orch, sale_id, lambda p: p.in_doubt)
+    (attempt,) = await env.attempts(sale_id)
+    async with env.db.reader() as s:
+        lines = await unresolved_attempt_summaries(s, env.session_id)
+    assert len(lines) == 1 and f"#{attempt.id}" in lines[0] and "$4.500" in lines[0]
+    with pytest.raises(Conflict) as err:
+        async with env.db.session() as s:
+            await sessions.close_session(s, venue_id=env.venue_id, session_id=env.session_id,
+                                         user_id=env.setup.cashier_id, counted={})
+    assert err.value.code == "session.unresolved_payments" and f"#{attempt.id}" in err.value.message
+    env.provider.set_default("status", None)     # the terminal answers: never charged
+    await env.until(orch, sale_id, lambda p: not p.in_doubt)
+    async with env.db.session() as s:
+        assert await unresolved_attempt_summaries(s, env.session_id) == []
+        await sessions.close_session(s, venue_id=env.venue_id, session_id=env.session_id,
+                                     user_id=env.setup.cashier_id, counted={})
+
+
+# 23 ---------------------------------------------------------------------------------------------------
+async def test_23_clock_jump_during_a_sale_causes_no_timeout_or_fallback(any_db):
+    from .conftest import build_env
+
+    env = await build_env(any_db, speed=1.0)
+    orch = await env.orchestrator()
+    try:
+        sale_id = await env.sale()
+        env.provider.script("charge", Step(delay_s=1.0))
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+        await env.until(orch, sale_id, lambda p: p.state == "awaiting")
+        env.clock.jump(3 * 3600)       # NTP fixes the wall clock by hours
+        p = await orch.poll(env.venue_id, sale_id)
+        assert p.seconds_left is not None and 3 <= p.seconds_left <= 5 and not p.backup_offered
+        env.clock.jump(-6 * 3600)
+        await orch.run_once()          # the worker sees a wildly different wall clock: no orphan handling
+        done = await env.settle(orch, sale_id)
+        assert done.paid and env.provider.count("cancel") == 0 and env.provider.count("status") == 0
+    finally:
+        await orch.stop()
+
+
+# 28 ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad_total", [0, -500, 10**12])
+async def test_28_bad_amounts_are_rejected_before_sending(env, bad_total):
+    orch = await env.orchestrator()
+    sale_id = await env.sale()
+    async with env.db.session() as s:   # a row written by hand (old data, manual fix): still never sent
+        await s.execute(update(Sale).where(Sale.id == sale_id).values(total=bad_total))
+    with pytest.raises(ValidationFailed):
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    assert env.provider.calls == [] and await env.attempts(sale_id) == []
+
+
+async def test_28_amount_under_the_providers_minimum_is_rejected(env):
+    env.provider.min_amount = 1000
+    orch = await env.orchestrator()
+    sale_id = await env.sale(500)
+    with pytest.raises(ValidationFailed) as err:
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    assert "$1.000" in err.value.message
+    with pytest.raises(ValidationFailed):
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id, method="cheque")
+    assert env.provider.calls == [] and await env.attempts(sale_id) == []
+    env.provider.min_amount = 1
+
+
+async def test_other_venue_cannot_see_or_pay_the_sale(env):
+    from caja_core.errors import NotFound
+
+    orch = await env.orchestrator()
+    sale_id = await env.sale()
+    with pytest.raises(NotFound):
+        await orch.start_payment(env.venue_id + 1000, sale_id, env.setup.cashier_id)
+    with pytest.raises(NotFound):
+        await orch.poll(env.venue_id + 1000, sale_id)
+    assert isinstance(orch, PaymentOrchestrator)
