@@ -36,12 +36,8 @@ async def measure(kind: str, seconds: float) -> dict[str, float]:
                 await s.execute(text("INSERT INTO bench_rows (payload) VALUES (:p)"), {"p": f"row-{i}"})
 
         async def cash_sale(i: int) -> None:
-            async with db.session() as s:
-                sale = await sales.create_sale(s, venue_id=st.venue_id, session_id=sess.id,
-                                               cashier_id=st.cashier_id, items=items,
-                                               idempotency_key=uuid.uuid4().hex)
-                await sales.pay_cash(s, venue_id=st.venue_id, sale_id=sale.id, cash_received=None,
-                                     user_id=st.cashier_id)
+            await sales.sell_cash(db, venue_id=st.venue_id, session_id=sess.id, cashier_id=st.cashier_id,
+                                  items=items, idempotency_key=uuid.uuid4().hex)
 
         await rate(insert_one, 0.3)  # warm-up
         await rate(cash_sale, 0.3)

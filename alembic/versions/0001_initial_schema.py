@@ -218,6 +218,7 @@ def upgrade() -> None:
     sa.Column('initial_count', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
     sa.Column('ticket_count', sa.Integer(), nullable=False),
     sa.Column('sales_total', sa.BigInteger(), nullable=False),
+    sa.Column('cash_sales_count', sa.Integer(), nullable=False),
     sa.Column('cash_sales_total', sa.BigInteger(), nullable=False),
     sa.Column('card_sales_total', sa.BigInteger(), nullable=False),
     sa.Column('courtesy_count', sa.Integer(), nullable=False),

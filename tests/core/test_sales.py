@@ -122,3 +122,29 @@ async def test_mark_paid_twice_is_a_conflict_not_a_silent_success(sqlite_db, sql
     async with sqlite_db.session() as s:
         after = await sessions.get_session(s, sqlite_setup.venue_id, sess.id)
     assert (after.card_sales_total, after.primary_count, after.backup_count) == (2000, 1, 0)
+
+
+async def test_sell_cash_hot_path_keeps_the_same_rules(any_db, setup):
+    sess = await open_session(any_db, setup, initial_cash=1000)
+    items = [sales.ItemInput(product_id=setup.products["Cerveza"], quantity=2)]
+    sale = await sales.sell_cash(any_db, venue_id=setup.venue_id, session_id=sess.id, cashier_id=setup.cashier_id,
+                                 items=items, idempotency_key="hot-1", cash_received="10.000")
+    again = await sales.sell_cash(any_db, venue_id=setup.venue_id, session_id=sess.id, cashier_id=setup.cashier_id,
+                                  items=items, idempotency_key="hot-1", cash_received=10000)
+    assert sale.id == again.id and sale.total == 7000 and sale.change_given == 3000
+    with pytest.raises(ValidationFailed):
+        await sales.sell_cash(any_db, venue_id=setup.venue_id, session_id=sess.id, cashier_id=setup.cashier_id,
+                              items=[sales.ItemInput(product_id=999)], idempotency_key="hot-2")
+    async with any_db.session() as s:
+        after = await sessions.get_session(s, setup.venue_id, sess.id)
+        stored = await sales.get_sale(s, setup.venue_id, sale.id)
+    assert (after.ticket_count, after.cash_sales_count, after.cash_sales_total) == (1, 1, 7000)
+    assert stored.status == "paid" and [i.line_total for i in stored.items] == [7000]
+    assert await count_rows(any_db, "sales") == 1
+    async with any_db.session() as s:
+        await sessions.close_session(s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.cashier_id,
+                                     counted={"5000": 1, "2000": 1, "1000": 1})
+    with pytest.raises(Conflict) as err:
+        await sales.sell_cash(any_db, venue_id=setup.venue_id, session_id=sess.id, cashier_id=setup.cashier_id,
+                              items=items, idempotency_key="hot-3")
+    assert err.value.code == "session.closed"

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -29,27 +32,30 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
             url, echo=echo, connect_args={"timeout": 30},
             **({"poolclass": StaticPool} if memory else {}),
         )
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - exercised by every sqlite test
-            # Take transaction control from the pysqlite driver so BEGIN IMMEDIATE works.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            if not memory:
-                cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _sqlite_begin(conn):  # pragma: no cover - exercised by every sqlite test
-            # Writers serialise at BEGIN (no lock upgrades that fail with "database is locked").
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
+        _sqlite_events(engine.sync_engine, memory)
         return engine
     return create_async_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size,
                                pool_pre_ping=True)
+
+
+def _sqlite_events(engine: Engine, memory: bool) -> None:
+    """WAL, foreign keys, busy timeout, and BEGIN IMMEDIATE so writers serialise at BEGIN (no lock
+    upgrades that fail with "database is locked")."""
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - exercised by every sqlite test
+        dbapi_conn.isolation_level = None  # take transaction control from the pysqlite driver
+        cur = dbapi_conn.cursor()
+        if not memory:
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(conn):  # pragma: no cover - exercised by every sqlite test
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
@@ -59,6 +65,28 @@ class Database:
         self.url = normalise_url(url)
         self.engine = make_engine(self.url, echo=echo, pool_size=pool_size)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+
+        self._sync_sessionmaker: sessionmaker | None = None
+
+    async def run_unit(self, fn, /, *args, **kwargs):
+        """Run ``fn(session, *args, **kwargs)`` — synchronous ORM code — as one committed transaction.
+
+        On SQLite the whole unit runs in one worker thread on the sqlite3 driver (one thread hop instead
+        of one per statement: aiosqlite's per-statement hop dominates short transactions); on PostgreSQL it
+        runs on the async driver through ``AsyncSession.run_sync``. Used by the hot paths (a cash sale)."""
+        if self.dialect == "sqlite" and ":memory:" not in self.url and not self.url.endswith("sqlite+aiosqlite://"):
+            return await asyncio.to_thread(self._run_unit_in_thread, fn, args, kwargs)
+        async with self.session() as session:
+            return await session.run_sync(lambda s: fn(s, *args, **kwargs))
+
+    def _run_unit_in_thread(self, fn, args, kwargs):
+        if self._sync_sessionmaker is None:
+            sync_url = self.url.replace("sqlite+aiosqlite", "sqlite", 1)
+            engine = create_engine(sync_url, connect_args={"timeout": 30, "check_same_thread": False})
+            _sqlite_events(engine, memory=False)
+            self._sync_sessionmaker = sessionmaker(engine, expire_on_commit=False)
+        with self._sync_sessionmaker() as session, session.begin():
+            return fn(session, *args, **kwargs)
 
     @property
     def dialect(self) -> str:
@@ -77,3 +105,6 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._sync_sessionmaker is not None:
+            self._sync_sessionmaker.kw["bind"].dispose()
+            self._sync_sessionmaker = None

@@ -25,7 +25,7 @@ from ..sessions.models import CashSession, SessionTotal
 from ..sessions.service import SessionOut, expected_cash, list_cash_movements, list_fallback_events, session_out
 from ..users.models import User
 
-SUMMED = ("ticket_count", "sales_total", "cash_sales_total", "card_sales_total", "courtesy_count",
+SUMMED = ("ticket_count", "sales_total", "cash_sales_count", "cash_sales_total", "card_sales_total", "courtesy_count",
           "courtesy_total", "cancelled_count", "cancelled_total", "cash_in_total", "cash_out_total",
           "primary_count", "backup_count")
 
@@ -98,11 +98,17 @@ async def _summaries(s: AsyncSession, q) -> list[SessionSummary]:
 
 
 async def _totals(s: AsyncSession, dimension: str, session_filter) -> list[TotalLine]:
+    """Totals by provider or method: card sales from session_totals, cash from the sessions' columns."""
     rows = (await s.execute(
         select(SessionTotal.key, func.sum(SessionTotal.count), func.sum(SessionTotal.amount))
         .where(SessionTotal.dimension == dimension, SessionTotal.session_id.in_(session_filter))
         .group_by(SessionTotal.key).order_by(SessionTotal.key))).all()
-    return [TotalLine(key=k, count=int(c or 0), amount=int(a or 0)) for k, c, a in rows if c or a]
+    lines = [TotalLine(key=k, count=int(c or 0), amount=int(a or 0)) for k, c, a in rows if c or a]
+    cash = (await s.execute(select(func.sum(CashSession.cash_sales_count), func.sum(CashSession.cash_sales_total))
+                            .where(CashSession.id.in_(session_filter)))).first()
+    if cash and (cash[0] or cash[1]):
+        lines.append(TotalLine(key="cash", count=int(cash[0] or 0), amount=int(cash[1] or 0)))
+    return sorted(lines, key=lambda line: line.key)
 
 
 async def _attempts_by_outcome(s: AsyncSession, session_filter) -> list[dict[str, Any]]:
@@ -179,14 +185,14 @@ def jornada_csv(report: JornadaReport) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, delimiter=";")
     w.writerow(["jornada", "caja", "nombre_caja", "cajero", "estado", "apertura_utc", "cierre_utc", "fondo_inicial",
-                "tickets", "ventas_total", "efectivo", "tarjeta", "cortesias", "anuladas", "ingresos", "retiros",
+                "tickets", "ventas_total", "ventas_efectivo", "efectivo", "tarjeta", "cortesias", "anuladas", "ingresos", "retiros",
                 "principal", "respaldo", "efectivo_esperado", "efectivo_contado", "diferencia"])
     for x in report.sessions:
         c = x.session
         w.writerow([_safe_cell(v) for v in (
             report.jornada.label_date.isoformat(), x.register_code, x.register_name, x.cashier_name, c.status,
             c.opened_at.isoformat(), c.closed_at.isoformat() if c.closed_at else "", c.initial_cash,
-            c.ticket_count, c.sales_total, c.cash_sales_total, c.card_sales_total, c.courtesy_total,
+            c.ticket_count, c.sales_total, c.cash_sales_count, c.cash_sales_total, c.card_sales_total, c.courtesy_total,
             c.cancelled_total, c.cash_in_total, c.cash_out_total, c.primary_count, c.backup_count,
             c.expected_cash if c.expected_cash is not None else x.expected_cash_now,
             "" if c.counted_cash is None else c.counted_cash, "" if c.difference is None else c.difference)])

@@ -99,6 +99,14 @@ async def _open_session(s: AsyncSession, venue_id: int, session_id: int) -> Cash
     return session
 
 
+def _require_selling(register: CashRegister | None) -> None:
+    if register is None:
+        raise NotFound("La caja no existe.", code="register.not_found")
+    if not register.active or register.operational_status != "active":
+        raise Conflict(f"La caja {register.name} no está operativa; no se pueden registrar ventas.",
+                       code="register.not_operational")
+
+
 async def create_sale(s: AsyncSession, *, venue_id: int, session_id: int, cashier_id: int,
                       items: list[ItemInput], idempotency_key: str, no_revenue: bool = False,
                       courtesy_reason: str = "") -> SaleOut:
@@ -115,35 +123,8 @@ async def create_sale(s: AsyncSession, *, venue_id: int, session_id: int, cashie
     if len(items) > MAX_LINES:
         raise ValidationFailed(f"Una venta admite hasta {MAX_LINES} líneas.", field="items")
     register = await s.get(CashRegister, session.register_id)
-    product_ids = {i.product_id for i in items if i.product_id is not None}
-    products: dict[int, Product] = {}
-    if product_ids:
-        q = (select(Product).join(Category, Category.id == Product.category_id)
-             .where(Product.venue_id == venue_id, Product.id.in_(product_ids), Product.active.is_(True),
-                    Category.active.is_(True)))
-        if register is not None and register.allowed_categories:
-            q = q.where(Product.category_id.in_(register.allowed_categories))
-        products = {p.id: p for p in await s.scalars(q)}
-    lines: list[dict] = []
-    for n, item in enumerate(items, start=1):
-        if isinstance(item.quantity, bool) or not isinstance(item.quantity, int) or not 1 <= item.quantity <= MAX_QUANTITY:
-            raise ValidationFailed(f"Línea {n}: la cantidad debe ser un entero entre 1 y {MAX_QUANTITY}.",
-                                   field="quantity")
-        if item.product_id is not None:
-            product = products.get(item.product_id)
-            if product is None:
-                raise ValidationFailed(f"Línea {n}: el producto no existe o no se vende en esta caja.",
-                                       field="product_id")
-            lines.append({"product_id": product.id, "name": product.name, "quantity": item.quantity,
-                          "unit_price": product.price, "line_total": product.price * item.quantity,
-                          "free_reason": ""})
-        else:
-            price = parse_amount(item.unit_price, field="unit_price", label=f"Línea {n}: el monto libre")
-            reason = _text(item.free_reason, field="free_reason", minimum=3,
-                           label=f"Línea {n}: el motivo del monto libre")
-            name = _text(item.name or "Monto libre", field="name", maximum=120, label=f"Línea {n}: el nombre")
-            lines.append({"product_id": None, "name": name, "quantity": item.quantity, "unit_price": price,
-                          "line_total": price * item.quantity, "free_reason": reason})
+    _require_selling(register)
+    lines = await _price_lines(s, venue_id, items, register.allowed_categories if register else None)
     total = sum(line["line_total"] for line in lines)
     if total > MAX_AMOUNT:
         raise ValidationFailed(f"El total supera el máximo permitido ({format_clp(MAX_AMOUNT)}).", field="items")
@@ -191,6 +172,7 @@ async def _apply_totals(s: AsyncSession, sale: Sale, sign: int) -> None:
     else:
         values = {t.ticket_count: t.ticket_count + sign, t.sales_total: t.sales_total + amount}
         if sale.payment_method == "cash":
+            values[t.cash_sales_count] = t.cash_sales_count + sign
             values[t.cash_sales_total] = t.cash_sales_total + amount
         else:
             values[t.card_sales_total] = t.card_sales_total + amount
@@ -203,8 +185,8 @@ async def _apply_totals(s: AsyncSession, sale: Sale, sign: int) -> None:
         values[t.cancelled_total] = t.cancelled_total + sale.total
     await s.execute(update(t).where(t.id == sale.session_id).values(values)
                     .execution_options(synchronize_session=False))
-    if sale.no_revenue:
-        return
+    if sale.no_revenue or sale.payment_method == "cash":
+        return  # cash is in the session's own columns
     dialect = s.bind.dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     rows = [{"session_id": sale.session_id, "dimension": "provider", "key": sale.provider_id or "cash",
@@ -329,3 +311,131 @@ async def list_sales(s: AsyncSession, venue_id: int, *, session_id: int | None =
         q = q.where(Sale.status == status)
     rows = await s.scalars(q.order_by(Sale.id.desc()).limit(min(limit, 1000)).offset(offset))
     return [sale_out(r) for r in rows]
+
+
+class _Duplicate(Exception):
+    pass
+
+
+async def sell_cash(db, *, venue_id: int, session_id: int, cashier_id: int, items: list[ItemInput],
+                    idempotency_key: str, cash_received: object = None) -> SaleOut:
+    """A cash sale created and paid in one short transaction (the POS's hot path).
+
+    Same rules and errors as ``create_sale`` + ``pay_cash``, in six statements run as one unit
+    (``Database.run_unit``): read the session and its register, read the products, add the sale to the
+    session's running totals (guarded on the session being open), insert the sale (idempotent on its key),
+    its items, and the audit event. A repeated submit rolls back and returns the first sale.
+    """
+    key = (idempotency_key or "").strip()
+    if not key or len(key) > 80:
+        raise ValidationFailed("Falta la clave de idempotencia de la venta.", field="idempotency_key")
+    if not items:
+        raise ValidationFailed("La venta no tiene productos.", field="items")
+    if len(items) > MAX_LINES:
+        raise ValidationFailed(f"Una venta admite hasta {MAX_LINES} líneas.", field="items")
+    try:
+        return await db.run_unit(_sell_cash_unit, venue_id, session_id, cashier_id, items, key, cash_received)
+    except _Duplicate:
+        async with db.session() as s:
+            first = await s.scalar(select(Sale.id).where(Sale.venue_id == venue_id, Sale.idempotency_key == key))
+            return await get_sale(s, venue_id, first)
+
+
+def _sell_cash_unit(s, venue_id: int, session_id: int, cashier_id: int, items: list[ItemInput], key: str,
+                    cash_received: object) -> SaleOut:
+    from sqlalchemy import insert as sa_insert
+
+    from ..audit.models import AuditEvent
+
+    row = s.execute(
+        select(CashSession.status, CashSession.register_id, CashSession.jornada_id,
+               CashRegister.name, CashRegister.active, CashRegister.operational_status,
+               CashRegister.payment_methods, CashRegister.allowed_categories)
+        .join(CashRegister, CashRegister.id == CashSession.register_id)
+        .where(CashSession.id == session_id, CashSession.venue_id == venue_id)).first()
+    if row is None:
+        raise NotFound("La sesión de caja no existe.", code="session.not_found")
+    if row.status != "open":
+        raise Conflict("La sesión de caja está cerrada." if row.status == "closed" else
+                       "La sesión de caja está en cierre; no admite más movimientos.",
+                       code="session.closed" if row.status == "closed" else "session.closing")
+    if not row.active or row.operational_status != "active":
+        raise Conflict(f"La caja {row.name} no está operativa; no se pueden registrar ventas.",
+                       code="register.not_operational")
+    if "cash" not in (row.payment_methods or []):
+        raise Conflict("Esta caja no recibe efectivo.", code="sale.method_not_allowed")
+    lines = _price_lines_sync(s, venue_id, items, row.allowed_categories)
+    total = sum(line["line_total"] for line in lines)
+    if total > MAX_AMOUNT:
+        raise ValidationFailed(f"El total supera el máximo permitido ({format_clp(MAX_AMOUNT)}).", field="items")
+    received = total if cash_received in (None, "") else parse_amount(
+        cash_received, field="cash_received", label="El efectivo recibido")
+    if received < total:
+        raise ValidationFailed(f"El efectivo recibido ({format_clp(received)}) es menor que el total "
+                               f"({format_clp(total)}).", field="cash_received")
+    t = CashSession
+    updated = s.execute(
+        update(t).where(t.id == session_id, t.status == "open")
+        .values({t.ticket_count: t.ticket_count + 1, t.sales_total: t.sales_total + total,
+                 t.cash_sales_count: t.cash_sales_count + 1, t.cash_sales_total: t.cash_sales_total + total})
+        .execution_options(synchronize_session=False))
+    if updated.rowcount != 1:
+        raise Conflict("La sesión de caja se cerró mientras se registraba la venta.", code="session.closed")
+    now = utcnow()
+    ins = (pg_insert if s.bind.dialect.name == "postgresql" else sqlite_insert)(Sale).values(
+        venue_id=venue_id, session_id=session_id, register_id=row.register_id, jornada_id=row.jornada_id,
+        cashier_id=cashier_id, idempotency_key=key, total=total, status="paid", payment_method="cash",
+        provider_id="cash", paid_via="cash", no_revenue=False, courtesy_reason="", cash_received=received,
+        change_given=received - total, created_at=now, paid_at=now, cancel_reason="",
+    ).on_conflict_do_nothing(index_elements=[Sale.venue_id, Sale.idempotency_key]).returning(Sale.id)
+    sale_id = s.execute(ins).scalar()
+    if sale_id is None:
+        raise _Duplicate()
+    s.execute(sa_insert(SaleItem), [{"sale_id": sale_id, **line} for line in lines])
+    s.execute(sa_insert(AuditEvent).values(
+        venue_id=venue_id, user_id=cashier_id, action="sale.paid", entity="sale", entity_id=str(sale_id),
+        payload={"method": "cash", "total": total, "session_id": session_id}, created_at=now))
+    return SaleOut(id=sale_id, venue_id=venue_id, session_id=session_id, register_id=row.register_id,
+                   jornada_id=row.jornada_id, cashier_id=cashier_id, total=total, status="paid",
+                   payment_method="cash", provider_id="cash", paid_via="cash", no_revenue=False, courtesy_reason="",
+                   cash_received=received, change_given=received - total, created_at=now, paid_at=now,
+                   cancelled_at=None, cancel_reason="", items=[ItemOut(**line) for line in lines])
+
+
+async def _price_lines(s: AsyncSession, venue_id: int, items: list[ItemInput],
+                       allowed_categories: list[int] | None) -> list[dict]:
+    return await s.run_sync(_price_lines_sync, venue_id, items, allowed_categories)
+
+
+def _price_lines_sync(s, venue_id: int, items: list[ItemInput],
+                      allowed_categories: list[int] | None) -> list[dict]:
+    """Price each line from the catalogue (free-amount lines need a reason); the browser never sets prices."""
+    product_ids = {i.product_id for i in items if i.product_id is not None}
+    products: dict[int, tuple[str, int]] = {}
+    if product_ids:
+        q = (select(Product.id, Product.name, Product.price).join(Category, Category.id == Product.category_id)
+             .where(Product.venue_id == venue_id, Product.id.in_(product_ids), Product.active.is_(True),
+                    Category.active.is_(True)))
+        if allowed_categories:
+            q = q.where(Product.category_id.in_(allowed_categories))
+        products = {r.id: (r.name, r.price) for r in s.execute(q)}
+    lines: list[dict] = []
+    for n, item in enumerate(items, start=1):
+        if isinstance(item.quantity, bool) or not isinstance(item.quantity, int) or not 1 <= item.quantity <= MAX_QUANTITY:
+            raise ValidationFailed(f"Línea {n}: la cantidad debe ser un entero entre 1 y {MAX_QUANTITY}.",
+                                   field="quantity")
+        if item.product_id is not None:
+            if item.product_id not in products:
+                raise ValidationFailed(f"Línea {n}: el producto no existe o no se vende en esta caja.",
+                                       field="product_id")
+            name, price = products[item.product_id]
+            lines.append({"product_id": item.product_id, "name": name, "quantity": item.quantity,
+                          "unit_price": price, "line_total": price * item.quantity, "free_reason": ""})
+        else:
+            price = parse_amount(item.unit_price, field="unit_price", label=f"Línea {n}: el monto libre")
+            reason = _text(item.free_reason, field="free_reason", minimum=3,
+                           label=f"Línea {n}: el motivo del monto libre")
+            name = _text(item.name or "Monto libre", field="name", maximum=120, label=f"Línea {n}: el nombre")
+            lines.append({"product_id": None, "name": name, "quantity": item.quantity, "unit_price": price,
+                          "line_total": price * item.quantity, "free_reason": reason})
+    return lines

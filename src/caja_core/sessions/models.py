@@ -36,6 +36,7 @@ class CashSession(Base):
     # Running totals (revenue sales only: not cancelled, not courtesy).
     ticket_count: Mapped[int] = mapped_column(Integer, default=0)
     sales_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    cash_sales_count: Mapped[int] = mapped_column(Integer, default=0)
     cash_sales_total: Mapped[int] = mapped_column(BigInteger, default=0)
     card_sales_total: Mapped[int] = mapped_column(BigInteger, default=0)
     courtesy_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -63,7 +64,8 @@ class CashSession(Base):
 
 
 class SessionTotal(Base):
-    """Running totals of a session per (dimension, key): dimension 'provider' or 'method'."""
+    """Running totals of a session's card sales per (dimension, key): dimension 'provider' or 'method'.
+    Cash sales are counted in the session's own cash columns (one UPDATE on the hot path)."""
 
     __tablename__ = "session_totals"
 

@@ -44,6 +44,7 @@ class SessionOut(msgspec.Struct, kw_only=True):
     initial_count: dict[str, int] | None
     ticket_count: int
     sales_total: int
+    cash_sales_count: int
     cash_sales_total: int
     card_sales_total: int
     courtesy_count: int
