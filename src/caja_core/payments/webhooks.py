@@ -154,9 +154,9 @@ async def _find_attempt(s: AsyncSession, provider_id: str, notice: WebhookNotice
 async def _apply(s: AsyncSession, provider: Any, provider_id: str, headers: dict[str, str], body: bytes,
                  notice: WebhookNotice) -> WebhookReply:
     existing = await _existing(s, provider_id, notice.external_id)
-    if existing is not None:
-        return _reply_for_repeat(existing)
     attempt = await _find_attempt(s, provider_id, notice)
+    if attempt is None and existing is not None:
+        return _reply_for_repeat(existing)
     if attempt is None:
         reason = f"Referencia desconocida ({notice.reference[:40]}) para la orden {notice.external_id[:40]}."
         _add_event(s, provider_id, _unverified_id(notice), notice, None, "rejected", reason)
@@ -175,6 +175,8 @@ async def _apply(s: AsyncSession, provider: Any, provider_id: str, headers: dict
                      f"(orden {notice.external_id[:40]}). Revise la configuración del webhook.")
         return _rejected(401, reason)
 
+    if existing is not None:
+        return _reply_for_repeat(existing)   # a repeat (authentic): no-op
     event = _add_event(s, provider_id, notice.external_id, notice, attempt.id, "received", "")
     await s.flush()  # the unique (provider, external id) claims this notification now
 

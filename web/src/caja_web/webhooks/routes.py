@@ -6,6 +6,7 @@ the JSON the core decided, sent as soon as the core answers (well under KLAP's 1
 from __future__ import annotations
 
 from litestar import Request, Response, post
+from litestar.params import FromPath
 
 from caja_core.payments.webhooks import receive_webhook
 
@@ -15,7 +16,7 @@ MAX_WEBHOOK_BYTES = 64_000
 
 @post("/webhooks/{provider_id:str}", include_in_schema=False, request_max_body_size=MAX_WEBHOOK_BYTES,
       status_code=200)
-async def webhook(request: Request, provider_id: str) -> Response:
+async def webhook(request: Request, provider_id: FromPath[str]) -> Response:
     body = await request.body()
     reply = await receive_webhook(request.app.state.db, request.app.state.registry, provider_id,
                                   dict(request.headers), body)

@@ -1,0 +1,86 @@
+"""KLAP Checkout end to end over real sockets: the provider creates the order at the fake KLAP API, the
+customer pays, and fake KLAP delivers the webhook over HTTP to ``POST /webhooks/klap`` served by uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+import uvicorn
+from litestar import Litestar
+from litestar.datastructures import State
+from sqlalchemy import select
+
+from caja_core.payments.models import PaymentAttempt, WebhookEvent
+from caja_core.providers import ChargeRequest, ProviderContext
+from caja_core.sales.models import Sale
+from caja_klap.fake_server import FakeKlapServer
+from caja_klap.provider import KlapProvider, KlapSettings
+from caja_web.webhooks.routes import route_handlers
+
+from .helpers import add_attempt, klap_setup, new_sale, open_session
+
+API_KEY = "k-route"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+async def served(any_db):
+    """The webhook route on a real port, and the fake KLAP API calling it."""
+    port = _free_port()
+    klap_api = await FakeKlapServer(api_key=API_KEY).start()
+    raw = {"mode": "checkout", "api_base_url": klap_api.api_base_url, "api_key": API_KEY,
+           "webhook_url": f"http://127.0.0.1:{port}/webhooks/klap"}
+    setup, registry = await klap_setup(any_db, klap_settings=raw)
+    app = Litestar(route_handlers=route_handlers, state=State({"db": any_db, "registry": registry}))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    yield any_db, setup, klap_api, KlapSettings(**raw)
+    server.should_exit = True
+    await task
+    await klap_api.stop()
+
+
+async def test_checkout_paid_over_http_once_even_when_delivered_twice(served):
+    db, setup, klap_api, settings = served
+    session_id = await open_session(db, setup)
+    sale_id, total = await new_sale(db, setup, session_id, "Cerveza", quantity=2)
+    attempt_id = await add_attempt(db, setup, session_id, sale_id, total, state="awaiting")
+    outcome = await KlapProvider().charge(
+        ChargeRequest(attempt_id=attempt_id, ticket="T1", amount=total, register_id=setup.register_id,
+                      register_code="CAJA1", venue_id=setup.venue_id, device_key="klap:checkout:CAJA1"),
+        settings, ProviderContext(register_id=setup.register_id, venue_id=setup.venue_id), _no_progress)
+    order_id = outcome.reference
+    klap_api.pay(order_id, brand="MASTERCARD", last4="5454", card_type="CREDIT", quotas=3)
+
+    started = time.monotonic()
+    first = await klap_api.deliver_webhook(order_id)   # to the webhook_confirm URL given with the order
+    elapsed = time.monotonic() - started
+    second = await klap_api.deliver_webhook(order_id)
+    assert (first.status_code, first.json()) == (200, {"status": "ok"})
+    assert (second.status_code, second.json()) == (200, {"status": "ok"})
+    assert elapsed < 10
+
+    forged = await klap_api.deliver_webhook(order_id, headers={"content-type": "application/json"})
+    assert forged.status_code == 401 and forged.json()["status"] == "rejected"
+
+    async with db.reader() as s:
+        attempt = await s.get(PaymentAttempt, attempt_id)
+        sale = await s.get(Sale, sale_id)
+        applied = (await s.scalars(select(WebhookEvent).where(WebhookEvent.status == "applied"))).all()
+    assert attempt.state == "approved" and attempt.provider_reference == order_id and attempt.last4 == "5454"
+    assert sale.status == "paid" and sale.provider_id == "klap"
+    assert len(applied) == 1
+
+
+async def _no_progress(_):
+    return None
