@@ -132,7 +132,8 @@ class AgentApiServer:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
                 method, target = lines[0].split(" ")[:2]
-                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+                pairs = (line.partition(":") for line in lines[1:] if line)
+                headers = {k.strip().lower(): v.strip() for k, _, v in pairs}
                 body = await reader.readexactly(int(headers.get("content-length", 0) or 0))
                 status, payload = await self._route(method, target, headers, body)
                 data = b"" if payload is None else json.dumps(payload).encode()

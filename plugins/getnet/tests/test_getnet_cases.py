@@ -13,8 +13,9 @@ from caja_getnet.provider import GetnetSettings
 from caja_getnet.simulator import Fault, Simulator
 
 
-
-async def test_happy_path_approves_with_masked_card_data(make_request, fast, sim, provider, tcp_settings, ctx, progress):
+async def test_happy_path_approves_with_masked_card_data(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     request = make_request(amount=4500)
     outcome = await provider.charge(request, tcp_settings, ctx, progress)
     assert outcome.kind is OutcomeKind.APPROVED
@@ -27,7 +28,9 @@ async def test_happy_path_approves_with_masked_card_data(make_request, fast, sim
 
 
 # 1 ------------------------------------------------------------------------------------------------------
-async def test_case1_response_split_byte_by_byte_is_reassembled(make_request, fast, sim, provider, tcp_settings, ctx, progress):
+async def test_case1_response_split_byte_by_byte_is_reassembled(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     sim.add_fault(Fault(kind="split_bytes", gap_s=0.002))
     request = make_request(amount=1200)
     outcome = await provider.charge(request, tcp_settings, ctx, progress)
@@ -35,16 +38,20 @@ async def test_case1_response_split_byte_by_byte_is_reassembled(make_request, fa
     assert sim.tickets() == {request.ticket: 1200}
 
 
-async def test_case1_response_split_with_150ms_gaps_is_reassembled(make_request, fast, sim, provider, tcp_settings, ctx, progress):
+async def test_case1_response_split_with_150ms_gaps_is_reassembled(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     sim.add_fault(Fault(kind="split_bytes", gap_s=0.15, chunk=64))
     request = make_request(amount=1300)
     started = time.monotonic()
     outcome = await provider.charge(request, tcp_settings, ctx, progress)
-    assert time.monotonic() - started > 1.0     # the answer really arrived in pieces over time
+    assert time.monotonic() - started > 1.0  # the answer really arrived in pieces over time
     assert outcome.kind is OutcomeKind.APPROVED and outcome.ticket == request.ticket
 
 
-async def test_case1_messages_glued_in_one_read_are_all_handled_in_order_and_acknowledged(make_request, fast, provider, ctx, progress):
+async def test_case1_messages_glued_in_one_read_are_all_handled_in_order_and_acknowledged(
+    make_request, fast, provider, ctx, progress
+):
     sim = Simulator(step_delay_s=0.01, keep_open=True)
     host, port = await sim.start_tcp()
     try:
@@ -57,14 +64,15 @@ async def test_case1_messages_glued_in_one_read_are_all_handled_in_order_and_ack
             if sim.host_receipts >= 5:
                 break
             await asyncio.sleep(0.01)
-        assert sim.host_receipts == 5     # each intermediate message and the final response acknowledged
+        assert sim.host_receipts == 5  # each intermediate message and the final response acknowledged
     finally:
         await sim.stop()
 
 
 # 2 ------------------------------------------------------------------------------------------------------
-async def test_case2_noise_and_truncated_object_before_the_answer_are_discarded(make_request, fast, sim, provider, tcp_settings, ctx,
-                                                                                progress):
+async def test_case2_noise_and_truncated_object_before_the_answer_are_discarded(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     sim.add_fault(Fault(kind="noise_before"))
     request = make_request(amount=2000)
     outcome = await provider.charge(request, tcp_settings, ctx, progress)
@@ -72,8 +80,9 @@ async def test_case2_noise_and_truncated_object_before_the_answer_are_discarded(
 
 
 # 3 ------------------------------------------------------------------------------------------------------
-async def test_case3_unterminated_message_is_bounded_and_ends_in_doubt_after_the_deadline(make_request, fast, sim, provider, ctx,
-                                                                                          progress):
+async def test_case3_unterminated_message_is_bounded_and_ends_in_doubt_after_the_deadline(
+    make_request, fast, sim, provider, ctx, progress
+):
     host, port = sim.tcp_address
     settings = GetnetSettings(host=host, port=port, max_message_bytes=65536, **(fast | {"sale_timeout_s": 1.0}))
     sim.add_fault(Fault(kind="unterminated", size=3_000_000))
@@ -88,8 +97,9 @@ async def test_case3_unterminated_message_is_bounded_and_ends_in_doubt_after_the
 
 
 # 4 ------------------------------------------------------------------------------------------------------
-async def test_case4_bad_sign_is_not_applied_and_ends_in_doubt_never_declined(make_request, fast, sim, provider, tcp_settings, ctx,
-                                                                              progress):
+async def test_case4_bad_sign_is_not_applied_and_ends_in_doubt_never_declined(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     sim.add_fault(Fault(kind="wrong_sign"))
     request = make_request(amount=3000)
     outcome = await provider.charge(request, tcp_settings, ctx, progress)
@@ -101,8 +111,9 @@ async def test_case4_bad_sign_is_not_applied_and_ends_in_doubt_never_declined(ma
 
 
 # 5 ------------------------------------------------------------------------------------------------------
-async def test_case5_no_receipt_reconciles_and_reports_not_sent_without_a_second_sale(make_request, fast, sim, provider, tcp_settings,
-                                                                                      ctx, progress):
+async def test_case5_no_receipt_reconciles_and_reports_not_sent_without_a_second_sale(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     earlier = make_request(amount=900)
     assert (await provider.charge(earlier, tcp_settings, ctx, progress)).kind is OutcomeKind.APPROVED
     sim.commands.clear()
@@ -113,13 +124,14 @@ async def test_case5_no_receipt_reconciles_and_reports_not_sent_without_a_second
     assert outcome.kind is OutcomeKind.UNAVAILABLE
     assert time.monotonic() - started < 2.0
     assert request.ticket not in sim.tickets()
-    assert sim.command_codes().count(100) == 1            # no blind second sale
-    assert sim.command_codes()[0] == 100 and 101 in sim.command_codes()   # reconciled after
+    assert sim.command_codes().count(100) == 1  # no blind second sale
+    assert sim.command_codes()[0] == 100 and 101 in sim.command_codes()  # reconciled after
 
 
 # 6 ------------------------------------------------------------------------------------------------------
-async def test_case6_receipt_then_silence_then_reconciliation_finds_our_ticket_approved(make_request, fast, sim, provider, tcp_settings,
-                                                                                        ctx, progress):
+async def test_case6_receipt_then_silence_then_reconciliation_finds_our_ticket_approved(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     sim.add_fault(Fault(kind="receipt_then_silence", charged=True))
     request = make_request(amount=5000)
     started = time.monotonic()
@@ -131,8 +143,9 @@ async def test_case6_receipt_then_silence_then_reconciliation_finds_our_ticket_a
     assert status.card.authorization_code == sim.ledger[-1].authorization_code
 
 
-async def test_case6_receipt_then_silence_and_the_terminal_shows_another_ticket_is_not_charged(make_request, fast, 
-        sim, provider, tcp_settings, ctx, progress):
+async def test_case6_receipt_then_silence_and_the_terminal_shows_another_ticket_is_not_charged(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     earlier = make_request(amount=700)
     assert (await provider.charge(earlier, tcp_settings, ctx, progress)).kind is OutcomeKind.APPROVED
     sim.add_fault(Fault(kind="receipt_then_silence", charged=False))
@@ -144,7 +157,9 @@ async def test_case6_receipt_then_silence_and_the_terminal_shows_another_ticket_
 
 
 # 7 ------------------------------------------------------------------------------------------------------
-async def test_case7_approval_for_a_different_amount_is_never_approved(make_request, fast, sim, provider, tcp_settings, ctx, progress):
+async def test_case7_approval_for_a_different_amount_is_never_approved(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     sim.add_fault(Fault(kind="different_amount", amount=15000))
     request = make_request(amount=1500)
     outcome = await provider.charge(request, tcp_settings, ctx, progress)
@@ -155,7 +170,9 @@ async def test_case7_approval_for_a_different_amount_is_never_approved(make_requ
 
 
 # 8 ------------------------------------------------------------------------------------------------------
-async def test_case8_a_response_for_an_earlier_ticket_is_not_applied(make_request, fast, sim, provider, tcp_settings, ctx, progress):
+async def test_case8_a_response_for_an_earlier_ticket_is_not_applied(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     first = make_request(amount=1000)
     first_outcome = await provider.charge(first, tcp_settings, ctx, progress)
     sim.add_fault(Fault(kind="earlier_ticket", then_real=True))
@@ -166,8 +183,9 @@ async def test_case8_a_response_for_an_earlier_ticket_is_not_applied(make_reques
     assert outcome.card.authorization_code != first_outcome.card.authorization_code
 
 
-async def test_case8_only_an_earlier_tickets_response_leaves_the_sale_in_doubt(make_request, fast, sim, provider, tcp_settings, ctx,
-                                                                               progress):
+async def test_case8_only_an_earlier_tickets_response_leaves_the_sale_in_doubt(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     first = make_request(amount=1000)
     await provider.charge(first, tcp_settings, ctx, progress)
     sim.add_fault(Fault(kind="earlier_ticket", then_real=False))
@@ -194,16 +212,19 @@ async def test_case9_a_duplicate_final_response_is_applied_once(make_request, fa
 
 
 # 10 -----------------------------------------------------------------------------------------------------
-async def test_case10_intermediate_messages_are_progress_never_a_result(make_request, fast, sim, provider, tcp_settings, ctx, progress):
+async def test_case10_intermediate_messages_are_progress_never_a_result(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     outcome = await provider.charge(make_request(), tcp_settings, ctx, progress)
     assert progress.codes == [78, 79, 81, 82]
     assert [p.message for p in progress.items][0] == "Leyendo tarjeta"
     assert outcome.kind is OutcomeKind.APPROVED
 
 
-async def test_case10_without_send_message_there_is_no_progress(make_request, fast, sim, provider, tcp_settings, ctx, progress):
-    settings = GetnetSettings(host=tcp_settings.host,
-                              port=tcp_settings.port, send_messages=False, **fast)
+async def test_case10_without_send_message_there_is_no_progress(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
+    settings = GetnetSettings(host=tcp_settings.host, port=tcp_settings.port, send_messages=False, **fast)
     outcome = await provider.charge(make_request(), settings, ctx, progress)
     assert outcome.kind is OutcomeKind.APPROVED and progress.items == []
     assert sim.commands[-1]["SendMessage"] is False
@@ -213,7 +234,7 @@ async def test_case10_without_send_message_there_is_no_progress(make_request, fa
 async def test_case11_connection_refused_is_unavailable_at_once(make_request, fast, provider, ctx, progress):
     sim = Simulator()
     host, port = await sim.start_tcp()
-    await sim.stop()       # nothing listens there any more
+    await sim.stop()  # nothing listens there any more
     settings = GetnetSettings(host=host, port=port, **fast)
     started = time.monotonic()
     outcome = await provider.charge(make_request(), settings, ctx, progress)
@@ -229,7 +250,9 @@ async def test_case11_missing_serial_port_is_unavailable_at_once(make_request, f
 
 
 # 12 -----------------------------------------------------------------------------------------------------
-async def test_case12_unplugged_after_receipt_is_in_doubt_and_reconciles_once_back(make_request, fast, provider, ctx, progress):
+async def test_case12_unplugged_after_receipt_is_in_doubt_and_reconciles_once_back(
+    make_request, fast, provider, ctx, progress
+):
     sim = Simulator(step_delay_s=0.01)
     host, port = await sim.start_tcp()
     settings = GetnetSettings(host=host, port=port, **fast)
@@ -239,9 +262,9 @@ async def test_case12_unplugged_after_receipt_is_in_doubt_and_reconciles_once_ba
     outcome = await provider.charge(request, settings, ctx, progress)
     assert outcome.kind is OutcomeKind.UNKNOWN and "cerró la conexión" in outcome.message
     assert time.monotonic() - started < 1.0
-    await sim.stop()                                   # terminal off
+    await sim.stop()  # terminal off
     assert (await provider.status(request, settings, ctx)).kind is OutcomeKind.UNKNOWN
-    await sim.start_tcp(host, port)                    # back again, with its memory
+    await sim.start_tcp(host, port)  # back again, with its memory
     try:
         status = await provider.status(request, settings, ctx)
         assert status.kind is OutcomeKind.APPROVED and status.amount == 8000
@@ -260,8 +283,9 @@ async def test_a_decline_keeps_the_code_and_message(make_request, fast, sim, pro
     assert (await provider.status(request, tcp_settings, ctx)).kind is OutcomeKind.UNAVAILABLE
 
 
-async def test_a_late_answer_past_the_deadline_is_in_doubt_then_reconciled(make_request, fast, sim, provider, tcp_settings, ctx,
-                                                                           progress):
+async def test_a_late_answer_past_the_deadline_is_in_doubt_then_reconciled(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     sim.add_fault(Fault(kind="late_answer", delay_s=2.5))
     request = make_request(amount=6000)
     assert (await provider.charge(request, tcp_settings, ctx, progress)).kind is OutcomeKind.UNKNOWN
@@ -288,12 +312,15 @@ async def test_cancel_sale_during_a_sale_ends_it_declined(make_request, fast, pr
         await sim.stop()
 
 
-async def test_refund_by_operation_id_and_return_by_authorization_code(make_request, fast, sim, provider, tcp_settings, ctx, progress):
+async def test_refund_by_operation_id_and_return_by_authorization_code(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     a, b = make_request(amount=1000), make_request(amount=2000)
     approved_a = await provider.charge(a, tcp_settings, ctx, progress)
     approved_b = await provider.charge(b, tcp_settings, ctx, progress)
-    refund_a = await provider.refund(make_request(amount=1000, ticket=a.ticket, card=approved_a.card), tcp_settings,
-                                     ctx)
+    refund_a = await provider.refund(
+        make_request(amount=1000, ticket=a.ticket, card=approved_a.card), tcp_settings, ctx
+    )
     assert refund_a.kind is OutcomeKind.APPROVED
     by_auth = CardData(authorization_code=approved_b.card.authorization_code, operation_id="0")
     refund_b = await provider.refund(make_request(amount=2000, ticket=b.ticket, card=by_auth), tcp_settings, ctx)
@@ -309,7 +336,9 @@ async def test_health_is_a_poll(make_request, fast, sim, provider, tcp_settings,
     assert sim.command_codes() == [106]
 
 
-async def test_seeded_random_faults_never_lose_or_invent_a_charge(make_request, fast, sim, provider, tcp_settings, ctx, progress):
+async def test_seeded_random_faults_never_lose_or_invent_a_charge(
+    make_request, fast, sim, provider, tcp_settings, ctx, progress
+):
     sim.add_fault(Fault(kind="random", scope="run", seed=2024, rate=0.5))
     approved: dict[str, int] = {}
     for i in range(30):
@@ -322,6 +351,6 @@ async def test_seeded_random_faults_never_lose_or_invent_a_charge(make_request, 
         if outcome.kind is OutcomeKind.APPROVED:
             assert outcome.ticket == request.ticket and outcome.amount == request.amount
             approved[request.ticket] = request.amount
-    await asyncio.sleep(0.6)          # let late answers finish on the terminal side
+    await asyncio.sleep(0.6)  # let late answers finish on the terminal side
     assert approved == sim.tickets()
     assert 0 < len(approved) < 30

@@ -1,0 +1,43 @@
+"""Register settings for GETNET and the plugin's registration with caja."""
+
+from __future__ import annotations
+
+import pytest
+
+from caja_core.errors import ValidationFailed
+from caja_core.providers import PaymentProvider, ProviderRegistry, validate_settings
+from caja_getnet.provider import GetnetSettings, provider
+
+
+def test_the_plugin_registers_the_getnet_provider(make_caja_pm):
+    registry = ProviderRegistry.from_plugin_manager(make_caja_pm())
+    assert "getnet" in registry
+    assert isinstance(registry.get("getnet"), PaymentProvider)
+
+
+def test_valid_settings_and_device_keys():
+    tcp = validate_settings(provider, {"connection": "tcp", "host": "192.168.1.50", "port": 9100})
+    serial = validate_settings(provider, {"connection": "serial", "serial_path": "/dev/ttyACM0",
+                                          "sale_timeout_s": 90, "employee_id": "C-07"})
+    agent = validate_settings(provider, {"connection": "agent"})
+    assert isinstance(tcp, GetnetSettings) and tcp.sale_timeout_s == 120 and tcp.receipt_timeout_s == 3
+    assert provider.device_key(tcp, "CAJA1") == "getnet:tcp:192.168.1.50:9100"
+    assert provider.device_key(serial, "CAJA1") == "getnet:serial:/dev/ttyACM0"
+    assert provider.device_key(agent, "CAJA1") == "getnet:agent:CAJA1"
+    assert serial.deadlines.sale_s == 90
+
+
+@pytest.mark.parametrize("raw", [
+    {"connection": "tcp", "host": "", "port": 9100},
+    {"connection": "tcp", "host": "10.0.0.5"},
+    {"connection": "serial"},
+    {"connection": "bluetooth"},
+    {"connection": "agent", "sale_timeout_s": 0},
+    {"connection": "agent", "employee_id": "x|y"},
+    {"connection": "agent", "unknown_option": 1},
+])
+def test_invalid_settings_are_rejected_with_a_spanish_message(raw):
+    with pytest.raises(ValidationFailed) as info:
+        validate_settings(provider, raw)
+    assert info.value.message.startswith("Configuración inválida para GETNET")
+    assert info.value.code == "provider.settings_invalid"
