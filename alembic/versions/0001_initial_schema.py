@@ -306,6 +306,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_sales_jornada_id'), ['jornada_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_sales_register_id'), ['register_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_sales_session_id'), ['session_id'], unique=False)
+        batch_op.create_index('ix_sales_session_status', ['session_id', 'status'], unique=False)
         batch_op.create_index(batch_op.f('ix_sales_venue_id'), ['venue_id'], unique=False)
 
     op.create_table('session_totals',
@@ -377,6 +378,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_payment_attempts_session_id'), ['session_id'], unique=False)
         batch_op.create_index('ix_payment_attempts_state', ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_payment_attempts_venue_id'), ['venue_id'], unique=False)
+        batch_op.create_index('ix_payment_attempts_session_state', ['session_id', 'state'], unique=False)
         batch_op.create_index('uq_payment_attempts_one_active_per_sale', ['sale_id'], unique=True, sqlite_where=sa.text('active'), postgresql_where=sa.text('active'))
 
     op.create_table('sale_items',

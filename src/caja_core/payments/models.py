@@ -22,6 +22,7 @@ class PaymentAttempt(Base):
         Index("uq_payment_attempts_one_active_per_sale", "sale_id", unique=True,
               sqlite_where=text("active"), postgresql_where=text("active")),
         Index("ix_payment_attempts_state", "state"),
+        Index("ix_payment_attempts_session_state", "session_id", "state"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..clock import utcnow
@@ -11,7 +11,11 @@ from ..db.base import Base, UTCDateTime
 
 class Sale(Base):
     __tablename__ = "sales"
-    __table_args__ = (UniqueConstraint("venue_id", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("venue_id", "idempotency_key"),
+        # Close and reports look for a session's sales in one state; never a scan of all its sales.
+        Index("ix_sales_session_status", "session_id", "status"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     venue_id: Mapped[int] = mapped_column(ForeignKey("venues.id"), index=True)
