@@ -10,3 +10,10 @@ def register_providers(add_provider):
     from .provider import provider
 
     add_provider(provider)
+
+
+@hookimpl
+def register_commands(cli):
+    from .cli import klap
+
+    cli.add_command(klap)
