@@ -122,7 +122,8 @@ class Web:
         try:
             yield
         except CajaError as error:
-            ctx = dict(extra)
+            ctx = await self.base_context(self.htmx)
+            ctx.update(extra)
             if callable(context):
                 ctx.update(await context())
             elif context:
@@ -150,13 +151,24 @@ class Web:
             template = partial_template
         return Template(template_name=template, context=base, status_code=status_code, headers=headers)
 
+    def plain_context(self, partial: bool) -> dict[str, Any]:
+        """The context every template gets, without database work (error pages use only this)."""
+        return {"layout": "_partial.html" if partial else "base.html", "viewer": self.viewer,
+                "request": self.request, "errors": {}, "form": {}, "jornada": None, "banner": False,
+                "path": self.request.url.path}
+
     async def base_context(self, partial: bool) -> dict[str, Any]:
-        ctx: dict[str, Any] = {"layout": "_partial.html" if partial else "base.html", "viewer": self.viewer,
-                               "request": self.request, "errors": {}, "form": {}, "jornada": None,
-                               "path": self.request.url.path}
+        ctx = self.plain_context(partial)
         if not partial and self.viewer is not None:
             ctx["jornada"] = await self.call(jornadas.current_jornada, self.viewer.venue_id)
+            ctx["banner"] = True
         return ctx
+
+    def error_page(self, template: str, *, status_code: int, **context: Any) -> Template:
+        """Synchronous rendering for exception handlers (no database work)."""
+        base = self.plain_context(self.htmx)
+        base.update(context)
+        return Template(template_name=template, context=base, status_code=status_code)
 
     def redirect(self, url: str) -> Response:
         """After a successful POST: a 303 for normal requests, ``HX-Redirect`` for HTMX requests."""

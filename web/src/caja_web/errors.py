@@ -31,35 +31,29 @@ def _json(request: Request, status: int, message: str, code: str) -> Response | 
     return None
 
 
-async def _error_page(request: Request, status: int, message: str, code: str = "") -> Response:
+def _error_page(request: Request, status: int, message: str, code: str = "") -> Response:
     as_json = _json(request, status, message, code or str(status))
     if as_json is not None:
         return as_json
     web = Web(request)
     template = "errors/_error.html" if web.htmx else "errors/error.html"
-    try:
-        return await web.page(template, status_code=status, title=STATUS_TITLES.get(status, "Error"),
-                              message=message, code=code, status=status)
-    except Exception:  # the error page must never fail: plain text as a last resort
-        log.exception("error page failed")
-        return Response(f"{STATUS_TITLES.get(status, 'Error')}: {message}", status_code=status,
-                        media_type=MediaType.TEXT)
+    return web.error_page(template, status_code=status, title=STATUS_TITLES.get(status, "Error"),
+                          message=message, code=code, status=status)
 
 
-async def form_rejected(request: Request, exc: FormRejected) -> Template:
-    web = Web(request)
+def form_rejected(request: Request, exc: FormRejected) -> Template:
     error = exc.error
-    return await web.page(exc.template, status_code=error.status, errors=error.fields, error=error.message,
-                          **exc.context)
+    context = {**exc.context, "errors": error.fields, "error": error.message}
+    return Template(template_name=exc.template, context=context, status_code=error.status)
 
 
-async def caja_error(request: Request, exc: CajaError) -> Response:
+def caja_error(request: Request, exc: CajaError) -> Response:
     if exc.status >= 500:
         log.error("domain error %s: %s", exc.code, exc.message)
-    return await _error_page(request, exc.status, exc.message, exc.code)
+    return _error_page(request, exc.status, exc.message, exc.code)
 
 
-async def not_authorized(request: Request, exc: NotAuthorizedException) -> Response:
+def not_authorized(request: Request, exc: NotAuthorizedException) -> Response:
     as_json = _json(request, 401, "No autorizado.", "auth.required")
     if as_json is not None:
         return as_json
@@ -69,33 +63,33 @@ async def not_authorized(request: Request, exc: NotAuthorizedException) -> Respo
     return Response(b"", status_code=303, headers={"Location": target})
 
 
-async def permission_denied(request: Request, exc: PermissionDeniedException) -> Response:
+def permission_denied(request: Request, exc: PermissionDeniedException) -> Response:
     if "CSRF" in str(exc.detail):
         message = "El formulario expiró o no es válido. Recargue la página e intente de nuevo."
     else:
         message = "Su rol no tiene acceso a esta página."
-    return await _error_page(request, 403, message, "forbidden")
+    return _error_page(request, 403, message, "forbidden")
 
 
-async def not_found(request: Request, exc: NotFoundException) -> Response:
-    return await _error_page(request, 404, "La página o el objeto que busca no existe.", "not_found")
+def not_found(request: Request, exc: NotFoundException) -> Response:
+    return _error_page(request, 404, "La página o el objeto que busca no existe.", "not_found")
 
 
-async def validation_error(request: Request, exc: ValidationException) -> Response:
-    return await _error_page(request, 400, "Los datos enviados no son válidos.", "validation")
+def validation_error(request: Request, exc: ValidationException) -> Response:
+    return _error_page(request, 400, "Los datos enviados no son válidos.", "validation")
 
 
-async def http_error(request: Request, exc: HTTPException) -> Response:
+def http_error(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
     message = STATUS_TITLES.get(status, "Error")
     if status == 429:
         message = "Demasiados intentos. Espere un momento e intente de nuevo."
-    return await _error_page(request, status, message + ".", str(status))
+    return _error_page(request, status, message + ".", str(status))
 
 
-async def internal_error(request: Request, exc: Exception) -> Response:
+def internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return await _error_page(request, 500, "Ocurrió un error inesperado. Intente de nuevo o avise al "
+    return _error_page(request, 500, "Ocurrió un error inesperado. Intente de nuevo o avise al "
                                            "supervisor.", "internal")
 
 

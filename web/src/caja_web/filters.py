@@ -50,3 +50,4 @@ def label(value: object, kind: str = "status") -> str:
 
 def install(env: Environment) -> None:
     env.filters.update(clp=clp, local_time=local_time, day=day, label=label)
+    env.tests["startswith"] = lambda value, prefix: str(value).startswith(prefix)

@@ -243,10 +243,9 @@ def panel_template(ctx: dict) -> str:
         return "pos/_receipt.html"
     if sale.status == "cancelled":
         return "pos/_cancelled.html"
-    if progress is not None and (progress.attempt_id is not None and
-                                 (progress.state not in ("declined", "failed_not_sent") or progress.backup_offered)):
-        return "pos/_progress.html"
-    return "pos/_pay.html"
+    following = progress is not None and (progress.backup_offered or progress.in_doubt or progress.manual is not None
+                                          or any(a.active for a in progress.attempts))
+    return "pos/_progress.html" if following else "pos/_pay.html"
 
 
 async def payment_view(web: Web, sale_id: int, **extra) -> Template:
