@@ -239,3 +239,18 @@ async def test_malformed_and_unknown_provider(shop):
     assert reply.status_code == 404
     async with shop.db.reader() as s:
         assert await s.scalar(select(func.count()).select_from(WebhookEvent)) == 0
+
+
+async def test_a_full_card_number_in_a_notice_is_never_stored(shop, caplog):
+    sale_id, attempt_id, order_id = await shop.checkout_attempt()
+    payload = shop.server.pay(order_id)
+    payload["last_digits"] = "4111111111111111"
+    payload["card_number"] = "4111 1111 1111 1111"
+    assert (await shop.deliver(payload)).status_code == 200
+    async with shop.db.reader() as s:
+        event = (await s.scalars(select(WebhookEvent))).one()
+        attempt = await s.get(PaymentAttempt, attempt_id)
+    stored = json.dumps(event.payload) + repr([getattr(attempt, c.key) for c in PaymentAttempt.__table__.columns])
+    assert "4111111111111111" not in stored and "4111 1111" not in stored
+    assert attempt.last4 == "1111"
+    assert "4111111111111111" not in caplog.text
