@@ -42,9 +42,10 @@ SENSITIVE_KEYS = (
 )
 _KEY_ALT = "|".join(sorted((re.escape(k) for k in SENSITIVE_KEYS), key=len, reverse=True))
 # key = value / key: value / "key": "value" / 'key': 'value'  (value quoted or up to a separator)
+# (quotes may come escaped, as in JSON logged inside JSON)
 _KV = re.compile(
-    rf"""(?P<key>["']?\b(?:{_KEY_ALT})\b["']?)(?P<sep>\s*[=:]\s*)"""
-    r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,;&}\])]+)""",
+    rf"""(?P<key>\\*["']?\b(?:{_KEY_ALT})\b\\*["']?)(?P<sep>\s*[=:]\s*)"""
+    r"""(?:(?P<q>\\*["'])(?P<quoted>.*?)(?P=q)|(?P<bare>[^\s,;&}\])"'\\]+))""",
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}")
@@ -104,8 +105,7 @@ class Redactor:
 
     @staticmethod
     def _mask_kv(match: re.Match[str]) -> str:
-        value = match["value"]
-        quote = value[0] if value[:1] in ("'", '"') else ""
+        quote = match["q"] or ""
         return f"{match['key']}{match['sep']}{quote}{MASK}{quote}"
 
     def value(self, key: str, value: Any) -> Any:

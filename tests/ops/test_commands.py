@@ -1,0 +1,164 @@
+"""The operator's commands, run as the operator runs them (a subprocess with CAJA_* variables)."""
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from caja_core.db import migrate
+
+CAJA = str(Path(sys.executable).parent / "caja")
+SECRET = "k7Q2vX9pL4mN8rT1wY6zB3cD5fG0hJ2sA9uE"
+
+
+def run(*args, env=None, input=None, timeout=120):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CAJA_")}
+    base.pop("PYTHONDONTWRITEBYTECODE", None)  # let the first run cache bytecode: each later start is fast
+    base.update(env or {})
+    return subprocess.run([CAJA, *args], capture_output=True, text=True, env=base, input=input, timeout=timeout)
+
+
+@pytest.fixture
+def sqlite_env(tmp_path):
+    return {"CAJA_SECRET_KEY": SECRET, "CAJA_DATABASE_URL": f"sqlite:///{tmp_path}/data/caja.db",
+            "CAJA_BACKUP_DIR": str(tmp_path / "backups")}
+
+
+@pytest.fixture
+async def pg_env(tmp_path, pg_test_database):
+    admin = pg_test_database.admin_url
+    name = f"caja_cli_{uuid.uuid4().hex[:8]}"
+    engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin).set(database=name, drivername="postgresql").render_as_string(hide_password=False)
+    yield {"CAJA_SECRET_KEY": SECRET, "CAJA_DATABASE_URL": url, "CAJA_BACKUP_DIR": str(tmp_path / "backups")}
+    async with engine.connect() as conn:
+        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await engine.dispose()
+
+
+@pytest.mark.parametrize("which", ["sqlite", "postgres"])
+def test_db_status_upgrade_downgrade(which, request):
+    env = request.getfixturevalue("sqlite_env" if which == "sqlite" else "pg_env")
+    head = migrate.head_revision()
+
+    status = run("db", "status", "--check", env=env)
+    assert status.returncode == 1, status.stderr
+    assert "Versión actual: (vacía)" in status.stdout and f"Pendientes (1): {head}" in status.stdout
+
+    first = run("db", "upgrade", env=env)
+    assert first.returncode == 0, first.stderr
+    assert f"(vacía) → {head}" in first.stdout
+    again = run("db", "upgrade", env=env)  # idempotent: nothing to do, no backup taken
+    assert again.returncode == 0 and "nada que hacer" in again.stdout
+
+    status = run("db", "status", "--check", env=env)
+    assert status.returncode == 0 and f"Versión actual: {head}" in status.stdout
+    assert "al día" in status.stdout
+
+    made = run("venue", "create", "--slug", "luna", "--name", "Club Luna", env=env)
+    assert made.returncode == 0, made.stderr
+    user = run("user", "create", "--username", "admin", "--name", "Administradora", "--role", "admin",
+               env={**env, "CAJA_NEW_USER_SECRET": "una-clave-larga"})
+    assert user.returncode == 0 and "Usuario creado: admin" in user.stdout, user.stderr
+    weak = run("user", "create", "--username", "cajero", "--name", "Cajero", "--role", "cashier",
+               env={**env, "CAJA_NEW_USER_SECRET": "12"})
+    assert weak.returncode == 2 and "PIN" in weak.stderr
+
+    down = run("db", "downgrade", "base", env=env)
+    assert down.returncode == 0, down.stderr
+    assert "Respaldo previo:" in down.stdout and f"{head} → (vacía)" in down.stdout
+    listing = run("backup", "list", env=env)
+    assert "pre-downgrade" in listing.stdout
+
+    status = run("db", "status", env=env)
+    assert "Versión actual: (vacía)" in status.stdout
+    assert run("db", "upgrade", "--no-backup", env=env).returncode == 0
+    assert f"Versión actual: {head}" in run("db", "status", env=env).stdout
+
+
+def test_upgrade_takes_a_backup_first_unless_told_not_to(sqlite_env):
+    target = migrate.head_revision()
+    assert run("db", "upgrade", env=sqlite_env).returncode == 0
+    assert run("db", "downgrade", "base", "--no-backup", env=sqlite_env).returncode == 0
+    assert "No hay respaldos" in run("backup", "list", env=sqlite_env).stdout
+    # A database at "base" has nothing to lose; one with a schema does.
+    assert run("db", "upgrade", env=sqlite_env).returncode == 0
+    assert "No hay respaldos" in run("backup", "list", env=sqlite_env).stdout
+    assert target
+
+
+def test_backup_create_list_verify_restore_cli(sqlite_env):
+    assert run("db", "upgrade", env=sqlite_env).returncode == 0
+    assert run("venue", "create", "--slug", "luna", "--name", "Club Luna", env=sqlite_env).returncode == 0
+    created = run("backup", "create", env=sqlite_env)
+    assert created.returncode == 0, created.stderr
+    backup_id = re.search(r"Respaldo creado: (\S+)", created.stdout).group(1)
+    assert "Verificación" in created.stdout and "correcta" in created.stdout
+    assert backup_id in run("backup", "list", env=sqlite_env).stdout
+    assert run("backup", "verify", backup_id, env=sqlite_env).returncode == 0
+
+    assert run("venue", "create", "--slug", "sol", "--name", "Club Sol", env=sqlite_env).returncode == 0
+    refused = run("backup", "restore", backup_id, env=sqlite_env, input="n\n")
+    assert refused.returncode == 1
+    restored = run("backup", "restore", backup_id, "--yes", env=sqlite_env)
+    assert restored.returncode == 0, restored.stderr
+    assert "coinciden con el manifiesto" in restored.stdout
+    again = run("venue", "create", "--slug", "sol", "--name", "Club Sol", env=sqlite_env)
+    assert again.returncode == 0, "the restored database no longer has the venue created after the backup"
+
+    data = Path(sqlite_env["CAJA_BACKUP_DIR"]) / f"{backup_id}.sqlite3"
+    raw = bytearray(data.read_bytes())
+    raw[100] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    bad = run("backup", "verify", backup_id, env=sqlite_env)
+    assert bad.returncode == 1 and "FALLÓ" in bad.stderr and "SHA-256" in bad.stderr
+    assert run("backup", "restore", backup_id, "--yes", env=sqlite_env).returncode == 2
+
+
+def test_check_config_reports_every_problem_on_its_own_line():
+    result = run("check-config", env={"CAJA_ENV": "production", "CAJA_PORT": "ochenta",
+                                      "CAJA_SECRET_KEY": "changeme", "CAJA_DATABASE_URL": "mysql://x/y",
+                                      "CAJA_TIMEZONE": "America/Springfield"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert "no se inició nada" in lines[0]
+    problems = lines[1:]
+    assert any(p.startswith("  - CAJA_PORT='ochenta' no es válido: se espera puerto HTTP") for p in problems)
+    assert any("CAJA_SECRET_KEY es débil" in p for p in problems)
+    assert any("CAJA_DATABASE_URL no es válido" in p for p in problems)
+    assert any("CAJA_TIMEZONE='America/Springfield'" in p for p in problems)
+    assert any("CAJA_SECURE_COOKIES" in p for p in problems)
+    assert "changeme" not in result.stdout
+
+
+def test_secret_key_required_outside_demo_and_weak_ones_refused_in_production():
+    missing = run("check-config", env={"CAJA_ENV": "development"})
+    assert missing.returncode == 2 and "CAJA_SECRET_KEY falta" in missing.stderr
+    assert run("check-config", env={"CAJA_ENV": "demo"}).returncode == 0
+    for weak in ("secret", "a" * 40, "demo-only-secret-key-not-for-production", "short-Key-1"):
+        result = run("check-config", env={"CAJA_ENV": "production", "CAJA_SECRET_KEY": weak,
+                                          "CAJA_SECURE_COOKIES": "1"})
+        assert result.returncode == 2 and "CAJA_SECRET_KEY es débil" in result.stderr, weak
+    good = run("check-config", env={"CAJA_ENV": "production", "CAJA_SECRET_KEY": SECRET,
+                                    "CAJA_SECURE_COOKIES": "1", "CAJA_METRICS_TOKEN": "m" + SECRET[:20]})
+    assert good.returncode == 0, good.stderr
+    assert SECRET not in good.stdout and SECRET[:20] not in good.stdout
+
+
+def test_serve_with_bad_settings_exits_2_and_starts_nothing(tmp_path):
+    result = run("serve", env={"CAJA_ENV": "production", "CAJA_SECRET_KEY": "changeme",
+                               "CAJA_PORT": "99999", "CAJA_DATABASE_URL": f"sqlite:///{tmp_path}/caja.db"},
+                 timeout=60)
+    assert result.returncode == 2
+    assert "CAJA_SECRET_KEY es débil" in result.stderr
+    assert "CAJA_PORT=99999 no es válido" in result.stderr
+    assert not (tmp_path / "caja.db").exists()  # nothing started, nothing created
