@@ -339,13 +339,15 @@ async def test_health_is_a_poll(make_request, fast, sim, provider, tcp_settings,
 async def test_seeded_random_faults_never_lose_or_invent_a_charge(
     make_request, fast, sim, provider, tcp_settings, ctx, progress
 ):
+    host, port = sim.tcp_address
+    settings = GetnetSettings(host=host, port=port, **(fast | {"receipt_timeout_s": 0.3, "sale_timeout_s": 1.0}))
     sim.add_fault(Fault(kind="random", scope="run", seed=2024, rate=0.5))
     approved: dict[str, int] = {}
     for i in range(30):
         request = make_request(amount=1000 + i)
-        outcome = await provider.charge(request, tcp_settings, ctx, progress)
+        outcome = await provider.charge(request, settings, ctx, progress)
         if outcome.kind is OutcomeKind.UNKNOWN:
-            outcome = await provider.status(request, tcp_settings, ctx)
+            outcome = await provider.status(request, settings, ctx)
             assert outcome.kind in (OutcomeKind.APPROVED, OutcomeKind.UNAVAILABLE)
         assert outcome.kind is not OutcomeKind.PENDING
         if outcome.kind is OutcomeKind.APPROVED:
@@ -354,3 +356,15 @@ async def test_seeded_random_faults_never_lose_or_invent_a_charge(
     await asyncio.sleep(0.6)  # let late answers finish on the terminal side
     assert approved == sim.tickets()
     assert 0 < len(approved) < 30
+
+
+async def test_silence_then_a_late_answer_reconciles_to_the_real_outcome(make_request, fast, sim, provider, ctx,
+                                                                         progress):
+    host, port = sim.tcp_address
+    settings = GetnetSettings(host=host, port=port, send_messages=False, **fast)
+    sim.add_fault(Fault(kind="late_answer", receipt=False, delay_s=0.8))
+    request = make_request(amount=2700)
+    outcome = await provider.charge(request, settings, ctx, progress)
+    # no receipt in time: the provider asked the terminal (LastVoucher), which answered once the sale finished
+    assert outcome.kind is OutcomeKind.APPROVED and outcome.amount == 2700
+    assert sim.command_codes() == [100, 101]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import serial
 
 from caja_core.providers import OutcomeKind
+from caja_getnet.provider import GetnetSettings
 from caja_getnet.simulator import Fault
 
 
@@ -60,3 +61,17 @@ async def test_port_busy_is_unavailable_and_nothing_is_sent(make_request, pty_si
         other_program.close()
     assert pty_sim.commands == []
     assert (await provider.health(serial_settings, ctx)).kind is OutcomeKind.APPROVED
+
+
+async def test_case12_unplugged_after_receipt_over_serial_is_in_doubt_and_reconciles_once_back(
+        make_request, fast, pty_sim, provider, serial_settings, ctx, progress):
+    pty_sim.add_fault(Fault(kind="disconnect_after_receipt", charged=True))
+    request = make_request(amount=7000)
+    outcome = await provider.charge(request, serial_settings, ctx, progress)
+    assert outcome.kind is OutcomeKind.UNKNOWN
+    unplugged = await provider.status(request, serial_settings, ctx)
+    assert unplugged.kind is OutcomeKind.UNKNOWN and "No existe el puerto" in unplugged.message
+    new_path = await pty_sim.start_pty()            # plugged back (a new device node)
+    settings = GetnetSettings(connection="serial", serial_path=new_path, **fast)
+    status = await provider.status(request, settings, ctx)
+    assert status.kind is OutcomeKind.APPROVED and status.amount == 7000

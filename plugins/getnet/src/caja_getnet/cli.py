@@ -26,11 +26,12 @@ EXIT_OK, EXIT_DECLINED, EXIT_TRANSPORT = 0, 1, 3
 _TICKET = re.compile(r"^[A-Za-z0-9-]{1,20}$")
 
 
-def _host_port(value: str | None, option: str) -> tuple[str, int] | None:
+def _host_port(value: str | None, option: str, *, allow_any_port: bool = False) -> tuple[str, int] | None:
     if value is None:
         return None
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    lowest = 0 if allow_any_port else 1
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
         raise click.BadParameter(f"se espera HOST:PUERTO, no {value!r}", param_hint=option)
     return host, int(port)
 
@@ -169,8 +170,8 @@ def simulate_cmd(tcp, use_pty, control, keep_open, step_delay, faults, seed, rat
     """Un terminal GETNET simulado, para ensayar una noche sin hardware."""
     from .simulator import FAULT_KINDS, Fault, Simulator
 
-    address = _host_port(tcp, "--tcp")
-    control_address = _host_port(control, "--control")
+    address = _host_port(tcp, "--tcp", allow_any_port=True)          # port 0: any free port (printed)
+    control_address = _host_port(control, "--control", allow_any_port=True)
     if (address is None) == (not use_pty):
         raise click.UsageError("elija --tcp HOST:PUERTO o --pty (uno de los dos).")
     for kind in faults:

@@ -34,7 +34,7 @@ FAULT_KINDS = (
     "no_receipt",               # the terminal ignores the sale entirely (never sees it)
     "receipt_then_silence",     # receipt, then nothing; charged says whether the card was charged
     "late_answer",              # receipt, then the response only after delay_s
-    "disconnect_after_receipt", # receipt, then the connection drops (TCP); charged as above
+    "disconnect_after_receipt", # receipt, then the line drops (TCP closed / serial device gone); charged as above
     "split_bytes",              # the final response written byte by byte, gap_s between bytes
     "glued",                    # receipt, intermediate messages and the response in one single write
     "duplicate_response",       # the final response written twice
@@ -66,6 +66,7 @@ class Fault(msgspec.Struct, kw_only=True):
     amount: int | None = None
     noise: str = '\x00\x7fruido{"JsonSerialized":"{\\"FunctionCode\\":100,\\"Resp'
     then_real: bool = True
+    receipt: bool = True            # False: the terminal never confirms this sale (late_answer: "silence then answer")
     size: int = 2_000_000
     seed: int | None = None
     rate: float = 0.3
@@ -100,6 +101,10 @@ class _Link:
     async def close(self) -> None:
         self.closed = True
 
+    async def drop(self) -> None:
+        """The cable is pulled."""
+        await self.close()
+
 
 class _TcpLink(_Link):
     def __init__(self, writer: asyncio.StreamWriter) -> None:
@@ -121,12 +126,13 @@ class _TcpLink(_Link):
 
 
 class _PtyLink(_Link):
-    def __init__(self, master_fd: int) -> None:
+    def __init__(self, master_fd: int, unplug) -> None:
         self.fd = master_fd
+        self._unplug = unplug
 
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
-        while view:
+        while view and not self.closed:
             try:
                 n = os.write(self.fd, view)
             except BlockingIOError:
@@ -137,7 +143,11 @@ class _PtyLink(_Link):
             view = view[n:]
 
     async def close(self) -> None:
-        pass   # a serial cable cannot be "closed" by the terminal: it simply goes silent
+        pass   # a serial line is not closed after a response: the terminal simply goes quiet
+
+    async def drop(self) -> None:
+        self.closed = True
+        self._unplug()
 
 
 class Simulator:
@@ -165,6 +175,7 @@ class Simulator:
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Task] = set()
         self._pty: tuple[int, int] | None = None
+        self._pty_link: _PtyLink | None = None
         self.tcp_address: tuple[str, int] | None = None
         self.control_address: tuple[str, int] | None = None
         self.pty_path: str | None = None
@@ -212,7 +223,8 @@ class Simulator:
         os.set_blocking(master, False)
         self._pty = (master, slave)   # we keep the slave open so the pty never hangs up between clients
         self.pty_path = os.ttyname(slave)
-        link = _PtyLink(master)
+        link = _PtyLink(master, self.unplug_pty)
+        self._pty_link = link
         reader = StreamReader()
         loop = asyncio.get_running_loop()
 
@@ -252,12 +264,17 @@ class Simulator:
             except (TimeoutError, Exception):
                 pass
         self._servers.clear()
+        self.unplug_pty()
+
+    def unplug_pty(self) -> None:
+        """The USB cable is pulled: the device disappears (a new ``start_pty()`` plugs it back)."""
         if self._pty:
             master, slave = self._pty
+            self._pty = None
+            self._pty_link.closed = True
             asyncio.get_running_loop().remove_reader(master)
             os.close(master)
             os.close(slave)
-            self._pty = None
 
     def command_codes(self) -> list[int]:
         return [int(c["Command"]) for c in self.commands]
@@ -350,8 +367,8 @@ class Simulator:
         if fault and fault.kind == "no_receipt":
             log.info("simulador: falla no_receipt, la venta %s se ignora", request.get("TicketNumber"))
             return
-        glued = bool(fault and fault.kind == "glued")
-        if not glued:
+        quiet = bool(fault and (fault.kind == "glued" or not fault.receipt))
+        if not quiet:
             await self._send(link, RECEIVED)
         async with self._busy:
             if command == Command.SALE:
@@ -420,7 +437,7 @@ class Simulator:
             if kind == "receipt_then_silence":
                 return
             if kind == "disconnect_after_receipt":
-                await link.close()
+                await link.drop()
                 return
             if kind == "unterminated":
                 await link.write(b'{"JsonSerialized":"' + b"A" * fault.size)
