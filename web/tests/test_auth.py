@@ -1,0 +1,95 @@
+"""Login, logout, rate limit, sessions (shared store, cookie flags), CSRF, role guards."""
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from caja_core.plugins import make_plugin_manager
+
+from caja_web.app import create_app
+from caja_web.auth import LoginLimiter
+
+from webkit import text_of
+
+
+async def test_staff_login_redirects_by_role_and_sets_safe_cookie(client, setup):
+    r = await client.post("/login", {"venue_id": setup.venue_id, "username": "admin", "password": "clave-segura-123"})
+    assert r.status_code == 303 and r.headers["location"] == "/admin/"
+    cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("caja_session="))
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" not in cookie
+
+
+async def test_wrong_password_is_a_spanish_error_not_a_crash(client, setup):
+    r = await client.post("/login", {"venue_id": setup.venue_id, "username": "admin", "password": "nope"})
+    assert r.status_code == 401 and "Usuario o clave incorrectos" in r.text and 'value="admin"' in r.text
+
+
+async def test_cashier_logs_in_with_pin_keypad(client, setup):
+    page = await client.get(f"/login/pin/{setup.cashier_id}")
+    assert 'data-keypad-for="pin"' in page.text and "Cajera" in page.text
+    r = await client.post("/login/pin", {"venue_id": setup.venue_id, "user_id": setup.cashier_id, "pin": "0000"})
+    assert r.status_code == 401 and "Usuario o clave incorrectos" in r.text
+    r = await client.post("/login/pin", {"venue_id": setup.venue_id, "user_id": setup.cashier_id, "pin": "1234"})
+    assert r.status_code == 303 and r.headers["location"] == "/caja/"
+
+
+async def test_login_is_rate_limited(client, app, setup):
+    app.state.login_limiter = LoginLimiter(max_attempts=3, window_s=60)
+    for _ in range(3):
+        await client.post("/login", {"venue_id": setup.venue_id, "username": "super", "password": "x"})
+    r = await client.post("/login", {"venue_id": setup.venue_id, "username": "super", "password": "clave-segura-123"})
+    assert r.status_code == 429 and "Demasiados intentos" in r.text
+
+
+async def test_logout_ends_the_session(admin):
+    assert (await admin.get("/admin/")).status_code == 200
+    r = await admin.post("/logout")
+    assert r.status_code == 303
+    r = await admin.get("/admin/", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+
+
+async def test_anonymous_htmx_request_is_sent_to_login(client):
+    r = await client.get("/caja/venta", htmx=True)
+    assert r.headers.get("hx-redirect") == "/login"
+
+
+async def test_post_without_csrf_token_is_refused(admin):
+    r = await admin.post("/jornada/abrir", csrf=False)
+    assert r.status_code == 403 and "El formulario expiró" in r.text
+
+
+async def test_sessions_live_in_the_database_and_are_shared_by_instances(admin, settings, sqlite_db, fakes):
+    from conftest import ProvidersPlugin
+    other = create_app(settings, db=sqlite_db, pm=make_plugin_manager(ProvidersPlugin(*fakes), load_entrypoints=False))
+    async with AsyncTestClient(app=other) as second:
+        second.cookies.set("caja_session", admin.client.cookies.get("caja_session"))
+        r = await second.get("/admin/", follow_redirects=False)
+    assert r.status_code == 200 and "Administración" in r.text
+
+
+@pytest.mark.parametrize("path", ["/admin/", "/admin/cajas/", "/admin/cajas/crear", "/admin/productos",
+                                  "/admin/usuarios", "/admin/celulares", "/admin/salud", "/jornada",
+                                  "/admin/cajas/reportes"])
+async def test_cashier_gets_403_outside_the_pos(cashier, path):
+    r = await cashier.get(path)
+    assert r.status_code == 403 and "Acceso denegado" in r.text and "Traceback" not in r.text
+
+
+@pytest.mark.parametrize("path", ["/admin/", "/admin/cajas/", "/admin/cajas/1/editar", "/admin/usuarios"])
+async def test_supervisor_gets_403_on_admin_pages(supervisor, path):
+    assert (await supervisor.get(path)).status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/admin/cajas/reportes", "/jornada", "/caja/"])
+async def test_supervisor_reaches_reports_jornada_and_pos(supervisor, path):
+    assert (await supervisor.get(path)).status_code == 200
+
+
+async def test_supervisor_cannot_post_admin_forms(supervisor):
+    r = await supervisor.post("/admin/cajas/crear", {"code": "X", "name": "X"})
+    assert r.status_code == 403
+
+
+async def test_unknown_page_is_a_spanish_404(admin):
+    r = await admin.get("/no/existe")
+    assert r.status_code == 404 and "No encontrado" in text_of(r.text)
