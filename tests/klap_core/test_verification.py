@@ -11,6 +11,7 @@ from caja_core.audit import service as audit
 from caja_core.clock import to_local, utcnow
 from caja_core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from caja_core.payments.models import PaymentAttempt
+from caja_core.reports.service import jornada_report
 from caja_core.payments.verification import (apply_klap_report, dispute_attempt, list_manual_attempts,
                                              parse_klap_report, verify_attempt_by_hand)
 
@@ -69,6 +70,9 @@ async def test_matched_attempts_are_verified_and_the_rest_become_jornada_inciden
     by_kind = {i.kind: i for i in incidents}
     assert by_kind["klap_unmatched_attempt"].attempt_id == agua
     assert "$9.900" in by_kind["klap_unmatched_report_row"].description
+    async with db.reader() as s:
+        z = await jornada_report(s, setup.venue_id, setup.jornada_id)
+    assert sorted(i.kind for i in z.incidents) == ["klap_unmatched_attempt", "klap_unmatched_report_row"]
     async with db.reader() as s:
         listed = {a.id: a for a in await list_manual_attempts(s, setup.venue_id, setup.jornada_id)}
     assert listed[piscola].verified_at is not None and "fila 2" in listed[piscola].verification_note

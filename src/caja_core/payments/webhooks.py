@@ -111,7 +111,8 @@ async def _process(db: Database, registry: ProviderRegistry, provider_id: str, h
             existing = await _existing(s, provider_id, notice.external_id)
         if existing is not None:
             return _reply_for_repeat(existing)
-        raise
+        log.exception("Webhook %s: conflicto al guardar la orden %s", provider_id, notice.external_id)
+        return _rejected(500, "Error interno; reintente.")
     except Exception:
         log.exception("Webhook %s: error al procesar la orden %s", provider_id, notice.external_id)
         return _rejected(500, "Error interno; reintente.")
