@@ -16,13 +16,14 @@ import math
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics, generate_latest)
 from sqlalchemy import func, select
 
 from ..clock import utcnow
 from ..db.engine import Database
 
+disable_created_metrics()  # no ``*_created`` series: they double the exposition for nothing we alert on
 REGISTRY = CollectorRegistry(auto_describe=True)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -283,10 +284,8 @@ def metric_names() -> set[str]:
     for metric in REGISTRY.collect():
         if metric.type == "counter":
             names.add(f"{metric.name}_total")
-            names.add(f"{metric.name}_created")
         elif metric.type == "histogram":
-            names.update({f"{metric.name}_bucket", f"{metric.name}_sum", f"{metric.name}_count",
-                          f"{metric.name}_created"})
+            names.update({f"{metric.name}_bucket", f"{metric.name}_sum", f"{metric.name}_count"})
         else:
             names.add(metric.name)
     return names

@@ -1,0 +1,1 @@
+"""Operations endpoints: /health, /health/live, /metrics, /metrics/prometheus and the admin backups page."""
