@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
+from caja_core.errors import ValidationFailed
 from caja_core.providers import CardData, OutcomeKind
 from caja_getnet.provider import GetnetSettings
 from caja_getnet.simulator import Fault, Simulator
@@ -368,3 +371,27 @@ async def test_silence_then_a_late_answer_reconciles_to_the_real_outcome(make_re
     # no receipt in time: the provider asked the terminal (LastVoucher), which answered once the sale finished
     assert outcome.kind is OutcomeKind.APPROVED and outcome.amount == 2700
     assert sim.command_codes() == [100, 101]
+
+
+async def test_malformed_ticket_or_amount_never_reaches_the_terminal(make_request, sim, provider, tcp_settings, ctx,
+                                                                     progress):
+    for bad in (make_request(ticket='T1"|<b>'), make_request(ticket="T\x071"), make_request(amount=0),
+                make_request(amount=100_000_000)):
+        with pytest.raises(ValidationFailed):
+            await provider.charge(bad, tcp_settings, ctx, progress)
+    assert sim.commands == []
+
+
+async def test_health_during_a_sale_does_not_wait_for_the_customer(make_request, fast, provider, ctx, progress):
+    sim = Simulator(step_delay_s=0.3)
+    host, port = await sim.start_tcp()
+    try:
+        settings = GetnetSettings(host=host, port=port, **fast)
+        charge = asyncio.create_task(provider.charge(make_request(), settings, ctx, progress))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        health = await provider.health(settings, ctx)
+        assert health.kind is OutcomeKind.APPROVED and time.monotonic() - started < 0.1
+        assert (await charge).kind is OutcomeKind.APPROVED
+    finally:
+        await sim.stop()

@@ -59,6 +59,11 @@ class GetnetClient:
         self._lock = asyncio.Lock()
         self._active: _Active | None = None
 
+    @property
+    def busy(self) -> bool:
+        """A command is in flight on this terminal."""
+        return self._lock.locked()
+
     # --- the exchange ---------------------------------------------------------------------------------
     async def exchange(self, command: dict[str, Any], *, accept: AcceptFn | None = None,
                        progress: ProgressFn | None = None, deadline_s: float | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,10 @@ from .protocol import (Command, Deadlines, Response, decline_text, mask_response
 from .transport import TerminalUnavailable, make_transport
 
 log = logging.getLogger("caja.getnet")
+
+TICKET_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,20}$")
+EMPLOYEE_PATTERN = re.compile(r"^[0-9A-Za-z_-]{1,20}$")
+MAX_AMOUNT = 99_999_999
 
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=600)]
 
@@ -197,8 +202,16 @@ class GetnetProvider:
     # --- PaymentProvider ---------------------------------------------------------------------------------
     async def charge(self, request: ChargeRequest, settings: GetnetSettings, ctx: ProviderContext,
                      progress: ProgressCallback) -> Outcome:
-        command = sale_command(amount=request.amount, ticket=request.ticket,
-                               employee_id=request.employee_id or settings.employee_id,
+        # Nothing malformed ever reaches the terminal (it prints the ticket on the voucher).
+        if not TICKET_PATTERN.match(request.ticket):
+            raise ValidationFailed("Número de ticket inválido para GETNET (letras, dígitos y guiones, hasta 20).",
+                                   code="getnet.ticket_invalid")
+        if isinstance(request.amount, bool) or not isinstance(request.amount, int) or not (
+                self.min_amount <= request.amount <= MAX_AMOUNT):
+            raise ValidationFailed("Monto inválido para GETNET.", code="getnet.amount_invalid")
+        employee = request.employee_id if request.employee_id and EMPLOYEE_PATTERN.match(request.employee_id) \
+            else settings.employee_id
+        command = sale_command(amount=request.amount, ticket=request.ticket, employee_id=employee,
                                print_on_pos=settings.print_on_pos, send_message=settings.send_messages)
 
         def accept(data: dict[str, Any]) -> bool:
@@ -294,6 +307,8 @@ class GetnetProvider:
         return self._simple_outcome(data, request, ok_message="Anulación aprobada")
 
     async def health(self, settings: GetnetSettings, ctx: ProviderContext) -> Outcome:
+        if settings.connection != "agent" and self.client_for(settings).busy:
+            return Outcome(kind=OutcomeKind.APPROVED, message="Terminal conectado (venta en curso)")
         try:
             data = await self._run(simple_command(Command.POLL), settings, ctx)
         except (TerminalUnavailable, NoReceipt) as exc:
