@@ -147,6 +147,7 @@ class PaymentOrchestrator:
         self._tasks: set[asyncio.Task] = set()
         self._worker: asyncio.Task | None = None
         self._running = False
+        self._wake = asyncio.Event()
         self._audit_listener_enabled = audit_listener
         self._audit: Any = None
         self._reconciling: set[int] = set()
@@ -172,6 +173,11 @@ class PaymentOrchestrator:
 
     async def stop(self) -> None:
         self._running = False
+        self._wake.set()
+        if self._worker is not None:
+            # Let the worker finish its pass (a pass cut in the middle could leave a write lock behind).
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._worker), self.status_timeout_s + 1)
         tasks = [t for t in [self._worker, *self._tasks] if t is not None]
         for task in tasks:
             task.cancel()
@@ -1139,7 +1145,10 @@ class PaymentOrchestrator:
 
     async def _worker_loop(self) -> None:
         while self._running:
-            await asyncio.sleep(self.worker_interval_s)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.worker_interval_s)
+            if not self._running:
+                return
             try:
                 await self.run_once()
             except asyncio.CancelledError:
