@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import serial
 
 from caja_core.providers import OutcomeKind
 from caja_getnet.provider import GetnetSettings
-from caja_getnet.simulator import Fault
+from caja_getnet.simulator import Fault, Simulator
 
 
 async def test_sale_over_serial_is_approved_with_progress(make_request, pty_sim, provider, serial_settings, ctx,
@@ -75,3 +77,21 @@ async def test_case12_unplugged_after_receipt_over_serial_is_in_doubt_and_reconc
     settings = GetnetSettings(connection="serial", serial_path=new_path, **fast)
     status = await provider.status(request, settings, ctx)
     assert status.kind is OutcomeKind.APPROVED and status.amount == 7000
+
+
+async def test_cancel_sale_reaches_a_sale_in_flight_on_the_exclusive_serial_port(make_request, fast, provider, ctx,
+                                                                                 progress):
+    sim = Simulator(step_delay_s=0.3)
+    path = await sim.start_pty()
+    try:
+        settings = GetnetSettings(connection="serial", serial_path=path, **fast)
+        request = make_request()
+        charge = asyncio.create_task(provider.charge(request, settings, ctx, progress))
+        await asyncio.sleep(0.35)
+        cancelled = await provider.cancel(request, settings, ctx)
+        assert cancelled.kind is OutcomeKind.APPROVED and cancelled.message == "Venta cancelada"
+        outcome = await charge
+        assert outcome.kind is OutcomeKind.DECLINED and outcome.code == "2"
+        assert sim.tickets() == {}
+    finally:
+        await sim.stop()

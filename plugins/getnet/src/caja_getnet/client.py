@@ -45,6 +45,8 @@ class _Active:
     def __init__(self, connection: Connection, command: int) -> None:
         self.connection = connection
         self.command = command
+        # the terminal's answer to a CancelSale written on this connection (None: the exchange ended first)
+        self.cancel_answer: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
 
 
 class GetnetClient:
@@ -79,7 +81,7 @@ class GetnetClient:
                 return fc is None or fc == code
         deadline_s = self.deadlines.for_command(code) if deadline_s is None else deadline_s
         connection = await self.transport.open()
-        self._active = _Active(connection, code)
+        active = self._active = _Active(connection, code)
         reader = StreamReader(self.max_message_bytes)
         started = monotonic()
         deadline = started + deadline_s
@@ -127,6 +129,9 @@ class GetnetClient:
                         if accept(message.data):
                             log.info("getnet: respuesta final %s", mask_response(message.data))
                             return message.data
+                        if message.function_code == Command.CANCEL_SALE and not active.cancel_answer.done():
+                            active.cancel_answer.set_result(message.data)
+                            continue
                         ignored += 1
                         log.warning("getnet: respuesta ignorada (no corresponde al comando %s): %s", code,
                                     mask_response(message.data))
@@ -140,6 +145,8 @@ class GetnetClient:
                     reader.dropped_bytes = 0
         finally:
             self._active = None
+            if not active.cancel_answer.done():
+                active.cancel_answer.set_result(None)
             await connection.close()
 
     @staticmethod
@@ -189,18 +196,22 @@ class GetnetClient:
         return await self.exchange(simple_command(Command.PARAMETER_REPORT))
 
     async def cancel_sale(self) -> dict[str, Any]:
-        """CancelSale. If a sale is in flight on this client, the command goes on the sale's own connection
-        and the sale's final response (usually a decline) is what tells the outcome; this returns once the
-        sale's exchange has ended or after the short deadline."""
+        """CancelSale. If a sale is in flight on this client, the command goes on the sale's own connection (a
+        serial port has only one) and this returns the terminal's answer to it, read by the sale's exchange; the
+        sale's own final response (usually a decline) still tells what happened to the sale."""
         active = self._active
         if active is not None and active.command == Command.SALE:
-            await active.connection.write(encode_envelope(simple_command(Command.CANCEL_SALE)))
+            try:
+                await active.connection.write(encode_envelope(simple_command(Command.CANCEL_SALE)))
+            except (ConnectionError, OSError) as exc:
+                raise NoReceipt(f"No se pudo enviar CancelSale: {exc}") from exc
             log.info("getnet: CancelSale enviado sobre la venta en curso")
             try:
-                await asyncio.wait_for(self._lock.acquire(), self.deadlines.short_s)
+                answer = await asyncio.wait_for(asyncio.shield(active.cancel_answer), self.deadlines.short_s)
             except TimeoutError as exc:
-                raise InDoubt("La venta en curso no terminó tras CancelSale.") from exc
-            self._lock.release()
-            return {"FunctionCode": int(Command.CANCEL_SALE), "ResponseCode": 0,
-                    "ResponseMessage": "CancelSale enviado durante la venta"}
+                raise InDoubt("El terminal no respondió a CancelSale.") from exc
+            if answer is None:   # the sale ended first: nothing left to cancel
+                return {"FunctionCode": int(Command.CANCEL_SALE), "ResponseCode": 0,
+                        "ResponseMessage": "La venta terminó antes de cancelar"}
+            return answer
         return await self.exchange(simple_command(Command.CANCEL_SALE))
