@@ -74,11 +74,11 @@ async def receive_webhook(db: Database, registry: ProviderRegistry, provider_id:
     """Handle one webhook delivery; never raises for bad input (answers 4xx instead)."""
     headers = {str(k).lower(): str(v) for k, v in headers.items()}
     task = asyncio.create_task(_process(db, registry, provider_id, headers, body))
+    _pending.add(task)   # kept until done, even if the caller goes away
+    task.add_done_callback(_pending.discard)
     try:
         return await asyncio.wait_for(asyncio.shield(task), reply_within_s)
     except TimeoutError:
-        _pending.add(task)
-        task.add_done_callback(_pending.discard)
         log.warning("Webhook %s: la base de datos está lenta; se respondió antes de aplicar la notificación "
                     "(se aplicará al responder la base de datos).", provider_id)
         return _ok(202)
