@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "caja_core.default_plugins.cash",
     "caja_core.default_plugins.selection",
     "caja_core.default_plugins.fallback_rules",
+    "caja_core.ops.payment_metrics",
 )
 
 

@@ -34,21 +34,27 @@ ATTEMPT_ID: ContextVar[int | None] = ContextVar("caja_attempt_id", default=None)
 _CONTEXT = {"request_id": REQUEST_ID, "venue_id": VENUE_ID, "register_id": REGISTER_ID, "attempt_id": ATTEMPT_ID}
 
 MASK = "***"
-SENSITIVE_KEYS = (
+#: Card fields, masked whatever their value looks like.
+CARD_KEYS = (
     "cvv", "cvv2", "cvc", "cvc2", "cid", "pin", "pin_block", "pinblock", "track", "track1", "track2",
-    "track_data", "pan", "card_number", "cardnumber", "numero_tarjeta", "password", "passwd", "contrasena",
-    "contraseña", "secret", "secret_key", "client_secret", "token", "agent_token", "metrics_token",
-    "access_token", "api_key", "apikey", "x_api_key", "authorization", "cookie", "set_cookie",
+    "track_data", "pan", "card_number", "cardnumber", "numero_tarjeta",
 )
-_KEY_ALT = "|".join(sorted((re.escape(k) for k in SENSITIVE_KEYS), key=len, reverse=True))
-# key = value / key: value / "key": "value" / 'key': 'value'  (value quoted or up to a separator)
+#: Secret fields: any key ending in one of these (``webhook_secret``, ``agentToken``, ``db_password``…).
+SECRET_SUFFIXES = (
+    "secret", "password", "passwd", "contrasena", "contraseña", "token", "api_key", "apikey", "authorization",
+    "cookie", "credentials",
+)
+SENSITIVE_KEYS = CARD_KEYS + SECRET_SUFFIXES
+_CARD_ALT = "|".join(sorted((re.escape(k) for k in CARD_KEYS), key=len, reverse=True))
+_SECRET_ALT = "|".join(sorted((re.escape(k) for k in SECRET_SUFFIXES), key=len, reverse=True))
+_KEY_ALT = rf"(?:{_CARD_ALT})|\w*?(?:{_SECRET_ALT})"
 # (quotes may come escaped, as in JSON logged inside JSON)
 _KV = re.compile(
     rf"""(?P<key>\\*["']?\b(?:{_KEY_ALT})\b\\*["']?)(?P<sep>\s*[=:]\s*)"""
     r"""(?:(?P<q>\\*["'])(?P<quoted>.*?)(?P=q)|(?P<bare>[^\s,;&}\])"'\\]+))""",
     re.IGNORECASE,
 )
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _URL_PASSWORD = re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s/]+)(?P<at>@)", re.IGNORECASE)
 _TRACK1 = re.compile(r"%?B\d{12,19}\^[^^\n]{0,60}\^[^?\s]{0,80}\??")
 _TRACK2 = re.compile(r";?\d{12,19}=\d{4,40}\??")
@@ -124,7 +130,8 @@ class Redactor:
 
 
 def _is_sensitive_key(key: str) -> bool:
-    return key.lower().replace("-", "_") in SENSITIVE_KEYS
+    key = key.lower().replace("-", "_")
+    return key in CARD_KEYS or key.endswith(SECRET_SUFFIXES)
 
 
 #: The process-wide redactor; ``configure_logging`` adds the configured secrets to it.
