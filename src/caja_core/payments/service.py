@@ -32,6 +32,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingErr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..clock import SYSTEM_CLOCK, Clock
+from ..db import models as _all_models  # noqa: F401 - every mapped table, for foreign keys
 from ..errors import Busy, Conflict, Forbidden, NotFound, ValidationFailed
 from ..fallback.engine import collect_rules, decide
 from ..fallback.policy import FallbackPolicy

@@ -1,0 +1,127 @@
+"""PAYMENTS.md §4, crashes: the app is a real process killed with SIGKILL at the named point and restarted
+(cases 19, 20, 22). The terminal's truth is a file-backed ledger that survives the kill."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from caja_core.payments.models import PaymentAttempt
+from caja_core.sales.models import Sale
+from caja_core.testing.fake import Ledger
+
+from .conftest import build_env
+
+RUNNER = Path(__file__).with_name("crash_runner.py")
+
+
+class Crash:
+    def __init__(self, env, ledger: Path) -> None:
+        self.env, self.ledger = env, ledger
+
+    async def run(self, mode: str, *sales: int, charge: list[dict] | None = None,
+                  kill_before_approved_commit: bool = False, close_batch: bool = False) -> tuple[int, dict]:
+        url = self.env.db.url.render_as_string(hide_password=False) if hasattr(self.env.db.url, "render_as_string") \
+            else str(self.env.db.url)
+        cmd = [sys.executable, str(RUNNER), "--url", url, "--ledger", str(self.ledger),
+               "--venue", str(self.env.venue_id), "--user", str(self.env.setup.cashier_id),
+               "--charge", json.dumps(charge or [])]
+        if kill_before_approved_commit:
+            cmd.append("--kill-before-approved-commit")
+        if close_batch:
+            cmd.append("--close-batch")
+        cmd += [mode, *map(str, sales)]
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        if proc.returncode not in (0, -signal.SIGKILL):
+            raise AssertionError(f"runner failed ({proc.returncode}): {err.decode()[-2000:]}")
+        return proc.returncode, (json.loads(out.decode().strip().splitlines()[-1]) if proc.returncode == 0 else {})
+
+    def ledger_now(self) -> Ledger:
+        return Ledger(self.ledger)
+
+
+@pytest.fixture
+async def crash(any_db, tmp_path):
+    env = await build_env(any_db)
+    return Crash(env, tmp_path / "terminal-ledger.json")
+
+
+async def _attempts(env, sale_id):
+    return await env.attempts(sale_id)
+
+
+@pytest.mark.parametrize("charged", [True, False], ids=["terminal-charged", "terminal-never-charged"])
+async def test_19_kill_after_request_written_before_receipt(crash, charged):
+    env = crash.env
+    sale_id = await env.sale(15000)
+    rc, _ = await crash.run("pay", sale_id, charge=[{"crash_at": "after_send", "charged": charged}])
+    assert rc == -signal.SIGKILL
+    (attempt,) = await env.attempts(sale_id)
+    assert attempt.state == "sending"                     # the write-ahead row is what the restart finds
+    rc, out = await crash.run("recover", sale_id)
+    assert rc == 0
+    progress = out[str(sale_id)]
+    (attempt,) = await env.attempts(sale_id)
+    ledger = crash.ledger_now()
+    if charged:
+        assert progress["paid"] and attempt.state == "approved" and attempt.classification == "reconciled"
+        assert ledger.charges == {attempt.ticket: 15000}
+    else:
+        assert not progress["paid"] and attempt.state == "failed_not_sent"
+        # Paying again sends a new ticket, charged once.
+        rc, out = await crash.run("pay", sale_id)
+        assert out[str(sale_id)]["paid"]
+        first, second = await env.attempts(sale_id)
+        assert second.ticket != first.ticket and crash.ledger_now().charges == {second.ticket: 15000}
+    assert len(crash.ledger_now().charges) == 1           # never a duplicate charge
+    assert (await env.sale_row(sale_id)).status == "paid" or not charged
+
+
+async def test_20_kill_after_approval_arrives_before_commit(crash):
+    env = crash.env
+    sale_id = await env.sale(22000)
+    rc, _ = await crash.run("pay", sale_id, kill_before_approved_commit=True)
+    assert rc == -signal.SIGKILL
+    (attempt,) = await env.attempts(sale_id)
+    assert attempt.state in ("sending", "awaiting") and (await env.sale_row(sale_id)).status == "pending_payment"
+    assert crash.ledger_now().charges == {attempt.ticket: 22000}
+    rc, out = await crash.run("recover", sale_id)
+    assert rc == 0 and out[str(sale_id)]["paid"]
+    rc, out = await crash.run("recover", sale_id)          # a second restart changes nothing
+    (attempt,) = await env.attempts(sale_id)
+    assert attempt.state == "approved"
+    async with env.db.reader() as s:
+        sale = (await s.execute(select(Sale).where(Sale.id == sale_id))).scalar_one()
+        from caja_core.sessions.models import CashSession
+
+        session = await s.get(CashSession, sale.session_id)
+    assert sale.status == "paid" and session.card_sales_total == 22000 and session.primary_count == 1
+    assert len(crash.ledger_now().charges) == 1
+
+
+async def test_22_ticket_counter_survives_restarts_and_batch_close(crash):
+    env = crash.env
+    sales = [await env.sale(1000 + n) for n in range(4)]
+    rc, out = await crash.run("pay", sales[0])
+    assert rc == 0 and out[str(sales[0])]["paid"]
+    # Killed before the request reached the terminal: the ticket was committed and is never handed out again.
+    rc, _ = await crash.run("pay", sales[1], charge=[{"crash_at": "before_send"}])
+    assert rc == -signal.SIGKILL
+    rc, out = await crash.run("pay", sales[1])
+    assert out[str(sales[1])]["paid"]
+    rc, out = await crash.run("pay", sales[2], close_batch=True)
+    assert out[str(sales[2])]["paid"]
+    rc, out = await crash.run("pay", sales[3])
+    async with env.db.reader() as s:
+        tickets = [int(t) for t in (await s.execute(select(PaymentAttempt.ticket)
+                                                   .order_by(PaymentAttempt.id))).scalars()]
+    assert tickets == sorted(tickets) and len(set(tickets)) == len(tickets) == 5
+    assert len(crash.ledger_now().charges) == 4 and set(crash.ledger_now().charges) <= {str(t) for t in tickets}
