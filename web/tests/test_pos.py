@@ -150,6 +150,15 @@ async def test_reload_resumes_pending_sale(cashier, setup):
     assert f"Cobrar venta #{sale_id}" in r.text and "<html" in r.text
 
 
+async def test_cart_is_locked_while_a_sale_is_being_charged(cashier, setup):
+    await open_session(cashier, setup)
+    sale_id, _ = await checkout(cashier, setup, "Cerveza")
+    r = await cashier.post("/caja/venta/item", {"product_id": setup.products["Agua"]}, htmx=True)
+    assert r.headers["hx-redirect"] == f"/caja/venta/{sale_id}"
+    page = await cashier.get(f"/caja/venta/{sale_id}")
+    assert "$3.500" in page.text and "Cobrar venta" in page.text
+
+
 async def test_cancel_sale_needs_reason(cashier, setup):
     await open_session(cashier, setup)
     sale_id, _ = await checkout(cashier, setup, "Cerveza")

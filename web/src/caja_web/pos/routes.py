@@ -113,6 +113,21 @@ async def screen_context(web: Web, state: PosState) -> dict:
             "products": await web.call(catalog.list_products, web.venue_id, register_id=register.id)}
 
 
+async def require_cart(web: Web) -> PosState:
+    """Like ``require_session``, and the cart is editable: no sale of this browser is being charged."""
+    state = await require_session(web)
+    if state.sale_id is not None:
+        raise SaleInProgress(state.sale_id)
+    return state
+
+
+class SaleInProgress(Conflict):
+    def __init__(self, sale_id: int) -> None:
+        super().__init__("Hay una venta en cobro: termínela o anúlela antes de modificar el carro.",
+                         code="pos.sale_in_progress")
+        self.sale_id = sale_id
+
+
 async def require_session(web: Web) -> PosState:
     """The POS state of this browser, with an open session (else a clear Spanish refusal)."""
     state = pos_state(web)
@@ -181,7 +196,7 @@ async def cart_response(web: Web, state: PosState) -> Template:
 @post("/venta/item")
 async def add_item(request: Request, data: AddItem = FORM) -> Template:
     web = Web(request)
-    state = await require_session(web)
+    state = await require_cart(web)
     product = await web.call(catalog.get_product, web.venue_id, data.product_id)
     state.add(Line(product_id=product.id, name=product.name, unit_price=product.price,
                    quantity=max(1, min(data.quantity, carts.MAX_QUANTITY))))
@@ -191,7 +206,7 @@ async def add_item(request: Request, data: AddItem = FORM) -> Template:
 @post("/venta/libre")
 async def add_free_line(request: Request, data: FreeLine = FORM) -> Template:
     web = Web(request)
-    state = await require_session(web)
+    state = await require_cart(web)
     async with web.form("pos/_cart.html", {"state": state}, form=msgspec.to_builtins(data), free_open=True):
         amount = parse_amount(data.amount, field="amount", label="El monto libre")
         if len(data.reason.strip()) < 3:
@@ -204,7 +219,7 @@ async def add_free_line(request: Request, data: FreeLine = FORM) -> Template:
 @post("/venta/linea")
 async def change_line(request: Request, data: LineChange = FORM) -> Template:
     web = Web(request)
-    state = await require_session(web)
+    state = await require_cart(web)
     state.change_quantity(data.index, data.delta)
     return await cart_response(web, state)
 
@@ -212,7 +227,7 @@ async def change_line(request: Request, data: LineChange = FORM) -> Template:
 @post("/venta/vaciar")
 async def clear_cart(request: Request) -> Template:
     web = Web(request)
-    state = await require_session(web)
+    state = await require_cart(web)
     state.next_sale()
     return await cart_response(web, state)
 
@@ -437,7 +452,13 @@ async def approve_close(request: Request, data: ApproveForm = FORM) -> Template:
     return await web.page("pos/close_result.html", result=result, state=state)
 
 
-router = Router(path="/caja", guards=[requires(*CASHIER)], include_in_schema=False, route_handlers=[
+def show_sale_in_progress(request: Request, exc: SaleInProgress) -> Response:
+    """A cart action while a sale is being charged: back to that sale's screen, nothing changes."""
+    return Web(request).redirect(f"/caja/venta/{exc.sale_id}")
+
+
+router = Router(path="/caja", guards=[requires(*CASHIER)], include_in_schema=False,
+                exception_handlers={SaleInProgress: show_sale_in_progress}, route_handlers=[
     pos_home, resume_session, open_page, open_session, sale_screen, add_item, add_free_line, change_line,
     clear_cart, checkout, sale_page, payment_progress, pay_cash, pay_card, cancel_payment, start_backup,
     confirm_backup, override_backup, cancel_sale, next_sale, movements_page, add_movement, incidents_page,
