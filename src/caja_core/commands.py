@@ -42,7 +42,7 @@ def check_config() -> None:
     redact = Redactor([settings.secret_key, settings.metrics_token or ""])
     for key in VARIABLES:
         value = getattr(settings, key[len("CAJA_"):].lower(), None)
-        if key in ("CAJA_SECRET_KEY", "CAJA_METRICS_TOKEN"):
+        if "SECRET" in key or "TOKEN" in key:
             value = "(definida)" if value else "(no definida)"
         elif key in shown:
             value = redact(str(value)) if value else "(no definida)"
@@ -284,6 +284,36 @@ def backup_prune(backup_dir: str | None) -> None:
         click.echo(f"  {backup_id}")
 
 
+# ------------------------------------------------------------------------------------------- worker
+
+@cli.command("worker")
+@click.option("--check-every", default=60.0, show_default=True, help="Segundos entre revisiones.")
+def worker(check_every: float) -> None:
+    """Proceso de fondo: respaldos programados (cada CAJA_BACKUP_INTERVAL_HOURS), verificación y retención."""
+    import signal
+
+    from .ops.backups import BackupScheduler
+    from .ops.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings)
+    if settings.backup_interval_hours <= 0:
+        raise click.ClickException("CAJA_BACKUP_INTERVAL_HOURS=0: los respaldos programados están desactivados.")
+    scheduler = BackupScheduler.from_settings(settings, check_every_s=check_every)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await scheduler.start()
+        click.echo(f"caja worker: respaldos cada {settings.backup_interval_hours} h en {settings.backup_dir}.")
+        await stop.wait()
+        await scheduler.stop()
+
+    asyncio.run(run())
+
+
 # ------------------------------------------------------------------------------------ venue / user
 
 async def _in_session(url: str, fn):
@@ -349,3 +379,44 @@ def user_create(venue_slug: str | None, username: str, display_name: str, role: 
 
     venue_out, out = asyncio.run(_in_session(settings.database_url, run))
     click.echo(f"Usuario creado: {out.username} ({out.role_label}) en {venue_out.name}.")
+
+
+# ---------------------------------------------------------------------------------------- registers
+
+@cli.group("register")
+def register_group() -> None:
+    """Cajas."""
+
+
+@register_group.command("rotate-agent-token")
+@click.argument("code")
+@click.option("--venue", "venue_slug", default=None, help="Local (slug); por defecto el único que hay.")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="Escribir el token nuevo en este archivo (permisos 600) en vez de mostrarlo.")
+def rotate_agent_token(code: str, venue_slug: str | None, token_file: str | None) -> None:
+    """Genera un token nuevo para el agente de la caja CODE (el anterior deja de servir)."""
+    import os
+
+    from .errors import NotFound
+    from .registers.service import list_registers, rotate_agent_token as rotate
+    from .venues.service import first_venue, get_venue_by_slug
+
+    settings = _settings()
+
+    async def run(s):
+        venue = await get_venue_by_slug(s, venue_slug) if venue_slug else await first_venue(s)
+        if venue is None:
+            raise NotFound("No hay ningún local.", code="venue.not_found")
+        found = [r for r in await list_registers(s, venue.id) if r.code.lower() == code.lower()]
+        if not found:
+            raise NotFound(f"No existe la caja {code!r} en {venue.name}.", code="register.not_found")
+        return await rotate(s, venue_id=venue.id, register_id=found[0].id, actor_id=None)
+
+    token = asyncio.run(_in_session(settings.database_url, run))
+    if token_file:
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+        click.echo(f"Token nuevo de la caja {code} escrito en {token_file}; el anterior ya no sirve.")
+    else:
+        click.echo(token)

@@ -28,6 +28,7 @@ class Settings(msgspec.Struct, kw_only=True):
     secret_key: str = ""
     redis_url: str | None = None
     metrics_token: str | None = None
+    metrics_token_previous: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     timezone: str = DEFAULT_TIMEZONE
@@ -55,6 +56,7 @@ VARIABLES: dict[str, str] = {
     "CAJA_SECRET_KEY": "clave secreta de al menos 32 caracteres (obligatoria salvo en demo)",
     "CAJA_REDIS_URL": "redis://host:6379/0 para sesiones compartidas entre instancias (opcional)",
     "CAJA_METRICS_TOKEN": "token para /metrics y /metrics/prometheus (opcional; sin él solo admins)",
+    "CAJA_METRICS_TOKEN_PREVIOUS": "token anterior, aceptado también mientras se rota CAJA_METRICS_TOKEN (opcional)",
     "CAJA_HOST": "dirección donde escuchar (por defecto 127.0.0.1)",
     "CAJA_PORT": "puerto HTTP, 1–65535 (por defecto 8000)",
     "CAJA_TIMEZONE": "zona horaria IANA del local (por defecto America/Santiago)",
@@ -160,6 +162,8 @@ def _check(s: Settings) -> list[str]:
     if s.env == "production" and s.metrics_token is not None and (
             len(s.metrics_token) < 16 or s.metrics_token.lower() in WEAK_SECRETS):
         problems.append("CAJA_METRICS_TOKEN es débil: en producción se esperan al menos 16 caracteres aleatorios")
+    if s.metrics_token_previous is not None and s.metrics_token is None:
+        problems.append("CAJA_METRICS_TOKEN_PREVIOUS sin CAJA_METRICS_TOKEN: defina primero el token nuevo")
     if s.metrics_token is not None and s.metrics_token == s.secret_key:
         problems.append("CAJA_METRICS_TOKEN no puede ser igual a CAJA_SECRET_KEY")
     if s.env == "production" and not s.secure_cookies:

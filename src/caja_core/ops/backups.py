@@ -671,8 +671,22 @@ class BackupScheduler:
 
     @contextlib.asynccontextmanager
     async def _exclusive(self):
+        """One run at a time: an advisory lock on PostgreSQL (across servers), a file lock on SQLite (the
+        app and ``caja worker`` on the same server)."""
         if _dialect(self.database_url) != "postgresql":
-            yield True
+            import fcntl
+
+            self.backup_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.backup_dir / ".scheduler.lock", "w") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    yield False
+                    return
+                try:
+                    yield True
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
             return
         engine = create_async_engine(normalise_url(self.database_url), poolclass=NullPool)
         try:

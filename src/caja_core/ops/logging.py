@@ -213,6 +213,7 @@ def configure_logging(settings: Any, *, stream: TextIO | None = None) -> logging
     """
     REDACTOR.add_secret(getattr(settings, "secret_key", None))
     REDACTOR.add_secret(getattr(settings, "metrics_token", None))
+    REDACTOR.add_secret(getattr(settings, "metrics_token_previous", None))
     for url in (getattr(settings, "database_url", None), getattr(settings, "redis_url", None)):
         match = _URL_PASSWORD.search(url or "")
         if match:

@@ -185,3 +185,21 @@ async def test_install_counts_requests_by_route_and_sets_request_id():
     logged = [json.loads(line) for line in stream.getvalue().splitlines()]
     greeting = next(rec for rec in logged if rec["message"] == "saludo a ana")
     assert greeting["request_id"] == "abc-123"
+
+
+async def test_metrics_token_rotation_accepts_the_previous_token_until_removed(app, client):
+    settings = app.state.settings
+    new = "metrics-token-new-77c1d9e0"
+    app.state.settings = load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": settings.database_url,
+                                        "CAJA_METRICS_TOKEN": new, "CAJA_METRICS_TOKEN_PREVIOUS": TOKEN,
+                                        "CAJA_BACKUP_INTERVAL_HOURS": "0"})
+    try:
+        for token in (new, TOKEN):
+            r = await client.get("/metrics/prometheus", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200, token
+        app.state.settings = load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": settings.database_url,
+                                            "CAJA_METRICS_TOKEN": new, "CAJA_BACKUP_INTERVAL_HOURS": "0"})
+        assert (await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 401
+        assert (await client.get("/metrics", headers={"Authorization": f"Bearer {new}"})).status_code == 200
+    finally:
+        app.state.settings = settings

@@ -64,13 +64,17 @@ def _unauthorized() -> Response:
 
 
 def metrics_allowed(request: Request) -> bool:
-    """A Bearer token equal to CAJA_METRICS_TOKEN, or (without an Authorization header) an admin session."""
-    token = request.app.state.settings.metrics_token
+    """A Bearer token equal to CAJA_METRICS_TOKEN (or, while it is rotated, CAJA_METRICS_TOKEN_PREVIOUS), or
+    (without an Authorization header) an admin session."""
+    settings = request.app.state.settings
+    tokens = [t for t in (settings.metrics_token, getattr(settings, "metrics_token_previous", None)) if t]
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, given = header.partition(" ")
-        return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
-                                                                                     token.encode())
+        if scheme.lower() != "bearer":
+            return False
+        matches = [hmac.compare_digest(given.strip().encode(), token.encode()) for token in tokens]
+        return any(matches)
     viewer = viewer_from(request)
     return viewer is not None and viewer.is_admin
 
