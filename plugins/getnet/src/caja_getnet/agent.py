@@ -233,18 +233,34 @@ class Agent:
             task.add_done_callback(self._tasks.discard)
 
     async def _execute(self, command_id: str, payload: Any, deadline_s: float | None) -> None:
-        async def progress(code: int, text: str) -> None:
-            try:
-                await self.http.post(f"{API}/commands/{command_id}/progress", json={"message": text, "code": code},
-                                     timeout=3.0)
-            except httpx.HTTPError:
-                pass   # progress is best effort
+        # Intermediate messages are posted in order by a helper task, so a slow server never delays reading
+        # (and acknowledging) what the terminal says.
+        messages: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
 
-        if not isinstance(payload, dict):
-            result: dict[str, Any] = {"AgentError": "invalid", "Detail": "El comando no es un objeto JSON."}
-        else:
-            result = await run_command(self.client, payload, deadline_s=deadline_s, progress=progress)
-        self.journal.finish(command_id, result)
+        async def post_progress() -> None:
+            while (item := await messages.get()) is not None:
+                try:
+                    await self.http.post(f"{API}/commands/{command_id}/progress",
+                                         json={"message": item[1], "code": item[0]}, timeout=3.0)
+                except httpx.HTTPError:
+                    pass   # progress is best effort
+
+        async def progress(code: int, text: str) -> None:
+            messages.put_nowait((code, text))
+
+        poster = asyncio.create_task(post_progress())
+        try:
+            if not isinstance(payload, dict):
+                result: dict[str, Any] = {"AgentError": "invalid", "Detail": "El comando no es un objeto JSON."}
+            else:
+                result = await run_command(self.client, payload, deadline_s=deadline_s, progress=progress)
+            self.journal.finish(command_id, result)
+        finally:
+            messages.put_nowait(None)
+            try:
+                await asyncio.wait_for(poster, 5.0)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
         self._terminal_status = ("unreachable", result["Detail"]) if result.get("AgentError") == "unavailable" \
             else ("ok", "")
         log.info("agente: comando %s terminado (%s)", command_id,

@@ -196,7 +196,8 @@ def parse_message(raw: bytes) -> Message:
     if not isinstance(obj, dict):
         return Unknown("no es un objeto JSON")
     if "Received" in obj and "JsonSerialized" not in obj:
-        return Receipt(obj.get("Received") is True)
+        value = obj.get("Received")
+        return Receipt(value is True or (isinstance(value, str) and value.strip().lower() == "true"))
     if "JsonSerialized" in obj:
         serialized, signature = obj.get("JsonSerialized"), obj.get("Sign")
         if not isinstance(serialized, str) or not isinstance(signature, str):
