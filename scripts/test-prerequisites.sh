@@ -26,3 +26,20 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   done
   pg_isready -h 127.0.0.1 -p 5432
 fi
+
+# Redis on 127.0.0.1:6379: web sessions shared by two app instances in the scale tests (tests/scale).
+if ! (command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "Instalando Redis (paquete Debian)…"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq redis-server >/dev/null
+  fi
+  echo "Iniciando Redis…"
+  redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' --appendonly no >/dev/null
+  for _ in $(seq 1 30); do
+    redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break
+    sleep 1
+  done
+  redis-cli -h 127.0.0.1 -p 6379 ping
+fi

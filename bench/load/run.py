@@ -42,6 +42,7 @@ class LoadResult:
     selling_s: float
     profiles: dict[str, int]
     attempts: dict[str, int] = field(default_factory=dict)
+    reconciled: int = 0
     kills: int = 0
     restart_s: list[float] = field(default_factory=list)
     run_dir: str = ""
@@ -73,7 +74,9 @@ class LoadResult:
             f"{out['cash']}, card on GETNET {out['card']}, KLAP backup {out['backup']}; cancelled {out['cancelled']}; "
             f"left pending {out['pending']}",
             f"  payment attempts: {', '.join(f'{k} {v}' for k, v in sorted(self.attempts.items()))}",
+            f"  reconciled with the terminal: {self.reconciled} attempts",
             f"  cash movements {len(st.movements)}; closes: {dict(Counter(h for _, h, _ in st.closes))}",
+            f"  refusals shown to cashiers: {dict(sorted(st.refusals.items()))}",
             f"  requests {st.requests} ({st.requests / max(self.elapsed_s, 1):.0f}/s); no answer {st.lost}; "
             f"statuses {dict(sorted(st.statuses.items()))}",
             "  latency ms p50/p95/p99: pages and forms %.0f/%.0f/%.0f; progress poll %.0f/%.0f/%.0f" % (
@@ -162,6 +165,8 @@ async def run_load(config: LoadConfig) -> LoadResult:
         async with db.reader() as s:
             result.attempts = {f"{p} {st}": n for p, st, n in (await s.execute(text(
                 "SELECT provider_id, state, count(*) FROM payment_attempts GROUP BY 1, 2 ORDER BY 1, 2"))).all()}
+            result.reconciled = (await s.execute(text(
+                "SELECT count(*) FROM payment_attempts WHERE reconcile_tries > 0"))).scalar_one()
         result.checks = await check_all(db, venue, sims, stats)
         result.elapsed_s = time.monotonic() - started
         return result

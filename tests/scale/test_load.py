@@ -1,0 +1,44 @@
+"""Proof at scale, short form: cashiers on the real POS pages of two ``caja serve`` instances sharing one
+PostgreSQL database and Redis, GETNET terminal simulators that fail, stay silent, answer slowly or decline,
+the KLAP manual backup, then every session and the jornada closed, and the invariants checked from the
+database and the terminals' own ledgers.
+
+The full run is 50 cashiers on 25 registers for 5 minutes (``python -m bench.load``; docs/reliability.md).
+Here, to fit the suite's time on a 2-core machine, 16 cashiers on 8 registers sell for 60 s (the first 8
+registers already cover every terminal behaviour)."""
+
+import pytest
+
+from bench.load.run import LoadConfig, run_load
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+SHORT = dict(cashiers=16, registers=8, duration_s=60.0)
+
+
+def assert_night_held(result) -> None:
+    failing = [f"{c.name}: {c.detail}" for c in result.checks if not c.ok]
+    assert result.ok, "the night did not hold:\n" + "\n".join(failing + result.stats.problems) + "\n\n" + \
+        result.summary()
+
+
+async def test_busy_night_on_two_instances_keeps_every_invariant():
+    result = await run_load(LoadConfig(**SHORT, seed=11))
+    assert_night_held(result)
+    outcomes = result.outcome_counts()
+    # The night really exercised every path a cashier meets.
+    assert outcomes["cash"] >= 20 and outcomes["card"] >= 20, result.summary()
+    assert outcomes["backup"] >= 3, "no sale went through the KLAP backup:\n" + result.summary()
+    assert outcomes["cancelled"] >= 1, result.summary()
+    assert result.reconciled >= 1, "no attempt needed reconciliation with the terminal:\n" + result.summary()
+    assert len(result.stats.movements) >= 1 and len(result.stats.closes) == 8, result.summary()
+    assert result.jornada_closed
+
+
+async def test_kill_9_of_an_instance_during_the_night_keeps_every_invariant():
+    result = await run_load(LoadConfig(**SHORT, seed=23, kill=True, kill_every_s=(5.0, 12.0)))
+    assert_night_held(result)
+    assert result.kills >= 2, result.summary()
+    assert result.stats.lost >= 1, "no request ever met a killed instance:\n" + result.summary()
+    assert result.outcome_counts()["card"] >= 10, result.summary()
+    assert result.jornada_closed
