@@ -804,10 +804,13 @@ class PaymentOrchestrator:
                 return "timeout"
             if now - last_remote_check >= self.remote_cancel_check_s:
                 last_remote_check = now
-                async with self.db.reader() as s:
-                    a = await self._attempt(s, flight.attempt_id)
-                    if (a.details or {}).get("cancel_requested"):
-                        return "cancelled"
+                try:
+                    async with self.db.reader() as s:
+                        a = await self._attempt(s, flight.attempt_id)
+                        if (a.details or {}).get("cancel_requested"):
+                            return "cancelled"
+                except (OSError, DBAPIError):   # the database is away: keep waiting for the terminal
+                    log.warning("could not check cancel requests of attempt %s", flight.attempt_id)
             await asyncio.wait({charge}, timeout=min(self.tick_s, max(0.001, flight.deadline - now)))
 
     @staticmethod
@@ -830,11 +833,14 @@ class PaymentOrchestrator:
                            stop_reason: str) -> tuple[Outcome, str, bool]:
         """Max wait reached or the cashier cancelled: CancelSale first, then whatever the terminal says; an
         unanswered charge ends in doubt (and is reconciled right after)."""
-        async with self.db.session() as s:
-            a = await self._attempt(s, flight.attempt_id, lock=True)
-            if a.state in (st.SENDING, st.AWAITING):
-                a.progress_message = "Cancelando en el terminal…"
-            _detail(a, stop_reason=stop_reason, cancel_sent_at=self.clock.now().isoformat())
+        try:
+            async with self.db.session() as s:
+                a = await self._attempt(s, flight.attempt_id, lock=True)
+                if a.state in (st.SENDING, st.AWAITING):
+                    a.progress_message = "Cancelando en el terminal…"
+                _detail(a, stop_reason=stop_reason, cancel_sent_at=self.clock.now().isoformat())
+        except (OSError, DBAPIError):   # the cancel matters more than the note
+            log.warning("could not note the cancel of attempt %s", flight.attempt_id)
         cancel_answered = False
         if Capability.CANCEL in call.provider.capabilities:
             try:

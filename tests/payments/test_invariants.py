@@ -1,0 +1,172 @@
+"""PAYMENTS.md §4 cases 21 and 24: the database goes away when an approval arrives; random provider behaviour
+never breaks "charges made by the provider == approved attempts == paid sales, no sale paid twice"."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as stt
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from caja_core.db.engine import Database
+from caja_core.payments.models import PaymentAttempt
+from caja_core.providers import OutcomeKind
+from caja_core.sales.models import Sale
+from caja_core.testing.fake import Step
+
+from .conftest import build_env
+
+
+# 21 ---------------------------------------------------------------------------------------------------------
+async def test_21_database_unavailable_when_the_approval_arrives(pg_db, pg_test_database):
+    env = await build_env(pg_db, speed=1.0)
+    orch = await env.orchestrator()
+    admin = create_async_engine(pg_test_database.admin_url, isolation_level="AUTOCOMMIT")
+    name = pg_test_database.name
+    try:
+        sale_id = await env.sale(18000)
+        env.provider.script("charge", Step(delay_s=1.0))
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+        await env.until(orch, sale_id, lambda p: p.state == "awaiting")
+        async with admin.connect() as conn:     # the database goes away while the customer taps the card
+            await conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
+            await conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                    "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
+        deadline = time.monotonic() + 5
+        while not env.provider.ledger:          # the terminal approves and charges
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)                # the approval cannot be written for a while
+        async with admin.connect() as conn:
+            await conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        done = await env.until(orch, sale_id, lambda p: p.paid, timeout=15)
+        assert done.state == "approved" and done.paid_via == "primary"
+        (attempt,) = await env.attempts(sale_id)
+        assert env.provider.ledger == {attempt.ticket: 18000} and env.provider.count("charge") == 1
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        await admin.dispose()
+        await orch.stop()
+
+
+# 24 ---------------------------------------------------------------------------------------------------------
+BEHAVIOURS = {
+    "approved": [Step()],
+    "declined": [Step(kind=OutcomeKind.DECLINED, code="05")],
+    "declined_listed": [Step(kind=OutcomeKind.DECLINED, code="51")],
+    "unavailable": [Step(kind=OutcomeKind.UNAVAILABLE)],
+    "lost_approval": [Step(kind=OutcomeKind.UNKNOWN, charged=True)],
+    "lost_request": [Step(kind=OutcomeKind.UNKNOWN, charged=False)],
+    "transport_fault": [Step(raise_exc=True)],
+    "silent": [Step(hang=True)],
+    "slow_approval": [Step(delay_s=0.03, progress=["Ingrese PIN"])],
+    "other_ticket": [Step(kind=OutcomeKind.APPROVED, ticket="999999", charged=False)],
+}
+
+
+class PaymentsMachine(RuleBasedStateMachine):
+    """Random sales against a terminal with random behaviour, reconciled until nothing is in doubt."""
+
+    template = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.db = Database(self.template.fresh_url())
+        self.env = self.loop.run_until_complete(build_env(self.db, speed=50.0, policy={"breaker_failures": 50}))
+        self.orch = self.loop.run_until_complete(self.env.orchestrator())
+        self.sales: list[int] = []
+
+    def run(self, coro):
+        return self.loop.run_until_complete(coro)
+
+    async def _settle(self, sale_id: int) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            await self.orch.run_once()
+            p = await self.orch.poll(self.env.venue_id, sale_id)
+            if not p.in_doubt and p.state not in ("created", "sending", "awaiting"):
+                return
+            assert time.monotonic() < deadline, p
+            await asyncio.sleep(0.01)
+
+    async def _pay(self, sale_id: int, behaviour: str, flaky_status: bool) -> None:
+        self.env.provider.script("charge", *BEHAVIOURS[behaviour])
+        if flaky_status:
+            self.env.provider.script("status", Step(kind=OutcomeKind.UNKNOWN, message="Sin respuesta"))
+        await self.orch.start_payment(self.env.venue_id, sale_id, self.env.setup.cashier_id)
+        await self._settle(sale_id)
+        self.env.provider.scripts["status"].clear()
+        self.env.provider.scripts["charge"].clear()
+
+    @rule(behaviour=stt.sampled_from(sorted(BEHAVIOURS)), amount=stt.integers(1, 300_000), flaky=stt.booleans())
+    def new_sale(self, behaviour, amount, flaky):
+        sale_id = self.run(self.env.sale(amount))
+        self.sales.append(sale_id)
+        self.run(self._pay(sale_id, behaviour, flaky))
+
+    def _unpaid(self) -> list[int]:
+        async def q():
+            async with self.db.reader() as s:
+                return list((await s.execute(select(Sale.id).where(Sale.status == "pending_payment")
+                                             .order_by(Sale.id))).scalars())
+        return self.run(q())
+
+    @precondition(lambda self: self.sales)
+    @rule(behaviour=stt.sampled_from(sorted(BEHAVIOURS)), pick=stt.integers(0, 1000), flaky=stt.booleans())
+    def retry_unpaid(self, behaviour, pick, flaky):
+        unpaid = self._unpaid()
+        if unpaid:
+            self.run(self._pay(unpaid[pick % len(unpaid)], behaviour, flaky))
+
+    @precondition(lambda self: self.sales)
+    @rule(pick=stt.integers(0, 1000))
+    def backup_when_offered(self, pick):
+        async def go():
+            for sale_id in self._unpaid_now:
+                p = await self.orch.poll(self.env.venue_id, sale_id)
+                if p.backup_offered:
+                    p = await self.orch.start_backup(self.env.venue_id, sale_id, self.env.setup.cashier_id)
+                    code = f"{pick:06d}"
+                    await self.orch.confirm_manual(self.env.venue_id, p.manual.attempt_id,
+                                                   self.env.setup.cashier_id, code, "4242", "Visa", "debito")
+                    return
+        self._unpaid_now = self._unpaid()
+        self.run(go())
+
+    @invariant()
+    def charges_equal_approved_attempts_equal_paid_sales(self):
+        async def check():
+            async with self.db.reader() as s:
+                attempts = list((await s.execute(select(PaymentAttempt))).scalars())
+                sales = {sale.id: sale for sale in (await s.execute(select(Sale))).scalars()}
+            approved_primary = {a.ticket: a.amount for a in attempts if a.role == "primary" and a.state == "approved"}
+            assert approved_primary == self.env.provider.ledger
+            paying = {}
+            for a in attempts:
+                assert a.state not in ("created", "sending", "awaiting", "in_doubt", "reconciling"), a.state
+                if a.state in ("approved", "approved_manual"):
+                    assert a.sale_id not in paying, f"sale {a.sale_id} paid twice"
+                    paying[a.sale_id] = a
+            paid = {sid for sid, sale in sales.items() if sale.status == "paid"}
+            assert paid == set(paying)
+            for sid, a in paying.items():
+                assert sales[sid].paid_via == a.role and sales[sid].total == a.amount
+        self.run(check())
+
+    def teardown(self):
+        self.run(self.orch.stop())
+        self.run(self.db.dispose())
+        self.loop.close()
+
+
+def test_24_random_provider_behaviour_keeps_the_books_straight(sqlite_template):
+    PaymentsMachine.template = sqlite_template
+    run_state_machine_as_test(PaymentsMachine, settings=settings(
+        max_examples=12, stateful_step_count=12, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]))
