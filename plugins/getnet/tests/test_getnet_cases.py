@@ -395,3 +395,16 @@ async def test_health_during_a_sale_does_not_wait_for_the_customer(make_request,
         assert (await charge).kind is OutcomeKind.APPROVED
     finally:
         await sim.stop()
+
+
+async def test_case5_a_hung_terminal_that_answers_nothing_leaves_the_sale_in_doubt(
+    make_request, sim, provider, tcp_settings, ctx, progress
+):
+    sim.add_fault(Fault(kind="frozen"))
+    request = make_request()
+    outcome = await provider.charge(request, tcp_settings, ctx, progress)
+    assert outcome.kind is OutcomeKind.UNKNOWN          # nobody proved the terminal never saw it
+    assert sim.command_codes().count(100) == 1
+    assert (await provider.health(tcp_settings, ctx)).kind is OutcomeKind.UNAVAILABLE
+    sim.clear_faults()                                  # the terminal is restarted
+    assert (await provider.status(request, tcp_settings, ctx)).kind is OutcomeKind.UNAVAILABLE

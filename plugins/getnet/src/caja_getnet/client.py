@@ -122,7 +122,10 @@ class GetnetClient:
                         await self._ack(connection)
                         log.info("getnet: mensaje intermedio %s %s", message.code, message.text)
                         if progress is not None:
-                            await progress(message.code, message.text)
+                            try:
+                                await progress(message.code, message.text)
+                            except Exception:  # noqa: BLE001 - progress is for people, never breaks a sale
+                                log.warning("getnet: no se pudo informar el progreso", exc_info=True)
                     elif isinstance(message, Response):
                         received = True
                         await self._ack(connection)

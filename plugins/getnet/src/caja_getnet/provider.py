@@ -2,8 +2,8 @@
 
 * ResponseCode 0 for our ticket and amount → APPROVED.
 * Non-zero final ResponseCode → DECLINED (code and message kept; see ``protocol.DECLINE_CODES``).
-* Port missing/busy, connection refused, or no receipt and the terminal provably does not know the ticket
-  → UNAVAILABLE (safe to fall back).
+* Port missing/busy, connection refused, or no receipt and the terminal answers that it does not know the
+  ticket → UNAVAILABLE (safe to fall back).
 * Anything else (receipt then silence, bad Sign, amount mismatch, close before the final answer) → UNKNOWN:
   the core reconciles with ``status()``.
 """
@@ -235,14 +235,13 @@ class GetnetProvider:
 
     async def _after_no_receipt(self, request: ChargeRequest, settings: GetnetSettings, ctx: ProviderContext,
                                 reason: str) -> Outcome:
+        """The terminal did not confirm the sale: ask it. Only a terminal that answers and does not know the
+        ticket proves nothing was charged; a terminal that answers nothing at all leaves the sale in doubt."""
         try:
             outcome = await self._reconcile(request, settings, ctx)
-        except (TerminalUnavailable, NoReceipt) as exc:
-            # The terminal confirmed nothing at all, neither the sale nor the reconciliation.
-            return Outcome(kind=OutcomeKind.UNAVAILABLE, ticket=request.ticket,
+        except (TerminalUnavailable, NoReceipt, InDoubt) as exc:
+            return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket,
                            message=f"{reason} El terminal tampoco responde a la consulta: {exc}")
-        except InDoubt as exc:
-            return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket, message=f"{reason} {exc}")
         if outcome.kind is OutcomeKind.UNAVAILABLE:
             return Outcome(kind=OutcomeKind.UNAVAILABLE, ticket=request.ticket,
                            message=f"{reason} El terminal no registra la venta: no se cobró.")

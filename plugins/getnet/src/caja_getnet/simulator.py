@@ -43,6 +43,7 @@ FAULT_KINDS = (
     "noise_before",             # junk and a truncated object before the final response
     "earlier_ticket",           # the previous sale's response first, then (if then_real) the real one
     "unterminated",             # receipt, then an object that never ends (size bytes), nothing else
+    "frozen",                   # the terminal ignores this sale and every command after it until faults are cleared
     "random",                   # each sale: with probability rate, one of the above (seeded)
 )
 
@@ -164,6 +165,7 @@ class Simulator:
         self.ledger: list[LedgerEntry] = []
         self.commands: list[dict[str, Any]] = []      # every command received (masked), for tests/rehearsal
         self.host_receipts = 0                        # {"Received":true} the host sent us
+        self.frozen = False                           # a hung terminal: ignores everything
         self.faults_next: deque[Fault] = deque()
         self.fault_run: Fault | None = None
         self._random: random.Random | None = None
@@ -195,6 +197,7 @@ class Simulator:
     def clear_faults(self) -> None:
         self.faults_next.clear()
         self.fault_run = None
+        self.frozen = False
 
     def _take_fault(self) -> Fault | None:
         fault = self.faults_next.popleft() if self.faults_next else self.fault_run
@@ -317,6 +320,8 @@ class Simulator:
         if not isinstance(message, Request):
             return   # host receipts, badly signed or unknown objects: ignored (a bad Sign is never applied)
         self.commands.append(mask_response(message.data) | {"Command": message.command})
+        if self.frozen:
+            return
         if message.command == Command.CANCEL_SALE:
             self._spawn(self._cancel_sale(link))
         else:
@@ -364,6 +369,10 @@ class Simulator:
 
     async def _handle(self, link: _Link, request: dict[str, Any], fault: Fault | None) -> None:
         command = int(request.get("Command", 0))
+        if fault and fault.kind == "frozen":
+            self.frozen = True
+            log.info("simulador: terminal colgado (falla frozen) hasta borrar las fallas")
+            return
         if fault and fault.kind == "no_receipt":
             log.info("simulador: falla no_receipt, la venta %s se ignora", request.get("TicketNumber"))
             return
