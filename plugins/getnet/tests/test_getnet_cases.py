@@ -97,7 +97,7 @@ async def test_case3_unterminated_message_is_bounded_and_ends_in_doubt_after_the
     outcome = await provider.charge(request, settings, ctx, progress)
     elapsed = time.monotonic() - started
     assert outcome.kind is OutcomeKind.UNKNOWN
-    assert 1.0 <= elapsed < 3.0
+    assert 1.0 <= elapsed < 8.0
     # the terminal did charge: reconciliation finds it
     assert (await provider.status(request, settings, ctx)).kind is OutcomeKind.APPROVED
 
@@ -126,9 +126,10 @@ async def test_case5_no_receipt_reconciles_and_reports_not_sent_without_a_second
     sim.add_fault(Fault(kind="no_receipt"))
     request = make_request(amount=1000)
     started = time.monotonic()
-    outcome = await provider.charge(request, tcp_settings, ctx, progress)
+    settings = msgspec.structs.replace(tcp_settings, sale_timeout_s=30)
+    outcome = await provider.charge(request, settings, ctx, progress)
     assert outcome.kind is OutcomeKind.UNAVAILABLE
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10  # decided after the receipt wait, not the 30 s sale deadline
     assert request.ticket not in sim.tickets()
     assert sim.command_codes().count(100) == 1  # no blind second sale
     assert sim.command_codes()[0] == 100 and 101 in sim.command_codes()  # reconciled after
@@ -245,7 +246,7 @@ async def test_case11_connection_refused_is_unavailable_at_once(make_request, fa
     started = time.monotonic()
     outcome = await provider.charge(make_request(), settings, ctx, progress)
     assert outcome.kind is OutcomeKind.UNAVAILABLE and "rechazó" in outcome.message
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < fast["receipt_timeout_s"]  # no wait for a receipt
     assert (await provider.health(settings, ctx)).kind is OutcomeKind.UNAVAILABLE
 
 
@@ -267,7 +268,7 @@ async def test_case12_unplugged_after_receipt_is_in_doubt_and_reconciles_once_ba
     started = time.monotonic()
     outcome = await provider.charge(request, settings, ctx, progress)
     assert outcome.kind is OutcomeKind.UNKNOWN and "cerró la conexión" in outcome.message
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < fast["sale_timeout_s"]  # no wait for the deadline
     await sim.stop()  # terminal off
     assert (await provider.status(request, settings, ctx)).kind is OutcomeKind.UNKNOWN
     await sim.start_tcp(host, port)  # back again, with its memory
@@ -394,7 +395,7 @@ async def test_health_during_a_sale_does_not_wait_for_the_customer(make_request,
         await asyncio.sleep(0.2)
         started = time.monotonic()
         health = await provider.health(settings, ctx)
-        assert health.kind is OutcomeKind.APPROVED and time.monotonic() - started < 0.1
+        assert health.kind is OutcomeKind.APPROVED and time.monotonic() - started < 0.25
         assert (await charge).kind is OutcomeKind.APPROVED
     finally:
         await sim.stop()
