@@ -8,8 +8,11 @@ import msgspec
 import serial
 
 from caja_core.providers import OutcomeKind
+from caja_getnet.client import GetnetClient
+from caja_getnet.protocol import Deadlines
 from caja_getnet.provider import GetnetSettings
 from caja_getnet.simulator import Fault, Simulator
+from caja_getnet.transport import SerialTransport
 
 
 async def test_sale_over_serial_is_approved_with_progress(make_request, pty_sim, provider, serial_settings, ctx,
@@ -97,3 +100,18 @@ async def test_cancel_sale_reaches_a_sale_in_flight_on_the_exclusive_serial_port
         assert sim.tickets() == {}
     finally:
         await sim.stop()
+
+
+async def test_threaded_serial_reader_used_on_windows_works_on_a_pty_too(make_request, pty_sim, fast, ctx):
+    pty_sim.add_fault(Fault(kind="noise_before"))
+    client = GetnetClient(SerialTransport(pty_sim.pty_path, threaded=True), deadlines=Deadlines(receipt_s=1.0))
+    seen = []
+
+    async def progress(code, text):
+        seen.append(code)
+
+    answer = await client.sale(amount=990, ticket="W1", progress=progress, deadline_s=10)
+    assert (answer["ResponseCode"], answer["Ticket"], answer["Amount"]) == (0, "W1", 990)
+    assert seen == [78, 79, 81, 82]
+    assert (await client.poll())["ResponseCode"] == 0
+    assert pty_sim.tickets() == {"W1": 990}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
 from typing import Protocol
 
 import serial
@@ -136,24 +137,81 @@ class SerialConnection:
             pass
 
 
+class ThreadedSerialConnection:
+    """The same, for systems without ``add_reader`` on serial ports (Windows COM ports): a reader thread."""
+
+    def __init__(self, port: serial.Serial) -> None:
+        self._port = port
+        self._loop = asyncio.get_running_loop()
+        self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        self._stop = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._reader, name="caja-getnet-serial", daemon=True)
+        self._thread.start()
+
+    def _reader(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._port.read(max(1, self._port.in_waiting))
+            except (serial.SerialException, OSError, TypeError):
+                data = None     # the device went away
+            if data is None:
+                self._loop.call_soon_threadsafe(self._chunks.put_nowait, b"")
+                return
+            if data:
+                self._loop.call_soon_threadsafe(self._chunks.put_nowait, data)
+
+    async def read(self) -> bytes:
+        if self._closed:
+            return b""
+        data = await self._chunks.get()
+        if not data:
+            self._closed = True
+        return data
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await asyncio.to_thread(self._port.write, data)
+        except (serial.SerialException, OSError) as exc:
+            raise ConnectionError(f"Error escribiendo al puerto serie: {exc}") from exc
+
+    async def close(self) -> None:
+        self._closed = True
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join, 1.0)
+        try:
+            self._port.close()
+        except (OSError, serial.SerialException):
+            pass
+
+
 class SerialTransport:
-    def __init__(self, path: str, *, baudrate: int = 115200) -> None:
+    """A serial port, opened per command with exclusive access. ``threaded`` reads in a thread (the default
+    where the event loop cannot watch the port, i.e. Windows)."""
+
+    def __init__(self, path: str, *, baudrate: int = 115200, threaded: bool | None = None) -> None:
         self.path = path
         self.baudrate = baudrate
+        self.threaded = (os.name != "posix") if threaded is None else threaded
         self.description = f"serial:{path}"
 
-    async def open(self) -> SerialConnection:
-        if not os.path.exists(self.path):
+    async def open(self) -> SerialConnection | ThreadedSerialConnection:
+        if os.name == "posix" and not os.path.exists(self.path):
             raise TerminalUnavailable(f"No existe el puerto serie {self.path} (¿terminal desconectado?).")
+        options = {"exclusive": True} if os.name == "posix" else {}
         try:
             port = serial.Serial(self.path, baudrate=self.baudrate, bytesize=serial.EIGHTBITS,
                                  parity=serial.PARITY_NONE, stopbits=serial.STOPBITS_ONE, xonxoff=False,
-                                 rtscts=False, dsrdtr=False, timeout=0, exclusive=True)
+                                 rtscts=False, dsrdtr=False, timeout=0.05 if self.threaded else 0, **options)
         except serial.SerialException as exc:
             text = str(exc)
             if getattr(exc, "errno", None) in (errno.EBUSY, errno.EAGAIN) or "lock" in text.lower() or "busy" in text:
                 raise TerminalUnavailable(f"El puerto serie {self.path} está ocupado por otro programa.") from exc
+            if getattr(exc, "errno", None) == errno.ENOENT or "FileNotFoundError" in text:
+                raise TerminalUnavailable(f"No existe el puerto serie {self.path} (¿terminal desconectado?).") from exc
             raise TerminalUnavailable(f"No se pudo abrir el puerto serie {self.path}: {text}") from exc
+        if self.threaded:
+            return ThreadedSerialConnection(port)
         os.set_blocking(port.fileno(), False)
         return SerialConnection(port)
 
