@@ -254,3 +254,26 @@ async def test_pos_without_session_is_refused_clearly(cashier, setup):
     assert r.status_code == 409 and "No hay una caja abierta" in r.text
     r = await cashier.get("/caja/venta", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/caja/"
+
+
+async def test_override_then_late_primary_approval_offers_the_refund(cashier, setup, fakes):
+    fakes[0].script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=True))
+    fakes[0].script("status", Step(kind=OutcomeKind.UNKNOWN))
+    await open_session(cashier, setup)
+    sale_id, _ = await checkout(cashier, setup, "Piscola")
+    await cashier.post(f"/caja/venta/{sale_id}/tarjeta", htmx=True)
+    r = await poll_until(cashier, sale_id, "forzar respaldo")
+    r = await cashier.post(f"/caja/venta/{sale_id}/forzar-respaldo", {"username": "cajera", "password": "1234",
+                                                                      "note": "cliente apurado"}, htmx=True)
+    assert r.status_code == 401
+    r = await cashier.post(f"/caja/venta/{sale_id}/forzar-respaldo",
+                           {"username": "super", "password": "clave-segura-123", "note": "terminal colgado"},
+                           htmx=True)
+    assert r.status_code == 200, text_of(r.text)
+    r = await poll_until(cashier, sale_id, "Posible doble cobro", tries=200)
+    attempt_id = int(re.search(r'name="attempt_id" value="(\d+)"', r.text).group(1))
+    r = await cashier.post(f"/caja/venta/{sale_id}/devolver", {"attempt_id": attempt_id, "username": "super",
+                                                               "password": "clave-segura-123"}, htmx=True)
+    assert r.status_code == 200, text_of(r.text)
+    assert "Posible doble cobro" not in r.text
+    assert fakes[0].refunded

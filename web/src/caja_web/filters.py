@@ -28,6 +28,14 @@ STATUS_LABELS = {
 METHOD_LABELS = {"cash": "Efectivo", "card": "Tarjeta", "debit": "Débito", "credit": "Crédito",
                  "courtesy": "Cortesía"}
 ROLE_LABELS = {"admin": "Administrador", "supervisor": "Supervisor", "cashier": "Cajero"}
+INCIDENT_LABELS = {
+    "terminal": "Terminal caído", "printer": "Impresora", "network": "Red / internet",
+    "double_charge": "Posible doble cobro", "double_charge_suspected": "Posible doble cobro", "cash": "Efectivo",
+    "other": "Otro", "cash_difference": "Diferencia de caja", "duplicate_authorization": "Autorización repetida",
+    "late_approval": "Aprobación tardía", "amount_mismatch": "Monto distinto al cobrado",
+    "klap_unmatched_attempt": "KLAP: pago sin respaldo en el reporte", "klap_unmatched_report_row":
+    "KLAP: venta del reporte sin pago en caja", "klap_disputed": "KLAP: pago en disputa",
+}
 TYPE_LABELS = {"TOTEM": "Tótem", "HUMANA": "Humana", "OFICINA": "Oficina", "VIRTUAL": "Virtual"}
 
 
@@ -44,7 +52,8 @@ def day(value: date | None) -> str:
 
 
 def label(value: object, kind: str = "status") -> str:
-    table = {"status": STATUS_LABELS, "method": METHOD_LABELS, "role": ROLE_LABELS, "type": TYPE_LABELS}[kind]
+    table = {"status": STATUS_LABELS, "method": METHOD_LABELS, "role": ROLE_LABELS, "type": TYPE_LABELS,
+             "incident": INCIDENT_LABELS}[kind]
     return table.get(str(value), str(value) if value is not None else "—")
 
 

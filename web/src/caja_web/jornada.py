@@ -7,6 +7,8 @@ from litestar import Request, Response, Router, get, post
 from litestar.response import Template
 
 from caja_core.jornadas import service as jornadas
+from caja_core.reports import service as reports
+from caja_core.sessions import service as sessions
 
 from .auth import FORM, SUPERVISOR, requires
 from .context import Web
@@ -16,9 +18,16 @@ class CloseJornada(msgspec.Struct, kw_only=True):
     jornada_id: int = 0
 
 
+class ApproveClose(msgspec.Struct, kw_only=True):
+    note: str = ""
+
+
 async def jornada_context(web: Web) -> dict:
-    return {"current": await web.call(jornadas.current_jornada, web.venue_id),
-            "recent": (await web.call(jornadas.list_jornadas, web.venue_id))[:10]}
+    current = await web.call(jornadas.current_jornada, web.venue_id)
+    report = await web.call(reports.jornada_report, web.venue_id, current.id) if current else None
+    return {"current": current, "recent": (await web.call(jornadas.list_jornadas, web.venue_id))[:10],
+            "pending": [x for x in report.sessions if x.session.status == "closing"] if report else [],
+            "open_sessions": [x for x in report.sessions if x.session.status == "open"] if report else []}
 
 
 @get("/")
@@ -43,5 +52,14 @@ async def close_jornada(request: Request, data: CloseJornada = FORM) -> Response
     return web.redirect("/jornada")
 
 
-router = Router(path="/jornada", route_handlers=[jornada_page, open_jornada, close_jornada],
+@post("/aprobar/{session_id:int}")
+async def approve_close(request: Request, session_id: int, data: ApproveClose = FORM) -> Response:
+    web = Web(request)
+    async with web.form("jornada.html", lambda: jornada_context(web), form={"note": data.note},
+                        approving=session_id):
+        await web.venue_call(sessions.approve_close, session_id=session_id, supervisor_id=web.user_id, note=data.note)
+    return web.redirect("/jornada")
+
+
+router = Router(path="/jornada", route_handlers=[jornada_page, open_jornada, close_jornada, approve_close],
                 guards=[requires(*SUPERVISOR)])

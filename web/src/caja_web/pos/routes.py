@@ -105,10 +105,12 @@ async def open_context(web: Web, register_id: int | None = None) -> dict:
             "state": pos_state(web)}
 
 
-async def screen_context(web: Web, state: PosState) -> dict:
-    register = await web.call(registers.get_register, web.venue_id, state.register_id)
+async def screen_context(web: Web, state: PosState, sale: sales.SaleOut | None = None) -> dict:
+    """The sale screen around the panel: the register's quick keys (the sale's register when one is shown)."""
+    register_id, session_id = (sale.register_id, sale.session_id) if sale else (state.register_id, state.session_id)
+    register = await web.call(registers.get_register, web.venue_id, register_id)
     return {"register": register, "state": state,
-            "session": await web.call(sessions.get_session, web.venue_id, state.session_id),
+            "session": await web.call(sessions.get_session, web.venue_id, session_id),
             "categories": await web.call(catalog.list_categories, web.venue_id, active_only=True),
             "products": await web.call(catalog.list_products, web.venue_id, register_id=register.id)}
 
@@ -267,7 +269,7 @@ async def payment_view(web: Web, sale_id: int, **extra) -> Template:
     ctx = await sale_context(web, sale_id) | extra
     state = pos_state(web)
     return await web.page("pos/sale.html", partial_template=panel_template(ctx), panel=panel_template(ctx),
-                          full_context=lambda: screen_context(web, state), **ctx)
+                          full_context=lambda: screen_context(web, state, ctx["sale"]), **ctx)
 
 
 @get("/venta/{sale_id:int}")
@@ -339,6 +341,22 @@ async def override_backup(request: Request, sale_id: int, data: ApproveForm = FO
                                     password=data.password)
         await web.orchestrator.override_to_backup(venue_id=web.venue_id, sale_id=sale_id,
                                                   supervisor_id=supervisor.id, note=data.note)
+    return await payment_view(web, sale_id)
+
+
+class RefundForm(msgspec.Struct, kw_only=True):
+    attempt_id: int = 0
+    username: str = ""
+    password: str = ""
+
+
+@post("/venta/{sale_id:int}/devolver")
+async def refund_duplicate(request: Request, sale_id: int, data: RefundForm = FORM) -> Template:
+    web = Web(request)
+    async with web.form("pos/_receipt.html", lambda: sale_context(web, sale_id)):
+        supervisor = await web.call(users.authenticate_password, venue_id=web.venue_id, username=data.username,
+                                    password=data.password)
+        await web.orchestrator.refund_attempt(web.venue_id, data.attempt_id, supervisor.id)
     return await payment_view(web, sale_id)
 
 
@@ -461,5 +479,5 @@ router = Router(path="/caja", guards=[requires(*CASHIER)], include_in_schema=Fal
                 exception_handlers={SaleInProgress: show_sale_in_progress}, route_handlers=[
     pos_home, resume_session, open_page, open_session, sale_screen, add_item, add_free_line, change_line,
     clear_cart, checkout, sale_page, payment_progress, pay_cash, pay_card, cancel_payment, start_backup,
-    confirm_backup, override_backup, cancel_sale, next_sale, movements_page, add_movement, incidents_page,
+    confirm_backup, override_backup, refund_duplicate, cancel_sale, next_sale, movements_page, add_movement, incidents_page,
     add_incident, close_page, close_session, approve_close])
