@@ -336,7 +336,10 @@ def run_agent(config: AgentConfig, transport: Transport) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):   # Windows: Ctrl+C ends the process instead
+                pass
         await Agent(config, transport).run(stop)
 
     asyncio.run(main())

@@ -198,7 +198,10 @@ def simulate_cmd(tcp, use_pty, control, keep_open, step_delay, faults, seed, rat
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):   # Windows: Ctrl+C ends the process instead
+                pass
         await stop.wait()
         await sim.stop()
         click.echo("Simulador detenido.", err=True)
