@@ -79,7 +79,8 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.db = Database(self.template.fresh_url())
         self.env = self.loop.run_until_complete(build_env(self.db, speed=50.0, policy={"breaker_failures": 50}))
-        self.orch = self.loop.run_until_complete(self.env.orchestrator())
+        self.orch = self.loop.run_until_complete(self.env.orchestrator(
+            cancel_grace_s=0.05, reconcile_backoff_s=(0.01, 0.05)))
         self.sales: list[int] = []
 
     def run(self, coro):
@@ -168,5 +169,5 @@ class PaymentsMachine(RuleBasedStateMachine):
 def test_24_random_provider_behaviour_keeps_the_books_straight(sqlite_template):
     PaymentsMachine.template = sqlite_template
     run_state_machine_as_test(PaymentsMachine, settings=settings(
-        max_examples=12, stateful_step_count=12, deadline=None,
+        max_examples=8, stateful_step_count=10, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]))

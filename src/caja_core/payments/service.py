@@ -86,6 +86,14 @@ class _Call:
     register: Any
 
 
+def capabilities_of(provider: PaymentProvider, settings: Any) -> frozenset[Capability]:
+    """A provider's capabilities for one register's settings (``capabilities_for`` when it has it)."""
+    per_settings = getattr(provider, "capabilities_for", None)
+    if callable(per_settings):
+        return frozenset(per_settings(settings))
+    return frozenset(provider.capabilities)
+
+
 def _detail(a: PaymentAttempt, **values: Any) -> None:
     a.details = {**(a.details or {}), **values}
 
@@ -246,7 +254,7 @@ class PaymentOrchestrator:
         request = ChargeRequest(attempt_id=a.id, ticket=a.ticket, amount=a.amount, register_id=a.register_id,
                                 register_code=register.code, venue_id=a.venue_id, device_key=a.device_key,
                                 description=f"Venta {a.sale_id}", employee_id=str(a.started_by or ""),
-                                reference=a.reference, card=card)
+                                reference=a.provider_reference or a.reference, card=card)
         return _Call(provider=provider, settings=settings, request=request, ctx=self._ctx(register),
                      policy=register.policy, register=register)
 
@@ -484,7 +492,7 @@ class PaymentOrchestrator:
         device_key = provider.device_key(settings, register.code)
         now = self.clock.now()
         ticket = await allocate_ticket(s, device_key)
-        manual = Capability.MANUAL in provider.capabilities
+        manual = Capability.MANUAL in capabilities_of(provider, settings)
         attempt = PaymentAttempt(
             venue_id=sale.venue_id, sale_id=sale.id, session_id=sale.session_id, register_id=sale.register_id,
             provider_id=provider.id, device_key=device_key, role="backup", amount=amount, ticket=ticket,
@@ -622,7 +630,7 @@ class PaymentOrchestrator:
                 raise Conflict("Solo se anulan aquí los cobros duplicados; para anular una venta pagada use la "
                                "anulación de venta.", code="payment.refund_not_offered")
             call = await self._call(s, a)
-            manual = Capability.MANUAL in call.provider.capabilities
+            manual = Capability.MANUAL in capabilities_of(call.provider, call.settings)
             if not manual:
                 await acquire_lease(s, device_key=a.device_key, owner=self.instance_id, attempt_id=a.id,
                                     now=self.clock.now(), ttl_s=self.status_timeout_s + self.lease_margin_s)
@@ -842,7 +850,7 @@ class PaymentOrchestrator:
         except (OSError, DBAPIError):   # the cancel matters more than the note
             log.warning("could not note the cancel of attempt %s", flight.attempt_id)
         cancel_answered = False
-        if Capability.CANCEL in call.provider.capabilities:
+        if Capability.CANCEL in capabilities_of(call.provider, call.settings):
             try:
                 cancel_out = await asyncio.wait_for(call.provider.cancel(call.request, call.settings, call.ctx),
                                                     self.cancel_timeout_s)
@@ -924,6 +932,8 @@ class PaymentOrchestrator:
                     kind = OutcomeKind.UNKNOWN
                 a.response_code = outcome.code
                 a.response_message = (outcome.message or "")[:300]
+                if outcome.reference and not a.provider_reference:
+                    a.provider_reference = outcome.reference[:80]
                 if kind is OutcomeKind.APPROVED:
                     sale = await self._sale(s, a.venue_id, a.sale_id, lock=True)
                     a.state, a.active, a.finished_at = st.APPROVED, False, now
@@ -1095,7 +1105,7 @@ class PaymentOrchestrator:
                     a.state = st.RECONCILING
                 a.reconcile_tries += 1
                 a.progress_message = "Consultando al terminal si se cobró…"
-            if Capability.STATUS in call.provider.capabilities:
+            if Capability.STATUS in capabilities_of(call.provider, call.settings):
                 try:
                     outcome = await asyncio.wait_for(call.provider.status(call.request, call.settings, call.ctx),
                                                      self.status_timeout_s)

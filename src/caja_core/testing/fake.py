@@ -35,6 +35,8 @@ RECEIPT_MESSAGE = "Terminal recibió la venta"
 class FakeSettings(msgspec.Struct, kw_only=True):
     device: str = "fake-1"
     webhook_secret: str = "fake-secret"
+    #: Like a real terminal's sale deadline: a charge with no answer by then is UNKNOWN (in doubt).
+    timeout_s: float = 120.0
 
 
 class Step(msgspec.Struct, kw_only=True):
@@ -185,6 +187,14 @@ class ScriptableProvider:
 
     async def charge(self, request: ChargeRequest, settings: FakeSettings, ctx: ProviderContext,
                      progress: ProgressCallback) -> Outcome:
+        try:
+            return await asyncio.wait_for(self._charge(request, settings, progress), settings.timeout_s)
+        except TimeoutError:
+            return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket, code="timeout",
+                           message="Sin respuesta final del terminal")
+
+    async def _charge(self, request: ChargeRequest, settings: FakeSettings,
+                      progress: ProgressCallback) -> Outcome:
         step = self._next("charge", Step()) or Step()
         crash_at = step.crash_at or ("after_send" if step.crash else None)
         if crash_at == "before_send":

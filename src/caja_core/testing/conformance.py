@@ -1,0 +1,268 @@
+"""``ProviderConformance``: the tests every payment provider plugin must pass (fsspec style).
+
+A plugin's test module subclasses it and supplies fixtures and a few hooks::
+
+    import pytest
+    from caja_core.testing.conformance import ProviderConformance
+
+    class TestMiProveedor(ProviderConformance):
+        plugin = caja_mi_proveedor.plugin          # the module/object with the register_providers hookimpl
+
+        @pytest.fixture
+        def upstream(self):                        # optional: the plugin's simulator / fake API
+            with MiSimulador() as sim:
+                yield sim
+
+        @pytest.fixture
+        def provider(self):
+            return MiProveedor()
+
+        @pytest.fixture
+        def settings(self, upstream):
+            return MiProveedor.Settings(url=upstream.url, timeout_s=1)
+
+        async def script_upstream(self, upstream, reply):
+            upstream.next_reply = reply            # "approved" / "declined" / "unavailable" / "silent"
+
+The base class then checks, with real calls through the provider:
+
+* shape: id, name, ``Settings`` Struct, capabilities, ``min_amount``, every method of the protocol present and
+  async where it must be, a stable ``device_key``;
+* registration: the plugin's ``register_providers`` adds the provider under its id, settings round-trip;
+* outcome mapping for scripted upstream replies: approved → APPROVED (same ticket and amount, masked card
+  data only), declined → DECLINED with the code kept, unavailable → UNAVAILABLE, and **silence → UNKNOWN,
+  never DECLINED or UNAVAILABLE** (a time-out is "in doubt", not "not charged");
+* reconciliation: ``status`` finds an approved ticket and never reports an unknown one as approved;
+* webhooks, when the provider has ``Capability.WEBHOOK``: a signed notice round-trips through
+  ``verify_webhook`` and ``parse_webhook``; a tampered one is refused. Without the capability,
+  ``parse_webhook`` refuses with a ``CajaError``.
+
+Manual providers (``Capability.MANUAL``, a person charges on a phone) are not asked to script upstream replies:
+for them ``charge`` must answer PENDING with a short reference for the cashier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import msgspec
+import pytest
+
+from ..errors import CajaError
+from ..hookspecs import hookimpl
+from ..providers import (Capability, ChargeRequest, Outcome, OutcomeKind, Progress, ProviderContext,
+                         ProviderRegistry, settings_to_json, validate_settings)
+
+REPLIES = ("approved", "declined", "unavailable", "silent")
+_ASYNC = ("charge", "status", "cancel", "refund", "health")
+_SYNC = ("device_key", "parse_webhook", "verify_webhook")
+_PAN = re.compile(r"\d{13,19}")
+
+
+class _Wrapper:
+    def __init__(self, provider: Any) -> None:
+        self.provider = provider
+
+    @hookimpl
+    def register_providers(self, add_provider):
+        add_provider(self.provider)
+
+
+class ProviderConformance:
+    """Subclass me in a plugin's tests; see the module docstring."""
+
+    #: The plugin object (module or instance) whose ``register_providers`` hookimpl adds the provider. None:
+    #: the ``provider`` fixture is registered directly.
+    plugin: ClassVar[Any] = None
+    #: The provider must give up (UNKNOWN) within this many seconds when the upstream is silent; configure
+    #: the ``settings`` fixture with short deadlines.
+    silent_timeout_s: ClassVar[float] = 10.0
+    #: Amount used by the charge checks (whole CLP; at least the provider's minimum).
+    amount: ClassVar[int] = 12_500
+
+    # fixtures a subclass may override ---------------------------------------------------------------
+    @pytest.fixture
+    def upstream(self) -> Any:
+        return None
+
+    @pytest.fixture
+    def provider(self) -> Any:
+        raise NotImplementedError("Defina el fixture `provider` en la subclase de ProviderConformance.")
+
+    @pytest.fixture
+    def settings(self, provider) -> Any:
+        return provider.Settings()
+
+    # hooks a subclass implements ------------------------------------------------------------------------
+    async def script_upstream(self, upstream: Any, reply: str) -> None:
+        """Arrange that the next charge meets ``reply`` upstream: "approved", "declined", "unavailable" (the
+        device/API cannot be reached at all) or "silent" (it received the request and never answers)."""
+        raise NotImplementedError("Implemente script_upstream(upstream, reply) para un proveedor integrado.")
+
+    def webhook_for(self, settings: Any, request: ChargeRequest, outcome: Outcome) -> tuple[Mapping[str, str], bytes]:
+        """The headers and body the upstream would POST to ``/webhooks/{provider_id}`` for ``request``'s
+        attempt (``request.attempt_id`` is our reference) with ``outcome`` (WEBHOOK providers only)."""
+        raise NotImplementedError("Implemente webhook_for(settings, request, outcome) para un proveedor con webhooks.")
+
+    def context(self, settings: Any, upstream: Any) -> ProviderContext:
+        return ProviderContext(register_id=1, venue_id=1, agent=None)
+
+    def make_request(self, provider: Any, settings: Any, *, ticket: str | None = None) -> ChargeRequest:
+        ticket = ticket or str(uuid.uuid4().int % 900_000 + 100_000)
+        return ChargeRequest(attempt_id=int(ticket), ticket=ticket, amount=max(self.amount, provider.min_amount),
+                             register_id=1, register_code="CAJA1", venue_id=1,
+                             device_key=provider.device_key(settings, "CAJA1"), description="Prueba",
+                             reference=f"R{ticket}"[:12])
+
+    # helpers ------------------------------------------------------------------------------------------
+    @staticmethod
+    def capabilities(provider: Any, settings: Any) -> frozenset:
+        per_settings = getattr(provider, "capabilities_for", None)
+        return frozenset(per_settings(settings) if callable(per_settings) else provider.capabilities)
+
+    def integrated(self, provider: Any, settings: Any) -> bool:
+        caps = self.capabilities(provider, settings)
+        return Capability.INTEGRATED in caps and Capability.MANUAL not in caps
+
+    async def _charge(self, provider, settings, upstream, reply: str) -> tuple[ChargeRequest, Outcome, list]:
+        await self.script_upstream(upstream, reply)
+        request = self.make_request(provider, settings)
+        seen: list[Progress] = []
+
+        async def progress(p: Progress) -> None:
+            seen.append(p)
+
+        outcome = await asyncio.wait_for(provider.charge(request, settings, self.context(settings, upstream),
+                                                         progress), self.silent_timeout_s + 5)
+        assert isinstance(outcome, Outcome), f"charge devolvió {type(outcome).__name__}, no un Outcome"
+        return request, outcome, seen
+
+    @staticmethod
+    def assert_no_card_data(outcome: Outcome) -> None:
+        text = msgspec.json.encode(outcome).decode()
+        assert not _PAN.search(text), f"el resultado contiene algo con forma de número de tarjeta: {text}"
+        if outcome.card is not None and outcome.card.last4 is not None:
+            assert re.fullmatch(r"\d{4}", outcome.card.last4), f"last4 inválido: {outcome.card.last4!r}"
+
+    # the checks -----------------------------------------------------------------------------------------
+    def test_shape(self, provider, settings):
+        assert isinstance(provider.id, str) and provider.id.isidentifier() and provider.id == provider.id.lower()
+        assert isinstance(provider.name, str) and provider.name.strip()
+        assert isinstance(provider.Settings, type) and issubclass(provider.Settings, msgspec.Struct)
+        assert isinstance(settings, provider.Settings)
+        caps = self.capabilities(provider, settings)
+        assert caps and all(isinstance(c, Capability) for c in caps)
+        assert isinstance(provider.min_amount, int) and provider.min_amount >= 1
+        for name in _ASYNC:
+            assert inspect.iscoroutinefunction(getattr(provider, name)), f"{name} debe ser async"
+        for name in _SYNC:
+            method = getattr(provider, name)
+            assert callable(method) and not inspect.iscoroutinefunction(method), f"{name} debe ser síncrono"
+        key = provider.device_key(settings, "CAJA1")
+        assert isinstance(key, str) and 0 < len(key) <= 160 and key == provider.device_key(settings, "CAJA1")
+
+    def test_registration(self, provider, settings, make_caja_pm):
+        plugin = self.plugin if self.plugin is not None else _Wrapper(provider)
+        pm = make_caja_pm(plugin, load_entrypoints=False)
+        registry = ProviderRegistry.from_plugin_manager(pm)
+        assert provider.id in registry
+        registered = registry.get(provider.id)
+        assert registered.id == provider.id and type(registered) is type(provider)
+        again = validate_settings(provider, settings_to_json(settings))
+        assert again == settings
+
+    async def test_approved_maps_to_approved(self, provider, settings, upstream):
+        if not self.integrated(provider, settings):
+            return await self._manual_charge_is_pending(provider, settings, upstream)
+        request, outcome, _ = await self._charge(provider, settings, upstream, "approved")
+        assert outcome.kind is OutcomeKind.APPROVED, outcome
+        assert outcome.ticket in (None, request.ticket) and outcome.amount in (None, request.amount)
+        self.assert_no_card_data(outcome)
+
+    async def _manual_charge_is_pending(self, provider, settings, upstream):
+        assert Capability.MANUAL in self.capabilities(provider, settings) or \
+            Capability.WEBHOOK in self.capabilities(provider, settings), \
+            "un proveedor que no es integrado debe ser manual o con webhooks"
+        request = self.make_request(provider, settings)
+        outcome = await provider.charge(request, settings, self.context(settings, upstream), _ignore_progress)
+        assert outcome.kind in (OutcomeKind.PENDING, OutcomeKind.UNAVAILABLE, OutcomeKind.UNKNOWN), outcome
+        if outcome.kind is OutcomeKind.PENDING:
+            assert outcome.reference or outcome.message, "un cobro pendiente debe dar una referencia al cajero"
+
+    async def test_declined_maps_to_declined_with_code(self, provider, settings, upstream):
+        if not self.integrated(provider, settings):
+            return await self._manual_charge_is_pending(provider, settings, upstream)
+        _, outcome, _ = await self._charge(provider, settings, upstream, "declined")
+        assert outcome.kind is OutcomeKind.DECLINED, outcome
+        assert outcome.code not in (None, ""), "un rechazo conserva el código del proveedor"
+        self.assert_no_card_data(outcome)
+
+    async def test_unreachable_maps_to_unavailable(self, provider, settings, upstream):
+        if not self.integrated(provider, settings):
+            return await self._manual_charge_is_pending(provider, settings, upstream)
+        _, outcome, _ = await self._charge(provider, settings, upstream, "unavailable")
+        assert outcome.kind is OutcomeKind.UNAVAILABLE, outcome
+
+    async def test_silence_maps_to_unknown_never_declined(self, provider, settings, upstream):
+        if not self.integrated(provider, settings):
+            return await self._manual_charge_is_pending(provider, settings, upstream)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        _, outcome, progress = await self._charge(provider, settings, upstream, "silent")
+        assert outcome.kind is OutcomeKind.UNKNOWN, f"un terminal mudo es 'en duda', no {outcome.kind}"
+        assert loop.time() - started <= self.silent_timeout_s + 1
+        assert all(isinstance(p, Progress) for p in progress)
+
+    async def test_status_finds_approved_ticket_and_never_invents_one(self, provider, settings, upstream):
+        caps = self.capabilities(provider, settings)
+        if not self.integrated(provider, settings) or Capability.STATUS not in caps:
+            request = self.make_request(provider, settings)
+            outcome = await provider.status(request, settings, self.context(settings, upstream))
+            assert outcome.kind is not OutcomeKind.APPROVED or Capability.STATUS in caps, outcome
+            return
+        request, outcome, _ = await self._charge(provider, settings, upstream, "approved")
+        assert outcome.kind is OutcomeKind.APPROVED
+        found = await provider.status(request, settings, self.context(settings, upstream))
+        assert found.kind is OutcomeKind.APPROVED and found.amount in (None, request.amount), found
+        stranger = self.make_request(provider, settings, ticket="999001")
+        unknown = await provider.status(stranger, settings, self.context(settings, upstream))
+        assert unknown.kind is not OutcomeKind.APPROVED, "un ticket que nunca se cobró no puede salir aprobado"
+
+    async def test_health_answers_an_outcome(self, provider, settings, upstream):
+        outcome = await asyncio.wait_for(provider.health(settings, self.context(settings, upstream)),
+                                         self.silent_timeout_s + 5)
+        assert isinstance(outcome, Outcome)
+
+    def test_webhook_round_trip(self, provider, settings):
+        caps = self.capabilities(provider, settings)
+        if Capability.WEBHOOK not in caps:
+            with pytest.raises(CajaError):
+                provider.parse_webhook({}, b'{"order_id": "1"}')
+            return
+        request = self.make_request(provider, settings)
+        approved = Outcome(kind=OutcomeKind.APPROVED, amount=request.amount, ticket=request.ticket)
+        headers, body = self.webhook_for(settings, request, approved)
+        assert provider.verify_webhook(headers, body, settings), "una notificación auténtica debe verificarse"
+        notice = provider.parse_webhook(headers, body)
+        assert notice.reference == str(request.attempt_id)
+        assert notice.outcome.kind is OutcomeKind.APPROVED and notice.outcome.amount == request.amount
+        assert notice.external_id
+        tampered = body.replace(str(request.amount).encode(), str(request.amount + 1).encode())
+        if tampered != body:
+            try:
+                still_valid = provider.verify_webhook(headers, tampered, settings)
+                parsed = provider.parse_webhook(headers, tampered)
+            except CajaError:
+                return
+            assert not still_valid or parsed.outcome.amount != request.amount
+        with pytest.raises(CajaError):
+            provider.parse_webhook(headers, b"no es json")
+
+
+async def _ignore_progress(p: Progress) -> None:
+    return None
