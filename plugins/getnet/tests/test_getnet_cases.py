@@ -412,3 +412,17 @@ async def test_case5_a_hung_terminal_that_answers_nothing_leaves_the_sale_in_dou
     assert (await provider.health(tcp_settings, ctx)).kind is OutcomeKind.UNAVAILABLE
     sim.clear_faults()                                  # the terminal is restarted
     assert (await provider.status(request, tcp_settings, ctx)).kind is OutcomeKind.UNAVAILABLE
+
+
+async def test_back_to_back_sales_with_no_gaps_lose_no_answer(make_request, fast, provider, ctx, progress):
+    # The terminal closes right after its answer while the host's receipts are still arriving: that close must
+    # never become a reset that destroys the answer.
+    sim = Simulator(step_delay_s=0, message_gap_s=0)
+    host, port = await sim.start_tcp()
+    try:
+        settings = GetnetSettings(host=host, port=port, **fast)
+        outcomes = [await provider.charge(make_request(amount=100 + i), settings, ctx, progress) for i in range(60)]
+        assert [o.kind for o in outcomes] == [OutcomeKind.APPROVED] * 60
+        assert len(sim.tickets()) == 60
+    finally:
+        await sim.stop()

@@ -121,9 +121,15 @@ class _TcpLink(_Link):
             self.closed = True
 
     async def close(self) -> None:
+        """Done writing: send FIN now; the session keeps reading (and ignoring) until the host closes, so the
+        host's late receipts never turn the close into a reset that could destroy the answer in flight."""
         if not self.closed:
             self.closed = True
-            self.writer.close()
+            try:
+                if self.writer.can_write_eof():
+                    self.writer.write_eof()
+            except (ConnectionError, OSError, RuntimeError):
+                pass
 
 
 class _PtyLink(_Link):
@@ -162,6 +168,7 @@ class Simulator:
         self.keep_open = keep_open
         self.step_delay_s = step_delay_s
         self.message_gap_s = message_gap_s
+        self.linger_s = 2.0         # TCP: how long to wait for the host to close after our final answer
         self.ledger: list[LedgerEntry] = []
         self.commands: list[dict[str, Any]] = []      # every command received (masked), for tests/rehearsal
         self.host_receipts = 0                        # {"Received":true} the host sent us
@@ -299,18 +306,29 @@ class Simulator:
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        loop = asyncio.get_running_loop()
+        linger_until: float | None = None
         try:
-            while not link.closed:
+            while True:
+                if link.closed and linger_until is None:
+                    linger_until = loop.time() + self.linger_s
+                if linger_until is not None and loop.time() >= linger_until:
+                    break
                 try:
-                    data = await reader.read(65536)
+                    data = await asyncio.wait_for(reader.read(65536), 0.2)
+                except TimeoutError:
+                    continue
                 except (ConnectionError, OSError):
                     break
                 if not data:
                     break
+                if link.closed:
+                    continue    # late receipts after our final answer: read and ignored
                 for raw in stream.feed(data):
                     self._dispatch(link, raw)
         finally:
-            await link.close()
+            link.closed = True
+            writer.close()
 
     def _dispatch(self, link: _Link, raw: bytes) -> None:
         message = parse_message(raw)
