@@ -93,3 +93,15 @@ async def test_supervisor_cannot_post_admin_forms(supervisor):
 async def test_unknown_page_is_a_spanish_404(admin):
     r = await admin.get("/no/existe")
     assert r.status_code == 404 and "No encontrado" in text_of(r.text)
+
+
+async def test_login_rotates_the_session_id(client, setup, sqlite_db):
+    from caja_core.users import web_sessions
+    await client.login("super", venue_id=setup.venue_id)
+    first = client.client.cookies.get("caja_session")
+    await client.login("admin", venue_id=setup.venue_id)
+    second = client.client.cookies.get("caja_session")
+    assert first and second and first != second
+    async with sqlite_db.session() as s:
+        assert await web_sessions.get_data(s, first) is None
+        assert await web_sessions.get_data(s, second) is not None

@@ -14,7 +14,6 @@ from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
-from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -29,7 +28,7 @@ from caja_core.settings import Settings, load_settings
 from . import filters
 from .auth import LoginLimiter
 from .errors import EXCEPTION_HANDLERS, JSON_PREFIXES
-from .stores import make_session_store
+from .stores import RotatingSessionConfig, make_session_store
 
 log = logging.getLogger("caja.web")
 
@@ -121,7 +120,7 @@ class CajaWebPlugin(InitPlugin):
     def _configure_sessions(self, app_config: AppConfig) -> None:
         store = make_session_store(self.settings.redis_url, self.db)
         app_config.stores = {"sessions": store}
-        config = ServerSideSessionConfig(key="caja_session", max_age=SESSION_MAX_AGE_S, httponly=True,
+        config = RotatingSessionConfig(key="caja_session", max_age=SESSION_MAX_AGE_S, httponly=True,
                                          samesite="lax", secure=self.settings.secure_cookies,
                                          store="sessions", exclude=[f"^{p}" for p in JSON_PREFIXES]
                                          + ["^/static/"])

@@ -19,6 +19,7 @@ from caja_core.users import service as users
 from caja_core.venues import service as venues
 
 from .context import Viewer, Web, viewer_from
+from .stores import rotate_session_id
 
 FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
 
@@ -102,7 +103,9 @@ async def login_context(web: Web, slug: str | None = None) -> dict:
     return {"venue": venue, "cashiers": cashiers}
 
 
-def start_session(request: Request, user: users.UserOut, venue: venues.VenueOut) -> None:
+async def start_session(request: Request, user: users.UserOut, venue: venues.VenueOut) -> None:
+    """A fresh session (new id, old data dropped) holding who logged in."""
+    await rotate_session_id(request)
     viewer = Viewer(id=user.id, venue_id=venue.id, role=user.role, name=user.display_name,
                     venue_name=venue.name, timezone=venue.timezone)
     request.set_session({"viewer": msgspec.to_builtins(viewer)})
@@ -130,7 +133,7 @@ async def login_password(request: Request, data: PasswordLogin = FORM) -> Respon
         venue = await web.call(venues.get_venue, data.venue_id)
         user = await web.call(users.authenticate_password, venue_id=venue.id, username=data.username,
                               password=data.password)
-    start_session(request, user, venue)
+    await start_session(request, user, venue)
     return web.redirect(HOME[user.role])
 
 
@@ -144,7 +147,7 @@ async def login_pin(request: Request, data: PinLogin = FORM) -> Response:
         web.state.login_limiter.hit(client_ip(request), f"id:{data.user_id}")
         venue = await web.call(venues.get_venue, data.venue_id)
         user = await web.call(users.authenticate_pin, venue_id=venue.id, user_id=data.user_id, pin=data.pin)
-    start_session(request, user, venue)
+    await start_session(request, user, venue)
     return web.redirect(HOME[user.role])
 
 

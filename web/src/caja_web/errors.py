@@ -43,7 +43,7 @@ def _error_page(request: Request, status: int, message: str, code: str = "") -> 
 
 def form_rejected(request: Request, exc: FormRejected) -> Template:
     error = exc.error
-    context = {**exc.context, "errors": error.fields, "error": error.message}
+    context = {**exc.context, "errors": error.fields, "error": error.message, "error_details": error.details}
     return Template(template_name=exc.template, context=context, status_code=error.status)
 
 

@@ -4,8 +4,13 @@ that several app instances share the sessions either way."""
 from __future__ import annotations
 
 import random
+import secrets
 from datetime import timedelta
 
+from dataclasses import dataclass
+
+from litestar.connection import ASGIConnection
+from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
 from litestar.stores.base import Store
 from sqlalchemy.exc import IntegrityError
 
@@ -72,3 +77,27 @@ def make_session_store(redis_url: str | None, db: Database) -> Store:
 
         return RedisStore.with_client(url=redis_url, namespace="caja-sessions")
     return DatabaseSessionStore(db)
+
+
+NEW_SESSION_ID = "caja.new_session_id"
+
+
+class RotatingSessionBackend(ServerSideSessionBackend):
+    """Server-side sessions whose id changes at login (no session fixation): ``rotate_session_id()`` makes
+    the response store the session under a fresh id and drop the old one."""
+
+    def get_session_id(self, connection: ASGIConnection) -> str:
+        new_id = connection.scope.get(NEW_SESSION_ID)  # type: ignore[call-overload]
+        return new_id or super().get_session_id(connection)
+
+
+@dataclass
+class RotatingSessionConfig(ServerSideSessionConfig):
+    _backend_class = RotatingSessionBackend
+
+
+async def rotate_session_id(connection: ASGIConnection) -> None:
+    old = connection.cookies.get("caja_session")
+    if old and old != "null":
+        await connection.app.stores.get("sessions").delete(old)
+    connection.scope[NEW_SESSION_ID] = secrets.token_hex(32)  # type: ignore[literal-required]
