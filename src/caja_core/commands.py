@@ -317,6 +317,7 @@ def worker(check_every: float) -> None:
 # ------------------------------------------------------------------------------------ venue / user
 
 async def _in_session(url: str, fn):
+    from .db import models  # noqa: F401  (every table known to the ORM before the first query)
     from .db.engine import Database
 
     database = Database(url)

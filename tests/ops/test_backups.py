@@ -171,7 +171,8 @@ def test_retention_keeps_n_daily_and_m_weekly(tmp_path):
         for hour in (0, 12):
             created = start - timedelta(days=days_ago, hours=hour)
             ids[created] = _fake_backup(tmp_path, created)
-    deleted = apply_retention(tmp_path, keep_daily=7, keep_weekly=4, timezone_name="UTC")
+    deleted = apply_retention(tmp_path, keep_daily=7, keep_weekly=4, timezone_name="UTC",
+                              now=start + timedelta(hours=1))
     kept = list_backups(tmp_path)
     kept_days = {m.created_at.date() for m in kept}
     # The newest of each of the last 7 days…
@@ -184,6 +185,8 @@ def test_retention_keeps_n_daily_and_m_weekly(tmp_path):
     assert len(kept) + len(deleted) == 120
     assert len(list(tmp_path.glob("*.sqlite3"))) == len(kept)
     assert kept[0].id == ids[start]
+    # Everything of the last 24 hours stays (a manual backup taken a moment ago is never pruned).
+    assert ids[start - timedelta(hours=12)] in {m.id for m in kept}
 
 
 async def test_scheduler_backs_up_verifies_and_reports_failures(any_db, tmp_path):

@@ -14,7 +14,7 @@ import yaml
 
 from caja_core import commands  # noqa: F401  (registers the core commands)
 from caja_core.cli import _load_plugin_commands, cli
-from caja_core.ops import metrics, payment_metrics  # noqa: F401  (payment_metrics registers its series)
+from caja_core.ops import metrics
 from caja_core.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

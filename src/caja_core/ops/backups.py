@@ -514,16 +514,17 @@ async def restore_backup(backup_dir: str | Path, backup: str | BackupManifest, d
 # ----------------------------------------------------------------------------------------- retention
 
 def apply_retention(backup_dir: str | Path, *, keep_daily: int, keep_weekly: int,
-                    timezone_name: str = "UTC") -> list[str]:
-    """Keep the newest backup of each of the last ``keep_daily`` days and of each of the last
-    ``keep_weekly`` ISO weeks (days in the venue's zone); delete the others. The newest backup is always
-    kept. Returns the ids deleted."""
+                    timezone_name: str = "UTC", now: datetime | None = None) -> list[str]:
+    """Keep every backup of the last 24 hours, the newest backup of each of the last ``keep_daily`` days and
+    of each of the last ``keep_weekly`` ISO weeks (days in the venue's zone); delete the others. Returns the
+    ids deleted."""
     folder = Path(backup_dir)
     backups = list_backups(folder)
     if not backups:
         return []
     tz = ZoneInfo(timezone_name)
-    keep: set[str] = {backups[0].id}
+    recent = (now or utcnow()) - timedelta(hours=24)
+    keep: set[str] = {backups[0].id} | {m.id for m in backups if m.created_at > recent}
     days: list[Any] = []
     weeks: list[Any] = []
     for manifest in backups:  # newest first: the first seen of each day/week is that period's newest

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import msgspec
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select, text
 
 from ..clock import utcnow
 from ..db import migrate
@@ -110,7 +110,10 @@ async def _database(db: Database, timeout_s: float) -> str | None:
     async def probe() -> str | None:
         async with db.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
-        return await migrate.current_revision(db.engine)
+            has_table = await conn.run_sync(lambda c: inspect(c).has_table("alembic_version"))
+            if not has_table:
+                return None
+            return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
 
     return await asyncio.wait_for(probe(), timeout_s)
 

@@ -42,6 +42,8 @@ TIME_TO_APPROVAL = Histogram("caja_payment_time_to_approval_seconds",
 TIME_TO_FALLBACK = Histogram("caja_payment_time_to_fallback_seconds",
                              "From Pay on the primary provider to the switch to the backup.",
                              ["from_provider", "to_provider"], buckets=PAYMENT_BUCKETS, registry=REGISTRY)
+BREAKER_OPENINGS = Counter("caja_breaker_openings", "Times a device's circuit breaker opened.", ["device"],
+                           registry=REGISTRY)
 BACKUP_RUNS = Counter("caja_backup_runs", "Scheduled backup runs, by result (ok / failed).", ["result"],
                       registry=REGISTRY)
 BACKUP_DURATION = Histogram("caja_backup_duration_seconds", "Backup + verification time.",

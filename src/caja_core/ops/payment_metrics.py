@@ -18,13 +18,7 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import Counter
-
 from ..hookspecs import hookimpl
-from . import metrics
-
-BREAKER_OPENINGS = Counter("caja_breaker_openings", "Times a device's circuit breaker opened.", ["device"],
-                           registry=metrics.REGISTRY)
 
 OUTCOME_OF_KIND = {"approved": "approved", "declined": "declined", "not_sent": "failed_not_sent",
                    "in_doubt": "in_doubt", "cancelled": "cancelled", "refunded": "refunded"}
@@ -50,6 +44,8 @@ def _seconds(start: datetime, end: datetime) -> float:
 
 def observe(event: Any) -> None:
     """Update the metrics for one payment event (``caja_core.payments.events.PaymentEvent``)."""
+    from . import metrics  # imported on first use: the CLI loads this plugin and should start fast
+
     kind = event.kind
     provider = event.provider_id or "?"
     with _lock:
@@ -65,7 +61,7 @@ def observe(event: Any) -> None:
                 metrics.record_fallback(first[0], provider, _seconds(first[1], event.at))
             return
         if kind == "breaker_opened":
-            BREAKER_OPENINGS.labels(device=event.device_key or "?").inc()
+            metrics.BREAKER_OPENINGS.labels(device=event.device_key or "?").inc()
             return
         if kind == "reconciled":
             outcome = event.state or "reconciled"
