@@ -105,3 +105,15 @@ async def test_login_rotates_the_session_id(client, setup, sqlite_db):
     async with sqlite_db.session() as s:
         assert await web_sessions.get_data(s, first) is None
         assert await web_sessions.get_data(s, second) is not None
+
+
+async def test_reading_pages_does_not_rewrite_the_session(admin, sqlite_db, setup):
+    from caja_core.users.models import WebSession
+    key = admin.client.cookies.get("caja_session")
+    async with sqlite_db.session() as s:
+        before = (await s.get(WebSession, key)).expires_at
+    r = await admin.get("/admin/")
+    assert r.status_code == 200
+    assert not any(v.startswith("caja_session=") for k, v in r.headers.multi_items() if k == "set-cookie")
+    async with sqlite_db.session() as s:
+        assert (await s.get(WebSession, key)).expires_at == before

@@ -6,12 +6,14 @@ from __future__ import annotations
 import random
 import secrets
 from datetime import timedelta
+from typing import Any
 
 from dataclasses import dataclass
 
 from litestar.connection import ASGIConnection
 from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
 from litestar.stores.base import Store
+from litestar.types import Empty
 from sqlalchemy.exc import IntegrityError
 
 from caja_core.clock import utcnow
@@ -82,13 +84,29 @@ def make_session_store(redis_url: str | None, db: Database) -> Store:
 NEW_SESSION_ID = "caja.new_session_id"
 
 
+LOADED_DATA = "caja.session_loaded"
+
+
 class RotatingSessionBackend(ServerSideSessionBackend):
-    """Server-side sessions whose id changes at login (no session fixation): ``rotate_session_id()`` makes
-    the response store the session under a fresh id and drop the old one."""
+    """Server-side sessions whose id changes at login (no session fixation: ``rotate_session_id()`` makes the
+    response store the session under a fresh id and drop the old one), written back only when they changed
+    (most requests, the POS polls among them, only read their session)."""
 
     def get_session_id(self, connection: ASGIConnection) -> str:
         new_id = connection.scope.get(NEW_SESSION_ID)  # type: ignore[call-overload]
         return new_id or super().get_session_id(connection)
+
+    async def load_from_connection(self, connection: ASGIConnection) -> dict[str, Any]:
+        data = await super().load_from_connection(connection)
+        connection.scope[LOADED_DATA] = self.serialize_data(data, connection.scope) if data else None  # type: ignore[literal-required]
+        return data
+
+    async def store_in_message(self, scope_session: Any, message: Any, connection: ASGIConnection) -> None:
+        unchanged = (scope_session is not Empty and scope_session and not connection.scope.get(NEW_SESSION_ID)
+                     and connection.cookies.get(self.config.key)
+                     and self.serialize_data(scope_session, connection.scope) == connection.scope.get(LOADED_DATA))
+        if not unchanged:
+            await super().store_in_message(scope_session, message, connection)
 
 
 @dataclass
