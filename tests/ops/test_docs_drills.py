@@ -62,3 +62,47 @@ def test_drill_runs(drill, drill_database, tmp_path):
                             cwd=tmp_path)
     assert result.returncode == 0, f"{drill} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     assert "correcto" in result.stdout.splitlines()[-1]
+
+
+def fenced_blocks(markdown: str) -> list[tuple[str, list[str]]]:
+    blocks, lang, lines = [], None, []
+    for line in markdown.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            if lang is None:
+                lang, lines = stripped[3:].strip() or "text", []
+            else:
+                blocks.append((lang, lines))
+                lang = None
+        elif lang is not None:
+            lines.append(stripped)
+    assert lang is None, "unclosed code block"
+    return blocks
+
+
+def normalise(line: str) -> str:
+    return re.sub(r"\s+", " ", line.strip())
+
+
+def test_every_command_of_the_guide_is_run_by_a_drill():
+    guide = (DOCS / "operations.md").read_text()
+    drill_lines = [normalise(line) for name in DRILLS for line in (DOCS / name).read_text().splitlines()]
+    blocks = fenced_blocks(guide)
+    commands = [normalise(line) for lang, lines in blocks if lang == "bash" for line in lines
+                if line and not line.startswith("#")]
+    assert len(commands) >= 25
+    missing = [c for c in commands if not any(c in line for line in drill_lines)]
+    assert not missing, f"commands of docs/operations.md that no drill runs: {missing}"
+    assert {lang for lang, _ in blocks} <= {"bash", "console", "json", "yaml", "text"}
+
+
+def test_the_guide_lists_every_setting_and_names_files_that_exist():
+    from caja_core.settings import VARIABLES
+
+    guide = (DOCS / "operations.md").read_text()
+    for key in VARIABLES:
+        assert f"`{key}`" in guide or f"{key}`" in guide, key
+    for path in set(re.findall(r"\bdeploy/[\w./@-]+[\w@]", guide)):
+        assert (ROOT / path).exists(), path
+    for script in re.findall(r"docs/[\w*-]+\.sh", guide):
+        assert list(ROOT.glob(script)), script
