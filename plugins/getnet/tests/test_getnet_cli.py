@@ -86,7 +86,7 @@ async def test_simulate_over_a_pty_answers_diagnostics_and_stops_cleanly():
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         path = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode().strip()
-        assert path.startswith("/dev/") and os.path.exists(path)
+        assert os.path.exists(path) and os.path.realpath(path).startswith("/dev/pts/")
         code, out, err = await run_caja("getnet", "sale", "--serial", path, "--amount", "2000", "--ticket", "P1")
         assert code == 0, err
         assert json.loads(out)["Amount"] == 2000

@@ -13,10 +13,13 @@ the control channel (HTTP on loopback: ``GET/POST/DELETE /faults``, ``GET /ledge
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import random
+import shutil
+import tempfile
 import tty
 from collections import deque
 from datetime import datetime
@@ -67,6 +70,7 @@ class Fault(msgspec.Struct, kw_only=True):
     amount: int | None = None
     noise: str = '\x00\x7fruido{"JsonSerialized":"{\\"FunctionCode\\":100,\\"Resp'
     then_real: bool = True
+    replug_after_s: float | None = None  # disconnect over a pty: plug back after this long (None: stay out)
     receipt: bool = True            # False: the terminal never confirms this sale (late_answer: "silence then answer")
     size: int = 2_000_000
     seed: int | None = None
@@ -185,6 +189,8 @@ class Simulator:
         self._tasks: set[asyncio.Task] = set()
         self._pty: tuple[int, int] | None = None
         self._pty_link: _PtyLink | None = None
+        self._pty_dir: str | None = None
+        self.pty_device: str | None = None
         self.tcp_address: tuple[str, int] | None = None
         self.control_address: tuple[str, int] | None = None
         self.pty_path: str | None = None
@@ -215,7 +221,7 @@ class Simulator:
                 return None
             kind = rng.choice(RANDOM_POOL)
             return Fault(kind=kind, charged=rng.random() < 0.5, delay_s=rng.uniform(0.05, 0.5),
-                         gap_s=0.001, code=rng.choice([1, 5, 6]))
+                         gap_s=0.001, code=rng.choice([1, 5, 6]), replug_after_s=0.3)
         return fault
 
     # --- serving ------------------------------------------------------------------------------------
@@ -227,12 +233,21 @@ class Simulator:
         return self.tcp_address
 
     async def start_pty(self) -> str:
+        """Plug in a serial terminal: a pseudo-terminal reached through a stable path (a symlink that stays the
+        same when the cable is pulled and plugged back, like /dev/ttyACM0). Returns that path."""
+        if self._pty is not None:
+            return self.pty_path
         master, slave = os.openpty()
         tty.setraw(slave)
         tty.setraw(master)
         os.set_blocking(master, False)
         self._pty = (master, slave)   # we keep the slave open so the pty never hangs up between clients
-        self.pty_path = os.ttyname(slave)
+        self.pty_device = os.ttyname(slave)
+        if self._pty_dir is None:
+            self._pty_dir = tempfile.mkdtemp(prefix="caja-getnet-")
+        self.pty_path = os.path.join(self._pty_dir, "ttyGETNET")
+        os.symlink(self.pty_device, self.pty_path + ".new")
+        os.replace(self.pty_path + ".new", self.pty_path)
         link = _PtyLink(master, self.unplug_pty)
         self._pty_link = link
         reader = StreamReader()
@@ -249,7 +264,7 @@ class Simulator:
                 self._dispatch(link, raw)
 
         loop.add_reader(master, on_readable)
-        log.info("simulador GETNET en el puerto serie %s", self.pty_path)
+        log.info("simulador GETNET en el puerto serie %s (%s)", self.pty_path, self.pty_device)
         return self.pty_path
 
     async def start_control(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
@@ -275,12 +290,21 @@ class Simulator:
                 pass
         self._servers.clear()
         self.unplug_pty()
+        if self._pty_dir is not None:
+            shutil.rmtree(self._pty_dir, ignore_errors=True)
+            self._pty_dir = None
+
+    async def _replug_later(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await self.start_pty()
 
     def unplug_pty(self) -> None:
-        """The USB cable is pulled: the device disappears (a new ``start_pty()`` plugs it back)."""
+        """The USB cable is pulled: the device disappears (``start_pty()`` plugs it back, same path)."""
         if self._pty:
             master, slave = self._pty
             self._pty = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.pty_path)
             self._pty_link.closed = True
             asyncio.get_running_loop().remove_reader(master)
             os.close(master)
@@ -465,6 +489,8 @@ class Simulator:
                 return
             if kind == "disconnect_after_receipt":
                 await link.drop()
+                if fault.replug_after_s is not None and isinstance(link, _PtyLink):
+                    self._spawn(self._replug_later(fault.replug_after_s))
                 return
             if kind == "unterminated":
                 await link.write(b'{"JsonSerialized":"' + b"A" * fault.size)
