@@ -203,3 +203,31 @@ async def test_metrics_token_rotation_accepts_the_previous_token_until_removed(a
         assert (await client.get("/metrics", headers={"Authorization": f"Bearer {new}"})).status_code == 200
     finally:
         app.state.settings = settings
+
+
+async def test_backup_scheduler_lifespan_backs_up_while_the_app_runs(tmp_path, sqlite_url):
+    import asyncio
+
+    from litestar.datastructures import State
+
+    from caja_web.ops.routes import backup_scheduler_lifespan, health
+
+    settings = load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": sqlite_url,
+                              "CAJA_BACKUP_DIR": str(tmp_path / "auto")})
+    db = Database(sqlite_url)
+    app = Litestar(route_handlers=[health], state=State({"settings": settings, "db": db}),
+                   lifespan=[backup_scheduler_lifespan(settings, check_every_s=0.05)])
+    try:
+        async with AsyncTestClient(app=app) as client:
+            for _ in range(200):
+                body = (await client.get("/health")).json()
+                if body["services"]["backups"]["status"] == "ok" and body["services"]["workers"].get("backup", {}).get("last_ok_at"):
+                    break
+                await asyncio.sleep(0.05)
+            assert body["status"] == "ok", body["problems"]
+            assert body["services"]["workers"]["backup"]["status"] == "ok"
+            [manifest] = backup_ops.list_backups(settings.backup_dir)
+            assert manifest.kind == "scheduled" and manifest.verification.ok
+        assert "backup" not in WORKERS.snapshot()  # stopped with the app
+    finally:
+        await db.dispose()
