@@ -115,3 +115,26 @@ async def test_threaded_serial_reader_used_on_windows_works_on_a_pty_too(make_re
     assert seen == [78, 79, 81, 82]
     assert (await client.poll())["ResponseCode"] == 0
     assert pty_sim.tickets() == {"W1": 990}
+
+
+async def test_seeded_random_faults_over_serial_never_lose_or_invent_a_charge(make_request, fast, pty_sim, provider,
+                                                                              ctx, progress):
+    settings = GetnetSettings(connection="serial", serial_path=pty_sim.pty_path,
+                              **(fast | {"receipt_timeout_s": 0.3, "sale_timeout_s": 0.7}))
+    pty_sim.add_fault(Fault(kind="random", scope="run", seed=77, rate=0.6))
+    approved: dict[str, int] = {}
+    for i in range(16):
+        request = make_request(amount=2000 + i)
+        outcome = await provider.charge(request, settings, ctx, progress)
+        for _ in range(10):             # in doubt: ask again (the cable may still be out for a moment)
+            if outcome.kind is not OutcomeKind.UNKNOWN:
+                break
+            await asyncio.sleep(0.1)
+            outcome = await provider.status(request, settings, ctx)
+        assert outcome.kind in (OutcomeKind.APPROVED, OutcomeKind.DECLINED, OutcomeKind.UNAVAILABLE)
+        if outcome.kind is OutcomeKind.APPROVED:
+            assert (outcome.ticket, outcome.amount) == (request.ticket, request.amount)
+            approved[request.ticket] = request.amount
+    await asyncio.sleep(0.6)
+    assert approved == pty_sim.tickets()
+    assert 0 < len(approved) < 16
