@@ -121,7 +121,7 @@ class Env:
             not p.in_doubt and p.state not in ("created", "sending", "awaiting")), timeout)
 
 
-async def build_env(db, *, speed: float = 8.0, policy: dict | None = None, primary=None, backup=None) -> Env:
+async def build_env(db, *, speed: float = 4.0, policy: dict | None = None, primary=None, backup=None) -> Env:
     provider = primary or ScriptableProvider("fake")
     backup_provider = backup or manual_provider("fakebackup")
     events = Events()

@@ -131,3 +131,28 @@ async def test_cancel_before_the_terminal_answers(env):
     calls = [m for m, _ in env.provider.calls]
     assert calls.index("cancel") < calls.index("status")
     assert env.provider.ledger == {}
+
+
+async def test_start_payment_consults_select_provider_and_refuses_an_unconfigured_choice(env):
+    from caja_core import hookimpl
+
+    class Chooser:
+        def __init__(self, answer):
+            self.answer, self.seen = answer, []
+
+        @hookimpl(tryfirst=True)
+        def select_provider(self, intent, candidates, policy):
+            self.seen.append((intent.id, list(candidates), policy.max_wait_s))
+            return self.answer
+
+    chooser = Chooser("cash")
+    env.pm.register(chooser)
+    orch = await env.orchestrator()
+    sale_id = await env.sale()
+    with pytest.raises(Conflict) as err:
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    assert err.value.code == "payment.provider_not_configured" and env.provider.calls == []
+    assert chooser.seen == [(sale_id, ["fake"], 5)]
+    chooser.answer = None          # no opinion: the default picks the register's primary
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    assert (await env.settle(orch, sale_id)).paid

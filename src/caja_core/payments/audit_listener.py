@@ -25,7 +25,7 @@ PLUGIN_NAME = "caja-payment-audit"
 class PaymentAuditListener:
     def __init__(self, db: Any) -> None:
         self.db = db
-        self.queue: asyncio.Queue[PaymentEvent] = asyncio.Queue()
+        self.queue: asyncio.Queue[PaymentEvent | None] = asyncio.Queue()
         self.task: asyncio.Task | None = None
 
     @classmethod
@@ -40,34 +40,35 @@ class PaymentAuditListener:
     async def uninstall(self, pm: Any) -> None:
         if pm.get_plugin(PLUGIN_NAME) is self:
             pm.unregister(self)
-        await self.flush()
         if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            self.queue.put_nowait(None)      # write what is queued, then stop
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), 10)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+                self.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self.task
 
     @hookimpl
     def on_payment_event(self, event: Any) -> None:
         if isinstance(event, PaymentEvent) and not event.audited:
             self.queue.put_nowait(event)
 
-    async def flush(self) -> None:
-        batch: list[PaymentEvent] = []
-        while not self.queue.empty():
-            batch.append(self.queue.get_nowait())
-        if batch:
-            await self._write(batch)
-
     async def _writer(self) -> None:
-        while True:
+        stopping = False
+        while not stopping:
             first = await self.queue.get()
             batch = [first]
             while not self.queue.empty() and len(batch) < 100:
                 batch.append(self.queue.get_nowait())
+            stopping = None in batch
+            events = [e for e in batch if e is not None]
+            if not events:
+                continue
             try:
-                await self._write(batch)
+                await self._write(events)
             except Exception:  # noqa: BLE001 - the audit writer never stops the money path
-                log.exception("could not write %d payment audit events", len(batch))
+                log.exception("could not write %d payment audit events", len(events))
 
     async def _write(self, batch: list[PaymentEvent]) -> None:
         from ..audit.service import record

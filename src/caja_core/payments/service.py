@@ -72,6 +72,7 @@ class _Flight:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     received: bool = False
+    in_call: bool = False
 
 
 @dataclass
@@ -135,7 +136,8 @@ class PaymentOrchestrator:
                  tick_s: float = 0.05, worker_interval_s: float = 1.0, cancel_timeout_s: float = 10.0,
                  cancel_grace_s: float = 3.0, status_timeout_s: float = 10.0, health_timeout_s: float = 10.0,
                  reconcile_backoff_s: tuple[float, float] = (1.0, 60.0), lease_margin_s: float = 90.0,
-                 remote_cancel_check_s: float = 1.0, audit_listener: bool = True) -> None:
+                 remote_cancel_check_s: float = 1.0, stop_grace_s: float = 2.0,
+                 audit_listener: bool = True) -> None:
         self.db = db
         self.registry = registry
         self.pm = pm
@@ -151,6 +153,7 @@ class PaymentOrchestrator:
         self.reconcile_backoff_s = reconcile_backoff_s
         self.lease_margin_s = lease_margin_s
         self.remote_cancel_check_s = remote_cancel_check_s
+        self.stop_grace_s = stop_grace_s
         self.rules = collect_rules(pm)
         self._flights: dict[int, _Flight] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -187,6 +190,12 @@ class PaymentOrchestrator:
             # Let the worker finish its pass (a pass cut in the middle could leave a write lock behind).
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(self._worker), self.status_timeout_s + 1)
+        # Give the work that is only writing down an answer a moment to finish (and announce it); a charge still
+        # waiting on its provider is cut: the next start's recovery reconciles it.
+        waiting_on_provider = {f.task for f in self._flights.values() if f.in_call}
+        finishing = [t for t in self._tasks if t not in waiting_on_provider]
+        if finishing:
+            await asyncio.wait(finishing, timeout=self.stop_grace_s)
         tasks = [t for t in [self._worker, *self._tasks] if t is not None]
         for task in tasks:
             task.cancel()
@@ -322,6 +331,9 @@ class PaymentOrchestrator:
                 if not chosen:
                     raise Conflict("Esta caja no tiene un proveedor de tarjeta configurado.",
                                    code="payment.no_provider")
+                if chosen not in candidates:
+                    raise Conflict(f"Un plugin eligió el proveedor {chosen!r}, que esta caja no tiene configurado.",
+                                   code="payment.provider_not_configured")
                 provider = self.registry.get(chosen)
                 settings = self._settings(register, provider)
                 amount = self._check_amount(sale.total, provider)
@@ -776,11 +788,13 @@ class PaymentOrchestrator:
                     log.warning("could not store progress of attempt %s", attempt_id, exc_info=True)
 
             charge = asyncio.create_task(call.provider.charge(call.request, call.settings, call.ctx, on_progress))
+            flight.in_call = True
             stop_reason = await self._wait_charge(flight, charge)
             if stop_reason is None:
                 outcome, reason, fault = self._charge_result(charge)
             else:
                 outcome, reason, fault = await self._stop_charge(flight, call, charge, stop_reason)
+            flight.in_call = False
             try:
                 await self._record_breaker(call, fault, outcome, reason)
             except Exception:  # noqa: BLE001 - the answer matters more than the breaker's bookkeeping
