@@ -84,3 +84,49 @@ async def test_checkout_paid_over_http_once_even_when_delivered_twice(served):
 
 async def _no_progress(_):
     return None
+
+
+async def test_the_full_web_app_accepts_klap_webhooks_without_login_or_csrf(any_db):
+    """The real app factory (sessions, CSRF, auth guards) lets KLAP's call through and still authenticates it."""
+    from caja_core import hookimpl
+    from caja_core.plugins import make_plugin_manager
+    from caja_core.settings import load_settings
+    from caja_web.app import create_app
+
+    class Providers:
+        @hookimpl
+        def register_providers(self, add_provider):
+            add_provider(KlapProvider())
+
+    port = _free_port()
+    async with FakeKlapServer(api_key=API_KEY) as klap_api:
+        raw = {"mode": "checkout", "api_base_url": klap_api.api_base_url, "api_key": API_KEY,
+               "webhook_url": f"http://127.0.0.1:{port}/webhooks/klap"}
+        setup, _ = await klap_setup(any_db, klap_settings=raw)
+        settings = load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": any_db.url})
+        app = create_app(settings, db=any_db, pm=make_plugin_manager(Providers(), load_entrypoints=False))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                               lifespan="off"))
+        task = asyncio.create_task(server.serve())
+        try:
+            while not server.started:
+                await asyncio.sleep(0.01)
+            session_id = await open_session(any_db, setup)
+            sale_id, total = await new_sale(any_db, setup, session_id, "Agua")
+            attempt_id = await add_attempt(any_db, setup, session_id, sale_id, total, state="awaiting")
+            outcome = await KlapProvider().charge(
+                ChargeRequest(attempt_id=attempt_id, ticket="T1", amount=total, register_id=setup.register_id,
+                              register_code="CAJA1", venue_id=setup.venue_id, device_key="klap:checkout:CAJA1"),
+                KlapSettings(**raw), ProviderContext(register_id=setup.register_id, venue_id=setup.venue_id),
+                _no_progress)
+            klap_api.pay(outcome.reference)
+            forged = await klap_api.deliver_webhook(outcome.reference, headers={"apikey": "x"})
+            assert forged.status_code == 401
+            reply = await klap_api.deliver_webhook(outcome.reference)
+            assert (reply.status_code, reply.json()) == (200, {"status": "ok"})
+            assert "set-cookie" not in reply.headers
+        finally:
+            server.should_exit = True
+            await task
+    async with any_db.reader() as s:
+        assert (await s.get(Sale, sale_id)).status == "paid"
