@@ -277,3 +277,28 @@ async def test_override_then_late_primary_approval_offers_the_refund(cashier, se
     assert r.status_code == 200, text_of(r.text)
     assert "Posible doble cobro" not in r.text
     assert fakes[0].refunded
+
+
+async def test_courtesy_at_oficina_needs_a_reason_and_counts_apart(client, sqlite_db, registry, settings, fakes):
+    from caja_core.plugins import make_plugin_manager
+    from caja_core.testing.factories import make_setup
+    from litestar.testing import AsyncTestClient
+
+    from caja_web.app import create_app
+    from conftest import ProvidersPlugin, WebClient
+
+    office = await make_setup(sqlite_db, registry, slug="oficina", register_type="OFICINA", phones=1)
+    app = create_app(settings, db=sqlite_db, pm=make_plugin_manager(ProvidersPlugin(*fakes), load_entrypoints=False))
+    async with AsyncTestClient(app=app) as c:
+        web = WebClient(c)
+        await web.login_cashier(office.cashier_id, venue_id=office.venue_id)
+        await web.post("/caja/session/open", {"register_id": office.register_id, "initial_cash": "0", "open_key": "of"})
+        r = await web.post("/caja/venta/item", {"product_id": office.products["Piscola"]}, htmx=True)
+        assert 'id="courtesy"' in r.text
+        r = await web.post("/caja/venta/cortesia", {"reason": ""}, htmx=True)
+        assert r.status_code == 422 and "motivo de la cortesía" in r.text
+        r = await web.post("/caja/venta/cortesia", {"reason": "Artista invitado"}, htmx=True)
+        assert r.status_code == 200 and "Artista invitado" in r.text and "Vuelto" not in r.text
+    async with sqlite_db.session() as s:
+        session = await sessions.current_session(s, office.venue_id, office.register_id)
+    assert session.courtesy_count == 1 and session.courtesy_total == 6000 and session.ticket_count == 0

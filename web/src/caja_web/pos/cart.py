@@ -32,6 +32,7 @@ class PosState(msgspec.Struct, kw_only=True):
     """What this browser session is doing at the POS."""
 
     register_id: int | None = None
+    register_type: str = ""
     session_id: int | None = None
     lines: list[Line] = msgspec.field(default_factory=list)
     sale_key: str = msgspec.field(default_factory=lambda: uuid.uuid4().hex)

@@ -153,7 +153,14 @@ async def resume_session(request: Request, data: ResumeForm = FORM) -> Response:
         session = await web.call(sessions.current_session, web.venue_id, data.register_id)
         if session is None:
             raise Conflict("Esa caja no tiene una sesión abierta.", code="session.none_open")
-    carts.save(request, PosState(register_id=data.register_id, session_id=session.id))
+    return await start_pos(web, data.register_id, session.id)
+
+
+async def start_pos(web: Web, register_id: int, session_id: int) -> Response:
+    """This browser now sells on ``register_id`` in ``session_id``."""
+    register = await web.call(registers.get_register, web.venue_id, register_id)
+    carts.save(web.request, PosState(register_id=register_id, register_type=register.register_type,
+                                     session_id=session_id))
     return web.redirect("/caja/venta")
 
 
@@ -172,8 +179,7 @@ async def open_session(request: Request) -> Response:
         session = await web.venue_call(sessions.open_session, register_id=register_id, user_id=web.user_id,
                                        initial_cash=raw.get("initial_cash", ""), open_key=raw.get("open_key", ""),
                                        count=denomination_count(raw, "count_") or None)
-    carts.save(request, PosState(register_id=register_id, session_id=session.id))
-    return web.redirect("/caja/venta")
+    return await start_pos(web, register_id, session.id)
 
 
 # ---- sale screen ----------------------------------------------------------------------------------------
@@ -241,6 +247,25 @@ async def checkout(request: Request) -> Response:
     async with web.form("pos/_cart.html", {"state": state}):
         sale = await web.venue_call(sales.create_sale, session_id=state.session_id, cashier_id=web.user_id,
                                     items=state.items(), idempotency_key=state.sale_key)
+    state.sale_id = sale.id
+    carts.save(request, state)
+    return await payment_view(web, sale.id)
+
+
+class CourtesyForm(msgspec.Struct, kw_only=True):
+    reason: str = ""
+
+
+@post("/venta/cortesia")
+async def courtesy(request: Request, data: CourtesyForm = FORM) -> Response:
+    """OFICINA: the cart leaves as a courtesy (no revenue), with its reason; no money changes hands."""
+    web = Web(request)
+    state = await require_cart(web)
+    async with web.form("pos/_cart.html", {"state": state}, form=msgspec.to_builtins(data), courtesy_open=True):
+        sale = await web.venue_call(sales.create_sale, session_id=state.session_id, cashier_id=web.user_id,
+                                    items=state.items(), idempotency_key=state.sale_key, no_revenue=True,
+                                    courtesy_reason=data.reason)
+        await web.venue_call(sales.pay_cash, sale_id=sale.id, cash_received=None, user_id=web.user_id)
     state.sale_id = sale.id
     carts.save(request, state)
     return await payment_view(web, sale.id)
@@ -478,6 +503,6 @@ def show_sale_in_progress(request: Request, exc: SaleInProgress) -> Response:
 router = Router(path="/caja", guards=[requires(*CASHIER)], include_in_schema=False,
                 exception_handlers={SaleInProgress: show_sale_in_progress}, route_handlers=[
     pos_home, resume_session, open_page, open_session, sale_screen, add_item, add_free_line, change_line,
-    clear_cart, checkout, sale_page, payment_progress, pay_cash, pay_card, cancel_payment, start_backup,
+    clear_cart, checkout, courtesy, sale_page, payment_progress, pay_cash, pay_card, cancel_payment, start_backup,
     confirm_backup, override_backup, refund_duplicate, cancel_sale, next_sale, movements_page, add_movement, incidents_page,
     add_incident, close_page, close_session, approve_close])
