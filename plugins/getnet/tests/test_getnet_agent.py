@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 
 from caja_core.providers import OutcomeKind, ProviderContext
-from caja_getnet.agent import run_command
+from caja_getnet.agent import Journal, run_command
 from caja_getnet.client import GetnetClient
 from caja_getnet.protocol import Command, Deadlines
 from caja_getnet.provider import GetnetSettings
@@ -297,3 +298,19 @@ async def test_a_result_the_server_cannot_take_survives_on_disk_across_a_restart
     assert len(api.results[sale]) == 1 and sim.command_codes().count(Command.SALE) == 1
     assert sim.tickets() == {"D1": 5000}
     assert TEST_ACCOUNT_NUMBER not in "".join(p.read_text() for p in state.rglob("*.json"))
+
+
+def test_journal_keeps_results_until_delivered_and_forgets_old_ones(tmp_path):
+    journal = Journal(tmp_path)
+    journal.start("c1", {"Command": 100, "TicketNumber": "T1"})
+    assert journal.seen("c1") and journal.outbox() == []
+    assert journal.recover_inflight() == ["c1"]                # died mid-command: reported in doubt
+    assert journal.outbox() == [{"command_id": "c1", "result": {
+        "AgentError": "in_doubt", "Detail": "El agente se reinició con este comando en curso."}}]
+    journal.delivered("c1")
+    assert journal.outbox() == [] and journal.seen("c1")
+    assert journal.requeue_done("c1") and len(journal.outbox()) == 1   # the server asked again
+    journal.delivered("c1")
+    old = tmp_path / "done" / "c1.json"
+    os.utime(old, (0, 0))
+    assert journal.prune_done() == 1 and not journal.seen("c1")

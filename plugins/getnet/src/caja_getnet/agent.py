@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,19 @@ class Journal:
                 log.error("agente: resultado ilegible en %s", path)
         return items
 
+    def prune_done(self, older_than_s: float = 7 * 24 * 3600) -> int:
+        """Forget delivered results after a week (the server will not send those commands again)."""
+        limit = time.time() - older_than_s
+        removed = 0
+        for path in (self.root / "done").glob("*.json"):
+            try:
+                if path.stat().st_mtime < limit:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                pass
+        return removed
+
     def recover_inflight(self) -> list[str]:
         """Commands that were in flight when the agent stopped: reported in doubt, never resent."""
         ids = []
@@ -171,6 +185,7 @@ class Agent:
         return self._http
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.journal.prune_done()
         recovered = self.journal.recover_inflight()
         if recovered:
             log.warning("agente: %s comando(s) quedaron en curso al detenerse; se informan en duda", len(recovered))
