@@ -134,7 +134,7 @@ class PaymentOrchestrator:
     def __init__(self, db: Any, registry: ProviderRegistry, pm: Any, *, clock: Clock = SYSTEM_CLOCK,
                  instance_id: str, agent_channel_factory: Callable[[Any], Any] | None = None,
                  tick_s: float = 0.05, worker_interval_s: float = 1.0, cancel_timeout_s: float = 10.0,
-                 cancel_grace_s: float = 3.0, status_timeout_s: float = 10.0, health_timeout_s: float = 10.0,
+                 cancel_grace_s: float = 0.5, status_timeout_s: float = 10.0, health_timeout_s: float = 10.0,
                  reconcile_backoff_s: tuple[float, float] = (1.0, 60.0), lease_margin_s: float = 90.0,
                  remote_cancel_check_s: float = 1.0, stop_grace_s: float = 2.0,
                  audit_listener: bool = True) -> None:
