@@ -74,7 +74,8 @@ class LoadResult:
             f"{out['cash']}, card on GETNET {out['card']}, KLAP backup {out['backup']}; cancelled {out['cancelled']}; "
             f"left pending {out['pending']}",
             f"  payment attempts: {', '.join(f'{k} {v}' for k, v in sorted(self.attempts.items()))}",
-            f"  reconciled with the terminal: {self.reconciled} attempts",
+            f"  reconciled with the terminal: {self.reconciled} attempts; 'terminal busy' shown (the register's "
+            f"other cashier was charging on it) {sum(x.busy for x in st.sales)}",
             f"  cash movements {len(st.movements)}; closes: {dict(Counter(h for _, h, _ in st.closes))}",
             f"  refusals shown to cashiers: {dict(sorted(st.refusals.items()))}",
             f"  requests {st.requests} ({st.requests / max(self.elapsed_s, 1):.0f}/s); no answer {st.lost}; "
