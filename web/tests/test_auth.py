@@ -117,3 +117,10 @@ async def test_reading_pages_does_not_rewrite_the_session(admin, sqlite_db, setu
     assert not any(v.startswith("caja_session=") for k, v in r.headers.multi_items() if k == "set-cookie")
     async with sqlite_db.session() as s:
         assert (await s.get(WebSession, key)).expires_at == before
+
+
+async def test_pages_refuse_framing_and_static_files_are_cached(client):
+    page = await client.get("/login")
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+    js = await client.get("/static/vendor/htmx.min.js")
+    assert js.status_code == 200 and "max-age=3600" in js.headers["cache-control"]

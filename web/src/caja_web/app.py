@@ -13,7 +13,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescap
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.config.csrf import CSRFConfig
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, ResponseHeader, State
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -97,6 +97,7 @@ class CajaWebPlugin(InitPlugin):
         self._configure_errors(app_config)
         self._configure_lifespan(app_config)
         self._configure_openapi(app_config)
+        self._configure_headers(app_config)
         return app_config
 
     def _configure_state(self, app_config: AppConfig) -> None:
@@ -115,7 +116,7 @@ class CajaWebPlugin(InitPlugin):
     def _configure_static(self, app_config: AppConfig) -> None:
         app_config.route_handlers.append(
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False,
-                                       cache_control=None))
+                                       cache_control=CacheControlHeader(max_age=3600, public=True)))
 
     def _configure_sessions(self, app_config: AppConfig) -> None:
         store = make_session_store(self.settings.redis_url, self.db)
@@ -144,6 +145,12 @@ class CajaWebPlugin(InitPlugin):
 
     def _configure_openapi(self, app_config: AppConfig) -> None:
         app_config.openapi_config = OpenAPIConfig(title="caja", version="0.1.0", path="/schema")
+
+    def _configure_headers(self, app_config: AppConfig) -> None:
+        app_config.response_headers = [*app_config.response_headers,
+                                       ResponseHeader(name="X-Frame-Options", value="DENY"),
+                                       ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
+                                       ResponseHeader(name="Referrer-Policy", value="same-origin")]
 
     @asynccontextmanager
     async def _lifespan(self, app: Litestar):
