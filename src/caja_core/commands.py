@@ -317,6 +317,8 @@ def worker(check_every: float) -> None:
 # ------------------------------------------------------------------------------------ venue / user
 
 async def _in_session(url: str, fn):
+    from sqlalchemy.exc import DBAPIError
+
     from .db import models  # noqa: F401  (every table known to the ORM before the first query)
     from .db.engine import Database
 
@@ -324,6 +326,10 @@ async def _in_session(url: str, fn):
     try:
         async with database.session() as s:
             return await fn(s)
+    except (DBAPIError, OSError) as exc:
+        raise click.ClickException(
+            f"La base de datos no respondió como se esperaba ({type(exc).__name__}). Revise CAJA_DATABASE_URL "
+            "y que el esquema esté al día: `caja db status`.") from None
     finally:
         await database.dispose()
 

@@ -56,7 +56,7 @@ def test_db_status_upgrade_downgrade(which, request):
 
     first = run("db", "upgrade", env=env)
     assert first.returncode == 0, first.stderr
-    assert f"(vacía) → {head}" in first.stdout
+    assert f"(vacía) → {head}" in first.stdout and "no hace falta respaldo" in first.stdout
     again = run("db", "upgrade", env=env)  # idempotent: nothing to do, no backup taken
     assert again.returncode == 0 and "nada que hacer" in again.stdout
 
@@ -64,20 +64,10 @@ def test_db_status_upgrade_downgrade(which, request):
     assert status.returncode == 0 and f"Versión actual: {head}" in status.stdout
     assert "al día" in status.stdout
 
-    made = run("venue", "create", "--slug", "luna", "--name", "Club Luna", env=env)
-    assert made.returncode == 0, made.stderr
-    user = run("user", "create", "--username", "admin", "--name", "Administradora", "--role", "admin",
-               env={**env, "CAJA_NEW_USER_SECRET": "una-clave-larga"})
-    assert user.returncode == 0 and "Usuario creado: admin" in user.stdout, user.stderr
-    weak = run("user", "create", "--username", "cajero", "--name", "Cajero", "--role", "cashier",
-               env={**env, "CAJA_NEW_USER_SECRET": "12"})
-    assert weak.returncode == 2 and "PIN" in weak.stderr
-
     down = run("db", "downgrade", "base", env=env)
     assert down.returncode == 0, down.stderr
     assert "Respaldo previo:" in down.stdout and f"{head} → (vacía)" in down.stdout
-    listing = run("backup", "list", env=env)
-    assert "pre-downgrade" in listing.stdout
+    assert "pre-downgrade" in run("backup", "list", env=env).stdout
 
     status = run("db", "status", env=env)
     assert "Versión actual: (vacía)" in status.stdout
@@ -85,20 +75,21 @@ def test_db_status_upgrade_downgrade(which, request):
     assert f"Versión actual: {head}" in run("db", "status", env=env).stdout
 
 
-def test_upgrade_takes_a_backup_first_unless_told_not_to(sqlite_env):
-    target = migrate.head_revision()
-    assert run("db", "upgrade", env=sqlite_env).returncode == 0
-    assert run("db", "downgrade", "base", "--no-backup", env=sqlite_env).returncode == 0
-    assert "No hay respaldos" in run("backup", "list", env=sqlite_env).stdout
-    # A database at "base" has nothing to lose; one with a schema does.
-    assert run("db", "upgrade", env=sqlite_env).returncode == 0
-    assert "No hay respaldos" in run("backup", "list", env=sqlite_env).stdout
-    assert target
+def test_commands_on_a_database_without_schema_say_what_to_do(sqlite_env):
+    result = run("venue", "create", "--slug", "luna", "--name", "Club Luna", env=sqlite_env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "caja db status" in result.stderr
 
 
 def test_backup_create_list_verify_restore_cli(sqlite_env):
     assert run("db", "upgrade", env=sqlite_env).returncode == 0
     assert run("venue", "create", "--slug", "luna", "--name", "Club Luna", env=sqlite_env).returncode == 0
+    user = run("user", "create", "--username", "admin", "--name", "Administradora", "--role", "admin",
+               env={**sqlite_env, "CAJA_NEW_USER_SECRET": "una-clave-larga"})
+    assert user.returncode == 0 and "Usuario creado: admin" in user.stdout, user.stderr
+    weak = run("user", "create", "--username", "cajero", "--name", "Cajero", "--role", "cashier",
+               env={**sqlite_env, "CAJA_NEW_USER_SECRET": "12"})
+    assert weak.returncode == 2 and "PIN" in weak.stderr
     created = run("backup", "create", env=sqlite_env)
     assert created.returncode == 0, created.stderr
     backup_id = re.search(r"Respaldo creado: (\S+)", created.stdout).group(1)
@@ -162,3 +153,54 @@ def test_serve_with_bad_settings_exits_2_and_starts_nothing(tmp_path):
     assert "CAJA_SECRET_KEY es débil" in result.stderr
     assert "CAJA_PORT=99999 no es válido" in result.stderr
     assert not (tmp_path / "caja.db").exists()  # nothing started, nothing created
+
+
+PROBE_MIGRATION = '''"""A migration that exists only in this test."""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "9999_ops_probe"
+down_revision = {head!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("ops_probe", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade():
+    op.drop_table("ops_probe")
+'''
+
+
+@pytest.mark.parametrize("which", ["sqlite", "postgres"])
+def test_upgrade_with_a_pending_migration_backs_up_first_and_downgrade_returns(which, request, tmp_path):
+    import shutil
+
+    env = request.getfixturevalue("sqlite_env" if which == "sqlite" else "pg_env")
+    head = migrate.head_revision()
+    assert run("db", "upgrade", env=env).returncode == 0
+    assert run("venue", "create", "--slug", "luna", "--name", "Club Luna", env=env).returncode == 0
+
+    # The next release: the same history plus one migration.
+    root = Path(migrate.alembic_dir()).parent
+    newer = tmp_path / "release"
+    shutil.copytree(root / "alembic", newer / "alembic", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(root / "alembic.ini", newer / "alembic.ini")
+    (newer / "alembic" / "versions" / "9999_ops_probe.py").write_text(PROBE_MIGRATION.format(head=head))
+    newer_env = {**env, "CAJA_ALEMBIC_DIR": str(newer / "alembic")}
+
+    status = run("db", "status", "--check", env=newer_env)
+    assert status.returncode == 1 and "Pendientes (1): 9999_ops_probe" in status.stdout
+    up = run("db", "upgrade", env=newer_env)
+    assert up.returncode == 0, up.stderr
+    assert "Respaldo previo:" in up.stdout and f"{head} → 9999_ops_probe" in up.stdout
+    listing = run("backup", "list", env=env).stdout
+    assert "pre-upgrade" in listing and head in listing  # the backup holds the schema before the upgrade
+    assert "nada que hacer" in run("db", "upgrade", env=newer_env).stdout
+
+    down = run("db", "downgrade", head, "--no-backup", env=newer_env)
+    assert down.returncode == 0 and f"9999_ops_probe → {head}" in down.stdout, down.stderr
+    assert run("backup", "list", env=env).stdout.count("caja-") == 1  # --no-backup took none
+    assert run("db", "status", "--check", env=env).returncode == 0  # back on this release's head
