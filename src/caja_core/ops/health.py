@@ -70,11 +70,15 @@ class _Collector:
 
 
 async def ping_redis(url: str, *, timeout_s: float = 2.0) -> bool:
-    """PING a Redis server (AUTH first when the URL has a password) over a plain socket."""
+    """PING a Redis server (AUTH first when the URL has a password): redis://, rediss:// (TLS) or unix://."""
     parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        if parts.scheme == "unix":
+            opening = asyncio.open_unix_connection(parts.path)
+        else:
+            opening = asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 6379,
+                                              ssl=True if parts.scheme == "rediss" else None)
+        reader, writer = await asyncio.wait_for(opening, timeout_s)
     except (OSError, asyncio.TimeoutError):
         return False
     try:

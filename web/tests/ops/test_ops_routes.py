@@ -231,3 +231,31 @@ async def test_backup_scheduler_lifespan_backs_up_while_the_app_runs(tmp_path, s
         assert "backup" not in WORKERS.snapshot()  # stopped with the app
     finally:
         await db.dispose()
+
+
+async def test_install_with_settings_configures_json_logs_and_in_app_backups(tmp_path, sqlite_url):
+    import asyncio
+
+    from litestar.datastructures import State
+
+    from caja_web.ops.routes import health
+
+    settings = load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": sqlite_url,
+                              "CAJA_BACKUP_DIR": str(tmp_path / "inapp")})
+    db = Database(sqlite_url)
+    root = logging.getLogger()
+    try:
+        app = Litestar(route_handlers=[health], state=State({"settings": settings, "db": db}),
+                       on_app_init=[lambda config: install(config, settings=settings, backups=True)])
+        assert any(h.get_name() == "caja" for h in root.handlers)
+        async with AsyncTestClient(app=app) as client:
+            for _ in range(200):
+                if backup_ops.list_backups(settings.backup_dir):
+                    break
+                await asyncio.sleep(0.05)
+            assert (await client.get("/health")).status_code == 200
+        assert len(backup_ops.list_backups(settings.backup_dir)) == 1
+    finally:
+        for handler in [h for h in root.handlers if h.get_name() == "caja"]:
+            root.removeHandler(handler)
+        await db.dispose()

@@ -187,13 +187,25 @@ def request_metrics_middleware(app):
     return middleware
 
 
-def install(app_config: AppConfig) -> AppConfig:
-    """Add the request middleware to an app being configured (usable as an ``on_app_init`` hook)."""
+def install(app_config: AppConfig, *, settings=None, backups: bool = False) -> AppConfig:
+    """Wire operations into an app being configured (also usable as an ``on_app_init`` hook):
+
+    * the request middleware (request id, log context, request count and latency by route);
+    * with ``settings``: the process's structured, masked JSON logs (``configure_logging``);
+    * with ``backups=True`` (and settings): the scheduled backups inside the app process — for a single
+      instance without ``caja worker`` (the demo, a small venue on SQLite).
+    """
     if request_metrics_middleware not in app_config.middleware:
         app_config.middleware.insert(0, request_metrics_middleware)
     # Logging is configured once for the process by ``caja_core.ops.logging.configure_logging`` (JSON,
     # masked); Litestar must not install its own handlers over it.
     app_config.logging_config = None
+    if settings is not None:
+        from caja_core.ops.logging import configure_logging
+
+        configure_logging(settings)
+        if backups:
+            app_config.lifespan.append(backup_scheduler_lifespan(settings))
     return app_config
 
 
