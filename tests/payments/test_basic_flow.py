@@ -22,7 +22,8 @@ async def test_card_payment_approved_pays_the_sale_once(env):
     assert progress.state in ("created", "sending", "awaiting") and not progress.paid
     seen = await env.until(orch, sale_id, lambda p: p.message == "Inserte o acerque tarjeta" or p.paid)
     done = await env.settle(orch, sale_id)
-    assert done.paid and done.paid_via == "primary" and done.state == "approved"
+    assert done.paid and done.paid_via == "primary" and done.state == "approved", (done.state, done.message,
+                                                                                   env.provider.calls)
     assert seen.message == "Inserte o acerque tarjeta" or seen.paid
     (attempt,) = await env.attempts(sale_id)
     assert attempt.last4 == "4242" and attempt.authorization_code == "A1B2C3" and attempt.sent_at is not None

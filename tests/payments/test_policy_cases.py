@@ -215,7 +215,8 @@ async def test_17_expired_lease_of_a_dead_instance_is_taken_over(env):
     sale_id = await env.sale()
     env.clock.jump(1)
     await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
-    assert (await env.settle(orch, sale_id)).paid
+    p = await env.settle(orch, sale_id)
+    assert p.paid, (p.state, p.message, env.provider.calls)
 
 
 # 18 ---------------------------------------------------------------------------------------------------
@@ -300,3 +301,22 @@ async def test_other_venue_cannot_see_or_pay_the_sale(env):
     with pytest.raises(NotFound):
         await orch.poll(env.venue_id + 1000, sale_id)
     assert isinstance(orch, PaymentOrchestrator)
+
+
+async def test_a_terminal_with_an_attempt_in_doubt_takes_no_new_sale_until_reconciled(env):
+    orch = await env.orchestrator()
+    first = await env.sale()
+    env.provider.script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=False))
+    env.provider.set_default("status", Step(kind=OutcomeKind.UNKNOWN, message="Terminal desconectado"))
+    await orch.start_payment(env.venue_id, first, env.setup.cashier_id)
+    await env.until(orch, first, lambda p: p.in_doubt)
+    charges = env.provider.count("charge")
+    second = await env.sale()
+    p = await orch.start_payment(env.venue_id, second, env.setup.cashier_id)
+    assert p.state == "failed_not_sent" and p.backup_offered and "sin resolver" in p.message
+    assert env.provider.count("charge") == charges          # nothing sent while the first is in doubt
+    env.provider.set_default("status", None)                 # the terminal is back: never charged
+    await env.until(orch, first, lambda p: not p.in_doubt)
+    third = await env.sale()
+    await orch.start_payment(env.venue_id, third, env.setup.cashier_id)
+    assert (await env.settle(orch, third)).paid and env.provider.count("charge") == charges + 1

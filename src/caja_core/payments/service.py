@@ -683,6 +683,9 @@ class PaymentOrchestrator:
     # polling ---------------------------------------------------------------------------------------
     async def poll(self, venue_id: int, sale_id: int) -> PaymentProgress:
         async with self.db.reader() as s:
+            if self.db.dialect == "postgresql":
+                # One snapshot: the sale and its attempts as of the same instant (never "approved but unpaid").
+                await s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             sale = await self._sale(s, venue_id, sale_id)
             return await self._poll_in(s, venue_id, sale)
 
