@@ -259,3 +259,16 @@ async def test_install_with_settings_configures_json_logs_and_in_app_backups(tmp
         for handler in [h for h in root.handlers if h.get_name() == "caja"]:
             root.removeHandler(handler)
         await db.dispose()
+
+
+async def test_metrics_with_an_admin_session_and_not_a_cashiers(client, setup):
+    assert (await client.get("/metrics")).status_code == 401
+    await client.login_cashier(setup.cashier_id, venue_id=setup.venue_id)
+    assert (await client.get("/metrics")).status_code == 401
+    await client.post("/logout")
+    await client.login("admin", venue_id=setup.venue_id)
+    r = await client.get("/metrics")
+    assert r.status_code == 200 and "payments" in r.json()
+    assert (await client.get("/metrics/prometheus")).status_code == 200
+    # An Authorization header decides on its own: a wrong token is 401 even for an admin.
+    assert (await client.get("/metrics", headers={"Authorization": "Bearer nope"})).status_code == 401

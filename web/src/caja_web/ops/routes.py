@@ -19,8 +19,10 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Response, Router, get, post
 from litestar.config.app import AppConfig
+from litestar.middleware.session.server_side import ServerSideSessionBackend
 from litestar.response import Template
 
 from caja_core.ops import backups, metrics
@@ -28,7 +30,7 @@ from caja_core.ops.health import check_health, liveness
 from caja_core.ops.logging import log_context
 
 from ..auth import ADMIN, requires
-from ..context import Web, viewer_from
+from ..context import Viewer, Web, viewer_from
 
 BACKUP_MAX_AGE_HOURS = 26.0
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -63,7 +65,24 @@ def _unauthorized() -> Response:
     return Response(b"", status_code=401, headers={"WWW-Authenticate": 'Bearer realm="caja-metrics"'})
 
 
-def metrics_allowed(request: Request) -> bool:
+async def _session_viewer(request: Request) -> Viewer | None:
+    """The logged-in user, also on paths where the session middleware does not load the session (the JSON
+    endpoints are excluded from it): read through the app's own server-side session backend."""
+    viewer = viewer_from(request)
+    if viewer is not None:
+        return viewer
+    for middleware in request.app.middleware:
+        backend = getattr(middleware, "kwargs", {}).get("backend")
+        if isinstance(backend, ServerSideSessionBackend):
+            data = await backend.load_from_connection(request)
+            try:
+                return msgspec.convert(data.get("viewer"), Viewer) if data.get("viewer") else None
+            except msgspec.ValidationError:
+                return None
+    return None
+
+
+async def metrics_allowed(request: Request) -> bool:
     """A Bearer token equal to CAJA_METRICS_TOKEN (or, while it is rotated, CAJA_METRICS_TOKEN_PREVIOUS), or
     (without an Authorization header) an admin session."""
     settings = request.app.state.settings
@@ -75,13 +94,13 @@ def metrics_allowed(request: Request) -> bool:
             return False
         matches = [hmac.compare_digest(given.strip().encode(), token.encode()) for token in tokens]
         return any(matches)
-    viewer = viewer_from(request)
+    viewer = await _session_viewer(request)
     return viewer is not None and viewer.is_admin
 
 
 @get("/metrics", include_in_schema=False, cache=False)
 async def metrics_json(request: Request) -> Response:
-    if not metrics_allowed(request):
+    if not await metrics_allowed(request):
         return _unauthorized()
     data = await metrics.collect(request.app.state.db, **_health_kwargs(request))
     return Response(data, media_type=MediaType.JSON, headers={"Cache-Control": "no-store"})
@@ -89,7 +108,7 @@ async def metrics_json(request: Request) -> Response:
 
 @get("/metrics/prometheus", include_in_schema=False, cache=False)
 async def metrics_prometheus(request: Request) -> Response:
-    if not metrics_allowed(request):
+    if not await metrics_allowed(request):
         return _unauthorized()
     await metrics.collect(request.app.state.db, **_health_kwargs(request))
     return Response(metrics.prometheus_text(), media_type=metrics.CONTENT_TYPE,
