@@ -272,6 +272,9 @@ def summary(*, report: dict[str, Any], counts: dict[str, int], breakers: dict, a
         "breakers": {"open": sum(1 for reg in breakers.values() for s in reg.values() if s != "closed"),
                      "by_register": breakers},
         "sessions": {"open": counts["open_sessions"]},
+        "registers": {code: {"mode": r["mode"], "allowed_methods": r["allowed_methods"],
+                             "operational_status": r["operational_status"]}
+                      for code, r in (services.get("registers") or {}).items()},
         "agents": agents,
         "backups": services.get("backups"),
         "workers": services.get("workers", {}),

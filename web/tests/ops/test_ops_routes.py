@@ -98,6 +98,8 @@ async def test_metrics_json_summary(client, setup, sqlite_db):
     body = r.json()
     assert body["breakers"]["open"] == 1
     assert body["breakers"]["by_register"] == {"CAJA1": {"fake:CAJA1": "open"}}
+    assert body["registers"]["CAJA1"] == {"mode": "contingency", "allowed_methods": ["cash", "backup"],
+                                          "operational_status": "active"}
     assert body["payments"]["in_doubt"] == 0
     assert body["sessions"]["open"] == 0
     assert body["backups"]["status"] == "none"
