@@ -29,14 +29,15 @@ async def test_13_max_wait_cancels_and_reconciles_before_offering_backup(env):
     env.provider.script("cancel", Step(kind=OutcomeKind.APPROVED, delay_s=0.3))   # the terminal takes its time
     await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
     first = await env.until(orch, sale_id, lambda p: p.state == "awaiting")
-    assert first.seconds_left is not None and 0 < first.seconds_left <= 5 and not first.backup_offered
+    assert first.seconds_left is not None and 0 <= first.seconds_left <= 5 and not first.backup_offered
     # While the cancel is on its way and the reconciliation has not answered, no backup.
     while ("cancel", None) not in [(m, None) for m, _ in env.provider.calls]:
         p = await orch.poll(env.venue_id, sale_id)
         assert not p.backup_offered
         await asyncio.sleep(0.01)
     p = await orch.poll(env.venue_id, sale_id)
-    assert not p.backup_offered and p.message == "Cancelando en el terminal…"
+    assert not p.backup_offered
+    assert p.message in ("Cancelando en el terminal…", "Consultando al terminal si se cobró…"), p.message
     done = await env.until(orch, sale_id, lambda p: p.backup_offered)
     calls = [m for m, _ in env.provider.calls]
     assert calls == ["charge", "cancel", "status"]
