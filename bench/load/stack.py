@@ -133,7 +133,8 @@ class ScratchDatabase:
             await _admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
-async def seed(db: Database, terminals: list[Terminal], cashiers: int) -> Venue:
+async def seed(db: Database, terminals: list[Terminal], cashiers: int, *, max_wait_s: int = 8,
+               sale_timeout_s: float = 30) -> Venue:
     """One venue: a supervisor, ``cashiers`` cashiers (PIN login), a catalogue, one register per terminal
     (GETNET primary on that terminal, KLAP manual backup, one backup phone each), an open jornada."""
     registry = ProviderRegistry.from_plugin_manager(make_plugin_manager())
@@ -153,12 +154,12 @@ async def seed(db: Database, terminals: list[Terminal], cashiers: int) -> Venue:
         for name, price in PRODUCTS:
             p = await catalog.create_product(s, venue_id=venue.id, category_id=cat.id, name=name, price=price)
             products.append((p.id, price))
-        policy = FallbackPolicy(max_wait_s=8, breaker_failures=3, breaker_window_s=60, breaker_cooldown_s=10,
+        policy = FallbackPolicy(max_wait_s=max_wait_s, breaker_failures=3, breaker_window_s=60, breaker_cooldown_s=10,
                                 backup_phones_required=1)
         regs = []
         for n, terminal in enumerate(terminals):
             getnet = {"connection": "tcp", "host": "127.0.0.1", "port": terminal.port, "receipt_timeout_s": 2,
-                      "sale_timeout_s": 30, "short_timeout_s": 3, "other_timeout_s": 5}
+                      "sale_timeout_s": sale_timeout_s, "short_timeout_s": 3, "other_timeout_s": 5}
             reg = await registers.create_register(
                 s, venue_id=venue.id, registry=registry, actor_id=admin.id,
                 data=registers.RegisterInput(code=f"C{n + 1:02d}", name=f"Caja {n + 1:02d}", register_type="HUMANA",
