@@ -31,6 +31,21 @@ TRIGGER_LABELS = {"unavailable": "Terminal no disponible", "transport_error": "E
 OFFLINE_LABELS = {"cash": "Efectivo", "backup": "Respaldo (celular)", "card": "Tarjeta"}
 
 
+#: Spanish labels of the provider settings fields the bundled plugins declare (others: the field's name).
+SETTING_LABELS = {
+    "connection": "Conexión", "host": "Host del terminal", "port": "Puerto", "serial_path": "Puerto serie",
+    "receipt_timeout_s": "Espera del acuse de recibo (s)", "sale_timeout_s": "Espera de la venta (s)",
+    "short_timeout_s": "Espera de comandos cortos (s)", "other_timeout_s": "Espera de otros comandos (s)",
+    "employee_id": "Id. de empleado", "print_on_pos": "Imprimir en el terminal",
+    "send_messages": "Mostrar mensajes del terminal", "max_message_bytes": "Tamaño máximo de mensaje (bytes)",
+    "mode": "Modo", "min_credit_amount": "Monto mínimo con crédito (CLP)", "api_base_url": "URL de la API",
+    "api_key": "Clave de la API", "webhook_auth": "Autenticación del webhook",
+    "webhook_auth_header": "Cabecera de autenticación", "webhook_secret": "Secreto del webhook",
+    "webhook_url": "URL pública del webhook", "return_url": "URL de retorno", "cancel_url": "URL de cancelación",
+    "request_timeout_s": "Espera de la API (s)", "device": "Dispositivo", "timeout_s": "Espera (s)",
+}
+
+
 class SettingField(msgspec.Struct, kw_only=True):
     """One input of a provider's settings form."""
 
@@ -70,7 +85,8 @@ def settings_fields(registry: ProviderRegistry, register: RegisterOut | None) ->
             default = None if f.default is msgspec.NODEFAULT else f.default
             value = stored.get(f.name, default)
             secret = is_secret_field(f.name)
-            fields.append(SettingField(name=f.name, label=f.name.replace("_", " ").capitalize(),
+            label = SETTING_LABELS.get(f.name, f.name.replace("_", " ").capitalize())
+            fields.append(SettingField(name=f.name, label=label,
                                        kind="password" if secret else kind, options=options,
                                        value=None if secret else value, secret_set=secret and bool(stored.get(f.name))))
         out[provider.id] = fields
