@@ -171,3 +171,81 @@ def test_24_random_provider_behaviour_keeps_the_books_straight(sqlite_template):
     run_state_machine_as_test(PaymentsMachine, settings=settings(
         max_examples=8, stateful_step_count=10, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]))
+
+
+async def test_24_many_registers_two_instances_random_faults_books_stay_straight(pg_db):
+    """Three registers (one terminal each) sell at the same time through two app instances while the terminals
+    misbehave at random; afterwards every attempt is resolved and charges == approved attempts == paid sales.
+    ``CAJA_P24_SALES`` raises the number of sales per register (10 000 in total for the long run)."""
+    import os
+    import random
+
+    from caja_core.registers import service as registers
+    from caja_core.registers.models import BackupPhone
+    from caja_core.sessions import service as sessions
+
+    per_register = int(os.environ.get("CAJA_P24_SALES", "25"))
+    env = await build_env(pg_db, speed=20.0, policy={"breaker_failures": 50})
+    a = await env.orchestrator("inst-a", cancel_grace_s=0.05, reconcile_backoff_s=(0.01, 0.05))
+    b = await env.orchestrator("inst-b", cancel_grace_s=0.05, reconcile_backoff_s=(0.01, 0.05))
+    sessions_by_register = [env.session_id]
+    async with env.db.session() as s:
+        policy = (await registers.get_register(s, env.venue_id, env.setup.register_id)).policy
+        for n in (2, 3):
+            reg = await registers.create_register(
+                s, venue_id=env.venue_id, registry=env.registry, actor_id=env.setup.admin_id,
+                data=registers.RegisterInput(code=f"CAJA{n}", name=f"Caja {n}", primary_provider="fake",
+                                             backup_provider="fakebackup", policy=policy,
+                                             provider_settings={"fake": {"device": f"fake-{n}"}}))
+            s.add(BackupPhone(venue_id=env.venue_id, name=f"Cel {n}", identifier=f"cel-{n}", register_id=reg.id))
+            await s.flush()
+            sessions_by_register.append((await sessions.open_session(
+                s, venue_id=env.venue_id, register_id=reg.id, user_id=env.setup.supervisor_id, initial_cash=0,
+                open_key=f"apertura-{n}")).id)
+    kinds = [Step(), Step(), Step(), Step(kind=OutcomeKind.DECLINED, code="05"),
+             Step(kind=OutcomeKind.UNAVAILABLE), Step(kind=OutcomeKind.UNKNOWN, charged=True),
+             Step(kind=OutcomeKind.UNKNOWN, charged=False), Step(raise_exc=True), Step(delay_s=0.02)]
+    rng = random.Random(24)
+    env.provider.set_default("charge", None)
+
+    # Each call draws its behaviour at random, so the registers interleave freely.
+    original_next = env.provider._next
+
+    def random_next(method, default):
+        if method == "charge":
+            return rng.choice(kinds)
+        if method == "status" and rng.random() < 0.2:
+            return Step(kind=OutcomeKind.UNKNOWN)
+        return original_next(method, default)
+
+    env.provider._next = random_next
+
+    async def register_loop(session_id: int, seed: int) -> None:
+        for i in range(per_register):
+            orch = a if (i + seed) % 2 else b
+            sale_id = await env.sale(1000 + i, session_id=session_id)
+            await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+            deadline = time.monotonic() + 20
+            while True:
+                p = await orch.poll(env.venue_id, sale_id)
+                if not p.in_doubt and p.state not in ("created", "sending", "awaiting"):
+                    break
+                assert time.monotonic() < deadline, p
+                await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(register_loop(sid, n) for n, sid in enumerate(sessions_by_register)))
+    async with env.db.reader() as s:
+        attempts = list((await s.execute(select(PaymentAttempt))).scalars())
+        sales = {x.id: x for x in (await s.execute(select(Sale))).scalars()}
+    assert len(sales) == 3 * per_register
+    assert all(x.state not in ("created", "sending", "awaiting", "in_doubt", "reconciling") for x in attempts)
+    def ledger_key(attempt):
+        device = attempt.device_key.split(":", 1)[1]
+        return attempt.ticket if device == "fake-1" else f"{device}:{attempt.ticket}"
+
+    approved = {ledger_key(x): x.amount for x in attempts if x.state == "approved"}
+    assert approved == env.provider.ledger
+    paying = [x.sale_id for x in attempts if x.state == "approved"]
+    assert len(paying) == len(set(paying))
+    assert {sid for sid, x in sales.items() if x.status == "paid"} == set(paying)
+    assert env.provider.max_in_flight <= 3

@@ -181,6 +181,12 @@ class ScriptableProvider:
         if step.raise_exc:
             raise ConnectionError("falla de transporte (guionizada)")
 
+    @staticmethod
+    def ledger_key(settings: FakeSettings, ticket: str) -> str:
+        """The ledger's key: the ticket on the default device, ``device:ticket`` on any other (each terminal
+        has its own memory, and ticket numbers are per device)."""
+        return ticket if settings.device == FakeSettings().device else f"{settings.device}:{ticket}"
+
     # protocol --------------------------------------------------------------------------------------
     def device_key(self, settings: FakeSettings, register_code: str) -> str:
         return f"{self.id}:{settings.device}"
@@ -196,6 +202,7 @@ class ScriptableProvider:
     async def _charge(self, request: ChargeRequest, settings: FakeSettings,
                       progress: ProgressCallback) -> Outcome:
         step = self._next("charge", Step()) or Step()
+        key = self.ledger_key(settings, request.ticket)
         crash_at = step.crash_at or ("after_send" if step.crash else None)
         if crash_at == "before_send":
             _kill_self()
@@ -208,10 +215,10 @@ class ScriptableProvider:
                 # Provably not processed: the device never saw the request.
                 await self._wait(step)
                 return self._outcome(step, request)
-            self.ledger_store.saw(request.ticket)
+            self.ledger_store.saw(key)
             if crash_at == "after_send":
                 if charged:
-                    self.ledger_store.charge(request.ticket, step.amount or request.amount)
+                    self.ledger_store.charge(key, step.amount or request.amount)
                 _kill_self()
             if step.receipt:
                 await progress(Progress(message=RECEIPT_MESSAGE, code=0))
@@ -219,7 +226,7 @@ class ScriptableProvider:
                 await progress(Progress(message=text))
             await self._wait(step)
             if charged:
-                self.ledger_store.charge(request.ticket, step.amount or request.amount)
+                self.ledger_store.charge(key, step.amount or request.amount)
             return self._outcome(step, request)
         finally:
             self.in_flight -= 1
@@ -241,8 +248,9 @@ class ScriptableProvider:
         if step is not None:
             await self._wait(step)
             return self._outcome(step, request)
-        if request.ticket in self.ledger_store.charges:
-            return self._outcome(Step(kind=OutcomeKind.APPROVED, amount=self.ledger[request.ticket]), request)
+        key = self.ledger_key(settings, request.ticket)
+        if key in self.ledger_store.charges:
+            return self._outcome(Step(kind=OutcomeKind.APPROVED, amount=self.ledger[key]), request)
         return Outcome(kind=OutcomeKind.UNAVAILABLE, ticket=request.ticket, message="Ticket no encontrado")
 
     async def cancel(self, request: ChargeRequest, settings: FakeSettings, ctx: ProviderContext) -> Outcome:
@@ -256,7 +264,7 @@ class ScriptableProvider:
         step = self._next("refund", Step(kind=OutcomeKind.APPROVED)) or Step()
         await self._wait(step)
         if step.kind is OutcomeKind.APPROVED:
-            self.ledger_store.refund(request.ticket)
+            self.ledger_store.refund(self.ledger_key(settings, request.ticket))
         return Outcome(kind=step.kind, ticket=request.ticket, amount=request.amount, message="Anulado")
 
     async def health(self, settings: FakeSettings, ctx: ProviderContext) -> Outcome:
