@@ -52,7 +52,7 @@ def test_virtual_register_without_cash_or_backup_cannot_sell_in_contingency():
     assert state.message == "Modo contingencia: no se puede cobrar en esta caja."
 
 
-def test_reads_breaker_rows_and_register_objects(any_db=None):
+def test_reads_breaker_rows_and_register_objects():
     class Row:
         def __init__(self, state):
             self.state = state
@@ -65,3 +65,26 @@ def test_reads_breaker_rows_and_register_objects(any_db=None):
 
     state = allowed_methods(Reg(), [Row("closed"), Row("open")], db_ok=True)
     assert state.allowed_methods == ["backup"]
+
+
+async def test_register_state_reads_policy_and_breakers_from_the_database(any_db):
+    import pytest
+
+    from caja_core.clock import utcnow
+    from caja_core.errors import NotFound
+    from caja_core.ops.contingency import register_state
+    from caja_core.payments.models import BreakerState
+    from caja_core.testing.factories import make_setup
+
+    st = await make_setup(any_db)
+    async with any_db.session() as s:
+        state = await register_state(s, venue_id=st.venue_id, register_id=st.register_id)
+    assert state.mode == "normal" and state.allowed_methods == ["cash", "card", "backup"]
+    async with any_db.session() as s:
+        s.add(BreakerState(device_key="fake:CAJA1", venue_id=st.venue_id, register_id=st.register_id,
+                           state="open", opened_at=utcnow()))
+    async with any_db.session() as s:
+        state = await register_state(s, venue_id=st.venue_id, register_id=st.register_id)
+        assert state.mode == "contingency" and state.allowed_methods == ["cash", "backup"]
+        with pytest.raises(NotFound):
+            await register_state(s, venue_id=st.venue_id + 1, register_id=st.register_id)

@@ -104,3 +104,22 @@ def allowed_methods(register: Any, breaker_states: Mapping[str, Any] | Iterable[
         message = "Modo contingencia: no se puede cobrar en esta caja."
     return ContingencyState(mode="contingency", allowed_methods=allowed, reasons=reasons,
                             primary_available=primary_up, database_available=db_ok, message=message)
+
+
+async def register_state(s: Any, *, venue_id: int, register_id: int) -> ContingencyState:
+    """The mode of one register now, read from the database (for the POS banner): its policy, accepted
+    methods and providers, and its devices' breakers. The database answering is implied by this call; when
+    it does not answer, the caller uses ``allowed_methods(register, {}, db_ok=False)`` with what it has."""
+    from sqlalchemy import select
+
+    from ..errors import NotFound
+    from ..payments.models import BreakerState
+    from ..registers.models import CashRegister
+
+    register = await s.scalar(select(CashRegister).where(CashRegister.id == register_id,
+                                                         CashRegister.venue_id == venue_id))
+    if register is None:
+        raise NotFound("La caja no existe.", code="register.not_found")
+    rows = (await s.execute(select(BreakerState.device_key, BreakerState.state)
+                            .where(BreakerState.register_id == register_id))).all()
+    return allowed_methods(register, {key: state for key, state in rows}, db_ok=True)
