@@ -157,3 +157,41 @@ async def test_start_payment_consults_select_provider_and_refuses_an_unconfigure
     chooser.answer = None          # no opinion: the default picks the register's primary
     await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
     assert (await env.settle(orch, sale_id)).paid
+
+
+async def test_cancel_from_another_instance_reaches_the_terminal(env):
+    a = await env.orchestrator("inst-a")
+    b = await env.orchestrator("inst-b")
+    sale_id = await env.sale()
+    env.provider.script("charge", Step(hang=True))
+    await a.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    await env.until(b, sale_id, lambda p: p.state == "awaiting")
+    await b.cancel(env.venue_id, sale_id, env.setup.cashier_id)   # the other tab landed on the other instance
+    p = await env.settle(a, sale_id)
+    assert p.state == "failed_not_sent" and env.provider.count("cancel") == 1 and env.provider.ledger == {}
+
+
+async def test_policy_requiring_a_supervisor_for_the_backup_is_enforced(any_db):
+    from caja_core.errors import Forbidden
+
+    from .conftest import build_env
+
+    env = await build_env(any_db, policy={"require_supervisor": True})
+    orch = await env.orchestrator()
+    try:
+        sale_id = await env.sale()
+        env.provider.script("charge", Step(kind=OutcomeKind.UNAVAILABLE))
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+        await env.until(orch, sale_id, lambda p: p.backup_offered)
+        with pytest.raises(Forbidden):
+            await orch.start_backup(env.venue_id, sale_id, env.setup.cashier_id)
+        p = await orch.start_backup(env.venue_id, sale_id, env.setup.supervisor_id)
+        assert p.state == "manual_pending"
+        p = await orch.cancel(env.venue_id, sale_id, env.setup.cashier_id)   # nothing charged on the phone
+        assert p.state == "cancelled" and not p.paid
+        async with env.db.session() as s:
+            from caja_core.payments.service import unresolved_attempt_summaries
+
+            assert await unresolved_attempt_summaries(s, env.session_id) == []
+    finally:
+        await orch.stop()

@@ -54,10 +54,6 @@ async def crash(any_db, tmp_path):
     return Crash(env, tmp_path / "terminal-ledger.json")
 
 
-async def _attempts(env, sale_id):
-    return await env.attempts(sale_id)
-
-
 @pytest.mark.parametrize("charged", [True, False], ids=["terminal-charged", "terminal-never-charged"])
 async def test_19_kill_after_request_written_before_receipt(crash, charged):
     env = crash.env
