@@ -30,6 +30,11 @@ curl -fsS -H "Authorization: Bearer $CAJA_METRICS_TOKEN" "$CAJA_URL/metrics/prom
 expect_status 401 "$CAJA_URL/metrics"
 expect_status 401 -H "Authorization: Bearer otro-token" "$CAJA_URL/metrics/prometheus"
 curl -fsS "$CAJA_URL/health" | grep -q '"database":"connected"'
+curl -fsS -H "Authorization: Bearer $CAJA_METRICS_TOKEN" "$CAJA_URL/health"
+curl -fsS -H "Authorization: Bearer $CAJA_METRICS_TOKEN" "$CAJA_URL/health" | grep -q '"problems"'
+if curl -fsS "$CAJA_URL/health" | grep -q '"problems"'; then
+  echo "/health sin credenciales muestra los detalles" >&2; exit 1
+fi
 
 # The worker takes the first backup at once; then /health is "ok".
 start_worker

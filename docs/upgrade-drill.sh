@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Upgrade-with-rollback drill of docs/operations.md ("Actualizar con vuelta atrás"), on PostgreSQL.
 # The "previous version" is the schema one migration behind head. Needs: CAJA_DATABASE_URL,
-# CAJA_SECRET_KEY, CAJA_BACKUP_DIR, WORK, PORT_A.
+# CAJA_SECRET_KEY, CAJA_METRICS_TOKEN, CAJA_BACKUP_DIR, WORK, PORT_A.
 set -euo pipefail
 source "$(dirname "$0")/drill-helpers.sh"
 PREVIOUS_REVISION=$(python -c 'from caja_core.db import migrate; import alembic.script as s; \
@@ -39,5 +39,5 @@ caja db status --check
 start_instance A "$PORT_A"
 CAJA_URL=http://127.0.0.1:$PORT_A
 curl -fsS "$CAJA_URL/health"
-curl -fsS "$CAJA_URL/health" | grep -q "\"current\":\"$HEAD_REVISION\""
+curl -fsS -H "Authorization: Bearer $CAJA_METRICS_TOKEN" "$CAJA_URL/health" | grep -q "\"current\":\"$HEAD_REVISION\""
 echo "simulacro de actualización: correcto"

@@ -50,6 +50,29 @@ class HealthReport(msgspec.Struct, kw_only=True):
     def to_dict(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)
 
+    def public_dict(self) -> dict[str, Any]:
+        """What anyone may see: every state, but no device addresses, error texts, host names or problem
+        lines (those need the metrics token or an admin session)."""
+        services = self.to_dict()["services"]
+        public: dict[str, Any] = {
+            "database": services["database"],
+            "migrations": {"status": services["migrations"]["status"]},
+            "redis": services["redis"],
+            "session_store": services["session_store"],
+            "workers": {name: w["status"] for name, w in services["workers"].items()},
+        }
+        if "backups" in services:
+            public["backups"] = {"status": services["backups"]["status"],
+                                 "age_hours": services["backups"]["age_hours"]}
+        if "registers" in services:
+            public["registers"] = {
+                code: {"mode": r["mode"], "allowed_methods": r["allowed_methods"],
+                       "breakers_open": sum(1 for state in r["breakers"].values() if state != "closed"),
+                       "agent": r["agent"]["status"]}
+                for code, r in services["registers"].items()}
+        return {"status": self.status, "checked_at": msgspec.to_builtins(self.checked_at),
+                "version": self.version, "services": public}
+
 
 def _version() -> str:
     try:

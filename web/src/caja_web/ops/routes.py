@@ -1,6 +1,7 @@
 """Operations endpoints. The core computes (``caja_core.ops``); these handlers only authenticate and render.
 
-* ``GET /health`` (public): ok / degraded → 200, error → 503; JSON ``{"status", "services", ...}``.
+* ``GET /health`` (public): ok / degraded → 200, error → 503; JSON ``{"status", "services", ...}``; the
+  details (device addresses, error texts, ``problems``) only with the metrics token or an admin session.
 * ``GET /health/live`` (public): the process answers.
 * ``GET /metrics`` (JSON) and ``GET /metrics/prometheus`` (text exposition): ``Authorization: Bearer
   <CAJA_METRICS_TOKEN>`` or an admin's session. A wrong token is a bare 401.
@@ -52,7 +53,8 @@ def _health_kwargs(request: Request) -> dict[str, Any]:
 @get("/health", include_in_schema=False, cache=False)
 async def health(request: Request) -> Response:
     report = await check_health(request.app.state.db, **_health_kwargs(request))
-    return Response(report.to_dict(), status_code=report.http_status, media_type=MediaType.JSON,
+    body = report.to_dict() if await metrics_allowed(request) else report.public_dict()
+    return Response(body, status_code=report.http_status, media_type=MediaType.JSON,
                     headers={"Cache-Control": "no-store"})
 
 
