@@ -162,6 +162,8 @@ def _check(s: Settings) -> list[str]:
     if s.env == "production" and s.metrics_token is not None and (
             len(s.metrics_token) < 16 or s.metrics_token.lower() in WEAK_SECRETS):
         problems.append("CAJA_METRICS_TOKEN es débil: en producción se esperan al menos 16 caracteres aleatorios")
+    if s.env == "production" and s.metrics_token_previous is not None and len(s.metrics_token_previous) < 16:
+        problems.append("CAJA_METRICS_TOKEN_PREVIOUS es débil: en producción se esperan al menos 16 caracteres")
     if s.metrics_token_previous is not None and s.metrics_token is None:
         problems.append("CAJA_METRICS_TOKEN_PREVIOUS sin CAJA_METRICS_TOKEN: defina primero el token nuevo")
     if s.metrics_token is not None and s.metrics_token == s.secret_key:
