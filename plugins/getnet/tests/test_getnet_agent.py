@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from caja_core.providers import OutcomeKind, ProviderContext
-from caja_getnet.agent import Journal, run_command
+from caja_getnet.agent import InProcessAgentChannel, Journal
 from caja_getnet.client import GetnetClient
 from caja_getnet.protocol import Command, Deadlines
 from caja_getnet.provider import GetnetSettings
@@ -24,28 +24,10 @@ CAJA = str(Path(sys.executable).with_name("caja"))
 TOKEN = "caja1-token-de-prueba"
 
 
-class LocalAgentChannel:
-    """The server half of an agent, in process: runs the agent's own ``run_command`` on a real client."""
-
-    def __init__(self, client: GetnetClient) -> None:
-        self.client = client
-        self.commands: list[dict] = []
-
-    async def exchange(self, command, *, deadline_s, progress=None):
-        self.commands.append(command)
-
-        async def on_message(code, text):
-            if progress is not None:
-                from caja_core.providers import Progress
-                await progress(Progress(message=text, code=code))
-
-        return await run_command(self.client, command, deadline_s=deadline_s, progress=on_message)
-
-
-def agent_ctx(sim, fast) -> tuple[ProviderContext, LocalAgentChannel]:
+def agent_ctx(sim, fast) -> tuple[ProviderContext, InProcessAgentChannel]:
     host, port = sim.tcp_address
     client = GetnetClient(TcpTransport(host, port), deadlines=Deadlines(receipt_s=fast["receipt_timeout_s"]))
-    channel = LocalAgentChannel(client)
+    channel = InProcessAgentChannel(client)
     return ProviderContext(register_id=1, venue_id=1, agent=channel), channel
 
 

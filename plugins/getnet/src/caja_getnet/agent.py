@@ -83,6 +83,27 @@ async def run_command(client: GetnetClient, payload: dict[str, Any], *, deadline
     return mask_response(data)
 
 
+class InProcessAgentChannel:
+    """An ``AgentChannel`` whose "agent" runs in this process on a local client: the same ``run_command`` and
+    the same ``AgentError`` results as ``caja agent``, without the HTTP hop (rehearsals, tests, a server that
+    has the terminal attached itself)."""
+
+    def __init__(self, client: GetnetClient) -> None:
+        self.client = client
+        self.commands: list[dict[str, Any]] = []
+
+    async def exchange(self, command: dict[str, Any], *, deadline_s: float, progress=None) -> dict[str, Any]:
+        from caja_core.providers import Progress
+
+        self.commands.append(mask_response(command))
+
+        async def on_message(code: int, text: str) -> None:
+            if progress is not None:
+                await progress(Progress(message=text, code=code))
+
+        return await run_command(self.client, command, deadline_s=deadline_s, progress=on_message)
+
+
 class Journal:
     """Commands in flight and results not yet accepted by the server, as small JSON files."""
 
