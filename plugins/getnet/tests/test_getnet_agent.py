@@ -39,7 +39,7 @@ async def test_provider_through_an_agent_approves_and_never_sees_the_card_number
     request = make_request(amount=2200)
     outcome = await provider.charge(request, settings, ctx, progress)
     assert outcome.kind is OutcomeKind.APPROVED and outcome.amount == 2200
-    assert progress.codes == [78, 79, 81, 82]
+    assert progress.codes == [None, 78, 79, 81, 82]
     assert sim.tickets() == {request.ticket: 2200}
     assert (await provider.status(request, settings, ctx)).kind is OutcomeKind.APPROVED
     assert (await provider.health(settings, ctx)).kind is OutcomeKind.APPROVED
@@ -192,7 +192,7 @@ async def test_agent_process_runs_a_sale_on_the_register_terminal(tmp_path):
         result = await api.result_of(sale)
         assert (result["ResponseCode"], result["Ticket"], result["Amount"]) == (0, "A1", 3000)
         assert "AccountNumber" not in result and result["Last4Digits"] == TEST_ACCOUNT_NUMBER[-4:]
-        assert [p["code"] for p in api.progress[sale]] == [78, 79, 81, 82]
+        assert [p["code"] for p in api.progress[sale]] == [None, 78, 79, 81, 82]
         for _ in range(40):
             if any(h["terminal"] == "ok" for h in api.heartbeats):
                 break

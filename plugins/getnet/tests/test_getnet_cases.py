@@ -65,7 +65,7 @@ async def test_case1_messages_glued_in_one_read_are_all_handled_in_order_and_ack
         settings = GetnetSettings(host=host, port=port, **fast)
         outcome = await provider.charge(make_request(), settings, ctx, progress)
         assert outcome.kind is OutcomeKind.APPROVED
-        assert progress.codes == [78, 79, 81, 82]
+        assert progress.codes == [None, 78, 79, 81, 82]
         for _ in range(50):
             if sim.host_receipts >= 5:
                 break
@@ -223,18 +223,24 @@ async def test_case10_intermediate_messages_are_progress_never_a_result(
     make_request, fast, sim, provider, tcp_settings, ctx, progress
 ):
     outcome = await provider.charge(make_request(), tcp_settings, ctx, progress)
-    assert progress.codes == [78, 79, 81, 82]
-    assert [p.message for p in progress.items][0] == "Leyendo tarjeta"
+    assert progress.codes == [None, 78, 79, 81, 82]   # the receipt first ("awaiting"), then the terminal's steps
+    assert [p.message for p in progress.items][:2] == ["Venta enviada al terminal", "Leyendo tarjeta"]
     assert outcome.kind is OutcomeKind.APPROVED
 
 
-async def test_case10_without_send_message_there_is_no_progress(
+async def test_case10_without_send_message_only_the_receipt_is_reported(
     make_request, fast, sim, provider, tcp_settings, ctx, progress
 ):
     settings = GetnetSettings(host=tcp_settings.host, port=tcp_settings.port, send_messages=False, **fast)
     outcome = await provider.charge(make_request(), settings, ctx, progress)
-    assert outcome.kind is OutcomeKind.APPROVED and progress.items == []
+    assert outcome.kind is OutcomeKind.APPROVED and progress.codes == [None]
     assert sim.commands[-1]["SendMessage"] is False
+
+
+async def test_no_receipt_reports_no_progress(make_request, sim, provider, tcp_settings, ctx, progress):
+    sim.add_fault(Fault(kind="no_receipt"))
+    assert (await provider.charge(make_request(), tcp_settings, ctx, progress)).kind is OutcomeKind.UNAVAILABLE
+    assert progress.items == []            # the attempt never looked "awaiting"
 
 
 # 11 -----------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ async def test_sale_over_serial_is_approved_with_progress(make_request, pty_sim,
     request = make_request(amount=3500)
     outcome = await provider.charge(request, serial_settings, ctx, progress)
     assert outcome.kind is OutcomeKind.APPROVED and outcome.amount == 3500
-    assert progress.codes == [78, 79, 81, 82]
+    assert progress.codes == [None, 78, 79, 81, 82]
     assert pty_sim.tickets() == {request.ticket: 3500}
     assert (await provider.health(serial_settings, ctx)).kind is OutcomeKind.APPROVED
 
@@ -45,7 +45,7 @@ async def test_glued_receipt_and_response_in_one_read_over_serial(make_request, 
                                                                   ctx, progress):
     pty_sim.add_fault(Fault(kind="glued"))
     outcome = await provider.charge(make_request(), serial_settings, ctx, progress)
-    assert outcome.kind is OutcomeKind.APPROVED and progress.codes == [78, 79, 81, 82]
+    assert outcome.kind is OutcomeKind.APPROVED and progress.codes == [None, 78, 79, 81, 82]
 
 
 async def test_a_duplicate_left_on_the_line_does_not_touch_the_next_sale(make_request, pty_sim, provider,
@@ -112,7 +112,7 @@ async def test_threaded_serial_reader_used_on_windows_works_on_a_pty_too(make_re
 
     answer = await client.sale(amount=990, ticket="W1", progress=progress, deadline_s=10)
     assert (answer["ResponseCode"], answer["Ticket"], answer["Amount"]) == (0, "W1", 990)
-    assert seen == [78, 79, 81, 82]
+    assert seen == [None, 78, 79, 81, 82]
     assert (await client.poll())["ResponseCode"] == 0
     assert pty_sim.tickets() == {"W1": 990}
 

@@ -5,7 +5,8 @@ with the register's token (``Authorization: Bearer <token>``):
 
 * ``GET  /api/agent/v1/commands/next?wait=25`` → 200 ``{"command_id", "attempt_id", "payload", "deadline_s"}``
   or 204 (long poll). ``payload`` is the terminal command (``{"Command": 100, …}``).
-* ``POST /api/agent/v1/commands/{id}/progress`` ``{"message", "code"}`` — intermediate messages.
+* ``POST /api/agent/v1/commands/{id}/progress`` ``{"message", "code"}`` — the terminal's receipt (code null)
+  and each intermediate message.
 * ``POST /api/agent/v1/commands/{id}/result`` ``{"result": {...}}`` — idempotent on the server. ``result`` is the
   terminal's final response (card data masked), or ``{"AgentError": "unavailable"|"no_receipt"|"in_doubt"|
   "invalid", "Detail": "…"}`` when there is none.
@@ -97,7 +98,7 @@ class InProcessAgentChannel:
 
         self.commands.append(mask_response(command))
 
-        async def on_message(code: int, text: str) -> None:
+        async def on_message(code: int | None, text: str) -> None:
             if progress is not None:
                 await progress(Progress(message=text, code=code))
 
@@ -271,7 +272,7 @@ class Agent:
     async def _execute(self, command_id: str, payload: Any, deadline_s: float | None) -> None:
         # Intermediate messages are posted in order by a helper task, so a slow server never delays reading
         # (and acknowledging) what the terminal says.
-        messages: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
+        messages: asyncio.Queue[tuple[int | None, str] | None] = asyncio.Queue()
 
         async def post_progress() -> None:
             while (item := await messages.get()) is not None:
@@ -281,7 +282,7 @@ class Agent:
                 except httpx.HTTPError:
                     pass   # progress is best effort
 
-        async def progress(code: int, text: str) -> None:
+        async def progress(code: int | None, text: str) -> None:
             messages.put_nowait((code, text))
 
         poster = asyncio.create_task(post_progress())

@@ -107,8 +107,8 @@ def sale_cmd(tcp, serial_path, receipt_timeout, timeout, amount, ticket, no_mess
     if not _TICKET.match(ticket):
         raise click.BadParameter("solo letras, dígitos y guiones, hasta 20 caracteres", param_hint="--ticket")
 
-    async def progress(code: int, text: str) -> None:
-        click.echo(f"[{code}] {text}", err=True)
+    async def progress(code: int | None, text: str) -> None:
+        click.echo(f"[{code}] {text}" if code is not None else text, err=True)
 
     async def action(client: GetnetClient):
         data = await client.sale(amount=amount, ticket=ticket, send_message=not no_messages, progress=progress)

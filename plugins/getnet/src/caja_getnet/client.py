@@ -21,7 +21,10 @@ from .transport import Connection, TerminalUnavailable, Transport
 
 log = logging.getLogger("caja.getnet")
 
-ProgressFn = Callable[[int, str], Awaitable[None]]
+# Progress: (MessageCode, text) for each intermediate message, and once (None, RECEIPT_TEXT) when the terminal
+# first confirms it has the command (the core moves the attempt from "sending" to "awaiting" on the first call).
+ProgressFn = Callable[[int | None, str], Awaitable[None]]
+RECEIPT_TEXT = "Venta enviada al terminal"
 AcceptFn = Callable[[dict[str, Any]], bool]
 
 
@@ -115,17 +118,17 @@ class GetnetClient:
                     raise NoReceipt(f"El terminal cerró la conexión sin confirmar el comando {code}.")
                 for raw in reader.feed(chunk):
                     message = parse_message(raw)
+                    if not received and isinstance(message, (Receipt, Intermediate, Response, BadSign)) and (
+                            not isinstance(message, Receipt) or message.ok):
+                        received = True
+                        await self._report(progress, None, RECEIPT_TEXT)
                     if isinstance(message, Receipt):
                         received = received or message.ok
                     elif isinstance(message, Intermediate):
                         received = True
                         await self._ack(connection)
                         log.info("getnet: mensaje intermedio %s %s", message.code, message.text)
-                        if progress is not None:
-                            try:
-                                await progress(message.code, message.text)
-                            except Exception:  # noqa: BLE001 - progress is for people, never breaks a sale
-                                log.warning("getnet: no se pudo informar el progreso", exc_info=True)
+                        await self._report(progress, message.code, message.text)
                     elif isinstance(message, Response):
                         received = True
                         await self._ack(connection)
@@ -151,6 +154,15 @@ class GetnetClient:
             if not active.cancel_answer.done():
                 active.cancel_answer.set_result(None)
             await connection.close()
+
+    @staticmethod
+    async def _report(progress: ProgressFn | None, code: int | None, text: str) -> None:
+        if progress is None:
+            return
+        try:
+            await progress(code, text)
+        except Exception:  # noqa: BLE001 - progress is for people, never breaks a sale
+            log.warning("getnet: no se pudo informar el progreso", exc_info=True)
 
     @staticmethod
     async def _ack(connection: Connection) -> None:

@@ -168,7 +168,7 @@ class GetnetProvider:
         code = int(command["Command"])
         deadline_s = settings.deadlines.for_command(code)
 
-        async def on_message(message_code: int, text: str) -> None:
+        async def on_message(message_code: int | None, text: str) -> None:
             if progress is not None:
                 await progress(Progress(message=text, code=message_code))
 
