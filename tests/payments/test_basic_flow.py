@@ -195,3 +195,21 @@ async def test_policy_requiring_a_supervisor_for_the_backup_is_enforced(any_db):
             assert await unresolved_attempt_summaries(s, env.session_id) == []
     finally:
         await orch.stop()
+
+
+async def test_pending_at_the_provider_is_awaiting_not_in_doubt_until_status_answers(env):
+    orch = await env.orchestrator()
+    sale_id = await env.sale(6000)
+    env.provider.script("charge", Step(kind=OutcomeKind.PENDING, message="Orden creada; esperando el pago",
+                                       receipt=False))
+    env.provider.script("status", Step(kind=OutcomeKind.PENDING), Step(kind=OutcomeKind.APPROVED))
+    p = await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    p = await env.until(orch, sale_id, lambda p: p.message == "Orden creada; esperando el pago")
+    assert p.state == "awaiting" and not p.in_doubt and not p.paid
+    with pytest.raises(Conflict):
+        await orch.cancel(env.venue_id, sale_id, env.setup.cashier_id)
+    other = await env.sale(1000)      # the pending order does not hold the register hostage
+    await orch.start_payment(env.venue_id, other, env.setup.cashier_id)
+    assert (await env.settle(orch, other)).paid
+    done = await env.until(orch, sale_id, lambda p: p.paid)
+    assert done.state == "approved" and env.provider.count("status") == 2

@@ -411,7 +411,8 @@ class PaymentOrchestrator:
         if not rows:
             return []
         lease = await live_lease(s, device_key, now)
-        return [a for a in rows if a.state in st.DOUBTFUL or lease is None or lease.attempt_id != a.id]
+        return [a for a in rows if a.classification != "pending"
+                and (a.state in st.DOUBTFUL or lease is None or lease.attempt_id != a.id)]
 
     async def cancel(self, venue_id: int, sale_id: int, user_id: int | None) -> PaymentProgress:
         """The cashier cancels the payment in progress: never sent → cancelled at once; on the terminal →
@@ -431,6 +432,10 @@ class PaymentOrchestrator:
                 if a.role == "primary":
                     await release_lease(s, device_key=a.device_key, attempt_id=a.id)
                 events.append(self._event("cancelled", a, user_id=user_id))
+            elif a.state == st.AWAITING and a.classification == "pending":
+                raise Conflict("El pago está pendiente en el proveedor (la respuesta llega después): espere su "
+                               "confirmación o pida autorización de supervisor para usar el respaldo.",
+                               code="payment.pending_at_provider")
             elif a.state in (st.SENDING, st.AWAITING):
                 _detail(a, cancel_requested=True, cancelled_by=user_id)
                 a.progress_message = "Cancelando en el terminal…"
@@ -977,6 +982,15 @@ class PaymentOrchestrator:
                     fallback_reason = (a.details or {}).get("stop_reason") or reason
                     self._offer_backup(a, register, Outcome(kind=OutcomeKind.UNAVAILABLE), fallback_reason, now)
                     events.append(self._event("reconciled" if from_status else "not_sent", a, reason=reason))
+                elif kind is OutcomeKind.PENDING:
+                    # Accepted by the provider; the final answer comes later (webhook, status): not in doubt.
+                    a.state = st.AWAITING
+                    if a.classification != "overridden":
+                        a.classification = "pending"
+                    a.acknowledged_at = a.acknowledged_at or now
+                    a.progress_message = (outcome.message or "Esperando la confirmación del proveedor")[:200]
+                    a.next_reconcile_at = now + timedelta(seconds=self._backoff(max(1, a.reconcile_tries)))
+                    await release_lease(s, device_key=a.device_key, attempt_id=a.id)
                 else:
                     was = a.state
                     a.state = st.IN_DOUBT
@@ -1130,8 +1144,6 @@ class PaymentOrchestrator:
                     outcome = Outcome(kind=OutcomeKind.UNKNOWN, message=f"Sin respuesta: {type(exc).__name__}")
             else:
                 outcome = Outcome(kind=OutcomeKind.UNKNOWN, message="El proveedor no permite consultar el estado.")
-            if outcome.kind is OutcomeKind.PENDING:
-                outcome = Outcome(kind=OutcomeKind.UNKNOWN, message=outcome.message or "Aún en proceso")
             return await self._finish_durably(attempt_id, outcome, reason="reconcile", source="status")
         finally:
             self._reconciling.discard(attempt_id)
@@ -1155,7 +1167,10 @@ class PaymentOrchestrator:
                     lease = await live_lease(s, a.device_key, now)
                     if lease is not None and lease.attempt_id == a.id:
                         continue   # alive on some instance
-                    due.append(a.id)   # its instance died: ask the terminal
+                    if (a.classification == "pending" and not recovery and a.next_reconcile_at is not None
+                            and a.next_reconcile_at > now):
+                        continue   # accepted by the provider: asked again at its time
+                    due.append(a.id)   # its instance died (or a pending answer is due): ask the provider
                 elif recovery or a.next_reconcile_at is None or a.next_reconcile_at <= now:
                     lease = await live_lease(s, a.device_key, now)
                     if lease is not None and lease.attempt_id == a.id and lease.owner != self.instance_id:
