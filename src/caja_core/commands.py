@@ -321,7 +321,10 @@ async def _in_session(url: str, fn):
 
     from .db import models  # noqa: F401  (every table known to the ORM before the first query)
     from .db.engine import Database
+    from .ops.backups import _dialect, _sqlite_path
 
+    if _dialect(url) == "sqlite" and not _sqlite_path(url).exists():
+        raise click.ClickException(f"No existe la base SQLite {_sqlite_path(url)}: créela con `caja db upgrade`.")
     database = Database(url)
     try:
         async with database.session() as s:

@@ -76,9 +76,16 @@ def test_db_status_upgrade_downgrade(which, request):
 
 
 def test_commands_on_a_database_without_schema_say_what_to_do(sqlite_env):
-    result = run("venue", "create", "--slug", "luna", "--name", "Club Luna", env=sqlite_env)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr and "caja db status" in result.stderr
+    missing = run("venue", "create", "--slug", "luna", "--name", "Club Luna", env=sqlite_env)
+    assert missing.returncode == 2
+    assert "Traceback" not in missing.stderr and "No existe la base SQLite" in missing.stderr
+    assert "caja db upgrade" in missing.stderr
+    path = Path(sqlite_env["CAJA_DATABASE_URL"].removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True)
+    path.touch()  # a file, but no schema
+    empty = run("venue", "create", "--slug", "luna", "--name", "Club Luna", env=sqlite_env)
+    assert empty.returncode == 2
+    assert "Traceback" not in empty.stderr and "caja db status" in empty.stderr
 
 
 def test_backup_create_list_verify_restore_cli(sqlite_env):
