@@ -195,7 +195,7 @@ async def test_scheduler_backs_up_verifies_and_reports_failures(any_db, tmp_path
     scheduler = BackupScheduler(any_db.url, tmp_path, interval_s=3600, check_every_s=0.05, workers=workers)
     await scheduler.start()
     try:
-        for _ in range(200):
+        for _ in range(600):  # up to 30 s on a busy machine
             if list_backups(tmp_path) and "backup" in workers.snapshot() and workers.snapshot()["backup"].last_ok_at:
                 break
             await asyncio.sleep(0.05)

@@ -227,7 +227,7 @@ async def test_backup_scheduler_lifespan_backs_up_while_the_app_runs(tmp_path, s
                    lifespan=[backup_scheduler_lifespan(settings, check_every_s=0.05)])
     try:
         async with AsyncTestClient(app=app) as client:
-            for _ in range(200):
+            for _ in range(600):  # up to 30 s on a busy machine
                 body = (await client.get("/health")).json()
                 if body["services"]["backups"]["status"] == "ok" and body["services"]["workers"].get("backup") == "ok":
                     break
@@ -257,7 +257,7 @@ async def test_install_with_settings_configures_json_logs_and_in_app_backups(tmp
                        on_app_init=[lambda config: install(config, settings=settings, backups=True)])
         assert any(h.get_name() == "caja" for h in root.handlers)
         async with AsyncTestClient(app=app) as client:
-            for _ in range(200):
+            for _ in range(600):  # up to 30 s on a busy machine
                 if backup_ops.list_backups(settings.backup_dir):
                     break
                 await asyncio.sleep(0.05)
