@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from caja_core.errors import ValidationFailed
-from caja_core.providers import PaymentProvider, ProviderRegistry, validate_settings
+from caja_core.providers import OutcomeKind, PaymentProvider, ProviderContext, ProviderRegistry, validate_settings
 from caja_getnet.provider import GetnetSettings, provider
+from caja_getnet.simulator import Simulator
 
 
 def test_the_plugin_registers_the_getnet_provider(make_caja_pm):
@@ -41,3 +44,29 @@ def test_invalid_settings_are_rejected_with_a_spanish_message(raw):
         validate_settings(provider, raw)
     assert info.value.message.startswith("Configuración inválida para GETNET")
     assert info.value.code == "provider.settings_invalid"
+
+
+def test_the_registered_provider_serves_successive_event_loops(make_request):
+    """The plugin's single provider instance keeps one client per terminal; a new event loop (an app restart in
+    the same process, or another test) gets a fresh one instead of a lock bound to a dead loop."""
+    async def one_night(port: int) -> tuple[OutcomeKind, int]:
+        sim = Simulator(step_delay_s=0.01)
+        _, bound = await sim.start_tcp(port=port)
+        settings = GetnetSettings(host="127.0.0.1", port=bound, receipt_timeout_s=1, sale_timeout_s=5)
+        ctx = ProviderContext(register_id=1, venue_id=1)
+
+        async def ignore(_):
+            return None
+
+        try:
+            request = make_request()
+            first = await asyncio.gather(provider.charge(request, settings, ctx, ignore),
+                                         provider.status(request, settings, ctx))   # two callers share the lock
+            return first[0].kind, bound
+        finally:
+            await sim.stop()
+
+    kind, port = asyncio.run(one_night(0))
+    assert kind is OutcomeKind.APPROVED
+    again, _ = asyncio.run(one_night(port))
+    assert again is OutcomeKind.APPROVED

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping
@@ -140,7 +141,7 @@ class GetnetProvider:
     min_amount = 1
 
     def __init__(self) -> None:
-        self._clients: dict[str, tuple[GetnetSettings, GetnetClient]] = {}
+        self._clients: dict[str, tuple[Any, GetnetSettings, GetnetClient]] = {}
 
     def device_key(self, settings: GetnetSettings, register_code: str) -> str:
         if settings.connection == "tcp":
@@ -152,14 +153,15 @@ class GetnetProvider:
     def client_for(self, settings: GetnetSettings) -> GetnetClient:
         """One client per terminal, so that CancelSale can reach a sale in flight on the same connection."""
         key = self.device_key(settings, "")
+        loop = asyncio.get_running_loop()
         cached = self._clients.get(key)
-        if cached is not None and cached[0] == settings:
-            return cached[1]
+        if cached is not None and cached[0] is loop and cached[1] == settings:
+            return cached[2]
         transport = make_transport(host=settings.host, port=settings.port,
                                    serial_path=settings.serial_path if settings.connection == "serial" else None,
                                    connect_timeout_s=settings.receipt_timeout_s)
         client = GetnetClient(transport, deadlines=settings.deadlines, max_message_bytes=settings.max_message_bytes)
-        self._clients[key] = (settings, client)
+        self._clients[key] = (loop, settings, client)
         return client
 
     # --- running a command directly or through the register's agent --------------------------------------
