@@ -75,7 +75,8 @@ async def test_bad_arguments_are_one_line_and_exit_2():
     for args in (["getnet", "poll"], ["getnet", "poll", "--tcp", "no-port"],
                  ["getnet", "sale", "--tcp", "127.0.0.1:9", "--amount", "0"],
                  ["getnet", "sale", "--tcp", "127.0.0.1:9", "--amount", "100", "--ticket", "T|1"],
-                 ["getnet", "simulate"], ["getnet", "simulate", "--pty", "--fault", "nonsense"]):
+                 ["getnet", "simulate"], ["getnet", "simulate", "--pty", "--fault", "nonsense"],
+                 ["getnet", "simulate", "--pty", "--control", "0.0.0.0:9101"]):
         code, out, err = await run_caja(*args)
         assert code == 2, args
         assert out == "" and len(err.strip().splitlines()) == 1, (args, err)

@@ -172,6 +172,8 @@ def simulate_cmd(tcp, use_pty, control, keep_open, step_delay, faults, seed, rat
 
     address = _host_port(tcp, "--tcp", allow_any_port=True)          # port 0: any free port (printed)
     control_address = _host_port(control, "--control", allow_any_port=True)
+    if control_address and control_address[0] not in ("127.0.0.1", "localhost", "::1"):
+        raise click.BadParameter("el canal de control no tiene clave: solo en 127.0.0.1", param_hint="--control")
     if (address is None) == (not use_pty):
         raise click.UsageError("elija --tcp HOST:PUERTO o --pty (uno de los dos).")
     for kind in faults:
