@@ -258,6 +258,10 @@ def agent_cmd(server, token_file, serial_path, tcp, state_dir, heartbeat, poll_e
     config = AgentConfig(server_url=server, token=token, state_dir=state, wait_s=wait, heartbeat_s=heartbeat,
                          poll_terminal_every_s=poll_every, receipt_timeout_s=receipt_timeout)
     click.echo(f"Agente caja: terminal {transport.description}, servidor {server}", err=True)
+    from urllib.parse import urlsplit
+
+    if server.startswith("http://") and urlsplit(server).hostname not in ("127.0.0.1", "localhost", "::1"):
+        click.echo("Advertencia: el token viaja sin cifrar; use https:// fuera de este equipo.", err=True)
     run_agent(config, transport)
 
 
