@@ -213,3 +213,20 @@ async def test_pending_at_the_provider_is_awaiting_not_in_doubt_until_status_ans
     assert (await env.settle(orch, other)).paid
     done = await env.until(orch, sale_id, lambda p: p.paid)
     assert done.state == "approved" and env.provider.count("status") == 2
+
+
+async def test_a_repeated_final_answer_is_applied_once(env):
+    orch = await env.orchestrator()
+    sale_id = await env.sale(3000)
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    assert (await env.settle(orch, sale_id)).paid
+    (attempt,) = await env.attempts(sale_id)
+    approvals = env.events.kinds().count("approved")
+    for _ in range(2):      # the terminal re-sends its answer; reconciliation asks again
+        assert await orch.reconcile(attempt.id) == "approved"
+    async with env.db.reader() as s:
+        from caja_core.sessions.models import CashSession
+
+        session = await s.get(CashSession, env.session_id)
+    assert session.card_sales_total == 3000 and session.ticket_count == 1
+    assert env.events.kinds().count("approved") == approvals and env.provider.count("status") == 0
