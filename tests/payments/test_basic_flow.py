@@ -230,3 +230,29 @@ async def test_a_repeated_final_answer_is_applied_once(env):
         session = await s.get(CashSession, env.session_id)
     assert session.card_sales_total == 3000 and session.ticket_count == 1
     assert env.events.kinds().count("approved") == approvals and env.provider.count("status") == 0
+
+
+async def test_integrated_backup_terminal_is_charged_like_the_primary(any_db):
+    from caja_core.testing.fake import FakeSettings, ScriptableProvider
+
+    from .conftest import build_env
+
+    class SecondTerminal(ScriptableProvider):
+        def device_key(self, settings: FakeSettings, register_code: str) -> str:
+            return f"{self.id}:{register_code}"
+
+    backup = SecondTerminal("fakebackup")
+    env = await build_env(any_db, backup=backup)
+    orch = await env.orchestrator()
+    try:
+        sale_id = await env.sale(9000)
+        env.provider.script("charge", Step(kind=OutcomeKind.UNAVAILABLE))
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+        await env.until(orch, sale_id, lambda p: p.backup_offered)
+        p = await orch.start_backup(env.venue_id, sale_id, env.setup.cashier_id)
+        assert p.role == "backup" and p.manual is None
+        done = await env.settle(orch, sale_id)
+        assert done.paid and done.paid_via == "backup" and done.provider_id == "fakebackup"
+        assert backup.count("charge") == 1 and len(backup.ledger) == 1 and env.provider.ledger == {}
+    finally:
+        await orch.stop()
