@@ -302,3 +302,14 @@ async def test_courtesy_at_oficina_needs_a_reason_and_counts_apart(client, sqlit
     async with sqlite_db.session() as s:
         session = await sessions.current_session(s, office.venue_id, office.register_id)
     assert session.courtesy_count == 1 and session.courtesy_total == 6000 and session.ticket_count == 0
+
+
+async def test_pos_forms_work_without_javascript(cashier, setup):
+    await open_session(cashier, setup)
+    await cashier.post("/caja/venta/item", {"product_id": setup.products["Agua"]}, htmx=True)
+    sale_id, r = await checkout(cashier, setup)
+    assert f'action="/caja/venta/{sale_id}/efectivo"' in r.text and 'name="_csrf_token"' in r.text
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', r.text).group(1)
+    r = await cashier.client.post(f"/caja/venta/{sale_id}/efectivo", data={"cash_received": "5000",
+                                                                          "_csrf_token": token})
+    assert r.status_code == 200 and "<html" in r.text and "$3.000" in r.text
