@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import msgspec
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -343,16 +343,22 @@ async def sell_cash(db, *, venue_id: int, session_id: int, cashier_id: int, item
 
 def _sell_cash_unit(s, venue_id: int, session_id: int, cashier_id: int, items: list[ItemInput], key: str,
                     cash_received: object) -> SaleOut:
-    from sqlalchemy import insert as sa_insert
-
-    from ..audit.models import AuditEvent
-
-    row = s.execute(
+    # One read for the session, its register and the sold products (sellable in this venue).
+    product_ids = sorted({i.product_id for i in items if i.product_id is not None}) or [-1]
+    sellable = (select(Product.id, Product.name, Product.price, Product.category_id)
+                .join(Category, Category.id == Product.category_id)
+                .where(Product.venue_id == venue_id, Product.id.in_(product_ids), Product.active.is_(True),
+                       Category.active.is_(True))).subquery()
+    rows = s.execute(
         select(CashSession.status, CashSession.register_id, CashSession.jornada_id,
                CashRegister.name, CashRegister.active, CashRegister.operational_status,
-               CashRegister.payment_methods, CashRegister.allowed_categories)
+               CashRegister.payment_methods, CashRegister.allowed_categories,
+               sellable.c.id.label("product_id"), sellable.c.name.label("product_name"),
+               sellable.c.price, sellable.c.category_id)
         .join(CashRegister, CashRegister.id == CashSession.register_id)
-        .where(CashSession.id == session_id, CashSession.venue_id == venue_id)).first()
+        .outerjoin(sellable, sellable.c.id.is_not(None))
+        .where(CashSession.id == session_id, CashSession.venue_id == venue_id)).all()
+    row = rows[0] if rows else None
     if row is None:
         raise NotFound("La sesión de caja no existe.", code="session.not_found")
     if row.status != "open":
@@ -364,7 +370,10 @@ def _sell_cash_unit(s, venue_id: int, session_id: int, cashier_id: int, items: l
                        code="register.not_operational")
     if "cash" not in (row.payment_methods or []):
         raise Conflict("Esta caja no recibe efectivo.", code="sale.method_not_allowed")
-    lines = _price_lines_sync(s, venue_id, items, row.allowed_categories)
+    allowed = set(row.allowed_categories or [])
+    products = {r.product_id: (r.product_name, r.price) for r in rows
+                if r.product_id is not None and (not allowed or r.category_id in allowed)}
+    lines = _price(items, products)
     total = sum(line["line_total"] for line in lines)
     if total > MAX_AMOUNT:
         raise ValidationFailed(f"El total supera el máximo permitido ({format_clp(MAX_AMOUNT)}).", field="items")
@@ -373,6 +382,27 @@ def _sell_cash_unit(s, venue_id: int, session_id: int, cashier_id: int, items: l
     if received < total:
         raise ValidationFailed(f"El efectivo recibido ({format_clp(received)}) es menor que el total "
                                f"({format_clp(total)}).", field="cash_received")
+    now = utcnow()
+    write = _write_cash_sale_pg if s.bind.dialect.name == "postgresql" else _write_cash_sale
+    sale_id = write(s, venue_id=venue_id, session_id=session_id, cashier_id=cashier_id, key=key, total=total,
+                    received=received, lines=lines, register_id=row.register_id, jornada_id=row.jornada_id, now=now)
+    return SaleOut(id=sale_id, venue_id=venue_id, session_id=session_id, register_id=row.register_id,
+                   jornada_id=row.jornada_id, cashier_id=cashier_id, total=total, status="paid",
+                   payment_method="cash", provider_id="cash", paid_via="cash", no_revenue=False, courtesy_reason="",
+                   cash_received=received, change_given=received - total, created_at=now, paid_at=now,
+                   cancelled_at=None, cancel_reason="", items=[ItemOut(**line) for line in lines])
+
+
+_SESSION_CLOSED_MIDWAY = "La sesión de caja se cerró mientras se registraba la venta."
+
+
+def _write_cash_sale(s, *, venue_id, session_id, cashier_id, key, total, received, lines, register_id, jornada_id,
+                     now) -> int:
+    """Running totals, sale, items and audit: four statements (any database)."""
+    from sqlalchemy import insert as sa_insert
+
+    from ..audit.models import AuditEvent
+
     t = CashSession
     updated = s.execute(
         update(t).where(t.id == session_id, t.status == "open")
@@ -380,10 +410,9 @@ def _sell_cash_unit(s, venue_id: int, session_id: int, cashier_id: int, items: l
                  t.cash_sales_count: t.cash_sales_count + 1, t.cash_sales_total: t.cash_sales_total + total})
         .execution_options(synchronize_session=False))
     if updated.rowcount != 1:
-        raise Conflict("La sesión de caja se cerró mientras se registraba la venta.", code="session.closed")
-    now = utcnow()
-    ins = (pg_insert if s.bind.dialect.name == "postgresql" else sqlite_insert)(Sale).values(
-        venue_id=venue_id, session_id=session_id, register_id=row.register_id, jornada_id=row.jornada_id,
+        raise Conflict(_SESSION_CLOSED_MIDWAY, code="session.closed")
+    ins = sqlite_insert(Sale).values(
+        venue_id=venue_id, session_id=session_id, register_id=register_id, jornada_id=jornada_id,
         cashier_id=cashier_id, idempotency_key=key, total=total, status="paid", payment_method="cash",
         provider_id="cash", paid_via="cash", no_revenue=False, courtesy_reason="", cash_received=received,
         change_given=received - total, created_at=now, paid_at=now, cancel_reason="",
@@ -395,11 +424,53 @@ def _sell_cash_unit(s, venue_id: int, session_id: int, cashier_id: int, items: l
     s.execute(sa_insert(AuditEvent).values(
         venue_id=venue_id, user_id=cashier_id, action="sale.paid", entity="sale", entity_id=str(sale_id),
         payload={"method": "cash", "total": total, "session_id": session_id}, created_at=now))
-    return SaleOut(id=sale_id, venue_id=venue_id, session_id=session_id, register_id=row.register_id,
-                   jornada_id=row.jornada_id, cashier_id=cashier_id, total=total, status="paid",
-                   payment_method="cash", provider_id="cash", paid_via="cash", no_revenue=False, courtesy_reason="",
-                   cash_received=received, change_given=received - total, created_at=now, paid_at=now,
-                   cancelled_at=None, cancel_reason="", items=[ItemOut(**line) for line in lines])
+    return sale_id
+
+
+_CASH_SALE_PG = text("""
+WITH upd AS (
+  UPDATE cash_sessions SET ticket_count = ticket_count + 1, sales_total = sales_total + :total,
+         cash_sales_count = cash_sales_count + 1, cash_sales_total = cash_sales_total + :total
+  WHERE id = :session_id AND status = 'open'
+  RETURNING register_id, jornada_id
+), sale AS (
+  INSERT INTO sales (venue_id, session_id, register_id, jornada_id, cashier_id, idempotency_key, total, status,
+                     payment_method, provider_id, paid_via, no_revenue, courtesy_reason, cash_received,
+                     change_given, created_at, paid_at, cancel_reason)
+  SELECT :venue_id, :session_id, upd.register_id, upd.jornada_id, :cashier_id, :key, :total, 'paid',
+         'cash', 'cash', 'cash', false, '', :received, :change, :now, :now, ''
+  FROM upd
+  ON CONFLICT (venue_id, idempotency_key) DO NOTHING
+  RETURNING id
+), items AS (
+  INSERT INTO sale_items (sale_id, product_id, name, quantity, unit_price, line_total, free_reason)
+  SELECT sale.id, i.product_id, i.name, i.quantity, i.unit_price, i.line_total, i.free_reason
+  FROM sale, jsonb_to_recordset(CAST(:items AS jsonb))
+       AS i(product_id integer, name text, quantity integer, unit_price bigint, line_total bigint, free_reason text)
+), audit AS (
+  INSERT INTO audit_events (venue_id, user_id, action, entity, entity_id, payload, created_at)
+  SELECT :venue_id, :cashier_id, 'sale.paid', 'sale', CAST(sale.id AS text), CAST(:payload AS jsonb), :now
+  FROM sale
+)
+SELECT (SELECT count(*) FROM upd) AS updated, (SELECT id FROM sale) AS sale_id
+""")
+
+
+def _write_cash_sale_pg(s, *, venue_id, session_id, cashier_id, key, total, received, lines, register_id,
+                        jornada_id, now) -> int:
+    """The same four writes as ``_write_cash_sale`` in one round trip (PostgreSQL's data-modifying CTEs):
+    on PostgreSQL each statement is a network round trip, and those dominate a short transaction."""
+    import json
+
+    row = s.execute(_CASH_SALE_PG, {
+        "venue_id": venue_id, "session_id": session_id, "cashier_id": cashier_id, "key": key, "total": total,
+        "received": received, "change": received - total, "now": now, "items": json.dumps(lines),
+        "payload": json.dumps({"method": "cash", "total": total, "session_id": session_id})}).one()
+    if row.updated != 1:
+        raise Conflict(_SESSION_CLOSED_MIDWAY, code="session.closed")
+    if row.sale_id is None:
+        raise _Duplicate()
+    return row.sale_id
 
 
 async def _price_lines(s: AsyncSession, venue_id: int, items: list[ItemInput],
@@ -419,6 +490,10 @@ def _price_lines_sync(s, venue_id: int, items: list[ItemInput],
         if allowed_categories:
             q = q.where(Product.category_id.in_(allowed_categories))
         products = {r.id: (r.name, r.price) for r in s.execute(q)}
+    return _price(items, products)
+
+
+def _price(items: list[ItemInput], products: dict[int, tuple[str, int]]) -> list[dict]:
     lines: list[dict] = []
     for n, item in enumerate(items, start=1):
         if isinstance(item.quantity, bool) or not isinstance(item.quantity, int) or not 1 <= item.quantity <= MAX_QUANTITY:
