@@ -300,3 +300,30 @@ def test_journal_keeps_results_until_delivered_and_forgets_old_ones(tmp_path):
     old = tmp_path / "done" / "c1.json"
     os.utime(old, (0, 0))
     assert journal.prune_done() == 1 and not journal.seen("c1")
+
+
+async def test_cancel_sale_reaches_a_sale_the_agent_has_in_flight(tmp_path):
+    sim = Simulator(step_delay_s=0.5)             # the customer takes their time
+    pty_path = await sim.start_pty()
+    api = AgentApiServer()
+    url = await api.start()
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    proc = await start_agent(url, pty_path, tmp_path / "state", token_file)
+    try:
+        sale = api.add({"Command": 100, "Amount": 6000, "TicketNumber": "X1", "PrintOnPos": True, "SaleType": 0,
+                        "SendMessage": True, "EmployeeId": "", "DateTime": "2026-01-01T23:00:00"}, deadline_s=20)
+        for _ in range(100):
+            if len(api.progress.get(sale, [])) >= 2:      # receipt and "reading card": the sale is in progress
+                break
+            await asyncio.sleep(0.05)
+        cancel = api.add({"Command": 116}, deadline_s=5)
+        cancelled = await api.result_of(cancel)
+        result = await api.result_of(sale)
+    finally:
+        await stop_agent(proc)
+        await api.stop()
+        await sim.stop()
+    assert cancelled["ResponseCode"] == 0
+    assert (result["ResponseCode"], result["Ticket"]) == (2, "X1")
+    assert sim.tickets() == {}
