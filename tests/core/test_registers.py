@@ -71,7 +71,8 @@ async def test_provider_settings_validated_and_secrets_write_only(sqlite_db):
                                        provider_settings={"fake": {"device": "t2", "webhook_secret": ""}})
         updated = await registers.update_register(s, venue_id=st.venue_id, register_id=reg.id, data=data,
                                                   registry=registry, actor_id=st.admin_id)
-    assert updated.provider_settings["fake"] == {"device": "t2", "webhook_secret": "s3cr3t"}
+    assert updated.provider_settings["fake"]["device"] == "t2"
+    assert updated.provider_settings["fake"]["webhook_secret"] == "s3cr3t"  # blank kept the stored secret
     with pytest.raises(ValidationFailed) as err:
         async with sqlite_db.session() as s:
             data.provider_settings = {"fake": {"device": 12}}
