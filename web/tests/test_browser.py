@@ -236,3 +236,34 @@ def test_reload_mid_payment_resumes_from_the_server(browser, sqlite_url, shots):
         expect(page.locator("#receipt")).to_contain_text("****4242")
     finally:
         site.stop()
+
+
+def test_polling_never_wipes_what_the_supervisor_types(browser, sqlite_url):
+    terminal = FakeProvider("fake")
+    terminal.script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=False))
+    terminal.script("status", *[Step(kind=OutcomeKind.UNKNOWN) for _ in range(20)])
+    site = LiveSite(sqlite_url, ProvidersPlugin(terminal, FakeProvider("fakebackup"))).start()
+    try:
+        page = new_page(browser, site)
+        page.goto("/login")
+        page.click("a:has-text('Cajera')")
+        page.fill("#pin", "1234")
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(re.compile(r"/caja/$"))
+        page.goto("/caja/session/open?register_id=1")
+        page.fill("input[name=initial_cash]", "0")
+        page.click("#open-form button[type=submit]")
+        page.click("[data-product='Cerveza']")
+        page.click("#checkout")
+        page.click("#pay-card")
+        expect(page.locator("#payment-state")).to_have_text("Verificando con el terminal…", timeout=20_000)
+        page.click("summary:has-text('forzar respaldo')")
+        page.fill("#panel input[name=username]", "super")
+        page.wait_for_timeout(2500)
+        assert page.input_value("#panel input[name=username]") == "super"
+        page.fill("#panel input[name=password]", PASSWORD)
+        page.fill("#panel input[name=note]", "Terminal colgado, cliente esperando")
+        page.click("#panel button:has-text('Forzar respaldo')")
+        expect(page.locator("#receipt")).to_contain_text("(respaldo)", timeout=20_000)
+    finally:
+        site.stop()

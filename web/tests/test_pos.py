@@ -173,7 +173,7 @@ async def test_card_sale_approved_on_primary(cashier, setup, fakes):
     await open_session(cashier, setup)
     sale_id, _ = await checkout(cashier, setup, "Piscola")
     r = await cashier.post(f"/caja/venta/{sale_id}/tarjeta", htmx=True)
-    assert r.status_code == 200 and 'hx-trigger="every 1s"' in r.text
+    assert r.status_code == 200 and 'hx-trigger="every 1s [cajaShouldPoll()]"' in r.text
     r = await poll_until(cashier, sale_id, "Siguiente venta")
     assert "****4242" in r.text and "Aut. A1B2C3" in r.text
 
@@ -313,3 +313,28 @@ async def test_pos_forms_work_without_javascript(cashier, setup):
     r = await cashier.client.post(f"/caja/venta/{sale_id}/efectivo", data={"cash_received": "5000",
                                                                           "_csrf_token": token})
     assert r.status_code == 200 and "<html" in r.text and "$3.000" in r.text
+
+
+async def test_backup_needs_a_supervisor_when_the_policy_says_so(cashier, setup, sqlite_db, registry, fakes):
+    async with sqlite_db.session() as s:
+        reg = await registers.get_register(s, setup.venue_id, setup.register_id)
+        data = registers.RegisterInput(code=reg.code, name=reg.name, register_type=reg.register_type,
+                                       payment_methods=reg.payment_methods, primary_provider=reg.primary_provider,
+                                       backup_provider=reg.backup_provider,
+                                       policy=FallbackPolicy(require_supervisor=True))
+        await registers.update_register(s, venue_id=setup.venue_id, register_id=reg.id, data=data,
+                                        registry=registry, actor_id=setup.admin_id)
+    fakes[0].script("charge", Step(kind=OutcomeKind.UNAVAILABLE, message="Terminal desconectado"))
+    await open_session(cashier, setup)
+    sale_id, _ = await checkout(cashier, setup, "Cerveza")
+    await cashier.post(f"/caja/venta/{sale_id}/tarjeta", htmx=True)
+    await poll_until(cashier, sale_id, "Cobrar con respaldo")
+    r = await cashier.post(f"/caja/venta/{sale_id}/respaldo", htmx=True)
+    assert r.status_code == 403 and 'id="backup-supervisor"' in r.text and "data-hold" in r.text
+    r = await cashier.post(f"/caja/venta/{sale_id}/respaldo", {"username": "super", "password": "mal"}, htmx=True)
+    assert r.status_code == 401 and 'id="backup-supervisor"' in r.text
+    r = await cashier.post(f"/caja/venta/{sale_id}/respaldo", {"username": "super", "password": "clave-segura-123"},
+                           htmx=True)
+    assert r.status_code == 200, text_of(r.text)
+    r = await poll_until(cashier, sale_id, "Siguiente venta")
+    assert "(respaldo)" in r.text

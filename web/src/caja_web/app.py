@@ -73,7 +73,10 @@ def make_orchestrator(db: Database, registry: ProviderRegistry, pm: Any, setting
     except ImportError:
         log.warning("payment orchestrator not available: card payments disabled")
         return None
-    return PaymentOrchestrator(db=db, registry=registry, pm=pm, instance_id=settings.instance_id)
+    from caja_core.agents.service import channel_factory
+
+    return PaymentOrchestrator(db=db, registry=registry, pm=pm, instance_id=settings.instance_id,
+                               agent_channel_factory=channel_factory(db))
 
 
 class CajaWebPlugin(InitPlugin):

@@ -43,7 +43,8 @@ def _error_page(request: Request, status: int, message: str, code: str = "") -> 
 
 def form_rejected(request: Request, exc: FormRejected) -> Template:
     error = exc.error
-    context = {**exc.context, "errors": error.fields, "error": error.message, "error_details": error.details}
+    context = {**exc.context, "errors": error.fields, "error": error.message, "error_details": error.details,
+               "error_code": error.code}
     return Template(template_name=exc.template, context=context, status_code=error.status)
 
 

@@ -332,11 +332,21 @@ async def cancel_payment(request: Request, sale_id: int) -> Template:
     return await payment_view(web, sale_id)
 
 
+class BackupForm(msgspec.Struct, kw_only=True):
+    username: str = ""
+    password: str = ""
+
+
 @post("/venta/{sale_id:int}/respaldo")
-async def start_backup(request: Request, sale_id: int) -> Template:
+async def start_backup(request: Request, sale_id: int, data: BackupForm = FORM) -> Template:
+    """Charge on the backup. When the register's policy asks for a supervisor, one types their credentials."""
     web = Web(request)
-    async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id)):
-        await web.orchestrator.start_backup(venue_id=web.venue_id, sale_id=sale_id, user_id=web.user_id)
+    async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id), form={"username": data.username}):
+        user_id = web.user_id
+        if data.username:
+            user_id = (await web.call(users.authenticate_password, venue_id=web.venue_id, username=data.username,
+                                      password=data.password)).id
+        await web.orchestrator.start_backup(venue_id=web.venue_id, sale_id=sale_id, user_id=user_id)
     return await payment_view(web, sale_id)
 
 

@@ -24,6 +24,22 @@
     ev.preventDefault();
     if (el.tagName === "INPUT") el.focus(); else el.click();
   });
+  // The payment panel polls every second; it holds still while the cashier types in one of its forms, has
+  // a section open, or was just shown an error (for 15 s), so a poll never wipes what the cashier is doing.
+  var holdUntil = 0;
+  function markHold() {
+    if (document.querySelector("#panel [data-hold]")) holdUntil = Date.now() + 15000;
+  }
+  window.cajaShouldPoll = function () {
+    var panel = document.getElementById("panel");
+    if (!panel) return true;
+    var active = document.activeElement;
+    if (active && panel.contains(active) && /^(INPUT|SELECT|TEXTAREA)$/.test(active.tagName)) return false;
+    if (panel.querySelector("details[open]")) return false;
+    return !(panel.querySelector("[data-hold]") && Date.now() < holdUntil);
+  };
+  document.addEventListener("htmx:afterSwap", markHold);
+  document.addEventListener("DOMContentLoaded", markHold);
   function sumDenoms(form) {
     var total = 0;
     form.querySelectorAll("input[data-denom]").forEach(function (inp) {
