@@ -78,45 +78,37 @@ UNAVAILABLE = _spec("Base de datos no disponible: reintentar")
 
 # --- errors: always JSON, always Spanish ------------------------------------------------------------------
 
-_FIELD = re.compile(r"`\$\.?([^`]*)`")
+_TYPE_NAMES = {"str": "texto", "int": "un número entero", "int | null": "un número entero o null",
+               "object": "un objeto JSON", "float": "un número", "number": "un número"}
 
 
-def _spanish_validation(exc: ValidationException) -> str:
-    """msgspec's reasons (English) as one clear Spanish sentence."""
-    items = exc.extra if isinstance(exc.extra, list) else []
-    parts = []
-    for item in items[:3]:
-        if not isinstance(item, dict):
-            continue
-        text, key = str(item.get("message", "")), str(item.get("key") or "")
-        match = _FIELD.search(text)
-        field = (match.group(1) if match else key) or "cuerpo"
-        if "malformed" in text or "JSON" in text and "Expected" not in text:
-            parts.append("el cuerpo no es JSON válido")
-        elif "missing required field" in text:
-            missing = re.search(r"field `([^`]*)`", text)
-            parts.append(f"falta el campo «{missing.group(1) if missing else field}»")
-        elif "Expected `object`" in text and field == "cuerpo":
-            parts.append("el cuerpo debe ser un objeto JSON")
-        elif "Expected" in text:
-            wanted = re.search(r"Expected `([^`]*)`", text)
-            kind = {"str": "texto", "int": "un número entero", "object": "un objeto JSON", "float": "un número",
-                    "int | null": "un número entero o null", "number": "un número"}.get(
-                wanted.group(1) if wanted else "", wanted.group(1) if wanted else "otro tipo")
-            parts.append(f"el campo «{field}» debe ser {kind}")
-        elif "one of" in text or "Invalid enum value" in text:
-            parts.append(f"valor no permitido en «{field}»")
-        elif "length" in text:
-            parts.append(f"largo no permitido en «{field}»")
-        else:
-            parts.append(f"valor inválido en «{field}»")
-    if not parts:
-        return "Solicitud mal formada."
-    return "Solicitud mal formada: " + "; ".join(parts) + "."
+def _reason(message: str, key: str) -> str:
+    """One msgspec/Litestar validation reason (English) in Spanish."""
+    field = "" if key in ("", "data") else key
+    if "malformed" in message or message.strip("'\"") == "data":
+        return "el cuerpo no es JSON válido" if "malformed" in message else "falta el cuerpo JSON"
+    missing = re.search(r"missing required field `([^`]*)`", message)
+    if missing:
+        return f"falta el campo «{missing.group(1)}»"
+    wanted = re.search(r"Expected `([^`]*)`", message)
+    if wanted:
+        kind = _TYPE_NAMES.get(wanted.group(1), wanted.group(1))
+        return f"el campo «{field}» debe ser {kind}" if field else f"el cuerpo debe ser {kind}"
+    if "enum" in message:
+        return f"valor no permitido en «{field or 'cuerpo'}»"
+    if "length" in message:
+        return f"largo no permitido en «{field or 'cuerpo'}»"
+    return f"valor inválido en «{field or 'cuerpo'}»"
+
+
+def _bad_request(reasons: list[str]) -> Response:
+    text = "Solicitud mal formada: " + "; ".join(reasons) + "." if reasons else "Solicitud mal formada."
+    return _error(400, text, "agent.bad_request")
 
 
 def _on_validation(request: Request, exc: ValidationException) -> Response:
-    return _error(400, _spanish_validation(exc), "agent.bad_request")
+    items = [item for item in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(item, dict)]
+    return _bad_request([_reason(str(i.get("message", "")), str(i.get("key") or "")) for i in items[:3]])
 
 
 def _on_unauthorized(request: Request, exc: NotAuthorizedException) -> Response:
@@ -129,6 +121,8 @@ def _on_caja_error(request: Request, exc: CajaError) -> Response:
 
 
 def _on_http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 400:
+        return _bad_request([_reason(str(exc.detail), "")] if "JSON" in str(exc.detail) else [])
     messages = {413: "El cuerpo es demasiado grande.", 405: "Método no permitido.",
                 404: "No encontrado.", 400: "Solicitud mal formada."}
     return _error(exc.status_code, messages.get(exc.status_code, "Solicitud rechazada."),
@@ -144,7 +138,7 @@ def _on_database_error(request: Request, exc: Exception) -> Response:
 
 async def agent_register(
         request: Request,
-        authorization: Annotated[str | None, HeaderParameter(header="Authorization", required=False,
+        authorization: Annotated[str | None, HeaderParameter(name="Authorization", required=False,
                                                              description="`Bearer <token de la caja>`")] = None,
 ) -> RegisterOut:
     scheme, _, token = (authorization or "").partition(" ")
@@ -188,7 +182,7 @@ def _watch_disconnect(request: Request) -> tuple[asyncio.Task, list[bool]]:
      responses={204: ResponseSpec(data_container=None, description="Sin comandos en la espera"),
                 400: BAD_REQUEST, 401: UNAUTHORIZED, 503: UNAVAILABLE})
 async def next_command(request: Request, register: NamedDependency[RegisterOut],
-                       wait: Annotated[float, QueryParameter(query="wait", ge=0, le=3600,
+                       wait: Annotated[float, QueryParameter(name="wait", ge=0, le=3600,
                                                              description="Segundos de espera (máximo 30)")] = 25.0,
                        ) -> Response[agents.AgentCommandOut]:
     watcher, gone = _watch_disconnect(request)
