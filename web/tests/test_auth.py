@@ -124,3 +124,18 @@ async def test_pages_refuse_framing_and_static_files_are_cached(client):
     assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
     js = await client.get("/static/vendor/htmx.min.js")
     assert js.status_code == 200 and "max-age=3600" in js.headers["cache-control"]
+
+
+async def test_cookies_are_secure_behind_https(sqlite_url, sqlite_db, setup, fakes):
+    from caja_core.settings import load_settings
+    from conftest import ProvidersPlugin
+    settings = load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": sqlite_url, "CAJA_SECURE_COOKIES": "1"})
+    app = create_app(settings, db=sqlite_db, pm=make_plugin_manager(ProvidersPlugin(*fakes), load_entrypoints=False))
+    async with AsyncTestClient(app=app, base_url="https://testserver.local") as c:
+        page = await c.get("/login")
+        csrf = next(v for k, v in page.headers.multi_items() if k == "set-cookie" and v.startswith("caja_csrf="))
+        r = await c.post("/login", data={"venue_id": setup.venue_id, "username": "admin",
+                                         "password": "clave-segura-123"},
+                         headers={"x-csrftoken": c.cookies.get("caja_csrf")}, follow_redirects=False)
+    session = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("caja_session="))
+    assert "Secure" in csrf and "Secure" in session and "HttpOnly" in session
