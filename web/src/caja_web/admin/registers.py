@@ -121,7 +121,9 @@ async def check_terminal(web: Web, register: registers.RegisterOut) -> tuple[boo
         return False, "La caja no tiene proveedor de tarjeta."
     provider = web.registry.get(register.primary_provider)
     settings = registers.provider_settings(register, provider)
-    ctx = ProviderContext(register_id=register.id, venue_id=register.venue_id)
+    factory = getattr(web.orchestrator, "agent_channel_factory", None)
+    ctx = ProviderContext(register_id=register.id, venue_id=register.venue_id,
+                          agent=factory(register) if factory else None)  # a terminal behind the register's agent
     try:
         outcome = await asyncio.wait_for(provider.health(settings, ctx), TEST_TIMEOUT_S)
     except (TimeoutError, asyncio.TimeoutError):
