@@ -112,8 +112,9 @@ async def test_another_registers_command_is_not_found(live, venue, sqlite_db):
     for suffix, body in (("result", {"result": {"ResponseCode": 0}}), ("progress", {"message": "x", "code": 78})):
         r = await live.post(f"/api/agent/v1/commands/{cid}/{suffix}", json=body, headers=bearer(venue.other_token))
         assert r.status_code == 404 and r.json()["error"] == "El comando no existe para esta caja."
-        r = await live.post(f"/api/agent/v1/commands/999999/{suffix}", json=body, headers=bearer(venue.token))
-        assert r.status_code == 404
+        for unknown in (999999, 0, 2**70):
+            r = await live.post(f"/api/agent/v1/commands/{unknown}/{suffix}", json=body, headers=bearer(venue.token))
+            assert r.status_code == 404, r.text
     assert (await command_row(sqlite_db, cid)).result is None
     r = await live.post(f"/api/agent/v1/commands/{cid}/result", json={"result": {"ResponseCode": 0, "Ticket": "9"}},
                        headers=bearer(venue.token))

@@ -254,6 +254,8 @@ async def next_command(db: Any, register_id: int, wait_s: float, *, clock: Clock
 
 
 async def _command_of(s: AsyncSession, register_id: int, command_id: int) -> AgentCommand:
+    if not 0 < command_id < 2**31:
+        raise NotFound("El comando no existe para esta caja.", code="agent.command_not_found")
     command = (await s.execute(select(AgentCommand).where(AgentCommand.id == command_id)
                                .with_for_update())).scalar_one_or_none()
     if command is None or command.register_id != register_id:
