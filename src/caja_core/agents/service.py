@@ -243,14 +243,33 @@ async def next_command(db: Any, register_id: int, wait_s: float, *, clock: Clock
     while True:
         if gone is not None and gone():
             return None
-        async with db.session() as s:
-            command = await claim_next(s, register_id, clock=clock, timing=timing)
-        if command is not None:
-            return command
+        if await _anything_to_do(db, register_id, clock.now(), timing):
+            async with db.session() as s:
+                command = await claim_next(s, register_id, clock=clock, timing=timing)
+            if command is not None:
+                return command
         remaining = end - clock.monotonic()
         if remaining <= 0:
             return None
         await NOTIFIER.wait(_register_key(register_id), min(timing.poll_interval_s, remaining))
+
+
+async def _anything_to_do(db: Any, register_id: int, now, timing: AgentTiming) -> bool:
+    """A read-only look first, so an idle long poll never takes SQLite's write lock."""
+    async with db.reader() as s:
+        rows = (await s.execute(select(AgentCommand.status, AgentCommand.created_at, AgentCommand.deadline_s,
+                                       AgentCommand.delivered_at)
+                                .where(AgentCommand.register_id == register_id,
+                                       AgentCommand.status.in_((QUEUED, DELIVERED)),
+                                       AgentCommand.result.is_(None)))).all()
+    for row in rows:
+        if row.status == QUEUED:
+            return True
+        remaining = row.deadline_s - (now - row.created_at).total_seconds()
+        if remaining < -timing.result_grace_s or row.delivered_at is None or \
+                (now - row.delivered_at).total_seconds() >= timing.redeliver_after_s:
+            return True
+    return False
 
 
 async def _command_of(s: AsyncSession, register_id: int, command_id: int) -> AgentCommand:

@@ -26,7 +26,8 @@ from caja_core.registers.service import RegisterOut, register_for_agent_token
 
 log = logging.getLogger("caja.web.agent")
 
-MAX_RESULT_BYTES = 256_000
+#: A Details answer lists every sale since the last batch close: keep room for a very busy night.
+MAX_RESULT_BYTES = 4_000_000
 MAX_SMALL_BODY_BYTES = 16_000
 
 
@@ -74,6 +75,8 @@ UNAUTHORIZED = _spec("Falta el token de la caja o no es válido")
 BAD_REQUEST = _spec("Cuerpo o parámetros mal formados")
 NOT_FOUND = _spec("El comando no existe para esta caja")
 UNAVAILABLE = _spec("Base de datos no disponible: reintentar")
+UNPROCESSABLE = _spec("Bien formado pero no aceptable (mensaje o resultado vacío)")
+TOO_LARGE = _spec("Cuerpo demasiado grande")
 
 
 # --- errors: always JSON, always Spanish ------------------------------------------------------------------
@@ -200,7 +203,8 @@ async def next_command(request: Request, register: NamedDependency[RegisterOut],
       request_max_body_size=MAX_SMALL_BODY_BYTES,
       summary="Mensaje intermedio del terminal",
       description="El acuse de recibo del terminal (`code` null) y cada mensaje intermedio (78 a 84), en orden.",
-      responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND, 503: UNAVAILABLE})
+      responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND, 413: TOO_LARGE, 422: UNPROCESSABLE,
+                 503: UNAVAILABLE})
 async def command_progress(request: Request, register: NamedDependency[RegisterOut],
                            command_id: FromPath[int], data: JSONBody[ProgressIn]) -> AckOut:
     async with request.app.state.db.session() as s:
@@ -215,7 +219,8 @@ async def command_progress(request: Request, register: NamedDependency[RegisterO
       description="Idempotente: el mismo resultado otra vez responde 200 `duplicate` sin cambiar nada; otro "
                   "resultado distinto para el mismo comando responde 409 y se conserva el primero.",
       responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND,
-                 409: _spec("El comando ya tiene otro resultado"), 503: UNAVAILABLE})
+                 409: _spec("El comando ya tiene otro resultado"), 413: TOO_LARGE, 422: UNPROCESSABLE,
+                 503: UNAVAILABLE})
 async def command_result(request: Request, register: NamedDependency[RegisterOut],
                          command_id: FromPath[int], data: JSONBody[ResultIn]) -> AckOut:
     async with request.app.state.db.session() as s:
@@ -227,7 +232,7 @@ async def command_result(request: Request, register: NamedDependency[RegisterOut
 @post("/heartbeat", status_code=200, include_in_schema=True, request_max_body_size=MAX_SMALL_BODY_BYTES,
       summary="Señal de vida del agente y estado del terminal",
       description="Cada pocos segundos. Se muestra en /health y en la ficha de la caja.",
-      responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 503: UNAVAILABLE})
+      responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 413: TOO_LARGE, 503: UNAVAILABLE})
 async def agent_heartbeat(request: Request, register: NamedDependency[RegisterOut],
                           data: JSONBody[HeartbeatIn]) -> AckOut:
     async with request.app.state.db.session() as s:
