@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from caja_core.payments import states as st
 from caja_core.payments.models import AgentCommand, PaymentAttempt
 from caja_core.plugins import make_plugin_manager
 from caja_core.registers.models import CashRegister
@@ -161,3 +162,40 @@ async def test_agent_killed_mid_sale_and_restarted_pays_once(stack):
     assert len(sale_commands) == 1 and sale_commands[0].result["AgentError"] == "in_doubt"
     assert any(c.payload.get("Command") == Command.LAST_VOUCHER and c.result.get("Ticket") == attempts[0].ticket
                for c in commands)
+
+
+@pytest.mark.parametrize("stack", [0.6], indirect=True)     # the customer is slow to insert the card
+async def test_cashier_cancels_a_sale_waiting_on_the_register_terminal(stack):
+    await stack.start_agent()
+    sale_id = await stack.sale(3000)
+    await stack.pay(sale_id)
+    await stack.until(sale_id, lambda p: p.state == "awaiting", 15)
+    # CancelSale travels through the agent while the sale is still on the terminal.
+    await stack.orchestrator.cancel(stack.venue.venue_id, sale_id, stack.venue.setup.cashier_id)
+    # Final (the terminal's answer to the sale, or a reconciliation that finds no charge): never paid.
+    done = await stack.until(sale_id, lambda p: p.state in st.FINAL, 25)
+    assert not done.paid, done
+    attempt, = await stack.rows(PaymentAttempt, PaymentAttempt.sale_id == sale_id)
+    assert attempt.state in st.NOT_CHARGED and not attempt.active, attempt.state
+    assert stack.sim.tickets() == {}                                   # nothing charged
+    assert Command.CANCEL_SALE in stack.sim.command_codes()
+    sale, = await stack.rows(Sale, Sale.id == sale_id)
+    assert sale.status == "pending_payment"                            # the cashier may charge again
+
+
+async def test_register_pc_off_the_sale_is_not_sent_and_never_reaches_the_terminal_later(stack):
+    from caja_core.agents.service import AgentTiming, channel_factory
+
+    stack.orchestrator.agent_channel_factory = channel_factory(stack.db, timing=AgentTiming(pickup_timeout_s=1.0))
+    sale_id = await stack.sale(2500)                   # no agent running
+    await stack.pay(sale_id)
+    done = await stack.until(sale_id, lambda p: p.state not in ("created", "sending", "awaiting"), 15)
+    assert not done.paid and done.state == "failed_not_sent", done
+    attempt, = await stack.rows(PaymentAttempt, PaymentAttempt.sale_id == sale_id)
+    assert "PC de la caja" in attempt.response_message              # what the cashier reads
+    # The PC comes back: the stale command is never handed to the terminal.
+    await stack.start_agent()
+    await asyncio.sleep(2.0)
+    assert Command.SALE not in stack.sim.command_codes() and stack.sim.tickets() == {}
+    command, = await stack.rows(AgentCommand, AgentCommand.register_id == stack.venue.register_id)
+    assert command.status == "expired" and command.delivered_at is None
