@@ -63,9 +63,11 @@ DEMO_CATALOG = {
 }
 
 
-async def seed_demo(db: Database, *, getnet_tcp: tuple[str, int] | None = None) -> DemoInfo:
-    """Create (or reuse) the demo venue. ``getnet_tcp`` points the GETNET registers at a terminal (e.g. the
-    simulator)."""
+async def seed_demo(db: Database, *, getnet_tcp: tuple[str, int] | None = None,
+                    public_url: str = "http://127.0.0.1:8000") -> DemoInfo:
+    """Create (or reuse) the demo venue. ``getnet_tcp`` points the GETNET registers at a terminal (by
+    default ``caja getnet simulate --tcp 127.0.0.1:9100``); the VIRTUAL register sells through KLAP Checkout
+    against ``caja klap fake-server`` (127.0.0.1:8089, API key ``demo``) with webhooks to ``public_url``."""
     async with db.session() as s:
         existing = await s.scalar(select(Venue).where(Venue.slug == DEMO_SLUG))
         if existing is not None:
@@ -92,7 +94,8 @@ async def seed_demo(db: Database, *, getnet_tcp: tuple[str, int] | None = None) 
                 host, port = getnet_tcp or ("127.0.0.1", 9100)
                 settings["getnet"] = {"connection": "tcp", "host": host, "port": port}
             if primary == "klap" and rtype == "VIRTUAL":
-                settings["klap"] = {"mode": "checkout"}
+                settings["klap"] = {"mode": "checkout", "api_base_url": "http://127.0.0.1:8089",
+                                    "api_key": "demo", "webhook_url": f"{public_url}/webhooks/klap"}
             data = registers.RegisterInput(
                 code=code, name=name, register_type=rtype, location=location, payment_methods=methods,
                 primary_provider=primary, backup_provider=backup, provider_settings=settings)
@@ -103,9 +106,9 @@ async def seed_demo(db: Database, *, getnet_tcp: tuple[str, int] | None = None) 
                 # A provider plugin that is not installed (or rejects these demo settings) still leaves a
                 # working register: cash only, no card provider.
                 data = registers.RegisterInput(code=code, name=name, register_type=rtype, location=location,
-                                               payment_methods=["cash"] if rtype != "VIRTUAL" else ["cash"],
-                                               primary_provider=None, backup_provider=None)
-                if rtype == "VIRTUAL":
+                                               payment_methods=["cash"], primary_provider=None,
+                                               backup_provider=None)
+                if rtype == "VIRTUAL":  # a VIRTUAL register takes no cash: without a provider it is a HUMANA one
                     data.register_type = "HUMANA"
                 await registers.create_register(s, venue_id=venue.id, data=data, registry=registry,
                                                 actor_id=ids["admin"])

@@ -55,7 +55,8 @@ def _sqlite_events(engine: Engine, memory: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _sqlite_begin(conn):  # pragma: no cover - exercised by every sqlite test
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (Database.reader) begin deferred, so many POS screens polling never queue behind writers.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("caja_read_only") else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -100,7 +101,10 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads (on SQLite it does not take the write lock; writes in it may fail)."""
         async with self.sessionmaker() as session:
+            if self.dialect == "sqlite":
+                await session.connection(execution_options={"caja_read_only": True})
             yield session
 
     async def dispose(self) -> None:

@@ -37,6 +37,7 @@ from ..errors import Busy, Conflict, Forbidden, NotFound, ValidationFailed
 from ..fallback.engine import collect_rules, decide
 from ..fallback.policy import FallbackPolicy
 from ..money import format_clp, parse_amount
+from ..ops.workers import WORKERS
 from ..plugins import call_event
 from ..providers import (Capability, CardData, ChargeRequest, Outcome, OutcomeKind, PaymentProvider, Progress,
                          ProviderContext, ProviderRegistry, validate_settings)
@@ -52,6 +53,9 @@ from .schemas import AttemptOut, ManualInstructions, PaymentProgress
 from .tickets import allocate_ticket
 
 log = logging.getLogger("caja.payments")
+
+#: The name under which the reconciliation worker reports its liveness to /health.
+RECONCILIATION_WORKER = "reconciliation"
 
 DOUBT_MESSAGE = ("No sabemos aún si se cobró: se está consultando al terminal. No cobre de nuevo ni cambie de "
                  "medio de pago sin autorización de supervisor.")
@@ -180,7 +184,9 @@ class PaymentOrchestrator:
             for lease in list(owned):
                 await s.delete(lease)
         self._running = True
+        WORKERS.register(RECONCILIATION_WORKER, interval_s=self.worker_interval_s)
         await self.run_once(recovery=True)
+        WORKERS.beat(RECONCILIATION_WORKER)
         self._worker = asyncio.create_task(self._worker_loop(), name="caja-payments-worker")
 
     async def stop(self) -> None:
@@ -205,6 +211,7 @@ class PaymentOrchestrator:
         self._tasks.clear()
         self._flights.clear()
         self._worker = None
+        WORKERS.stopped(RECONCILIATION_WORKER)
         if self._audit is not None:
             await self._audit.uninstall(self.pm)
             self._audit = None
@@ -1202,8 +1209,11 @@ class PaymentOrchestrator:
                 await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the worker keeps going
+            except Exception as exc:  # noqa: BLE001 - the worker keeps going; /health shows it failing
                 log.exception("payments worker pass failed")
+                WORKERS.beat(RECONCILIATION_WORKER, error=f"{type(exc).__name__}: {exc}")
+            else:
+                WORKERS.beat(RECONCILIATION_WORKER)
 
     # breaker -----------------------------------------------------------------------------------------
     async def _probe_due(self) -> None:

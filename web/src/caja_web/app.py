@@ -82,8 +82,10 @@ def make_orchestrator(db: Database, registry: ProviderRegistry, pm: Any, setting
 class CajaWebPlugin(InitPlugin):
     """Wires caja into a Litestar app: state, templates, static files, sessions, CSRF, routes, errors."""
 
-    def __init__(self, settings: Settings, db: Database, pm: Any, *, own_db: bool) -> None:
+    def __init__(self, settings: Settings, db: Database, pm: Any, *, own_db: bool,
+                 scheduled_backups: bool = False) -> None:
         self.settings = settings
+        self.scheduled_backups = scheduled_backups
         self.db = db
         self.pm = pm
         self.own_db = own_db
@@ -101,6 +103,7 @@ class CajaWebPlugin(InitPlugin):
         self._configure_lifespan(app_config)
         self._configure_openapi(app_config)
         self._configure_headers(app_config)
+        self._configure_ops(app_config)
         return app_config
 
     def _configure_state(self, app_config: AppConfig) -> None:
@@ -155,6 +158,14 @@ class CajaWebPlugin(InitPlugin):
                                        ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
                                        ResponseHeader(name="Referrer-Policy", value="same-origin")]
 
+    def _configure_ops(self, app_config: AppConfig) -> None:
+        """Request ids, request metrics; scheduled backups inside the app when asked (SQLite, one instance)."""
+        from .ops.routes import backup_scheduler_lifespan, install
+
+        install(app_config)
+        if self.scheduled_backups:
+            app_config.lifespan.append(backup_scheduler_lifespan(self.settings))
+
     @asynccontextmanager
     async def _lifespan(self, app: Litestar):
         if self.orchestrator is not None:
@@ -168,11 +179,14 @@ class CajaWebPlugin(InitPlugin):
                 await self.db.dispose()
 
 
-def create_app(settings: Settings | None = None, db: Database | None = None, pm: Any = None) -> Litestar:
-    """Build the app. Without arguments: settings from ``CAJA_*``, its own database and plugin manager."""
+def create_app(settings: Settings | None = None, db: Database | None = None, pm: Any = None, *,
+               scheduled_backups: bool = False) -> Litestar:
+    """Build the app. Without arguments: settings from ``CAJA_*``, its own database and plugin manager.
+    ``scheduled_backups`` runs the backup scheduler inside the app (``caja serve`` does on SQLite; on
+    PostgreSQL ``caja worker`` runs it once for all instances)."""
     settings = settings or load_settings()
     own_db = db is None
     db = db or Database(settings.database_url)
     pm = pm or make_plugin_manager()
-    plugin = CajaWebPlugin(settings, db, pm, own_db=own_db)
+    plugin = CajaWebPlugin(settings, db, pm, own_db=own_db, scheduled_backups=scheduled_backups)
     return Litestar(plugins=[plugin], debug=False)

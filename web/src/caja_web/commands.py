@@ -27,10 +27,13 @@ def _settings(**overrides: object) -> Settings:
 def _run(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
+    from caja_core.ops.logging import configure_logging
+
     from .app import create_app
 
-    app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False,
+    configure_logging(settings)  # JSON, masked; uvicorn's own loggers go through it (log_config=None)
+    app = create_app(settings, scheduled_backups=settings.is_sqlite)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False, log_config=None,
                 proxy_headers=True, forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
 
 
@@ -56,7 +59,8 @@ def demo(host: str, port: int, db_path: str, no_serve: bool) -> None:
 
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{Path(db_path).resolve()}"
-    env = dict(os.environ, CAJA_ENV=os.environ.get("CAJA_ENV", "demo"), CAJA_DATABASE_URL=url)
+    env = dict(os.environ, CAJA_ENV=os.environ.get("CAJA_ENV", "demo"), CAJA_DATABASE_URL=url,
+               CAJA_LOG_FORMAT=os.environ.get("CAJA_LOG_FORMAT", "text"))
     try:
         settings = load_settings(env, host=host, port=port)
     except SettingsError as exc:
@@ -68,7 +72,7 @@ def demo(host: str, port: int, db_path: str, no_serve: bool) -> None:
     async def seed():
         db = Database(url)
         try:
-            return await seed_demo(db)
+            return await seed_demo(db, public_url=f"http://{host}:{port}")
         finally:
             await db.dispose()
 
