@@ -212,3 +212,25 @@ async def test_the_agent_api_is_documented_in_the_openapi_schema(api):
     assert set(result["responses"]) >= {"200", "400", "401", "404", "409"}
     assert "requestBody" in result
     assert "/api/agent/v1/commands/{command_id}/progress" in paths and "/api/agent/v1/heartbeat" in paths
+
+
+async def test_finished_commands_are_kept_a_month_then_pruned(live, venue, sqlite_db):
+    from datetime import timedelta
+
+    from caja_core.clock import utcnow
+
+    old = asyncio.create_task(channel(sqlite_db, venue).exchange({"Command": 101}, deadline_s=4))
+    cid = (await take(live, venue.token))["command_id"]
+    await live.post(f"/api/agent/v1/commands/{cid}/result", json={"result": {"ResponseCode": 0}},
+                    headers=bearer(venue.token))
+    await asyncio.wait_for(old, 5)
+    async with sqlite_db.session() as s:
+        (await s.get(AgentCommand, cid)).created_at = utcnow() - timedelta(days=31)
+    fresh = asyncio.create_task(channel(sqlite_db, venue).exchange({"Command": 101}, deadline_s=4))
+    new_id = (await take(live, venue.token))["command_id"]
+    await live.post(f"/api/agent/v1/commands/{new_id}/result", json={"result": {"ResponseCode": 0}},
+                    headers=bearer(venue.token))
+    await asyncio.wait_for(fresh, 5)
+    async with sqlite_db.reader() as s:
+        ids = list((await s.execute(select(AgentCommand.id))).scalars())
+    assert ids == [new_id]

@@ -23,10 +23,11 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Hashable
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..clock import SYSTEM_CLOCK, Clock
@@ -57,6 +58,7 @@ class AgentTiming(msgspec.Struct, frozen=True, kw_only=True):
     poll_interval_s: float = 0.5       # re-read of the row when the other side may be another instance
     redeliver_after_s: float = 15.0    # a delivered command without result is handed out again after this
     min_remaining_s: float = 1.0       # a command with less time left than this is not handed out
+    retention_days: float = 30.0       # finished commands older than this are deleted (the attempt keeps the outcome)
 
 
 class AgentCommandOut(msgspec.Struct, kw_only=True):
@@ -397,6 +399,7 @@ class DbAgentChannel:
 
     async def _queue(self, command: dict[str, Any], deadline_s: float) -> int:
         async with self.db.session() as s:
+            await prune(s, self.register_id, before=self.clock.now() - timedelta(days=self.timing.retention_days))
             attempt_id = None
             ticket = command.get("TicketNumber")
             if ticket and int(command.get("Command", 0) or 0) == 100:
@@ -436,6 +439,14 @@ class DbAgentChannel:
         return seq
 
 
+async def prune(s: AsyncSession, register_id: int, *, before: datetime) -> int:
+    """Delete the register's finished (done/expired) commands created before ``before``."""
+    done = await s.execute(delete(AgentCommand).where(AgentCommand.register_id == register_id,
+                                                      AgentCommand.status.in_((DONE, EXPIRED)),
+                                                      AgentCommand.created_at < before))
+    return done.rowcount or 0
+
+
 def uses_agent(provider_settings: dict[str, Any] | None) -> bool:
     """A register whose settings for some provider say ``connection: agent``."""
     return any(isinstance(v, dict) and v.get("connection") == "agent" for v in (provider_settings or {}).values())
@@ -455,4 +466,4 @@ def channel_factory(db: Any, *, clock: Clock = SYSTEM_CLOCK,
 
 __all__ = ["AgentCommandOut", "AgentNoAnswer", "AgentNotReached", "AgentTiming", "DbAgentChannel", "MAX_WAIT_S",
            "NOTIFIER", "TERMINAL_STATUSES", "channel_factory", "claim_next", "heartbeat", "next_command",
-           "notify_committed", "post_progress", "post_result", "scrub_card_data", "uses_agent"]
+           "notify_committed", "post_progress", "post_result", "prune", "scrub_card_data", "uses_agent"]
