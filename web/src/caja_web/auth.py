@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
+from typing import Annotated
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -11,7 +12,7 @@ from litestar.connection import ASGIConnection
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
-from litestar.params import Body
+from litestar.params import Body, FromPath, FromQuery
 from litestar.response import Template
 
 from caja_core.errors import CajaError
@@ -112,13 +113,13 @@ async def start_session(request: Request, user: users.UserOut, venue: venues.Ven
 
 
 @get("/login", name="login")
-async def login_page(request: Request, local: str | None = None) -> Template:
+async def login_page(request: Request, local: FromQuery[str | None] = None) -> Template:
     web = Web(request)
     return await web.page("auth/login.html", **await login_context(web, local))
 
 
 @get("/login/pin/{user_id:int}")
-async def pin_page(request: Request, user_id: int, local: str | None = None) -> Template:
+async def pin_page(request: Request, user_id: FromPath[int], local: FromQuery[str | None] = None) -> Template:
     web = Web(request)
     context = await login_context(web, local)
     cashier = next((c for c in context["cashiers"] if c.id == user_id), None)
@@ -126,7 +127,7 @@ async def pin_page(request: Request, user_id: int, local: str | None = None) -> 
 
 
 @post("/login")
-async def login_password(request: Request, data: PasswordLogin = FORM) -> Response:
+async def login_password(request: Request, data: Annotated[PasswordLogin, FORM]) -> Response:
     web = Web(request)
     async with web.form("auth/login.html", lambda: login_context(web), form={"username": data.username}):
         web.state.login_limiter.hit(client_ip(request), data.username)
@@ -138,7 +139,7 @@ async def login_password(request: Request, data: PasswordLogin = FORM) -> Respon
 
 
 @post("/login/pin")
-async def login_pin(request: Request, data: PinLogin = FORM) -> Response:
+async def login_pin(request: Request, data: Annotated[PinLogin, FORM]) -> Response:
     web = Web(request)
     async def context() -> dict:
         ctx = await login_context(web)

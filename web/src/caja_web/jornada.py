@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from litestar import Request, Response, Router, get, post
+from litestar.params import FromPath
 from litestar.response import Template
 
 from caja_core.jornadas import service as jornadas
@@ -45,7 +48,7 @@ async def open_jornada(request: Request) -> Response:
 
 
 @post("/cerrar")
-async def close_jornada(request: Request, data: CloseJornada = FORM) -> Response:
+async def close_jornada(request: Request, data: Annotated[CloseJornada, FORM]) -> Response:
     web = Web(request)
     async with web.form("jornada.html", lambda: jornada_context(web)):
         await web.venue_call(jornadas.close_jornada, jornada_id=data.jornada_id, user_id=web.user_id)
@@ -53,7 +56,7 @@ async def close_jornada(request: Request, data: CloseJornada = FORM) -> Response
 
 
 @post("/aprobar/{session_id:int}")
-async def approve_close(request: Request, session_id: int, data: ApproveClose = FORM) -> Response:
+async def approve_close(request: Request, session_id: FromPath[int], data: Annotated[ApproveClose, FORM]) -> Response:
     web = Web(request)
     async with web.form("jornada.html", lambda: jornada_context(web), form={"note": data.note},
                         approving=session_id):

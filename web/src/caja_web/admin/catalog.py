@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.params import FromPath
 from litestar.response import Template
 
 from caja_core.catalog import service as catalog
@@ -42,7 +45,7 @@ async def catalog_page(request: Request) -> Template:
 
 
 @post("/productos/categorias")
-async def create_category(request: Request, data: CategoryForm = FORM) -> Response:
+async def create_category(request: Request, data: Annotated[CategoryForm, FORM]) -> Response:
     web = Web(request)
     async with web.form("admin/catalog.html", lambda: catalog_context(web), category_form=msgspec.to_builtins(data)):
         await web.venue_call(catalog.create_category, name=data.name, sort_order=data.sort_order,
@@ -51,7 +54,7 @@ async def create_category(request: Request, data: CategoryForm = FORM) -> Respon
 
 
 @post("/productos/categorias/{category_id:int}/activa")
-async def toggle_category(request: Request, category_id: int, data: ToggleForm = FORM) -> Response:
+async def toggle_category(request: Request, category_id: FromPath[int], data: Annotated[ToggleForm, FORM]) -> Response:
     web = Web(request)
     await web.venue_call(catalog.update_category, category_id=category_id, active=data.active == "1",
                          actor_id=web.user_id)
@@ -59,7 +62,7 @@ async def toggle_category(request: Request, category_id: int, data: ToggleForm =
 
 
 @post("/productos")
-async def create_product(request: Request, data: ProductForm = FORM) -> Response:
+async def create_product(request: Request, data: Annotated[ProductForm, FORM]) -> Response:
     web = Web(request)
     async with web.form("admin/catalog.html", lambda: catalog_context(web), form=msgspec.to_builtins(data)):
         await web.venue_call(catalog.create_product, category_id=data.category_id, name=data.name,
@@ -74,13 +77,13 @@ async def product_context(web: Web, product_id: int) -> dict:
 
 
 @get("/productos/{product_id:int}/editar")
-async def product_page(request: Request, product_id: int) -> Template:
+async def product_page(request: Request, product_id: FromPath[int]) -> Template:
     web = Web(request)
     return await web.page("admin/product_form.html", **await product_context(web, product_id))
 
 
 @post("/productos/{product_id:int}/editar")
-async def update_product(request: Request, product_id: int, data: ProductForm = FORM) -> Response:
+async def update_product(request: Request, product_id: FromPath[int], data: Annotated[ProductForm, FORM]) -> Response:
     web = Web(request)
     async with web.form("admin/product_form.html", lambda: product_context(web, product_id),
                         form=msgspec.to_builtins(data)):

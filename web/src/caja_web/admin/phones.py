@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.params import FromPath
 from litestar.response import Template
 
 from caja_core.backup_phones import service as phones
@@ -36,7 +39,7 @@ async def phones_page(request: Request) -> Template:
 
 
 @post("/celulares")
-async def create_phone(request: Request, data: PhoneForm = FORM) -> Response:
+async def create_phone(request: Request, data: Annotated[PhoneForm, FORM]) -> Response:
     web = Web(request)
     async with web.form("admin/phones.html", lambda: phones_context(web), form=msgspec.to_builtins(data)):
         await web.venue_call(phones.create_phone, actor_id=web.user_id, data=BackupPhoneInput(
@@ -46,7 +49,8 @@ async def create_phone(request: Request, data: PhoneForm = FORM) -> Response:
 
 
 @post("/celulares/{phone_id:int}/disponible")
-async def set_availability(request: Request, phone_id: int, data: AvailabilityForm = FORM) -> Response:
+async def set_availability(request: Request, phone_id: FromPath[int],
+                           data: Annotated[AvailabilityForm, FORM]) -> Response:
     web = Web(request)
     await web.venue_call(phones.set_availability, phone_id=phone_id, available=data.available == "1",
                          actor_id=web.user_id)
@@ -54,7 +58,7 @@ async def set_availability(request: Request, phone_id: int, data: AvailabilityFo
 
 
 @post("/celulares/{phone_id:int}/eliminar")
-async def delete_phone(request: Request, phone_id: int) -> Response:
+async def delete_phone(request: Request, phone_id: FromPath[int]) -> Response:
     web = Web(request)
     async with web.form("admin/phones.html", lambda: phones_context(web)):
         await web.venue_call(phones.delete_phone, phone_id=phone_id, actor_id=web.user_id)

@@ -3,18 +3,17 @@ rotate the agent token."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.params import FromPath
 from litestar.response import Template
 
 from caja_core.catalog import service as catalog
 from caja_core.fallback.policy import default_policy
 from caja_core.jornadas import service as jornadas
-from caja_core.payments import breaker as breakers
-from caja_core.providers import OutcomeKind, ProviderContext
+from caja_core.payments import breaker as breakers, terminal_test
 from caja_core.registers import service as registers
 from caja_core.sessions import service as sessions
 
@@ -98,13 +97,13 @@ async def create_register(request: Request) -> Response:
 
 
 @get("/cajas/{register_id:int}/editar")
-async def edit_page(request: Request, register_id: int) -> Template:
+async def edit_page(request: Request, register_id: FromPath[int]) -> Template:
     web = Web(request)
     return await web.page("admin/register_form.html", **await form_context(web, register_id))
 
 
 @post("/cajas/{register_id:int}/editar")
-async def update_register(request: Request, register_id: int) -> Response:
+async def update_register(request: Request, register_id: FromPath[int]) -> Response:
     web = Web(request)
     form = await request.form()
     async with web.form("admin/register_form.html",
@@ -115,35 +114,19 @@ async def update_register(request: Request, register_id: int) -> Response:
     return web.redirect(f"/admin/cajas/{register_id}/editar?guardado=1")
 
 
-async def check_terminal(web: Web, register: registers.RegisterOut) -> tuple[bool, str]:
-    """Ask the register's primary provider for its health (GETNET: a Poll). Never a sale."""
-    if not register.primary_provider:
-        return False, "La caja no tiene proveedor de tarjeta."
-    provider = web.registry.get(register.primary_provider)
-    settings = registers.provider_settings(register, provider)
-    factory = getattr(web.orchestrator, "agent_channel_factory", None)
-    ctx = ProviderContext(register_id=register.id, venue_id=register.venue_id,
-                          agent=factory(register) if factory else None)  # a terminal behind the register's agent
-    try:
-        outcome = await asyncio.wait_for(provider.health(settings, ctx), TEST_TIMEOUT_S)
-    except (TimeoutError, asyncio.TimeoutError):
-        return False, f"El terminal no respondió en {TEST_TIMEOUT_S:.0f} s."
-    except Exception as exc:  # noqa: BLE001 - whatever the transport raised, the admin gets one line
-        return False, f"No se pudo conectar con el terminal ({type(exc).__name__})."
-    return outcome.kind is OutcomeKind.APPROVED, outcome.message or outcome.kind.value
-
-
 @post("/cajas/{register_id:int}/probar")
-async def test_terminal(request: Request, register_id: int) -> Template:
+async def test_terminal(request: Request, register_id: FromPath[int]) -> Template:
     web = Web(request)
-    register = await web.call(registers.get_register, web.venue_id, register_id)
-    ok, message = await check_terminal(web, register)
+    result = await terminal_test.test_terminal(web.db, web.registry, web.venue_id, register_id,
+                                               agent_channel_factory=getattr(web.orchestrator,
+                                                                             "agent_channel_factory", None),
+                                               timeout_s=TEST_TIMEOUT_S)
     return await web.page("admin/register_form.html", partial_template="admin/_terminal_test.html",
-                          full_context=lambda: form_context(web, register_id), test_ok=ok, test_message=message)
+                          full_context=lambda: form_context(web, register_id), test=result)
 
 
 @post("/cajas/{register_id:int}/token")
-async def rotate_token(request: Request, register_id: int) -> Template:
+async def rotate_token(request: Request, register_id: FromPath[int]) -> Template:
     web = Web(request)
     token = await web.venue_call(registers.rotate_agent_token, register_id=register_id, actor_id=web.user_id)
     return await web.page("admin/register_form.html", partial_template="admin/_agent_token.html",

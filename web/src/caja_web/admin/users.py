@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.params import FromPath
 from litestar.response import Template
 
 from caja_core.users import service as users
@@ -42,7 +45,7 @@ async def users_page(request: Request) -> Template:
 
 
 @post("/usuarios")
-async def create_user(request: Request, data: UserForm = FORM) -> Response:
+async def create_user(request: Request, data: Annotated[UserForm, FORM]) -> Response:
     web = Web(request)
     async with web.form("admin/users.html", lambda: users_context(web), form=public(data)):
         await web.venue_call(users.create_user, username=data.username, display_name=data.display_name,
@@ -55,13 +58,13 @@ async def user_context(web: Web, user_id: int) -> dict:
 
 
 @get("/usuarios/{user_id:int}/editar")
-async def user_page(request: Request, user_id: int) -> Template:
+async def user_page(request: Request, user_id: FromPath[int]) -> Template:
     web = Web(request)
     return await web.page("admin/user_form.html", **await user_context(web, user_id))
 
 
 @post("/usuarios/{user_id:int}/editar")
-async def update_user(request: Request, user_id: int, data: UserEditForm = FORM) -> Response:
+async def update_user(request: Request, user_id: FromPath[int], data: Annotated[UserEditForm, FORM]) -> Response:
     web = Web(request)
     async with web.form("admin/user_form.html", lambda: user_context(web, user_id), form=public(data)):
         await web.call(users.update_user, web.venue_id, user_id, actor_id=web.user_id,

@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 from litestar import MediaType, Request, Response, Router, get, post
+from litestar.params import FromPath
 from litestar.config.app import AppConfig
 from litestar.middleware.session.server_side import ServerSideSessionBackend
 from litestar.response import Template
@@ -155,7 +156,7 @@ async def backup_now(request: Request) -> Template:
 
 
 @post("/{backup_id:str}/verificar")
-async def backup_verify(request: Request, backup_id: str) -> Template:
+async def backup_verify(request: Request, backup_id: FromPath[str]) -> Template:
     web = Web(request)
     settings = web.state.settings
     result = await backups.verify_backup(settings.backup_dir, backup_id, database_url=settings.database_url)

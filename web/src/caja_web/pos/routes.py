@@ -3,8 +3,11 @@ incidents, blind close. Every page is a full page on a normal request and a part
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from litestar import Request, Response, Router, get, post
+from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
 from caja_core.audit import service as audit
@@ -147,7 +150,7 @@ async def pos_home(request: Request) -> Template:
 
 
 @post("/session/resume")
-async def resume_session(request: Request, data: ResumeForm = FORM) -> Response:
+async def resume_session(request: Request, data: Annotated[ResumeForm, FORM]) -> Response:
     web = Web(request)
     async with web.form("pos/home.html", lambda: home_context(web)):
         session = await web.call(sessions.current_session, web.venue_id, data.register_id)
@@ -165,7 +168,7 @@ async def start_pos(web: Web, register_id: int, session_id: int) -> Response:
 
 
 @get("/session/open")
-async def open_page(request: Request, register_id: int | None = None) -> Template:
+async def open_page(request: Request, register_id: FromQuery[int | None] = None) -> Template:
     web = Web(request)
     return await web.page("pos/open.html", **await open_context(web, register_id))
 
@@ -202,7 +205,7 @@ async def cart_response(web: Web, state: PosState) -> Template:
 
 
 @post("/venta/item")
-async def add_item(request: Request, data: AddItem = FORM) -> Template:
+async def add_item(request: Request, data: Annotated[AddItem, FORM]) -> Template:
     web = Web(request)
     state = await require_cart(web)
     product = await web.call(catalog.get_product, web.venue_id, data.product_id)
@@ -212,7 +215,7 @@ async def add_item(request: Request, data: AddItem = FORM) -> Template:
 
 
 @post("/venta/libre")
-async def add_free_line(request: Request, data: FreeLine = FORM) -> Template:
+async def add_free_line(request: Request, data: Annotated[FreeLine, FORM]) -> Template:
     web = Web(request)
     state = await require_cart(web)
     async with web.form("pos/_cart.html", {"state": state}, form=msgspec.to_builtins(data), free_open=True):
@@ -225,7 +228,7 @@ async def add_free_line(request: Request, data: FreeLine = FORM) -> Template:
 
 
 @post("/venta/linea")
-async def change_line(request: Request, data: LineChange = FORM) -> Template:
+async def change_line(request: Request, data: Annotated[LineChange, FORM]) -> Template:
     web = Web(request)
     state = await require_cart(web)
     state.change_quantity(data.index, data.delta)
@@ -257,7 +260,7 @@ class CourtesyForm(msgspec.Struct, kw_only=True):
 
 
 @post("/venta/cortesia")
-async def courtesy(request: Request, data: CourtesyForm = FORM) -> Response:
+async def courtesy(request: Request, data: Annotated[CourtesyForm, FORM]) -> Response:
     """OFICINA: the cart leaves as a courtesy (no revenue), with its reason; no money changes hands."""
     web = Web(request)
     state = await require_cart(web)
@@ -298,7 +301,7 @@ async def payment_view(web: Web, sale_id: int, **extra) -> Template:
 
 
 @get("/venta/{sale_id:int}")
-async def sale_page(request: Request, sale_id: int) -> Template:
+async def sale_page(request: Request, sale_id: FromPath[int]) -> Template:
     return await payment_view(Web(request), sale_id)
 
 
@@ -308,7 +311,7 @@ async def payment_progress(request: Request, sale_id: int) -> Template:
 
 
 @post("/venta/{sale_id:int}/efectivo")
-async def pay_cash(request: Request, sale_id: int, data: CashForm = FORM) -> Template:
+async def pay_cash(request: Request, sale_id: FromPath[int], data: Annotated[CashForm, FORM]) -> Template:
     web = Web(request)
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data)):
         await web.venue_call(sales.pay_cash, sale_id=sale_id, cash_received=data.cash_received,
@@ -317,7 +320,7 @@ async def pay_cash(request: Request, sale_id: int, data: CashForm = FORM) -> Tem
 
 
 @post("/venta/{sale_id:int}/tarjeta")
-async def pay_card(request: Request, sale_id: int) -> Template:
+async def pay_card(request: Request, sale_id: FromPath[int]) -> Template:
     web = Web(request)
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
         await web.orchestrator.start_payment(venue_id=web.venue_id, sale_id=sale_id, user_id=web.user_id)
@@ -325,7 +328,7 @@ async def pay_card(request: Request, sale_id: int) -> Template:
 
 
 @post("/venta/{sale_id:int}/cancelar-pago")
-async def cancel_payment(request: Request, sale_id: int) -> Template:
+async def cancel_payment(request: Request, sale_id: FromPath[int]) -> Template:
     web = Web(request)
     async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id)):
         await web.orchestrator.cancel(venue_id=web.venue_id, sale_id=sale_id, user_id=web.user_id)
@@ -338,7 +341,7 @@ class BackupForm(msgspec.Struct, kw_only=True):
 
 
 @post("/venta/{sale_id:int}/respaldo")
-async def start_backup(request: Request, sale_id: int, data: BackupForm = FORM) -> Template:
+async def start_backup(request: Request, sale_id: FromPath[int], data: Annotated[BackupForm, FORM]) -> Template:
     """Charge on the backup. When the register's policy asks for a supervisor, one types their credentials."""
     web = Web(request)
     async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id), form={"username": data.username}):
@@ -359,7 +362,7 @@ class ManualConfirm(msgspec.Struct, kw_only=True):
 
 
 @post("/venta/{sale_id:int}/respaldo/confirmar")
-async def confirm_backup(request: Request, sale_id: int, data: ManualConfirm = FORM) -> Template:
+async def confirm_backup(request: Request, sale_id: FromPath[int], data: Annotated[ManualConfirm, FORM]) -> Template:
     web = Web(request)
     async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data)):
         await web.orchestrator.confirm_manual(venue_id=web.venue_id, attempt_id=data.attempt_id,
@@ -369,7 +372,7 @@ async def confirm_backup(request: Request, sale_id: int, data: ManualConfirm = F
 
 
 @post("/venta/{sale_id:int}/forzar-respaldo")
-async def override_backup(request: Request, sale_id: int, data: ApproveForm = FORM) -> Template:
+async def override_backup(request: Request, sale_id: FromPath[int], data: Annotated[ApproveForm, FORM]) -> Template:
     web = Web(request)
     async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id), override_open=True):
         supervisor = await web.call(users.authenticate_password, venue_id=web.venue_id, username=data.username,
@@ -386,7 +389,7 @@ class RefundForm(msgspec.Struct, kw_only=True):
 
 
 @post("/venta/{sale_id:int}/devolver")
-async def refund_duplicate(request: Request, sale_id: int, data: RefundForm = FORM) -> Template:
+async def refund_duplicate(request: Request, sale_id: FromPath[int], data: Annotated[RefundForm, FORM]) -> Template:
     web = Web(request)
     async with web.form("pos/_receipt.html", lambda: sale_context(web, sale_id)):
         supervisor = await web.call(users.authenticate_password, venue_id=web.venue_id, username=data.username,
@@ -396,7 +399,7 @@ async def refund_duplicate(request: Request, sale_id: int, data: RefundForm = FO
 
 
 @post("/venta/{sale_id:int}/anular")
-async def cancel_sale(request: Request, sale_id: int, data: CancelForm = FORM) -> Response:
+async def cancel_sale(request: Request, sale_id: FromPath[int], data: Annotated[CancelForm, FORM]) -> Response:
     web = Web(request)
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data),
                         cancel_open=True):
@@ -429,7 +432,7 @@ async def movements_page(request: Request) -> Template:
 
 
 @post("/movimientos")
-async def add_movement(request: Request, data: MovementForm = FORM) -> Response:
+async def add_movement(request: Request, data: Annotated[MovementForm, FORM]) -> Response:
     web = Web(request)
     state = await require_session(web)
     async with web.form("pos/movements.html", lambda: movements_context(web), form=msgspec.to_builtins(data)):
@@ -451,7 +454,7 @@ async def incidents_page(request: Request) -> Template:
 
 
 @post("/incidentes")
-async def add_incident(request: Request, data: IncidentForm = FORM) -> Response:
+async def add_incident(request: Request, data: Annotated[IncidentForm, FORM]) -> Response:
     web = Web(request)
     state = await require_session(web)
     async with web.form("pos/incidents.html", lambda: incidents_context(web), form=msgspec.to_builtins(data)):
@@ -491,7 +494,7 @@ async def close_session(request: Request) -> Template:
 
 
 @post("/session/close/aprobar")
-async def approve_close(request: Request, data: ApproveForm = FORM) -> Template:
+async def approve_close(request: Request, data: Annotated[ApproveForm, FORM]) -> Template:
     web = Web(request)
     state = await require_session(web)
     session = await web.call(sessions.get_session, web.venue_id, state.session_id)
