@@ -11,7 +11,7 @@ from caja_core.registers import service as registers
 
 from ..auth import ADMIN, SUPERVISOR, requires
 from ..context import Web
-from . import catalog, phones, registers as register_pages, reports, users
+from . import catalog, phones, registers as register_pages, reports, users, verification
 
 
 async def health_context(web: Web) -> dict:
@@ -37,6 +37,6 @@ admin_router = Router(path="/admin", guards=[requires(*ADMIN)], include_in_schem
     *phones.route_handlers])
 
 reports_router = Router(path="/admin", guards=[requires(*SUPERVISOR)], include_in_schema=False,
-                        route_handlers=reports.route_handlers)
+                        route_handlers=[*reports.route_handlers, *verification.route_handlers])
 
 routers = [reports_router, admin_router]
