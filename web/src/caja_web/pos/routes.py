@@ -15,6 +15,7 @@ from caja_core.catalog import service as catalog
 from caja_core.errors import Conflict, ValidationFailed
 from caja_core.jornadas import service as jornadas
 from caja_core.money import parse_amount
+from caja_core.ops import contingency
 from caja_core.registers import service as registers
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
@@ -112,10 +113,15 @@ async def screen_context(web: Web, state: PosState, sale: sales.SaleOut | None =
     """The sale screen around the panel: the register's quick keys (the sale's register when one is shown)."""
     register_id, session_id = (sale.register_id, sale.session_id) if sale else (state.register_id, state.session_id)
     register = await web.call(registers.get_register, web.venue_id, register_id)
-    return {"register": register, "state": state,
+    return {"register": register, "state": state, "contingency": await register_mode(web, register_id),
             "session": await web.call(sessions.get_session, web.venue_id, session_id),
             "categories": await web.call(catalog.list_categories, web.venue_id, active_only=True),
             "products": await web.call(catalog.list_products, web.venue_id, register_id=register.id)}
+
+
+async def register_mode(web: Web, register_id: int) -> contingency.ContingencyState:
+    """Normal or contingency mode, and the payment methods the register may offer now."""
+    return await web.venue_call(contingency.register_state, register_id=register_id)
 
 
 async def require_cart(web: Web) -> PosState:
@@ -295,6 +301,8 @@ def panel_template(ctx: dict) -> str:
 
 async def payment_view(web: Web, sale_id: int, **extra) -> Template:
     ctx = await sale_context(web, sale_id) | extra
+    if panel_template(ctx) == "pos/_pay.html":  # the payment choice offers only what the register's mode allows
+        ctx["contingency"] = await register_mode(web, ctx["sale"].register_id)
     state = pos_state(web)
     return await web.page("pos/sale.html", partial_template=panel_template(ctx), panel=panel_template(ctx),
                           full_context=lambda: screen_context(web, state, ctx["sale"]), **ctx)
