@@ -15,6 +15,7 @@ from litestar.config.app import AppConfig
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import CacheControlHeader, ResponseHeader, State
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins import InitPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
@@ -150,7 +151,13 @@ class CajaWebPlugin(InitPlugin):
         app_config.lifespan.append(self._lifespan)
 
     def _configure_openapi(self, app_config: AppConfig) -> None:
-        app_config.openapi_config = OpenAPIConfig(title="caja", version="0.1.0", path="/schema")
+        """Only the JSON endpoints (agent API, webhooks, health, metrics) are published; the HTML pages are not."""
+        app_config.openapi_config = OpenAPIConfig(
+            title="caja", version="0.1.0", path="/schema",
+            description="API JSON de caja: agente de caja, notificaciones de proveedores, salud y métricas.",
+            components=Components(security_schemes={
+                "metricsToken": SecurityScheme(type="http", scheme="bearer",
+                                               description="CAJA_METRICS_TOKEN (o sesión de administrador)")}))
 
     def _configure_headers(self, app_config: AppConfig) -> None:
         app_config.response_headers = [*app_config.response_headers,

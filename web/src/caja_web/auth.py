@@ -112,13 +112,13 @@ async def start_session(request: Request, user: users.UserOut, venue: venues.Ven
     request.set_session({"viewer": msgspec.to_builtins(viewer)})
 
 
-@get("/login", name="login")
+@get("/login", name="login", include_in_schema=False)
 async def login_page(request: Request, local: FromQuery[str | None] = None) -> Template:
     web = Web(request)
     return await web.page("auth/login.html", **await login_context(web, local))
 
 
-@get("/login/pin/{user_id:int}")
+@get("/login/pin/{user_id:int}", include_in_schema=False)
 async def pin_page(request: Request, user_id: FromPath[int], local: FromQuery[str | None] = None) -> Template:
     web = Web(request)
     context = await login_context(web, local)
@@ -126,7 +126,7 @@ async def pin_page(request: Request, user_id: FromPath[int], local: FromQuery[st
     return await web.page("auth/pin.html", cashier=cashier, **context)
 
 
-@post("/login")
+@post("/login", include_in_schema=False)
 async def login_password(request: Request, data: Annotated[PasswordLogin, FORM]) -> Response:
     web = Web(request)
     async with web.form("auth/login.html", lambda: login_context(web), form={"username": data.username}):
@@ -138,7 +138,7 @@ async def login_password(request: Request, data: Annotated[PasswordLogin, FORM])
     return web.redirect(HOME[user.role])
 
 
-@post("/login/pin")
+@post("/login/pin", include_in_schema=False)
 async def login_pin(request: Request, data: Annotated[PinLogin, FORM]) -> Response:
     web = Web(request)
     async def context() -> dict:
@@ -152,13 +152,13 @@ async def login_pin(request: Request, data: Annotated[PinLogin, FORM]) -> Respon
     return web.redirect(HOME[user.role])
 
 
-@post("/logout")
+@post("/logout", include_in_schema=False)
 async def logout(request: Request) -> Response:
     request.clear_session()
     return Web(request).redirect("/login")
 
 
-@get("/")
+@get("/", include_in_schema=False)
 async def home(request: Request) -> Response:
     viewer = viewer_from(request)
     return Web(request).redirect(HOME[viewer.role] if viewer else "/login")

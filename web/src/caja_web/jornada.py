@@ -64,5 +64,5 @@ async def approve_close(request: Request, session_id: FromPath[int], data: Annot
     return web.redirect("/jornada")
 
 
-router = Router(path="/jornada", route_handlers=[jornada_page, open_jornada, close_jornada, approve_close],
-                guards=[requires(*SUPERVISOR)])
+router = Router(path="/jornada", include_in_schema=False, guards=[requires(*SUPERVISOR)],
+                route_handlers=[jornada_page, open_jornada, close_jornada, approve_close])

@@ -230,7 +230,9 @@ async def test_backup_scheduler_lifespan_backs_up_while_the_app_runs(tmp_path, s
             for _ in range(600):  # up to 30 s on a busy machine
                 body = (await client.get("/health")).json()
                 if body["services"]["backups"]["status"] == "ok" and body["services"]["workers"].get("backup") == "ok":
-                    break
+                    verified = [m for m in backup_ops.list_backups(settings.backup_dir) if m.verification is not None]
+                    if verified:  # the manifest is written first, its verification right after
+                        break
                 await asyncio.sleep(0.05)
             assert body["status"] == "ok", body
             assert body["services"]["workers"]["backup"] == "ok"

@@ -18,13 +18,14 @@ import hmac
 import re
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import MediaType, Request, Response, Router, get, post
-from litestar.params import FromPath
 from litestar.config.app import AppConfig
 from litestar.middleware.session.server_side import ServerSideSessionBackend
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath
 from litestar.response import Template
 
 from caja_core.ops import backups, metrics
@@ -35,6 +36,50 @@ from ..auth import ADMIN, requires
 from ..context import Viewer, Web, viewer_from
 
 BACKUP_MAX_AGE_HOURS = 26.0
+
+# ------------------------------------------------------------------------------ documented bodies (OpenAPI)
+#: Security requirement of the metrics endpoints (the scheme is declared in the app's OpenAPI config).
+METRICS_SECURITY: list[dict[str, list[str]]] = [{"metricsToken": []}]
+
+
+class HealthOut(msgspec.Struct, kw_only=True):
+    """``/health`` when the app works (maybe degraded). Without the metrics token only the states."""
+
+    status: Literal["ok", "degraded"]
+    checked_at: str
+    version: str
+    services: dict[str, Any]
+    instance: str | None = None
+    problems: list[str] | None = None
+
+
+class HealthErrorOut(msgspec.Struct, kw_only=True):
+    """``/health`` when something essential is down (the database, migrations behind)."""
+
+    status: Literal["error"]
+    checked_at: str
+    version: str
+    services: dict[str, Any]
+    instance: str | None = None
+    problems: list[str] | None = None
+
+
+class LiveOut(msgspec.Struct, kw_only=True):
+    status: Literal["ok"]
+    version: str
+
+
+class MetricsOut(msgspec.Struct, kw_only=True):
+    """The JSON summary for the admin dashboard (request, payment, breaker, session and backup figures)."""
+
+    generated_at: str
+    status: Literal["ok", "degraded", "error"]
+
+
+UNAUTHORIZED_SPEC = ResponseSpec(data_container=None, description="Falta el token de métricas o no es válido "
+                                 "(cuerpo vacío, cabecera WWW-Authenticate)")
+HEALTH_RESPONSES = {503: ResponseSpec(data_container=HealthErrorOut, description="Error: la base de datos no "
+                                      "responde o las migraciones no están al día")}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -51,16 +96,20 @@ def _health_kwargs(request: Request) -> dict[str, Any]:
     }
 
 
-@get("/health", include_in_schema=False, cache=False)
-async def health(request: Request) -> Response:
+@get("/health", cache=False, tags=["operación"], summary="Estado del sistema",
+     description="ok / degraded → 200, error → 503. Sin token solo los estados; con `Authorization: Bearer "
+                 "<CAJA_METRICS_TOKEN>` (o sesión de administrador) también el detalle y `problems`.",
+     responses=HEALTH_RESPONSES)
+async def health(request: Request) -> Response[HealthOut]:
     report = await check_health(request.app.state.db, **_health_kwargs(request))
     body = report.to_dict() if await metrics_allowed(request) else report.public_dict()
     return Response(body, status_code=report.http_status, media_type=MediaType.JSON,
                     headers={"Cache-Control": "no-store"})
 
 
-@get("/health/live", include_in_schema=False, cache=False)
-async def health_live() -> Response:
+@get("/health/live", cache=False, tags=["operación"], summary="El proceso responde",
+     description="No revisa dependencias: para el supervisor de procesos.")
+async def health_live() -> Response[LiveOut]:
     return Response(liveness(), media_type=MediaType.JSON, headers={"Cache-Control": "no-store"})
 
 
@@ -101,16 +150,18 @@ async def metrics_allowed(request: Request) -> bool:
     return viewer is not None and viewer.is_admin
 
 
-@get("/metrics", include_in_schema=False, cache=False)
-async def metrics_json(request: Request) -> Response:
+@get("/metrics", cache=False, tags=["operación"], summary="Resumen de métricas (JSON)",
+     security=METRICS_SECURITY, responses={401: UNAUTHORIZED_SPEC})
+async def metrics_json(request: Request) -> Response[MetricsOut]:
     if not await metrics_allowed(request):
         return _unauthorized()
     data = await metrics.collect(request.app.state.db, **_health_kwargs(request))
     return Response(data, media_type=MediaType.JSON, headers={"Cache-Control": "no-store"})
 
 
-@get("/metrics/prometheus", include_in_schema=False, cache=False)
-async def metrics_prometheus(request: Request) -> Response:
+@get("/metrics/prometheus", cache=False, tags=["operación"], summary="Métricas en formato Prometheus",
+     media_type=metrics.CONTENT_TYPE, security=METRICS_SECURITY, responses={401: UNAUTHORIZED_SPEC})
+async def metrics_prometheus(request: Request) -> Response[str]:
     if not await metrics_allowed(request):
         return _unauthorized()
     await metrics.collect(request.app.state.db, **_health_kwargs(request))
