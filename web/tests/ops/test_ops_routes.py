@@ -6,6 +6,7 @@ import logging
 
 import pytest
 from litestar import Litestar, get
+from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -158,7 +159,7 @@ async def test_backups_page_is_for_admins_only(cashier):
 # ----------------------------------------------------------------- request middleware (install)
 
 @get("/hola/{name:str}")
-async def hola(name: str) -> dict:
+async def hola(name: FromPath[str]) -> dict:
     logging.getLogger("caja.test").info("saludo a %s", name)
     return {"hola": name}
 
