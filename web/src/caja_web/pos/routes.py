@@ -314,7 +314,7 @@ async def sale_page(request: Request, sale_id: FromPath[int]) -> Template:
 
 
 @get("/venta/{sale_id:int}/pago")
-async def payment_progress(request: Request, sale_id: int) -> Template:
+async def payment_progress(request: Request, sale_id: FromPath[int]) -> Template:
     return await payment_view(Web(request), sale_id)
 
 
