@@ -203,7 +203,7 @@ async def test_17_second_register_on_the_same_terminal_gets_busy_at_once(env):
                                                open_key="apertura-2")
     sale1 = await env.sale()
     sale2 = await env.sale(session_id=session2.id)
-    env.provider.script("charge", Step(delay_s=0.15))   # max wait is 1.25 s of real time here
+    env.provider.script("charge", Step(delay_s=0.8))   # busy long enough to be seen; max wait is 1.25 s here
     await orch.start_payment(env.venue_id, sale1, env.setup.cashier_id)
     started = time.monotonic()
     with pytest.raises(Busy) as err:
