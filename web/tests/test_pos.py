@@ -274,7 +274,7 @@ async def test_override_then_late_primary_approval_offers_the_refund(cashier, se
                            {"username": "super", "password": "clave-segura-123", "note": "terminal colgado"},
                            htmx=True)
     assert r.status_code == 200, text_of(r.text)
-    r = await poll_until(cashier, sale_id, "Posible doble cobro", tries=200)
+    r = await poll_until(cashier, sale_id, "Posible doble cobro")
     attempt_id = int(re.search(r'name="attempt_id" value="(\d+)"', r.text).group(1))
     r = await cashier.post(f"/caja/venta/{sale_id}/devolver", {"attempt_id": attempt_id, "username": "super",
                                                                "password": "clave-segura-123"}, htmx=True)
