@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import msgspec
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -343,21 +343,12 @@ async def sell_cash(db, *, venue_id: int, session_id: int, cashier_id: int, item
 
 def _sell_cash_unit(s, venue_id: int, session_id: int, cashier_id: int, items: list[ItemInput], key: str,
                     cash_received: object) -> SaleOut:
-    # One read for the session, its register and the sold products (sellable in this venue).
+    # One read for the session, its register and the sold products (sellable in this venue). Statements are
+    # built once (module level) and run on the Core connection: building SQL per call cost more than running it.
+    conn = s.connection()
     product_ids = sorted({i.product_id for i in items if i.product_id is not None}) or [-1]
-    sellable = (select(Product.id, Product.name, Product.price, Product.category_id)
-                .join(Category, Category.id == Product.category_id)
-                .where(Product.venue_id == venue_id, Product.id.in_(product_ids), Product.active.is_(True),
-                       Category.active.is_(True))).subquery()
-    rows = s.execute(
-        select(CashSession.status, CashSession.register_id, CashSession.jornada_id,
-               CashRegister.name, CashRegister.active, CashRegister.operational_status,
-               CashRegister.payment_methods, CashRegister.allowed_categories,
-               sellable.c.id.label("product_id"), sellable.c.name.label("product_name"),
-               sellable.c.price, sellable.c.category_id)
-        .join(CashRegister, CashRegister.id == CashSession.register_id)
-        .outerjoin(sellable, sellable.c.id.is_not(None))
-        .where(CashSession.id == session_id, CashSession.venue_id == venue_id)).all()
+    rows = conn.execute(_SALE_CONTEXT, {"venue_id": venue_id, "session_id": session_id,
+                                        "product_ids": product_ids}).all()
     row = rows[0] if rows else None
     if row is None:
         raise NotFound("La sesión de caja no existe.", code="session.not_found")
@@ -383,8 +374,8 @@ def _sell_cash_unit(s, venue_id: int, session_id: int, cashier_id: int, items: l
         raise ValidationFailed(f"El efectivo recibido ({format_clp(received)}) es menor que el total "
                                f"({format_clp(total)}).", field="cash_received")
     now = utcnow()
-    write = _write_cash_sale_pg if s.bind.dialect.name == "postgresql" else _write_cash_sale
-    sale_id = write(s, venue_id=venue_id, session_id=session_id, cashier_id=cashier_id, key=key, total=total,
+    write = _write_cash_sale_pg if conn.dialect.name == "postgresql" else _write_cash_sale
+    sale_id = write(conn, venue_id=venue_id, session_id=session_id, cashier_id=cashier_id, key=key, total=total,
                     received=received, lines=lines, register_id=row.register_id, jornada_id=row.jornada_id, now=now)
     return SaleOut(id=sale_id, venue_id=venue_id, session_id=session_id, register_id=row.register_id,
                    jornada_id=row.jornada_id, cashier_id=cashier_id, total=total, status="paid",
@@ -396,34 +387,56 @@ def _sell_cash_unit(s, venue_id: int, session_id: int, cashier_id: int, items: l
 _SESSION_CLOSED_MIDWAY = "La sesión de caja se cerró mientras se registraba la venta."
 
 
-def _write_cash_sale(s, *, venue_id, session_id, cashier_id, key, total, received, lines, register_id, jornada_id,
-                     now) -> int:
-    """Running totals, sale, items and audit: four statements (any database)."""
-    from sqlalchemy import insert as sa_insert
+def _sale_context_statement():
+    sellable = (select(Product.id, Product.name, Product.price, Product.category_id)
+                .join(Category, Category.id == Product.category_id)
+                .where(Product.venue_id == bindparam("venue_id"),
+                       Product.id.in_(bindparam("product_ids", expanding=True)),
+                       Product.active.is_(True), Category.active.is_(True))).subquery()
+    return (select(CashSession.status, CashSession.register_id, CashSession.jornada_id,
+                   CashRegister.name, CashRegister.active, CashRegister.operational_status,
+                   CashRegister.payment_methods, CashRegister.allowed_categories,
+                   sellable.c.id.label("product_id"), sellable.c.name.label("product_name"),
+                   sellable.c.price, sellable.c.category_id)
+            .join(CashRegister, CashRegister.id == CashSession.register_id)
+            .outerjoin(sellable, sellable.c.id.is_not(None))
+            .where(CashSession.id == bindparam("session_id"), CashSession.venue_id == bindparam("venue_id")))
 
+
+_SALE_CONTEXT = _sale_context_statement()
+_ADD_CASH_SALE_TO_SESSION = (
+    update(CashSession.__table__)
+    .where(CashSession.__table__.c.id == bindparam("session_id"), CashSession.__table__.c.status == "open")
+    .values(ticket_count=CashSession.__table__.c.ticket_count + 1,
+            sales_total=CashSession.__table__.c.sales_total + bindparam("total"),
+            cash_sales_count=CashSession.__table__.c.cash_sales_count + 1,
+            cash_sales_total=CashSession.__table__.c.cash_sales_total + bindparam("total")))
+_INSERT_PAID_CASH_SALE = (
+    sqlite_insert(Sale.__table__)
+    .on_conflict_do_nothing(index_elements=["venue_id", "idempotency_key"])
+    .returning(Sale.__table__.c.id))
+
+
+def _write_cash_sale(conn, *, venue_id, session_id, cashier_id, key, total, received, lines, register_id,
+                     jornada_id, now) -> int:
+    """Running totals, sale, items and audit: four statements (SQLite)."""
     from ..audit.models import AuditEvent
 
-    t = CashSession
-    updated = s.execute(
-        update(t).where(t.id == session_id, t.status == "open")
-        .values({t.ticket_count: t.ticket_count + 1, t.sales_total: t.sales_total + total,
-                 t.cash_sales_count: t.cash_sales_count + 1, t.cash_sales_total: t.cash_sales_total + total})
-        .execution_options(synchronize_session=False))
-    if updated.rowcount != 1:
+    if conn.execute(_ADD_CASH_SALE_TO_SESSION, {"session_id": session_id, "total": total}).rowcount != 1:
         raise Conflict(_SESSION_CLOSED_MIDWAY, code="session.closed")
-    ins = sqlite_insert(Sale).values(
-        venue_id=venue_id, session_id=session_id, register_id=register_id, jornada_id=jornada_id,
-        cashier_id=cashier_id, idempotency_key=key, total=total, status="paid", payment_method="cash",
-        provider_id="cash", paid_via="cash", no_revenue=False, courtesy_reason="", cash_received=received,
-        change_given=received - total, created_at=now, paid_at=now, cancel_reason="",
-    ).on_conflict_do_nothing(index_elements=[Sale.venue_id, Sale.idempotency_key]).returning(Sale.id)
-    sale_id = s.execute(ins).scalar()
+    sale_id = conn.execute(_INSERT_PAID_CASH_SALE, {
+        "venue_id": venue_id, "session_id": session_id, "register_id": register_id, "jornada_id": jornada_id,
+        "cashier_id": cashier_id, "idempotency_key": key, "total": total, "status": "paid",
+        "payment_method": "cash", "provider_id": "cash", "paid_via": "cash", "no_revenue": False,
+        "courtesy_reason": "", "cash_received": received, "change_given": received - total, "created_at": now,
+        "paid_at": now, "cancel_reason": ""}).scalar()
     if sale_id is None:
         raise _Duplicate()
-    s.execute(sa_insert(SaleItem), [{"sale_id": sale_id, **line} for line in lines])
-    s.execute(sa_insert(AuditEvent).values(
-        venue_id=venue_id, user_id=cashier_id, action="sale.paid", entity="sale", entity_id=str(sale_id),
-        payload={"method": "cash", "total": total, "session_id": session_id}, created_at=now))
+    conn.execute(SaleItem.__table__.insert(), [{"sale_id": sale_id, **line} for line in lines])
+    conn.execute(AuditEvent.__table__.insert(), {
+        "venue_id": venue_id, "user_id": cashier_id, "action": "sale.paid", "entity": "sale",
+        "entity_id": str(sale_id), "payload": {"method": "cash", "total": total, "session_id": session_id},
+        "created_at": now})
     return sale_id
 
 
@@ -456,13 +469,13 @@ SELECT (SELECT count(*) FROM upd) AS updated, (SELECT id FROM sale) AS sale_id
 """)
 
 
-def _write_cash_sale_pg(s, *, venue_id, session_id, cashier_id, key, total, received, lines, register_id,
+def _write_cash_sale_pg(conn, *, venue_id, session_id, cashier_id, key, total, received, lines, register_id,
                         jornada_id, now) -> int:
     """The same four writes as ``_write_cash_sale`` in one round trip (PostgreSQL's data-modifying CTEs):
     on PostgreSQL each statement is a network round trip, and those dominate a short transaction."""
     import json
 
-    row = s.execute(_CASH_SALE_PG, {
+    row = conn.execute(_CASH_SALE_PG, {
         "venue_id": venue_id, "session_id": session_id, "cashier_id": cashier_id, "key": key, "total": total,
         "received": received, "change": received - total, "now": now, "items": json.dumps(lines),
         "payload": json.dumps({"method": "cash", "total": total, "session_id": session_id})}).one()
