@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 
-from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from alembic import context
 from caja_core.db.engine import normalise_url
 from caja_core.db.models import metadata
 

@@ -32,8 +32,9 @@ def main() -> int:
             if hasattr(module, "main"):
                 rows.extend(module.main([]))
             else:
-                out = subprocess.run([sys.executable, "-m", f"bench.{name}"], capture_output=True, text=True,
-                                     cwd=here.parent, check=True)
+                out = subprocess.run(
+                    [sys.executable, "-m", f"bench.{name}"], capture_output=True, text=True, cwd=here.parent, check=True
+                )
                 print(out.stdout)
         except Exception as exc:  # one broken benchmark does not hide the others' numbers
             failed.append(f"{name}: {exc}")

@@ -17,8 +17,18 @@ import httpx
 
 from .common import run, table
 from .load.cashier import SALE_LINK, Browser, Stats
-from .load.stack import (PIN, REDIS_URL, Instance, ScratchDatabase, Terminals, control, free_port, instance_env,
-                         run_dir, seed)
+from .load.stack import (
+    PIN,
+    REDIS_URL,
+    Instance,
+    ScratchDatabase,
+    Terminals,
+    control,
+    free_port,
+    instance_env,
+    run_dir,
+    seed,
+)
 from .p6_cold_start import ROOT, _first_ok
 
 
@@ -60,19 +70,34 @@ async def measure(clients: int, seconds: float, interval: float, answer_after_s:
     try:
         db = await scratch.create()
         sims = terminals.start()
-        async with httpx.AsyncClient() as client:   # the terminals answer late: the payments stay awaiting
+        async with httpx.AsyncClient() as client:  # the terminals answer late: the payments stay awaiting
             for t in sims:
                 if answer_after_s:
-                    await control(client, t, "POST", "/faults", {"kind": "late_answer", "scope": "run",
-                                                                 "delay_s": answer_after_s})
+                    await control(
+                        client, t, "POST", "/faults", {"kind": "late_answer", "scope": "run", "delay_s": answer_after_s}
+                    )
         venue = await seed(db, sims, clients, max_wait_s=120, sale_timeout_s=120)
         inst = Instance("p2", free_port(), instance_env(scratch.plain_url, REDIS_URL, "p2", logs), logs)
         inst.start()
         await inst.wait_ready()
         port = free_port()
-        base = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.load.baseline_app:app", "--host",
-                                 "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.load.baseline_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         await _first_ok(f"http://127.0.0.1:{port}/live", base)
         stats = Stats()
         browsers = [Browser([inst], 0, f"10.2.{i // 200}.{i % 200 + 1}", stats) for i in range(clients)]
@@ -80,11 +105,15 @@ async def measure(clients: int, seconds: float, interval: float, answer_after_s:
         async def prepare(i: int) -> None:
             b, reg = browsers[i], venue.registers[i]
             await b.csrf()
-            r = await b.request("POST", "/login/pin", {"venue_id": venue.venue_id, "user_id": reg.cashier_ids[0],
-                                                       "pin": PIN})
+            r = await b.request(
+                "POST", "/login/pin", {"venue_id": venue.venue_id, "user_id": reg.cashier_ids[0], "pin": PIN}
+            )
             assert r.status_code == 303, r.text[:300]
-            r = await b.request("POST", "/caja/session/open", {"register_id": str(reg.id), "open_key": f"p2-{i}",
-                                                              "initial_cash": "20000"})
+            r = await b.request(
+                "POST",
+                "/caja/session/open",
+                {"register_id": str(reg.id), "open_key": f"p2-{i}", "initial_cash": "20000"},
+            )
             assert r.status_code == 303, r.text[:300]
             for product_id, _ in venue.products[:3]:
                 await b.request("POST", "/caja/venta/item", {"product_id": str(product_id)}, htmx=True)
@@ -101,11 +130,14 @@ async def measure(clients: int, seconds: float, interval: float, answer_after_s:
             r = await base_client.get(f"http://127.0.0.1:{port}/partial/{i}")
             assert r.status_code == 200
 
-        await paced(baseline, clients, 2, interval)          # warm-up of both
+        await paced(baseline, clients, 2, interval)  # warm-up of both
         await paced(sale_partial, clients, 2, interval)
         sale = await paced(sale_partial, clients, seconds, interval)
-        out = {"baseline": p99(await paced(baseline, clients, seconds, interval)), "sale": p99(sale),
-               "sale_p50": quantile(sale, 0.5)}
+        out = {
+            "baseline": p99(await paced(baseline, clients, seconds, interval)),
+            "sale": p99(sale),
+            "sale_p50": quantile(sale, 0.5),
+        }
         sale_ids: list[int] = [0] * clients
 
         async def start_card(i: int) -> None:
@@ -143,17 +175,30 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between a client's requests")
-    parser.add_argument("--answer-after", type=float, default=90.0,
-                        help="seconds the terminals take to answer (0: at once, the partial then shows the receipt)")
+    parser.add_argument(
+        "--answer-after",
+        type=float,
+        default=90.0,
+        help="seconds the terminals take to answer (0: at once, the partial then shows the receipt)",
+    )
     args = parser.parse_args(argv)
     r = run(measure(args.clients, args.seconds, args.interval, args.answer_after))
     base = (r["baseline"] + r["baseline_again"]) / 2
     label = f"{args.clients} clients, 1 req/s each"
-    return [(f"P2 p99 sale-screen partial ({label})", f"{r['sale']:.0f} ms (p50 {r['sale_p50']:.0f})",
-             f"{base:.0f} ms minimal template",
-             f"×{r['sale'] / base:.1f} (goal ≤ 2×)"),
-            (f"P2 p99 payment-progress partial ({label})", f"{r['progress']:.0f} ms (p50 {r['progress_p50']:.0f})",
-             f"{base:.0f} ms minimal template", f"×{r['progress'] / base:.1f} (goal ≤ 2×)")]
+    return [
+        (
+            f"P2 p99 sale-screen partial ({label})",
+            f"{r['sale']:.0f} ms (p50 {r['sale_p50']:.0f})",
+            f"{base:.0f} ms minimal template",
+            f"×{r['sale'] / base:.1f} (goal ≤ 2×)",
+        ),
+        (
+            f"P2 p99 payment-progress partial ({label})",
+            f"{r['progress']:.0f} ms (p50 {r['progress_p50']:.0f})",
+            f"{base:.0f} ms minimal template",
+            f"×{r['progress'] / base:.1f} (goal ≤ 2×)",
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -74,12 +74,26 @@ class Rig:
         self.registry = ProviderRegistry.from_plugin_manager(self.pm)
 
     async def __aenter__(self) -> Rig:
-        self.setup = await make_setup(self.db, self.registry, primary="terminal", backup="celular",
-                                      policy=self.policy, phones=2, slug=f"p4{uuid.uuid4().hex[:6]}")
+        self.setup = await make_setup(
+            self.db,
+            self.registry,
+            primary="terminal",
+            backup="celular",
+            policy=self.policy,
+            phones=2,
+            slug=f"p4{uuid.uuid4().hex[:6]}",
+        )
         async with self.db.session() as s:
-            self.session_id = (await sessions.open_session(
-                s, venue_id=self.setup.venue_id, register_id=self.setup.register_id, user_id=self.setup.cashier_id,
-                initial_cash=0, open_key=uuid.uuid4().hex)).id
+            self.session_id = (
+                await sessions.open_session(
+                    s,
+                    venue_id=self.setup.venue_id,
+                    register_id=self.setup.register_id,
+                    user_id=self.setup.cashier_id,
+                    initial_cash=0,
+                    open_key=uuid.uuid4().hex,
+                )
+            ).id
         self.orch = PaymentOrchestrator(self.db, self.registry, self.pm, instance_id="bench")
         await self.orch.start()
         return self
@@ -89,10 +103,16 @@ class Rig:
 
     async def sale(self) -> int:
         async with self.db.session() as s:
-            return (await sales.create_sale(
-                s, venue_id=self.setup.venue_id, session_id=self.session_id, cashier_id=self.setup.cashier_id,
-                idempotency_key=uuid.uuid4().hex,
-                items=[sales.ItemInput(name="Consumo", unit_price=12500, quantity=1, free_reason="bench")])).id
+            return (
+                await sales.create_sale(
+                    s,
+                    venue_id=self.setup.venue_id,
+                    session_id=self.session_id,
+                    cashier_id=self.setup.cashier_id,
+                    idempotency_key=uuid.uuid4().hex,
+                    items=[sales.ItemInput(name="Consumo", unit_price=12500, quantity=1, free_reason="bench")],
+                )
+            ).id
 
     async def pay_until_offered(self, sale_id: int, limit_s: float = 10) -> tuple[float, int, bool]:
         """Seconds from Pay to the first poll offering the backup, polls needed, offered in the first one?"""
@@ -150,17 +170,34 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     parser.add_argument("--max-wait", type=int, default=5, help="política de espera máxima (5–120 s)")
     args = parser.parse_args(argv)
     rows = []
-    for kind in (["sqlite", "postgres"] if args.db == "both" else [args.db]):
+    for kind in ["sqlite", "postgres"] if args.db == "both" else [args.db]:
         median, worst = asyncio.run(dead_primary(kind, args.sales))
-        rows.append((f"P4 dead primary → backup offered ({kind})", f"median {median * 1000:.0f} ms, max {worst * 1000:.0f} ms",
-                     "goal ≤ 1000 ms", f"{worst:.2f}× of goal (max)"))
+        rows.append(
+            (
+                f"P4 dead primary → backup offered ({kind})",
+                f"median {median * 1000:.0f} ms, max {worst * 1000:.0f} ms",
+                "goal ≤ 1000 ms",
+                f"{worst:.2f}× of goal (max)",
+            )
+        )
         sent, first, n, worst = asyncio.run(breaker_open(kind, args.sales))
-        rows.append((f"P4 breaker open ({kind})", f"{sent} sent to dead terminal; offered in 1st poll {first}/{n}",
-                     "goal 0 sent, all in 1st poll", f"max {worst * 1000:.0f} ms Pay→offer"))
+        rows.append(
+            (
+                f"P4 breaker open ({kind})",
+                f"{sent} sent to dead terminal; offered in 1st poll {first}/{n}",
+                "goal 0 sent, all in 1st poll",
+                f"max {worst * 1000:.0f} ms Pay→offer",
+            )
+        )
         cancel_at, status_at = asyncio.run(silent_primary(kind, args.max_wait))
-        rows.append((f"P4 silent primary, max wait {args.max_wait} s ({kind})",
-                     f"cancel at {cancel_at:.2f} s, reconcile at {status_at:.2f} s",
-                     f"goal {args.max_wait} ± 1 s", f"{cancel_at - args.max_wait:+.2f} s off"))
+        rows.append(
+            (
+                f"P4 silent primary, max wait {args.max_wait} s ({kind})",
+                f"cancel at {cancel_at:.2f} s, reconcile at {status_at:.2f} s",
+                f"goal {args.max_wait} ± 1 s",
+                f"{cancel_at - args.max_wait:+.2f} s off",
+            )
+        )
     return rows
 
 

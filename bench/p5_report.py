@@ -27,17 +27,73 @@ from .common import TempDatabase, run, table
 
 REGISTERS = 25
 PRICES = [2000, 2500, 3500, 4500, 6000, 7000, 8000, 15000]
-SALE_COLUMNS = ["id", "venue_id", "session_id", "register_id", "jornada_id", "cashier_id", "idempotency_key", "total",
-                "status", "payment_method", "provider_id", "paid_via", "no_revenue", "courtesy_reason",
-                "cash_received", "change_given", "created_at", "paid_at", "cancel_reason"]
-ATTEMPT_COLUMNS = ["id", "venue_id", "sale_id", "session_id", "register_id", "provider_id", "device_key", "role",
-                   "amount", "ticket", "state", "active", "classification", "progress_message", "response_message",
-                   "reconcile_tries", "verification_note", "created_at", "finished_at", "authorization_code",
-                   "last4", "card_brand", "card_type"]
-EVENT_COLUMNS = ["id", "venue_id", "session_id", "sale_id", "attempt_id", "from_provider", "to_provider", "reason",
-                 "override", "created_at"]
-TOTAL_FIELDS = ("ticket_count", "sales_total", "cash_sales_count", "cash_sales_total", "card_sales_total",
-                "primary_count", "backup_count")
+SALE_COLUMNS = [
+    "id",
+    "venue_id",
+    "session_id",
+    "register_id",
+    "jornada_id",
+    "cashier_id",
+    "idempotency_key",
+    "total",
+    "status",
+    "payment_method",
+    "provider_id",
+    "paid_via",
+    "no_revenue",
+    "courtesy_reason",
+    "cash_received",
+    "change_given",
+    "created_at",
+    "paid_at",
+    "cancel_reason",
+]
+ATTEMPT_COLUMNS = [
+    "id",
+    "venue_id",
+    "sale_id",
+    "session_id",
+    "register_id",
+    "provider_id",
+    "device_key",
+    "role",
+    "amount",
+    "ticket",
+    "state",
+    "active",
+    "classification",
+    "progress_message",
+    "response_message",
+    "reconcile_tries",
+    "verification_note",
+    "created_at",
+    "finished_at",
+    "authorization_code",
+    "last4",
+    "card_brand",
+    "card_type",
+]
+EVENT_COLUMNS = [
+    "id",
+    "venue_id",
+    "session_id",
+    "sale_id",
+    "attempt_id",
+    "from_provider",
+    "to_provider",
+    "reason",
+    "override",
+    "created_at",
+]
+TOTAL_FIELDS = (
+    "ticket_count",
+    "sales_total",
+    "cash_sales_count",
+    "cash_sales_total",
+    "card_sales_total",
+    "primary_count",
+    "backup_count",
+)
 
 
 class Night:
@@ -45,9 +101,9 @@ class Night:
 
     def __init__(self, st, session_ids: list[tuple[int, int]]) -> None:
         self.st = st
-        self.sessions = session_ids          # (session id, register id)
+        self.sessions = session_ids  # (session id, register id)
         self.totals = {sid: dict.fromkeys(TOTAL_FIELDS, 0) for sid, _ in session_ids}
-        self.by_provider = {sid: {} for sid, _ in session_ids}   # provider → [count, amount]
+        self.by_provider = {sid: {} for sid, _ in session_ids}  # provider → [count, amount]
         self.sales = 0
         self.attempts = 0
         self.events = 0
@@ -68,8 +124,29 @@ class Night:
             if roll < 600:
                 t["cash_sales_count"] += 1
                 t["cash_sales_total"] += total
-                sales.append((sale_id, self.st.venue_id, sid, reg, self.st.jornada_id, self.st.cashier_id,
-                              f"p5-{sale_id}", total, "paid", "cash", "cash", "cash", False, "", total, 0, at, at, ""))
+                sales.append(
+                    (
+                        sale_id,
+                        self.st.venue_id,
+                        sid,
+                        reg,
+                        self.st.jornada_id,
+                        self.st.cashier_id,
+                        f"p5-{sale_id}",
+                        total,
+                        "paid",
+                        "cash",
+                        "cash",
+                        "cash",
+                        False,
+                        "",
+                        total,
+                        0,
+                        at,
+                        at,
+                        "",
+                    )
+                )
                 continue
             backup = roll >= 998
             provider = "klap" if backup else "getnet"
@@ -78,26 +155,129 @@ class Night:
             line = self.by_provider[sid].setdefault(provider, [0, 0])
             line[0] += 1
             line[1] += total
-            sales.append((sale_id, self.st.venue_id, sid, reg, self.st.jornada_id, self.st.cashier_id,
-                          f"p5-{sale_id}", total, "paid", "card", provider, "backup" if backup else "primary",
-                          False, "", None, None, at, at, ""))
+            sales.append(
+                (
+                    sale_id,
+                    self.st.venue_id,
+                    sid,
+                    reg,
+                    self.st.jornada_id,
+                    self.st.cashier_id,
+                    f"p5-{sale_id}",
+                    total,
+                    "paid",
+                    "card",
+                    provider,
+                    "backup" if backup else "primary",
+                    False,
+                    "",
+                    None,
+                    None,
+                    at,
+                    at,
+                    "",
+                )
+            )
             device = f"getnet:tcp:10.0.0.{reg % 250}:9100"
             if backup:
-                attempts.append((attempt_id, self.st.venue_id, sale_id, sid, reg, "getnet", device, "primary", total,
-                                 str(sale_id), "failed_not_sent", False, "not_sent", "", "Terminal no disponible", 0,
-                                 "", at, at, None, None, None, None))
-                attempts.append((attempt_id + 1, self.st.venue_id, sale_id, sid, reg, "klap", f"klap:manual:{reg}",
-                                 "backup", total, str(sale_id), "approved_manual", False, "manual", "",
-                                 "Aprobado en el celular de respaldo", 0, "", at, at, f"K{sale_id % 10**5:05d}",
-                                 "4242", "Visa", "debito"))
-                events.append((event_id, self.st.venue_id, sid, sale_id, attempt_id + 1, "getnet", "klap",
-                               "El terminal no está disponible (no hubo cobro)", False, at))
+                attempts.append(
+                    (
+                        attempt_id,
+                        self.st.venue_id,
+                        sale_id,
+                        sid,
+                        reg,
+                        "getnet",
+                        device,
+                        "primary",
+                        total,
+                        str(sale_id),
+                        "failed_not_sent",
+                        False,
+                        "not_sent",
+                        "",
+                        "Terminal no disponible",
+                        0,
+                        "",
+                        at,
+                        at,
+                        None,
+                        None,
+                        None,
+                        None,
+                    )
+                )
+                attempts.append(
+                    (
+                        attempt_id + 1,
+                        self.st.venue_id,
+                        sale_id,
+                        sid,
+                        reg,
+                        "klap",
+                        f"klap:manual:{reg}",
+                        "backup",
+                        total,
+                        str(sale_id),
+                        "approved_manual",
+                        False,
+                        "manual",
+                        "",
+                        "Aprobado en el celular de respaldo",
+                        0,
+                        "",
+                        at,
+                        at,
+                        f"K{sale_id % 10**5:05d}",
+                        "4242",
+                        "Visa",
+                        "debito",
+                    )
+                )
+                events.append(
+                    (
+                        event_id,
+                        self.st.venue_id,
+                        sid,
+                        sale_id,
+                        attempt_id + 1,
+                        "getnet",
+                        "klap",
+                        "El terminal no está disponible (no hubo cobro)",
+                        False,
+                        at,
+                    )
+                )
                 attempt_id += 2
                 event_id += 1
             else:
-                attempts.append((attempt_id, self.st.venue_id, sale_id, sid, reg, "getnet", device, "primary", total,
-                                 str(sale_id), "approved", False, "approved", "", "Aprobado", 0, "", at, at,
-                                 f"{sale_id % 10**6:06d}", "4242", "VI", "DB"))
+                attempts.append(
+                    (
+                        attempt_id,
+                        self.st.venue_id,
+                        sale_id,
+                        sid,
+                        reg,
+                        "getnet",
+                        device,
+                        "primary",
+                        total,
+                        str(sale_id),
+                        "approved",
+                        False,
+                        "approved",
+                        "",
+                        "Aprobado",
+                        0,
+                        "",
+                        at,
+                        at,
+                        f"{sale_id % 10**6:06d}",
+                        "4242",
+                        "VI",
+                        "DB",
+                    )
+                )
                 attempt_id += 1
         return sales, attempts, events
 
@@ -124,22 +304,38 @@ class Night:
                 self.events += len(events)
             async with conn.transaction():
                 for sid, t in self.totals.items():
-                    await conn.execute("UPDATE cash_sessions SET " + ", ".join(
-                        f"{name} = ${i + 2}" for i, name in enumerate(TOTAL_FIELDS)) + " WHERE id = $1",
-                        sid, *[t[name] for name in TOTAL_FIELDS])
+                    await conn.execute(
+                        "UPDATE cash_sessions SET "
+                        + ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(TOTAL_FIELDS))
+                        + " WHERE id = $1",
+                        sid,
+                        *[t[name] for name in TOTAL_FIELDS],
+                    )
                     await conn.execute("DELETE FROM session_totals WHERE session_id = $1", sid)
                     card = [0, 0]
                     for provider, (count, amount) in self.by_provider[sid].items():
-                        await conn.execute("INSERT INTO session_totals (session_id, dimension, key, count, amount) "
-                                           "VALUES ($1, 'provider', $2, $3, $4)", sid, provider, count, amount)
+                        await conn.execute(
+                            "INSERT INTO session_totals (session_id, dimension, key, count, amount) "
+                            "VALUES ($1, 'provider', $2, $3, $4)",
+                            sid,
+                            provider,
+                            count,
+                            amount,
+                        )
                         card[0] += count
                         card[1] += amount
                     if card[0]:
-                        await conn.execute("INSERT INTO session_totals (session_id, dimension, key, count, amount) "
-                                           "VALUES ($1, 'method', 'card', $2, $3)", sid, *card)
+                        await conn.execute(
+                            "INSERT INTO session_totals (session_id, dimension, key, count, amount) "
+                            "VALUES ($1, 'method', 'card', $2, $3)",
+                            sid,
+                            *card,
+                        )
                 for table_name in ("sales", "payment_attempts", "fallback_events"):
-                    await conn.execute(f"SELECT setval(pg_get_serial_sequence('{table_name}', 'id'), "
-                                       f"(SELECT coalesce(max(id), 1) FROM {table_name}))")
+                    await conn.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table_name}', 'id'), "
+                        f"(SELECT coalesce(max(id), 1) FROM {table_name}))"
+                    )
             await conn.execute("ANALYZE")
         finally:
             await conn.close()
@@ -148,9 +344,15 @@ class Night:
 async def _check(db, night: Night, report) -> None:
     """The report's totals are the sums over the sales (the bulk load kept the running totals right)."""
     async with db.reader() as s:
-        row = (await s.execute(text(
-            "SELECT count(*), sum(total), sum(total) FILTER (WHERE payment_method = 'cash') FROM sales "
-            "WHERE jornada_id = :j AND status = 'paid'"), {"j": night.st.jornada_id})).one()
+        row = (
+            await s.execute(
+                text(
+                    "SELECT count(*), sum(total), sum(total) FILTER (WHERE payment_method = 'cash') FROM sales "
+                    "WHERE jornada_id = :j AND status = 'paid'"
+                ),
+                {"j": night.st.jornada_id},
+            )
+        ).one()
     t = report.totals
     if (t["ticket_count"], t["sales_total"], t["cash_sales_total"]) != (row[0], row[1], row[2]):
         raise AssertionError(f"report totals {t} differ from the sales {tuple(row)}")
@@ -161,7 +363,7 @@ async def _check(db, night: Night, report) -> None:
 async def _time_report(db, night: Night, repeats: int) -> float:
     times = []
     report = None
-    for _ in range(repeats + 1):   # the first is a warm-up
+    for _ in range(repeats + 1):  # the first is a warm-up
         start = time.perf_counter()
         async with db.reader() as s:
             report = await jornada_report(s, night.st.venue_id, night.st.jornada_id)
@@ -178,15 +380,30 @@ async def measure(sizes: list[int], repeats: int) -> list[tuple[int, float, floa
         async with db.session() as s:
             for n in range(2, REGISTERS + 1):
                 reg = await registers.create_register(
-                    s, venue_id=st.venue_id, registry=make_registry(), actor_id=st.admin_id,
-                    data=registers.RegisterInput(code=f"CAJA{n}", name=f"Caja {n}", primary_provider=None,
-                                                 backup_provider=None, payment_methods=["cash"]))
+                    s,
+                    venue_id=st.venue_id,
+                    registry=make_registry(),
+                    actor_id=st.admin_id,
+                    data=registers.RegisterInput(
+                        code=f"CAJA{n}",
+                        name=f"Caja {n}",
+                        primary_provider=None,
+                        backup_provider=None,
+                        payment_methods=["cash"],
+                    ),
+                )
                 ids.append(reg.id)
         opened = []
         for reg_id in ids:
             async with db.session() as s:
-                sess = await sessions.open_session(s, venue_id=st.venue_id, register_id=reg_id, user_id=st.cashier_id,
-                                                   initial_cash=20000, open_key=f"p5-{reg_id}")
+                sess = await sessions.open_session(
+                    s,
+                    venue_id=st.venue_id,
+                    register_id=reg_id,
+                    user_id=st.cashier_id,
+                    initial_cash=20000,
+                    open_key=f"p5-{reg_id}",
+                )
                 opened.append((sess.id, reg_id))
         night = Night(st, opened)
         dsn = db.url.replace("postgresql+asyncpg://", "postgresql://")
@@ -205,8 +422,11 @@ def _n(n: int) -> str:
 
 def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="10000,100000,300000,1000000",
-                        help="comma-separated jornada sizes in sales (ascending; the first is the baseline)")
+    parser.add_argument(
+        "--sizes",
+        default="10000,100000,300000,1000000",
+        help="comma-separated jornada sizes in sales (ascending; the first is the baseline)",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     sizes = sorted(int(x) for x in args.sizes.split(","))
@@ -215,9 +435,14 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     rows = []
     for n, ms, _load, attempts, events in results:
         goal = " (goal < 1 s)" if n == max(sizes) else ""
-        rows.append((f"P5 jornada report, {_n(n)} sales (postgres)", f"{ms:.0f} ms",
-                     f"{base_ms:.0f} ms ({_n(base_n)} sales)",
-                     f"×{ms / base_ms:.1f} for ×{n / base_n:.0f} sales{goal}"))
+        rows.append(
+            (
+                f"P5 jornada report, {_n(n)} sales (postgres)",
+                f"{ms:.0f} ms",
+                f"{base_ms:.0f} ms ({_n(base_n)} sales)",
+                f"×{ms / base_ms:.1f} for ×{n / base_n:.0f} sales{goal}",
+            )
+        )
     return rows
 
 

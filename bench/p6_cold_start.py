@@ -67,9 +67,23 @@ async def caja_start(database_url: str, logs: Path) -> dict[str, float]:
 async def baseline_start() -> dict[str, float]:
     port = free_port()
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.load.baseline_app:app", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.load.baseline_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         await _first_ok(f"http://127.0.0.1:{port}/live", proc)
         live = time.perf_counter() - start
@@ -102,14 +116,30 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     args = parser.parse_args(argv)
     caja, base = run(measure(args.repeats))
     return [
-        ("P6 cold start caja serve → /health/live", f"{caja['live']:.2f} s", f"{base['live']:.2f} s minimal Litestar",
-         f"×{caja['live'] / base['live']:.1f}"),
-        ("P6 cold start caja serve → /login (database)", f"{caja['login']:.2f} s",
-         f"{base['live']:.2f} s minimal Litestar", f"×{caja['login'] / base['live']:.1f}"),
-        ("P6 RSS caja serve, ready", f"{caja['rss']:.0f} MB", f"{base['rss']:.0f} MB minimal Litestar",
-         f"×{caja['rss'] / base['rss']:.1f}"),
-        ("P6 RSS caja serve, after 500 pages", f"{caja['rss_busy']:.0f} MB", f"{base['rss_busy']:.0f} MB minimal Litestar",
-         f"×{caja['rss_busy'] / base['rss_busy']:.1f}"),
+        (
+            "P6 cold start caja serve → /health/live",
+            f"{caja['live']:.2f} s",
+            f"{base['live']:.2f} s minimal Litestar",
+            f"×{caja['live'] / base['live']:.1f}",
+        ),
+        (
+            "P6 cold start caja serve → /login (database)",
+            f"{caja['login']:.2f} s",
+            f"{base['live']:.2f} s minimal Litestar",
+            f"×{caja['login'] / base['live']:.1f}",
+        ),
+        (
+            "P6 RSS caja serve, ready",
+            f"{caja['rss']:.0f} MB",
+            f"{base['rss']:.0f} MB minimal Litestar",
+            f"×{caja['rss'] / base['rss']:.1f}",
+        ),
+        (
+            "P6 RSS caja serve, after 500 pages",
+            f"{caja['rss_busy']:.0f} MB",
+            f"{base['rss_busy']:.0f} MB minimal Litestar",
+            f"×{caja['rss_busy'] / base['rss_busy']:.1f}",
+        ),
     ]
 
 

@@ -22,8 +22,11 @@ TEST_DIRS = [ROOT / "tests", ROOT / "web" / "tests", *sorted((ROOT / "plugins").
 
 
 def hook_specs() -> dict[str, object]:
-    return {name: fn for name, fn in vars(hookspecs).items()
-            if inspect.isfunction(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")}
+    return {
+        name: fn
+        for name, fn in vars(hookspecs).items()
+        if inspect.isfunction(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
+    }
 
 
 def signature_heading(name: str, fn) -> str:
@@ -68,7 +71,7 @@ class Everything:
     @hookimpl
     def select_provider(self, intent, candidates, policy):
         self.selected.append(list(candidates))
-        return None
+        return
 
     @hookimpl
     def on_payment_event(self, event):
@@ -113,4 +116,4 @@ def test_a_failing_event_listener_never_breaks_the_caller():
             raise RuntimeError("listener roto")
 
     pm = make_plugin_manager(Broken(), load_entrypoints=False)
-    call_event(pm, Outcome(kind=OutcomeKind.DECLINED))   # logged, not raised
+    call_event(pm, Outcome(kind=OutcomeKind.DECLINED))  # logged, not raised

@@ -9,5 +9,6 @@ def test_default_and_installed_providers_register():
 
 async def test_sqlite_and_pg_fixtures(any_db):
     from sqlalchemy import text
+
     async with any_db.session() as s:
         assert (await s.execute(text("select count(*) from venues"))).scalar() == 0

@@ -23,8 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cashiers < args.registers:
         parser.error("--cashiers must be at least --registers (each register needs a cashier)")
-    config = LoadConfig(cashiers=args.cashiers, registers=args.registers, duration_s=args.duration,
-                        instances=args.instances, kill=args.kill, seed=args.seed, keep_db=args.keep_db)
+    config = LoadConfig(
+        cashiers=args.cashiers,
+        registers=args.registers,
+        duration_s=args.duration,
+        instances=args.instances,
+        kill=args.kill,
+        seed=args.seed,
+        keep_db=args.keep_db,
+    )
     result = asyncio.run(run_load(config))
     print(result.summary())
     return 0 if result.ok else 1

@@ -34,7 +34,7 @@ class SaleSeen:
     sale_id: int
     total: int
     register_code: str
-    outcome: str = "pending"     # cash / card / backup / cancelled / pending
+    outcome: str = "pending"  # cash / card / backup / cancelled / pending
     busy: int = 0
 
 
@@ -46,8 +46,8 @@ class Stats:
     lost: int = 0
     requests: int = 0
     sales: list[SaleSeen] = field(default_factory=list)
-    movements: list[tuple[str, str, int, str]] = field(default_factory=list)   # (register, kind, amount, reason)
-    closes: list[tuple[str, str, int]] = field(default_factory=list)           # (register, how, counted)
+    movements: list[tuple[str, str, int, str]] = field(default_factory=list)  # (register, kind, amount, reason)
+    closes: list[tuple[str, str, int]] = field(default_factory=list)  # (register, how, counted)
     refusals: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     kills: list[tuple[float, str]] = field(default_factory=list)
@@ -67,8 +67,9 @@ class Browser:
     def __init__(self, instances: list[Instance], preferred: int, client_ip: str, stats: Stats) -> None:
         self.instances = instances
         self.preferred = preferred
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(40, connect=2), follow_redirects=False,
-                                        headers={"X-Forwarded-For": client_ip})
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(40, connect=2), follow_redirects=False, headers={"X-Forwarded-For": client_ip}
+        )
         self.stats = stats
         self.down_until = [0.0] * len(instances)
 
@@ -80,8 +81,9 @@ class Browser:
                 return i
         return min(range(len(self.instances)), key=lambda i: self.down_until[i])
 
-    async def request(self, method: str, path: str, data: dict | None = None, *, htmx: bool = False,
-                      kind: str = "other") -> httpx.Response:
+    async def request(
+        self, method: str, path: str, data: dict | None = None, *, htmx: bool = False, kind: str = "other"
+    ) -> httpx.Response:
         i = self._pick()
         headers = {}
         if htmx:
@@ -100,8 +102,16 @@ class Browser:
             self.stats.server_errors.append(f"{method} {path} → {r.status_code}: {r.text[:300]!r}")
         return r
 
-    async def until_answered(self, method: str, path: str, data: dict | None = None, *, htmx: bool = False,
-                             kind: str = "other", tries: int = 60) -> httpx.Response:
+    async def until_answered(
+        self,
+        method: str,
+        path: str,
+        data: dict | None = None,
+        *,
+        htmx: bool = False,
+        kind: str = "other",
+        tries: int = 60,
+    ) -> httpx.Response:
         """For requests that are safe to repeat (reads, idempotent posts): repeat until an instance answers."""
         for _ in range(tries):
             try:
@@ -141,8 +151,18 @@ class RegisterBook:
 
 
 class Cashier:
-    def __init__(self, n: int, user_id: int, book: RegisterBook, opener: bool, venue: Venue,
-                 instances: list[Instance], stats: Stats, rng: random.Random, auth_codes) -> None:
+    def __init__(
+        self,
+        n: int,
+        user_id: int,
+        book: RegisterBook,
+        opener: bool,
+        venue: Venue,
+        instances: list[Instance],
+        stats: Stats,
+        rng: random.Random,
+        auth_codes,
+    ) -> None:
         self.n = n
         self.user_id = user_id
         self.book = book
@@ -164,8 +184,9 @@ class Cashier:
     async def log_in(self) -> None:
         b = self.browser
         await b.csrf()
-        r = await b.until_answered("POST", "/login/pin", {"venue_id": self.venue.venue_id, "user_id": self.user_id,
-                                                          "pin": PIN}, kind="login")
+        r = await b.until_answered(
+            "POST", "/login/pin", {"venue_id": self.venue.venue_id, "user_id": self.user_id, "pin": PIN}, kind="login"
+        )
         if r.status_code != 303:
             raise RuntimeError(f"cashier {self.n} login refused: {r.status_code} {r.text[:200]}")
 
@@ -201,8 +222,7 @@ class Cashier:
             product_id, _ = self.rng.choice(self.venue.products)
             # The cart lives in the shared web session: a tap that got no answer is tapped again (on the other
             # instance); if the first one did land, the cart shows one more item and the total says so.
-            await b.until_answered("POST", "/caja/venta/item", {"product_id": str(product_id)}, htmx=True,
-                                   kind="item")
+            await b.until_answered("POST", "/caja/venta/item", {"product_id": str(product_id)}, htmx=True, kind="item")
             await self.think(0.2, 0.6)
         r = await b.until_answered("POST", "/caja/venta/cobrar", htmx=True, kind="checkout")
         if r.status_code != 200:
@@ -213,8 +233,11 @@ class Cashier:
         if not found or not total:
             self.stats.problems.append(f"checkout without a sale link: {r.text[:200]!r}")
             return
-        sale = SaleSeen(sale_id=int(found.group(1)), total=int(total.group(1).replace(".", "")),
-                        register_code=self.book.register.code)
+        sale = SaleSeen(
+            sale_id=int(found.group(1)),
+            total=int(total.group(1).replace(".", "")),
+            register_code=self.book.register.code,
+        )
         self.stats.sales.append(sale)
         await self.think()
         roll = self.rng.random()
@@ -247,24 +270,34 @@ class Cashier:
         received = next(b for b in [sale.total, 5000, 10000, 20000, 50000, sale.total] if b >= sale.total)
         for _ in range(40):
             try:
-                r = await self.browser.request("POST", f"/caja/venta/{sale.sale_id}/efectivo",
-                                               {"cash_received": str(received)}, htmx=True, kind="pay_cash")
+                r = await self.browser.request(
+                    "POST",
+                    f"/caja/venta/{sale.sale_id}/efectivo",
+                    {"cash_received": str(received)},
+                    htmx=True,
+                    kind="pay_cash",
+                )
                 html = r.text
             except Lost:
-                html = await self.panel(sale)   # did it go through? look at the sale again
+                html = await self.panel(sale)  # did it go through? look at the sale again
             if self.read_outcome(sale, html):
                 if sale.outcome == "cash":
                     self.book.cash += sale.total
                 return
             if 'id="pay"' not in html:
-                await asyncio.sleep(1)   # a card payment of this sale is still running: wait for it
+                await asyncio.sleep(1)  # a card payment of this sale is still running: wait for it
         self.stats.problems.append(f"sale {sale.sale_id}: cash payment never shown as paid")
 
     async def cancel(self, sale: SaleSeen) -> None:
         for _ in range(20):
             try:
-                r = await self.browser.request("POST", f"/caja/venta/{sale.sale_id}/anular",
-                                               {"reason": "Cliente se arrepintió"}, htmx=True, kind="cancel")
+                r = await self.browser.request(
+                    "POST",
+                    f"/caja/venta/{sale.sale_id}/anular",
+                    {"reason": "Cliente se arrepintió"},
+                    htmx=True,
+                    kind="cancel",
+                )
                 if r.status_code == 200 and r.headers.get("hx-redirect"):
                     sale.outcome = "cancelled"
                     return
@@ -294,12 +327,21 @@ class Cashier:
                 return
             if 'id="manual-form"' in html:
                 attempt = ATTEMPT.search(html)
-                await self.think(1.0, 2.5)          # the customer taps the card on the backup phone
+                await self.think(1.0, 2.5)  # the customer taps the card on the backup phone
                 try:
-                    r = await b.request("POST", f"/caja/venta/{sale.sale_id}/respaldo/confirmar", {
-                        "attempt_id": attempt.group(1) if attempt else "0",
-                        "authorization_code": next(self.auth_codes), "last4": "4242", "brand": "Visa",
-                        "card_type": "debito"}, htmx=True, kind="backup_confirm")
+                    r = await b.request(
+                        "POST",
+                        f"/caja/venta/{sale.sale_id}/respaldo/confirmar",
+                        {
+                            "attempt_id": attempt.group(1) if attempt else "0",
+                            "authorization_code": next(self.auth_codes),
+                            "last4": "4242",
+                            "brand": "Visa",
+                            "card_type": "debito",
+                        },
+                        htmx=True,
+                        kind="backup_confirm",
+                    )
                     html = r.text
                     if r.status_code != 200:
                         self.stats.refused(f"backup confirm {r.status_code}")
@@ -322,8 +364,7 @@ class Cashier:
                     retried = True
                     await asyncio.sleep(1)
                     try:
-                        r = await b.request("POST", f"/caja/venta/{sale.sale_id}/tarjeta", htmx=True,
-                                            kind="card_start")
+                        r = await b.request("POST", f"/caja/venta/{sale.sale_id}/tarjeta", htmx=True, kind="card_start")
                         html = r.text
                         if r.status_code == 409 and "ocupado" in html.lower():
                             sale.busy += 1
@@ -332,7 +373,7 @@ class Cashier:
                     continue
                 await self.pay_cash(sale)
                 return
-            await asyncio.sleep(1.0)                # the page polls every second
+            await asyncio.sleep(1.0)  # the page polls every second
             try:
                 r = await b.request("GET", f"/caja/venta/{sale.sale_id}/pago", htmx=True, kind="poll")
                 html = r.text
@@ -353,8 +394,12 @@ class Cashier:
         reason = f"{'Retiro a bóveda' if kind == 'out' else 'Sencillo'} {book.register.code}-{book.movement_seq}"
         for _ in range(20):
             try:
-                r = await b.request("POST", "/caja/movimientos", {"kind": kind, "amount": str(amount), "reason": reason},
-                                    kind="movement")
+                r = await b.request(
+                    "POST",
+                    "/caja/movimientos",
+                    {"kind": kind, "amount": str(amount), "reason": reason},
+                    kind="movement",
+                )
                 if r.status_code == 303:
                     break
                 self.stats.refused(f"movement {r.status_code}")
@@ -386,9 +431,16 @@ class Cashier:
                 self.stats.closes.append((book.register.code, "closed", counted))
                 return
             if (r.status_code == 200 and "pendiente de aprobación" in r.text) or "en cierre" in r.text:
-                r = await b.until_answered("POST", "/caja/session/close/aprobar", {
-                    "username": SUPERVISOR[0], "password": SUPERVISOR[1],
-                    "note": "Diferencia revisada con la supervisora"}, kind="close_approve")
+                r = await b.until_answered(
+                    "POST",
+                    "/caja/session/close/aprobar",
+                    {
+                        "username": SUPERVISOR[0],
+                        "password": SUPERVISOR[1],
+                        "note": "Diferencia revisada con la supervisora",
+                    },
+                    kind="close_approve",
+                )
                 if r.status_code == 200 and "Caja cerrada" in r.text:
                     self.stats.closes.append((book.register.code, "approved", counted))
                     return
@@ -408,12 +460,18 @@ async def close_jornada(instances: list[Instance], venue: Venue, stats: Stats) -
     b = Browser(instances, 0, "10.9.9.9", stats)
     try:
         await b.csrf()
-        r = await b.until_answered("POST", "/login", {"venue_id": str(venue.venue_id), "username": SUPERVISOR[0],
-                                                      "password": SUPERVISOR[1]}, kind="login")
+        r = await b.until_answered(
+            "POST",
+            "/login",
+            {"venue_id": str(venue.venue_id), "username": SUPERVISOR[0], "password": SUPERVISOR[1]},
+            kind="login",
+        )
         if r.status_code != 303:
             stats.problems.append(f"supervisor login refused: {r.status_code} {r.text[:200]}")
             return False
-        r = await b.until_answered("POST", "/jornada/cerrar", {"jornada_id": str(venue.jornada_id)}, kind="jornada_close")
+        r = await b.until_answered(
+            "POST", "/jornada/cerrar", {"jornada_id": str(venue.jornada_id)}, kind="jornada_close"
+        )
         if r.status_code != 303:
             stats.problems.append(f"jornada close refused: {r.status_code} {r.text[:300]!r}")
             return False

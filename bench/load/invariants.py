@@ -49,62 +49,100 @@ async def check_all(db: Database, venue: Venue, terminals: list[Terminal], stats
         checks.append(Check(name, ok, detail))
 
     # 1. No lost sale: every sale the cashiers saw (a 2xx page) is in the database, as they saw it.
-    db_sales = {r.id: r for r in await rows(db, "SELECT id, total, status, payment_method, paid_via, provider_id "
-                                                "FROM sales WHERE venue_id = :v", v=venue.venue_id)}
+    db_sales = {
+        r.id: r
+        for r in await rows(
+            db,
+            "SELECT id, total, status, payment_method, paid_via, provider_id FROM sales WHERE venue_id = :v",
+            v=venue.venue_id,
+        )
+    }
     missing, differ = [], []
     for seen in stats.sales:
         row = db_sales.get(seen.sale_id)
         if row is None:
             missing.append(seen.sale_id)
             continue
-        expected = {"cash": ("paid", "cash", "cash"), "card": ("paid", "card", "primary"),
-                    "backup": ("paid", "card", "backup"), "cancelled": ("cancelled", None, None)}.get(seen.outcome)
+        expected = {
+            "cash": ("paid", "cash", "cash"),
+            "card": ("paid", "card", "primary"),
+            "backup": ("paid", "card", "backup"),
+            "cancelled": ("cancelled", None, None),
+        }.get(seen.outcome)
         if row.total != seen.total or (expected and (row.status, row.payment_method, row.paid_via) != expected):
-            differ.append(f"#{seen.sale_id} seen {seen.outcome} {seen.total}, db {row.status} {row.payment_method} "
-                          f"{row.paid_via} {row.total}")
-    add("no lost sale", not missing and not differ,
-        f"{len(stats.sales)} sales seen on screen, all in the database with the status shown" if not missing and
-        not differ else f"missing {missing[:10]}; different {differ[:5]}")
+            differ.append(
+                f"#{seen.sale_id} seen {seen.outcome} {seen.total}, db {row.status} {row.payment_method} "
+                f"{row.paid_via} {row.total}"
+            )
+    add(
+        "no lost sale",
+        not missing and not differ,
+        f"{len(stats.sales)} sales seen on screen, all in the database with the status shown"
+        if not missing and not differ
+        else f"missing {missing[:10]}; different {differ[:5]}",
+    )
 
     # 2. No double charge: terminal charges == approved GETNET attempts == card sales paid through GETNET.
     ledger = await ledgers(terminals)
     charged = Counter((key, e["ticket"], e["amount"]) for key, entries in ledger.items() for e in entries)
-    approved_rows = await rows(db, "SELECT id, sale_id, device_key, ticket, amount, details FROM payment_attempts "
-                                   "WHERE provider_id = 'getnet' AND state = 'approved'")
+    approved_rows = await rows(
+        db,
+        "SELECT id, sale_id, device_key, ticket, amount, details FROM payment_attempts "
+        "WHERE provider_id = 'getnet' AND state = 'approved'",
+    )
     approved = Counter((r.device_key, r.ticket, r.amount) for r in approved_rows)
     paid_getnet = await rows(db, "SELECT id FROM sales WHERE status = 'paid' AND provider_id = 'getnet'")
     per_sale = Counter(r.sale_id for r in approved_rows)
     doubles = [sale for sale, n in per_sale.items() if n > 1]
     refund_offered = [r.id for r in approved_rows if (r.details or {}).get("refund_offered")]
     ok = charged == approved and len(approved_rows) == len(paid_getnet) and not doubles and not refund_offered
-    add("no double charge", ok,
+    add(
+        "no double charge",
+        ok,
         f"{sum(charged.values())} terminal charges = {len(approved_rows)} approved GETNET attempts = "
-        f"{len(paid_getnet)} card sales paid through GETNET" if ok else
-        f"terminal-only {list((charged - approved).items())[:5]}; db-only {list((approved - charged).items())[:5]}; "
+        f"{len(paid_getnet)} card sales paid through GETNET"
+        if ok
+        else f"terminal-only {list((charged - approved).items())[:5]}; db-only {list((approved - charged).items())[:5]}; "
         f"charges {sum(charged.values())}, approved {len(approved_rows)}, paid {len(paid_getnet)}; sales with two "
-        f"approvals {doubles[:5]}; refunds offered {refund_offered[:5]}")
+        f"approvals {doubles[:5]}; refunds offered {refund_offered[:5]}",
+    )
 
     # 3. No duplicate open session: at most one session per register at any time, none left open.
-    sessions = await rows(db, "SELECT id, register_id, status, opened_at, closed_at FROM cash_sessions "
-                              "WHERE venue_id = :v ORDER BY register_id, opened_at", v=venue.venue_id)
+    sessions = await rows(
+        db,
+        "SELECT id, register_id, status, opened_at, closed_at FROM cash_sessions "
+        "WHERE venue_id = :v ORDER BY register_id, opened_at",
+        v=venue.venue_id,
+    )
     per_register = Counter(r.register_id for r in sessions)
     overlapping = [reg for reg, n in per_register.items() if n > 1]
     still_open = [r.id for r in sessions if r.status != "closed"]
-    add("no duplicate open session", not overlapping and not still_open and len(sessions) == len(venue.registers),
+    add(
+        "no duplicate open session",
+        not overlapping and not still_open and len(sessions) == len(venue.registers),
         f"{len(sessions)} sessions for {len(venue.registers)} registers, one each, all closed"
-        if not overlapping and not still_open else f"registers with several sessions {overlapping}; open {still_open}")
+        if not overlapping and not still_open
+        else f"registers with several sessions {overlapping}; open {still_open}",
+    )
 
     # 4. Every in-doubt attempt resolved (and none left unresolved at all).
     unresolved = await rows(db, "SELECT id, state FROM payment_attempts WHERE state = ANY(:s)", s=list(UNRESOLVED))
-    doubted = await rows(db, "SELECT state, count(*) AS n FROM payment_attempts WHERE reconcile_tries > 0 "
-                             "GROUP BY state ORDER BY state")
-    add("every in-doubt attempt resolved", not unresolved,
-        "attempts that went through reconciliation ended: " + (", ".join(f"{r.state} {r.n}" for r in doubted) or
-                                                               "none needed")
-        if not unresolved else f"unresolved attempts {[(r.id, r.state) for r in unresolved][:10]}")
+    doubted = await rows(
+        db, "SELECT state, count(*) AS n FROM payment_attempts WHERE reconcile_tries > 0 GROUP BY state ORDER BY state"
+    )
+    add(
+        "every in-doubt attempt resolved",
+        not unresolved,
+        "attempts that went through reconciliation ended: "
+        + (", ".join(f"{r.state} {r.n}" for r in doubted) or "none needed")
+        if not unresolved
+        else f"unresolved attempts {[(r.id, r.state) for r in unresolved][:10]}",
+    )
 
     # 5. Session totals == the sum of their sales (and movements), by SQL over the rows.
-    bad_sessions = await rows(db, """
+    bad_sessions = await rows(
+        db,
+        """
         WITH s AS (
           SELECT session_id,
                  count(*) FILTER (WHERE status = 'paid' AND NOT no_revenue) AS tickets,
@@ -128,8 +166,12 @@ async def check_all(db: Database, venue: Venue, terminals: list[Terminal], stats
           OR c.backup_count != coalesce(s.back, 0) OR c.cancelled_count != coalesce(s.canc, 0)
           OR c.cash_in_total != coalesce(m.cin, 0) OR c.cash_out_total != coalesce(m.cout, 0)
           OR c.expected_cash != c.initial_cash + coalesce(s.cash_t, 0) + coalesce(m.cin, 0) - coalesce(m.cout, 0)
-          OR c.difference != c.counted_cash - c.expected_cash)""", v=venue.venue_id)
-    bad_provider = await rows(db, """
+          OR c.difference != c.counted_cash - c.expected_cash)""",
+        v=venue.venue_id,
+    )
+    bad_provider = await rows(
+        db,
+        """
         SELECT t.session_id, t.key FROM session_totals t
         LEFT JOIN (SELECT session_id, provider_id, count(*) AS n, sum(total) AS amount FROM sales
                    WHERE status = 'paid' AND payment_method = 'card' AND NOT no_revenue
@@ -139,38 +181,64 @@ async def check_all(db: Database, venue: Venue, terminals: list[Terminal], stats
         SELECT x.session_id, x.provider_id FROM (SELECT DISTINCT session_id, provider_id FROM sales
                    WHERE status = 'paid' AND payment_method = 'card' AND NOT no_revenue) x
         LEFT JOIN session_totals t ON t.session_id = x.session_id AND t.dimension = 'provider' AND t.key = x.provider_id
-        WHERE t.session_id IS NULL""")
+        WHERE t.session_id IS NULL""",
+    )
     movements_db = await rows(db, "SELECT reason FROM cash_movements")
     lost_movements = sorted({m[3] for m in stats.movements} - {r.reason for r in movements_db})
-    add("session totals = sum of their sales", not bad_sessions and not bad_provider and not lost_movements,
+    add(
+        "session totals = sum of their sales",
+        not bad_sessions and not bad_provider and not lost_movements,
         f"{len(sessions)} sessions: tickets, cash, card, primary/backup, movements, expected cash and difference "
-        f"match the rows ({len(movements_db)} cash movements)" if not bad_sessions and not bad_provider and not
-        lost_movements else f"sessions {[r.id for r in bad_sessions][:10]}; provider totals {bad_provider[:5]}; "
-                             f"movements not recorded {lost_movements[:5]}")
+        f"match the rows ({len(movements_db)} cash movements)"
+        if not bad_sessions and not bad_provider and not lost_movements
+        else f"sessions {[r.id for r in bad_sessions][:10]}; provider totals {bad_provider[:5]}; "
+        f"movements not recorded {lost_movements[:5]}",
+    )
 
     # 6. Jornada totals (the Z report) == the sum of its sales.
     async with db.reader() as s:
         report = await jornada_report(s, venue.venue_id, venue.jornada_id)
-    sums = (await rows(db, """SELECT count(*) FILTER (WHERE status = 'paid') AS tickets,
+    sums = (
+        await rows(
+            db,
+            """SELECT count(*) FILTER (WHERE status = 'paid') AS tickets,
                                    coalesce(sum(total) FILTER (WHERE status = 'paid'), 0) AS total,
                                    coalesce(sum(total) FILTER (WHERE status = 'paid' AND payment_method = 'cash'), 0) AS cash,
                                    coalesce(sum(total) FILTER (WHERE status = 'paid' AND payment_method = 'card'), 0) AS card
-                            FROM sales WHERE jornada_id = :j""", j=venue.jornada_id))[0]
-    by_provider_sql = {r.provider_id: (r.n, r.amount) for r in await rows(
-        db, "SELECT provider_id, count(*) AS n, sum(total) AS amount FROM sales WHERE jornada_id = :j AND "
-            "status = 'paid' GROUP BY provider_id", j=venue.jornada_id)}
+                            FROM sales WHERE jornada_id = :j""",
+            j=venue.jornada_id,
+        )
+    )[0]
+    by_provider_sql = {
+        r.provider_id: (r.n, r.amount)
+        for r in await rows(
+            db,
+            "SELECT provider_id, count(*) AS n, sum(total) AS amount FROM sales WHERE jornada_id = :j AND "
+            "status = 'paid' GROUP BY provider_id",
+            j=venue.jornada_id,
+        )
+    }
     by_provider_report = {t.key: (t.count, t.amount) for t in report.by_provider}
     jornada_status = (await rows(db, "SELECT status FROM jornadas WHERE id = :j", j=venue.jornada_id))[0].status
     t = report.totals
-    ok = (t["ticket_count"] == sums.tickets and t["sales_total"] == sums.total and t["cash_sales_total"] == sums.cash
-          and t["card_sales_total"] == sums.card and by_provider_report == by_provider_sql
-          and jornada_status == "closed")
-    add("jornada totals = sum of its sales", ok,
+    ok = (
+        t["ticket_count"] == sums.tickets
+        and t["sales_total"] == sums.total
+        and t["cash_sales_total"] == sums.cash
+        and t["card_sales_total"] == sums.card
+        and by_provider_report == by_provider_sql
+        and jornada_status == "closed"
+    )
+    add(
+        "jornada totals = sum of its sales",
+        ok,
         f"Z report: {sums.tickets} tickets, {format_clp(sums.total)} (cash {format_clp(sums.cash)}, card "
         f"{format_clp(sums.card)}); sales by provider "
         f"{', '.join(f'{k} {v[0]}' for k, v in sorted(by_provider_sql.items()))}; jornada {jornada_status}"
-        if ok else f"report {t} vs sql {tuple(sums)}; by provider {by_provider_report} vs {by_provider_sql}; "
-                   f"jornada {jornada_status}")
+        if ok
+        else f"report {t} vs sql {tuple(sums)}; by provider {by_provider_report} vs {by_provider_sql}; "
+        f"jornada {jornada_status}",
+    )
 
     # 7. Every fallback recorded: each backup attempt has its fallback event (from, to, reason) and shows in
     #    the jornada report; every sale paid through the backup has one.
@@ -182,16 +250,29 @@ async def check_all(db: Database, venue: Venue, terminals: list[Terminal], stats
     event_sales = {e.sale_id for e in events}
     backup_sales_without = [r.id for r in paid_backup if r.id not in event_sales]
     incomplete = [e.attempt_id for e in events if not (e.from_provider and e.to_provider and e.reason)]
-    ok = (not unrecorded and not backup_sales_without and not incomplete and len(events) == len(backups)
-          and len(report.fallback_events) == len(events))
-    add("every fallback recorded", ok,
+    ok = (
+        not unrecorded
+        and not backup_sales_without
+        and not incomplete
+        and len(events) == len(backups)
+        and len(report.fallback_events) == len(events)
+    )
+    add(
+        "every fallback recorded",
+        ok,
         f"{len(backups)} backup attempts = {len(events)} fallback events (from, to, reason) = "
         f"{len(report.fallback_events)} in the jornada report; {len(paid_backup)} sales paid through the backup"
-        if ok else f"attempts without event {unrecorded[:10]}; backup sales without event {backup_sales_without[:10]};"
-                   f" incomplete {incomplete[:5]}; report lists {len(report.fallback_events)} of {len(events)}")
+        if ok
+        else f"attempts without event {unrecorded[:10]}; backup sales without event {backup_sales_without[:10]};"
+        f" incomplete {incomplete[:5]}; report lists {len(report.fallback_events)} of {len(events)}",
+    )
 
     # 8. No server error (no 5xx) on any page the cashiers used.
-    add("no server error", not stats.server_errors,
-        f"{stats.requests} requests, none answered 5xx" if not stats.server_errors
-        else f"{len(stats.server_errors)} answers 5xx: {stats.server_errors[:3]}")
+    add(
+        "no server error",
+        not stats.server_errors,
+        f"{stats.requests} requests, none answered 5xx"
+        if not stats.server_errors
+        else f"{len(stats.server_errors)} answers 5xx: {stats.server_errors[:3]}",
+    )
     return checks

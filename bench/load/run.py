@@ -15,8 +15,17 @@ from sqlalchemy import text
 
 from .cashier import Cashier, RegisterBook, Stats, close_jornada
 from .invariants import Check, check_all
-from .stack import (REDIS_URL, Instance, ScratchDatabase, Terminals, apply_profiles, free_port, instance_env,
-                    run_dir, seed)
+from .stack import (
+    REDIS_URL,
+    Instance,
+    ScratchDatabase,
+    Terminals,
+    apply_profiles,
+    free_port,
+    instance_env,
+    run_dir,
+    seed,
+)
 
 
 @dataclass
@@ -80,13 +89,29 @@ class LoadResult:
             f"  refusals shown to cashiers: {dict(sorted(st.refusals.items()))}",
             f"  requests {st.requests} ({st.requests / max(self.elapsed_s, 1):.0f}/s); no answer {st.lost}; "
             f"statuses {dict(sorted(st.statuses.items()))}",
-            "  latency ms p50/p95/p99: pages and forms %.0f/%.0f/%.0f; progress poll %.0f/%.0f/%.0f" % (
-                *self.latency(("item", "checkout", "pay_cash", "card_start", "backup_start", "backup_confirm",
-                               "cancel", "movement", "next")), *self.latency(("poll",))),
+            "  latency ms p50/p95/p99: pages and forms %.0f/%.0f/%.0f; progress poll %.0f/%.0f/%.0f"
+            % (
+                *self.latency(
+                    (
+                        "item",
+                        "checkout",
+                        "pay_cash",
+                        "card_start",
+                        "backup_start",
+                        "backup_confirm",
+                        "cancel",
+                        "movement",
+                        "next",
+                    )
+                ),
+                *self.latency(("poll",)),
+            ),
         ]
         if c.kill:
-            lines.append(f"  kill -9: {self.kills} kills, restart to ready median "
-                         f"{statistics.median(self.restart_s) if self.restart_s else 0:.1f} s")
+            lines.append(
+                f"  kill -9: {self.kills} kills, restart to ready median "
+                f"{statistics.median(self.restart_s) if self.restart_s else 0:.1f} s"
+            )
         lines.append(f"  elapsed {self.elapsed_s:.0f} s; logs in {self.run_dir}")
         for check in self.checks:
             lines.append(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
@@ -97,8 +122,9 @@ class LoadResult:
         return "\n".join(lines)
 
 
-async def _killer(instances: list[Instance], until: float, rng: random.Random, every: tuple[float, float],
-                  result: LoadResult) -> None:
+async def _killer(
+    instances: list[Instance], until: float, rng: random.Random, every: tuple[float, float], result: LoadResult
+) -> None:
     while True:
         await asyncio.sleep(rng.uniform(*every))
         if time.monotonic() >= until:
@@ -130,33 +156,55 @@ async def run_load(config: LoadConfig) -> LoadResult:
         venue = await seed(db, sims, config.cashiers)
         for n in range(config.instances):
             name = "ab"[n] if n < 2 else str(n)
-            instances.append(Instance(name, free_port(), instance_env(scratch.plain_url, config.redis_url, name,
-                                                                       logs), logs))
+            instances.append(
+                Instance(name, free_port(), instance_env(scratch.plain_url, config.redis_url, name, logs), logs)
+            )
         for inst in instances:
             inst.start()
         for inst in instances:
             await inst.wait_ready()
-        result = LoadResult(config=config, checks=[], stats=stats, elapsed_s=0, selling_s=0,
-                            profiles=dict(Counter(t.profile for t in sims)), run_dir=str(logs))
+        result = LoadResult(
+            config=config,
+            checks=[],
+            stats=stats,
+            elapsed_s=0,
+            selling_s=0,
+            profiles=dict(Counter(t.profile for t in sims)),
+            run_dir=str(logs),
+        )
         auth_codes = (f"K{n:05d}" for n in itertools.count(1))
         books = []
         for i, reg in enumerate(venue.registers):
             book = RegisterBook(register=reg, miscount=5000 if i % 5 == 4 else 0)
             books.append(book)
             for j, user_id in enumerate(reg.cashier_ids):
-                cashiers.append(Cashier(len(cashiers), user_id, book, j == 0, venue, instances, stats,
-                                        random.Random(rng.random()), auth_codes))
+                cashiers.append(
+                    Cashier(
+                        len(cashiers),
+                        user_id,
+                        book,
+                        j == 0,
+                        venue,
+                        instances,
+                        stats,
+                        random.Random(rng.random()),
+                        auth_codes,
+                    )
+                )
         await asyncio.gather(*(c.log_in() for c in cashiers))
         await asyncio.gather(*(c.open_or_join() for c in cashiers))
         selling_started = time.monotonic()
         until = selling_started + config.duration_s
-        killer = (asyncio.create_task(_killer(instances, until - 3, rng, config.kill_every_s, result))
-                  if config.kill else None)
+        killer = (
+            asyncio.create_task(_killer(instances, until - 3, rng, config.kill_every_s, result))
+            if config.kill
+            else None
+        )
         await asyncio.gather(*(c.work(until) for c in cashiers))
         result.selling_s = time.monotonic() - selling_started
         if killer is not None:
             await killer
-        for inst in instances:   # a restart may still be in progress when the last kill came late
+        for inst in instances:  # a restart may still be in progress when the last kill came late
             if not inst.alive:
                 inst.start()
                 await inst.wait_ready()
@@ -164,10 +212,17 @@ async def run_load(config: LoadConfig) -> LoadResult:
         await asyncio.gather(*(c.close_session(partners[id(c.book)]) for c in cashiers if c.opener))
         result.jornada_closed = await close_jornada(instances, venue, stats)
         async with db.reader() as s:
-            result.attempts = {f"{p} {st}": n for p, st, n in (await s.execute(text(
-                "SELECT provider_id, state, count(*) FROM payment_attempts GROUP BY 1, 2 ORDER BY 1, 2"))).all()}
-            result.reconciled = (await s.execute(text(
-                "SELECT count(*) FROM payment_attempts WHERE reconcile_tries > 0"))).scalar_one()
+            result.attempts = {
+                f"{p} {st}": n
+                for p, st, n in (
+                    await s.execute(
+                        text("SELECT provider_id, state, count(*) FROM payment_attempts GROUP BY 1, 2 ORDER BY 1, 2")
+                    )
+                ).all()
+            }
+            result.reconciled = (
+                await s.execute(text("SELECT count(*) FROM payment_attempts WHERE reconcile_tries > 0"))
+            ).scalar_one()
         result.checks = await check_all(db, venue, sims, stats)
         result.elapsed_s = time.monotonic() - started
         return result

@@ -37,23 +37,55 @@ PG_ADMIN = os.environ.get("CAJA_TEST_DATABASE_URL", "postgresql+asyncpg://postgr
 REDIS_URL = os.environ.get("CAJA_LOAD_REDIS_URL", "redis://127.0.0.1:6379/9")
 SUPERVISOR = ("supervisor", "super-carga-2024")
 PIN = "4321"
-PRODUCTS = [("Entrada general", 8000), ("Cerveza lata", 3500), ("Cerveza schop", 4500), ("Piscola", 6000),
-            ("Mojito", 7000), ("Agua mineral", 2000), ("Bebida", 2500), ("Entrada VIP", 15000)]
+PRODUCTS = [
+    ("Entrada general", 8000),
+    ("Cerveza lata", 3500),
+    ("Cerveza schop", 4500),
+    ("Piscola", 6000),
+    ("Mojito", 7000),
+    ("Agua mineral", 2000),
+    ("Bebida", 2500),
+    ("Entrada VIP", 15000),
+]
 
 #: How each terminal behaves for the whole run, in the order registers get them (the short form's first 8
 #: registers already cover every kind). Set through each simulator's control channel.
-PROFILES = ["ok", "failing", "silent_charged", "slow", "random", "silent_not_charged", "flaky", "ok",
-            "ok", "random", "ok", "slow", "ok", "failing", "ok", "flaky", "ok", "silent_charged", "ok", "random",
-            "ok", "slow", "ok", "flaky", "ok"]
+PROFILES = [
+    "ok",
+    "failing",
+    "silent_charged",
+    "slow",
+    "random",
+    "silent_not_charged",
+    "flaky",
+    "ok",
+    "ok",
+    "random",
+    "ok",
+    "slow",
+    "ok",
+    "failing",
+    "ok",
+    "flaky",
+    "ok",
+    "silent_charged",
+    "ok",
+    "random",
+    "ok",
+    "slow",
+    "ok",
+    "flaky",
+    "ok",
+]
 
 PROFILE_FAULTS = {
     "ok": None,
-    "failing": {"kind": "no_receipt", "scope": "run"},                               # never answers a sale
+    "failing": {"kind": "no_receipt", "scope": "run"},  # never answers a sale
     "silent_charged": {"kind": "receipt_then_silence", "scope": "run", "charged": True},
     "silent_not_charged": {"kind": "receipt_then_silence", "scope": "run", "charged": False},
     "slow": {"kind": "late_answer", "scope": "run", "delay_s": 4.0},
     "random": {"kind": "random", "scope": "run", "rate": 0.3},
-    "flaky": None,   # declines now and then: the cashier's harness queues a "next" decline before some sales
+    "flaky": None,  # declines now and then: the cashier's harness queues a "next" decline before some sales
 }
 
 
@@ -88,7 +120,7 @@ class Venue:
     supervisor_id: int
     registers: list[Register]
     cashier_ids: list[int]
-    products: list[tuple[int, int]]      # (id, price)
+    products: list[tuple[int, int]]  # (id, price)
 
 
 def free_port() -> int:
@@ -133,47 +165,101 @@ class ScratchDatabase:
             await _admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
-async def seed(db: Database, terminals: list[Terminal], cashiers: int, *, max_wait_s: int = 8,
-               sale_timeout_s: float = 30) -> Venue:
+async def seed(
+    db: Database, terminals: list[Terminal], cashiers: int, *, max_wait_s: int = 8, sale_timeout_s: float = 30
+) -> Venue:
     """One venue: a supervisor, ``cashiers`` cashiers (PIN login), a catalogue, one register per terminal
     (GETNET primary on that terminal, KLAP manual backup, one backup phone each), an open jornada."""
     registry = ProviderRegistry.from_plugin_manager(make_plugin_manager())
     async with db.session() as s:
         venue = await venues.create_venue(s, slug="carga", name="Club Carga", close_tolerance=1000)
-        admin = await users.create_user(s, venue_id=venue.id, username="admin", display_name="Administración",
-                                        role="admin", secret="admin-carga-2024")
-        sup = await users.create_user(s, venue_id=venue.id, username=SUPERVISOR[0], display_name="Supervisora",
-                                      role="supervisor", secret=SUPERVISOR[1])
+        admin = await users.create_user(
+            s,
+            venue_id=venue.id,
+            username="admin",
+            display_name="Administración",
+            role="admin",
+            secret="admin-carga-2024",
+        )
+        sup = await users.create_user(
+            s,
+            venue_id=venue.id,
+            username=SUPERVISOR[0],
+            display_name="Supervisora",
+            role="supervisor",
+            secret=SUPERVISOR[1],
+        )
         cashier_ids = []
         for n in range(cashiers):
-            user = await users.create_user(s, venue_id=venue.id, username=f"cajero{n + 1:02d}",
-                                           display_name=f"Cajero {n + 1:02d}", role="cashier", secret=PIN)
+            user = await users.create_user(
+                s,
+                venue_id=venue.id,
+                username=f"cajero{n + 1:02d}",
+                display_name=f"Cajero {n + 1:02d}",
+                role="cashier",
+                secret=PIN,
+            )
             cashier_ids.append(user.id)
         cat = await catalog.create_category(s, venue_id=venue.id, name="Barra")
         products = []
         for name, price in PRODUCTS:
             p = await catalog.create_product(s, venue_id=venue.id, category_id=cat.id, name=name, price=price)
             products.append((p.id, price))
-        policy = FallbackPolicy(max_wait_s=max_wait_s, breaker_failures=3, breaker_window_s=60, breaker_cooldown_s=10,
-                                backup_phones_required=1)
+        policy = FallbackPolicy(
+            max_wait_s=max_wait_s,
+            breaker_failures=3,
+            breaker_window_s=60,
+            breaker_cooldown_s=10,
+            backup_phones_required=1,
+        )
         regs = []
         for n, terminal in enumerate(terminals):
-            getnet = {"connection": "tcp", "host": "127.0.0.1", "port": terminal.port, "receipt_timeout_s": 2,
-                      "sale_timeout_s": sale_timeout_s, "short_timeout_s": 3, "other_timeout_s": 5}
+            getnet = {
+                "connection": "tcp",
+                "host": "127.0.0.1",
+                "port": terminal.port,
+                "receipt_timeout_s": 2,
+                "sale_timeout_s": sale_timeout_s,
+                "short_timeout_s": 3,
+                "other_timeout_s": 5,
+            }
             reg = await registers.create_register(
-                s, venue_id=venue.id, registry=registry, actor_id=admin.id,
-                data=registers.RegisterInput(code=f"C{n + 1:02d}", name=f"Caja {n + 1:02d}", register_type="HUMANA",
-                                             payment_methods=["cash", "card"], primary_provider="getnet",
-                                             backup_provider="klap", policy=policy,
-                                             provider_settings={"getnet": getnet, "klap": {"mode": "manual"}}))
-            s.add(BackupPhone(venue_id=venue.id, name=f"Celular {reg.code}", identifier=f"KLAP-{reg.code}",
-                              register_id=reg.id, available=True))
+                s,
+                venue_id=venue.id,
+                registry=registry,
+                actor_id=admin.id,
+                data=registers.RegisterInput(
+                    code=f"C{n + 1:02d}",
+                    name=f"Caja {n + 1:02d}",
+                    register_type="HUMANA",
+                    payment_methods=["cash", "card"],
+                    primary_provider="getnet",
+                    backup_provider="klap",
+                    policy=policy,
+                    provider_settings={"getnet": getnet, "klap": {"mode": "manual"}},
+                ),
+            )
+            s.add(
+                BackupPhone(
+                    venue_id=venue.id,
+                    name=f"Celular {reg.code}",
+                    identifier=f"KLAP-{reg.code}",
+                    register_id=reg.id,
+                    available=True,
+                )
+            )
             regs.append(Register(id=reg.id, code=reg.code, terminal=terminal))
         jornada = await jornadas.open_jornada(s, venue_id=venue.id, user_id=sup.id)
     for i, cashier_id in enumerate(cashier_ids):
         regs[i % len(regs)].cashier_ids.append(cashier_id)
-    return Venue(venue_id=venue.id, jornada_id=jornada.id, supervisor_id=sup.id, registers=regs,
-                 cashier_ids=cashier_ids, products=products)
+    return Venue(
+        venue_id=venue.id,
+        jornada_id=jornada.id,
+        supervisor_id=sup.id,
+        registers=regs,
+        cashier_ids=cashier_ids,
+        products=products,
+    )
 
 
 def _venv_bin(name: str) -> str:
@@ -194,9 +280,22 @@ class Terminals:
     def start(self) -> list[Terminal]:
         root = Path(__file__).resolve().parents[2]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.load.terminals", "--count", str(self.count), "--step-delay",
-             str(self.step_delay_s), "--seed", str(self.seed)], cwd=root, stdout=subprocess.PIPE,
-            stderr=open(self.log_dir / "terminals.log", "wb"), text=True)
+            [
+                sys.executable,
+                "-m",
+                "bench.load.terminals",
+                "--count",
+                str(self.count),
+                "--step-delay",
+                str(self.step_delay_s),
+                "--seed",
+                str(self.seed),
+            ],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=open(self.log_dir / "terminals.log", "wb"),
+            text=True,
+        )
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             line = line.strip()
@@ -230,8 +329,13 @@ async def apply_profiles(terminals: list[Terminal], seed: int) -> None:
             terminal.profile = profile_of(n)
             fault = PROFILE_FAULTS[terminal.profile]
             if fault is not None:
-                await control(client, terminal, "POST", "/faults", fault | ({"seed": seed + n}
-                                                                         if fault["kind"] == "random" else {}))
+                await control(
+                    client,
+                    terminal,
+                    "POST",
+                    "/faults",
+                    fault | ({"seed": seed + n} if fault["kind"] == "random" else {}),
+                )
 
 
 class Instance:
@@ -251,17 +355,22 @@ class Instance:
 
     def start(self) -> None:
         self.starts += 1
-        self.proc = subprocess.Popen([_venv_bin("caja"), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                                     env=self.env, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log_path, "ab"), start_new_session=True)
+        self.proc = subprocess.Popen(
+            [_venv_bin("caja"), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_path, "ab"),
+            start_new_session=True,
+        )
 
     async def wait_ready(self, timeout_s: float = 60) -> float:
         start = time.monotonic()
         async with httpx.AsyncClient() as client:
             while time.monotonic() - start < timeout_s:
                 if self.proc is not None and self.proc.poll() is not None:
-                    raise RuntimeError(f"caja serve {self.name} exited with {self.proc.returncode}; "
-                                       f"see {self.log_path}")
+                    raise RuntimeError(
+                        f"caja serve {self.name} exited with {self.proc.returncode}; see {self.log_path}"
+                    )
                 try:
                     r = await client.get(f"{self.url}/login", timeout=2)
                     if r.status_code == 200:
@@ -292,12 +401,21 @@ class Instance:
 def instance_env(database_url: str, redis_url: str, name: str, data_dir: Path) -> dict[str, str]:
     """Production settings except CAJA_ENV: plain HTTP on loopback, so no Secure cookies (production insists)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAJA_")}
-    env.update({
-        "CAJA_ENV": "development", "CAJA_DATABASE_URL": database_url, "CAJA_REDIS_URL": redis_url,
-        "CAJA_SECRET_KEY": SECRET_KEY, "CAJA_INSTANCE_ID": f"carga-{name}", "CAJA_LOG_LEVEL": "WARNING",
-        "CAJA_LOG_FORMAT": "text", "CAJA_DATA_DIR": str(data_dir), "CAJA_BACKUP_DIR": str(data_dir / "backups"),
-        "CAJA_BACKUP_INTERVAL_HOURS": "0", "CAJA_METRICS_TOKEN": METRICS_TOKEN,
-    })
+    env.update(
+        {
+            "CAJA_ENV": "development",
+            "CAJA_DATABASE_URL": database_url,
+            "CAJA_REDIS_URL": redis_url,
+            "CAJA_SECRET_KEY": SECRET_KEY,
+            "CAJA_INSTANCE_ID": f"carga-{name}",
+            "CAJA_LOG_LEVEL": "WARNING",
+            "CAJA_LOG_FORMAT": "text",
+            "CAJA_DATA_DIR": str(data_dir),
+            "CAJA_BACKUP_DIR": str(data_dir / "backups"),
+            "CAJA_BACKUP_INTERVAL_HOURS": "0",
+            "CAJA_METRICS_TOKEN": METRICS_TOKEN,
+        }
+    )
     return env
 
 

@@ -7,15 +7,45 @@ applications use the services of each area and ``Database``.
 from .errors import AuthFailed, Busy, CajaError, Conflict, Forbidden, NotFound, PluginError, ValidationFailed
 from .hookspecs import hookimpl
 from .money import format_clp, parse_amount
-from .providers import (AgentChannel, CardData, Capability, ChargeRequest, Outcome, OutcomeKind,
-                        PaymentProvider, Progress, ProgressCallback, ProviderContext, ProviderRegistry,
-                        WebhookNotice)
+from .providers import (
+    AgentChannel,
+    Capability,
+    CardData,
+    ChargeRequest,
+    Outcome,
+    OutcomeKind,
+    PaymentProvider,
+    Progress,
+    ProgressCallback,
+    ProviderContext,
+    ProviderRegistry,
+    WebhookNotice,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AgentChannel", "AuthFailed", "Busy", "CajaError", "CardData", "Capability", "ChargeRequest", "Conflict",
-    "Forbidden", "NotFound", "Outcome", "OutcomeKind", "PaymentProvider", "PluginError", "Progress",
-    "ProgressCallback", "ProviderContext", "ProviderRegistry", "ValidationFailed", "WebhookNotice",
-    "format_clp", "hookimpl", "parse_amount",
+    "AgentChannel",
+    "AuthFailed",
+    "Busy",
+    "CajaError",
+    "Capability",
+    "CardData",
+    "ChargeRequest",
+    "Conflict",
+    "Forbidden",
+    "NotFound",
+    "Outcome",
+    "OutcomeKind",
+    "PaymentProvider",
+    "PluginError",
+    "Progress",
+    "ProgressCallback",
+    "ProviderContext",
+    "ProviderRegistry",
+    "ValidationFailed",
+    "WebhookNotice",
+    "format_clp",
+    "hookimpl",
+    "parse_amount",
 ]

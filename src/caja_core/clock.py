@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ValidationFailed
@@ -17,7 +17,7 @@ class Clock:
     """Wall clock (UTC) and a monotonic clock. Tests substitute a subclass to jump time."""
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -39,7 +39,7 @@ def zone(name: str) -> ZoneInfo:
 
 def to_local(instant: datetime, tz: str) -> datetime:
     if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=timezone.utc)
+        instant = instant.replace(tzinfo=UTC)
     return instant.astimezone(zone(tz))
 
 

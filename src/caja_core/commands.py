@@ -31,6 +31,7 @@ def _fmt_size(size: int) -> str:
 
 # ------------------------------------------------------------------------------------- check-config
 
+
 @cli.command("check-config")
 def check_config() -> None:
     """Valida las variables CAJA_* (código 2 y una línea por problema si algo falta o no es válido)."""
@@ -41,7 +42,7 @@ def check_config() -> None:
 
     redact = Redactor([settings.secret_key, settings.metrics_token or ""])
     for key in VARIABLES:
-        value = getattr(settings, key[len("CAJA_"):].lower(), None)
+        value = getattr(settings, key[len("CAJA_") :].lower(), None)
         if "SECRET" in key or "TOKEN" in key:
             value = "(definida)" if value else "(no definida)"
         elif key in shown:
@@ -50,6 +51,7 @@ def check_config() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- db
+
 
 @cli.group()
 def db() -> None:
@@ -71,8 +73,10 @@ def _current_or_fail(url: str) -> str | None:
     try:
         return asyncio.run(_current(url))
     except Exception as exc:  # noqa: BLE001 - any connection problem: one clear line
-        raise click.ClickException(f"No se pudo conectar a la base de datos ({type(exc).__name__}). "
-                                   "Revise CAJA_DATABASE_URL y que el servidor esté en marcha.") from None
+        raise click.ClickException(
+            f"No se pudo conectar a la base de datos ({type(exc).__name__}). "
+            "Revise CAJA_DATABASE_URL y que el servidor esté en marcha."
+        ) from None
 
 
 def _database_exists(settings: Settings) -> bool:
@@ -168,12 +172,15 @@ def db_downgrade(revision: str, no_backup: bool) -> None:
 
 # ------------------------------------------------------------------------------------------- backup
 
+
 @cli.group()
 def backup() -> None:
     """Respaldos verificados de la base (SQLite o PostgreSQL)."""
 
 
-_dir_option = click.option("--dir", "backup_dir", default=None, help="Carpeta de respaldos (por defecto CAJA_BACKUP_DIR).")
+_dir_option = click.option(
+    "--dir", "backup_dir", default=None, help="Carpeta de respaldos (por defecto CAJA_BACKUP_DIR)."
+)
 
 
 def _folder(settings: Settings, backup_dir: str | None) -> str:
@@ -216,14 +223,18 @@ def backup_list(backup_dir: str | None) -> None:
     click.echo(f"{'ID':<32} {'FECHA (UTC)':<20} {'TIPO':<13} {'TAMAÑO':>9}  {'ESQUEMA':<24} VERIFICADO")
     for m in backups:
         verified = "—" if m.verification is None else ("sí" if m.verification.ok else "FALLÓ")
-        click.echo(f"{m.id:<32} {m.created_at:%Y-%m-%d %H:%M:%S}  {m.kind:<13} {_fmt_size(m.size):>9}  "
-                   f"{(m.schema_revision or '-'):<24} {verified}")
+        click.echo(
+            f"{m.id:<32} {m.created_at:%Y-%m-%d %H:%M:%S}  {m.kind:<13} {_fmt_size(m.size):>9}  "
+            f"{(m.schema_revision or '-'):<24} {verified}"
+        )
 
 
 def _print_verification(backup_id: str, result) -> None:
     if result.ok:
-        click.echo(f"Verificación de {backup_id}: correcta (suma SHA-256, restauración de prueba y conteo "
-                   f"de filas; {result.duration_s:.1f} s).")
+        click.echo(
+            f"Verificación de {backup_id}: correcta (suma SHA-256, restauración de prueba y conteo "
+            f"de filas; {result.duration_s:.1f} s)."
+        )
     else:
         click.echo(f"Verificación de {backup_id}: FALLÓ", err=True)
         for problem in result.problems:
@@ -238,8 +249,7 @@ def backup_verify(backup_id: str, backup_dir: str | None) -> None:
     from .ops.backups import verify_backup
 
     settings = _settings()
-    result = asyncio.run(verify_backup(_folder(settings, backup_dir), backup_id,
-                                       database_url=settings.database_url))
+    result = asyncio.run(verify_backup(_folder(settings, backup_dir), backup_id, database_url=settings.database_url))
     _print_verification(backup_id, result)
     if not result.ok:
         sys.exit(1)
@@ -257,12 +267,16 @@ def backup_restore(backup_id: str, backup_dir: str | None, yes: bool, no_safety_
     settings = _settings()
     if not yes:
         click.confirm(f"Esto reemplaza TODA la base actual por el respaldo {backup_id}. ¿Continuar?", abort=True)
-    result = asyncio.run(restore_backup(_folder(settings, backup_dir), backup_id, settings.database_url,
-                                        safety_backup=not no_safety_backup))
+    result = asyncio.run(
+        restore_backup(
+            _folder(settings, backup_dir), backup_id, settings.database_url, safety_backup=not no_safety_backup
+        )
+    )
     if result.safety_backup_id:
         click.echo(f"Respaldo de seguridad de la base anterior: {result.safety_backup_id}")
-    click.echo(f"Restaurado {result.backup_id}: {sum(result.row_counts.values())} filas en "
-               f"{len(result.row_counts)} tablas.")
+    click.echo(
+        f"Restaurado {result.backup_id}: {sum(result.row_counts.values())} filas en {len(result.row_counts)} tablas."
+    )
     if not result.counts_ok:
         for problem in result.problems:
             click.echo(f"  - {problem}", err=True)
@@ -277,14 +291,19 @@ def backup_prune(backup_dir: str | None) -> None:
     from .ops.backups import apply_retention
 
     settings = _settings()
-    deleted = apply_retention(_folder(settings, backup_dir), keep_daily=settings.backup_keep_daily,
-                              keep_weekly=settings.backup_keep_weekly, timezone_name=settings.timezone)
+    deleted = apply_retention(
+        _folder(settings, backup_dir),
+        keep_daily=settings.backup_keep_daily,
+        keep_weekly=settings.backup_keep_weekly,
+        timezone_name=settings.timezone,
+    )
     click.echo(f"Respaldos eliminados: {len(deleted)}")
     for backup_id in deleted:
         click.echo(f"  {backup_id}")
 
 
 # ------------------------------------------------------------------------------------------- worker
+
 
 @cli.command("worker")
 @click.option("--check-every", default=60.0, show_default=True, help="Segundos entre revisiones.")
@@ -316,6 +335,7 @@ def worker(check_every: float) -> None:
 
 # ------------------------------------------------------------------------------------ venue / user
 
+
 async def _in_session(url: str, fn):
     from sqlalchemy.exc import DBAPIError
 
@@ -332,7 +352,8 @@ async def _in_session(url: str, fn):
     except (DBAPIError, OSError) as exc:
         raise click.ClickException(
             f"La base de datos no respondió como se esperaba ({type(exc).__name__}). Revise CAJA_DATABASE_URL "
-            "y que el esquema esté al día: `caja db status`.") from None
+            "y que el esquema esté al día: `caja db status`."
+        ) from None
     finally:
         await database.dispose()
 
@@ -351,8 +372,12 @@ def venue_create(slug: str, name: str, timezone: str | None) -> None:
     from .venues.service import create_venue
 
     settings = _settings()
-    out = asyncio.run(_in_session(settings.database_url, lambda s: create_venue(
-        s, slug=slug, name=name, timezone=timezone or settings.timezone)))
+    out = asyncio.run(
+        _in_session(
+            settings.database_url,
+            lambda s: create_venue(s, slug=slug, name=name, timezone=timezone or settings.timezone),
+        )
+    )
     click.echo(f"Local creado: {out.name} ({out.slug}, id {out.id}, {out.timezone}).")
 
 
@@ -366,8 +391,12 @@ def user() -> None:
 @click.option("--username", required=True)
 @click.option("--name", "display_name", required=True, help="Nombre a mostrar.")
 @click.option("--role", type=click.Choice(["admin", "supervisor", "cashier"]), required=True)
-@click.option("--secret", envvar="CAJA_NEW_USER_SECRET", default=None,
-              help="Contraseña (admin/supervisor) o PIN (cajero); si falta, se pide sin mostrarla.")
+@click.option(
+    "--secret",
+    envvar="CAJA_NEW_USER_SECRET",
+    default=None,
+    help="Contraseña (admin/supervisor) o PIN (cajero); si falta, se pide sin mostrarla.",
+)
 def user_create(venue_slug: str | None, username: str, display_name: str, role: str, secret: str | None) -> None:
     """Crea un usuario (administradores y supervisores con contraseña, cajeros con PIN)."""
     from .errors import NotFound
@@ -382,16 +411,19 @@ def user_create(venue_slug: str | None, username: str, display_name: str, role: 
     async def run(s):
         venue = await get_venue_by_slug(s, venue_slug) if venue_slug else await first_venue(s)
         if venue is None:
-            raise NotFound("No hay ningún local: créelo con `caja venue create --slug ... --name ...`.",
-                           code="venue.not_found")
-        return venue, await create_user(s, venue_id=venue.id, username=username, display_name=display_name,
-                                        role=role, secret=secret)
+            raise NotFound(
+                "No hay ningún local: créelo con `caja venue create --slug ... --name ...`.", code="venue.not_found"
+            )
+        return venue, await create_user(
+            s, venue_id=venue.id, username=username, display_name=display_name, role=role, secret=secret
+        )
 
     venue_out, out = asyncio.run(_in_session(settings.database_url, run))
     click.echo(f"Usuario creado: {out.username} ({out.role_label}) en {venue_out.name}.")
 
 
 # ---------------------------------------------------------------------------------------- registers
+
 
 @cli.group("register")
 def register_group() -> None:
@@ -401,14 +433,19 @@ def register_group() -> None:
 @register_group.command("rotate-agent-token")
 @click.argument("code")
 @click.option("--venue", "venue_slug", default=None, help="Local (slug); por defecto el único que hay.")
-@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
-              help="Escribir el token nuevo en este archivo (permisos 600) en vez de mostrarlo.")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Escribir el token nuevo en este archivo (permisos 600) en vez de mostrarlo.",
+)
 def rotate_agent_token(code: str, venue_slug: str | None, token_file: str | None) -> None:
     """Genera un token nuevo para el agente de la caja CODE (el anterior deja de servir)."""
     import os
 
     from .errors import NotFound
-    from .registers.service import list_registers, rotate_agent_token as rotate
+    from .registers.service import list_registers
+    from .registers.service import rotate_agent_token as rotate
     from .venues.service import first_venue, get_venue_by_slug
 
     settings = _settings()

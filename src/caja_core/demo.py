@@ -63,8 +63,9 @@ DEMO_CATALOG = {
 }
 
 
-async def seed_demo(db: Database, *, getnet_tcp: tuple[str, int] | None = None,
-                    public_url: str = "http://127.0.0.1:8000") -> DemoInfo:
+async def seed_demo(
+    db: Database, *, getnet_tcp: tuple[str, int] | None = None, public_url: str = "http://127.0.0.1:8000"
+) -> DemoInfo:
     """Create (or reuse) the demo venue. ``getnet_tcp`` points the GETNET registers at a terminal (by
     default ``caja getnet simulate --tcp 127.0.0.1:9100``); the VIRTUAL register sells through KLAP Checkout
     against ``caja klap fake-server`` (127.0.0.1:8089, API key ``demo``) with webhooks to ``public_url``."""
@@ -76,14 +77,21 @@ async def seed_demo(db: Database, *, getnet_tcp: tuple[str, int] | None = None,
         venue = await venues.create_venue(s, slug=DEMO_SLUG, name="Club Demo")
         ids = {}
         for login in DEMO_LOGINS:
-            user = await users.create_user(s, venue_id=venue.id, username=login.username,
-                                           display_name=login.display_name, role=login.role, secret=login.secret)
+            user = await users.create_user(
+                s,
+                venue_id=venue.id,
+                username=login.username,
+                display_name=login.display_name,
+                role=login.role,
+                secret=login.secret,
+            )
             ids[login.username] = user.id
         for order, (category, products) in enumerate(DEMO_CATALOG.items()):
             cat = await catalog.create_category(s, venue_id=venue.id, name=category, sort_order=order)
             for n, (name, price) in enumerate(products):
-                await catalog.create_product(s, venue_id=venue.id, category_id=cat.id, name=name, price=price,
-                                             sort_order=n)
+                await catalog.create_product(
+                    s, venue_id=venue.id, category_id=cat.id, name=name, price=price, sort_order=n
+                )
         for port_offset, (code, name, rtype, location, methods) in enumerate(DEMO_REGISTERS):
             primary = "getnet" if "getnet" in registry else None
             backup = "klap" if ("klap" in registry and rtype != "VIRTUAL") else None
@@ -94,26 +102,48 @@ async def seed_demo(db: Database, *, getnet_tcp: tuple[str, int] | None = None,
                 host, port = getnet_tcp or ("127.0.0.1", 9100)
                 settings["getnet"] = {"connection": "tcp", "host": host, "port": port}
             if primary == "klap" and rtype == "VIRTUAL":
-                settings["klap"] = {"mode": "checkout", "api_base_url": "http://127.0.0.1:8089",
-                                    "api_key": "demo", "webhook_url": f"{public_url}/webhooks/klap"}
+                settings["klap"] = {
+                    "mode": "checkout",
+                    "api_base_url": "http://127.0.0.1:8089",
+                    "api_key": "demo",
+                    "webhook_url": f"{public_url}/webhooks/klap",
+                }
             data = registers.RegisterInput(
-                code=code, name=name, register_type=rtype, location=location, payment_methods=methods,
-                primary_provider=primary, backup_provider=backup, provider_settings=settings)
+                code=code,
+                name=name,
+                register_type=rtype,
+                location=location,
+                payment_methods=methods,
+                primary_provider=primary,
+                backup_provider=backup,
+                provider_settings=settings,
+            )
             try:
-                await registers.create_register(s, venue_id=venue.id, data=data, registry=registry,
-                                                actor_id=ids["admin"])
+                await registers.create_register(
+                    s, venue_id=venue.id, data=data, registry=registry, actor_id=ids["admin"]
+                )
             except CajaError:
                 # A provider plugin that is not installed (or rejects these demo settings) still leaves a
                 # working register: cash only, no card provider.
-                data = registers.RegisterInput(code=code, name=name, register_type=rtype, location=location,
-                                               payment_methods=["cash"], primary_provider=None,
-                                               backup_provider=None)
+                data = registers.RegisterInput(
+                    code=code,
+                    name=name,
+                    register_type=rtype,
+                    location=location,
+                    payment_methods=["cash"],
+                    primary_provider=None,
+                    backup_provider=None,
+                )
                 if rtype == "VIRTUAL":  # a VIRTUAL register takes no cash: without a provider it is a HUMANA one
                     data.register_type = "HUMANA"
-                await registers.create_register(s, venue_id=venue.id, data=data, registry=registry,
-                                                actor_id=ids["admin"])
+                await registers.create_register(
+                    s, venue_id=venue.id, data=data, registry=registry, actor_id=ids["admin"]
+                )
         for n in (1, 2):
-            s.add(BackupPhone(venue_id=venue.id, name=f"Celular respaldo {n}", identifier=f"KLAP-DEMO-{n}",
-                              available=True))
+            s.add(
+                BackupPhone(
+                    venue_id=venue.id, name=f"Celular respaldo {n}", identifier=f"KLAP-DEMO-{n}", available=True
+                )
+            )
         await jornadas.open_jornada(s, venue_id=venue.id, user_id=ids["supervisor"])
         return DemoInfo(venue_id=venue.id, venue_name=venue.name, created=True, logins=DEMO_LOGINS)

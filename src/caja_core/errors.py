@@ -13,8 +13,15 @@ class CajaError(Exception):
     status = 400
     code = "caja.error"
 
-    def __init__(self, message: str, *, code: str | None = None, field: str | None = None,
-                 fields: dict[str, str] | None = None, details: dict | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        field: str | None = None,
+        fields: dict[str, str] | None = None,
+        details: dict | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code:

@@ -10,8 +10,14 @@ MAX_AMOUNT = 50_000_000
 CURRENCY = "CLP"
 
 
-def parse_amount(value: object, *, field: str = "amount", allow_zero: bool = False,
-                 maximum: int = MAX_AMOUNT, label: str = "El monto") -> int:
+def parse_amount(
+    value: object,
+    *,
+    field: str = "amount",
+    allow_zero: bool = False,
+    maximum: int = MAX_AMOUNT,
+    label: str = "El monto",
+) -> int:
     """Validate and return an amount in whole CLP.
 
     Accepts ints and strings of digits (forms send strings; ``"12.500"`` and ``"$12.500"`` are accepted

@@ -34,8 +34,9 @@ DEFAULT_PLUGINS = (
 )
 
 
-def make_plugin_manager(*extra: object, load_entrypoints: bool = True,
-                        environ: dict[str, str] | None = None) -> pluggy.PluginManager:
+def make_plugin_manager(
+    *extra: object, load_entrypoints: bool = True, environ: dict[str, str] | None = None
+) -> pluggy.PluginManager:
     env = os.environ if environ is None else environ
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)

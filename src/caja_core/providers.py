@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import msgspec
@@ -36,19 +37,22 @@ class OutcomeKind(enum.StrEnum):
 
 class Capability(enum.StrEnum):
     INTEGRATED = "integrated"  # the provider talks to a device/API by itself (charge returns a final answer)
-    MANUAL = "manual"          # a person charges elsewhere and confirms with references
-    WEBHOOK = "webhook"        # final answers may arrive at /webhooks/{provider_id}
-    CANCEL = "cancel"          # an in-progress charge can be cancelled
-    REFUND = "refund"          # an approved charge can be refunded/voided
-    STATUS = "status"          # what happened to a ticket can be asked (reconciliation)
-    CASH = "cash"              # money in the drawer
+    MANUAL = "manual"  # a person charges elsewhere and confirms with references
+    WEBHOOK = "webhook"  # final answers may arrive at /webhooks/{provider_id}
+    CANCEL = "cancel"  # an in-progress charge can be cancelled
+    REFUND = "refund"  # an approved charge can be refunded/voided
+    STATUS = "status"  # what happened to a ticket can be asked (reconciliation)
+    CASH = "cash"  # money in the drawer
+    IDENTIFY = "identify"  # the device can say who it is (``identify``): serial number, terminal id
+    TERMINAL_REPORT = "terminal_report"  # the device lists what it charged since its last batch close
+    BATCH_CLOSE = "batch_close"  # caja can run the device's batch close (``close_batch``)
 
 
 class CardData(msgspec.Struct, frozen=True, kw_only=True):
     """What may be kept about a card (PAYMENTS.md rule 10). Never a full number, track, CVV or PIN."""
 
     brand: str | None = None
-    card_type: str | None = None          # "debito" / "credito" / provider's code
+    card_type: str | None = None  # "debito" / "credito" / provider's code
     last4: str | None = None
     authorization_code: str | None = None
     operation_id: str | None = None
@@ -58,16 +62,47 @@ class CardData(msgspec.Struct, frozen=True, kw_only=True):
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     kind: OutcomeKind
-    code: str | None = None        # the provider's response code, kept verbatim
-    message: str = ""              # the provider's message, for people
-    ticket: str | None = None      # the ticket the provider says this answer is for
-    amount: int | None = None      # the amount the provider says it charged
+    code: str | None = None  # the provider's response code, kept verbatim
+    message: str = ""  # the provider's message, for people
+    ticket: str | None = None  # the ticket the provider says this answer is for
+    amount: int | None = None  # the amount the provider says it charged
     card: CardData | None = None
-    reference: str | None = None   # provider-side reference (order id, operation id)
+    reference: str | None = None  # provider-side reference (order id, operation id)
+    occurred_at: datetime | None = None  # when the device says the operation happened (aware UTC)
 
     @property
     def is_final(self) -> bool:
         return self.kind in (OutcomeKind.APPROVED, OutcomeKind.DECLINED, OutcomeKind.UNAVAILABLE)
+
+
+class DeviceIdentity(msgspec.Struct, frozen=True, kw_only=True):
+    """Who a device says it is. The same physical device gives the same ``identity`` however it is reached
+    (another spelling of its address, another port, through an agent)."""
+
+    identity: str  # stable and unique for the physical device, e.g. "<model>:<serial number>"
+    label: str = ""  # for people: model, serial number, terminal id
+    clock: datetime | None = None  # the device's own clock when it answered (aware UTC), to measure skew
+
+
+class TerminalSale(msgspec.Struct, frozen=True, kw_only=True):
+    """One operation in a device's own list of what it did since its last batch close."""
+
+    ticket: str
+    amount: int
+    approved: bool
+    authorization_code: str | None = None
+    occurred_at: datetime | None = None  # the device's date/time of the operation (aware UTC)
+    card: CardData | None = None
+
+
+class TerminalReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What a device says it charged since its last batch close: its totals and, when it gives them, the
+    operations one by one."""
+
+    count: int
+    total: int
+    sales: list[TerminalSale] = []
+    taken_at: datetime | None = None  # the device's clock when it answered (aware UTC)
 
 
 class Progress(msgspec.Struct, frozen=True):
@@ -82,31 +117,32 @@ ProgressCallback = Callable[[Progress], Awaitable[None]]
 
 class ChargeRequest(msgspec.Struct, frozen=True, kw_only=True):
     attempt_id: int
-    ticket: str                 # unique per device until its batch close: the idempotency key
-    amount: int                 # whole CLP
+    ticket: str  # unique per device until its batch close: the idempotency key
+    amount: int  # whole CLP
     register_id: int
     register_code: str
     venue_id: int
-    device_key: str             # what the provider said identifies the device (locks, breaker)
+    device_key: str  # what the provider said identifies the device (locks, breaker)
     description: str = ""
     employee_id: str | None = None
-    reference: str | None = None   # short human reference for manual providers
-    card: CardData | None = None   # known card data (refund/return by authorization code)
+    reference: str | None = None  # short human reference for manual providers
+    card: CardData | None = None  # known card data (refund/return by authorization code)
 
 
 class WebhookNotice(msgspec.Struct, frozen=True, kw_only=True):
     """What a provider made of an incoming webhook, before the core checks it against the attempt."""
 
-    external_id: str            # the provider's id for this notification's subject (order id): idempotency
-    reference: str              # our reference (attempt id) the provider echoes back
+    external_id: str  # the provider's id for this notification's subject (order id): idempotency
+    reference: str  # our reference (attempt id) the provider echoes back
     outcome: Outcome
 
 
 class AgentChannel(Protocol):
     """How a provider reaches a device that hangs off a register PC (through ``caja agent``)."""
 
-    async def exchange(self, command: dict[str, Any], *, deadline_s: float,
-                       progress: ProgressCallback | None = None) -> dict[str, Any]: ...
+    async def exchange(
+        self, command: dict[str, Any], *, deadline_s: float, progress: ProgressCallback | None = None
+    ) -> dict[str, Any]: ...
 
 
 class ProviderContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -129,8 +165,9 @@ class PaymentProvider(Protocol):
 
     def device_key(self, settings: Any, register_code: str) -> str: ...
 
-    async def charge(self, request: ChargeRequest, settings: Any, ctx: ProviderContext,
-                     progress: ProgressCallback) -> Outcome: ...
+    async def charge(
+        self, request: ChargeRequest, settings: Any, ctx: ProviderContext, progress: ProgressCallback
+    ) -> Outcome: ...
 
     async def status(self, request: ChargeRequest, settings: Any, ctx: ProviderContext) -> Outcome: ...
 
@@ -151,7 +188,8 @@ def validate_settings(provider: PaymentProvider, raw: Mapping[str, Any] | None) 
         return msgspec.convert(dict(raw or {}), provider.Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ValidationFailed(
-            f"Configuración inválida para {provider.name}: {exc}", code="provider.settings_invalid",
+            f"Configuración inválida para {provider.name}: {exc}",
+            code="provider.settings_invalid",
             field=f"settings_{provider.id}",
         ) from exc
 
@@ -195,8 +233,9 @@ class ProviderRegistry:
         try:
             return self._providers[provider_id]
         except KeyError:
-            raise ValidationFailed(f"Proveedor de pago desconocido: {provider_id!r}.",
-                                   code="provider.unknown") from None
+            raise ValidationFailed(
+                f"Proveedor de pago desconocido: {provider_id!r}.", code="provider.unknown"
+            ) from None
 
     def __contains__(self, provider_id: object) -> bool:
         return provider_id in self._providers

@@ -17,8 +17,19 @@ from .clock import DEFAULT_TIMEZONE
 
 Env = Literal["demo", "development", "production"]
 
-WEAK_SECRETS = {"", "secret", "changeme", "change-me", "caja", "demo", "password", "dev", "development",
-                "insecure", "default"}
+WEAK_SECRETS = {
+    "",
+    "secret",
+    "changeme",
+    "change-me",
+    "caja",
+    "demo",
+    "password",
+    "dev",
+    "development",
+    "insecure",
+    "default",
+}
 DEMO_SECRET_KEY = "demo-only-secret-key-not-for-production"
 
 
@@ -155,12 +166,21 @@ def _check(s: Settings) -> list[str]:
             s.secret_key = DEMO_SECRET_KEY
     elif not s.secret_key:
         problems.append(f"CAJA_SECRET_KEY falta: se espera {VARIABLES['CAJA_SECRET_KEY']}")
-    elif s.env == "production" and (len(s.secret_key) < 32 or s.secret_key.lower() in WEAK_SECRETS
-                                    or s.secret_key == DEMO_SECRET_KEY or len(set(s.secret_key)) < 8):
-        problems.append("CAJA_SECRET_KEY es débil: en producción se exigen al menos 32 caracteres aleatorios "
-                        "(p. ej. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)")
-    if s.env == "production" and s.metrics_token is not None and (
-            len(s.metrics_token) < 16 or s.metrics_token.lower() in WEAK_SECRETS):
+    elif s.env == "production" and (
+        len(s.secret_key) < 32
+        or s.secret_key.lower() in WEAK_SECRETS
+        or s.secret_key == DEMO_SECRET_KEY
+        or len(set(s.secret_key)) < 8
+    ):
+        problems.append(
+            "CAJA_SECRET_KEY es débil: en producción se exigen al menos 32 caracteres aleatorios "
+            "(p. ej. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+        )
+    if (
+        s.env == "production"
+        and s.metrics_token is not None
+        and (len(s.metrics_token) < 16 or s.metrics_token.lower() in WEAK_SECRETS)
+    ):
         problems.append("CAJA_METRICS_TOKEN es débil: en producción se esperan al menos 16 caracteres aleatorios")
     if s.env == "production" and s.metrics_token_previous is not None and len(s.metrics_token_previous) < 16:
         problems.append("CAJA_METRICS_TOKEN_PREVIOUS es débil: en producción se esperan al menos 16 caracteres")

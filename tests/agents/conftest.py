@@ -18,12 +18,16 @@ from caja_core.providers import ProviderRegistry
 from caja_core.registers import service as registers
 from caja_core.settings import load_settings
 from caja_core.testing.factories import make_setup
-
 from caja_web.app import create_app
 
 #: Short deadlines: the simulated terminal answers in well under a second per step.
-GETNET_AGENT = {"connection": "agent", "receipt_timeout_s": 1.0, "sale_timeout_s": 8.0, "short_timeout_s": 3.0,
-                "other_timeout_s": 4.0}
+GETNET_AGENT = {
+    "connection": "agent",
+    "receipt_timeout_s": 1.0,
+    "sale_timeout_s": 8.0,
+    "short_timeout_s": 3.0,
+    "other_timeout_s": 4.0,
+}
 FAST_TIMING = AgentTiming(pickup_timeout_s=2.0, result_grace_s=3.0, poll_interval_s=0.1, redeliver_after_s=1.0)
 
 
@@ -39,20 +43,38 @@ class AgentVenue(msgspec.Struct, kw_only=True):
 async def make_agent_venue(db) -> AgentVenue:
     pm = make_plugin_manager()
     registry = ProviderRegistry.from_plugin_manager(pm)
-    setup = await make_setup(db, registry, primary="getnet", backup=None, phones=1,
-                             provider_settings={"getnet": dict(GETNET_AGENT)})
+    setup = await make_setup(
+        db, registry, primary="getnet", backup=None, phones=1, provider_settings={"getnet": dict(GETNET_AGENT)}
+    )
     async with db.session() as s:
         other = await registers.create_register(
-            s, venue_id=setup.venue_id, registry=registry, actor_id=setup.admin_id,
-            data=registers.RegisterInput(code="CAJA2", name="Caja 2", register_type="HUMANA",
-                                         primary_provider="getnet", backup_provider=None,
-                                         provider_settings={"getnet": dict(GETNET_AGENT)}))
-        token = await registers.rotate_agent_token(s, venue_id=setup.venue_id, register_id=setup.register_id,
-                                                   actor_id=setup.admin_id)
-        other_token = await registers.rotate_agent_token(s, venue_id=setup.venue_id, register_id=other.id,
-                                                         actor_id=setup.admin_id)
-    return AgentVenue(venue_id=setup.venue_id, register_id=setup.register_id, other_register_id=other.id,
-                      token=token, other_token=other_token, setup=setup)
+            s,
+            venue_id=setup.venue_id,
+            registry=registry,
+            actor_id=setup.admin_id,
+            data=registers.RegisterInput(
+                code="CAJA2",
+                name="Caja 2",
+                register_type="HUMANA",
+                primary_provider="getnet",
+                backup_provider=None,
+                provider_settings={"getnet": dict(GETNET_AGENT)},
+            ),
+        )
+        token = await registers.rotate_agent_token(
+            s, venue_id=setup.venue_id, register_id=setup.register_id, actor_id=setup.admin_id
+        )
+        other_token = await registers.rotate_agent_token(
+            s, venue_id=setup.venue_id, register_id=other.id, actor_id=setup.admin_id
+        )
+    return AgentVenue(
+        venue_id=setup.venue_id,
+        register_id=setup.register_id,
+        other_register_id=other.id,
+        token=token,
+        other_token=other_token,
+        setup=setup,
+    )
 
 
 @pytest.fixture

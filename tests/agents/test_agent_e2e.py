@@ -24,7 +24,6 @@ from caja_core.sessions import service as sessions
 from caja_core.settings import load_settings
 from caja_getnet.protocol import Command
 from caja_getnet.simulator import TEST_ACCOUNT_NUMBER, Simulator
-
 from caja_web.app import create_app
 
 from .conftest import make_agent_venue, serve_app
@@ -52,18 +51,40 @@ class Stack:
         self.token_file.chmod(0o600)
         self.state_dir = self.tmp_path / "agent-state"
         async with self.db.session() as s:
-            session = await sessions.open_session(s, venue_id=self.venue.venue_id,
-                                                  register_id=self.venue.register_id,
-                                                  user_id=self.venue.setup.cashier_id, initial_cash=0,
-                                                  open_key="apertura-agente")
+            session = await sessions.open_session(
+                s,
+                venue_id=self.venue.venue_id,
+                register_id=self.venue.register_id,
+                user_id=self.venue.setup.cashier_id,
+                initial_cash=0,
+                open_key="apertura-agente",
+            )
         self.session_id = session.id
         return self
 
     async def start_agent(self) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
-            CAJA, "agent", "--server", self.url, "--token-file", str(self.token_file), "--serial", self.pty_path,
-            "--state-dir", str(self.state_dir), "--wait", "2", "--heartbeat", "0.3", "--poll-every", "0.5",
-            "--receipt-timeout", "1", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            CAJA,
+            "agent",
+            "--server",
+            self.url,
+            "--token-file",
+            str(self.token_file),
+            "--serial",
+            self.pty_path,
+            "--state-dir",
+            str(self.state_dir),
+            "--wait",
+            "2",
+            "--heartbeat",
+            "0.3",
+            "--poll-every",
+            "0.5",
+            "--receipt-timeout",
+            "1",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         self.agents.append(proc)
         return proc
 
@@ -82,9 +103,13 @@ class Stack:
     async def sale(self, amount: int) -> int:
         async with self.db.session() as s:
             out = await sales.create_sale(
-                s, venue_id=self.venue.venue_id, session_id=self.session_id, cashier_id=self.venue.setup.cashier_id,
+                s,
+                venue_id=self.venue.venue_id,
+                session_id=self.session_id,
+                cashier_id=self.venue.setup.cashier_id,
                 idempotency_key=uuid.uuid4().hex,
-                items=[sales.ItemInput(name="Consumo", unit_price=amount, quantity=1, free_reason="barra")])
+                items=[sales.ItemInput(name="Consumo", unit_price=amount, quantity=1, free_reason="barra")],
+            )
         return out.id
 
     async def pay(self, sale_id: int):
@@ -117,23 +142,23 @@ async def test_a_card_sale_through_the_agent_is_approved(stack):
     await stack.pay(sale_id)
     done = await stack.until(sale_id, lambda p: p.paid or p.state in ("declined", "unavailable", "in_doubt"), 20)
     assert done.paid, done
-    attempt, = await stack.rows(PaymentAttempt, PaymentAttempt.sale_id == sale_id)
+    (attempt,) = await stack.rows(PaymentAttempt, PaymentAttempt.sale_id == sale_id)
     assert attempt.state == "approved" and attempt.amount == 4500
     assert attempt.last4 == TEST_ACCOUNT_NUMBER[-4:] and attempt.device_key == "getnet:agent:CAJA1"
     assert stack.sim.tickets() == {attempt.ticket: 4500}
-    command, = await stack.rows(AgentCommand, AgentCommand.payload["Command"].as_integer() == Command.SALE)
+    (command,) = await stack.rows(AgentCommand, AgentCommand.payload["Command"].as_integer() == Command.SALE)
     assert command.status == "done" and command.attempt_id == attempt.id
     assert command.result["ResponseCode"] == 0 and TEST_ACCOUNT_NUMBER not in str(command.result)
     # The agent's heartbeat reaches the register (what /health and the admin show).
     for _ in range(50):
-        register, = await stack.rows(CashRegister, CashRegister.id == stack.venue.register_id)
+        (register,) = await stack.rows(CashRegister, CashRegister.id == stack.venue.register_id)
         if register.agent_status:
             break
         await asyncio.sleep(0.1)
     assert register.agent_status == {"terminal": "ok", "detail": ""} and register.agent_last_seen_at is not None
 
 
-@pytest.mark.parametrize("stack", [0.5], indirect=True)     # a slow customer: the sale takes ~2.5 s
+@pytest.mark.parametrize("stack", [0.5], indirect=True)  # a slow customer: the sale takes ~2.5 s
 async def test_agent_killed_mid_sale_and_restarted_pays_once(stack):
     agent = await stack.start_agent()
     sale_id = await stack.sale(6000)
@@ -142,29 +167,31 @@ async def test_agent_killed_mid_sale_and_restarted_pays_once(stack):
     await stack.until(sale_id, lambda p: p.state == "awaiting", 15)
     agent.send_signal(signal.SIGKILL)
     await agent.wait()
-    await asyncio.sleep(2.5)                           # the terminal finishes the sale with nobody listening
+    await asyncio.sleep(2.5)  # the terminal finishes the sale with nobody listening
     progress = await stack.orchestrator.poll(stack.venue.venue_id, sale_id)
-    assert not progress.paid                           # nothing is guessed while the agent is away
+    assert not progress.paid  # nothing is guessed while the agent is away
     await stack.start_agent()
     done = await stack.until(sale_id, lambda p: p.paid, 25)
     assert done.paid
     # Paid once: one approved attempt, the sale paid, one charge in the terminal's ledger.
     attempts = await stack.rows(PaymentAttempt, PaymentAttempt.sale_id == sale_id)
     assert [a.state for a in attempts] == ["approved"], [(a.state, a.response_message) for a in attempts]
-    sale, = await stack.rows(Sale, Sale.id == sale_id)
+    (sale,) = await stack.rows(Sale, Sale.id == sale_id)
     assert sale.status == "paid"
     assert stack.sim.tickets() == {attempts[0].ticket: 6000}
-    assert stack.sim.command_codes().count(Command.SALE) == 1       # never sent to the terminal twice
+    assert stack.sim.command_codes().count(Command.SALE) == 1  # never sent to the terminal twice
     # The sale's command got exactly one result: the restarted agent's "in doubt" (it never guesses), and the
     # server reconciled through the agent (LastVoucher) instead of declining.
     commands = await stack.rows(AgentCommand, AgentCommand.register_id == stack.venue.register_id)
     sale_commands = [c for c in commands if c.payload.get("Command") == Command.SALE]
     assert len(sale_commands) == 1 and sale_commands[0].result["AgentError"] == "in_doubt"
-    assert any(c.payload.get("Command") == Command.LAST_VOUCHER and c.result.get("Ticket") == attempts[0].ticket
-               for c in commands)
+    assert any(
+        c.payload.get("Command") == Command.LAST_VOUCHER and c.result.get("Ticket") == attempts[0].ticket
+        for c in commands
+    )
 
 
-@pytest.mark.parametrize("stack", [0.6], indirect=True)     # the customer is slow to insert the card
+@pytest.mark.parametrize("stack", [0.6], indirect=True)  # the customer is slow to insert the card
 async def test_cashier_cancels_a_sale_waiting_on_the_register_terminal(stack):
     await stack.start_agent()
     sale_id = await stack.sale(3000)
@@ -175,27 +202,27 @@ async def test_cashier_cancels_a_sale_waiting_on_the_register_terminal(stack):
     # Final (the terminal's answer to the sale, or a reconciliation that finds no charge): never paid.
     done = await stack.until(sale_id, lambda p: p.state in st.FINAL, 25)
     assert not done.paid, done
-    attempt, = await stack.rows(PaymentAttempt, PaymentAttempt.sale_id == sale_id)
+    (attempt,) = await stack.rows(PaymentAttempt, PaymentAttempt.sale_id == sale_id)
     assert attempt.state in st.NOT_CHARGED and not attempt.active, attempt.state
-    assert stack.sim.tickets() == {}                                   # nothing charged
+    assert stack.sim.tickets() == {}  # nothing charged
     assert Command.CANCEL_SALE in stack.sim.command_codes()
-    sale, = await stack.rows(Sale, Sale.id == sale_id)
-    assert sale.status == "pending_payment"                            # the cashier may charge again
+    (sale,) = await stack.rows(Sale, Sale.id == sale_id)
+    assert sale.status == "pending_payment"  # the cashier may charge again
 
 
 async def test_register_pc_off_the_sale_is_not_sent_and_never_reaches_the_terminal_later(stack):
     from caja_core.agents.service import AgentTiming, channel_factory
 
     stack.orchestrator.agent_channel_factory = channel_factory(stack.db, timing=AgentTiming(pickup_timeout_s=1.0))
-    sale_id = await stack.sale(2500)                   # no agent running
+    sale_id = await stack.sale(2500)  # no agent running
     await stack.pay(sale_id)
     done = await stack.until(sale_id, lambda p: p.state not in ("created", "sending", "awaiting"), 15)
     assert not done.paid and done.state == "failed_not_sent", done
-    attempt, = await stack.rows(PaymentAttempt, PaymentAttempt.sale_id == sale_id)
-    assert "PC de la caja" in attempt.response_message              # what the cashier reads
+    (attempt,) = await stack.rows(PaymentAttempt, PaymentAttempt.sale_id == sale_id)
+    assert "PC de la caja" in attempt.response_message  # what the cashier reads
     # The PC comes back: the stale command is never handed to the terminal.
     await stack.start_agent()
     await asyncio.sleep(2.0)
     assert Command.SALE not in stack.sim.command_codes() and stack.sim.tickets() == {}
-    command, = await stack.rows(AgentCommand, AgentCommand.register_id == stack.venue.register_id)
+    (command,) = await stack.rows(AgentCommand, AgentCommand.register_id == stack.venue.register_id)
     assert command.status == "expired" and command.delivered_at is None

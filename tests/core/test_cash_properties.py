@@ -13,12 +13,15 @@ from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
 from caja_core.testing.factories import make_setup
 
-actions = st.lists(st.one_of(
-    st.tuples(st.just("sale"), st.sampled_from(["Cerveza", "Piscola", "Agua"]), st.integers(1, 5)),
-    st.tuples(st.just("cancel"), st.integers(0, 50), st.just(0)),
-    st.tuples(st.just("in"), st.integers(1, 50_000), st.just(0)),
-    st.tuples(st.just("out"), st.integers(1, 50_000), st.just(0)),
-), max_size=25)
+actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("sale"), st.sampled_from(["Cerveza", "Piscola", "Agua"]), st.integers(1, 5)),
+        st.tuples(st.just("cancel"), st.integers(0, 50), st.just(0)),
+        st.tuples(st.just("in"), st.integers(1, 50_000), st.just(0)),
+        st.tuples(st.just("out"), st.integers(1, 50_000), st.just(0)),
+    ),
+    max_size=25,
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -32,29 +35,49 @@ async def _run(url, initial, steps, counted_extra):
     try:
         stp = await make_setup(db)
         async with db.session() as s:
-            sess = await sessions.open_session(s, venue_id=stp.venue_id, register_id=stp.register_id,
-                                               user_id=stp.cashier_id, initial_cash=initial, open_key="k")
+            sess = await sessions.open_session(
+                s,
+                venue_id=stp.venue_id,
+                register_id=stp.register_id,
+                user_id=stp.cashier_id,
+                initial_cash=initial,
+                open_key="k",
+            )
         paid: list[tuple[int, int]] = []
         cash_sales = cancelled = cash_in = cash_out = 0
         for kind, a, b in steps:
             async with db.session() as s:
                 if kind == "sale":
-                    sale = await sales.create_sale(s, venue_id=stp.venue_id, session_id=sess.id,
-                                                   cashier_id=stp.cashier_id, idempotency_key=str(uuid.uuid4()),
-                                                   items=[sales.ItemInput(product_id=stp.products[a], quantity=b)])
-                    await sales.pay_cash(s, venue_id=stp.venue_id, sale_id=sale.id, cash_received=None,
-                                         user_id=stp.cashier_id)
+                    sale = await sales.create_sale(
+                        s,
+                        venue_id=stp.venue_id,
+                        session_id=sess.id,
+                        cashier_id=stp.cashier_id,
+                        idempotency_key=str(uuid.uuid4()),
+                        items=[sales.ItemInput(product_id=stp.products[a], quantity=b)],
+                    )
+                    await sales.pay_cash(
+                        s, venue_id=stp.venue_id, sale_id=sale.id, cash_received=None, user_id=stp.cashier_id
+                    )
                     paid.append((sale.id, sale.total))
                     cash_sales += sale.total
                 elif kind == "cancel" and paid:
                     sale_id, total = paid.pop(a % len(paid))
-                    await sales.cancel_sale(s, venue_id=stp.venue_id, sale_id=sale_id, user_id=stp.cashier_id,
-                                            reason="prueba")
+                    await sales.cancel_sale(
+                        s, venue_id=stp.venue_id, sale_id=sale_id, user_id=stp.cashier_id, reason="prueba"
+                    )
                     cancelled += total
                 elif kind in ("in", "out"):
                     try:
-                        await sessions.add_cash_movement(s, venue_id=stp.venue_id, session_id=sess.id, kind=kind,
-                                                         amount=a, reason="movimiento", user_id=stp.supervisor_id)
+                        await sessions.add_cash_movement(
+                            s,
+                            venue_id=stp.venue_id,
+                            session_id=sess.id,
+                            kind=kind,
+                            amount=a,
+                            reason="movimiento",
+                            user_id=stp.supervisor_id,
+                        )
                     except Conflict:
                         assert kind == "out" and a > initial + cash_sales - cancelled + cash_in - cash_out
                         continue
@@ -66,8 +89,9 @@ async def _run(url, initial, steps, counted_extra):
         counted_total = max(0, expected + counted_extra)
         counted = {"10": counted_total // 10}
         async with db.session() as s:
-            res = await sessions.close_session(s, venue_id=stp.venue_id, session_id=sess.id, user_id=stp.cashier_id,
-                                               counted=counted)
+            res = await sessions.close_session(
+                s, venue_id=stp.venue_id, session_id=sess.id, user_id=stp.cashier_id, counted=counted
+            )
         assert res.expected_cash == expected
         assert res.counted_cash == (counted_total // 10) * 10
         assert res.difference == res.counted_cash - expected

@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,17 +12,18 @@ from .conftest import open_session
 
 def test_label_is_the_night_it_started_in_the_venue_zone():
     # 23:30 in Santiago on 14 March (UTC−3) and 01:30 the next morning are the same night.
-    assert str(jornada_label(datetime(2026, 3, 15, 2, 30, tzinfo=timezone.utc), "America/Santiago")) == "2026-03-14"
-    assert str(jornada_label(datetime(2026, 3, 15, 4, 30, tzinfo=timezone.utc), "America/Santiago")) == "2026-03-14"
+    assert str(jornada_label(datetime(2026, 3, 15, 2, 30, tzinfo=UTC), "America/Santiago")) == "2026-03-14"
+    assert str(jornada_label(datetime(2026, 3, 15, 4, 30, tzinfo=UTC), "America/Santiago")) == "2026-03-14"
     # 20:00 local on 14 March: same label; in UTC that instant is already 15 March.
-    assert str(jornada_label(datetime(2026, 3, 14, 23, 0, tzinfo=timezone.utc), "America/Santiago")) == "2026-03-14"
+    assert str(jornada_label(datetime(2026, 3, 14, 23, 0, tzinfo=UTC), "America/Santiago")) == "2026-03-14"
 
 
 async def test_open_close_and_one_open_per_venue(any_db):
     st = await make_setup(any_db, open_jornada=False)
     async with any_db.session() as s:
-        j = await jornadas.open_jornada(s, venue_id=st.venue_id, user_id=st.supervisor_id,
-                                        now=datetime(2026, 11, 28, 3, 15, tzinfo=timezone.utc))
+        j = await jornadas.open_jornada(
+            s, venue_id=st.venue_id, user_id=st.supervisor_id, now=datetime(2026, 11, 28, 3, 15, tzinfo=UTC)
+        )
     assert j.status == "open" and str(j.label_date) == "2026-11-27"
     with pytest.raises(Conflict) as err:
         async with any_db.session() as s:

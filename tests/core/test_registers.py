@@ -14,11 +14,17 @@ async def test_defaults_follow_the_seed(sqlite_db):
     async with sqlite_db.session() as s:
         out = {}
         for rtype in ("TOTEM", "HUMANA", "OFICINA", "VIRTUAL"):
-            data = registers.RegisterInput(code=f"R-{rtype}", name=rtype, register_type=rtype,
-                                           payment_methods=["card"], primary_provider="fake",
-                                           backup_provider=None if rtype == "VIRTUAL" else "fakebackup")
-            out[rtype] = await registers.create_register(s, venue_id=st.venue_id, data=data, registry=registry,
-                                                         actor_id=st.admin_id)
+            data = registers.RegisterInput(
+                code=f"R-{rtype}",
+                name=rtype,
+                register_type=rtype,
+                payment_methods=["card"],
+                primary_provider="fake",
+                backup_provider=None if rtype == "VIRTUAL" else "fakebackup",
+            )
+            out[rtype] = await registers.create_register(
+                s, venue_id=st.venue_id, data=data, registry=registry, actor_id=st.admin_id
+            )
     assert out["HUMANA"].policy.enabled and out["HUMANA"].policy.max_wait_s == 60
     assert [out[t].policy.backup_phones_required for t in ("TOTEM", "HUMANA", "OFICINA", "VIRTUAL")] == [2, 2, 1, 0]
     assert out["VIRTUAL"].backup_provider is None
@@ -28,9 +34,15 @@ async def test_invalid_register_is_rejected_with_field_errors_and_nothing_writte
     registry = make_registry()
     st = await make_setup(sqlite_db, registry)
     before = await count_rows(sqlite_db, "cash_registers")
-    bad = registers.RegisterInput(code="CAJA1", name="", register_type="KIOSKO", payment_methods=["bitcoin"],
-                                  primary_provider="nope", backup_provider="nope",
-                                  policy=FallbackPolicy(max_wait_s=500))
+    bad = registers.RegisterInput(
+        code="CAJA1",
+        name="",
+        register_type="KIOSKO",
+        payment_methods=["bitcoin"],
+        primary_provider="nope",
+        backup_provider="nope",
+        policy=FallbackPolicy(max_wait_s=500),
+    )
     with pytest.raises(ValidationFailed) as err:
         async with sqlite_db.session() as s:
             await registers.create_register(s, venue_id=st.venue_id, data=bad, registry=registry, actor_id=st.admin_id)
@@ -44,19 +56,32 @@ async def test_virtual_register_has_no_backup_and_duplicate_code_refused(sqlite_
     st = await make_setup(sqlite_db, registry)
     with pytest.raises(ValidationFailed) as err:
         async with sqlite_db.session() as s:
-            await registers.create_register(s, venue_id=st.venue_id, registry=registry, actor_id=st.admin_id,
-                                            data=registers.RegisterInput(code="WEB", name="Web",
-                                                                         register_type="VIRTUAL",
-                                                                         payment_methods=["card"],
-                                                                         primary_provider="fake",
-                                                                         backup_provider="fakebackup"))
+            await registers.create_register(
+                s,
+                venue_id=st.venue_id,
+                registry=registry,
+                actor_id=st.admin_id,
+                data=registers.RegisterInput(
+                    code="WEB",
+                    name="Web",
+                    register_type="VIRTUAL",
+                    payment_methods=["card"],
+                    primary_provider="fake",
+                    backup_provider="fakebackup",
+                ),
+            )
     assert "backup_provider" in err.value.fields
     with pytest.raises(ValidationFailed) as err:
         async with sqlite_db.session() as s:
-            await registers.create_register(s, venue_id=st.venue_id, registry=registry, actor_id=st.admin_id,
-                                            data=registers.RegisterInput(code="caja1", name="Otra",
-                                                                         primary_provider="fake",
-                                                                         backup_provider="fakebackup"))
+            await registers.create_register(
+                s,
+                venue_id=st.venue_id,
+                registry=registry,
+                actor_id=st.admin_id,
+                data=registers.RegisterInput(
+                    code="caja1", name="Otra", primary_provider="fake", backup_provider="fakebackup"
+                ),
+            )
     assert "CAJA1" in err.value.fields["code"]
 
 
@@ -66,18 +91,24 @@ async def test_provider_settings_validated_and_secrets_write_only(sqlite_db):
     async with sqlite_db.session() as s:
         reg = await registers.get_register(s, st.venue_id, st.register_id)
         assert registers.public_settings(reg.provider_settings["fake"])["webhook_secret"] == ""
-        data = registers.RegisterInput(code=reg.code, name="Caja renombrada", primary_provider="fake",
-                                       backup_provider="fakebackup",
-                                       provider_settings={"fake": {"device": "t2", "webhook_secret": ""}})
-        updated = await registers.update_register(s, venue_id=st.venue_id, register_id=reg.id, data=data,
-                                                  registry=registry, actor_id=st.admin_id)
+        data = registers.RegisterInput(
+            code=reg.code,
+            name="Caja renombrada",
+            primary_provider="fake",
+            backup_provider="fakebackup",
+            provider_settings={"fake": {"device": "t2", "webhook_secret": ""}},
+        )
+        updated = await registers.update_register(
+            s, venue_id=st.venue_id, register_id=reg.id, data=data, registry=registry, actor_id=st.admin_id
+        )
     assert updated.provider_settings["fake"]["device"] == "t2"
     assert updated.provider_settings["fake"]["webhook_secret"] == "s3cr3t"  # blank kept the stored secret
     with pytest.raises(ValidationFailed) as err:
         async with sqlite_db.session() as s:
             data.provider_settings = {"fake": {"device": 12}}
-            await registers.update_register(s, venue_id=st.venue_id, register_id=reg.id, data=data,
-                                            registry=registry, actor_id=st.admin_id)
+            await registers.update_register(
+                s, venue_id=st.venue_id, register_id=reg.id, data=data, registry=registry, actor_id=st.admin_id
+            )
     assert "settings.fake" in err.value.fields
 
 
@@ -92,12 +123,14 @@ async def test_other_venues_register_is_not_found(sqlite_db):
 async def test_agent_token_rotation(sqlite_db):
     st = await make_setup(sqlite_db)
     async with sqlite_db.session() as s:
-        t1 = await registers.rotate_agent_token(s, venue_id=st.venue_id, register_id=st.register_id,
-                                                actor_id=st.admin_id)
+        t1 = await registers.rotate_agent_token(
+            s, venue_id=st.venue_id, register_id=st.register_id, actor_id=st.admin_id
+        )
     async with sqlite_db.session() as s:
         assert (await registers.register_for_agent_token(s, t1)).id == st.register_id
-        t2 = await registers.rotate_agent_token(s, venue_id=st.venue_id, register_id=st.register_id,
-                                                actor_id=st.admin_id)
+        t2 = await registers.rotate_agent_token(
+            s, venue_id=st.venue_id, register_id=st.register_id, actor_id=st.admin_id
+        )
     async with sqlite_db.session() as s:
         assert await registers.register_for_agent_token(s, t1) is None
         assert (await registers.register_for_agent_token(s, t2)).id == st.register_id

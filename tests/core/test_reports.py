@@ -9,13 +9,26 @@ async def test_jornada_report_adds_up_sessions_and_providers(any_db, setup):
     sess = await open_session(any_db, setup, initial_cash=5000)
     await cash_sale(any_db, setup, sess.id, [sales.ItemInput(product_id=setup.products["Piscola"], quantity=2)])
     async with any_db.session() as s:
-        sale = await sales.create_sale(s, venue_id=setup.venue_id, session_id=sess.id, cashier_id=setup.cashier_id,
-                                       items=[sales.ItemInput(product_id=setup.products["Cerveza"])],
-                                       idempotency_key="card")
+        sale = await sales.create_sale(
+            s,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            cashier_id=setup.cashier_id,
+            items=[sales.ItemInput(product_id=setup.products["Cerveza"])],
+            idempotency_key="card",
+        )
         await sales.mark_paid(s, sale_id=sale.id, provider_id="fakebackup", paid_via="backup")
-        await sessions.add_fallback_event(s, venue_id=setup.venue_id, session_id=sess.id, sale_id=sale.id,
-                                          attempt_id=None, from_provider="fake", to_provider="fakebackup",
-                                          reason="Terminal sin conexión", user_id=setup.cashier_id)
+        await sessions.add_fallback_event(
+            s,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            sale_id=sale.id,
+            attempt_id=None,
+            from_provider="fake",
+            to_provider="fakebackup",
+            reason="Terminal sin conexión",
+            user_id=setup.cashier_id,
+        )
     async with any_db.session() as s:
         rep = await reports.jornada_report(s, setup.venue_id, setup.jornada_id)
         srep = await reports.session_report(s, setup.venue_id, sess.id)

@@ -10,10 +10,16 @@ from .conftest import cash_sale, count_rows, open_session
 
 async def test_total_is_computed_by_the_server_from_catalogue_prices(any_db, setup):
     sess = await open_session(any_db, setup)
-    sale = await cash_sale(any_db, setup, sess.id, [
-        sales.ItemInput(product_id=setup.products["Cerveza"], quantity=2),
-        sales.ItemInput(product_id=setup.products["Piscola"], quantity=1, unit_price=1),  # price ignored
-        sales.ItemInput(name="Descorche", unit_price="1.500", free_reason="Botella propia")])
+    sale = await cash_sale(
+        any_db,
+        setup,
+        sess.id,
+        [
+            sales.ItemInput(product_id=setup.products["Cerveza"], quantity=2),
+            sales.ItemInput(product_id=setup.products["Piscola"], quantity=1, unit_price=1),  # price ignored
+            sales.ItemInput(name="Descorche", unit_price="1.500", free_reason="Botella propia"),
+        ],
+    )
     assert sale.total == 2 * 3500 + 6000 + 1500
     assert [i.line_total for i in sale.items] == [7000, 6000, 1500]
     assert sale.provider_id == "cash" and sale.session_id == sess.id
@@ -29,23 +35,31 @@ async def test_repeated_submit_returns_the_first_sale(any_db, setup):
         assert (await sessions.get_session(s, setup.venue_id, sess.id)).ticket_count == 1
 
 
-@pytest.mark.parametrize("item,field", [
-    (dict(product_id=None, name="Libre", unit_price=-5, free_reason="motivo"), "unit_price"),
-    (dict(product_id=None, name="Libre", unit_price=10.5, free_reason="motivo"), "unit_price"),
-    (dict(product_id=None, name="Libre", unit_price=10**9, free_reason="motivo"), "unit_price"),
-    (dict(product_id=None, name="Libre", unit_price=1000, free_reason=""), "free_reason"),
-    (dict(product_id=999999, quantity=1), "product_id"),
-    (dict(product_id=0, quantity=0), "quantity"),
-])
+@pytest.mark.parametrize(
+    "item,field",
+    [
+        (dict(product_id=None, name="Libre", unit_price=-5, free_reason="motivo"), "unit_price"),
+        (dict(product_id=None, name="Libre", unit_price=10.5, free_reason="motivo"), "unit_price"),
+        (dict(product_id=None, name="Libre", unit_price=10**9, free_reason="motivo"), "unit_price"),
+        (dict(product_id=None, name="Libre", unit_price=1000, free_reason=""), "free_reason"),
+        (dict(product_id=999999, quantity=1), "product_id"),
+        (dict(product_id=0, quantity=0), "quantity"),
+    ],
+)
 async def test_bad_lines_are_rejected_and_nothing_is_written(sqlite_db, sqlite_setup, item, field):
     sess = await open_session(sqlite_db, sqlite_setup)
     if item.get("product_id") == 0:
         item["product_id"] = sqlite_setup.products["Agua"]
     with pytest.raises(ValidationFailed) as err:
         async with sqlite_db.session() as s:
-            await sales.create_sale(s, venue_id=sqlite_setup.venue_id, session_id=sess.id,
-                                    cashier_id=sqlite_setup.cashier_id, items=[sales.ItemInput(**item)],
-                                    idempotency_key="k")
+            await sales.create_sale(
+                s,
+                venue_id=sqlite_setup.venue_id,
+                session_id=sess.id,
+                cashier_id=sqlite_setup.cashier_id,
+                items=[sales.ItemInput(**item)],
+                idempotency_key="k",
+            )
     assert field in err.value.fields
     assert await count_rows(sqlite_db, "sales") == 0 and await count_rows(sqlite_db, "sale_items") == 0
 
@@ -53,8 +67,13 @@ async def test_bad_lines_are_rejected_and_nothing_is_written(sqlite_db, sqlite_s
 async def test_cash_received_below_total_is_refused(sqlite_db, sqlite_setup):
     sess = await open_session(sqlite_db, sqlite_setup)
     with pytest.raises(ValidationFailed) as err:
-        await cash_sale(sqlite_db, sqlite_setup, sess.id, [sales.ItemInput(product_id=sqlite_setup.products["Piscola"])],
-                        received=5000)
+        await cash_sale(
+            sqlite_db,
+            sqlite_setup,
+            sess.id,
+            [sales.ItemInput(product_id=sqlite_setup.products["Piscola"])],
+            received=5000,
+        )
     assert "menor que el total" in err.value.message
 
 
@@ -65,8 +84,9 @@ async def test_cancel_removes_a_paid_sale_from_the_totals(any_db, setup):
         async with any_db.session() as s:
             await sales.cancel_sale(s, venue_id=setup.venue_id, sale_id=sale.id, user_id=setup.cashier_id, reason="")
     async with any_db.session() as s:
-        cancelled = await sales.cancel_sale(s, venue_id=setup.venue_id, sale_id=sale.id, user_id=setup.cashier_id,
-                                            reason="Cliente se arrepintió")
+        cancelled = await sales.cancel_sale(
+            s, venue_id=setup.venue_id, sale_id=sale.id, user_id=setup.cashier_id, reason="Cliente se arrepintió"
+        )
         assert cancelled.status == "cancelled" and cancelled.cancel_reason == "Cliente se arrepintió"
     async with any_db.session() as s:
         after = await sessions.get_session(s, setup.venue_id, sess.id)
@@ -74,17 +94,25 @@ async def test_cancel_removes_a_paid_sale_from_the_totals(any_db, setup):
     assert (after.cancelled_count, after.cancelled_total) == (1, 6000)
     with pytest.raises(Conflict):
         async with any_db.session() as s:
-            await sales.cancel_sale(s, venue_id=setup.venue_id, sale_id=sale.id, user_id=setup.cashier_id,
-                                    reason="otra vez")
+            await sales.cancel_sale(
+                s, venue_id=setup.venue_id, sale_id=sale.id, user_id=setup.cashier_id, reason="otra vez"
+            )
 
 
 async def test_courtesy_only_at_oficina_and_reported_separately(sqlite_db):
     st = await make_setup(sqlite_db, register_type="OFICINA", phones=1)
     sess = await open_session(sqlite_db, st, initial_cash=0)
     async with sqlite_db.session() as s:
-        sale = await sales.create_sale(s, venue_id=st.venue_id, session_id=sess.id, cashier_id=st.cashier_id,
-                                       items=[sales.ItemInput(product_id=st.products["Piscola"])],
-                                       idempotency_key="c1", no_revenue=True, courtesy_reason="Artista invitado")
+        sale = await sales.create_sale(
+            s,
+            venue_id=st.venue_id,
+            session_id=sess.id,
+            cashier_id=st.cashier_id,
+            items=[sales.ItemInput(product_id=st.products["Piscola"])],
+            idempotency_key="c1",
+            no_revenue=True,
+            courtesy_reason="Artista invitado",
+        )
         await sales.pay_cash(s, venue_id=st.venue_id, sale_id=sale.id, cash_received=None, user_id=st.cashier_id)
     async with sqlite_db.session() as s:
         after = await sessions.get_session(s, st.venue_id, sess.id)
@@ -93,9 +121,16 @@ async def test_courtesy_only_at_oficina_and_reported_separately(sqlite_db):
     osess = await open_session(sqlite_db, other)
     with pytest.raises(ValidationFailed):
         async with sqlite_db.session() as s:
-            await sales.create_sale(s, venue_id=other.venue_id, session_id=osess.id, cashier_id=other.cashier_id,
-                                    items=[sales.ItemInput(product_id=other.products["Agua"])], idempotency_key="c2",
-                                    no_revenue=True, courtesy_reason="Amigo")
+            await sales.create_sale(
+                s,
+                venue_id=other.venue_id,
+                session_id=osess.id,
+                cashier_id=other.cashier_id,
+                items=[sales.ItemInput(product_id=other.products["Agua"])],
+                idempotency_key="c2",
+                no_revenue=True,
+                courtesy_reason="Amigo",
+            )
 
 
 async def test_sale_in_another_venues_session_is_not_found(sqlite_db, sqlite_setup):
@@ -103,17 +138,27 @@ async def test_sale_in_another_venues_session_is_not_found(sqlite_db, sqlite_set
     sess = await open_session(sqlite_db, sqlite_setup)
     with pytest.raises(NotFound):
         async with sqlite_db.session() as s:
-            await sales.create_sale(s, venue_id=other.venue_id, session_id=sess.id, cashier_id=other.cashier_id,
-                                    items=[sales.ItemInput(product_id=other.products["Agua"])], idempotency_key="x")
+            await sales.create_sale(
+                s,
+                venue_id=other.venue_id,
+                session_id=sess.id,
+                cashier_id=other.cashier_id,
+                items=[sales.ItemInput(product_id=other.products["Agua"])],
+                idempotency_key="x",
+            )
 
 
 async def test_mark_paid_twice_is_a_conflict_not_a_silent_success(sqlite_db, sqlite_setup):
     sess = await open_session(sqlite_db, sqlite_setup)
     async with sqlite_db.session() as s:
-        sale = await sales.create_sale(s, venue_id=sqlite_setup.venue_id, session_id=sess.id,
-                                       cashier_id=sqlite_setup.cashier_id,
-                                       items=[sales.ItemInput(product_id=sqlite_setup.products["Agua"])],
-                                       idempotency_key="m")
+        sale = await sales.create_sale(
+            s,
+            venue_id=sqlite_setup.venue_id,
+            session_id=sess.id,
+            cashier_id=sqlite_setup.cashier_id,
+            items=[sales.ItemInput(product_id=sqlite_setup.products["Agua"])],
+            idempotency_key="m",
+        )
         await sales.mark_paid(s, sale_id=sale.id, provider_id="fake", paid_via="primary")
     with pytest.raises(Conflict) as err:
         async with sqlite_db.session() as s:
@@ -127,14 +172,34 @@ async def test_mark_paid_twice_is_a_conflict_not_a_silent_success(sqlite_db, sql
 async def test_sell_cash_hot_path_keeps_the_same_rules(any_db, setup):
     sess = await open_session(any_db, setup, initial_cash=1000)
     items = [sales.ItemInput(product_id=setup.products["Cerveza"], quantity=2)]
-    sale = await sales.sell_cash(any_db, venue_id=setup.venue_id, session_id=sess.id, cashier_id=setup.cashier_id,
-                                 items=items, idempotency_key="hot-1", cash_received="10.000")
-    again = await sales.sell_cash(any_db, venue_id=setup.venue_id, session_id=sess.id, cashier_id=setup.cashier_id,
-                                  items=items, idempotency_key="hot-1", cash_received=10000)
+    sale = await sales.sell_cash(
+        any_db,
+        venue_id=setup.venue_id,
+        session_id=sess.id,
+        cashier_id=setup.cashier_id,
+        items=items,
+        idempotency_key="hot-1",
+        cash_received="10.000",
+    )
+    again = await sales.sell_cash(
+        any_db,
+        venue_id=setup.venue_id,
+        session_id=sess.id,
+        cashier_id=setup.cashier_id,
+        items=items,
+        idempotency_key="hot-1",
+        cash_received=10000,
+    )
     assert sale.id == again.id and sale.total == 7000 and sale.change_given == 3000
     with pytest.raises(ValidationFailed):
-        await sales.sell_cash(any_db, venue_id=setup.venue_id, session_id=sess.id, cashier_id=setup.cashier_id,
-                              items=[sales.ItemInput(product_id=999)], idempotency_key="hot-2")
+        await sales.sell_cash(
+            any_db,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            cashier_id=setup.cashier_id,
+            items=[sales.ItemInput(product_id=999)],
+            idempotency_key="hot-2",
+        )
     async with any_db.session() as s:
         after = await sessions.get_session(s, setup.venue_id, sess.id)
         stored = await sales.get_sale(s, setup.venue_id, sale.id)
@@ -142,9 +207,20 @@ async def test_sell_cash_hot_path_keeps_the_same_rules(any_db, setup):
     assert stored.status == "paid" and [i.line_total for i in stored.items] == [7000]
     assert await count_rows(any_db, "sales") == 1
     async with any_db.session() as s:
-        await sessions.close_session(s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.cashier_id,
-                                     counted={"5000": 1, "2000": 1, "1000": 1})
+        await sessions.close_session(
+            s,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            user_id=setup.cashier_id,
+            counted={"5000": 1, "2000": 1, "1000": 1},
+        )
     with pytest.raises(Conflict) as err:
-        await sales.sell_cash(any_db, venue_id=setup.venue_id, session_id=sess.id, cashier_id=setup.cashier_id,
-                              items=items, idempotency_key="hot-3")
+        await sales.sell_cash(
+            any_db,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            cashier_id=setup.cashier_id,
+            items=items,
+            idempotency_key="hot-3",
+        )
     assert err.value.code == "session.closed"

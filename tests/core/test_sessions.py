@@ -16,8 +16,9 @@ from .conftest import cash_sale, count_rows, open_session
 
 async def _open(db, st, **kw):
     async with db.session() as s:
-        return await sessions.open_session(s, venue_id=st.venue_id, register_id=st.register_id,
-                                           user_id=st.cashier_id, **kw)
+        return await sessions.open_session(
+            s, venue_id=st.venue_id, register_id=st.register_id, user_id=st.cashier_id, **kw
+        )
 
 
 async def test_open_is_idempotent_and_one_per_register(any_db, setup):
@@ -35,8 +36,9 @@ async def test_open_with_count_by_denomination(any_db, setup):
     assert sess.initial_cash == 22000 and sess.initial_count == {"10000": 2, "500": 4}
     with pytest.raises(ValidationFailed):
         async with any_db.session() as s:
-            await sessions.close_session(s, venue_id=setup.venue_id, session_id=sess.id,
-                                         user_id=setup.cashier_id, counted={"7000": 1})
+            await sessions.close_session(
+                s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.cashier_id, counted={"7000": 1}
+            )
 
 
 @pytest.mark.parametrize("initial", [-100, 12.5, "12,5", "abc", True, 10**12])
@@ -56,8 +58,13 @@ async def test_open_refused_without_jornada(sqlite_db):
 
 async def test_open_refused_in_maintenance_or_inactive(sqlite_db, sqlite_setup):
     async with sqlite_db.session() as s:
-        await registers.set_operational_status(s, venue_id=sqlite_setup.venue_id, register_id=sqlite_setup.register_id,
-                                               status="maintenance", actor_id=sqlite_setup.admin_id)
+        await registers.set_operational_status(
+            s,
+            venue_id=sqlite_setup.venue_id,
+            register_id=sqlite_setup.register_id,
+            status="maintenance",
+            actor_id=sqlite_setup.admin_id,
+        )
     with pytest.raises(Conflict) as err:
         await _open(sqlite_db, sqlite_setup, initial_cash=0, open_key="k")
     assert err.value.code == "register.not_operational" and "mantención" in err.value.message
@@ -67,8 +74,14 @@ async def test_open_refused_in_maintenance_or_inactive(sqlite_db, sqlite_setup):
 async def test_open_refused_unknown_register(sqlite_db, sqlite_setup):
     with pytest.raises(NotFound):
         async with sqlite_db.session() as s:
-            await sessions.open_session(s, venue_id=sqlite_setup.venue_id, register_id=9999,
-                                        user_id=sqlite_setup.cashier_id, initial_cash=0, open_key="k")
+            await sessions.open_session(
+                s,
+                venue_id=sqlite_setup.venue_id,
+                register_id=9999,
+                user_id=sqlite_setup.cashier_id,
+                initial_cash=0,
+                open_key="k",
+            )
 
 
 async def test_open_refused_when_policy_backup_phones_missing(sqlite_db):
@@ -84,22 +97,51 @@ async def test_open_refused_when_policy_backup_phones_missing(sqlite_db):
 async def test_cash_movements_enter_expected_cash(any_db, setup):
     sess = await _open(any_db, setup, initial_cash=10000, open_key="k")
     async with any_db.session() as s:
-        await sessions.add_cash_movement(s, venue_id=setup.venue_id, session_id=sess.id, kind="in", amount=5000,
-                                         reason="Sencillo extra", user_id=setup.supervisor_id)
-        out = await sessions.add_cash_movement(s, venue_id=setup.venue_id, session_id=sess.id, kind="out",
-                                               amount=3000, reason="Retiro a caja fuerte", user_id=setup.supervisor_id)
+        await sessions.add_cash_movement(
+            s,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            kind="in",
+            amount=5000,
+            reason="Sencillo extra",
+            user_id=setup.supervisor_id,
+        )
+        out = await sessions.add_cash_movement(
+            s,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            kind="out",
+            amount=3000,
+            reason="Retiro a caja fuerte",
+            user_id=setup.supervisor_id,
+        )
     assert out.cash_in_total == 5000 and out.cash_out_total == 3000
     with pytest.raises(Conflict):
         async with any_db.session() as s:
-            await sessions.add_cash_movement(s, venue_id=setup.venue_id, session_id=sess.id, kind="out",
-                                             amount=50000, reason="Demasiado", user_id=setup.supervisor_id)
+            await sessions.add_cash_movement(
+                s,
+                venue_id=setup.venue_id,
+                session_id=sess.id,
+                kind="out",
+                amount=50000,
+                reason="Demasiado",
+                user_id=setup.supervisor_id,
+            )
     with pytest.raises(ValidationFailed):
         async with any_db.session() as s:
-            await sessions.add_cash_movement(s, venue_id=setup.venue_id, session_id=sess.id, kind="in",
-                                             amount=100, reason="", user_id=setup.supervisor_id)
+            await sessions.add_cash_movement(
+                s,
+                venue_id=setup.venue_id,
+                session_id=sess.id,
+                kind="in",
+                amount=100,
+                reason="",
+                user_id=setup.supervisor_id,
+            )
     async with any_db.session() as s:
-        res = await sessions.close_session(s, venue_id=setup.venue_id, session_id=sess.id,
-                                           user_id=setup.cashier_id, counted={"10000": 1, "2000": 1})
+        res = await sessions.close_session(
+            s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.cashier_id, counted={"10000": 1, "2000": 1}
+        )
     assert res.expected_cash == 12000 and res.difference == 0
 
 
@@ -107,55 +149,88 @@ async def test_blind_close_over_tolerance_needs_supervisor_note(any_db, setup):
     sess = await _open(any_db, setup, initial_cash=10000, open_key="k")
     await cash_sale(any_db, setup, sess.id, [sales.ItemInput(product_id=setup.products["Piscola"], quantity=2)])
     async with any_db.session() as s:
-        res = await sessions.close_session(s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.cashier_id,
-                                           counted={"10000": 2}, note="faltan 2 mil")
+        res = await sessions.close_session(
+            s,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            user_id=setup.cashier_id,
+            counted={"10000": 2},
+            note="faltan 2 mil",
+        )
     assert (res.counted_cash, res.expected_cash, res.difference) == (20000, 22000, -2000)
     assert res.needs_approval and res.status == "closing"
     with pytest.raises(Conflict):  # no more sales while closing
         await cash_sale(any_db, setup, sess.id, [sales.ItemInput(product_id=setup.products["Agua"])])
     with pytest.raises(Forbidden):
         async with any_db.session() as s:
-            await sessions.approve_close(s, venue_id=setup.venue_id, session_id=sess.id,
-                                         supervisor_id=setup.cashier_id, note="yo mismo apruebo")
+            await sessions.approve_close(
+                s, venue_id=setup.venue_id, session_id=sess.id, supervisor_id=setup.cashier_id, note="yo mismo apruebo"
+            )
     with pytest.raises(ValidationFailed):
         async with any_db.session() as s:
-            await sessions.approve_close(s, venue_id=setup.venue_id, session_id=sess.id,
-                                         supervisor_id=setup.supervisor_id, note="")
+            await sessions.approve_close(
+                s, venue_id=setup.venue_id, session_id=sess.id, supervisor_id=setup.supervisor_id, note=""
+            )
     async with any_db.session() as s:
-        done = await sessions.approve_close(s, venue_id=setup.venue_id, session_id=sess.id,
-                                            supervisor_id=setup.supervisor_id, note="Vuelto mal dado, conversado")
+        done = await sessions.approve_close(
+            s,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            supervisor_id=setup.supervisor_id,
+            note="Vuelto mal dado, conversado",
+        )
     assert done.status == "closed"
     async with any_db.session() as s:
         closed = await sessions.get_session(s, setup.venue_id, sess.id)
         assert closed.approved_by == setup.supervisor_id and closed.counted_breakdown == {"10000": 2}
     with pytest.raises(Conflict) as err:
         async with any_db.session() as s:
-            await sessions.close_session(s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.cashier_id,
-                                         counted={"10000": 2})
+            await sessions.close_session(
+                s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.cashier_id, counted={"10000": 2}
+            )
     assert err.value.code == "session.closed"
 
 
 async def test_close_refused_while_a_payment_is_unresolved(any_db, setup):
     sess = await _open(any_db, setup, initial_cash=0, open_key="k")
     async with any_db.session() as s:
-        sale = await sales.create_sale(s, venue_id=setup.venue_id, session_id=sess.id, cashier_id=setup.cashier_id,
-                                       items=[sales.ItemInput(product_id=setup.products["Cerveza"])],
-                                       idempotency_key="s1")
-        s.add(PaymentAttempt(venue_id=setup.venue_id, sale_id=sale.id, session_id=sess.id,
-                             register_id=setup.register_id, provider_id="fake", device_key="fake:t1", role="primary",
-                             amount=sale.total, ticket="101", state="in_doubt", active=True))
+        sale = await sales.create_sale(
+            s,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            cashier_id=setup.cashier_id,
+            items=[sales.ItemInput(product_id=setup.products["Cerveza"])],
+            idempotency_key="s1",
+        )
+        s.add(
+            PaymentAttempt(
+                venue_id=setup.venue_id,
+                sale_id=sale.id,
+                session_id=sess.id,
+                register_id=setup.register_id,
+                provider_id="fake",
+                device_key="fake:t1",
+                role="primary",
+                amount=sale.total,
+                ticket="101",
+                state="in_doubt",
+                active=True,
+            )
+        )
     with pytest.raises(Conflict) as err:
         async with any_db.session() as s:
-            await sessions.close_session(s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.cashier_id,
-                                         counted={})
+            await sessions.close_session(
+                s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.cashier_id, counted={}
+            )
     assert err.value.code == "session.unresolved_payments"
     assert "ticket 101" in err.value.message and "en duda" in err.value.message
     async with any_db.session() as s:
         assert (await sessions.get_session(s, setup.venue_id, sess.id)).status == "open"
         await s.execute(update(PaymentAttempt).values(state="failed_not_sent", active=False))
     async with any_db.session() as s:
-        res = await sessions.close_session(s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.cashier_id,
-                                           counted={})
+        res = await sessions.close_session(
+            s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.cashier_id, counted={}
+        )
     assert res.status == "closed"
     async with any_db.session() as s:  # the unpaid cart did not survive the close
         assert (await sales.get_sale(s, setup.venue_id, sale.id)).status == "cancelled"
@@ -168,8 +243,14 @@ async def test_twenty_concurrent_opens_make_exactly_one_session(pg_db):
     async def attempt(n):
         try:
             async with pg_db.session() as s:
-                return await sessions.open_session(s, venue_id=st.venue_id, register_id=st.register_id,
-                                                   user_id=st.cashier_id, initial_cash=1000, open_key=f"k{n}")
+                return await sessions.open_session(
+                    s,
+                    venue_id=st.venue_id,
+                    register_id=st.register_id,
+                    user_id=st.cashier_id,
+                    initial_cash=1000,
+                    open_key=f"k{n}",
+                )
         except Conflict as exc:
             return exc
 
@@ -187,9 +268,14 @@ async def test_twenty_concurrent_submits_of_one_sale_make_one_sale(pg_db):
 
     async def submit():
         async with pg_db.session() as s:
-            return await sales.create_sale(s, venue_id=st.venue_id, session_id=sess.id, cashier_id=st.cashier_id,
-                                           items=[sales.ItemInput(product_id=st.products["Cerveza"], quantity=3)],
-                                           idempotency_key="same-click")
+            return await sales.create_sale(
+                s,
+                venue_id=st.venue_id,
+                session_id=sess.id,
+                cashier_id=st.cashier_id,
+                items=[sales.ItemInput(product_id=st.products["Cerveza"], quantity=3)],
+                idempotency_key="same-click",
+            )
 
     results = await asyncio.gather(*(submit() for _ in range(20)))
     assert len({r.id for r in results}) == 1 and results[0].total == 10500

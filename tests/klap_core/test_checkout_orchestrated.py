@@ -35,16 +35,43 @@ async def virtual(any_db):
     async with FakeKlapServer(api_key="k-virtual") as klap_api:
         pm = make_plugin_manager(Providers(), load_entrypoints=False)
         registry = ProviderRegistry.from_plugin_manager(pm)
-        setup = await make_setup(any_db, registry, register_type="VIRTUAL", primary="klap", backup=None, phones=0,
-                                 provider_settings={"klap": {
-                                     "mode": "checkout", "api_base_url": klap_api.api_base_url,
-                                     "api_key": "k-virtual", "webhook_url": "http://127.0.0.1:9/webhooks/klap",
-                                     "request_timeout_s": 1.0}})
+        setup = await make_setup(
+            any_db,
+            registry,
+            register_type="VIRTUAL",
+            primary="klap",
+            backup=None,
+            phones=0,
+            provider_settings={
+                "klap": {
+                    "mode": "checkout",
+                    "api_base_url": klap_api.api_base_url,
+                    "api_key": "k-virtual",
+                    "webhook_url": "http://127.0.0.1:9/webhooks/klap",
+                    "request_timeout_s": 1.0,
+                }
+            },
+        )
         async with any_db.session() as s:
-            session = await sessions.open_session(s, venue_id=setup.venue_id, register_id=setup.register_id,
-                                                  user_id=setup.cashier_id, initial_cash=0, open_key="virtual")
-        orch = PaymentOrchestrator(any_db, registry, pm, instance_id="virtual", tick_s=0.01, worker_interval_s=0.05,
-                                   status_timeout_s=1.0, health_timeout_s=1.0, reconcile_backoff_s=(0.05, 0.2))
+            session = await sessions.open_session(
+                s,
+                venue_id=setup.venue_id,
+                register_id=setup.register_id,
+                user_id=setup.cashier_id,
+                initial_cash=0,
+                open_key="virtual",
+            )
+        orch = PaymentOrchestrator(
+            any_db,
+            registry,
+            pm,
+            instance_id="virtual",
+            tick_s=0.01,
+            worker_interval_s=0.05,
+            status_timeout_s=1.0,
+            health_timeout_s=1.0,
+            reconcile_backoff_s=(0.05, 0.2),
+        )
         await orch.start()
         yield any_db, registry, setup, session.id, orch, klap_api
         await orch.stop()
@@ -53,9 +80,14 @@ async def virtual(any_db):
 async def test_checkout_order_paid_by_webhook(virtual):
     db, registry, setup, session_id, orch, klap_api = virtual
     async with db.session() as s:
-        sale = await sales.create_sale(s, venue_id=setup.venue_id, session_id=session_id,
-                                       cashier_id=setup.cashier_id, idempotency_key=uuid.uuid4().hex,
-                                       items=[sales.ItemInput(product_id=setup.products["Piscola"], quantity=1)])
+        sale = await sales.create_sale(
+            s,
+            venue_id=setup.venue_id,
+            session_id=session_id,
+            cashier_id=setup.cashier_id,
+            idempotency_key=uuid.uuid4().hex,
+            items=[sales.ItemInput(product_id=setup.products["Piscola"], quantity=1)],
+        )
     await orch.start_payment(setup.venue_id, sale.id, setup.cashier_id)
     deadline = time.monotonic() + 10
     while True:
@@ -71,12 +103,13 @@ async def test_checkout_order_paid_by_webhook(virtual):
 
     payload = klap_api.pay(attempt.provider_reference)
     for _ in range(2):
-        reply = await receive_webhook(db, registry, "klap", klap_api.signed_headers(payload),
-                                      json.dumps(payload).encode())
+        reply = await receive_webhook(
+            db, registry, "klap", klap_api.signed_headers(payload), json.dumps(payload).encode()
+        )
         assert reply.status_code == 200
     progress = await orch.poll(setup.venue_id, sale.id)
     assert progress.paid and progress.paid_via == "primary" and progress.state == "approved"
-    await asyncio.sleep(0.3)   # the orchestrator keeps reconciling meanwhile: it must agree, not pay twice
+    await asyncio.sleep(0.3)  # the orchestrator keeps reconciling meanwhile: it must agree, not pay twice
     async with db.reader() as s:
         report = await sessions.get_session(s, setup.venue_id, session_id)
     assert report.ticket_count == 1 and report.card_sales_total == 6000

@@ -53,16 +53,39 @@ async def venue(any_db, terminal):
     registry = ProviderRegistry.from_plugin_manager(pm)
     host, port = terminal.tcp_address
     setup = await make_setup(
-        any_db, registry, primary="getnet", backup="klap", phones=1,
+        any_db,
+        registry,
+        primary="getnet",
+        backup="klap",
+        phones=1,
         policy=FallbackPolicy(max_wait_s=5, backup_phones_required=1),
-        provider_settings={"getnet": {"connection": "tcp", "host": host, "port": port, **FAST_GETNET},
-                           "klap": {"mode": "manual"}})
+        provider_settings={
+            "getnet": {"connection": "tcp", "host": host, "port": port, **FAST_GETNET},
+            "klap": {"mode": "manual"},
+        },
+    )
     async with any_db.session() as s:
-        session = await sessions.open_session(s, venue_id=setup.venue_id, register_id=setup.register_id,
-                                              user_id=setup.cashier_id, initial_cash=0, open_key="apertura")
-    orch = PaymentOrchestrator(any_db, registry, pm, instance_id="klap-test", tick_s=0.01, worker_interval_s=0.05,
-                               cancel_timeout_s=1.0, cancel_grace_s=0.2, status_timeout_s=2.0,
-                               health_timeout_s=1.0, reconcile_backoff_s=(0.05, 0.2))
+        session = await sessions.open_session(
+            s,
+            venue_id=setup.venue_id,
+            register_id=setup.register_id,
+            user_id=setup.cashier_id,
+            initial_cash=0,
+            open_key="apertura",
+        )
+    orch = PaymentOrchestrator(
+        any_db,
+        registry,
+        pm,
+        instance_id="klap-test",
+        tick_s=0.01,
+        worker_interval_s=0.05,
+        cancel_timeout_s=1.0,
+        cancel_grace_s=0.2,
+        status_timeout_s=2.0,
+        health_timeout_s=1.0,
+        reconcile_backoff_s=(0.05, 0.2),
+    )
     await orch.start()
     yield any_db, setup, session.id, orch
     await orch.stop()
@@ -81,15 +104,20 @@ async def _until(orch, venue_id, sale_id, predicate, timeout=10.0):
 async def test_getnet_fails_klap_manual_pays_and_the_close_shows_it(venue, terminal):
     db, setup, session_id, orch = venue
     async with db.session() as s:
-        sale = await sales.create_sale(s, venue_id=setup.venue_id, session_id=session_id,
-                                       cashier_id=setup.cashier_id, idempotency_key=uuid.uuid4().hex,
-                                       items=[sales.ItemInput(product_id=setup.products["Piscola"], quantity=2)])
+        sale = await sales.create_sale(
+            s,
+            venue_id=setup.venue_id,
+            session_id=session_id,
+            cashier_id=setup.cashier_id,
+            idempotency_key=uuid.uuid4().hex,
+            items=[sales.ItemInput(product_id=setup.products["Piscola"], quantity=2)],
+        )
     # The terminal never sees the sale: no receipt → reconciliation says not charged → backup offered.
     terminal.add_fault({"kind": "no_receipt", "scope": "next"})
     await orch.start_payment(setup.venue_id, sale.id, setup.cashier_id)
     progress = await _until(orch, setup.venue_id, sale.id, lambda p: p.backup_offered)
     assert progress.state == "failed_not_sent" and progress.backup_provider == "klap"
-    assert terminal.tickets() == {}   # nothing charged on GETNET
+    assert terminal.tickets() == {}  # nothing charged on GETNET
 
     progress = await orch.start_backup(setup.venue_id, sale.id, setup.cashier_id)
     manual = progress.manual
@@ -98,19 +126,22 @@ async def test_getnet_fails_klap_manual_pays_and_the_close_shows_it(venue, termi
     # Case 27: without an authorization code, or with a malformed last 4, nothing is confirmed.
     for code, last4 in (("", "4242"), ("   ", "4242"), ("A1B2C3", "42a2"), ("A1B2C3", "424"), ("A1B2C3", "")):
         with pytest.raises(ValidationFailed) as err:
-            await orch.confirm_manual(setup.venue_id, manual.attempt_id, setup.cashier_id, code, last4, "Visa",
-                                      "débito")
+            await orch.confirm_manual(
+                setup.venue_id, manual.attempt_id, setup.cashier_id, code, last4, "Visa", "débito"
+            )
         assert err.value.fields
     still = await orch.poll(setup.venue_id, sale.id)
     assert still.state == "manual_pending" and not still.paid
 
-    done = await orch.confirm_manual(setup.venue_id, manual.attempt_id, setup.cashier_id, "a1b2c3", "4242", "Visa",
-                                     "débito")
+    done = await orch.confirm_manual(
+        setup.venue_id, manual.attempt_id, setup.cashier_id, "a1b2c3", "4242", "Visa", "débito"
+    )
     assert done.paid and done.paid_via == "backup" and done.state == "approved_manual"
 
     async with db.session() as s:
-        closed = await sessions.close_session(s, venue_id=setup.venue_id, session_id=session_id,
-                                              user_id=setup.cashier_id, counted={})
+        closed = await sessions.close_session(
+            s, venue_id=setup.venue_id, session_id=session_id, user_id=setup.cashier_id, counted={}
+        )
     assert closed is not None
     async with db.reader() as s:
         report = await session_report(s, setup.venue_id, session_id)
@@ -121,11 +152,18 @@ async def test_getnet_fails_klap_manual_pays_and_the_close_shows_it(venue, termi
 
     # End of night: KLAP's report confirms the charge.
     now = to_local(utcnow(), "America/Santiago")
-    csv = (f"Fecha;Hora;Monto;Código de autorización;Últimos 4 dígitos;Marca;Tipo\n"
-           f"{now:%d-%m-%Y};{now:%H:%M};$12.000;A1B2C3;****4242;Visa;Débito\n").encode()
+    csv = (
+        f"Fecha;Hora;Monto;Código de autorización;Últimos 4 dígitos;Marca;Tipo\n"
+        f"{now:%d-%m-%Y};{now:%H:%M};$12.000;A1B2C3;****4242;Visa;Débito\n"
+    ).encode()
     async with db.session() as s:
-        result = await apply_klap_report(s, venue_id=setup.venue_id, jornada_id=setup.jornada_id,
-                                         rows=parse_klap_report(csv), user_id=setup.supervisor_id)
+        result = await apply_klap_report(
+            s,
+            venue_id=setup.venue_id,
+            jornada_id=setup.jornada_id,
+            rows=parse_klap_report(csv),
+            user_id=setup.supervisor_id,
+        )
     assert result.verified == [manual.attempt_id] and result.incidents_opened == 0
     async with db.reader() as s:
         z = await jornada_report(s, setup.venue_id, setup.jornada_id)

@@ -36,8 +36,12 @@ async def served(any_db):
     """The webhook route on a real port, and the fake KLAP API calling it."""
     port = _free_port()
     klap_api = await FakeKlapServer(api_key=API_KEY).start()
-    raw = {"mode": "checkout", "api_base_url": klap_api.api_base_url, "api_key": API_KEY,
-           "webhook_url": f"http://127.0.0.1:{port}/webhooks/klap"}
+    raw = {
+        "mode": "checkout",
+        "api_base_url": klap_api.api_base_url,
+        "api_key": API_KEY,
+        "webhook_url": f"http://127.0.0.1:{port}/webhooks/klap",
+    }
     setup, registry = await klap_setup(any_db, klap_settings=raw)
     app = Litestar(route_handlers=route_handlers, state=State({"db": any_db, "registry": registry}))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
@@ -56,14 +60,24 @@ async def test_checkout_paid_over_http_once_even_when_delivered_twice(served):
     sale_id, total = await new_sale(db, setup, session_id, "Cerveza", quantity=2)
     attempt_id = await add_attempt(db, setup, session_id, sale_id, total, state="awaiting")
     outcome = await KlapProvider().charge(
-        ChargeRequest(attempt_id=attempt_id, ticket="T1", amount=total, register_id=setup.register_id,
-                      register_code="CAJA1", venue_id=setup.venue_id, device_key="klap:checkout:CAJA1"),
-        settings, ProviderContext(register_id=setup.register_id, venue_id=setup.venue_id), _no_progress)
+        ChargeRequest(
+            attempt_id=attempt_id,
+            ticket="T1",
+            amount=total,
+            register_id=setup.register_id,
+            register_code="CAJA1",
+            venue_id=setup.venue_id,
+            device_key="klap:checkout:CAJA1",
+        ),
+        settings,
+        ProviderContext(register_id=setup.register_id, venue_id=setup.venue_id),
+        _no_progress,
+    )
     order_id = outcome.reference
     klap_api.pay(order_id, brand="MASTERCARD", last4="5454", card_type="CREDIT", quotas=3)
 
     started = time.monotonic()
-    first = await klap_api.deliver_webhook(order_id)   # to the webhook_confirm URL given with the order
+    first = await klap_api.deliver_webhook(order_id)  # to the webhook_confirm URL given with the order
     elapsed = time.monotonic() - started
     second = await klap_api.deliver_webhook(order_id)
     assert (first.status_code, first.json()) == (200, {"status": "ok"})
@@ -100,13 +114,16 @@ async def test_the_full_web_app_accepts_klap_webhooks_without_login_or_csrf(any_
 
     port = _free_port()
     async with FakeKlapServer(api_key=API_KEY) as klap_api:
-        raw = {"mode": "checkout", "api_base_url": klap_api.api_base_url, "api_key": API_KEY,
-               "webhook_url": f"http://127.0.0.1:{port}/webhooks/klap"}
+        raw = {
+            "mode": "checkout",
+            "api_base_url": klap_api.api_base_url,
+            "api_key": API_KEY,
+            "webhook_url": f"http://127.0.0.1:{port}/webhooks/klap",
+        }
         setup, _ = await klap_setup(any_db, klap_settings=raw)
         settings = load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": any_db.url})
         app = create_app(settings, db=any_db, pm=make_plugin_manager(Providers(), load_entrypoints=False))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                               lifespan="off"))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
         task = asyncio.create_task(server.serve())
         try:
             while not server.started:
@@ -115,10 +132,19 @@ async def test_the_full_web_app_accepts_klap_webhooks_without_login_or_csrf(any_
             sale_id, total = await new_sale(any_db, setup, session_id, "Agua")
             attempt_id = await add_attempt(any_db, setup, session_id, sale_id, total, state="awaiting")
             outcome = await KlapProvider().charge(
-                ChargeRequest(attempt_id=attempt_id, ticket="T1", amount=total, register_id=setup.register_id,
-                              register_code="CAJA1", venue_id=setup.venue_id, device_key="klap:checkout:CAJA1"),
-                KlapSettings(**raw), ProviderContext(register_id=setup.register_id, venue_id=setup.venue_id),
-                _no_progress)
+                ChargeRequest(
+                    attempt_id=attempt_id,
+                    ticket="T1",
+                    amount=total,
+                    register_id=setup.register_id,
+                    register_code="CAJA1",
+                    venue_id=setup.venue_id,
+                    device_key="klap:checkout:CAJA1",
+                ),
+                KlapSettings(**raw),
+                ProviderContext(register_id=setup.register_id, venue_id=setup.venue_id),
+                _no_progress,
+            )
             klap_api.pay(outcome.reference)
             forged = await klap_api.deliver_webhook(outcome.reference, headers={"apikey": "x"})
             assert forged.status_code == 401

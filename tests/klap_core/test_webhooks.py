@@ -45,23 +45,40 @@ class Shop:
         attempt_id = await add_attempt(self.db, self.setup, self.session_id, sale_id, total, state="awaiting")
         settings = KlapSettings(**self.settings_raw())
         outcome = await KlapProvider().charge(
-            ChargeRequest(attempt_id=attempt_id, ticket=f"T{attempt_id}", amount=total,
-                          register_id=self.setup.register_id, register_code="CAJA1", venue_id=self.setup.venue_id,
-                          device_key="klap:checkout:CAJA1"),
-            settings, ProviderContext(register_id=self.setup.register_id, venue_id=self.setup.venue_id),
-            _no_progress)
+            ChargeRequest(
+                attempt_id=attempt_id,
+                ticket=f"T{attempt_id}",
+                amount=total,
+                register_id=self.setup.register_id,
+                register_code="CAJA1",
+                venue_id=self.setup.venue_id,
+                device_key="klap:checkout:CAJA1",
+            ),
+            settings,
+            ProviderContext(register_id=self.setup.register_id, venue_id=self.setup.venue_id),
+            _no_progress,
+        )
         async with self.db.session() as s:
             (await s.get(PaymentAttempt, attempt_id)).provider_reference = outcome.reference
         return sale_id, attempt_id, outcome.reference
 
     def settings_raw(self) -> dict:
-        return {"mode": "checkout", "api_base_url": self.server.api_base_url, "api_key": API_KEY,
-                "webhook_url": "http://127.0.0.1:9/webhooks/klap"}
+        return {
+            "mode": "checkout",
+            "api_base_url": self.server.api_base_url,
+            "api_key": API_KEY,
+            "webhook_url": "http://127.0.0.1:9/webhooks/klap",
+        }
 
     async def deliver(self, payload: dict, headers: dict | None = None, **kw):
-        return await receive_webhook(self.db, self.registry, "klap",
-                                     self.server.signed_headers(payload) if headers is None else headers,
-                                     json.dumps(payload).encode(), **kw)
+        return await receive_webhook(
+            self.db,
+            self.registry,
+            "klap",
+            self.server.signed_headers(payload) if headers is None else headers,
+            json.dumps(payload).encode(),
+            **kw,
+        )
 
 
 async def _no_progress(_):
@@ -70,8 +87,12 @@ async def _no_progress(_):
 
 @pytest.fixture
 async def shop(any_db, klap_api):
-    raw = {"mode": "checkout", "api_base_url": klap_api.api_base_url, "api_key": API_KEY,
-           "webhook_url": "http://127.0.0.1:9/webhooks/klap"}
+    raw = {
+        "mode": "checkout",
+        "api_base_url": klap_api.api_base_url,
+        "api_key": API_KEY,
+        "webhook_url": "http://127.0.0.1:9/webhooks/klap",
+    }
     setup, registry = await klap_setup(any_db, klap_settings=raw)
     session_id = await open_session(any_db, setup)
     return Shop(any_db, setup, registry, session_id, klap_api)
@@ -124,8 +145,9 @@ async def test_answered_quickly_while_the_database_is_slow(shop):
         # Another writer holds the attempt (PostgreSQL row lock; SQLite write lock) for a while.
         async with shop.db.session() as s:
             await s.execute(select(PaymentAttempt).where(PaymentAttempt.id == attempt_id).with_for_update())
-            await s.execute(text("UPDATE payment_attempts SET progress_message = 'ocupado' WHERE id = :i"),
-                            {"i": attempt_id})
+            await s.execute(
+                text("UPDATE payment_attempts SET progress_message = 'ocupado' WHERE id = :i"), {"i": attempt_id}
+            )
             blocker_ready.set()
             await release.wait()
 
@@ -136,9 +158,9 @@ async def test_answered_quickly_while_the_database_is_slow(shop):
     elapsed = time.monotonic() - started
     assert reply.status_code == 202 and reply.body == {"status": "ok"}
     assert elapsed < 1.5
-    if shop.db.dialect == "postgresql":   # (SQLite readers queue behind the writer too)
+    if shop.db.dialect == "postgresql":  # (SQLite readers queue behind the writer too)
         _, sale, _, _ = await _state(shop.db, attempt_id, sale_id, shop.session_id)
-        assert sale.status == "pending_payment"   # not applied yet: the database is busy
+        assert sale.status == "pending_payment"  # not applied yet: the database is busy
     release.set()
     await blocker
     await wait_for_pending_webhooks(10)
@@ -151,8 +173,15 @@ async def test_answered_quickly_while_the_database_is_slow(shop):
 
 async def test_unknown_reference_is_rejected_with_an_alert(shop):
     sale_id, attempt_id, order_id = await shop.checkout_attempt()
-    payload = {"order_id": "KLAP-404404", "reference_id": "999999", "amount": 6000, "brand": "VISA",
-               "last_digits": "1111", "card_type": "DEBIT", "quotas": 0}
+    payload = {
+        "order_id": "KLAP-404404",
+        "reference_id": "999999",
+        "amount": 6000,
+        "brand": "VISA",
+        "last_digits": "1111",
+        "card_type": "DEBIT",
+        "quotas": 0,
+    }
     reply = await shop.deliver(payload)
     assert reply.status_code == 404 and reply.body["status"] == "rejected"
     attempt, sale, session, events = await _state(shop.db, attempt_id, sale_id, shop.session_id)
@@ -165,7 +194,7 @@ async def test_unknown_reference_is_rejected_with_an_alert(shop):
 
 async def test_mismatched_amount_is_rejected_no_state_change_and_an_incident(shop):
     sale_id, attempt_id, order_id = await shop.checkout_attempt()
-    payload = shop.server.pay(order_id, amount=1000)   # the order was for the sale's total
+    payload = shop.server.pay(order_id, amount=1000)  # the order was for the sale's total
     reply = await shop.deliver(payload)
     assert reply.status_code == 409 and reply.body["status"] == "rejected" and "Monto" in reply.body["reason"]
     attempt, sale, session, events = await _state(shop.db, attempt_id, sale_id, shop.session_id)
@@ -183,7 +212,7 @@ async def test_mismatched_reference_for_a_known_order_is_rejected(shop):
     sale_id, attempt_id, order_id = await shop.checkout_attempt()
     other_sale, other_attempt, _ = await shop.checkout_attempt("Agua")
     payload = shop.server.pay(order_id)
-    payload["reference_id"] = str(other_attempt)   # order of one attempt, reference of another
+    payload["reference_id"] = str(other_attempt)  # order of one attempt, reference of another
     reply = await shop.deliver(payload)
     assert reply.status_code == 409
     for a_id, s_id in ((attempt_id, sale_id), (other_attempt, other_sale)):
@@ -218,13 +247,15 @@ async def test_late_paid_notice_after_the_sale_was_paid_otherwise_is_a_suspected
     sale_id, attempt_id, order_id = await shop.checkout_attempt()
     async with shop.db.session() as s:
         from caja_core.sales.service import pay_cash
+
         attempt = await s.get(PaymentAttempt, attempt_id)
-        attempt.state, attempt.active = "cancelled", False   # given up on; the customer paid cash
+        attempt.state, attempt.active = "cancelled", False  # given up on; the customer paid cash
         await s.flush()
-        await pay_cash(s, venue_id=shop.setup.venue_id, sale_id=sale_id, cash_received=10000,
-                       user_id=shop.setup.cashier_id)
+        await pay_cash(
+            s, venue_id=shop.setup.venue_id, sale_id=sale_id, cash_received=10000, user_id=shop.setup.cashier_id
+        )
     reply = await shop.deliver(shop.server.pay(order_id))
-    assert reply.status_code == 409   # KLAP reverses the card payment by itself
+    assert reply.status_code == 409  # KLAP reverses the card payment by itself
     attempt, sale, session, _ = await _state(shop.db, attempt_id, sale_id, shop.session_id)
     assert attempt.state == "cancelled" and sale.payment_method == "cash" and session.ticket_count == 1
     assert len(await _incidents(shop.db, "double_charge_suspected")) == 1

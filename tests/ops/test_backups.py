@@ -2,9 +2,8 @@
 retention, the scheduled job and its failures."""
 
 import asyncio
-import os
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -13,12 +12,21 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from caja_core.db.engine import Database
+from caja_core.errors import Conflict
 from caja_core.ops import metrics
-from caja_core.ops.backups import (BackupManifest, BackupScheduler, apply_retention, backup_status, count_rows,
-                                   create_backup, list_backups, restore_backup, verify_backup)
+from caja_core.ops.backups import (
+    BackupManifest,
+    BackupScheduler,
+    apply_retention,
+    backup_status,
+    count_rows,
+    create_backup,
+    list_backups,
+    restore_backup,
+    verify_backup,
+)
 from caja_core.ops.workers import WorkerRegistry
 from caja_core.sales import service as sales
-from caja_core.errors import Conflict
 
 from .conftest import sell
 
@@ -123,9 +131,14 @@ async def test_restore_in_place_brings_back_the_backed_up_state(any_db, tmp_path
 
 async def sell_more(db, st, session):
     async with db.session() as s:
-        sale = await sales.create_sale(s, venue_id=st.venue_id, session_id=session.id, cashier_id=st.cashier_id,
-                                       items=[sales.ItemInput(product_id=st.products["Agua"], quantity=2)],
-                                       idempotency_key=str(uuid.uuid4()))
+        sale = await sales.create_sale(
+            s,
+            venue_id=st.venue_id,
+            session_id=session.id,
+            cashier_id=st.cashier_id,
+            items=[sales.ItemInput(product_id=st.products["Agua"], quantity=2)],
+            idempotency_key=str(uuid.uuid4()),
+        )
         await sales.pay_cash(s, venue_id=st.venue_id, sale_id=sale.id, cash_received=None, user_id=st.cashier_id)
 
 
@@ -157,22 +170,35 @@ async def test_sqlite_backup_is_consistent_while_the_app_writes(sqlite_db, tmp_p
 def _fake_backup(folder: Path, created: datetime) -> str:
     backup_id = f"caja-{created:%Y%m%dT%H%M%S}Z-{uuid.uuid4().hex[:4]}"
     (folder / f"{backup_id}.sqlite3").write_bytes(b"x")
-    manifest = BackupManifest(id=backup_id, file=f"{backup_id}.sqlite3", database="sqlite", format="sqlite",
-                              database_name="caja.db", created_at=created, duration_s=0, size=1, sha256="0" * 64,
-                              schema_revision="0001", row_counts={}, totals={}, kind="scheduled")
+    manifest = BackupManifest(
+        id=backup_id,
+        file=f"{backup_id}.sqlite3",
+        database="sqlite",
+        format="sqlite",
+        database_name="caja.db",
+        created_at=created,
+        duration_s=0,
+        size=1,
+        sha256="0" * 64,
+        schema_revision="0001",
+        row_counts={},
+        totals={},
+        kind="scheduled",
+    )
     (folder / f"{backup_id}.json").write_bytes(msgspec.json.encode(manifest))
     return backup_id
 
 
 def test_retention_keeps_n_daily_and_m_weekly(tmp_path):
-    start = datetime(2026, 11, 26, 8, 0, tzinfo=timezone.utc)  # a Thursday
+    start = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)  # a Thursday
     ids = {}
     for days_ago in range(60):
         for hour in (0, 12):
             created = start - timedelta(days=days_ago, hours=hour)
             ids[created] = _fake_backup(tmp_path, created)
-    deleted = apply_retention(tmp_path, keep_daily=7, keep_weekly=4, timezone_name="UTC",
-                              now=start + timedelta(hours=1))
+    deleted = apply_retention(
+        tmp_path, keep_daily=7, keep_weekly=4, timezone_name="UTC", now=start + timedelta(hours=1)
+    )
     kept = list_backups(tmp_path)
     kept_days = {m.created_at.date() for m in kept}
     # The newest of each of the last 7 days…
@@ -209,8 +235,9 @@ async def test_scheduler_backs_up_verifies_and_reports_failures(any_db, tmp_path
     assert backup_status(tmp_path).status == "ok"
 
     failed_before = metrics.BACKUP_RUNS.labels(result="failed")._value.get()
-    broken = BackupScheduler("sqlite:///" + str(tmp_path / "missing" / "nothing.db"), tmp_path / "other",
-                             interval_s=60, workers=workers)
+    broken = BackupScheduler(
+        "sqlite:///" + str(tmp_path / "missing" / "nothing.db"), tmp_path / "other", interval_s=60, workers=workers
+    )
     with pytest.raises(Exception):
         await broken.run_once()
     status = backup_status(tmp_path / "other")

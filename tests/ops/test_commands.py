@@ -27,8 +27,11 @@ def run(*args, env=None, input=None, timeout=120):
 
 @pytest.fixture
 def sqlite_env(tmp_path):
-    return {"CAJA_SECRET_KEY": SECRET, "CAJA_DATABASE_URL": f"sqlite:///{tmp_path}/data/caja.db",
-            "CAJA_BACKUP_DIR": str(tmp_path / "backups")}
+    return {
+        "CAJA_SECRET_KEY": SECRET,
+        "CAJA_DATABASE_URL": f"sqlite:///{tmp_path}/data/caja.db",
+        "CAJA_BACKUP_DIR": str(tmp_path / "backups"),
+    }
 
 
 @pytest.fixture
@@ -91,11 +94,29 @@ def test_commands_on_a_database_without_schema_say_what_to_do(sqlite_env):
 def test_backup_create_list_verify_restore_cli(sqlite_env):
     assert run("db", "upgrade", env=sqlite_env).returncode == 0
     assert run("venue", "create", "--slug", "luna", "--name", "Club Luna", env=sqlite_env).returncode == 0
-    user = run("user", "create", "--username", "admin", "--name", "Administradora", "--role", "admin",
-               env={**sqlite_env, "CAJA_NEW_USER_SECRET": "una-clave-larga"})
+    user = run(
+        "user",
+        "create",
+        "--username",
+        "admin",
+        "--name",
+        "Administradora",
+        "--role",
+        "admin",
+        env={**sqlite_env, "CAJA_NEW_USER_SECRET": "una-clave-larga"},
+    )
     assert user.returncode == 0 and "Usuario creado: admin" in user.stdout, user.stderr
-    weak = run("user", "create", "--username", "cajero", "--name", "Cajero", "--role", "cashier",
-               env={**sqlite_env, "CAJA_NEW_USER_SECRET": "12"})
+    weak = run(
+        "user",
+        "create",
+        "--username",
+        "cajero",
+        "--name",
+        "Cajero",
+        "--role",
+        "cashier",
+        env={**sqlite_env, "CAJA_NEW_USER_SECRET": "12"},
+    )
     assert weak.returncode == 2 and "PIN" in weak.stderr
     created = run("backup", "create", env=sqlite_env)
     assert created.returncode == 0, created.stderr
@@ -123,9 +144,16 @@ def test_backup_create_list_verify_restore_cli(sqlite_env):
 
 
 def test_check_config_reports_every_problem_on_its_own_line():
-    result = run("check-config", env={"CAJA_ENV": "production", "CAJA_PORT": "ochenta",
-                                      "CAJA_SECRET_KEY": "changeme", "CAJA_DATABASE_URL": "mysql://x/y",
-                                      "CAJA_TIMEZONE": "America/Springfield"})
+    result = run(
+        "check-config",
+        env={
+            "CAJA_ENV": "production",
+            "CAJA_PORT": "ochenta",
+            "CAJA_SECRET_KEY": "changeme",
+            "CAJA_DATABASE_URL": "mysql://x/y",
+            "CAJA_TIMEZONE": "America/Springfield",
+        },
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert "no se inició nada" in lines[0]
@@ -143,19 +171,34 @@ def test_secret_key_required_outside_demo_and_weak_ones_refused_in_production():
     assert missing.returncode == 2 and "CAJA_SECRET_KEY falta" in missing.stderr
     assert run("check-config", env={"CAJA_ENV": "demo"}).returncode == 0
     for weak in ("secret", "a" * 40, "demo-only-secret-key-not-for-production", "short-Key-1"):
-        result = run("check-config", env={"CAJA_ENV": "production", "CAJA_SECRET_KEY": weak,
-                                          "CAJA_SECURE_COOKIES": "1"})
+        result = run(
+            "check-config", env={"CAJA_ENV": "production", "CAJA_SECRET_KEY": weak, "CAJA_SECURE_COOKIES": "1"}
+        )
         assert result.returncode == 2 and "CAJA_SECRET_KEY es débil" in result.stderr, weak
-    good = run("check-config", env={"CAJA_ENV": "production", "CAJA_SECRET_KEY": SECRET,
-                                    "CAJA_SECURE_COOKIES": "1", "CAJA_METRICS_TOKEN": "m" + SECRET[:20]})
+    good = run(
+        "check-config",
+        env={
+            "CAJA_ENV": "production",
+            "CAJA_SECRET_KEY": SECRET,
+            "CAJA_SECURE_COOKIES": "1",
+            "CAJA_METRICS_TOKEN": "m" + SECRET[:20],
+        },
+    )
     assert good.returncode == 0, good.stderr
     assert SECRET not in good.stdout and SECRET[:20] not in good.stdout
 
 
 def test_serve_with_bad_settings_exits_2_and_starts_nothing(tmp_path):
-    result = run("serve", env={"CAJA_ENV": "production", "CAJA_SECRET_KEY": "changeme",
-                               "CAJA_PORT": "99999", "CAJA_DATABASE_URL": f"sqlite:///{tmp_path}/caja.db"},
-                 timeout=60)
+    result = run(
+        "serve",
+        env={
+            "CAJA_ENV": "production",
+            "CAJA_SECRET_KEY": "changeme",
+            "CAJA_PORT": "99999",
+            "CAJA_DATABASE_URL": f"sqlite:///{tmp_path}/caja.db",
+        },
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "CAJA_SECRET_KEY es débil" in result.stderr
     assert "CAJA_PORT=99999 no es válido" in result.stderr

@@ -5,8 +5,13 @@ from caja_core.ops.contingency import allowed_methods
 
 
 def register(**overrides):
-    data = {"payment_methods": ["cash", "card"], "primary_provider": "getnet", "backup_provider": "klap",
-            "register_type": "HUMANA", "fallback_policy": {}}
+    data = {
+        "payment_methods": ["cash", "card"],
+        "primary_provider": "getnet",
+        "backup_provider": "klap",
+        "register_type": "HUMANA",
+        "fallback_policy": {},
+    }
     data.update(overrides)
     return data
 
@@ -81,8 +86,15 @@ async def test_register_state_reads_policy_and_breakers_from_the_database(any_db
         state = await register_state(s, venue_id=st.venue_id, register_id=st.register_id)
     assert state.mode == "normal" and state.allowed_methods == ["cash", "card", "backup"]
     async with any_db.session() as s:
-        s.add(BreakerState(device_key="fake:CAJA1", venue_id=st.venue_id, register_id=st.register_id,
-                           state="open", opened_at=utcnow()))
+        s.add(
+            BreakerState(
+                device_key="fake:CAJA1",
+                venue_id=st.venue_id,
+                register_id=st.register_id,
+                state="open",
+                opened_at=utcnow(),
+            )
+        )
     async with any_db.session() as s:
         state = await register_state(s, venue_id=st.venue_id, register_id=st.register_id)
         assert state.mode == "contingency" and state.allowed_methods == ["cash", "backup"]

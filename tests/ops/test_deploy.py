@@ -80,8 +80,11 @@ def test_systemd_units_run_caja_commands_that_exist(tmp_path):
                 if word.startswith("--"):
                     assert word in options, (unit.name, word)
         # systemd's own checker (binary path replaced by this checkout's).
-        text = unit.read_text().replace("/opt/caja/.venv/bin/caja", CAJA).replace(
-            "EnvironmentFile=/etc/caja/caja.env", "EnvironmentFile=-/etc/caja/caja.env")
+        text = (
+            unit.read_text()
+            .replace("/opt/caja/.venv/bin/caja", CAJA)
+            .replace("EnvironmentFile=/etc/caja/caja.env", "EnvironmentFile=-/etc/caja/caja.env")
+        )
         name = unit.name.replace("@.", "@8001.")
         (tmp_path / name).write_text(text)
         checker = shutil.which("systemd-analyze")

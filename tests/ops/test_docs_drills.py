@@ -34,8 +34,10 @@ async def drill_database(pg_test_database):
     async with engine.connect() as conn:
         await conn.execute(text(f'CREATE DATABASE "{name}"'))
     plain = make_url(admin).set(drivername="postgresql")
-    yield (plain.set(database=name).render_as_string(hide_password=False),
-           plain.set(database="postgres").render_as_string(hide_password=False))
+    yield (
+        plain.set(database=name).render_as_string(hide_password=False),
+        plain.set(database="postgres").render_as_string(hide_password=False),
+    )
     async with engine.connect() as conn:
         await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     await engine.dispose()
@@ -51,15 +53,24 @@ def test_drill_runs(drill, drill_database, tmp_path):
     url, admin_url = drill_database
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAJA_")}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.update({
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        "WORK": str(tmp_path), "PORT_A": str(free_port()), "PORT_B": str(free_port()),
-        "PG_ADMIN_URL": admin_url, "CAJA_DATABASE_URL": url, "CAJA_ENV": "development",
-        "CAJA_SECRET_KEY": secrets.token_urlsafe(48), "CAJA_METRICS_TOKEN": secrets.token_urlsafe(24),
-        "CAJA_BACKUP_DIR": str(tmp_path / "backups"), "CAJA_LOG_LEVEL": "WARNING",
-    })
-    result = subprocess.run(["bash", str(DOCS / drill)], env=env, capture_output=True, text=True, timeout=300,
-                            cwd=tmp_path)
+    env.update(
+        {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "WORK": str(tmp_path),
+            "PORT_A": str(free_port()),
+            "PORT_B": str(free_port()),
+            "PG_ADMIN_URL": admin_url,
+            "CAJA_DATABASE_URL": url,
+            "CAJA_ENV": "development",
+            "CAJA_SECRET_KEY": secrets.token_urlsafe(48),
+            "CAJA_METRICS_TOKEN": secrets.token_urlsafe(24),
+            "CAJA_BACKUP_DIR": str(tmp_path / "backups"),
+            "CAJA_LOG_LEVEL": "WARNING",
+        }
+    )
+    result = subprocess.run(
+        ["bash", str(DOCS / drill)], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert result.returncode == 0, f"{drill} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     assert "correcto" in result.stdout.splitlines()[-1]
 
@@ -88,8 +99,13 @@ def test_every_command_of_the_guide_is_run_by_a_drill():
     guide = (DOCS / "operations.md").read_text()
     drill_lines = [normalise(line) for name in DRILLS for line in (DOCS / name).read_text().splitlines()]
     blocks = fenced_blocks(guide)
-    commands = [normalise(line) for lang, lines in blocks if lang == "bash" for line in lines
-                if line and not line.startswith("#")]
+    commands = [
+        normalise(line)
+        for lang, lines in blocks
+        if lang == "bash"
+        for line in lines
+        if line and not line.startswith("#")
+    ]
     assert len(commands) >= 25
     missing = [c for c in commands if not any(c in line for line in drill_lines)]
     assert not missing, f"commands of docs/operations.md that no drill runs: {missing}"

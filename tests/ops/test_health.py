@@ -7,7 +7,6 @@ import socket
 import subprocess
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import update
 
 from caja_core.clock import utcnow
@@ -52,8 +51,17 @@ async def test_database_down_is_error_503():
 async def test_open_breaker_is_degraded_and_register_in_contingency(any_db):
     st = await make_setup(any_db)
     async with any_db.session() as s:
-        s.add(BreakerState(device_key="fake:CAJA1", venue_id=st.venue_id, register_id=st.register_id,
-                           state="open", failure_count=3, opened_at=utcnow(), last_failure="sin respuesta"))
+        s.add(
+            BreakerState(
+                device_key="fake:CAJA1",
+                venue_id=st.venue_id,
+                register_id=st.register_id,
+                state="open",
+                failure_count=3,
+                opened_at=utcnow(),
+                last_failure="sin respuesta",
+            )
+        )
     report = await check_health(any_db)
     assert report.status == "degraded"
     assert report.http_status == 200
@@ -100,15 +108,19 @@ async def test_stale_and_failing_workers_are_degraded(sqlite_db):
 async def test_agent_heartbeat_missing_is_degraded(any_db):
     st = await make_setup(any_db)
     async with any_db.session() as s:
-        await s.execute(update(CashRegister).where(CashRegister.id == st.register_id).values(
-            agent_token_hash="x", agent_last_seen_at=utcnow() - timedelta(minutes=10)))
+        await s.execute(
+            update(CashRegister)
+            .where(CashRegister.id == st.register_id)
+            .values(agent_token_hash="x", agent_last_seen_at=utcnow() - timedelta(minutes=10))
+        )
     report = await check_health(any_db, agent_stale_after_s=120)
     assert report.status == "degraded"
     agent = report.services["registers"]["CAJA1"]["agent"]
     assert agent["status"] == "stale" and agent["age_s"] >= 600
     async with any_db.session() as s:
-        await s.execute(update(CashRegister).where(CashRegister.id == st.register_id).values(
-            agent_last_seen_at=utcnow()))
+        await s.execute(
+            update(CashRegister).where(CashRegister.id == st.register_id).values(agent_last_seen_at=utcnow())
+        )
     report = await check_health(any_db, agent_stale_after_s=120)
     assert report.services["registers"]["CAJA1"]["agent"]["status"] == "ok"
     assert report.status == "ok"
@@ -118,8 +130,7 @@ async def test_register_naming_a_missing_provider_is_degraded(sqlite_db):
     await make_setup(sqlite_db)
     report = await check_health(sqlite_db, provider_ids=["cash", "fake"])
     assert report.status == "degraded"
-    assert report.services["registers"]["CAJA1"]["providers"]["backup"] == {"id": "fakebackup",
-                                                                           "installed": False}
+    assert report.services["registers"]["CAJA1"]["providers"]["backup"] == {"id": "fakebackup", "installed": False}
 
 
 async def test_backups_missing_old_or_failed_are_degraded(sqlite_db, sqlite_url, tmp_path):
@@ -152,9 +163,23 @@ async def test_redis_session_store_up_and_down(sqlite_db):
     server = shutil.which("redis-server")
     assert server, "redis-server is needed for this test"
     port = _free_port()
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--requirepass", "redis-secret-pw"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            "redis-secret-pw",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"redis://:redis-secret-pw@127.0.0.1:{port}/0"
         for _ in range(50):

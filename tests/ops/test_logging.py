@@ -24,9 +24,14 @@ PANS = ["4111 1111 1111 1111", "5555-5555-5555-4444", "378282246310005", "601100
 
 @pytest.fixture
 def captured():
-    settings = load_settings({"CAJA_SECRET_KEY": SECRET_KEY, "CAJA_METRICS_TOKEN": METRICS_TOKEN,
-                              "CAJA_DATABASE_URL": "postgresql://caja:db-pass-Xy12@127.0.0.1/caja",
-                              "CAJA_INSTANCE_ID": "app-1"})
+    settings = load_settings(
+        {
+            "CAJA_SECRET_KEY": SECRET_KEY,
+            "CAJA_METRICS_TOKEN": METRICS_TOKEN,
+            "CAJA_DATABASE_URL": "postgresql://caja:db-pass-Xy12@127.0.0.1/caja",
+            "CAJA_INSTANCE_ID": "app-1",
+        }
+    )
     stream = io.StringIO()
     handler = configure_logging(settings, stream=stream)
     yield stream
@@ -63,12 +68,29 @@ def test_a_payment_like_run_leaves_no_card_data_or_secret_in_the_logs(captured):
     with log_context(request_id="r", venue_id=1, register_id=2, attempt_id=3):
         for pan in PANS:
             log.info("respuesta del terminal: tarjeta %s aprobada", pan)
-        log.info("raw frame %s", json.dumps({"JsonSerialized": json.dumps({"Pan": PAN, "Cvv": "123",
-                                                                             "Track2": f";{PAN}=25121010000000000000?",
-                                                                             "PinBlock": "A1B2C3D4E5F60718"})}))
+        log.info(
+            "raw frame %s",
+            json.dumps(
+                {
+                    "JsonSerialized": json.dumps(
+                        {
+                            "Pan": PAN,
+                            "Cvv": "123",
+                            "Track2": f";{PAN}=25121010000000000000?",
+                            "PinBlock": "A1B2C3D4E5F60718",
+                        }
+                    )
+                }
+            ),
+        )
         log.info("track1 %%B%s^PEREZ/JUAN^2512101000000000000?", PAN)
-        log.debug("request", extra={"card": {"number": PAN, "cvv": "987", "pin": "4321", "last4": "1111"},
-                                    "headers": {"Authorization": f"Bearer {METRICS_TOKEN}"}})
+        log.debug(
+            "request",
+            extra={
+                "card": {"number": PAN, "cvv": "987", "pin": "4321", "last4": "1111"},
+                "headers": {"Authorization": f"Bearer {METRICS_TOKEN}"},
+            },
+        )
         log.warning("agent connected with token=%s and cookie: caja_session=abc123456", "agt-secret-77aa")
         log.error("could not connect to postgresql://caja:db-pass-Xy12@127.0.0.1/caja")
         log.info("signing with %s", SECRET_KEY)
@@ -79,10 +101,27 @@ def test_a_payment_like_run_leaves_no_card_data_or_secret_in_the_logs(captured):
             log.exception("fallo al cobrar")
         log.info("aprobado: marca VISA, últimos 4 1111, autorización 123456, operación 991, ticket 1234567890123")
     output = captured.getvalue()
-    for forbidden in [PAN, "5555555555554444", "5555-5555-5555-4444", "4111 1111 1111 1111", "378282246310005",
-                      "6011000990139424", PAN19, "=25121010000000000000", "PEREZ/JUAN",
-                      "A1B2C3D4E5F60718", '"987"', "4321", "agt-secret-77aa", "abc123456", "db-pass-Xy12",
-                      SECRET_KEY, METRICS_TOKEN, "cvv=123", '123\\\\"']:
+    for forbidden in [
+        PAN,
+        "5555555555554444",
+        "5555-5555-5555-4444",
+        "4111 1111 1111 1111",
+        "378282246310005",
+        "6011000990139424",
+        PAN19,
+        "=25121010000000000000",
+        "PEREZ/JUAN",
+        "A1B2C3D4E5F60718",
+        '"987"',
+        "4321",
+        "agt-secret-77aa",
+        "abc123456",
+        "db-pass-Xy12",
+        SECRET_KEY,
+        METRICS_TOKEN,
+        "cvv=123",
+        '123\\\\"',
+    ]:
         assert forbidden not in output, forbidden
     records = lines(captured)
     assert all(r["attempt_id"] == 3 for r in records)

@@ -16,8 +16,12 @@ def test_quantile_interpolates_inside_the_bucket_like_prometheus():
 
 def test_recording_feeds_counters_and_histograms():
     def approval_count():
-        return next(s.value for m in metrics.TIME_TO_APPROVAL.collect() for s in m.samples
-                    if s.name.endswith("_count") and s.labels == {"provider": "probe"})
+        return next(
+            s.value
+            for m in metrics.TIME_TO_APPROVAL.collect()
+            for s in m.samples
+            if s.name.endswith("_count") and s.labels == {"provider": "probe"}
+        )
 
     metrics.record_attempt("probe", "declined", 3.0)
     metrics.record_attempt("probe", "approved", 12.0)
@@ -26,8 +30,12 @@ def test_recording_feeds_counters_and_histograms():
     assert metrics.PAYMENT_ATTEMPTS.labels(provider="probe", outcome="declined")._value.get() == 1
     assert approval_count() == 1  # declines and unknown durations are not approvals
     metrics.record_fallback("probe", "probe-backup", 61.0)
-    summary = metrics.summary(report={"status": "ok", "problems": [], "services": {}},
-                              counts={"in_doubt": 0, "unresolved": 0, "open_sessions": 0}, breakers={}, agents={})
+    summary = metrics.summary(
+        report={"status": "ok", "problems": [], "services": {}},
+        counts={"in_doubt": 0, "unresolved": 0, "open_sessions": 0},
+        breakers={},
+        agents={},
+    )
     assert summary["payments"]["attempts"]["probe"] == {"declined": 1, "approved": 2}
     assert summary["payments"]["time_to_fallback"]["probe→probe-backup"]["count"] >= 1
 
@@ -38,5 +46,10 @@ def test_metric_names_lists_every_exposed_series():
     for line in exposed.splitlines():
         if line and not line.startswith("#"):
             assert line.split("{")[0].split(" ")[0] in names, line
-    assert {"caja_http_requests_total", "caja_payment_attempts_in_doubt", "caja_backup_age_seconds",
-            "caja_breaker_state", "caja_agent_last_seen_age_seconds"} <= names
+    assert {
+        "caja_http_requests_total",
+        "caja_payment_attempts_in_doubt",
+        "caja_backup_age_seconds",
+        "caja_breaker_state",
+        "caja_agent_last_seen_age_seconds",
+    } <= names

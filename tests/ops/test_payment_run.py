@@ -9,7 +9,7 @@ import pytest
 
 from caja_core.ops import metrics
 from caja_core.ops.logging import configure_logging, log_context
-from caja_core.providers import CardData, OutcomeKind
+from caja_core.providers import OutcomeKind
 from caja_core.settings import load_settings
 from caja_core.testing.fake import ScriptableProvider, Step
 
@@ -26,10 +26,15 @@ class LeakyProvider(ScriptableProvider):
     """Logs what a careless integration would: the raw frame (PAN, track, CVV) and its own settings."""
 
     async def charge(self, request, settings, ctx, *args, **kwargs):
-        plugin_log.info("frame out: %s", json.dumps({"Amount": request.amount, "Pan": PAN, "Track2": TRACK2,
-                                                    "Cvv": "123", "PinBlock": "9F8E7D6C5B4A3921"}))
-        plugin_log.debug("settings", extra={"settings": {"device": settings.device,
-                                                         "webhook_secret": settings.webhook_secret}})
+        plugin_log.info(
+            "frame out: %s",
+            json.dumps(
+                {"Amount": request.amount, "Pan": PAN, "Track2": TRACK2, "Cvv": "123", "PinBlock": "9F8E7D6C5B4A3921"}
+            ),
+        )
+        plugin_log.debug(
+            "settings", extra={"settings": {"device": settings.device, "webhook_secret": settings.webhook_secret}}
+        )
         outcome = await super().charge(request, settings, ctx, *args, **kwargs)
         plugin_log.info("frame in: approved card %s exp 2512 cvv=123 outcome %s", PAN, outcome.kind)
         return outcome
@@ -40,15 +45,20 @@ def value(counter, **labels):
 
 
 def histogram_count(histogram, **labels):
-    return next(s.value for m in histogram.collect() for s in m.samples
-                if s.name.endswith("_count") and all(s.labels.get(k) == v for k, v in labels.items()))
+    return next(
+        s.value
+        for m in histogram.collect()
+        for s in m.samples
+        if s.name.endswith("_count") and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 @pytest.fixture
 def captured_logs():
     stream = io.StringIO()
-    handler = configure_logging(load_settings({"CAJA_SECRET_KEY": SECRET_KEY, "CAJA_LOG_LEVEL": "DEBUG"}),
-                                stream=stream)
+    handler = configure_logging(
+        load_settings({"CAJA_SECRET_KEY": SECRET_KEY, "CAJA_LOG_LEVEL": "DEBUG"}), stream=stream
+    )
     yield stream
     logging.getLogger().removeHandler(handler)
     logging.getLogger().setLevel(logging.WARNING)
@@ -75,8 +85,9 @@ async def test_full_payment_run_is_counted_and_leaves_no_card_data_in_logs(any_d
             await orch.start_payment(env.venue_id, sale_b, env.setup.cashier_id)
             await env.until(orch, sale_b, lambda p: p.backup_offered)
             p = await orch.start_backup(env.venue_id, sale_b, env.setup.cashier_id)
-            done = await orch.confirm_manual(env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "ab12cd",
-                                             "1111", "Visa", "debito")
+            done = await orch.confirm_manual(
+                env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "ab12cd", "1111", "Visa", "debito"
+            )
         assert done.paid
     finally:
         await orch.stop()
@@ -90,8 +101,16 @@ async def test_full_payment_run_is_counted_and_leaves_no_card_data_in_logs(any_d
     output = captured_logs.getvalue()
     records = [json.loads(line) for line in output.splitlines()]
     assert any(r["logger"] == "caja_leaky.provider" for r in records), "the provider's logs were captured"
-    for forbidden in (PAN, TRACK2, "=25121010000012300000", "9F8E7D6C5B4A3921", "cvv=123", '"123"',
-                      "fake-secret", SECRET_KEY):
+    for forbidden in (
+        PAN,
+        TRACK2,
+        "=25121010000012300000",
+        "9F8E7D6C5B4A3921",
+        "cvv=123",
+        '"123"',
+        "fake-secret",
+        SECRET_KEY,
+    ):
         assert forbidden not in output, forbidden
     frame = next(r for r in records if r["message"].startswith("frame out"))
     assert frame["request_id"] == "req-a" and frame["venue_id"] == env.venue_id

@@ -14,10 +14,20 @@ def problems(env):
 
 
 def test_all_problems_are_reported_together():
-    found = problems({"CAJA_ENV": "prod", "CAJA_PORT": "x", "CAJA_LOG_FORMAT": "xml", "CAJA_SECURE_COOKIES": "tal vez",
-                      "CAJA_REDIS_URL": "localhost:6379", "CAJA_TIMEZONE": "Marte/Base"})
+    found = problems(
+        {
+            "CAJA_ENV": "prod",
+            "CAJA_PORT": "x",
+            "CAJA_LOG_FORMAT": "xml",
+            "CAJA_SECURE_COOKIES": "tal vez",
+            "CAJA_REDIS_URL": "localhost:6379",
+            "CAJA_TIMEZONE": "Marte/Base",
+        }
+    )
     assert len(found) == 7, found
-    assert found[0] == "CAJA_ENV='prod' no es válido: se espera demo | development | production (por defecto development)"
+    assert (
+        found[0] == "CAJA_ENV='prod' no es válido: se espera demo | development | production (por defecto development)"
+    )
     assert any(p.startswith("CAJA_PORT='x' no es válido: se espera puerto HTTP") for p in found)
     assert any(p.startswith("CAJA_LOG_FORMAT='xml' no es válido: se espera json | text") for p in found)
     assert any(p == "CAJA_SECURE_COOKIES='tal vez' no es válido: se espera 1 o 0" for p in found)
@@ -29,23 +39,36 @@ def test_all_problems_are_reported_together():
 def test_secret_key_rules():
     assert load_settings({"CAJA_ENV": "demo"}).secret_key == DEMO_SECRET_KEY
     assert problems({"CAJA_ENV": "development"}) == [
-        "CAJA_SECRET_KEY falta: se espera clave secreta de al menos 32 caracteres (obligatoria salvo en demo)"]
+        "CAJA_SECRET_KEY falta: se espera clave secreta de al menos 32 caracteres (obligatoria salvo en demo)"
+    ]
     assert load_settings({"CAJA_ENV": "development", "CAJA_SECRET_KEY": "dev"}).secret_key == "dev"
     for weak in ("changeme", "x" * 64, DEMO_SECRET_KEY, GOOD[:20]):
         found = problems({"CAJA_ENV": "production", "CAJA_SECRET_KEY": weak, "CAJA_SECURE_COOKIES": "1"})
         assert len(found) == 1 and found[0].startswith("CAJA_SECRET_KEY es débil"), weak
-    assert load_settings({"CAJA_ENV": "production", "CAJA_SECRET_KEY": GOOD, "CAJA_SECURE_COOKIES": "1"}).env == "production"
+    assert (
+        load_settings({"CAJA_ENV": "production", "CAJA_SECRET_KEY": GOOD, "CAJA_SECURE_COOKIES": "1"}).env
+        == "production"
+    )
 
 
 def test_tokens_database_and_backups():
     base = {"CAJA_SECRET_KEY": GOOD}
     assert problems({**base, "CAJA_METRICS_TOKEN": GOOD}) == ["CAJA_METRICS_TOKEN no puede ser igual a CAJA_SECRET_KEY"]
     assert problems({**base, "CAJA_METRICS_TOKEN_PREVIOUS": "old-token-0123456789"}) == [
-        "CAJA_METRICS_TOKEN_PREVIOUS sin CAJA_METRICS_TOKEN: defina primero el token nuevo"]
+        "CAJA_METRICS_TOKEN_PREVIOUS sin CAJA_METRICS_TOKEN: defina primero el token nuevo"
+    ]
     assert problems({**base, "CAJA_DATABASE_URL": "postgresql://caja@db:5432/"}) == [
-        "CAJA_DATABASE_URL no indica la base: se espera postgresql://usuario@host:5432/base"]
+        "CAJA_DATABASE_URL no indica la base: se espera postgresql://usuario@host:5432/base"
+    ]
     found = problems({**base, "CAJA_BACKUP_KEEP_DAILY": "0", "CAJA_BACKUP_INTERVAL_HOURS": "1000"})
     assert [p.split("=")[0] for p in found] == ["CAJA_BACKUP_KEEP_DAILY", "CAJA_BACKUP_INTERVAL_HOURS"]
-    ok = load_settings({**base, "CAJA_METRICS_TOKEN": "new-token-0123456789", "CAJA_METRICS_TOKEN_PREVIOUS": "old-token-0123456789",
-                        "CAJA_REDIS_URL": "rediss://:pw@redis:6380/0", "CAJA_BACKUP_INTERVAL_HOURS": "0"})
+    ok = load_settings(
+        {
+            **base,
+            "CAJA_METRICS_TOKEN": "new-token-0123456789",
+            "CAJA_METRICS_TOKEN_PREVIOUS": "old-token-0123456789",
+            "CAJA_REDIS_URL": "rediss://:pw@redis:6380/0",
+            "CAJA_BACKUP_INTERVAL_HOURS": "0",
+        }
+    )
     assert ok.metrics_token_previous == "old-token-0123456789" and ok.backup_interval_hours == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -24,9 +24,15 @@ from caja_core.sessions import service as sessions
 from caja_core.testing.factories import make_setup
 from caja_core.testing.fake import ScriptableProvider, manual_provider
 
-TEST_POLICY = dict(max_wait_s=5, triggers=["unavailable", "transport_error", "timeout", "decline"],
-                   decline_codes=["51"], breaker_failures=3, breaker_window_s=60, breaker_cooldown_s=10,
-                   backup_phones_required=1)
+TEST_POLICY = dict(
+    max_wait_s=5,
+    triggers=["unavailable", "transport_error", "timeout", "decline"],
+    decline_codes=["51"],
+    breaker_failures=3,
+    breaker_window_s=60,
+    breaker_cooldown_s=10,
+    backup_phones_required=1,
+)
 
 
 class JumpClock(Clock):
@@ -38,7 +44,7 @@ class JumpClock(Clock):
         self._mono0 = time.monotonic()
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc) + self.offset
+        return datetime.now(UTC) + self.offset
 
     def monotonic(self) -> float:
         return self._mono0 + (time.monotonic() - self._mono0) * self.speed
@@ -77,9 +83,18 @@ class Env:
         self.orchestrators: list[PaymentOrchestrator] = []
 
     async def orchestrator(self, instance_id: str = "inst-1", **kw) -> PaymentOrchestrator:
-        options = dict(clock=self.clock, instance_id=instance_id, tick_s=0.01, worker_interval_s=0.05,
-                       cancel_timeout_s=1.0, cancel_grace_s=0.2, status_timeout_s=1.0, health_timeout_s=1.0,
-                       reconcile_backoff_s=(0.05, 0.2), remote_cancel_check_s=0.05)
+        options = dict(
+            clock=self.clock,
+            instance_id=instance_id,
+            tick_s=0.01,
+            worker_interval_s=0.05,
+            cancel_timeout_s=1.0,
+            cancel_grace_s=0.2,
+            status_timeout_s=1.0,
+            health_timeout_s=1.0,
+            reconcile_backoff_s=(0.05, 0.2),
+            remote_cancel_check_s=0.05,
+        )
         options.update(kw)
         orch = PaymentOrchestrator(self.db, self.registry, self.pm, **options)
         await orch.start()
@@ -89,9 +104,13 @@ class Env:
     async def sale(self, amount: int = 12500, session_id: int | None = None) -> int:
         async with self.db.session() as s:
             out = await sales.create_sale(
-                s, venue_id=self.venue_id, session_id=session_id or self.session_id,
-                cashier_id=self.setup.cashier_id, idempotency_key=uuid.uuid4().hex,
-                items=[sales.ItemInput(name="Consumo", unit_price=amount, quantity=1, free_reason="barra")])
+                s,
+                venue_id=self.venue_id,
+                session_id=session_id or self.session_id,
+                cashier_id=self.setup.cashier_id,
+                idempotency_key=uuid.uuid4().hex,
+                items=[sales.ItemInput(name="Consumo", unit_price=amount, quantity=1, free_reason="barra")],
+            )
         return out.id
 
     async def attempts(self, sale_id: int | None = None) -> list[PaymentAttempt]:
@@ -117,8 +136,12 @@ class Env:
 
     async def settle(self, orch, sale_id: int, timeout: float = 5.0):
         """Wait until the sale is paid or its payment is resolved as not charged (nothing in flight)."""
-        return await self.until(orch, sale_id, lambda p: p.paid or (
-            not p.in_doubt and p.state not in ("created", "sending", "awaiting")), timeout)
+        return await self.until(
+            orch,
+            sale_id,
+            lambda p: p.paid or (not p.in_doubt and p.state not in ("created", "sending", "awaiting")),
+            timeout,
+        )
 
 
 async def build_env(db, *, speed: float = 4.0, policy: dict | None = None, primary=None, backup=None) -> Env:
@@ -127,11 +150,23 @@ async def build_env(db, *, speed: float = 4.0, policy: dict | None = None, prima
     events = Events()
     pm = make_plugin_manager(ProvidersPlugin(provider, backup_provider), events, load_entrypoints=False)
     registry = ProviderRegistry.from_plugin_manager(pm)
-    setup = await make_setup(db, registry, primary=provider.id, backup=backup_provider.id,
-                             policy=FallbackPolicy(**{**TEST_POLICY, **(policy or {})}), phones=1)
+    setup = await make_setup(
+        db,
+        registry,
+        primary=provider.id,
+        backup=backup_provider.id,
+        policy=FallbackPolicy(**{**TEST_POLICY, **(policy or {})}),
+        phones=1,
+    )
     async with db.session() as s:
-        session = await sessions.open_session(s, venue_id=setup.venue_id, register_id=setup.register_id,
-                                              user_id=setup.cashier_id, initial_cash=0, open_key="apertura-1")
+        session = await sessions.open_session(
+            s,
+            venue_id=setup.venue_id,
+            register_id=setup.register_id,
+            user_id=setup.cashier_id,
+            initial_cash=0,
+            open_key="apertura-1",
+        )
     return Env(db, provider, backup_provider, pm, registry, setup, session.id, JumpClock(speed), events)
 
 

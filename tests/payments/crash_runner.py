@@ -62,9 +62,19 @@ async def run(args: argparse.Namespace) -> dict:
     db = Database(args.url)
     if args.kill_before_approved_commit:
         kill_before_approved_commit()
-    orch = PaymentOrchestrator(db, registry, pm, instance_id="caja-1", tick_s=0.01, worker_interval_s=0.05,
-                               cancel_timeout_s=1, cancel_grace_s=0.2, status_timeout_s=2, health_timeout_s=1,
-                               reconcile_backoff_s=(0.05, 0.2))
+    orch = PaymentOrchestrator(
+        db,
+        registry,
+        pm,
+        instance_id="caja-1",
+        tick_s=0.01,
+        worker_interval_s=0.05,
+        cancel_timeout_s=1,
+        cancel_grace_s=0.2,
+        status_timeout_s=2,
+        health_timeout_s=1,
+        reconcile_backoff_s=(0.05, 0.2),
+    )
     await orch.start()
     try:
         if args.close_batch:

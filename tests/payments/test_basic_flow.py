@@ -22,8 +22,11 @@ async def test_card_payment_approved_pays_the_sale_once(env):
     assert progress.state in ("created", "sending", "awaiting") and not progress.paid
     seen = await env.until(orch, sale_id, lambda p: p.message == "Inserte o acerque tarjeta" or p.paid)
     done = await env.settle(orch, sale_id)
-    assert done.paid and done.paid_via == "primary" and done.state == "approved", (done.state, done.message,
-                                                                                   env.provider.calls)
+    assert done.paid and done.paid_via == "primary" and done.state == "approved", (
+        done.state,
+        done.message,
+        env.provider.calls,
+    )
     assert seen.message == "Inserte o acerque tarjeta" or seen.paid
     (attempt,) = await env.attempts(sale_id)
     assert attempt.last4 == "4242" and attempt.authorization_code == "A1B2C3" and attempt.sent_at is not None
@@ -80,14 +83,17 @@ async def test_unavailable_terminal_offers_backup_and_manual_confirmation_pays(e
     # Malformed references are rejected, nothing changes.
     for code, last4 in [("", "1234"), ("12345", "1234"), ("ABC12!", "1234"), ("ABC123", "123"), ("ABC123", "12a4")]:
         with pytest.raises(ValidationFailed):
-            await orch.confirm_manual(env.venue_id, p.manual.attempt_id, env.setup.cashier_id, code, last4,
-                                      "Visa", "debito")
+            await orch.confirm_manual(
+                env.venue_id, p.manual.attempt_id, env.setup.cashier_id, code, last4, "Visa", "debito"
+            )
     assert not (await orch.poll(env.venue_id, sale_id)).paid
-    done = await orch.confirm_manual(env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "ab12cd", "4321",
-                                     "Visa", "crédito")
+    done = await orch.confirm_manual(
+        env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "ab12cd", "4321", "Visa", "crédito"
+    )
     assert done.paid and done.paid_via == "backup" and done.state == "approved_manual"
-    again = await orch.confirm_manual(env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "AB12CD", "4321",
-                                      "Visa", "credito")
+    again = await orch.confirm_manual(
+        env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "AB12CD", "4321", "Visa", "credito"
+    )
     assert again.paid
     async with env.db.reader() as s:
         session = await s.get(CashSession, env.session_id)
@@ -109,8 +115,9 @@ async def test_duplicate_authorization_code_in_jornada_raises_incident(env):
         await env.until(orch, sale_id, lambda p: p.backup_offered)
         p = await orch.start_backup(env.venue_id, sale_id, env.setup.cashier_id)
         codes.append(p.manual.reference)
-        await orch.confirm_manual(env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "ZZ9999", "1111",
-                                  "Mastercard", "debito")
+        await orch.confirm_manual(
+            env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "ZZ9999", "1111", "Mastercard", "debito"
+        )
     assert codes[0] != codes[1]
     async with env.db.reader() as s:
         kinds = list((await s.execute(select(Incident.kind))).scalars())
@@ -154,7 +161,7 @@ async def test_start_payment_consults_select_provider_and_refuses_an_unconfigure
         await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
     assert err.value.code == "payment.provider_not_configured" and env.provider.calls == []
     assert chooser.seen == [(sale_id, ["fake"], 5)]
-    chooser.answer = None          # no opinion: the default picks the register's primary
+    chooser.answer = None  # no opinion: the default picks the register's primary
     await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
     assert (await env.settle(orch, sale_id)).paid
 
@@ -166,7 +173,7 @@ async def test_cancel_from_another_instance_reaches_the_terminal(env):
     env.provider.script("charge", Step(hang=True))
     await a.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
     await env.until(b, sale_id, lambda p: p.state == "awaiting")
-    await b.cancel(env.venue_id, sale_id, env.setup.cashier_id)   # the other tab landed on the other instance
+    await b.cancel(env.venue_id, sale_id, env.setup.cashier_id)  # the other tab landed on the other instance
     p = await env.settle(a, sale_id)
     assert p.state == "failed_not_sent" and env.provider.count("cancel") == 1 and env.provider.ledger == {}
 
@@ -187,7 +194,7 @@ async def test_policy_requiring_a_supervisor_for_the_backup_is_enforced(any_db):
             await orch.start_backup(env.venue_id, sale_id, env.setup.cashier_id)
         p = await orch.start_backup(env.venue_id, sale_id, env.setup.supervisor_id)
         assert p.state == "manual_pending"
-        p = await orch.cancel(env.venue_id, sale_id, env.setup.cashier_id)   # nothing charged on the phone
+        p = await orch.cancel(env.venue_id, sale_id, env.setup.cashier_id)  # nothing charged on the phone
         assert p.state == "cancelled" and not p.paid
         async with env.db.session() as s:
             from caja_core.payments.service import unresolved_attempt_summaries
@@ -200,15 +207,16 @@ async def test_policy_requiring_a_supervisor_for_the_backup_is_enforced(any_db):
 async def test_pending_at_the_provider_is_awaiting_not_in_doubt_until_status_answers(env):
     orch = await env.orchestrator()
     sale_id = await env.sale(6000)
-    env.provider.script("charge", Step(kind=OutcomeKind.PENDING, message="Orden creada; esperando el pago",
-                                       receipt=False))
+    env.provider.script(
+        "charge", Step(kind=OutcomeKind.PENDING, message="Orden creada; esperando el pago", receipt=False)
+    )
     env.provider.script("status", Step(kind=OutcomeKind.PENDING), Step(kind=OutcomeKind.APPROVED))
     p = await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
     p = await env.until(orch, sale_id, lambda p: p.message == "Orden creada; esperando el pago")
     assert p.state == "awaiting" and not p.in_doubt and not p.paid
     with pytest.raises(Conflict):
         await orch.cancel(env.venue_id, sale_id, env.setup.cashier_id)
-    other = await env.sale(1000)      # the pending order does not hold the register hostage
+    other = await env.sale(1000)  # the pending order does not hold the register hostage
     await orch.start_payment(env.venue_id, other, env.setup.cashier_id)
     assert (await env.settle(orch, other)).paid
     done = await env.until(orch, sale_id, lambda p: p.paid)
@@ -222,7 +230,7 @@ async def test_a_repeated_final_answer_is_applied_once(env):
     assert (await env.settle(orch, sale_id)).paid
     (attempt,) = await env.attempts(sale_id)
     approvals = env.events.kinds().count("approved")
-    for _ in range(2):      # the terminal re-sends its answer; reconciliation asks again
+    for _ in range(2):  # the terminal re-sends its answer; reconciliation asks again
         assert await orch.reconcile(attempt.id) == "approved"
     async with env.db.reader() as s:
         from caja_core.sessions.models import CashSession

@@ -26,7 +26,7 @@ class TestScriptableProviderConformance(ProviderConformance):
 
     @pytest.fixture
     def upstream(self, provider):
-        return provider          # the scriptable provider is its own upstream
+        return provider  # the scriptable provider is its own upstream
 
     @pytest.fixture
     def settings(self):
@@ -36,8 +36,14 @@ class TestScriptableProviderConformance(ProviderConformance):
         upstream.script("charge", REPLY_STEPS[reply])
 
     def webhook_for(self, settings, request, outcome):
-        body = msgspec.json.encode({"order_id": f"ord-{request.ticket}", "reference_id": str(request.attempt_id),
-                                    "amount": outcome.amount, "status": outcome.kind.value})
+        body = msgspec.json.encode(
+            {
+                "order_id": f"ord-{request.ticket}",
+                "reference_id": str(request.attempt_id),
+                "amount": outcome.amount,
+                "status": outcome.kind.value,
+            }
+        )
         return {"x-fake-secret": settings.webhook_secret}, body
 
 
@@ -49,8 +55,9 @@ class TestManualProviderConformance(ProviderConformance):
         async def pending(request, settings, ctx, progress):
             from caja_core.providers import Outcome
 
-            return Outcome(kind=OutcomeKind.PENDING, reference=request.reference,
-                           message="Cobre en el celular de respaldo")
+            return Outcome(
+                kind=OutcomeKind.PENDING, reference=request.reference, message="Cobre en el celular de respaldo"
+            )
 
         provider.charge = pending
         return provider

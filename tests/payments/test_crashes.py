@@ -25,20 +25,41 @@ class Crash:
     def __init__(self, env, ledger: Path) -> None:
         self.env, self.ledger = env, ledger
 
-    async def run(self, mode: str, *sales: int, charge: list[dict] | None = None,
-                  kill_before_approved_commit: bool = False, close_batch: bool = False) -> tuple[int, dict]:
-        url = self.env.db.url.render_as_string(hide_password=False) if hasattr(self.env.db.url, "render_as_string") \
+    async def run(
+        self,
+        mode: str,
+        *sales: int,
+        charge: list[dict] | None = None,
+        kill_before_approved_commit: bool = False,
+        close_batch: bool = False,
+    ) -> tuple[int, dict]:
+        url = (
+            self.env.db.url.render_as_string(hide_password=False)
+            if hasattr(self.env.db.url, "render_as_string")
             else str(self.env.db.url)
-        cmd = [sys.executable, str(RUNNER), "--url", url, "--ledger", str(self.ledger),
-               "--venue", str(self.env.venue_id), "--user", str(self.env.setup.cashier_id),
-               "--charge", json.dumps(charge or [])]
+        )
+        cmd = [
+            sys.executable,
+            str(RUNNER),
+            "--url",
+            url,
+            "--ledger",
+            str(self.ledger),
+            "--venue",
+            str(self.env.venue_id),
+            "--user",
+            str(self.env.setup.cashier_id),
+            "--charge",
+            json.dumps(charge or []),
+        ]
         if kill_before_approved_commit:
             cmd.append("--kill-before-approved-commit")
         if close_batch:
             cmd.append("--close-batch")
         cmd += [mode, *map(str, sales)]
-        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         if proc.returncode not in (0, -signal.SIGKILL):
             raise AssertionError(f"runner failed ({proc.returncode}): {err.decode()[-2000:]}")
@@ -61,7 +82,7 @@ async def test_19_kill_after_request_written_before_receipt(crash, charged):
     rc, _ = await crash.run("pay", sale_id, charge=[{"crash_at": "after_send", "charged": charged}])
     assert rc == -signal.SIGKILL
     (attempt,) = await env.attempts(sale_id)
-    assert attempt.state == "sending"                     # the write-ahead row is what the restart finds
+    assert attempt.state == "sending"  # the write-ahead row is what the restart finds
     rc, out = await crash.run("recover", sale_id)
     assert rc == 0
     progress = out[str(sale_id)]
@@ -77,7 +98,7 @@ async def test_19_kill_after_request_written_before_receipt(crash, charged):
         assert out[str(sale_id)]["paid"]
         first, second = await env.attempts(sale_id)
         assert second.ticket != first.ticket and crash.ledger_now().charges == {second.ticket: 15000}
-    assert len(crash.ledger_now().charges) == 1           # never a duplicate charge
+    assert len(crash.ledger_now().charges) == 1  # never a duplicate charge
     assert (await env.sale_row(sale_id)).status == "paid" or not charged
 
 
@@ -91,7 +112,7 @@ async def test_20_kill_after_approval_arrives_before_commit(crash):
     assert crash.ledger_now().charges == {attempt.ticket: 22000}
     rc, out = await crash.run("recover", sale_id)
     assert rc == 0 and out[str(sale_id)]["paid"]
-    rc, out = await crash.run("recover", sale_id)          # a second restart changes nothing
+    rc, out = await crash.run("recover", sale_id)  # a second restart changes nothing
     (attempt,) = await env.attempts(sale_id)
     assert attempt.state == "approved"
     async with env.db.reader() as s:
@@ -117,7 +138,8 @@ async def test_22_ticket_counter_survives_restarts_and_batch_close(crash):
     assert out[str(sales[2])]["paid"]
     rc, out = await crash.run("pay", sales[3])
     async with env.db.reader() as s:
-        tickets = [int(t) for t in (await s.execute(select(PaymentAttempt.ticket)
-                                                   .order_by(PaymentAttempt.id))).scalars()]
+        tickets = [
+            int(t) for t in (await s.execute(select(PaymentAttempt.ticket).order_by(PaymentAttempt.id))).scalars()
+        ]
     assert tickets == sorted(tickets) and len(set(tickets)) == len(tickets) == 5
     assert len(crash.ledger_now().charges) == 4 and set(crash.ledger_now().charges) <= {str(t) for t in tickets}

@@ -32,15 +32,20 @@ async def test_21_database_unavailable_when_the_approval_arrives(pg_db, pg_test_
         env.provider.script("charge", Step(delay_s=1.0))
         await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
         await env.until(orch, sale_id, lambda p: p.state == "awaiting")
-        async with admin.connect() as conn:     # the database goes away while the customer taps the card
+        async with admin.connect() as conn:  # the database goes away while the customer taps the card
             await conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
-            await conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                    "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
+            await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
         deadline = time.monotonic() + 5
-        while not env.provider.ledger:          # the terminal approves and charges
+        while not env.provider.ledger:  # the terminal approves and charges
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)                # the approval cannot be written for a while
+        await asyncio.sleep(1.0)  # the approval cannot be written for a while
         async with admin.connect() as conn:
             await conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
         done = await env.until(orch, sale_id, lambda p: p.paid, timeout=15)
@@ -79,8 +84,9 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.db = Database(self.template.fresh_url())
         self.env = self.loop.run_until_complete(build_env(self.db, speed=50.0, policy={"breaker_failures": 50}))
-        self.orch = self.loop.run_until_complete(self.env.orchestrator(
-            cancel_grace_s=0.05, reconcile_backoff_s=(0.01, 0.05)))
+        self.orch = self.loop.run_until_complete(
+            self.env.orchestrator(cancel_grace_s=0.05, reconcile_backoff_s=(0.01, 0.05))
+        )
         self.sales: list[int] = []
 
     def run(self, coro):
@@ -114,8 +120,12 @@ class PaymentsMachine(RuleBasedStateMachine):
     def _unpaid(self) -> list[int]:
         async def q():
             async with self.db.reader() as s:
-                return list((await s.execute(select(Sale.id).where(Sale.status == "pending_payment")
-                                             .order_by(Sale.id))).scalars())
+                return list(
+                    (
+                        await s.execute(select(Sale.id).where(Sale.status == "pending_payment").order_by(Sale.id))
+                    ).scalars()
+                )
+
         return self.run(q())
 
     @precondition(lambda self: self.sales)
@@ -134,9 +144,17 @@ class PaymentsMachine(RuleBasedStateMachine):
                 if p.backup_offered:
                     p = await self.orch.start_backup(self.env.venue_id, sale_id, self.env.setup.cashier_id)
                     code = f"{pick:06d}"
-                    await self.orch.confirm_manual(self.env.venue_id, p.manual.attempt_id,
-                                                   self.env.setup.cashier_id, code, "4242", "Visa", "debito")
+                    await self.orch.confirm_manual(
+                        self.env.venue_id,
+                        p.manual.attempt_id,
+                        self.env.setup.cashier_id,
+                        code,
+                        "4242",
+                        "Visa",
+                        "debito",
+                    )
                     return
+
         self._unpaid_now = self._unpaid()
         self.run(go())
 
@@ -158,6 +176,7 @@ class PaymentsMachine(RuleBasedStateMachine):
             assert paid == set(paying)
             for sid, a in paying.items():
                 assert sales[sid].paid_via == a.role and sales[sid].total == a.amount
+
         self.run(check())
 
     def teardown(self):
@@ -168,9 +187,15 @@ class PaymentsMachine(RuleBasedStateMachine):
 
 def test_24_random_provider_behaviour_keeps_the_books_straight(sqlite_template):
     PaymentsMachine.template = sqlite_template
-    run_state_machine_as_test(PaymentsMachine, settings=settings(
-        max_examples=8, stateful_step_count=10, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]))
+    run_state_machine_as_test(
+        PaymentsMachine,
+        settings=settings(
+            max_examples=8,
+            stateful_step_count=10,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        ),
+    )
 
 
 async def test_24_many_registers_two_instances_random_faults_books_stay_straight(pg_db):
@@ -193,18 +218,44 @@ async def test_24_many_registers_two_instances_random_faults_books_stay_straight
         policy = (await registers.get_register(s, env.venue_id, env.setup.register_id)).policy
         for n in (2, 3):
             reg = await registers.create_register(
-                s, venue_id=env.venue_id, registry=env.registry, actor_id=env.setup.admin_id,
-                data=registers.RegisterInput(code=f"CAJA{n}", name=f"Caja {n}", primary_provider="fake",
-                                             backup_provider="fakebackup", policy=policy,
-                                             provider_settings={"fake": {"device": f"fake-{n}"}}))
+                s,
+                venue_id=env.venue_id,
+                registry=env.registry,
+                actor_id=env.setup.admin_id,
+                data=registers.RegisterInput(
+                    code=f"CAJA{n}",
+                    name=f"Caja {n}",
+                    primary_provider="fake",
+                    backup_provider="fakebackup",
+                    policy=policy,
+                    provider_settings={"fake": {"device": f"fake-{n}"}},
+                ),
+            )
             s.add(BackupPhone(venue_id=env.venue_id, name=f"Cel {n}", identifier=f"cel-{n}", register_id=reg.id))
             await s.flush()
-            sessions_by_register.append((await sessions.open_session(
-                s, venue_id=env.venue_id, register_id=reg.id, user_id=env.setup.supervisor_id, initial_cash=0,
-                open_key=f"apertura-{n}")).id)
-    kinds = [Step(), Step(), Step(), Step(kind=OutcomeKind.DECLINED, code="05"),
-             Step(kind=OutcomeKind.UNAVAILABLE), Step(kind=OutcomeKind.UNKNOWN, charged=True),
-             Step(kind=OutcomeKind.UNKNOWN, charged=False), Step(raise_exc=True), Step(delay_s=0.02)]
+            sessions_by_register.append(
+                (
+                    await sessions.open_session(
+                        s,
+                        venue_id=env.venue_id,
+                        register_id=reg.id,
+                        user_id=env.setup.supervisor_id,
+                        initial_cash=0,
+                        open_key=f"apertura-{n}",
+                    )
+                ).id
+            )
+    kinds = [
+        Step(),
+        Step(),
+        Step(),
+        Step(kind=OutcomeKind.DECLINED, code="05"),
+        Step(kind=OutcomeKind.UNAVAILABLE),
+        Step(kind=OutcomeKind.UNKNOWN, charged=True),
+        Step(kind=OutcomeKind.UNKNOWN, charged=False),
+        Step(raise_exc=True),
+        Step(delay_s=0.02),
+    ]
     rng = random.Random(24)
     env.provider.set_default("charge", None)
 
@@ -239,6 +290,7 @@ async def test_24_many_registers_two_instances_random_faults_books_stay_straight
         sales = {x.id: x for x in (await s.execute(select(Sale))).scalars()}
     assert len(sales) == 3 * per_register
     assert all(x.state not in ("created", "sending", "awaiting", "in_doubt", "reconciling") for x in attempts)
+
     def ledger_key(attempt):
         device = attempt.device_key.split(":", 1)[1]
         return attempt.ticket if device == "fake-1" else f"{device}:{attempt.ticket}"

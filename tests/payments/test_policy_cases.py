@@ -26,7 +26,7 @@ async def test_13_max_wait_cancels_and_reconciles_before_offering_backup(env):
     orch = await env.orchestrator()
     sale_id = await env.sale()
     env.provider.script("charge", Step(hang=True, progress=["Inserte o acerque tarjeta"]))
-    env.provider.script("cancel", Step(kind=OutcomeKind.APPROVED, delay_s=0.3))   # the terminal takes its time
+    env.provider.script("cancel", Step(kind=OutcomeKind.APPROVED, delay_s=0.3))  # the terminal takes its time
     await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
     first = await env.until(orch, sale_id, lambda p: p.state == "awaiting")
     assert first.seconds_left is not None and 0 <= first.seconds_left <= 5 and not first.backup_offered
@@ -49,7 +49,7 @@ async def test_13_max_wait_when_the_terminal_did_charge_ends_approved_without_ba
     orch = await env.orchestrator()
     sale_id = await env.sale(7000)
     env.provider.script("charge", Step(hang=True))
-    env.provider.script("status", Step(kind=OutcomeKind.APPROVED))   # the terminal says our ticket was approved
+    env.provider.script("status", Step(kind=OutcomeKind.APPROVED))  # the terminal says our ticket was approved
     await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
     done = await env.settle(orch, sale_id)
     assert done.paid and done.state == "approved" and not done.backup_offered
@@ -71,13 +71,13 @@ async def _settled_breaker(env) -> str:
 
 async def test_14_breaker_opens_sends_nothing_probes_with_poll_and_closes(env):
     orch = await env.orchestrator(worker_interval_s=3600)  # the test drives the probes with run_once()
-    for _ in range(3):   # declines never trip it
+    for _ in range(3):  # declines never trip it
         sale_id = await env.sale()
         env.provider.script("charge", Step(kind=OutcomeKind.DECLINED, code="05"))
         await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
         await env.settle(orch, sale_id)
     assert (await orch.poll(env.venue_id, sale_id)).breaker_state == "closed"
-    for _ in range(3):   # three transport faults within the window
+    for _ in range(3):  # three transport faults within the window
         sale_id = await env.sale()
         env.provider.script("charge", Step(kind=OutcomeKind.UNAVAILABLE, message="Conexión rechazada"))
         await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
@@ -86,7 +86,7 @@ async def test_14_breaker_opens_sends_nothing_probes_with_poll_and_closes(env):
     sale_id = await env.sale()
     first = await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
     assert first.breaker_state == "open" and first.backup_offered and first.state == "failed_not_sent"
-    assert env.provider.count("charge") == charges          # nothing sent to the dead terminal
+    assert env.provider.count("charge") == charges  # nothing sent to the dead terminal
     # Cool-down not over: the worker does not probe.
     await orch.run_once()
     assert env.provider.count("health") == 0
@@ -142,8 +142,9 @@ async def test_15_override_while_in_doubt_then_late_approval_raises_incident_and
     assert p.state == "manual_pending" and p.in_doubt
     primary = (await env.attempts(sale_id))[0]
     assert primary.state in ("in_doubt", "reconciling") and primary.overridden_by == env.setup.supervisor_id
-    p = await orch.confirm_manual(env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "QW12ER", "9876",
-                                  "Visa", "debito")
+    p = await orch.confirm_manual(
+        env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "QW12ER", "9876", "Visa", "debito"
+    )
     assert p.paid and p.paid_via == "backup"
     async with env.db.reader() as s:
         (event,) = (await s.execute(select(FallbackEvent))).scalars()
@@ -173,8 +174,10 @@ async def test_16_double_click_two_tabs_two_instances_one_active_attempt(env):
     b = await env.orchestrator("inst-b")
     sale_id = await env.sale()
     env.provider.set_default("charge", Step(delay_s=0.2))
-    results = await asyncio.gather(*[orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
-                                     for orch in (a, a, b, b, a, b)], return_exceptions=True)
+    results = await asyncio.gather(
+        *[orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id) for orch in (a, a, b, b, a, b)],
+        return_exceptions=True,
+    )
     # A click that arrives after the approval is told the sale is paid; every other one sees the same attempt.
     late = [r for r in results if isinstance(r, Exception)]
     assert all(isinstance(r, Conflict) and r.code == "sale.already_paid" for r in late), late
@@ -190,20 +193,35 @@ async def test_17_second_register_on_the_same_terminal_gets_busy_at_once(env):
     orch = await env.orchestrator()
     async with env.db.session() as s:
         other = await registers.create_register(
-            s, venue_id=env.venue_id, registry=env.registry, actor_id=env.setup.admin_id,
-            data=registers.RegisterInput(code="CAJA2", name="Caja 2", primary_provider="fake",
-                                         backup_provider="fakebackup",
-                                         policy=(await registers.get_register(s, env.venue_id,
-                                                                              env.setup.register_id)).policy))
-        s.add(BackupPhone(venue_id=env.venue_id, name="Celular 2", identifier="tel-2", register_id=other.id,
-                          available=True))
+            s,
+            venue_id=env.venue_id,
+            registry=env.registry,
+            actor_id=env.setup.admin_id,
+            data=registers.RegisterInput(
+                code="CAJA2",
+                name="Caja 2",
+                primary_provider="fake",
+                backup_provider="fakebackup",
+                policy=(await registers.get_register(s, env.venue_id, env.setup.register_id)).policy,
+            ),
+        )
+        s.add(
+            BackupPhone(
+                venue_id=env.venue_id, name="Celular 2", identifier="tel-2", register_id=other.id, available=True
+            )
+        )
         await s.flush()
-        session2 = await sessions.open_session(s, venue_id=env.venue_id, register_id=other.id,
-                                               user_id=env.setup.supervisor_id, initial_cash=0,
-                                               open_key="apertura-2")
+        session2 = await sessions.open_session(
+            s,
+            venue_id=env.venue_id,
+            register_id=other.id,
+            user_id=env.setup.supervisor_id,
+            initial_cash=0,
+            open_key="apertura-2",
+        )
     sale1 = await env.sale()
     sale2 = await env.sale(session_id=session2.id)
-    env.provider.script("charge", Step(delay_s=0.8))   # busy long enough to be seen; max wait is 1.25 s here
+    env.provider.script("charge", Step(delay_s=0.8))  # busy long enough to be seen; max wait is 1.25 s here
     await orch.start_payment(env.venue_id, sale1, env.setup.cashier_id)
     started = time.monotonic()
     with pytest.raises(Busy) as err:
@@ -212,7 +230,7 @@ async def test_17_second_register_on_the_same_terminal_gets_busy_at_once(env):
     assert await env.attempts(sale2) == []
     p1 = await env.settle(orch, sale1)
     assert p1.paid, (p1.state, p1.message, env.provider.calls)
-    await orch.start_payment(env.venue_id, sale2, env.setup.cashier_id)   # free again
+    await orch.start_payment(env.venue_id, sale2, env.setup.cashier_id)  # free again
     assert (await env.settle(orch, sale2)).paid
     assert env.provider.max_in_flight == 1
 
@@ -220,8 +238,15 @@ async def test_17_second_register_on_the_same_terminal_gets_busy_at_once(env):
 async def test_17_expired_lease_of_a_dead_instance_is_taken_over(env):
     orch = await env.orchestrator()
     async with env.db.session() as s:
-        s.add(DeviceLease(device_key="fake:fake-1", attempt_id=None, owner="muerta",
-                          acquired_at=env.clock.now(), expires_at=env.clock.now()))
+        s.add(
+            DeviceLease(
+                device_key="fake:fake-1",
+                attempt_id=None,
+                owner="muerta",
+                acquired_at=env.clock.now(),
+                expires_at=env.clock.now(),
+            )
+        )
     sale_id = await env.sale()
     env.clock.jump(1)
     await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
@@ -243,15 +268,17 @@ async def test_18_close_refused_while_an_attempt_is_unresolved(env):
     assert len(lines) == 1 and f"#{attempt.id}" in lines[0] and "$4.500" in lines[0]
     with pytest.raises(Conflict) as err:
         async with env.db.session() as s:
-            await sessions.close_session(s, venue_id=env.venue_id, session_id=env.session_id,
-                                         user_id=env.setup.cashier_id, counted={})
+            await sessions.close_session(
+                s, venue_id=env.venue_id, session_id=env.session_id, user_id=env.setup.cashier_id, counted={}
+            )
     assert err.value.code == "session.unresolved_payments" and f"#{attempt.id}" in err.value.message
-    env.provider.set_default("status", None)     # the terminal answers: never charged
+    env.provider.set_default("status", None)  # the terminal answers: never charged
     await env.until(orch, sale_id, lambda p: not p.in_doubt)
     async with env.db.session() as s:
         assert await unresolved_attempt_summaries(s, env.session_id) == []
-        await sessions.close_session(s, venue_id=env.venue_id, session_id=env.session_id,
-                                     user_id=env.setup.cashier_id, counted={})
+        await sessions.close_session(
+            s, venue_id=env.venue_id, session_id=env.session_id, user_id=env.setup.cashier_id, counted={}
+        )
 
 
 # 23 ---------------------------------------------------------------------------------------------------
@@ -265,11 +292,11 @@ async def test_23_clock_jump_during_a_sale_causes_no_timeout_or_fallback(any_db)
         env.provider.script("charge", Step(delay_s=1.0))
         await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
         await env.until(orch, sale_id, lambda p: p.state == "awaiting")
-        env.clock.jump(3 * 3600)       # NTP fixes the wall clock by hours
+        env.clock.jump(3 * 3600)  # NTP fixes the wall clock by hours
         p = await orch.poll(env.venue_id, sale_id)
         assert p.seconds_left is not None and 3 <= p.seconds_left <= 5 and not p.backup_offered
         env.clock.jump(-6 * 3600)
-        await orch.run_once()          # the worker sees a wildly different wall clock: no orphan handling
+        await orch.run_once()  # the worker sees a wildly different wall clock: no orphan handling
         done = await env.settle(orch, sale_id)
         assert done.paid and env.provider.count("cancel") == 0 and env.provider.count("status") == 0
     finally:
@@ -281,7 +308,7 @@ async def test_23_clock_jump_during_a_sale_causes_no_timeout_or_fallback(any_db)
 async def test_28_bad_amounts_are_rejected_before_sending(env, bad_total):
     orch = await env.orchestrator()
     sale_id = await env.sale()
-    async with env.db.session() as s:   # a row written by hand (old data, manual fix): still never sent
+    async with env.db.session() as s:  # a row written by hand (old data, manual fix): still never sent
         await s.execute(update(Sale).where(Sale.id == sale_id).values(total=bad_total))
     with pytest.raises(ValidationFailed):
         await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
@@ -324,8 +351,8 @@ async def test_a_terminal_with_an_attempt_in_doubt_takes_no_new_sale_until_recon
     second = await env.sale()
     p = await orch.start_payment(env.venue_id, second, env.setup.cashier_id)
     assert p.state == "failed_not_sent" and p.backup_offered and "sin resolver" in p.message
-    assert env.provider.count("charge") == charges          # nothing sent while the first is in doubt
-    env.provider.set_default("status", None)                 # the terminal is back: never charged
+    assert env.provider.count("charge") == charges  # nothing sent while the first is in doubt
+    env.provider.set_default("status", None)  # the terminal is back: never charged
     await env.until(orch, first, lambda p: not p.in_doubt)
     third = await env.sale()
     await orch.start_payment(env.venue_id, third, env.setup.cashier_id)

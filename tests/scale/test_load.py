@@ -18,8 +18,9 @@ SHORT = dict(cashiers=16, registers=8, duration_s=60.0)
 
 def assert_night_held(result) -> None:
     failing = [f"{c.name}: {c.detail}" for c in result.checks if not c.ok]
-    assert result.ok, "the night did not hold:\n" + "\n".join(failing + result.stats.problems) + "\n\n" + \
-        result.summary()
+    assert result.ok, (
+        "the night did not hold:\n" + "\n".join(failing + result.stats.problems) + "\n\n" + result.summary()
+    )
 
 
 async def test_busy_night_on_two_instances_keeps_every_invariant():

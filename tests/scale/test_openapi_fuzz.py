@@ -18,8 +18,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                               status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from sqlalchemy import select
 
 from bench.load.stack import free_port
@@ -31,9 +34,15 @@ pytestmark = pytest.mark.slow
 
 METRICS_TOKEN = "token-de-metricas-para-pruebas-0123456789"
 JSON_OPERATIONS = {
-    "GET /health", "GET /health/live", "GET /metrics", "GET /metrics/prometheus", "POST /webhooks/{provider_id}",
-    "GET /api/agent/v1/commands/next", "POST /api/agent/v1/commands/{command_id}/progress",
-    "POST /api/agent/v1/commands/{command_id}/result", "POST /api/agent/v1/heartbeat",
+    "GET /health",
+    "GET /health/live",
+    "GET /metrics",
+    "GET /metrics/prometheus",
+    "POST /webhooks/{provider_id}",
+    "GET /api/agent/v1/commands/next",
+    "POST /api/agent/v1/commands/{command_id}/progress",
+    "POST /api/agent/v1/commands/{command_id}/result",
+    "POST /api/agent/v1/heartbeat",
 }
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES = 50
@@ -45,8 +54,9 @@ async def _agent_token(db_path: Path) -> str:
     try:
         async with db.session() as s:
             register = (await s.scalars(select(CashRegister).order_by(CashRegister.id).limit(1))).one()
-            return await registers.rotate_agent_token(s, venue_id=register.venue_id, register_id=register.id,
-                                                      actor_id=None)
+            return await registers.rotate_agent_token(
+                s, venue_id=register.venue_id, register_id=register.id, actor_id=None
+            )
     finally:
         await db.dispose()
 
@@ -57,16 +67,30 @@ def served(tmp_path_factory) -> tuple[str, str]:
     folder = tmp_path_factory.mktemp("openapi")
     caja = str(Path(sys.executable).parent / "caja")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAJA_")}
-    env.update({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": f"sqlite:///{folder / 'demo.db'}",
-                "CAJA_DATA_DIR": str(folder), "CAJA_BACKUP_DIR": str(folder / "backups"),
-                "CAJA_BACKUP_INTERVAL_HOURS": "0", "CAJA_METRICS_TOKEN": METRICS_TOKEN, "CAJA_LOG_LEVEL": "WARNING"})
-    subprocess.run([caja, "demo", "--no-serve", "--db", str(folder / "demo.db")], env=env, check=True,
-                   capture_output=True, cwd=folder)
+    env.update(
+        {
+            "CAJA_ENV": "demo",
+            "CAJA_DATABASE_URL": f"sqlite:///{folder / 'demo.db'}",
+            "CAJA_DATA_DIR": str(folder),
+            "CAJA_BACKUP_DIR": str(folder / "backups"),
+            "CAJA_BACKUP_INTERVAL_HOURS": "0",
+            "CAJA_METRICS_TOKEN": METRICS_TOKEN,
+            "CAJA_LOG_LEVEL": "WARNING",
+        }
+    )
+    subprocess.run(
+        [caja, "demo", "--no-serve", "--db", str(folder / "demo.db")],
+        env=env,
+        check=True,
+        capture_output=True,
+        cwd=folder,
+    )
     agent_token = asyncio.run(_agent_token(folder / "demo.db"))
     port = free_port()
     log = open(folder / "serve.log", "wb")
-    proc = subprocess.Popen([caja, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=folder,
-                            stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [caja, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=folder, stdout=log, stderr=log
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -90,8 +114,14 @@ def fuzz(schema, base_url: str, headers_for, examples: int) -> list[str]:
         operation = result.ok()
         headers = headers_for(operation.path)
 
-        @hypothesis.settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                             suppress_health_check=list(HealthCheck), phases=[hypothesis.Phase.generate])
+        @hypothesis.settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+            phases=[hypothesis.Phase.generate],
+        )
         @hypothesis.given(case=operation.as_strategy())
         def run(case) -> None:
             if operation.path.endswith("/commands/next"):
@@ -112,8 +142,9 @@ def test_published_schema_documents_the_json_api_and_no_html_page(served):
     labels = {r.ok().label for r in schema.get_all_operations()}
     assert labels == JSON_OPERATIONS, sorted(labels ^ JSON_OPERATIONS)
     raw = httpx.get(f"{base_url}/schema/openapi.json").json()
-    assert not any(p.startswith(("/login", "/caja", "/admin", "/jornada", "/static")) or p == "/"
-                   for p in raw["paths"]), sorted(raw["paths"])
+    assert not any(
+        p.startswith(("/login", "/caja", "/admin", "/jornada", "/static")) or p == "/" for p in raw["paths"]
+    ), sorted(raw["paths"])
     health = raw["paths"]["/health"]["get"]["responses"]
     assert set(health) == {"200", "503"}
     webhook = raw["paths"]["/webhooks/{provider_id}"]["post"]

@@ -14,7 +14,6 @@ from caja_core.plugins import make_plugin_manager
 from caja_core.settings import load_settings
 from caja_core.testing.factories import PASSWORD, PIN, make_registry, make_setup
 from caja_core.testing.fake import FakeProvider
-
 from caja_web.app import create_app
 
 sys.path.insert(0, str(Path(__file__).parent))  # webkit.py: helpers shared by the web tests

@@ -16,7 +16,6 @@ from caja_core.plugins import make_plugin_manager
 from caja_core.providers import ProviderRegistry
 from caja_core.settings import load_settings
 from caja_core.testing.factories import make_setup
-
 from caja_web.app import create_app
 
 

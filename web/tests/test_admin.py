@@ -3,20 +3,32 @@ reports (CSV, Z), products, users, backup phones, health; bad input re-renders i
 
 import re
 
+from webkit import text_of
+
 from caja_core.providers import OutcomeKind
 from caja_core.registers import service as registers
 from caja_core.testing.fake import Step
 
-from webkit import text_of
-
 REGISTER_FORM = {
-    "code": "TEST-01", "name": "TEST GETNET+KLAP", "register_type": "HUMANA", "location": "Barra",
-    "active": "1", "operational_status": "active", "payment_methods": ["cash", "card"],
-    "primary_provider": "fake", "backup_provider": "fakebackup", "policy.enabled": "1",
-    "policy.max_wait_s": "60", "policy.backup_phones_required": "2", "policy.breaker_failures": "3",
-    "policy.breaker_window_s": "120", "policy.breaker_cooldown_s": "30",
-    "policy.triggers": ["unavailable", "transport_error", "timeout"], "policy.offline_methods": ["cash", "backup"],
-    "settings.fake.device": "t-9", "settings.fake.webhook_secret": "muy-secreto-123",
+    "code": "TEST-01",
+    "name": "TEST GETNET+KLAP",
+    "register_type": "HUMANA",
+    "location": "Barra",
+    "active": "1",
+    "operational_status": "active",
+    "payment_methods": ["cash", "card"],
+    "primary_provider": "fake",
+    "backup_provider": "fakebackup",
+    "policy.enabled": "1",
+    "policy.max_wait_s": "60",
+    "policy.backup_phones_required": "2",
+    "policy.breaker_failures": "3",
+    "policy.breaker_window_s": "120",
+    "policy.breaker_cooldown_s": "30",
+    "policy.triggers": ["unavailable", "transport_error", "timeout"],
+    "policy.offline_methods": ["cash", "backup"],
+    "settings.fake.device": "t-9",
+    "settings.fake.webhook_secret": "muy-secreto-123",
 }
 
 
@@ -28,8 +40,9 @@ async def test_create_page_shows_seed_defaults(admin):
 
 
 async def test_create_register_with_policy_and_secret_is_write_only(admin, sqlite_db, setup):
-    r = await admin.post("/admin/cajas/crear", {**REGISTER_FORM, "policy.max_wait_s": "45",
-                                                "policy.require_supervisor": "1"})
+    r = await admin.post(
+        "/admin/cajas/crear", {**REGISTER_FORM, "policy.max_wait_s": "45", "policy.require_supervisor": "1"}
+    )
     assert r.status_code == 303, text_of(r.text)
     register_id = int(re.search(r"/admin/cajas/(\d+)/editar", r.headers["location"]).group(1))
     async with sqlite_db.session() as s:
@@ -40,8 +53,10 @@ async def test_create_register_with_policy_and_secret_is_write_only(admin, sqlit
     page = await admin.get(f"/admin/cajas/{register_id}/editar")
     assert "muy-secreto-123" not in page.text and "configurado" in page.text
     # saving again with the secret left blank keeps it
-    r = await admin.post(f"/admin/cajas/{register_id}/editar", {**REGISTER_FORM, "settings.fake.webhook_secret": "",
-                                                                "name": "Renombrada"})
+    r = await admin.post(
+        f"/admin/cajas/{register_id}/editar",
+        {**REGISTER_FORM, "settings.fake.webhook_secret": "", "name": "Renombrada"},
+    )
     assert r.status_code == 303
     async with sqlite_db.session() as s:
         reg = await registers.get_register(s, setup.venue_id, register_id)
@@ -51,12 +66,16 @@ async def test_create_register_with_policy_and_secret_is_write_only(admin, sqlit
 
 
 async def test_bad_register_form_rerenders_with_spanish_field_errors(admin):
-    r = await admin.post("/admin/cajas/crear", {**REGISTER_FORM, "code": "mal código!", "policy.max_wait_s": "abc",
-                                                "policy.breaker_failures": "500"})
+    r = await admin.post(
+        "/admin/cajas/crear",
+        {**REGISTER_FORM, "code": "mal código!", "policy.max_wait_s": "abc", "policy.breaker_failures": "500"},
+    )
     assert r.status_code == 422
     assert "Debe ser un número entero" in r.text
-    r = await admin.post("/admin/cajas/crear", {**REGISTER_FORM, "code": "mal código!", "policy.max_wait_s": "500",
-                                                "backup_provider": "fake"})
+    r = await admin.post(
+        "/admin/cajas/crear",
+        {**REGISTER_FORM, "code": "mal código!", "policy.max_wait_s": "500", "backup_provider": "fake"},
+    )
     assert r.status_code == 422
     text = text_of(r.text)
     assert "El código debe tener" in text and "La espera máxima debe estar entre 5 y 120" in text
@@ -83,16 +102,14 @@ async def test_terminal_test_and_agent_token_once(admin, setup, fakes):
 
 
 async def test_reports_csv_and_z(admin, setup):
-    await admin.post("/caja/session/open", {"register_id": setup.register_id, "initial_cash": "1000",
-                                            "open_key": "r1"})
+    await admin.post("/caja/session/open", {"register_id": setup.register_id, "initial_cash": "1000", "open_key": "r1"})
     r = await admin.get("/admin/cajas/reportes")
     assert r.status_code == 200 and "Caja 1" in r.text and 'id="sessions"' in r.text
     csv = await admin.get(f"/admin/cajas/reportes/jornada/{setup.jornada_id}/csv")
     assert csv.headers["content-type"].startswith("text/csv") and "CAJA1" in csv.text
     z = await admin.get(f"/admin/cajas/reportes/jornada/{setup.jornada_id}/z")
     assert "Reporte Z" in z.text and "window.print()" in z.text
-    log = await admin.get(f"/admin/cajas/reportes/jornada/{setup.jornada_id}?provider=fake&estado=declined",
-                          htmx=True)
+    log = await admin.get(f"/admin/cajas/reportes/jornada/{setup.jornada_id}?provider=fake&estado=declined", htmx=True)
     assert 'id="attempt-log"' in log.text and "<html" not in log.text
     session = await admin.get("/admin/cajas/reportes/sesion/1")
     assert "Fondo inicial" in session.text and "$1.000" in session.text
@@ -105,20 +122,24 @@ async def test_products_create_edit_and_bad_price(admin, setup):
     assert "Mojito" in page.text and "$7.000" in page.text
     r = await admin.post("/admin/productos", {"category_id": setup.category_id, "name": "Gratis", "price": "0"})
     assert r.status_code == 422 and "El precio debe ser mayor que cero" in r.text
-    r = await admin.post(f"/admin/productos/{setup.products['Agua']}/editar",
-                         {"category_id": setup.category_id, "name": "Agua con gas", "price": "2500", "active": "1"})
+    r = await admin.post(
+        f"/admin/productos/{setup.products['Agua']}/editar",
+        {"category_id": setup.category_id, "name": "Agua con gas", "price": "2500", "active": "1"},
+    )
     assert r.status_code == 303 and "Agua con gas" in (await admin.get("/admin/productos")).text
     r = await admin.post("/admin/productos/categorias", {"name": ""})
     assert r.status_code == 422 and "El nombre es obligatorio" in r.text
 
 
 async def test_users_create_and_bad_pin(admin, setup):
-    r = await admin.post("/admin/usuarios", {"username": "nuevo", "display_name": "Nuevo Cajero", "role": "cashier",
-                                             "secret": "12"})
+    r = await admin.post(
+        "/admin/usuarios", {"username": "nuevo", "display_name": "Nuevo Cajero", "role": "cashier", "secret": "12"}
+    )
     assert r.status_code == 422 and "PIN del cajero debe tener entre 4 y 6 dígitos" in r.text
     assert 'value="12"' not in r.text
-    r = await admin.post("/admin/usuarios", {"username": "nuevo", "display_name": "Nuevo Cajero", "role": "cashier",
-                                             "secret": "4321"})
+    r = await admin.post(
+        "/admin/usuarios", {"username": "nuevo", "display_name": "Nuevo Cajero", "role": "cashier", "secret": "4321"}
+    )
     assert r.status_code == 303
     assert "Nuevo Cajero" in (await admin.get("/admin/usuarios")).text
     r = await admin.post(f"/admin/usuarios/{setup.admin_id}/editar", {"display_name": "Admin", "role": "admin"})
@@ -141,14 +162,20 @@ async def test_health_dashboard_links_ops_endpoints(admin):
 
 async def test_other_venue_objects_are_404(admin, sqlite_db, registry, setup):
     from caja_core.testing.factories import make_setup
+
     other = await make_setup(sqlite_db, registry, slug="otro")
-    for path in (f"/admin/cajas/{other.register_id}/editar", f"/admin/productos/{other.products['Agua']}/editar",
-                 f"/admin/usuarios/{other.cashier_id}/editar", f"/admin/cajas/reportes/jornada/{other.jornada_id}/z"):
+    for path in (
+        f"/admin/cajas/{other.register_id}/editar",
+        f"/admin/productos/{other.products['Agua']}/editar",
+        f"/admin/usuarios/{other.cashier_id}/editar",
+        f"/admin/cajas/reportes/jornada/{other.jornada_id}/z",
+    ):
         r = await admin.get(path)
         assert r.status_code == 404, path
         assert "no existe" in r.text
     r = await admin.post(f"/admin/cajas/{other.register_id}/editar", REGISTER_FORM)
     assert r.status_code == 404
-    r = await admin.post("/caja/session/open", {"register_id": other.register_id, "initial_cash": "0",
-                                                "open_key": "o1"})
+    r = await admin.post(
+        "/caja/session/open", {"register_id": other.register_id, "initial_cash": "0", "open_key": "o1"}
+    )
     assert r.status_code == 404 and "La caja no existe" in r.text

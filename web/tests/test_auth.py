@@ -2,13 +2,11 @@
 
 import pytest
 from litestar.testing import AsyncTestClient
+from webkit import text_of
 
 from caja_core.plugins import make_plugin_manager
-
 from caja_web.app import create_app
 from caja_web.auth import LoginLimiter
-
-from webkit import text_of
 
 
 async def test_staff_login_redirects_by_role_and_sets_safe_cookie(client, setup):
@@ -60,6 +58,7 @@ async def test_post_without_csrf_token_is_refused(admin):
 
 async def test_sessions_live_in_the_database_and_are_shared_by_instances(admin, settings, sqlite_db, fakes):
     from conftest import ProvidersPlugin
+
     other = create_app(settings, db=sqlite_db, pm=make_plugin_manager(ProvidersPlugin(*fakes), load_entrypoints=False))
     async with AsyncTestClient(app=other) as second:
         second.cookies.set("caja_session", admin.client.cookies.get("caja_session"))
@@ -67,9 +66,20 @@ async def test_sessions_live_in_the_database_and_are_shared_by_instances(admin, 
     assert r.status_code == 200 and "Administración" in r.text
 
 
-@pytest.mark.parametrize("path", ["/admin/", "/admin/cajas/", "/admin/cajas/crear", "/admin/productos",
-                                  "/admin/usuarios", "/admin/celulares", "/admin/salud", "/jornada",
-                                  "/admin/cajas/reportes"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/",
+        "/admin/cajas/",
+        "/admin/cajas/crear",
+        "/admin/productos",
+        "/admin/usuarios",
+        "/admin/celulares",
+        "/admin/salud",
+        "/jornada",
+        "/admin/cajas/reportes",
+    ],
+)
 async def test_cashier_gets_403_outside_the_pos(cashier, path):
     r = await cashier.get(path)
     assert r.status_code == 403 and "Acceso denegado" in r.text and "Traceback" not in r.text
@@ -97,6 +107,7 @@ async def test_unknown_page_is_a_spanish_404(admin):
 
 async def test_login_rotates_the_session_id(client, setup, sqlite_db):
     from caja_core.users import web_sessions
+
     await client.login("super", venue_id=setup.venue_id)
     first = client.client.cookies.get("caja_session")
     await client.login("admin", venue_id=setup.venue_id)
@@ -109,6 +120,7 @@ async def test_login_rotates_the_session_id(client, setup, sqlite_db):
 
 async def test_reading_pages_does_not_rewrite_the_session(admin, sqlite_db, setup):
     from caja_core.users.models import WebSession
+
     key = admin.client.cookies.get("caja_session")
     async with sqlite_db.session() as s:
         before = (await s.get(WebSession, key)).expires_at
@@ -127,15 +139,20 @@ async def test_pages_refuse_framing_and_static_files_are_cached(client):
 
 
 async def test_cookies_are_secure_behind_https(sqlite_url, sqlite_db, setup, fakes):
-    from caja_core.settings import load_settings
     from conftest import ProvidersPlugin
+
+    from caja_core.settings import load_settings
+
     settings = load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": sqlite_url, "CAJA_SECURE_COOKIES": "1"})
     app = create_app(settings, db=sqlite_db, pm=make_plugin_manager(ProvidersPlugin(*fakes), load_entrypoints=False))
     async with AsyncTestClient(app=app, base_url="https://testserver.local") as c:
         page = await c.get("/login")
         csrf = next(v for k, v in page.headers.multi_items() if k == "set-cookie" and v.startswith("caja_csrf="))
-        r = await c.post("/login", data={"venue_id": setup.venue_id, "username": "admin",
-                                         "password": "clave-segura-123"},
-                         headers={"x-csrftoken": c.cookies.get("caja_csrf")}, follow_redirects=False)
+        r = await c.post(
+            "/login",
+            data={"venue_id": setup.venue_id, "username": "admin", "password": "clave-segura-123"},
+            headers={"x-csrftoken": c.cookies.get("caja_csrf")},
+            follow_redirects=False,
+        )
     session = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("caja_session="))
     assert "Secure" in csrf and "Secure" in session and "HttpOnly" in session

@@ -11,18 +11,22 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import ProvidersPlugin
+from livesite import LiveSite
 from playwright.sync_api import Page, expect, sync_playwright
 
 from caja_core.providers import OutcomeKind
 from caja_core.testing.fake import FakeProvider, Step
 
-from conftest import ProvidersPlugin
-from livesite import LiveSite
-
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PASSWORD = "clave-segura-123"
 
 
@@ -35,8 +39,9 @@ def shots(tmp_path):
 
 @pytest.fixture
 def site(sqlite_url):
-    live = LiveSite(sqlite_url, ProvidersPlugin(FakeProvider("fake"), FakeProvider("fakebackup")),
-                    open_jornada=False).start()
+    live = LiveSite(
+        sqlite_url, ProvidersPlugin(FakeProvider("fake"), FakeProvider("fakebackup")), open_jornada=False
+    ).start()
     yield live
     live.stop()
 

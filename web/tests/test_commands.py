@@ -13,8 +13,9 @@ CAJA = [sys.executable, "-c", "from caja_core.cli import main; main()"]
 
 
 def run(*args, env=None, timeout=60):
-    return subprocess.run([*CAJA, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*CAJA, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def test_serve_refuses_bad_settings_one_line_each():
@@ -37,8 +38,9 @@ def test_demo_seeds_once_and_prints_the_logins(tmp_path):
 def test_serve_answers_http(tmp_path, sqlite_url):
     port = free_port()
     env = {**os.environ, "CAJA_ENV": "demo", "CAJA_DATABASE_URL": sqlite_url, "CAJA_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([*CAJA, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*CAJA, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

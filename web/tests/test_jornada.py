@@ -14,8 +14,9 @@ async def test_supervisor_closes_and_opens_the_jornada(supervisor, setup):
 
 
 async def test_close_refused_while_a_session_is_open(supervisor, setup):
-    await supervisor.post("/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0",
-                                                 "open_key": "j1"})
+    await supervisor.post(
+        "/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0", "open_key": "j1"}
+    )
     r = await supervisor.post("/jornada/cerrar", {"jornada_id": setup.jornada_id})
     assert r.status_code == 409 and "sesi" in r.text.lower()
 
@@ -31,8 +32,9 @@ async def test_bad_jornada_id_is_not_a_crash(supervisor):
 
 
 async def test_supervisor_approves_a_pending_close_from_the_jornada_page(cashier, client, setup):
-    await cashier.post("/caja/session/open", {"register_id": setup.register_id, "initial_cash": "10000",
-                                              "open_key": "p1"})
+    await cashier.post(
+        "/caja/session/open", {"register_id": setup.register_id, "initial_cash": "10000", "open_key": "p1"}
+    )
     r = await cashier.post("/caja/session/close", {"count_1000": "2"})
     assert "pendiente de aprobación" in r.text
     await cashier.post("/logout")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
 
 import pytest
+from webkit import text_of
 
 from caja_core.audit import service as audit
 from caja_core.clock import to_local, utcnow
@@ -14,8 +14,6 @@ from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
 from caja_core.testing.factories import make_setup
 
-from webkit import text_of
-
 _keys = itertools.count(1)
 HEADER = "Fecha;Hora;Monto;Código de autorización;Últimos 4 dígitos;Marca;Tipo;Estado\n"
 PAGE = "/admin/cajas/reportes/verificacion"
@@ -23,23 +21,44 @@ PAGE = "/admin/cajas/reportes/verificacion"
 
 def report(*rows: tuple[int, str, str]) -> bytes:
     now = to_local(utcnow(), "America/Santiago")
-    lines = [f"{now:%d-%m-%Y};{now:%H:%M};${amount:,};{auth};****{last4};Visa;Débito;Aprobada".replace(",", ".")
-             for amount, auth, last4 in rows]
+    lines = [
+        f"{now:%d-%m-%Y};{now:%H:%M};${amount:,};{auth};****{last4};Visa;Débito;Aprobada".replace(",", ".")
+        for amount, auth, last4 in rows
+    ]
     return (HEADER + "\n".join(lines) + "\n").encode()
 
 
 async def manual_payment(db, setup, session_id: int, product: str, auth: str, last4: str) -> int:
     """A sale paid on the backup phone and confirmed by the cashier (``approved_manual``)."""
     async with db.session() as s:
-        sale = await sales.create_sale(s, venue_id=setup.venue_id, session_id=session_id,
-                                       cashier_id=setup.cashier_id,
-                                       items=[sales.ItemInput(product_id=setup.products[product], quantity=1)],
-                                       idempotency_key=f"sale-{next(_keys)}")
-        attempt = PaymentAttempt(venue_id=setup.venue_id, sale_id=sale.id, session_id=session_id,
-                                 register_id=setup.register_id, provider_id="klap", device_key="klap:phone:CAJA1",
-                                 role="backup", amount=sale.total, ticket=f"T{next(_keys)}", reference="R7K2Q9",
-                                 state="approved_manual", active=False, card_brand="VISA", card_type="debito",
-                                 last4=last4, authorization_code=auth, created_at=utcnow(), finished_at=utcnow())
+        sale = await sales.create_sale(
+            s,
+            venue_id=setup.venue_id,
+            session_id=session_id,
+            cashier_id=setup.cashier_id,
+            items=[sales.ItemInput(product_id=setup.products[product], quantity=1)],
+            idempotency_key=f"sale-{next(_keys)}",
+        )
+        attempt = PaymentAttempt(
+            venue_id=setup.venue_id,
+            sale_id=sale.id,
+            session_id=session_id,
+            register_id=setup.register_id,
+            provider_id="klap",
+            device_key="klap:phone:CAJA1",
+            role="backup",
+            amount=sale.total,
+            ticket=f"T{next(_keys)}",
+            reference="R7K2Q9",
+            state="approved_manual",
+            active=False,
+            card_brand="VISA",
+            card_type="debito",
+            last4=last4,
+            authorization_code=auth,
+            created_at=utcnow(),
+            finished_at=utcnow(),
+        )
         s.add(attempt)
         await s.flush()
         await sales.mark_paid(s, sale_id=sale.id, provider_id="klap", method="card", paid_via="backup")
@@ -48,18 +67,30 @@ async def manual_payment(db, setup, session_id: int, product: str, auth: str, la
 
 async def open_session(db, setup) -> int:
     async with db.session() as s:
-        return (await sessions.open_session(s, venue_id=setup.venue_id, register_id=setup.register_id,
-                                            user_id=setup.cashier_id, initial_cash=0,
-                                            open_key=f"open-{next(_keys)}")).id
+        return (
+            await sessions.open_session(
+                s,
+                venue_id=setup.venue_id,
+                register_id=setup.register_id,
+                user_id=setup.cashier_id,
+                initial_cash=0,
+                open_key=f"open-{next(_keys)}",
+            )
+        ).id
 
 
 @pytest.fixture
 async def night(sqlite_db, setup):
     """Three manual KLAP payments in the open jornada: Piscola $6.000, Cerveza $3.500, Agua $2.000."""
     session_id = await open_session(sqlite_db, setup)
-    return [await manual_payment(sqlite_db, setup, session_id, product, auth, last4)
-            for product, auth, last4 in (("Piscola", "A1B2C3", "4242"), ("Cerveza", "D4E5F6", "1111"),
-                                         ("Agua", "G7H8J9", "5555"))]
+    return [
+        await manual_payment(sqlite_db, setup, session_id, product, auth, last4)
+        for product, auth, last4 in (
+            ("Piscola", "A1B2C3", "4242"),
+            ("Cerveza", "D4E5F6", "1111"),
+            ("Agua", "G7H8J9", "5555"),
+        )
+    ]
 
 
 async def states(db, ids):
@@ -76,7 +107,7 @@ async def test_page_lists_the_manual_payments_and_is_linked_from_reports_and_jor
     assert page.status_code == 200
     text = text_of(page.text)
     assert "A1B2C3" in text and "****4242" in text and "$6.000" in text and "Aprobado (manual)" in text
-    assert page.text.count("/verificar\"") == 3 and page.text.count("/disputar\"") == 3
+    assert page.text.count('/verificar"') == 3 and page.text.count('/disputar"') == 3
     assert f"{PAGE}?jornada={setup.jornada_id}" in (await supervisor.get("/admin/cajas/reportes")).text
     assert f"{PAGE}?jornada={setup.jornada_id}" in (await supervisor.get("/jornada")).text
     assert (await supervisor.get(PAGE)).status_code == 200  # without a jornada: the current one
@@ -84,8 +115,11 @@ async def test_page_lists_the_manual_payments_and_is_linked_from_reports_and_jor
 
 async def test_upload_verifies_matches_and_opens_incidents_for_the_rest(supervisor, setup, night, sqlite_db):
     piscola, cerveza, agua = night
-    r = await upload(supervisor, setup.jornada_id,
-                     report((6000, "A1B2C3", "4242"), (3500, "D4E5F6", "1111"), (9900, "Z9Z9Z9", "7777")))
+    r = await upload(
+        supervisor,
+        setup.jornada_id,
+        report((6000, "A1B2C3", "4242"), (3500, "D4E5F6", "1111"), (9900, "Z9Z9Z9", "7777")),
+    )
     assert r.status_code == 200, text_of(r.text)
     text = text_of(r.text)
     assert "Verificados ahora 2" in text and "Cobros sin respaldo en KLAP 1" in text
@@ -97,8 +131,10 @@ async def test_upload_verifies_matches_and_opens_incidents_for_the_rest(supervis
 
 
 async def test_report_with_bad_rows_says_which_and_changes_nothing(supervisor, setup, night, sqlite_db):
-    bad = report((6000, "A1B2C3", "4242"), (6000, "A1B2C3", "4242")) + \
-        "32-13-2026;23:10;$abc;XX;;Visa;Débito;Aprobada\n".encode()
+    bad = (
+        report((6000, "A1B2C3", "4242"), (6000, "A1B2C3", "4242"))
+        + "32-13-2026;23:10;$abc;XX;;Visa;Débito;Aprobada\n".encode()
+    )
     r = await upload(supervisor, setup.jornada_id, bad)
     assert r.status_code == 422
     text = text_of(r.text)
@@ -149,8 +185,9 @@ async def test_dispute_needs_a_reason_and_opens_an_incident(supervisor, setup, n
     async with sqlite_db.reader() as s:
         kinds = [i.kind for i in await audit.list_incidents(s, setup.venue_id, jornada_id=setup.jornada_id)]
     assert kinds == ["klap_disputed"]
-    r = await supervisor.post(f"{PAGE}/{setup.jornada_id}/intentos/{cerveza}/verificar",
-                              {"authorization_code": "D4E5F6"})
+    r = await supervisor.post(
+        f"{PAGE}/{setup.jornada_id}/intentos/{cerveza}/verificar", {"authorization_code": "D4E5F6"}
+    )
     assert r.status_code == 409 and "en disputa" in text_of(r.text)
 
 
@@ -169,8 +206,9 @@ async def test_other_venue_jornada_and_attempts_are_404(supervisor, setup, night
     assert (await supervisor.get(f"{PAGE}?jornada={other.jornada_id}")).status_code == 404
     r = await upload(supervisor, other.jornada_id, report((6000, "Q1W2E3", "9999")))
     assert r.status_code == 404
-    r = await supervisor.post(f"{PAGE}/{other.jornada_id}/intentos/{theirs}/verificar",
-                              {"authorization_code": "Q1W2E3"})
+    r = await supervisor.post(
+        f"{PAGE}/{other.jornada_id}/intentos/{theirs}/verificar", {"authorization_code": "Q1W2E3"}
+    )
     assert r.status_code == 404
     r = await supervisor.post(f"{PAGE}/{setup.jornada_id}/intentos/{theirs}/disputar", {"note": "no es nuestro"})
     assert r.status_code == 404

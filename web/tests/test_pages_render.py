@@ -1,13 +1,26 @@
 """Every page renders as a full page and as an HTMX partial for a role that may see it."""
 
 import pytest
-
 from webkit import text_of
 
-ADMIN_PAGES = ["/admin/", "/admin/cajas/", "/admin/cajas/crear", "/admin/cajas/1/editar", "/admin/cajas/reportes",
-               "/admin/cajas/reportes/jornada/1", "/admin/cajas/reportes/jornada/1/z", "/admin/productos",
-               "/admin/productos/1/editar", "/admin/usuarios", "/admin/usuarios/3/editar", "/admin/celulares",
-               "/admin/salud", "/jornada", "/caja/", "/caja/session/open"]
+ADMIN_PAGES = [
+    "/admin/",
+    "/admin/cajas/",
+    "/admin/cajas/crear",
+    "/admin/cajas/1/editar",
+    "/admin/cajas/reportes",
+    "/admin/cajas/reportes/jornada/1",
+    "/admin/cajas/reportes/jornada/1/z",
+    "/admin/productos",
+    "/admin/productos/1/editar",
+    "/admin/usuarios",
+    "/admin/usuarios/3/editar",
+    "/admin/celulares",
+    "/admin/salud",
+    "/jornada",
+    "/caja/",
+    "/caja/session/open",
+]
 
 
 @pytest.mark.parametrize("path", ADMIN_PAGES)
@@ -21,25 +34,26 @@ async def test_admin_sees_every_page_full_and_partial(admin, path):
 
 
 async def test_plugin_template_dirs_come_first(tmp_path, settings, sqlite_db, setup, fakes):
+    from conftest import ProvidersPlugin
     from litestar.testing import AsyncTestClient
 
     from caja_core import hookimpl
     from caja_core.plugins import make_plugin_manager
     from caja_web.app import create_app
-    from conftest import ProvidersPlugin
 
     (tmp_path / "errors").mkdir()
-    (tmp_path / "errors" / "error.html").write_text("{% extends layout %}{% block content %}"
-                                                    "<p id='venue-brand'>Página propia: {{ message }}</p>"
-                                                    "{% endblock %}")
+    (tmp_path / "errors" / "error.html").write_text(
+        "{% extends layout %}{% block content %}<p id='venue-brand'>Página propia: {{ message }}</p>{% endblock %}"
+    )
 
     class Branding:
         @hookimpl
         def template_dirs(self):
             return [str(tmp_path)]
 
-    app = create_app(settings, db=sqlite_db,
-                     pm=make_plugin_manager(ProvidersPlugin(*fakes), Branding(), load_entrypoints=False))
+    app = create_app(
+        settings, db=sqlite_db, pm=make_plugin_manager(ProvidersPlugin(*fakes), Branding(), load_entrypoints=False)
+    )
     async with AsyncTestClient(app=app) as c:
         r = await c.get("/no/existe")
     assert r.status_code == 404 and "Página propia: La página o el objeto que busca no existe." in r.text

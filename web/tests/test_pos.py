@@ -2,8 +2,10 @@
 incidents, blind close with approval, and every refusal in Spanish."""
 
 import asyncio
-import time
 import re
+import time
+
+from webkit import text_of
 
 from caja_core.fallback.policy import FallbackPolicy
 from caja_core.providers import OutcomeKind
@@ -11,12 +13,11 @@ from caja_core.registers import service as registers
 from caja_core.sessions import service as sessions
 from caja_core.testing.fake import Step
 
-from webkit import text_of
-
 
 async def open_session(client, setup, cash="10000", key="open-1"):
-    r = await client.post("/caja/session/open", {"register_id": setup.register_id, "initial_cash": cash,
-                                                 "open_key": key})
+    r = await client.post(
+        "/caja/session/open", {"register_id": setup.register_id, "initial_cash": cash, "open_key": key}
+    )
     assert r.status_code == 303, text_of(r.text)
     assert r.headers["location"] == "/caja/venta"
     return r
@@ -52,8 +53,10 @@ async def test_home_lists_registers_and_open_page_has_denominations(cashier, set
 
 
 async def test_open_with_count_by_denomination(cashier, setup, sqlite_db):
-    r = await cashier.post("/caja/session/open", {"register_id": setup.register_id, "open_key": "c1",
-                                                  "count_10000": "2", "count_1000": "5"})
+    r = await cashier.post(
+        "/caja/session/open",
+        {"register_id": setup.register_id, "open_key": "c1", "count_10000": "2", "count_1000": "5"},
+    )
     assert r.status_code == 303
     async with sqlite_db.session() as s:
         session = await sessions.current_session(s, setup.venue_id, setup.register_id)
@@ -61,35 +64,42 @@ async def test_open_with_count_by_denomination(cashier, setup, sqlite_db):
 
 
 async def test_open_bad_amount_rerenders_form_in_spanish(cashier, setup):
-    r = await cashier.post("/caja/session/open", {"register_id": setup.register_id, "initial_cash": "12,5",
-                                                  "open_key": "x"})
+    r = await cashier.post(
+        "/caja/session/open", {"register_id": setup.register_id, "initial_cash": "12,5", "open_key": "x"}
+    )
     assert r.status_code == 422
     assert "El fondo inicial debe ser un número entero" in r.text and 'value="12,5"' in r.text
 
 
 async def test_open_refused_without_jornada(cashier, setup, sqlite_db):
     from caja_core.jornadas import service as jornadas
+
     async with sqlite_db.session() as s:
-        await jornadas.close_jornada(s, venue_id=setup.venue_id, jornada_id=setup.jornada_id,
-                                     user_id=setup.supervisor_id)
-    r = await cashier.post("/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0",
-                                                  "open_key": "x"})
+        await jornadas.close_jornada(
+            s, venue_id=setup.venue_id, jornada_id=setup.jornada_id, user_id=setup.supervisor_id
+        )
+    r = await cashier.post(
+        "/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0", "open_key": "x"}
+    )
     assert r.status_code == 409 and "No hay una jornada abierta" in r.text
 
 
 async def test_open_refused_when_register_in_maintenance(cashier, setup, sqlite_db):
     async with sqlite_db.session() as s:
-        await registers.set_operational_status(s, venue_id=setup.venue_id, register_id=setup.register_id,
-                                               status="maintenance", actor_id=setup.admin_id)
-    r = await cashier.post("/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0",
-                                                  "open_key": "x"})
+        await registers.set_operational_status(
+            s, venue_id=setup.venue_id, register_id=setup.register_id, status="maintenance", actor_id=setup.admin_id
+        )
+    r = await cashier.post(
+        "/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0", "open_key": "x"}
+    )
     assert r.status_code == 409 and "no está operativa" in r.text
 
 
 async def test_open_refused_when_already_open_and_resume_works(cashier, setup):
     await open_session(cashier, setup)
-    r = await cashier.post("/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0",
-                                                  "open_key": "other"})
+    r = await cashier.post(
+        "/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0", "open_key": "other"}
+    )
     assert r.status_code == 409 and "ya tiene una sesión abierta" in r.text
     r = await cashier.post("/caja/session/resume", {"register_id": setup.register_id})
     assert r.status_code == 303 and r.headers["location"] == "/caja/venta"
@@ -98,14 +108,21 @@ async def test_open_refused_when_already_open_and_resume_works(cashier, setup):
 async def test_open_refused_when_backup_phones_missing(cashier, setup, sqlite_db, registry):
     async with sqlite_db.session() as s:
         reg = await registers.get_register(s, setup.venue_id, setup.register_id)
-        data = registers.RegisterInput(code=reg.code, name=reg.name, register_type=reg.register_type,
-                                       payment_methods=reg.payment_methods, primary_provider=reg.primary_provider,
-                                       backup_provider=reg.backup_provider,
-                                       policy=FallbackPolicy(backup_phones_required=3))
-        await registers.update_register(s, venue_id=setup.venue_id, register_id=reg.id, data=data,
-                                        registry=registry, actor_id=setup.admin_id)
-    r = await cashier.post("/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0",
-                                                  "open_key": "x"})
+        data = registers.RegisterInput(
+            code=reg.code,
+            name=reg.name,
+            register_type=reg.register_type,
+            payment_methods=reg.payment_methods,
+            primary_provider=reg.primary_provider,
+            backup_provider=reg.backup_provider,
+            policy=FallbackPolicy(backup_phones_required=3),
+        )
+        await registers.update_register(
+            s, venue_id=setup.venue_id, register_id=reg.id, data=data, registry=registry, actor_id=setup.admin_id
+        )
+    r = await cashier.post(
+        "/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0", "open_key": "x"}
+    )
     assert r.status_code == 409 and "celular(es) de respaldo" in r.text
 
 
@@ -132,8 +149,9 @@ async def test_free_amount_line_needs_amount_and_reason(cashier, setup):
     await open_session(cashier, setup)
     r = await cashier.post("/caja/venta/libre", {"name": "Descorche", "amount": "-5", "reason": ""}, htmx=True)
     assert r.status_code == 422 and "El monto libre" in r.text
-    r = await cashier.post("/caja/venta/libre", {"name": "Descorche", "amount": "5.000", "reason": "botella propia"},
-                           htmx=True)
+    r = await cashier.post(
+        "/caja/venta/libre", {"name": "Descorche", "amount": "5.000", "reason": "botella propia"}, htmx=True
+    )
     assert r.status_code == 200 and "Descorche" in r.text and "$5.000" in r.text
 
 
@@ -196,8 +214,13 @@ async def test_card_unavailable_offers_backup_and_backup_pays(cashier, setup, fa
 
 async def test_in_doubt_is_never_shown_as_approved(cashier, setup, fakes):
     fakes[0].script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=False))
-    fakes[0].script("status", Step(kind=OutcomeKind.UNKNOWN), Step(kind=OutcomeKind.UNKNOWN),
-                    Step(kind=OutcomeKind.UNKNOWN), Step(kind=OutcomeKind.UNKNOWN))
+    fakes[0].script(
+        "status",
+        Step(kind=OutcomeKind.UNKNOWN),
+        Step(kind=OutcomeKind.UNKNOWN),
+        Step(kind=OutcomeKind.UNKNOWN),
+        Step(kind=OutcomeKind.UNKNOWN),
+    )
     await open_session(cashier, setup)
     sale_id, _ = await checkout(cashier, setup, "Cerveza")
     await cashier.post(f"/caja/venta/{sale_id}/tarjeta", htmx=True)
@@ -228,8 +251,9 @@ async def test_blind_close_within_tolerance(cashier, setup):
     await cashier.post(f"/caja/venta/{sale_id}/efectivo", {"cash_received": "3500"}, htmx=True)
     page = await cashier.get("/caja/session/close")
     assert "$13.500" not in page.text and "esperado" not in page.text.lower()
-    r = await cashier.post("/caja/session/close", {"count_10000": "1", "count_2000": "1", "count_1000": "1",
-                                                   "count_500": "1"})
+    r = await cashier.post(
+        "/caja/session/close", {"count_10000": "1", "count_2000": "1", "count_1000": "1", "count_500": "1"}
+    )
     assert r.status_code == 200 and "Caja cerrada" in r.text and "$0" in r.text
 
 
@@ -239,11 +263,14 @@ async def test_blind_close_over_tolerance_needs_supervisor_note(cashier, setup):
     assert "pendiente de aprobación" in r.text and "-$5.000" in r.text
     r = await cashier.post("/caja/session/close/aprobar", {"username": "super", "password": "mala", "note": "x"})
     assert r.status_code == 401 and "Usuario o clave incorrectos" in r.text
-    r = await cashier.post("/caja/session/close/aprobar", {"username": "super", "password": "clave-segura-123",
-                                                           "note": "no"})
+    r = await cashier.post(
+        "/caja/session/close/aprobar", {"username": "super", "password": "clave-segura-123", "note": "no"}
+    )
     assert r.status_code == 422 and "nota" in r.text
-    r = await cashier.post("/caja/session/close/aprobar", {"username": "super", "password": "clave-segura-123",
-                                                           "note": "Vuelto mal entregado"})
+    r = await cashier.post(
+        "/caja/session/close/aprobar",
+        {"username": "super", "password": "clave-segura-123", "note": "Vuelto mal entregado"},
+    )
     assert r.status_code == 200 and "Caja cerrada" in r.text
 
 
@@ -267,29 +294,37 @@ async def test_override_then_late_primary_approval_offers_the_refund(cashier, se
     sale_id, _ = await checkout(cashier, setup, "Piscola")
     await cashier.post(f"/caja/venta/{sale_id}/tarjeta", htmx=True)
     r = await poll_until(cashier, sale_id, "forzar respaldo")
-    r = await cashier.post(f"/caja/venta/{sale_id}/forzar-respaldo", {"username": "cajera", "password": "1234",
-                                                                      "note": "cliente apurado"}, htmx=True)
+    r = await cashier.post(
+        f"/caja/venta/{sale_id}/forzar-respaldo",
+        {"username": "cajera", "password": "1234", "note": "cliente apurado"},
+        htmx=True,
+    )
     assert r.status_code == 401
-    r = await cashier.post(f"/caja/venta/{sale_id}/forzar-respaldo",
-                           {"username": "super", "password": "clave-segura-123", "note": "terminal colgado"},
-                           htmx=True)
+    r = await cashier.post(
+        f"/caja/venta/{sale_id}/forzar-respaldo",
+        {"username": "super", "password": "clave-segura-123", "note": "terminal colgado"},
+        htmx=True,
+    )
     assert r.status_code == 200, text_of(r.text)
     r = await poll_until(cashier, sale_id, "Posible doble cobro")
     attempt_id = int(re.search(r'name="attempt_id" value="(\d+)"', r.text).group(1))
-    r = await cashier.post(f"/caja/venta/{sale_id}/devolver", {"attempt_id": attempt_id, "username": "super",
-                                                               "password": "clave-segura-123"}, htmx=True)
+    r = await cashier.post(
+        f"/caja/venta/{sale_id}/devolver",
+        {"attempt_id": attempt_id, "username": "super", "password": "clave-segura-123"},
+        htmx=True,
+    )
     assert r.status_code == 200, text_of(r.text)
     assert "Posible doble cobro" not in r.text
     assert fakes[0].refunded
 
 
 async def test_courtesy_at_oficina_needs_a_reason_and_counts_apart(client, sqlite_db, registry, settings, fakes):
-    from caja_core.plugins import make_plugin_manager
-    from caja_core.testing.factories import make_setup
+    from conftest import ProvidersPlugin, WebClient
     from litestar.testing import AsyncTestClient
 
+    from caja_core.plugins import make_plugin_manager
+    from caja_core.testing.factories import make_setup
     from caja_web.app import create_app
-    from conftest import ProvidersPlugin, WebClient
 
     office = await make_setup(sqlite_db, registry, slug="oficina", register_type="OFICINA", phones=1)
     app = create_app(settings, db=sqlite_db, pm=make_plugin_manager(ProvidersPlugin(*fakes), load_entrypoints=False))
@@ -314,20 +349,27 @@ async def test_pos_forms_work_without_javascript(cashier, setup):
     sale_id, r = await checkout(cashier, setup)
     assert f'action="/caja/venta/{sale_id}/efectivo"' in r.text and 'name="_csrf_token"' in r.text
     token = re.search(r'name="_csrf_token" value="([^"]+)"', r.text).group(1)
-    r = await cashier.client.post(f"/caja/venta/{sale_id}/efectivo", data={"cash_received": "5000",
-                                                                          "_csrf_token": token})
+    r = await cashier.client.post(
+        f"/caja/venta/{sale_id}/efectivo", data={"cash_received": "5000", "_csrf_token": token}
+    )
     assert r.status_code == 200 and "<html" in r.text and "$3.000" in r.text
 
 
 async def test_backup_needs_a_supervisor_when_the_policy_says_so(cashier, setup, sqlite_db, registry, fakes):
     async with sqlite_db.session() as s:
         reg = await registers.get_register(s, setup.venue_id, setup.register_id)
-        data = registers.RegisterInput(code=reg.code, name=reg.name, register_type=reg.register_type,
-                                       payment_methods=reg.payment_methods, primary_provider=reg.primary_provider,
-                                       backup_provider=reg.backup_provider,
-                                       policy=FallbackPolicy(require_supervisor=True))
-        await registers.update_register(s, venue_id=setup.venue_id, register_id=reg.id, data=data,
-                                        registry=registry, actor_id=setup.admin_id)
+        data = registers.RegisterInput(
+            code=reg.code,
+            name=reg.name,
+            register_type=reg.register_type,
+            payment_methods=reg.payment_methods,
+            primary_provider=reg.primary_provider,
+            backup_provider=reg.backup_provider,
+            policy=FallbackPolicy(require_supervisor=True),
+        )
+        await registers.update_register(
+            s, venue_id=setup.venue_id, register_id=reg.id, data=data, registry=registry, actor_id=setup.admin_id
+        )
     fakes[0].script("charge", Step(kind=OutcomeKind.UNAVAILABLE, message="Terminal desconectado"))
     await open_session(cashier, setup)
     sale_id, _ = await checkout(cashier, setup, "Cerveza")
@@ -337,8 +379,9 @@ async def test_backup_needs_a_supervisor_when_the_policy_says_so(cashier, setup,
     assert r.status_code == 403 and 'id="backup-supervisor"' in r.text and "data-hold" in r.text
     r = await cashier.post(f"/caja/venta/{sale_id}/respaldo", {"username": "super", "password": "mal"}, htmx=True)
     assert r.status_code == 401 and 'id="backup-supervisor"' in r.text
-    r = await cashier.post(f"/caja/venta/{sale_id}/respaldo", {"username": "super", "password": "clave-segura-123"},
-                           htmx=True)
+    r = await cashier.post(
+        f"/caja/venta/{sale_id}/respaldo", {"username": "super", "password": "clave-segura-123"}, htmx=True
+    )
     assert r.status_code == 200, text_of(r.text)
     r = await poll_until(cashier, sale_id, "Siguiente venta")
     assert "(respaldo)" in r.text

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import msgspec
+from webkit import text_of
 
 from caja_core.clock import utcnow
 from caja_core.fallback.policy import FallbackPolicy
@@ -16,20 +17,28 @@ from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
 from caja_core.testing.factories import make_setup
 
-from webkit import text_of
-
 
 async def open_breaker(db, setup, provider) -> None:
     async with db.session() as s:
         register = await registers.get_register(s, setup.venue_id, setup.register_id)
         device_key = provider.device_key(registers.provider_settings(register, provider), register.code)
-        s.add(BreakerState(device_key=device_key, venue_id=setup.venue_id, register_id=setup.register_id,
-                           state="open", failure_count=3, opened_at=utcnow(), last_failure="Sin conexión"))
+        s.add(
+            BreakerState(
+                device_key=device_key,
+                venue_id=setup.venue_id,
+                register_id=setup.register_id,
+                state="open",
+                failure_count=3,
+                opened_at=utcnow(),
+                last_failure="Sin conexión",
+            )
+        )
 
 
 async def start_selling(client, setup, product: str = "Piscola") -> tuple[int, str]:
-    r = await client.post("/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0",
-                                                 "open_key": "open-contingencia"})
+    r = await client.post(
+        "/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0", "open_key": "open-contingencia"}
+    )
     assert r.status_code == 303, text_of(r.text)
     await client.post("/caja/venta/item", {"product_id": setup.products[product]}, htmx=True)
     r = await client.post("/caja/venta/cobrar", htmx=True)
@@ -38,8 +47,9 @@ async def start_selling(client, setup, product: str = "Piscola") -> tuple[int, s
 
 
 async def test_normal_mode_offers_cash_and_card_without_a_banner(cashier, setup):
-    page = await cashier.post("/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0",
-                                                     "open_key": "open-normal"})
+    page = await cashier.post(
+        "/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0", "open_key": "open-normal"}
+    )
     screen = await cashier.get("/caja/venta")
     assert "Modo contingencia" not in screen.text
     await cashier.post("/caja/venta/item", {"product_id": setup.products["Agua"]}, htmx=True)
@@ -79,11 +89,22 @@ async def test_cash_sale_in_contingency_and_banner_on_the_empty_cart(cashier, se
 async def test_offline_rule_without_backup_offers_only_cash(cashier, setup, sqlite_db, fakes, registry):
     async with sqlite_db.session() as s:
         register = await registers.get_register(s, setup.venue_id, setup.register_id)
-        data = msgspec.convert({**msgspec.to_builtins(register), "policy": msgspec.to_builtins(
-            msgspec.structs.replace(register.policy, offline_methods=["cash"]))}, registers.RegisterInput,
-            strict=False)
-        await registers.update_register(s, venue_id=setup.venue_id, register_id=setup.register_id, data=data,
-                                        registry=registry, actor_id=setup.admin_id)
+        data = msgspec.convert(
+            {
+                **msgspec.to_builtins(register),
+                "policy": msgspec.to_builtins(msgspec.structs.replace(register.policy, offline_methods=["cash"])),
+            },
+            registers.RegisterInput,
+            strict=False,
+        )
+        await registers.update_register(
+            s,
+            venue_id=setup.venue_id,
+            register_id=setup.register_id,
+            data=data,
+            registry=registry,
+            actor_id=setup.admin_id,
+        )
     await open_breaker(sqlite_db, setup, fakes[0])
     _, pay = await start_selling(cashier, setup)
     assert "Modo contingencia: solo efectivo." in text_of(pay)
@@ -93,11 +114,22 @@ async def test_offline_rule_without_backup_offers_only_cash(cashier, setup, sqli
 async def test_other_venue_sale_is_404_and_anonymous_goes_to_login(client, cashier, setup, sqlite_db, registry):
     other = await make_setup(sqlite_db, registry, slug="otro", policy=FallbackPolicy())
     async with sqlite_db.session() as s:
-        session = await sessions.open_session(s, venue_id=other.venue_id, register_id=other.register_id,
-                                              user_id=other.cashier_id, initial_cash=0, open_key="otro-1")
-        theirs = await sales.create_sale(s, venue_id=other.venue_id, session_id=session.id,
-                                         cashier_id=other.cashier_id, idempotency_key="otro-venta-1",
-                                         items=[sales.ItemInput(product_id=other.products["Agua"], quantity=1)])
+        session = await sessions.open_session(
+            s,
+            venue_id=other.venue_id,
+            register_id=other.register_id,
+            user_id=other.cashier_id,
+            initial_cash=0,
+            open_key="otro-1",
+        )
+        theirs = await sales.create_sale(
+            s,
+            venue_id=other.venue_id,
+            session_id=session.id,
+            cashier_id=other.cashier_id,
+            idempotency_key="otro-venta-1",
+            items=[sales.ItemInput(product_id=other.products["Agua"], quantity=1)],
+        )
     r = await cashier.get(f"/caja/venta/{theirs.id}")
     assert r.status_code == 404 and "Modo contingencia" not in r.text
     await cashier.post("/logout")

@@ -6,21 +6,23 @@ import subprocess
 import time
 
 import pytest
+from conftest import ProvidersPlugin, WebClient
 from litestar.testing import AsyncTestClient
+from livesite import free_port
 
 from caja_core.plugins import make_plugin_manager
 from caja_core.settings import load_settings
-
 from caja_web.app import create_app
-from conftest import ProvidersPlugin, WebClient
-from livesite import free_port
 
 
 @pytest.fixture
 def redis_url():
     port = free_port()
-    proc = subprocess.Popen([shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
         assert time.monotonic() < deadline and proc.poll() is None, "redis-server no arrancó"
@@ -34,8 +36,9 @@ async def test_two_instances_share_sessions_through_redis(redis_url, sqlite_url,
     settings = load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": sqlite_url, "CAJA_REDIS_URL": redis_url})
 
     def instance():
-        return create_app(settings, db=sqlite_db, pm=make_plugin_manager(ProvidersPlugin(*fakes),
-                                                                       load_entrypoints=False))
+        return create_app(
+            settings, db=sqlite_db, pm=make_plugin_manager(ProvidersPlugin(*fakes), load_entrypoints=False)
+        )
 
     async with AsyncTestClient(app=instance()) as first, AsyncTestClient(app=instance()) as second:
         web = WebClient(first)

@@ -6,10 +6,21 @@ from caja_core.providers import OutcomeKind
 from caja_core.testing.factories import make_setup
 from caja_core.testing.fake import Step
 
-ADMIN_POSTS = ["/admin/cajas/crear", "/admin/cajas/1/editar", "/admin/cajas/1/probar", "/admin/cajas/1/token",
-               "/admin/productos", "/admin/productos/categorias", "/admin/productos/categorias/1/activa",
-               "/admin/productos/1/editar", "/admin/usuarios", "/admin/usuarios/1/editar", "/admin/celulares",
-               "/admin/celulares/1/disponible", "/admin/celulares/1/eliminar"]
+ADMIN_POSTS = [
+    "/admin/cajas/crear",
+    "/admin/cajas/1/editar",
+    "/admin/cajas/1/probar",
+    "/admin/cajas/1/token",
+    "/admin/productos",
+    "/admin/productos/categorias",
+    "/admin/productos/categorias/1/activa",
+    "/admin/productos/1/editar",
+    "/admin/usuarios",
+    "/admin/usuarios/1/editar",
+    "/admin/celulares",
+    "/admin/celulares/1/disponible",
+    "/admin/celulares/1/eliminar",
+]
 
 
 @pytest.mark.parametrize("path", ADMIN_POSTS)
@@ -52,11 +63,24 @@ async def test_other_venue_pos_objects_are_404(cashier, setup, sqlite_db, regist
     from caja_core.sales import service as sales
     from caja_core.sales.service import ItemInput
     from caja_core.sessions import service as sessions
+
     async with sqlite_db.session() as s:
-        sess = await sessions.open_session(s, venue_id=other.venue_id, register_id=other.register_id,
-                                           user_id=other.cashier_id, initial_cash=0, open_key="other")
-        sale = await sales.create_sale(s, venue_id=other.venue_id, session_id=sess.id, cashier_id=other.cashier_id,
-                                       items=[ItemInput(product_id=other.products["Agua"])], idempotency_key="o")
+        sess = await sessions.open_session(
+            s,
+            venue_id=other.venue_id,
+            register_id=other.register_id,
+            user_id=other.cashier_id,
+            initial_cash=0,
+            open_key="other",
+        )
+        sale = await sales.create_sale(
+            s,
+            venue_id=other.venue_id,
+            session_id=sess.id,
+            cashier_id=other.cashier_id,
+            items=[ItemInput(product_id=other.products["Agua"])],
+            idempotency_key="o",
+        )
     for path in (f"/caja/venta/{sale.id}", f"/caja/venta/{sale.id}/pago"):
         assert (await cashier.get(path)).status_code == 404, path
     r = await cashier.post(f"/caja/venta/{sale.id}/efectivo", {"cash_received": "2000"}, htmx=True)
@@ -76,6 +100,7 @@ async def test_cashier_cancels_a_card_payment_waiting_on_the_terminal(cashier, s
     r = await cashier.post(f"/caja/venta/{sale_id}/cancelar-pago", htmx=True)
     assert r.status_code == 200
     import asyncio
+
     for _ in range(100):
         r = await cashier.get(f"/caja/venta/{sale_id}/pago", htmx=True)
         if 'id="pay"' in r.text:

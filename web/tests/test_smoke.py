@@ -8,8 +8,9 @@ async def test_login_page_lists_cashiers(client, setup):
 
 
 async def test_cash_sale_flow(cashier, setup):
-    r = await cashier.post("/caja/session/open", {"register_id": setup.register_id, "initial_cash": "10000",
-                                                  "open_key": "k1"})
+    r = await cashier.post(
+        "/caja/session/open", {"register_id": setup.register_id, "initial_cash": "10000", "open_key": "k1"}
+    )
     assert r.status_code == 303, text_of(r.text)
     r = await cashier.post("/caja/venta/item", {"product_id": setup.products["Cerveza"]}, htmx=True)
     assert r.status_code == 200 and "$3.500" in r.text

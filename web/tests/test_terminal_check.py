@@ -1,14 +1,13 @@
 """“Probar terminal”: the check lives in caja_core (payments/terminal_test.py); the admin page only shows it."""
 
 import pytest
+from webkit import text_of
 
 from caja_core.errors import NotFound, ValidationFailed
 from caja_core.payments.terminal_test import test_terminal as check_terminal
 from caja_core.providers import OutcomeKind
 from caja_core.testing.factories import make_setup
 from caja_core.testing.fake import Step
-
-from webkit import text_of
 
 
 async def test_ready_terminal_answers_with_latency(sqlite_db, registry, setup, fakes):

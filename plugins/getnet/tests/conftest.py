@@ -55,8 +55,16 @@ def ctx():
 
 def _make_request(amount: int = 1500, ticket: str | None = None, **extra) -> ChargeRequest:
     ticket = ticket or f"T{next(_tickets)}"
-    return ChargeRequest(attempt_id=next(_tickets), ticket=ticket, amount=amount, register_id=1,
-                         register_code="CAJA1", venue_id=1, device_key="getnet:test", **extra)
+    return ChargeRequest(
+        attempt_id=next(_tickets),
+        ticket=ticket,
+        amount=amount,
+        register_id=1,
+        register_code="CAJA1",
+        venue_id=1,
+        device_key="getnet:test",
+        **extra,
+    )
 
 
 class ProgressLog:

@@ -31,8 +31,9 @@ def agent_ctx(sim, fast) -> tuple[ProviderContext, InProcessAgentChannel]:
     return ProviderContext(register_id=1, venue_id=1, agent=channel), channel
 
 
-async def test_provider_through_an_agent_approves_and_never_sees_the_card_number(make_request, fast, sim, provider,
-                                                                                  progress):
+async def test_provider_through_an_agent_approves_and_never_sees_the_card_number(
+    make_request, fast, sim, provider, progress
+):
     ctx, channel = agent_ctx(sim, fast)
     settings = GetnetSettings(connection="agent", **fast)
     assert provider.device_key(settings, "CAJA1") == "getnet:agent:CAJA1"
@@ -60,6 +61,7 @@ async def test_provider_through_an_agent_maps_faults(make_request, fast, sim, pr
 
 # --- a server speaking the agent API (what the agent sees of caja's web app) -----------------------------------
 
+
 class AgentApiServer:
     def __init__(self, token: str = TOKEN) -> None:
         self.token = token
@@ -75,8 +77,12 @@ class AgentApiServer:
 
     def add(self, payload: dict, deadline_s: float = 10.0) -> str:
         command_id = f"c{next(self._ids)}"
-        self.commands[command_id] = {"command_id": command_id, "attempt_id": 1, "payload": payload,
-                                     "deadline_s": deadline_s}
+        self.commands[command_id] = {
+            "command_id": command_id,
+            "attempt_id": 1,
+            "payload": payload,
+            "deadline_s": deadline_s,
+        }
         self._new.set()
         return command_id
 
@@ -120,8 +126,11 @@ class AgentApiServer:
                 body = await reader.readexactly(int(headers.get("content-length", 0) or 0))
                 status, payload = await self._route(method, target, headers, body)
                 data = b"" if payload is None else json.dumps(payload).encode()
-                writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-                             f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(data)}\r\n\r\n".encode()
+                    + data
+                )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -166,9 +175,27 @@ class AgentApiServer:
 
 async def start_agent(server_url: str, pty_path: str, state_dir: Path, token_file: Path):
     return await asyncio.create_subprocess_exec(
-        CAJA, "agent", "--server", server_url, "--token-file", str(token_file), "--serial", pty_path,
-        "--state-dir", str(state_dir), "--wait", "1", "--heartbeat", "0.3", "--poll-every", "0.5",
-        "--receipt-timeout", "1", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        CAJA,
+        "agent",
+        "--server",
+        server_url,
+        "--token-file",
+        str(token_file),
+        "--serial",
+        pty_path,
+        "--state-dir",
+        str(state_dir),
+        "--wait",
+        "1",
+        "--heartbeat",
+        "0.3",
+        "--poll-every",
+        "0.5",
+        "--receipt-timeout",
+        "1",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 async def stop_agent(proc) -> str:
@@ -187,8 +214,19 @@ async def test_agent_process_runs_a_sale_on_the_register_terminal(tmp_path):
     token_file.write_text(TOKEN + "\n")
     proc = await start_agent(url, pty_path, tmp_path / "state", token_file)
     try:
-        sale = api.add({"Command": 100, "Amount": 3000, "TicketNumber": "A1", "PrintOnPos": True, "SaleType": 0,
-                        "SendMessage": True, "EmployeeId": "", "DateTime": "2026-01-01T23:00:00"}, deadline_s=10)
+        sale = api.add(
+            {
+                "Command": 100,
+                "Amount": 3000,
+                "TicketNumber": "A1",
+                "PrintOnPos": True,
+                "SaleType": 0,
+                "SendMessage": True,
+                "EmployeeId": "",
+                "DateTime": "2026-01-01T23:00:00",
+            },
+            deadline_s=10,
+        )
         result = await api.result_of(sale)
         assert (result["ResponseCode"], result["Ticket"], result["Amount"]) == (0, "A1", 3000)
         assert "AccountNumber" not in result and result["Last4Digits"] == TEST_ACCOUNT_NUMBER[-4:]
@@ -208,7 +246,7 @@ async def test_agent_process_runs_a_sale_on_the_register_terminal(tmp_path):
 
 
 async def test_agent_killed_mid_sale_loses_no_result_and_never_repeats_the_sale(tmp_path):
-    sim = Simulator(step_delay_s=0.4)              # a slow customer: the sale takes ~1.6 s
+    sim = Simulator(step_delay_s=0.4)  # a slow customer: the sale takes ~1.6 s
     pty_path = await sim.start_pty()
     api = AgentApiServer()
     url = await api.start()
@@ -218,24 +256,35 @@ async def test_agent_killed_mid_sale_loses_no_result_and_never_repeats_the_sale(
     proc = await start_agent(url, pty_path, state, token_file)
     restarted = None
     try:
-        sale = api.add({"Command": 100, "Amount": 4000, "TicketNumber": "K1", "PrintOnPos": True, "SaleType": 0,
-                        "SendMessage": True, "EmployeeId": "", "DateTime": "2026-01-01T23:00:00"}, deadline_s=10)
+        sale = api.add(
+            {
+                "Command": 100,
+                "Amount": 4000,
+                "TicketNumber": "K1",
+                "PrintOnPos": True,
+                "SaleType": 0,
+                "SendMessage": True,
+                "EmployeeId": "",
+                "DateTime": "2026-01-01T23:00:00",
+            },
+            deadline_s=10,
+        )
         for _ in range(100):
             if api.progress.get(sale):
                 break
             await asyncio.sleep(0.05)
         assert api.progress.get(sale), "la venta no empezó"
-        proc.send_signal(signal.SIGKILL)             # the register PC loses power mid-sale
+        proc.send_signal(signal.SIGKILL)  # the register PC loses power mid-sale
         await proc.wait()
-        await asyncio.sleep(1.5)                     # the terminal finishes the sale with nobody listening
+        await asyncio.sleep(1.5)  # the terminal finishes the sale with nobody listening
         restarted = await start_agent(url, pty_path, state, token_file)
         result = await api.result_of(sale)
-        assert result["AgentError"] == "in_doubt"    # reported, not lost and not guessed
-        api.forget_result(sale)                      # a server that lost it sends the sale again …
+        assert result["AgentError"] == "in_doubt"  # reported, not lost and not guessed
+        api.forget_result(sale)  # a server that lost it sends the sale again …
         again = await api.result_of(sale)
         assert again == result and api.deliveries[sale] == 2
-        assert sim.command_codes().count(Command.SALE) == 1   # … and the terminal never sees it twice
-        last = api.add({"Command": 101}, deadline_s=5)   # the server reconciles through the agent
+        assert sim.command_codes().count(Command.SALE) == 1  # … and the terminal never sees it twice
+        last = api.add({"Command": 101}, deadline_s=5)  # the server reconciles through the agent
         voucher = await api.result_of(last)
         assert (voucher["Ticket"], voucher["Amount"], voucher["ResponseCode"]) == ("K1", 4000, 0)
     finally:
@@ -250,7 +299,7 @@ async def test_a_result_the_server_cannot_take_survives_on_disk_across_a_restart
     sim = Simulator(step_delay_s=0.02)
     pty_path = await sim.start_pty()
     api = AgentApiServer()
-    api.reject_results = True                    # the server's database is down when the approval arrives
+    api.reject_results = True  # the server's database is down when the approval arrives
     url = await api.start()
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
@@ -258,8 +307,19 @@ async def test_a_result_the_server_cannot_take_survives_on_disk_across_a_restart
     proc = await start_agent(url, pty_path, state, token_file)
     restarted = None
     try:
-        sale = api.add({"Command": 100, "Amount": 5000, "TicketNumber": "D1", "PrintOnPos": True, "SaleType": 0,
-                        "SendMessage": False, "EmployeeId": "", "DateTime": "2026-01-01T23:00:00"}, deadline_s=10)
+        sale = api.add(
+            {
+                "Command": 100,
+                "Amount": 5000,
+                "TicketNumber": "D1",
+                "PrintOnPos": True,
+                "SaleType": 0,
+                "SendMessage": False,
+                "EmployeeId": "",
+                "DateTime": "2026-01-01T23:00:00",
+            },
+            deadline_s=10,
+        )
         for _ in range(100):
             if list((state / "outbox").glob("*.json")):
                 break
@@ -271,7 +331,7 @@ async def test_a_result_the_server_cannot_take_survives_on_disk_across_a_restart
         restarted = await start_agent(url, pty_path, state, token_file)
         result = await api.result_of(sale)
         assert (result["ResponseCode"], result["Ticket"], result["Amount"]) == (0, "D1", 5000)
-        for _ in range(100):        # the agent clears its outbox once the server's 2xx reaches it
+        for _ in range(100):  # the agent clears its outbox once the server's 2xx reaches it
             if not list((state / "outbox").glob("*.json")):
                 break
             await asyncio.sleep(0.05)
@@ -290,12 +350,16 @@ def test_journal_keeps_results_until_delivered_and_forgets_old_ones(tmp_path):
     journal = Journal(tmp_path)
     journal.start("c1", {"Command": 100, "TicketNumber": "T1"})
     assert journal.seen("c1") and journal.outbox() == []
-    assert journal.recover_inflight() == ["c1"]                # died mid-command: reported in doubt
-    assert journal.outbox() == [{"command_id": "c1", "result": {
-        "AgentError": "in_doubt", "Detail": "El agente se reinició con este comando en curso."}}]
+    assert journal.recover_inflight() == ["c1"]  # died mid-command: reported in doubt
+    assert journal.outbox() == [
+        {
+            "command_id": "c1",
+            "result": {"AgentError": "in_doubt", "Detail": "El agente se reinició con este comando en curso."},
+        }
+    ]
     journal.delivered("c1")
     assert journal.outbox() == [] and journal.seen("c1")
-    assert journal.requeue_done("c1") and len(journal.outbox()) == 1   # the server asked again
+    assert journal.requeue_done("c1") and len(journal.outbox()) == 1  # the server asked again
     journal.delivered("c1")
     old = tmp_path / "done" / "c1.json"
     os.utime(old, (0, 0))
@@ -303,7 +367,7 @@ def test_journal_keeps_results_until_delivered_and_forgets_old_ones(tmp_path):
 
 
 async def test_cancel_sale_reaches_a_sale_the_agent_has_in_flight(tmp_path):
-    sim = Simulator(step_delay_s=0.5)             # the customer takes their time
+    sim = Simulator(step_delay_s=0.5)  # the customer takes their time
     pty_path = await sim.start_pty()
     api = AgentApiServer()
     url = await api.start()
@@ -311,10 +375,21 @@ async def test_cancel_sale_reaches_a_sale_the_agent_has_in_flight(tmp_path):
     token_file.write_text(TOKEN)
     proc = await start_agent(url, pty_path, tmp_path / "state", token_file)
     try:
-        sale = api.add({"Command": 100, "Amount": 6000, "TicketNumber": "X1", "PrintOnPos": True, "SaleType": 0,
-                        "SendMessage": True, "EmployeeId": "", "DateTime": "2026-01-01T23:00:00"}, deadline_s=20)
+        sale = api.add(
+            {
+                "Command": 100,
+                "Amount": 6000,
+                "TicketNumber": "X1",
+                "PrintOnPos": True,
+                "SaleType": 0,
+                "SendMessage": True,
+                "EmployeeId": "",
+                "DateTime": "2026-01-01T23:00:00",
+            },
+            deadline_s=20,
+        )
         for _ in range(100):
-            if len(api.progress.get(sale, [])) >= 2:      # receipt and "reading card": the sale is in progress
+            if len(api.progress.get(sale, [])) >= 2:  # receipt and "reading card": the sale is in progress
                 break
             await asyncio.sleep(0.05)
         cancel = api.add({"Command": 116}, deadline_s=5)

@@ -19,7 +19,7 @@ async def test_no_card_number_in_logs_or_outcomes(caplog, make_request, sim, pro
         outcomes.append(await provider.status(request, tcp_settings, ctx))
     approved = [o for o in outcomes if o.kind is OutcomeKind.APPROVED]
     assert approved and all(o.card.last4 == TEST_ACCOUNT_NUMBER[-4:] for o in approved)
-    assert "getnet" in caplog.text                     # the run was logged …
-    assert TEST_ACCOUNT_NUMBER not in caplog.text      # … without the card number the terminal sent
+    assert "getnet" in caplog.text  # the run was logged …
+    assert TEST_ACCOUNT_NUMBER not in caplog.text  # … without the card number the terminal sent
     assert TEST_ACCOUNT_NUMBER[:6] not in caplog.text  # nor its BIN
     assert all(TEST_ACCOUNT_NUMBER not in repr(o) for o in outcomes)

@@ -223,7 +223,7 @@ async def test_case10_intermediate_messages_are_progress_never_a_result(
     make_request, fast, sim, provider, tcp_settings, ctx, progress
 ):
     outcome = await provider.charge(make_request(), tcp_settings, ctx, progress)
-    assert progress.codes == [None, 78, 79, 81, 82]   # the receipt first ("awaiting"), then the terminal's steps
+    assert progress.codes == [None, 78, 79, 81, 82]  # the receipt first ("awaiting"), then the terminal's steps
     assert [p.message for p in progress.items][:2] == ["Venta enviada al terminal", "Leyendo tarjeta"]
     assert outcome.kind is OutcomeKind.APPROVED
 
@@ -240,7 +240,7 @@ async def test_case10_without_send_message_only_the_receipt_is_reported(
 async def test_no_receipt_reports_no_progress(make_request, sim, provider, tcp_settings, ctx, progress):
     sim.add_fault(Fault(kind="no_receipt"))
     assert (await provider.charge(make_request(), tcp_settings, ctx, progress)).kind is OutcomeKind.UNAVAILABLE
-    assert progress.items == []            # the attempt never looked "awaiting"
+    assert progress.items == []  # the attempt never looked "awaiting"
 
 
 # 11 -----------------------------------------------------------------------------------------------------
@@ -371,8 +371,9 @@ async def test_seeded_random_faults_never_lose_or_invent_a_charge(
     assert 0 < len(approved) < 30
 
 
-async def test_silence_then_a_late_answer_reconciles_to_the_real_outcome(make_request, fast, sim, provider, ctx,
-                                                                         progress):
+async def test_silence_then_a_late_answer_reconciles_to_the_real_outcome(
+    make_request, fast, sim, provider, ctx, progress
+):
     host, port = sim.tcp_address
     settings = GetnetSettings(host=host, port=port, send_messages=False, **fast)
     sim.add_fault(Fault(kind="late_answer", receipt=False, delay_s=1.5))
@@ -383,10 +384,15 @@ async def test_silence_then_a_late_answer_reconciles_to_the_real_outcome(make_re
     assert sim.command_codes() == [100, 101]
 
 
-async def test_malformed_ticket_or_amount_never_reaches_the_terminal(make_request, sim, provider, tcp_settings, ctx,
-                                                                     progress):
-    for bad in (make_request(ticket='T1"|<b>'), make_request(ticket="T\x071"), make_request(amount=0),
-                make_request(amount=100_000_000)):
+async def test_malformed_ticket_or_amount_never_reaches_the_terminal(
+    make_request, sim, provider, tcp_settings, ctx, progress
+):
+    for bad in (
+        make_request(ticket='T1"|<b>'),
+        make_request(ticket="T\x071"),
+        make_request(amount=0),
+        make_request(amount=100_000_000),
+    ):
         with pytest.raises(ValidationFailed):
             await provider.charge(bad, tcp_settings, ctx, progress)
     assert sim.commands == []
@@ -413,10 +419,10 @@ async def test_case5_a_hung_terminal_that_answers_nothing_leaves_the_sale_in_dou
     sim.add_fault(Fault(kind="frozen"))
     request = make_request()
     outcome = await provider.charge(request, tcp_settings, ctx, progress)
-    assert outcome.kind is OutcomeKind.UNKNOWN          # nobody proved the terminal never saw it
+    assert outcome.kind is OutcomeKind.UNKNOWN  # nobody proved the terminal never saw it
     assert sim.command_codes().count(100) == 1
     assert (await provider.health(tcp_settings, ctx)).kind is OutcomeKind.UNAVAILABLE
-    sim.clear_faults()                                  # the terminal is restarted
+    sim.clear_faults()  # the terminal is restarted
     assert (await provider.status(request, tcp_settings, ctx)).kind is OutcomeKind.UNAVAILABLE
 
 

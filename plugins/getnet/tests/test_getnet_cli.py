@@ -17,8 +17,9 @@ CAJA = str(Path(sys.executable).with_name("caja"))
 
 
 async def run_caja(*args: str, timeout: float = 20) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(CAJA, *args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        CAJA, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode, out.decode(), err.decode()
 
@@ -45,8 +46,9 @@ async def test_sale_declined_exits_1(sim):
 
 async def test_sale_in_doubt_exits_3(sim):
     sim.add_fault(Fault(kind="receipt_then_silence"))
-    code, out, _ = await run_caja("getnet", "sale", "--tcp", tcp_arg(sim), "--amount", "1000", "--ticket", "T3",
-                                  "--timeout", "1")
+    code, out, _ = await run_caja(
+        "getnet", "sale", "--tcp", tcp_arg(sim), "--amount", "1000", "--ticket", "T3", "--timeout", "1"
+    )
     assert code == 3 and json.loads(out)["error"] == "in_doubt"
 
 
@@ -61,7 +63,7 @@ async def test_reports_and_close(sim):
     code, out, _ = await run_caja("getnet", "close", "--tcp", tcp_arg(sim))
     assert code == 0 and sim.ledger == []
     code, out, _ = await run_caja("getnet", "cancel", "--tcp", tcp_arg(sim))
-    assert code == 1 and json.loads(out)["ResponseCode"] == 13      # nothing in progress to cancel
+    assert code == 1 and json.loads(out)["ResponseCode"] == 13  # nothing in progress to cancel
 
 
 async def test_unreachable_terminal_exits_3():
@@ -72,19 +74,31 @@ async def test_unreachable_terminal_exits_3():
 
 
 async def test_bad_arguments_are_one_line_and_exit_2():
-    for args in (["getnet", "poll"], ["getnet", "poll", "--tcp", "no-port"],
-                 ["getnet", "sale", "--tcp", "127.0.0.1:9", "--amount", "0"],
-                 ["getnet", "sale", "--tcp", "127.0.0.1:9", "--amount", "100", "--ticket", "T|1"],
-                 ["getnet", "simulate"], ["getnet", "simulate", "--pty", "--fault", "nonsense"],
-                 ["getnet", "simulate", "--pty", "--control", "0.0.0.0:9101"]):
+    for args in (
+        ["getnet", "poll"],
+        ["getnet", "poll", "--tcp", "no-port"],
+        ["getnet", "sale", "--tcp", "127.0.0.1:9", "--amount", "0"],
+        ["getnet", "sale", "--tcp", "127.0.0.1:9", "--amount", "100", "--ticket", "T|1"],
+        ["getnet", "simulate"],
+        ["getnet", "simulate", "--pty", "--fault", "nonsense"],
+        ["getnet", "simulate", "--pty", "--control", "0.0.0.0:9101"],
+    ):
         code, out, err = await run_caja(*args)
         assert code == 2, args
         assert out == "" and len(err.strip().splitlines()) == 1, (args, err)
 
 
 async def test_simulate_over_a_pty_answers_diagnostics_and_stops_cleanly():
-    proc = await asyncio.create_subprocess_exec(CAJA, "getnet", "simulate", "--pty", "--step-delay", "0",
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        CAJA,
+        "getnet",
+        "simulate",
+        "--pty",
+        "--step-delay",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         path = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode().strip()
         assert os.path.exists(path) and os.path.realpath(path).startswith("/dev/pts/")

@@ -73,8 +73,9 @@ class TestGetnetAgent(_GetnetConformance):
     async def upstream(self):
         sim = Simulator(step_delay_s=0.01)
         await sim.start_tcp()
-        sim.channel = InProcessAgentChannel(GetnetClient(TcpTransport(*sim.tcp_address),
-                                                         deadlines=Deadlines(receipt_s=1.0)))
+        sim.channel = InProcessAgentChannel(
+            GetnetClient(TcpTransport(*sim.tcp_address), deadlines=Deadlines(receipt_s=1.0))
+        )
         yield sim
         await sim.stop()
 

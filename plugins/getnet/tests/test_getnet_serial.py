@@ -15,8 +15,9 @@ from caja_getnet.simulator import Fault, Simulator
 from caja_getnet.transport import SerialTransport
 
 
-async def test_sale_over_serial_is_approved_with_progress(make_request, pty_sim, provider, serial_settings, ctx,
-                                                          progress):
+async def test_sale_over_serial_is_approved_with_progress(
+    make_request, pty_sim, provider, serial_settings, ctx, progress
+):
     request = make_request(amount=3500)
     outcome = await provider.charge(request, serial_settings, ctx, progress)
     assert outcome.kind is OutcomeKind.APPROVED and outcome.amount == 3500
@@ -25,8 +26,9 @@ async def test_sale_over_serial_is_approved_with_progress(make_request, pty_sim,
     assert (await provider.health(serial_settings, ctx)).kind is OutcomeKind.APPROVED
 
 
-async def test_split_response_over_serial_is_reassembled(make_request, pty_sim, provider, serial_settings, ctx,
-                                                         progress):
+async def test_split_response_over_serial_is_reassembled(
+    make_request, pty_sim, provider, serial_settings, ctx, progress
+):
     pty_sim.add_fault(Fault(kind="split_bytes", gap_s=0.002))
     request = make_request(amount=1100)
     patient = msgspec.structs.replace(serial_settings, sale_timeout_s=20)  # ~650 writes: slow on a loaded machine
@@ -34,22 +36,25 @@ async def test_split_response_over_serial_is_reassembled(make_request, pty_sim, 
     assert outcome.kind is OutcomeKind.APPROVED and outcome.ticket == request.ticket
 
 
-async def test_noise_before_the_response_over_serial_is_discarded(make_request, pty_sim, provider, serial_settings,
-                                                                  ctx, progress):
+async def test_noise_before_the_response_over_serial_is_discarded(
+    make_request, pty_sim, provider, serial_settings, ctx, progress
+):
     pty_sim.add_fault(Fault(kind="noise_before"))
     outcome = await provider.charge(make_request(amount=1200), serial_settings, ctx, progress)
     assert outcome.kind is OutcomeKind.APPROVED and outcome.amount == 1200
 
 
-async def test_glued_receipt_and_response_in_one_read_over_serial(make_request, pty_sim, provider, serial_settings,
-                                                                  ctx, progress):
+async def test_glued_receipt_and_response_in_one_read_over_serial(
+    make_request, pty_sim, provider, serial_settings, ctx, progress
+):
     pty_sim.add_fault(Fault(kind="glued"))
     outcome = await provider.charge(make_request(), serial_settings, ctx, progress)
     assert outcome.kind is OutcomeKind.APPROVED and progress.codes == [None, 78, 79, 81, 82]
 
 
-async def test_a_duplicate_left_on_the_line_does_not_touch_the_next_sale(make_request, pty_sim, provider,
-                                                                         serial_settings, ctx, progress):
+async def test_a_duplicate_left_on_the_line_does_not_touch_the_next_sale(
+    make_request, pty_sim, provider, serial_settings, ctx, progress
+):
     pty_sim.add_fault(Fault(kind="duplicate_response"))
     first, second = make_request(amount=1000), make_request(amount=2000)
     assert (await provider.charge(first, serial_settings, ctx, progress)).kind is OutcomeKind.APPROVED
@@ -58,8 +63,9 @@ async def test_a_duplicate_left_on_the_line_does_not_touch_the_next_sale(make_re
     assert pty_sim.tickets() == {first.ticket: 1000, second.ticket: 2000}
 
 
-async def test_port_busy_is_unavailable_and_nothing_is_sent(make_request, pty_sim, provider, serial_settings, ctx,
-                                                            progress):
+async def test_port_busy_is_unavailable_and_nothing_is_sent(
+    make_request, pty_sim, provider, serial_settings, ctx, progress
+):
     other_program = serial.Serial(pty_sim.pty_path, 115200, exclusive=True)
     try:
         outcome = await provider.charge(make_request(), serial_settings, ctx, progress)
@@ -71,21 +77,23 @@ async def test_port_busy_is_unavailable_and_nothing_is_sent(make_request, pty_si
 
 
 async def test_case12_unplugged_after_receipt_over_serial_is_in_doubt_and_reconciles_once_back(
-        make_request, fast, pty_sim, provider, serial_settings, ctx, progress):
+    make_request, fast, pty_sim, provider, serial_settings, ctx, progress
+):
     pty_sim.add_fault(Fault(kind="disconnect_after_receipt", charged=True))
     request = make_request(amount=7000)
     outcome = await provider.charge(request, serial_settings, ctx, progress)
     assert outcome.kind is OutcomeKind.UNKNOWN
     unplugged = await provider.status(request, serial_settings, ctx)
     assert unplugged.kind is OutcomeKind.UNKNOWN and "No existe el puerto" in unplugged.message
-    new_path = await pty_sim.start_pty()            # plugged back (a new device node)
+    new_path = await pty_sim.start_pty()  # plugged back (a new device node)
     settings = GetnetSettings(connection="serial", serial_path=new_path, **fast)
     status = await provider.status(request, settings, ctx)
     assert status.kind is OutcomeKind.APPROVED and status.amount == 7000
 
 
-async def test_cancel_sale_reaches_a_sale_in_flight_on_the_exclusive_serial_port(make_request, fast, provider, ctx,
-                                                                                 progress):
+async def test_cancel_sale_reaches_a_sale_in_flight_on_the_exclusive_serial_port(
+    make_request, fast, provider, ctx, progress
+):
     sim = Simulator(step_delay_s=0.3)
     path = await sim.start_pty()
     try:
@@ -117,16 +125,18 @@ async def test_threaded_serial_reader_used_on_windows_works_on_a_pty_too(make_re
     assert pty_sim.tickets() == {"W1": 990}
 
 
-async def test_seeded_random_faults_over_serial_never_lose_or_invent_a_charge(make_request, fast, pty_sim, provider,
-                                                                              ctx, progress):
-    settings = GetnetSettings(connection="serial", serial_path=pty_sim.pty_path,
-                              **(fast | {"receipt_timeout_s": 0.3, "sale_timeout_s": 0.7}))
+async def test_seeded_random_faults_over_serial_never_lose_or_invent_a_charge(
+    make_request, fast, pty_sim, provider, ctx, progress
+):
+    settings = GetnetSettings(
+        connection="serial", serial_path=pty_sim.pty_path, **(fast | {"receipt_timeout_s": 0.3, "sale_timeout_s": 0.7})
+    )
     pty_sim.add_fault(Fault(kind="random", scope="run", seed=77, rate=0.6))
     approved: dict[str, int] = {}
     for i in range(16):
         request = make_request(amount=2000 + i)
         outcome = await provider.charge(request, settings, ctx, progress)
-        for _ in range(10):             # in doubt: ask again (the cable may still be out for a moment)
+        for _ in range(10):  # in doubt: ask again (the cable may still be out for a moment)
             if outcome.kind is not OutcomeKind.UNKNOWN:
                 break
             await asyncio.sleep(0.1)

@@ -20,8 +20,9 @@ def test_the_plugin_registers_the_getnet_provider(make_caja_pm):
 
 def test_valid_settings_and_device_keys():
     tcp = validate_settings(provider, {"connection": "tcp", "host": "192.168.1.50", "port": 9100})
-    serial = validate_settings(provider, {"connection": "serial", "serial_path": "/dev/ttyACM0",
-                                          "sale_timeout_s": 90, "employee_id": "C-07"})
+    serial = validate_settings(
+        provider, {"connection": "serial", "serial_path": "/dev/ttyACM0", "sale_timeout_s": 90, "employee_id": "C-07"}
+    )
     agent = validate_settings(provider, {"connection": "agent"})
     assert isinstance(tcp, GetnetSettings) and tcp.sale_timeout_s == 120 and tcp.receipt_timeout_s == 3
     assert provider.device_key(tcp, "CAJA1") == "getnet:tcp:192.168.1.50:9100"
@@ -30,15 +31,18 @@ def test_valid_settings_and_device_keys():
     assert serial.deadlines.sale_s == 90
 
 
-@pytest.mark.parametrize("raw", [
-    {"connection": "tcp", "host": "", "port": 9100},
-    {"connection": "tcp", "host": "10.0.0.5"},
-    {"connection": "serial"},
-    {"connection": "bluetooth"},
-    {"connection": "agent", "sale_timeout_s": 0},
-    {"connection": "agent", "employee_id": "x|y"},
-    {"connection": "agent", "unknown_option": 1},
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"connection": "tcp", "host": "", "port": 9100},
+        {"connection": "tcp", "host": "10.0.0.5"},
+        {"connection": "serial"},
+        {"connection": "bluetooth"},
+        {"connection": "agent", "sale_timeout_s": 0},
+        {"connection": "agent", "employee_id": "x|y"},
+        {"connection": "agent", "unknown_option": 1},
+    ],
+)
 def test_invalid_settings_are_rejected_with_a_spanish_message(raw):
     with pytest.raises(ValidationFailed) as info:
         validate_settings(provider, raw)
@@ -49,6 +53,7 @@ def test_invalid_settings_are_rejected_with_a_spanish_message(raw):
 def test_the_registered_provider_serves_successive_event_loops(make_request):
     """The plugin's single provider instance keeps one client per terminal; a new event loop (an app restart in
     the same process, or another test) gets a fresh one instead of a lock bound to a dead loop."""
+
     async def one_night(port: int) -> tuple[OutcomeKind, int]:
         sim = Simulator(step_delay_s=0.01)
         _, bound = await sim.start_tcp(port=port)
@@ -60,8 +65,9 @@ def test_the_registered_provider_serves_successive_event_loops(make_request):
 
         try:
             request = make_request()
-            first = await asyncio.gather(provider.charge(request, settings, ctx, ignore),
-                                         provider.status(request, settings, ctx))   # two callers share the lock
+            first = await asyncio.gather(
+                provider.charge(request, settings, ctx, ignore), provider.status(request, settings, ctx)
+            )  # two callers share the lock
             return first[0].kind, bound
         finally:
             await sim.stop()

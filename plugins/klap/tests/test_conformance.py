@@ -39,13 +39,24 @@ class TestKlapCheckout(ProviderConformance):
 
     @pytest.fixture
     def settings(self, upstream):
-        return KlapSettings(mode="checkout", api_base_url=upstream.api_base_url, api_key="k-conf",
-                            webhook_url="http://127.0.0.1:9/webhooks/klap", request_timeout_s=1.0)
+        return KlapSettings(
+            mode="checkout",
+            api_base_url=upstream.api_base_url,
+            api_key="k-conf",
+            webhook_url="http://127.0.0.1:9/webhooks/klap",
+            request_timeout_s=1.0,
+        )
 
     def webhook_for(self, settings, request, outcome):
-        body = {"order_id": f"KLAP-{request.attempt_id}", "reference_id": str(request.attempt_id),
-                "amount": outcome.amount, "brand": "VISA", "last_digits": "4242", "card_type": "DEBIT",
-                "quotas": 0}
+        body = {
+            "order_id": f"KLAP-{request.attempt_id}",
+            "reference_id": str(request.attempt_id),
+            "amount": outcome.amount,
+            "brand": "VISA",
+            "last_digits": "4242",
+            "card_type": "DEBIT",
+            "quotas": 0,
+        }
         headers = {"apikey": webhook_signature(body["reference_id"], body["order_id"], settings.api_key)}
         return headers, json.dumps(body).encode()
 

@@ -9,8 +9,14 @@ import msgspec
 import pytest
 
 from caja_core.errors import ValidationFailed
-from caja_core.providers import (ChargeRequest, OutcomeKind, PaymentProvider, ProviderContext, ProviderRegistry,
-                                 validate_settings)
+from caja_core.providers import (
+    ChargeRequest,
+    OutcomeKind,
+    PaymentProvider,
+    ProviderContext,
+    ProviderRegistry,
+    validate_settings,
+)
 from caja_klap.fake_server import FakeKlapServer
 from caja_klap.provider import REFERENCE_ALPHABET, KlapProvider, KlapSettings, webhook_signature
 
@@ -22,8 +28,16 @@ async def _no_progress(_):
 
 
 def request(amount: int = 5000, attempt_id: int = 41, reference: str | None = None) -> ChargeRequest:
-    return ChargeRequest(attempt_id=attempt_id, ticket=f"T{attempt_id}", amount=amount, register_id=1,
-                         register_code="LUNA1", venue_id=1, device_key="klap:x", reference=reference)
+    return ChargeRequest(
+        attempt_id=attempt_id,
+        ticket=f"T{attempt_id}",
+        amount=amount,
+        register_id=1,
+        register_code="LUNA1",
+        venue_id=1,
+        device_key="klap:x",
+        reference=reference,
+    )
 
 
 @pytest.fixture
@@ -33,8 +47,14 @@ async def klap_api():
 
 
 def checkout(server: FakeKlapServer, **extra) -> KlapSettings:
-    raw = {"mode": "checkout", "api_base_url": server.api_base_url, "api_key": "k-123",
-           "webhook_url": "http://127.0.0.1:9/webhooks/klap", "request_timeout_s": 0.5, **extra}
+    raw = {
+        "mode": "checkout",
+        "api_base_url": server.api_base_url,
+        "api_key": "k-123",
+        "webhook_url": "http://127.0.0.1:9/webhooks/klap",
+        "request_timeout_s": 0.5,
+        **extra,
+    }
     return validate_settings(KlapProvider(), raw)
 
 
@@ -63,9 +83,14 @@ def test_settings_default_to_manual_and_validate_checkout():
 
 
 def test_secrets_never_appear_in_repr_or_logs(caplog):
-    settings = KlapSettings(mode="checkout", api_base_url="https://klap.example/v1", api_key="sk_live_SECRET",
-                            webhook_url="https://caja.example/webhooks/klap", webhook_auth="shared_secret",
-                            webhook_secret="whsec_SECRET")
+    settings = KlapSettings(
+        mode="checkout",
+        api_base_url="https://klap.example/v1",
+        api_key="sk_live_SECRET",
+        webhook_url="https://caja.example/webhooks/klap",
+        webhook_auth="shared_secret",
+        webhook_secret="whsec_SECRET",
+    )
     with caplog.at_level(logging.DEBUG):
         logging.getLogger("caja.klap").info("settings %s %r", settings, settings)
     assert "SECRET" not in repr(settings) and "SECRET" not in str(settings)
@@ -153,8 +178,13 @@ async def test_transport_outcomes(klap_api):
     # Nobody listening: provably no order.
     port = klap_api.port
     await klap_api.stop()
-    closed = KlapSettings(mode="checkout", api_base_url=f"http://127.0.0.1:{port}/payment-gateway/v1",
-                          api_key="k", webhook_url="http://127.0.0.1:9/w", request_timeout_s=0.5)
+    closed = KlapSettings(
+        mode="checkout",
+        api_base_url=f"http://127.0.0.1:{port}/payment-gateway/v1",
+        api_key="k",
+        webhook_url="http://127.0.0.1:9/w",
+        request_timeout_s=0.5,
+    )
     assert (await provider.charge(request(), closed, CTX, _no_progress)).kind is OutcomeKind.UNAVAILABLE
     assert (await provider.health(closed, CTX)).kind is OutcomeKind.UNAVAILABLE
 
@@ -168,9 +198,21 @@ async def test_health(klap_api):
 
 def test_parse_paid_and_rejected_webhooks():
     provider = KlapProvider()
-    paid = provider.parse_webhook({}, json.dumps({
-        "order_id": "KLAP-1", "reference_id": "12", "amount": 12000, "brand": "visa",
-        "last_digits": "4111111111111111", "card_type": "DEBIT", "quotas": 0, "mc_code": "ab12cd"}).encode())
+    paid = provider.parse_webhook(
+        {},
+        json.dumps(
+            {
+                "order_id": "KLAP-1",
+                "reference_id": "12",
+                "amount": 12000,
+                "brand": "visa",
+                "last_digits": "4111111111111111",
+                "card_type": "DEBIT",
+                "quotas": 0,
+                "mc_code": "ab12cd",
+            }
+        ).encode(),
+    )
     assert paid.external_id == "KLAP-1" and paid.reference == "12"
     assert paid.outcome.kind is OutcomeKind.APPROVED and paid.outcome.amount == 12000
     # Only the last four digits survive, whatever was sent.
@@ -178,8 +220,9 @@ def test_parse_paid_and_rejected_webhooks():
     assert "4111111111111111" not in json.dumps(msgspec.to_builtins(paid))
     nested = provider.parse_webhook({}, b'{"order_id":"K2","reference_id":"3","amount":{"total":900}}')
     assert nested.outcome.amount == 900
-    rejected = provider.parse_webhook({}, json.dumps({
-        "order_id": "KLAP-2", "reference_id": "13", "code": "R01", "message": "Rechazado"}).encode())
+    rejected = provider.parse_webhook(
+        {}, json.dumps({"order_id": "KLAP-2", "reference_id": "13", "code": "R01", "message": "Rechazado"}).encode()
+    )
     assert rejected.outcome.kind is OutcomeKind.DECLINED and rejected.outcome.code == "R01"
     for body in (b"not json", b"[]", b'{"order_id":"x"}', b'{"order_id":"x","reference_id":"1"}'):
         with pytest.raises(ValidationFailed):
@@ -189,16 +232,26 @@ def test_parse_paid_and_rejected_webhooks():
 def test_verify_webhook_hashed_api_key_and_shared_secret():
     provider = KlapProvider()
     body = json.dumps({"order_id": "KLAP-1", "reference_id": "12", "amount": 100}).encode()
-    hashed = KlapSettings(mode="checkout", api_base_url="https://k.example/v1", api_key="k-123",
-                          webhook_url="https://c.example/webhooks/klap")
+    hashed = KlapSettings(
+        mode="checkout",
+        api_base_url="https://k.example/v1",
+        api_key="k-123",
+        webhook_url="https://c.example/webhooks/klap",
+    )
     good = webhook_signature("12", "KLAP-1", "k-123")
     assert provider.verify_webhook({"Apikey": good}, body, hashed)
     assert not provider.verify_webhook({}, body, hashed)
     assert not provider.verify_webhook({"apikey": webhook_signature("12", "KLAP-1", "other")}, body, hashed)
     assert not provider.verify_webhook({"apikey": "k-123"}, body, hashed)
-    shared = KlapSettings(mode="checkout", api_base_url="https://k.example/v1", api_key="k-123",
-                          webhook_url="https://c.example/webhooks/klap", webhook_auth="shared_secret",
-                          webhook_auth_header="X-Klap-Secret", webhook_secret="s3cret")
+    shared = KlapSettings(
+        mode="checkout",
+        api_base_url="https://k.example/v1",
+        api_key="k-123",
+        webhook_url="https://c.example/webhooks/klap",
+        webhook_auth="shared_secret",
+        webhook_auth_header="X-Klap-Secret",
+        webhook_secret="s3cret",
+    )
     assert provider.verify_webhook({"x-klap-secret": "s3cret"}, body, shared)
     assert not provider.verify_webhook({"x-klap-secret": "s3cret2"}, body, shared)
     assert not provider.verify_webhook({"apikey": good}, body, shared)

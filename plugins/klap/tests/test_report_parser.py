@@ -24,15 +24,19 @@ def test_good_report_with_spanish_headers_and_separators():
 
 
 def test_column_order_comma_delimiter_bom_and_windows_encoding():
-    text = ("Reporte de ventas KLAP\n\n"
-            "N° operación,Monto,Últimos 4,Cód. Autorización,Fecha y hora,Marca\n"
-            '9001,"$1.500",4242,a1b2c3,2026-11-27 23:10,VISA\n'
-            '9002,"12,000",0042,12345,27/11/2026 23:30,MASTERCARD\n')
+    text = (
+        "Reporte de ventas KLAP\n\n"
+        "N° operación,Monto,Últimos 4,Cód. Autorización,Fecha y hora,Marca\n"
+        '9001,"$1.500",4242,a1b2c3,2026-11-27 23:10,VISA\n'
+        '9002,"12,000",0042,12345,27/11/2026 23:30,MASTERCARD\n'
+    )
     for data in ("\ufeff" + text).encode("utf-8"), text.encode("cp1252"):
         parsed = parse_klap_report(data)
         assert parsed.ok, parsed.errors
         assert [(r.amount, r.authorization_code, r.last4, r.operation_id) for r in parsed.rows] == [
-            (1500, "A1B2C3", "4242", "9001"), (12000, "012345", "0042", "9002")]
+            (1500, "A1B2C3", "4242", "9001"),
+            (12000, "012345", "0042", "9002"),
+        ]
         assert parsed.rows[0].line == 4
 
 
@@ -54,14 +58,16 @@ def test_missing_values_and_missing_columns():
 
 
 def test_malformed_rows_say_which_and_why():
-    data = ("Fecha;Monto;Código de autorización;Últimos 4 dígitos\n"
-            "27-11-2026;12.5;A1B2C3;4242\n"          # decimals
-            "31-02-2026;1000;A1B2C4;4242\n"          # no such date
-            "27-11-2026;-500;A1B2C5;4242\n"          # negative
-            "27-11-2026;1000;A1-B2;4242\n"           # auth code
-            "27-11-2026;1000;A1B2C6;4111111111111111\n"  # full card number
-            "ayer;1000;A1B2C7;4242\n"
-            "27-11-2026;2000;A1B2C8;4242\n")         # the only good one
+    data = (
+        "Fecha;Monto;Código de autorización;Últimos 4 dígitos\n"
+        "27-11-2026;12.5;A1B2C3;4242\n"  # decimals
+        "31-02-2026;1000;A1B2C4;4242\n"  # no such date
+        "27-11-2026;-500;A1B2C5;4242\n"  # negative
+        "27-11-2026;1000;A1-B2;4242\n"  # auth code
+        "27-11-2026;1000;A1B2C6;4111111111111111\n"  # full card number
+        "ayer;1000;A1B2C7;4242\n"
+        "27-11-2026;2000;A1B2C8;4242\n"
+    )  # the only good one
     parsed = parse_klap_report(data.encode())
     by_line = {e.line: e.message for e in parsed.errors}
     assert sorted(by_line) == [2, 3, 4, 5, 6, 7]
@@ -72,8 +78,7 @@ def test_malformed_rows_say_which_and_why():
 
 
 def test_voided_rows_and_totals_are_skipped_not_errors():
-    data = GOOD + ("27-11-2026;23:59;3.000;C1C2C3;5555;Visa;Débito;Anulada\n"
-                   "Total;;$18.500;;;;;\n")
+    data = GOOD + ("27-11-2026;23:59;3.000;C1C2C3;5555;Visa;Débito;Anulada\nTotal;;$18.500;;;;;\n")
     parsed = parse_klap_report(data.encode())
     assert parsed.ok and len(parsed.rows) == 2
     assert [s.line for s in parsed.skipped] == [4, 5]

@@ -53,12 +53,12 @@ _PROGRESS_TEXT_CHARS = 80
 class AgentTiming(msgspec.Struct, frozen=True, kw_only=True):
     """How long each side waits. Defaults suit a real night; tests use short ones."""
 
-    pickup_timeout_s: float = 10.0     # a command nobody takes in this time was not sent (agent offline)
-    result_grace_s: float = 15.0       # beyond the command's own deadline: network, agent restart
-    poll_interval_s: float = 0.5       # re-read of the row when the other side may be another instance
-    redeliver_after_s: float = 15.0    # a delivered command without result is handed out again after this
-    min_remaining_s: float = 1.0       # a command with less time left than this is not handed out
-    retention_days: float = 30.0       # finished commands older than this are deleted (the attempt keeps the outcome)
+    pickup_timeout_s: float = 10.0  # a command nobody takes in this time was not sent (agent offline)
+    result_grace_s: float = 15.0  # beyond the command's own deadline: network, agent restart
+    poll_interval_s: float = 0.5  # re-read of the row when the other side may be another instance
+    redeliver_after_s: float = 15.0  # a delivered command without result is handed out again after this
+    min_remaining_s: float = 1.0  # a command with less time left than this is not handed out
+    retention_days: float = 30.0  # finished commands older than this are deleted (the attempt keeps the outcome)
 
 
 class AgentCommandOut(msgspec.Struct, kw_only=True):
@@ -86,6 +86,7 @@ class AgentNoAnswer(Exception):
 
 
 # --- waking the other side within one instance --------------------------------------------------------------
+
 
 class Notifier:
     """Wake-ups by key (``("register", id)``, ``("command", id)``) for waiters of any event loop."""
@@ -135,16 +136,33 @@ def _command_key(command_id: int) -> tuple[str, int]:
 
 # --- card data never stored ------------------------------------------------------------------------------
 
-_CARD_KEYS = {"accountnumber", "pan", "cardnumber", "numerotarjeta", "track", "track1", "track2", "trackdata",
-              "cvv", "cvv2", "cvc", "cvc2", "pin", "pinblock"}
+_CARD_KEYS = {
+    "accountnumber",
+    "pan",
+    "cardnumber",
+    "numerotarjeta",
+    "track",
+    "track1",
+    "track2",
+    "trackdata",
+    "cvv",
+    "cvv2",
+    "cvc",
+    "cvc2",
+    "pin",
+    "pinblock",
+}
 _PAN_LIKE = re.compile(r"^\d{13,19}$")
 
 
 def scrub_card_data(value: Any) -> Any:
     """The agent masks the terminal's answer already; this drops card fields a faulty agent might still send."""
     if isinstance(value, dict):
-        return {str(k): scrub_card_data(v) for k, v in value.items()
-                if re.sub(r"[^a-z0-9]", "", str(k).lower()) not in _CARD_KEYS}
+        return {
+            str(k): scrub_card_data(v)
+            for k, v in value.items()
+            if re.sub(r"[^a-z0-9]", "", str(k).lower()) not in _CARD_KEYS
+        }
     if isinstance(value, list):
         return [scrub_card_data(v) for v in value]
     if isinstance(value, str):
@@ -155,6 +173,7 @@ def scrub_card_data(value: Any) -> Any:
 
 
 # --- intermediate messages, kept in the row's progress column ----------------------------------------------
+
 
 def _load_progress(raw: str | None) -> tuple[int, list[list[Any]]]:
     """(last sequence number, recent [seq, code, text] entries) of a progress column."""
@@ -178,51 +197,75 @@ def _dump_progress(seq: int, entries: list[list[Any]]) -> str:
 
 # --- the server side (what the agent API calls) -----------------------------------------------------------
 
+
 def _remaining_s(command: AgentCommand, now) -> float:
     return command.deadline_s - (now - command.created_at).total_seconds()
 
 
 async def _expire_overdue(s: AsyncSession, register_id: int, now, timing: AgentTiming) -> None:
-    rows = (await s.execute(select(AgentCommand).where(AgentCommand.register_id == register_id,
-                                                       AgentCommand.status.in_((QUEUED, DELIVERED))))).scalars()
+    rows = (
+        await s.execute(
+            select(AgentCommand).where(
+                AgentCommand.register_id == register_id, AgentCommand.status.in_((QUEUED, DELIVERED))
+            )
+        )
+    ).scalars()
     for command in list(rows):
         remaining = _remaining_s(command, now)
-        overdue = remaining < timing.min_remaining_s if command.status == QUEUED \
-            else remaining < -timing.result_grace_s
+        overdue = remaining < timing.min_remaining_s if command.status == QUEUED else remaining < -timing.result_grace_s
         if overdue:
-            await s.execute(update(AgentCommand).where(AgentCommand.id == command.id,
-                                                       AgentCommand.status == command.status)
-                            .values(status=EXPIRED))
+            await s.execute(
+                update(AgentCommand)
+                .where(AgentCommand.id == command.id, AgentCommand.status == command.status)
+                .values(status=EXPIRED)
+            )
 
 
-async def claim_next(s: AsyncSession, register_id: int, *, clock: Clock = SYSTEM_CLOCK,
-                     timing: AgentTiming = AgentTiming()) -> AgentCommandOut | None:
+async def claim_next(
+    s: AsyncSession, register_id: int, *, clock: Clock = SYSTEM_CLOCK, timing: AgentTiming = AgentTiming()
+) -> AgentCommandOut | None:
     """Mark the register's oldest queued command delivered and return it (or a delivered command whose result
     never came back, after ``redeliver_after_s``). One short transaction; never waits."""
     now = clock.now()
     await _expire_overdue(s, register_id, now, timing)
-    queued = (await s.execute(select(AgentCommand).where(AgentCommand.register_id == register_id,
-                                                         AgentCommand.status == QUEUED)
-                              .order_by(AgentCommand.id))).scalars()
+    queued = (
+        await s.execute(
+            select(AgentCommand)
+            .where(AgentCommand.register_id == register_id, AgentCommand.status == QUEUED)
+            .order_by(AgentCommand.id)
+        )
+    ).scalars()
     for command in list(queued):
-        taken = await s.execute(update(AgentCommand).where(AgentCommand.id == command.id,
-                                                           AgentCommand.status == QUEUED)
-                                .values(status=DELIVERED, delivered_at=now))
+        taken = await s.execute(
+            update(AgentCommand)
+            .where(AgentCommand.id == command.id, AgentCommand.status == QUEUED)
+            .values(status=DELIVERED, delivered_at=now)
+        )
         if taken.rowcount == 1:
             return _out(command, now)
-    delivered = (await s.execute(select(AgentCommand).where(AgentCommand.register_id == register_id,
-                                                            AgentCommand.status == DELIVERED,
-                                                            AgentCommand.result.is_(None))
-                                 .order_by(AgentCommand.id))).scalars()
+    delivered = (
+        await s.execute(
+            select(AgentCommand)
+            .where(
+                AgentCommand.register_id == register_id, AgentCommand.status == DELIVERED, AgentCommand.result.is_(None)
+            )
+            .order_by(AgentCommand.id)
+        )
+    ).scalars()
     for command in list(delivered):
         if command.delivered_at is None or (now - command.delivered_at).total_seconds() < timing.redeliver_after_s:
             continue
         if _remaining_s(command, now) < timing.min_remaining_s:
             continue
-        taken = await s.execute(update(AgentCommand).where(AgentCommand.id == command.id,
-                                                           AgentCommand.status == DELIVERED,
-                                                           AgentCommand.delivered_at == command.delivered_at)
-                                .values(delivered_at=now))
+        taken = await s.execute(
+            update(AgentCommand)
+            .where(
+                AgentCommand.id == command.id,
+                AgentCommand.status == DELIVERED,
+                AgentCommand.delivered_at == command.delivered_at,
+            )
+            .values(delivered_at=now)
+        )
         if taken.rowcount == 1:
             log.info("agent command %s handed out again (no result since its delivery)", command.id)
             return _out(command, now)
@@ -230,13 +273,23 @@ async def claim_next(s: AsyncSession, register_id: int, *, clock: Clock = SYSTEM
 
 
 def _out(command: AgentCommand, now) -> AgentCommandOut:
-    return AgentCommandOut(command_id=command.id, attempt_id=command.attempt_id, payload=dict(command.payload),
-                           deadline_s=round(max(0.0, _remaining_s(command, now)), 1))
+    return AgentCommandOut(
+        command_id=command.id,
+        attempt_id=command.attempt_id,
+        payload=dict(command.payload),
+        deadline_s=round(max(0.0, _remaining_s(command, now)), 1),
+    )
 
 
-async def next_command(db: Any, register_id: int, wait_s: float, *, clock: Clock = SYSTEM_CLOCK,
-                       timing: AgentTiming = AgentTiming(),
-                       gone: Callable[[], bool] | None = None) -> AgentCommandOut | None:
+async def next_command(
+    db: Any,
+    register_id: int,
+    wait_s: float,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    timing: AgentTiming = AgentTiming(),
+    gone: Callable[[], bool] | None = None,
+) -> AgentCommandOut | None:
     """Long poll: the next command for the register, waiting up to ``wait_s`` (capped at ``MAX_WAIT_S``)
     for one. Each look is its own short transaction. ``gone()`` true (the agent hung up) ends the wait without
     taking a command, so no command is handed to a connection nobody reads."""
@@ -259,17 +312,26 @@ async def next_command(db: Any, register_id: int, wait_s: float, *, clock: Clock
 async def _anything_to_do(db: Any, register_id: int, now, timing: AgentTiming) -> bool:
     """A read-only look first, so an idle long poll never takes SQLite's write lock."""
     async with db.reader() as s:
-        rows = (await s.execute(select(AgentCommand.status, AgentCommand.created_at, AgentCommand.deadline_s,
-                                       AgentCommand.delivered_at)
-                                .where(AgentCommand.register_id == register_id,
-                                       AgentCommand.status.in_((QUEUED, DELIVERED)),
-                                       AgentCommand.result.is_(None)))).all()
+        rows = (
+            await s.execute(
+                select(
+                    AgentCommand.status, AgentCommand.created_at, AgentCommand.deadline_s, AgentCommand.delivered_at
+                ).where(
+                    AgentCommand.register_id == register_id,
+                    AgentCommand.status.in_((QUEUED, DELIVERED)),
+                    AgentCommand.result.is_(None),
+                )
+            )
+        ).all()
     for row in rows:
         if row.status == QUEUED:
             return True
         remaining = row.deadline_s - (now - row.created_at).total_seconds()
-        if remaining < -timing.result_grace_s or row.delivered_at is None or \
-                (now - row.delivered_at).total_seconds() >= timing.redeliver_after_s:
+        if (
+            remaining < -timing.result_grace_s
+            or row.delivered_at is None
+            or (now - row.delivered_at).total_seconds() >= timing.redeliver_after_s
+        ):
             return True
     return False
 
@@ -277,16 +339,16 @@ async def _anything_to_do(db: Any, register_id: int, now, timing: AgentTiming) -
 async def _command_of(s: AsyncSession, register_id: int, command_id: int) -> AgentCommand:
     if not 0 < command_id < 2**31:
         raise NotFound("El comando no existe para esta caja.", code="agent.command_not_found")
-    command = (await s.execute(select(AgentCommand).where(AgentCommand.id == command_id)
-                               .with_for_update())).scalar_one_or_none()
+    command = (
+        await s.execute(select(AgentCommand).where(AgentCommand.id == command_id).with_for_update())
+    ).scalar_one_or_none()
     if command is None or command.register_id != register_id:
         # Another register's command is "not found" too: a token never learns about other registers.
         raise NotFound("El comando no existe para esta caja.", code="agent.command_not_found")
     return command
 
 
-async def post_progress(s: AsyncSession, register_id: int, command_id: int, *, message: str,
-                        code: int | None) -> str:
+async def post_progress(s: AsyncSession, register_id: int, command_id: int, *, message: str, code: int | None) -> str:
     """Store an intermediate message for the waiting provider. ``"stored"``, or ``"ignored"`` once the command
     has its result or expired (progress is never a result)."""
     message = (message or "").strip()
@@ -303,21 +365,24 @@ async def post_progress(s: AsyncSession, register_id: int, command_id: int, *, m
     return "stored"
 
 
-async def post_result(s: AsyncSession, register_id: int, command_id: int, result: dict[str, Any], *,
-                      clock: Clock = SYSTEM_CLOCK) -> str:
+async def post_result(
+    s: AsyncSession, register_id: int, command_id: int, result: dict[str, Any], *, clock: Clock = SYSTEM_CLOCK
+) -> str:
     """Store the command's result. Idempotent: the same result again is ``"duplicate"`` (a no-op); a different
     one for a command that already has its result is a Conflict. A result after the command expired is kept
     (``"late"``) — the waiting side already gave up and the payment was reconciled with the terminal."""
     if not isinstance(result, dict) or not result:
-        raise ValidationFailed("El resultado debe ser un objeto JSON no vacío.", code="agent.result_invalid",
-                               field="result")
+        raise ValidationFailed(
+            "El resultado debe ser un objeto JSON no vacío.", code="agent.result_invalid", field="result"
+        )
     clean = scrub_card_data(result)
     command = await _command_of(s, register_id, command_id)
     if command.result is not None:
         if command.result == clean:
             return "duplicate"
-        raise Conflict("Este comando ya tiene otro resultado registrado; se conserva el primero.",
-                       code="agent.result_conflict")
+        raise Conflict(
+            "Este comando ya tiene otro resultado registrado; se conserva el primero.", code="agent.result_conflict"
+        )
     command.result, command.result_at = clean, clock.now()
     if command.status == EXPIRED:
         log.warning("agent command %s: result arrived after its deadline (kept for the record)", command_id)
@@ -332,10 +397,14 @@ async def heartbeat(s: AsyncSession, register_id: int, *, terminal: str, detail:
     from ..registers.service import record_agent_heartbeat
 
     if terminal not in TERMINAL_STATUSES:
-        raise ValidationFailed("El estado del terminal debe ser «ok» o «unreachable».",
-                               code="agent.terminal_status_invalid", field="terminal")
-    await record_agent_heartbeat(s, register_id=register_id,
-                                 status={"terminal": terminal, "detail": (detail or "")[:MAX_DETAIL_CHARS]})
+        raise ValidationFailed(
+            "El estado del terminal debe ser «ok» o «unreachable».",
+            code="agent.terminal_status_invalid",
+            field="terminal",
+        )
+    await record_agent_heartbeat(
+        s, register_id=register_id, status={"terminal": terminal, "detail": (detail or "")[:MAX_DETAIL_CHARS]}
+    )
 
 
 def notify_committed(s: AsyncSession) -> None:
@@ -346,21 +415,30 @@ def notify_committed(s: AsyncSession) -> None:
 
 # --- the provider side ------------------------------------------------------------------------------------
 
+
 class DbAgentChannel:
     """``AgentChannel`` through the database: ``exchange()`` queues the command for the register's agent and
     waits for its result. Raises ``AgentNotReached`` (not sent) when no agent took it within the pick-up time,
     ``AgentNoAnswer`` (in doubt) when the result did not come back by the deadline."""
 
-    def __init__(self, db: Any, register_id: int, venue_id: int, clock: Clock = SYSTEM_CLOCK, *,
-                 timing: AgentTiming = AgentTiming()) -> None:
+    def __init__(
+        self,
+        db: Any,
+        register_id: int,
+        venue_id: int,
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        timing: AgentTiming = AgentTiming(),
+    ) -> None:
         self.db = db
         self.register_id = register_id
         self.venue_id = venue_id
         self.clock = clock
         self.timing = timing
 
-    async def exchange(self, command: dict[str, Any], *, deadline_s: float,
-                       progress: ProgressCallback | None = None) -> dict[str, Any]:
+    async def exchange(
+        self, command: dict[str, Any], *, deadline_s: float, progress: ProgressCallback | None = None
+    ) -> dict[str, Any]:
         command_id = await self._queue(command, deadline_s)
         NOTIFIER.notify(_register_key(self.register_id))
         start = self.clock.monotonic()
@@ -386,14 +464,15 @@ class DbAgentChannel:
                     if result is not None:
                         return dict(result)
                     raise AgentNoAnswer("El agente no devolvió el resultado a tiempo.")
-                wait = min(self.timing.poll_interval_s, max(0.01, (pickup_by if status == QUEUED
-                                                                   else give_up_at) - now))
+                wait = min(
+                    self.timing.poll_interval_s, max(0.01, (pickup_by if status == QUEUED else give_up_at) - now)
+                )
                 await NOTIFIER.wait(_command_key(command_id), wait)
         except asyncio.CancelledError:
             # The caller gave up (cashier cancelled, max wait): a command nobody took must never run later.
             try:
                 await self._expire(command_id, QUEUED)
-            except Exception:  # noqa: BLE001 - the cancellation matters more
+            except Exception:
                 log.warning("could not expire agent command %s", command_id, exc_info=True)
             raise
 
@@ -403,29 +482,48 @@ class DbAgentChannel:
             attempt_id = None
             ticket = command.get("TicketNumber")
             if ticket and int(command.get("Command", 0) or 0) == 100:
-                attempt_id = (await s.execute(
-                    select(PaymentAttempt.id).where(PaymentAttempt.register_id == self.register_id,
-                                                    PaymentAttempt.ticket == str(ticket))
-                    .order_by(PaymentAttempt.id.desc()).limit(1))).scalar_one_or_none()
-            row = AgentCommand(venue_id=self.venue_id, register_id=self.register_id, attempt_id=attempt_id,
-                               payload=dict(command), deadline_s=max(1, int(round(deadline_s))), status=QUEUED,
-                               created_at=self.clock.now())
+                attempt_id = (
+                    await s.execute(
+                        select(PaymentAttempt.id)
+                        .where(PaymentAttempt.register_id == self.register_id, PaymentAttempt.ticket == str(ticket))
+                        .order_by(PaymentAttempt.id.desc())
+                        .limit(1)
+                    )
+                ).scalar_one_or_none()
+            row = AgentCommand(
+                venue_id=self.venue_id,
+                register_id=self.register_id,
+                attempt_id=attempt_id,
+                payload=dict(command),
+                deadline_s=max(1, int(round(deadline_s))),
+                status=QUEUED,
+                created_at=self.clock.now(),
+            )
             s.add(row)
             await s.flush()
             return row.id
 
     async def _read(self, command_id: int) -> tuple[str, str, dict[str, Any] | None, Any]:
         async with self.db.reader() as s:
-            row = (await s.execute(select(AgentCommand.status, AgentCommand.progress_message, AgentCommand.result,
-                                          AgentCommand.delivered_at)
-                                   .where(AgentCommand.id == command_id))).one()
+            row = (
+                await s.execute(
+                    select(
+                        AgentCommand.status,
+                        AgentCommand.progress_message,
+                        AgentCommand.result,
+                        AgentCommand.delivered_at,
+                    ).where(AgentCommand.id == command_id)
+                )
+            ).one()
         return row.status, row.progress_message, row.result, row.delivered_at
 
     async def _expire(self, command_id: int, from_status: str) -> bool:
         async with self.db.session() as s:
-            done = await s.execute(update(AgentCommand).where(AgentCommand.id == command_id,
-                                                              AgentCommand.status == from_status)
-                                   .values(status=EXPIRED))
+            done = await s.execute(
+                update(AgentCommand)
+                .where(AgentCommand.id == command_id, AgentCommand.status == from_status)
+                .values(status=EXPIRED)
+            )
             return done.rowcount == 1
 
     @staticmethod
@@ -441,9 +539,13 @@ class DbAgentChannel:
 
 async def prune(s: AsyncSession, register_id: int, *, before: datetime) -> int:
     """Delete the register's finished (done/expired) commands created before ``before``."""
-    done = await s.execute(delete(AgentCommand).where(AgentCommand.register_id == register_id,
-                                                      AgentCommand.status.in_((DONE, EXPIRED)),
-                                                      AgentCommand.created_at < before))
+    done = await s.execute(
+        delete(AgentCommand).where(
+            AgentCommand.register_id == register_id,
+            AgentCommand.status.in_((DONE, EXPIRED)),
+            AgentCommand.created_at < before,
+        )
+    )
     return done.rowcount or 0
 
 
@@ -452,8 +554,9 @@ def uses_agent(provider_settings: dict[str, Any] | None) -> bool:
     return any(isinstance(v, dict) and v.get("connection") == "agent" for v in (provider_settings or {}).values())
 
 
-def channel_factory(db: Any, *, clock: Clock = SYSTEM_CLOCK,
-                    timing: AgentTiming = AgentTiming()) -> Callable[[Any], DbAgentChannel | None]:
+def channel_factory(
+    db: Any, *, clock: Clock = SYSTEM_CLOCK, timing: AgentTiming = AgentTiming()
+) -> Callable[[Any], DbAgentChannel | None]:
     """For ``PaymentOrchestrator(agent_channel_factory=...)``: a channel for registers that use an agent."""
 
     def make(register: Any) -> DbAgentChannel | None:
@@ -464,6 +567,23 @@ def channel_factory(db: Any, *, clock: Clock = SYSTEM_CLOCK,
     return make
 
 
-__all__ = ["AgentCommandOut", "AgentNoAnswer", "AgentNotReached", "AgentTiming", "DbAgentChannel", "MAX_WAIT_S",
-           "NOTIFIER", "TERMINAL_STATUSES", "channel_factory", "claim_next", "heartbeat", "next_command",
-           "notify_committed", "post_progress", "post_result", "prune", "scrub_card_data", "uses_agent"]
+__all__ = [
+    "MAX_WAIT_S",
+    "NOTIFIER",
+    "TERMINAL_STATUSES",
+    "AgentCommandOut",
+    "AgentNoAnswer",
+    "AgentNotReached",
+    "AgentTiming",
+    "DbAgentChannel",
+    "channel_factory",
+    "claim_next",
+    "heartbeat",
+    "next_command",
+    "notify_committed",
+    "post_progress",
+    "post_result",
+    "prune",
+    "scrub_card_data",
+    "uses_agent",
+]

@@ -37,28 +37,67 @@ class AuditOut(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
-async def record(s: AsyncSession, *, venue_id: int | None, user_id: int | None, action: str,
-                 entity: str = "", entity_id: object = "", payload: dict[str, Any] | None = None) -> None:
-    s.add(AuditEvent(venue_id=venue_id, user_id=user_id, action=action, entity=entity,
-                     entity_id=str(entity_id or ""), payload=payload, created_at=utcnow()))
+async def record(
+    s: AsyncSession,
+    *,
+    venue_id: int | None,
+    user_id: int | None,
+    action: str,
+    entity: str = "",
+    entity_id: object = "",
+    payload: dict[str, Any] | None = None,
+) -> None:
+    s.add(
+        AuditEvent(
+            venue_id=venue_id,
+            user_id=user_id,
+            action=action,
+            entity=entity,
+            entity_id=str(entity_id or ""),
+            payload=payload,
+            created_at=utcnow(),
+        )
+    )
 
 
-async def open_incident(s: AsyncSession, *, venue_id: int, kind: str, description: str,
-                        jornada_id: int | None = None, session_id: int | None = None,
-                        register_id: int | None = None, attempt_id: int | None = None,
-                        user_id: int | None = None) -> int:
-    incident = Incident(venue_id=venue_id, kind=kind, description=description[:1000], jornada_id=jornada_id,
-                        session_id=session_id, register_id=register_id, attempt_id=attempt_id,
-                        created_by=user_id, created_at=utcnow())
+async def open_incident(
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    kind: str,
+    description: str,
+    jornada_id: int | None = None,
+    session_id: int | None = None,
+    register_id: int | None = None,
+    attempt_id: int | None = None,
+    user_id: int | None = None,
+) -> int:
+    incident = Incident(
+        venue_id=venue_id,
+        kind=kind,
+        description=description[:1000],
+        jornada_id=jornada_id,
+        session_id=session_id,
+        register_id=register_id,
+        attempt_id=attempt_id,
+        created_by=user_id,
+        created_at=utcnow(),
+    )
     s.add(incident)
     await s.flush()
-    await record(s, venue_id=venue_id, user_id=user_id, action="incident.opened", entity="incident",
-                 entity_id=incident.id, payload={"kind": kind, "description": description[:300]})
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=user_id,
+        action="incident.opened",
+        entity="incident",
+        entity_id=incident.id,
+        payload={"kind": kind, "description": description[:300]},
+    )
     return incident.id
 
 
-async def resolve_incident(s: AsyncSession, *, venue_id: int, incident_id: int, user_id: int,
-                           resolution: str) -> None:
+async def resolve_incident(s: AsyncSession, *, venue_id: int, incident_id: int, user_id: int, resolution: str) -> None:
     incident = await s.get(Incident, incident_id)
     if incident is None or incident.venue_id != venue_id:
         raise NotFound("La incidencia no existe.", code="incident.not_found")
@@ -66,18 +105,34 @@ async def resolve_incident(s: AsyncSession, *, venue_id: int, incident_id: int, 
     incident.resolved_by = user_id
     incident.resolved_at = utcnow()
     incident.resolution = resolution[:1000]
-    await record(s, venue_id=venue_id, user_id=user_id, action="incident.resolved", entity="incident",
-                 entity_id=incident_id)
+    await record(
+        s, venue_id=venue_id, user_id=user_id, action="incident.resolved", entity="incident", entity_id=incident_id
+    )
 
 
 def _incident_out(i: Incident) -> IncidentOut:
-    return IncidentOut(id=i.id, kind=i.kind, description=i.description, created_at=i.created_at,
-                       resolved=i.resolved, jornada_id=i.jornada_id, session_id=i.session_id,
-                       register_id=i.register_id, attempt_id=i.attempt_id, resolution=i.resolution)
+    return IncidentOut(
+        id=i.id,
+        kind=i.kind,
+        description=i.description,
+        created_at=i.created_at,
+        resolved=i.resolved,
+        jornada_id=i.jornada_id,
+        session_id=i.session_id,
+        register_id=i.register_id,
+        attempt_id=i.attempt_id,
+        resolution=i.resolution,
+    )
 
 
-async def list_incidents(s: AsyncSession, venue_id: int, *, jornada_id: int | None = None,
-                         session_id: int | None = None, unresolved_only: bool = False) -> list[IncidentOut]:
+async def list_incidents(
+    s: AsyncSession,
+    venue_id: int,
+    *,
+    jornada_id: int | None = None,
+    session_id: int | None = None,
+    unresolved_only: bool = False,
+) -> list[IncidentOut]:
     q = select(Incident).where(Incident.venue_id == venue_id)
     if jornada_id is not None:
         q = q.where(Incident.jornada_id == jornada_id)
@@ -89,11 +144,22 @@ async def list_incidents(s: AsyncSession, venue_id: int, *, jornada_id: int | No
     return [_incident_out(i) for i in rows]
 
 
-async def list_audit(s: AsyncSession, venue_id: int, *, action_prefix: str | None = None,
-                     limit: int = 200) -> list[AuditOut]:
+async def list_audit(
+    s: AsyncSession, venue_id: int, *, action_prefix: str | None = None, limit: int = 200
+) -> list[AuditOut]:
     q = select(AuditEvent).where(AuditEvent.venue_id == venue_id)
     if action_prefix:
         q = q.where(AuditEvent.action.startswith(action_prefix))
     rows = (await s.scalars(q.order_by(AuditEvent.id.desc()).limit(limit))).all()
-    return [AuditOut(id=a.id, action=a.action, user_id=a.user_id, entity=a.entity, entity_id=a.entity_id,
-                     payload=a.payload, created_at=a.created_at) for a in rows]
+    return [
+        AuditOut(
+            id=a.id,
+            action=a.action,
+            user_id=a.user_id,
+            entity=a.entity,
+            entity_id=a.entity_id,
+            payload=a.payload,
+            created_at=a.created_at,
+        )
+        for a in rows
+    ]

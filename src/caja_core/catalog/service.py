@@ -35,8 +35,15 @@ def _cat_out(c: Category) -> CategoryOut:
 
 
 def _prod_out(p: Product) -> ProductOut:
-    return ProductOut(id=p.id, category_id=p.category_id, name=p.name, price=p.price, active=p.active,
-                      sort_order=p.sort_order, shortcut=p.shortcut)
+    return ProductOut(
+        id=p.id,
+        category_id=p.category_id,
+        name=p.name,
+        price=p.price,
+        active=p.active,
+        sort_order=p.sort_order,
+        shortcut=p.shortcut,
+    )
 
 
 def _name(value: str, field: str = "name", label: str = "El nombre") -> str:
@@ -48,16 +55,24 @@ def _name(value: str, field: str = "name", label: str = "El nombre") -> str:
     return value
 
 
-async def create_category(s: AsyncSession, *, venue_id: int, name: str, sort_order: int = 0,
-                          actor_id: int | None = None) -> CategoryOut:
+async def create_category(
+    s: AsyncSession, *, venue_id: int, name: str, sort_order: int = 0, actor_id: int | None = None
+) -> CategoryOut:
     name = _name(name)
     if await s.scalar(select(Category.id).where(Category.venue_id == venue_id, Category.name == name)):
         raise Conflict(f"La categoría {name!r} ya existe.", code="category.exists", field="name")
     cat = Category(venue_id=venue_id, name=name, sort_order=sort_order, active=True)
     s.add(cat)
     await s.flush()
-    await record(s, venue_id=venue_id, user_id=actor_id, action="category.created", entity="category",
-                 entity_id=cat.id, payload={"name": name})
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=actor_id,
+        action="category.created",
+        entity="category",
+        entity_id=cat.id,
+        payload={"name": name},
+    )
     return _cat_out(cat)
 
 
@@ -68,9 +83,16 @@ async def _category(s: AsyncSession, venue_id: int, category_id: int) -> Categor
     return cat
 
 
-async def update_category(s: AsyncSession, *, venue_id: int, category_id: int, name: str | None = None,
-                          sort_order: int | None = None, active: bool | None = None,
-                          actor_id: int | None = None) -> CategoryOut:
+async def update_category(
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    category_id: int,
+    name: str | None = None,
+    sort_order: int | None = None,
+    active: bool | None = None,
+    actor_id: int | None = None,
+) -> CategoryOut:
     cat = await _category(s, venue_id, category_id)
     if name is not None:
         cat.name = _name(name)
@@ -78,8 +100,7 @@ async def update_category(s: AsyncSession, *, venue_id: int, category_id: int, n
         cat.sort_order = sort_order
     if active is not None:
         cat.active = active
-    await record(s, venue_id=venue_id, user_id=actor_id, action="category.updated", entity="category",
-                 entity_id=cat.id)
+    await record(s, venue_id=venue_id, user_id=actor_id, action="category.updated", entity="category", entity_id=cat.id)
     return _cat_out(cat)
 
 
@@ -90,17 +111,38 @@ async def list_categories(s: AsyncSession, venue_id: int, *, active_only: bool =
     return [_cat_out(c) for c in await s.scalars(q.order_by(Category.sort_order, Category.name))]
 
 
-async def create_product(s: AsyncSession, *, venue_id: int, category_id: int, name: str, price: object,
-                         sort_order: int = 0, shortcut: str | None = None,
-                         actor_id: int | None = None) -> ProductOut:
+async def create_product(
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    category_id: int,
+    name: str,
+    price: object,
+    sort_order: int = 0,
+    shortcut: str | None = None,
+    actor_id: int | None = None,
+) -> ProductOut:
     await _category(s, venue_id, category_id)
-    product = Product(venue_id=venue_id, category_id=category_id, name=_name(name),
-                      price=parse_amount(price, field="price", label="El precio"), active=True,
-                      sort_order=sort_order, shortcut=(shortcut or None))
+    product = Product(
+        venue_id=venue_id,
+        category_id=category_id,
+        name=_name(name),
+        price=parse_amount(price, field="price", label="El precio"),
+        active=True,
+        sort_order=sort_order,
+        shortcut=(shortcut or None),
+    )
     s.add(product)
     await s.flush()
-    await record(s, venue_id=venue_id, user_id=actor_id, action="product.created", entity="product",
-                 entity_id=product.id, payload={"name": product.name, "price": product.price})
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=actor_id,
+        action="product.created",
+        entity="product",
+        entity_id=product.id,
+        payload={"name": product.name, "price": product.price},
+    )
     return _prod_out(product)
 
 
@@ -111,10 +153,18 @@ async def get_product(s: AsyncSession, venue_id: int, product_id: int) -> Produc
     return _prod_out(product)
 
 
-async def update_product(s: AsyncSession, *, venue_id: int, product_id: int, name: str | None = None,
-                         price: object | None = None, category_id: int | None = None,
-                         active: bool | None = None, sort_order: int | None = None,
-                         actor_id: int | None = None) -> ProductOut:
+async def update_product(
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    product_id: int,
+    name: str | None = None,
+    price: object | None = None,
+    category_id: int | None = None,
+    active: bool | None = None,
+    sort_order: int | None = None,
+    actor_id: int | None = None,
+) -> ProductOut:
     product = await s.get(Product, product_id)
     if product is None or product.venue_id != venue_id:
         raise NotFound("El producto no existe.", code="product.not_found")
@@ -130,13 +180,21 @@ async def update_product(s: AsyncSession, *, venue_id: int, product_id: int, nam
         product.active = changes["active"] = active
     if sort_order is not None:
         product.sort_order = sort_order
-    await record(s, venue_id=venue_id, user_id=actor_id, action="product.updated", entity="product",
-                 entity_id=product.id, payload=changes)
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=actor_id,
+        action="product.updated",
+        entity="product",
+        entity_id=product.id,
+        payload=changes,
+    )
     return _prod_out(product)
 
 
-async def list_products(s: AsyncSession, venue_id: int, *, register_id: int | None = None,
-                        active_only: bool = True) -> list[ProductOut]:
+async def list_products(
+    s: AsyncSession, venue_id: int, *, register_id: int | None = None, active_only: bool = True
+) -> list[ProductOut]:
     q = select(Product).join(Category, Category.id == Product.category_id).where(Product.venue_id == venue_id)
     if active_only:
         q = q.where(Product.active.is_(True), Category.active.is_(True))

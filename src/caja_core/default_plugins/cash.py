@@ -8,8 +8,15 @@ import msgspec
 
 from ..errors import ValidationFailed
 from ..hookspecs import hookimpl
-from ..providers import (Capability, ChargeRequest, Outcome, OutcomeKind, ProgressCallback, ProviderContext,
-                         WebhookNotice)
+from ..providers import (
+    Capability,
+    ChargeRequest,
+    Outcome,
+    OutcomeKind,
+    ProgressCallback,
+    ProviderContext,
+    WebhookNotice,
+)
 
 
 class CashSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -26,10 +33,12 @@ class CashProvider:
     def device_key(self, settings: CashSettings, register_code: str) -> str:
         return f"cash:{register_code}"
 
-    async def charge(self, request: ChargeRequest, settings: CashSettings, ctx: ProviderContext,
-                     progress: ProgressCallback) -> Outcome:
-        return Outcome(kind=OutcomeKind.APPROVED, ticket=request.ticket, amount=request.amount,
-                       message="Efectivo recibido")
+    async def charge(
+        self, request: ChargeRequest, settings: CashSettings, ctx: ProviderContext, progress: ProgressCallback
+    ) -> Outcome:
+        return Outcome(
+            kind=OutcomeKind.APPROVED, ticket=request.ticket, amount=request.amount, message="Efectivo recibido"
+        )
 
     async def status(self, request: ChargeRequest, settings: CashSettings, ctx: ProviderContext) -> Outcome:
         return Outcome(kind=OutcomeKind.APPROVED, ticket=request.ticket, amount=request.amount)
@@ -38,8 +47,12 @@ class CashProvider:
         return Outcome(kind=OutcomeKind.UNAVAILABLE, ticket=request.ticket, message="Nada que cancelar")
 
     async def refund(self, request: ChargeRequest, settings: CashSettings, ctx: ProviderContext) -> Outcome:
-        return Outcome(kind=OutcomeKind.APPROVED, ticket=request.ticket, amount=request.amount,
-                       message="Devolver el efectivo al cliente")
+        return Outcome(
+            kind=OutcomeKind.APPROVED,
+            ticket=request.ticket,
+            amount=request.amount,
+            message="Devolver el efectivo al cliente",
+        )
 
     async def health(self, settings: CashSettings, ctx: ProviderContext) -> Outcome:
         return Outcome(kind=OutcomeKind.APPROVED, message="ok")

@@ -83,8 +83,11 @@ class FallbackRule(msgspec.Struct, frozen=True):
         if self.name == "timeout":
             return reason == "timeout"
         if self.name == "decline":
-            return (outcome.kind is OutcomeKind.DECLINED and "decline" in policy.triggers
-                    and (not policy.decline_codes or (outcome.code or "") in policy.decline_codes))
+            return (
+                outcome.kind is OutcomeKind.DECLINED
+                and "decline" in policy.triggers
+                and (not policy.decline_codes or (outcome.code or "") in policy.decline_codes)
+            )
         return False
 
 

@@ -15,8 +15,13 @@ class Jornada(Base):
     __tablename__ = "jornadas"
     __table_args__ = (
         # At most one jornada not closed per venue.
-        Index("uq_jornadas_one_open_per_venue", "venue_id", unique=True,
-              sqlite_where=text("status != 'closed'"), postgresql_where=text("status != 'closed'")),
+        Index(
+            "uq_jornadas_one_open_per_venue",
+            "venue_id",
+            unique=True,
+            sqlite_where=text("status != 'closed'"),
+            postgresql_where=text("status != 'closed'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -34,52 +34,84 @@ class JornadaOut(msgspec.Struct, kw_only=True):
 
 
 def jornada_out(j: Jornada) -> JornadaOut:
-    return JornadaOut(id=j.id, venue_id=j.venue_id, label_date=j.label_date, status=j.status,
-                      opened_at=j.opened_at, opened_by=j.opened_by, closed_at=j.closed_at, closed_by=j.closed_by)
+    return JornadaOut(
+        id=j.id,
+        venue_id=j.venue_id,
+        label_date=j.label_date,
+        status=j.status,
+        opened_at=j.opened_at,
+        opened_by=j.opened_by,
+        closed_at=j.closed_at,
+        closed_by=j.closed_by,
+    )
 
 
-async def open_jornada(s: AsyncSession, *, venue_id: int, user_id: int | None,
-                       now: datetime | None = None) -> JornadaOut:
+async def open_jornada(
+    s: AsyncSession, *, venue_id: int, user_id: int | None, now: datetime | None = None
+) -> JornadaOut:
     venue = await s.get(Venue, venue_id)
     if venue is None:
         raise NotFound("El local no existe.", code="venue.not_found")
     current = await s.scalar(select(Jornada).where(Jornada.venue_id == venue_id, Jornada.status != "closed"))
     if current is not None:
-        raise Conflict(f"Ya hay una jornada abierta ({current.label_date:%d-%m-%Y}). Ciérrela antes de abrir otra.",
-                       code="jornada.already_open")
+        raise Conflict(
+            f"Ya hay una jornada abierta ({current.label_date:%d-%m-%Y}). Ciérrela antes de abrir otra.",
+            code="jornada.already_open",
+        )
     now = now or utcnow()
-    jornada = Jornada(venue_id=venue_id, status="open", opened_by=user_id, opened_at=now,
-                      label_date=jornada_label(now, venue.timezone, venue.day_cutoff_hour))
+    jornada = Jornada(
+        venue_id=venue_id,
+        status="open",
+        opened_by=user_id,
+        opened_at=now,
+        label_date=jornada_label(now, venue.timezone, venue.day_cutoff_hour),
+    )
     s.add(jornada)
     try:
         await s.flush()
     except IntegrityError as exc:  # another instance opened one at the same moment
         raise Conflict("Ya hay una jornada abierta.", code="jornada.already_open") from exc
-    await record(s, venue_id=venue_id, user_id=user_id, action="jornada.opened", entity="jornada",
-                 entity_id=jornada.id, payload={"label": jornada.label_date.isoformat()})
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=user_id,
+        action="jornada.opened",
+        entity="jornada",
+        entity_id=jornada.id,
+        payload={"label": jornada.label_date.isoformat()},
+    )
     return jornada_out(jornada)
 
 
-async def close_jornada(s: AsyncSession, *, venue_id: int, jornada_id: int, user_id: int | None,
-                        notes: str = "") -> JornadaOut:
-    jornada = await s.scalar(select(Jornada).where(Jornada.id == jornada_id, Jornada.venue_id == venue_id)
-                             .with_for_update())
+async def close_jornada(
+    s: AsyncSession, *, venue_id: int, jornada_id: int, user_id: int | None, notes: str = ""
+) -> JornadaOut:
+    jornada = await s.scalar(
+        select(Jornada).where(Jornada.id == jornada_id, Jornada.venue_id == venue_id).with_for_update()
+    )
     if jornada is None:
         raise NotFound("La jornada no existe.", code="jornada.not_found")
     if jornada.status == "closed":
         raise Conflict("La jornada ya está cerrada.", code="jornada.closed")
-    open_codes = list(await s.scalars(
-        select(CashRegister.code).join(CashSession, CashSession.register_id == CashRegister.id)
-        .where(CashSession.jornada_id == jornada_id, CashSession.status != "closed").order_by(CashRegister.code)))
+    open_codes = list(
+        await s.scalars(
+            select(CashRegister.code)
+            .join(CashSession, CashSession.register_id == CashRegister.id)
+            .where(CashSession.jornada_id == jornada_id, CashSession.status != "closed")
+            .order_by(CashRegister.code)
+        )
+    )
     if open_codes:
-        raise Conflict(f"No se puede cerrar la jornada: hay sesiones de caja abiertas ({', '.join(open_codes)}).",
-                       code="jornada.sessions_open", details={"registers": open_codes})
+        raise Conflict(
+            f"No se puede cerrar la jornada: hay sesiones de caja abiertas ({', '.join(open_codes)}).",
+            code="jornada.sessions_open",
+            details={"registers": open_codes},
+        )
     jornada.status = "closed"
     jornada.closed_at = utcnow()
     jornada.closed_by = user_id
     jornada.notes = notes[:1000]
-    await record(s, venue_id=venue_id, user_id=user_id, action="jornada.closed", entity="jornada",
-                 entity_id=jornada.id)
+    await record(s, venue_id=venue_id, user_id=user_id, action="jornada.closed", entity="jornada", entity_id=jornada.id)
     return jornada_out(jornada)
 
 
@@ -96,11 +128,18 @@ async def get_jornada(s: AsyncSession, venue_id: int, jornada_id: int) -> Jornad
 
 
 async def list_jornadas(s: AsyncSession, venue_id: int, *, limit: int = 60) -> list[JornadaOut]:
-    rows = await s.scalars(select(Jornada).where(Jornada.venue_id == venue_id)
-                           .order_by(Jornada.opened_at.desc()).limit(limit))
+    rows = await s.scalars(
+        select(Jornada).where(Jornada.venue_id == venue_id).order_by(Jornada.opened_at.desc()).limit(limit)
+    )
     return [jornada_out(j) for j in rows]
 
 
 async def count_open_sessions(s: AsyncSession, jornada_id: int) -> int:
-    return await s.scalar(select(func.count()).select_from(CashSession)
-                          .where(CashSession.jornada_id == jornada_id, CashSession.status != "closed")) or 0
+    return (
+        await s.scalar(
+            select(func.count())
+            .select_from(CashSession)
+            .where(CashSession.jornada_id == jornada_id, CashSession.status != "closed")
+        )
+        or 0
+    )

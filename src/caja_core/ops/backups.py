@@ -26,7 +26,7 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -112,6 +112,7 @@ class BackupStatus(msgspec.Struct, kw_only=True):
 
 # --------------------------------------------------------------------------------------------- helpers
 
+
 def _dialect(url: str) -> str:
     return make_url(normalise_url(url)).get_backend_name()
 
@@ -167,34 +168,39 @@ def _table_names() -> list[str]:
 
 
 def _new_id(now: datetime) -> str:
-    return f"caja-{now.astimezone(timezone.utc):%Y%m%dT%H%M%S}Z-{uuid.uuid4().hex[:4]}"
+    return f"caja-{now.astimezone(UTC):%Y%m%dT%H%M%S}Z-{uuid.uuid4().hex[:4]}"
 
 
 async def _run(*argv: str, env: dict[str, str] | None = None, timeout_s: float = 3600) -> None:
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE, env=env)
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
     try:
         _, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise BackupFailed(f"{Path(argv[0]).name} no terminó en {timeout_s:.0f} s.") from None
     if proc.returncode != 0:
         message = err.decode(errors="replace").strip().splitlines()
-        raise BackupFailed(f"{Path(argv[0]).name} falló (código {proc.returncode}): "
-                           f"{message[-1] if message else 'sin mensaje'}")
+        raise BackupFailed(
+            f"{Path(argv[0]).name} falló (código {proc.returncode}): {message[-1] if message else 'sin mensaje'}"
+        )
 
 
 # ------------------------------------------------------------------------------------ counting rows
+
 
 def _sqlite_counts(path: Path) -> tuple[dict[str, int], dict[str, int], str | None]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        counts = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
-                  for t in _table_names() if t in existing}
-        totals = {f"{t}.{c}": int(conn.execute(f'SELECT coalesce(sum("{c}"), 0) FROM "{t}"').fetchone()[0])
-                  for t, c in TOTAL_COLUMNS if t in existing}
+        counts = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in _table_names() if t in existing}
+        totals = {
+            f"{t}.{c}": int(conn.execute(f'SELECT coalesce(sum("{c}"), 0) FROM "{t}"').fetchone()[0])
+            for t, c in TOTAL_COLUMNS
+            if t in existing
+        }
         revision = None
         if "alembic_version" in existing:
             row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
@@ -205,8 +211,9 @@ def _sqlite_counts(path: Path) -> tuple[dict[str, int], dict[str, int], str | No
 
 
 async def _pg_counts(conn) -> tuple[dict[str, int], dict[str, int], str | None]:
-    existing = set((await conn.execute(text(
-        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"))).scalars())
+    existing = set(
+        (await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"))).scalars()
+    )
     counts = {}
     for t in _table_names():
         if t in existing:
@@ -235,6 +242,7 @@ async def count_rows(database_url: str) -> tuple[dict[str, int], dict[str, int],
 
 # -------------------------------------------------------------------------------------------- create
 
+
 def _sqlite_backup(source: Path, target: Path) -> None:
     if not source.exists():
         raise BackupFailed(f"No existe la base SQLite {source}.", code="backup.no_database")
@@ -249,8 +257,9 @@ def _sqlite_backup(source: Path, target: Path) -> None:
         src.close()
 
 
-async def create_backup(database_url: str, backup_dir: str | Path, *, kind: str = "manual",
-                        now: datetime | None = None) -> BackupManifest:
+async def create_backup(
+    database_url: str, backup_dir: str | Path, *, kind: str = "manual", now: datetime | None = None
+) -> BackupManifest:
     """Back up the database at ``database_url`` into ``backup_dir`` and write its manifest."""
     folder = Path(backup_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -274,14 +283,24 @@ async def create_backup(database_url: str, backup_dir: str | Path, *, kind: str 
         part = folder / f"{backup_id}.dump.part"
         args, env = _pg_args(database_url)
         database_name = make_url(normalise_url(database_url)).database or ""
-        engine = create_async_engine(normalise_url(database_url), poolclass=NullPool,
-                                     isolation_level="REPEATABLE READ")
+        engine = create_async_engine(normalise_url(database_url), poolclass=NullPool, isolation_level="REPEATABLE READ")
         try:
             async with engine.connect() as conn:
                 snapshot = (await conn.execute(text("SELECT pg_export_snapshot()"))).scalar()
                 counts, totals, revision = await _pg_counts(conn)
-                await _run("pg_dump", *args, "--format=custom", f"--snapshot={snapshot}", "--no-owner",
-                           "--no-privileges", "-f", str(part), "-d", database_name, env=env)
+                await _run(
+                    "pg_dump",
+                    *args,
+                    "--format=custom",
+                    f"--snapshot={snapshot}",
+                    "--no-owner",
+                    "--no-privileges",
+                    "-f",
+                    str(part),
+                    "-d",
+                    database_name,
+                    env=env,
+                )
                 await conn.rollback()
         except BackupFailed:
             part.unlink(missing_ok=True)
@@ -294,10 +313,21 @@ async def create_backup(database_url: str, backup_dir: str | Path, *, kind: str 
         fmt, db_kind = "pg_custom", "postgresql"
     os.replace(part, final)
     manifest = BackupManifest(
-        id=backup_id, file=final.name, database=db_kind, format=fmt, database_name=database_name,
-        created_at=now, duration_s=round(time.monotonic() - started, 3), size=final.stat().st_size,
-        sha256=await asyncio.to_thread(_sha256, final), schema_revision=revision, row_counts=counts,
-        totals=totals, kind=kind, caja_version=_caja_version())
+        id=backup_id,
+        file=final.name,
+        database=db_kind,
+        format=fmt,
+        database_name=database_name,
+        created_at=now,
+        duration_s=round(time.monotonic() - started, 3),
+        size=final.stat().st_size,
+        sha256=await asyncio.to_thread(_sha256, final),
+        schema_revision=revision,
+        row_counts=counts,
+        totals=totals,
+        kind=kind,
+        caja_version=_caja_version(),
+    )
     _write_manifest(folder, manifest)
     return manifest
 
@@ -310,6 +340,7 @@ def _write_manifest(folder: Path, manifest: BackupManifest) -> None:
 
 
 # ----------------------------------------------------------------------------------------- list/get
+
 
 def list_backups(backup_dir: str | Path) -> list[BackupManifest]:
     """Every backup with a manifest, newest first."""
@@ -345,6 +376,7 @@ def _resolve(backup_dir: str | Path, backup: str | BackupManifest) -> BackupMani
 
 # -------------------------------------------------------------------------------------------- verify
 
+
 def _compare(manifest: BackupManifest, counts: dict[str, int], totals: dict[str, int]) -> list[str]:
     problems = []
     for table, expected in manifest.row_counts.items():
@@ -369,8 +401,7 @@ async def _scratch_pg(database_url: str):
         await admin.dispose()
 
     async def drop() -> None:
-        engine = create_async_engine(normalise_url(database_url), poolclass=NullPool,
-                                     isolation_level="AUTOCOMMIT")
+        engine = create_async_engine(normalise_url(database_url), poolclass=NullPool, isolation_level="AUTOCOMMIT")
         try:
             async with engine.connect() as conn:
                 await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -380,8 +411,9 @@ async def _scratch_pg(database_url: str):
     return name, drop
 
 
-async def verify_backup(backup_dir: str | Path, backup: str | BackupManifest, *,
-                        database_url: str | None = None) -> Verification:
+async def verify_backup(
+    backup_dir: str | Path, backup: str | BackupManifest, *, database_url: str | None = None
+) -> Verification:
     """Recompute the checksum, test-restore into a scratch database and compare counts and totals.
 
     ``database_url`` (PostgreSQL backups): the server where the scratch database is created (the live one).
@@ -399,8 +431,10 @@ async def verify_backup(backup_dir: str | Path, backup: str | BackupManifest, *,
         actual = await asyncio.to_thread(_sha256, data)
         checksum_ok = actual == manifest.sha256 and data.stat().st_size == manifest.size
         if not checksum_ok:
-            problems.append(f"La suma SHA-256 no coincide (archivo {actual[:12]}…, manifiesto "
-                            f"{manifest.sha256[:12]}…): el archivo está dañado.")
+            problems.append(
+                f"La suma SHA-256 no coincide (archivo {actual[:12]}…, manifiesto "
+                f"{manifest.sha256[:12]}…): el archivo está dañado."
+            )
     if checksum_ok:
         if manifest.format == "sqlite":
             with tempfile.TemporaryDirectory(prefix="caja-verify-") as tmp:
@@ -417,13 +451,24 @@ async def verify_backup(backup_dir: str | Path, backup: str | BackupManifest, *,
                     counts, totals = {}, {}
         else:
             if not database_url or _dialect(database_url) != "postgresql":
-                raise BackupFailed("Para verificar un respaldo PostgreSQL se necesita la URL del servidor "
-                                   "(CAJA_DATABASE_URL).", code="backup.needs_server")
+                raise BackupFailed(
+                    "Para verificar un respaldo PostgreSQL se necesita la URL del servidor (CAJA_DATABASE_URL).",
+                    code="backup.needs_server",
+                )
             name, drop = await _scratch_pg(database_url)
             try:
                 args, env = _pg_args(database_url)
-                await _run("pg_restore", *args, "--no-owner", "--no-privileges", "--exit-on-error",
-                           "-d", name, str(data), env=env)
+                await _run(
+                    "pg_restore",
+                    *args,
+                    "--no-owner",
+                    "--no-privileges",
+                    "--exit-on-error",
+                    "-d",
+                    name,
+                    str(data),
+                    env=env,
+                )
                 restore_ok = True
                 counts, totals, _ = await count_rows(_pg_url_for(database_url, name))
             except BackupFailed as exc:
@@ -435,9 +480,15 @@ async def verify_backup(backup_dir: str | Path, backup: str | BackupManifest, *,
             mismatches = _compare(manifest, counts, totals)
             counts_ok = not mismatches
             problems.extend(mismatches)
-    verification = Verification(verified_at=utcnow(), ok=checksum_ok and restore_ok and counts_ok,
-                                checksum_ok=checksum_ok, restore_ok=restore_ok, counts_ok=counts_ok,
-                                problems=problems, duration_s=round(time.monotonic() - started, 3))
+    verification = Verification(
+        verified_at=utcnow(),
+        ok=checksum_ok and restore_ok and counts_ok,
+        checksum_ok=checksum_ok,
+        restore_ok=restore_ok,
+        counts_ok=counts_ok,
+        problems=problems,
+        duration_s=round(time.monotonic() - started, 3),
+    )
     manifest.verification = verification
     if (folder / f"{manifest.id}.json").exists():
         _write_manifest(folder, manifest)
@@ -455,6 +506,7 @@ def _sqlite_integrity(path: Path) -> str:
 
 # ------------------------------------------------------------------------------------------- restore
 
+
 def _sqlite_restore(backup: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     src = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
@@ -466,8 +518,14 @@ def _sqlite_restore(backup: Path, target: Path) -> None:
         src.close()
 
 
-async def restore_backup(backup_dir: str | Path, backup: str | BackupManifest, database_url: str, *,
-                         safety_backup: bool = True, lock_timeout_s: int = 10) -> RestoreResult:
+async def restore_backup(
+    backup_dir: str | Path,
+    backup: str | BackupManifest,
+    database_url: str,
+    *,
+    safety_backup: bool = True,
+    lock_timeout_s: int = 10,
+) -> RestoreResult:
     """Replace the database at ``database_url`` with the backup's content.
 
     Stop the app instances first (on PostgreSQL the restore waits at most ``lock_timeout_s`` for their
@@ -480,8 +538,10 @@ async def restore_backup(backup_dir: str | Path, backup: str | BackupManifest, d
     if not data.exists():
         raise NotFound(f"Falta el archivo {manifest.file} del respaldo.", code="backup.file_missing")
     if await asyncio.to_thread(_sha256, data) != manifest.sha256:
-        raise Conflict("La suma SHA-256 del respaldo no coincide: el archivo está dañado; no se restauró nada.",
-                       code="backup.corrupt")
+        raise Conflict(
+            "La suma SHA-256 del respaldo no coincide: el archivo está dañado; no se restauró nada.",
+            code="backup.corrupt",
+        )
     dialect = _dialect(database_url)
     if (dialect == "sqlite") != (manifest.format == "sqlite"):
         raise Conflict(f"El respaldo es de {manifest.database} y la base destino no.", code="backup.mismatch")
@@ -499,22 +559,49 @@ async def restore_backup(backup_dir: str | Path, backup: str | BackupManifest, d
             script = Path(tmp) / "restore.sql"
             await _run("pg_restore", "--no-owner", "--no-privileges", "-f", str(script), str(data), env=env)
             # One transaction: drop the current schema, load the backup; any error leaves the database as it was.
-            await _run("psql", *args, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-                       "-d", database_name,
-                       "-c", f"SET lock_timeout = '{int(lock_timeout_s)}s'",
-                       "-c", "DROP SCHEMA IF EXISTS public CASCADE",
-                       "-c", "CREATE SCHEMA public",
-                       "-f", str(script), env=env)
+            await _run(
+                "psql",
+                *args,
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "--single-transaction",
+                "-d",
+                database_name,
+                "-c",
+                f"SET lock_timeout = '{int(lock_timeout_s)}s'",
+                "-c",
+                "DROP SCHEMA IF EXISTS public CASCADE",
+                "-c",
+                "CREATE SCHEMA public",
+                "-f",
+                str(script),
+                env=env,
+            )
     counts, totals, _ = await count_rows(database_url)
     problems = _compare(manifest, counts, totals)
-    return RestoreResult(backup_id=manifest.id, safety_backup_id=safety_id, row_counts=counts, totals=totals,
-                         counts_ok=not problems, problems=problems)
+    return RestoreResult(
+        backup_id=manifest.id,
+        safety_backup_id=safety_id,
+        row_counts=counts,
+        totals=totals,
+        counts_ok=not problems,
+        problems=problems,
+    )
 
 
 # ----------------------------------------------------------------------------------------- retention
 
-def apply_retention(backup_dir: str | Path, *, keep_daily: int, keep_weekly: int,
-                    timezone_name: str = "UTC", now: datetime | None = None) -> list[str]:
+
+def apply_retention(
+    backup_dir: str | Path,
+    *,
+    keep_daily: int,
+    keep_weekly: int,
+    timezone_name: str = "UTC",
+    now: datetime | None = None,
+) -> list[str]:
     """Keep every backup of the last 24 hours, the newest backup of each of the last ``keep_daily`` days and
     of each of the last ``keep_weekly`` ISO weeks (days in the venue's zone); delete the others. Returns the
     ids deleted."""
@@ -549,6 +636,7 @@ def apply_retention(backup_dir: str | Path, *, keep_daily: int, keep_weekly: int
 
 # -------------------------------------------------------------------------------------------- status
 
+
 def record_run(backup_dir: str | Path, *, error: str = "", now: datetime | None = None) -> None:
     """Remember the outcome of the last scheduled run (read by /health and metrics, any process)."""
     folder = Path(backup_dir)
@@ -571,8 +659,7 @@ def _read_status(folder: Path) -> dict[str, Any]:
         return {}
 
 
-def backup_status(backup_dir: str | Path, *, now: datetime | None = None,
-                  max_age_hours: float = 26.0) -> BackupStatus:
+def backup_status(backup_dir: str | Path, *, now: datetime | None = None, max_age_hours: float = 26.0) -> BackupStatus:
     folder = Path(backup_dir)
     now = now or utcnow()
     backups = list_backups(folder)
@@ -592,14 +679,20 @@ def backup_status(backup_dir: str | Path, *, now: datetime | None = None,
         last_error = "; ".join(newest.verification.problems) or "verificación fallida"
     else:
         state = "ok"
-    return BackupStatus(status=state, count=len(backups), newest_id=newest.id if newest else None,
-                        last_success_at=newest.created_at if newest else None,
-                        age_hours=round(age, 2) if age is not None else None, last_attempt_at=last_attempt,
-                        last_error=last_error,
-                        newest_verified=(newest.verification.ok if newest and newest.verification else None))
+    return BackupStatus(
+        status=state,
+        count=len(backups),
+        newest_id=newest.id if newest else None,
+        last_success_at=newest.created_at if newest else None,
+        age_hours=round(age, 2) if age is not None else None,
+        last_attempt_at=last_attempt,
+        last_error=last_error,
+        newest_verified=(newest.verification.ok if newest and newest.verification else None),
+    )
 
 
 # ----------------------------------------------------------------------------------------- scheduler
+
 
 class BackupScheduler:
     """The in-process backup job: every ``interval_s`` a backup, its verification and the retention.
@@ -612,9 +705,20 @@ class BackupScheduler:
 
     WORKER = "backup"
 
-    def __init__(self, database_url: str, backup_dir: str | Path, *, interval_s: float,
-                 keep_daily: int = 7, keep_weekly: int = 4, timezone_name: str = "UTC", verify: bool = True,
-                 check_every_s: float = 60.0, stop_grace_s: float = 30.0, workers=None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        backup_dir: str | Path,
+        *,
+        interval_s: float,
+        keep_daily: int = 7,
+        keep_weekly: int = 4,
+        timezone_name: str = "UTC",
+        verify: bool = True,
+        check_every_s: float = 60.0,
+        stop_grace_s: float = 30.0,
+        workers=None,
+    ) -> None:
         from .workers import WORKERS
 
         self.database_url = database_url
@@ -632,8 +736,12 @@ class BackupScheduler:
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> BackupScheduler:
-        kwargs = dict(interval_s=settings.backup_interval_hours * 3600, keep_daily=settings.backup_keep_daily,
-                      keep_weekly=settings.backup_keep_weekly, timezone_name=settings.timezone)
+        kwargs = dict(
+            interval_s=settings.backup_interval_hours * 3600,
+            keep_daily=settings.backup_keep_daily,
+            keep_weekly=settings.backup_keep_weekly,
+            timezone_name=settings.timezone,
+        )
         kwargs.update(overrides)
         return cls(settings.database_url, settings.backup_dir, **kwargs)
 
@@ -658,8 +766,12 @@ class BackupScheduler:
                     verification = await verify_backup(self.backup_dir, manifest, database_url=self.database_url)
                     if not verification.ok:
                         raise BackupFailed("La verificación del respaldo falló: " + "; ".join(verification.problems))
-                apply_retention(self.backup_dir, keep_daily=self.keep_daily, keep_weekly=self.keep_weekly,
-                                timezone_name=self.timezone_name)
+                apply_retention(
+                    self.backup_dir,
+                    keep_daily=self.keep_daily,
+                    keep_weekly=self.keep_weekly,
+                    timezone_name=self.timezone_name,
+                )
             except Exception as exc:
                 message = exc.message if isinstance(exc, CajaError) else f"{type(exc).__name__}: {exc}"
                 record_run(self.backup_dir, error=message)
@@ -713,7 +825,7 @@ class BackupScheduler:
             self.workers.beat(self.WORKER, error=error)
             try:
                 await asyncio.wait_for(self._stopping.wait(), self.check_every_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def start(self) -> None:
@@ -728,7 +840,7 @@ class BackupScheduler:
             self._stopping.set()
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), self.stop_grace_s)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task

@@ -60,8 +60,9 @@ def _breaker_values(breaker_states: Mapping[str, Any] | Iterable[Any] | None) ->
     return states
 
 
-def allowed_methods(register: Any, breaker_states: Mapping[str, Any] | Iterable[Any] | None,
-                    db_ok: bool) -> ContingencyState:
+def allowed_methods(
+    register: Any, breaker_states: Mapping[str, Any] | Iterable[Any] | None, db_ok: bool
+) -> ContingencyState:
     """Decide the register's mode and the methods it may offer.
 
     ``register``: a RegisterOut, a CashRegister row or a dict with ``payment_methods``, ``primary_provider``,
@@ -91,8 +92,14 @@ def allowed_methods(register: Any, breaker_states: Mapping[str, Any] | Iterable[
         reasons.append("El terminal de tarjetas no responde (corte activo).")
 
     if not reasons:
-        return ContingencyState(mode="normal", allowed_methods=available, reasons=[], primary_available=True,
-                                database_available=True, message="")
+        return ContingencyState(
+            mode="normal",
+            allowed_methods=available,
+            reasons=[],
+            primary_available=True,
+            database_available=True,
+            message="",
+        )
 
     allowed = [m for m in available if m in policy.offline_methods]
     if not primary_up and "card" in allowed:
@@ -102,8 +109,14 @@ def allowed_methods(register: Any, breaker_states: Mapping[str, Any] | Iterable[
         message = "Modo contingencia: solo " + ", ".join(names[m] for m in allowed) + "."
     else:
         message = "Modo contingencia: no se puede cobrar en esta caja."
-    return ContingencyState(mode="contingency", allowed_methods=allowed, reasons=reasons,
-                            primary_available=primary_up, database_available=db_ok, message=message)
+    return ContingencyState(
+        mode="contingency",
+        allowed_methods=allowed,
+        reasons=reasons,
+        primary_available=primary_up,
+        database_available=db_ok,
+        message=message,
+    )
 
 
 async def register_state(s: Any, *, venue_id: int, register_id: int) -> ContingencyState:
@@ -116,10 +129,14 @@ async def register_state(s: Any, *, venue_id: int, register_id: int) -> Continge
     from ..payments.models import BreakerState
     from ..registers.models import CashRegister
 
-    register = await s.scalar(select(CashRegister).where(CashRegister.id == register_id,
-                                                         CashRegister.venue_id == venue_id))
+    register = await s.scalar(
+        select(CashRegister).where(CashRegister.id == register_id, CashRegister.venue_id == venue_id)
+    )
     if register is None:
         raise NotFound("La caja no existe.", code="register.not_found")
-    rows = (await s.execute(select(BreakerState.device_key, BreakerState.state)
-                            .where(BreakerState.register_id == register_id))).all()
+    rows = (
+        await s.execute(
+            select(BreakerState.device_key, BreakerState.state).where(BreakerState.register_id == register_id)
+        )
+    ).all()
     return allowed_methods(register, {key: state for key, state in rows}, db_ok=True)

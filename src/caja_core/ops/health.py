@@ -62,16 +62,23 @@ class HealthReport(msgspec.Struct, kw_only=True):
             "workers": {name: w["status"] for name, w in services["workers"].items()},
         }
         if "backups" in services:
-            public["backups"] = {"status": services["backups"]["status"],
-                                 "age_hours": services["backups"]["age_hours"]}
+            public["backups"] = {"status": services["backups"]["status"], "age_hours": services["backups"]["age_hours"]}
         if "registers" in services:
             public["registers"] = {
-                code: {"mode": r["mode"], "allowed_methods": r["allowed_methods"],
-                       "breakers_open": sum(1 for state in r["breakers"].values() if state != "closed"),
-                       "agent": r["agent"]["status"]}
-                for code, r in services["registers"].items()}
-        return {"status": self.status, "checked_at": msgspec.to_builtins(self.checked_at),
-                "version": self.version, "services": public}
+                code: {
+                    "mode": r["mode"],
+                    "allowed_methods": r["allowed_methods"],
+                    "breakers_open": sum(1 for state in r["breakers"].values() if state != "closed"),
+                    "agent": r["agent"]["status"],
+                }
+                for code, r in services["registers"].items()
+            }
+        return {
+            "status": self.status,
+            "checked_at": msgspec.to_builtins(self.checked_at),
+            "version": self.version,
+            "services": public,
+        }
 
 
 def _version() -> str:
@@ -99,12 +106,14 @@ async def ping_redis(url: str, *, timeout_s: float = 2.0) -> bool:
         if parts.scheme == "unix":
             opening = asyncio.open_unix_connection(parts.path)
         else:
-            opening = asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 6379,
-                                              ssl=True if parts.scheme == "rediss" else None)
+            opening = asyncio.open_connection(
+                parts.hostname or "127.0.0.1", parts.port or 6379, ssl=True if parts.scheme == "rediss" else None
+            )
         reader, writer = await asyncio.wait_for(opening, timeout_s)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     try:
+
         def command(*args: str) -> bytes:
             out = f"*{len(args)}\r\n".encode()
             for arg in args:
@@ -122,7 +131,7 @@ async def ping_redis(url: str, *, timeout_s: float = 2.0) -> bool:
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), timeout_s)
         return line.startswith(b"+PONG")
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     finally:
         writer.close()
@@ -134,6 +143,7 @@ async def ping_redis(url: str, *, timeout_s: float = 2.0) -> bool:
 
 async def _database(db: Database, timeout_s: float) -> str | None:
     """The current migration revision, or raise when the database does not answer."""
+
     async def probe() -> str | None:
         async with db.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -151,10 +161,15 @@ async def _registers(db: Database, timeout_s: float) -> tuple[list[Any], dict[in
 
     async def load():
         async with db.reader() as s:
-            registers = list((await s.execute(
-                select(CashRegister).where(CashRegister.active.is_(True)).order_by(CashRegister.venue_id,
-                                                                                   CashRegister.code)
-            )).scalars())
+            registers = list(
+                (
+                    await s.execute(
+                        select(CashRegister)
+                        .where(CashRegister.active.is_(True))
+                        .order_by(CashRegister.venue_id, CashRegister.code)
+                    )
+                ).scalars()
+            )
             breakers: dict[int, dict[str, str]] = {}
             for row in (await s.execute(select(BreakerState))).scalars():
                 if row.register_id is not None:
@@ -204,14 +219,18 @@ async def check_health(
     if db_ok:
         head = migrate.head_revision()
         pending = migrate.pending_revisions(current) if current != head else []
-        services["migrations"] = {"status": "at_head" if current == head else "pending",
-                                  "current": current, "head": head, "pending": pending}
+        services["migrations"] = {
+            "status": "at_head" if current == head else "pending",
+            "current": current,
+            "head": head,
+            "pending": pending,
+        }
         if current != head:
-            result.flag("error", f"La base no está migrada a la última versión ({current} ≠ {head}): "
-                                 "ejecute `caja db upgrade`.")
+            result.flag(
+                "error", f"La base no está migrada a la última versión ({current} ≠ {head}): ejecute `caja db upgrade`."
+            )
     else:
-        services["migrations"] = {"status": "unknown", "current": None, "head": migrate.head_revision(),
-                                  "pending": []}
+        services["migrations"] = {"status": "unknown", "current": None, "head": migrate.head_revision(), "pending": []}
 
     # Session store.
     if redis_url:
@@ -228,9 +247,13 @@ async def check_health(
     worker_report: dict[str, Any] = {}
     for name, status in sorted(workers.snapshot().items()):
         state = status.state(now)
-        worker_report[name] = {"status": state, "last_beat_at": _iso(status.last_beat_at),
-                               "last_ok_at": _iso(status.last_ok_at), "last_error": status.last_error,
-                               "consecutive_failures": status.consecutive_failures}
+        worker_report[name] = {
+            "status": state,
+            "last_beat_at": _iso(status.last_beat_at),
+            "last_ok_at": _iso(status.last_ok_at),
+            "last_error": status.last_error,
+            "consecutive_failures": status.consecutive_failures,
+        }
         if state == "stale":
             result.flag("degraded", f"El proceso de fondo «{name}» no da señales de vida.")
         elif state == "failing":
@@ -248,8 +271,9 @@ async def check_health(
         if info.status == "failed":
             result.flag("degraded", f"El último respaldo falló: {info.last_error}")
         elif info.status == "stale":
-            result.flag("degraded", f"El último respaldo tiene {info.age_hours:.0f} h (más de "
-                                    f"{backup_max_age_hours:.0f} h).")
+            result.flag(
+                "degraded", f"El último respaldo tiene {info.age_hours:.0f} h (más de {backup_max_age_hours:.0f} h)."
+            )
         elif info.status == "none":
             result.flag("degraded", "No hay ningún respaldo.")
 
@@ -274,8 +298,7 @@ async def check_health(
                 registered = installed is None or pid in installed
                 providers[role] = {"id": pid, "installed": registered}
                 if not registered:
-                    result.flag("degraded", f"La caja {register.code} usa el proveedor «{pid}», que no está "
-                                            "instalado.")
+                    result.flag("degraded", f"La caja {register.code} usa el proveedor «{pid}», que no está instalado.")
             for device, bstate in sorted(reg_breakers.items()):
                 if bstate != "closed":
                     result.flag("degraded", f"Caja {register.code}: corte {bstate} en {device}.")
@@ -289,8 +312,7 @@ async def check_health(
                     agent["age_s"] = round(age, 1)
                     if age > agent_stale_after_s:
                         agent["status"] = "stale"
-                        result.flag("degraded", f"El agente de la caja {register.code} no reporta hace "
-                                                f"{age:.0f} s.")
+                        result.flag("degraded", f"El agente de la caja {register.code} no reporta hace {age:.0f} s.")
                     else:
                         agent["status"] = "ok"
             register_report[key] = {
@@ -303,8 +325,14 @@ async def check_health(
             }
         services["registers"] = register_report
 
-    return HealthReport(status=result.status, checked_at=now, version=_version(), instance=instance,
-                        services=services, problems=result.problems)
+    return HealthReport(
+        status=result.status,
+        checked_at=now,
+        version=_version(),
+        instance=instance,
+        services=services,
+        problems=result.problems,
+    )
 
 
 def liveness() -> dict[str, Any]:

@@ -24,7 +24,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("caja_request_id", default=None)
@@ -36,13 +36,36 @@ _CONTEXT = {"request_id": REQUEST_ID, "venue_id": VENUE_ID, "register_id": REGIS
 MASK = "***"
 #: Card fields, masked whatever their value looks like.
 CARD_KEYS = (
-    "cvv", "cvv2", "cvc", "cvc2", "cid", "pin", "pin_block", "pinblock", "track", "track1", "track2",
-    "track_data", "pan", "card_number", "cardnumber", "numero_tarjeta",
+    "cvv",
+    "cvv2",
+    "cvc",
+    "cvc2",
+    "cid",
+    "pin",
+    "pin_block",
+    "pinblock",
+    "track",
+    "track1",
+    "track2",
+    "track_data",
+    "pan",
+    "card_number",
+    "cardnumber",
+    "numero_tarjeta",
 )
 #: Secret fields: any key ending in one of these (``webhook_secret``, ``agentToken``, ``db_password``…).
 SECRET_SUFFIXES = (
-    "secret", "password", "passwd", "contrasena", "contraseña", "token", "api_key", "apikey", "authorization",
-    "cookie", "credentials",
+    "secret",
+    "password",
+    "passwd",
+    "contrasena",
+    "contraseña",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "credentials",
 )
 SENSITIVE_KEYS = CARD_KEYS + SECRET_SUFFIXES
 _CARD_ALT = "|".join(sorted((re.escape(k) for k in CARD_KEYS), key=len, reverse=True))
@@ -173,7 +196,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -198,8 +221,9 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        context = " ".join(f"{name}={getattr(record, name)}" for name in _CONTEXT
-                           if getattr(record, name, None) is not None)
+        context = " ".join(
+            f"{name}={getattr(record, name)}" for name in _CONTEXT if getattr(record, name, None) is not None
+        )
         return f"{line} [{context}]" if context else line
 
 

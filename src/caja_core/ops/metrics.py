@@ -16,8 +16,15 @@ import math
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from sqlalchemy import func, select
 
 from ..clock import utcnow
@@ -30,55 +37,97 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 PAYMENT_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
 
-HTTP_REQUESTS = Counter("caja_http_requests", "HTTP requests answered, by route template and status.",
-                        ["method", "route", "status"], registry=REGISTRY)
-HTTP_LATENCY = Histogram("caja_http_request_duration_seconds", "Time to answer an HTTP request.",
-                         ["method", "route"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
-PAYMENT_ATTEMPTS = Counter("caja_payment_attempts", "Payment attempts that reached an outcome, by provider.",
-                           ["provider", "outcome"], registry=REGISTRY)
-TIME_TO_APPROVAL = Histogram("caja_payment_time_to_approval_seconds",
-                             "From Pay to approval of the attempt that was approved.", ["provider"],
-                             buckets=PAYMENT_BUCKETS, registry=REGISTRY)
-TIME_TO_FALLBACK = Histogram("caja_payment_time_to_fallback_seconds",
-                             "From Pay on the primary provider to the switch to the backup.",
-                             ["from_provider", "to_provider"], buckets=PAYMENT_BUCKETS, registry=REGISTRY)
-BREAKER_OPENINGS = Counter("caja_breaker_openings", "Times a device's circuit breaker opened.", ["device"],
-                           registry=REGISTRY)
-BACKUP_RUNS = Counter("caja_backup_runs", "Scheduled backup runs, by result (ok / failed).", ["result"],
-                      registry=REGISTRY)
-BACKUP_DURATION = Histogram("caja_backup_duration_seconds", "Backup + verification time.",
-                            buckets=(1, 5, 15, 60, 300, 900, 3600), registry=REGISTRY)
+HTTP_REQUESTS = Counter(
+    "caja_http_requests",
+    "HTTP requests answered, by route template and status.",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_LATENCY = Histogram(
+    "caja_http_request_duration_seconds",
+    "Time to answer an HTTP request.",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+PAYMENT_ATTEMPTS = Counter(
+    "caja_payment_attempts",
+    "Payment attempts that reached an outcome, by provider.",
+    ["provider", "outcome"],
+    registry=REGISTRY,
+)
+TIME_TO_APPROVAL = Histogram(
+    "caja_payment_time_to_approval_seconds",
+    "From Pay to approval of the attempt that was approved.",
+    ["provider"],
+    buckets=PAYMENT_BUCKETS,
+    registry=REGISTRY,
+)
+TIME_TO_FALLBACK = Histogram(
+    "caja_payment_time_to_fallback_seconds",
+    "From Pay on the primary provider to the switch to the backup.",
+    ["from_provider", "to_provider"],
+    buckets=PAYMENT_BUCKETS,
+    registry=REGISTRY,
+)
+BREAKER_OPENINGS = Counter(
+    "caja_breaker_openings", "Times a device's circuit breaker opened.", ["device"], registry=REGISTRY
+)
+BACKUP_RUNS = Counter(
+    "caja_backup_runs", "Scheduled backup runs, by result (ok / failed).", ["result"], registry=REGISTRY
+)
+BACKUP_DURATION = Histogram(
+    "caja_backup_duration_seconds",
+    "Backup + verification time.",
+    buckets=(1, 5, 15, 60, 300, 900, 3600),
+    registry=REGISTRY,
+)
 
 # Read at scrape time.
 HEALTH_STATUS = Gauge("caja_health_status", "Overall health: 0 ok, 1 degraded, 2 error.", registry=REGISTRY)
-DATABASE_UP = Gauge("caja_database_up", "1 when the database answers and is migrated to head.",
-                    registry=REGISTRY)
-BREAKER_STATE = Gauge("caja_breaker_state", "Circuit breaker per device: 0 closed, 1 half-open, 2 open.",
-                      ["register", "device"], registry=REGISTRY)
+DATABASE_UP = Gauge("caja_database_up", "1 when the database answers and is migrated to head.", registry=REGISTRY)
+BREAKER_STATE = Gauge(
+    "caja_breaker_state",
+    "Circuit breaker per device: 0 closed, 1 half-open, 2 open.",
+    ["register", "device"],
+    registry=REGISTRY,
+)
 BREAKERS_OPEN = Gauge("caja_breakers_open", "Devices whose breaker is open or half-open.", registry=REGISTRY)
-ATTEMPTS_IN_DOUBT = Gauge("caja_payment_attempts_in_doubt",
-                          "Attempts nobody knows were charged (in doubt or reconciling).", registry=REGISTRY)
-ATTEMPTS_UNRESOLVED = Gauge("caja_payment_attempts_unresolved",
-                            "Attempts not finished (in flight, in doubt, manual pending).", registry=REGISTRY)
+ATTEMPTS_IN_DOUBT = Gauge(
+    "caja_payment_attempts_in_doubt", "Attempts nobody knows were charged (in doubt or reconciling).", registry=REGISTRY
+)
+ATTEMPTS_UNRESOLVED = Gauge(
+    "caja_payment_attempts_unresolved",
+    "Attempts not finished (in flight, in doubt, manual pending).",
+    registry=REGISTRY,
+)
 SESSIONS_OPEN = Gauge("caja_cash_sessions_open", "Register sessions open or closing.", registry=REGISTRY)
-AGENT_LAST_SEEN_AGE = Gauge("caja_agent_last_seen_age_seconds",
-                            "Seconds since the register agent's last heartbeat (registers with an agent).",
-                            ["register"], registry=REGISTRY)
+AGENT_LAST_SEEN_AGE = Gauge(
+    "caja_agent_last_seen_age_seconds",
+    "Seconds since the register agent's last heartbeat (registers with an agent).",
+    ["register"],
+    registry=REGISTRY,
+)
 AGENTS_MISSING = Gauge("caja_agents_missing", "Register agents stale or never seen.", registry=REGISTRY)
-BACKUP_LAST_SUCCESS = Gauge("caja_backup_last_success_timestamp_seconds",
-                            "Unix time of the newest backup (0 when there is none).", registry=REGISTRY)
-BACKUP_AGE = Gauge("caja_backup_age_seconds", "Age of the newest backup (+Inf when there is none).",
-                   registry=REGISTRY)
-BACKUP_LAST_FAILED = Gauge("caja_backup_last_run_failed",
-                           "1 when the last backup run or its verification failed.", registry=REGISTRY)
-WORKER_UP = Gauge("caja_worker_up", "1 when the background worker beats and its last turn succeeded.",
-                  ["worker"], registry=REGISTRY)
+BACKUP_LAST_SUCCESS = Gauge(
+    "caja_backup_last_success_timestamp_seconds",
+    "Unix time of the newest backup (0 when there is none).",
+    registry=REGISTRY,
+)
+BACKUP_AGE = Gauge("caja_backup_age_seconds", "Age of the newest backup (+Inf when there is none).", registry=REGISTRY)
+BACKUP_LAST_FAILED = Gauge(
+    "caja_backup_last_run_failed", "1 when the last backup run or its verification failed.", registry=REGISTRY
+)
+WORKER_UP = Gauge(
+    "caja_worker_up", "1 when the background worker beats and its last turn succeeded.", ["worker"], registry=REGISTRY
+)
 
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 HEALTH_VALUES = {"ok": 0, "degraded": 1, "error": 2}
 
 
 # ------------------------------------------------------------------------------ recording (callers)
+
 
 def record_request(method: str, route: str, status: int, duration_s: float) -> None:
     HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
@@ -100,18 +149,24 @@ def record_fallback(from_provider: str, to_provider: str, duration_s: float) -> 
 
 # ------------------------------------------------------------------------------- scrape-time values
 
+
 async def _database_counts(db: Database) -> dict[str, int]:
     from ..payments.models import PaymentAttempt
     from ..payments.states import DOUBTFUL, UNRESOLVED
     from ..sessions.models import CashSession
 
     async with db.reader() as s:
-        in_doubt = (await s.execute(select(func.count()).select_from(PaymentAttempt)
-                                    .where(PaymentAttempt.state.in_(DOUBTFUL)))).scalar_one()
-        unresolved = (await s.execute(select(func.count()).select_from(PaymentAttempt)
-                                      .where(PaymentAttempt.state.in_(UNRESOLVED)))).scalar_one()
-        sessions = (await s.execute(select(func.count()).select_from(CashSession)
-                                    .where(CashSession.status != "closed"))).scalar_one()
+        in_doubt = (
+            await s.execute(select(func.count()).select_from(PaymentAttempt).where(PaymentAttempt.state.in_(DOUBTFUL)))
+        ).scalar_one()
+        unresolved = (
+            await s.execute(
+                select(func.count()).select_from(PaymentAttempt).where(PaymentAttempt.state.in_(UNRESOLVED))
+            )
+        ).scalar_one()
+        sessions = (
+            await s.execute(select(func.count()).select_from(CashSession).where(CashSession.status != "closed"))
+        ).scalar_one()
     return {"in_doubt": int(in_doubt), "unresolved": int(unresolved), "open_sessions": int(sessions)}
 
 
@@ -179,6 +234,7 @@ def prometheus_text() -> bytes:
 
 # ------------------------------------------------------------------------------------ JSON summary
 
+
 def _histogram_groups(histogram: Histogram, group_by: tuple[str, ...]) -> dict[tuple[str, ...], dict]:
     """Bucket counts, sum and count of a histogram, summed over the labels not in ``group_by``."""
     groups: dict[tuple[str, ...], dict] = {}
@@ -218,10 +274,12 @@ def quantile(buckets: dict[float, float], q: float) -> float | None:
 
 
 def _latency(group: dict) -> dict[str, Any]:
-    return {"count": int(group["count"]),
-            "mean_s": round(group["sum"] / group["count"], 4) if group["count"] else None,
-            "p50_s": _round(quantile(group["buckets"], 0.5)),
-            "p95_s": _round(quantile(group["buckets"], 0.95))}
+    return {
+        "count": int(group["count"]),
+        "mean_s": round(group["sum"] / group["count"], 4) if group["count"] else None,
+        "p50_s": _round(quantile(group["buckets"], 0.5)),
+        "p95_s": _round(quantile(group["buckets"], 0.95)),
+    }
 
 
 def _round(value: float | None) -> float | None:
@@ -248,8 +306,10 @@ def summary(*, report: dict[str, Any], counts: dict[str, int], breakers: dict, a
             if sample.name.endswith("_total"):
                 attempts.setdefault(sample.labels["provider"], {})[sample.labels["outcome"]] = int(sample.value)
     approval = {key[0]: _latency(g) for key, g in _histogram_groups(TIME_TO_APPROVAL, ("provider",)).items()}
-    fallback = {f"{k[0]}→{k[1]}": _latency(g)
-                for k, g in _histogram_groups(TIME_TO_FALLBACK, ("from_provider", "to_provider")).items()}
+    fallback = {
+        f"{k[0]}→{k[1]}": _latency(g)
+        for k, g in _histogram_groups(TIME_TO_FALLBACK, ("from_provider", "to_provider")).items()
+    }
     services = report["services"]
     return {
         "generated_at": utcnow().isoformat(),
@@ -269,12 +329,19 @@ def summary(*, report: dict[str, Any], counts: dict[str, int], breakers: dict, a
             "in_doubt": counts["in_doubt"],
             "unresolved": counts["unresolved"],
         },
-        "breakers": {"open": sum(1 for reg in breakers.values() for s in reg.values() if s != "closed"),
-                     "by_register": breakers},
+        "breakers": {
+            "open": sum(1 for reg in breakers.values() for s in reg.values() if s != "closed"),
+            "by_register": breakers,
+        },
         "sessions": {"open": counts["open_sessions"]},
-        "registers": {code: {"mode": r["mode"], "allowed_methods": r["allowed_methods"],
-                             "operational_status": r["operational_status"]}
-                      for code, r in (services.get("registers") or {}).items()},
+        "registers": {
+            code: {
+                "mode": r["mode"],
+                "allowed_methods": r["allowed_methods"],
+                "operational_status": r["operational_status"],
+            }
+            for code, r in (services.get("registers") or {}).items()
+        },
         "agents": agents,
         "backups": services.get("backups"),
         "workers": services.get("workers", {}),

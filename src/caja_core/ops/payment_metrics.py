@@ -20,8 +20,14 @@ from typing import Any
 
 from ..hookspecs import hookimpl
 
-OUTCOME_OF_KIND = {"approved": "approved", "declined": "declined", "not_sent": "failed_not_sent",
-                   "in_doubt": "in_doubt", "cancelled": "cancelled", "refunded": "refunded"}
+OUTCOME_OF_KIND = {
+    "approved": "approved",
+    "declined": "declined",
+    "not_sent": "failed_not_sent",
+    "in_doubt": "in_doubt",
+    "cancelled": "cancelled",
+    "refunded": "refunded",
+}
 MAX_TRACKED = 10_000
 
 
@@ -34,8 +40,8 @@ class _Bounded(OrderedDict):
 
 
 _lock = threading.Lock()
-_attempt_started: _Bounded = _Bounded()   # attempt id -> start instant
-_sale_started: _Bounded = _Bounded()      # sale id -> (first provider, start instant)
+_attempt_started: _Bounded = _Bounded()  # attempt id -> start instant
+_sale_started: _Bounded = _Bounded()  # sale id -> (first provider, start instant)
 
 
 def _seconds(start: datetime, end: datetime) -> float:

@@ -49,8 +49,11 @@ class WorkerRegistry:
         """Declare a worker that beats every ``interval_s`` seconds (stale after 3 missed beats by default)."""
         with self._lock:
             self._workers[name] = WorkerStatus(
-                name=name, interval_s=interval_s, stale_after_s=stale_after_s or max(3 * interval_s, 5.0),
-                registered_at=utcnow())
+                name=name,
+                interval_s=interval_s,
+                stale_after_s=stale_after_s or max(3 * interval_s, 5.0),
+                registered_at=utcnow(),
+            )
 
     def beat(self, name: str, *, error: str = "") -> None:
         """Report one loop turn of ``name``: ``error`` empty when it went well."""
@@ -59,7 +62,8 @@ class WorkerRegistry:
             status = self._workers.get(name)
             if status is None:
                 status = self._workers[name] = WorkerStatus(
-                    name=name, interval_s=60, stale_after_s=180, registered_at=now)
+                    name=name, interval_s=60, stale_after_s=180, registered_at=now
+                )
             status.last_beat_at = now
             status.stopped = False
             if error:

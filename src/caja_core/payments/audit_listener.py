@@ -41,10 +41,10 @@ class PaymentAuditListener:
         if pm.get_plugin(PLUGIN_NAME) is self:
             pm.unregister(self)
         if self.task is not None:
-            self.queue.put_nowait(None)      # write what is queued, then stop
+            self.queue.put_nowait(None)  # write what is queued, then stop
             try:
                 await asyncio.wait_for(asyncio.shield(self.task), 10)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+            except (TimeoutError, Exception):  # noqa: BLE001
                 self.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self.task
@@ -67,7 +67,7 @@ class PaymentAuditListener:
                 continue
             try:
                 await self._write(events)
-            except Exception:  # noqa: BLE001 - the audit writer never stops the money path
+            except Exception:
                 log.exception("could not write %d payment audit events", len(events))
 
     async def _write(self, batch: list[PaymentEvent]) -> None:
@@ -75,8 +75,22 @@ class PaymentAuditListener:
 
         async with self.db.session() as s:
             for e in batch:
-                payload = {"sale_id": e.sale_id, "session_id": e.session_id, "register_id": e.register_id,
-                           "provider": e.provider_id, "role": e.role, "amount": e.amount, "state": e.state,
-                           "reason": e.reason[:300]}
-                await record(s, venue_id=e.venue_id, user_id=e.user_id, action=f"payment.{e.kind}",
-                             entity="payment_attempt", entity_id=e.attempt_id or "", payload=payload)
+                payload = {
+                    "sale_id": e.sale_id,
+                    "session_id": e.session_id,
+                    "register_id": e.register_id,
+                    "provider": e.provider_id,
+                    "role": e.role,
+                    "amount": e.amount,
+                    "state": e.state,
+                    "reason": e.reason[:300],
+                }
+                await record(
+                    s,
+                    venue_id=e.venue_id,
+                    user_id=e.user_id,
+                    action=f"payment.{e.kind}",
+                    entity="payment_attempt",
+                    entity_id=e.attempt_id or "",
+                    payload=payload,
+                )

@@ -51,26 +51,57 @@ async def _row(s: AsyncSession, device_key: str, *, lock: bool = False) -> Break
 async def view(s: AsyncSession, device_key: str, policy: FallbackPolicy, now: datetime) -> BreakerView:
     row = await _row(s, device_key)
     if row is None:
-        return BreakerView(device_key=device_key, state=CLOSED, failure_count=0, opened_at=None,
-                           last_failure="", probe_due=False)
-    due = (row.state == OPEN and row.opened_at is not None
-           and now >= row.opened_at + timedelta(seconds=policy.breaker_cooldown_s))
-    return BreakerView(device_key=device_key, state=row.state, failure_count=row.failure_count,
-                       opened_at=row.opened_at, last_failure=row.last_failure, probe_due=due)
+        return BreakerView(
+            device_key=device_key, state=CLOSED, failure_count=0, opened_at=None, last_failure="", probe_due=False
+        )
+    due = (
+        row.state == OPEN
+        and row.opened_at is not None
+        and now >= row.opened_at + timedelta(seconds=policy.breaker_cooldown_s)
+    )
+    return BreakerView(
+        device_key=device_key,
+        state=row.state,
+        failure_count=row.failure_count,
+        opened_at=row.opened_at,
+        last_failure=row.last_failure,
+        probe_due=due,
+    )
 
 
-async def _ensure(s: AsyncSession, device_key: str, venue_id: int, register_id: int | None,
-                  now: datetime) -> BreakerState:
-    await s.execute(insert_ignore(s, BreakerState, {
-        "device_key": device_key, "venue_id": venue_id, "register_id": register_id, "state": CLOSED,
-        "failure_count": 0, "last_failure": "", "updated_at": now}))
+async def _ensure(
+    s: AsyncSession, device_key: str, venue_id: int, register_id: int | None, now: datetime
+) -> BreakerState:
+    await s.execute(
+        insert_ignore(
+            s,
+            BreakerState,
+            {
+                "device_key": device_key,
+                "venue_id": venue_id,
+                "register_id": register_id,
+                "state": CLOSED,
+                "failure_count": 0,
+                "last_failure": "",
+                "updated_at": now,
+            },
+        )
+    )
     row = await _row(s, device_key, lock=True)
     assert row is not None
     return row
 
 
-async def record_fault(s: AsyncSession, *, device_key: str, venue_id: int, register_id: int | None,
-                       policy: FallbackPolicy, now: datetime, description: str) -> bool:
+async def record_fault(
+    s: AsyncSession,
+    *,
+    device_key: str,
+    venue_id: int,
+    register_id: int | None,
+    policy: FallbackPolicy,
+    now: datetime,
+    description: str,
+) -> bool:
     """Count one transport fault; returns True when this fault opened the breaker."""
     row = await _ensure(s, device_key, venue_id, register_id, now)
     row.last_failure = description[:300]
@@ -101,15 +132,20 @@ async def record_success(s: AsyncSession, *, device_key: str, now: datetime) -> 
 
 async def claim_probe(s: AsyncSession, *, device_key: str, now: datetime) -> bool:
     """Move an open breaker to half_open; only one instance wins the probe."""
-    result = await s.execute(update(BreakerState)
-                             .where(BreakerState.device_key == device_key, BreakerState.state == OPEN)
-                             .values(state=HALF_OPEN, updated_at=now))
+    result = await s.execute(
+        update(BreakerState)
+        .where(BreakerState.device_key == device_key, BreakerState.state == OPEN)
+        .values(state=HALF_OPEN, updated_at=now)
+    )
     return result.rowcount == 1
 
 
 async def probe_failed(s: AsyncSession, *, device_key: str, now: datetime, description: str) -> None:
-    await s.execute(update(BreakerState).where(BreakerState.device_key == device_key)
-                    .values(state=OPEN, opened_at=now, last_failure=description[:300], updated_at=now))
+    await s.execute(
+        update(BreakerState)
+        .where(BreakerState.device_key == device_key)
+        .values(state=OPEN, opened_at=now, last_failure=description[:300], updated_at=now)
+    )
 
 
 async def due_probes(s: AsyncSession, now: datetime, max_cooldown_s: int = 3600) -> list[BreakerState]:
@@ -118,5 +154,10 @@ async def due_probes(s: AsyncSession, now: datetime, max_cooldown_s: int = 3600)
 
 
 async def all_states(s: AsyncSession, venue_id: int) -> list[BreakerState]:
-    return list((await s.execute(select(BreakerState).where(BreakerState.venue_id == venue_id)
-                                 .order_by(BreakerState.device_key))).scalars())
+    return list(
+        (
+            await s.execute(
+                select(BreakerState).where(BreakerState.venue_id == venue_id).order_by(BreakerState.device_key)
+            )
+        ).scalars()
+    )

@@ -7,9 +7,21 @@ from typing import Any, Literal
 
 import msgspec
 
-EventKind = Literal["attempt_started", "approved", "declined", "not_sent", "in_doubt", "fell_back",
-                    "overridden", "reconciled", "cancelled", "refunded", "incident", "breaker_opened",
-                    "breaker_closed"]
+EventKind = Literal[
+    "attempt_started",
+    "approved",
+    "declined",
+    "not_sent",
+    "in_doubt",
+    "fell_back",
+    "overridden",
+    "reconciled",
+    "cancelled",
+    "refunded",
+    "incident",
+    "breaker_opened",
+    "breaker_closed",
+]
 
 
 class PaymentEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -21,7 +33,7 @@ class PaymentEvent(msgspec.Struct, frozen=True, kw_only=True):
     session_id: int | None = None
     register_id: int | None = None
     provider_id: str | None = None
-    role: str | None = None          # primary / backup
+    role: str | None = None  # primary / backup
     amount: int | None = None
     state: str | None = None
     reason: str = ""

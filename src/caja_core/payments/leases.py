@@ -19,20 +19,31 @@ from .sql import insert_ignore
 BUSY_MESSAGE = "Terminal ocupado: otra caja o proceso está usando este terminal. Intente en unos segundos."
 
 
-async def acquire_lease(s: AsyncSession, *, device_key: str, owner: str, attempt_id: int | None,
-                        now: datetime, ttl_s: float) -> None:
+async def acquire_lease(
+    s: AsyncSession, *, device_key: str, owner: str, attempt_id: int | None, now: datetime, ttl_s: float
+) -> None:
     """Take the device or raise ``Busy``. Runs inside the caller's transaction."""
-    await s.execute(delete(DeviceLease).where(DeviceLease.device_key == device_key,
-                                              DeviceLease.expires_at < now))
-    result = await s.execute(insert_ignore(s, DeviceLease, {
-        "device_key": device_key, "attempt_id": attempt_id, "owner": owner, "acquired_at": now,
-        "expires_at": now + timedelta(seconds=ttl_s)}))
+    await s.execute(delete(DeviceLease).where(DeviceLease.device_key == device_key, DeviceLease.expires_at < now))
+    result = await s.execute(
+        insert_ignore(
+            s,
+            DeviceLease,
+            {
+                "device_key": device_key,
+                "attempt_id": attempt_id,
+                "owner": owner,
+                "acquired_at": now,
+                "expires_at": now + timedelta(seconds=ttl_s),
+            },
+        )
+    )
     if result.rowcount != 1:
         raise Busy(BUSY_MESSAGE, code="payment.device_busy", details={"device_key": device_key})
 
 
-async def release_lease(s: AsyncSession, *, device_key: str, attempt_id: int | None = None,
-                        owner: str | None = None) -> None:
+async def release_lease(
+    s: AsyncSession, *, device_key: str, attempt_id: int | None = None, owner: str | None = None
+) -> None:
     stmt = delete(DeviceLease).where(DeviceLease.device_key == device_key)
     if attempt_id is not None:
         stmt = stmt.where(DeviceLease.attempt_id == attempt_id)
@@ -42,9 +53,11 @@ async def release_lease(s: AsyncSession, *, device_key: str, attempt_id: int | N
 
 
 async def extend_lease(s: AsyncSession, *, device_key: str, attempt_id: int, now: datetime, ttl_s: float) -> None:
-    await s.execute(update(DeviceLease).where(DeviceLease.device_key == device_key,
-                                              DeviceLease.attempt_id == attempt_id)
-                    .values(expires_at=now + timedelta(seconds=ttl_s)))
+    await s.execute(
+        update(DeviceLease)
+        .where(DeviceLease.device_key == device_key, DeviceLease.attempt_id == attempt_id)
+        .values(expires_at=now + timedelta(seconds=ttl_s))
+    )
 
 
 async def live_lease(s: AsyncSession, device_key: str, now: datetime) -> DeviceLease | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text)
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..clock import utcnow
@@ -19,8 +19,13 @@ class PaymentAttempt(Base):
         UniqueConstraint("provider_id", "device_key", "ticket"),
         # At most one active (not final, not overridden) attempt per sale: double click, two tabs and two
         # app instances all end in exactly one.
-        Index("uq_payment_attempts_one_active_per_sale", "sale_id", unique=True,
-              sqlite_where=text("active"), postgresql_where=text("active")),
+        Index(
+            "uq_payment_attempts_one_active_per_sale",
+            "sale_id",
+            unique=True,
+            sqlite_where=text("active"),
+            postgresql_where=text("active"),
+        ),
         Index("ix_payment_attempts_state", "state"),
         Index("ix_payment_attempts_session_state", "session_id", "state"),
     )

@@ -45,16 +45,16 @@ class ManualInstructions(msgspec.Struct, kw_only=True):
 
 class PaymentProgress(msgspec.Struct, kw_only=True):
     sale_id: int
-    sale_status: str                 # pending_payment / paid / cancelled
+    sale_status: str  # pending_payment / paid / cancelled
     paid: bool
-    paid_via: str | None             # primary / backup / cash
-    attempt_id: int | None           # the attempt the POS is following (active, else the latest)
+    paid_via: str | None  # primary / backup / cash
+    attempt_id: int | None  # the attempt the POS is following (active, else the latest)
     provider_id: str | None
     role: str | None
     state: str | None
     state_label: str
-    message: str                     # provider progress ("Inserte o acerque tarjeta") or result message
-    seconds_left: int | None         # before the backup may be offered (None: not waiting)
+    message: str  # provider progress ("Inserte o acerque tarjeta") or result message
+    seconds_left: int | None  # before the backup may be offered (None: not waiting)
     backup_offered: bool
     backup_reason: str
     backup_provider: str | None
@@ -64,5 +64,5 @@ class PaymentProgress(msgspec.Struct, kw_only=True):
     can_override: bool
     breaker_state: str
     manual: ManualInstructions | None
-    refund_offered: list[int]        # attempts charged twice that may be refunded
+    refund_offered: list[int]  # attempts charged twice that may be refunded
     attempts: list[AttemptOut]

@@ -31,10 +31,16 @@ class TerminalTest(msgspec.Struct, kw_only=True):
     via_agent: bool = False
 
 
-async def test_terminal(db: Any, registry: ProviderRegistry, venue_id: int, register_id: int,
-                        provider_id: str | None = None, *,
-                        agent_channel_factory: Callable[[Any], Any] | None = None,
-                        timeout_s: float = DEFAULT_TIMEOUT_S) -> TerminalTest:
+async def test_terminal(
+    db: Any,
+    registry: ProviderRegistry,
+    venue_id: int,
+    register_id: int,
+    provider_id: str | None = None,
+    *,
+    agent_channel_factory: Callable[[Any], Any] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> TerminalTest:
     """Check the terminal of ``register_id`` (its primary provider, or ``provider_id``: the primary or the
     backup). Raises ``NotFound`` for another venue's register and ``ValidationFailed`` for a provider the
     register does not use; everything the transport does wrong comes back as ``ok=False`` with a message."""
@@ -42,11 +48,15 @@ async def test_terminal(db: Any, registry: ProviderRegistry, venue_id: int, regi
         register = await registers.get_register(s, venue_id, register_id)
     chosen = provider_id or register.primary_provider
     if not chosen:
-        return TerminalTest(ok=False, message="La caja no tiene proveedor de tarjeta.", latency_ms=None,
-                            provider_id=None)
+        return TerminalTest(
+            ok=False, message="La caja no tiene proveedor de tarjeta.", latency_ms=None, provider_id=None
+        )
     if chosen not in (register.primary_provider, register.backup_provider) or chosen not in registry:
-        raise ValidationFailed("Ese proveedor no está configurado en esta caja.", field="provider_id",
-                               code="terminal_test.unknown_provider")
+        raise ValidationFailed(
+            "Ese proveedor no está configurado en esta caja.",
+            field="provider_id",
+            code="terminal_test.unknown_provider",
+        )
     provider = registry.get(chosen)
     settings = registers.provider_settings(register, provider)
     agent = agent_channel_factory(register) if agent_channel_factory else None
@@ -54,24 +64,50 @@ async def test_terminal(db: Any, registry: ProviderRegistry, venue_id: int, regi
     started = time.monotonic()
     try:
         outcome = await asyncio.wait_for(provider.health(settings, ctx), timeout_s)
-    except (TimeoutError, asyncio.TimeoutError):
-        return TerminalTest(ok=False, message=f"El terminal no respondió en {timeout_s:.0f} s.", latency_ms=None,
-                            provider_id=chosen, via_agent=agent is not None)
+    except TimeoutError:
+        return TerminalTest(
+            ok=False,
+            message=f"El terminal no respondió en {timeout_s:.0f} s.",
+            latency_ms=None,
+            provider_id=chosen,
+            via_agent=agent is not None,
+        )
     except Exception as exc:  # noqa: BLE001 - whatever the transport raised, the admin gets one line
-        return TerminalTest(ok=False, message=f"No se pudo conectar con el terminal ({type(exc).__name__}).",
-                            latency_ms=None, provider_id=chosen, via_agent=agent is not None)
+        return TerminalTest(
+            ok=False,
+            message=f"No se pudo conectar con el terminal ({type(exc).__name__}).",
+            latency_ms=None,
+            provider_id=chosen,
+            via_agent=agent is not None,
+        )
     latency_ms = round((time.monotonic() - started) * 1000)
-    return TerminalTest(ok=outcome.kind is OutcomeKind.APPROVED, message=outcome.message or outcome.kind.value,
-                        latency_ms=latency_ms, provider_id=chosen, via_agent=agent is not None)
+    return TerminalTest(
+        ok=outcome.kind is OutcomeKind.APPROVED,
+        message=outcome.message or outcome.kind.value,
+        latency_ms=latency_ms,
+        provider_id=chosen,
+        via_agent=agent is not None,
+    )
 
 
-async def test_terminal_with(orchestrator: Any, venue_id: int, register_id: int,
-                             provider_id: str | None = None, *,
-                             timeout_s: float = DEFAULT_TIMEOUT_S) -> TerminalTest:
+async def test_terminal_with(
+    orchestrator: Any,
+    venue_id: int,
+    register_id: int,
+    provider_id: str | None = None,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> TerminalTest:
     """``test_terminal`` with the database, providers and agent channels of a running PaymentOrchestrator."""
-    return await test_terminal(orchestrator.db, orchestrator.registry, venue_id, register_id, provider_id,
-                               agent_channel_factory=getattr(orchestrator, "agent_channel_factory", None),
-                               timeout_s=timeout_s)
+    return await test_terminal(
+        orchestrator.db,
+        orchestrator.registry,
+        venue_id,
+        register_id,
+        provider_id,
+        agent_channel_factory=getattr(orchestrator, "agent_channel_factory", None),
+        timeout_s=timeout_s,
+    )
 
 
 test_terminal.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported by one

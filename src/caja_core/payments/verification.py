@@ -75,30 +75,104 @@ UNMATCHED_ROW = "klap_unmatched_report_row"
 DISPUTED = "klap_disputed"
 
 _ALIASES: dict[str, tuple[str, ...]] = {
-    "date": ("fecha", "fecha venta", "fecha de venta", "fecha transaccion", "fecha de transaccion",
-             "fecha y hora", "fecha hora", "fecha operacion", "fecha de operacion", "date", "fecha pago"),
+    "date": (
+        "fecha",
+        "fecha venta",
+        "fecha de venta",
+        "fecha transaccion",
+        "fecha de transaccion",
+        "fecha y hora",
+        "fecha hora",
+        "fecha operacion",
+        "fecha de operacion",
+        "date",
+        "fecha pago",
+    ),
     "time": ("hora", "hora venta", "hora de venta", "hora transaccion", "hora de transaccion", "time"),
-    "amount": ("monto", "monto venta", "monto de venta", "monto total", "monto transaccion",
-               "monto de transaccion", "total", "importe", "amount", "monto clp", "monto $", "monto pagado"),
-    "authorization_code": ("codigo de autorizacion", "codigo autorizacion", "cod autorizacion",
-                           "cod de autorizacion", "autorizacion", "n autorizacion", "no autorizacion",
-                           "numero de autorizacion", "codigo aut", "authorization code", "auth code",
-                           "authorization_code"),
-    "last4": ("ultimos 4 digitos", "ultimos 4", "ultimos cuatro digitos", "4 ultimos digitos", "tarjeta",
-              "n tarjeta", "numero de tarjeta", "numero tarjeta", "last4", "last 4", "last digits",
-              "last_digits", "ultimos digitos"),
+    "amount": (
+        "monto",
+        "monto venta",
+        "monto de venta",
+        "monto total",
+        "monto transaccion",
+        "monto de transaccion",
+        "total",
+        "importe",
+        "amount",
+        "monto clp",
+        "monto $",
+        "monto pagado",
+    ),
+    "authorization_code": (
+        "codigo de autorizacion",
+        "codigo autorizacion",
+        "cod autorizacion",
+        "cod de autorizacion",
+        "autorizacion",
+        "n autorizacion",
+        "no autorizacion",
+        "numero de autorizacion",
+        "codigo aut",
+        "authorization code",
+        "auth code",
+        "authorization_code",
+    ),
+    "last4": (
+        "ultimos 4 digitos",
+        "ultimos 4",
+        "ultimos cuatro digitos",
+        "4 ultimos digitos",
+        "tarjeta",
+        "n tarjeta",
+        "numero de tarjeta",
+        "numero tarjeta",
+        "last4",
+        "last 4",
+        "last digits",
+        "last_digits",
+        "ultimos digitos",
+    ),
     "brand": ("marca", "marca tarjeta", "marca de tarjeta", "brand"),
     "card_type": ("tipo", "tipo de tarjeta", "tipo tarjeta", "card type", "card_type", "tipo de pago"),
     "status": ("estado", "estado transaccion", "estado de la transaccion", "status"),
-    "operation_id": ("n operacion", "no operacion", "numero de operacion", "numero operacion", "id transaccion",
-                     "id operacion", "id", "operacion"),
+    "operation_id": (
+        "n operacion",
+        "no operacion",
+        "numero de operacion",
+        "numero operacion",
+        "id transaccion",
+        "id operacion",
+        "id",
+        "operacion",
+    ),
 }
 REQUIRED = ("date", "amount", "authorization_code", "last4")
-LABELS = {"date": "Fecha", "time": "Hora", "amount": "Monto", "authorization_code": "Código de autorización",
-          "last4": "Últimos 4 dígitos", "brand": "Marca", "card_type": "Tipo", "status": "Estado",
-          "operation_id": "N° operación"}
-APPROVED_STATUSES = {"", "aprobada", "aprobado", "approved", "exitosa", "exitoso", "pagada", "pagado", "ok",
-                     "autorizada", "autorizado", "completada", "completed"}
+LABELS = {
+    "date": "Fecha",
+    "time": "Hora",
+    "amount": "Monto",
+    "authorization_code": "Código de autorización",
+    "last4": "Últimos 4 dígitos",
+    "brand": "Marca",
+    "card_type": "Tipo",
+    "status": "Estado",
+    "operation_id": "N° operación",
+}
+APPROVED_STATUSES = {
+    "",
+    "aprobada",
+    "aprobado",
+    "approved",
+    "exitosa",
+    "exitoso",
+    "pagada",
+    "pagado",
+    "ok",
+    "autorizada",
+    "autorizado",
+    "completada",
+    "completed",
+}
 
 _DATE_RE = re.compile(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{2}|\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
 _ISO_RE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
@@ -107,9 +181,9 @@ _AUTH_RE = re.compile(r"^[A-Z0-9]{6}$")
 
 
 class KlapReportRow(msgspec.Struct, frozen=True, kw_only=True):
-    line: int                       # line in the file (the header is its own line)
-    day: date                       # local date of the sale
-    local_time: time | None         # local time, when the report has it
+    line: int  # line in the file (the header is its own line)
+    day: date  # local date of the sale
+    local_time: time | None  # local time, when the report has it
     amount: int
     authorization_code: str
     last4: str
@@ -123,8 +197,10 @@ class KlapReportRow(msgspec.Struct, frozen=True, kw_only=True):
 
     def label(self) -> str:
         when = self.day.strftime("%d-%m-%Y") + (f" {self.local_time:%H:%M}" if self.local_time else "")
-        return (f"{when}, {format_clp(self.amount)}, autorización {self.authorization_code}, "
-                f"tarjeta ****{self.last4}" + (f" {self.brand}" if self.brand else ""))
+        return (
+            f"{when}, {format_clp(self.amount)}, autorización {self.authorization_code}, "
+            f"tarjeta ****{self.last4}" + (f" {self.brand}" if self.brand else "")
+        )
 
 
 class RowError(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,8 +211,8 @@ class RowError(msgspec.Struct, frozen=True, kw_only=True):
 class ReportParse(msgspec.Struct, kw_only=True):
     rows: list[KlapReportRow]
     errors: list[RowError]
-    skipped: list[RowError]          # not errors: voided/declined rows, total lines
-    columns: dict[str, str]          # column -> header as found in the file
+    skipped: list[RowError]  # not errors: voided/declined rows, total lines
+    columns: dict[str, str]  # column -> header as found in the file
 
     @property
     def ok(self) -> bool:
@@ -144,11 +220,11 @@ class ReportParse(msgspec.Struct, kw_only=True):
 
 
 class VerificationResult(msgspec.Struct, kw_only=True):
-    verified: list[int]              # attempts verified by this report
-    already_verified: list[int]      # attempts the report confirms that were verified (or disputed) before
-    unmatched_attempts: list[int]    # manual attempts of the jornada that the report does not have
-    unmatched_rows: list[int]        # report lines with no attempt in the jornada
-    outside_jornada: list[int]       # report lines from other nights (ignored)
+    verified: list[int]  # attempts verified by this report
+    already_verified: list[int]  # attempts the report confirms that were verified (or disputed) before
+    unmatched_attempts: list[int]  # manual attempts of the jornada that the report does not have
+    unmatched_rows: list[int]  # report lines with no attempt in the jornada
+    outside_jornada: list[int]  # report lines from other nights (ignored)
     incidents_opened: int
     incidents_resolved: int
 
@@ -248,7 +324,7 @@ def _parse_time(raw: str) -> time:
 def normalise_authorization_code(raw: str) -> str:
     code = re.sub(r"\s+", "", raw or "").upper()
     if code.isdigit() and 0 < len(code) < 6:
-        code = code.zfill(6)   # a spreadsheet dropped the leading zeros
+        code = code.zfill(6)  # a spreadsheet dropped the leading zeros
     if not _AUTH_RE.match(code):
         raise ValueError("el código de autorización debe tener 6 letras o dígitos")
     return code
@@ -257,8 +333,10 @@ def normalise_authorization_code(raw: str) -> str:
 def normalise_last4(raw: str) -> str:
     text = (raw or "").strip()
     if re.search(r"\d{13,}", re.sub(r"[\s-]", "", text)):
-        raise ValueError("la columna de tarjeta trae un número completo: exporte el reporte con la tarjeta "
-                         "enmascarada (solo los últimos 4 dígitos)")
+        raise ValueError(
+            "la columna de tarjeta trae un número completo: exporte el reporte con la tarjeta "
+            "enmascarada (solo los últimos 4 dígitos)"
+        )
     if text.isdigit() and 0 < len(text) < 4:
         return text.zfill(4)
     m = re.search(r"(\d{4})\D*$", text)
@@ -283,8 +361,9 @@ def _card_type(raw: str) -> str | None:
 def parse_klap_report(data: bytes) -> ReportParse:
     """Read KLAP's sales report export. Never raises for bad content: problems come back as ``errors``."""
     if len(data) > MAX_REPORT_BYTES:
-        return ReportParse(rows=[], errors=[RowError(line=0, message="El archivo supera 5 MB.")], skipped=[],
-                           columns={})
+        return ReportParse(
+            rows=[], errors=[RowError(line=0, message="El archivo supera 5 MB.")], skipped=[], columns={}
+        )
     text = _decode(data)
     lines = text.splitlines()
     header_index, columns, delimiter = None, {}, ","
@@ -303,12 +382,22 @@ def parse_klap_report(data: bytes) -> ReportParse:
         delim = max((";", ",", "\t"), key=first.count)
         found = _columns(next(csv.reader([first], delimiter=delim))) if first else {}
         missing = [LABELS[c] for c in REQUIRED if c not in found]
-        return ReportParse(rows=[], errors=[RowError(
-            line=1, message="No se encontró la fila de encabezados. Faltan las columnas: " + ", ".join(missing)
-            + ". Columnas aceptadas: Fecha, Monto, Código de autorización, Últimos 4 dígitos (y opcionales Hora, "
-              "Marca, Tipo, Estado, N° operación).")], skipped=[], columns={})
+        return ReportParse(
+            rows=[],
+            errors=[
+                RowError(
+                    line=1,
+                    message="No se encontró la fila de encabezados. Faltan las columnas: "
+                    + ", ".join(missing)
+                    + ". Columnas aceptadas: Fecha, Monto, Código de autorización, Últimos 4 dígitos (y opcionales Hora, "
+                    "Marca, Tipo, Estado, N° operación).",
+                )
+            ],
+            skipped=[],
+            columns={},
+        )
 
-    reader = csv.reader(io.StringIO("\n".join(lines[header_index + 1:])), delimiter=delimiter)
+    reader = csv.reader(io.StringIO("\n".join(lines[header_index + 1 :])), delimiter=delimiter)
     rows: list[KlapReportRow] = []
     errors: list[RowError] = []
     skipped: list[RowError] = []
@@ -337,8 +426,12 @@ def parse_klap_report(data: bytes) -> ReportParse:
         if missing:
             problems.append("falta " + ", ".join(missing))
         values: dict[str, Any] = {}
-        for column, parse in (("date", _parse_date), ("amount", parse_amount_cell),
-                              ("authorization_code", normalise_authorization_code), ("last4", normalise_last4)):
+        for column, parse in (
+            ("date", _parse_date),
+            ("amount", parse_amount_cell),
+            ("authorization_code", normalise_authorization_code),
+            ("last4", normalise_last4),
+        ):
             if cell(column):
                 try:
                     values[column] = parse(cell(column))
@@ -354,21 +447,34 @@ def parse_klap_report(data: bytes) -> ReportParse:
         if problems:
             errors.append(RowError(line=line, message="; ".join(problems)))
             continue
-        row = KlapReportRow(line=line, day=day_time[0], local_time=local_time, amount=values["amount"],
-                            authorization_code=values["authorization_code"], last4=values["last4"],
-                            brand=cell("brand").upper()[:20] or None, card_type=_card_type(cell("card_type")),
-                            operation_id=cell("operation_id")[:40] or None)
+        row = KlapReportRow(
+            line=line,
+            day=day_time[0],
+            local_time=local_time,
+            amount=values["amount"],
+            authorization_code=values["authorization_code"],
+            last4=values["last4"],
+            brand=cell("brand").upper()[:20] or None,
+            card_type=_card_type(cell("card_type")),
+            operation_id=cell("operation_id")[:40] or None,
+        )
         if row.key in seen:
-            errors.append(RowError(line=line, message=f"Fila duplicada: igual a la fila {seen[row.key]} "
-                                                      f"(autorización {row.authorization_code}, "
-                                                      f"{format_clp(row.amount)}, ****{row.last4})."))
+            errors.append(
+                RowError(
+                    line=line,
+                    message=f"Fila duplicada: igual a la fila {seen[row.key]} "
+                    f"(autorización {row.authorization_code}, "
+                    f"{format_clp(row.amount)}, ****{row.last4}).",
+                )
+            )
             continue
         seen[row.key] = line
         rows.append(row)
     if not rows and not errors:
         errors.append(RowError(line=header_index + 1, message="El reporte no tiene ventas aprobadas."))
-    return ReportParse(rows=rows, errors=errors, skipped=skipped,
-                       columns={c: header_cells[i].strip() for c, i in columns.items()})
+    return ReportParse(
+        rows=rows, errors=errors, skipped=skipped, columns={c: header_cells[i].strip() for c, i in columns.items()}
+    )
 
 
 # -- applying --------------------------------------------------------------------------------------------
@@ -377,8 +483,9 @@ async def _supervisor(s: AsyncSession, venue_id: int, user_id: int) -> User:
     if user is None or user.venue_id != venue_id or not user.active:
         raise NotFound("El usuario no existe.", code="user.not_found")
     if user.role not in ("admin", "supervisor"):
-        raise Forbidden("Solo un supervisor o administrador verifica los cobros de respaldo.",
-                        code="verification.forbidden")
+        raise Forbidden(
+            "Solo un supervisor o administrador verifica los cobros de respaldo.", code="verification.forbidden"
+        )
     return user
 
 
@@ -390,20 +497,36 @@ async def _jornada(s: AsyncSession, venue_id: int, jornada_id: int) -> Jornada:
 
 
 def _manual_attempts_query(venue_id: int, jornada_id: int):
-    return (select(PaymentAttempt)
-            .join(CashSession, CashSession.id == PaymentAttempt.session_id)
-            .where(PaymentAttempt.venue_id == venue_id, CashSession.jornada_id == jornada_id,
-                   PaymentAttempt.provider_id == MANUAL_PROVIDER,
-                   PaymentAttempt.state.in_(("approved_manual", "verified", "disputed")))
-            .order_by(PaymentAttempt.finished_at, PaymentAttempt.id))
+    return (
+        select(PaymentAttempt)
+        .join(CashSession, CashSession.id == PaymentAttempt.session_id)
+        .where(
+            PaymentAttempt.venue_id == venue_id,
+            CashSession.jornada_id == jornada_id,
+            PaymentAttempt.provider_id == MANUAL_PROVIDER,
+            PaymentAttempt.state.in_(("approved_manual", "verified", "disputed")),
+        )
+        .order_by(PaymentAttempt.finished_at, PaymentAttempt.id)
+    )
 
 
 def _attempt_out(a: PaymentAttempt) -> ManualAttemptOut:
-    return ManualAttemptOut(id=a.id, sale_id=a.sale_id, session_id=a.session_id, register_id=a.register_id,
-                            amount=a.amount, state=a.state, reference=a.reference,
-                            authorization_code=a.authorization_code, last4=a.last4, card_brand=a.card_brand,
-                            card_type=a.card_type, confirmed_at=a.finished_at, verified_at=a.verified_at,
-                            verification_note=a.verification_note)
+    return ManualAttemptOut(
+        id=a.id,
+        sale_id=a.sale_id,
+        session_id=a.session_id,
+        register_id=a.register_id,
+        amount=a.amount,
+        state=a.state,
+        reference=a.reference,
+        authorization_code=a.authorization_code,
+        last4=a.last4,
+        card_brand=a.card_brand,
+        card_type=a.card_type,
+        confirmed_at=a.finished_at,
+        verified_at=a.verified_at,
+        verification_note=a.verification_note,
+    )
 
 
 async def list_manual_attempts(s: AsyncSession, venue_id: int, jornada_id: int) -> list[ManualAttemptOut]:
@@ -424,14 +547,18 @@ def _in_window(row: KlapReportRow, start: datetime, end: datetime, tz: str) -> b
     return start <= instant <= end
 
 
-async def apply_klap_report(s: AsyncSession, *, venue_id: int, jornada_id: int,
-                            rows: list[KlapReportRow] | ReportParse, user_id: int) -> VerificationResult:
+async def apply_klap_report(
+    s: AsyncSession, *, venue_id: int, jornada_id: int, rows: list[KlapReportRow] | ReportParse, user_id: int
+) -> VerificationResult:
     """Match the report against the jornada's manual KLAP attempts (see the module docstring)."""
     if isinstance(rows, ReportParse):
         if not rows.ok:
-            raise ValidationFailed(f"El reporte tiene {len(rows.errors)} fila(s) con errores; corríjalas y "
-                                   "vuelva a subirlo. No se aplicó nada.", code="klap_report.invalid",
-                                   details={"errors": [msgspec.to_builtins(e) for e in rows.errors]})
+            raise ValidationFailed(
+                f"El reporte tiene {len(rows.errors)} fila(s) con errores; corríjalas y "
+                "vuelva a subirlo. No se aplicó nada.",
+                code="klap_report.invalid",
+                details={"errors": [msgspec.to_builtins(e) for e in rows.errors]},
+            )
         rows = rows.rows
     if not all(isinstance(r, KlapReportRow) for r in rows):
         raise ValidationFailed("Filas de reporte inválidas.", code="klap_report.invalid")
@@ -441,18 +568,36 @@ async def apply_klap_report(s: AsyncSession, *, venue_id: int, jornada_id: int,
     start = jornada.opened_at - WINDOW_MARGIN
     end = (jornada.closed_at or utcnow()) + WINDOW_MARGIN
 
-    attempts = list((await s.scalars(_manual_attempts_query(venue_id, jornada_id)
-                                    .with_for_update(of=PaymentAttempt))).all())
+    attempts = list(
+        (await s.scalars(_manual_attempts_query(venue_id, jornada_id).with_for_update(of=PaymentAttempt))).all()
+    )
     by_key: dict[tuple[str | None, int, str | None], list[PaymentAttempt]] = {}
     for attempt in attempts:
-        by_key.setdefault(((attempt.authorization_code or "").upper(), attempt.amount, attempt.last4),
-                          []).append(attempt)
-    open_incidents = list((await s.scalars(select(Incident).where(
-        Incident.venue_id == venue_id, Incident.jornada_id == jornada_id, Incident.resolved.is_(False),
-        Incident.kind.in_((UNMATCHED_ATTEMPT, UNMATCHED_ROW))))).all())
+        by_key.setdefault(((attempt.authorization_code or "").upper(), attempt.amount, attempt.last4), []).append(
+            attempt
+        )
+    open_incidents = list(
+        (
+            await s.scalars(
+                select(Incident).where(
+                    Incident.venue_id == venue_id,
+                    Incident.jornada_id == jornada_id,
+                    Incident.resolved.is_(False),
+                    Incident.kind.in_((UNMATCHED_ATTEMPT, UNMATCHED_ROW)),
+                )
+            )
+        ).all()
+    )
 
-    result = VerificationResult(verified=[], already_verified=[], unmatched_attempts=[], unmatched_rows=[],
-                                outside_jornada=[], incidents_opened=0, incidents_resolved=0)
+    result = VerificationResult(
+        verified=[],
+        already_verified=[],
+        unmatched_attempts=[],
+        unmatched_rows=[],
+        outside_jornada=[],
+        incidents_opened=0,
+        incidents_resolved=0,
+    )
     matched_ids: set[int] = set()
     unmatched_rows: list[KlapReportRow] = []
     now = utcnow()
@@ -483,9 +628,11 @@ async def apply_klap_report(s: AsyncSession, *, venue_id: int, jornada_id: int,
     for incident in open_incidents:
         if incident.kind == UNMATCHED_ATTEMPT and incident.attempt_id in matched_ids:
             resolve(incident, "El reporte KLAP corregido incluye este cobro.")
-        elif incident.kind == UNMATCHED_ROW and not any(_row_marker(r) in incident.description
-                                                        for r in unmatched_rows) \
-                and any(_row_marker(r) in incident.description for r in rows):
+        elif (
+            incident.kind == UNMATCHED_ROW
+            and not any(_row_marker(r) in incident.description for r in unmatched_rows)
+            and any(_row_marker(r) in incident.description for r in rows)
+        ):
             resolve(incident, "La venta del reporte KLAP ya tiene su cobro en la caja.")
 
     open_attempt_incidents = {i.attempt_id for i in open_incidents if i.kind == UNMATCHED_ATTEMPT and not i.resolved}
@@ -501,37 +648,61 @@ async def apply_klap_report(s: AsyncSession, *, venue_id: int, jornada_id: int,
         if same_code:
             hint = f" El reporte tiene la autorización {same_code[0].authorization_code} con {same_code[0].label()}."
         await open_incident(
-            s, venue_id=venue_id, kind=UNMATCHED_ATTEMPT, jornada_id=jornada_id, session_id=attempt.session_id,
-            register_id=attempt.register_id, attempt_id=attempt.id, user_id=user_id,
-            description=(f"Cobro manual KLAP sin respaldo en el reporte: intento {attempt.id}, "
-                         f"{format_clp(attempt.amount)}, autorización {attempt.authorization_code or '—'}, "
-                         f"tarjeta ****{attempt.last4 or '----'}.{hint}"))
+            s,
+            venue_id=venue_id,
+            kind=UNMATCHED_ATTEMPT,
+            jornada_id=jornada_id,
+            session_id=attempt.session_id,
+            register_id=attempt.register_id,
+            attempt_id=attempt.id,
+            user_id=user_id,
+            description=(
+                f"Cobro manual KLAP sin respaldo en el reporte: intento {attempt.id}, "
+                f"{format_clp(attempt.amount)}, autorización {attempt.authorization_code or '—'}, "
+                f"tarjeta ****{attempt.last4 or '----'}.{hint}"
+            ),
+        )
         result.incidents_opened += 1
     for row in unmatched_rows:
         result.unmatched_rows.append(row.line)
         marker = _row_marker(row)
         if any(marker in d for d in open_row_markers):
             continue
-        await open_incident(s, venue_id=venue_id, kind=UNMATCHED_ROW, jornada_id=jornada_id, user_id=user_id,
-                            description=(f"Venta del reporte KLAP sin cobro registrado en caja (fila {row.line}): "
-                                         f"{row.label()}. {marker}"))
+        await open_incident(
+            s,
+            venue_id=venue_id,
+            kind=UNMATCHED_ROW,
+            jornada_id=jornada_id,
+            user_id=user_id,
+            description=(
+                f"Venta del reporte KLAP sin cobro registrado en caja (fila {row.line}): {row.label()}. {marker}"
+            ),
+        )
         result.incidents_opened += 1
-    await record(s, venue_id=venue_id, user_id=user_id, action="klap.report_applied", entity="jornada",
-                 entity_id=jornada_id, payload={"rows": len(rows), "verified": len(result.verified),
-                                                "unmatched_attempts": len(result.unmatched_attempts),
-                                                "unmatched_rows": len(result.unmatched_rows),
-                                                "outside_jornada": len(result.outside_jornada)})
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=user_id,
+        action="klap.report_applied",
+        entity="jornada",
+        entity_id=jornada_id,
+        payload={
+            "rows": len(rows),
+            "verified": len(result.verified),
+            "unmatched_attempts": len(result.unmatched_attempts),
+            "unmatched_rows": len(result.unmatched_rows),
+            "outside_jornada": len(result.outside_jornada),
+        },
+    )
     return result
 
 
 async def _manual_attempt(s: AsyncSession, venue_id: int, attempt_id: int) -> PaymentAttempt:
-    attempt = (await s.scalars(select(PaymentAttempt).where(PaymentAttempt.id == attempt_id)
-                               .with_for_update())).first()
+    attempt = (await s.scalars(select(PaymentAttempt).where(PaymentAttempt.id == attempt_id).with_for_update())).first()
     if attempt is None or attempt.venue_id != venue_id:
         raise NotFound("El cobro no existe.", code="attempt.not_found")
     if attempt.state not in ("approved_manual", "verified", "disputed"):
-        raise Conflict("Solo se verifican cobros manuales de respaldo ya confirmados.",
-                       code="verification.not_manual")
+        raise Conflict("Solo se verifican cobros manuales de respaldo ya confirmados.", code="verification.not_manual")
     return attempt
 
 
@@ -545,15 +716,20 @@ def _note(text: str, label: str) -> str:
 
 
 async def _resolve_unmatched(s: AsyncSession, attempt: PaymentAttempt, user_id: int, how: str) -> None:
-    for incident in (await s.scalars(select(Incident).where(
-            Incident.attempt_id == attempt.id, Incident.kind == UNMATCHED_ATTEMPT,
-            Incident.resolved.is_(False)))).all():
+    for incident in (
+        await s.scalars(
+            select(Incident).where(
+                Incident.attempt_id == attempt.id, Incident.kind == UNMATCHED_ATTEMPT, Incident.resolved.is_(False)
+            )
+        )
+    ).all():
         incident.resolved, incident.resolved_by, incident.resolved_at = True, user_id, utcnow()
         incident.resolution = how
 
 
-async def verify_attempt_by_hand(s: AsyncSession, *, venue_id: int, attempt_id: int, user_id: int,
-                                 note: str) -> ManualAttemptOut:
+async def verify_attempt_by_hand(
+    s: AsyncSession, *, venue_id: int, attempt_id: int, user_id: int, note: str
+) -> ManualAttemptOut:
     """A supervisor saw the sale in the KLAP app or portal: the attempt becomes verified."""
     user = await _supervisor(s, venue_id, user_id)
     note = _note(note, "La nota de verificación (qué se revisó)")
@@ -565,13 +741,21 @@ async def verify_attempt_by_hand(s: AsyncSession, *, venue_id: int, attempt_id: 
         attempt.verified_at = utcnow()
         attempt.verification_note = f"Verificado a mano por {user.display_name}: {note}"[:300]
         await _resolve_unmatched(s, attempt, user_id, f"Verificado a mano: {note}")
-        await record(s, venue_id=venue_id, user_id=user_id, action="klap.verified_by_hand", entity="attempt",
-                     entity_id=attempt.id, payload={"note": note})
+        await record(
+            s,
+            venue_id=venue_id,
+            user_id=user_id,
+            action="klap.verified_by_hand",
+            entity="attempt",
+            entity_id=attempt.id,
+            payload={"note": note},
+        )
     return _attempt_out(attempt)
 
 
-async def dispute_attempt(s: AsyncSession, *, venue_id: int, attempt_id: int, user_id: int,
-                          reason: str) -> ManualAttemptOut:
+async def dispute_attempt(
+    s: AsyncSession, *, venue_id: int, attempt_id: int, user_id: int, reason: str
+) -> ManualAttemptOut:
     """The cashier's confirmation does not hold (not in KLAP, other amount or card): disputed + incident."""
     await _supervisor(s, venue_id, user_id)
     reason = _note(reason, "El motivo de la disputa")
@@ -582,11 +766,20 @@ async def dispute_attempt(s: AsyncSession, *, venue_id: int, attempt_id: int, us
         attempt.state = "disputed"
         attempt.verification_note = f"En disputa: {reason}"[:300]
         jornada_id = await s.scalar(select(CashSession.jornada_id).where(CashSession.id == attempt.session_id))
-        await open_incident(s, venue_id=venue_id, kind=DISPUTED, jornada_id=jornada_id,
-                            session_id=attempt.session_id, register_id=attempt.register_id, attempt_id=attempt.id,
-                            user_id=user_id,
-                            description=(f"Cobro manual KLAP en disputa: intento {attempt.id}, "
-                                         f"{format_clp(attempt.amount)}, autorización "
-                                         f"{attempt.authorization_code or '—'}. Motivo: {reason}"))
+        await open_incident(
+            s,
+            venue_id=venue_id,
+            kind=DISPUTED,
+            jornada_id=jornada_id,
+            session_id=attempt.session_id,
+            register_id=attempt.register_id,
+            attempt_id=attempt.id,
+            user_id=user_id,
+            description=(
+                f"Cobro manual KLAP en disputa: intento {attempt.id}, "
+                f"{format_clp(attempt.amount)}, autorización "
+                f"{attempt.authorization_code or '—'}. Motivo: {reason}"
+            ),
+        )
         await _resolve_unmatched(s, attempt, user_id, "Pasó a disputa.")
     return _attempt_out(attempt)

@@ -68,19 +68,28 @@ def _rejected(status_code: int, reason: str) -> WebhookReply:
     return WebhookReply(status_code=status_code, body={"status": "rejected", "reason": reason})
 
 
-async def receive_webhook(db: Database, registry: ProviderRegistry, provider_id: str,
-                          headers: Mapping[str, str], body: bytes, *,
-                          reply_within_s: float = DEFAULT_REPLY_WITHIN_S) -> WebhookReply:
+async def receive_webhook(
+    db: Database,
+    registry: ProviderRegistry,
+    provider_id: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    reply_within_s: float = DEFAULT_REPLY_WITHIN_S,
+) -> WebhookReply:
     """Handle one webhook delivery; never raises for bad input (answers 4xx instead)."""
     headers = {str(k).lower(): str(v) for k, v in headers.items()}
     task = asyncio.create_task(_process(db, registry, provider_id, headers, body))
-    _pending.add(task)   # kept until done, even if the caller goes away
+    _pending.add(task)  # kept until done, even if the caller goes away
     task.add_done_callback(_pending.discard)
     try:
         return await asyncio.wait_for(asyncio.shield(task), reply_within_s)
     except TimeoutError:
-        log.warning("Webhook %s: la base de datos está lenta; se respondió antes de aplicar la notificación "
-                    "(se aplicará al responder la base de datos).", provider_id)
+        log.warning(
+            "Webhook %s: la base de datos está lenta; se respondió antes de aplicar la notificación "
+            "(se aplicará al responder la base de datos).",
+            provider_id,
+        )
         return _ok(202)
 
 
@@ -90,8 +99,9 @@ async def wait_for_pending_webhooks(timeout_s: float = 30.0) -> None:
         await asyncio.wait(list(_pending), timeout=timeout_s)
 
 
-async def _process(db: Database, registry: ProviderRegistry, provider_id: str, headers: dict[str, str],
-                   body: bytes) -> WebhookReply:
+async def _process(
+    db: Database, registry: ProviderRegistry, provider_id: str, headers: dict[str, str], body: bytes
+) -> WebhookReply:
     if provider_id not in registry:
         return _rejected(404, "Proveedor desconocido.")
     provider = registry.get(provider_id)
@@ -119,8 +129,9 @@ async def _process(db: Database, registry: ProviderRegistry, provider_id: str, h
 
 
 async def _existing(s: AsyncSession, provider_id: str, external_id: str) -> WebhookEvent | None:
-    return await s.scalar(select(WebhookEvent).where(WebhookEvent.provider_id == provider_id,
-                                                     WebhookEvent.external_id == external_id))
+    return await s.scalar(
+        select(WebhookEvent).where(WebhookEvent.provider_id == provider_id, WebhookEvent.external_id == external_id)
+    )
 
 
 def _reply_for_repeat(event: WebhookEvent) -> WebhookReply:
@@ -132,12 +143,22 @@ def _reply_for_repeat(event: WebhookEvent) -> WebhookReply:
 def _masked(notice: WebhookNotice) -> dict[str, Any]:
     """What is kept of a notification: the provider's parse, with masked card data only."""
     outcome = notice.outcome
-    data: dict[str, Any] = {"order_id": notice.external_id, "reference": notice.reference,
-                            "kind": str(outcome.kind), "amount": outcome.amount, "code": outcome.code,
-                            "message": outcome.message}
+    data: dict[str, Any] = {
+        "order_id": notice.external_id,
+        "reference": notice.reference,
+        "kind": str(outcome.kind),
+        "amount": outcome.amount,
+        "code": outcome.code,
+        "message": outcome.message,
+    }
     if outcome.card is not None:
-        data.update(brand=outcome.card.brand, card_type=outcome.card.card_type, last4=outcome.card.last4,
-                    authorization_code=outcome.card.authorization_code, installments=outcome.card.installments)
+        data.update(
+            brand=outcome.card.brand,
+            card_type=outcome.card.card_type,
+            last4=outcome.card.last4,
+            authorization_code=outcome.card.authorization_code,
+            installments=outcome.card.installments,
+        )
     return data
 
 
@@ -145,15 +166,20 @@ async def _find_attempt(s: AsyncSession, provider_id: str, notice: WebhookNotice
     conditions = [PaymentAttempt.provider_reference == notice.external_id]
     if notice.reference.isdigit() and len(notice.reference) < 12:
         conditions.append(PaymentAttempt.id == int(notice.reference))
-    q = (select(PaymentAttempt).where(PaymentAttempt.provider_id == provider_id, or_(*conditions))
-         .order_by(PaymentAttempt.id).with_for_update())
+    q = (
+        select(PaymentAttempt)
+        .where(PaymentAttempt.provider_id == provider_id, or_(*conditions))
+        .order_by(PaymentAttempt.id)
+        .with_for_update()
+    )
     found = (await s.scalars(q)).all()
     by_reference = [a for a in found if str(a.id) == notice.reference]
     return by_reference[0] if by_reference else (found[0] if found else None)
 
 
-async def _apply(s: AsyncSession, provider: Any, provider_id: str, headers: dict[str, str], body: bytes,
-                 notice: WebhookNotice) -> WebhookReply:
+async def _apply(
+    s: AsyncSession, provider: Any, provider_id: str, headers: dict[str, str], body: bytes, notice: WebhookNotice
+) -> WebhookReply:
     existing = await _existing(s, provider_id, notice.external_id)
     attempt = await _find_attempt(s, provider_id, notice)
     if attempt is None and existing is not None:
@@ -161,8 +187,15 @@ async def _apply(s: AsyncSession, provider: Any, provider_id: str, headers: dict
     if attempt is None:
         reason = f"Referencia desconocida ({notice.reference[:40]}) para la orden {notice.external_id[:40]}."
         _add_event(s, provider_id, _unverified_id(notice), notice, None, "rejected", reason)
-        await record(s, venue_id=None, user_id=None, action="webhook.rejected", entity="webhook",
-                     entity_id=notice.external_id[:40], payload={"provider": provider_id, "reason": reason})
+        await record(
+            s,
+            venue_id=None,
+            user_id=None,
+            action="webhook.rejected",
+            entity="webhook",
+            entity_id=notice.external_id[:40],
+            payload={"provider": provider_id, "reason": reason},
+        )
         log.warning("Webhook %s rechazado: %s", provider_id, reason)
         return _rejected(404, reason)
 
@@ -171,13 +204,17 @@ async def _apply(s: AsyncSession, provider: Any, provider_id: str, headers: dict
     if not provider.verify_webhook(headers, body, settings):
         reason = "Notificación sin firma válida."
         _add_event(s, provider_id, _unverified_id(notice), notice, attempt.id, "rejected", reason)
-        await _alert(s, attempt, "webhook_unauthenticated",
-                     f"Llegó una notificación {provider.name} sin firma válida para el intento {attempt.id} "
-                     f"(orden {notice.external_id[:40]}). Revise la configuración del webhook.")
+        await _alert(
+            s,
+            attempt,
+            "webhook_unauthenticated",
+            f"Llegó una notificación {provider.name} sin firma válida para el intento {attempt.id} "
+            f"(orden {notice.external_id[:40]}). Revise la configuración del webhook.",
+        )
         return _rejected(401, reason)
 
     if existing is not None:
-        return _reply_for_repeat(existing)   # a repeat (authentic): no-op
+        return _reply_for_repeat(existing)  # a repeat (authentic): no-op
     event = _add_event(s, provider_id, notice.external_id, notice, attempt.id, "received", "")
     await s.flush()  # the unique (provider, external id) claims this notification now
 
@@ -196,15 +233,22 @@ async def _apply(s: AsyncSession, provider: Any, provider_id: str, headers: dict
             attempt.provider_reference = notice.external_id[:80]
             attempt.finished_at = utcnow()
             _processed(event, "applied")
-            await record(s, venue_id=attempt.venue_id, user_id=None, action="payment.declined",
-                         entity="attempt", entity_id=attempt.id,
-                         payload={"provider": provider_id, "code": outcome.code, "via": "webhook"})
+            await record(
+                s,
+                venue_id=attempt.venue_id,
+                user_id=None,
+                action="payment.declined",
+                entity="attempt",
+                entity_id=attempt.id,
+                payload={"provider": provider_id, "code": outcome.code, "via": "webhook"},
+            )
             return _ok()
         if attempt.state == "declined":
             _processed(event, "applied")
             return _ok()
-        return await _reject(s, event, attempt, "webhook_mismatch",
-                             f"Rechazo para un intento en estado {attempt.state}.", provider.name)
+        return await _reject(
+            s, event, attempt, "webhook_mismatch", f"Rechazo para un intento en estado {attempt.state}.", provider.name
+        )
 
     if outcome.kind is not OutcomeKind.APPROVED:
         _processed(event, "applied")
@@ -214,11 +258,20 @@ async def _apply(s: AsyncSession, provider: Any, provider_id: str, headers: dict
         return _ok()
     sale = await s.get(Sale, attempt.sale_id)
     if attempt.state not in WAITING_STATES or sale is None or sale.status != "pending_payment":
-        what = f"venta {sale.status}" if sale is not None and sale.status != "pending_payment" \
+        what = (
+            f"venta {sale.status}"
+            if sale is not None and sale.status != "pending_payment"
             else f"intento en estado {attempt.state}"
-        return await _reject(s, event, attempt, "double_charge_suspected",
-                             f"Pago {provider.name} confirmado para un cobro que ya no lo espera ({what}): "
-                             "posible doble cobro; se pide la reversa.", provider.name)
+        )
+        return await _reject(
+            s,
+            event,
+            attempt,
+            "double_charge_suspected",
+            f"Pago {provider.name} confirmado para un cobro que ya no lo espera ({what}): "
+            "posible doble cobro; se pide la reversa.",
+            provider.name,
+        )
     from ..sales.service import mark_paid
 
     card = outcome.card
@@ -235,26 +288,37 @@ async def _apply(s: AsyncSession, provider: Any, provider_id: str, headers: dict
         attempt.last4 = card.last4
         attempt.authorization_code = (card.authorization_code or "")[:20] or None
     attempt.finished_at = utcnow()
-    await mark_paid(s, sale_id=attempt.sale_id, provider_id=provider_id, method="card",
-                    paid_via=attempt.role if attempt.role in ("primary", "backup") else "primary")
+    await mark_paid(
+        s,
+        sale_id=attempt.sale_id,
+        provider_id=provider_id,
+        method="card",
+        paid_via=attempt.role if attempt.role in ("primary", "backup") else "primary",
+    )
     _processed(event, "applied")
-    await record(s, venue_id=attempt.venue_id, user_id=None, action="payment.approved", entity="attempt",
-                 entity_id=attempt.id, payload={"provider": provider_id, "amount": outcome.amount, "via": "webhook",
-                                                "order_id": notice.external_id})
+    await record(
+        s,
+        venue_id=attempt.venue_id,
+        user_id=None,
+        action="payment.approved",
+        entity="attempt",
+        entity_id=attempt.id,
+        payload={"provider": provider_id, "amount": outcome.amount, "via": "webhook", "order_id": notice.external_id},
+    )
     return _ok()
 
 
 def _mismatch(attempt: PaymentAttempt, notice: WebhookNotice) -> str:
     if notice.reference != str(attempt.id):
-        return (f"La orden {notice.external_id[:40]} pertenece al intento {attempt.id}, pero la notificación "
-                f"trae la referencia {notice.reference[:40]}.")
+        return (
+            f"La orden {notice.external_id[:40]} pertenece al intento {attempt.id}, pero la notificación "
+            f"trae la referencia {notice.reference[:40]}."
+        )
     if attempt.provider_reference and attempt.provider_reference != notice.external_id:
-        return (f"El intento {attempt.id} tiene la orden {attempt.provider_reference}, no "
-                f"{notice.external_id[:40]}.")
+        return f"El intento {attempt.id} tiene la orden {attempt.provider_reference}, no {notice.external_id[:40]}."
     amount = notice.outcome.amount
     if notice.outcome.kind is OutcomeKind.APPROVED and amount != attempt.amount:
-        return (f"Monto distinto: la notificación dice {format_clp(amount)} y el cobro era "
-                f"{format_clp(attempt.amount)}.")
+        return f"Monto distinto: la notificación dice {format_clp(amount)} y el cobro era {format_clp(attempt.amount)}."
     return ""
 
 
@@ -264,11 +328,26 @@ def _unverified_id(notice: WebhookNotice) -> str:
     return f"x-{uuid.uuid4().hex[:12]}-{notice.external_id}"[:120]
 
 
-def _add_event(s: AsyncSession, provider_id: str, external_id: str, notice: WebhookNotice,
-               attempt_id: int | None, status: str, error: str) -> WebhookEvent:
-    event = WebhookEvent(provider_id=provider_id, external_id=external_id[:120], reference=notice.reference[:120],
-                         attempt_id=attempt_id, status=status, error=error[:300], payload=_masked(notice),
-                         received_at=utcnow(), processed_at=utcnow() if status != "received" else None)
+def _add_event(
+    s: AsyncSession,
+    provider_id: str,
+    external_id: str,
+    notice: WebhookNotice,
+    attempt_id: int | None,
+    status: str,
+    error: str,
+) -> WebhookEvent:
+    event = WebhookEvent(
+        provider_id=provider_id,
+        external_id=external_id[:120],
+        reference=notice.reference[:120],
+        attempt_id=attempt_id,
+        status=status,
+        error=error[:300],
+        payload=_masked(notice),
+        received_at=utcnow(),
+        processed_at=utcnow() if status != "received" else None,
+    )
     s.add(event)
     return event
 
@@ -279,16 +358,29 @@ def _processed(event: WebhookEvent, status: str, error: str = "") -> None:
     event.processed_at = utcnow()
 
 
-async def _reject(s: AsyncSession, event: WebhookEvent, attempt: PaymentAttempt, kind: str, reason: str,
-                  provider_name: str) -> WebhookReply:
+async def _reject(
+    s: AsyncSession, event: WebhookEvent, attempt: PaymentAttempt, kind: str, reason: str, provider_name: str
+) -> WebhookReply:
     _processed(event, "rejected", reason)
-    await _alert(s, attempt, kind, f"Notificación {provider_name} rechazada (orden {event.external_id[:40]}, "
-                                   f"intento {attempt.id}): {reason}")
+    await _alert(
+        s,
+        attempt,
+        kind,
+        f"Notificación {provider_name} rechazada (orden {event.external_id[:40]}, intento {attempt.id}): {reason}",
+    )
     log.warning("Webhook rechazado para el intento %s: %s", attempt.id, reason)
     return _rejected(409, reason)
 
 
 async def _alert(s: AsyncSession, attempt: PaymentAttempt, kind: str, description: str) -> None:
     jornada_id = await s.scalar(select(CashSession.jornada_id).where(CashSession.id == attempt.session_id))
-    await open_incident(s, venue_id=attempt.venue_id, kind=kind, description=description, jornada_id=jornada_id,
-                        session_id=attempt.session_id, register_id=attempt.register_id, attempt_id=attempt.id)
+    await open_incident(
+        s,
+        venue_id=attempt.venue_id,
+        kind=kind,
+        description=description,
+        jornada_id=jornada_id,
+        session_id=attempt.session_id,
+        register_id=attempt.register_id,
+        attempt_id=attempt.id,
+    )

@@ -23,11 +23,14 @@ from ..providers import ProviderRegistry, validate_settings
 from .models import CashRegister
 
 REGISTER_TYPES = ("TOTEM", "HUMANA", "OFICINA", "VIRTUAL")
-REGISTER_TYPE_LABELS = {"TOTEM": "Tótem (autoservicio)", "HUMANA": "Humana (con cajero)",
-                        "OFICINA": "Oficina", "VIRTUAL": "Virtual (en línea)"}
+REGISTER_TYPE_LABELS = {
+    "TOTEM": "Tótem (autoservicio)",
+    "HUMANA": "Humana (con cajero)",
+    "OFICINA": "Oficina",
+    "VIRTUAL": "Virtual (en línea)",
+}
 OPERATIONAL_STATUSES = ("active", "maintenance", "offline", "error")
-STATUS_LABELS = {"active": "Activa", "maintenance": "En mantención", "offline": "Fuera de línea",
-                 "error": "Con error"}
+STATUS_LABELS = {"active": "Activa", "maintenance": "En mantención", "offline": "Fuera de línea", "error": "Con error"}
 PAYMENT_METHODS = ("cash", "card")
 METHOD_LABELS = {"cash": "Efectivo", "card": "Tarjeta"}
 SECRET_FIELD = re.compile(r"(secret|password|token|api_key|_key$)")
@@ -77,13 +80,26 @@ class RegisterOut(msgspec.Struct, kw_only=True):
 
 def register_out(r: CashRegister) -> RegisterOut:
     return RegisterOut(
-        id=r.id, venue_id=r.venue_id, code=r.code, name=r.name, register_type=r.register_type,
-        location=r.location, active=r.active, operational_status=r.operational_status,
-        payment_methods=list(r.payment_methods or []), primary_provider=r.primary_provider,
-        backup_provider=r.backup_provider, provider_settings=dict(r.provider_settings or {}),
-        devices=dict(r.devices or {}), policy=load_policy(r.fallback_policy, r.register_type),
-        allowed_categories=r.allowed_categories, agent_configured=bool(r.agent_token_hash),
-        agent_last_seen_at=r.agent_last_seen_at, agent_status=r.agent_status, updated_at=r.updated_at)
+        id=r.id,
+        venue_id=r.venue_id,
+        code=r.code,
+        name=r.name,
+        register_type=r.register_type,
+        location=r.location,
+        active=r.active,
+        operational_status=r.operational_status,
+        payment_methods=list(r.payment_methods or []),
+        primary_provider=r.primary_provider,
+        backup_provider=r.backup_provider,
+        provider_settings=dict(r.provider_settings or {}),
+        devices=dict(r.devices or {}),
+        policy=load_policy(r.fallback_policy, r.register_type),
+        allowed_categories=r.allowed_categories,
+        agent_configured=bool(r.agent_token_hash),
+        agent_last_seen_at=r.agent_last_seen_at,
+        agent_status=r.agent_status,
+        updated_at=r.updated_at,
+    )
 
 
 def is_secret_field(name: str) -> bool:
@@ -95,8 +111,9 @@ def public_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: ("" if is_secret_field(k) else v) for k, v in (settings or {}).items()}
 
 
-async def _validate(s: AsyncSession, venue_id: int, data: RegisterInput, registry: ProviderRegistry,
-                    existing: CashRegister | None) -> tuple[dict[str, dict[str, Any]], FallbackPolicy]:
+async def _validate(
+    s: AsyncSession, venue_id: int, data: RegisterInput, registry: ProviderRegistry, existing: CashRegister | None
+) -> tuple[dict[str, dict[str, Any]], FallbackPolicy]:
     errors: dict[str, str] = {}
     code = (data.code or "").strip().upper()
     if not re.fullmatch(r"[A-Z0-9][A-Z0-9_-]{0,29}", code):
@@ -125,13 +142,15 @@ async def _validate(s: AsyncSession, venue_id: int, data: RegisterInput, registr
     if data.register_type == "VIRTUAL" and "cash" in methods:
         errors["payment_methods"] = "Una caja VIRTUAL no recibe efectivo."
     if data.allowed_categories:
-        found = set(await s.scalars(select(Category.id).where(Category.venue_id == venue_id,
-                                                              Category.id.in_(data.allowed_categories))))
+        found = set(
+            await s.scalars(
+                select(Category.id).where(Category.venue_id == venue_id, Category.id.in_(data.allowed_categories))
+            )
+        )
         if found != set(data.allowed_categories):
             errors["allowed_categories"] = "Hay categorías que no existen en este local."
     if not errors and code != (existing.code if existing else None):
-        if await s.scalar(select(CashRegister.id).where(CashRegister.venue_id == venue_id,
-                                                        CashRegister.code == code)):
+        if await s.scalar(select(CashRegister.id).where(CashRegister.venue_id == venue_id, CashRegister.code == code)):
             errors["code"] = f"Ya existe una caja con el código {code}."
     policy = data.policy or default_policy(data.register_type if data.register_type in REGISTER_TYPES else "HUMANA")
     try:
@@ -159,21 +178,39 @@ async def _validate(s: AsyncSession, venue_id: int, data: RegisterInput, registr
     return settings, policy
 
 
-async def create_register(s: AsyncSession, *, venue_id: int, data: RegisterInput, registry: ProviderRegistry,
-                          actor_id: int | None) -> RegisterOut:
+async def create_register(
+    s: AsyncSession, *, venue_id: int, data: RegisterInput, registry: ProviderRegistry, actor_id: int | None
+) -> RegisterOut:
     settings, policy = await _validate(s, venue_id, data, registry, None)
     register = CashRegister(
-        venue_id=venue_id, code=data.code, name=data.name, register_type=data.register_type,
-        location=data.location.strip()[:120], active=data.active, operational_status=data.operational_status,
-        payment_methods=list(dict.fromkeys(data.payment_methods)), primary_provider=data.primary_provider,
-        backup_provider=data.backup_provider, provider_settings=settings, devices=dict(data.devices),
-        fallback_policy=msgspec.to_builtins(policy), allowed_categories=data.allowed_categories or None,
-        created_at=utcnow(), updated_at=utcnow())
+        venue_id=venue_id,
+        code=data.code,
+        name=data.name,
+        register_type=data.register_type,
+        location=data.location.strip()[:120],
+        active=data.active,
+        operational_status=data.operational_status,
+        payment_methods=list(dict.fromkeys(data.payment_methods)),
+        primary_provider=data.primary_provider,
+        backup_provider=data.backup_provider,
+        provider_settings=settings,
+        devices=dict(data.devices),
+        fallback_policy=msgspec.to_builtins(policy),
+        allowed_categories=data.allowed_categories or None,
+        created_at=utcnow(),
+        updated_at=utcnow(),
+    )
     s.add(register)
     await s.flush()
-    await record(s, venue_id=venue_id, user_id=actor_id, action="register.created", entity="register",
-                 entity_id=register.id, payload={"code": register.code, "type": register.register_type,
-                                                 "policy": msgspec.to_builtins(policy)})
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=actor_id,
+        action="register.created",
+        entity="register",
+        entity_id=register.id,
+        payload={"code": register.code, "type": register.register_type, "policy": msgspec.to_builtins(policy)},
+    )
     return register_out(register)
 
 
@@ -187,12 +224,23 @@ async def _get(s: AsyncSession, venue_id: int, register_id: int, *, lock: bool =
     return register
 
 
-async def update_register(s: AsyncSession, *, venue_id: int, register_id: int, data: RegisterInput,
-                          registry: ProviderRegistry, actor_id: int | None) -> RegisterOut:
+async def update_register(
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    register_id: int,
+    data: RegisterInput,
+    registry: ProviderRegistry,
+    actor_id: int | None,
+) -> RegisterOut:
     register = await _get(s, venue_id, register_id, lock=True)
     settings, policy = await _validate(s, venue_id, data, registry, register)
-    before = {"policy": register.fallback_policy, "status": register.operational_status,
-              "primary": register.primary_provider, "backup": register.backup_provider}
+    before = {
+        "policy": register.fallback_policy,
+        "status": register.operational_status,
+        "primary": register.primary_provider,
+        "backup": register.backup_provider,
+    }
     register.code, register.name, register.register_type = data.code, data.name, data.register_type
     register.location = data.location.strip()[:120]
     register.active, register.operational_status = data.active, data.operational_status
@@ -203,13 +251,31 @@ async def update_register(s: AsyncSession, *, venue_id: int, register_id: int, d
     register.fallback_policy = msgspec.to_builtins(policy)
     register.allowed_categories = data.allowed_categories or None
     register.updated_at = utcnow()
-    after = {"policy": register.fallback_policy, "status": register.operational_status,
-             "primary": register.primary_provider, "backup": register.backup_provider}
-    await record(s, venue_id=venue_id, user_id=actor_id, action="register.updated", entity="register",
-                 entity_id=register.id, payload={"before": before, "after": after})
+    after = {
+        "policy": register.fallback_policy,
+        "status": register.operational_status,
+        "primary": register.primary_provider,
+        "backup": register.backup_provider,
+    }
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=actor_id,
+        action="register.updated",
+        entity="register",
+        entity_id=register.id,
+        payload={"before": before, "after": after},
+    )
     if before["policy"] != after["policy"]:
-        await record(s, venue_id=venue_id, user_id=actor_id, action="register.policy_changed",
-                     entity="register", entity_id=register.id, payload=after["policy"])
+        await record(
+            s,
+            venue_id=venue_id,
+            user_id=actor_id,
+            action="register.policy_changed",
+            entity="register",
+            entity_id=register.id,
+            payload=after["policy"],
+        )
     return register_out(register)
 
 
@@ -218,8 +284,9 @@ async def get_register(s: AsyncSession, venue_id: int, register_id: int) -> Regi
 
 
 async def get_register_by_code(s: AsyncSession, venue_id: int, code: str) -> RegisterOut:
-    register = await s.scalar(select(CashRegister).where(CashRegister.venue_id == venue_id,
-                                                          CashRegister.code == code.upper()))
+    register = await s.scalar(
+        select(CashRegister).where(CashRegister.venue_id == venue_id, CashRegister.code == code.upper())
+    )
     if register is None:
         raise NotFound("La caja no existe.", code="register.not_found")
     return register_out(register)
@@ -232,16 +299,24 @@ async def list_registers(s: AsyncSession, venue_id: int, *, only_active: bool = 
     return [register_out(r) for r in await s.scalars(q.order_by(CashRegister.register_type, CashRegister.code))]
 
 
-async def set_operational_status(s: AsyncSession, *, venue_id: int, register_id: int, status: str,
-                                 actor_id: int | None, reason: str = "") -> RegisterOut:
+async def set_operational_status(
+    s: AsyncSession, *, venue_id: int, register_id: int, status: str, actor_id: int | None, reason: str = ""
+) -> RegisterOut:
     if status not in OPERATIONAL_STATUSES:
         raise ValidationFailed("Estado operativo inválido.", field="operational_status")
     register = await _get(s, venue_id, register_id, lock=True)
     old = register.operational_status
     register.operational_status = status
     register.updated_at = utcnow()
-    await record(s, venue_id=venue_id, user_id=actor_id, action="register.status_changed", entity="register",
-                 entity_id=register_id, payload={"from": old, "to": status, "reason": reason[:200]})
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=actor_id,
+        action="register.status_changed",
+        entity="register",
+        entity_id=register_id,
+        payload={"from": old, "to": status, "reason": reason[:200]},
+    )
     return register_out(register)
 
 
@@ -259,8 +334,14 @@ async def rotate_agent_token(s: AsyncSession, *, venue_id: int, register_id: int
     register = await _get(s, venue_id, register_id, lock=True)
     token = f"caja_{register.id}_{secrets.token_urlsafe(32)}"
     register.agent_token_hash = _token_hash(token)
-    await record(s, venue_id=venue_id, user_id=actor_id, action="register.agent_token_rotated",
-                 entity="register", entity_id=register_id)
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=actor_id,
+        action="register.agent_token_rotated",
+        entity="register",
+        entity_id=register_id,
+    )
     return token
 
 
@@ -281,7 +362,22 @@ async def record_agent_heartbeat(s: AsyncSession, *, register_id: int, status: d
     register.agent_status = status
 
 
-__all__ = ["METHOD_LABELS", "OPERATIONAL_STATUSES", "REGISTER_TYPES", "REGISTER_TYPE_LABELS", "RegisterInput",
-           "RegisterOut", "STATUS_LABELS", "Conflict", "create_register", "get_register", "list_registers",
-           "provider_settings", "public_settings", "register_for_agent_token", "rotate_agent_token",
-           "set_operational_status", "update_register"]
+__all__ = [
+    "METHOD_LABELS",
+    "OPERATIONAL_STATUSES",
+    "REGISTER_TYPES",
+    "REGISTER_TYPE_LABELS",
+    "STATUS_LABELS",
+    "Conflict",
+    "RegisterInput",
+    "RegisterOut",
+    "create_register",
+    "get_register",
+    "list_registers",
+    "provider_settings",
+    "public_settings",
+    "register_for_agent_token",
+    "rotate_agent_token",
+    "set_operational_status",
+    "update_register",
+]

@@ -25,9 +25,21 @@ from ..sessions.models import CashSession, SessionTotal
 from ..sessions.service import SessionOut, expected_cash, list_cash_movements, list_fallback_events, session_out
 from ..users.models import User
 
-SUMMED = ("ticket_count", "sales_total", "cash_sales_count", "cash_sales_total", "card_sales_total", "courtesy_count",
-          "courtesy_total", "cancelled_count", "cancelled_total", "cash_in_total", "cash_out_total",
-          "primary_count", "backup_count")
+SUMMED = (
+    "ticket_count",
+    "sales_total",
+    "cash_sales_count",
+    "cash_sales_total",
+    "card_sales_total",
+    "courtesy_count",
+    "courtesy_total",
+    "cancelled_count",
+    "cancelled_total",
+    "cash_in_total",
+    "cash_out_total",
+    "primary_count",
+    "backup_count",
+)
 
 
 class TotalLine(msgspec.Struct, kw_only=True):
@@ -89,71 +101,115 @@ class JornadaReport(msgspec.Struct, kw_only=True):
 
 
 async def _summaries(s: AsyncSession, q) -> list[SessionSummary]:
-    rows = (await s.execute(q.add_columns(CashRegister.code, CashRegister.name, User.display_name)
-                            .join(CashRegister, CashRegister.id == CashSession.register_id)
-                            .join(User, User.id == CashSession.opened_by)
-                            .order_by(CashRegister.code, CashSession.opened_at))).all()
-    return [SessionSummary(session=session_out(r[0]), register_code=r[1], register_name=r[2], cashier_name=r[3],
-                           expected_cash_now=expected_cash(r[0])) for r in rows]
+    rows = (
+        await s.execute(
+            q.add_columns(CashRegister.code, CashRegister.name, User.display_name)
+            .join(CashRegister, CashRegister.id == CashSession.register_id)
+            .join(User, User.id == CashSession.opened_by)
+            .order_by(CashRegister.code, CashSession.opened_at)
+        )
+    ).all()
+    return [
+        SessionSummary(
+            session=session_out(r[0]),
+            register_code=r[1],
+            register_name=r[2],
+            cashier_name=r[3],
+            expected_cash_now=expected_cash(r[0]),
+        )
+        for r in rows
+    ]
 
 
 async def _totals(s: AsyncSession, dimension: str, session_filter) -> list[TotalLine]:
     """Totals by provider or method: card sales from session_totals, cash from the sessions' columns."""
-    rows = (await s.execute(
-        select(SessionTotal.key, func.sum(SessionTotal.count), func.sum(SessionTotal.amount))
-        .where(SessionTotal.dimension == dimension, SessionTotal.session_id.in_(session_filter))
-        .group_by(SessionTotal.key).order_by(SessionTotal.key))).all()
+    rows = (
+        await s.execute(
+            select(SessionTotal.key, func.sum(SessionTotal.count), func.sum(SessionTotal.amount))
+            .where(SessionTotal.dimension == dimension, SessionTotal.session_id.in_(session_filter))
+            .group_by(SessionTotal.key)
+            .order_by(SessionTotal.key)
+        )
+    ).all()
     lines = [TotalLine(key=k, count=int(c or 0), amount=int(a or 0)) for k, c, a in rows if c or a]
-    cash = (await s.execute(select(func.sum(CashSession.cash_sales_count), func.sum(CashSession.cash_sales_total))
-                            .where(CashSession.id.in_(session_filter)))).first()
+    cash = (
+        await s.execute(
+            select(func.sum(CashSession.cash_sales_count), func.sum(CashSession.cash_sales_total)).where(
+                CashSession.id.in_(session_filter)
+            )
+        )
+    ).first()
     if cash and (cash[0] or cash[1]):
         lines.append(TotalLine(key="cash", count=int(cash[0] or 0), amount=int(cash[1] or 0)))
     return sorted(lines, key=lambda line: line.key)
 
 
 async def _attempts_by_outcome(s: AsyncSession, session_filter) -> list[dict[str, Any]]:
-    rows = (await s.execute(
-        select(PaymentAttempt.provider_id, PaymentAttempt.state, func.count(), func.sum(PaymentAttempt.amount))
-        .where(PaymentAttempt.session_id.in_(session_filter))
-        .group_by(PaymentAttempt.provider_id, PaymentAttempt.state)
-        .order_by(PaymentAttempt.provider_id, PaymentAttempt.state))).all()
+    rows = (
+        await s.execute(
+            select(PaymentAttempt.provider_id, PaymentAttempt.state, func.count(), func.sum(PaymentAttempt.amount))
+            .where(PaymentAttempt.session_id.in_(session_filter))
+            .group_by(PaymentAttempt.provider_id, PaymentAttempt.state)
+            .order_by(PaymentAttempt.provider_id, PaymentAttempt.state)
+        )
+    ).all()
     return [{"provider_id": p, "state": st, "count": int(c), "amount": int(a or 0)} for p, st, c, a in rows]
 
 
 async def session_report(s: AsyncSession, venue_id: int, session_id: int) -> SessionReport:
-    summaries = await _summaries(s, select(CashSession).where(CashSession.id == session_id,
-                                                              CashSession.venue_id == venue_id))
+    summaries = await _summaries(
+        s, select(CashSession).where(CashSession.id == session_id, CashSession.venue_id == venue_id)
+    )
     if not summaries:
         raise NotFound("La sesión de caja no existe.", code="session.not_found")
     ids = select(CashSession.id).where(CashSession.id == session_id)
     return SessionReport(
-        summary=summaries[0], by_provider=await _totals(s, "provider", ids), by_method=await _totals(s, "method", ids),
+        summary=summaries[0],
+        by_provider=await _totals(s, "provider", ids),
+        by_method=await _totals(s, "method", ids),
         cash_movements=await list_cash_movements(s, venue_id, session_id),
         fallback_events=await list_fallback_events(s, venue_id, session_id=session_id),
         incidents=await list_incidents(s, venue_id, session_id=session_id),
-        attempts_by_outcome=await _attempts_by_outcome(s, ids))
+        attempts_by_outcome=await _attempts_by_outcome(s, ids),
+    )
 
 
 async def jornada_report(s: AsyncSession, venue_id: int, jornada_id: int) -> JornadaReport:
     jornada = await get_jornada(s, venue_id, jornada_id)
-    summaries = await _summaries(s, select(CashSession).where(CashSession.jornada_id == jornada_id,
-                                                              CashSession.venue_id == venue_id))
+    summaries = await _summaries(
+        s, select(CashSession).where(CashSession.jornada_id == jornada_id, CashSession.venue_id == venue_id)
+    )
     totals = {name: sum(getattr(x.session, name) for x in summaries) for name in SUMMED}
     ids = select(CashSession.id).where(CashSession.jornada_id == jornada_id, CashSession.venue_id == venue_id)
     return JornadaReport(
-        jornada=jornada, sessions=summaries, totals=totals, by_provider=await _totals(s, "provider", ids),
+        jornada=jornada,
+        sessions=summaries,
+        totals=totals,
+        by_provider=await _totals(s, "provider", ids),
         by_method=await _totals(s, "method", ids),
         differences_total=sum(x.session.difference or 0 for x in summaries),
         fallback_events=await list_fallback_events(s, venue_id, jornada_id=jornada_id),
         incidents=await list_incidents(s, venue_id, jornada_id=jornada_id),
-        attempts_by_outcome=await _attempts_by_outcome(s, ids))
+        attempts_by_outcome=await _attempts_by_outcome(s, ids),
+    )
 
 
-async def attempt_log(s: AsyncSession, venue_id: int, *, jornada_id: int | None = None,
-                      session_id: int | None = None, provider_id: str | None = None, state: str | None = None,
-                      limit: int = 200, offset: int = 0) -> list[AttemptLine]:
-    q = (select(PaymentAttempt, CashRegister.code).join(CashRegister, CashRegister.id == PaymentAttempt.register_id)
-         .where(PaymentAttempt.venue_id == venue_id))
+async def attempt_log(
+    s: AsyncSession,
+    venue_id: int,
+    *,
+    jornada_id: int | None = None,
+    session_id: int | None = None,
+    provider_id: str | None = None,
+    state: str | None = None,
+    limit: int = 200,
+    offset: int = 0,
+) -> list[AttemptLine]:
+    q = (
+        select(PaymentAttempt, CashRegister.code)
+        .join(CashRegister, CashRegister.id == PaymentAttempt.register_id)
+        .where(PaymentAttempt.venue_id == venue_id)
+    )
     if session_id is not None:
         q = q.where(PaymentAttempt.session_id == session_id)
     if jornada_id is not None:
@@ -166,12 +222,29 @@ async def attempt_log(s: AsyncSession, venue_id: int, *, jornada_id: int | None 
     out = []
     for a, code in rows:
         duration = (a.finished_at - a.created_at).total_seconds() if a.finished_at else None
-        out.append(AttemptLine(id=a.id, sale_id=a.sale_id, session_id=a.session_id, register_code=code,
-                               provider_id=a.provider_id, role=a.role, amount=a.amount, ticket=a.ticket,
-                               state=a.state, classification=a.classification, response_code=a.response_code,
-                               response_message=a.response_message, card_brand=a.card_brand,
-                               card_type=a.card_type, last4=a.last4, authorization_code=a.authorization_code,
-                               created_at=a.created_at, finished_at=a.finished_at, duration_s=duration))
+        out.append(
+            AttemptLine(
+                id=a.id,
+                sale_id=a.sale_id,
+                session_id=a.session_id,
+                register_code=code,
+                provider_id=a.provider_id,
+                role=a.role,
+                amount=a.amount,
+                ticket=a.ticket,
+                state=a.state,
+                classification=a.classification,
+                response_code=a.response_code,
+                response_message=a.response_message,
+                card_brand=a.card_brand,
+                card_type=a.card_type,
+                last4=a.last4,
+                authorization_code=a.authorization_code,
+                created_at=a.created_at,
+                finished_at=a.finished_at,
+                duration_s=duration,
+            )
+        )
     return out
 
 
@@ -184,18 +257,63 @@ def _safe_cell(value: object) -> str:
 def jornada_csv(report: JornadaReport) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, delimiter=";")
-    w.writerow(["jornada", "caja", "nombre_caja", "cajero", "estado", "apertura_utc", "cierre_utc", "fondo_inicial",
-                "tickets", "ventas_total", "ventas_efectivo", "efectivo", "tarjeta", "cortesias", "anuladas", "ingresos", "retiros",
-                "principal", "respaldo", "efectivo_esperado", "efectivo_contado", "diferencia"])
+    w.writerow(
+        [
+            "jornada",
+            "caja",
+            "nombre_caja",
+            "cajero",
+            "estado",
+            "apertura_utc",
+            "cierre_utc",
+            "fondo_inicial",
+            "tickets",
+            "ventas_total",
+            "ventas_efectivo",
+            "efectivo",
+            "tarjeta",
+            "cortesias",
+            "anuladas",
+            "ingresos",
+            "retiros",
+            "principal",
+            "respaldo",
+            "efectivo_esperado",
+            "efectivo_contado",
+            "diferencia",
+        ]
+    )
     for x in report.sessions:
         c = x.session
-        w.writerow([_safe_cell(v) for v in (
-            report.jornada.label_date.isoformat(), x.register_code, x.register_name, x.cashier_name, c.status,
-            c.opened_at.isoformat(), c.closed_at.isoformat() if c.closed_at else "", c.initial_cash,
-            c.ticket_count, c.sales_total, c.cash_sales_count, c.cash_sales_total, c.card_sales_total, c.courtesy_total,
-            c.cancelled_total, c.cash_in_total, c.cash_out_total, c.primary_count, c.backup_count,
-            c.expected_cash if c.expected_cash is not None else x.expected_cash_now,
-            "" if c.counted_cash is None else c.counted_cash, "" if c.difference is None else c.difference)])
+        w.writerow(
+            [
+                _safe_cell(v)
+                for v in (
+                    report.jornada.label_date.isoformat(),
+                    x.register_code,
+                    x.register_name,
+                    x.cashier_name,
+                    c.status,
+                    c.opened_at.isoformat(),
+                    c.closed_at.isoformat() if c.closed_at else "",
+                    c.initial_cash,
+                    c.ticket_count,
+                    c.sales_total,
+                    c.cash_sales_count,
+                    c.cash_sales_total,
+                    c.card_sales_total,
+                    c.courtesy_total,
+                    c.cancelled_total,
+                    c.cash_in_total,
+                    c.cash_out_total,
+                    c.primary_count,
+                    c.backup_count,
+                    c.expected_cash if c.expected_cash is not None else x.expected_cash_now,
+                    "" if c.counted_cash is None else c.counted_cash,
+                    "" if c.difference is None else c.difference,
+                )
+            ]
+        )
     w.writerow([])
     w.writerow(["proveedor", "ventas", "monto"])
     for t in report.by_provider:

@@ -33,7 +33,7 @@ ACTIVE_ATTEMPT_STATES = ("created", "sending", "awaiting", "in_doubt", "reconcil
 class ItemInput(msgspec.Struct, kw_only=True):
     product_id: int | None = None
     quantity: int = 1
-    name: str | None = None          # free-amount line
+    name: str | None = None  # free-amount line
     unit_price: int | str | None = None
     free_reason: str = ""
 
@@ -72,27 +72,50 @@ class SaleOut(msgspec.Struct, kw_only=True):
 
 def sale_out(sale: Sale, items: list[SaleItem] | None = None) -> SaleOut:
     return SaleOut(
-        id=sale.id, venue_id=sale.venue_id, session_id=sale.session_id, register_id=sale.register_id,
-        jornada_id=sale.jornada_id, cashier_id=sale.cashier_id, total=sale.total, status=sale.status,
-        payment_method=sale.payment_method, provider_id=sale.provider_id, paid_via=sale.paid_via,
-        no_revenue=sale.no_revenue, courtesy_reason=sale.courtesy_reason, cash_received=sale.cash_received,
-        change_given=sale.change_given, created_at=sale.created_at, paid_at=sale.paid_at,
-        cancelled_at=sale.cancelled_at, cancel_reason=sale.cancel_reason,
-        items=[ItemOut(product_id=i.product_id, name=i.name, quantity=i.quantity, unit_price=i.unit_price,
-                       line_total=i.line_total, free_reason=i.free_reason) for i in (items or [])])
+        id=sale.id,
+        venue_id=sale.venue_id,
+        session_id=sale.session_id,
+        register_id=sale.register_id,
+        jornada_id=sale.jornada_id,
+        cashier_id=sale.cashier_id,
+        total=sale.total,
+        status=sale.status,
+        payment_method=sale.payment_method,
+        provider_id=sale.provider_id,
+        paid_via=sale.paid_via,
+        no_revenue=sale.no_revenue,
+        courtesy_reason=sale.courtesy_reason,
+        cash_received=sale.cash_received,
+        change_given=sale.change_given,
+        created_at=sale.created_at,
+        paid_at=sale.paid_at,
+        cancelled_at=sale.cancelled_at,
+        cancel_reason=sale.cancel_reason,
+        items=[
+            ItemOut(
+                product_id=i.product_id,
+                name=i.name,
+                quantity=i.quantity,
+                unit_price=i.unit_price,
+                line_total=i.line_total,
+                free_reason=i.free_reason,
+            )
+            for i in (items or [])
+        ],
+    )
 
 
 def _text(value: str | None, *, field: str, label: str, minimum: int = 1, maximum: int = 200) -> str:
     value = (value or "").strip()
     if len(value) < minimum or len(value) > maximum or any(ord(ch) < 32 for ch in value):
-        raise ValidationFailed(f"{label} debe tener entre {minimum} y {maximum} caracteres, sin caracteres de control.",
-                               field=field)
+        raise ValidationFailed(
+            f"{label} debe tener entre {minimum} y {maximum} caracteres, sin caracteres de control.", field=field
+        )
     return value
 
 
 async def _open_session(s: AsyncSession, venue_id: int, session_id: int) -> CashSession:
-    session = await s.scalar(select(CashSession).where(CashSession.id == session_id,
-                                                       CashSession.venue_id == venue_id))
+    session = await s.scalar(select(CashSession).where(CashSession.id == session_id, CashSession.venue_id == venue_id))
     if session is None:
         raise NotFound("La sesión de caja no existe.", code="session.not_found")
     require_open(session)
@@ -103,13 +126,23 @@ def _require_selling(register: CashRegister | None) -> None:
     if register is None:
         raise NotFound("La caja no existe.", code="register.not_found")
     if not register.active or register.operational_status != "active":
-        raise Conflict(f"La caja {register.name} no está operativa; no se pueden registrar ventas.",
-                       code="register.not_operational")
+        raise Conflict(
+            f"La caja {register.name} no está operativa; no se pueden registrar ventas.",
+            code="register.not_operational",
+        )
 
 
-async def create_sale(s: AsyncSession, *, venue_id: int, session_id: int, cashier_id: int,
-                      items: list[ItemInput], idempotency_key: str, no_revenue: bool = False,
-                      courtesy_reason: str = "") -> SaleOut:
+async def create_sale(
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    session_id: int,
+    cashier_id: int,
+    items: list[ItemInput],
+    idempotency_key: str,
+    no_revenue: bool = False,
+    courtesy_reason: str = "",
+) -> SaleOut:
     """Create a sale waiting for payment. Repeating the same ``idempotency_key`` returns the first sale."""
     key = (idempotency_key or "").strip()
     if not key or len(key) > 80:
@@ -132,12 +165,20 @@ async def create_sale(s: AsyncSession, *, venue_id: int, session_id: int, cashie
     if no_revenue:
         if register is None or register.register_type != "OFICINA":
             raise ValidationFailed("Solo las cajas de OFICINA registran cortesías.", field="no_revenue")
-        courtesy_reason = _text(courtesy_reason, field="courtesy_reason", minimum=3,
-                                label="El motivo de la cortesía")
-    sale = Sale(venue_id=venue_id, session_id=session.id, register_id=session.register_id,
-                jornada_id=session.jornada_id, cashier_id=cashier_id, idempotency_key=key, total=total,
-                status="pending_payment", no_revenue=no_revenue, courtesy_reason=courtesy_reason,
-                created_at=utcnow())
+        courtesy_reason = _text(courtesy_reason, field="courtesy_reason", minimum=3, label="El motivo de la cortesía")
+    sale = Sale(
+        venue_id=venue_id,
+        session_id=session.id,
+        register_id=session.register_id,
+        jornada_id=session.jornada_id,
+        cashier_id=cashier_id,
+        idempotency_key=key,
+        total=total,
+        status="pending_payment",
+        no_revenue=no_revenue,
+        courtesy_reason=courtesy_reason,
+        created_at=utcnow(),
+    )
     try:
         async with s.begin_nested():
             s.add(sale)
@@ -183,26 +224,38 @@ async def _apply_totals(s: AsyncSession, sale: Sale, sign: int) -> None:
     if sign < 0:
         values[t.cancelled_count] = t.cancelled_count + 1
         values[t.cancelled_total] = t.cancelled_total + sale.total
-    await s.execute(update(t).where(t.id == sale.session_id).values(values)
-                    .execution_options(synchronize_session=False))
+    await s.execute(
+        update(t).where(t.id == sale.session_id).values(values).execution_options(synchronize_session=False)
+    )
     if sale.no_revenue or sale.payment_method == "cash":
         return  # cash is in the session's own columns
     dialect = s.bind.dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    rows = [{"session_id": sale.session_id, "dimension": "provider", "key": sale.provider_id or "cash",
-             "count": sign, "amount": amount},
-            {"session_id": sale.session_id, "dimension": "method", "key": sale.payment_method or "cash",
-             "count": sign, "amount": amount}]
+    rows = [
+        {
+            "session_id": sale.session_id,
+            "dimension": "provider",
+            "key": sale.provider_id or "cash",
+            "count": sign,
+            "amount": amount,
+        },
+        {
+            "session_id": sale.session_id,
+            "dimension": "method",
+            "key": sale.payment_method or "cash",
+            "count": sign,
+            "amount": amount,
+        },
+    ]
     stmt = insert(SessionTotal).values(rows)
     stmt = stmt.on_conflict_do_update(
         index_elements=[SessionTotal.session_id, SessionTotal.dimension, SessionTotal.key],
-        set_={"count": SessionTotal.count + stmt.excluded.count,
-              "amount": SessionTotal.amount + stmt.excluded.amount})
+        set_={"count": SessionTotal.count + stmt.excluded.count, "amount": SessionTotal.amount + stmt.excluded.amount},
+    )
     await s.execute(stmt)
 
 
-async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_received: object,
-                   user_id: int) -> SaleOut:
+async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_received: object, user_id: int) -> SaleOut:
     sale = await _locked_sale(s, sale_id, venue_id)
     if sale.status == "paid":
         return await get_sale(s, venue_id, sale_id)  # a repeated submit shows the same receipt
@@ -212,16 +265,24 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
     register = await s.get(CashRegister, session.register_id)
     if register is not None and "cash" not in (register.payment_methods or []):
         raise Conflict("Esta caja no recibe efectivo.", code="sale.method_not_allowed")
-    active = await s.scalar(select(PaymentAttempt.id).where(PaymentAttempt.sale_id == sale_id,
-                                                            PaymentAttempt.active.is_(True)))
+    active = await s.scalar(
+        select(PaymentAttempt.id).where(PaymentAttempt.sale_id == sale_id, PaymentAttempt.active.is_(True))
+    )
     if active is not None:
-        raise Conflict("La venta tiene un pago con tarjeta en curso; cancélelo o espere su resultado.",
-                       code="sale.payment_in_progress")
-    received = sale.total if cash_received in (None, "") else parse_amount(
-        cash_received, field="cash_received", label="El efectivo recibido")
+        raise Conflict(
+            "La venta tiene un pago con tarjeta en curso; cancélelo o espere su resultado.",
+            code="sale.payment_in_progress",
+        )
+    received = (
+        sale.total
+        if cash_received in (None, "")
+        else parse_amount(cash_received, field="cash_received", label="El efectivo recibido")
+    )
     if received < sale.total:
-        raise ValidationFailed(f"El efectivo recibido ({format_clp(received)}) es menor que el total "
-                               f"({format_clp(sale.total)}).", field="cash_received")
+        raise ValidationFailed(
+            f"El efectivo recibido ({format_clp(received)}) es menor que el total ({format_clp(sale.total)}).",
+            field="cash_received",
+        )
     sale.status = "paid"
     sale.payment_method = "cash"
     sale.provider_id = "cash"
@@ -230,13 +291,27 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
     sale.change_given = received - sale.total
     sale.paid_at = utcnow()
     await _apply_totals(s, sale, +1)
-    await record(s, venue_id=venue_id, user_id=user_id, action="sale.paid", entity="sale", entity_id=sale.id,
-                 payload={"method": "cash", "total": sale.total, "session_id": sale.session_id})
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=user_id,
+        action="sale.paid",
+        entity="sale",
+        entity_id=sale.id,
+        payload={"method": "cash", "total": sale.total, "session_id": sale.session_id},
+    )
     return await get_sale(s, venue_id, sale_id)
 
 
-async def mark_paid(s: AsyncSession, *, sale_id: int, provider_id: str, method: str = "card",
-                    paid_via: str = "primary", user_id: int | None = None) -> SaleOut:
+async def mark_paid(
+    s: AsyncSession,
+    *,
+    sale_id: int,
+    provider_id: str,
+    method: str = "card",
+    paid_via: str = "primary",
+    user_id: int | None = None,
+) -> SaleOut:
     """Mark a sale paid by a provider (called by the payments orchestrator in the transaction that approves
     the attempt). A sale already paid raises Conflict ``sale.already_paid``: a second approval is an
     incident for the caller, never a silent success."""
@@ -253,9 +328,21 @@ async def mark_paid(s: AsyncSession, *, sale_id: int, provider_id: str, method: 
     sale.paid_via = paid_via
     sale.paid_at = utcnow()
     await _apply_totals(s, sale, +1)
-    await record(s, venue_id=sale.venue_id, user_id=user_id, action="sale.paid", entity="sale", entity_id=sale.id,
-                 payload={"method": method, "provider": provider_id, "via": paid_via, "total": sale.total,
-                          "session_id": sale.session_id})
+    await record(
+        s,
+        venue_id=sale.venue_id,
+        user_id=user_id,
+        action="sale.paid",
+        entity="sale",
+        entity_id=sale.id,
+        payload={
+            "method": method,
+            "provider": provider_id,
+            "via": paid_via,
+            "total": sale.total,
+            "session_id": sale.session_id,
+        },
+    )
     return sale_out(sale)
 
 
@@ -268,16 +355,26 @@ async def cancel_sale(s: AsyncSession, *, venue_id: int, sale_id: int, user_id: 
         raise Conflict("La venta ya está anulada.", code="sale.cancelled")
     session = await s.get(CashSession, sale.session_id)
     if session is None or session.status != "open":
-        raise Conflict("La sesión de la venta ya no está abierta; la anulación la hace un supervisor como incidencia.",
-                       code="session.closed")
-    attempts = (await s.execute(select(PaymentAttempt.id, PaymentAttempt.state, PaymentAttempt.active)
-                                .where(PaymentAttempt.sale_id == sale_id))).all()
+        raise Conflict(
+            "La sesión de la venta ya no está abierta; la anulación la hace un supervisor como incidencia.",
+            code="session.closed",
+        )
+    attempts = (
+        await s.execute(
+            select(PaymentAttempt.id, PaymentAttempt.state, PaymentAttempt.active).where(
+                PaymentAttempt.sale_id == sale_id
+            )
+        )
+    ).all()
     if any(a.active or a.state in ACTIVE_ATTEMPT_STATES for a in attempts):
-        raise Conflict("La venta tiene un pago en curso o sin resolver; resuélvalo antes de anular.",
-                       code="sale.payment_in_progress")
+        raise Conflict(
+            "La venta tiene un pago en curso o sin resolver; resuélvalo antes de anular.",
+            code="sale.payment_in_progress",
+        )
     if sale.status == "paid" and sale.payment_method != "cash" and any(a.state in APPROVED_STATES for a in attempts):
-        raise Conflict("El pago con tarjeta debe anularse (reembolso) antes de anular la venta.",
-                       code="sale.refund_required")
+        raise Conflict(
+            "El pago con tarjeta debe anularse (reembolso) antes de anular la venta.", code="sale.refund_required"
+        )
     was_paid = sale.status == "paid"
     if was_paid:
         await _apply_totals(s, sale, -1)
@@ -285,9 +382,15 @@ async def cancel_sale(s: AsyncSession, *, venue_id: int, sale_id: int, user_id: 
     sale.cancelled_at = utcnow()
     sale.cancelled_by = user_id
     sale.cancel_reason = reason
-    await record(s, venue_id=venue_id, user_id=user_id, action="sale.cancelled", entity="sale", entity_id=sale.id,
-                 payload={"reason": reason, "was_paid": was_paid, "total": sale.total,
-                          "method": sale.payment_method})
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=user_id,
+        action="sale.cancelled",
+        entity="sale",
+        entity_id=sale.id,
+        payload={"reason": reason, "was_paid": was_paid, "total": sale.total, "method": sale.payment_method},
+    )
     return await get_sale(s, venue_id, sale_id)
 
 
@@ -299,9 +402,16 @@ async def get_sale(s: AsyncSession, venue_id: int, sale_id: int) -> SaleOut:
     return sale_out(sale, items)
 
 
-async def list_sales(s: AsyncSession, venue_id: int, *, session_id: int | None = None,
-                     jornada_id: int | None = None, status: str | None = None, limit: int = 200,
-                     offset: int = 0) -> list[SaleOut]:
+async def list_sales(
+    s: AsyncSession,
+    venue_id: int,
+    *,
+    session_id: int | None = None,
+    jornada_id: int | None = None,
+    status: str | None = None,
+    limit: int = 200,
+    offset: int = 0,
+) -> list[SaleOut]:
     q = select(Sale).where(Sale.venue_id == venue_id)
     if session_id is not None:
         q = q.where(Sale.session_id == session_id)
@@ -317,8 +427,16 @@ class _Duplicate(Exception):
     pass
 
 
-async def sell_cash(db, *, venue_id: int, session_id: int, cashier_id: int, items: list[ItemInput],
-                    idempotency_key: str, cash_received: object = None) -> SaleOut:
+async def sell_cash(
+    db,
+    *,
+    venue_id: int,
+    session_id: int,
+    cashier_id: int,
+    items: list[ItemInput],
+    idempotency_key: str,
+    cash_received: object = None,
+) -> SaleOut:
     """A cash sale created and paid in one short transaction (the POS's hot path).
 
     Same rules and errors as ``create_sale`` + ``pay_cash``, in six statements run as one unit
@@ -341,102 +459,190 @@ async def sell_cash(db, *, venue_id: int, session_id: int, cashier_id: int, item
             return await get_sale(s, venue_id, first)
 
 
-def _sell_cash_unit(s, venue_id: int, session_id: int, cashier_id: int, items: list[ItemInput], key: str,
-                    cash_received: object) -> SaleOut:
+def _sell_cash_unit(
+    s, venue_id: int, session_id: int, cashier_id: int, items: list[ItemInput], key: str, cash_received: object
+) -> SaleOut:
     # One read for the session, its register and the sold products (sellable in this venue). Statements are
     # built once (module level) and run on the Core connection: building SQL per call cost more than running it.
     conn = s.connection()
     product_ids = sorted({i.product_id for i in items if i.product_id is not None}) or [-1]
-    rows = conn.execute(_SALE_CONTEXT, {"venue_id": venue_id, "session_id": session_id,
-                                        "product_ids": product_ids}).all()
+    rows = conn.execute(
+        _SALE_CONTEXT, {"venue_id": venue_id, "session_id": session_id, "product_ids": product_ids}
+    ).all()
     row = rows[0] if rows else None
     if row is None:
         raise NotFound("La sesión de caja no existe.", code="session.not_found")
     if row.status != "open":
-        raise Conflict("La sesión de caja está cerrada." if row.status == "closed" else
-                       "La sesión de caja está en cierre; no admite más movimientos.",
-                       code="session.closed" if row.status == "closed" else "session.closing")
+        raise Conflict(
+            "La sesión de caja está cerrada."
+            if row.status == "closed"
+            else "La sesión de caja está en cierre; no admite más movimientos.",
+            code="session.closed" if row.status == "closed" else "session.closing",
+        )
     if not row.active or row.operational_status != "active":
-        raise Conflict(f"La caja {row.name} no está operativa; no se pueden registrar ventas.",
-                       code="register.not_operational")
+        raise Conflict(
+            f"La caja {row.name} no está operativa; no se pueden registrar ventas.", code="register.not_operational"
+        )
     if "cash" not in (row.payment_methods or []):
         raise Conflict("Esta caja no recibe efectivo.", code="sale.method_not_allowed")
     allowed = set(row.allowed_categories or [])
-    products = {r.product_id: (r.product_name, r.price) for r in rows
-                if r.product_id is not None and (not allowed or r.category_id in allowed)}
+    products = {
+        r.product_id: (r.product_name, r.price)
+        for r in rows
+        if r.product_id is not None and (not allowed or r.category_id in allowed)
+    }
     lines = _price(items, products)
     total = sum(line["line_total"] for line in lines)
     if total > MAX_AMOUNT:
         raise ValidationFailed(f"El total supera el máximo permitido ({format_clp(MAX_AMOUNT)}).", field="items")
-    received = total if cash_received in (None, "") else parse_amount(
-        cash_received, field="cash_received", label="El efectivo recibido")
+    received = (
+        total
+        if cash_received in (None, "")
+        else parse_amount(cash_received, field="cash_received", label="El efectivo recibido")
+    )
     if received < total:
-        raise ValidationFailed(f"El efectivo recibido ({format_clp(received)}) es menor que el total "
-                               f"({format_clp(total)}).", field="cash_received")
+        raise ValidationFailed(
+            f"El efectivo recibido ({format_clp(received)}) es menor que el total ({format_clp(total)}).",
+            field="cash_received",
+        )
     now = utcnow()
     write = _write_cash_sale_pg if conn.dialect.name == "postgresql" else _write_cash_sale
-    sale_id = write(conn, venue_id=venue_id, session_id=session_id, cashier_id=cashier_id, key=key, total=total,
-                    received=received, lines=lines, register_id=row.register_id, jornada_id=row.jornada_id, now=now)
-    return SaleOut(id=sale_id, venue_id=venue_id, session_id=session_id, register_id=row.register_id,
-                   jornada_id=row.jornada_id, cashier_id=cashier_id, total=total, status="paid",
-                   payment_method="cash", provider_id="cash", paid_via="cash", no_revenue=False, courtesy_reason="",
-                   cash_received=received, change_given=received - total, created_at=now, paid_at=now,
-                   cancelled_at=None, cancel_reason="", items=[ItemOut(**line) for line in lines])
+    sale_id = write(
+        conn,
+        venue_id=venue_id,
+        session_id=session_id,
+        cashier_id=cashier_id,
+        key=key,
+        total=total,
+        received=received,
+        lines=lines,
+        register_id=row.register_id,
+        jornada_id=row.jornada_id,
+        now=now,
+    )
+    return SaleOut(
+        id=sale_id,
+        venue_id=venue_id,
+        session_id=session_id,
+        register_id=row.register_id,
+        jornada_id=row.jornada_id,
+        cashier_id=cashier_id,
+        total=total,
+        status="paid",
+        payment_method="cash",
+        provider_id="cash",
+        paid_via="cash",
+        no_revenue=False,
+        courtesy_reason="",
+        cash_received=received,
+        change_given=received - total,
+        created_at=now,
+        paid_at=now,
+        cancelled_at=None,
+        cancel_reason="",
+        items=[ItemOut(**line) for line in lines],
+    )
 
 
 _SESSION_CLOSED_MIDWAY = "La sesión de caja se cerró mientras se registraba la venta."
 
 
 def _sale_context_statement():
-    sellable = (select(Product.id, Product.name, Product.price, Product.category_id)
-                .join(Category, Category.id == Product.category_id)
-                .where(Product.venue_id == bindparam("venue_id"),
-                       Product.id.in_(bindparam("product_ids", expanding=True)),
-                       Product.active.is_(True), Category.active.is_(True))).subquery()
-    return (select(CashSession.status, CashSession.register_id, CashSession.jornada_id,
-                   CashRegister.name, CashRegister.active, CashRegister.operational_status,
-                   CashRegister.payment_methods, CashRegister.allowed_categories,
-                   sellable.c.id.label("product_id"), sellable.c.name.label("product_name"),
-                   sellable.c.price, sellable.c.category_id)
-            .join(CashRegister, CashRegister.id == CashSession.register_id)
-            .outerjoin(sellable, sellable.c.id.is_not(None))
-            .where(CashSession.id == bindparam("session_id"), CashSession.venue_id == bindparam("venue_id")))
+    sellable = (
+        select(Product.id, Product.name, Product.price, Product.category_id)
+        .join(Category, Category.id == Product.category_id)
+        .where(
+            Product.venue_id == bindparam("venue_id"),
+            Product.id.in_(bindparam("product_ids", expanding=True)),
+            Product.active.is_(True),
+            Category.active.is_(True),
+        )
+    ).subquery()
+    return (
+        select(
+            CashSession.status,
+            CashSession.register_id,
+            CashSession.jornada_id,
+            CashRegister.name,
+            CashRegister.active,
+            CashRegister.operational_status,
+            CashRegister.payment_methods,
+            CashRegister.allowed_categories,
+            sellable.c.id.label("product_id"),
+            sellable.c.name.label("product_name"),
+            sellable.c.price,
+            sellable.c.category_id,
+        )
+        .join(CashRegister, CashRegister.id == CashSession.register_id)
+        .outerjoin(sellable, sellable.c.id.is_not(None))
+        .where(CashSession.id == bindparam("session_id"), CashSession.venue_id == bindparam("venue_id"))
+    )
 
 
 _SALE_CONTEXT = _sale_context_statement()
 _ADD_CASH_SALE_TO_SESSION = (
     update(CashSession.__table__)
     .where(CashSession.__table__.c.id == bindparam("session_id"), CashSession.__table__.c.status == "open")
-    .values(ticket_count=CashSession.__table__.c.ticket_count + 1,
-            sales_total=CashSession.__table__.c.sales_total + bindparam("total"),
-            cash_sales_count=CashSession.__table__.c.cash_sales_count + 1,
-            cash_sales_total=CashSession.__table__.c.cash_sales_total + bindparam("total")))
+    .values(
+        ticket_count=CashSession.__table__.c.ticket_count + 1,
+        sales_total=CashSession.__table__.c.sales_total + bindparam("total"),
+        cash_sales_count=CashSession.__table__.c.cash_sales_count + 1,
+        cash_sales_total=CashSession.__table__.c.cash_sales_total + bindparam("total"),
+    )
+)
 _INSERT_PAID_CASH_SALE = (
     sqlite_insert(Sale.__table__)
     .on_conflict_do_nothing(index_elements=["venue_id", "idempotency_key"])
-    .returning(Sale.__table__.c.id))
+    .returning(Sale.__table__.c.id)
+)
 
 
-def _write_cash_sale(conn, *, venue_id, session_id, cashier_id, key, total, received, lines, register_id,
-                     jornada_id, now) -> int:
+def _write_cash_sale(
+    conn, *, venue_id, session_id, cashier_id, key, total, received, lines, register_id, jornada_id, now
+) -> int:
     """Running totals, sale, items and audit: four statements (SQLite)."""
     from ..audit.models import AuditEvent
 
     if conn.execute(_ADD_CASH_SALE_TO_SESSION, {"session_id": session_id, "total": total}).rowcount != 1:
         raise Conflict(_SESSION_CLOSED_MIDWAY, code="session.closed")
-    sale_id = conn.execute(_INSERT_PAID_CASH_SALE, {
-        "venue_id": venue_id, "session_id": session_id, "register_id": register_id, "jornada_id": jornada_id,
-        "cashier_id": cashier_id, "idempotency_key": key, "total": total, "status": "paid",
-        "payment_method": "cash", "provider_id": "cash", "paid_via": "cash", "no_revenue": False,
-        "courtesy_reason": "", "cash_received": received, "change_given": received - total, "created_at": now,
-        "paid_at": now, "cancel_reason": ""}).scalar()
+    sale_id = conn.execute(
+        _INSERT_PAID_CASH_SALE,
+        {
+            "venue_id": venue_id,
+            "session_id": session_id,
+            "register_id": register_id,
+            "jornada_id": jornada_id,
+            "cashier_id": cashier_id,
+            "idempotency_key": key,
+            "total": total,
+            "status": "paid",
+            "payment_method": "cash",
+            "provider_id": "cash",
+            "paid_via": "cash",
+            "no_revenue": False,
+            "courtesy_reason": "",
+            "cash_received": received,
+            "change_given": received - total,
+            "created_at": now,
+            "paid_at": now,
+            "cancel_reason": "",
+        },
+    ).scalar()
     if sale_id is None:
         raise _Duplicate()
     conn.execute(SaleItem.__table__.insert(), [{"sale_id": sale_id, **line} for line in lines])
-    conn.execute(AuditEvent.__table__.insert(), {
-        "venue_id": venue_id, "user_id": cashier_id, "action": "sale.paid", "entity": "sale",
-        "entity_id": str(sale_id), "payload": {"method": "cash", "total": total, "session_id": session_id},
-        "created_at": now})
+    conn.execute(
+        AuditEvent.__table__.insert(),
+        {
+            "venue_id": venue_id,
+            "user_id": cashier_id,
+            "action": "sale.paid",
+            "entity": "sale",
+            "entity_id": str(sale_id),
+            "payload": {"method": "cash", "total": total, "session_id": session_id},
+            "created_at": now,
+        },
+    )
     return sale_id
 
 
@@ -469,16 +675,28 @@ SELECT (SELECT count(*) FROM upd) AS updated, (SELECT id FROM sale) AS sale_id
 """)
 
 
-def _write_cash_sale_pg(conn, *, venue_id, session_id, cashier_id, key, total, received, lines, register_id,
-                        jornada_id, now) -> int:
+def _write_cash_sale_pg(
+    conn, *, venue_id, session_id, cashier_id, key, total, received, lines, register_id, jornada_id, now
+) -> int:
     """The same four writes as ``_write_cash_sale`` in one round trip (PostgreSQL's data-modifying CTEs):
     on PostgreSQL each statement is a network round trip, and those dominate a short transaction."""
     import json
 
-    row = conn.execute(_CASH_SALE_PG, {
-        "venue_id": venue_id, "session_id": session_id, "cashier_id": cashier_id, "key": key, "total": total,
-        "received": received, "change": received - total, "now": now, "items": json.dumps(lines),
-        "payload": json.dumps({"method": "cash", "total": total, "session_id": session_id})}).one()
+    row = conn.execute(
+        _CASH_SALE_PG,
+        {
+            "venue_id": venue_id,
+            "session_id": session_id,
+            "cashier_id": cashier_id,
+            "key": key,
+            "total": total,
+            "received": received,
+            "change": received - total,
+            "now": now,
+            "items": json.dumps(lines),
+            "payload": json.dumps({"method": "cash", "total": total, "session_id": session_id}),
+        },
+    ).one()
     if row.updated != 1:
         raise Conflict(_SESSION_CLOSED_MIDWAY, code="session.closed")
     if row.sale_id is None:
@@ -486,20 +704,27 @@ def _write_cash_sale_pg(conn, *, venue_id, session_id, cashier_id, key, total, r
     return row.sale_id
 
 
-async def _price_lines(s: AsyncSession, venue_id: int, items: list[ItemInput],
-                       allowed_categories: list[int] | None) -> list[dict]:
+async def _price_lines(
+    s: AsyncSession, venue_id: int, items: list[ItemInput], allowed_categories: list[int] | None
+) -> list[dict]:
     return await s.run_sync(_price_lines_sync, venue_id, items, allowed_categories)
 
 
-def _price_lines_sync(s, venue_id: int, items: list[ItemInput],
-                      allowed_categories: list[int] | None) -> list[dict]:
+def _price_lines_sync(s, venue_id: int, items: list[ItemInput], allowed_categories: list[int] | None) -> list[dict]:
     """Price each line from the catalogue (free-amount lines need a reason); the browser never sets prices."""
     product_ids = {i.product_id for i in items if i.product_id is not None}
     products: dict[int, tuple[str, int]] = {}
     if product_ids:
-        q = (select(Product.id, Product.name, Product.price).join(Category, Category.id == Product.category_id)
-             .where(Product.venue_id == venue_id, Product.id.in_(product_ids), Product.active.is_(True),
-                    Category.active.is_(True)))
+        q = (
+            select(Product.id, Product.name, Product.price)
+            .join(Category, Category.id == Product.category_id)
+            .where(
+                Product.venue_id == venue_id,
+                Product.id.in_(product_ids),
+                Product.active.is_(True),
+                Category.active.is_(True),
+            )
+        )
         if allowed_categories:
             q = q.where(Product.category_id.in_(allowed_categories))
         products = {r.id: (r.name, r.price) for r in s.execute(q)}
@@ -509,21 +734,44 @@ def _price_lines_sync(s, venue_id: int, items: list[ItemInput],
 def _price(items: list[ItemInput], products: dict[int, tuple[str, int]]) -> list[dict]:
     lines: list[dict] = []
     for n, item in enumerate(items, start=1):
-        if isinstance(item.quantity, bool) or not isinstance(item.quantity, int) or not 1 <= item.quantity <= MAX_QUANTITY:
-            raise ValidationFailed(f"Línea {n}: la cantidad debe ser un entero entre 1 y {MAX_QUANTITY}.",
-                                   field="quantity")
+        if (
+            isinstance(item.quantity, bool)
+            or not isinstance(item.quantity, int)
+            or not 1 <= item.quantity <= MAX_QUANTITY
+        ):
+            raise ValidationFailed(
+                f"Línea {n}: la cantidad debe ser un entero entre 1 y {MAX_QUANTITY}.", field="quantity"
+            )
         if item.product_id is not None:
             if item.product_id not in products:
-                raise ValidationFailed(f"Línea {n}: el producto no existe o no se vende en esta caja.",
-                                       field="product_id")
+                raise ValidationFailed(
+                    f"Línea {n}: el producto no existe o no se vende en esta caja.", field="product_id"
+                )
             name, price = products[item.product_id]
-            lines.append({"product_id": item.product_id, "name": name, "quantity": item.quantity,
-                          "unit_price": price, "line_total": price * item.quantity, "free_reason": ""})
+            lines.append(
+                {
+                    "product_id": item.product_id,
+                    "name": name,
+                    "quantity": item.quantity,
+                    "unit_price": price,
+                    "line_total": price * item.quantity,
+                    "free_reason": "",
+                }
+            )
         else:
             price = parse_amount(item.unit_price, field="unit_price", label=f"Línea {n}: el monto libre")
-            reason = _text(item.free_reason, field="free_reason", minimum=3,
-                           label=f"Línea {n}: el motivo del monto libre")
+            reason = _text(
+                item.free_reason, field="free_reason", minimum=3, label=f"Línea {n}: el motivo del monto libre"
+            )
             name = _text(item.name or "Monto libre", field="name", maximum=120, label=f"Línea {n}: el nombre")
-            lines.append({"product_id": None, "name": name, "quantity": item.quantity, "unit_price": price,
-                          "line_total": price * item.quantity, "free_reason": reason})
+            lines.append(
+                {
+                    "product_id": None,
+                    "name": name,
+                    "quantity": item.quantity,
+                    "unit_price": price,
+                    "line_total": price * item.quantity,
+                    "free_reason": reason,
+                }
+            )
     return lines

@@ -17,8 +17,13 @@ class CashSession(Base):
     __tablename__ = "cash_sessions"
     __table_args__ = (
         # At most one non-closed session per register, enforced by the database.
-        Index("uq_cash_sessions_one_open_per_register", "register_id", unique=True,
-              sqlite_where=text("status != 'closed'"), postgresql_where=text("status != 'closed'")),
+        Index(
+            "uq_cash_sessions_one_open_per_register",
+            "register_id",
+            unique=True,
+            sqlite_where=text("status != 'closed'"),
+            postgresql_where=text("status != 'closed'"),
+        ),
         UniqueConstraint("venue_id", "open_key"),
     )
 

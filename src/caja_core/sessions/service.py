@@ -26,9 +26,14 @@ from .models import CashMovement, CashSession, FallbackEvent
 
 #: Attempt states that block a close (PAYMENTS.md rule 7).
 UNRESOLVED_STATES = ("created", "sending", "awaiting", "in_doubt", "reconciling", "manual_pending")
-STATE_LABELS = {"created": "creado", "sending": "enviando", "awaiting": "esperando al terminal",
-                "in_doubt": "en duda", "reconciling": "verificando con el terminal",
-                "manual_pending": "respaldo sin confirmar"}
+STATE_LABELS = {
+    "created": "creado",
+    "sending": "enviando",
+    "awaiting": "esperando al terminal",
+    "in_doubt": "en duda",
+    "reconciling": "verificando con el terminal",
+    "manual_pending": "respaldo sin confirmar",
+}
 MAX_COUNT_PER_DENOMINATION = 100_000
 
 
@@ -67,10 +72,10 @@ class SessionOut(msgspec.Struct, kw_only=True):
 
 class CloseResult(msgspec.Struct, kw_only=True):
     session_id: int
-    status: str               # "closed", or "closing" while waiting for a supervisor's approval
+    status: str  # "closed", or "closing" while waiting for a supervisor's approval
     counted_cash: int
     expected_cash: int
-    difference: int           # counted − expected: positive = surplus (sobrante), negative = shortage
+    difference: int  # counted − expected: positive = surplus (sobrante), negative = shortage
     tolerance: int
     needs_approval: bool
     breakdown: dict[str, int]
@@ -106,7 +111,9 @@ def parse_count(raw: dict[Any, Any] | None, denominations: list[int], *, field: 
             continue
         if value in (None, ""):
             continue
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
+        ):
             errors[f"{field}.{denom}"] = f"La cantidad de {format_clp(denom)} debe ser un número entero ≥ 0."
             continue
         qty = int(value)
@@ -128,21 +135,38 @@ async def available_backup_phones(s: AsyncSession, venue_id: int, register_id: i
     try:  # the backup-phones service, when installed, is the source of truth
         from ..backup_phones.service import count_available
     except ImportError:
-        return await s.scalar(select(func.count()).select_from(BackupPhone).where(
-            BackupPhone.venue_id == venue_id, BackupPhone.available.is_(True),
-            or_(BackupPhone.register_id == register_id, BackupPhone.register_id.is_(None)))) or 0
+        return (
+            await s.scalar(
+                select(func.count())
+                .select_from(BackupPhone)
+                .where(
+                    BackupPhone.venue_id == venue_id,
+                    BackupPhone.available.is_(True),
+                    or_(BackupPhone.register_id == register_id, BackupPhone.register_id.is_(None)),
+                )
+            )
+            or 0
+        )
     return await count_available(s, venue_id, register_id)
 
 
-async def open_session(s: AsyncSession, *, venue_id: int, register_id: int, user_id: int,
-                       initial_cash: object = None, count: dict[Any, Any] | None = None,
-                       open_key: str) -> SessionOut:
+async def open_session(
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    register_id: int,
+    user_id: int,
+    initial_cash: object = None,
+    count: dict[Any, Any] | None = None,
+    open_key: str,
+) -> SessionOut:
     """Open a session on a register. Repeating the same ``open_key`` returns the first session."""
     open_key = (open_key or "").strip()
     if not open_key or len(open_key) > 80:
         raise ValidationFailed("Falta la clave de idempotencia de la apertura.", field="open_key")
-    existing = await s.scalar(select(CashSession).where(CashSession.venue_id == venue_id,
-                                                        CashSession.open_key == open_key))
+    existing = await s.scalar(
+        select(CashSession).where(CashSession.venue_id == venue_id, CashSession.open_key == open_key)
+    )
     if existing is not None:
         if existing.register_id != register_id:
             raise Conflict("Esta apertura ya se usó en otra caja.", code="session.key_reused")
@@ -155,22 +179,27 @@ async def open_session(s: AsyncSession, *, venue_id: int, register_id: int, user
         raise Conflict(f"La caja {register.name} está desactivada.", code="register.inactive")
     if register.operational_status != "active":
         label = STATUS_LABELS.get(register.operational_status, register.operational_status)
-        raise Conflict(f"La caja {register.name} no está operativa (estado: {label}).",
-                       code="register.not_operational")
+        raise Conflict(f"La caja {register.name} no está operativa (estado: {label}).", code="register.not_operational")
     jornada = await s.scalar(select(Jornada).where(Jornada.venue_id == venue_id, Jornada.status == "open"))
     if jornada is None:
-        raise Conflict("No hay una jornada abierta. Un supervisor debe abrir la jornada primero.",
-                       code="jornada.none_open")
+        raise Conflict(
+            "No hay una jornada abierta. Un supervisor debe abrir la jornada primero.", code="jornada.none_open"
+        )
     parsed_count = parse_count(count, venue.denominations) if count else None
     if parsed_count is not None and initial_cash in (None, ""):
         cash = count_total(parsed_count)
     else:
-        cash = parse_amount(0 if initial_cash in (None, "") else initial_cash, field="initial_cash",
-                            allow_zero=True, label="El fondo inicial")
+        cash = parse_amount(
+            0 if initial_cash in (None, "") else initial_cash,
+            field="initial_cash",
+            allow_zero=True,
+            label="El fondo inicial",
+        )
         if parsed_count is not None and count_total(parsed_count) != cash:
             raise ValidationFailed(
                 f"El fondo inicial ({format_clp(cash)}) no coincide con el conteo ({format_clp(count_total(parsed_count))}).",
-                field="initial_cash")
+                field="initial_cash",
+            )
     policy = register_out(register).policy
     if register.backup_provider and policy.enabled and policy.backup_phones_required > 0:
         phones = await available_backup_phones(s, venue_id, register_id)
@@ -178,22 +207,39 @@ async def open_session(s: AsyncSession, *, venue_id: int, register_id: int, user
             raise Conflict(
                 f"La política de la caja exige {policy.backup_phones_required} celular(es) de respaldo "
                 f"disponible(s) y hay {phones}. Registre o marque disponibles los celulares de respaldo.",
-                code="session.backup_phones_missing")
-    session = CashSession(venue_id=venue_id, register_id=register_id, jornada_id=jornada.id, opened_by=user_id,
-                          opened_at=utcnow(), open_key=open_key, status="open", initial_cash=cash,
-                          initial_count=parsed_count)
+                code="session.backup_phones_missing",
+            )
+    session = CashSession(
+        venue_id=venue_id,
+        register_id=register_id,
+        jornada_id=jornada.id,
+        opened_by=user_id,
+        opened_at=utcnow(),
+        open_key=open_key,
+        status="open",
+        initial_cash=cash,
+        initial_count=parsed_count,
+    )
     try:
         async with s.begin_nested():
             s.add(session)
             await s.flush()
     except IntegrityError:
-        again = await s.scalar(select(CashSession).where(CashSession.venue_id == venue_id,
-                                                         CashSession.open_key == open_key))
+        again = await s.scalar(
+            select(CashSession).where(CashSession.venue_id == venue_id, CashSession.open_key == open_key)
+        )
         if again is not None and again.register_id == register_id:
             return session_out(again)
         raise Conflict(f"La caja {register.name} ya tiene una sesión abierta.", code="session.already_open") from None
-    await record(s, venue_id=venue_id, user_id=user_id, action="session.opened", entity="session",
-                 entity_id=session.id, payload={"register": register.code, "initial_cash": cash})
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=user_id,
+        action="session.opened",
+        entity="session",
+        entity_id=session.id,
+        payload={"register": register.code, "initial_cash": cash},
+    )
     return session_out(session)
 
 
@@ -212,21 +258,26 @@ async def get_session(s: AsyncSession, venue_id: int, session_id: int) -> Sessio
 
 
 async def current_session(s: AsyncSession, venue_id: int, register_id: int) -> SessionOut | None:
-    session = await s.scalar(select(CashSession).where(CashSession.venue_id == venue_id,
-                                                       CashSession.register_id == register_id,
-                                                       CashSession.status != "closed"))
+    session = await s.scalar(
+        select(CashSession).where(
+            CashSession.venue_id == venue_id, CashSession.register_id == register_id, CashSession.status != "closed"
+        )
+    )
     return session_out(session) if session else None
 
 
 async def sessions_of_user(s: AsyncSession, venue_id: int, user_id: int) -> list[SessionOut]:
-    rows = await s.scalars(select(CashSession).where(CashSession.venue_id == venue_id,
-                                                     CashSession.opened_by == user_id,
-                                                     CashSession.status != "closed"))
+    rows = await s.scalars(
+        select(CashSession).where(
+            CashSession.venue_id == venue_id, CashSession.opened_by == user_id, CashSession.status != "closed"
+        )
+    )
     return [session_out(c) for c in rows]
 
 
-async def list_sessions(s: AsyncSession, venue_id: int, *, jornada_id: int | None = None,
-                        register_id: int | None = None, limit: int = 200) -> list[SessionOut]:
+async def list_sessions(
+    s: AsyncSession, venue_id: int, *, jornada_id: int | None = None, register_id: int | None = None, limit: int = 200
+) -> list[SessionOut]:
     q = select(CashSession).where(CashSession.venue_id == venue_id)
     if jornada_id is not None:
         q = q.where(CashSession.jornada_id == jornada_id)
@@ -243,8 +294,9 @@ def require_open(session: CashSession) -> None:
         raise Conflict("La sesión de caja está en cierre; no admite más movimientos.", code="session.closing")
 
 
-async def add_cash_movement(s: AsyncSession, *, venue_id: int, session_id: int, kind: str, amount: object,
-                            reason: str, user_id: int) -> SessionOut:
+async def add_cash_movement(
+    s: AsyncSession, *, venue_id: int, session_id: int, kind: str, amount: object, reason: str, user_id: int
+) -> SessionOut:
     if kind not in ("in", "out"):
         raise ValidationFailed("El movimiento debe ser ingreso o retiro.", field="kind")
     value = parse_amount(amount, field="amount")
@@ -254,40 +306,87 @@ async def add_cash_movement(s: AsyncSession, *, venue_id: int, session_id: int, 
     session = await _session(s, venue_id, session_id, lock=True)
     require_open(session)
     if kind == "out" and value > expected_cash(session):
-        raise Conflict(f"No hay suficiente efectivo en la caja para retirar {format_clp(value)}.",
-                       code="session.insufficient_cash", field="amount")
-    s.add(CashMovement(venue_id=venue_id, session_id=session_id, kind=kind, amount=value, reason=reason,
-                       user_id=user_id, created_at=utcnow()))
+        raise Conflict(
+            f"No hay suficiente efectivo en la caja para retirar {format_clp(value)}.",
+            code="session.insufficient_cash",
+            field="amount",
+        )
+    s.add(
+        CashMovement(
+            venue_id=venue_id,
+            session_id=session_id,
+            kind=kind,
+            amount=value,
+            reason=reason,
+            user_id=user_id,
+            created_at=utcnow(),
+        )
+    )
     column = CashSession.cash_in_total if kind == "in" else CashSession.cash_out_total
-    await s.execute(update(CashSession).where(CashSession.id == session_id)
-                    .values({column: column + value}).execution_options(synchronize_session=False))
-    await record(s, venue_id=venue_id, user_id=user_id, action=f"session.cash_{kind}", entity="session",
-                 entity_id=session_id, payload={"amount": value, "reason": reason})
+    await s.execute(
+        update(CashSession)
+        .where(CashSession.id == session_id)
+        .values({column: column + value})
+        .execution_options(synchronize_session=False)
+    )
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=user_id,
+        action=f"session.cash_{kind}",
+        entity="session",
+        entity_id=session_id,
+        payload={"amount": value, "reason": reason},
+    )
     await s.refresh(session)
     return session_out(session)
 
 
 async def list_cash_movements(s: AsyncSession, venue_id: int, session_id: int) -> list[dict[str, Any]]:
-    rows = await s.scalars(select(CashMovement).where(CashMovement.venue_id == venue_id,
-                                                      CashMovement.session_id == session_id)
-                           .order_by(CashMovement.id))
-    return [{"id": m.id, "kind": m.kind, "amount": m.amount, "reason": m.reason, "user_id": m.user_id,
-             "created_at": m.created_at} for m in rows]
+    rows = await s.scalars(
+        select(CashMovement)
+        .where(CashMovement.venue_id == venue_id, CashMovement.session_id == session_id)
+        .order_by(CashMovement.id)
+    )
+    return [
+        {
+            "id": m.id,
+            "kind": m.kind,
+            "amount": m.amount,
+            "reason": m.reason,
+            "user_id": m.user_id,
+            "created_at": m.created_at,
+        }
+        for m in rows
+    ]
 
 
 async def unresolved_attempts(s: AsyncSession, session_id: int) -> list[str]:
     """Human descriptions of the payment attempts of a session that are not resolved yet."""
-    rows = (await s.execute(
-        select(PaymentAttempt.id, PaymentAttempt.provider_id, PaymentAttempt.state, PaymentAttempt.amount,
-               PaymentAttempt.ticket, PaymentAttempt.sale_id)
-        .where(PaymentAttempt.session_id == session_id, PaymentAttempt.state.in_(UNRESOLVED_STATES))
-        .order_by(PaymentAttempt.id))).all()
-    return [f"Pago #{r.id} (venta #{r.sale_id}, {r.provider_id.upper()}, ticket {r.ticket}, "
-            f"{format_clp(r.amount)}): {STATE_LABELS.get(r.state, r.state)}" for r in rows]
+    rows = (
+        await s.execute(
+            select(
+                PaymentAttempt.id,
+                PaymentAttempt.provider_id,
+                PaymentAttempt.state,
+                PaymentAttempt.amount,
+                PaymentAttempt.ticket,
+                PaymentAttempt.sale_id,
+            )
+            .where(PaymentAttempt.session_id == session_id, PaymentAttempt.state.in_(UNRESOLVED_STATES))
+            .order_by(PaymentAttempt.id)
+        )
+    ).all()
+    return [
+        f"Pago #{r.id} (venta #{r.sale_id}, {r.provider_id.upper()}, ticket {r.ticket}, "
+        f"{format_clp(r.amount)}): {STATE_LABELS.get(r.state, r.state)}"
+        for r in rows
+    ]
 
 
-async def close_session(s: AsyncSession, *, venue_id: int, session_id: int, user_id: int,
-                        counted: dict[Any, Any], note: str = "") -> CloseResult:
+async def close_session(
+    s: AsyncSession, *, venue_id: int, session_id: int, user_id: int, counted: dict[Any, Any], note: str = ""
+) -> CloseResult:
     """Blind close: the server computes counted, expected and difference. Over the venue's tolerance the
     session waits in ``closing`` for a supervisor's approval (``approve_close``)."""
     session = await _session(s, venue_id, session_id, lock=True)
@@ -297,12 +396,16 @@ async def close_session(s: AsyncSession, *, venue_id: int, session_id: int, user
     breakdown = parse_count(counted, venue.denominations, field="counted")
     pending = await unresolved_attempts(s, session_id)
     if pending:
-        raise Conflict("No se puede cerrar: hay pagos sin resolver. " + "; ".join(pending),
-                       code="session.unresolved_payments", details={"attempts": pending})
+        raise Conflict(
+            "No se puede cerrar: hay pagos sin resolver. " + "; ".join(pending),
+            code="session.unresolved_payments",
+            details={"attempts": pending},
+        )
     note = (note or "").strip()[:1000]
     # Carts that were never paid do not survive the close (they never counted in any total).
-    abandoned = list(await s.scalars(select(Sale).where(Sale.session_id == session_id,
-                                                        Sale.status == "pending_payment")))
+    abandoned = list(
+        await s.scalars(select(Sale).where(Sale.session_id == session_id, Sale.status == "pending_payment"))
+    )
     for sale in abandoned:
         sale.status = "cancelled"
         sale.cancelled_at = utcnow()
@@ -319,33 +422,63 @@ async def close_session(s: AsyncSession, *, venue_id: int, session_id: int, user
     session.close_note = note
     if needs_approval:
         session.status = "closing"
-        await record(s, venue_id=venue_id, user_id=user_id, action="session.close_requested",
-                     entity="session", entity_id=session_id,
-                     payload={"counted": counted_cash, "expected": expected, "difference": difference})
+        await record(
+            s,
+            venue_id=venue_id,
+            user_id=user_id,
+            action="session.close_requested",
+            entity="session",
+            entity_id=session_id,
+            payload={"counted": counted_cash, "expected": expected, "difference": difference},
+        )
     else:
         session.status = "closed"
         session.closed_at = utcnow()
         session.closed_by = user_id
-        await record(s, venue_id=venue_id, user_id=user_id, action="session.closed", entity="session",
-                     entity_id=session_id,
-                     payload={"counted": counted_cash, "expected": expected, "difference": difference,
-                              "breakdown": breakdown, "abandoned_sales": len(abandoned)})
-    return CloseResult(session_id=session_id, status=session.status, counted_cash=counted_cash,
-                       expected_cash=expected, difference=difference, tolerance=venue.close_tolerance,
-                       needs_approval=needs_approval, breakdown=breakdown)
+        await record(
+            s,
+            venue_id=venue_id,
+            user_id=user_id,
+            action="session.closed",
+            entity="session",
+            entity_id=session_id,
+            payload={
+                "counted": counted_cash,
+                "expected": expected,
+                "difference": difference,
+                "breakdown": breakdown,
+                "abandoned_sales": len(abandoned),
+            },
+        )
+    return CloseResult(
+        session_id=session_id,
+        status=session.status,
+        counted_cash=counted_cash,
+        expected_cash=expected,
+        difference=difference,
+        tolerance=venue.close_tolerance,
+        needs_approval=needs_approval,
+        breakdown=breakdown,
+    )
 
 
-async def approve_close(s: AsyncSession, *, venue_id: int, session_id: int, supervisor_id: int,
-                        note: str) -> CloseResult:
+async def approve_close(
+    s: AsyncSession, *, venue_id: int, session_id: int, supervisor_id: int, note: str
+) -> CloseResult:
     """A supervisor (or admin) approves a close whose difference is over tolerance, with a note."""
     supervisor = await s.get(User, supervisor_id)
-    if supervisor is None or supervisor.venue_id != venue_id or supervisor.role not in ("supervisor", "admin") \
-            or not supervisor.active:
+    if (
+        supervisor is None
+        or supervisor.venue_id != venue_id
+        or supervisor.role not in ("supervisor", "admin")
+        or not supervisor.active
+    ):
         raise Forbidden("Solo un supervisor o administrador puede aprobar el cierre.", code="session.approval_role")
     note = (note or "").strip()
     if len(note) < 5:
-        raise ValidationFailed("La aprobación requiere una nota que explique la diferencia (mínimo 5 caracteres).",
-                               field="note")
+        raise ValidationFailed(
+            "La aprobación requiere una nota que explique la diferencia (mínimo 5 caracteres).", field="note"
+        )
     session = await _session(s, venue_id, session_id, lock=True)
     if session.status != "closing":
         raise Conflict("La sesión no está esperando aprobación de cierre.", code="session.not_closing")
@@ -355,45 +488,114 @@ async def approve_close(s: AsyncSession, *, venue_id: int, session_id: int, supe
     session.closed_by = session.closed_by or supervisor_id
     session.approved_by = supervisor_id
     session.close_note = (session.close_note + "\n" if session.close_note else "") + f"Aprobación: {note[:900]}"
-    await record(s, venue_id=venue_id, user_id=supervisor_id, action="session.close_approved", entity="session",
-                 entity_id=session_id, payload={"difference": session.difference, "note": note[:300]})
-    await open_incident(s, venue_id=venue_id, kind="cash_difference", session_id=session_id,
-                        jornada_id=session.jornada_id, register_id=session.register_id, user_id=supervisor_id,
-                        description=f"Diferencia de caja {format_clp(session.difference)} aprobada: {note[:300]}")
-    return CloseResult(session_id=session_id, status="closed", counted_cash=session.counted_cash or 0,
-                       expected_cash=session.expected_cash or 0, difference=session.difference or 0,
-                       tolerance=venue.close_tolerance, needs_approval=False,
-                       breakdown=dict(session.counted_breakdown or {}))
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=supervisor_id,
+        action="session.close_approved",
+        entity="session",
+        entity_id=session_id,
+        payload={"difference": session.difference, "note": note[:300]},
+    )
+    await open_incident(
+        s,
+        venue_id=venue_id,
+        kind="cash_difference",
+        session_id=session_id,
+        jornada_id=session.jornada_id,
+        register_id=session.register_id,
+        user_id=supervisor_id,
+        description=f"Diferencia de caja {format_clp(session.difference)} aprobada: {note[:300]}",
+    )
+    return CloseResult(
+        session_id=session_id,
+        status="closed",
+        counted_cash=session.counted_cash or 0,
+        expected_cash=session.expected_cash or 0,
+        difference=session.difference or 0,
+        tolerance=venue.close_tolerance,
+        needs_approval=False,
+        breakdown=dict(session.counted_breakdown or {}),
+    )
 
 
-async def add_fallback_event(s: AsyncSession, *, venue_id: int, session_id: int, sale_id: int | None,
-                             attempt_id: int | None, from_provider: str, to_provider: str, reason: str,
-                             user_id: int | None, override: bool = False,
-                             details: dict[str, Any] | None = None) -> int:
-    event = FallbackEvent(venue_id=venue_id, session_id=session_id, sale_id=sale_id, attempt_id=attempt_id,
-                          from_provider=from_provider, to_provider=to_provider, reason=reason[:300],
-                          user_id=user_id, override=override, created_at=utcnow(), details=details)
+async def add_fallback_event(
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    session_id: int,
+    sale_id: int | None,
+    attempt_id: int | None,
+    from_provider: str,
+    to_provider: str,
+    reason: str,
+    user_id: int | None,
+    override: bool = False,
+    details: dict[str, Any] | None = None,
+) -> int:
+    event = FallbackEvent(
+        venue_id=venue_id,
+        session_id=session_id,
+        sale_id=sale_id,
+        attempt_id=attempt_id,
+        from_provider=from_provider,
+        to_provider=to_provider,
+        reason=reason[:300],
+        user_id=user_id,
+        override=override,
+        created_at=utcnow(),
+        details=details,
+    )
     s.add(event)
     await s.flush()
-    await record(s, venue_id=venue_id, user_id=user_id,
-                 action="payment.override" if override else "payment.fallback", entity="sale",
-                 entity_id=sale_id or "", payload={"from": from_provider, "to": to_provider, "reason": reason[:300],
-                                                   "attempt_id": attempt_id})
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=user_id,
+        action="payment.override" if override else "payment.fallback",
+        entity="sale",
+        entity_id=sale_id or "",
+        payload={"from": from_provider, "to": to_provider, "reason": reason[:300], "attempt_id": attempt_id},
+    )
     return event.id
 
 
-async def list_fallback_events(s: AsyncSession, venue_id: int, *, session_id: int | None = None,
-                               jornada_id: int | None = None) -> list[dict[str, Any]]:
+async def list_fallback_events(
+    s: AsyncSession, venue_id: int, *, session_id: int | None = None, jornada_id: int | None = None
+) -> list[dict[str, Any]]:
     q = select(FallbackEvent).where(FallbackEvent.venue_id == venue_id)
     if session_id is not None:
         q = q.where(FallbackEvent.session_id == session_id)
     if jornada_id is not None:
         q = q.join(CashSession, CashSession.id == FallbackEvent.session_id).where(CashSession.jornada_id == jornada_id)
     rows = await s.scalars(q.order_by(FallbackEvent.id))
-    return [{"id": e.id, "session_id": e.session_id, "sale_id": e.sale_id, "attempt_id": e.attempt_id,
-             "from_provider": e.from_provider, "to_provider": e.to_provider, "reason": e.reason,
-             "user_id": e.user_id, "override": e.override, "created_at": e.created_at} for e in rows]
+    return [
+        {
+            "id": e.id,
+            "session_id": e.session_id,
+            "sale_id": e.sale_id,
+            "attempt_id": e.attempt_id,
+            "from_provider": e.from_provider,
+            "to_provider": e.to_provider,
+            "reason": e.reason,
+            "user_id": e.user_id,
+            "override": e.override,
+            "created_at": e.created_at,
+        }
+        for e in rows
+    ]
 
 
-__all__ = ["MAX_AMOUNT", "CloseResult", "SessionOut", "add_cash_movement", "add_fallback_event", "approve_close",
-           "close_session", "current_session", "get_session", "open_session", "unresolved_attempts"]
+__all__ = [
+    "MAX_AMOUNT",
+    "CloseResult",
+    "SessionOut",
+    "add_cash_movement",
+    "add_fallback_event",
+    "approve_close",
+    "close_session",
+    "current_session",
+    "get_session",
+    "open_session",
+    "unresolved_attempts",
+]

@@ -55,8 +55,17 @@ import pytest
 
 from ..errors import CajaError
 from ..hookspecs import hookimpl
-from ..providers import (Capability, ChargeRequest, Outcome, OutcomeKind, Progress, ProviderContext,
-                         ProviderRegistry, settings_to_json, validate_settings)
+from ..providers import (
+    Capability,
+    ChargeRequest,
+    Outcome,
+    OutcomeKind,
+    Progress,
+    ProviderContext,
+    ProviderRegistry,
+    settings_to_json,
+    validate_settings,
+)
 
 REPLIES = ("approved", "declined", "unavailable", "silent")
 _ASYNC = ("charge", "status", "cancel", "refund", "health")
@@ -114,10 +123,17 @@ class ProviderConformance:
 
     def make_request(self, provider: Any, settings: Any, *, ticket: str | None = None) -> ChargeRequest:
         ticket = ticket or str(uuid.uuid4().int % 900_000 + 100_000)
-        return ChargeRequest(attempt_id=int(ticket), ticket=ticket, amount=max(self.amount, provider.min_amount),
-                             register_id=1, register_code="CAJA1", venue_id=1,
-                             device_key=provider.device_key(settings, "CAJA1"), description="Prueba",
-                             reference=f"R{ticket}"[:12])
+        return ChargeRequest(
+            attempt_id=int(ticket),
+            ticket=ticket,
+            amount=max(self.amount, provider.min_amount),
+            register_id=1,
+            register_code="CAJA1",
+            venue_id=1,
+            device_key=provider.device_key(settings, "CAJA1"),
+            description="Prueba",
+            reference=f"R{ticket}"[:12],
+        )
 
     # helpers ------------------------------------------------------------------------------------------
     @staticmethod
@@ -137,8 +153,9 @@ class ProviderConformance:
         async def progress(p: Progress) -> None:
             seen.append(p)
 
-        outcome = await asyncio.wait_for(provider.charge(request, settings, self.context(settings, upstream),
-                                                         progress), self.silent_timeout_s + 5)
+        outcome = await asyncio.wait_for(
+            provider.charge(request, settings, self.context(settings, upstream), progress), self.silent_timeout_s + 5
+        )
         assert isinstance(outcome, Outcome), f"charge devolvió {type(outcome).__name__}, no un Outcome"
         return request, outcome, seen
 
@@ -185,9 +202,9 @@ class ProviderConformance:
         self.assert_no_card_data(outcome)
 
     async def _manual_charge_is_pending(self, provider, settings, upstream):
-        assert Capability.MANUAL in self.capabilities(provider, settings) or \
-            Capability.WEBHOOK in self.capabilities(provider, settings), \
-            "un proveedor que no es integrado debe ser manual o con webhooks"
+        assert Capability.MANUAL in self.capabilities(provider, settings) or Capability.WEBHOOK in self.capabilities(
+            provider, settings
+        ), "un proveedor que no es integrado debe ser manual o con webhooks"
         request = self.make_request(provider, settings)
         outcome = await provider.charge(request, settings, self.context(settings, upstream), _ignore_progress)
         assert outcome.kind in (OutcomeKind.PENDING, OutcomeKind.UNAVAILABLE, OutcomeKind.UNKNOWN), outcome
@@ -234,8 +251,9 @@ class ProviderConformance:
         assert unknown.kind is not OutcomeKind.APPROVED, "un ticket que nunca se cobró no puede salir aprobado"
 
     async def test_health_answers_an_outcome(self, provider, settings, upstream):
-        outcome = await asyncio.wait_for(provider.health(settings, self.context(settings, upstream)),
-                                         self.silent_timeout_s + 5)
+        outcome = await asyncio.wait_for(
+            provider.health(settings, self.context(settings, upstream)), self.silent_timeout_s + 5
+        )
         assert isinstance(outcome, Outcome)
 
     def test_webhook_round_trip(self, provider, settings):

@@ -29,8 +29,8 @@ class Setup(msgspec.Struct, kw_only=True):
     register_id: int
     jornada_id: int | None
     category_id: int
-    products: dict[str, int]      # name -> id
-    prices: dict[str, int]        # name -> price
+    products: dict[str, int]  # name -> id
+    prices: dict[str, int]  # name -> price
 
 
 def make_registry(*providers) -> ProviderRegistry:
@@ -40,37 +40,76 @@ def make_registry(*providers) -> ProviderRegistry:
     return ProviderRegistry(found)
 
 
-async def make_setup(db: Database, registry: ProviderRegistry | None = None, *, slug: str = "local",
-                     register_type: str = "HUMANA", primary: str | None = "fake", backup: str | None = "fakebackup",
-                     policy: FallbackPolicy | None = None, phones: int = 2, open_jornada: bool = True,
-                     close_tolerance: int = 1000, provider_settings: dict | None = None) -> Setup:
+async def make_setup(
+    db: Database,
+    registry: ProviderRegistry | None = None,
+    *,
+    slug: str = "local",
+    register_type: str = "HUMANA",
+    primary: str | None = "fake",
+    backup: str | None = "fakebackup",
+    policy: FallbackPolicy | None = None,
+    phones: int = 2,
+    open_jornada: bool = True,
+    close_tolerance: int = 1000,
+    provider_settings: dict | None = None,
+) -> Setup:
     registry = registry or make_registry()
     async with db.session() as s:
         venue = await venues.create_venue(s, slug=slug, name=f"Local {slug}", close_tolerance=close_tolerance)
-        admin = await users.create_user(s, venue_id=venue.id, username="admin", display_name="Admin",
-                                        role="admin", secret=PASSWORD)
-        sup = await users.create_user(s, venue_id=venue.id, username="super", display_name="Supervisora",
-                                      role="supervisor", secret=PASSWORD)
-        cashier = await users.create_user(s, venue_id=venue.id, username="cajera", display_name="Cajera",
-                                          role="cashier", secret=PIN)
+        admin = await users.create_user(
+            s, venue_id=venue.id, username="admin", display_name="Admin", role="admin", secret=PASSWORD
+        )
+        sup = await users.create_user(
+            s, venue_id=venue.id, username="super", display_name="Supervisora", role="supervisor", secret=PASSWORD
+        )
+        cashier = await users.create_user(
+            s, venue_id=venue.id, username="cajera", display_name="Cajera", role="cashier", secret=PIN
+        )
         cat = await catalog.create_category(s, venue_id=venue.id, name="Bar")
         prices = {"Cerveza": 3500, "Piscola": 6000, "Agua": 2000}
         products = {}
         for name, price in prices.items():
-            products[name] = (await catalog.create_product(s, venue_id=venue.id, category_id=cat.id, name=name,
-                                                           price=price)).id
+            products[name] = (
+                await catalog.create_product(s, venue_id=venue.id, category_id=cat.id, name=name, price=price)
+            ).id
         register = await registers.create_register(
-            s, venue_id=venue.id, registry=registry, actor_id=admin.id,
-            data=registers.RegisterInput(code="CAJA1", name="Caja 1", register_type=register_type,
-                                         payment_methods=["cash", "card"] if register_type != "VIRTUAL" else ["card"],
-                                         primary_provider=primary, backup_provider=backup, policy=policy,
-                                         provider_settings=provider_settings or {}))
+            s,
+            venue_id=venue.id,
+            registry=registry,
+            actor_id=admin.id,
+            data=registers.RegisterInput(
+                code="CAJA1",
+                name="Caja 1",
+                register_type=register_type,
+                payment_methods=["cash", "card"] if register_type != "VIRTUAL" else ["card"],
+                primary_provider=primary,
+                backup_provider=backup,
+                policy=policy,
+                provider_settings=provider_settings or {},
+            ),
+        )
         for n in range(phones):
-            s.add(BackupPhone(venue_id=venue.id, name=f"Celular {n + 1}", identifier=f"{slug}-tel-{n + 1}",
-                              register_id=register.id, available=True))
+            s.add(
+                BackupPhone(
+                    venue_id=venue.id,
+                    name=f"Celular {n + 1}",
+                    identifier=f"{slug}-tel-{n + 1}",
+                    register_id=register.id,
+                    available=True,
+                )
+            )
         jornada_id = None
         if open_jornada:
             jornada_id = (await jornadas.open_jornada(s, venue_id=venue.id, user_id=sup.id)).id
-    return Setup(venue_id=venue.id, admin_id=admin.id, supervisor_id=sup.id, cashier_id=cashier.id,
-                 register_id=register.id, jornada_id=jornada_id, category_id=cat.id, products=products,
-                 prices=prices)
+    return Setup(
+        venue_id=venue.id,
+        admin_id=admin.id,
+        supervisor_id=sup.id,
+        cashier_id=cashier.id,
+        register_id=register.id,
+        jornada_id=jornada_id,
+        category_id=cat.id,
+        products=products,
+        prices=prices,
+    )

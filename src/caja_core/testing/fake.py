@@ -24,8 +24,17 @@ from typing import Literal
 import msgspec
 
 from ..errors import ValidationFailed
-from ..providers import (CardData, Capability, ChargeRequest, Outcome, OutcomeKind, Progress, ProgressCallback,
-                         ProviderContext, WebhookNotice)
+from ..providers import (
+    Capability,
+    CardData,
+    ChargeRequest,
+    Outcome,
+    OutcomeKind,
+    Progress,
+    ProgressCallback,
+    ProviderContext,
+    WebhookNotice,
+)
 
 CrashPoint = Literal["before_send", "after_send"]
 
@@ -123,18 +132,24 @@ class ScriptableProvider:
 
     Settings = FakeSettings
     min_amount = 1
-    DEFAULT_CAPABILITIES = frozenset({Capability.INTEGRATED, Capability.CANCEL, Capability.STATUS,
-                                      Capability.REFUND, Capability.WEBHOOK})
+    DEFAULT_CAPABILITIES = frozenset(
+        {Capability.INTEGRATED, Capability.CANCEL, Capability.STATUS, Capability.REFUND, Capability.WEBHOOK}
+    )
 
-    def __init__(self, provider_id: str = "fake", name: str | None = None, *,
-                 capabilities: Iterable[Capability] | None = None, min_amount: int = 1,
-                 ledger_path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        provider_id: str = "fake",
+        name: str | None = None,
+        *,
+        capabilities: Iterable[Capability] | None = None,
+        min_amount: int = 1,
+        ledger_path: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.id = provider_id
         self.name = name or f"Proveedor de prueba ({provider_id})"
         self.capabilities = frozenset(capabilities) if capabilities is not None else self.DEFAULT_CAPABILITIES
         self.min_amount = min_amount
-        self.scripts: dict[str, deque[Step]] = {m: deque() for m in ("charge", "status", "cancel", "refund",
-                                                                     "health")}
+        self.scripts: dict[str, deque[Step]] = {m: deque() for m in ("charge", "status", "cancel", "refund", "health")}
         self.default_steps: dict[str, Step] = {}
         self.ledger_store = Ledger(ledger_path)
         self.calls: list[tuple[str, str | None]] = []
@@ -191,16 +206,20 @@ class ScriptableProvider:
     def device_key(self, settings: FakeSettings, register_code: str) -> str:
         return f"{self.id}:{settings.device}"
 
-    async def charge(self, request: ChargeRequest, settings: FakeSettings, ctx: ProviderContext,
-                     progress: ProgressCallback) -> Outcome:
+    async def charge(
+        self, request: ChargeRequest, settings: FakeSettings, ctx: ProviderContext, progress: ProgressCallback
+    ) -> Outcome:
         try:
             return await asyncio.wait_for(self._charge(request, settings, progress), settings.timeout_s)
         except TimeoutError:
-            return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket, code="timeout",
-                           message="Sin respuesta final del terminal")
+            return Outcome(
+                kind=OutcomeKind.UNKNOWN,
+                ticket=request.ticket,
+                code="timeout",
+                message="Sin respuesta final del terminal",
+            )
 
-    async def _charge(self, request: ChargeRequest, settings: FakeSettings,
-                      progress: ProgressCallback) -> Outcome:
+    async def _charge(self, request: ChargeRequest, settings: FakeSettings, progress: ProgressCallback) -> Outcome:
         step = self._next("charge", Step()) or Step()
         key = self.ledger_key(settings, request.ticket)
         crash_at = step.crash_at or ("after_send" if step.crash else None)
@@ -234,13 +253,25 @@ class ScriptableProvider:
     def _outcome(self, step: Step, request: ChargeRequest) -> Outcome:
         card = None
         if step.kind is OutcomeKind.APPROVED:
-            card = CardData(brand="VI", card_type="DB", last4="4242", authorization_code="A1B2C3",
-                            operation_id="0", terminal_id="FAKE0001")
+            card = CardData(
+                brand="VI",
+                card_type="DB",
+                last4="4242",
+                authorization_code="A1B2C3",
+                operation_id="0",
+                terminal_id="FAKE0001",
+            )
         code = step.code
         if code is None:
             code = {OutcomeKind.APPROVED: "0", OutcomeKind.DECLINED: "5"}.get(step.kind)
-        return Outcome(kind=step.kind, code=code, message=step.message, ticket=step.ticket or request.ticket,
-                       amount=step.amount or request.amount, card=card)
+        return Outcome(
+            kind=step.kind,
+            code=code,
+            message=step.message,
+            ticket=step.ticket or request.ticket,
+            amount=step.amount or request.amount,
+            card=card,
+        )
 
     async def status(self, request: ChargeRequest, settings: FakeSettings, ctx: ProviderContext) -> Outcome:
         self.calls.append(("status", request.ticket))
@@ -277,10 +308,16 @@ class ScriptableProvider:
         try:
             data = msgspec.json.decode(body)
             kind = OutcomeKind(data.get("status", "approved"))
-            return WebhookNotice(external_id=str(data["order_id"]), reference=str(data["reference_id"]),
-                                 outcome=Outcome(kind=kind, amount=int(data["amount"]),
-                                                 code=str(data.get("code", "0" if kind == "approved" else "")),
-                                                 reference=str(data["order_id"])))
+            return WebhookNotice(
+                external_id=str(data["order_id"]),
+                reference=str(data["reference_id"]),
+                outcome=Outcome(
+                    kind=kind,
+                    amount=int(data["amount"]),
+                    code=str(data.get("code", "0" if kind == "approved" else "")),
+                    reference=str(data["order_id"]),
+                ),
+            )
         except (msgspec.DecodeError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise ValidationFailed("Notificación mal formada.", code="webhook.malformed") from exc
 

@@ -43,8 +43,16 @@ class UserOut(msgspec.Struct, kw_only=True):
 
 
 def user_out(u: User) -> UserOut:
-    return UserOut(id=u.id, venue_id=u.venue_id, username=u.username, display_name=u.display_name,
-                   role=u.role, active=u.active, locked_until=u.locked_until, last_login_at=u.last_login_at)
+    return UserOut(
+        id=u.id,
+        venue_id=u.venue_id,
+        username=u.username,
+        display_name=u.display_name,
+        role=u.role,
+        active=u.active,
+        locked_until=u.locked_until,
+        last_login_at=u.last_login_at,
+    )
 
 
 def _check_secret(role: str, secret: str) -> None:
@@ -69,22 +77,45 @@ def _check_fields(username: str, display_name: str, role: str) -> None:
         raise ValidationFailed("Revise los datos del usuario.", code="user.invalid", fields=errors)
 
 
-async def create_user(s: AsyncSession, *, venue_id: int, username: str, display_name: str, role: str,
-                      secret: str, actor_id: int | None = None) -> UserOut:
+async def create_user(
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    username: str,
+    display_name: str,
+    role: str,
+    secret: str,
+    actor_id: int | None = None,
+) -> UserOut:
     username = (username or "").strip().lower()
     _check_fields(username, display_name, role)
     _check_secret(role, secret)
     if await s.scalar(select(User.id).where(User.venue_id == venue_id, User.username == username)):
         raise Conflict(f"El usuario {username!r} ya existe.", code="user.exists", field="username")
-    user = User(venue_id=venue_id, username=username, display_name=display_name.strip(), role=role,
-                secret_hash=_hasher.hash(secret), active=True, failed_logins=0, created_at=utcnow())
+    user = User(
+        venue_id=venue_id,
+        username=username,
+        display_name=display_name.strip(),
+        role=role,
+        secret_hash=_hasher.hash(secret),
+        active=True,
+        failed_logins=0,
+        created_at=utcnow(),
+    )
     s.add(user)
     try:
         await s.flush()
     except IntegrityError as exc:
         raise Conflict(f"El usuario {username!r} ya existe.", code="user.exists", field="username") from exc
-    await record(s, venue_id=venue_id, user_id=actor_id, action="user.created", entity="user",
-                 entity_id=user.id, payload={"username": username, "role": role})
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=actor_id,
+        action="user.created",
+        entity="user",
+        entity_id=user.id,
+        payload={"username": username, "role": role},
+    )
     return user_out(user)
 
 
@@ -100,8 +131,11 @@ async def _verify(s: AsyncSession, user: User | None, secret: str, *, venue_id: 
     if user.locked_until and user.locked_until > now:
         await record(s, venue_id=venue_id, user_id=user.id, action="auth.login_locked")
         minutes = max(1, int((user.locked_until - now).total_seconds() // 60) + 1)
-        raise AuthFailed(f"Cuenta bloqueada por intentos fallidos. Intente de nuevo en {minutes} min "
-                         "o pida a un administrador que la desbloquee.", code="auth.locked")
+        raise AuthFailed(
+            f"Cuenta bloqueada por intentos fallidos. Intente de nuevo en {minutes} min "
+            "o pida a un administrador que la desbloquee.",
+            code="auth.locked",
+        )
     try:
         _hasher.verify(user.secret_hash, secret or "")
     except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -110,11 +144,15 @@ async def _verify(s: AsyncSession, user: User | None, secret: str, *, venue_id: 
         if locked:
             user.locked_until = now + LOCKOUT
             user.failed_logins = 0
-        await record(s, venue_id=venue_id, user_id=user.id, action="auth.login_failed",
-                     payload={"who": who, "locked": locked})
-        raise AuthFailed("Cuenta bloqueada por intentos fallidos. Intente de nuevo en 15 min."
-                         if locked else "Usuario o clave incorrectos.",
-                         code="auth.locked" if locked else "auth.invalid") from None
+        await record(
+            s, venue_id=venue_id, user_id=user.id, action="auth.login_failed", payload={"who": who, "locked": locked}
+        )
+        raise AuthFailed(
+            "Cuenta bloqueada por intentos fallidos. Intente de nuevo en 15 min."
+            if locked
+            else "Usuario o clave incorrectos.",
+            code="auth.locked" if locked else "auth.invalid",
+        ) from None
     user.failed_logins = 0
     user.locked_until = None
     user.last_login_at = now
@@ -152,14 +190,26 @@ async def list_users(s: AsyncSession, venue_id: int) -> list[UserOut]:
 
 
 async def list_cashiers(s: AsyncSession, venue_id: int) -> list[UserOut]:
-    rows = await s.scalars(select(User).where(User.venue_id == venue_id, User.role == "cashier",
-                                              User.active.is_(True)).order_by(User.display_name))
+    rows = await s.scalars(
+        select(User)
+        .where(User.venue_id == venue_id, User.role == "cashier", User.active.is_(True))
+        .order_by(User.display_name)
+    )
     return [user_out(u) for u in rows]
 
 
-async def update_user(s: AsyncSession, venue_id: int, user_id: int, *, actor_id: int | None,
-                      display_name: str | None = None, role: str | None = None, active: bool | None = None,
-                      secret: str | None = None, unlock: bool = False) -> UserOut:
+async def update_user(
+    s: AsyncSession,
+    venue_id: int,
+    user_id: int,
+    *,
+    actor_id: int | None,
+    display_name: str | None = None,
+    role: str | None = None,
+    active: bool | None = None,
+    secret: str | None = None,
+    unlock: bool = False,
+) -> UserOut:
     user = await s.get(User, user_id)
     if user is None or user.venue_id != venue_id:
         raise NotFound("El usuario no existe.", code="user.not_found")
@@ -188,6 +238,13 @@ async def update_user(s: AsyncSession, venue_id: int, user_id: int, *, actor_id:
         user.failed_logins = 0
         changes["unlocked"] = True
     if changes:
-        await record(s, venue_id=venue_id, user_id=actor_id, action="user.updated", entity="user",
-                     entity_id=user.id, payload=changes)
+        await record(
+            s,
+            venue_id=venue_id,
+            user_id=actor_id,
+            action="user.updated",
+            entity="user",
+            entity_id=user.id,
+            payload=changes,
+        )
     return user_out(user)

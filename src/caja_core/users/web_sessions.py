@@ -58,4 +58,3 @@ async def delete_all(s: AsyncSession) -> None:
 async def purge_expired(s: AsyncSession) -> int:
     result = await s.execute(delete(WebSession).where(WebSession.expires_at <= utcnow()))
     return result.rowcount or 0
-

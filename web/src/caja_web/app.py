@@ -76,15 +76,17 @@ def make_orchestrator(db: Database, registry: ProviderRegistry, pm: Any, setting
         return None
     from caja_core.agents.service import channel_factory
 
-    return PaymentOrchestrator(db=db, registry=registry, pm=pm, instance_id=settings.instance_id,
-                               agent_channel_factory=channel_factory(db))
+    return PaymentOrchestrator(
+        db=db, registry=registry, pm=pm, instance_id=settings.instance_id, agent_channel_factory=channel_factory(db)
+    )
 
 
 class CajaWebPlugin(InitPlugin):
     """Wires caja into a Litestar app: state, templates, static files, sessions, CSRF, routes, errors."""
 
-    def __init__(self, settings: Settings, db: Database, pm: Any, *, own_db: bool,
-                 scheduled_backups: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, pm: Any, *, own_db: bool, scheduled_backups: bool = False
+    ) -> None:
         self.settings = settings
         self.scheduled_backups = scheduled_backups
         self.db = db
@@ -108,37 +110,62 @@ class CajaWebPlugin(InitPlugin):
         return app_config
 
     def _configure_state(self, app_config: AppConfig) -> None:
-        app_config.state = State({"settings": self.settings, "db": self.db, "pm": self.pm,
-                                  "registry": self.registry, "orchestrator": self.orchestrator,
-                                  "login_limiter": LoginLimiter()})
+        app_config.state = State(
+            {
+                "settings": self.settings,
+                "db": self.db,
+                "pm": self.pm,
+                "registry": self.registry,
+                "orchestrator": self.orchestrator,
+                "login_limiter": LoginLimiter(),
+            }
+        )
 
     def _configure_templates(self, app_config: AppConfig) -> None:
         dirs = [*template_dirs(self.pm), str(TEMPLATES)]
-        env = Environment(loader=ChoiceLoader([FileSystemLoader(d) for d in dirs]),
-                          autoescape=select_autoescape(default=True, default_for_string=True),
-                          trim_blocks=True, lstrip_blocks=True)
+        env = Environment(
+            loader=ChoiceLoader([FileSystemLoader(d) for d in dirs]),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
         filters.install(env)
         app_config.template_config = TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
 
     def _configure_static(self, app_config: AppConfig) -> None:
         app_config.route_handlers.append(
-            create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False,
-                                       cache_control=CacheControlHeader(max_age=3600, public=True)))
+            create_static_files_router(
+                path="/static",
+                directories=[STATIC],
+                include_in_schema=False,
+                cache_control=CacheControlHeader(max_age=3600, public=True),
+            )
+        )
 
     def _configure_sessions(self, app_config: AppConfig) -> None:
         store = make_session_store(self.settings.redis_url, self.db)
         app_config.stores = {"sessions": store}
-        config = RotatingSessionConfig(key="caja_session", max_age=SESSION_MAX_AGE_S, httponly=True,
-                                         samesite="lax", secure=self.settings.secure_cookies,
-                                         store="sessions", exclude=[f"^{p}" for p in JSON_PREFIXES]
-                                         + ["^/static/"])
+        config = RotatingSessionConfig(
+            key="caja_session",
+            max_age=SESSION_MAX_AGE_S,
+            httponly=True,
+            samesite="lax",
+            secure=self.settings.secure_cookies,
+            store="sessions",
+            exclude=[f"^{p}" for p in JSON_PREFIXES] + ["^/static/"],
+        )
         app_config.middleware.append(config.middleware)
 
     def _configure_csrf(self, app_config: AppConfig) -> None:
         secret = hashlib.sha256(f"csrf:{self.settings.secret_key}".encode()).hexdigest()
-        app_config.csrf_config = CSRFConfig(secret=secret, cookie_name="caja_csrf", cookie_httponly=True,
-                                            cookie_samesite="lax", cookie_secure=self.settings.secure_cookies,
-                                            exclude=CSRF_EXCLUDE)
+        app_config.csrf_config = CSRFConfig(
+            secret=secret,
+            cookie_name="caja_csrf",
+            cookie_httponly=True,
+            cookie_samesite="lax",
+            cookie_secure=self.settings.secure_cookies,
+            exclude=CSRF_EXCLUDE,
+        )
 
     def _configure_routes(self, app_config: AppConfig) -> None:
         app_config.route_handlers.extend(page_route_handlers())
@@ -153,17 +180,26 @@ class CajaWebPlugin(InitPlugin):
     def _configure_openapi(self, app_config: AppConfig) -> None:
         """Only the JSON endpoints (agent API, webhooks, health, metrics) are published; the HTML pages are not."""
         app_config.openapi_config = OpenAPIConfig(
-            title="caja", version="0.1.0", path="/schema",
+            title="caja",
+            version="0.1.0",
+            path="/schema",
             description="API JSON de caja: agente de caja, notificaciones de proveedores, salud y métricas.",
-            components=Components(security_schemes={
-                "metricsToken": SecurityScheme(type="http", scheme="bearer",
-                                               description="CAJA_METRICS_TOKEN (o sesión de administrador)")}))
+            components=Components(
+                security_schemes={
+                    "metricsToken": SecurityScheme(
+                        type="http", scheme="bearer", description="CAJA_METRICS_TOKEN (o sesión de administrador)"
+                    )
+                }
+            ),
+        )
 
     def _configure_headers(self, app_config: AppConfig) -> None:
-        app_config.response_headers = [*app_config.response_headers,
-                                       ResponseHeader(name="X-Frame-Options", value="DENY"),
-                                       ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
-                                       ResponseHeader(name="Referrer-Policy", value="same-origin")]
+        app_config.response_headers = [
+            *app_config.response_headers,
+            ResponseHeader(name="X-Frame-Options", value="DENY"),
+            ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
+            ResponseHeader(name="Referrer-Policy", value="same-origin"),
+        ]
 
     def _configure_ops(self, app_config: AppConfig) -> None:
         """Request ids, request metrics; scheduled backups inside the app when asked (SQLite, one instance)."""
@@ -186,8 +222,9 @@ class CajaWebPlugin(InitPlugin):
                 await self.db.dispose()
 
 
-def create_app(settings: Settings | None = None, db: Database | None = None, pm: Any = None, *,
-               scheduled_backups: bool = False) -> Litestar:
+def create_app(
+    settings: Settings | None = None, db: Database | None = None, pm: Any = None, *, scheduled_backups: bool = False
+) -> Litestar:
     """Build the app. Without arguments: settings from ``CAJA_*``, its own database and plugin manager.
     ``scheduled_backups`` runs the backup scheduler inside the app (``caja serve`` does on SQLite; on
     PostgreSQL ``caja worker`` runs it once for all instances)."""

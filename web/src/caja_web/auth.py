@@ -107,8 +107,14 @@ async def login_context(web: Web, slug: str | None = None) -> dict:
 async def start_session(request: Request, user: users.UserOut, venue: venues.VenueOut) -> None:
     """A fresh session (new id, old data dropped) holding who logged in."""
     await rotate_session_id(request)
-    viewer = Viewer(id=user.id, venue_id=venue.id, role=user.role, name=user.display_name,
-                    venue_name=venue.name, timezone=venue.timezone)
+    viewer = Viewer(
+        id=user.id,
+        venue_id=venue.id,
+        role=user.role,
+        name=user.display_name,
+        venue_name=venue.name,
+        timezone=venue.timezone,
+    )
     request.set_session({"viewer": msgspec.to_builtins(viewer)})
 
 
@@ -132,8 +138,9 @@ async def login_password(request: Request, data: Annotated[PasswordLogin, FORM])
     async with web.form("auth/login.html", lambda: login_context(web), form={"username": data.username}):
         web.state.login_limiter.hit(client_ip(request), data.username)
         venue = await web.call(venues.get_venue, data.venue_id)
-        user = await web.call(users.authenticate_password, venue_id=venue.id, username=data.username,
-                              password=data.password)
+        user = await web.call(
+            users.authenticate_password, venue_id=venue.id, username=data.username, password=data.password
+        )
     await start_session(request, user, venue)
     return web.redirect(HOME[user.role])
 
@@ -141,9 +148,11 @@ async def login_password(request: Request, data: Annotated[PasswordLogin, FORM])
 @post("/login/pin", include_in_schema=False)
 async def login_pin(request: Request, data: Annotated[PinLogin, FORM]) -> Response:
     web = Web(request)
+
     async def context() -> dict:
         ctx = await login_context(web)
         return ctx | {"cashier": next((c for c in ctx["cashiers"] if c.id == data.user_id), None)}
+
     async with web.form("auth/pin.html", context):
         web.state.login_limiter.hit(client_ip(request), f"id:{data.user_id}")
         venue = await web.call(venues.get_venue, data.venue_id)

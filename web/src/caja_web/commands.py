@@ -33,8 +33,16 @@ def _run(settings: Settings, host: str, port: int) -> None:
 
     configure_logging(settings)  # JSON, masked; uvicorn's own loggers go through it (log_config=None)
     app = create_app(settings, scheduled_backups=settings.is_sqlite)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False, log_config=None,
-                proxy_headers=True, forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        log_config=None,
+        proxy_headers=True,
+        forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+    )
 
 
 @click.command()
@@ -59,8 +67,12 @@ def demo(host: str, port: int, db_path: str, no_serve: bool) -> None:
 
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{Path(db_path).resolve()}"
-    env = dict(os.environ, CAJA_ENV=os.environ.get("CAJA_ENV", "demo"), CAJA_DATABASE_URL=url,
-               CAJA_LOG_FORMAT=os.environ.get("CAJA_LOG_FORMAT", "text"))
+    env = dict(
+        os.environ,
+        CAJA_ENV=os.environ.get("CAJA_ENV", "demo"),
+        CAJA_DATABASE_URL=url,
+        CAJA_LOG_FORMAT=os.environ.get("CAJA_LOG_FORMAT", "text"),
+    )
     try:
         settings = load_settings(env, host=host, port=port)
     except SettingsError as exc:

@@ -116,8 +116,12 @@ class Web:
             return await fn(s, *args, venue_id=self.venue_id, **kwargs)
 
     @contextlib.asynccontextmanager
-    async def form(self, template: str, context: Callable[[], Awaitable[dict[str, Any]]] | dict[str, Any] | None = None,
-                   **extra: Any) -> AsyncIterator[None]:
+    async def form(
+        self,
+        template: str,
+        context: Callable[[], Awaitable[dict[str, Any]]] | dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> AsyncIterator[None]:
         """Turn a refused service call into a re-rendered form with Spanish field errors."""
         try:
             yield
@@ -135,10 +139,17 @@ class Web:
     def htmx(self) -> bool:
         return is_htmx(self.request)
 
-    async def page(self, template: str, *, status_code: int = HTTP_200_OK, partial: bool | None = None,
-                   partial_template: str | None = None,
-                   full_context: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-                   headers: dict[str, str] | None = None, **context: Any) -> Template:
+    async def page(
+        self,
+        template: str,
+        *,
+        status_code: int = HTTP_200_OK,
+        partial: bool | None = None,
+        partial_template: str | None = None,
+        full_context: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        headers: dict[str, str] | None = None,
+        **context: Any,
+    ) -> Template:
         """Render ``template`` as a full page, or as a partial on an HTMX request. A page made of parts
         names the part an HTMX request gets (``partial_template``) and how to build the rest of the page
         (``full_context``), which is skipped for partials."""
@@ -153,9 +164,16 @@ class Web:
 
     def plain_context(self, partial: bool) -> dict[str, Any]:
         """The context every template gets, without database work (error pages use only this)."""
-        return {"layout": "_partial.html" if partial else "base.html", "viewer": self.viewer,
-                "request": self.request, "errors": {}, "form": {}, "jornada": None, "banner": False,
-                "path": self.request.url.path}
+        return {
+            "layout": "_partial.html" if partial else "base.html",
+            "viewer": self.viewer,
+            "request": self.request,
+            "errors": {},
+            "form": {},
+            "jornada": None,
+            "banner": False,
+            "path": self.request.url.path,
+        }
 
     async def base_context(self, partial: bool) -> dict[str, Any]:
         ctx = self.plain_context(partial)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import logging
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import (HTTPException, NotAuthorizedException, NotFoundException,
-                                 PermissionDeniedException, ValidationException)
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
 from litestar.response import Template
 
 from caja_core.errors import CajaError
@@ -19,9 +24,16 @@ log = logging.getLogger("caja.web")
 JSON_PREFIXES = ("/webhooks/", "/api/", "/health", "/metrics")
 
 STATUS_TITLES = {
-    400: "Solicitud inválida", 401: "Debe iniciar sesión", 403: "Acceso denegado", 404: "No encontrado",
-    405: "Método no permitido", 409: "No se puede realizar", 422: "Datos inválidos",
-    429: "Demasiados intentos", 500: "Error interno", 503: "Servicio no disponible",
+    400: "Solicitud inválida",
+    401: "Debe iniciar sesión",
+    403: "Acceso denegado",
+    404: "No encontrado",
+    405: "Método no permitido",
+    409: "No se puede realizar",
+    422: "Datos inválidos",
+    429: "Demasiados intentos",
+    500: "Error interno",
+    503: "Servicio no disponible",
 }
 
 
@@ -37,14 +49,25 @@ def _error_page(request: Request, status: int, message: str, code: str = "") -> 
         return as_json
     web = Web(request)
     template = "errors/_error.html" if web.htmx else "errors/error.html"
-    return web.error_page(template, status_code=status, title=STATUS_TITLES.get(status, "Error"),
-                          message=message, code=code, status=status)
+    return web.error_page(
+        template,
+        status_code=status,
+        title=STATUS_TITLES.get(status, "Error"),
+        message=message,
+        code=code,
+        status=status,
+    )
 
 
 def form_rejected(request: Request, exc: FormRejected) -> Template:
     error = exc.error
-    context = {**exc.context, "errors": error.fields, "error": error.message, "error_details": error.details,
-               "error_code": error.code}
+    context = {
+        **exc.context,
+        "errors": error.fields,
+        "error": error.message,
+        "error_details": error.details,
+        "error_code": error.code,
+    }
     return Template(template_name=exc.template, context=context, status_code=error.status)
 
 
@@ -90,8 +113,7 @@ def http_error(request: Request, exc: HTTPException) -> Response:
 
 def internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return _error_page(request, 500, "Ocurrió un error inesperado. Intente de nuevo o avise al "
-                                           "supervisor.", "internal")
+    return _error_page(request, 500, "Ocurrió un error inesperado. Intente de nuevo o avise al supervisor.", "internal")
 
 
 EXCEPTION_HANDLERS = {

@@ -11,30 +11,53 @@ from caja_core.money import format_clp
 
 STATUS_LABELS = {
     # registers
-    "active": "Activa", "maintenance": "Mantención", "offline": "Sin conexión", "error": "Error",
+    "active": "Activa",
+    "maintenance": "Mantención",
+    "offline": "Sin conexión",
+    "error": "Error",
     # sessions / jornadas
-    "open": "Abierta", "closing": "Cerrando", "closed": "Cerrada", "preparing": "Preparando",
+    "open": "Abierta",
+    "closing": "Cerrando",
+    "closed": "Cerrada",
+    "preparing": "Preparando",
     # sales
-    "pending_payment": "Pendiente de pago", "paid": "Pagada", "cancelled": "Anulada",
+    "pending_payment": "Pendiente de pago",
+    "paid": "Pagada",
+    "cancelled": "Anulada",
     # attempts
-    "created": "Creado", "sending": "Enviando", "awaiting": "Esperando al terminal", "approved": "Aprobado",
-    "declined": "Rechazado", "failed_not_sent": "No enviado", "in_doubt": "Verificando con el terminal…",
-    "reconciling": "Verificando con el terminal…", "manual_pending": "Esperando confirmación manual",
-    "approved_manual": "Aprobado (manual)", "verified": "Verificado", "disputed": "En disputa",
+    "created": "Creado",
+    "sending": "Enviando",
+    "awaiting": "Esperando al terminal",
+    "approved": "Aprobado",
+    "declined": "Rechazado",
+    "failed_not_sent": "No enviado",
+    "in_doubt": "Verificando con el terminal…",
+    "reconciling": "Verificando con el terminal…",
+    "manual_pending": "Esperando confirmación manual",
+    "approved_manual": "Aprobado (manual)",
+    "verified": "Verificado",
+    "disputed": "En disputa",
     "overridden": "Reemplazado por respaldo",
     # breaker
     "half_open": "Probando",
 }
-METHOD_LABELS = {"cash": "Efectivo", "card": "Tarjeta", "debit": "Débito", "credit": "Crédito",
-                 "courtesy": "Cortesía"}
+METHOD_LABELS = {"cash": "Efectivo", "card": "Tarjeta", "debit": "Débito", "credit": "Crédito", "courtesy": "Cortesía"}
 ROLE_LABELS = {"admin": "Administrador", "supervisor": "Supervisor", "cashier": "Cajero"}
 INCIDENT_LABELS = {
-    "terminal": "Terminal caído", "printer": "Impresora", "network": "Red / internet",
-    "double_charge": "Posible doble cobro", "double_charge_suspected": "Posible doble cobro", "cash": "Efectivo",
-    "other": "Otro", "cash_difference": "Diferencia de caja", "duplicate_authorization": "Autorización repetida",
-    "late_approval": "Aprobación tardía", "amount_mismatch": "Monto distinto al cobrado",
-    "klap_unmatched_attempt": "KLAP: pago sin respaldo en el reporte", "klap_unmatched_report_row":
-    "KLAP: venta del reporte sin pago en caja", "klap_disputed": "KLAP: pago en disputa",
+    "terminal": "Terminal caído",
+    "printer": "Impresora",
+    "network": "Red / internet",
+    "double_charge": "Posible doble cobro",
+    "double_charge_suspected": "Posible doble cobro",
+    "cash": "Efectivo",
+    "other": "Otro",
+    "cash_difference": "Diferencia de caja",
+    "duplicate_authorization": "Autorización repetida",
+    "late_approval": "Aprobación tardía",
+    "amount_mismatch": "Monto distinto al cobrado",
+    "klap_unmatched_attempt": "KLAP: pago sin respaldo en el reporte",
+    "klap_unmatched_report_row": "KLAP: venta del reporte sin pago en caja",
+    "klap_disputed": "KLAP: pago en disputa",
 }
 TYPE_LABELS = {"TOTEM": "Tótem", "HUMANA": "Humana", "OFICINA": "Oficina", "VIRTUAL": "Virtual"}
 
@@ -52,8 +75,13 @@ def day(value: date | None) -> str:
 
 
 def label(value: object, kind: str = "status") -> str:
-    table = {"status": STATUS_LABELS, "method": METHOD_LABELS, "role": ROLE_LABELS, "type": TYPE_LABELS,
-             "incident": INCIDENT_LABELS}[kind]
+    table = {
+        "status": STATUS_LABELS,
+        "method": METHOD_LABELS,
+        "role": ROLE_LABELS,
+        "type": TYPE_LABELS,
+        "incident": INCIDENT_LABELS,
+    }[kind]
     return table.get(str(value), str(value) if value is not None else "—")
 
 

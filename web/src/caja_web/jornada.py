@@ -28,9 +28,12 @@ class ApproveClose(msgspec.Struct, kw_only=True):
 async def jornada_context(web: Web) -> dict:
     current = await web.call(jornadas.current_jornada, web.venue_id)
     report = await web.call(reports.jornada_report, web.venue_id, current.id) if current else None
-    return {"current": current, "recent": (await web.call(jornadas.list_jornadas, web.venue_id))[:10],
-            "pending": [x for x in report.sessions if x.session.status == "closing"] if report else [],
-            "open_sessions": [x for x in report.sessions if x.session.status == "open"] if report else []}
+    return {
+        "current": current,
+        "recent": (await web.call(jornadas.list_jornadas, web.venue_id))[:10],
+        "pending": [x for x in report.sessions if x.session.status == "closing"] if report else [],
+        "open_sessions": [x for x in report.sessions if x.session.status == "open"] if report else [],
+    }
 
 
 @get("/")
@@ -58,11 +61,14 @@ async def close_jornada(request: Request, data: Annotated[CloseJornada, FORM]) -
 @post("/aprobar/{session_id:int}")
 async def approve_close(request: Request, session_id: FromPath[int], data: Annotated[ApproveClose, FORM]) -> Response:
     web = Web(request)
-    async with web.form("jornada.html", lambda: jornada_context(web), form={"note": data.note},
-                        approving=session_id):
+    async with web.form("jornada.html", lambda: jornada_context(web), form={"note": data.note}, approving=session_id):
         await web.venue_call(sessions.approve_close, session_id=session_id, supervisor_id=web.user_id, note=data.note)
     return web.redirect("/jornada")
 
 
-router = Router(path="/jornada", include_in_schema=False, guards=[requires(*SUPERVISOR)],
-                route_handlers=[jornada_page, open_jornada, close_jornada, approve_close])
+router = Router(
+    path="/jornada",
+    include_in_schema=False,
+    guards=[requires(*SUPERVISOR)],
+    route_handlers=[jornada_page, open_jornada, close_jornada, approve_close],
+)

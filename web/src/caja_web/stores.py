@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import random
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-
-from dataclasses import dataclass
 
 from litestar.connection import ASGIConnection
 from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
@@ -54,7 +53,8 @@ class DatabaseSessionStore(Store):
         seconds = _seconds(renew_for)
         async with self.db.session() as s:
             return await web_sessions.get_data(
-                s, key, renew_until=utcnow() + timedelta(seconds=seconds) if seconds else None)
+                s, key, renew_until=utcnow() + timedelta(seconds=seconds) if seconds else None
+            )
 
     async def delete(self, key: str) -> None:
         async with self.db.session() as s:
@@ -102,9 +102,13 @@ class RotatingSessionBackend(ServerSideSessionBackend):
         return data
 
     async def store_in_message(self, scope_session: Any, message: Any, connection: ASGIConnection) -> None:
-        unchanged = (scope_session is not Empty and scope_session and not connection.scope.get(NEW_SESSION_ID)
-                     and connection.cookies.get(self.config.key)
-                     and self.serialize_data(scope_session, connection.scope) == connection.scope.get(LOADED_DATA))
+        unchanged = (
+            scope_session is not Empty
+            and scope_session
+            and not connection.scope.get(NEW_SESSION_ID)
+            and connection.cookies.get(self.config.key)
+            and self.serialize_data(scope_session, connection.scope) == connection.scope.get(LOADED_DATA)
+        )
         if not unchanged:
             await super().store_in_message(scope_session, message, connection)
 

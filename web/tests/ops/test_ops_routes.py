@@ -17,7 +17,6 @@ from caja_core.ops.logging import configure_logging
 from caja_core.ops.workers import WORKERS
 from caja_core.payments.models import BreakerState
 from caja_core.settings import load_settings
-
 from caja_web.ops.routes import install
 
 TOKEN = "metrics-token-5f2c9a7e1b"
@@ -25,8 +24,15 @@ TOKEN = "metrics-token-5f2c9a7e1b"
 
 @pytest.fixture
 def settings(sqlite_url, tmp_path):
-    return load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": sqlite_url, "CAJA_METRICS_TOKEN": TOKEN,
-                          "CAJA_BACKUP_DIR": str(tmp_path / "backups"), "CAJA_SECRET_KEY": "s" * 8 + "ecret-0123456789abcdef"})
+    return load_settings(
+        {
+            "CAJA_ENV": "demo",
+            "CAJA_DATABASE_URL": sqlite_url,
+            "CAJA_METRICS_TOKEN": TOKEN,
+            "CAJA_BACKUP_DIR": str(tmp_path / "backups"),
+            "CAJA_SECRET_KEY": "s" * 8 + "ecret-0123456789abcdef",
+        }
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -55,14 +61,26 @@ async def test_health_ok_with_a_fresh_verified_backup(client, settings, sqlite_u
 async def test_health_breaker_open_is_degraded_200(client, setup, sqlite_db, settings, sqlite_url):
     await backup_ops.create_backup(sqlite_url, settings.backup_dir)
     async with sqlite_db.session() as s:
-        s.add(BreakerState(device_key="fake:CAJA1", venue_id=setup.venue_id, register_id=setup.register_id,
-                           state="open", failure_count=3, opened_at=utcnow()))
+        s.add(
+            BreakerState(
+                device_key="fake:CAJA1",
+                venue_id=setup.venue_id,
+                register_id=setup.register_id,
+                state="open",
+                failure_count=3,
+                opened_at=utcnow(),
+            )
+        )
     r = await client.get("/health")
     assert r.status_code == 200
     public = r.json()
     assert public["status"] == "degraded"
-    assert public["services"]["registers"]["CAJA1"] == {"mode": "contingency", "allowed_methods": ["cash", "backup"],
-                                                        "breakers_open": 1, "agent": "not_used"}
+    assert public["services"]["registers"]["CAJA1"] == {
+        "mode": "contingency",
+        "allowed_methods": ["cash", "backup"],
+        "breakers_open": 1,
+        "agent": "not_used",
+    }
     # Device addresses and problem texts only for the operator (metrics token or admin session).
     assert "fake:CAJA1" not in r.text and "problems" not in public
     r = await client.get("/health", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -87,8 +105,12 @@ async def test_health_database_down_is_error_503(app, client):
 
 
 async def test_metrics_need_the_token(client):
-    for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": f"Basic {TOKEN}"},
-                    {"Authorization": f"Bearer {TOKEN}x"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+    ):
         for path in ("/metrics", "/metrics/prometheus"):
             r = await client.get(path, headers=dict(headers))
             assert r.status_code == 401, (path, headers)
@@ -98,15 +120,26 @@ async def test_metrics_need_the_token(client):
 
 async def test_metrics_json_summary(client, setup, sqlite_db):
     async with sqlite_db.session() as s:
-        s.add(BreakerState(device_key="fake:CAJA1", venue_id=setup.venue_id, register_id=setup.register_id,
-                           state="open", failure_count=3, opened_at=utcnow()))
+        s.add(
+            BreakerState(
+                device_key="fake:CAJA1",
+                venue_id=setup.venue_id,
+                register_id=setup.register_id,
+                state="open",
+                failure_count=3,
+                opened_at=utcnow(),
+            )
+        )
     r = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200
     body = r.json()
     assert body["breakers"]["open"] == 1
     assert body["breakers"]["by_register"] == {"CAJA1": {"fake:CAJA1": "open"}}
-    assert body["registers"]["CAJA1"] == {"mode": "contingency", "allowed_methods": ["cash", "backup"],
-                                          "operational_status": "active"}
+    assert body["registers"]["CAJA1"] == {
+        "mode": "contingency",
+        "allowed_methods": ["cash", "backup"],
+        "operational_status": "active",
+    }
     assert body["payments"]["in_doubt"] == 0
     assert body["sessions"]["open"] == 0
     assert body["backups"]["status"] == "none"
@@ -115,16 +148,33 @@ async def test_metrics_json_summary(client, setup, sqlite_db):
 
 async def test_prometheus_text_parses_and_has_the_series(client, setup, sqlite_db):
     async with sqlite_db.session() as s:
-        s.add(BreakerState(device_key="fake:CAJA1", venue_id=setup.venue_id, register_id=setup.register_id,
-                           state="half_open", failure_count=3, opened_at=utcnow()))
+        s.add(
+            BreakerState(
+                device_key="fake:CAJA1",
+                venue_id=setup.venue_id,
+                register_id=setup.register_id,
+                state="half_open",
+                failure_count=3,
+                opened_at=utcnow(),
+            )
+        )
     r = await client.get("/metrics/prometheus", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(r.text)}
-    for name in ("caja_http_requests", "caja_http_request_duration_seconds", "caja_payment_attempts",
-                 "caja_payment_time_to_approval_seconds", "caja_payment_time_to_fallback_seconds",
-                 "caja_breaker_state", "caja_payment_attempts_in_doubt", "caja_cash_sessions_open",
-                 "caja_backup_age_seconds", "caja_backup_last_run_failed", "caja_health_status"):
+    for name in (
+        "caja_http_requests",
+        "caja_http_request_duration_seconds",
+        "caja_payment_attempts",
+        "caja_payment_time_to_approval_seconds",
+        "caja_payment_time_to_fallback_seconds",
+        "caja_breaker_state",
+        "caja_payment_attempts_in_doubt",
+        "caja_cash_sessions_open",
+        "caja_backup_age_seconds",
+        "caja_backup_last_run_failed",
+        "caja_health_status",
+    ):
         assert name in families, name
     breaker = [s for s in families["caja_breaker_state"].samples]
     assert [(s.labels, s.value) for s in breaker] == [({"register": "CAJA1", "device": "fake:CAJA1"}, 1.0)]
@@ -157,6 +207,7 @@ async def test_backups_page_is_for_admins_only(cashier):
 
 
 # ----------------------------------------------------------------- request middleware (install)
+
 
 @get("/hola/{name:str}")
 async def hola(name: FromPath[str]) -> dict:
@@ -199,15 +250,27 @@ async def test_install_counts_requests_by_route_and_sets_request_id():
 async def test_metrics_token_rotation_accepts_the_previous_token_until_removed(app, client):
     settings = app.state.settings
     new = "metrics-token-new-77c1d9e0"
-    app.state.settings = load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": settings.database_url,
-                                        "CAJA_METRICS_TOKEN": new, "CAJA_METRICS_TOKEN_PREVIOUS": TOKEN,
-                                        "CAJA_BACKUP_INTERVAL_HOURS": "0"})
+    app.state.settings = load_settings(
+        {
+            "CAJA_ENV": "demo",
+            "CAJA_DATABASE_URL": settings.database_url,
+            "CAJA_METRICS_TOKEN": new,
+            "CAJA_METRICS_TOKEN_PREVIOUS": TOKEN,
+            "CAJA_BACKUP_INTERVAL_HOURS": "0",
+        }
+    )
     try:
         for token in (new, TOKEN):
             r = await client.get("/metrics/prometheus", headers={"Authorization": f"Bearer {token}"})
             assert r.status_code == 200, token
-        app.state.settings = load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": settings.database_url,
-                                            "CAJA_METRICS_TOKEN": new, "CAJA_BACKUP_INTERVAL_HOURS": "0"})
+        app.state.settings = load_settings(
+            {
+                "CAJA_ENV": "demo",
+                "CAJA_DATABASE_URL": settings.database_url,
+                "CAJA_METRICS_TOKEN": new,
+                "CAJA_BACKUP_INTERVAL_HOURS": "0",
+            }
+        )
         assert (await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 401
         assert (await client.get("/metrics", headers={"Authorization": f"Bearer {new}"})).status_code == 200
     finally:
@@ -221,11 +284,15 @@ async def test_backup_scheduler_lifespan_backs_up_while_the_app_runs(tmp_path, s
 
     from caja_web.ops.routes import backup_scheduler_lifespan, health
 
-    settings = load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": sqlite_url,
-                              "CAJA_BACKUP_DIR": str(tmp_path / "auto")})
+    settings = load_settings(
+        {"CAJA_ENV": "demo", "CAJA_DATABASE_URL": sqlite_url, "CAJA_BACKUP_DIR": str(tmp_path / "auto")}
+    )
     db = Database(sqlite_url)
-    app = Litestar(route_handlers=[health], state=State({"settings": settings, "db": db}),
-                   lifespan=[backup_scheduler_lifespan(settings, check_every_s=0.05)])
+    app = Litestar(
+        route_handlers=[health],
+        state=State({"settings": settings, "db": db}),
+        lifespan=[backup_scheduler_lifespan(settings, check_every_s=0.05)],
+    )
     try:
         async with AsyncTestClient(app=app) as client:
             for _ in range(600):  # up to 30 s on a busy machine
@@ -251,13 +318,17 @@ async def test_install_with_settings_configures_json_logs_and_in_app_backups(tmp
 
     from caja_web.ops.routes import health
 
-    settings = load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": sqlite_url,
-                              "CAJA_BACKUP_DIR": str(tmp_path / "inapp")})
+    settings = load_settings(
+        {"CAJA_ENV": "demo", "CAJA_DATABASE_URL": sqlite_url, "CAJA_BACKUP_DIR": str(tmp_path / "inapp")}
+    )
     db = Database(sqlite_url)
     root = logging.getLogger()
     try:
-        app = Litestar(route_handlers=[health], state=State({"settings": settings, "db": db}),
-                       on_app_init=[lambda config: install(config, settings=settings, backups=True)])
+        app = Litestar(
+            route_handlers=[health],
+            state=State({"settings": settings, "db": db}),
+            on_app_init=[lambda config: install(config, settings=settings, backups=True)],
+        )
         assert any(h.get_name() == "caja" for h in root.handlers)
         async with AsyncTestClient(app=app) as client:
             for _ in range(600):  # up to 30 s on a busy machine

@@ -47,15 +47,16 @@ class AgentConfig(msgspec.Struct, kw_only=True):
     server_url: str
     token: str
     state_dir: str
-    wait_s: int = 25                  # long-poll wait asked from the server
+    wait_s: int = 25  # long-poll wait asked from the server
     heartbeat_s: float = 5.0
     poll_terminal_every_s: float = 30.0
     receipt_timeout_s: float = 3.0
     retry_max_s: float = 10.0
 
 
-async def run_command(client: GetnetClient, payload: dict[str, Any], *, deadline_s: float | None,
-                      progress=None) -> dict[str, Any]:
+async def run_command(
+    client: GetnetClient, payload: dict[str, Any], *, deadline_s: float | None, progress=None
+) -> dict[str, Any]:
     """Send one command to the terminal; return its final response (masked) or an ``AgentError`` dict."""
     try:
         code = int(payload["Command"])
@@ -67,8 +68,7 @@ async def run_command(client: GetnetClient, payload: dict[str, Any], *, deadline
             ticket = str(payload.get("TicketNumber", ""))
 
             def accept(data: dict[str, Any]) -> bool:
-                return (Response(data).function_code in (None, Command.SALE)
-                        and str(data.get("Ticket", "")) == ticket)
+                return Response(data).function_code in (None, Command.SALE) and str(data.get("Ticket", "")) == ticket
 
             data = await client.exchange(payload, accept=accept, progress=progress, deadline_s=deadline_s)
         elif code == Command.CANCEL_SALE:
@@ -182,8 +182,9 @@ class Journal:
                 command_id = json.loads(path.read_text(encoding="utf-8"))["command_id"]
             except (OSError, ValueError, KeyError):
                 continue
-            self.finish(command_id, {"AgentError": "in_doubt",
-                                     "Detail": "El agente se reinició con este comando en curso."})
+            self.finish(
+                command_id, {"AgentError": "in_doubt", "Detail": "El agente se reinició con este comando en curso."}
+            )
             ids.append(command_id)
         return ids
 
@@ -201,9 +202,11 @@ class Agent:
     @property
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(base_url=self.config.server_url.rstrip("/"),
-                                           headers={"Authorization": f"Bearer {self.config.token}"},
-                                           timeout=httpx.Timeout(10.0, read=self.config.wait_s + 15.0))
+            self._http = httpx.AsyncClient(
+                base_url=self.config.server_url.rstrip("/"),
+                headers={"Authorization": f"Bearer {self.config.token}"},
+                timeout=httpx.Timeout(10.0, read=self.config.wait_s + 15.0),
+            )
         return self._http
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -230,8 +233,9 @@ class Agent:
         backoff = 1.0
         while not stop.is_set():
             try:
-                response = await _until(stop, self.http.get(f"{API}/commands/next",
-                                                            params={"wait": self.config.wait_s}))
+                response = await _until(
+                    stop, self.http.get(f"{API}/commands/next", params={"wait": self.config.wait_s})
+                )
             except httpx.HTTPError as exc:
                 log.warning("agente: servidor no disponible (%s); reintento en %.0f s", type(exc).__name__, backoff)
                 await _sleep(stop, backoff)
@@ -244,8 +248,11 @@ class Agent:
                 await self.flush_outbox()
                 continue
             if response.status_code != 200:
-                log.error("agente: el servidor respondió %s a la espera de comandos: %s", response.status_code,
-                          response.text[:200])
+                log.error(
+                    "agente: el servidor respondió %s a la espera de comandos: %s",
+                    response.status_code,
+                    response.text[:200],
+                )
                 await _sleep(stop, backoff)
                 backoff = min(backoff * 2, self.config.retry_max_s)
                 continue
@@ -259,8 +266,7 @@ class Agent:
                 log.error("agente: comando mal formado del servidor")
                 continue
             if self.journal.seen(command_id):
-                log.warning("agente: el comando %s ya fue ejecutado; no se repite, se reenvía su resultado",
-                            command_id)
+                log.warning("agente: el comando %s ya fue ejecutado; no se repite, se reenvía su resultado", command_id)
                 self.journal.requeue_done(command_id)
                 await self.flush_outbox()
                 continue
@@ -277,10 +283,11 @@ class Agent:
         async def post_progress() -> None:
             while (item := await messages.get()) is not None:
                 try:
-                    await self.http.post(f"{API}/commands/{command_id}/progress",
-                                         json={"message": item[1], "code": item[0]}, timeout=3.0)
+                    await self.http.post(
+                        f"{API}/commands/{command_id}/progress", json={"message": item[1], "code": item[0]}, timeout=3.0
+                    )
                 except httpx.HTTPError:
-                    pass   # progress is best effort
+                    pass  # progress is best effort
 
         async def progress(code: int | None, text: str) -> None:
             messages.put_nowait((code, text))
@@ -298,31 +305,46 @@ class Agent:
                 await asyncio.wait_for(poster, 5.0)
             except (TimeoutError, asyncio.CancelledError):
                 pass
-        self._terminal_status = ("unreachable", result["Detail"]) if result.get("AgentError") == "unavailable" \
-            else ("ok", "")
-        log.info("agente: comando %s terminado (%s)", command_id,
-                 result.get("AgentError") or f"código {result.get('ResponseCode')}")
+        self._terminal_status = (
+            ("unreachable", result["Detail"]) if result.get("AgentError") == "unavailable" else ("ok", "")
+        )
+        log.info(
+            "agente: comando %s terminado (%s)",
+            command_id,
+            result.get("AgentError") or f"código {result.get('ResponseCode')}",
+        )
         await self.flush_outbox()
 
     async def flush_outbox(self) -> None:
         for item in self.journal.outbox():
             command_id = item["command_id"]
             try:
-                response = await self.http.post(f"{API}/commands/{command_id}/result", json={"result": item["result"]},
-                                                timeout=10.0)
+                response = await self.http.post(
+                    f"{API}/commands/{command_id}/result", json={"result": item["result"]}, timeout=10.0
+                )
             except httpx.HTTPError as exc:
-                log.warning("agente: no se pudo entregar el resultado de %s (%s); se reintentará", command_id,
-                            type(exc).__name__)
+                log.warning(
+                    "agente: no se pudo entregar el resultado de %s (%s); se reintentará",
+                    command_id,
+                    type(exc).__name__,
+                )
                 return
             if response.status_code < 300:
                 self.journal.delivered(command_id)
             elif response.status_code in (404, 409, 410, 422):
-                log.error("agente: el servidor rechazó el resultado de %s (%s): %s", command_id,
-                          response.status_code, response.text[:200])
+                log.error(
+                    "agente: el servidor rechazó el resultado de %s (%s): %s",
+                    command_id,
+                    response.status_code,
+                    response.text[:200],
+                )
                 self.journal.delivered(command_id)
             else:
-                log.warning("agente: el servidor respondió %s al resultado de %s; se reintentará",
-                            response.status_code, command_id)
+                log.warning(
+                    "agente: el servidor respondió %s al resultado de %s; se reintentará",
+                    response.status_code,
+                    command_id,
+                )
                 return
 
     # --- heartbeat ----------------------------------------------------------------------------------
@@ -339,7 +361,7 @@ class Agent:
     async def _check_terminal(self) -> None:
         loop = asyncio.get_running_loop()
         if loop.time() - self._last_terminal_check < self.config.poll_terminal_every_s or self._tasks:
-            return   # a command in flight says more than a Poll would
+            return  # a command in flight says more than a Poll would
         self._last_terminal_check = loop.time()
         try:
             data = await self.client.poll()
@@ -375,7 +397,7 @@ def run_agent(config: AgentConfig, transport: Transport) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):   # Windows: Ctrl+C ends the process instead
+            except (NotImplementedError, RuntimeError):  # Windows: Ctrl+C ends the process instead
                 pass
         await Agent(config, transport).run(stop)
 

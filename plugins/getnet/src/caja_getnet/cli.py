@@ -40,13 +40,18 @@ def _emit(payload: dict[str, Any]) -> None:
     click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
 
 
-def _run_diagnostic(tcp: str | None, serial_path: str | None, receipt_timeout: float, timeout: float | None,
-                    action) -> int:
+def _run_diagnostic(
+    tcp: str | None, serial_path: str | None, receipt_timeout: float, timeout: float | None, action
+) -> int:
     address = _host_port(tcp, "--tcp")
     if (address is None) == (serial_path is None):
         raise click.UsageError("indique el terminal con --tcp HOST:PUERTO o con --serial RUTA (uno de los dos).")
-    transport = make_transport(host=address[0] if address else None, port=address[1] if address else None,
-                               serial_path=serial_path, connect_timeout_s=receipt_timeout)
+    transport = make_transport(
+        host=address[0] if address else None,
+        port=address[1] if address else None,
+        serial_path=serial_path,
+        connect_timeout_s=receipt_timeout,
+    )
     deadlines = Deadlines(receipt_s=receipt_timeout)
     if timeout is not None:
         deadlines = Deadlines(receipt_s=receipt_timeout, sale_s=timeout, short_s=timeout, other_s=timeout)
@@ -64,7 +69,7 @@ def _run_diagnostic(tcp: str | None, serial_path: str | None, receipt_timeout: f
         except InDoubt as exc:
             _emit({"error": "in_doubt", "message": str(exc)})
             return EXIT_TRANSPORT
-        if isinstance(data, tuple):       # (response, problem)
+        if isinstance(data, tuple):  # (response, problem)
             data, problem = data
             _emit({"error": "in_doubt", "message": problem, "response": mask_response(data)})
             return EXIT_TRANSPORT
@@ -75,10 +80,19 @@ def _run_diagnostic(tcp: str | None, serial_path: str | None, receipt_timeout: f
 
 
 def _terminal_options(func):
-    func = click.option("--timeout", type=click.FloatRange(min=0.1, max=600), default=None,
-                        help="Plazo de respuesta en segundos (por defecto el del terminal).")(func)
-    func = click.option("--receipt-timeout", type=click.FloatRange(min=0.1, max=60), default=3.0,
-                        show_default=True, help="Espera del acuse de recibo en segundos.")(func)
+    func = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1, max=600),
+        default=None,
+        help="Plazo de respuesta en segundos (por defecto el del terminal).",
+    )(func)
+    func = click.option(
+        "--receipt-timeout",
+        type=click.FloatRange(min=0.1, max=60),
+        default=3.0,
+        show_default=True,
+        help="Espera del acuse de recibo en segundos.",
+    )(func)
     func = click.option("--serial", "serial_path", metavar="RUTA", help="Puerto serie (p. ej. /dev/ttyACM0).")(func)
     func = click.option("--tcp", metavar="HOST:PUERTO", help="Terminal por red.")(func)
     return func
@@ -159,18 +173,33 @@ def cancel_cmd(tcp, serial_path, receipt_timeout, timeout) -> int:
 @click.option("--pty", "use_pty", is_flag=True, help="Crear un puerto serie virtual e imprimir su ruta.")
 @click.option("--control", metavar="HOST:PUERTO", help="Canal de control HTTP (fallas, libro de ventas).")
 @click.option("--keep-open", is_flag=True, help="TCP: no cerrar la conexión tras cada respuesta final.")
-@click.option("--step-delay", type=click.FloatRange(min=0, max=60), default=1.0, show_default=True,
-              help="Segundos entre los pasos de una venta (lectura de tarjeta, PIN…).")
-@click.option("--fault", "faults", multiple=True, metavar="TIPO",
-              help="Falla para todas las ventas de la sesión (repetible; ver README).")
+@click.option(
+    "--step-delay",
+    type=click.FloatRange(min=0, max=60),
+    default=1.0,
+    show_default=True,
+    help="Segundos entre los pasos de una venta (lectura de tarjeta, PIN…).",
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="TIPO",
+    help="Falla para todas las ventas de la sesión (repetible; ver README).",
+)
 @click.option("--seed", type=int, default=None, help="Semilla para la falla 'random'.")
-@click.option("--rate", type=click.FloatRange(min=0, max=1), default=0.3, show_default=True,
-              help="Proporción de ventas con falla en modo 'random'.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, max=1),
+    default=0.3,
+    show_default=True,
+    help="Proporción de ventas con falla en modo 'random'.",
+)
 def simulate_cmd(tcp, use_pty, control, keep_open, step_delay, faults, seed, rate) -> None:
     """Un terminal GETNET simulado, para ensayar una noche sin hardware."""
     from .simulator import FAULT_KINDS, Fault, Simulator
 
-    address = _host_port(tcp, "--tcp", allow_any_port=True)          # port 0: any free port (printed)
+    address = _host_port(tcp, "--tcp", allow_any_port=True)  # port 0: any free port (printed)
     control_address = _host_port(control, "--control", allow_any_port=True)
     if control_address and control_address[0] not in ("127.0.0.1", "localhost", "::1"):
         raise click.BadParameter("el canal de control no tiene clave: solo en 127.0.0.1", param_hint="--control")
@@ -178,8 +207,9 @@ def simulate_cmd(tcp, use_pty, control, keep_open, step_delay, faults, seed, rat
         raise click.UsageError("elija --tcp HOST:PUERTO o --pty (uno de los dos).")
     for kind in faults:
         if kind not in FAULT_KINDS:
-            raise click.BadParameter(f"falla desconocida {kind!r} (válidas: {', '.join(FAULT_KINDS)})",
-                                     param_hint="--fault")
+            raise click.BadParameter(
+                f"falla desconocida {kind!r} (válidas: {', '.join(FAULT_KINDS)})", param_hint="--fault"
+            )
 
     async def serve() -> None:
         sim = Simulator(keep_open=keep_open, step_delay_s=step_delay, seed=seed)
@@ -202,7 +232,7 @@ def simulate_cmd(tcp, use_pty, control, keep_open, step_delay, faults, seed, rat
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):   # Windows: Ctrl+C ends the process instead
+            except (NotImplementedError, RuntimeError):  # Windows: Ctrl+C ends the process instead
                 pass
         await stop.wait()
         await sim.stop()
@@ -216,18 +246,41 @@ def simulate_cmd(tcp, use_pty, control, keep_open, step_delay, faults, seed, rat
 
 @click.command("agent")
 @click.option("--server", required=True, metavar="URL", help="Dirección del servidor caja (https://…).")
-@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
-              help="Archivo con el token de la caja (o variable CAJA_AGENT_TOKEN).")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Archivo con el token de la caja (o variable CAJA_AGENT_TOKEN).",
+)
 @click.option("--serial", "serial_path", metavar="RUTA", help="Puerto serie del terminal (p. ej. /dev/ttyACM0).")
 @click.option("--tcp", metavar="HOST:PUERTO", help="Terminal por red.")
-@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
-              help="Carpeta de resultados pendientes (por defecto ~/.local/state/caja-agent).")
-@click.option("--heartbeat", type=click.FloatRange(min=0.2, max=300), default=5.0, show_default=True,
-              help="Segundos entre latidos al servidor.")
-@click.option("--poll-every", type=click.FloatRange(min=0.2, max=3600), default=30.0, show_default=True,
-              help="Segundos entre consultas (Poll) al terminal cuando está libre.")
-@click.option("--wait", type=click.IntRange(min=1, max=120), default=25, show_default=True,
-              help="Espera larga (long poll) pedida al servidor, en segundos.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Carpeta de resultados pendientes (por defecto ~/.local/state/caja-agent).",
+)
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0.2, max=300),
+    default=5.0,
+    show_default=True,
+    help="Segundos entre latidos al servidor.",
+)
+@click.option(
+    "--poll-every",
+    type=click.FloatRange(min=0.2, max=3600),
+    default=30.0,
+    show_default=True,
+    help="Segundos entre consultas (Poll) al terminal cuando está libre.",
+)
+@click.option(
+    "--wait",
+    type=click.IntRange(min=1, max=120),
+    default=25,
+    show_default=True,
+    help="Espera larga (long poll) pedida al servidor, en segundos.",
+)
 @click.option("--receipt-timeout", type=click.FloatRange(min=0.1, max=60), default=3.0, show_default=True)
 def agent_cmd(server, token_file, serial_path, tcp, state_dir, heartbeat, poll_every, wait, receipt_timeout) -> None:
     """Agente del PC de la caja: atiende el terminal GETNET local por encargo del servidor."""
@@ -253,10 +306,21 @@ def agent_cmd(server, token_file, serial_path, tcp, state_dir, heartbeat, poll_e
         raise click.UsageError("falta el token de la caja (--token-file o CAJA_AGENT_TOKEN).")
     state = state_dir or str(Path.home() / ".local" / "state" / "caja-agent")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    transport = make_transport(host=address[0] if address else None, port=address[1] if address else None,
-                               serial_path=serial_path, connect_timeout_s=receipt_timeout)
-    config = AgentConfig(server_url=server, token=token, state_dir=state, wait_s=wait, heartbeat_s=heartbeat,
-                         poll_terminal_every_s=poll_every, receipt_timeout_s=receipt_timeout)
+    transport = make_transport(
+        host=address[0] if address else None,
+        port=address[1] if address else None,
+        serial_path=serial_path,
+        connect_timeout_s=receipt_timeout,
+    )
+    config = AgentConfig(
+        server_url=server,
+        token=token,
+        state_dir=state,
+        wait_s=wait,
+        heartbeat_s=heartbeat,
+        poll_terminal_every_s=poll_every,
+        receipt_timeout_s=receipt_timeout,
+    )
     click.echo(f"Agente caja: terminal {transport.description}, servidor {server}", err=True)
     from urllib.parse import urlsplit
 
@@ -265,4 +329,4 @@ def agent_cmd(server, token_file, serial_path, tcp, state_dir, heartbeat, poll_e
     run_agent(config, transport)
 
 
-__all__ = ["agent_cmd", "getnet", "Command"]
+__all__ = ["Command", "agent_cmd", "getnet"]

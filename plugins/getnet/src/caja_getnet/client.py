@@ -15,8 +15,22 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .protocol import (RECEIVED, BadSign, Command, Deadlines, Intermediate, Receipt, Response, StreamReader,
-                       encode_envelope, mask_response, monotonic, parse_message, sale_command, simple_command)
+from .protocol import (
+    RECEIVED,
+    BadSign,
+    Command,
+    Deadlines,
+    Intermediate,
+    Receipt,
+    Response,
+    StreamReader,
+    encode_envelope,
+    mask_response,
+    monotonic,
+    parse_message,
+    sale_command,
+    simple_command,
+)
 from .transport import Connection, TerminalUnavailable, Transport
 
 log = logging.getLogger("caja.getnet")
@@ -56,8 +70,9 @@ class GetnetClient:
     """Talks to one terminal. Commands are serialised by a lock; ``cancel_sale`` may interrupt a sale in
     flight by writing CancelSale on the sale's own connection (the serial port is exclusive)."""
 
-    def __init__(self, transport: Transport, *, deadlines: Deadlines | None = None,
-                 max_message_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self, transport: Transport, *, deadlines: Deadlines | None = None, max_message_bytes: int = 1 << 20
+    ) -> None:
         self.transport = transport
         self.deadlines = deadlines or Deadlines()
         self.max_message_bytes = max_message_bytes
@@ -70,18 +85,27 @@ class GetnetClient:
         return self._lock.locked()
 
     # --- the exchange ---------------------------------------------------------------------------------
-    async def exchange(self, command: dict[str, Any], *, accept: AcceptFn | None = None,
-                       progress: ProgressFn | None = None, deadline_s: float | None = None) -> dict[str, Any]:
+    async def exchange(
+        self,
+        command: dict[str, Any],
+        *,
+        accept: AcceptFn | None = None,
+        progress: ProgressFn | None = None,
+        deadline_s: float | None = None,
+    ) -> dict[str, Any]:
         async with self._lock:
             return await self._exchange(command, accept=accept, progress=progress, deadline_s=deadline_s)
 
-    async def _exchange(self, command: dict[str, Any], *, accept: AcceptFn | None, progress: ProgressFn | None,
-                        deadline_s: float | None) -> dict[str, Any]:
+    async def _exchange(
+        self, command: dict[str, Any], *, accept: AcceptFn | None, progress: ProgressFn | None, deadline_s: float | None
+    ) -> dict[str, Any]:
         code = int(command["Command"])
         if accept is None:
+
             def accept(data: dict[str, Any]) -> bool:
                 fc = Response(data).function_code
                 return fc is None or fc == code
+
         deadline_s = self.deadlines.for_command(code) if deadline_s is None else deadline_s
         connection = await self.transport.open()
         active = self._active = _Active(connection, code)
@@ -102,24 +126,33 @@ class GetnetClient:
                 remaining = limit - monotonic()
                 if remaining <= 0:
                     if not received:
-                        raise NoReceipt(f"El terminal no confirmó la recepción del comando {code} en "
-                                        f"{self.deadlines.receipt_s:g} s.")
+                        raise NoReceipt(
+                            f"El terminal no confirmó la recepción del comando {code} en "
+                            f"{self.deadlines.receipt_s:g} s."
+                        )
                     reason = "respuestas con firma inválida" if bad_signs else "sin respuesta final"
-                    raise InDoubt(f"Comando {code}: {reason} en {deadline_s:g} s.", bad_signs=bad_signs,
-                                  ignored=ignored)
+                    raise InDoubt(
+                        f"Comando {code}: {reason} en {deadline_s:g} s.", bad_signs=bad_signs, ignored=ignored
+                    )
                 try:
                     chunk = await asyncio.wait_for(connection.read(), remaining)
                 except TimeoutError:
                     continue
                 if not chunk:
                     if received:
-                        raise InDoubt(f"El terminal cerró la conexión antes de la respuesta final del comando "
-                                      f"{code}.", bad_signs=bad_signs, ignored=ignored)
+                        raise InDoubt(
+                            f"El terminal cerró la conexión antes de la respuesta final del comando {code}.",
+                            bad_signs=bad_signs,
+                            ignored=ignored,
+                        )
                     raise NoReceipt(f"El terminal cerró la conexión sin confirmar el comando {code}.")
                 for raw in reader.feed(chunk):
                     message = parse_message(raw)
-                    if not received and isinstance(message, (Receipt, Intermediate, Response, BadSign)) and (
-                            not isinstance(message, Receipt) or message.ok):
+                    if (
+                        not received
+                        and isinstance(message, (Receipt, Intermediate, Response, BadSign))
+                        and (not isinstance(message, Receipt) or message.ok)
+                    ):
                         received = True
                         await self._report(progress, None, RECEIPT_TEXT)
                     if isinstance(message, Receipt):
@@ -139,15 +172,19 @@ class GetnetClient:
                             active.cancel_answer.set_result(message.data)
                             continue
                         ignored += 1
-                        log.warning("getnet: respuesta ignorada (no corresponde al comando %s): %s", code,
-                                    mask_response(message.data))
+                        log.warning(
+                            "getnet: respuesta ignorada (no corresponde al comando %s): %s",
+                            code,
+                            mask_response(message.data),
+                        )
                     elif isinstance(message, BadSign):
                         received = True
                         bad_signs += 1
                         log.warning("getnet: mensaje rechazado: %s", message.reason)
                 if reader.dropped_bytes:
-                    log.warning("getnet: %s bytes descartados (ruido o mensaje truncado/excesivo)",
-                                reader.dropped_bytes)
+                    log.warning(
+                        "getnet: %s bytes descartados (ruido o mensaje truncado/excesivo)", reader.dropped_bytes
+                    )
                     reader.dropped_bytes = 0
         finally:
             self._active = None
@@ -161,7 +198,7 @@ class GetnetClient:
             return
         try:
             await progress(code, text)
-        except Exception:  # noqa: BLE001 - progress is for people, never breaks a sale
+        except Exception:
             log.warning("getnet: no se pudo informar el progreso", exc_info=True)
 
     @staticmethod
@@ -169,15 +206,24 @@ class GetnetClient:
         try:
             await connection.write(RECEIVED)
         except (ConnectionError, OSError):
-            pass   # the terminal may close right after its final response
+            pass  # the terminal may close right after its final response
 
     # --- commands -------------------------------------------------------------------------------------
-    async def sale(self, *, amount: int, ticket: str, employee_id: str = "", print_on_pos: bool = True,
-                   send_message: bool = True, progress: ProgressFn | None = None,
-                   deadline_s: float | None = None) -> dict[str, Any]:
+    async def sale(
+        self,
+        *,
+        amount: int,
+        ticket: str,
+        employee_id: str = "",
+        print_on_pos: bool = True,
+        send_message: bool = True,
+        progress: ProgressFn | None = None,
+        deadline_s: float | None = None,
+    ) -> dict[str, Any]:
         """A sale. Only a response for this ticket is accepted; responses for earlier tickets are ignored."""
-        command = sale_command(amount=amount, ticket=ticket, employee_id=employee_id, print_on_pos=print_on_pos,
-                               send_message=send_message)
+        command = sale_command(
+            amount=amount, ticket=ticket, employee_id=employee_id, print_on_pos=print_on_pos, send_message=send_message
+        )
 
         def accept(data: dict[str, Any]) -> bool:
             resp = Response(data)
@@ -192,8 +238,11 @@ class GetnetClient:
         return await self.exchange(simple_command(Command.REFUND, OperationId=int(operation_id)))
 
     async def return_sale(self, *, authorization_code: str, amount: int, ticket: str = "") -> dict[str, Any]:
-        return await self.exchange(simple_command(Command.RETURN, AuthorizationCode=str(authorization_code),
-                                                  Amount=int(amount), TicketNumber=str(ticket)))
+        return await self.exchange(
+            simple_command(
+                Command.RETURN, AuthorizationCode=str(authorization_code), Amount=int(amount), TicketNumber=str(ticket)
+            )
+        )
 
     async def close(self) -> dict[str, Any]:
         return await self.exchange(simple_command(Command.CLOSE, PrintOnPos=False))
@@ -225,8 +274,11 @@ class GetnetClient:
                 answer = await asyncio.wait_for(asyncio.shield(active.cancel_answer), self.deadlines.short_s)
             except TimeoutError as exc:
                 raise InDoubt("El terminal no respondió a CancelSale.") from exc
-            if answer is None:   # the sale ended first: nothing left to cancel
-                return {"FunctionCode": int(Command.CANCEL_SALE), "ResponseCode": 0,
-                        "ResponseMessage": "La venta terminó antes de cancelar"}
+            if answer is None:  # the sale ended first: nothing left to cancel
+                return {
+                    "FunctionCode": int(Command.CANCEL_SALE),
+                    "ResponseCode": 0,
+                    "ResponseMessage": "La venta terminó antes de cancelar",
+                }
             return answer
         return await self.exchange(simple_command(Command.CANCEL_SALE))

@@ -83,14 +83,19 @@ class Deadlines(msgspec.Struct, kw_only=True, frozen=True):
 
     receipt_s: float = 3.0
     sale_s: float = 120.0
-    short_s: float = 10.0        # Poll, SetNormalMode, DefaultSaleType, SimReport, CancelSale
+    short_s: float = 10.0  # Poll, SetNormalMode, DefaultSaleType, SimReport, CancelSale
     other_s: float = 60.0
 
     def for_command(self, command: int) -> float:
         if command == Command.SALE:
             return self.sale_s
-        if command in (Command.POLL, Command.SET_NORMAL_MODE, Command.DEFAULT_SALE_TYPE, Command.SIM_REPORT,
-                       Command.CANCEL_SALE):
+        if command in (
+            Command.POLL,
+            Command.SET_NORMAL_MODE,
+            Command.DEFAULT_SALE_TYPE,
+            Command.SIM_REPORT,
+            Command.CANCEL_SALE,
+        ):
             return self.short_s
         return self.other_s
 
@@ -100,6 +105,7 @@ def monotonic() -> float:
 
 
 # --- envelope -------------------------------------------------------------------------------------------
+
 
 def sign(json_serialized: str) -> str:
     return hashlib.sha256(json_serialized.encode("utf-8")).hexdigest().upper()
@@ -114,8 +120,9 @@ def encode_envelope(inner: Mapping[str, Any], *, bad_sign: bool = False) -> byte
     signature = sign(serialized)
     if bad_sign:
         signature = ("0" if signature[0] != "0" else "1") + signature[1:]
-    return json.dumps({"JsonSerialized": serialized, "Sign": signature}, ensure_ascii=False,
-                      separators=(",", ":")).encode("utf-8")
+    return json.dumps(
+        {"JsonSerialized": serialized, "Sign": signature}, ensure_ascii=False, separators=(",", ":")
+    ).encode("utf-8")
 
 
 class Receipt(msgspec.Struct, frozen=True):
@@ -239,7 +246,7 @@ class StreamReader:
         self._reset_scan()
 
     def _reset_scan(self) -> None:
-        self._pos = 0          # next byte to scan; 0 means "not inside an object yet"
+        self._pos = 0  # next byte to scan; 0 means "not inside an object yet"
         self._depth = 0
         self._in_string = False
         self._escape = False
@@ -320,8 +327,17 @@ class StreamReader:
 
 # --- commands -------------------------------------------------------------------------------------------
 
-def sale_command(*, amount: int, ticket: str, employee_id: str = "", print_on_pos: bool = True,
-                 send_message: bool = True, sale_type: int = 0, now_iso: str | None = None) -> dict[str, Any]:
+
+def sale_command(
+    *,
+    amount: int,
+    ticket: str,
+    employee_id: str = "",
+    print_on_pos: bool = True,
+    send_message: bool = True,
+    sale_type: int = 0,
+    now_iso: str | None = None,
+) -> dict[str, Any]:
     from datetime import datetime
 
     return {
@@ -341,11 +357,37 @@ def simple_command(command: int, **fields: Any) -> dict[str, Any]:
 
 
 # Fields of a sale response that may be kept (PAYMENTS.md rule 10). Everything else is dropped before logging.
-SAFE_FIELDS = ("FunctionCode", "ResponseCode", "ResponseMessage", "CommerceCode", "TerminalId", "Ticket",
-               "AuthorizationCode", "Amount", "SharesNumber", "SharesAmount", "Last4Digits", "OperationId",
-               "CardType", "CardBrand", "AccountingDate", "RealDate", "EmployeeId", "Tip", "SaleType",
-               "PosMode", "MessageCode", "MessageText", "Refunded", "Version", "Command", "TicketNumber",
-               "SendMessage", "PrintOnPos", "DateTime")
+SAFE_FIELDS = (
+    "FunctionCode",
+    "ResponseCode",
+    "ResponseMessage",
+    "CommerceCode",
+    "TerminalId",
+    "Ticket",
+    "AuthorizationCode",
+    "Amount",
+    "SharesNumber",
+    "SharesAmount",
+    "Last4Digits",
+    "OperationId",
+    "CardType",
+    "CardBrand",
+    "AccountingDate",
+    "RealDate",
+    "EmployeeId",
+    "Tip",
+    "SaleType",
+    "PosMode",
+    "MessageCode",
+    "MessageText",
+    "Refunded",
+    "Version",
+    "Command",
+    "TicketNumber",
+    "SendMessage",
+    "PrintOnPos",
+    "DateTime",
+)
 
 
 def mask_response(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -358,9 +400,13 @@ def mask_response(data: Mapping[str, Any]) -> dict[str, Any]:
                 value = digits[-4:]
             out[key] = value
         elif isinstance(value, list):
-            out[key] = [mask_response(v) if isinstance(v, Mapping) else v for v in value
-                        if isinstance(v, (Mapping, int, str))]
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key.lower().startswith(
-                ("total", "count", "cantidad", "monto")):
+            out[key] = [
+                mask_response(v) if isinstance(v, Mapping) else v for v in value if isinstance(v, (Mapping, int, str))
+            ]
+        elif (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and key.lower().startswith(("total", "count", "cantidad", "monto"))
+        ):
             out[key] = value
     return out

@@ -19,12 +19,20 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from caja_core.errors import ValidationFailed
-from caja_core.providers import (CardData, Capability, ChargeRequest, Outcome, OutcomeKind, Progress,
-                                 ProgressCallback, ProviderContext, WebhookNotice)
+from caja_core.providers import (
+    Capability,
+    CardData,
+    ChargeRequest,
+    Outcome,
+    OutcomeKind,
+    Progress,
+    ProgressCallback,
+    ProviderContext,
+    WebhookNotice,
+)
 
 from .client import GetnetClient, InDoubt, NoReceipt
-from .protocol import (Command, Deadlines, Response, decline_text, mask_response, sale_command,
-                       simple_command)
+from .protocol import Command, Deadlines, Response, decline_text, mask_response, sale_command, simple_command
 from .transport import TerminalUnavailable, make_transport
 
 log = logging.getLogger("caja.getnet")
@@ -62,8 +70,12 @@ class GetnetSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     @property
     def deadlines(self) -> Deadlines:
-        return Deadlines(receipt_s=self.receipt_timeout_s, sale_s=self.sale_timeout_s,
-                         short_s=self.short_timeout_s, other_s=self.other_timeout_s)
+        return Deadlines(
+            receipt_s=self.receipt_timeout_s,
+            sale_s=self.sale_timeout_s,
+            short_s=self.short_timeout_s,
+            other_s=self.other_timeout_s,
+        )
 
 
 class AgentResultError(Exception):
@@ -74,10 +86,15 @@ def card_from_response(data: Mapping[str, Any]) -> CardData:
     last4 = "".join(ch for ch in str(data.get("Last4Digits") or "") if ch.isdigit())[-4:] or None
     op = data.get("OperationId")
     shares = data.get("SharesNumber")
-    return CardData(brand=_text(data.get("CardBrand")), card_type=_text(data.get("CardType")), last4=last4,
-                    authorization_code=_text(data.get("AuthorizationCode")),
-                    operation_id=None if op is None else str(op), terminal_id=_text(data.get("TerminalId")),
-                    installments=shares if isinstance(shares, int) and not isinstance(shares, bool) else None)
+    return CardData(
+        brand=_text(data.get("CardBrand")),
+        card_type=_text(data.get("CardType")),
+        last4=last4,
+        authorization_code=_text(data.get("AuthorizationCode")),
+        operation_id=None if op is None else str(op),
+        terminal_id=_text(data.get("TerminalId")),
+        installments=shares if isinstance(shares, int) and not isinstance(shares, bool) else None,
+    )
 
 
 def _text(value: Any) -> str | None:
@@ -102,26 +119,52 @@ def map_sale_response(data: Mapping[str, Any], request: ChargeRequest) -> Outcom
     amount = _amount(data.get("Amount"))
     message = str(data.get("ResponseMessage") or "")
     if ticket != str(request.ticket):
-        return Outcome(kind=OutcomeKind.UNKNOWN, code=_text(code), ticket=ticket, amount=amount,
-                       message=f"La respuesta es del ticket {ticket}, no del {request.ticket}.")
+        return Outcome(
+            kind=OutcomeKind.UNKNOWN,
+            code=_text(code),
+            ticket=ticket,
+            amount=amount,
+            message=f"La respuesta es del ticket {ticket}, no del {request.ticket}.",
+        )
     if code is None:
-        return Outcome(kind=OutcomeKind.UNKNOWN, ticket=ticket, amount=amount,
-                       message="Respuesta sin código de resultado.")
+        return Outcome(
+            kind=OutcomeKind.UNKNOWN, ticket=ticket, amount=amount, message="Respuesta sin código de resultado."
+        )
     if code != 0:
-        return Outcome(kind=OutcomeKind.DECLINED, code=str(code), message=decline_text(code, message),
-                       ticket=ticket, amount=amount)
+        return Outcome(
+            kind=OutcomeKind.DECLINED, code=str(code), message=decline_text(code, message), ticket=ticket, amount=amount
+        )
     card = card_from_response(data)
     if amount != request.amount:
-        return Outcome(kind=OutcomeKind.UNKNOWN, code="0", ticket=ticket, amount=amount, card=card,
-                       reference=card.operation_id,
-                       message=f"Aprobación por un monto distinto ({amount} en vez de {request.amount}): "
-                               f"posible cobro incorrecto, revisar.")
+        return Outcome(
+            kind=OutcomeKind.UNKNOWN,
+            code="0",
+            ticket=ticket,
+            amount=amount,
+            card=card,
+            reference=card.operation_id,
+            message=f"Aprobación por un monto distinto ({amount} en vez de {request.amount}): "
+            f"posible cobro incorrecto, revisar.",
+        )
     wanted_auth = request.card.authorization_code if request.card else None
     if wanted_auth and card.authorization_code and wanted_auth != card.authorization_code:
-        return Outcome(kind=OutcomeKind.UNKNOWN, code="0", ticket=ticket, amount=amount, card=card,
-                       message="Código de autorización distinto al registrado.")
-    return Outcome(kind=OutcomeKind.APPROVED, code="0", message=message or "Aprobado", ticket=ticket,
-                   amount=amount, card=card, reference=card.operation_id)
+        return Outcome(
+            kind=OutcomeKind.UNKNOWN,
+            code="0",
+            ticket=ticket,
+            amount=amount,
+            card=card,
+            message="Código de autorización distinto al registrado.",
+        )
+    return Outcome(
+        kind=OutcomeKind.APPROVED,
+        code="0",
+        message=message or "Aprobado",
+        ticket=ticket,
+        amount=amount,
+        card=card,
+        reference=card.operation_id,
+    )
 
 
 def find_sales_list(data: Mapping[str, Any]) -> list[dict[str, Any]] | None:
@@ -157,16 +200,26 @@ class GetnetProvider:
         cached = self._clients.get(key)
         if cached is not None and cached[0] is loop and cached[1] == settings:
             return cached[2]
-        transport = make_transport(host=settings.host, port=settings.port,
-                                   serial_path=settings.serial_path if settings.connection == "serial" else None,
-                                   connect_timeout_s=settings.receipt_timeout_s)
+        transport = make_transport(
+            host=settings.host,
+            port=settings.port,
+            serial_path=settings.serial_path if settings.connection == "serial" else None,
+            connect_timeout_s=settings.receipt_timeout_s,
+        )
         client = GetnetClient(transport, deadlines=settings.deadlines, max_message_bytes=settings.max_message_bytes)
         self._clients[key] = (loop, settings, client)
         return client
 
     # --- running a command directly or through the register's agent --------------------------------------
-    async def _run(self, command: dict[str, Any], settings: GetnetSettings, ctx: ProviderContext, *,
-                   accept=None, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    async def _run(
+        self,
+        command: dict[str, Any],
+        settings: GetnetSettings,
+        ctx: ProviderContext,
+        *,
+        accept=None,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
         code = int(command["Command"])
         deadline_s = settings.deadlines.for_command(code)
 
@@ -175,8 +228,9 @@ class GetnetProvider:
                 await progress(Progress(message=text, code=message_code))
 
         if settings.connection != "agent":
-            return await self.client_for(settings).exchange(command, accept=accept, progress=on_message,
-                                                            deadline_s=deadline_s)
+            return await self.client_for(settings).exchange(
+                command, accept=accept, progress=on_message, deadline_s=deadline_s
+            )
         if ctx.agent is None:
             raise TerminalUnavailable("La caja está configurada con agente, pero no hay agente conectado.")
         try:
@@ -202,19 +256,33 @@ class GetnetProvider:
         return result
 
     # --- PaymentProvider ---------------------------------------------------------------------------------
-    async def charge(self, request: ChargeRequest, settings: GetnetSettings, ctx: ProviderContext,
-                     progress: ProgressCallback) -> Outcome:
+    async def charge(
+        self, request: ChargeRequest, settings: GetnetSettings, ctx: ProviderContext, progress: ProgressCallback
+    ) -> Outcome:
         # Nothing malformed ever reaches the terminal (it prints the ticket on the voucher).
         if not TICKET_PATTERN.match(request.ticket):
-            raise ValidationFailed("Número de ticket inválido para GETNET (letras, dígitos y guiones, hasta 20).",
-                                   code="getnet.ticket_invalid")
-        if isinstance(request.amount, bool) or not isinstance(request.amount, int) or not (
-                self.min_amount <= request.amount <= MAX_AMOUNT):
+            raise ValidationFailed(
+                "Número de ticket inválido para GETNET (letras, dígitos y guiones, hasta 20).",
+                code="getnet.ticket_invalid",
+            )
+        if (
+            isinstance(request.amount, bool)
+            or not isinstance(request.amount, int)
+            or not (self.min_amount <= request.amount <= MAX_AMOUNT)
+        ):
             raise ValidationFailed("Monto inválido para GETNET.", code="getnet.amount_invalid")
-        employee = request.employee_id if request.employee_id and EMPLOYEE_PATTERN.match(request.employee_id) \
+        employee = (
+            request.employee_id
+            if request.employee_id and EMPLOYEE_PATTERN.match(request.employee_id)
             else settings.employee_id
-        command = sale_command(amount=request.amount, ticket=request.ticket, employee_id=employee,
-                               print_on_pos=settings.print_on_pos, send_message=settings.send_messages)
+        )
+        command = sale_command(
+            amount=request.amount,
+            ticket=request.ticket,
+            employee_id=employee,
+            print_on_pos=settings.print_on_pos,
+            send_message=settings.send_messages,
+        )
 
         def accept(data: dict[str, Any]) -> bool:
             fc = Response(data).function_code
@@ -235,18 +303,25 @@ class GetnetProvider:
         log.info("getnet: venta %s → %s %s", request.ticket, outcome.kind, mask_response(data))
         return outcome
 
-    async def _after_no_receipt(self, request: ChargeRequest, settings: GetnetSettings, ctx: ProviderContext,
-                                reason: str) -> Outcome:
+    async def _after_no_receipt(
+        self, request: ChargeRequest, settings: GetnetSettings, ctx: ProviderContext, reason: str
+    ) -> Outcome:
         """The terminal did not confirm the sale: ask it. Only a terminal that answers and does not know the
         ticket proves nothing was charged; a terminal that answers nothing at all leaves the sale in doubt."""
         try:
             outcome = await self._reconcile(request, settings, ctx)
         except (TerminalUnavailable, NoReceipt, InDoubt) as exc:
-            return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket,
-                           message=f"{reason} El terminal tampoco responde a la consulta: {exc}")
+            return Outcome(
+                kind=OutcomeKind.UNKNOWN,
+                ticket=request.ticket,
+                message=f"{reason} El terminal tampoco responde a la consulta: {exc}",
+            )
         if outcome.kind is OutcomeKind.UNAVAILABLE:
-            return Outcome(kind=OutcomeKind.UNAVAILABLE, ticket=request.ticket,
-                           message=f"{reason} El terminal no registra la venta: no se cobró.")
+            return Outcome(
+                kind=OutcomeKind.UNAVAILABLE,
+                ticket=request.ticket,
+                message=f"{reason} El terminal no registra la venta: no se cobró.",
+            )
         return outcome
 
     async def _reconcile(self, request: ChargeRequest, settings: GetnetSettings, ctx: ProviderContext) -> Outcome:
@@ -257,20 +332,25 @@ class GetnetProvider:
         details = await self._run(simple_command(Command.DETAILS, PrintOnPos=False), settings, ctx)
         sales = find_sales_list(details)
         if Response(details).response_code != 0 or sales is None:
-            return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket,
-                           message="El terminal no entregó el detalle de ventas.")
+            return Outcome(
+                kind=OutcomeKind.UNKNOWN, ticket=request.ticket, message="El terminal no entregó el detalle de ventas."
+            )
         ours = [s for s in sales if str(s.get("Ticket", "")) == str(request.ticket)]
         if not ours:
-            return Outcome(kind=OutcomeKind.UNAVAILABLE, ticket=request.ticket,
-                           message="El terminal no registra este ticket desde el último cierre.")
+            return Outcome(
+                kind=OutcomeKind.UNAVAILABLE,
+                ticket=request.ticket,
+                message="El terminal no registra este ticket desde el último cierre.",
+            )
         return map_sale_response(ours[-1], request)
 
     async def status(self, request: ChargeRequest, settings: GetnetSettings, ctx: ProviderContext) -> Outcome:
         try:
             outcome = await self._reconcile(request, settings, ctx)
         except (TerminalUnavailable, NoReceipt, InDoubt) as exc:
-            return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket,
-                           message=f"No se pudo consultar el terminal: {exc}")
+            return Outcome(
+                kind=OutcomeKind.UNKNOWN, ticket=request.ticket, message=f"No se pudo consultar el terminal: {exc}"
+            )
         log.info("getnet: conciliación de %s → %s", request.ticket, outcome.kind)
         return outcome
 
@@ -292,14 +372,22 @@ class GetnetProvider:
             if card is None or not (card.authorization_code or card.operation_id):
                 found = await self._reconcile(request, settings, ctx)
                 if found.kind is not OutcomeKind.APPROVED:
-                    return Outcome(kind=OutcomeKind.DECLINED, ticket=request.ticket, code="12",
-                                   message="No se encontró la venta aprobada para anular.")
+                    return Outcome(
+                        kind=OutcomeKind.DECLINED,
+                        ticket=request.ticket,
+                        code="12",
+                        message="No se encontró la venta aprobada para anular.",
+                    )
                 card = found.card
             if card.operation_id and card.operation_id != "0":
                 command = simple_command(Command.REFUND, OperationId=int(card.operation_id))
             else:
-                command = simple_command(Command.RETURN, AuthorizationCode=card.authorization_code,
-                                         Amount=request.amount, TicketNumber=request.ticket)
+                command = simple_command(
+                    Command.RETURN,
+                    AuthorizationCode=card.authorization_code,
+                    Amount=request.amount,
+                    TicketNumber=request.ticket,
+                )
             data = await self._run(command, settings, ctx)
         except TerminalUnavailable as exc:
             return Outcome(kind=OutcomeKind.UNAVAILABLE, ticket=request.ticket, message=str(exc))
@@ -319,20 +407,31 @@ class GetnetProvider:
         code = Response(data).response_code
         if code == 0:
             return Outcome(kind=OutcomeKind.APPROVED, code="0", message="Terminal conectado")
-        return Outcome(kind=OutcomeKind.DECLINED, code=_text(code),
-                       message=decline_text(code if code is not None else -1, str(data.get("ResponseMessage") or "")))
+        return Outcome(
+            kind=OutcomeKind.DECLINED,
+            code=_text(code),
+            message=decline_text(code if code is not None else -1, str(data.get("ResponseMessage") or "")),
+        )
 
     @staticmethod
     def _simple_outcome(data: Mapping[str, Any], request: ChargeRequest, *, ok_message: str) -> Outcome:
         code = Response(dict(data)).response_code
         if code == 0:
-            return Outcome(kind=OutcomeKind.APPROVED, code="0", ticket=request.ticket,
-                           amount=_amount(data.get("Amount")) or request.amount,
-                           message=str(data.get("ResponseMessage") or ok_message))
+            return Outcome(
+                kind=OutcomeKind.APPROVED,
+                code="0",
+                ticket=request.ticket,
+                amount=_amount(data.get("Amount")) or request.amount,
+                message=str(data.get("ResponseMessage") or ok_message),
+            )
         if code is None:
             return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket, message="Respuesta sin código.")
-        return Outcome(kind=OutcomeKind.DECLINED, code=str(code), ticket=request.ticket,
-                       message=decline_text(code, str(data.get("ResponseMessage") or "")))
+        return Outcome(
+            kind=OutcomeKind.DECLINED,
+            code=str(code),
+            ticket=request.ticket,
+            message=decline_text(code, str(data.get("ResponseMessage") or "")),
+        )
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookNotice:
         raise ValidationFailed("GETNET no envía webhooks.", code="webhook.unsupported")

@@ -27,31 +27,52 @@ from typing import Any
 
 import msgspec
 
-from .protocol import (INTERMEDIATE_MESSAGES, RECEIVED, Command, Receipt, Request, StreamReader, decline_text,
-                       encode_envelope, mask_response, parse_message)
+from .protocol import (
+    INTERMEDIATE_MESSAGES,
+    RECEIVED,
+    Command,
+    Receipt,
+    Request,
+    StreamReader,
+    decline_text,
+    encode_envelope,
+    mask_response,
+    parse_message,
+)
 
 log = logging.getLogger("caja.getnet.simulator")
 
 FAULT_KINDS = (
-    "decline",                  # final response with ResponseCode=code (nothing charged)
-    "no_receipt",               # the terminal ignores the sale entirely (never sees it)
-    "receipt_then_silence",     # receipt, then nothing; charged says whether the card was charged
-    "late_answer",              # receipt, then the response only after delay_s
-    "disconnect_after_receipt", # receipt, then the line drops (TCP closed / serial device gone); charged as above
-    "split_bytes",              # the final response written byte by byte, gap_s between bytes
-    "glued",                    # receipt, intermediate messages and the response in one single write
-    "duplicate_response",       # the final response written twice
-    "wrong_sign",               # the final response with a Sign that does not match (card charged)
-    "different_amount",         # approval for another amount (amount, or request + 1000)
-    "noise_before",             # junk and a truncated object before the final response
-    "earlier_ticket",           # the previous sale's response first, then (if then_real) the real one
-    "unterminated",             # receipt, then an object that never ends (size bytes), nothing else
-    "frozen",                   # the terminal ignores this sale and every command after it until faults are cleared
-    "random",                   # each sale: with probability rate, one of the above (seeded)
+    "decline",  # final response with ResponseCode=code (nothing charged)
+    "no_receipt",  # the terminal ignores the sale entirely (never sees it)
+    "receipt_then_silence",  # receipt, then nothing; charged says whether the card was charged
+    "late_answer",  # receipt, then the response only after delay_s
+    "disconnect_after_receipt",  # receipt, then the line drops (TCP closed / serial device gone); charged as above
+    "split_bytes",  # the final response written byte by byte, gap_s between bytes
+    "glued",  # receipt, intermediate messages and the response in one single write
+    "duplicate_response",  # the final response written twice
+    "wrong_sign",  # the final response with a Sign that does not match (card charged)
+    "different_amount",  # approval for another amount (amount, or request + 1000)
+    "noise_before",  # junk and a truncated object before the final response
+    "earlier_ticket",  # the previous sale's response first, then (if then_real) the real one
+    "unterminated",  # receipt, then an object that never ends (size bytes), nothing else
+    "frozen",  # the terminal ignores this sale and every command after it until faults are cleared
+    "random",  # each sale: with probability rate, one of the above (seeded)
 )
 
-RANDOM_POOL = ("decline", "no_receipt", "receipt_then_silence", "late_answer", "disconnect_after_receipt",
-               "split_bytes", "glued", "duplicate_response", "wrong_sign", "noise_before", "earlier_ticket")
+RANDOM_POOL = (
+    "decline",
+    "no_receipt",
+    "receipt_then_silence",
+    "late_answer",
+    "disconnect_after_receipt",
+    "split_bytes",
+    "glued",
+    "duplicate_response",
+    "wrong_sign",
+    "noise_before",
+    "earlier_ticket",
+)
 
 # A test card number, deliberately present in raw responses (as a careless terminal might send it), so that a
 # host that logs or stores raw frames is caught by the tests. caja never keeps more than the last 4 digits.
@@ -60,18 +81,18 @@ TEST_ACCOUNT_NUMBER = "4761739001010119"
 
 class Fault(msgspec.Struct, kw_only=True):
     kind: str
-    scope: str = "next"             # "next" (the next sale only) or "run" (every sale until cleared)
+    scope: str = "next"  # "next" (the next sale only) or "run" (every sale until cleared)
     code: int = 5
     message: str = ""
     charged: bool = True
     delay_s: float = 5.0
     gap_s: float = 0.15
-    chunk: int = 1                  # split_bytes: bytes per write
+    chunk: int = 1  # split_bytes: bytes per write
     amount: int | None = None
     noise: str = '\x00\x7fruido{"JsonSerialized":"{\\"FunctionCode\\":100,\\"Resp'
     then_real: bool = True
     replug_after_s: float | None = None  # disconnect over a pty: plug back after this long (None: stay out)
-    receipt: bool = True            # False: the terminal never confirms this sale (late_answer: "silence then answer")
+    receipt: bool = True  # False: the terminal never confirms this sale (late_answer: "silence then answer")
     size: int = 2_000_000
     seed: int | None = None
     rate: float = 0.3
@@ -96,6 +117,7 @@ class LedgerEntry(msgspec.Struct, kw_only=True):
 
 
 # --- links: where a session writes ----------------------------------------------------------------------
+
 
 class _Link:
     closed = False
@@ -154,7 +176,7 @@ class _PtyLink(_Link):
             view = view[n:]
 
     async def close(self) -> None:
-        pass   # a serial line is not closed after a response: the terminal simply goes quiet
+        pass  # a serial line is not closed after a response: the terminal simply goes quiet
 
     async def drop(self) -> None:
         self.closed = True
@@ -164,19 +186,26 @@ class _PtyLink(_Link):
 class Simulator:
     """One terminal. ``await start_tcp()`` / ``await start_pty()``, then ``await stop()``."""
 
-    def __init__(self, *, terminal_id: str = "SIM00001", commerce_code: str = "597000000001",
-                 keep_open: bool = False, step_delay_s: float = 0.05, message_gap_s: float = 0.01,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        terminal_id: str = "SIM00001",
+        commerce_code: str = "597000000001",
+        keep_open: bool = False,
+        step_delay_s: float = 0.05,
+        message_gap_s: float = 0.01,
+        seed: int | None = None,
+    ) -> None:
         self.terminal_id = terminal_id
         self.commerce_code = commerce_code
         self.keep_open = keep_open
         self.step_delay_s = step_delay_s
         self.message_gap_s = message_gap_s
-        self.linger_s = 2.0         # TCP: how long to wait for the host to close after our final answer
+        self.linger_s = 2.0  # TCP: how long to wait for the host to close after our final answer
         self.ledger: list[LedgerEntry] = []
-        self.commands: list[dict[str, Any]] = []      # every command received (masked), for tests/rehearsal
-        self.host_receipts = 0                        # {"Received":true} the host sent us
-        self.frozen = False                           # a hung terminal: ignores everything
+        self.commands: list[dict[str, Any]] = []  # every command received (masked), for tests/rehearsal
+        self.host_receipts = 0  # {"Received":true} the host sent us
+        self.frozen = False  # a hung terminal: ignores everything
         self.faults_next: deque[Fault] = deque()
         self.fault_run: Fault | None = None
         self._random: random.Random | None = None
@@ -220,8 +249,14 @@ class Simulator:
             if rng.random() >= fault.rate:
                 return None
             kind = rng.choice(RANDOM_POOL)
-            return Fault(kind=kind, charged=rng.random() < 0.5, delay_s=rng.uniform(0.05, 0.5),
-                         gap_s=0.001, code=rng.choice([1, 5, 6]), replug_after_s=0.3)
+            return Fault(
+                kind=kind,
+                charged=rng.random() < 0.5,
+                delay_s=rng.uniform(0.05, 0.5),
+                gap_s=0.001,
+                code=rng.choice([1, 5, 6]),
+                replug_after_s=0.3,
+            )
         return fault
 
     # --- serving ------------------------------------------------------------------------------------
@@ -241,7 +276,7 @@ class Simulator:
         tty.setraw(slave)
         tty.setraw(master)
         os.set_blocking(master, False)
-        self._pty = (master, slave)   # we keep the slave open so the pty never hangs up between clients
+        self._pty = (master, slave)  # we keep the slave open so the pty never hangs up between clients
         self.pty_device = os.ttyname(slave)
         if self._pty_dir is None:
             self._pty_dir = tempfile.mkdtemp(prefix="caja-getnet-")
@@ -347,7 +382,7 @@ class Simulator:
                 if not data:
                     break
                 if link.closed:
-                    continue    # late receipts after our final answer: read and ignored
+                    continue  # late receipts after our final answer: read and ignored
                 for raw in stream.feed(data):
                     self._dispatch(link, raw)
         finally:
@@ -360,7 +395,7 @@ class Simulator:
             self.host_receipts += 1
             return
         if not isinstance(message, Request):
-            return   # host receipts, badly signed or unknown objects: ignored (a bad Sign is never applied)
+            return  # host receipts, badly signed or unknown objects: ignored (a bad Sign is never applied)
         self.commands.append(mask_response(message.data) | {"Command": message.command})
         if self.frozen:
             return
@@ -389,7 +424,7 @@ class Simulator:
         if kind == "split_bytes":
             step = max(1, fault.chunk)
             for i in range(0, len(frame), step):
-                await link.write(frame[i:i + step])
+                await link.write(frame[i : i + step])
                 await asyncio.sleep(fault.gap_s)
         else:
             await self._send(link, frame)
@@ -430,16 +465,32 @@ class Simulator:
         await self._finish(link)
 
     def _base(self, function_code: int, code: int, message: str) -> dict[str, Any]:
-        return {"FunctionCode": int(function_code), "ResponseCode": code, "ResponseMessage": message,
-                "CommerceCode": self.commerce_code, "TerminalId": self.terminal_id}
+        return {
+            "FunctionCode": int(function_code),
+            "ResponseCode": code,
+            "ResponseMessage": message,
+            "CommerceCode": self.commerce_code,
+            "TerminalId": self.terminal_id,
+        }
 
     def _sale_response(self, entry: LedgerEntry, function_code: int = Command.SALE) -> dict[str, Any]:
         return self._base(function_code, 0, "Aprobado") | {
-            "Ticket": entry.ticket, "AuthorizationCode": entry.authorization_code, "Amount": entry.amount,
-            "SharesNumber": 0, "SharesAmount": 0, "Last4Digits": entry.last4, "OperationId": entry.operation_id,
-            "CardType": entry.card_type, "CardBrand": entry.card_brand,
-            "AccountingDate": entry.real_date[:10], "AccountNumber": TEST_ACCOUNT_NUMBER,
-            "RealDate": entry.real_date, "EmployeeId": "", "Tip": 0, "SaleType": 0, "PosMode": "INTEGRADO",
+            "Ticket": entry.ticket,
+            "AuthorizationCode": entry.authorization_code,
+            "Amount": entry.amount,
+            "SharesNumber": 0,
+            "SharesAmount": 0,
+            "Last4Digits": entry.last4,
+            "OperationId": entry.operation_id,
+            "CardType": entry.card_type,
+            "CardBrand": entry.card_brand,
+            "AccountingDate": entry.real_date[:10],
+            "AccountNumber": TEST_ACCOUNT_NUMBER,
+            "RealDate": entry.real_date,
+            "EmployeeId": "",
+            "Tip": 0,
+            "SaleType": 0,
+            "PosMode": "INTEGRADO",
         }
 
     async def _sale(self, link: _Link, request: dict[str, Any], fault: Fault | None) -> None:
@@ -474,7 +525,9 @@ class Simulator:
                 return
             if kind == "decline":
                 response = self._base(Command.SALE, fault.code, fault.message or decline_text(fault.code)) | {
-                    "Ticket": ticket, "Amount": amount}
+                    "Ticket": ticket,
+                    "Amount": amount,
+                }
                 await self._send(link, b"".join(glued_frames) + encode_envelope(response))
                 await self._finish(link)
                 return
@@ -498,9 +551,20 @@ class Simulator:
             if kind == "late_answer":
                 await asyncio.sleep(fault.delay_s)
             if kind == "earlier_ticket":
-                earlier = self.ledger[-2] if len(self.ledger) >= 2 else LedgerEntry(
-                    ticket="0", amount=amount, authorization_code="000000", operation_id=0, card_brand="VI",
-                    card_type="DB", last4="0119", real_date=entry.real_date)
+                earlier = (
+                    self.ledger[-2]
+                    if len(self.ledger) >= 2
+                    else LedgerEntry(
+                        ticket="0",
+                        amount=amount,
+                        authorization_code="000000",
+                        operation_id=0,
+                        card_brand="VI",
+                        card_type="DB",
+                        last4="0119",
+                        real_date=entry.real_date,
+                    )
+                )
                 await self._send(link, encode_envelope(self._sale_response(earlier)))
                 if not fault.then_real:
                     return
@@ -515,39 +579,52 @@ class Simulator:
     def _charge(self, ticket: str, amount: int) -> LedgerEntry:
         self._operation_id += 1
         entry = LedgerEntry(
-            ticket=ticket, amount=amount, authorization_code=f"{self._rng.randrange(10**6):06d}",
-            operation_id=self._operation_id, card_brand=self._rng.choice(["VI", "MC"]),
-            card_type=self._rng.choice(["DB", "CR"]), last4=TEST_ACCOUNT_NUMBER[-4:],
-            real_date=datetime.now().replace(microsecond=0).isoformat())
+            ticket=ticket,
+            amount=amount,
+            authorization_code=f"{self._rng.randrange(10**6):06d}",
+            operation_id=self._operation_id,
+            card_brand=self._rng.choice(["VI", "MC"]),
+            card_type=self._rng.choice(["DB", "CR"]),
+            last4=TEST_ACCOUNT_NUMBER[-4:],
+            real_date=datetime.now().replace(microsecond=0).isoformat(),
+        )
         self.ledger.append(entry)
-        log.info("simulador: venta aprobada ticket=%s monto=%s autorización=%s", ticket, amount,
-                 entry.authorization_code)
+        log.info(
+            "simulador: venta aprobada ticket=%s monto=%s autorización=%s", ticket, amount, entry.authorization_code
+        )
         return entry
 
-    def _find(self, *, operation_id: Any = None, authorization_code: Any = None,
-              amount: Any = None) -> LedgerEntry | None:
+    def _find(
+        self, *, operation_id: Any = None, authorization_code: Any = None, amount: Any = None
+    ) -> LedgerEntry | None:
         for entry in reversed(self.ledger):
             if entry.refunded:
                 continue
             if operation_id is not None and str(entry.operation_id) == str(operation_id):
                 return entry
-            if (authorization_code is not None and entry.authorization_code == str(authorization_code)
-                    and entry.amount == amount):
+            if (
+                authorization_code is not None
+                and entry.authorization_code == str(authorization_code)
+                and entry.amount == amount
+            ):
                 return entry
         return None
 
     def totals(self) -> dict[str, int]:
         sales = [e for e in self.ledger if not e.refunded]
         refunds = [e for e in self.ledger if e.refunded]
-        return {"TotalCount": len(sales), "TotalAmount": sum(e.amount for e in sales),
-                "TotalRefundCount": len(refunds), "TotalRefundAmount": sum(e.amount for e in refunds)}
+        return {
+            "TotalCount": len(sales),
+            "TotalAmount": sum(e.amount for e in sales),
+            "TotalRefundCount": len(refunds),
+            "TotalRefundAmount": sum(e.amount for e in refunds),
+        }
 
     def _answer(self, command: int, request: dict[str, Any]) -> dict[str, Any]:
         if command == Command.LAST_VOUCHER:
             if not self.ledger:
                 return self._base(command, 12, "Sin transacciones desde el último cierre")
-            return self._sale_response(self.ledger[-1], Command.LAST_VOUCHER) | {
-                "Refunded": self.ledger[-1].refunded}
+            return self._sale_response(self.ledger[-1], Command.LAST_VOUCHER) | {"Refunded": self.ledger[-1].refunded}
         if command in (Command.REFUND, Command.RETURN):
             if command == Command.REFUND:
                 entry = self._find(operation_id=request.get("OperationId"))
@@ -566,9 +643,17 @@ class Simulator:
             return self._base(command, 0, "Aprobado") | self.totals()
         if command == Command.DETAILS:
             return self._base(command, 0, "Aprobado") | {
-                "Details": [self._sale_response(e, Command.DETAILS) | {"Refunded": e.refunded} for e in self.ledger]}
-        if command in (Command.POLL, Command.SET_NORMAL_MODE, Command.DEFAULT_SALE_TYPE, Command.SIM_REPORT,
-                       Command.DUPLICATE_OTHERS, Command.SALES_BY_SELLER, Command.TIP_REPORT):
+                "Details": [self._sale_response(e, Command.DETAILS) | {"Refunded": e.refunded} for e in self.ledger]
+            }
+        if command in (
+            Command.POLL,
+            Command.SET_NORMAL_MODE,
+            Command.DEFAULT_SALE_TYPE,
+            Command.SIM_REPORT,
+            Command.DUPLICATE_OTHERS,
+            Command.SALES_BY_SELLER,
+            Command.TIP_REPORT,
+        ):
             return self._base(command, 0, "Aprobado")
         if command == Command.PARAMETER_REPORT:
             return self._base(command, 0, "Aprobado") | {"Version": "caja-simulador-1"}
@@ -576,10 +661,12 @@ class Simulator:
 
     # --- control channel (HTTP/1.1 on loopback) -------------------------------------------------------
     def ledger_json(self) -> dict[str, Any]:
-        return {"ledger": msgspec.to_builtins(self.ledger), "totals": self.totals(),
-                "faults": {"next": msgspec.to_builtins(list(self.faults_next)),
-                           "run": msgspec.to_builtins(self.fault_run)},
-                "commands": self.commands[-50:]}
+        return {
+            "ledger": msgspec.to_builtins(self.ledger),
+            "totals": self.totals(),
+            "faults": {"next": msgspec.to_builtins(list(self.faults_next)), "run": msgspec.to_builtins(self.fault_run)},
+            "commands": self.commands[-50:],
+        }
 
     async def _control_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -599,8 +686,11 @@ class Simulator:
             status, payload = 400, {"error": str(exc)}
         data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "OK")
-        writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}"
-                     f"\r\nConnection: close\r\n\r\n".encode() + data)
+        writer.write(
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}"
+            f"\r\nConnection: close\r\n\r\n".encode()
+            + data
+        )
         try:
             await writer.drain()
         finally:

@@ -36,6 +36,7 @@ class Transport(Protocol):
 
 # --- TCP ------------------------------------------------------------------------------------------------
 
+
 class TcpConnection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
@@ -68,19 +69,22 @@ class TcpTransport:
 
     async def open(self) -> TcpConnection:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
-                                                    self.connect_timeout_s)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), self.connect_timeout_s
+            )
         except TimeoutError as exc:
             raise TerminalUnavailable(f"El terminal {self.host}:{self.port} no responde (sin conexión).") from exc
         except ConnectionRefusedError as exc:
             raise TerminalUnavailable(f"El terminal {self.host}:{self.port} rechazó la conexión.") from exc
         except OSError as exc:
-            raise TerminalUnavailable(f"No se pudo conectar al terminal {self.host}:{self.port}: {exc.strerror or exc}."
-                                      ) from exc
+            raise TerminalUnavailable(
+                f"No se pudo conectar al terminal {self.host}:{self.port}: {exc.strerror or exc}."
+            ) from exc
         return TcpConnection(reader, writer)
 
 
 # --- serial ---------------------------------------------------------------------------------------------
+
 
 class SerialConnection:
     """A serial port (115200 8N1, no flow control) read through the event loop (``add_reader`` on its fd)."""
@@ -99,7 +103,7 @@ class SerialConnection:
         except BlockingIOError:
             return
         except OSError:
-            data = b""      # EIO: the device went away (unplugged)
+            data = b""  # EIO: the device went away (unplugged)
         if not data:
             self._loop.remove_reader(self._fd)
         self._chunks.put_nowait(data)
@@ -154,7 +158,7 @@ class ThreadedSerialConnection:
             try:
                 data = self._port.read(max(1, self._port.in_waiting))
             except (serial.SerialException, OSError, TypeError):
-                data = None     # the device went away
+                data = None  # the device went away
             if data is None:
                 self._loop.call_soon_threadsafe(self._chunks.put_nowait, b"")
                 return
@@ -200,9 +204,18 @@ class SerialTransport:
             raise TerminalUnavailable(f"No existe el puerto serie {self.path} (¿terminal desconectado?).")
         options = {"exclusive": True} if os.name == "posix" else {}
         try:
-            port = serial.Serial(self.path, baudrate=self.baudrate, bytesize=serial.EIGHTBITS,
-                                 parity=serial.PARITY_NONE, stopbits=serial.STOPBITS_ONE, xonxoff=False,
-                                 rtscts=False, dsrdtr=False, timeout=0.05 if self.threaded else 0, **options)
+            port = serial.Serial(
+                self.path,
+                baudrate=self.baudrate,
+                bytesize=serial.EIGHTBITS,
+                parity=serial.PARITY_NONE,
+                stopbits=serial.STOPBITS_ONE,
+                xonxoff=False,
+                rtscts=False,
+                dsrdtr=False,
+                timeout=0.05 if self.threaded else 0,
+                **options,
+            )
         except serial.SerialException as exc:
             text = str(exc)
             if getattr(exc, "errno", None) in (errno.EBUSY, errno.EAGAIN) or "lock" in text.lower() or "busy" in text:
@@ -216,8 +229,9 @@ class SerialTransport:
         return SerialConnection(port)
 
 
-def make_transport(*, host: str | None = None, port: int | None = None, serial_path: str | None = None,
-                   connect_timeout_s: float = 3.0) -> Transport:
+def make_transport(
+    *, host: str | None = None, port: int | None = None, serial_path: str | None = None, connect_timeout_s: float = 3.0
+) -> Transport:
     if serial_path:
         return SerialTransport(serial_path)
     if host and port:

@@ -33,8 +33,16 @@ import httpx
 from .provider import webhook_signature
 
 PREFIX = "/payment-gateway/v1"
-_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 class FakeKlapServer:
@@ -86,14 +94,31 @@ class FakeKlapServer:
         """The next API request is answered with ``status`` and ``body`` (JSON) instead of normally."""
         self._scripted.append((status, body if body is not None else {}))
 
-    def pay(self, order_id: str, *, brand: str = "VISA", last4: str = "4242", card_type: str = "DEBIT",
-            quotas: int = 0, auth_code: str = "A1B2C3", amount: int | None = None) -> dict[str, Any]:
+    def pay(
+        self,
+        order_id: str,
+        *,
+        brand: str = "VISA",
+        last4: str = "4242",
+        card_type: str = "DEBIT",
+        quotas: int = 0,
+        auth_code: str = "A1B2C3",
+        amount: int | None = None,
+    ) -> dict[str, Any]:
         order = self.orders[order_id]
-        order.update(status="completed", brand=brand, last_digits=last4, card_type=card_type, quotas=quotas,
-                     mc_code=auth_code)
-        payload = {"order_id": order_id, "reference_id": order["reference_id"],
-                   "amount": order["amount"] if amount is None else amount, "brand": brand,
-                   "last_digits": last4, "card_type": card_type, "quotas": quotas, "mc_code": auth_code}
+        order.update(
+            status="completed", brand=brand, last_digits=last4, card_type=card_type, quotas=quotas, mc_code=auth_code
+        )
+        payload = {
+            "order_id": order_id,
+            "reference_id": order["reference_id"],
+            "amount": order["amount"] if amount is None else amount,
+            "brand": brand,
+            "last_digits": last4,
+            "card_type": card_type,
+            "quotas": quotas,
+            "mc_code": auth_code,
+        }
         order["webhook_payload"] = payload
         return payload
 
@@ -105,19 +130,28 @@ class FakeKlapServer:
         return payload
 
     def signed_headers(self, payload: dict[str, Any]) -> dict[str, str]:
-        return {"content-type": "application/json",
-                "apikey": webhook_signature(str(payload["reference_id"]), str(payload["order_id"]), self.api_key)}
+        return {
+            "content-type": "application/json",
+            "apikey": webhook_signature(str(payload["reference_id"]), str(payload["order_id"]), self.api_key),
+        }
 
-    async def deliver_webhook(self, order_id: str, url: str | None = None, *,
-                              headers: dict[str, str] | None = None, timeout_s: float = 10.0) -> httpx.Response:
+    async def deliver_webhook(
+        self, order_id: str, url: str | None = None, *, headers: dict[str, str] | None = None, timeout_s: float = 10.0
+    ) -> httpx.Response:
         """POST the order's notification (after ``pay``/``reject``) to ``url`` or the order's webhook URL."""
         order = self.orders[order_id]
         payload = order["webhook_payload"]
-        target = url or (order["webhooks"].get("webhook_confirm") if order["status"] == "completed"
-                         else order["webhooks"].get("webhook_reject"))
+        target = url or (
+            order["webhooks"].get("webhook_confirm")
+            if order["status"] == "completed"
+            else order["webhooks"].get("webhook_reject")
+        )
         async with httpx.AsyncClient(timeout=timeout_s) as client:
-            return await client.post(target, content=json.dumps(payload).encode(),
-                                     headers=headers if headers is not None else self.signed_headers(payload))
+            return await client.post(
+                target,
+                content=json.dumps(payload).encode(),
+                headers=headers if headers is not None else self.signed_headers(payload),
+            )
 
     # -- HTTP ------------------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -146,9 +180,12 @@ class FakeKlapServer:
                 await asyncio.sleep(self.delay_s)
             status, payload = self._route(method, path, headers, body)
             data = json.dumps(payload).encode()
-            writer.write(f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
-                         f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-                         "Connection: close\r\n\r\n".encode() + data)
+            writer.write(
+                f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + data
+            )
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass
@@ -165,11 +202,11 @@ class FakeKlapServer:
             return self._scripted.popleft()
         if headers.get("apikey") != self.api_key:
             return 403, {"code": "403", "message": "Error en apikey"}
-        route = path[len(PREFIX):]
+        route = path[len(PREFIX) :]
         if method == "POST" and route == "/orders":
             return self._create_order(body)
         if method == "GET" and route.startswith("/orders/"):
-            order = self.orders.get(route[len("/orders/"):])
+            order = self.orders.get(route[len("/orders/") :])
             if order is None:
                 return 404, {"code": "404", "message": "Orden no encontrada"}
             return 200, {k: v for k, v in order.items() if k not in ("webhook_payload", "webhooks")}
@@ -187,10 +224,14 @@ class FakeKlapServer:
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             return 400, {"code": "400", "message": "Monto inválido"}
         order_id = f"KLAP-{next(self._ids):06d}"
-        self.orders[order_id] = {"order_id": order_id, "reference_id": reference, "amount": amount,
-                                 "status": "pending", "webhooks": dict(data.get("webhooks") or {})}
-        return 200, {"order_id": order_id, "reference_id": reference,
-                     "redirect_url": f"{self.url}/pay/{order_id}"}
+        self.orders[order_id] = {
+            "order_id": order_id,
+            "reference_id": reference,
+            "amount": amount,
+            "status": "pending",
+            "webhooks": dict(data.get("webhooks") or {}),
+        }
+        return 200, {"order_id": order_id, "reference_id": reference, "redirect_url": f"{self.url}/pay/{order_id}"}
 
     def _rehearsal(self, method: str, path: str) -> tuple[int, Any]:
         parts = path.strip("/").split("/")

@@ -29,8 +29,16 @@ import msgspec
 
 from caja_core.errors import ValidationFailed
 from caja_core.money import MAX_AMOUNT, format_clp
-from caja_core.providers import (CardData, Capability, ChargeRequest, Outcome, OutcomeKind, ProgressCallback,
-                                 ProviderContext, WebhookNotice)
+from caja_core.providers import (
+    Capability,
+    CardData,
+    ChargeRequest,
+    Outcome,
+    OutcomeKind,
+    ProgressCallback,
+    ProviderContext,
+    WebhookNotice,
+)
 
 log = logging.getLogger("caja.klap")
 
@@ -90,9 +98,11 @@ class KlapSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise ValueError("el modo checkout requiere: " + ", ".join(missing))
 
     def __repr__(self) -> str:
-        return (f"KlapSettings(mode={self.mode!r}, api_base_url={self.api_base_url!r}, "
-                f"api_key={'***' if self.api_key else ''!r}, webhook_auth={self.webhook_auth!r}, "
-                f"webhook_secret={'***' if self.webhook_secret else ''!r})")
+        return (
+            f"KlapSettings(mode={self.mode!r}, api_base_url={self.api_base_url!r}, "
+            f"api_key={'***' if self.api_key else ''!r}, webhook_auth={self.webhook_auth!r}, "
+            f"webhook_secret={'***' if self.webhook_secret else ''!r})"
+        )
 
     __str__ = __repr__
 
@@ -122,16 +132,17 @@ def masked_last4(value: Any) -> str | None:
 def check_amount(amount: Any, minimum: int) -> int:
     """Amounts ≤ 0, non-integer, absurdly large or under ``minimum`` never reach KLAP."""
     if isinstance(amount, bool) or not isinstance(amount, int):
-        raise ValidationFailed("El monto debe ser un número entero de pesos.", code="amount.invalid",
-                               field="amount")
+        raise ValidationFailed("El monto debe ser un número entero de pesos.", code="amount.invalid", field="amount")
     if amount <= 0:
         raise ValidationFailed("El monto debe ser mayor que cero.", code="amount.invalid", field="amount")
     if amount > MAX_AMOUNT:
-        raise ValidationFailed(f"El monto supera el máximo permitido ({format_clp(MAX_AMOUNT)}).",
-                               code="amount.too_large", field="amount")
+        raise ValidationFailed(
+            f"El monto supera el máximo permitido ({format_clp(MAX_AMOUNT)}).", code="amount.too_large", field="amount"
+        )
     if amount < minimum:
-        raise ValidationFailed(f"KLAP no acepta montos menores a {format_clp(minimum)}.",
-                               code="amount.under_minimum", field="amount")
+        raise ValidationFailed(
+            f"KLAP no acepta montos menores a {format_clp(minimum)}.", code="amount.under_minimum", field="amount"
+        )
     return amount
 
 
@@ -184,22 +195,30 @@ class KlapProvider:
         return f"klap:{settings.mode}:{register_code}"
 
     def _client(self, settings: KlapSettings) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=settings.api_base_url.rstrip("/"), transport=self._transport,
-                                 timeout=settings.request_timeout_s,
-                                 headers={"apikey": settings.api_key, "Accept": "application/json"})
+        return httpx.AsyncClient(
+            base_url=settings.api_base_url.rstrip("/"),
+            transport=self._transport,
+            timeout=settings.request_timeout_s,
+            headers={"apikey": settings.api_key, "Accept": "application/json"},
+        )
 
     # -- charge ------------------------------------------------------------------------------------
-    async def charge(self, request: ChargeRequest, settings: KlapSettings, ctx: ProviderContext,
-                     progress: ProgressCallback) -> Outcome:
+    async def charge(
+        self, request: ChargeRequest, settings: KlapSettings, ctx: ProviderContext, progress: ProgressCallback
+    ) -> Outcome:
         if settings.mode == "checkout":
             check_amount(request.amount, max(self.min_amount, settings.min_credit_amount))
             return await self._create_order(request, settings)
         check_amount(request.amount, self.min_amount)
-        reference = request.reference if request.reference and _valid_reference(request.reference) \
-            else new_reference()
-        return Outcome(kind=OutcomeKind.PENDING, code="manual", ticket=request.ticket, amount=request.amount,
-                       reference=reference,
-                       message=f"Cobre {format_clp(request.amount)} en el celular KLAP; referencia {reference}")
+        reference = request.reference if request.reference and _valid_reference(request.reference) else new_reference()
+        return Outcome(
+            kind=OutcomeKind.PENDING,
+            code="manual",
+            ticket=request.ticket,
+            amount=request.amount,
+            reference=reference,
+            message=f"Cobre {format_clp(request.amount)} en el celular KLAP; referencia {reference}",
+        )
 
     async def _create_order(self, request: ChargeRequest, settings: KlapSettings) -> Outcome:
         body: dict[str, Any] = {
@@ -210,87 +229,160 @@ class KlapProvider:
             "webhooks": {"webhook_confirm": settings.webhook_url, "webhook_reject": settings.webhook_url},
         }
         if settings.return_url or settings.cancel_url:
-            body["urls"] = {"return_url": settings.return_url or settings.cancel_url,
-                            "cancel_url": settings.cancel_url or settings.return_url}
+            body["urls"] = {
+                "return_url": settings.return_url or settings.cancel_url,
+                "cancel_url": settings.cancel_url or settings.return_url,
+            }
         try:
             async with self._client(settings) as client:
                 response = await client.post("/orders", json=body)
         except httpx.ConnectError as exc:
-            log.warning("KLAP no responde al crear la orden del intento %s: %s", request.attempt_id,
-                        type(exc).__name__)
-            return Outcome(kind=OutcomeKind.UNAVAILABLE, ticket=request.ticket, code="connect_error",
-                           message="No se pudo conectar con KLAP; no se creó la orden.")
+            log.warning("KLAP no responde al crear la orden del intento %s: %s", request.attempt_id, type(exc).__name__)
+            return Outcome(
+                kind=OutcomeKind.UNAVAILABLE,
+                ticket=request.ticket,
+                code="connect_error",
+                message="No se pudo conectar con KLAP; no se creó la orden.",
+            )
         except httpx.HTTPError as exc:
             # The request may have reached KLAP: an order may exist, but nobody has its payment link.
-            log.warning("Sin respuesta de KLAP al crear la orden del intento %s: %s", request.attempt_id,
-                        type(exc).__name__)
-            return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket, code="timeout",
-                           message="KLAP no respondió a tiempo al crear la orden.")
+            log.warning(
+                "Sin respuesta de KLAP al crear la orden del intento %s: %s", request.attempt_id, type(exc).__name__
+            )
+            return Outcome(
+                kind=OutcomeKind.UNKNOWN,
+                ticket=request.ticket,
+                code="timeout",
+                message="KLAP no respondió a tiempo al crear la orden.",
+            )
         data = _json(response)
         if response.status_code in (200, 201) and data and data.get("order_id"):
             if str(data.get("reference_id", "")) != str(request.attempt_id):
-                return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket, code="reference_mismatch",
-                               reference=str(data["order_id"]),
-                               message="KLAP respondió con otra referencia; se revisará la orden.")
+                return Outcome(
+                    kind=OutcomeKind.UNKNOWN,
+                    ticket=request.ticket,
+                    code="reference_mismatch",
+                    reference=str(data["order_id"]),
+                    message="KLAP respondió con otra referencia; se revisará la orden.",
+                )
             redirect = str(data.get("redirect_url") or "")
-            return Outcome(kind=OutcomeKind.PENDING, code="checkout", ticket=request.ticket,
-                           amount=request.amount, reference=str(data["order_id"]),
-                           message=f"Orden KLAP creada; pago en {redirect}" if redirect
-                           else "Orden KLAP creada; esperando el pago.")
+            return Outcome(
+                kind=OutcomeKind.PENDING,
+                code="checkout",
+                ticket=request.ticket,
+                amount=request.amount,
+                reference=str(data["order_id"]),
+                message=f"Orden KLAP creada; pago en {redirect}"
+                if redirect
+                else "Orden KLAP creada; esperando el pago.",
+            )
         if 400 <= response.status_code < 500:
             code = str((data or {}).get("code") or f"http_{response.status_code}")[:20]
             message = str((data or {}).get("message") or "KLAP rechazó la orden.")[:200]
             return Outcome(kind=OutcomeKind.DECLINED, ticket=request.ticket, code=code, message=message)
-        return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket, code=f"http_{response.status_code}",
-                       message="Respuesta inesperada de KLAP al crear la orden.")
+        return Outcome(
+            kind=OutcomeKind.UNKNOWN,
+            ticket=request.ticket,
+            code=f"http_{response.status_code}",
+            message="Respuesta inesperada de KLAP al crear la orden.",
+        )
 
     # -- status / cancel / refund / health ---------------------------------------------------------
     async def status(self, request: ChargeRequest, settings: KlapSettings, ctx: ProviderContext) -> Outcome:
         """Checkout: ask KLAP about the order (``request.reference`` = KLAP's order id). Manual: only the
         cashier and the end-of-night report know; the answer stays PENDING."""
         if settings.mode != "checkout":
-            return Outcome(kind=OutcomeKind.PENDING, code="manual", ticket=request.ticket,
-                           message="Cobro manual: lo confirma el cajero con el código de autorización.")
+            return Outcome(
+                kind=OutcomeKind.PENDING,
+                code="manual",
+                ticket=request.ticket,
+                message="Cobro manual: lo confirma el cajero con el código de autorización.",
+            )
         if not request.reference:
-            return Outcome(kind=OutcomeKind.UNAVAILABLE, ticket=request.ticket, code="no_order",
-                           message="No hay orden KLAP para este intento: el cliente no pudo pagarla.")
+            return Outcome(
+                kind=OutcomeKind.UNAVAILABLE,
+                ticket=request.ticket,
+                code="no_order",
+                message="No hay orden KLAP para este intento: el cliente no pudo pagarla.",
+            )
         try:
             async with self._client(settings) as client:
                 response = await client.get(f"/orders/{request.reference}")
         except httpx.HTTPError as exc:
-            return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket, code="transport",
-                           message=f"No se pudo consultar la orden en KLAP ({type(exc).__name__}).")
+            return Outcome(
+                kind=OutcomeKind.UNKNOWN,
+                ticket=request.ticket,
+                code="transport",
+                message=f"No se pudo consultar la orden en KLAP ({type(exc).__name__}).",
+            )
         if response.status_code == 404:
-            return Outcome(kind=OutcomeKind.UNAVAILABLE, ticket=request.ticket, code="not_found",
-                           reference=request.reference, message="KLAP no conoce la orden.")
+            return Outcome(
+                kind=OutcomeKind.UNAVAILABLE,
+                ticket=request.ticket,
+                code="not_found",
+                reference=request.reference,
+                message="KLAP no conoce la orden.",
+            )
         data = _json(response)
         if response.status_code != 200 or not data:
-            return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket, code=f"http_{response.status_code}",
-                           message="Respuesta inesperada de KLAP al consultar la orden.")
+            return Outcome(
+                kind=OutcomeKind.UNKNOWN,
+                ticket=request.ticket,
+                code=f"http_{response.status_code}",
+                message="Respuesta inesperada de KLAP al consultar la orden.",
+            )
         if str(data.get("reference_id", "")) != str(request.attempt_id):
-            return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket, code="reference_mismatch",
-                           reference=request.reference, message="La orden KLAP es de otra referencia.")
+            return Outcome(
+                kind=OutcomeKind.UNKNOWN,
+                ticket=request.ticket,
+                code="reference_mismatch",
+                reference=request.reference,
+                message="La orden KLAP es de otra referencia.",
+            )
         state = str(data.get("status", "")).lower()
         if state in PAID_STATUSES:
-            return Outcome(kind=OutcomeKind.APPROVED, ticket=request.ticket, amount=_amount_of(data),
-                           reference=request.reference, card=_card_of(data), code="paid",
-                           message="Pagado en KLAP")
+            return Outcome(
+                kind=OutcomeKind.APPROVED,
+                ticket=request.ticket,
+                amount=_amount_of(data),
+                reference=request.reference,
+                card=_card_of(data),
+                code="paid",
+                message="Pagado en KLAP",
+            )
         if state in FAILED_STATUSES:
-            return Outcome(kind=OutcomeKind.DECLINED, ticket=request.ticket, reference=request.reference,
-                           code=str(data.get("code") or state)[:20],
-                           message=str(data.get("message") or f"Orden {state}")[:200])
-        return Outcome(kind=OutcomeKind.PENDING, ticket=request.ticket, reference=request.reference,
-                       code="checkout", message="La orden KLAP sigue pendiente de pago.")
+            return Outcome(
+                kind=OutcomeKind.DECLINED,
+                ticket=request.ticket,
+                reference=request.reference,
+                code=str(data.get("code") or state)[:20],
+                message=str(data.get("message") or f"Orden {state}")[:200],
+            )
+        return Outcome(
+            kind=OutcomeKind.PENDING,
+            ticket=request.ticket,
+            reference=request.reference,
+            code="checkout",
+            message="La orden KLAP sigue pendiente de pago.",
+        )
 
     async def cancel(self, request: ChargeRequest, settings: KlapSettings, ctx: ProviderContext) -> Outcome:
         # Neither the phone app nor KLAP Checkout can be cancelled from here: whether money was taken is
         # known only from the phone (manual) or the order's status (checkout).
-        return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket, code="unsupported",
-                       message="KLAP no permite cancelar desde la caja: revise el celular o la orden.")
+        return Outcome(
+            kind=OutcomeKind.UNKNOWN,
+            ticket=request.ticket,
+            code="unsupported",
+            message="KLAP no permite cancelar desde la caja: revise el celular o la orden.",
+        )
 
     async def refund(self, request: ChargeRequest, settings: KlapSettings, ctx: ProviderContext) -> Outcome:
-        return Outcome(kind=OutcomeKind.DECLINED, ticket=request.ticket, code="unsupported",
-                       message="Las devoluciones KLAP se hacen en la app o el portal KLAP.")
+        return Outcome(
+            kind=OutcomeKind.DECLINED,
+            ticket=request.ticket,
+            code="unsupported",
+            message="Las devoluciones KLAP se hacen en la app o el portal KLAP.",
+        )
 
     async def health(self, settings: KlapSettings, ctx: ProviderContext) -> Outcome:
         if settings.mode != "checkout":
@@ -299,13 +391,18 @@ class KlapProvider:
             async with self._client(settings) as client:
                 response = await client.get("/merchant/methods")
         except httpx.HTTPError as exc:
-            return Outcome(kind=OutcomeKind.UNAVAILABLE, code="transport",
-                           message=f"KLAP no responde ({type(exc).__name__}).")
+            return Outcome(
+                kind=OutcomeKind.UNAVAILABLE, code="transport", message=f"KLAP no responde ({type(exc).__name__})."
+            )
         if response.status_code == 200:
             return Outcome(kind=OutcomeKind.APPROVED, message="ok")
-        return Outcome(kind=OutcomeKind.UNAVAILABLE, code=f"http_{response.status_code}",
-                       message="KLAP rechazó la consulta (¿API key?)." if response.status_code in (401, 403)
-                       else "KLAP respondió con error.")
+        return Outcome(
+            kind=OutcomeKind.UNAVAILABLE,
+            code=f"http_{response.status_code}",
+            message="KLAP rechazó la consulta (¿API key?)."
+            if response.status_code in (401, 403)
+            else "KLAP respondió con error.",
+        )
 
     # -- webhooks ----------------------------------------------------------------------------------
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookNotice:
@@ -315,22 +412,31 @@ class KlapProvider:
         order_id = str(data.get("order_id") or "").strip()
         reference = str(data.get("reference_id") or "").strip()
         if not order_id or not reference or len(order_id) > 80 or len(reference) > 80:
-            raise ValidationFailed("Notificación KLAP sin order_id o reference_id válidos.",
-                                   code="webhook.malformed")
+            raise ValidationFailed("Notificación KLAP sin order_id o reference_id válidos.", code="webhook.malformed")
         status = str(data.get("status") or "").lower()
         rejected = status in FAILED_STATUSES or (
-            not status and "code" in data and "last_digits" not in data and "amount" not in data)
+            not status and "code" in data and "last_digits" not in data and "amount" not in data
+        )
         if rejected:
-            outcome = Outcome(kind=OutcomeKind.DECLINED, reference=order_id,
-                              code=str(data.get("code") or "rejected")[:20],
-                              message=str(data.get("message") or "Pago rechazado en KLAP")[:200],
-                              amount=_amount_of(data))
+            outcome = Outcome(
+                kind=OutcomeKind.DECLINED,
+                reference=order_id,
+                code=str(data.get("code") or "rejected")[:20],
+                message=str(data.get("message") or "Pago rechazado en KLAP")[:200],
+                amount=_amount_of(data),
+            )
         else:
             amount = _amount_of(data)
             if amount is None:
                 raise ValidationFailed("Notificación de pago KLAP sin monto válido.", code="webhook.malformed")
-            outcome = Outcome(kind=OutcomeKind.APPROVED, reference=order_id, amount=amount, code="paid",
-                              card=_card_of(data), message="Pagado en KLAP")
+            outcome = Outcome(
+                kind=OutcomeKind.APPROVED,
+                reference=order_id,
+                amount=amount,
+                code="paid",
+                card=_card_of(data),
+                message="Pagado en KLAP",
+            )
         return WebhookNotice(external_id=order_id, reference=reference, outcome=outcome)
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes, settings: KlapSettings) -> bool:
@@ -348,8 +454,9 @@ class KlapProvider:
             data = _decode(body)
         except ValidationFailed:
             return False
-        expected = webhook_signature(str(data.get("reference_id") or ""), str(data.get("order_id") or ""),
-                                     settings.api_key)
+        expected = webhook_signature(
+            str(data.get("reference_id") or ""), str(data.get("order_id") or ""), settings.api_key
+        )
         return hmac.compare_digest(presented.strip().lower().encode(), expected.encode())
 
     @staticmethod
@@ -359,8 +466,20 @@ class KlapProvider:
             data = _decode(body)
         except ValidationFailed:
             return {"malformed": True, "size": len(body)}
-        keep = ("order_id", "reference_id", "amount", "brand", "card_type", "quotas", "quotas_number",
-                "code", "message", "status", "mc_code", "payment_method")
+        keep = (
+            "order_id",
+            "reference_id",
+            "amount",
+            "brand",
+            "card_type",
+            "quotas",
+            "quotas_number",
+            "code",
+            "message",
+            "status",
+            "mc_code",
+            "payment_method",
+        )
         out = {k: data[k] for k in keep if k in data and isinstance(data[k], (str, int, float, dict, type(None)))}
         if "last_digits" in data:
             out["last_digits"] = masked_last4(data["last_digits"])
@@ -395,11 +514,15 @@ def _card_of(data: Mapping[str, Any]) -> CardData:
     quotas = data.get("quotas", data.get("quotas_number"))
     auth = str(data.get("authorization_code") or data.get("mc_code") or "").strip().upper() or None
     brand = str(data.get("brand") or "").strip().upper()[:20] or None
-    return CardData(brand=brand, card_type=normalise_card_type(data.get("card_type")),
-                    last4=masked_last4(data.get("last_digits")),
-                    authorization_code=auth[:20] if auth else None,
-                    installments=int(quotas) if isinstance(quotas, int) and not isinstance(quotas, bool)
-                    else (int(quotas) if isinstance(quotas, str) and quotas.isdigit() else None))
+    return CardData(
+        brand=brand,
+        card_type=normalise_card_type(data.get("card_type")),
+        last4=masked_last4(data.get("last_digits")),
+        authorization_code=auth[:20] if auth else None,
+        installments=int(quotas)
+        if isinstance(quotas, int) and not isinstance(quotas, bool)
+        else (int(quotas) if isinstance(quotas, str) and quotas.isdigit() else None),
+    )
 
 
 provider = KlapProvider()

@@ -26,23 +26,42 @@ POLICY_LABELS = {
     "breaker_cooldown_s": "Enfriamiento del corte (s)",
     "offline_methods": "Medios permitidos sin red / proveedor",
 }
-TRIGGER_LABELS = {"unavailable": "Terminal no disponible", "transport_error": "Error de comunicación",
-                  "timeout": "Tiempo agotado", "decline": "Rechazo con código de la lista"}
+TRIGGER_LABELS = {
+    "unavailable": "Terminal no disponible",
+    "transport_error": "Error de comunicación",
+    "timeout": "Tiempo agotado",
+    "decline": "Rechazo con código de la lista",
+}
 OFFLINE_LABELS = {"cash": "Efectivo", "backup": "Respaldo (celular)", "card": "Tarjeta"}
 
 
 #: Spanish labels of the provider settings fields the bundled plugins declare (others: the field's name).
 SETTING_LABELS = {
-    "connection": "Conexión", "host": "Host del terminal", "port": "Puerto", "serial_path": "Puerto serie",
-    "receipt_timeout_s": "Espera del acuse de recibo (s)", "sale_timeout_s": "Espera de la venta (s)",
-    "short_timeout_s": "Espera de comandos cortos (s)", "other_timeout_s": "Espera de otros comandos (s)",
-    "employee_id": "Id. de empleado", "print_on_pos": "Imprimir en el terminal",
-    "send_messages": "Mostrar mensajes del terminal", "max_message_bytes": "Tamaño máximo de mensaje (bytes)",
-    "mode": "Modo", "min_credit_amount": "Monto mínimo con crédito (CLP)", "api_base_url": "URL de la API",
-    "api_key": "Clave de la API", "webhook_auth": "Autenticación del webhook",
-    "webhook_auth_header": "Cabecera de autenticación", "webhook_secret": "Secreto del webhook",
-    "webhook_url": "URL pública del webhook", "return_url": "URL de retorno", "cancel_url": "URL de cancelación",
-    "request_timeout_s": "Espera de la API (s)", "device": "Dispositivo", "timeout_s": "Espera (s)",
+    "connection": "Conexión",
+    "host": "Host del terminal",
+    "port": "Puerto",
+    "serial_path": "Puerto serie",
+    "receipt_timeout_s": "Espera del acuse de recibo (s)",
+    "sale_timeout_s": "Espera de la venta (s)",
+    "short_timeout_s": "Espera de comandos cortos (s)",
+    "other_timeout_s": "Espera de otros comandos (s)",
+    "employee_id": "Id. de empleado",
+    "print_on_pos": "Imprimir en el terminal",
+    "send_messages": "Mostrar mensajes del terminal",
+    "max_message_bytes": "Tamaño máximo de mensaje (bytes)",
+    "mode": "Modo",
+    "min_credit_amount": "Monto mínimo con crédito (CLP)",
+    "api_base_url": "URL de la API",
+    "api_key": "Clave de la API",
+    "webhook_auth": "Autenticación del webhook",
+    "webhook_auth_header": "Cabecera de autenticación",
+    "webhook_secret": "Secreto del webhook",
+    "webhook_url": "URL pública del webhook",
+    "return_url": "URL de retorno",
+    "cancel_url": "URL de cancelación",
+    "request_timeout_s": "Espera de la API (s)",
+    "device": "Dispositivo",
+    "timeout_s": "Espera (s)",
 }
 
 
@@ -51,7 +70,7 @@ class SettingField(msgspec.Struct, kw_only=True):
 
     name: str
     label: str
-    kind: str                 # text / number / checkbox / select / password
+    kind: str  # text / number / checkbox / select / password
     value: Any = None
     options: list[str] = msgspec.field(default_factory=list)
     secret_set: bool = False
@@ -86,9 +105,16 @@ def settings_fields(registry: ProviderRegistry, register: RegisterOut | None) ->
             value = stored.get(f.name, default)
             secret = is_secret_field(f.name)
             label = SETTING_LABELS.get(f.name, f.name.replace("_", " ").capitalize())
-            fields.append(SettingField(name=f.name, label=label,
-                                       kind="password" if secret else kind, options=options,
-                                       value=None if secret else value, secret_set=secret and bool(stored.get(f.name))))
+            fields.append(
+                SettingField(
+                    name=f.name,
+                    label=label,
+                    kind="password" if secret else kind,
+                    options=options,
+                    value=None if secret else value,
+                    secret_set=secret and bool(stored.get(f.name)),
+                )
+            )
         out[provider.id] = fields
     return out
 
@@ -142,12 +168,20 @@ def register_input(form: FormMultiDict, registry: ProviderRegistry) -> RegisterI
     if errors:
         raise ValidationFailed("Revise los datos de la caja.", code="register.invalid", fields=errors)
     return RegisterInput(
-        code=get("code"), name=get("name"), register_type=get("register_type", "HUMANA"), location=get("location"),
-        active=form.get("active") is not None, operational_status=get("operational_status", "active"),
-        payment_methods=form.getall("payment_methods", []), primary_provider=get("primary_provider") or None,
-        backup_provider=get("backup_provider") or None, provider_settings=settings,
+        code=get("code"),
+        name=get("name"),
+        register_type=get("register_type", "HUMANA"),
+        location=get("location"),
+        active=form.get("active") is not None,
+        operational_status=get("operational_status", "active"),
+        payment_methods=form.getall("payment_methods", []),
+        primary_provider=get("primary_provider") or None,
+        backup_provider=get("backup_provider") or None,
+        provider_settings=settings,
         devices={k: get(f"devices.{k}") for k in ("terminal", "printer", "drawer") if get(f"devices.{k}")},
-        policy=policy, allowed_categories=_ints(form.getall("allowed_categories", []), "allowed_categories") or None)
+        policy=policy,
+        allowed_categories=_ints(form.getall("allowed_categories", []), "allowed_categories") or None,
+    )
 
 
 def form_values(form: FormMultiDict) -> dict[str, Any]:
@@ -157,6 +191,10 @@ def form_values(form: FormMultiDict) -> dict[str, Any]:
         if is_secret_field(key.rpartition(".")[2]):
             continue
         values = form.getall(key)
-        out[key] = values if len(values) > 1 or key in ("payment_methods", "allowed_categories", "policy.triggers",
-                                                          "policy.offline_methods") else values[0]
+        out[key] = (
+            values
+            if len(values) > 1
+            or key in ("payment_methods", "allowed_categories", "policy.triggers", "policy.offline_methods")
+            else values[0]
+        )
     return out

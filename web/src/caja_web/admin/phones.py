@@ -28,8 +28,10 @@ class AvailabilityForm(msgspec.Struct, kw_only=True):
 
 
 async def phones_context(web: Web) -> dict:
-    return {"phones": await web.call(phones.list_phones, web.venue_id),
-            "registers": await web.call(registers.list_registers, web.venue_id)}
+    return {
+        "phones": await web.call(phones.list_phones, web.venue_id),
+        "registers": await web.call(registers.list_registers, web.venue_id),
+    }
 
 
 @get("/celulares")
@@ -42,18 +44,26 @@ async def phones_page(request: Request) -> Template:
 async def create_phone(request: Request, data: Annotated[PhoneForm, FORM]) -> Response:
     web = Web(request)
     async with web.form("admin/phones.html", lambda: phones_context(web), form=msgspec.to_builtins(data)):
-        await web.venue_call(phones.create_phone, actor_id=web.user_id, data=BackupPhoneInput(
-            name=data.name, identifier=data.identifier,
-            register_id=int(data.register_id) if data.register_id.isdigit() else None))
+        await web.venue_call(
+            phones.create_phone,
+            actor_id=web.user_id,
+            data=BackupPhoneInput(
+                name=data.name,
+                identifier=data.identifier,
+                register_id=int(data.register_id) if data.register_id.isdigit() else None,
+            ),
+        )
     return web.redirect("/admin/celulares")
 
 
 @post("/celulares/{phone_id:int}/disponible")
-async def set_availability(request: Request, phone_id: FromPath[int],
-                           data: Annotated[AvailabilityForm, FORM]) -> Response:
+async def set_availability(
+    request: Request, phone_id: FromPath[int], data: Annotated[AvailabilityForm, FORM]
+) -> Response:
     web = Web(request)
-    await web.venue_call(phones.set_availability, phone_id=phone_id, available=data.available == "1",
-                         actor_id=web.user_id)
+    await web.venue_call(
+        phones.set_availability, phone_id=phone_id, available=data.available == "1", actor_id=web.user_id
+    )
     return web.redirect("/admin/celulares")
 
 

@@ -13,7 +13,8 @@ from litestar.response import Template
 from caja_core.catalog import service as catalog
 from caja_core.fallback.policy import default_policy
 from caja_core.jornadas import service as jornadas
-from caja_core.payments import breaker as breakers, terminal_test
+from caja_core.payments import breaker as breakers
+from caja_core.payments import terminal_test
 from caja_core.registers import service as registers
 from caja_core.sessions import service as sessions
 
@@ -32,9 +33,14 @@ def register_values(register: registers.RegisterOut | None) -> dict[str, Any]:
     else:
         base, policy, devices = register, register.policy, register.devices
     values: dict[str, Any] = {
-        "code": base.code, "name": base.name, "register_type": base.register_type, "location": base.location,
-        "operational_status": base.operational_status, "payment_methods": list(base.payment_methods),
-        "primary_provider": base.primary_provider or "", "backup_provider": base.backup_provider or "",
+        "code": base.code,
+        "name": base.name,
+        "register_type": base.register_type,
+        "location": base.location,
+        "operational_status": base.operational_status,
+        "payment_methods": list(base.payment_methods),
+        "primary_provider": base.primary_provider or "",
+        "backup_provider": base.backup_provider or "",
         "allowed_categories": [str(c) for c in (base.allowed_categories or [])],
         **{f"devices.{k}": v for k, v in devices.items()},
         **{f"policy.{k}": v for k, v in msgspec.to_builtins(policy).items() if k not in ("decline_codes",)},
@@ -55,22 +61,30 @@ def register_values(register: registers.RegisterOut | None) -> dict[str, Any]:
 
 async def form_context(web: Web, register_id: int | None = None, values: dict | None = None) -> dict:
     register = await web.call(registers.get_register, web.venue_id, register_id) if register_id else None
-    return {"register": register, "values": values if values is not None else register_values(register),
-            "providers": [p for p in web.registry.all() if p.id != "cash"],
-            "settings_fields": forms.settings_fields(web.registry, register),
-            "categories": await web.call(catalog.list_categories, web.venue_id),
-            "types": registers.REGISTER_TYPE_LABELS, "statuses": registers.STATUS_LABELS,
-            "methods": registers.METHOD_LABELS, "policy_labels": forms.POLICY_LABELS,
-            "triggers": forms.TRIGGER_LABELS, "offline": forms.OFFLINE_LABELS}
+    return {
+        "register": register,
+        "values": values if values is not None else register_values(register),
+        "providers": [p for p in web.registry.all() if p.id != "cash"],
+        "settings_fields": forms.settings_fields(web.registry, register),
+        "categories": await web.call(catalog.list_categories, web.venue_id),
+        "types": registers.REGISTER_TYPE_LABELS,
+        "statuses": registers.STATUS_LABELS,
+        "methods": registers.METHOD_LABELS,
+        "policy_labels": forms.POLICY_LABELS,
+        "triggers": forms.TRIGGER_LABELS,
+        "offline": forms.OFFLINE_LABELS,
+    }
 
 
 async def list_context(web: Web) -> dict:
     current = await web.call(jornadas.current_jornada, web.venue_id)
     open_sessions = await web.call(sessions.list_sessions, web.venue_id, jornada_id=current.id) if current else []
     breaker_rows = await web.call(breakers.all_states, web.venue_id)
-    return {"registers": await web.call(registers.list_registers, web.venue_id),
-            "open_by_register": {s.register_id: s for s in open_sessions if s.status != "closed"},
-            "breakers": {b.register_id: b.state for b in breaker_rows if b.state != "closed"}}
+    return {
+        "registers": await web.call(registers.list_registers, web.venue_id),
+        "open_by_register": {s.register_id: s for s in open_sessions if s.status != "closed"},
+        "breakers": {b.register_id: b.state for b in breaker_rows if b.state != "closed"},
+    }
 
 
 @get("/cajas/")
@@ -91,8 +105,9 @@ async def create_register(request: Request) -> Response:
     form = await request.form()
     async with web.form("admin/register_form.html", lambda: form_context(web, values=forms.form_values(form))):
         data = forms.register_input(form, web.registry)
-        register = await web.venue_call(registers.create_register, data=data, registry=web.registry,
-                                        actor_id=web.user_id)
+        register = await web.venue_call(
+            registers.create_register, data=data, registry=web.registry, actor_id=web.user_id
+        )
     return web.redirect(f"/admin/cajas/{register.id}/editar?guardado=1")
 
 
@@ -106,32 +121,45 @@ async def edit_page(request: Request, register_id: FromPath[int]) -> Template:
 async def update_register(request: Request, register_id: FromPath[int]) -> Response:
     web = Web(request)
     form = await request.form()
-    async with web.form("admin/register_form.html",
-                        lambda: form_context(web, register_id, values=forms.form_values(form))):
+    async with web.form(
+        "admin/register_form.html", lambda: form_context(web, register_id, values=forms.form_values(form))
+    ):
         data = forms.register_input(form, web.registry)
-        await web.venue_call(registers.update_register, register_id=register_id, data=data,
-                             registry=web.registry, actor_id=web.user_id)
+        await web.venue_call(
+            registers.update_register, register_id=register_id, data=data, registry=web.registry, actor_id=web.user_id
+        )
     return web.redirect(f"/admin/cajas/{register_id}/editar?guardado=1")
 
 
 @post("/cajas/{register_id:int}/probar")
 async def test_terminal(request: Request, register_id: FromPath[int]) -> Template:
     web = Web(request)
-    result = await terminal_test.test_terminal(web.db, web.registry, web.venue_id, register_id,
-                                               agent_channel_factory=getattr(web.orchestrator,
-                                                                             "agent_channel_factory", None),
-                                               timeout_s=TEST_TIMEOUT_S)
-    return await web.page("admin/register_form.html", partial_template="admin/_terminal_test.html",
-                          full_context=lambda: form_context(web, register_id), test=result)
+    result = await terminal_test.test_terminal(
+        web.db,
+        web.registry,
+        web.venue_id,
+        register_id,
+        agent_channel_factory=getattr(web.orchestrator, "agent_channel_factory", None),
+        timeout_s=TEST_TIMEOUT_S,
+    )
+    return await web.page(
+        "admin/register_form.html",
+        partial_template="admin/_terminal_test.html",
+        full_context=lambda: form_context(web, register_id),
+        test=result,
+    )
 
 
 @post("/cajas/{register_id:int}/token")
 async def rotate_token(request: Request, register_id: FromPath[int]) -> Template:
     web = Web(request)
     token = await web.venue_call(registers.rotate_agent_token, register_id=register_id, actor_id=web.user_id)
-    return await web.page("admin/register_form.html", partial_template="admin/_agent_token.html",
-                          full_context=lambda: form_context(web, register_id), agent_token=token)
+    return await web.page(
+        "admin/register_form.html",
+        partial_template="admin/_agent_token.html",
+        full_context=lambda: form_context(web, register_id),
+        agent_token=token,
+    )
 
 
-route_handlers = [register_list, create_page, create_register, edit_page, update_register, test_terminal,
-                  rotate_token]
+route_handlers = [register_list, create_page, create_register, edit_page, update_register, test_terminal, rotate_token]

@@ -13,8 +13,21 @@ from caja_core.reports import service as reports
 
 from ..context import Web
 
-ATTEMPT_STATES = ("approved", "declined", "failed_not_sent", "in_doubt", "reconciling", "manual_pending",
-                  "approved_manual", "verified", "disputed", "awaiting", "sending", "created", "cancelled")
+ATTEMPT_STATES = (
+    "approved",
+    "declined",
+    "failed_not_sent",
+    "in_doubt",
+    "reconciling",
+    "manual_pending",
+    "approved_manual",
+    "verified",
+    "disputed",
+    "awaiting",
+    "sending",
+    "created",
+    "cancelled",
+)
 
 
 class LogFilter(msgspec.Struct, kw_only=True):
@@ -26,23 +39,46 @@ async def jornada_context(web: Web, jornada_id: int | None, flt: LogFilter) -> d
     recent = await web.call(jornadas.list_jornadas, web.venue_id)
     jornada_id = jornada_id or (recent[0].id if recent else None)
     report = await web.call(reports.jornada_report, web.venue_id, jornada_id) if jornada_id else None
-    log = await web.call(reports.attempt_log, web.venue_id, jornada_id=jornada_id, provider_id=flt.provider or None,
-                         state=flt.state or None) if jornada_id else []
-    return {"jornadas": recent, "report": report, "attempts": log, "filter": flt, "states": ATTEMPT_STATES,
-            "providers": [p.id for p in web.registry.all()]}
+    log = (
+        await web.call(
+            reports.attempt_log,
+            web.venue_id,
+            jornada_id=jornada_id,
+            provider_id=flt.provider or None,
+            state=flt.state or None,
+        )
+        if jornada_id
+        else []
+    )
+    return {
+        "jornadas": recent,
+        "report": report,
+        "attempts": log,
+        "filter": flt,
+        "states": ATTEMPT_STATES,
+        "providers": [p.id for p in web.registry.all()],
+    }
 
 
 @get("/cajas/reportes")
-async def reports_page(request: Request, jornada_id: FromQuery[int | None] = None,
-                       provider: FromQuery[str | None] = None, estado: FromQuery[str | None] = None) -> Template:
+async def reports_page(
+    request: Request,
+    jornada_id: FromQuery[int | None] = None,
+    provider: FromQuery[str | None] = None,
+    estado: FromQuery[str | None] = None,
+) -> Template:
     web = Web(request)
     ctx = await jornada_context(web, jornada_id, LogFilter(provider=provider, state=estado))
     return await web.page("admin/reports.html", partial_template="admin/_attempt_log.html", **ctx)
 
 
 @get("/cajas/reportes/jornada/{jornada_id:int}")
-async def jornada_page(request: Request, jornada_id: FromPath[int], provider: FromQuery[str | None] = None,
-                       estado: FromQuery[str | None] = None) -> Template:
+async def jornada_page(
+    request: Request,
+    jornada_id: FromPath[int],
+    provider: FromQuery[str | None] = None,
+    estado: FromQuery[str | None] = None,
+) -> Template:
     web = Web(request)
     ctx = await jornada_context(web, jornada_id, LogFilter(provider=provider, state=estado))
     return await web.page("admin/reports.html", partial_template="admin/_attempt_log.html", **ctx)
@@ -53,8 +89,11 @@ async def jornada_csv(request: Request, jornada_id: FromPath[int]) -> Response:
     web = Web(request)
     report = await web.call(reports.jornada_report, web.venue_id, jornada_id)
     filename = f"jornada-{report.jornada.label_date.isoformat()}.csv"
-    return Response(reports.jornada_csv(report).encode("utf-8-sig"), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        reports.jornada_csv(report).encode("utf-8-sig"),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 @get("/cajas/reportes/jornada/{jornada_id:int}/z")

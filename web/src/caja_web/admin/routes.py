@@ -11,13 +11,16 @@ from caja_core.registers import service as registers
 
 from ..auth import ADMIN, SUPERVISOR, requires
 from ..context import Web
-from . import catalog, phones, registers as register_pages, reports, users, verification
+from . import catalog, phones, reports, users, verification
+from . import registers as register_pages
 
 
 async def health_context(web: Web) -> dict:
-    return {"registers": await web.call(registers.list_registers, web.venue_id),
-            "breakers": await web.call(breakers.all_states, web.venue_id),
-            "jornada": await web.call(jornadas.current_jornada, web.venue_id)}
+    return {
+        "registers": await web.call(registers.list_registers, web.venue_id),
+        "breakers": await web.call(breakers.all_states, web.venue_id),
+        "jornada": await web.call(jornadas.current_jornada, web.venue_id),
+    }
 
 
 @get("/")
@@ -32,11 +35,25 @@ async def health_page(request: Request) -> Template:
     return await web.page("admin/health.html", **await health_context(web))
 
 
-admin_router = Router(path="/admin", guards=[requires(*ADMIN)], include_in_schema=False, route_handlers=[
-    dashboard, health_page, *register_pages.route_handlers, *catalog.route_handlers, *users.route_handlers,
-    *phones.route_handlers])
+admin_router = Router(
+    path="/admin",
+    guards=[requires(*ADMIN)],
+    include_in_schema=False,
+    route_handlers=[
+        dashboard,
+        health_page,
+        *register_pages.route_handlers,
+        *catalog.route_handlers,
+        *users.route_handlers,
+        *phones.route_handlers,
+    ],
+)
 
-reports_router = Router(path="/admin", guards=[requires(*SUPERVISOR)], include_in_schema=False,
-                        route_handlers=[*reports.route_handlers, *verification.route_handlers])
+reports_router = Router(
+    path="/admin",
+    guards=[requires(*SUPERVISOR)],
+    include_in_schema=False,
+    route_handlers=[*reports.route_handlers, *verification.route_handlers],
+)
 
 routers = [reports_router, admin_router]

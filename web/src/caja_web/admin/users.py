@@ -48,8 +48,14 @@ async def users_page(request: Request) -> Template:
 async def create_user(request: Request, data: Annotated[UserForm, FORM]) -> Response:
     web = Web(request)
     async with web.form("admin/users.html", lambda: users_context(web), form=public(data)):
-        await web.venue_call(users.create_user, username=data.username, display_name=data.display_name,
-                             role=data.role, secret=data.secret, actor_id=web.user_id)
+        await web.venue_call(
+            users.create_user,
+            username=data.username,
+            display_name=data.display_name,
+            role=data.role,
+            secret=data.secret,
+            actor_id=web.user_id,
+        )
     return web.redirect("/admin/usuarios")
 
 
@@ -67,9 +73,17 @@ async def user_page(request: Request, user_id: FromPath[int]) -> Template:
 async def update_user(request: Request, user_id: FromPath[int], data: Annotated[UserEditForm, FORM]) -> Response:
     web = Web(request)
     async with web.form("admin/user_form.html", lambda: user_context(web, user_id), form=public(data)):
-        await web.call(users.update_user, web.venue_id, user_id, actor_id=web.user_id,
-                       display_name=data.display_name or None, role=data.role or None,
-                       active=data.active == "1", secret=data.secret or None, unlock=data.unlock == "1")
+        await web.call(
+            users.update_user,
+            web.venue_id,
+            user_id,
+            actor_id=web.user_id,
+            display_name=data.display_name or None,
+            role=data.role or None,
+            active=data.active == "1",
+            secret=data.secret or None,
+            unlock=data.unlock == "1",
+        )
     return web.redirect("/admin/usuarios")
 
 

@@ -16,8 +16,8 @@ import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.exc import DBAPIError
 
 from caja_core.agents import service as agents
@@ -32,6 +32,7 @@ MAX_SMALL_BODY_BYTES = 16_000
 
 
 # --- bodies and answers -----------------------------------------------------------------------------------
+
 
 class ProgressIn(msgspec.Struct, kw_only=True):
     """An intermediate message of the terminal (code null: the terminal confirmed receipt)."""
@@ -81,8 +82,14 @@ TOO_LARGE = _spec("Cuerpo demasiado grande")
 
 # --- errors: always JSON, always Spanish ------------------------------------------------------------------
 
-_TYPE_NAMES = {"str": "texto", "int": "un número entero", "int | null": "un número entero o null",
-               "object": "un objeto JSON", "float": "un número", "number": "un número"}
+_TYPE_NAMES = {
+    "str": "texto",
+    "int": "un número entero",
+    "int | null": "un número entero o null",
+    "object": "un objeto JSON",
+    "float": "un número",
+    "number": "un número",
+}
 
 
 def _reason(message: str, key: str) -> str:
@@ -115,8 +122,11 @@ def _on_validation(request: Request, exc: ValidationException) -> Response:
 
 
 def _on_unauthorized(request: Request, exc: NotAuthorizedException) -> Response:
-    return _error(401, str(exc.detail) if exc.detail and exc.detail != "Unauthorized" else
-                  "Token de agente ausente o inválido.", "agent.unauthorized")
+    return _error(
+        401,
+        str(exc.detail) if exc.detail and exc.detail != "Unauthorized" else "Token de agente ausente o inválido.",
+        "agent.unauthorized",
+    )
 
 
 def _on_caja_error(request: Request, exc: CajaError) -> Response:
@@ -126,10 +136,15 @@ def _on_caja_error(request: Request, exc: CajaError) -> Response:
 def _on_http_error(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 400:
         return _bad_request([_reason(str(exc.detail), "")] if "JSON" in str(exc.detail) else [])
-    messages = {413: "El cuerpo es demasiado grande.", 405: "Método no permitido.",
-                404: "No encontrado.", 400: "Solicitud mal formada."}
-    return _error(exc.status_code, messages.get(exc.status_code, "Solicitud rechazada."),
-                  f"agent.http_{exc.status_code}")
+    messages = {
+        413: "El cuerpo es demasiado grande.",
+        405: "Método no permitido.",
+        404: "No encontrado.",
+        400: "Solicitud mal formada.",
+    }
+    return _error(
+        exc.status_code, messages.get(exc.status_code, "Solicitud rechazada."), f"agent.http_{exc.status_code}"
+    )
 
 
 def _on_database_error(request: Request, exc: Exception) -> Response:
@@ -139,10 +154,12 @@ def _on_database_error(request: Request, exc: Exception) -> Response:
 
 # --- authentication -----------------------------------------------------------------------------------------
 
+
 async def agent_register(
-        request: Request,
-        authorization: Annotated[str | None, HeaderParameter(name="Authorization", required=False,
-                                                             description="`Bearer <token de la caja>`")] = None,
+    request: Request,
+    authorization: Annotated[
+        str | None, HeaderParameter(name="Authorization", required=False, description="`Bearer <token de la caja>`")
+    ] = None,
 ) -> RegisterOut:
     scheme, _, token = (authorization or "").partition(" ")
     if not authorization:
@@ -152,8 +169,9 @@ async def agent_register(
     async with request.app.state.db.reader() as s:
         register = await register_for_agent_token(s, token.strip())
     if register is None:
-        raise NotAuthorizedException(detail="Token de agente inválido o reemplazado: genere uno nuevo en la "
-                                            "ficha de la caja.")
+        raise NotAuthorizedException(
+            detail="Token de agente inválido o reemplazado: genere uno nuevo en la ficha de la caja."
+        )
     return register
 
 
@@ -162,6 +180,7 @@ def _timing(request: Request) -> agents.AgentTiming:
 
 
 # --- handlers -----------------------------------------------------------------------------------------------
+
 
 def _watch_disconnect(request: Request) -> tuple[asyncio.Task, list[bool]]:
     """A task that notes when the agent hangs up during a long poll."""
@@ -177,21 +196,38 @@ def _watch_disconnect(request: Request) -> tuple[asyncio.Task, list[bool]]:
     return asyncio.create_task(watch()), gone
 
 
-@get("/commands/next", status_code=200, include_in_schema=True, cache=False,
-     summary="Siguiente comando para el terminal de la caja (long poll)",
-     description="Espera hasta `wait` segundos (máximo 30) un comando para el terminal. 200 con el comando, "
-                 "204 si no llegó ninguno. Un comando entregado cuyo resultado nunca llegó se vuelve a entregar: "
-                 "el agente decide con su diario (no lo repite si ya lo ejecutó).",
-     responses={204: ResponseSpec(data_container=None, description="Sin comandos en la espera"),
-                400: BAD_REQUEST, 401: UNAUTHORIZED, 503: UNAVAILABLE})
-async def next_command(request: Request, register: NamedDependency[RegisterOut],
-                       wait: Annotated[float, QueryParameter(name="wait", ge=0, le=3600,
-                                                             description="Segundos de espera (máximo 30)")] = 25.0,
-                       ) -> Response[agents.AgentCommandOut]:
+@get(
+    "/commands/next",
+    status_code=200,
+    include_in_schema=True,
+    cache=False,
+    summary="Siguiente comando para el terminal de la caja (long poll)",
+    description="Espera hasta `wait` segundos (máximo 30) un comando para el terminal. 200 con el comando, "
+    "204 si no llegó ninguno. Un comando entregado cuyo resultado nunca llegó se vuelve a entregar: "
+    "el agente decide con su diario (no lo repite si ya lo ejecutó).",
+    responses={
+        204: ResponseSpec(data_container=None, description="Sin comandos en la espera"),
+        400: BAD_REQUEST,
+        401: UNAUTHORIZED,
+        503: UNAVAILABLE,
+    },
+)
+async def next_command(
+    request: Request,
+    register: NamedDependency[RegisterOut],
+    wait: Annotated[
+        float, QueryParameter(name="wait", ge=0, le=3600, description="Segundos de espera (máximo 30)")
+    ] = 25.0,
+) -> Response[agents.AgentCommandOut]:
     watcher, gone = _watch_disconnect(request)
     try:
-        command = await agents.next_command(request.app.state.db, register.id, min(wait, agents.MAX_WAIT_S),
-                                            timing=_timing(request), gone=lambda: gone[0])
+        command = await agents.next_command(
+            request.app.state.db,
+            register.id,
+            min(wait, agents.MAX_WAIT_S),
+            timing=_timing(request),
+            gone=lambda: gone[0],
+        )
     finally:
         watcher.cancel()
     if command is None:
@@ -199,42 +235,70 @@ async def next_command(request: Request, register: NamedDependency[RegisterOut],
     return Response(command, status_code=200)
 
 
-@post("/commands/{command_id:int}/progress", status_code=200, include_in_schema=True,
-      request_max_body_size=MAX_SMALL_BODY_BYTES,
-      summary="Mensaje intermedio del terminal",
-      description="El acuse de recibo del terminal (`code` null) y cada mensaje intermedio (78 a 84), en orden.",
-      responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND, 413: TOO_LARGE, 422: UNPROCESSABLE,
-                 503: UNAVAILABLE})
-async def command_progress(request: Request, register: NamedDependency[RegisterOut],
-                           command_id: FromPath[int], data: JSONBody[ProgressIn]) -> AckOut:
+@post(
+    "/commands/{command_id:int}/progress",
+    status_code=200,
+    include_in_schema=True,
+    request_max_body_size=MAX_SMALL_BODY_BYTES,
+    summary="Mensaje intermedio del terminal",
+    description="El acuse de recibo del terminal (`code` null) y cada mensaje intermedio (78 a 84), en orden.",
+    responses={
+        400: BAD_REQUEST,
+        401: UNAUTHORIZED,
+        404: NOT_FOUND,
+        413: TOO_LARGE,
+        422: UNPROCESSABLE,
+        503: UNAVAILABLE,
+    },
+)
+async def command_progress(
+    request: Request, register: NamedDependency[RegisterOut], command_id: FromPath[int], data: JSONBody[ProgressIn]
+) -> AckOut:
     async with request.app.state.db.session() as s:
         status = await agents.post_progress(s, register.id, command_id, message=data.message, code=data.code)
     agents.notify_committed(s)
     return AckOut(status=status)
 
 
-@post("/commands/{command_id:int}/result", status_code=200, include_in_schema=True,
-      request_max_body_size=MAX_RESULT_BYTES,
-      summary="Resultado final del comando",
-      description="Idempotente: el mismo resultado otra vez responde 200 `duplicate` sin cambiar nada; otro "
-                  "resultado distinto para el mismo comando responde 409 y se conserva el primero.",
-      responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND,
-                 409: _spec("El comando ya tiene otro resultado"), 413: TOO_LARGE, 422: UNPROCESSABLE,
-                 503: UNAVAILABLE})
-async def command_result(request: Request, register: NamedDependency[RegisterOut],
-                         command_id: FromPath[int], data: JSONBody[ResultIn]) -> AckOut:
+@post(
+    "/commands/{command_id:int}/result",
+    status_code=200,
+    include_in_schema=True,
+    request_max_body_size=MAX_RESULT_BYTES,
+    summary="Resultado final del comando",
+    description="Idempotente: el mismo resultado otra vez responde 200 `duplicate` sin cambiar nada; otro "
+    "resultado distinto para el mismo comando responde 409 y se conserva el primero.",
+    responses={
+        400: BAD_REQUEST,
+        401: UNAUTHORIZED,
+        404: NOT_FOUND,
+        409: _spec("El comando ya tiene otro resultado"),
+        413: TOO_LARGE,
+        422: UNPROCESSABLE,
+        503: UNAVAILABLE,
+    },
+)
+async def command_result(
+    request: Request, register: NamedDependency[RegisterOut], command_id: FromPath[int], data: JSONBody[ResultIn]
+) -> AckOut:
     async with request.app.state.db.session() as s:
         status = await agents.post_result(s, register.id, command_id, data.result)
     agents.notify_committed(s)
     return AckOut(status=status)
 
 
-@post("/heartbeat", status_code=200, include_in_schema=True, request_max_body_size=MAX_SMALL_BODY_BYTES,
-      summary="Señal de vida del agente y estado del terminal",
-      description="Cada pocos segundos. Se muestra en /health y en la ficha de la caja.",
-      responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 413: TOO_LARGE, 503: UNAVAILABLE})
-async def agent_heartbeat(request: Request, register: NamedDependency[RegisterOut],
-                          data: JSONBody[HeartbeatIn]) -> AckOut:
+@post(
+    "/heartbeat",
+    status_code=200,
+    include_in_schema=True,
+    request_max_body_size=MAX_SMALL_BODY_BYTES,
+    summary="Señal de vida del agente y estado del terminal",
+    description="Cada pocos segundos. Se muestra en /health y en la ficha de la caja.",
+    responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 413: TOO_LARGE, 503: UNAVAILABLE},
+)
+async def agent_heartbeat(
+    request: Request, register: NamedDependency[RegisterOut], data: JSONBody[HeartbeatIn]
+) -> AckOut:
     async with request.app.state.db.session() as s:
         await agents.heartbeat(s, register.id, terminal=data.terminal, detail=data.detail)
     return AckOut(status="ok")

@@ -76,10 +76,16 @@ class MetricsOut(msgspec.Struct, kw_only=True):
     status: Literal["ok", "degraded", "error"]
 
 
-UNAUTHORIZED_SPEC = ResponseSpec(data_container=None, description="Falta el token de métricas o no es válido "
-                                 "(cuerpo vacío, cabecera WWW-Authenticate)")
-HEALTH_RESPONSES = {503: ResponseSpec(data_container=HealthErrorOut, description="Error: la base de datos no "
-                                      "responde o las migraciones no están al día")}
+UNAUTHORIZED_SPEC = ResponseSpec(
+    data_container=None,
+    description="Falta el token de métricas o no es válido (cuerpo vacío, cabecera WWW-Authenticate)",
+)
+HEALTH_RESPONSES = {
+    503: ResponseSpec(
+        data_container=HealthErrorOut,
+        description="Error: la base de datos no responde o las migraciones no están al día",
+    )
+}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -96,19 +102,30 @@ def _health_kwargs(request: Request) -> dict[str, Any]:
     }
 
 
-@get("/health", cache=False, tags=["operación"], summary="Estado del sistema",
-     description="ok / degraded → 200, error → 503. Sin token solo los estados; con `Authorization: Bearer "
-                 "<CAJA_METRICS_TOKEN>` (o sesión de administrador) también el detalle y `problems`.",
-     responses=HEALTH_RESPONSES)
+@get(
+    "/health",
+    cache=False,
+    tags=["operación"],
+    summary="Estado del sistema",
+    description="ok / degraded → 200, error → 503. Sin token solo los estados; con `Authorization: Bearer "
+    "<CAJA_METRICS_TOKEN>` (o sesión de administrador) también el detalle y `problems`.",
+    responses=HEALTH_RESPONSES,
+)
 async def health(request: Request) -> Response[HealthOut]:
     report = await check_health(request.app.state.db, **_health_kwargs(request))
     body = report.to_dict() if await metrics_allowed(request) else report.public_dict()
-    return Response(body, status_code=report.http_status, media_type=MediaType.JSON,
-                    headers={"Cache-Control": "no-store"})
+    return Response(
+        body, status_code=report.http_status, media_type=MediaType.JSON, headers={"Cache-Control": "no-store"}
+    )
 
 
-@get("/health/live", cache=False, tags=["operación"], summary="El proceso responde",
-     description="No revisa dependencias: para el supervisor de procesos.")
+@get(
+    "/health/live",
+    cache=False,
+    tags=["operación"],
+    summary="El proceso responde",
+    description="No revisa dependencias: para el supervisor de procesos.",
+)
 async def health_live() -> Response[LiveOut]:
     return Response(liveness(), media_type=MediaType.JSON, headers={"Cache-Control": "no-store"})
 
@@ -150,8 +167,14 @@ async def metrics_allowed(request: Request) -> bool:
     return viewer is not None and viewer.is_admin
 
 
-@get("/metrics", cache=False, tags=["operación"], summary="Resumen de métricas (JSON)",
-     security=METRICS_SECURITY, responses={401: UNAUTHORIZED_SPEC})
+@get(
+    "/metrics",
+    cache=False,
+    tags=["operación"],
+    summary="Resumen de métricas (JSON)",
+    security=METRICS_SECURITY,
+    responses={401: UNAUTHORIZED_SPEC},
+)
 async def metrics_json(request: Request) -> Response[MetricsOut]:
     if not await metrics_allowed(request):
         return _unauthorized()
@@ -159,33 +182,53 @@ async def metrics_json(request: Request) -> Response[MetricsOut]:
     return Response(data, media_type=MediaType.JSON, headers={"Cache-Control": "no-store"})
 
 
-@get("/metrics/prometheus", cache=False, tags=["operación"], summary="Métricas en formato Prometheus",
-     media_type=metrics.CONTENT_TYPE, security=METRICS_SECURITY, responses={401: UNAUTHORIZED_SPEC})
+@get(
+    "/metrics/prometheus",
+    cache=False,
+    tags=["operación"],
+    summary="Métricas en formato Prometheus",
+    media_type=metrics.CONTENT_TYPE,
+    security=METRICS_SECURITY,
+    responses={401: UNAUTHORIZED_SPEC},
+)
 async def metrics_prometheus(request: Request) -> Response[str]:
     if not await metrics_allowed(request):
         return _unauthorized()
     await metrics.collect(request.app.state.db, **_health_kwargs(request))
-    return Response(metrics.prometheus_text(), media_type=metrics.CONTENT_TYPE,
-                    headers={"Cache-Control": "no-store"})
+    return Response(metrics.prometheus_text(), media_type=metrics.CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 
 
 # ------------------------------------------------------------------------------ admin backups page
 
+
 def _backup_rows(settings) -> list[dict[str, Any]]:
     rows = []
     for m in backups.list_backups(settings.backup_dir):
-        rows.append({"id": m.id, "created_at": m.created_at, "kind": m.kind, "size": m.size,
-                     "schema_revision": m.schema_revision, "rows": sum(m.row_counts.values()),
-                     "sha256": m.sha256, "verification": m.verification})
+        rows.append(
+            {
+                "id": m.id,
+                "created_at": m.created_at,
+                "kind": m.kind,
+                "size": m.size,
+                "schema_revision": m.schema_revision,
+                "rows": sum(m.row_counts.values()),
+                "sha256": m.sha256,
+                "verification": m.verification,
+            }
+        )
     return rows
 
 
 async def _backups_context(web: Web) -> dict[str, Any]:
     settings = web.state.settings
-    return {"backups": _backup_rows(settings),
-            "status": backups.backup_status(settings.backup_dir, max_age_hours=BACKUP_MAX_AGE_HOURS),
-            "interval_hours": settings.backup_interval_hours, "keep_daily": settings.backup_keep_daily,
-            "keep_weekly": settings.backup_keep_weekly, "message": None}
+    return {
+        "backups": _backup_rows(settings),
+        "status": backups.backup_status(settings.backup_dir, max_age_hours=BACKUP_MAX_AGE_HOURS),
+        "interval_hours": settings.backup_interval_hours,
+        "keep_daily": settings.backup_keep_daily,
+        "keep_weekly": settings.backup_keep_weekly,
+        "message": None,
+    }
 
 
 @get("/", name="ops-backups")
@@ -201,8 +244,10 @@ async def backup_now(request: Request) -> Template:
     manifest = await backups.create_backup(settings.database_url, settings.backup_dir, kind="manual")
     result = await backups.verify_backup(settings.backup_dir, manifest, database_url=settings.database_url)
     context = await _backups_context(web)
-    context["message"] = {"ok": result.ok, "text": f"Respaldo {manifest.id} creado" + (
-        " y verificado." if result.ok else ": la verificación falló.")}
+    context["message"] = {
+        "ok": result.ok,
+        "text": f"Respaldo {manifest.id} creado" + (" y verificado." if result.ok else ": la verificación falló."),
+    }
     return await web.page("ops/backups.html", **context)
 
 
@@ -212,18 +257,26 @@ async def backup_verify(request: Request, backup_id: FromPath[str]) -> Template:
     settings = web.state.settings
     result = await backups.verify_backup(settings.backup_dir, backup_id, database_url=settings.database_url)
     context = await _backups_context(web)
-    context["message"] = {"ok": result.ok, "text": f"Respaldo {backup_id}: " + (
-        "verificación correcta." if result.ok else "la verificación FALLÓ: " + "; ".join(result.problems))}
+    context["message"] = {
+        "ok": result.ok,
+        "text": f"Respaldo {backup_id}: "
+        + ("verificación correcta." if result.ok else "la verificación FALLÓ: " + "; ".join(result.problems)),
+    }
     return await web.page("ops/backups.html", **context)
 
 
-backups_router = Router(path="/admin/respaldos", guards=[requires(*ADMIN)], include_in_schema=False,
-                        route_handlers=[backups_page, backup_now, backup_verify])
+backups_router = Router(
+    path="/admin/respaldos",
+    guards=[requires(*ADMIN)],
+    include_in_schema=False,
+    route_handlers=[backups_page, backup_now, backup_verify],
+)
 
 route_handlers = [health, health_live, metrics_json, metrics_prometheus, backups_router]
 
 
 # ---------------------------------------------------------------------------------- middleware
+
 
 def request_metrics_middleware(app):
     """ASGI middleware: a request id (``X-Request-ID`` in and out), the log context, and the request's
@@ -246,8 +299,7 @@ def request_metrics_middleware(app):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  (b"x-request-id", request_id.encode())]}
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
 
         try:

@@ -62,10 +62,16 @@ class PosState(msgspec.Struct, kw_only=True):
                 del self.lines[index]
 
     def items(self) -> list[ItemInput]:
-        return [ItemInput(product_id=ln.product_id, quantity=ln.quantity,
-                          name=None if ln.product_id else ln.name,
-                          unit_price=None if ln.product_id else ln.unit_price, free_reason=ln.free_reason)
-                for ln in self.lines]
+        return [
+            ItemInput(
+                product_id=ln.product_id,
+                quantity=ln.quantity,
+                name=None if ln.product_id else ln.name,
+                unit_price=None if ln.product_id else ln.unit_price,
+                free_reason=ln.free_reason,
+            )
+            for ln in self.lines
+        ]
 
     def next_sale(self) -> None:
         self.lines = []

@@ -27,8 +27,14 @@ from ..context import Web
 from . import cart as carts
 from .cart import Line, PosState
 
-INCIDENT_KINDS = {"terminal": "Terminal caído", "printer": "Impresora", "network": "Red / internet",
-                  "double_charge": "Posible doble cobro", "cash": "Efectivo", "other": "Otro"}
+INCIDENT_KINDS = {
+    "terminal": "Terminal caído",
+    "printer": "Impresora",
+    "network": "Red / internet",
+    "double_charge": "Posible doble cobro",
+    "cash": "Efectivo",
+    "other": "Otro",
+}
 
 
 # ---- forms ----------------------------------------------------------------------------------------------
@@ -87,7 +93,7 @@ async def form_dict(request: Request) -> dict[str, str]:
 
 
 def denomination_count(form: dict[str, str], prefix: str) -> dict[str, str]:
-    return {k[len(prefix):]: v for k, v in form.items() if k.startswith(prefix) and v.strip()}
+    return {k[len(prefix) :]: v for k, v in form.items() if k.startswith(prefix) and v.strip()}
 
 
 # ---- context builders -----------------------------------------------------------------------------------
@@ -98,25 +104,35 @@ def pos_state(web: Web) -> PosState:
 async def home_context(web: Web) -> dict:
     current = await web.call(jornadas.current_jornada, web.venue_id)
     open_sessions = await web.call(sessions.list_sessions, web.venue_id, jornada_id=current.id) if current else []
-    return {"registers": await web.call(registers.list_registers, web.venue_id, only_active=True),
-            "open_by_register": {s.register_id: s for s in open_sessions if s.status != "closed"},
-            "state": pos_state(web), "current": current}
+    return {
+        "registers": await web.call(registers.list_registers, web.venue_id, only_active=True),
+        "open_by_register": {s.register_id: s for s in open_sessions if s.status != "closed"},
+        "state": pos_state(web),
+        "current": current,
+    }
 
 
 async def open_context(web: Web, register_id: int | None = None) -> dict:
-    return {"registers": await web.call(registers.list_registers, web.venue_id, only_active=True),
-            "venue": await web.call(venues.get_venue, web.venue_id), "register_id": register_id,
-            "state": pos_state(web)}
+    return {
+        "registers": await web.call(registers.list_registers, web.venue_id, only_active=True),
+        "venue": await web.call(venues.get_venue, web.venue_id),
+        "register_id": register_id,
+        "state": pos_state(web),
+    }
 
 
 async def screen_context(web: Web, state: PosState, sale: sales.SaleOut | None = None) -> dict:
     """The sale screen around the panel: the register's quick keys (the sale's register when one is shown)."""
     register_id, session_id = (sale.register_id, sale.session_id) if sale else (state.register_id, state.session_id)
     register = await web.call(registers.get_register, web.venue_id, register_id)
-    return {"register": register, "state": state, "contingency": await register_mode(web, register_id),
-            "session": await web.call(sessions.get_session, web.venue_id, session_id),
-            "categories": await web.call(catalog.list_categories, web.venue_id, active_only=True),
-            "products": await web.call(catalog.list_products, web.venue_id, register_id=register.id)}
+    return {
+        "register": register,
+        "state": state,
+        "contingency": await register_mode(web, register_id),
+        "session": await web.call(sessions.get_session, web.venue_id, session_id),
+        "categories": await web.call(catalog.list_categories, web.venue_id, active_only=True),
+        "products": await web.call(catalog.list_products, web.venue_id, register_id=register.id),
+    }
 
 
 async def register_mode(web: Web, register_id: int) -> contingency.ContingencyState:
@@ -134,8 +150,9 @@ async def require_cart(web: Web) -> PosState:
 
 class SaleInProgress(Conflict):
     def __init__(self, sale_id: int) -> None:
-        super().__init__("Hay una venta en cobro: termínela o anúlela antes de modificar el carro.",
-                         code="pos.sale_in_progress")
+        super().__init__(
+            "Hay una venta en cobro: termínela o anúlela antes de modificar el carro.", code="pos.sale_in_progress"
+        )
         self.sale_id = sale_id
 
 
@@ -143,8 +160,9 @@ async def require_session(web: Web) -> PosState:
     """The POS state of this browser, with an open session (else a clear Spanish refusal)."""
     state = pos_state(web)
     if state.session_id is None:
-        raise Conflict("No hay una caja abierta en este equipo. Elija una caja y abra su sesión.",
-                       code="pos.no_session")
+        raise Conflict(
+            "No hay una caja abierta en este equipo. Elija una caja y abra su sesión.", code="pos.no_session"
+        )
     return state
 
 
@@ -168,8 +186,9 @@ async def resume_session(request: Request, data: Annotated[ResumeForm, FORM]) ->
 async def start_pos(web: Web, register_id: int, session_id: int) -> Response:
     """This browser now sells on ``register_id`` in ``session_id``."""
     register = await web.call(registers.get_register, web.venue_id, register_id)
-    carts.save(web.request, PosState(register_id=register_id, register_type=register.register_type,
-                                     session_id=session_id))
+    carts.save(
+        web.request, PosState(register_id=register_id, register_type=register.register_type, session_id=session_id)
+    )
     return web.redirect("/caja/venta")
 
 
@@ -185,9 +204,14 @@ async def open_session(request: Request) -> Response:
     raw = await form_dict(request)
     register_id = int(raw["register_id"]) if raw.get("register_id", "").isdigit() else 0
     async with web.form("pos/open.html", lambda: open_context(web, register_id), form=raw):
-        session = await web.venue_call(sessions.open_session, register_id=register_id, user_id=web.user_id,
-                                       initial_cash=raw.get("initial_cash", ""), open_key=raw.get("open_key", ""),
-                                       count=denomination_count(raw, "count_") or None)
+        session = await web.venue_call(
+            sessions.open_session,
+            register_id=register_id,
+            user_id=web.user_id,
+            initial_cash=raw.get("initial_cash", ""),
+            open_key=raw.get("open_key", ""),
+            count=denomination_count(raw, "count_") or None,
+        )
     return await start_pos(web, register_id, session.id)
 
 
@@ -200,14 +224,16 @@ async def sale_screen(request: Request) -> Response:
         return web.redirect("/caja/")
     if state.sale_id is not None:
         return web.redirect(f"/caja/venta/{state.sale_id}")
-    return await web.page("pos/sale.html", partial_template="pos/_cart.html",
-                          full_context=lambda: screen_context(web, state), state=state)
+    return await web.page(
+        "pos/sale.html", partial_template="pos/_cart.html", full_context=lambda: screen_context(web, state), state=state
+    )
 
 
 async def cart_response(web: Web, state: PosState) -> Template:
     carts.save(web.request, state)
-    return await web.page("pos/sale.html", partial_template="pos/_cart.html",
-                          full_context=lambda: screen_context(web, state), state=state)
+    return await web.page(
+        "pos/sale.html", partial_template="pos/_cart.html", full_context=lambda: screen_context(web, state), state=state
+    )
 
 
 @post("/venta/item")
@@ -215,8 +241,14 @@ async def add_item(request: Request, data: Annotated[AddItem, FORM]) -> Template
     web = Web(request)
     state = await require_cart(web)
     product = await web.call(catalog.get_product, web.venue_id, data.product_id)
-    state.add(Line(product_id=product.id, name=product.name, unit_price=product.price,
-                   quantity=max(1, min(data.quantity, carts.MAX_QUANTITY))))
+    state.add(
+        Line(
+            product_id=product.id,
+            name=product.name,
+            unit_price=product.price,
+            quantity=max(1, min(data.quantity, carts.MAX_QUANTITY)),
+        )
+    )
     return await cart_response(web, state)
 
 
@@ -228,8 +260,9 @@ async def add_free_line(request: Request, data: Annotated[FreeLine, FORM]) -> Te
         amount = parse_amount(data.amount, field="amount", label="El monto libre")
         if len(data.reason.strip()) < 3:
             raise ValidationFailed("Indique el motivo del monto libre.", field="reason")
-    state.add(Line(name=data.name.strip()[:120] or "Monto libre", unit_price=amount,
-                   free_reason=data.reason.strip()[:200]))
+    state.add(
+        Line(name=data.name.strip()[:120] or "Monto libre", unit_price=amount, free_reason=data.reason.strip()[:200])
+    )
     return await cart_response(web, state)
 
 
@@ -254,8 +287,13 @@ async def checkout(request: Request) -> Response:
     web = Web(request)
     state = await require_session(web)
     async with web.form("pos/_cart.html", {"state": state}):
-        sale = await web.venue_call(sales.create_sale, session_id=state.session_id, cashier_id=web.user_id,
-                                    items=state.items(), idempotency_key=state.sale_key)
+        sale = await web.venue_call(
+            sales.create_sale,
+            session_id=state.session_id,
+            cashier_id=web.user_id,
+            items=state.items(),
+            idempotency_key=state.sale_key,
+        )
     state.sale_id = sale.id
     carts.save(request, state)
     return await payment_view(web, sale.id)
@@ -271,9 +309,15 @@ async def courtesy(request: Request, data: Annotated[CourtesyForm, FORM]) -> Res
     web = Web(request)
     state = await require_cart(web)
     async with web.form("pos/_cart.html", {"state": state}, form=msgspec.to_builtins(data), courtesy_open=True):
-        sale = await web.venue_call(sales.create_sale, session_id=state.session_id, cashier_id=web.user_id,
-                                    items=state.items(), idempotency_key=state.sale_key, no_revenue=True,
-                                    courtesy_reason=data.reason)
+        sale = await web.venue_call(
+            sales.create_sale,
+            session_id=state.session_id,
+            cashier_id=web.user_id,
+            items=state.items(),
+            idempotency_key=state.sale_key,
+            no_revenue=True,
+            courtesy_reason=data.reason,
+        )
         await web.venue_call(sales.pay_cash, sale_id=sale.id, cash_received=None, user_id=web.user_id)
     state.sale_id = sale.id
     carts.save(request, state)
@@ -294,8 +338,12 @@ def panel_template(ctx: dict) -> str:
         return "pos/_receipt.html"
     if sale.status == "cancelled":
         return "pos/_cancelled.html"
-    following = progress is not None and (progress.backup_offered or progress.in_doubt or progress.manual is not None
-                                          or any(a.active for a in progress.attempts))
+    following = progress is not None and (
+        progress.backup_offered
+        or progress.in_doubt
+        or progress.manual is not None
+        or any(a.active for a in progress.attempts)
+    )
     return "pos/_progress.html" if following else "pos/_pay.html"
 
 
@@ -304,8 +352,13 @@ async def payment_view(web: Web, sale_id: int, **extra) -> Template:
     if panel_template(ctx) == "pos/_pay.html":  # the payment choice offers only what the register's mode allows
         ctx["contingency"] = await register_mode(web, ctx["sale"].register_id)
     state = pos_state(web)
-    return await web.page("pos/sale.html", partial_template=panel_template(ctx), panel=panel_template(ctx),
-                          full_context=lambda: screen_context(web, state, ctx["sale"]), **ctx)
+    return await web.page(
+        "pos/sale.html",
+        partial_template=panel_template(ctx),
+        panel=panel_template(ctx),
+        full_context=lambda: screen_context(web, state, ctx["sale"]),
+        **ctx,
+    )
 
 
 @get("/venta/{sale_id:int}")
@@ -322,8 +375,7 @@ async def payment_progress(request: Request, sale_id: FromPath[int]) -> Template
 async def pay_cash(request: Request, sale_id: FromPath[int], data: Annotated[CashForm, FORM]) -> Template:
     web = Web(request)
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data)):
-        await web.venue_call(sales.pay_cash, sale_id=sale_id, cash_received=data.cash_received,
-                             user_id=web.user_id)
+        await web.venue_call(sales.pay_cash, sale_id=sale_id, cash_received=data.cash_received, user_id=web.user_id)
     return await payment_view(web, sale_id)
 
 
@@ -355,8 +407,11 @@ async def start_backup(request: Request, sale_id: FromPath[int], data: Annotated
     async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id), form={"username": data.username}):
         user_id = web.user_id
         if data.username:
-            user_id = (await web.call(users.authenticate_password, venue_id=web.venue_id, username=data.username,
-                                      password=data.password)).id
+            user_id = (
+                await web.call(
+                    users.authenticate_password, venue_id=web.venue_id, username=data.username, password=data.password
+                )
+            ).id
         await web.orchestrator.start_backup(venue_id=web.venue_id, sale_id=sale_id, user_id=user_id)
     return await payment_view(web, sale_id)
 
@@ -373,9 +428,15 @@ class ManualConfirm(msgspec.Struct, kw_only=True):
 async def confirm_backup(request: Request, sale_id: FromPath[int], data: Annotated[ManualConfirm, FORM]) -> Template:
     web = Web(request)
     async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data)):
-        await web.orchestrator.confirm_manual(venue_id=web.venue_id, attempt_id=data.attempt_id,
-                                              authorization_code=data.authorization_code, last4=data.last4,
-                                              brand=data.brand, card_type=data.card_type, user_id=web.user_id)
+        await web.orchestrator.confirm_manual(
+            venue_id=web.venue_id,
+            attempt_id=data.attempt_id,
+            authorization_code=data.authorization_code,
+            last4=data.last4,
+            brand=data.brand,
+            card_type=data.card_type,
+            user_id=web.user_id,
+        )
     return await payment_view(web, sale_id)
 
 
@@ -383,10 +444,12 @@ async def confirm_backup(request: Request, sale_id: FromPath[int], data: Annotat
 async def override_backup(request: Request, sale_id: FromPath[int], data: Annotated[ApproveForm, FORM]) -> Template:
     web = Web(request)
     async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id), override_open=True):
-        supervisor = await web.call(users.authenticate_password, venue_id=web.venue_id, username=data.username,
-                                    password=data.password)
-        await web.orchestrator.override_to_backup(venue_id=web.venue_id, sale_id=sale_id,
-                                                  supervisor_id=supervisor.id, note=data.note)
+        supervisor = await web.call(
+            users.authenticate_password, venue_id=web.venue_id, username=data.username, password=data.password
+        )
+        await web.orchestrator.override_to_backup(
+            venue_id=web.venue_id, sale_id=sale_id, supervisor_id=supervisor.id, note=data.note
+        )
     return await payment_view(web, sale_id)
 
 
@@ -400,8 +463,9 @@ class RefundForm(msgspec.Struct, kw_only=True):
 async def refund_duplicate(request: Request, sale_id: FromPath[int], data: Annotated[RefundForm, FORM]) -> Template:
     web = Web(request)
     async with web.form("pos/_receipt.html", lambda: sale_context(web, sale_id)):
-        supervisor = await web.call(users.authenticate_password, venue_id=web.venue_id, username=data.username,
-                                    password=data.password)
+        supervisor = await web.call(
+            users.authenticate_password, venue_id=web.venue_id, username=data.username, password=data.password
+        )
         await web.orchestrator.refund_attempt(web.venue_id, data.attempt_id, supervisor.id)
     return await payment_view(web, sale_id)
 
@@ -409,8 +473,9 @@ async def refund_duplicate(request: Request, sale_id: FromPath[int], data: Annot
 @post("/venta/{sale_id:int}/anular")
 async def cancel_sale(request: Request, sale_id: FromPath[int], data: Annotated[CancelForm, FORM]) -> Response:
     web = Web(request)
-    async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data),
-                        cancel_open=True):
+    async with web.form(
+        "pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data), cancel_open=True
+    ):
         await web.venue_call(sales.cancel_sale, sale_id=sale_id, user_id=web.user_id, reason=data.reason)
     return start_next_sale(web)
 
@@ -444,15 +509,24 @@ async def add_movement(request: Request, data: Annotated[MovementForm, FORM]) ->
     web = Web(request)
     state = await require_session(web)
     async with web.form("pos/movements.html", lambda: movements_context(web), form=msgspec.to_builtins(data)):
-        await web.venue_call(sessions.add_cash_movement, session_id=state.session_id, kind=data.kind,
-                             amount=data.amount, reason=data.reason, user_id=web.user_id)
+        await web.venue_call(
+            sessions.add_cash_movement,
+            session_id=state.session_id,
+            kind=data.kind,
+            amount=data.amount,
+            reason=data.reason,
+            user_id=web.user_id,
+        )
     return web.redirect("/caja/movimientos?ok=1")
 
 
 async def incidents_context(web: Web) -> dict:
     state = await require_session(web)
-    return {"state": state, "kinds": INCIDENT_KINDS,
-            "incidents": await web.call(audit.list_incidents, web.venue_id, session_id=state.session_id)}
+    return {
+        "state": state,
+        "kinds": INCIDENT_KINDS,
+        "incidents": await web.call(audit.list_incidents, web.venue_id, session_id=state.session_id),
+    }
 
 
 @get("/incidentes")
@@ -467,19 +541,31 @@ async def add_incident(request: Request, data: Annotated[IncidentForm, FORM]) ->
     state = await require_session(web)
     async with web.form("pos/incidents.html", lambda: incidents_context(web), form=msgspec.to_builtins(data)):
         if data.kind not in INCIDENT_KINDS or len(data.description.strip()) < 5:
-            raise ValidationFailed("Elija el tipo y describa la incidencia (mínimo 5 caracteres).",
-                                   fields={"kind": "Elija un tipo."} if data.kind not in INCIDENT_KINDS
-                                   else {"description": "Describa la incidencia (mínimo 5 caracteres)."})
-        await web.venue_call(audit.open_incident, kind=data.kind, description=data.description.strip(),
-                             session_id=state.session_id, register_id=state.register_id, user_id=web.user_id)
+            raise ValidationFailed(
+                "Elija el tipo y describa la incidencia (mínimo 5 caracteres).",
+                fields={"kind": "Elija un tipo."}
+                if data.kind not in INCIDENT_KINDS
+                else {"description": "Describa la incidencia (mínimo 5 caracteres)."},
+            )
+        await web.venue_call(
+            audit.open_incident,
+            kind=data.kind,
+            description=data.description.strip(),
+            session_id=state.session_id,
+            register_id=state.register_id,
+            user_id=web.user_id,
+        )
     return web.redirect("/caja/incidentes?ok=1")
 
 
 # ---- blind close ----------------------------------------------------------------------------------------
 async def close_context(web: Web) -> dict:
     state = await require_session(web)
-    return {"state": state, "venue": await web.call(venues.get_venue, web.venue_id),
-            "session": await web.call(sessions.get_session, web.venue_id, state.session_id)}
+    return {
+        "state": state,
+        "venue": await web.call(venues.get_venue, web.venue_id),
+        "session": await web.call(sessions.get_session, web.venue_id, state.session_id),
+    }
 
 
 @get("/session/close")
@@ -494,8 +580,13 @@ async def close_session(request: Request) -> Template:
     state = await require_session(web)
     raw = await form_dict(request)
     async with web.form("pos/close.html", lambda: close_context(web), form=raw):
-        result = await web.venue_call(sessions.close_session, session_id=state.session_id, user_id=web.user_id,
-                                      counted=denomination_count(raw, "count_"), note=raw.get("note", ""))
+        result = await web.venue_call(
+            sessions.close_session,
+            session_id=state.session_id,
+            user_id=web.user_id,
+            counted=denomination_count(raw, "count_"),
+            note=raw.get("note", ""),
+        )
     if result.status == "closed":
         carts.save(request, PosState())
     return await web.page("pos/close_result.html", result=result, state=state)
@@ -506,12 +597,17 @@ async def approve_close(request: Request, data: Annotated[ApproveForm, FORM]) ->
     web = Web(request)
     state = await require_session(web)
     session = await web.call(sessions.get_session, web.venue_id, state.session_id)
-    async with web.form("pos/close_result.html", {"state": state, "result": session, "pending": True},
-                        form={"username": data.username, "note": data.note}):
-        supervisor = await web.call(users.authenticate_password, venue_id=web.venue_id, username=data.username,
-                                    password=data.password)
-        result = await web.venue_call(sessions.approve_close, session_id=state.session_id,
-                                      supervisor_id=supervisor.id, note=data.note)
+    async with web.form(
+        "pos/close_result.html",
+        {"state": state, "result": session, "pending": True},
+        form={"username": data.username, "note": data.note},
+    ):
+        supervisor = await web.call(
+            users.authenticate_password, venue_id=web.venue_id, username=data.username, password=data.password
+        )
+        result = await web.venue_call(
+            sessions.approve_close, session_id=state.session_id, supervisor_id=supervisor.id, note=data.note
+        )
     carts.save(request, PosState())
     return await web.page("pos/close_result.html", result=result, state=state)
 
@@ -521,9 +617,40 @@ def show_sale_in_progress(request: Request, exc: SaleInProgress) -> Response:
     return Web(request).redirect(f"/caja/venta/{exc.sale_id}")
 
 
-router = Router(path="/caja", guards=[requires(*CASHIER)], include_in_schema=False,
-                exception_handlers={SaleInProgress: show_sale_in_progress}, route_handlers=[
-    pos_home, resume_session, open_page, open_session, sale_screen, add_item, add_free_line, change_line,
-    clear_cart, checkout, courtesy, sale_page, payment_progress, pay_cash, pay_card, cancel_payment, start_backup,
-    confirm_backup, override_backup, refund_duplicate, cancel_sale, next_sale, movements_page, add_movement, incidents_page,
-    add_incident, close_page, close_session, approve_close])
+router = Router(
+    path="/caja",
+    guards=[requires(*CASHIER)],
+    include_in_schema=False,
+    exception_handlers={SaleInProgress: show_sale_in_progress},
+    route_handlers=[
+        pos_home,
+        resume_session,
+        open_page,
+        open_session,
+        sale_screen,
+        add_item,
+        add_free_line,
+        change_line,
+        clear_cart,
+        checkout,
+        courtesy,
+        sale_page,
+        payment_progress,
+        pay_cash,
+        pay_card,
+        cancel_payment,
+        start_backup,
+        confirm_backup,
+        override_backup,
+        refund_duplicate,
+        cancel_sale,
+        next_sale,
+        movements_page,
+        add_movement,
+        incidents_page,
+        add_incident,
+        close_page,
+        close_session,
+        approve_close,
+    ],
+)

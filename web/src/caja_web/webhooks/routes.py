@@ -40,8 +40,9 @@ def _rejected(description: str) -> ResponseSpec:
 
 
 WEBHOOK_RESPONSES = {
-    202: ResponseSpec(data_container=WebhookAccepted, description="Aceptada; se aplica apenas responda la base "
-                                                                   "de datos"),
+    202: ResponseSpec(
+        data_container=WebhookAccepted, description="Aceptada; se aplica apenas responda la base de datos"
+    ),
     400: _rejected("Notificación ilegible"),
     401: _rejected("No autenticada (firma o clave del proveedor ausente o inválida)"),
     404: _rejected("Proveedor, orden o referencia desconocidos"),
@@ -56,18 +57,27 @@ class WebhookOperation(Operation):
 
     def __post_init__(self) -> None:
         self.request_body = RequestBody(
-            required=True, description="La notificación del proveedor, tal como la envía (JSON).",
-            content={"application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT))})
+            required=True,
+            description="La notificación del proveedor, tal como la envía (JSON).",
+            content={"application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT))},
+        )
 
 
-@post("/webhooks/{provider_id:str}", request_max_body_size=MAX_WEBHOOK_BYTES, status_code=200,
-      tags=["proveedores"], summary="Notificación de un proveedor de pago (p. ej. KLAP Checkout)",
-      description="Idempotente por orden: repetir la misma notificación responde 200 sin cambiar nada.",
-      operation_class=WebhookOperation, responses=WEBHOOK_RESPONSES)
+@post(
+    "/webhooks/{provider_id:str}",
+    request_max_body_size=MAX_WEBHOOK_BYTES,
+    status_code=200,
+    tags=["proveedores"],
+    summary="Notificación de un proveedor de pago (p. ej. KLAP Checkout)",
+    description="Idempotente por orden: repetir la misma notificación responde 200 sin cambiar nada.",
+    operation_class=WebhookOperation,
+    responses=WEBHOOK_RESPONSES,
+)
 async def webhook(request: Request, provider_id: FromPath[str]) -> Response[WebhookAccepted]:
     body = await request.body()
-    reply = await receive_webhook(request.app.state.db, request.app.state.registry, provider_id,
-                                  dict(request.headers), body)
+    reply = await receive_webhook(
+        request.app.state.db, request.app.state.registry, provider_id, dict(request.headers), body
+    )
     return Response(content=reply.body, status_code=reply.status_code, media_type="application/json")
 
 
