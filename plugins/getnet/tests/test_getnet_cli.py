@@ -57,9 +57,9 @@ async def test_reports_and_close(sim):
     code, out, _ = await run_caja("getnet", "last-sale", "--tcp", tcp_arg(sim))
     assert code == 0 and json.loads(out)["Ticket"] == "A1"
     code, out, _ = await run_caja("getnet", "details", "--tcp", tcp_arg(sim))
-    assert code == 0 and [d["Ticket"] for d in json.loads(out)["Details"]] == ["A1"]
+    assert code == 0 and [d["Ticket"] for d in json.loads(out)["SaleDetails"]] == ["A1"]
     code, out, _ = await run_caja("getnet", "totals", "--tcp", tcp_arg(sim))
-    assert code == 0 and json.loads(out)["TotalAmount"] == 1500
+    assert code == 0 and json.loads(out)["TxTotal"] == 1500
     code, out, _ = await run_caja("getnet", "close", "--tcp", tcp_arg(sim))
     assert code == 0 and sim.ledger == []
     code, out, _ = await run_caja("getnet", "cancel", "--tcp", tcp_arg(sim))
@@ -124,7 +124,7 @@ async def test_control_channel_sets_faults_and_shows_the_ledger(sim):
         code, _, _ = await run_caja("getnet", "sale", "--tcp", tcp_arg(sim), "--amount", "200", "--ticket", "C2")
         assert code == 0
         ledger = (await http.get("/ledger")).json()
-        assert [e["ticket"] for e in ledger["ledger"]] == ["C2"] and ledger["totals"]["TotalAmount"] == 200
+        assert [e["ticket"] for e in ledger["ledger"]] == ["C2"] and ledger["totals"]["TxTotal"] == 200
         await http.post("/faults", json={"kind": "decline", "scope": "run"})
         assert (await http.get("/faults")).json()["run"]["kind"] == "decline"
         assert (await http.delete("/faults")).status_code == 200

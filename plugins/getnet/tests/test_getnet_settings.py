@@ -21,7 +21,7 @@ def test_the_plugin_registers_the_getnet_provider(make_caja_pm):
 def test_valid_settings_and_device_keys():
     tcp = validate_settings(provider, {"connection": "tcp", "host": "192.168.1.50", "port": 9100})
     serial = validate_settings(
-        provider, {"connection": "serial", "serial_path": "/dev/ttyACM0", "sale_timeout_s": 90, "employee_id": "C-07"}
+        provider, {"connection": "serial", "serial_path": "/dev/ttyACM0", "sale_timeout_s": 90, "employee_id": "7"}
     )
     agent = validate_settings(provider, {"connection": "agent"})
     assert isinstance(tcp, GetnetSettings) and tcp.sale_timeout_s == 120 and tcp.receipt_timeout_s == 3
@@ -40,6 +40,8 @@ def test_valid_settings_and_device_keys():
         {"connection": "bluetooth"},
         {"connection": "agent", "sale_timeout_s": 0},
         {"connection": "agent", "employee_id": "x|y"},
+        {"connection": "agent", "employee_id": "C-07"},
+        {"connection": "agent", "terminal_timezone": "Marte/Olympus"},
         {"connection": "agent", "unknown_option": 1},
     ],
 )

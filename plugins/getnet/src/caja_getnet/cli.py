@@ -174,6 +174,9 @@ def cancel_cmd(tcp, serial_path, receipt_timeout, timeout) -> int:
 @click.option("--control", metavar="HOST:PUERTO", help="Canal de control HTTP (fallas, libro de ventas).")
 @click.option("--keep-open", is_flag=True, help="TCP: no cerrar la conexión tras cada respuesta final.")
 @click.option(
+    "--numbers-as-text", is_flag=True, help='Enviar los números como texto ("Amount": "1000"), como algunos firmwares.'
+)
+@click.option(
     "--step-delay",
     type=click.FloatRange(min=0, max=60),
     default=1.0,
@@ -195,7 +198,7 @@ def cancel_cmd(tcp, serial_path, receipt_timeout, timeout) -> int:
     show_default=True,
     help="Proporción de ventas con falla en modo 'random'.",
 )
-def simulate_cmd(tcp, use_pty, control, keep_open, step_delay, faults, seed, rate) -> None:
+def simulate_cmd(tcp, use_pty, control, keep_open, numbers_as_text, step_delay, faults, seed, rate) -> None:
     """Un terminal GETNET simulado, para ensayar una noche sin hardware."""
     from .simulator import FAULT_KINDS, Fault, Simulator
 
@@ -212,7 +215,7 @@ def simulate_cmd(tcp, use_pty, control, keep_open, step_delay, faults, seed, rat
             )
 
     async def serve() -> None:
-        sim = Simulator(keep_open=keep_open, step_delay_s=step_delay, seed=seed)
+        sim = Simulator(keep_open=keep_open, step_delay_s=step_delay, seed=seed, numbers_as_text=numbers_as_text)
         for kind in faults:
             sim.add_fault(Fault(kind=kind, scope="run", seed=seed, rate=rate))
         if address:

@@ -161,7 +161,7 @@ class GetnetClient:
                         received = True
                         await self._ack(connection)
                         log.info("getnet: mensaje intermedio %s %s", message.code, message.text)
-                        await self._report(progress, message.code, message.text)
+                        await self._report(progress, message.code, message.display)
                     elif isinstance(message, Response):
                         received = True
                         await self._ack(connection)
@@ -214,7 +214,7 @@ class GetnetClient:
         *,
         amount: int,
         ticket: str,
-        employee_id: str = "",
+        employee_id: int | str = 0,
         print_on_pos: bool = True,
         send_message: bool = True,
         progress: ProgressFn | None = None,

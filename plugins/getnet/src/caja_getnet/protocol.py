@@ -40,6 +40,7 @@ class Command(enum.IntEnum):
 
 
 # Intermediate messages sent during a sale when SendMessage is true. Progress only, never a result.
+# What the cashier reads for each known MessageCode (an unknown code shows the terminal's own text).
 INTERMEDIATE_MESSAGES: dict[int, str] = {
     78: "Leyendo tarjeta",
     79: "Confirmar monto",
@@ -49,6 +50,28 @@ INTERMEDIATE_MESSAGES: dict[int, str] = {
     83: "Propina",
     84: "Vuelto",
 }
+
+# The MessageText the vendor's SDK declares for each code (what a terminal sends).
+SDK_MESSAGE_TEXTS: dict[int, str] = {
+    78: "Lectura de tarjetas",
+    79: "Confirmacion de Importe",
+    80: "Seleccion de cuota",
+    81: "Entrada de PIN",
+    82: "Enviando transaccion a Getnet",
+    83: "Entrada de Propina",
+    84: "Entrada de Vuelto",
+}
+
+#: ResponseCode of a terminal that is busy (a sale still with the acquirer): nothing it says is final.
+BUSY_CODE = 11
+
+
+def display_text(code: int | None, terminal_text: str) -> str:
+    """What the POS shows for an intermediate message: our es-CL text for known codes, else the terminal's."""
+    if code is not None and code in INTERMEDIATE_MESSAGES:
+        return INTERMEDIATE_MESSAGES[code]
+    return terminal_text
+
 
 # Known final ResponseCodes and how to say them to a cashier. No public table exists: any non-zero code is a
 # decline, the terminal's own ResponseMessage is kept verbatim, and this table only adds a clearer text.
@@ -131,7 +154,11 @@ class Receipt(msgspec.Struct, frozen=True):
 
 class Intermediate(msgspec.Struct, frozen=True):
     code: int
-    text: str
+    text: str  # the terminal's own MessageText
+
+    @property
+    def display(self) -> str:
+        return display_text(self.code, self.text)
 
 
 class Response(msgspec.Struct, frozen=True):
@@ -141,11 +168,11 @@ class Response(msgspec.Struct, frozen=True):
 
     @property
     def function_code(self) -> int | None:
-        return _as_int(self.data.get("FunctionCode"))
+        return as_int(self.data.get("FunctionCode"))
 
     @property
     def response_code(self) -> int | None:
-        return _as_int(self.data.get("ResponseCode"))
+        return as_int(self.data.get("ResponseCode"))
 
 
 class Request(msgspec.Struct, frozen=True):
@@ -155,7 +182,7 @@ class Request(msgspec.Struct, frozen=True):
 
     @property
     def command(self) -> int | None:
-        return _as_int(self.data.get("Command"))
+        return as_int(self.data.get("Command"))
 
 
 class BadSign(msgspec.Struct, frozen=True):
@@ -173,14 +200,41 @@ class Unknown(msgspec.Struct, frozen=True):
 Message = Receipt | Intermediate | Response | Request | BadSign | Unknown
 
 
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
+_NUMERIC = re.compile(r"^[+-]?\d+(?:\.0*)?$")
+
+
+def as_int(value: Any) -> int | None:
+    """A numeric field as the vendor's SDK declares it (a JSON number) or as some terminals send it (a numeric
+    string): ``4500``, ``4500.0``, ``"4500"`` and ``" 4500 "`` are 4500. Anything else (a boolean, a fraction,
+    text, an empty string) is None: never guessed."""
+    if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and _NUMERIC.match(value.strip()):
+        return int(value.strip().split(".")[0])
     return None
+
+
+def as_text(value: Any) -> str | None:
+    """A text field that a terminal may send as a number (``Ticket``, ``TerminalId``): None when empty."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def last4(value: Any) -> str | None:
+    """Last4Digits: a string in a Sale response, an int in LastVoucher/DuplicateOthers (``119`` is "0119")."""
+    number = as_int(value)
+    if number is not None and number >= 0:
+        return f"{number:04d}"[-4:]
+    digits = "".join(ch for ch in str(value or "") if ch.isdigit())
+    return digits[-4:] or None
 
 
 def _classify_inner(inner: dict[str, Any]) -> Message:
@@ -188,7 +242,7 @@ def _classify_inner(inner: dict[str, Any]) -> Message:
         return Request(inner)
     if "FunctionCode" in inner or "ResponseCode" in inner:
         return Response(inner)
-    code = _as_int(inner.get("MessageCode"))
+    code = as_int(inner.get("MessageCode"))
     if code is not None:
         return Intermediate(code, str(inner.get("MessageText") or INTERMEDIATE_MESSAGES.get(code, "")))
     return Unknown("objeto sin Command, FunctionCode ni MessageCode")
@@ -332,7 +386,7 @@ def sale_command(
     *,
     amount: int,
     ticket: str,
-    employee_id: str = "",
+    employee_id: int | str = 0,
     print_on_pos: bool = True,
     send_message: bool = True,
     sale_type: int = 0,
@@ -347,7 +401,7 @@ def sale_command(
         "PrintOnPos": bool(print_on_pos),
         "SaleType": int(sale_type),
         "SendMessage": bool(send_message),
-        "EmployeeId": str(employee_id or ""),
+        "EmployeeId": as_int(employee_id) or 0,  # the SDK's sale call takes an int employee id
         "DateTime": now_iso or datetime.now().replace(microsecond=0).isoformat(),
     }
 
@@ -356,57 +410,79 @@ def simple_command(command: int, **fields: Any) -> dict[str, Any]:
     return {"Command": int(command), **fields}
 
 
-# Fields of a sale response that may be kept (PAYMENTS.md rule 10). Everything else is dropped before logging.
-SAFE_FIELDS = (
-    "FunctionCode",
-    "ResponseCode",
-    "ResponseMessage",
-    "CommerceCode",
-    "TerminalId",
-    "Ticket",
-    "AuthorizationCode",
-    "Amount",
-    "SharesNumber",
-    "SharesAmount",
-    "Last4Digits",
-    "OperationId",
-    "CardType",
-    "CardBrand",
-    "AccountingDate",
-    "RealDate",
-    "EmployeeId",
-    "Tip",
-    "SaleType",
-    "PosMode",
-    "MessageCode",
-    "MessageText",
-    "Refunded",
-    "Version",
-    "Command",
-    "TicketNumber",
-    "SendMessage",
-    "PrintOnPos",
-    "DateTime",
+# Fields of a response that may be kept (PAYMENTS.md rule 10). Everything else is dropped before logging, before
+# an agent posts a result and before the server stores it: the raw AccountNumber a terminal sends never leaves.
+SAFE_FIELDS = frozenset(
+    {
+        # a sale (and LastVoucher, DuplicateOthers, each Details entry)
+        "FunctionCode",
+        "ResponseCode",
+        "ResponseMessage",
+        "CommerceCode",
+        "TerminalId",
+        "Ticket",
+        "AuthorizationCode",
+        "Amount",
+        "SharesNumber",
+        "SharesAmount",
+        "Last4Digits",
+        "OperationId",
+        "CardType",
+        "CardBrand",
+        "AccountingDate",
+        "RealDate",
+        "EmployeeId",
+        "Tip",
+        "SaleType",
+        "PosMode",
+        "Cashback",
+        # intermediate messages
+        "MessageCode",
+        "MessageText",
+        # Close, Refund, Return, Poll, SetNormalMode
+        "Success",
+        "Connected",
+        "ChangeToNormalMode",
+        "DateTime",
+        # ParameterReport: who the terminal is
+        "ApplicationName",
+        "Version",
+        "So",
+        "EmvModule",
+        "Sn",
+        "Model",
+        "CommunicationType",
+        "Company",
+        "SucursalId",
+        # SalesBySeller entries
+        "Date",
+        # what the host sent
+        "Command",
+        "TicketNumber",
+        "SendMessage",
+        "PrintOnPos",
+    }
 )
+
+#: Totals: TxCount, TxTotal and the Count*/Total* pairs (numbers).
+_REPORT_PREFIXES = ("tx", "count", "total")
 
 
 def mask_response(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the fields that may be shown or logged; nested lists (Details) are masked item by item."""
+    """Only the fields that may be shown or logged; nested lists (``SaleDetails``) are masked item by item.
+    Last4Digits keeps its last four digits (as a string, zero-padded when the terminal sent a number)."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key in SAFE_FIELDS:
             if key == "Last4Digits" and value is not None:
-                digits = "".join(ch for ch in str(value) if ch.isdigit())
-                value = digits[-4:]
+                value = last4(value) or ""
+            if isinstance(value, (dict, list)):
+                continue
             out[key] = value
         elif isinstance(value, list):
             out[key] = [
                 mask_response(v) if isinstance(v, Mapping) else v for v in value if isinstance(v, (Mapping, int, str))
             ]
-        elif (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and key.lower().startswith(("total", "count", "cantidad", "monto"))
-        ):
+        elif key.lower().startswith(_REPORT_PREFIXES) and as_int(value) is not None:
             out[key] = value
     return out

@@ -4,41 +4,65 @@
 * Non-zero final ResponseCode → DECLINED (code and message kept; see ``protocol.DECLINE_CODES``).
 * Port missing/busy, connection refused, or no receipt and the terminal answers that it does not know the
   ticket → UNAVAILABLE (safe to fall back).
-* Anything else (receipt then silence, bad Sign, amount mismatch, close before the final answer) → UNKNOWN:
-  the core reconciles with ``status()``.
+* Anything else (receipt then silence, bad Sign, amount mismatch, close before the final answer, a terminal
+  still busy with the acquirer) → UNKNOWN: the core reconciles with ``status()``.
+
+Every APPROVED or DECLINED answer carries ``occurred_at``: the terminal's own RealDate (its local clock, read
+in ``Settings.terminal_timezone``) in UTC.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import os
 import re
+import socket
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from caja_core.errors import ValidationFailed
+from caja_core.errors import CajaError, ValidationFailed
 from caja_core.providers import (
     Capability,
     CardData,
     ChargeRequest,
+    DeviceIdentity,
     Outcome,
     OutcomeKind,
     Progress,
     ProgressCallback,
     ProviderContext,
+    TerminalReport,
+    TerminalSale,
     WebhookNotice,
 )
 
 from .client import GetnetClient, InDoubt, NoReceipt
-from .protocol import Command, Deadlines, Response, decline_text, mask_response, sale_command, simple_command
+from .protocol import (
+    BUSY_CODE,
+    Command,
+    Deadlines,
+    Response,
+    as_int,
+    as_text,
+    decline_text,
+    last4,
+    mask_response,
+    sale_command,
+    simple_command,
+)
 from .transport import TerminalUnavailable, make_transport
 
 log = logging.getLogger("caja.getnet")
 
 TICKET_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,20}$")
-EMPLOYEE_PATTERN = re.compile(r"^[0-9A-Za-z_-]{1,20}$")
+EMPLOYEE_PATTERN = re.compile(r"^[0-9]{1,9}$")  # the SDK's EmployeeId is an int
 MAX_AMOUNT = 99_999_999
 
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=600)]
@@ -57,16 +81,26 @@ class GetnetSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sale_timeout_s: PositiveSeconds = 120.0
     short_timeout_s: PositiveSeconds = 10.0
     other_timeout_s: PositiveSeconds = 60.0
-    employee_id: Annotated[str, msgspec.Meta(max_length=20, pattern=r"^[0-9A-Za-z_-]*$")] = ""
+    employee_id: Annotated[str, msgspec.Meta(max_length=9, pattern=r"^[0-9]*$")] = ""
     print_on_pos: bool = True
     send_messages: bool = True
     max_message_bytes: Annotated[int, msgspec.Meta(ge=4096, le=16 << 20)] = 1 << 20
+    # The terminal's clock runs in local time: its RealDate is read in this zone (the venue's).
+    terminal_timezone: Annotated[str, msgspec.Meta(max_length=64)] = "America/Santiago"
 
     def __post_init__(self) -> None:
         if self.connection == "tcp" and (not self.host.strip() or not self.port):
             raise ValueError("la conexión TCP necesita host y puerto del terminal")
         if self.connection == "serial" and not self.serial_path.strip():
             raise ValueError("la conexión serie necesita la ruta del puerto (p. ej. /dev/ttyACM0)")
+        try:
+            ZoneInfo(self.terminal_timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"zona horaria desconocida: {self.terminal_timezone!r}") from exc
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.terminal_timezone)
 
     @property
     def deadlines(self) -> Deadlines:
@@ -83,17 +117,15 @@ class AgentResultError(Exception):
 
 
 def card_from_response(data: Mapping[str, Any]) -> CardData:
-    last4 = "".join(ch for ch in str(data.get("Last4Digits") or "") if ch.isdigit())[-4:] or None
-    op = data.get("OperationId")
-    shares = data.get("SharesNumber")
+    op = as_int(data.get("OperationId"))
     return CardData(
-        brand=_text(data.get("CardBrand")),
-        card_type=_text(data.get("CardType")),
-        last4=last4,
-        authorization_code=_text(data.get("AuthorizationCode")),
+        brand=as_text(data.get("CardBrand")),
+        card_type=as_text(data.get("CardType")),
+        last4=last4(data.get("Last4Digits")),
+        authorization_code=as_text(data.get("AuthorizationCode")),
         operation_id=None if op is None else str(op),
-        terminal_id=_text(data.get("TerminalId")),
-        installments=shares if isinstance(shares, int) and not isinstance(shares, bool) else None,
+        terminal_id=as_text(data.get("TerminalId")),
+        installments=as_int(data.get("SharesNumber")),
     )
 
 
@@ -102,22 +134,63 @@ def _text(value: Any) -> str | None:
 
 
 def _amount(value: Any) -> int | None:
-    if isinstance(value, bool):
+    return as_int(value)
+
+
+# How terminals write their date and time (RealDate); the first that parses wins.
+_DATE_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S",
+    "%d/%m/%Y %H:%M:%S",
+    "%d-%m-%Y %H:%M:%S",
+    "%Y%m%d%H%M%S",
+    "%d%m%Y%H%M%S",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+    "%d/%m/%Y %H:%M",
+)
+
+
+def terminal_time(value: Any, zone: ZoneInfo) -> datetime | None:
+    """The terminal's date and time as aware UTC. A naive value is the terminal's local time in ``zone``; in
+    the repeated hour at the end of daylight saving time the earlier instant is taken (an older time can only
+    make the core refuse a match, never accept one). Date-only values and anything unreadable are None."""
+    text = as_text(value)
+    if text is None:
         return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
+    parsed: datetime | None = None
+    try:
+        parsed = datetime.fromisoformat(text)
+        if len(text) <= 10:  # a bare date says nothing about the time of day
+            return None
+    except ValueError:
+        for fmt in _DATE_FORMATS:
+            try:
+                parsed = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+    if parsed is None:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone, fold=0)
+    return parsed.astimezone(UTC)
 
 
-def map_sale_response(data: Mapping[str, Any], request: ChargeRequest) -> Outcome:
+def occurred_at(data: Mapping[str, Any], zone: ZoneInfo) -> datetime | None:
+    """When the terminal says the operation happened: RealDate, else AccountingDate when it carries a time."""
+    return terminal_time(data.get("RealDate"), zone) or terminal_time(data.get("AccountingDate"), zone)
+
+
+def map_sale_response(data: Mapping[str, Any], request: ChargeRequest, zone: ZoneInfo | None = None) -> Outcome:
     """A final sale (or LastVoucher/Details entry) response for ``request`` → Outcome."""
+    zone = zone or ZoneInfo("America/Santiago")
     resp = Response(dict(data))
     code = resp.response_code
-    ticket = _text(data.get("Ticket"))
-    amount = _amount(data.get("Amount"))
+    ticket = as_text(data.get("Ticket"))
+    amount = as_int(data.get("Amount"))
     message = str(data.get("ResponseMessage") or "")
+    when = occurred_at(data, zone)
     if ticket != str(request.ticket):
         return Outcome(
             kind=OutcomeKind.UNKNOWN,
@@ -130,9 +203,16 @@ def map_sale_response(data: Mapping[str, Any], request: ChargeRequest) -> Outcom
         return Outcome(
             kind=OutcomeKind.UNKNOWN, ticket=ticket, amount=amount, message="Respuesta sin código de resultado."
         )
+    if code == BUSY_CODE and resp.function_code != Command.SALE:
+        return Outcome(kind=OutcomeKind.UNKNOWN, ticket=ticket, amount=amount, message=decline_text(code, message))
     if code != 0:
         return Outcome(
-            kind=OutcomeKind.DECLINED, code=str(code), message=decline_text(code, message), ticket=ticket, amount=amount
+            kind=OutcomeKind.DECLINED,
+            code=str(code),
+            message=decline_text(code, message),
+            ticket=ticket,
+            amount=amount,
+            occurred_at=when,
         )
     card = card_from_response(data)
     if amount != request.amount:
@@ -143,6 +223,7 @@ def map_sale_response(data: Mapping[str, Any], request: ChargeRequest) -> Outcom
             amount=amount,
             card=card,
             reference=card.operation_id,
+            occurred_at=when,
             message=f"Aprobación por un monto distinto ({amount} en vez de {request.amount}): "
             f"posible cobro incorrecto, revisar.",
         )
@@ -154,6 +235,7 @@ def map_sale_response(data: Mapping[str, Any], request: ChargeRequest) -> Outcom
             ticket=ticket,
             amount=amount,
             card=card,
+            occurred_at=when,
             message="Código de autorización distinto al registrado.",
         )
     return Outcome(
@@ -164,33 +246,110 @@ def map_sale_response(data: Mapping[str, Any], request: ChargeRequest) -> Outcom
         amount=amount,
         card=card,
         reference=card.operation_id,
+        occurred_at=when,
     )
 
 
 def find_sales_list(data: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    """The list of sales in a Details response (the first list of objects that carry a Ticket)."""
-    for value in data.values():
-        if isinstance(value, list) and all(isinstance(v, dict) for v in value):
-            if not value or any("Ticket" in v for v in value):
-                return value
-    return None
+    """The list of sales of a Details answer: ``SaleDetails`` as the vendor's SDK names it (or, from a terminal
+    that names it otherwise, the one list of objects carrying a Ticket). None when there is no complete list:
+    missing, not a list, or an entry that is not a sale with a ticket."""
+    value = data.get("SaleDetails")
+    if value is None:
+        lists = [
+            v
+            for v in data.values()
+            if isinstance(v, list) and v and all(isinstance(x, dict) and "Ticket" in x for x in v)
+        ]
+        value = lists[0] if len(lists) == 1 else None
+    if not isinstance(value, list):
+        return None
+    if not all(isinstance(v, dict) and as_text(v.get("Ticket")) is not None for v in value):
+        return None
+    return value
+
+
+class GetnetError(CajaError):
+    """The terminal could not answer a report, identification or batch close."""
+
+    code = "getnet.unavailable"
+    status = 503
+
+
+def _loopback_or_ip(host: str) -> str:
+    """One spelling per address: an IP literal normalised, a name resolved (lower-case, no trailing dot)."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    cached = _RESOLVED.get(name)
+    now = time.monotonic()
+    if cached is not None and now - cached[1] < _RESOLVE_TTL_S:
+        return cached[0]
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        addresses = sorted({str(ipaddress.ip_address(info[4][0])) for info in infos}, key=lambda a: (":" in a, a))
+        resolved = addresses[0] if addresses else name
+    except (OSError, ValueError, UnicodeError):
+        resolved = cached[0] if cached is not None else name
+    _RESOLVED[name] = (resolved, now)
+    return resolved
+
+
+_RESOLVED: dict[str, tuple[str, float]] = {}
+_RESOLVE_TTL_S = 300.0
+_SERIAL_SEEN: dict[str, str] = {}
+
+
+def _serial_device(path: str) -> str:
+    """A serial port by the device it is, not by how it is spelled: symlinks (``/dev/serial/by-id/…``) resolved
+    while the device exists (and remembered while it is unplugged); Windows COM names in upper case."""
+    path = path.strip()
+    if re.fullmatch(r"(?i)com\d+", path):
+        return path.upper()
+    if not path.startswith("/"):
+        return path
+    if os.path.exists(path):
+        resolved = os.path.realpath(path)
+        _SERIAL_SEEN[path] = resolved
+        return resolved
+    return _SERIAL_SEEN.get(path, os.path.normpath(path))
 
 
 class GetnetProvider:
     id = "getnet"
     name = "GETNET"
     Settings = GetnetSettings
-    capabilities = frozenset({Capability.INTEGRATED, Capability.CANCEL, Capability.REFUND, Capability.STATUS})
+    capabilities = frozenset(
+        {
+            Capability.INTEGRATED,
+            Capability.CANCEL,
+            Capability.REFUND,
+            Capability.STATUS,
+            Capability.IDENTIFY,
+            Capability.TERMINAL_REPORT,
+            Capability.BATCH_CLOSE,
+        }
+    )
     min_amount = 1
 
     def __init__(self) -> None:
         self._clients: dict[str, tuple[Any, GetnetSettings, GetnetClient]] = {}
+        # Sales the terminal confirmed without a final answer: (device, ticket) → monotonic time until which the
+        # terminal may still be working on them (its own sale deadline). Meanwhile "not found" is not proof.
+        self._unfinished: dict[tuple[str, str], float] = {}
 
     def device_key(self, settings: GetnetSettings, register_code: str) -> str:
+        """The same terminal gives the same key however its address is spelled: host names resolved and
+        lower-cased, IP literals normalised, serial-port symlinks resolved. (The terminal's own serial number,
+        from ``identify``, is the identity that survives even a new address.)"""
         if settings.connection == "tcp":
-            return f"getnet:tcp:{settings.host}:{settings.port}"
+            address = _loopback_or_ip(settings.host)
+            host = f"[{address}]" if ":" in address else address
+            return f"getnet:tcp:{host}:{settings.port}"
         if settings.connection == "serial":
-            return f"getnet:serial:{settings.serial_path}"
+            return f"getnet:serial:{_serial_device(settings.serial_path)}"
         return f"getnet:agent:{register_code}"
 
     def client_for(self, settings: GetnetSettings) -> GetnetClient:
@@ -246,8 +405,8 @@ class GetnetProvider:
         error = result.get("AgentError")
         if error is not None:
             detail = str(result.get("Detail") or error)
-            if error == "unavailable":
-                raise TerminalUnavailable(detail)
+            if error in ("unavailable", "refused"):
+                raise TerminalUnavailable(detail)  # "refused": the agent never touched the terminal (fenced)
             if error == "no_receipt":
                 raise NoReceipt(detail)
             raise InDoubt(detail)
@@ -286,22 +445,54 @@ class GetnetProvider:
 
         def accept(data: dict[str, Any]) -> bool:
             fc = Response(data).function_code
-            return fc in (None, Command.SALE) and str(data.get("Ticket", "")) == str(request.ticket)
+            return fc in (None, Command.SALE) and as_text(data.get("Ticket")) == str(request.ticket)
+
+        sent_at = time.monotonic()
+        confirmed = False
+
+        async def watch(p: Progress) -> None:
+            nonlocal confirmed
+            confirmed = True
+            await progress(p)
 
         try:
-            data = await self._run(command, settings, ctx, accept=accept, progress=progress)
+            data = await self._run(command, settings, ctx, accept=accept, progress=watch)
         except TerminalUnavailable as exc:
             log.warning("getnet: venta %s no enviada: %s", request.ticket, exc)
             return Outcome(kind=OutcomeKind.UNAVAILABLE, ticket=request.ticket, message=str(exc))
         except NoReceipt as exc:
             log.warning("getnet: venta %s sin acuse de recibo: %s; se concilia", request.ticket, exc)
+            if confirmed:  # through an agent the receipt may have come as progress
+                self._remember_unfinished(settings, ctx, request, sent_at)
             return await self._after_no_receipt(request, settings, ctx, str(exc))
         except InDoubt as exc:
             log.warning("getnet: venta %s en duda: %s", request.ticket, exc)
+            self._remember_unfinished(settings, ctx, request, sent_at)
             return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket, message=str(exc))
-        outcome = map_sale_response(data, request)
+        outcome = map_sale_response(data, request, settings.zone)
+        if outcome.kind is OutcomeKind.UNKNOWN:
+            self._remember_unfinished(settings, ctx, request, sent_at)
         log.info("getnet: venta %s → %s %s", request.ticket, outcome.kind, mask_response(data))
         return outcome
+
+    def _unfinished_key(self, settings: GetnetSettings, ctx: ProviderContext, request: ChargeRequest):
+        return (request.device_key or self.device_key(settings, str(ctx.register_id)), request.ticket)
+
+    def _remember_unfinished(
+        self, settings: GetnetSettings, ctx: ProviderContext, request: ChargeRequest, sent_at: float
+    ) -> None:
+        """The terminal took the sale and gave no final answer: until its own sale deadline has passed (counted
+        from the send) it may still be talking to the acquirer, so its lists are not proof yet."""
+        now = time.monotonic()
+        for key, until in list(self._unfinished.items()):
+            if until <= now:
+                del self._unfinished[key]
+        self._unfinished[self._unfinished_key(settings, ctx, request)] = sent_at + settings.sale_timeout_s
+
+    def _still_working(self, settings: GetnetSettings, ctx: ProviderContext, request: ChargeRequest) -> float:
+        """Seconds the terminal may still be working on this sale (0: its deadline has passed)."""
+        until = self._unfinished.get(self._unfinished_key(settings, ctx, request))
+        return max(0.0, until - time.monotonic()) if until is not None else 0.0
 
     async def _after_no_receipt(
         self, request: ChargeRequest, settings: GetnetSettings, ctx: ProviderContext, reason: str
@@ -325,24 +516,45 @@ class GetnetProvider:
         return outcome
 
     async def _reconcile(self, request: ChargeRequest, settings: GetnetSettings, ctx: ProviderContext) -> Outcome:
-        """LastVoucher, then Details, looking for our ticket (+ amount, + authorization code)."""
+        """LastVoucher, then Details, looking for our ticket (+ amount, + authorization code).
+
+        "Not found" is proof (UNAVAILABLE) only when the terminal answered Details completely (ResponseCode 0
+        and a list of sales), is not busy, is not still within the deadline of a sale it confirmed, and (through
+        an agent) no run of the sale's command is still unaccounted for. Everything else is UNKNOWN."""
         last = await self._run(simple_command(Command.LAST_VOUCHER), settings, ctx)
-        if str(last.get("Ticket", "")) == str(request.ticket) and Response(last).response_code == 0:
-            return map_sale_response(last, request)
+        last_code = Response(last).response_code
+        if last_code == BUSY_CODE:
+            return self._not_yet(request, "El terminal está ocupado (una venta sigue con el adquirente).")
+        if as_text(last.get("Ticket")) == str(request.ticket) and last_code == 0:
+            return map_sale_response(last, request, settings.zone)
         details = await self._run(simple_command(Command.DETAILS, PrintOnPos=False), settings, ctx)
+        details_code = Response(details).response_code
+        if details_code == BUSY_CODE:
+            return self._not_yet(request, "El terminal está ocupado (una venta sigue con el adquirente).")
         sales = find_sales_list(details)
-        if Response(details).response_code != 0 or sales is None:
-            return Outcome(
-                kind=OutcomeKind.UNKNOWN, ticket=request.ticket, message="El terminal no entregó el detalle de ventas."
+        if details_code != 0 or sales is None:
+            return self._not_yet(request, "El terminal no entregó el detalle completo de ventas.")
+        ours = [sale for sale in sales if as_text(sale.get("Ticket")) == str(request.ticket)]
+        if ours:
+            return map_sale_response(ours[-1], request, settings.zone)
+        waiting = self._still_working(settings, ctx, request)
+        if waiting > 0:
+            return self._not_yet(
+                request,
+                f"El terminal aún no registra el ticket, pero puede seguir procesándolo ({waiting:.0f} s más).",
             )
-        ours = [s for s in sales if str(s.get("Ticket", "")) == str(request.ticket)]
-        if not ours:
-            return Outcome(
-                kind=OutcomeKind.UNAVAILABLE,
-                ticket=request.ticket,
-                message="El terminal no registra este ticket desde el último cierre.",
-            )
-        return map_sale_response(ours[-1], request)
+        revoke = getattr(ctx.agent, "revoke_attempt", None) if settings.connection == "agent" else None
+        if revoke is not None and not await revoke(request.attempt_id):
+            return self._not_yet(request, "El agente de la caja tomó la venta y aún no informa su resultado.")
+        return Outcome(
+            kind=OutcomeKind.UNAVAILABLE,
+            ticket=request.ticket,
+            message="El terminal no registra este ticket desde el último cierre.",
+        )
+
+    @staticmethod
+    def _not_yet(request: ChargeRequest, message: str) -> Outcome:
+        return Outcome(kind=OutcomeKind.UNKNOWN, ticket=request.ticket, message=message)
 
     async def status(self, request: ChargeRequest, settings: GetnetSettings, ctx: ProviderContext) -> Outcome:
         try:
@@ -371,7 +583,7 @@ class GetnetProvider:
         try:
             if card is None or not (card.authorization_code or card.operation_id):
                 found = await self._reconcile(request, settings, ctx)
-                if found.kind is not OutcomeKind.APPROVED:
+                if found.kind is not OutcomeKind.APPROVED or found.card is None:
                     return Outcome(
                         kind=OutcomeKind.DECLINED,
                         ticket=request.ticket,
@@ -413,6 +625,80 @@ class GetnetProvider:
             message=decline_text(code if code is not None else -1, str(data.get("ResponseMessage") or "")),
         )
 
+    # --- who the terminal is, what it charged, its batch close --------------------------------------------
+    async def _ask(self, command: dict[str, Any], settings: GetnetSettings, ctx: ProviderContext, what: str):
+        try:
+            data = await self._run(command, settings, ctx)
+        except (TerminalUnavailable, NoReceipt, InDoubt) as exc:
+            raise GetnetError(f"El terminal no respondió {what}: {exc}") from exc
+        code = Response(data).response_code
+        if code != 0:
+            text = decline_text(code if code is not None else -1, str(data.get("ResponseMessage") or ""))
+            raise GetnetError(f"El terminal no entregó {what}: {text}")
+        return data
+
+    async def identify(self, settings: GetnetSettings, ctx: ProviderContext) -> DeviceIdentity:
+        """ParameterReport (114): the serial number (``Sn``) is the terminal's identity, ``getnet:<Sn>`` (its
+        TerminalId when it gives no serial number). The report has no clock, so ``clock`` is None."""
+        data = await self._ask(simple_command(Command.PARAMETER_REPORT), settings, ctx, "su identificación")
+        serial, terminal_id, model = (
+            as_text(data.get("Sn")),
+            as_text(data.get("TerminalId")),
+            as_text(data.get("Model")),
+        )
+        if serial is None and terminal_id is None:
+            raise GetnetError("El terminal no informó su número de serie ni su TerminalId.")
+        identity = f"getnet:{serial}" if serial else f"getnet:tid:{terminal_id}"
+        parts = [
+            model or "GETNET",
+            f"n.º de serie {serial}" if serial else "",
+            f"terminal {terminal_id}" if terminal_id else "",
+        ]
+        return DeviceIdentity(identity=identity[:160], label=", ".join(p for p in parts if p), clock=None)
+
+    async def terminal_report(self, settings: GetnetSettings, ctx: ProviderContext) -> TerminalReport:
+        """Totals (104) and Details (105): what the terminal charged since its last batch close."""
+        totals = await self._ask(simple_command(Command.TOTALS), settings, ctx, "sus totales")
+        details = await self._ask(simple_command(Command.DETAILS, PrintOnPos=False), settings, ctx, "su detalle")
+        sales = find_sales_list(details)
+        if sales is None:
+            raise GetnetError("El terminal no entregó el detalle completo de ventas.")
+        return report_from(totals, sales, settings.zone)
+
+    async def close_batch(self, settings: GetnetSettings, ctx: ProviderContext) -> TerminalReport:
+        """Totals and Details first (what the batch holds), then Close (103). Returns the closed batch."""
+        report = await self.terminal_report(settings, ctx)
+        closed = await self._ask(simple_command(Command.CLOSE, PrintOnPos=False), settings, ctx, "el cierre de lote")
+        if closed.get("Success") is False:
+            raise GetnetError("El terminal no pudo cerrar el lote.")
+        log.info("getnet: cierre de lote: %s ventas por %s", report.count, report.total)
+        return report
+
+    # --- a result the register's agent posted after the waiting side gave up ---------------------------------
+    def outcome_from_agent_result(
+        self, command: Mapping[str, Any], result: Mapping[str, Any], settings: GetnetSettings
+    ) -> Outcome | None:
+        """What a late agent result says about the attempt its command belongs to. Only a Sale's own final
+        answer (for the ticket the command carried) or an agent that could not open the terminal at all say
+        something; anything else (a query's answer, in doubt, no receipt, refused) is None: nothing to apply."""
+        if as_int(command.get("Command")) != Command.SALE:
+            return None
+        ticket = as_text(command.get("TicketNumber"))
+        error = result.get("AgentError")
+        if error is not None:
+            if error == "unavailable":
+                return Outcome(kind=OutcomeKind.UNAVAILABLE, ticket=ticket, message=str(result.get("Detail") or ""))
+            return None
+        if ticket is None or as_text(result.get("Ticket")) != ticket:
+            return None
+        amount = as_int(command.get("Amount"))
+        if amount is None:
+            return None
+        request = ChargeRequest(
+            attempt_id=0, ticket=ticket, amount=amount, register_id=0, register_code="", venue_id=0, device_key=""
+        )
+        return map_sale_response(result, request, settings.zone)
+
     @staticmethod
     def _simple_outcome(data: Mapping[str, Any], request: ChargeRequest, *, ok_message: str) -> Outcome:
         code = Response(dict(data)).response_code
@@ -438,6 +724,31 @@ class GetnetProvider:
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes, settings: GetnetSettings) -> bool:
         return False
+
+
+def report_from(totals: Mapping[str, Any], sales: list[dict[str, Any]], zone: ZoneInfo) -> TerminalReport:
+    """A TerminalReport from a Totals answer and the Details list."""
+    items = []
+    for sale in sales:
+        code = as_int(sale.get("ResponseCode"))
+        items.append(
+            TerminalSale(
+                ticket=as_text(sale.get("Ticket")) or "",
+                amount=as_int(sale.get("Amount")) or 0,
+                approved=code == 0 or (code is None and bool(as_text(sale.get("AuthorizationCode")))),
+                authorization_code=as_text(sale.get("AuthorizationCode")),
+                occurred_at=occurred_at(sale, zone),
+                card=card_from_response(sale),
+            )
+        )
+    count, total = as_int(totals.get("TxCount")), as_int(totals.get("TxTotal"))
+    approved = [i for i in items if i.approved]
+    return TerminalReport(
+        count=count if count is not None else len(approved),
+        total=total if total is not None else sum(i.amount for i in approved),
+        sales=items,
+        taken_at=None,
+    )
 
 
 provider = GetnetProvider()

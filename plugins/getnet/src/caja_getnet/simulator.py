@@ -6,6 +6,11 @@ ledger of the sales since the last Close so LastVoucher, Details, Totals, Refund
 truthfully, writes each message in one write with a short gap, never waits for the host's receipt, and over
 TCP closes the connection after each final response (unless ``keep_open``).
 
+Every response carries the fields and JSON types that GETNET's own SDK declares for it (numbers where the SDK
+has numbers: CommerceCode, Amount, OperationId, EmployeeId, PosMode…; Last4Digits a string in a Sale response
+and a number in LastVoucher/DuplicateOthers; the Details list under ``SaleDetails``), so a host written against
+the SDK's typed classes can read every answer. ``tests/test_getnet_wire_types.py`` decodes them strictly.
+
 Faults are chosen for the whole run or for the next sale, in process (``Simulator.add_fault``) or through
 the control channel (HTTP on loopback: ``GET/POST/DELETE /faults``, ``GET /ledger``). See README.md.
 """
@@ -24,12 +29,14 @@ import tty
 from collections import deque
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 
 from .protocol import (
-    INTERMEDIATE_MESSAGES,
+    BUSY_CODE,
     RECEIVED,
+    SDK_MESSAGE_TEXTS,
     Command,
     Receipt,
     Request,
@@ -57,6 +64,7 @@ FAULT_KINDS = (
     "earlier_ticket",  # the previous sale's response first, then (if then_real) the real one
     "unterminated",  # receipt, then an object that never ends (size bytes), nothing else
     "frozen",  # the terminal ignores this sale and every command after it until faults are cleared
+    "acquirer_busy",  # receipt, then the sale stays with the acquirer for delay_s while queries are answered
     "random",  # each sale: with probability rate, one of the above (seeded)
 )
 
@@ -74,9 +82,40 @@ RANDOM_POOL = (
     "earlier_ticket",
 )
 
+# The Count*/Total* pairs of a Totals (104) answer, as the vendor's SDK names them.
+TOTALS_PAIRS = (
+    "CreditSales",
+    "DebitSales",
+    "PrepaidSales",
+    "QrCreditSales",
+    "QrDebitSales",
+    "QrPrepaidSales",
+    "CashSales",
+    "CashSalesOff",
+    "CreditAdvances",
+    "CancelCredit",
+    "CancelDebit",
+    "CancelPrepaid",
+    "CancelQrCredit",
+    "CancelQrDebit",
+    "CancelQrPrepaid",
+    "Tips",
+    "Returns",
+)
+
 # A test card number, deliberately present in raw responses (as a careless terminal might send it), so that a
 # host that logs or stores raw frames is caught by the tests. caja never keeps more than the last 4 digits.
 TEST_ACCOUNT_NUMBER = "4761739001010119"
+
+
+def _numbers_as_text(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _numbers_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers_as_text(v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
 class Fault(msgspec.Struct, kw_only=True):
@@ -96,12 +135,16 @@ class Fault(msgspec.Struct, kw_only=True):
     size: int = 2_000_000
     seed: int | None = None
     rate: float = 0.3
+    answer: str = "stale"  # acquirer_busy: queries meanwhile get "stale" answers (without the sale) or "busy"
+    drop: bool = True  # acquirer_busy: the sale's line drops after the receipt (False: the answer comes late)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"falla desconocida: {self.kind!r} (válidas: {', '.join(FAULT_KINDS)})")
         if self.scope not in ("next", "run"):
             raise ValueError("scope debe ser 'next' o 'run'")
+        if self.answer not in ("stale", "busy"):
+            raise ValueError("answer debe ser 'stale' o 'busy'")
 
 
 class LedgerEntry(msgspec.Struct, kw_only=True):
@@ -112,8 +155,9 @@ class LedgerEntry(msgspec.Struct, kw_only=True):
     card_brand: str
     card_type: str
     last4: str
-    real_date: str
+    real_date: str  # the terminal's local date and time, "YYYY-MM-DDTHH:MM:SS"
     refunded: bool = False
+    batch: int = 1  # the batch (between two Close) the sale belongs to
 
 
 # --- links: where a session writes ----------------------------------------------------------------------
@@ -190,19 +234,32 @@ class Simulator:
         self,
         *,
         terminal_id: str = "SIM00001",
-        commerce_code: str = "597000000001",
+        commerce_code: int | str = 597000000001,
+        serial_number: str | None = None,
+        model: str = "SIMULADOR",
+        timezone: str = "America/Santiago",
         keep_open: bool = False,
         step_delay_s: float = 0.05,
         message_gap_s: float = 0.01,
         seed: int | None = None,
+        numbers_as_text: bool = False,
     ) -> None:
         self.terminal_id = terminal_id
-        self.commerce_code = commerce_code
+        # A terminal whose firmware writes every number as a string ("Amount": "4500"): hosts must cope.
+        self.numbers_as_text = numbers_as_text
+        self.commerce_code = int(commerce_code)
+        self.serial_number = serial_number or f"SN-{terminal_id}"
+        self.model = model
+        self.zone = ZoneInfo(timezone)  # the terminal's clock runs in local time (RealDate, AccountingDate)
         self.keep_open = keep_open
         self.step_delay_s = step_delay_s
         self.message_gap_s = message_gap_s
         self.linger_s = 2.0  # TCP: how long to wait for the host to close after our final answer
-        self.ledger: list[LedgerEntry] = []
+        self.ledger: list[LedgerEntry] = []  # the sales since the last Close (what Details lists)
+        self.history: list[LedgerEntry] = []  # every sale ever charged, across Close (what really happened)
+        self.batch = 1
+        self.closes = 0
+        self._acquirer: tuple[str, int, Fault] | None = None  # a sale still with the acquirer (acquirer_busy)
         self.commands: list[dict[str, Any]] = []  # every command received (masked), for tests/rehearsal
         self.host_receipts = 0  # {"Received":true} the host sent us
         self.frozen = False  # a hung terminal: ignores everything
@@ -352,6 +409,19 @@ class Simulator:
         """Ticket → amount of the sales charged and not refunded since the last Close."""
         return {e.ticket: e.amount for e in self.ledger if not e.refunded}
 
+    def charged(self) -> dict[str, int]:
+        """Ticket → amount of every sale charged and not refunded, across batch closes: the customer's truth."""
+        return {e.ticket: e.amount for e in self.history if not e.refunded}
+
+    def charge_count(self) -> int:
+        """How many times a card was charged (refunded or not), across batch closes."""
+        return len(self.history)
+
+    @property
+    def acquirer_busy(self) -> bool:
+        """A sale is still with the acquirer (``acquirer_busy`` fault)."""
+        return self._acquirer is not None
+
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -401,11 +471,18 @@ class Simulator:
             return
         if message.command == Command.CANCEL_SALE:
             self._spawn(self._cancel_sale(link))
+        elif self._acquirer is not None:
+            self._spawn(self._answer_while_busy(link, message.data))
         else:
             fault = self._take_fault() if message.command == Command.SALE else None
             self._spawn(self._handle(link, message.data, fault))
 
     # --- writing --------------------------------------------------------------------------------------
+    def _encode(self, message: dict[str, Any], *, bad_sign: bool = False) -> bytes:
+        if self.numbers_as_text:
+            message = _numbers_as_text(message)
+        return encode_envelope(message, bad_sign=bad_sign)
+
     async def _send(self, link: _Link, data: bytes) -> None:
         await link.write(data)
         if self.message_gap_s:
@@ -418,7 +495,7 @@ class Simulator:
 
     async def _send_final(self, link: _Link, response: dict[str, Any], fault: Fault | None) -> None:
         kind = fault.kind if fault else None
-        frame = encode_envelope(response, bad_sign=kind == "wrong_sign")
+        frame = self._encode(response, bad_sign=kind == "wrong_sign")
         if kind == "noise_before":
             await self._send(link, fault.noise.encode("utf-8"))
         if kind == "split_bytes":
@@ -440,7 +517,7 @@ class Simulator:
             response = self._base(Command.CANCEL_SALE, 0, "Venta cancelada")
         else:
             response = self._base(Command.CANCEL_SALE, 13, decline_text(13))
-        await self._send(link, encode_envelope(response))
+        await self._send(link, self._encode(response))
         if not self._sale_in_progress:
             await self._finish(link)
 
@@ -461,36 +538,110 @@ class Simulator:
                 await self._sale(link, request, fault)
                 return
             response = self._answer(command, request)
-        await self._send(link, encode_envelope(response))
+        await self._send(link, self._encode(response))
         await self._finish(link)
 
-    def _base(self, function_code: int, code: int, message: str) -> dict[str, Any]:
-        return {
-            "FunctionCode": int(function_code),
-            "ResponseCode": code,
-            "ResponseMessage": message,
+    async def _answer_while_busy(self, link: _Link, request: dict[str, Any]) -> None:
+        """A command while a sale is still with the acquirer: answered at once, either from what the terminal
+        has recorded so far (``stale``: the pending sale is not there yet) or with "busy"."""
+        pending = self._acquirer
+        command = int(request.get("Command", 0))
+        await self._send(link, RECEIVED)
+        if command == Command.SALE:
+            ticket = str(request.get("TicketNumber") or "")
+            response = self._declined(ticket, request.get("Amount"), BUSY_CODE, "Terminal ocupado")
+        elif pending is not None and pending[2].answer == "busy" and command != Command.POLL:
+            response = self._blank(command) | self._base(command, BUSY_CODE, "Terminal ocupado")
+        else:
+            response = self._answer(command, request)
+        await self._send(link, self._encode(response))
+        await self._finish(link)
+
+    # --- responses, with the JSON types of the vendor's SDK ----------------------------------------------
+    @staticmethod
+    def _base(function_code: int, code: int, message: str) -> dict[str, Any]:
+        return {"FunctionCode": int(function_code), "ResponseCode": int(code), "ResponseMessage": message}
+
+    def _identity(self) -> dict[str, Any]:
+        return {"CommerceCode": self.commerce_code, "TerminalId": self.terminal_id}
+
+    def _blank(self, command: int) -> dict[str, Any]:
+        """Every field of the command's answer with an empty value (what a refusal still carries)."""
+        if command in (Command.SALE, Command.LAST_VOUCHER, Command.DUPLICATE_OTHERS):
+            return self._sale_response(self._declined_entry("", 0), command)
+        if command in (Command.DETAILS, Command.SALES_BY_SELLER):
+            return {"SaleDetails": []}
+        if command == Command.TOTALS:
+            return dict.fromkeys(self.totals(), 0)
+        if command == Command.CLOSE:
+            return self._identity() | {"Success": False}
+        if command in (Command.REFUND, Command.RETURN):
+            blank = self._identity() | {"AuthorizationCode": "", "OperationId": 0, "Success": False}
+            return blank | ({"DateTime": self._now_local()} if command == Command.RETURN else {})
+        if command == Command.POLL:
+            return {"Connected": True}
+        if command == Command.SET_NORMAL_MODE:
+            return {"ChangeToNormalMode": False}
+        if command == Command.DEFAULT_SALE_TYPE:
+            return {"SaleType": 0}
+        if command == Command.PARAMETER_REPORT:
+            return self.parameters()
+        return {}
+
+    def _sale_fields(self, entry: LedgerEntry, function_code: int, *, last4_as_int: bool = False) -> dict[str, Any]:
+        """A Sale response (SDK types). LastVoucher and DuplicateOthers send Last4Digits as a number."""
+        last4: str | int = entry.last4
+        if last4_as_int:
+            last4 = int(entry.last4) if entry.last4.isdigit() else 0
+        approved = bool(entry.authorization_code)
+        return self._base(function_code, 0 if approved else 1, "Aprobado" if approved else decline_text(1)) | {
             "CommerceCode": self.commerce_code,
             "TerminalId": self.terminal_id,
-        }
-
-    def _sale_response(self, entry: LedgerEntry, function_code: int = Command.SALE) -> dict[str, Any]:
-        return self._base(function_code, 0, "Aprobado") | {
             "Ticket": entry.ticket,
             "AuthorizationCode": entry.authorization_code,
             "Amount": entry.amount,
             "SharesNumber": 0,
             "SharesAmount": 0,
-            "Last4Digits": entry.last4,
+            "Last4Digits": last4,
             "OperationId": entry.operation_id,
             "CardType": entry.card_type,
-            "CardBrand": entry.card_brand,
             "AccountingDate": entry.real_date[:10],
-            "AccountNumber": TEST_ACCOUNT_NUMBER,
+            "AccountNumber": TEST_ACCOUNT_NUMBER if approved else "",
+            "CardBrand": entry.card_brand,
             "RealDate": entry.real_date,
-            "EmployeeId": "",
+            "EmployeeId": 0,
             "Tip": 0,
             "SaleType": 0,
-            "PosMode": "INTEGRADO",
+            "PosMode": 1,
+            "Cashback": 0,
+        }
+
+    def _sale_response(self, entry: LedgerEntry, function_code: int = Command.SALE) -> dict[str, Any]:
+        return self._sale_fields(
+            entry, function_code, last4_as_int=function_code in (Command.LAST_VOUCHER, Command.DUPLICATE_OTHERS)
+        )
+
+    def _now_local(self) -> str:
+        return datetime.now(self.zone).replace(microsecond=0, tzinfo=None).isoformat()
+
+    def _declined_entry(self, ticket: str, amount: Any) -> LedgerEntry:
+        """What a declined (or refused) sale answers with: no authorization, nothing in the ledger."""
+        return LedgerEntry(
+            ticket=ticket,
+            amount=amount if isinstance(amount, int) and not isinstance(amount, bool) else 0,
+            authorization_code="",
+            operation_id=0,
+            card_brand="",
+            card_type="",
+            last4="",
+            real_date=self._now_local(),
+            batch=self.batch,
+        )
+
+    def _declined(self, ticket: str, amount: Any, code: int, message: str) -> dict[str, Any]:
+        return self._sale_fields(self._declined_entry(ticket, amount), Command.SALE) | {
+            "ResponseCode": int(code),
+            "ResponseMessage": message,
         }
 
     async def _sale(self, link: _Link, request: dict[str, Any], fault: Fault | None) -> None:
@@ -498,8 +649,8 @@ class Simulator:
         ticket = str(request.get("TicketNumber") or "")
         amount = request.get("Amount")
         if not ticket or isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-            response = self._base(Command.SALE, 10, decline_text(10)) | {"Ticket": ticket, "Amount": amount}
-            await self._send(link, encode_envelope(response))
+            response = self._declined(ticket, amount, 10, decline_text(10))
+            await self._send(link, self._encode(response))
             await self._finish(link)
             return
         self._sale_in_progress = True
@@ -508,7 +659,7 @@ class Simulator:
             glued_frames: list[bytes] = [RECEIVED] if kind == "glued" else []
             if request.get("SendMessage"):
                 for code in (78, 79, 81, 82):
-                    message = encode_envelope({"MessageCode": code, "MessageText": INTERMEDIATE_MESSAGES[code]})
+                    message = self._encode({"MessageCode": code, "MessageText": SDK_MESSAGE_TEXTS[code]})
                     if kind == "glued":
                         glued_frames.append(message)
                     else:
@@ -519,24 +670,27 @@ class Simulator:
             else:
                 await asyncio.sleep(self.step_delay_s * 4)
             if self._cancel_requested:
-                response = self._base(Command.SALE, 2, decline_text(2)) | {"Ticket": ticket, "Amount": amount}
-                await self._send(link, b"".join(glued_frames) + encode_envelope(response))
+                response = self._declined(ticket, amount, 2, decline_text(2))
+                await self._send(link, b"".join(glued_frames) + self._encode(response))
                 await self._finish(link)
                 return
             if kind == "decline":
-                response = self._base(Command.SALE, fault.code, fault.message or decline_text(fault.code)) | {
-                    "Ticket": ticket,
-                    "Amount": amount,
-                }
-                await self._send(link, b"".join(glued_frames) + encode_envelope(response))
+                response = self._declined(ticket, amount, fault.code, fault.message or decline_text(fault.code))
+                await self._send(link, b"".join(glued_frames) + self._encode(response))
                 await self._finish(link)
+                return
+            if kind == "acquirer_busy":
+                self._acquirer = (ticket, amount, fault)
+                self._spawn(self._acquirer_answers(link, ticket, amount, fault))
+                if fault.drop and isinstance(link, _TcpLink):
+                    await link.drop()  # the sale's connection closes; over serial the line just goes quiet
                 return
             charged_amount = amount
             if kind == "different_amount":
                 charged_amount = fault.amount if fault.amount is not None else amount + 1000
             entry = self._charge(ticket, charged_amount)
             if kind in ("receipt_then_silence", "disconnect_after_receipt", "unterminated") and not fault.charged:
-                self.ledger.remove(entry)
+                self._uncharge(entry)
             response = self._sale_response(entry)
             if kind == "receipt_then_silence":
                 return
@@ -565,16 +719,31 @@ class Simulator:
                         real_date=entry.real_date,
                     )
                 )
-                await self._send(link, encode_envelope(self._sale_response(earlier)))
+                await self._send(link, self._encode(self._sale_response(earlier)))
                 if not fault.then_real:
                     return
             if kind == "glued":
-                await self._send(link, b"".join(glued_frames) + encode_envelope(response))
+                await self._send(link, b"".join(glued_frames) + self._encode(response))
                 await self._finish(link)
                 return
             await self._send_final(link, response, fault)
         finally:
             self._sale_in_progress = False
+
+    async def _acquirer_answers(self, link: _Link, ticket: str, amount: int, fault: Fault) -> None:
+        """The acquirer answers after ``delay_s``: the sale is charged (or not) only then."""
+        try:
+            await asyncio.sleep(fault.delay_s)
+        finally:
+            self._acquirer = None
+        if fault.charged:
+            entry = self._charge(ticket, amount)
+            response = self._sale_response(entry)
+        else:
+            response = self._declined(ticket, amount, 7, decline_text(7))
+        log.info("simulador: el adquirente respondió la venta %s (%s)", ticket, "cobrada" if fault.charged else "no")
+        if not link.closed and not fault.drop:
+            await self._send_final(link, response, None)
 
     def _charge(self, ticket: str, amount: int) -> LedgerEntry:
         self._operation_id += 1
@@ -586,13 +755,20 @@ class Simulator:
             card_brand=self._rng.choice(["VI", "MC"]),
             card_type=self._rng.choice(["DB", "CR"]),
             last4=TEST_ACCOUNT_NUMBER[-4:],
-            real_date=datetime.now().replace(microsecond=0).isoformat(),
+            real_date=self._now_local(),
+            batch=self.batch,
         )
         self.ledger.append(entry)
+        self.history.append(entry)
         log.info(
             "simulador: venta aprobada ticket=%s monto=%s autorización=%s", ticket, amount, entry.authorization_code
         )
         return entry
+
+    def _uncharge(self, entry: LedgerEntry) -> None:
+        """The card was not charged after all (a fault that breaks down before the acquirer)."""
+        self.ledger.remove(entry)
+        self.history.remove(entry)
 
     def _find(
         self, *, operation_id: Any = None, authorization_code: Any = None, amount: Any = None
@@ -611,58 +787,117 @@ class Simulator:
         return None
 
     def totals(self) -> dict[str, int]:
-        sales = [e for e in self.ledger if not e.refunded]
-        refunds = [e for e in self.ledger if e.refunded]
+        """The Totals (104) numbers since the last Close, named as the SDK names them. TxCount/TxTotal count the
+        sales still standing; a voided sale moves to CountCancel*/TotalCancel* (and leaves Details)."""
+        out: dict[str, int] = {"TxCount": 0, "TxTotal": 0}
+        for name in TOTALS_PAIRS:
+            out[f"Count{name}"] = 0
+            out[f"Total{name}"] = 0
+        for entry in self.ledger:
+            kind = "Credit" if entry.card_type == "CR" else "Debit"
+            pair = f"Cancel{kind}" if entry.refunded else f"{kind}Sales"
+            out[f"Count{pair}"] += 1
+            out[f"Total{pair}"] += entry.amount
+            if not entry.refunded:
+                out["TxCount"] += 1
+                out["TxTotal"] += entry.amount
+        return out
+
+    def parameters(self) -> dict[str, Any]:
+        """ParameterReport (114): who the terminal is and how it is set up."""
         return {
-            "TotalCount": len(sales),
-            "TotalAmount": sum(e.amount for e in sales),
-            "TotalRefundCount": len(refunds),
-            "TotalRefundAmount": sum(e.amount for e in refunds),
+            "ApplicationName": "POS Integrado",
+            "Version": "caja-simulador-2",
+            "So": "Linux",
+            "EmvModule": "EMV-SIM",
+            "Sn": self.serial_number,
+            "Model": self.model,
+            "CommunicationType": "ETHERNET",
+            "PrimaryIp": "",
+            "SecondIp": "",
+            "Company": "GETNET",
+            "Apn": "",
+            "SimId": "",
+            "SucursalId": "1",
+            "TerminalId": self.terminal_id,
+            "Tip": False,
+            "Ticket": True,
+            "Employee": False,
+            "VoucherAsTicket": False,
+            "Return": True,
+            "IssuerQuotas": False,
+            "MinimumIssuerQuotas": 0,
+            "MaximumIssuerQuotas": 0,
+            "TradeQuotas": False,
+            "MinimumTradeQuotas": 0,
+            "MaximumTradeQuotas": 0,
+            "MinimumAmount": 1,
         }
 
     def _answer(self, command: int, request: dict[str, Any]) -> dict[str, Any]:
-        if command == Command.LAST_VOUCHER:
+        if command in (Command.LAST_VOUCHER, Command.DUPLICATE_OTHERS):
             if not self.ledger:
-                return self._base(command, 12, "Sin transacciones desde el último cierre")
-            return self._sale_response(self.ledger[-1], Command.LAST_VOUCHER) | {"Refunded": self.ledger[-1].refunded}
+                return self._blank(command) | self._base(command, 12, "Sin transacciones desde el último cierre")
+            return self._sale_response(self.ledger[-1], command)
         if command in (Command.REFUND, Command.RETURN):
             if command == Command.REFUND:
                 entry = self._find(operation_id=request.get("OperationId"))
             else:
                 entry = self._find(authorization_code=request.get("AuthorizationCode"), amount=request.get("Amount"))
             if entry is None:
-                return self._base(command, 12, decline_text(12))
+                return self._blank(command) | self._base(command, 12, decline_text(12))
             entry.refunded = True
             log.info("simulador: anulada la venta ticket=%s", entry.ticket)
-            return self._sale_response(entry, command) | {"ResponseMessage": "Anulación aprobada"}
+            return (
+                self._blank(command)
+                | self._base(command, 0, "Anulación aprobada")
+                | {"AuthorizationCode": entry.authorization_code, "OperationId": entry.operation_id, "Success": True}
+            )
         if command == Command.CLOSE:
-            response = self._base(command, 0, "Cierre aprobado") | self.totals()
             self.ledger.clear()
-            return response
+            self.batch += 1
+            self.closes += 1
+            return self._base(command, 0, "Cierre aprobado") | self._identity() | {"Success": True}
         if command == Command.TOTALS:
             return self._base(command, 0, "Aprobado") | self.totals()
         if command == Command.DETAILS:
             return self._base(command, 0, "Aprobado") | {
-                "Details": [self._sale_response(e, Command.DETAILS) | {"Refunded": e.refunded} for e in self.ledger]
+                "SaleDetails": [self._sale_response(e, Command.DETAILS) for e in self.ledger if not e.refunded]
             }
-        if command in (
-            Command.POLL,
-            Command.SET_NORMAL_MODE,
-            Command.DEFAULT_SALE_TYPE,
-            Command.SIM_REPORT,
-            Command.DUPLICATE_OTHERS,
-            Command.SALES_BY_SELLER,
-            Command.TIP_REPORT,
-        ):
+        if command == Command.SALES_BY_SELLER:
+            return self._base(command, 0, "Aprobado") | {
+                "SaleDetails": [
+                    {
+                        "Date": e.real_date,
+                        "EmployeeId": 0,
+                        "Ticket": e.ticket,
+                        "Amount": e.amount,
+                        "Nc": "",
+                        "Tc": "",
+                        "Tx": "",
+                    }
+                    for e in self.ledger
+                    if not e.refunded
+                ]
+            }
+        if command == Command.POLL:
+            return self._base(command, 0, "Aprobado") | {"Connected": True}
+        if command == Command.SET_NORMAL_MODE:
+            return self._base(command, 0, "Aprobado") | {"ChangeToNormalMode": True}
+        if command == Command.DEFAULT_SALE_TYPE:
+            return self._base(command, 0, "Aprobado") | {"SaleType": 0}
+        if command in (Command.SIM_REPORT, Command.TIP_REPORT):
             return self._base(command, 0, "Aprobado")
         if command == Command.PARAMETER_REPORT:
-            return self._base(command, 0, "Aprobado") | {"Version": "caja-simulador-1"}
+            return self._base(command, 0, "Aprobado") | self.parameters()
         return self._base(command or 0, 99, decline_text(99))
 
     # --- control channel (HTTP/1.1 on loopback) -------------------------------------------------------
     def ledger_json(self) -> dict[str, Any]:
         return {
             "ledger": msgspec.to_builtins(self.ledger),
+            "charged": self.charged(),
+            "closes": self.closes,
             "totals": self.totals(),
             "faults": {"next": msgspec.to_builtins(list(self.faults_next)), "run": msgspec.to_builtins(self.fault_run)},
             "commands": self.commands[-50:],
