@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from caja_core import hookimpl, hookspecs
 from caja_core.fallback import FallbackRule, collect_rules
 from caja_core.plugins import call_event, make_plugin_manager, template_dirs
+from caja_core.printing.drivers import BrowserPrinter, PrinterRegistry
 from caja_core.providers import Outcome, OutcomeKind, ProviderRegistry
 from caja_core.testing.fake import ScriptableProvider
 
@@ -65,6 +66,12 @@ class Everything:
         add_provider(ScriptableProvider("otro"))
 
     @hookimpl
+    def register_printers(self, add_printer):
+        printer = BrowserPrinter()
+        printer.id = "otra_impresora"
+        add_printer(printer)
+
+    @hookimpl
     def register_fallback_rules(self, add_rule):
         add_rule(FallbackRule("decline", "Regla del plugin"))
 
@@ -93,6 +100,7 @@ def test_each_hook_reaches_its_core_caller(tmp_path):
     plugin = Everything(tmp_path)
     pm = make_plugin_manager(plugin, load_entrypoints=False)
     assert "otro" in ProviderRegistry.from_plugin_manager(pm).ids()
+    assert "otra_impresora" in [p.id for p in PrinterRegistry.from_plugin_manager(pm).all()]
     assert "Regla del plugin" in [r.description for r in collect_rules(pm)]
     assert pm.hook.select_provider(intent=None, candidates=["otro"], policy=None) == "otro"
     assert plugin.selected == [["otro"]]

@@ -42,3 +42,8 @@ def template_dirs() -> list[str] | None:
 @hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``caja`` command-line group ``cli`` (a click Group)."""
+
+
+@hookspec
+def register_printers(add_printer: Any) -> None:
+    """Register receipt printers (ways to reach a printer) by calling ``add_printer(printer)`` once for each."""

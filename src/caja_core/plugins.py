@@ -31,6 +31,7 @@ DEFAULT_PLUGINS = (
     "caja_core.default_plugins.selection",
     "caja_core.default_plugins.fallback_rules",
     "caja_core.ops.payment_metrics",
+    "caja_core.printing.drivers",
 )
 
 

@@ -4,6 +4,7 @@ from ..audit.models import AuditEvent, Incident
 from ..catalog.models import Category, Product
 from ..jornadas.models import Jornada
 from ..payments.models import AgentCommand, BreakerState, DeviceLease, PaymentAttempt, WebhookEvent
+from ..printing.models import PrintJob
 from ..registers.models import BackupPhone, CashRegister, TicketCounter
 from ..sales.models import Sale, SaleItem
 from ..sessions.models import CashMovement, CashSession, FallbackEvent, SessionTotal
@@ -28,6 +29,7 @@ __all__ = [
     "Incident",
     "Jornada",
     "PaymentAttempt",
+    "PrintJob",
     "Product",
     "Sale",
     "SaleItem",

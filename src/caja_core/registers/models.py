@@ -32,6 +32,8 @@ class CashRegister(Base):
     #: {"terminal": "...", "printer": "...", "drawer": "..."}
     devices: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     fallback_policy: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    #: The receipt printer, drawer and comanda printers (``caja_core.printing.config.PrinterConfig``).
+    printer_config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default="{}")
     #: Category ids this register may sell; null = all.
     allowed_categories: Mapped[list[int] | None] = mapped_column(JSONType, nullable=True)
     agent_token_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
