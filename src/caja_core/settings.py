@@ -7,6 +7,7 @@ and exits with code 2 before anything starts.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from typing import Literal
@@ -54,6 +55,7 @@ class Settings(msgspec.Struct, kw_only=True):
     instance_id: str = msgspec.field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     load_plugins: str | None = None
     trace_plugins: bool = False
+    public_url: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -82,6 +84,7 @@ VARIABLES: dict[str, str] = {
     "CAJA_INSTANCE_ID": "nombre de esta instancia (por defecto host-pid)",
     "CAJA_LOAD_PLUGINS": "plugins a cargar, separados por coma (vacío = solo los incluidos)",
     "CAJA_TRACE_PLUGINS": "1 registra cada llamada a hooks",
+    "CAJA_PUBLIC_URL": "dirección con que los clientes abren su boleta digital (QR), p. ej. https://caja.mi-local.cl",
 }
 
 
@@ -196,6 +199,8 @@ def _check(s: Settings) -> list[str]:
         ZoneInfo(s.timezone)
     except Exception:
         problems.append(f"CAJA_TIMEZONE={s.timezone!r} no es válido: se espera {VARIABLES['CAJA_TIMEZONE']}")
+    if s.public_url is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", s.public_url):
+        problems.append(f"CAJA_PUBLIC_URL={s.public_url!r} no es válido: se espera {VARIABLES['CAJA_PUBLIC_URL']}")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append(f"CAJA_LOG_LEVEL={s.log_level!r} no es válido: se espera {VARIABLES['CAJA_LOG_LEVEL']}")
     return problems

@@ -44,3 +44,16 @@ def qr_svg(data: str) -> str:
     image.save(buf)
     svg = buf.getvalue().decode()
     return svg[svg.index("<svg") :]
+
+
+def barcode_svg(code: str) -> str:
+    """The ticket number as a CODE39 barcode (what the printer prints), as an inline SVG."""
+    import barcode
+    from barcode.writer import SVGWriter
+
+    svg = (
+        barcode.Code39(code, writer=SVGWriter(), add_checksum=False)
+        .render({"module_height": 8, "module_width": 0.25, "quiet_zone": 2, "write_text": False})
+        .decode()
+    )
+    return svg[svg.index("<svg") :]

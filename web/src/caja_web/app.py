@@ -23,6 +23,7 @@ from litestar.template.config import TemplateConfig
 
 from caja_core.db import Database
 from caja_core.plugins import make_plugin_manager, template_dirs
+from caja_core.printing import PrinterRegistry, PrintService
 from caja_core.providers import ProviderRegistry
 from caja_core.settings import Settings, load_settings
 
@@ -61,11 +62,18 @@ def extra_route_handlers() -> list[Any]:
 
 
 def page_route_handlers() -> list[Any]:
-    from . import auth, jornada
+    from . import auth, jornada, printing
     from .admin import routes as admin
     from .pos import routes as pos
 
-    return [*auth.route_handlers, jornada.router, pos.router, *admin.routers]
+    return [
+        *auth.route_handlers,
+        jornada.router,
+        pos.router,
+        *admin.routers,
+        *printing.routers,
+        *printing.route_handlers,
+    ]
 
 
 def make_orchestrator(db: Database, registry: ProviderRegistry, pm: Any, settings: Settings) -> Any | None:
@@ -81,6 +89,22 @@ def make_orchestrator(db: Database, registry: ProviderRegistry, pm: Any, setting
     )
 
 
+def make_print_service(db: Database, registry: ProviderRegistry, pm: Any, settings: Settings) -> PrintService:
+    """Receipts, comandas, reports and the drawer; card sales print through its ``on_payment_event``."""
+    service = PrintService(
+        db,
+        PrinterRegistry.from_plugin_manager(pm),
+        secret_key=settings.secret_key,
+        public_url=settings.public_url,
+        provider_names={p.id: p.name for p in registry.all()},
+    )
+    previous = pm.get_plugin("caja-printing")
+    if previous is not None:  # one listener: the newest app's
+        pm.unregister(previous)
+    pm.register(service, name="caja-printing")
+    return service
+
+
 class CajaWebPlugin(InitPlugin):
     """Wires caja into a Litestar app: state, templates, static files, sessions, CSRF, routes, errors."""
 
@@ -94,6 +118,7 @@ class CajaWebPlugin(InitPlugin):
         self.own_db = own_db
         self.registry = ProviderRegistry.from_plugin_manager(pm)
         self.orchestrator = make_orchestrator(db, self.registry, pm, settings)
+        self.printing = make_print_service(db, self.registry, pm, settings)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         self._configure_state(app_config)
@@ -117,6 +142,7 @@ class CajaWebPlugin(InitPlugin):
                 "pm": self.pm,
                 "registry": self.registry,
                 "orchestrator": self.orchestrator,
+                "printing": self.printing,
                 "login_limiter": LoginLimiter(),
             }
         )
@@ -218,6 +244,7 @@ class CajaWebPlugin(InitPlugin):
         finally:
             if self.orchestrator is not None:
                 await self.orchestrator.stop()
+            await self.printing.stop()
             if self.own_db:
                 await self.db.dispose()
 

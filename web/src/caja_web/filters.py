@@ -46,6 +46,7 @@ ROLE_LABELS = {"admin": "Administrador", "supervisor": "Supervisor", "cashier": 
 INCIDENT_LABELS = {
     "terminal": "Terminal caído",
     "printer": "Impresora",
+    "printer_down": "Impresora caída",
     "network": "Red / internet",
     "double_charge": "Posible doble cobro",
     "double_charge_suspected": "Posible doble cobro",

@@ -24,6 +24,7 @@ from caja_core.venues import service as venues
 
 from ..auth import CASHIER, FORM, requires
 from ..context import Web
+from ..printing import after_movement, after_sale
 from . import cart as carts
 from .cart import Line, PosState
 
@@ -319,6 +320,7 @@ async def courtesy(request: Request, data: Annotated[CourtesyForm, FORM]) -> Res
             courtesy_reason=data.reason,
         )
         await web.venue_call(sales.pay_cash, sale_id=sale.id, cash_received=None, user_id=web.user_id)
+    after_sale(request, sale.id, web.venue_id)
     state.sale_id = sale.id
     carts.save(request, state)
     return await payment_view(web, sale.id)
@@ -376,6 +378,7 @@ async def pay_cash(request: Request, sale_id: FromPath[int], data: Annotated[Cas
     web = Web(request)
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data)):
         await web.venue_call(sales.pay_cash, sale_id=sale_id, cash_received=data.cash_received, user_id=web.user_id)
+    after_sale(request, sale_id, web.venue_id)
     return await payment_view(web, sale_id)
 
 
@@ -517,6 +520,7 @@ async def add_movement(request: Request, data: Annotated[MovementForm, FORM]) ->
             reason=data.reason,
             user_id=web.user_id,
         )
+    after_movement(request, state.session_id, web.venue_id, web.user_id)
     return web.redirect("/caja/movimientos?ok=1")
 
 
