@@ -169,7 +169,7 @@ async def test_browser_printer_opens_a_printable_ticket(cashier, app, setup):
     assert f"/caja/venta/{sale_id}/ticket?imprimir=1" in r.text
     r = await cashier.get(f"/caja/venta/{sale_id}/ticket?imprimir=1")
     assert r.status_code == 200 and 'class="ticket w58"' in r.text and 'data-autoprint="1"' in r.text
-    assert "@page { size: 58mm auto" in r.text and "1 x Cerveza" in r.text
+    assert 'data-paper="58"' in r.text and "1 x Cerveza" in r.text
 
 
 async def test_reports_print_on_the_register_printer(supervisor, app, setup, printer):

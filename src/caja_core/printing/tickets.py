@@ -138,6 +138,11 @@ async def load_sale(s: AsyncSession, venue_id: int, sale_id: int) -> SaleData:
     )
 
 
+def register_label(name: str) -> str:
+    """ "Caja 1" stays "Caja 1"; "Barra" becomes "Caja Barra"."""
+    return name if name.lower().startswith("caja") else f"Caja {name}"
+
+
 def ticket_number(sale_id: int) -> str:
     return f"{sale_id:08d}"
 
@@ -155,7 +160,7 @@ def sale_receipt(
     names = provider_names or {}
     doc = Document(title=f"Ticket venta #{data.sale_id}", paper_width=config.paper_width, cut=config.cut_paper)
     doc.add(data.venue_name, align="center", style="big")
-    doc.add(f"Caja {data.register_name}", align="center")
+    doc.add(register_label(data.register_name), align="center")
     if copy:
         doc.add("*** COPIA ***", align="center", style="big")
     doc.rule()
@@ -214,7 +219,7 @@ def comanda(data: SaleData, route: ComandaRoute, config: PrinterConfig) -> Docum
         return None
     doc = Document(title=f"Comanda {route.name} venta #{data.sale_id}", paper_width=config.paper_width)
     doc.add(f"COMANDA {route.name}", align="center", style="big")
-    doc.add(f"Venta #{data.sale_id} · Caja {data.register_name}", align="center")
+    doc.add(f"Venta #{data.sale_id} · {register_label(data.register_name)}", align="center")
     doc.add(format_local(data.paid_at or data.created_at, data.timezone, "%d-%m-%Y %H:%M"), align="center")
     doc.add(f"Cajero: {data.cashier_name}", align="center")
     doc.rule()

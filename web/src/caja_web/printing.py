@@ -277,7 +277,8 @@ def printer_fields(web: Web, config: PrinterConfig) -> dict[str, list[SettingFie
         hints = typing.get_type_hints(printer.Settings)
         stored = config.settings if config.printer == printer.id else {}
         fields = []
-        for f in msgspec.structs.fields(printer.Settings):
+        common = ("codepage", "check_status", "timeout_s")  # where the printer is comes first
+        for f in sorted(msgspec.structs.fields(printer.Settings), key=lambda f: f.name in common):
             kind, options = _kind(hints.get(f.name, str))
             default = None if f.default is msgspec.NODEFAULT else f.default
             fields.append(

@@ -54,4 +54,11 @@
   document.addEventListener("input", function (ev) {
     if (ev.target.matches && ev.target.matches("input[data-denom]")) sumDenoms(ev.target.form);
   });
+  // The register's printer form: choosing a printer opens its connection settings.
+  document.addEventListener("change", function (ev) {
+    if (!ev.target.matches || !ev.target.matches("#printer-kind")) return;
+    document.querySelectorAll("details.printer-settings").forEach(function (d) {
+      d.open = d.getAttribute("data-printer") === ev.target.value;
+    });
+  });
 })();
