@@ -6,7 +6,7 @@ Idempotent: running it on a database that already has the demo venue changes not
 from __future__ import annotations
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from .catalog import service as catalog
 from .db.engine import Database
@@ -15,7 +15,7 @@ from .jornadas import service as jornadas
 from .plugins import make_plugin_manager
 from .providers import ProviderRegistry
 from .registers import service as registers
-from .registers.models import BackupPhone
+from .registers.models import BackupPhone, CashRegister
 from .users import service as users
 from .venues import service as venues
 from .venues.models import Venue
@@ -139,6 +139,12 @@ async def seed_demo(
                 await registers.create_register(
                     s, venue_id=venue.id, data=data, registry=registry, actor_id=ids["admin"]
                 )
+        # Tickets through the browser (the demo has no printer): "Imprimir ticket" and copies at the POS.
+        await s.execute(
+            update(CashRegister)
+            .where(CashRegister.venue_id == venue.id, CashRegister.register_type != "VIRTUAL")
+            .values(printer_config={"printer": "browser", "name": "Navegador", "paper_width": 80, "auto_print": False})
+        )
         for n in (1, 2):
             s.add(
                 BackupPhone(

@@ -309,9 +309,16 @@ class PrintService:
     async def _plan_sale(self, venue_id: int, sale_id: int) -> list[int]:
         """Create the paid sale's automatic jobs (once each); the ids of those this call must send."""
         async with self.db.session() as s:
+            stored = await s.scalar(
+                select(CashRegister.printer_config)
+                .join(Sale, Sale.register_id == CashRegister.id)
+                .where(Sale.id == sale_id, Sale.venue_id == venue_id)
+            )
+            config = load_config(stored)
+            if not (config.enabled or config.comandas):  # one read for a register that prints nothing
+                return []
             data = await tickets.load_sale(s, venue_id, sale_id)
-            config = load_config(data.printer_config)
-            if data.status != "paid" or not (config.enabled or config.comandas):
+            if data.status != "paid":
                 return []
             session = await s.get(CashSession, data.session_id)
             planned: list[tuple[str, str]] = []
