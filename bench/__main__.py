@@ -36,7 +36,7 @@ def main() -> int:
                     [sys.executable, "-m", f"bench.{name}"], capture_output=True, text=True, cwd=here.parent, check=True
                 )
                 print(out.stdout)
-        except Exception as exc:  # one broken benchmark does not hide the others' numbers
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark does not hide the others' numbers
             failed.append(f"{name}: {exc}")
     if rows:
         print(table(rows))

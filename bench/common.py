@@ -65,7 +65,10 @@ async def rate(fn, seconds: float) -> float:
 def table(rows: list[tuple[str, str, str, str]]) -> str:
     header = ("benchmark", "measured", "baseline", "ratio / goal")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, rows)])
 
 

@@ -28,24 +28,24 @@ async def _session_with_sales(db, st, n: int, register_id: int) -> int:
     batch = []
     for i in range(n):
         batch.append(
-            dict(
-                venue_id=st.venue_id,
-                session_id=sess.id,
-                register_id=register_id,
-                jornada_id=st.jornada_id,
-                cashier_id=st.cashier_id,
-                idempotency_key=f"p3-{n}-{i}",
-                total=3500,
-                status="paid",
-                payment_method="cash",
-                provider_id="cash",
-                paid_via="cash",
-                no_revenue=False,
-                courtesy_reason="",
-                cancel_reason="",
-                created_at=now - timedelta(seconds=n - i),
-                paid_at=now,
-            )
+            {
+                "venue_id": st.venue_id,
+                "session_id": sess.id,
+                "register_id": register_id,
+                "jornada_id": st.jornada_id,
+                "cashier_id": st.cashier_id,
+                "idempotency_key": f"p3-{n}-{i}",
+                "total": 3500,
+                "status": "paid",
+                "payment_method": "cash",
+                "provider_id": "cash",
+                "paid_via": "cash",
+                "no_revenue": False,
+                "courtesy_reason": "",
+                "cancel_reason": "",
+                "created_at": now - timedelta(seconds=n - i),
+                "paid_at": now,
+            }
         )
         if len(batch) == 5000 or i == n - 1:
             async with db.session() as s:

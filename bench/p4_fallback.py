@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Self
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -73,7 +74,7 @@ class Rig:
         self.pm = make_plugin_manager(Providers(self.terminal, manual_provider("celular")), load_entrypoints=False)
         self.registry = ProviderRegistry.from_plugin_manager(self.pm)
 
-    async def __aenter__(self) -> Rig:
+    async def __aenter__(self) -> Self:
         self.setup = await make_setup(
             self.db,
             self.registry,

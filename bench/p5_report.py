@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     results = run(measure(sizes, args.repeats))
     base_n, base_ms = results[0][0], results[0][1]
     rows = []
-    for n, ms, _load, attempts, events in results:
+    for n, ms, *_ in results:
         goal = " (goal < 1 s)" if n == max(sizes) else ""
         rows.append(
             (

@@ -64,6 +64,10 @@ async def caja_start(database_url: str, logs: Path) -> dict[str, float]:
     return {"live": live, "login": login, "rss": ready_rss, "rss_busy": busy_rss}
 
 
+def _median(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+
 async def baseline_start() -> dict[str, float]:
     port = free_port()
     start = time.perf_counter()
@@ -104,8 +108,7 @@ async def measure(repeats: int) -> tuple[dict[str, float], dict[str, float]]:
         for _ in range(repeats):
             base.append(await baseline_start())
             caja.append(await caja_start(scratch.plain_url, logs))
-        median = lambda rows: {k: statistics.median(r[k] for r in rows) for k in rows[0]}  # noqa: E731
-        return median(caja), median(base)
+        return _median(caja), _median(base)
     finally:
         await scratch.drop()
 

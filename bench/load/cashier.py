@@ -146,6 +146,7 @@ class RegisterBook:
     cash: int = 20000
     opened: asyncio.Event = field(default_factory=asyncio.Event)
     done_selling: int = 0
+    selling_changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     movement_seq: int = 0
     miscount: int = 0
 
@@ -214,7 +215,9 @@ class Cashier:
             else:
                 await self.sell()
             await self.think(0.5, 2.0)
-        self.book.done_selling += 1
+        async with self.book.selling_changed:
+            self.book.done_selling += 1
+            self.book.selling_changed.notify_all()
 
     async def sell(self) -> None:
         b = self.browser
@@ -418,8 +421,8 @@ class Cashier:
     async def close_session(self, partners: int, deadline_s: float = 150) -> None:
         """Blind close by denomination, once every cashier of the register stopped selling. Retries while the
         server refuses because a payment is still being resolved; a difference goes to the supervisor."""
-        while self.book.done_selling < partners:
-            await asyncio.sleep(0.5)
+        async with self.book.selling_changed:
+            await self.book.selling_changed.wait_for(lambda: self.book.done_selling >= partners)
         b, book = self.browser, self.book
         await b.until_answered("GET", "/caja/session/close", kind="page")
         counted = book.cash - book.miscount

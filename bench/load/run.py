@@ -68,7 +68,10 @@ class LoadResult:
         values = sorted(v for k in kinds for v in self.stats.latencies.get(k, []))
         if not values:
             return (0.0, 0.0, 0.0)
-        q = lambda p: values[min(len(values) - 1, int(p * len(values)))] * 1000  # noqa: E731
+
+        def q(p: float) -> float:
+            return values[min(len(values) - 1, int(p * len(values)))] * 1000
+
         return (q(0.5), q(0.95), q(0.99))
 
     def summary(self) -> str:
@@ -89,8 +92,7 @@ class LoadResult:
             f"  refusals shown to cashiers: {dict(sorted(st.refusals.items()))}",
             f"  requests {st.requests} ({st.requests / max(self.elapsed_s, 1):.0f}/s); no answer {st.lost}; "
             f"statuses {dict(sorted(st.statuses.items()))}",
-            "  latency ms p50/p95/p99: pages and forms %.0f/%.0f/%.0f; progress poll %.0f/%.0f/%.0f"
-            % (
+            "  latency ms p50/p95/p99: pages and forms {:.0f}/{:.0f}/{:.0f}; progress poll {:.0f}/{:.0f}/{:.0f}".format(
                 *self.latency(
                     (
                         "item",

@@ -279,23 +279,24 @@ class Terminals:
 
     def start(self) -> list[Terminal]:
         root = Path(__file__).resolve().parents[2]
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.load.terminals",
-                "--count",
-                str(self.count),
-                "--step-delay",
-                str(self.step_delay_s),
-                "--seed",
-                str(self.seed),
-            ],
-            cwd=root,
-            stdout=subprocess.PIPE,
-            stderr=open(self.log_dir / "terminals.log", "wb"),
-            text=True,
-        )
+        with open(self.log_dir / "terminals.log", "wb") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.load.terminals",
+                    "--count",
+                    str(self.count),
+                    "--step-delay",
+                    str(self.step_delay_s),
+                    "--seed",
+                    str(self.seed),
+                ],
+                cwd=root,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             line = line.strip()
@@ -355,13 +356,14 @@ class Instance:
 
     def start(self) -> None:
         self.starts += 1
-        self.proc = subprocess.Popen(
-            [_venv_bin("caja"), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.log_path, "ab"),
-            start_new_session=True,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [_venv_bin("caja"), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
 
     async def wait_ready(self, timeout_s: float = 60) -> float:
         start = time.monotonic()

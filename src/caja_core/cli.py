@@ -15,7 +15,7 @@ from .errors import CajaError
 class CajaGroup(click.Group):
     """A click group whose usage errors and domain errors are one line and exit code 2."""
 
-    def main(self, *args, **kwargs):  # type: ignore[override]
+    def main(self, *args, **kwargs):
         kwargs.setdefault("standalone_mode", False)
         try:
             return super().main(*args, **kwargs)

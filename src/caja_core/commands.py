@@ -18,10 +18,10 @@ from .settings import VARIABLES, Settings, settings_or_exit
 
 
 def _settings(database_url: str | None = None) -> Settings:
-    return settings_or_exit(**({"database_url": database_url} if database_url else {}))
+    return settings_or_exit(database_url=database_url or None)
 
 
-def _fmt_size(size: int) -> str:
+def _fmt_size(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1024 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -81,11 +81,11 @@ def _current_or_fail(url: str) -> str | None:
 
 def _database_exists(settings: Settings) -> bool:
     if settings.is_sqlite:
-        from .ops.backups import _sqlite_path
+        from .ops.backups import BackupFailed, _sqlite_path
 
         try:
             return _sqlite_path(settings.database_url).exists()
-        except Exception:  # noqa: BLE001 - in-memory
+        except BackupFailed:  # in-memory
             return False
     return True
 
@@ -142,7 +142,7 @@ def db_upgrade(revision: str, no_backup: bool) -> None:
         _sqlite_path(settings.database_url).parent.mkdir(parents=True, exist_ok=True)
     try:
         migrate.upgrade(settings.database_url, revision)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - whatever the migration raised: one clear line
         raise click.ClickException(f"La migración falló: {type(exc).__name__}: {exc}") from None
     click.echo(f"Esquema migrado: {current or '(vacía)'} → {_current_or_fail(settings.database_url)}.")
 
@@ -165,7 +165,7 @@ def db_downgrade(revision: str, no_backup: bool) -> None:
         _pre_migration_backup(settings, current, "pre-downgrade")
     try:
         migrate.downgrade(settings.database_url, revision)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - whatever the migration raised: one clear line
         raise click.ClickException(f"No se pudo revertir a {revision}: {type(exc).__name__}: {exc}") from None
     click.echo(f"Esquema revertido: {current} → {_current_or_fail(settings.database_url) or '(vacía)'}.")
 

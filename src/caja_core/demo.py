@@ -92,7 +92,7 @@ async def seed_demo(
                 await catalog.create_product(
                     s, venue_id=venue.id, category_id=cat.id, name=name, price=price, sort_order=n
                 )
-        for port_offset, (code, name, rtype, location, methods) in enumerate(DEMO_REGISTERS):
+        for code, name, rtype, location, methods in DEMO_REGISTERS:
             primary = "getnet" if "getnet" in registry else None
             backup = "klap" if ("klap" in registry and rtype != "VIRTUAL") else None
             if rtype == "VIRTUAL":

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
@@ -157,11 +157,17 @@ class ProviderContext(msgspec.Struct, frozen=True, kw_only=True):
 class PaymentProvider(Protocol):
     """What a payment plugin implements. See plugins/README.md for the contract of each method."""
 
-    id: ClassVar[str] | str
-    name: ClassVar[str] | str
-    Settings: ClassVar[type[msgspec.Struct]] | type[msgspec.Struct]
-    capabilities: ClassVar[frozenset[Capability]] | frozenset[Capability]
-    min_amount: ClassVar[int] | int
+    # Read-only for the core: a provider may define them as class attributes, instance attributes or properties.
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def Settings(self) -> type[msgspec.Struct]: ...
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
+    @property
+    def min_amount(self) -> int: ...
 
     def device_key(self, settings: Any, register_code: str) -> str: ...
 

@@ -6,11 +6,13 @@ and exits with code 2 before anything starts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 from collections.abc import Mapping
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -129,11 +131,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     if problems:
         # Report the type errors and whatever else can be checked on the values that did parse.
-        partial = {k: v for k, v in raw.items()}
-        try:
-            problems.extend(_check(msgspec.convert(partial, Settings, strict=False)))
-        except msgspec.ValidationError:
-            pass
+        with contextlib.suppress(msgspec.ValidationError):
+            problems.extend(_check(msgspec.convert(raw, Settings, strict=False)))
         raise SettingsError(problems)
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
@@ -194,10 +193,8 @@ def _check(s: Settings) -> list[str]:
     if s.env == "production" and not s.secure_cookies:
         problems.append("CAJA_SECURE_COOKIES debe ser 1 en producción (la app se sirve detrás de HTTPS)")
     try:
-        from zoneinfo import ZoneInfo
-
         ZoneInfo(s.timezone)
-    except Exception:
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         problems.append(f"CAJA_TIMEZONE={s.timezone!r} no es válido: se espera {VARIABLES['CAJA_TIMEZONE']}")
     if s.public_url is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", s.public_url):
         problems.append(f"CAJA_PUBLIC_URL={s.public_url!r} no es válido: se espera {VARIABLES['CAJA_PUBLIC_URL']}")

@@ -41,10 +41,10 @@ async def other_instance(pg_db, pg_url, tmp_path):
             "CAJA_LOG_LEVEL": "WARNING",
         }
     )
-    log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen(
-        [CAJA, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=tmp_path, stdout=log, stderr=log
-    )
+    with open(tmp_path / "serve.log", "wb") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [CAJA, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=tmp_path, stdout=log, stderr=log
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     async with httpx.AsyncClient(base_url=url, timeout=15) as client:

@@ -38,12 +38,12 @@ async def test_repeated_submit_returns_the_first_sale(any_db, setup):
 @pytest.mark.parametrize(
     "item,field",
     [
-        (dict(product_id=None, name="Libre", unit_price=-5, free_reason="motivo"), "unit_price"),
-        (dict(product_id=None, name="Libre", unit_price=10.5, free_reason="motivo"), "unit_price"),
-        (dict(product_id=None, name="Libre", unit_price=10**9, free_reason="motivo"), "unit_price"),
-        (dict(product_id=None, name="Libre", unit_price=1000, free_reason=""), "free_reason"),
-        (dict(product_id=999999, quantity=1), "product_id"),
-        (dict(product_id=0, quantity=0), "quantity"),
+        ({"product_id": None, "name": "Libre", "unit_price": -5, "free_reason": "motivo"}, "unit_price"),
+        ({"product_id": None, "name": "Libre", "unit_price": 10.5, "free_reason": "motivo"}, "unit_price"),
+        ({"product_id": None, "name": "Libre", "unit_price": 10**9, "free_reason": "motivo"}, "unit_price"),
+        ({"product_id": None, "name": "Libre", "unit_price": 1000, "free_reason": ""}, "free_reason"),
+        ({"product_id": 999999, "quantity": 1}, "product_id"),
+        ({"product_id": 0, "quantity": 0}, "quantity"),
     ],
 )
 async def test_bad_lines_are_rejected_and_nothing_is_written(sqlite_db, sqlite_setup, item, field):

@@ -84,7 +84,7 @@ async def test_bad_input_and_duplicates_are_refused(any_db):
 
 
 async def test_session_cannot_open_without_the_policys_backup_phones(any_db):
-    setup, registry = await klap_setup(any_db, phones=1)  # HUMANA: the policy asks for 2
+    setup, _registry = await klap_setup(any_db, phones=1)  # HUMANA: the policy asks for 2
     with pytest.raises(Conflict) as err:
         await open_session(any_db, setup)
     assert err.value.code == "session.backup_phones_missing" and "2" in err.value.message

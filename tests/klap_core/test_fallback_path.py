@@ -26,7 +26,7 @@ from caja_getnet.provider import GetnetProvider
 from caja_getnet.simulator import Simulator
 from caja_klap.provider import KlapProvider
 
-FAST_GETNET = dict(receipt_timeout_s=0.5, sale_timeout_s=2.0, short_timeout_s=1.0, other_timeout_s=2.0)
+FAST_GETNET = {"receipt_timeout_s": 0.5, "sale_timeout_s": 2.0, "short_timeout_s": 1.0, "other_timeout_s": 2.0}
 
 
 class Providers:

@@ -37,7 +37,7 @@ def report(*rows: tuple[int, str, str], days_ago: int = 0) -> bytes:
 @pytest.fixture
 async def night(any_db):
     """A jornada with three manual KLAP payments confirmed by the cashier."""
-    setup, registry = await klap_setup(any_db)
+    setup, _registry = await klap_setup(any_db)
     session_id = await open_session(any_db, setup)
     attempts = []
     for product, auth, last4 in (
@@ -115,7 +115,7 @@ async def test_matched_attempts_are_verified_and_the_rest_become_jornada_inciden
 
 
 async def test_same_code_other_amount_is_not_a_match_and_the_incident_says_why(night):
-    db, setup, (piscola, cerveza, agua) = night
+    db, setup, (_piscola, _cerveza, agua) = night
     result = await _apply(
         db, setup, report((6000, "A1B2C3", "4242"), (3500, "D4E5F6", "1111"), (2500, "G7H8J9", "5555"))
     )
@@ -140,14 +140,14 @@ async def test_a_report_with_bad_rows_changes_nothing(night):
 
 
 async def test_rows_from_other_nights_are_ignored(night):
-    db, setup, attempts = night
+    db, setup, _attempts = night
     result = await _apply(db, setup, report((6000, "A1B2C3", "4242"), days_ago=6))
     assert result.outside_jornada == [2] and result.unmatched_rows == []
     assert [i.kind for i in await _incidents(db, setup)] == ["klap_unmatched_attempt"] * 3
 
 
 async def test_only_supervisors_verify_and_only_their_venue(night):
-    db, setup, (piscola, cerveza, agua) = night
+    db, setup, (piscola, _cerveza, _agua) = night
     with pytest.raises(Forbidden):
         await _apply(db, setup, report((6000, "A1B2C3", "4242")), user_id=setup.cashier_id)
     other, _ = await klap_setup(db, slug="otro")

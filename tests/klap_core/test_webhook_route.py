@@ -46,7 +46,9 @@ async def served(any_db):
     app = Litestar(route_handlers=route_handlers, state=State({"db": any_db, "registry": registry}))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 10
     while not server.started:
+        assert time.monotonic() < deadline and not task.done(), "uvicorn no arrancó"
         await asyncio.sleep(0.01)
     yield any_db, setup, klap_api, KlapSettings(**raw)
     server.should_exit = True
@@ -126,7 +128,9 @@ async def test_the_full_web_app_accepts_klap_webhooks_without_login_or_csrf(any_
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
         task = asyncio.create_task(server.serve())
         try:
+            deadline = time.monotonic() + 10
             while not server.started:
+                assert time.monotonic() < deadline and not task.done(), "uvicorn no arrancó"
                 await asyncio.sleep(0.01)
             session_id = await open_session(any_db, setup)
             sale_id, total = await new_sale(any_db, setup, session_id, "Agua")

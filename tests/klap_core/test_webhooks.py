@@ -132,7 +132,7 @@ async def test_concurrent_deliveries_apply_once(shop):
     payload = shop.server.pay(order_id)
     replies = await asyncio.gather(*(shop.deliver(payload) for _ in range(4)))
     assert all(r.status_code == 200 for r in replies)
-    attempt, sale, session, events = await _state(shop.db, attempt_id, sale_id, shop.session_id)
+    _attempt, sale, session, events = await _state(shop.db, attempt_id, sale_id, shop.session_id)
     assert sale.status == "paid" and session.ticket_count == 1 and len(events) == 1
 
 
@@ -172,7 +172,7 @@ async def test_answered_quickly_while_the_database_is_slow(shop):
 
 
 async def test_unknown_reference_is_rejected_with_an_alert(shop):
-    sale_id, attempt_id, order_id = await shop.checkout_attempt()
+    sale_id, attempt_id, _order_id = await shop.checkout_attempt()
     payload = {
         "order_id": "KLAP-404404",
         "reference_id": "999999",
@@ -273,7 +273,7 @@ async def test_malformed_and_unknown_provider(shop):
 
 
 async def test_a_full_card_number_in_a_notice_is_never_stored(shop, caplog):
-    sale_id, attempt_id, order_id = await shop.checkout_attempt()
+    _sale_id, attempt_id, order_id = await shop.checkout_attempt()
     payload = shop.server.pay(order_id)
     payload["last_digits"] = "4111111111111111"
     payload["card_number"] = "4111 1111 1111 1111"

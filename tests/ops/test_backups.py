@@ -15,6 +15,7 @@ from caja_core.db.engine import Database
 from caja_core.errors import Conflict
 from caja_core.ops import metrics
 from caja_core.ops.backups import (
+    BackupFailed,
     BackupManifest,
     BackupScheduler,
     apply_retention,
@@ -238,7 +239,7 @@ async def test_scheduler_backs_up_verifies_and_reports_failures(any_db, tmp_path
     broken = BackupScheduler(
         "sqlite:///" + str(tmp_path / "missing" / "nothing.db"), tmp_path / "other", interval_s=60, workers=workers
     )
-    with pytest.raises(Exception):
+    with pytest.raises(BackupFailed):
         await broken.run_once()
     status = backup_status(tmp_path / "other")
     assert status.status == "failed" and "No existe la base" in status.last_error

@@ -63,7 +63,7 @@ def test_reads_breaker_rows_and_register_objects():
             self.state = state
 
     class Reg:
-        payment_methods = ["cash", "card"]
+        payment_methods = ("cash", "card")
         primary_provider = "getnet"
         backup_provider = "klap"
         policy = FallbackPolicy(offline_methods=["backup"])

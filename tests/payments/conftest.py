@@ -24,15 +24,15 @@ from caja_core.sessions import service as sessions
 from caja_core.testing.factories import make_setup
 from caja_core.testing.fake import ScriptableProvider, manual_provider
 
-TEST_POLICY = dict(
-    max_wait_s=5,
-    triggers=["unavailable", "transport_error", "timeout", "decline"],
-    decline_codes=["51"],
-    breaker_failures=3,
-    breaker_window_s=60,
-    breaker_cooldown_s=10,
-    backup_phones_required=1,
-)
+TEST_POLICY = {
+    "max_wait_s": 5,
+    "triggers": ["unavailable", "transport_error", "timeout", "decline"],
+    "decline_codes": ["51"],
+    "breaker_failures": 3,
+    "breaker_window_s": 60,
+    "breaker_cooldown_s": 10,
+    "backup_phones_required": 1,
+}
 
 
 class JumpClock(Clock):
@@ -83,18 +83,18 @@ class Env:
         self.orchestrators: list[PaymentOrchestrator] = []
 
     async def orchestrator(self, instance_id: str = "inst-1", **kw) -> PaymentOrchestrator:
-        options = dict(
-            clock=self.clock,
-            instance_id=instance_id,
-            tick_s=0.01,
-            worker_interval_s=0.05,
-            cancel_timeout_s=1.0,
-            cancel_grace_s=0.2,
-            status_timeout_s=1.0,
-            health_timeout_s=1.0,
-            reconcile_backoff_s=(0.05, 0.2),
-            remote_cancel_check_s=0.05,
-        )
+        options = {
+            "clock": self.clock,
+            "instance_id": instance_id,
+            "tick_s": 0.01,
+            "worker_interval_s": 0.05,
+            "cancel_timeout_s": 1.0,
+            "cancel_grace_s": 0.2,
+            "status_timeout_s": 1.0,
+            "health_timeout_s": 1.0,
+            "reconcile_backoff_s": (0.05, 0.2),
+            "remote_cancel_check_s": 0.05,
+        }
         options.update(kw)
         orch = PaymentOrchestrator(self.db, self.registry, self.pm, **options)
         await orch.start()

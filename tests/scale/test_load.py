@@ -13,7 +13,7 @@ from bench.load.run import LoadConfig, run_load
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-SHORT = dict(cashiers=16, registers=8, duration_s=60.0)
+SHORT = {"cashiers": 16, "registers": 8, "duration_s": 60.0}
 
 
 def assert_night_held(result) -> None:

@@ -87,10 +87,10 @@ def served(tmp_path_factory) -> tuple[str, str]:
     )
     agent_token = asyncio.run(_agent_token(folder / "demo.db"))
     port = free_port()
-    log = open(folder / "serve.log", "wb")
-    proc = subprocess.Popen(
-        [caja, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=folder, stdout=log, stderr=log
-    )
+    with open(folder / "serve.log", "wb") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [caja, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=folder, stdout=log, stderr=log
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -112,27 +112,29 @@ def fuzz(schema, base_url: str, headers_for, examples: int) -> list[str]:
     failures: list[str] = []
     for result in schema.get_all_operations():
         operation = result.ok()
-        headers = headers_for(operation.path)
-
-        @hypothesis.settings(
-            max_examples=examples,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
-            phases=[hypothesis.Phase.generate],
-        )
-        @hypothesis.given(case=operation.as_strategy())
-        def run(case) -> None:
-            if operation.path.endswith("/commands/next"):
-                case.query = {**(case.query or {}), "wait": 0}  # a long poll (25 s by default): answer at once
-            case.call_and_validate(base_url=base_url, checks=CHECKS, headers=headers)
-
         try:
-            run()
+            fuzz_operation(operation, base_url, headers_for(operation.path), examples)
         except Exception as exc:  # noqa: BLE001 - collect every operation's failure, then report them all
             failures.append(f"{operation.label}: {str(exc)[:600]}")
     return failures
+
+
+def fuzz_operation(operation, base_url: str, headers: dict[str, str], examples: int) -> None:
+    @hypothesis.settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        phases=[hypothesis.Phase.generate],
+    )
+    @hypothesis.given(case=operation.as_strategy())
+    def run(case) -> None:
+        if operation.path.endswith("/commands/next"):
+            case.query = {**(case.query or {}), "wait": 0}  # a long poll (25 s by default): answer at once
+        case.call_and_validate(base_url=base_url, checks=CHECKS, headers=headers)
+
+    run()
 
 
 def test_published_schema_documents_the_json_api_and_no_html_page(served):

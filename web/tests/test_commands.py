@@ -14,7 +14,7 @@ CAJA = [sys.executable, "-c", "from caja_core.cli import main; main()"]
 
 def run(*args, env=None, timeout=60):
     return subprocess.run(
-        [*CAJA, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        [*CAJA, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False
     )
 
 
@@ -51,7 +51,9 @@ def test_serve_answers_http(tmp_path, sqlite_url):
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError(proc.stderr.read().decode() if proc.poll() is not None else "sin respuesta")
+                    raise AssertionError(
+                        proc.stderr.read().decode() if proc.poll() is not None else "sin respuesta"
+                    ) from None
                 time.sleep(0.2)
         assert "Ingresar" in body and "/static/vendor/htmx.min.js" in body
         assert any(c.startswith("caja_csrf=") and "HttpOnly" in c for c in cookies)

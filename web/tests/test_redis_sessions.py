@@ -24,7 +24,10 @@ def redis_url():
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
-    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
+    while (
+        subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False).stdout.strip()
+        != b"PONG"
+    ):
         assert time.monotonic() < deadline and proc.poll() is None, "redis-server no arrancó"
         time.sleep(0.05)
     yield f"redis://127.0.0.1:{port}/0"
@@ -45,7 +48,7 @@ async def test_two_instances_share_sessions_through_redis(redis_url, sqlite_url,
         await web.login("admin", venue_id=setup.venue_id)
         key = first.cookies.get("caja_session")
         port = redis_url.rsplit(":", 1)[1].split("/")[0]
-        keys = subprocess.run(["redis-cli", "-p", port, "--scan"], capture_output=True, text=True).stdout
+        keys = subprocess.run(["redis-cli", "-p", port, "--scan"], capture_output=True, text=True, check=True).stdout
         assert key in keys
         second.cookies.set("caja_session", key)
         r = await second.get("/admin/cajas/", follow_redirects=False)

@@ -11,7 +11,7 @@ from caja_getnet.provider import GetnetProvider, GetnetSettings
 from caja_getnet.simulator import Simulator
 
 # Short deadlines so faults resolve in well under a second or two.
-FAST = dict(receipt_timeout_s=1.0, sale_timeout_s=2.0, short_timeout_s=1.0, other_timeout_s=2.0)
+FAST = {"receipt_timeout_s": 1.0, "sale_timeout_s": 2.0, "short_timeout_s": 1.0, "other_timeout_s": 2.0}
 
 _tickets = itertools.count(1)
 

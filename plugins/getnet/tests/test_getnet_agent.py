@@ -4,6 +4,7 @@ speaking the agent API and a simulated terminal on a pseudo-terminal (kill -9 mi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -34,7 +35,7 @@ def agent_ctx(sim, fast) -> tuple[ProviderContext, InProcessAgentChannel]:
 async def test_provider_through_an_agent_approves_and_never_sees_the_card_number(
     make_request, fast, sim, provider, progress
 ):
-    ctx, channel = agent_ctx(sim, fast)
+    ctx, _channel = agent_ctx(sim, fast)
     settings = GetnetSettings(connection="agent", **fast)
     assert provider.device_key(settings, "CAJA1") == "getnet:agent:CAJA1"
     request = make_request(amount=2200)
@@ -47,7 +48,7 @@ async def test_provider_through_an_agent_approves_and_never_sees_the_card_number
 
 
 async def test_provider_through_an_agent_maps_faults(make_request, fast, sim, provider, progress):
-    ctx, channel = agent_ctx(sim, fast)
+    ctx, _channel = agent_ctx(sim, fast)
     settings = GetnetSettings(connection="agent", **fast)
     sim.add_fault(Fault(kind="no_receipt"))
     assert (await provider.charge(make_request(), settings, ctx, progress)).kind is OutcomeKind.UNAVAILABLE
@@ -152,10 +153,8 @@ class AgentApiServer:
                 if remaining <= 0:
                     return 204, None
                 self._new.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._new.wait(), min(remaining, 0.2))
-                except TimeoutError:
-                    pass
         data = json.loads(body or b"{}")
         if method == "POST" and path == "/api/agent/v1/heartbeat":
             self.heartbeats.append(data)

@@ -25,7 +25,7 @@ async def run_caja(*args: str, timeout: float = 20) -> tuple[int, str, str]:
 
 
 def tcp_arg(sim) -> str:
-    return "%s:%s" % sim.tcp_address
+    return "{}:{}".format(*sim.tcp_address)
 
 
 async def test_sale_approved_prints_the_answer_and_exits_0(sim):

@@ -15,7 +15,7 @@ from caja_getnet.provider import GetnetProvider, GetnetSettings
 from caja_getnet.simulator import Fault, Simulator
 from caja_getnet.transport import TcpTransport
 
-SHORT = dict(receipt_timeout_s=1.0, sale_timeout_s=1.5, short_timeout_s=1.0, other_timeout_s=2.0)
+SHORT = {"receipt_timeout_s": 1.0, "sale_timeout_s": 1.5, "short_timeout_s": 1.0, "other_timeout_s": 2.0}
 
 
 class _GetnetConformance(ProviderConformance):

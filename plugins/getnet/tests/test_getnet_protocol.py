@@ -86,7 +86,7 @@ def test_an_unterminated_object_is_bounded_in_memory_and_the_stream_recovers():
     for _ in range(50):
         assert reader.feed(b"A" * 1000) == []
         assert reader.pending <= 10_000
-    assert [parse_message(f) for f in reader.feed(encode_envelope(SALE_RESPONSE))][0].data == SALE_RESPONSE
+    assert next(parse_message(f) for f in reader.feed(encode_envelope(SALE_RESPONSE))).data == SALE_RESPONSE
 
 
 def test_deadlines_per_command():

@@ -31,6 +31,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..clock import SYSTEM_CLOCK, Clock
+from ..db.engine import rowcount
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..ops.logging import luhn_ok
 from ..payments.models import AgentCommand, PaymentAttempt
@@ -241,7 +242,7 @@ async def claim_next(
             .where(AgentCommand.id == command.id, AgentCommand.status == QUEUED)
             .values(status=DELIVERED, delivered_at=now)
         )
-        if taken.rowcount == 1:
+        if rowcount(taken) == 1:
             return _out(command, now)
     delivered = (
         await s.execute(
@@ -266,7 +267,7 @@ async def claim_next(
             )
             .values(delivered_at=now)
         )
-        if taken.rowcount == 1:
+        if rowcount(taken) == 1:
             log.info("agent command %s handed out again (no result since its delivery)", command.id)
             return _out(command, now)
     return None
@@ -495,7 +496,7 @@ class DbAgentChannel:
                 register_id=self.register_id,
                 attempt_id=attempt_id,
                 payload=dict(command),
-                deadline_s=max(1, int(round(deadline_s))),
+                deadline_s=max(1, round(deadline_s)),
                 status=QUEUED,
                 created_at=self.clock.now(),
             )
@@ -524,7 +525,7 @@ class DbAgentChannel:
                 .where(AgentCommand.id == command_id, AgentCommand.status == from_status)
                 .values(status=EXPIRED)
             )
-            return done.rowcount == 1
+            return rowcount(done) == 1
 
     @staticmethod
     async def _emit(raw: str, seen: int, progress: Callable[[Progress], Awaitable[None]] | None) -> int:
@@ -546,7 +547,7 @@ async def prune(s: AsyncSession, register_id: int, *, before: datetime) -> int:
             AgentCommand.created_at < before,
         )
     )
-    return done.rowcount or 0
+    return rowcount(done)
 
 
 def uses_agent(provider_settings: dict[str, Any] | None) -> bool:

@@ -3,9 +3,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import CursorResult, Engine, Result, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -20,6 +21,11 @@ def normalise_url(url: str) -> str:
     if url.startswith("sqlite:///") or url == "sqlite://":
         url = "sqlite+aiosqlite" + url[len("sqlite") :]
     return url
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an executed INSERT, UPDATE or DELETE matched (its result is a ``CursorResult``)."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:

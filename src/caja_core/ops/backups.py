@@ -28,7 +28,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -262,11 +262,13 @@ async def create_backup(
 ) -> BackupManifest:
     """Back up the database at ``database_url`` into ``backup_dir`` and write its manifest."""
     folder = Path(backup_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     now = now or utcnow()
     backup_id = _new_id(now)
     started = time.monotonic()
     dialect = _dialect(database_url)
+    fmt: Literal["sqlite", "pg_custom"]
+    db_kind: Literal["sqlite", "postgresql"]
     if dialect == "sqlite":
         source = _sqlite_path(database_url)
         final = folder / f"{backup_id}.sqlite3"
@@ -694,6 +696,11 @@ def backup_status(backup_dir: str | Path, *, now: datetime | None = None, max_ag
 # ----------------------------------------------------------------------------------------- scheduler
 
 
+def _open_lock_file(path: Path) -> IO[str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "w")
+
+
 class BackupScheduler:
     """The in-process backup job: every ``interval_s`` a backup, its verification and the retention.
 
@@ -736,12 +743,12 @@ class BackupScheduler:
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> BackupScheduler:
-        kwargs = dict(
-            interval_s=settings.backup_interval_hours * 3600,
-            keep_daily=settings.backup_keep_daily,
-            keep_weekly=settings.backup_keep_weekly,
-            timezone_name=settings.timezone,
-        )
+        kwargs = {
+            "interval_s": settings.backup_interval_hours * 3600,
+            "keep_daily": settings.backup_keep_daily,
+            "keep_weekly": settings.backup_keep_weekly,
+            "timezone_name": settings.timezone,
+        }
         kwargs.update(overrides)
         return cls(settings.database_url, settings.backup_dir, **kwargs)
 
@@ -789,8 +796,7 @@ class BackupScheduler:
         if _dialect(self.database_url) != "postgresql":
             import fcntl
 
-            self.backup_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.backup_dir / ".scheduler.lock", "w") as lock:
+            with await asyncio.to_thread(_open_lock_file, self.backup_dir / ".scheduler.lock") as lock:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -823,10 +829,8 @@ class BackupScheduler:
             except Exception as exc:  # noqa: BLE001 - reported, the loop carries on
                 error = exc.message if isinstance(exc, CajaError) else f"{type(exc).__name__}: {exc}"
             self.workers.beat(self.WORKER, error=error)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.check_every_s)
-            except TimeoutError:
-                pass
 
     async def start(self) -> None:
         if self._task is None:

@@ -50,10 +50,7 @@ def _policy(register: Any) -> FallbackPolicy:
 def _breaker_values(breaker_states: Mapping[str, Any] | Iterable[Any] | None) -> list[str]:
     if not breaker_states:
         return []
-    if isinstance(breaker_states, Mapping):
-        values = breaker_states.values()
-    else:
-        values = breaker_states
+    values: Iterable[Any] = breaker_states.values() if isinstance(breaker_states, Mapping) else breaker_states
     states = []
     for value in values:
         states.append(value if isinstance(value, str) else str(_get(value, "state", "closed")))
@@ -101,7 +98,7 @@ def allowed_methods(
             message="",
         )
 
-    allowed = [m for m in available if m in policy.offline_methods]
+    allowed: list[str] = [m for m in available if m in policy.offline_methods]
     if not primary_up and "card" in allowed:
         allowed.remove("card")
     names = {"cash": "efectivo", "card": "tarjeta", "backup": "celular de respaldo"}
@@ -139,4 +136,4 @@ async def register_state(s: Any, *, venue_id: int, register_id: int) -> Continge
             select(BreakerState.device_key, BreakerState.state).where(BreakerState.register_id == register_id)
         )
     ).all()
-    return allowed_methods(register, {key: state for key, state in rows}, db_ok=True)
+    return allowed_methods(register, dict(rows), db_ok=True)

@@ -15,6 +15,7 @@ The report never contains a secret: no URLs, tokens or provider settings, only s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from datetime import datetime
 from importlib import metadata as importlib_metadata
@@ -135,10 +136,8 @@ async def ping_redis(url: str, *, timeout_s: float = 2.0) -> bool:
         return False
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(OSError):
             await writer.wait_closed()
-        except OSError:
-            pass
 
 
 async def _database(db: Database, timeout_s: float) -> str | None:
@@ -281,7 +280,7 @@ async def check_health(
     if db_ok:
         try:
             registers, breakers = await _registers(db, timeout_s)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the report says so instead of failing
             result.flag("error", f"No se pudieron leer las cajas ({type(exc).__name__}).")
             registers, breakers = [], {}
         installed = set(provider_ids) if provider_ids is not None else None
@@ -289,7 +288,7 @@ async def check_health(
         for register in registers:
             key = register.code if len({r.venue_id for r in registers}) == 1 else f"{register.venue_id}:{register.code}"
             reg_breakers = breakers.get(register.id, {})
-            state = allowed_methods(register, reg_breakers, db_ok=True)
+            mode = allowed_methods(register, reg_breakers, db_ok=True)
             providers: dict[str, Any] = {}
             for role in ("primary", "backup"):
                 pid = getattr(register, f"{role}_provider")
@@ -317,8 +316,8 @@ async def check_health(
                         agent["status"] = "ok"
             register_report[key] = {
                 "operational_status": register.operational_status,
-                "mode": state.mode,
-                "allowed_methods": state.allowed_methods,
+                "mode": mode.mode,
+                "allowed_methods": mode.allowed_methods,
                 "providers": providers,
                 "breakers": dict(sorted(reg_breakers.items())),
                 "agent": agent,

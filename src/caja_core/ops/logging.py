@@ -31,7 +31,12 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("caja_request_id", default=None)
 VENUE_ID: ContextVar[int | None] = ContextVar("caja_venue_id", default=None)
 REGISTER_ID: ContextVar[int | None] = ContextVar("caja_register_id", default=None)
 ATTEMPT_ID: ContextVar[int | None] = ContextVar("caja_attempt_id", default=None)
-_CONTEXT = {"request_id": REQUEST_ID, "venue_id": VENUE_ID, "register_id": REGISTER_ID, "attempt_id": ATTEMPT_ID}
+_CONTEXT: dict[str, ContextVar[Any]] = {
+    "request_id": REQUEST_ID,
+    "venue_id": VENUE_ID,
+    "register_id": REGISTER_ID,
+    "attempt_id": ATTEMPT_ID,
+}
 
 MASK = "***"
 #: Card fields, masked whatever their value looks like.

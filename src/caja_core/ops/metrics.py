@@ -12,6 +12,7 @@ Two kinds of series:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from datetime import datetime
 from typing import Any
@@ -182,10 +183,8 @@ async def collect(db: Database, **health_kwargs: Any) -> dict[str, Any]:
 
     counts = {"in_doubt": 0, "unresolved": 0, "open_sessions": 0}
     if services.get("database") == "connected":
-        try:
+        with contextlib.suppress(Exception):  # the health report already says what is wrong
             counts = await _database_counts(db)
-        except Exception:  # noqa: BLE001 - the health report already says what is wrong
-            pass
     ATTEMPTS_IN_DOUBT.set(counts["in_doubt"])
     ATTEMPTS_UNRESOLVED.set(counts["unresolved"])
     SESSIONS_OPEN.set(counts["open_sessions"])

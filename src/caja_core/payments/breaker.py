@@ -16,6 +16,7 @@ import msgspec
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..db.engine import rowcount
 from ..fallback.policy import FallbackPolicy
 from .models import BreakerState
 from .sql import insert_ignore
@@ -137,7 +138,7 @@ async def claim_probe(s: AsyncSession, *, device_key: str, now: datetime) -> boo
         .where(BreakerState.device_key == device_key, BreakerState.state == OPEN)
         .values(state=HALF_OPEN, updated_at=now)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 async def probe_failed(s: AsyncSession, *, device_key: str, now: datetime, description: str) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..db.engine import rowcount
 from ..errors import Busy
 from .models import DeviceLease
 from .sql import insert_ignore
@@ -37,7 +38,7 @@ async def acquire_lease(
             },
         )
     )
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         raise Busy(BUSY_MESSAGE, code="payment.device_busy", details={"device_key": device_key})
 
 

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
@@ -56,7 +56,7 @@ from ..sales.models import Sale
 from ..users.models import User
 from . import breaker as breakers
 from . import states as st
-from .events import PaymentEvent
+from .events import EventKind, PaymentEvent
 from .leases import acquire_lease, extend_lease, live_lease, release_lease
 from .models import BreakerState, PaymentAttempt
 from .schemas import AttemptOut, ManualInstructions, PaymentProgress
@@ -262,7 +262,7 @@ class PaymentOrchestrator:
             await self._audit.uninstall(self.pm)
             self._audit = None
 
-    async def __aenter__(self) -> PaymentOrchestrator:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -285,12 +285,12 @@ class PaymentOrchestrator:
         for event in events:
             call_event(self.pm, event)
 
-    def _event(self, kind: str, a: PaymentAttempt, **kw: Any) -> PaymentEvent:
+    def _event(self, kind: EventKind, a: PaymentAttempt, **kw: Any) -> PaymentEvent:
         return PaymentEvent(
             kind=kind,
             venue_id=a.venue_id,
             at=self.clock.now(),
-            attempt_id=a.id,  # type: ignore[arg-type]
+            attempt_id=a.id,
             sale_id=a.sale_id,
             session_id=a.session_id,
             register_id=a.register_id,
@@ -1237,9 +1237,10 @@ class PaymentOrchestrator:
                 )
                 if opened:
                     events.append(self._event("breaker_opened", a, reason=f"{reason}: {outcome.message}"))
-            elif outcome.kind in (OutcomeKind.APPROVED, OutcomeKind.DECLINED):
-                if await breakers.record_success(s, device_key=call.request.device_key, now=now):
-                    events.append(self._event("breaker_closed", a))
+            elif outcome.kind in (OutcomeKind.APPROVED, OutcomeKind.DECLINED) and await breakers.record_success(
+                s, device_key=call.request.device_key, now=now
+            ):
+                events.append(self._event("breaker_closed", a))
         self._emit(events)
 
     # results -----------------------------------------------------------------------------------------
@@ -1684,7 +1685,7 @@ class PaymentOrchestrator:
             ctx = self._ctx(register)
         try:
             outcome = await asyncio.wait_for(provider.health(settings, ctx), self.health_timeout_s)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a provider's health check failing in any way is "no answer"
             outcome = Outcome(kind=OutcomeKind.UNKNOWN, message=f"Sin respuesta: {type(exc).__name__}")
         events: list[PaymentEvent] = []
         async with self.db.session() as s:

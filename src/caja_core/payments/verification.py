@@ -367,11 +367,11 @@ def parse_klap_report(data: bytes) -> ReportParse:
     text = _decode(data)
     lines = text.splitlines()
     header_index, columns, delimiter = None, {}, ","
-    for index, line in enumerate(lines[:15]):
-        if not line.strip():
+    for index, header_line in enumerate(lines[:15]):
+        if not header_line.strip():
             continue
-        delim = max((";", ",", "\t"), key=line.count)
-        cells = next(csv.reader([line], delimiter=delim))
+        delim = max((";", ",", "\t"), key=header_line.count)
+        cells = next(csv.reader([header_line], delimiter=delim))
         found = _columns(cells)
         if all(c in found for c in REQUIRED):
             header_index, columns, delimiter = index, found, delim
@@ -410,7 +410,7 @@ def parse_klap_report(data: bytes) -> ReportParse:
         if not any(c.strip() for c in cells):
             continue
 
-        def cell(column: str) -> str:
+        def cell(column: str, cells: list[str] = cells) -> str:
             index = columns.get(column)
             return cells[index].strip() if index is not None and index < len(cells) else ""
 
@@ -449,7 +449,7 @@ def parse_klap_report(data: bytes) -> ReportParse:
             continue
         row = KlapReportRow(
             line=line,
-            day=day_time[0],
+            day=values["date"][0],
             local_time=local_time,
             amount=values["amount"],
             authorization_code=values["authorization_code"],

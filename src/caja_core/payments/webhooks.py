@@ -199,7 +199,7 @@ async def _apply(
         log.warning("Webhook %s rechazado: %s", provider_id, reason)
         return _rejected(404, reason)
 
-    register = await s.get(CashRegister, attempt.register_id)
+    register = await s.get_one(CashRegister, attempt.register_id)
     settings = validate_settings(provider, (register.provider_settings or {}).get(provider_id))
     if not provider.verify_webhook(headers, body, settings):
         reason = "Notificación sin firma válida."

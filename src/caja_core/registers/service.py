@@ -149,9 +149,12 @@ async def _validate(
         )
         if found != set(data.allowed_categories):
             errors["allowed_categories"] = "Hay categorías que no existen en este local."
-    if not errors and code != (existing.code if existing else None):
-        if await s.scalar(select(CashRegister.id).where(CashRegister.venue_id == venue_id, CashRegister.code == code)):
-            errors["code"] = f"Ya existe una caja con el código {code}."
+    if (
+        not errors
+        and code != (existing.code if existing else None)
+        and await s.scalar(select(CashRegister.id).where(CashRegister.venue_id == venue_id, CashRegister.code == code))
+    ):
+        errors["code"] = f"Ya existe una caja con el código {code}."
     policy = data.policy or default_policy(data.register_type if data.register_type in REGISTER_TYPES else "HUMANA")
     try:
         policy = msgspec.convert(msgspec.to_builtins(policy), FallbackPolicy).validate()
@@ -274,7 +277,7 @@ async def update_register(
             action="register.policy_changed",
             entity="register",
             entity_id=register.id,
-            payload=after["policy"],
+            payload=register.fallback_policy,
         )
     return register_out(register)
 

@@ -5,9 +5,10 @@ same transaction as each paid or cancelled sale, so a close never scans the sale
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 import msgspec
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -229,7 +230,7 @@ async def _apply_totals(s: AsyncSession, sale: Sale, sign: int) -> None:
     )
     if sale.no_revenue or sale.payment_method == "cash":
         return  # cash is in the session's own columns
-    dialect = s.bind.dialect.name
+    dialect = s.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     rows = [
         {
@@ -580,20 +581,20 @@ def _sale_context_statement():
 
 
 _SALE_CONTEXT = _sale_context_statement()
+_SESSIONS = cast(Table, CashSession.__table__)
+_SALES = cast(Table, Sale.__table__)
 _ADD_CASH_SALE_TO_SESSION = (
-    update(CashSession.__table__)
-    .where(CashSession.__table__.c.id == bindparam("session_id"), CashSession.__table__.c.status == "open")
+    update(_SESSIONS)
+    .where(_SESSIONS.c.id == bindparam("session_id"), _SESSIONS.c.status == "open")
     .values(
-        ticket_count=CashSession.__table__.c.ticket_count + 1,
-        sales_total=CashSession.__table__.c.sales_total + bindparam("total"),
-        cash_sales_count=CashSession.__table__.c.cash_sales_count + 1,
-        cash_sales_total=CashSession.__table__.c.cash_sales_total + bindparam("total"),
+        ticket_count=_SESSIONS.c.ticket_count + 1,
+        sales_total=_SESSIONS.c.sales_total + bindparam("total"),
+        cash_sales_count=_SESSIONS.c.cash_sales_count + 1,
+        cash_sales_total=_SESSIONS.c.cash_sales_total + bindparam("total"),
     )
 )
 _INSERT_PAID_CASH_SALE = (
-    sqlite_insert(Sale.__table__)
-    .on_conflict_do_nothing(index_elements=["venue_id", "idempotency_key"])
-    .returning(Sale.__table__.c.id)
+    sqlite_insert(_SALES).on_conflict_do_nothing(index_elements=["venue_id", "idempotency_key"]).returning(_SALES.c.id)
 )
 
 
@@ -630,9 +631,9 @@ def _write_cash_sale(
     ).scalar()
     if sale_id is None:
         raise _Duplicate()
-    conn.execute(SaleItem.__table__.insert(), [{"sale_id": sale_id, **line} for line in lines])
+    conn.execute(cast(Table, SaleItem.__table__).insert(), [{"sale_id": sale_id, **line} for line in lines])
     conn.execute(
-        AuditEvent.__table__.insert(),
+        cast(Table, AuditEvent.__table__).insert(),
         {
             "venue_id": venue_id,
             "user_id": cashier_id,

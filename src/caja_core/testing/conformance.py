@@ -195,7 +195,8 @@ class ProviderConformance:
 
     async def test_approved_maps_to_approved(self, provider, settings, upstream):
         if not self.integrated(provider, settings):
-            return await self._manual_charge_is_pending(provider, settings, upstream)
+            await self._manual_charge_is_pending(provider, settings, upstream)
+            return
         request, outcome, _ = await self._charge(provider, settings, upstream, "approved")
         assert outcome.kind is OutcomeKind.APPROVED, outcome
         assert outcome.ticket in (None, request.ticket) and outcome.amount in (None, request.amount)
@@ -213,7 +214,8 @@ class ProviderConformance:
 
     async def test_declined_maps_to_declined_with_code(self, provider, settings, upstream):
         if not self.integrated(provider, settings):
-            return await self._manual_charge_is_pending(provider, settings, upstream)
+            await self._manual_charge_is_pending(provider, settings, upstream)
+            return
         _, outcome, _ = await self._charge(provider, settings, upstream, "declined")
         assert outcome.kind is OutcomeKind.DECLINED, outcome
         assert outcome.code not in (None, ""), "un rechazo conserva el código del proveedor"
@@ -221,13 +223,15 @@ class ProviderConformance:
 
     async def test_unreachable_maps_to_unavailable(self, provider, settings, upstream):
         if not self.integrated(provider, settings):
-            return await self._manual_charge_is_pending(provider, settings, upstream)
+            await self._manual_charge_is_pending(provider, settings, upstream)
+            return
         _, outcome, _ = await self._charge(provider, settings, upstream, "unavailable")
         assert outcome.kind is OutcomeKind.UNAVAILABLE, outcome
 
     async def test_silence_maps_to_unknown_never_declined(self, provider, settings, upstream):
         if not self.integrated(provider, settings):
-            return await self._manual_charge_is_pending(provider, settings, upstream)
+            await self._manual_charge_is_pending(provider, settings, upstream)
+            return
         loop = asyncio.get_running_loop()
         started = loop.time()
         _, outcome, progress = await self._charge(provider, settings, upstream, "silent")

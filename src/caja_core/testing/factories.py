@@ -10,7 +10,7 @@ from ..db.engine import Database
 from ..default_plugins.cash import provider as cash_provider
 from ..fallback.policy import FallbackPolicy
 from ..jornadas import service as jornadas
-from ..providers import ProviderRegistry
+from ..providers import PaymentProvider, ProviderRegistry
 from ..registers import service as registers
 from ..registers.models import BackupPhone
 from ..users import service as users
@@ -34,7 +34,7 @@ class Setup(msgspec.Struct, kw_only=True):
 
 
 def make_registry(*providers) -> ProviderRegistry:
-    found = {"cash": cash_provider}
+    found: dict[str, PaymentProvider] = {"cash": cash_provider}
     for p in providers or (FakeProvider("fake"), FakeProvider("fakebackup")):
         found[p.id] = p
     return ProviderRegistry(found)

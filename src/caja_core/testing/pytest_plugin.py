@@ -36,7 +36,7 @@ def pg_test_database():
     database = PostgresTestDatabase()
     try:
         database.create()
-    except Exception as exc:  # the suite requires PostgreSQL: fail loudly, never skip
+    except Exception as exc:  # noqa: BLE001 - the suite requires PostgreSQL: whatever failed, fail loudly, never skip
         pytest.fail(f"PostgreSQL de pruebas no disponible ({database.admin_url}): {exc}")
     yield database
     database.drop()

@@ -10,6 +10,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..clock import utcnow
+from ..db.engine import rowcount
 from .models import WebSession
 
 
@@ -57,4 +58,4 @@ async def delete_all(s: AsyncSession) -> None:
 
 async def purge_expired(s: AsyncSession) -> int:
     result = await s.execute(delete(WebSession).where(WebSession.expires_at <= utcnow()))
-    return result.rowcount or 0
+    return rowcount(result)

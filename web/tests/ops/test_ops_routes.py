@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from litestar import Litestar, get
@@ -176,7 +177,7 @@ async def test_prometheus_text_parses_and_has_the_series(client, setup, sqlite_d
         "caja_health_status",
     ):
         assert name in families, name
-    breaker = [s for s in families["caja_breaker_state"].samples]
+    breaker = list(families["caja_breaker_state"].samples)
     assert [(s.labels, s.value) for s in breaker] == [({"register": "CAJA1", "device": "fake:CAJA1"}, 1.0)]
     assert families["caja_health_status"].samples[0].value == 1.0  # degraded
     assert families["caja_backup_age_seconds"].samples[0].value == float("inf")
@@ -193,9 +194,9 @@ async def test_admin_backups_page_create_and_verify(admin, settings):
 
     data = backup_ops.list_backups(settings.backup_dir)[0]
     path = f"{settings.backup_dir}/{data.file}"
-    raw = bytearray(open(path, "rb").read())
+    raw = bytearray(Path(path).read_bytes())
     raw[200] ^= 0x01
-    open(path, "wb").write(bytes(raw))
+    Path(path).write_bytes(bytes(raw))
     checked = await admin.post(f"/admin/respaldos/{manifest.id}/verificar")
     assert checked.status_code == 200
     assert "la verificación FALLÓ" in checked.text and "SHA-256" in checked.text

@@ -23,6 +23,7 @@ again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -221,10 +222,10 @@ class Agent:
         finally:
             heartbeat.cancel()
             for task in list(self._tasks):
-                try:
+                # Commands in flight may finish (their result is journalled); one that fails or hangs must not
+                # stop the shutdown.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(asyncio.shield(task), 130)
-                except (TimeoutError, asyncio.CancelledError, Exception):
-                    pass
             await self.flush_outbox()
             await self.http.aclose()
 
@@ -282,12 +283,10 @@ class Agent:
 
         async def post_progress() -> None:
             while (item := await messages.get()) is not None:
-                try:
+                with contextlib.suppress(httpx.HTTPError):  # progress is best effort
                     await self.http.post(
                         f"{API}/commands/{command_id}/progress", json={"message": item[1], "code": item[0]}, timeout=3.0
                     )
-                except httpx.HTTPError:
-                    pass  # progress is best effort
 
         async def progress(code: int | None, text: str) -> None:
             messages.put_nowait((code, text))
@@ -301,10 +300,8 @@ class Agent:
             self.journal.finish(command_id, result)
         finally:
             messages.put_nowait(None)
-            try:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(poster, 5.0)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
         self._terminal_status = (
             ("unreachable", result["Detail"]) if result.get("AgentError") == "unavailable" else ("ok", "")
         )
@@ -352,10 +349,8 @@ class Agent:
         while not stop.is_set():
             await self._check_terminal()
             status, detail = self._terminal_status
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 await self.http.post(f"{API}/heartbeat", json={"terminal": status, "detail": detail}, timeout=5.0)
-            except httpx.HTTPError:
-                pass
             await _sleep(stop, self.config.heartbeat_s)
 
     async def _check_terminal(self) -> None:
@@ -384,10 +379,8 @@ async def _until(stop: asyncio.Event, coro):
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 def run_agent(config: AgentConfig, transport: Transport) -> None:
@@ -395,10 +388,8 @@ def run_agent(config: AgentConfig, transport: Transport) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows: Ctrl+C ends the process instead
                 loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):  # Windows: Ctrl+C ends the process instead
-                pass
         await Agent(config, transport).run(stop)
 
     asyncio.run(main())

@@ -8,6 +8,7 @@ Diagnostics print the terminal's answer as JSON (card data masked) and exit with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -233,10 +234,8 @@ def simulate_cmd(tcp, use_pty, control, keep_open, numbers_as_text, step_delay, 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows: Ctrl+C ends the process instead
                 loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):  # Windows: Ctrl+C ends the process instead
-                pass
         await stop.wait()
         await sim.stop()
         click.echo("Simulador detenido.", err=True)

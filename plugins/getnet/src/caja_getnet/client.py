@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -203,10 +204,8 @@ class GetnetClient:
 
     @staticmethod
     async def _ack(connection: Connection) -> None:
-        try:
+        with contextlib.suppress(ConnectionError, OSError):  # the terminal may close right after its final response
             await connection.write(RECEIVED)
-        except (ConnectionError, OSError):
-            pass  # the terminal may close right after its final response
 
     # --- commands -------------------------------------------------------------------------------------
     async def sale(

@@ -371,15 +371,11 @@ class Simulator:
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            except (asyncio.CancelledError, Exception):
-                pass
         for server in self._servers:
-            try:
+            with contextlib.suppress(TimeoutError, Exception):
                 await asyncio.wait_for(server.wait_closed(), 1)
-            except (TimeoutError, Exception):
-                pass
         self._servers.clear()
         self.unplug_pty()
         if self._pty_dir is not None:
@@ -907,7 +903,7 @@ class Simulator:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             lines = head.decode("latin-1").split("\r\n")
-            method, path, _ = (lines[0].split(" ") + ["", ""])[:3]
+            method, path, _ = [*lines[0].split(" "), "", ""][:3]
             length = 0
             for line in lines[1:]:
                 name, _, value = line.partition(":")

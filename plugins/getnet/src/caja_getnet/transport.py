@@ -7,6 +7,7 @@ can have been sent (port missing or busy, connection refused, connect time-out).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import threading
@@ -54,10 +55,8 @@ class TcpConnection:
 
     async def close(self) -> None:
         self._writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self._writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 class TcpTransport:
@@ -131,14 +130,10 @@ class SerialConnection:
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-        try:
+        with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(self._fd)
-        except (ValueError, OSError):
-            pass
-        try:
+        with contextlib.suppress(OSError, serial.SerialException):
             self._port.close()
-        except (OSError, serial.SerialException):
-            pass
 
 
 class ThreadedSerialConnection:
@@ -183,10 +178,8 @@ class ThreadedSerialConnection:
         self._closed = True
         self._stop.set()
         await asyncio.to_thread(self._thread.join, 1.0)
-        try:
+        with contextlib.suppress(OSError, serial.SerialException):
             self._port.close()
-        except (OSError, serial.SerialException):
-            pass
 
 
 class SerialTransport:
@@ -200,7 +193,7 @@ class SerialTransport:
         self.description = f"serial:{path}"
 
     async def open(self) -> SerialConnection | ThreadedSerialConnection:
-        if os.name == "posix" and not os.path.exists(self.path):
+        if os.name == "posix" and not await asyncio.to_thread(os.path.exists, self.path):
             raise TerminalUnavailable(f"No existe el puerto serie {self.path} (¿terminal desconectado?).")
         options = {"exclusive": True} if os.name == "posix" else {}
         try:

@@ -128,7 +128,11 @@ def _ints(values: list[str], field: str) -> list[int]:
 
 def register_input(form: FormMultiDict, registry: ProviderRegistry) -> RegisterInput:
     """Build a ``RegisterInput`` from the register form; malformed values become Spanish field errors."""
-    get = lambda name, default="": (form.get(name) or default).strip() if isinstance(form.get(name), str) else default  # noqa: E731
+
+    def get(name: str, default: str = "") -> str:
+        value = form.get(name)
+        return (value or default).strip() if isinstance(value, str) else default
+
     policy_raw: dict[str, Any] = {
         "enabled": form.get("policy.enabled") is not None,
         "require_supervisor": form.get("policy.require_supervisor") is not None,
@@ -187,7 +191,7 @@ def register_input(form: FormMultiDict, registry: ProviderRegistry) -> RegisterI
 def form_values(form: FormMultiDict) -> dict[str, Any]:
     """The submitted values, to re-render the form as the user left it (secrets dropped)."""
     out: dict[str, Any] = {}
-    for key in form.keys():
+    for key in form:
         if is_secret_field(key.rpartition(".")[2]):
             continue
         values = form.getall(key)
