@@ -1,11 +1,12 @@
 # caja — the two set-up commands of the README:
 #   make demo   runs the product (demo on embedded SQLite with sample data)
-#   make test   runs the whole test suite (installs what a fresh machine lacks)
+#   make test   runs the lint and type checks, then the whole test suite (installs what a fresh machine lacks)
+#   make lint   runs the lint and type checks alone
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench install
+.PHONY: demo test lint bench install
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -17,7 +18,13 @@ install: $(UV)
 demo: install
 	.venv/bin/caja demo
 
-test: install
+# Fail fast, before the long test run, with one line that says what to run.
+lint: install
+	@.venv/bin/ruff format --check . || { echo "make lint: files not formatted; run: .venv/bin/ruff format ." >&2; exit 1; }
+	@.venv/bin/ruff check . || { echo "make lint: ruff found problems (listed above); .venv/bin/ruff check --fix . fixes the simple ones" >&2; exit 1; }
+	@.venv/bin/mypy || { echo "make lint: type errors (listed above); fix them, then run: .venv/bin/mypy" >&2; exit 1; }
+
+test: install lint
 	bash scripts/test-prerequisites.sh
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
