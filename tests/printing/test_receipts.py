@@ -194,3 +194,18 @@ async def test_session_and_jornada_reports_print(any_db, setup, service, printer
     job = await service.print_jornada_report(setup.venue_id, setup.jornada_id, setup.register_id, setup.admin_id)
     assert job.status == "printed"
     assert b"INFORME Z JORNADA" in (await printer.jobs_after(2))[1]
+
+
+async def test_a_failed_copy_is_not_the_sales_warning(any_db, setup, service, printer):
+    await service.save_config(setup.venue_id, setup.register_id, network_config(printer, open_drawer=True), None)
+    sess = await open_session(any_db, setup)
+    sale = await paid_cash_sale(any_db, setup, sess.id)
+    service.sale_paid(setup.venue_id, sale.id)
+    await printer.jobs_after(1)
+    await service.drain()
+    dead = {"printer": "escpos_network", "settings": {"host": "127.0.0.1", "port": closed_port(), "timeout_s": 1}}
+    await service.save_config(setup.venue_id, setup.register_id, dead, None)
+    copy = await service.reprint(setup.venue_id, sale.id, setup.cashier_id)
+    assert copy.status == "failed"
+    status = await service.sale_status(setup.venue_id, sale.id)
+    assert [(j.kind, j.status) for j in status.jobs] == [("receipt", "printed")] and not status.failed

@@ -62,6 +62,21 @@ async def test_cash_sale_prints_the_receipt_and_the_screen_says_so(cashier, app,
     assert 'id="receipt-qr"' in r.text and "<svg" in r.text and "Boleta digital" in r.text
 
 
+async def test_a_slow_printer_never_holds_the_sale(cashier, app, setup, sqlite_db):
+    with FakeNetworkPrinter(held=True) as printer:
+        await configure(app, setup, **network(printer))
+        await open_session(cashier, setup)
+        sale_id, r = await cash_sale(cashier, setup, "Cerveza")  # answered while the printer says nothing
+        assert "Vuelto" in r.text
+        r = await cashier.get(f"/caja/venta/{sale_id}/impresion", htmx=True)
+        assert "Imprimiendo ticket" in r.text and 'hx-trigger="every 1s"' in r.text
+        assert printer.jobs == []
+        printer.release()
+        r = await print_status(cashier, sale_id, "Ticket impreso")
+        assert 'hx-trigger="every 1s"' not in r.text  # the status stops polling once printed
+        assert b"Cerveza" in (await printer.jobs_after(1))[0]
+
+
 async def test_dead_printer_warns_opens_an_incident_and_retry_prints(cashier, app, setup, sqlite_db):
     port = closed_port()
     await configure(app, setup, printer="escpos_network", settings={"host": "127.0.0.1", "port": port, "timeout_s": 1})

@@ -514,8 +514,9 @@ class PrintService:
         latest: dict[tuple[str, str], JobOut] = {}
         now = utcnow()
         for row in rows:
-            kind = "receipt" if row.kind == "copy" else row.kind
-            latest[(kind, row.target)] = job_out(row, now)
+            if row.kind == "copy":  # a copy's result is shown to whoever asked for it, never as the sale's
+                continue
+            latest[(row.kind, row.target)] = job_out(row, now)
         browser = config.printer in self.printers and self.printers.get(config.printer).browser
         return SalePrint(
             sale_id=sale_id,
@@ -546,7 +547,7 @@ class PrintService:
                 job = self._new_job(
                     s,
                     venue_id,
-                    "receipt" if failed.kind == "copy" else failed.kind,
+                    failed.kind,
                     config=config,
                     session=session,
                     sale_id=sale_id,

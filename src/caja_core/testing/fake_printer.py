@@ -26,9 +26,13 @@ def closed_port() -> int:
 
 
 class FakeNetworkPrinter:
-    def __init__(self, paper: str = "ok", *, answers_status: bool = True) -> None:
+    def __init__(self, paper: str = "ok", *, answers_status: bool = True, held: bool = False) -> None:
         self.paper = paper
         self.answers_status = answers_status
+        #: A held printer answers no status query until ``release()`` (a printer busy or slow to wake).
+        self._released = threading.Event()
+        if not held:
+            self._released.set()
         self.jobs: list[bytes] = []
         self.status_queries = 0
         self._cond = threading.Condition()
@@ -73,6 +77,9 @@ class FakeNetworkPrinter:
                 self._cond.wait(left)
             return list(self.jobs)
 
+    def release(self) -> None:
+        self._released.set()
+
     async def jobs_after(self, count: int, timeout_s: float = 15.0) -> list[bytes]:
         """``wait_for_jobs`` from async code (the event loop keeps running the jobs being waited for)."""
         return await asyncio.to_thread(self.wait_for_jobs, count, timeout_s)
@@ -103,6 +110,7 @@ class FakeNetworkPrinter:
                     n = data[at + 2]
                     del data[at : at + 3]
                     self.status_queries += 1
+                    self._released.wait(30)
                     if self.answers_status:
                         conn.sendall(bytes([PAPER[self.paper] if n == 4 else 0x12]))
         with self._cond:
