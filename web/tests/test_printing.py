@@ -137,6 +137,11 @@ async def test_open_drawer_needs_a_reason(cashier, app, setup, printer, sqlite_d
     async with sqlite_db.session() as s:
         event = await s.scalar(select(AuditEvent).where(AuditEvent.action == "drawer.opened"))
     assert event.payload["reason"] == "Cambio para la barra" and event.user_id == setup.cashier_id
+    await cashier.post("/logout")
+    await cashier.login("super", venue_id=setup.venue_id)
+    r = await cashier.get(f"/admin/cajas/reportes/sesion/{event.entity_id}/impresion", htmx=True)
+    assert "Aperturas manuales del cajón" in r.text and "Cambio para la barra" in text_of(r.text)
+    assert "Cajera" in r.text and "Imprimir informe X" in r.text
 
 
 async def test_cash_movement_opens_the_drawer_when_configured(cashier, app, setup, printer):

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..audit.models import Incident
+from ..audit.models import AuditEvent, Incident
 from ..audit.service import open_incident, record
 from ..catalog.models import Category
 from ..clock import utcnow
@@ -33,6 +33,7 @@ from ..registers.models import CashRegister
 from ..reports import service as reports
 from ..sales.models import Sale
 from ..sessions.models import CashSession
+from ..users.models import User
 from ..venues.models import Venue
 from . import tickets
 from .config import PrinterConfig, load_config, validate_config
@@ -80,6 +81,12 @@ class JobOut(msgspec.Struct, kw_only=True):
     @property
     def failed(self) -> bool:
         return self.status == "failed"
+
+
+class DrawerOpening(msgspec.Struct, kw_only=True):
+    at: datetime
+    user_name: str
+    reason: str
 
 
 class SalePrint(msgspec.Struct, kw_only=True):
@@ -739,6 +746,27 @@ class PrintService:
                 payload={"before": _public(before), "after": _public(register.printer_config)},
             )
             return config
+
+    async def drawer_openings(self, venue_id: int, session_id: int) -> list[DrawerOpening]:
+        """The session's manual drawer openings (who, when, why), for its report."""
+        async with self.db.session() as s:
+            rows = (
+                await s.execute(
+                    select(AuditEvent.created_at, User.display_name, AuditEvent.payload)
+                    .outerjoin(User, User.id == AuditEvent.user_id)
+                    .where(
+                        AuditEvent.venue_id == venue_id,
+                        AuditEvent.action == "drawer.opened",
+                        AuditEvent.entity == "session",
+                        AuditEvent.entity_id == str(session_id),
+                    )
+                    .order_by(AuditEvent.id)
+                )
+            ).all()
+        return [
+            DrawerOpening(at=at, user_name=name or "—", reason=str((payload or {}).get("reason", "")))
+            for at, name, payload in rows
+        ]
 
     async def jobs(self, venue_id: int, *, session_id: int | None = None, limit: int = 50) -> list[JobOut]:
         async with self.db.session() as s:

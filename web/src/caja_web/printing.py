@@ -502,6 +502,7 @@ async def session_print_controls(request: Request, session_id: FromPath[int]) ->
         printers=None,
         has_printer=config.enabled,
         letter="Z" if session.status == "closed" else "X",
+        openings=await printing(web).drawer_openings(web.venue_id, session_id),
     )
 
 
