@@ -35,7 +35,7 @@ def requires(*roles: str):
     """A guard: the viewer must be logged in (else → login) and have one of ``roles`` (else → 403)."""
 
     def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        viewer = viewer_from(connection)  # type: ignore[arg-type]
+        viewer = viewer_from(connection)
         if viewer is None:
             raise NotAuthorizedException("login required")
         if viewer.role not in roles:

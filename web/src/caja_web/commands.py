@@ -17,7 +17,7 @@ DEMO_DB = "var/demo.db"
 def _settings(**overrides: object) -> Settings:
     """Settings from CAJA_*; on problems print one per line and exit with code 2."""
     try:
-        return load_settings(**overrides)
+        return load_settings(None, **overrides)
     except SettingsError as exc:
         for problem in exc.problems:
             click.echo(f"caja: {problem}", err=True)

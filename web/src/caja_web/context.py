@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_200_OK
@@ -48,8 +49,8 @@ class Viewer(msgspec.Struct, kw_only=True):
         return self.role in ("supervisor", "admin")
 
 
-def viewer_from(request: Request) -> Viewer | None:
-    raw = request.scope.get("session") or {}
+def viewer_from(connection: ASGIConnection[Any, Any, Any, Any]) -> Viewer | None:
+    raw = connection.scope.get("session") or {}
     data = raw.get("viewer") if isinstance(raw, dict) else None
     if not data:
         return None

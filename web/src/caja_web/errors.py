@@ -13,6 +13,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.response import Template
+from litestar.types import ExceptionHandlersMap
 
 from caja_core.errors import CajaError
 
@@ -116,7 +117,7 @@ def internal_error(request: Request, exc: Exception) -> Response:
     return _error_page(request, 500, "Ocurrió un error inesperado. Intente de nuevo o avise al supervisor.", "internal")
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     FormRejected: form_rejected,
     CajaError: caja_error,
     NotAuthorizedException: not_authorized,

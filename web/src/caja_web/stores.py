@@ -7,7 +7,7 @@ import random
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from litestar.connection import ASGIConnection
 from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
@@ -87,27 +87,32 @@ NEW_SESSION_ID = "caja.new_session_id"
 LOADED_DATA = "caja.session_loaded"
 
 
+def _scope(connection: ASGIConnection[Any, Any, Any, Any]) -> dict[str, Any]:
+    """The ASGI scope with our own keys (litestar's ``Scope`` type lists only the standard ones)."""
+    return cast(dict[str, Any], connection.scope)
+
+
 class RotatingSessionBackend(ServerSideSessionBackend):
     """Server-side sessions whose id changes at login (no session fixation: ``rotate_session_id()`` makes the
     response store the session under a fresh id and drop the old one), written back only when they changed
     (most requests, the POS polls among them, only read their session)."""
 
     def get_session_id(self, connection: ASGIConnection) -> str:
-        new_id = connection.scope.get(NEW_SESSION_ID)  # type: ignore[call-overload]
+        new_id: str | None = _scope(connection).get(NEW_SESSION_ID)
         return new_id or super().get_session_id(connection)
 
     async def load_from_connection(self, connection: ASGIConnection) -> dict[str, Any]:
         data = await super().load_from_connection(connection)
-        connection.scope[LOADED_DATA] = self.serialize_data(data, connection.scope) if data else None  # type: ignore[literal-required]
+        _scope(connection)[LOADED_DATA] = self.serialize_data(data, connection.scope) if data else None
         return data
 
     async def store_in_message(self, scope_session: Any, message: Any, connection: ASGIConnection) -> None:
         unchanged = (
             scope_session is not Empty
             and scope_session
-            and not connection.scope.get(NEW_SESSION_ID)
+            and not _scope(connection).get(NEW_SESSION_ID)
             and connection.cookies.get(self.config.key)
-            and self.serialize_data(scope_session, connection.scope) == connection.scope.get(LOADED_DATA)
+            and self.serialize_data(scope_session, connection.scope) == _scope(connection).get(LOADED_DATA)
         )
         if not unchanged:
             await super().store_in_message(scope_session, message, connection)
@@ -122,4 +127,4 @@ async def rotate_session_id(connection: ASGIConnection) -> None:
     old = connection.cookies.get("caja_session")
     if old and old != "null":
         await connection.app.stores.get("sessions").delete(old)
-    connection.scope[NEW_SESSION_ID] = secrets.token_hex(32)  # type: ignore[literal-required]
+    _scope(connection)[NEW_SESSION_ID] = secrets.token_hex(32)

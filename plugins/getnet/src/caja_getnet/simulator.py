@@ -327,7 +327,7 @@ class Simulator:
     async def start_pty(self) -> str:
         """Plug in a serial terminal: a pseudo-terminal reached through a stable path (a symlink that stays the
         same when the cable is pulled and plugged back, like /dev/ttyACM0). Returns that path."""
-        if self._pty is not None:
+        if self._pty is not None and self.pty_path is not None:
             return self.pty_path
         master, slave = os.openpty()
         tty.setraw(slave)
@@ -388,7 +388,7 @@ class Simulator:
 
     def unplug_pty(self) -> None:
         """The USB cable is pulled: the device disappears (``start_pty()`` plugs it back, same path)."""
-        if self._pty:
+        if self._pty and self._pty_link is not None and self.pty_path is not None:
             master, slave = self._pty
             self._pty = None
             with contextlib.suppress(OSError):
@@ -492,9 +492,9 @@ class Simulator:
     async def _send_final(self, link: _Link, response: dict[str, Any], fault: Fault | None) -> None:
         kind = fault.kind if fault else None
         frame = self._encode(response, bad_sign=kind == "wrong_sign")
-        if kind == "noise_before":
+        if fault and kind == "noise_before":
             await self._send(link, fault.noise.encode("utf-8"))
-        if kind == "split_bytes":
+        if fault and kind == "split_bytes":
             step = max(1, fault.chunk)
             for i in range(0, len(frame), step):
                 await link.write(frame[i : i + step])
@@ -670,37 +670,41 @@ class Simulator:
                 await self._send(link, b"".join(glued_frames) + self._encode(response))
                 await self._finish(link)
                 return
-            if kind == "decline":
+            if fault and kind == "decline":
                 response = self._declined(ticket, amount, fault.code, fault.message or decline_text(fault.code))
                 await self._send(link, b"".join(glued_frames) + self._encode(response))
                 await self._finish(link)
                 return
-            if kind == "acquirer_busy":
+            if fault and kind == "acquirer_busy":
                 self._acquirer = (ticket, amount, fault)
                 self._spawn(self._acquirer_answers(link, ticket, amount, fault))
                 if fault.drop and isinstance(link, _TcpLink):
                     await link.drop()  # the sale's connection closes; over serial the line just goes quiet
                 return
             charged_amount = amount
-            if kind == "different_amount":
+            if fault and kind == "different_amount":
                 charged_amount = fault.amount if fault.amount is not None else amount + 1000
             entry = self._charge(ticket, charged_amount)
-            if kind in ("receipt_then_silence", "disconnect_after_receipt", "unterminated") and not fault.charged:
+            if (
+                fault
+                and kind in ("receipt_then_silence", "disconnect_after_receipt", "unterminated")
+                and not fault.charged
+            ):
                 self._uncharge(entry)
             response = self._sale_response(entry)
             if kind == "receipt_then_silence":
                 return
-            if kind == "disconnect_after_receipt":
+            if fault and kind == "disconnect_after_receipt":
                 await link.drop()
                 if fault.replug_after_s is not None and isinstance(link, _PtyLink):
                     self._spawn(self._replug_later(fault.replug_after_s))
                 return
-            if kind == "unterminated":
+            if fault and kind == "unterminated":
                 await link.write(b'{"JsonSerialized":"' + b"A" * fault.size)
                 return
-            if kind == "late_answer":
+            if fault and kind == "late_answer":
                 await asyncio.sleep(fault.delay_s)
-            if kind == "earlier_ticket":
+            if fault and kind == "earlier_ticket":
                 earlier = (
                     self.ledger[-2]
                     if len(self.ledger) >= 2

@@ -61,7 +61,7 @@ class FakeKlapServer:
         self._deliveries: set[asyncio.Task] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def start(self) -> FakeKlapServer:
+    async def start(self) -> Self:
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

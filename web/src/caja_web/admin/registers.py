@@ -26,6 +26,7 @@ TEST_TIMEOUT_S = 10.0
 
 def register_values(register: registers.RegisterOut | None) -> dict[str, Any]:
     """The form's initial values: the register's, or the seed's defaults for a new one."""
+    base: registers.RegisterInput | registers.RegisterOut
     if register is None:
         base = registers.RegisterInput(code="", name="")
         policy = default_policy(base.register_type)

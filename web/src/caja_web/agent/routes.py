@@ -231,7 +231,7 @@ async def next_command(
     finally:
         watcher.cancel()
     if command is None:
-        return Response(content=None, status_code=204)
+        return Response[Any](content=None, status_code=204)
     return Response(command, status_code=200)
 
 

@@ -114,7 +114,7 @@ def _health_kwargs(request: Request) -> dict[str, Any]:
 async def health(request: Request) -> Response[HealthOut]:
     report = await check_health(request.app.state.db, **_health_kwargs(request))
     body = report.to_dict() if await metrics_allowed(request) else report.public_dict()
-    return Response(
+    return Response[Any](
         body, status_code=report.http_status, media_type=MediaType.JSON, headers={"Cache-Control": "no-store"}
     )
 
@@ -127,7 +127,7 @@ async def health(request: Request) -> Response[HealthOut]:
     description="No revisa dependencias: para el supervisor de procesos.",
 )
 async def health_live() -> Response[LiveOut]:
-    return Response(liveness(), media_type=MediaType.JSON, headers={"Cache-Control": "no-store"})
+    return Response[Any](liveness(), media_type=MediaType.JSON, headers={"Cache-Control": "no-store"})
 
 
 def _unauthorized() -> Response:
@@ -179,7 +179,7 @@ async def metrics_json(request: Request) -> Response[MetricsOut]:
     if not await metrics_allowed(request):
         return _unauthorized()
     data = await metrics.collect(request.app.state.db, **_health_kwargs(request))
-    return Response(data, media_type=MediaType.JSON, headers={"Cache-Control": "no-store"})
+    return Response[Any](data, media_type=MediaType.JSON, headers={"Cache-Control": "no-store"})
 
 
 @get(
@@ -195,7 +195,8 @@ async def metrics_prometheus(request: Request) -> Response[str]:
     if not await metrics_allowed(request):
         return _unauthorized()
     await metrics.collect(request.app.state.db, **_health_kwargs(request))
-    return Response(metrics.prometheus_text(), media_type=metrics.CONTENT_TYPE, headers={"Cache-Control": "no-store"})
+    text = metrics.prometheus_text().decode()
+    return Response(text, media_type=metrics.CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 
 
 # ------------------------------------------------------------------------------ admin backups page

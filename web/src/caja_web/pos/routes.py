@@ -129,7 +129,7 @@ async def screen_context(web: Web, state: PosState, sale: sales.SaleOut | None =
     return {
         "register": register,
         "state": state,
-        "contingency": await register_mode(web, register_id),
+        "contingency": await register_mode(web, register.id),
         "session": await web.call(sessions.get_session, web.venue_id, session_id),
         "categories": await web.call(catalog.list_categories, web.venue_id, active_only=True),
         "products": await web.call(catalog.list_products, web.venue_id, register_id=register.id),
@@ -511,6 +511,7 @@ async def movements_page(request: Request) -> Template:
 async def add_movement(request: Request, data: Annotated[MovementForm, FORM]) -> Response:
     web = Web(request)
     state = await require_session(web)
+    assert state.session_id is not None  # require_session refuses a browser without an open session
     async with web.form("pos/movements.html", lambda: movements_context(web), form=msgspec.to_builtins(data)):
         await web.venue_call(
             sessions.add_cash_movement,

@@ -6,7 +6,7 @@ the JSON the core decided, sent as soon as the core answers (well under KLAP's 1
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 from litestar import Request, Response, post
@@ -78,7 +78,7 @@ async def webhook(request: Request, provider_id: FromPath[str]) -> Response[Webh
     reply = await receive_webhook(
         request.app.state.db, request.app.state.registry, provider_id, dict(request.headers), body
     )
-    return Response(content=reply.body, status_code=reply.status_code, media_type="application/json")
+    return Response[Any](content=reply.body, status_code=reply.status_code, media_type="application/json")
 
 
 route_handlers = [webhook]
