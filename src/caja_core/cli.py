@@ -6,6 +6,7 @@ Bad arguments print one clear line and exit with code 2.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -15,7 +16,7 @@ from .errors import CajaError
 class CajaGroup(click.Group):
     """A click group whose usage errors and domain errors are one line and exit code 2."""
 
-    def main(self, *args, **kwargs):
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("standalone_mode", False)
         try:
             return super().main(*args, **kwargs)

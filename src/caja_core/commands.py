@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from .cli import cli
 from .settings import VARIABLES, Settings, settings_or_exit
+
+if TYPE_CHECKING:  # imported where used, to keep the command line quick to start
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from .ops.backups import Verification
+    from .users.service import UserOut
+    from .venues.service import VenueOut
+
+T = TypeVar("T")
 
 
 def _settings(database_url: str | None = None) -> Settings:
@@ -229,7 +240,7 @@ def backup_list(backup_dir: str | None) -> None:
         )
 
 
-def _print_verification(backup_id: str, result) -> None:
+def _print_verification(backup_id: str, result: Verification) -> None:
     if result.ok:
         click.echo(
             f"Verificación de {backup_id}: correcta (suma SHA-256, restauración de prueba y conteo "
@@ -336,7 +347,7 @@ def worker(check_every: float) -> None:
 # ------------------------------------------------------------------------------------ venue / user
 
 
-async def _in_session(url: str, fn):
+async def _in_session(url: str, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
     from sqlalchemy.exc import DBAPIError
 
     from .db import models  # noqa: F401  (every table known to the ORM before the first query)
@@ -408,7 +419,7 @@ def user_create(venue_slug: str | None, username: str, display_name: str, role: 
         label = "PIN (4 a 6 dígitos)" if role == "cashier" else "Contraseña (mínimo 8 caracteres)"
         secret = click.prompt(label, hide_input=True, confirmation_prompt=True)
 
-    async def run(s):
+    async def run(s: AsyncSession) -> tuple[VenueOut, UserOut]:
         venue = await get_venue_by_slug(s, venue_slug) if venue_slug else await first_venue(s)
         if venue is None:
             raise NotFound(
@@ -450,7 +461,7 @@ def rotate_agent_token(code: str, venue_slug: str | None, token_file: str | None
 
     settings = _settings()
 
-    async def run(s):
+    async def run(s: AsyncSession) -> str:
         venue = await get_venue_by_slug(s, venue_slug) if venue_slug else await first_venue(s)
         if venue is None:
             raise NotFound("No hay ningún local.", code="venue.not_found")

@@ -5,6 +5,8 @@ Idempotent: running it on a database that already has the demo venue changes not
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from sqlalchemy import select, update
 
@@ -97,7 +99,7 @@ async def seed_demo(
             backup = "klap" if ("klap" in registry and rtype != "VIRTUAL") else None
             if rtype == "VIRTUAL":
                 primary = "klap" if "klap" in registry else primary
-            settings: dict[str, dict] = {}
+            settings: dict[str, dict[str, Any]] = {}
             if primary == "getnet":
                 host, port = getnet_tcp or ("127.0.0.1", 9100)
                 settings["getnet"] = {"connection": "tcp", "host": host, "port": port}

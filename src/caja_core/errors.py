@@ -6,6 +6,8 @@ and exit code 2. Nothing half-written survives an error: services raise before t
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CajaError(Exception):
     """Base of every domain error."""
@@ -20,7 +22,7 @@ class CajaError(Exception):
         code: str | None = None,
         field: str | None = None,
         fields: dict[str, str] | None = None,
-        details: dict | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message

@@ -201,7 +201,8 @@ def validate_settings(provider: PaymentProvider, raw: Mapping[str, Any] | None) 
 
 
 def settings_to_json(settings: msgspec.Struct) -> dict[str, Any]:
-    return msgspec.to_builtins(settings)
+    data: dict[str, Any] = msgspec.to_builtins(settings)
+    return data
 
 
 _REQUIRED = ("charge", "status", "cancel", "refund", "health", "parse_webhook", "verify_webhook", "device_key")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -221,7 +221,7 @@ async def list_phones(s: AsyncSession, venue_id: int, *, register_id: int | None
     return [_phone_out(phone, register_name) for phone, register_name in rows]
 
 
-def _usable_by(venue_id: int, register_id: int):
+def _usable_by(venue_id: int, register_id: int) -> tuple[ColumnElement[bool], ...]:
     return (
         BackupPhone.venue_id == venue_id,
         BackupPhone.available.is_(True),

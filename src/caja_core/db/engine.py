@@ -2,14 +2,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any, cast
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import CursorResult, Engine, Result, make_url
+from sqlalchemy.engine import Connection, CursorResult, Engine, Result, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def normalise_url(url: str) -> str:
@@ -49,7 +52,7 @@ def _sqlite_events(engine: Engine, memory: bool) -> None:
     upgrades that fail with "database is locked")."""
 
     @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - exercised by every sqlite test
+    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - exercised by every sqlite test
         dbapi_conn.isolation_level = None  # take transaction control from the pysqlite driver
         cur = dbapi_conn.cursor()
         if not memory:
@@ -60,7 +63,7 @@ def _sqlite_events(engine: Engine, memory: bool) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _sqlite_begin(conn):  # pragma: no cover - exercised by every sqlite test
+    def _sqlite_begin(conn: Connection) -> None:  # pragma: no cover - exercised by every sqlite test
         # Readers (Database.reader) begin deferred, so many POS screens polling never queue behind writers.
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("caja_read_only") else "BEGIN IMMEDIATE")
 
@@ -73,9 +76,9 @@ class Database:
         self.engine = make_engine(self.url, echo=echo, pool_size=pool_size)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
 
-        self._sync_sessionmaker: sessionmaker | None = None
+        self._sync_sessionmaker: sessionmaker[Session] | None = None
 
-    async def run_unit(self, fn, /, *args, **kwargs):
+    async def run_unit(self, fn: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(session, *args, **kwargs)`` — synchronous ORM code — as one committed transaction.
 
         On SQLite the whole unit runs in one worker thread on the sqlite3 driver (one thread hop instead
@@ -86,7 +89,7 @@ class Database:
         async with self.session() as session:
             return await session.run_sync(lambda s: fn(s, *args, **kwargs))
 
-    def _run_unit_in_thread(self, fn, args, kwargs):
+    def _run_unit_in_thread(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         if self._sync_sessionmaker is None:
             sync_url = self.url.replace("sqlite+aiosqlite", "sqlite", 1)
             engine = create_engine(sync_url, connect_args={"timeout": 30, "check_same_thread": False})

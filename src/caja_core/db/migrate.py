@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -36,7 +38,7 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def _in_thread_if_loop(fn, *args):
+def _in_thread_if_loop(fn: Callable[..., None], *args: Any) -> None:
     """Alembic's env.py runs its own event loop; inside a running loop, run it in a worker thread."""
     try:
         asyncio.get_running_loop()

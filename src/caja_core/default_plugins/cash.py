@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import msgspec
 
@@ -13,6 +13,7 @@ from ..providers import (
     ChargeRequest,
     Outcome,
     OutcomeKind,
+    PaymentProvider,
     ProgressCallback,
     ProviderContext,
     WebhookNotice,
@@ -68,5 +69,5 @@ provider = CashProvider()
 
 
 @hookimpl
-def register_providers(add_provider):
+def register_providers(add_provider: Callable[[PaymentProvider], None]) -> None:
     add_provider(provider)

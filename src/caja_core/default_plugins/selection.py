@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..hookspecs import hookimpl
 
 
 @hookimpl(trylast=True)
-def select_provider(intent, candidates, policy):
+def select_provider(intent: Any, candidates: list[str], policy: Any) -> str | None:
     return candidates[0] if candidates else None

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -57,7 +57,7 @@ def default_policy(register_type: str) -> FallbackPolicy:
     return policy
 
 
-def load_policy(raw: dict | None, register_type: str) -> FallbackPolicy:
+def load_policy(raw: dict[str, Any] | None, register_type: str) -> FallbackPolicy:
     if not raw:
         return default_policy(register_type)
     try:

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import IncidentOut, list_incidents
@@ -100,7 +100,7 @@ class JornadaReport(msgspec.Struct, kw_only=True):
     attempts_by_outcome: list[dict[str, Any]]
 
 
-async def _summaries(s: AsyncSession, q) -> list[SessionSummary]:
+async def _summaries(s: AsyncSession, q: Select[CashSession]) -> list[SessionSummary]:
     rows = (
         await s.execute(
             q.add_columns(CashRegister.code, CashRegister.name, User.display_name)
@@ -121,7 +121,7 @@ async def _summaries(s: AsyncSession, q) -> list[SessionSummary]:
     ]
 
 
-async def _totals(s: AsyncSession, dimension: str, session_filter) -> list[TotalLine]:
+async def _totals(s: AsyncSession, dimension: str, session_filter: Select[int]) -> list[TotalLine]:
     """Totals by provider or method: card sales from session_totals, cash from the sessions' columns."""
     rows = (
         await s.execute(
@@ -144,7 +144,7 @@ async def _totals(s: AsyncSession, dimension: str, session_filter) -> list[Total
     return sorted(lines, key=lambda line: line.key)
 
 
-async def _attempts_by_outcome(s: AsyncSession, session_filter) -> list[dict[str, Any]]:
+async def _attempts_by_outcome(s: AsyncSession, session_filter: Select[int]) -> list[dict[str, Any]]:
     rows = (
         await s.execute(
             select(PaymentAttempt.provider_id, PaymentAttempt.state, func.count(), func.sum(PaymentAttempt.amount))

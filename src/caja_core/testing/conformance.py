@@ -47,7 +47,7 @@ import asyncio
 import inspect
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import msgspec
@@ -78,7 +78,7 @@ class _Wrapper:
         self.provider = provider
 
     @hookimpl
-    def register_providers(self, add_provider):
+    def register_providers(self, add_provider: Callable[[Any], None]) -> None:
         add_provider(self.provider)
 
 
@@ -104,7 +104,7 @@ class ProviderConformance:
         raise NotImplementedError("Defina el fixture `provider` en la subclase de ProviderConformance.")
 
     @pytest.fixture
-    def settings(self, provider) -> Any:
+    def settings(self, provider: Any) -> Any:
         return provider.Settings()
 
     # hooks a subclass implements ------------------------------------------------------------------------
@@ -137,7 +137,7 @@ class ProviderConformance:
 
     # helpers ------------------------------------------------------------------------------------------
     @staticmethod
-    def capabilities(provider: Any, settings: Any) -> frozenset:
+    def capabilities(provider: Any, settings: Any) -> frozenset[Capability]:
         per_settings = getattr(provider, "capabilities_for", None)
         return frozenset(per_settings(settings) if callable(per_settings) else provider.capabilities)
 
@@ -145,7 +145,9 @@ class ProviderConformance:
         caps = self.capabilities(provider, settings)
         return Capability.INTEGRATED in caps and Capability.MANUAL not in caps
 
-    async def _charge(self, provider, settings, upstream, reply: str) -> tuple[ChargeRequest, Outcome, list]:
+    async def _charge(
+        self, provider: Any, settings: Any, upstream: Any, reply: str
+    ) -> tuple[ChargeRequest, Outcome, list[Progress]]:
         await self.script_upstream(upstream, reply)
         request = self.make_request(provider, settings)
         seen: list[Progress] = []
@@ -167,7 +169,7 @@ class ProviderConformance:
             assert re.fullmatch(r"\d{4}", outcome.card.last4), f"last4 inválido: {outcome.card.last4!r}"
 
     # the checks -----------------------------------------------------------------------------------------
-    def test_shape(self, provider, settings):
+    def test_shape(self, provider: Any, settings: Any) -> None:
         assert isinstance(provider.id, str) and provider.id.isidentifier() and provider.id == provider.id.lower()
         assert isinstance(provider.name, str) and provider.name.strip()
         assert isinstance(provider.Settings, type) and issubclass(provider.Settings, msgspec.Struct)
@@ -183,7 +185,7 @@ class ProviderConformance:
         key = provider.device_key(settings, "CAJA1")
         assert isinstance(key, str) and 0 < len(key) <= 160 and key == provider.device_key(settings, "CAJA1")
 
-    def test_registration(self, provider, settings, make_caja_pm):
+    def test_registration(self, provider: Any, settings: Any, make_caja_pm: Callable[..., Any]) -> None:
         plugin = self.plugin if self.plugin is not None else _Wrapper(provider)
         pm = make_caja_pm(plugin, load_entrypoints=False)
         registry = ProviderRegistry.from_plugin_manager(pm)
@@ -193,7 +195,7 @@ class ProviderConformance:
         again = validate_settings(provider, settings_to_json(settings))
         assert again == settings
 
-    async def test_approved_maps_to_approved(self, provider, settings, upstream):
+    async def test_approved_maps_to_approved(self, provider: Any, settings: Any, upstream: Any) -> None:
         if not self.integrated(provider, settings):
             await self._manual_charge_is_pending(provider, settings, upstream)
             return
@@ -202,7 +204,7 @@ class ProviderConformance:
         assert outcome.ticket in (None, request.ticket) and outcome.amount in (None, request.amount)
         self.assert_no_card_data(outcome)
 
-    async def _manual_charge_is_pending(self, provider, settings, upstream):
+    async def _manual_charge_is_pending(self, provider: Any, settings: Any, upstream: Any) -> None:
         assert Capability.MANUAL in self.capabilities(provider, settings) or Capability.WEBHOOK in self.capabilities(
             provider, settings
         ), "un proveedor que no es integrado debe ser manual o con webhooks"
@@ -212,7 +214,7 @@ class ProviderConformance:
         if outcome.kind is OutcomeKind.PENDING:
             assert outcome.reference or outcome.message, "un cobro pendiente debe dar una referencia al cajero"
 
-    async def test_declined_maps_to_declined_with_code(self, provider, settings, upstream):
+    async def test_declined_maps_to_declined_with_code(self, provider: Any, settings: Any, upstream: Any) -> None:
         if not self.integrated(provider, settings):
             await self._manual_charge_is_pending(provider, settings, upstream)
             return
@@ -221,14 +223,14 @@ class ProviderConformance:
         assert outcome.code not in (None, ""), "un rechazo conserva el código del proveedor"
         self.assert_no_card_data(outcome)
 
-    async def test_unreachable_maps_to_unavailable(self, provider, settings, upstream):
+    async def test_unreachable_maps_to_unavailable(self, provider: Any, settings: Any, upstream: Any) -> None:
         if not self.integrated(provider, settings):
             await self._manual_charge_is_pending(provider, settings, upstream)
             return
         _, outcome, _ = await self._charge(provider, settings, upstream, "unavailable")
         assert outcome.kind is OutcomeKind.UNAVAILABLE, outcome
 
-    async def test_silence_maps_to_unknown_never_declined(self, provider, settings, upstream):
+    async def test_silence_maps_to_unknown_never_declined(self, provider: Any, settings: Any, upstream: Any) -> None:
         if not self.integrated(provider, settings):
             await self._manual_charge_is_pending(provider, settings, upstream)
             return
@@ -239,7 +241,9 @@ class ProviderConformance:
         assert loop.time() - started <= self.silent_timeout_s + 1
         assert all(isinstance(p, Progress) for p in progress)
 
-    async def test_status_finds_approved_ticket_and_never_invents_one(self, provider, settings, upstream):
+    async def test_status_finds_approved_ticket_and_never_invents_one(
+        self, provider: Any, settings: Any, upstream: Any
+    ) -> None:
         caps = self.capabilities(provider, settings)
         if not self.integrated(provider, settings) or Capability.STATUS not in caps:
             request = self.make_request(provider, settings)
@@ -254,13 +258,13 @@ class ProviderConformance:
         unknown = await provider.status(stranger, settings, self.context(settings, upstream))
         assert unknown.kind is not OutcomeKind.APPROVED, "un ticket que nunca se cobró no puede salir aprobado"
 
-    async def test_health_answers_an_outcome(self, provider, settings, upstream):
+    async def test_health_answers_an_outcome(self, provider: Any, settings: Any, upstream: Any) -> None:
         outcome = await asyncio.wait_for(
             provider.health(settings, self.context(settings, upstream)), self.silent_timeout_s + 5
         )
         assert isinstance(outcome, Outcome)
 
-    def test_webhook_round_trip(self, provider, settings):
+    def test_webhook_round_trip(self, provider: Any, settings: Any) -> None:
         caps = self.capabilities(provider, settings)
         if Capability.WEBHOOK not in caps:
             with pytest.raises(CajaError):

@@ -8,7 +8,9 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -83,7 +85,7 @@ def make_tempdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="caja-test-"))
 
 
-def _run_sync(coro) -> None:
+def _run_sync(coro: Coroutine[Any, Any, None]) -> None:
     """Run ``coro`` to completion from sync code, even when an event loop is already running."""
     try:
         asyncio.get_running_loop()

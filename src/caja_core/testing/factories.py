@@ -3,6 +3,8 @@ provider, backup phones and an open jornada."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from ..catalog import service as catalog
@@ -33,7 +35,7 @@ class Setup(msgspec.Struct, kw_only=True):
     prices: dict[str, int]  # name -> price
 
 
-def make_registry(*providers) -> ProviderRegistry:
+def make_registry(*providers: PaymentProvider) -> ProviderRegistry:
     found: dict[str, PaymentProvider] = {"cash": cash_provider}
     for p in providers or (FakeProvider("fake"), FakeProvider("fakebackup")):
         found[p.id] = p
@@ -52,7 +54,7 @@ async def make_setup(
     phones: int = 2,
     open_jornada: bool = True,
     close_tolerance: int = 1000,
-    provider_settings: dict | None = None,
+    provider_settings: dict[str, Any] | None = None,
 ) -> Setup:
     registry = registry or make_registry()
     async with db.session() as s:

@@ -12,7 +12,7 @@ import asyncio
 import socket
 import threading
 import time
-from typing import Self
+from typing import Any, Self
 
 #: DLE EOT 4 answers: paper present, near its end, out.
 PAPER = {"ok": 0x12, "low": 0x1E, "out": 0x72}
@@ -22,7 +22,8 @@ def closed_port() -> int:
     """A loopback port nothing listens on (a printer that is switched off)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class FakeNetworkPrinter:
@@ -59,11 +60,11 @@ class FakeNetworkPrinter:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @property
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, Any]:
         """Settings for the ``escpos_network`` printer pointing here."""
         return {"host": self.host, "port": self.port, "timeout_s": 2.0}
 
