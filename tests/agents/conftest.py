@@ -28,7 +28,9 @@ GETNET_AGENT = {
     "short_timeout_s": 3.0,
     "other_timeout_s": 4.0,
 }
-FAST_TIMING = AgentTiming(pickup_timeout_s=2.0, result_grace_s=3.0, poll_interval_s=0.1, redeliver_after_s=1.0)
+FAST_TIMING = AgentTiming(
+    pickup_timeout_s=2.0, start_window_s=4.0, result_grace_s=3.0, poll_interval_s=0.1, redeliver_after_s=1.0
+)
 
 
 class AgentVenue(msgspec.Struct, kw_only=True):

@@ -213,7 +213,12 @@ async def test_no_agent_means_not_sent_and_the_command_never_runs_later(live, ve
 
 async def test_taken_but_unanswered_is_in_doubt_never_declined(live, venue, sqlite_db):
     exchange = asyncio.create_task(channel(sqlite_db, venue).exchange(dict(SALE), deadline_s=2))
-    cid = (await take(live, venue.token))["command_id"]
+    command = await take(live, venue.token)
+    cid = command["command_id"]
+    r = await live.post(
+        f"/api/agent/v1/commands/{cid}/claim", json={"fence": command["fence"]}, headers=bearer(venue.token)
+    )
+    assert r.status_code == 200 and r.json() == {"status": "claimed"}  # the agent started it on the terminal
     try:
         await asyncio.wait_for(exchange, 8)
         raise AssertionError("sin resultado no hay respuesta")
@@ -232,7 +237,8 @@ async def test_a_command_whose_delivery_was_lost_is_handed_out_again(live, venue
     first = await take(live, venue.token)  # … and this answer never reached the agent
     assert await take(live, venue.token, wait=0) is None  # not at once: it may still be running
     again = await take(live, venue.token, wait=3)  # after redeliver_after_s
-    assert again["command_id"] == first["command_id"] and again["deadline_s"] < first["deadline_s"]
+    assert again["command_id"] == first["command_id"] and again["fence"] == first["fence"] + 1
+    assert again["expires_in_s"] < first["expires_in_s"] and again["deadline_s"] == first["deadline_s"]
     await live.post(
         f"/api/agent/v1/commands/{again['command_id']}/result",
         json={"result": {"ResponseCode": 0}},

@@ -40,6 +40,7 @@ JSON_OPERATIONS = {
     "GET /metrics/prometheus",
     "POST /webhooks/{provider_id}",
     "GET /api/agent/v1/commands/next",
+    "POST /api/agent/v1/commands/{command_id}/claim",
     "POST /api/agent/v1/commands/{command_id}/progress",
     "POST /api/agent/v1/commands/{command_id}/result",
     "POST /api/agent/v1/heartbeat",

@@ -75,15 +75,23 @@ class AgentApiServer:
         self._leased: dict[str, float] = {}
         self._new = asyncio.Event()
         self.reject_results = False
+        self.claims: dict[str, int] = {}  # command → the fence that claimed it
+        self.claim_attempts: dict[str, list[int]] = {}
+        self.revoked: set[str] = set()
+        self.claim_status: int | None = None  # answer every claim with this status (e.g. 503: never confirmed)
+        self._start_by: dict[str, float] = {}
 
-    def add(self, payload: dict, deadline_s: float = 10.0) -> str:
+    def add(self, payload: dict, deadline_s: float = 10.0, expires_in_s: float = 30.0) -> str:
         command_id = f"c{next(self._ids)}"
         self.commands[command_id] = {
             "command_id": command_id,
             "attempt_id": 1,
             "payload": payload,
             "deadline_s": deadline_s,
+            "fence": 0,
+            "expires_in_s": expires_in_s,
         }
+        self._start_by[command_id] = time.monotonic() + expires_in_s
         self._new.set()
         return command_id
 
@@ -98,19 +106,37 @@ class AgentApiServer:
     def _next(self) -> dict | None:
         now = time.monotonic()
         for command_id, command in self.commands.items():
-            if command_id not in self.results and now - self._leased.get(command_id, -99) > 2.0:
+            if command_id in self.results or command_id in self.claims or command_id in self.revoked:
+                continue
+            left = self._start_by[command_id] - now
+            if left > 0.1 and now - self._leased.get(command_id, -99) > 2.0:
                 self._leased[command_id] = now
                 self.deliveries[command_id] = self.deliveries.get(command_id, 0) + 1
-                return command
+                command["fence"] = self.deliveries[command_id]
+                return dict(command) | {"expires_in_s": round(left, 2)}
         return None
 
     def forget_result(self, command_id: str) -> None:
+        """A server that lost the result (and the claim) sends the command again."""
+        self._start_by[command_id] = time.monotonic() + 30
         self.results.pop(command_id, None)
+        self.claims.pop(command_id, None)
         self._leased.pop(command_id, None)
         self._new.set()
 
-    async def result_of(self, command_id: str, timeout: float = 15.0) -> dict:
-        deadline = time.monotonic() + timeout
+    def _claim(self, command_id: str, fence: int) -> tuple[int, dict]:
+        self.claim_attempts.setdefault(command_id, []).append(fence)
+        if self.claim_status is not None:
+            return self.claim_status, {"error": "no disponible"}
+        if command_id in self.revoked:
+            return 409, {"error": "revocado", "code": "agent.claim_revoked"}
+        if self.claims.get(command_id, fence) != fence or fence != self.deliveries.get(command_id):
+            return 409, {"error": "entrega vieja o ya iniciado", "code": "agent.claim_stale"}
+        self.claims[command_id] = fence
+        return 200, {"status": "claimed"}
+
+    async def result_of(self, command_id: str, within: float = 20.0) -> dict:
+        deadline = time.monotonic() + within
         while command_id not in self.results:
             assert time.monotonic() < deadline, f"sin resultado para {command_id}"
             await asyncio.sleep(0.05)
@@ -161,6 +187,8 @@ class AgentApiServer:
             return 200, {"status": "ok"}
         parts = path.split("/")
         if method == "POST" and len(parts) == 7 and parts[4] == "commands" and parts[5] in self.commands:
+            if parts[6] == "claim":
+                return self._claim(parts[5], int(data["fence"]))
             if parts[6] == "progress":
                 self.progress.setdefault(parts[5], []).append(data)
                 return 200, {"status": "ok"}
@@ -268,11 +296,7 @@ async def test_agent_killed_mid_sale_loses_no_result_and_never_repeats_the_sale(
             },
             deadline_s=10,
         )
-        for _ in range(100):
-            if api.progress.get(sale):
-                break
-            await asyncio.sleep(0.05)
-        assert api.progress.get(sale), "la venta no empezó"
+        await _until(lambda: api.progress.get(sale), 20, "la venta empezó")
         proc.send_signal(signal.SIGKILL)  # the register PC loses power mid-sale
         await proc.wait()
         await asyncio.sleep(1.5)  # the terminal finishes the sale with nobody listening
@@ -319,22 +343,15 @@ async def test_a_result_the_server_cannot_take_survives_on_disk_across_a_restart
             },
             deadline_s=10,
         )
-        for _ in range(100):
-            if list((state / "outbox").glob("*.json")):
-                break
-            await asyncio.sleep(0.05)
-        assert list((state / "outbox").glob("*.json")), "el resultado no quedó guardado"
+        await _until(lambda: list((state / "outbox").glob("*.json")), 20, "el resultado quedó guardado en disco")
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         api.reject_results = False
         restarted = await start_agent(url, pty_path, state, token_file)
         result = await api.result_of(sale)
         assert (result["ResponseCode"], result["Ticket"], result["Amount"]) == (0, "D1", 5000)
-        for _ in range(100):  # the agent clears its outbox once the server's 2xx reaches it
-            if not list((state / "outbox").glob("*.json")):
-                break
-            await asyncio.sleep(0.05)
-        assert not list((state / "outbox").glob("*.json"))
+        # the agent clears its outbox once the server's 2xx reaches it
+        await _until(lambda: not list((state / "outbox").glob("*.json")), 20, "el agente vació su bandeja")
     finally:
         if restarted is not None:
             await stop_agent(restarted)
@@ -347,9 +364,16 @@ async def test_a_result_the_server_cannot_take_survives_on_disk_across_a_restart
 
 def test_journal_keeps_results_until_delivered_and_forgets_old_ones(tmp_path):
     journal = Journal(tmp_path)
+    journal.start("c0", {"Command": 100, "TicketNumber": "T0"})
+    journal.forget("c0")  # the server refused the claim: never ran, may come again
+    assert not journal.seen("c0")
     journal.start("c1", {"Command": 100, "TicketNumber": "T1"})
+    journal.running("c1")  # the server confirmed the claim
     assert journal.seen("c1") and journal.outbox() == []
-    assert journal.recover_inflight() == ["c1"]  # died mid-command: reported in doubt
+    journal.start("c2", {"Command": 100, "TicketNumber": "T2"})  # died while claiming: never ran
+    assert journal.recover_inflight() == ["c1", "c2"]  # died mid-command: reported in doubt
+    assert [item["result"]["AgentError"] for item in journal.outbox()] == ["in_doubt", "refused"]
+    journal.delivered("c2")
     assert journal.outbox() == [
         {
             "command_id": "c1",
@@ -387,10 +411,8 @@ async def test_cancel_sale_reaches_a_sale_the_agent_has_in_flight(tmp_path):
             },
             deadline_s=20,
         )
-        for _ in range(100):
-            if len(api.progress.get(sale, [])) >= 2:  # receipt and "reading card": the sale is in progress
-                break
-            await asyncio.sleep(0.05)
+        # receipt and "reading card": the sale is in progress
+        await _until(lambda: len(api.progress.get(sale, [])) >= 2, 20, "la venta está en curso")
         cancel = api.add({"Command": 116}, deadline_s=5)
         cancelled = await api.result_of(cancel)
         result = await api.result_of(sale)
@@ -401,3 +423,94 @@ async def test_cancel_sale_reaches_a_sale_the_agent_has_in_flight(tmp_path):
     assert cancelled["ResponseCode"] == 0
     assert (result["ResponseCode"], result["Ticket"]) == (2, "X1")
     assert sim.tickets() == {}
+
+
+# --- fencing: an expired, revoked or unconfirmed command never reaches the terminal ------------------------------
+def _sale(ticket: str, amount: int) -> dict:
+    return {
+        "Command": 100,
+        "Amount": amount,
+        "TicketNumber": ticket,
+        "PrintOnPos": True,
+        "SaleType": 0,
+        "SendMessage": True,
+        "EmployeeId": 0,
+        "DateTime": "2026-01-01T23:00:00",
+    }
+
+
+async def _until(predicate, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, f"no ocurrió a tiempo: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def _agent_with_a_slow_sale(tmp_path, api: AgentApiServer):
+    """An agent whose terminal is busy with a slow sale (~2 s): the next command waits its turn."""
+    sim = Simulator(step_delay_s=0.5)
+    pty_path = await sim.start_pty()
+    url = await api.start()
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    proc = await start_agent(url, pty_path, tmp_path / "state", token_file)
+    first = api.add(_sale("S1", 1000), deadline_s=20)
+    await _until(lambda: api.progress.get(first), 15, "la primera venta empezó")
+    return sim, proc, first
+
+
+async def test_a_command_that_expires_while_waiting_for_the_terminal_is_never_sent(tmp_path):
+    api = AgentApiServer()
+    sim, proc, first = await _agent_with_a_slow_sale(tmp_path, api)
+    try:
+        late = api.add(_sale("S2", 2000), deadline_s=20, expires_in_s=0.5)  # must start within 0.5 s
+        await _until(lambda: api.deliveries.get(late), 10, "el agente recibió el segundo comando")
+        await api.result_of(first)
+        await asyncio.sleep(1.0)  # the terminal is free again: the expired command still never goes
+    finally:
+        err = await stop_agent(proc)
+        await api.stop()
+        await sim.stop()
+    assert sim.command_codes().count(Command.SALE) == 1 and sim.charged() == {"S1": 1000}
+    assert late not in api.claim_attempts and late not in api.results  # not even claimed
+    assert "venció" in err
+
+
+async def test_a_revoked_command_is_refused_at_the_claim_and_never_sent(tmp_path):
+    api = AgentApiServer()
+    sim, proc, first = await _agent_with_a_slow_sale(tmp_path, api)
+    try:
+        ghost = api.add(_sale("S3", 3000), deadline_s=20)
+        await _until(lambda: api.deliveries.get(ghost), 10, "el agente recibió el segundo comando")
+        api.revoked.add(ghost)  # the server gave the attempt up meanwhile
+        await api.result_of(first)
+        await _until(lambda: api.claim_attempts.get(ghost), 10, "el agente intentó reclamarlo")
+        await asyncio.sleep(0.5)
+    finally:
+        await stop_agent(proc)
+        await api.stop()
+        await sim.stop()
+    assert sim.command_codes().count(Command.SALE) == 1 and sim.charged() == {"S1": 1000}
+    assert ghost not in api.results  # nothing to report: it never ran
+
+
+async def test_a_start_the_server_never_confirms_is_not_run_and_reported_refused(tmp_path):
+    sim = Simulator(step_delay_s=0.05)
+    pty_path = await sim.start_pty()
+    api = AgentApiServer()
+    api.claim_status = 503  # the server's database is down at the moment of the claim
+    url = await api.start()
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    proc = await start_agent(url, pty_path, tmp_path / "state", token_file)
+    try:
+        await _until(lambda: api.heartbeats, 15, "el agente arrancó")
+        sale = api.add(_sale("S4", 4000), deadline_s=10, expires_in_s=2.0)
+        result = await api.result_of(sale)
+    finally:
+        await stop_agent(proc)
+        await api.stop()
+        await sim.stop()
+    assert result["AgentError"] == "refused"
+    assert len(api.claim_attempts[sale]) >= 2  # it kept asking until the command expired
+    assert Command.SALE not in sim.command_codes() and sim.charged() == {}

@@ -1,19 +1,35 @@
-"""Commands for register-PC agents, kept in the ``agent_commands`` table.
+"""Commands for register-PC agents, kept in the ``agent_commands`` table, and how they are fenced.
 
 The provider side (``DbAgentChannel.exchange``) writes a command and waits for its result; the agent side (the
-web API that ``caja agent`` long-polls) hands the oldest queued command out, stores the intermediate messages
-and the result. Both sides only meet in the database, so the app instance that runs the sale and the one the
-agent happens to reach may differ. Within one instance a small notifier wakes the waiting side at once; across
-instances the waiting side re-reads the row every ``poll_interval_s``.
+web API that ``caja agent`` long-polls) hands the oldest queued command out, lets the agent claim it, stores the
+intermediate messages and the result. Both sides only meet in the database, so the app instance that runs the
+sale and the one the agent happens to reach may differ. Within one instance a small notifier wakes the waiting
+side at once; across instances the waiting side re-reads the row every ``poll_interval_s``.
 
-Life of a command: ``queued`` → ``delivered`` (the agent took it) → ``done`` (result stored). A command nobody
-took before its pick-up time, or without a result after its deadline, becomes ``expired``: a queued command
-that expired is never handed out (the terminal never sees it: *not sent*); a delivered one that expired may
-still get its result later (kept for the record; the payment was already reconciled through the terminal).
+Life of a command::
 
-A delivered command without result is handed out again when the agent asks after ``redeliver_after_s``: an
-agent that never received it (the answer to its long poll was lost) runs it; one that did run it knows it
-from its journal and posts its stored result again instead of running it twice.
+    queued ──deliver──▶ delivered ──claim──▶ claimed ──result──▶ done
+      │  ▲───redeliver───┘   │                  │
+      └──────────────────────┴──▶ expired / revoked (never started: never will be)
+                                                └──▶ expired (started, no result in time: a later result is applied)
+
+* **Fencing.** Every delivery bumps the command's ``fence`` and carries ``expires_in_s``: the time left to
+  *start* it (``start_by``, at most ``start_window_s`` after it was queued). The agent measures that on its own
+  monotonic clock from the moment it received the command, and right before it touches the terminal it
+  **claims** the command with the fence it got. The claim is one conditional UPDATE: it succeeds only if the
+  command is still ``delivered``, the fence is the latest one and ``start_by`` has not passed. An expired or
+  revoked command can never be claimed, so it never reaches the terminal.
+* **Not started means not sent.** A command nobody took in ``pickup_timeout_s``, or that was delivered but not
+  claimed by ``start_by``, is expired by the waiting side in the same conditional way; if that succeeds the
+  terminal provably never saw it (the provider maps it to *unavailable*). When the waiting side gives up on an
+  attempt (the cashier cancelled, the policy's max wait), it revokes its commands that were not started;
+  ``revoke_attempt_commands`` does the same for the core and says whether a started command is still
+  unaccounted for (then nobody may conclude "not charged").
+* **Every result counts.** A result is stored whenever it comes. One that arrives after the waiting side gave
+  up (``late``) is interpreted by the provider (``outcome_from_agent_result``) and applied to its attempt
+  through the payment orchestrator, however late.
+* A delivered command that is not claimed is handed out again after ``redeliver_after_s`` (with a new fence):
+  an agent whose long-poll answer was lost gets another chance while ``start_by`` allows it.
 """
 
 from __future__ import annotations
@@ -39,7 +55,10 @@ from ..providers import Progress, ProgressCallback
 
 log = logging.getLogger("caja.agents")
 
-QUEUED, DELIVERED, DONE, EXPIRED = "queued", "delivered", "done", "expired"
+QUEUED, DELIVERED, CLAIMED, DONE = "queued", "delivered", "claimed", "done"
+EXPIRED, REVOKED = "expired", "revoked"
+#: States in which a command will never be started again.
+NEVER_STARTED_AGAIN = (CLAIMED, DONE, EXPIRED, REVOKED)
 #: Longest long poll the server accepts (the agent asks for 25 s).
 MAX_WAIT_S = 30.0
 #: Terminal statuses an agent may report in its heartbeat.
@@ -55,23 +74,40 @@ class AgentTiming(msgspec.Struct, frozen=True, kw_only=True):
     """How long each side waits. Defaults suit a real night; tests use short ones."""
 
     pickup_timeout_s: float = 10.0  # a command nobody takes in this time was not sent (agent offline)
-    result_grace_s: float = 15.0  # beyond the command's own deadline: network, agent restart
+    start_window_s: float = 30.0  # a command not started (claimed) this long after it was queued never will be
+    result_grace_s: float = 15.0  # beyond the command's own deadline, counted from its start: network, restart
     poll_interval_s: float = 0.5  # re-read of the row when the other side may be another instance
-    redeliver_after_s: float = 15.0  # a delivered command without result is handed out again after this
-    min_remaining_s: float = 1.0  # a command with less time left than this is not handed out
+    redeliver_after_s: float = 15.0  # a delivered, unclaimed command is handed out again after this
+    min_remaining_s: float = 1.0  # a command with less time than this left to start is not handed out
     retention_days: float = 30.0  # finished commands older than this are deleted (the attempt keeps the outcome)
 
 
+DEFAULT_TIMING = AgentTiming()
+
+
 class AgentCommandOut(msgspec.Struct, kw_only=True):
-    """What ``GET /api/agent/v1/commands/next`` returns."""
+    """What ``GET /api/agent/v1/commands/next`` returns. ``deadline_s``: how long the terminal has to answer
+    once the command is started; ``expires_in_s``: how long the agent has to start (claim) it, counted on its own
+    clock from when it received this; ``fence``: the token the claim must present."""
 
     command_id: int
     attempt_id: int | None
     payload: dict[str, Any]
     deadline_s: float
+    fence: int
+    expires_in_s: float
 
 
 NOT_REACHED = "El agente de la caja no tomó el comando: ¿está encendido y conectado el PC de la caja?"
+NOT_STARTED = "El agente de la caja recibió el comando pero no lo inició a tiempo: ya no se ejecutará."
+
+#: Why a claim is refused (``claim`` returns one of these, or ``"claimed"``).
+CLAIM_REFUSALS = {
+    "revoked": "El servidor revocó este comando: no se ejecuta.",
+    "expired": "El comando venció antes de iniciarse: no se ejecuta.",
+    "stale": "Esta entrega del comando fue reemplazada por una más nueva: use la última.",
+    "taken": "El comando ya fue iniciado o terminado.",
+}
 
 
 class AgentNotReached(Exception):
@@ -95,12 +131,12 @@ class Notifier:
     def __init__(self) -> None:
         self._waiters: dict[Hashable, set[asyncio.Future]] = {}
 
-    async def wait(self, key: Hashable, timeout: float) -> bool:
-        """True when notified within ``timeout`` seconds."""
+    async def wait(self, key: Hashable, seconds: float) -> bool:
+        """True when notified within ``seconds``."""
         fut = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, set()).add(fut)
         try:
-            await asyncio.wait_for(fut, max(0.0, timeout))
+            await asyncio.wait_for(fut, max(0.0, seconds))
             return True
         except TimeoutError:
             return False
@@ -199,21 +235,27 @@ def _dump_progress(seq: int, entries: list[list[Any]]) -> str:
 # --- the server side (what the agent API calls) -----------------------------------------------------------
 
 
-def _remaining_s(command: AgentCommand, now) -> float:
-    return command.deadline_s - (now - command.created_at).total_seconds()
+def _start_by(command: AgentCommand, timing: AgentTiming) -> datetime:
+    if command.start_by is not None:
+        return command.start_by
+    return command.created_at + timedelta(seconds=min(float(command.deadline_s), timing.start_window_s))
 
 
-async def _expire_overdue(s: AsyncSession, register_id: int, now, timing: AgentTiming) -> None:
+async def _expire_overdue(s: AsyncSession, register_id: int, now: datetime, timing: AgentTiming) -> None:
+    """Commands that can no longer be started, or whose started run is long overdue, become ``expired``."""
     rows = (
         await s.execute(
             select(AgentCommand).where(
-                AgentCommand.register_id == register_id, AgentCommand.status.in_((QUEUED, DELIVERED))
+                AgentCommand.register_id == register_id, AgentCommand.status.in_((QUEUED, DELIVERED, CLAIMED))
             )
         )
     ).scalars()
     for command in list(rows):
-        remaining = _remaining_s(command, now)
-        overdue = remaining < timing.min_remaining_s if command.status == QUEUED else remaining < -timing.result_grace_s
+        if command.status == CLAIMED:
+            started = command.claimed_at or command.created_at
+            overdue = now >= started + timedelta(seconds=command.deadline_s + timing.result_grace_s)
+        else:
+            overdue = (_start_by(command, timing) - now).total_seconds() < timing.min_remaining_s
         if overdue:
             await s.execute(
                 update(AgentCommand)
@@ -223,62 +265,47 @@ async def _expire_overdue(s: AsyncSession, register_id: int, now, timing: AgentT
 
 
 async def claim_next(
-    s: AsyncSession, register_id: int, *, clock: Clock = SYSTEM_CLOCK, timing: AgentTiming = AgentTiming()
+    s: AsyncSession, register_id: int, *, clock: Clock = SYSTEM_CLOCK, timing: AgentTiming = DEFAULT_TIMING
 ) -> AgentCommandOut | None:
-    """Mark the register's oldest queued command delivered and return it (or a delivered command whose result
-    never came back, after ``redeliver_after_s``). One short transaction; never waits."""
+    """Mark the register's oldest queued command delivered and return it with a new fence (or a delivered,
+    unclaimed command after ``redeliver_after_s``). One short transaction; never waits."""
     now = clock.now()
     await _expire_overdue(s, register_id, now, timing)
-    queued = (
+    candidates = (
         await s.execute(
             select(AgentCommand)
-            .where(AgentCommand.register_id == register_id, AgentCommand.status == QUEUED)
+            .where(AgentCommand.register_id == register_id, AgentCommand.status.in_((QUEUED, DELIVERED)))
             .order_by(AgentCommand.id)
         )
     ).scalars()
-    for command in list(queued):
+    for command in list(candidates):
+        if command.status == DELIVERED and (
+            command.delivered_at is None or (now - command.delivered_at).total_seconds() < timing.redeliver_after_s
+        ):
+            continue
+        if (_start_by(command, timing) - now).total_seconds() < timing.min_remaining_s:
+            continue
+        was, fence = command.status, command.fence
         taken = await s.execute(
             update(AgentCommand)
-            .where(AgentCommand.id == command.id, AgentCommand.status == QUEUED)
-            .values(status=DELIVERED, delivered_at=now)
+            .where(AgentCommand.id == command.id, AgentCommand.status == was, AgentCommand.fence == fence)
+            .values(status=DELIVERED, delivered_at=now, fence=fence + 1)
         )
         if rowcount(taken) == 1:
-            return _out(command, now)
-    delivered = (
-        await s.execute(
-            select(AgentCommand)
-            .where(
-                AgentCommand.register_id == register_id, AgentCommand.status == DELIVERED, AgentCommand.result.is_(None)
-            )
-            .order_by(AgentCommand.id)
-        )
-    ).scalars()
-    for command in list(delivered):
-        if command.delivered_at is None or (now - command.delivered_at).total_seconds() < timing.redeliver_after_s:
-            continue
-        if _remaining_s(command, now) < timing.min_remaining_s:
-            continue
-        taken = await s.execute(
-            update(AgentCommand)
-            .where(
-                AgentCommand.id == command.id,
-                AgentCommand.status == DELIVERED,
-                AgentCommand.delivered_at == command.delivered_at,
-            )
-            .values(delivered_at=now)
-        )
-        if rowcount(taken) == 1:
-            log.info("agent command %s handed out again (no result since its delivery)", command.id)
-            return _out(command, now)
+            if was == DELIVERED:
+                log.info("agent command %s handed out again (not started since its delivery)", command.id)
+            return _out(command, fence + 1, now, timing)
     return None
 
 
-def _out(command: AgentCommand, now) -> AgentCommandOut:
+def _out(command: AgentCommand, fence: int, now: datetime, timing: AgentTiming) -> AgentCommandOut:
     return AgentCommandOut(
         command_id=command.id,
         attempt_id=command.attempt_id,
         payload=dict(command.payload),
-        deadline_s=round(max(0.0, _remaining_s(command, now)), 1),
+        deadline_s=float(command.deadline_s),
+        fence=fence,
+        expires_in_s=round(max(0.0, (_start_by(command, timing) - now).total_seconds()), 1),
     )
 
 
@@ -288,7 +315,7 @@ async def next_command(
     wait_s: float,
     *,
     clock: Clock = SYSTEM_CLOCK,
-    timing: AgentTiming = AgentTiming(),
+    timing: AgentTiming = DEFAULT_TIMING,
     gone: Callable[[], bool] | None = None,
 ) -> AgentCommandOut | None:
     """Long poll: the next command for the register, waiting up to ``wait_s`` (capped at ``MAX_WAIT_S``)
@@ -310,31 +337,100 @@ async def next_command(
         await NOTIFIER.wait(_register_key(register_id), min(timing.poll_interval_s, remaining))
 
 
-async def _anything_to_do(db: Any, register_id: int, now, timing: AgentTiming) -> bool:
+async def _anything_to_do(db: Any, register_id: int, now: datetime, timing: AgentTiming) -> bool:
     """A read-only look first, so an idle long poll never takes SQLite's write lock."""
     async with db.reader() as s:
         rows = (
             await s.execute(
-                select(
-                    AgentCommand.status, AgentCommand.created_at, AgentCommand.deadline_s, AgentCommand.delivered_at
-                ).where(
+                select(AgentCommand).where(
                     AgentCommand.register_id == register_id,
-                    AgentCommand.status.in_((QUEUED, DELIVERED)),
+                    AgentCommand.status.in_((QUEUED, DELIVERED, CLAIMED)),
                     AgentCommand.result.is_(None),
                 )
             )
-        ).all()
-    for row in rows:
-        if row.status == QUEUED:
+        ).scalars()
+        commands = list(rows)
+    for command in commands:
+        if command.status == QUEUED:
             return True
-        remaining = row.deadline_s - (now - row.created_at).total_seconds()
-        if (
-            remaining < -timing.result_grace_s
-            or row.delivered_at is None
-            or (now - row.delivered_at).total_seconds() >= timing.redeliver_after_s
+        if command.status == CLAIMED:
+            started = command.claimed_at or command.created_at
+            if now >= started + timedelta(seconds=command.deadline_s + timing.result_grace_s):
+                return True
+            continue
+        to_start = (_start_by(command, timing) - now).total_seconds()
+        if to_start < timing.min_remaining_s or (
+            command.delivered_at is None or (now - command.delivered_at).total_seconds() >= timing.redeliver_after_s
         ):
             return True
     return False
+
+
+async def claim(
+    s: AsyncSession,
+    register_id: int,
+    command_id: int,
+    fence: int,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    timing: AgentTiming = DEFAULT_TIMING,
+) -> str:
+    """The agent is about to touch the terminal with this command: ``"claimed"`` if it may, else why not
+    (``"revoked"``, ``"expired"``, ``"stale"`` — an older delivery —, ``"taken"``). Atomic: of a claim and a
+    revoke (or an expiry) exactly one wins. A repeated claim with the same fence is ``"claimed"`` again (the
+    agent may not have received the first answer)."""
+    command = await _command_of(s, register_id, command_id)
+    now = clock.now()
+    if command.status == CLAIMED and command.fence == fence and command.result is None:
+        return "claimed"
+    if command.status in (REVOKED, EXPIRED):
+        return command.status
+    if command.status != DELIVERED:
+        return "taken"
+    if command.fence != fence:
+        return "stale"
+    if now >= _start_by(command, timing):
+        await s.execute(
+            update(AgentCommand)
+            .where(AgentCommand.id == command_id, AgentCommand.status == DELIVERED)
+            .values(status=EXPIRED)
+        )
+        s.info.setdefault("agent_notify", set()).add(_command_key(command_id))
+        return "expired"
+    done = await s.execute(
+        update(AgentCommand)
+        .where(AgentCommand.id == command_id, AgentCommand.status == DELIVERED, AgentCommand.fence == fence)
+        .values(status=CLAIMED, claimed_at=now)
+    )
+    if rowcount(done) != 1:
+        return "taken"
+    s.info.setdefault("agent_notify", set()).add(_command_key(command_id))
+    return "claimed"
+
+
+async def revoke_attempt_commands(s: AsyncSession, attempt_id: int) -> bool:
+    """The server gives the attempt up: every command of it that was not started is revoked (it will never
+    reach the terminal). Returns False when a started command of the attempt has no result yet — its run is
+    unaccounted for, so the attempt must not be declared not charged (keep it in doubt and reconcile later)."""
+    revoked = await s.execute(
+        update(AgentCommand)
+        .where(AgentCommand.attempt_id == attempt_id, AgentCommand.status.in_((QUEUED, DELIVERED)))
+        .values(status=REVOKED)
+        .returning(AgentCommand.id)
+    )
+    for command_id in revoked.scalars():
+        s.info.setdefault("agent_notify", set()).add(_command_key(command_id))
+        log.info("agent command %s revoked (attempt %s given up)", command_id, attempt_id)
+    running = (
+        await s.execute(
+            select(AgentCommand.id).where(
+                AgentCommand.attempt_id == attempt_id,
+                AgentCommand.claimed_at.is_not(None),
+                AgentCommand.result.is_(None),
+            )
+        )
+    ).first()
+    return running is None
 
 
 async def _command_of(s: AsyncSession, register_id: int, command_id: int) -> AgentCommand:
@@ -356,7 +452,7 @@ async def post_progress(s: AsyncSession, register_id: int, command_id: int, *, m
     if not message:
         raise ValidationFailed("El mensaje intermedio está vacío.", code="agent.progress_empty", field="message")
     command = await _command_of(s, register_id, command_id)
-    if command.status not in (QUEUED, DELIVERED):
+    if command.status not in (QUEUED, DELIVERED, CLAIMED):
         return "ignored"
     seq, entries = _load_progress(command.progress_message)
     seq += 1
@@ -370,8 +466,9 @@ async def post_result(
     s: AsyncSession, register_id: int, command_id: int, result: dict[str, Any], *, clock: Clock = SYSTEM_CLOCK
 ) -> str:
     """Store the command's result. Idempotent: the same result again is ``"duplicate"`` (a no-op); a different
-    one for a command that already has its result is a Conflict. A result after the command expired is kept
-    (``"late"``) — the waiting side already gave up and the payment was reconciled with the terminal."""
+    one for a command that already has its result is a Conflict. A result after the waiting side gave up
+    (the command expired or was revoked) is kept and returned as ``"late"``: ``receive_result`` then applies it
+    to its attempt."""
     if not isinstance(result, dict) or not result:
         raise ValidationFailed(
             "El resultado debe ser un objeto JSON no vacío.", code="agent.result_invalid", field="result"
@@ -385,12 +482,103 @@ async def post_result(
             "Este comando ya tiene otro resultado registrado; se conserva el primero.", code="agent.result_conflict"
         )
     command.result, command.result_at = clean, clock.now()
-    if command.status == EXPIRED:
-        log.warning("agent command %s: result arrived after its deadline (kept for the record)", command_id)
+    if command.status in (EXPIRED, REVOKED):
+        log.warning(
+            "agent command %s: result arrived after the server gave up waiting (%s)", command_id, command.status
+        )
         return "late"
     command.status = DONE
     s.info.setdefault("agent_notify", set()).add(_command_key(command_id))
     return "stored"
+
+
+async def receive_result(
+    db: Any,
+    register_id: int,
+    command_id: int,
+    result: dict[str, Any],
+    *,
+    orchestrator: Any = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> str:
+    """What ``POST /commands/{id}/result`` does: store the result (``post_result``), wake whoever waits for it,
+    and — when nobody does any more — apply it to its attempt (``apply_late_results``) before answering, so an
+    agent that gets no answer posts again and the application is retried."""
+    async with db.session() as s:
+        status = await post_result(s, register_id, command_id, result, clock=clock)
+    notify_committed(s)
+    if status in ("late", "duplicate") and orchestrator is not None:
+        await apply_late_results(db, orchestrator, register_id=register_id, clock=clock)
+    return status
+
+
+async def apply_late_results(
+    db: Any, orchestrator: Any, *, register_id: int | None = None, clock: Clock = SYSTEM_CLOCK
+) -> int:
+    """Results that arrived after the waiting side gave up, not applied yet: each is interpreted by its
+    attempt's provider (``outcome_from_agent_result``) and handed to the payment orchestrator. Returns how many
+    outcomes were applied. Each result is applied once (``applied_at`` is taken before applying, and released
+    if applying fails, so the next call retries)."""
+    from ..providers import validate_settings
+    from ..registers.models import CashRegister
+
+    where = [
+        AgentCommand.status.in_((EXPIRED, REVOKED)),
+        AgentCommand.result.is_not(None),
+        AgentCommand.attempt_id.is_not(None),
+        AgentCommand.applied_at.is_(None),
+    ]
+    if register_id is not None:
+        where.append(AgentCommand.register_id == register_id)
+    async with db.reader() as s:
+        pending = list((await s.execute(select(AgentCommand).where(*where).order_by(AgentCommand.id))).scalars())
+    applied = 0
+    for command in pending:
+        async with db.session() as s:
+            taken = await s.execute(
+                update(AgentCommand)
+                .where(AgentCommand.id == command.id, AgentCommand.applied_at.is_(None))
+                .values(applied_at=clock.now())
+            )
+            if rowcount(taken) != 1:
+                continue
+            attempt = await s.get(PaymentAttempt, command.attempt_id)
+            register = await s.get(CashRegister, command.register_id)
+        if attempt is None:
+            continue
+        outcome = None
+        try:
+            provider = orchestrator.registry.get(attempt.provider_id)
+            interpret = getattr(provider, "outcome_from_agent_result", None)
+            if interpret is not None:
+                settings = None
+                try:
+                    raw = (register.provider_settings or {}).get(provider.id) if register is not None else None
+                    settings = validate_settings(provider, raw)
+                except Exception:  # noqa: BLE001 - the settings changed since: the provider reads the result alone
+                    log.warning("agent command %s: register settings unreadable; interpreted without", command.id)
+                outcome = interpret(dict(command.payload), dict(command.result or {}), settings)
+            if outcome is not None:
+                log.warning(
+                    "agent command %s: late result applied to attempt %s (%s)", command.id, attempt.id, outcome.kind
+                )
+                await _apply_outcome(orchestrator, attempt.id, outcome)
+                applied += 1
+        except Exception:
+            log.exception("agent command %s: could not apply its late result; will retry", command.id)
+            async with db.session() as s:
+                await s.execute(update(AgentCommand).where(AgentCommand.id == command.id).values(applied_at=None))
+            raise
+    return applied
+
+
+async def _apply_outcome(orchestrator: Any, attempt_id: int, outcome: Any) -> Any:
+    """``PaymentOrchestrator.apply_outcome(attempt_id, outcome, source="agent")``; an orchestrator without that
+    public method gets its durable internal finish instead."""
+    apply = getattr(orchestrator, "apply_outcome", None)
+    if apply is not None:
+        return await apply(attempt_id, outcome, source="agent")
+    return await orchestrator._finish_durably(attempt_id, outcome, reason="agent_result", source="agent")
 
 
 async def heartbeat(s: AsyncSession, register_id: int, *, terminal: str, detail: str = "") -> None:
@@ -419,8 +607,12 @@ def notify_committed(s: AsyncSession) -> None:
 
 class DbAgentChannel:
     """``AgentChannel`` through the database: ``exchange()`` queues the command for the register's agent and
-    waits for its result. Raises ``AgentNotReached`` (not sent) when no agent took it within the pick-up time,
-    ``AgentNoAnswer`` (in doubt) when the result did not come back by the deadline."""
+    waits for its result.
+
+    Raises ``AgentNotReached`` (not sent: the terminal never saw it) when no agent took the command within the
+    pick-up time or none started it by its ``start_by`` — in both cases the command was expired atomically, so
+    it can never be started later — and ``AgentNoAnswer`` (in doubt, never declined) when the agent started it
+    and no result came back by its deadline (counted from the start) plus the grace."""
 
     def __init__(
         self,
@@ -429,7 +621,7 @@ class DbAgentChannel:
         venue_id: int,
         clock: Clock = SYSTEM_CLOCK,
         *,
-        timing: AgentTiming = AgentTiming(),
+        timing: AgentTiming = DEFAULT_TIMING,
     ) -> None:
         self.db = db
         self.register_id = register_id
@@ -440,44 +632,64 @@ class DbAgentChannel:
     async def exchange(
         self, command: dict[str, Any], *, deadline_s: float, progress: ProgressCallback | None = None
     ) -> dict[str, Any]:
-        command_id = await self._queue(command, deadline_s)
+        command_id, deadline = await self._queue(command, deadline_s)
         NOTIFIER.notify(_register_key(self.register_id))
         start = self.clock.monotonic()
-        pickup_by = start + min(self.timing.pickup_timeout_s, deadline_s)
-        give_up_at = start + deadline_s + self.timing.result_grace_s
+        pickup_by = start + min(self.timing.pickup_timeout_s, deadline)
+        start_by = start + min(self.timing.start_window_s, deadline)
+        give_up_at: float | None = None  # once started: its deadline plus the grace
         seen = 0
         try:
             while True:
-                status, raw_progress, result, delivered_at = await self._read(command_id)
+                status, raw_progress, result, claimed_at = await self._read(command_id)
                 seen = await self._emit(raw_progress, seen, progress)
                 if result is not None:
                     return dict(result)
                 now = self.clock.monotonic()
-                if status == QUEUED and now >= pickup_by:
-                    if await self._expire(command_id, QUEUED):
-                        raise AgentNotReached(NOT_REACHED)
-                    continue
-                if status == EXPIRED and delivered_at is None:
-                    raise AgentNotReached(NOT_REACHED)
-                if status == EXPIRED or now >= give_up_at:
-                    await self._expire(command_id, DELIVERED)
-                    result = (await self._read(command_id))[2]
-                    if result is not None:
-                        return dict(result)
-                    raise AgentNoAnswer("El agente no devolvió el resultado a tiempo.")
-                wait = min(
-                    self.timing.poll_interval_s, max(0.01, (pickup_by if status == QUEUED else give_up_at) - now)
-                )
+                if status == QUEUED:
+                    until = pickup_by
+                    if now >= pickup_by:
+                        if await self._expire(command_id, (QUEUED,)):
+                            raise AgentNotReached(NOT_REACHED)
+                        continue
+                elif status == DELIVERED:
+                    until = start_by
+                    if now >= start_by:
+                        if await self._expire(command_id, (DELIVERED,)):
+                            raise AgentNotReached(NOT_STARTED)
+                        continue
+                elif status == CLAIMED:
+                    if give_up_at is None:
+                        give_up_at = now + deadline + self.timing.result_grace_s
+                    until = give_up_at
+                    if now >= give_up_at:
+                        await self._expire(command_id, (CLAIMED,))
+                        continue
+                else:  # expired or revoked without a result (done always has one)
+                    if claimed_at is None:
+                        raise AgentNotReached(NOT_REACHED if status == EXPIRED else NOT_STARTED)
+                    raise AgentNoAnswer("El agente inició el comando pero no devolvió el resultado a tiempo.")
+                wait = min(self.timing.poll_interval_s, max(0.01, until - now))
                 await NOTIFIER.wait(_command_key(command_id), wait)
         except asyncio.CancelledError:
-            # The caller gave up (cashier cancelled, max wait): a command nobody took must never run later.
+            # The caller gave up (cashier cancelled, max wait): a command not started must never run later, and
+            # the result of one already started will find nobody waiting, so it is applied when it comes.
             try:
-                await self._expire(command_id, QUEUED)
+                if not await self._expire(command_id, (QUEUED, DELIVERED), to=REVOKED):
+                    await self._expire(command_id, (CLAIMED,))
             except Exception:
-                log.warning("could not expire agent command %s", command_id, exc_info=True)
+                log.warning("could not revoke agent command %s", command_id, exc_info=True)
             raise
 
-    async def _queue(self, command: dict[str, Any], deadline_s: float) -> int:
+    async def revoke_attempt(self, attempt_id: int) -> bool:
+        """``revoke_attempt_commands`` for the provider: True when no started command of the attempt is
+        unaccounted for (its not-started commands are revoked on the way)."""
+        async with self.db.session() as s:
+            clear = await revoke_attempt_commands(s, attempt_id)
+        notify_committed(s)
+        return clear
+
+    async def _queue(self, command: dict[str, Any], deadline_s: float) -> tuple[int, int]:
         async with self.db.session() as s:
             await prune(s, self.register_id, before=self.clock.now() - timedelta(days=self.timing.retention_days))
             attempt_id = None
@@ -491,18 +703,22 @@ class DbAgentChannel:
                         .limit(1)
                     )
                 ).scalar_one_or_none()
+            now = self.clock.now()
+            deadline = max(1, round(deadline_s))
             row = AgentCommand(
                 venue_id=self.venue_id,
                 register_id=self.register_id,
                 attempt_id=attempt_id,
                 payload=dict(command),
-                deadline_s=max(1, round(deadline_s)),
+                deadline_s=deadline,
                 status=QUEUED,
-                created_at=self.clock.now(),
+                created_at=now,
+                start_by=now + timedelta(seconds=min(float(deadline), self.timing.start_window_s)),
+                fence=0,
             )
             s.add(row)
             await s.flush()
-            return row.id
+            return row.id, deadline
 
     async def _read(self, command_id: int) -> tuple[str, str, dict[str, Any] | None, Any]:
         async with self.db.reader() as s:
@@ -512,18 +728,18 @@ class DbAgentChannel:
                         AgentCommand.status,
                         AgentCommand.progress_message,
                         AgentCommand.result,
-                        AgentCommand.delivered_at,
+                        AgentCommand.claimed_at,
                     ).where(AgentCommand.id == command_id)
                 )
             ).one()
-        return row.status, row.progress_message, row.result, row.delivered_at
+        return row.status, row.progress_message, row.result, row.claimed_at
 
-    async def _expire(self, command_id: int, from_status: str) -> bool:
+    async def _expire(self, command_id: int, from_statuses: tuple[str, ...], *, to: str = EXPIRED) -> bool:
         async with self.db.session() as s:
             done = await s.execute(
                 update(AgentCommand)
-                .where(AgentCommand.id == command_id, AgentCommand.status == from_status)
-                .values(status=EXPIRED)
+                .where(AgentCommand.id == command_id, AgentCommand.status.in_(from_statuses))
+                .values(status=to)
             )
             return rowcount(done) == 1
 
@@ -539,11 +755,11 @@ class DbAgentChannel:
 
 
 async def prune(s: AsyncSession, register_id: int, *, before: datetime) -> int:
-    """Delete the register's finished (done/expired) commands created before ``before``."""
+    """Delete the register's finished (done/expired/revoked) commands created before ``before``."""
     done = await s.execute(
         delete(AgentCommand).where(
             AgentCommand.register_id == register_id,
-            AgentCommand.status.in_((DONE, EXPIRED)),
+            AgentCommand.status.in_((DONE, EXPIRED, REVOKED)),
             AgentCommand.created_at < before,
         )
     )
@@ -556,7 +772,7 @@ def uses_agent(provider_settings: dict[str, Any] | None) -> bool:
 
 
 def channel_factory(
-    db: Any, *, clock: Clock = SYSTEM_CLOCK, timing: AgentTiming = AgentTiming()
+    db: Any, *, clock: Clock = SYSTEM_CLOCK, timing: AgentTiming = DEFAULT_TIMING
 ) -> Callable[[Any], DbAgentChannel | None]:
     """For ``PaymentOrchestrator(agent_channel_factory=...)``: a channel for registers that use an agent."""
 
@@ -569,6 +785,7 @@ def channel_factory(
 
 
 __all__ = [
+    "CLAIM_REFUSALS",
     "MAX_WAIT_S",
     "NOTIFIER",
     "TERMINAL_STATUSES",
@@ -577,7 +794,9 @@ __all__ = [
     "AgentNotReached",
     "AgentTiming",
     "DbAgentChannel",
+    "apply_late_results",
     "channel_factory",
+    "claim",
     "claim_next",
     "heartbeat",
     "next_command",
@@ -585,6 +804,8 @@ __all__ = [
     "post_progress",
     "post_result",
     "prune",
+    "receive_result",
+    "revoke_attempt_commands",
     "scrub_card_data",
     "uses_agent",
 ]

@@ -112,15 +112,20 @@ class AgentCommand(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     venue_id: Mapped[int] = mapped_column(ForeignKey("venues.id"), index=True)
     register_id: Mapped[int] = mapped_column(ForeignKey("cash_registers.id"), index=True)
-    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("payment_attempts.id"), nullable=True)
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("payment_attempts.id"), nullable=True, index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
     deadline_s: Mapped[int] = mapped_column(Integer, default=60)
-    status: Mapped[str] = mapped_column(String(12), default="queued")  # queued/delivered/done/expired
+    # queued/delivered/claimed/done/expired/revoked (see caja_core.agents.service)
+    status: Mapped[str] = mapped_column(String(12), default="queued")
     progress_message: Mapped[str] = mapped_column(String(200), default="")
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     result_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # bumped at every delivery
+    start_by: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # never started after this
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # the agent started it
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # a late result applied
 
 
 class WebhookEvent(Base):

@@ -3,8 +3,10 @@
 The agent owns the local serial port (or reaches a terminal by TCP) and talks to the caja server over HTTP(S)
 with the register's token (``Authorization: Bearer <token>``):
 
-* ``GET  /api/agent/v1/commands/next?wait=25`` → 200 ``{"command_id", "attempt_id", "payload", "deadline_s"}``
-  or 204 (long poll). ``payload`` is the terminal command (``{"Command": 100, …}``).
+* ``GET  /api/agent/v1/commands/next?wait=25`` → 200 ``{"command_id", "attempt_id", "payload", "deadline_s",
+  "fence", "expires_in_s"}`` or 204 (long poll). ``payload`` is the terminal command (``{"Command": 100, …}``).
+* ``POST /api/agent/v1/commands/{id}/claim`` ``{"fence": n}`` — right before the command touches the terminal:
+  200 → run it; 409 → never run it (revoked, expired, a newer delivery exists, or already started).
 * ``POST /api/agent/v1/commands/{id}/progress`` ``{"message", "code"}`` — the terminal's receipt (code null)
   and each intermediate message.
 * ``POST /api/agent/v1/commands/{id}/result`` ``{"result": {...}}`` — idempotent on the server. ``result`` is the
@@ -12,11 +14,19 @@ with the register's token (``Authorization: Bearer <token>``):
   "invalid", "Detail": "…"}`` when there is none.
 * ``POST /api/agent/v1/heartbeat`` ``{"terminal": "ok"|"unreachable", "detail": "…"}`` every few seconds.
 
-Never losing a result: each command is journalled on disk before it touches the terminal
-(``inflight/<id>.json``), its result is written to ``outbox/<id>.json`` before it is posted, and the outbox is
-re-posted until the server accepts it. A command that was in flight when the agent died is never sent to the
-terminal again: on start-up it is reported ``in_doubt`` (the server then reconciles with LastVoucher/Details).
-A command id already seen is never executed twice: if the server sends it again, its stored result is posted
+Fencing: a command received from the server may only be started before it expires — ``expires_in_s`` counted
+on this process's monotonic clock from the moment the command arrived (a wall-clock step changes nothing) —
+and only after the server confirmed the claim. The check and the claim happen with the terminal already
+reserved for the command (after any command ahead of it), right before the first byte is written. An expired
+command, or one whose claim the server refuses, is never sent to the terminal; when the server's answer to a
+claim never arrives, the command is not run either and the agent reports ``{"AgentError": "refused"}``.
+
+Never losing a result: each command is journalled on disk before it is claimed (``inflight/<id>.json``,
+phase ``claiming`` then ``running``), its result is written to ``outbox/<id>.json`` before it is posted, and the
+outbox is re-posted until the server accepts it. A command that was running when the agent died is never sent
+to the terminal again: on start-up it is reported ``in_doubt`` (the server then reconciles with
+LastVoucher/Details); one that was only being claimed is reported ``refused`` (it never touched the terminal).
+A command id already run is never executed twice: if the server sends it again, its stored result is posted
 again.
 """
 
@@ -35,7 +45,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from .client import GetnetClient, InDoubt, NoReceipt
+from .client import GateFn, GetnetClient, InDoubt, NoReceipt, Refused
 from .protocol import Command, Deadlines, Response, mask_response
 from .transport import TerminalUnavailable, Transport
 
@@ -55,10 +65,20 @@ class AgentConfig(msgspec.Struct, kw_only=True):
     retry_max_s: float = 10.0
 
 
+REFUSED_DETAIL = "El comando no se envió al terminal (vencido, revocado o sin confirmación del servidor)."
+
+
 async def run_command(
-    client: GetnetClient, payload: dict[str, Any], *, deadline_s: float | None, progress=None
+    client: GetnetClient,
+    payload: dict[str, Any],
+    *,
+    deadline_s: float | None,
+    progress=None,
+    before_send: GateFn | None = None,
 ) -> dict[str, Any]:
-    """Send one command to the terminal; return its final response (masked) or an ``AgentError`` dict."""
+    """Send one command to the terminal; return its final response (masked) or an ``AgentError`` dict.
+    ``before_send`` is the fence: it runs with the terminal reserved, right before the first byte; if it says
+    no, nothing is sent and the result is ``{"AgentError": "refused"}``."""
     try:
         code = int(payload["Command"])
         Command(code)
@@ -71,11 +91,15 @@ async def run_command(
             def accept(data: dict[str, Any]) -> bool:
                 return Response(data).function_code in (None, Command.SALE) and str(data.get("Ticket", "")) == ticket
 
-            data = await client.exchange(payload, accept=accept, progress=progress, deadline_s=deadline_s)
+            data = await client.exchange(
+                payload, accept=accept, progress=progress, deadline_s=deadline_s, before_send=before_send
+            )
         elif code == Command.CANCEL_SALE:
-            data = await client.cancel_sale()
+            data = await client.cancel_sale(before_send=before_send)
         else:
-            data = await client.exchange(payload, deadline_s=deadline_s)
+            data = await client.exchange(payload, deadline_s=deadline_s, before_send=before_send)
+    except Refused:
+        return {"AgentError": "refused", "Detail": REFUSED_DETAIL}
     except TerminalUnavailable as exc:
         return {"AgentError": "unavailable", "Detail": str(exc)}
     except NoReceipt as exc:
@@ -133,7 +157,20 @@ class Journal:
         return any(self._path(sub, command_id).exists() for sub in ("inflight", "outbox", "done"))
 
     def start(self, command_id: str, command: dict[str, Any]) -> None:
-        self._write(self._path("inflight", command_id), {"command_id": command_id, "command": command})
+        """About to claim the command (it has not touched the terminal yet)."""
+        self._write(
+            self._path("inflight", command_id), {"command_id": command_id, "command": command, "phase": "claiming"}
+        )
+
+    def running(self, command_id: str) -> None:
+        """The server confirmed the claim: the command is about to reach the terminal."""
+        path = self._path("inflight", command_id)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        self._write(path, data | {"phase": "running"})
+
+    def forget(self, command_id: str) -> None:
+        """The claim was refused: the command never touched the terminal and never will (with this delivery)."""
+        self._path("inflight", command_id).unlink(missing_ok=True)
 
     def finish(self, command_id: str, result: dict[str, Any]) -> None:
         self._write(self._path("outbox", command_id), {"command_id": command_id, "result": result})
@@ -176,18 +213,33 @@ class Journal:
         return removed
 
     def recover_inflight(self) -> list[str]:
-        """Commands that were in flight when the agent stopped: reported in doubt, never resent."""
+        """Commands that were in flight when the agent stopped, never resent: a running one is reported in
+        doubt; one that was only being claimed never touched the terminal and is reported refused."""
         ids = []
         for path in sorted((self.root / "inflight").glob("*.json")):
             try:
-                command_id = json.loads(path.read_text(encoding="utf-8"))["command_id"]
+                data = json.loads(path.read_text(encoding="utf-8"))
+                command_id = data["command_id"]
             except (OSError, ValueError, KeyError):
                 continue
-            self.finish(
-                command_id, {"AgentError": "in_doubt", "Detail": "El agente se reinició con este comando en curso."}
-            )
+            if data.get("phase") == "claiming":
+                result = {"AgentError": "refused", "Detail": "El agente se reinició antes de iniciar el comando."}
+            else:
+                result = {"AgentError": "in_doubt", "Detail": "El agente se reinició con este comando en curso."}
+            self.finish(command_id, result)
             ids.append(command_id)
         return ids
+
+
+class Delivery(msgspec.Struct, kw_only=True):
+    """One delivery of a command: the fence to claim it with, and until when (this process's monotonic clock)
+    it may be started."""
+
+    command_id: str
+    payload: Any
+    deadline_s: float | None
+    fence: int
+    expires_at: float
 
 
 class Agent:
@@ -197,6 +249,7 @@ class Agent:
         self.journal = Journal(config.state_dir)
         self._http = http
         self._tasks: set[asyncio.Task] = set()
+        self._waiting: dict[str, Delivery] = {}  # received, not started yet: the newest delivery of each
         self._terminal_status = ("ok", "")
         self._last_terminal_check = float("-inf")
 
@@ -224,7 +277,7 @@ class Agent:
             for task in list(self._tasks):
                 # Commands in flight may finish (their result is journalled); one that fails or hangs must not
                 # stop the shutdown.
-                with contextlib.suppress(asyncio.CancelledError, Exception):
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
                     await asyncio.wait_for(asyncio.shield(task), 130)
             await self.flush_outbox()
             await self.http.aclose()
@@ -258,11 +311,14 @@ class Agent:
                 backoff = min(backoff * 2, self.config.retry_max_s)
                 continue
             backoff = 1.0
+            received_at = time.monotonic()
             try:
                 body = response.json()
                 command_id = str(body["command_id"])
                 payload = body["payload"]
                 deadline_s = float(body.get("deadline_s") or 0) or None
+                fence = int(body.get("fence", 0))
+                expires_in_s = float(body["expires_in_s"])
             except (ValueError, KeyError, TypeError):
                 log.error("agente: comando mal formado del servidor")
                 continue
@@ -271,12 +327,78 @@ class Agent:
                 self.journal.requeue_done(command_id)
                 await self.flush_outbox()
                 continue
-            self.journal.start(command_id, mask_response(payload) if isinstance(payload, dict) else {})
-            task = asyncio.create_task(self._execute(command_id, payload, deadline_s))
+            delivery = Delivery(
+                command_id=command_id,
+                payload=payload,
+                deadline_s=deadline_s,
+                fence=fence,
+                expires_at=received_at + max(0.0, expires_in_s),
+            )
+            if command_id in self._waiting:
+                self._waiting[command_id] = delivery  # a newer delivery of a command still waiting its turn
+                continue
+            self._waiting[command_id] = delivery
+            task = asyncio.create_task(self._execute(command_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _execute(self, command_id: str, payload: Any, deadline_s: float | None) -> None:
+    async def _gate(self, command_id: str, payload: dict[str, Any]) -> bool:
+        """The fence, with the terminal reserved for this command: not expired on our clock, not already run,
+        and the server confirms the claim. Anything else: the command is not sent."""
+        delivery = self._waiting.get(command_id)
+        if delivery is None or self.journal.seen(command_id):
+            return False
+        if time.monotonic() >= delivery.expires_at:
+            log.warning("agente: el comando %s venció antes de llegar al terminal; no se ejecuta", command_id)
+            return False
+        self.journal.start(command_id, mask_response(payload))
+        verdict = await self._claim(delivery)
+        if verdict == "claimed":
+            self.journal.running(command_id)
+            return True
+        if verdict == "refused":
+            self.journal.forget(command_id)
+            return False
+        log.error("agente: el servidor no confirmó el inicio del comando %s; no se ejecuta", command_id)
+        self.journal.finish(
+            command_id,
+            {"AgentError": "refused", "Detail": "El servidor no confirmó el inicio del comando: no se ejecutó."},
+        )
+        return False
+
+    async def _claim(self, delivery: Delivery) -> str:
+        """``claimed``, ``refused`` (the server said no: never run it) or ``unknown`` (no answer before the
+        command expired on our clock). A repeated claim with the same fence is answered ``claimed`` again."""
+        pause = 0.2
+        while True:
+            remaining = delivery.expires_at - time.monotonic()
+            if remaining <= 0:
+                return "unknown"
+            try:
+                response = await self.http.post(
+                    f"{API}/commands/{delivery.command_id}/claim",
+                    json={"fence": delivery.fence},
+                    timeout=max(0.5, min(5.0, remaining)),
+                )
+            except httpx.HTTPError as exc:
+                log.warning("agente: sin respuesta al reclamar %s (%s)", delivery.command_id, type(exc).__name__)
+            else:
+                if response.status_code == 200:
+                    return "claimed"
+                if 400 <= response.status_code < 500:
+                    log.warning(
+                        "agente: el servidor no autoriza el comando %s (%s): %s",
+                        delivery.command_id,
+                        response.status_code,
+                        response.text[:200],
+                    )
+                    return "refused"
+            await asyncio.sleep(min(pause, max(0.0, delivery.expires_at - time.monotonic())))
+            pause = min(pause * 2, 1.0)
+
+    async def _execute(self, command_id: str) -> None:
+        delivery = self._waiting[command_id]
+        payload = delivery.payload
         # Intermediate messages are posted in order by a helper task, so a slow server never delays reading
         # (and acknowledging) what the terminal says.
         messages: asyncio.Queue[tuple[int | None, str] | None] = asyncio.Queue()
@@ -291,17 +413,36 @@ class Agent:
         async def progress(code: int | None, text: str) -> None:
             messages.put_nowait((code, text))
 
+        asked = started = False
+
+        async def gate() -> bool:
+            nonlocal asked, started
+            asked = True
+            started = await self._gate(command_id, payload)
+            return started
+
         poster = asyncio.create_task(post_progress())
         try:
             if not isinstance(payload, dict):
                 result: dict[str, Any] = {"AgentError": "invalid", "Detail": "El comando no es un objeto JSON."}
             else:
-                result = await run_command(self.client, payload, deadline_s=deadline_s, progress=progress)
-            self.journal.finish(command_id, result)
+                deadline_s = self._waiting[command_id].deadline_s
+                result = await run_command(
+                    self.client, payload, deadline_s=deadline_s, progress=progress, before_send=gate
+                )
+            if not asked:  # refused before the fence (malformed): the server hears why
+                self.journal.start(command_id, {})
+                started = True
+            if started:
+                self.journal.finish(command_id, result)
         finally:
+            self._waiting.pop(command_id, None)
             messages.put_nowait(None)
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(poster, 5.0)
+        if not started:
+            await self.flush_outbox()  # a start the server never confirmed is reported "refused"
+            return
         self._terminal_status = (
             ("unreachable", result["Detail"]) if result.get("AgentError") == "unavailable" else ("ok", "")
         )

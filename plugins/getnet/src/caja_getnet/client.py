@@ -47,6 +47,11 @@ class NoReceipt(Exception):
     """The command was written but the terminal never confirmed receiving it."""
 
 
+class Refused(Exception):
+    """The command's gate said no right before the first byte: nothing was sent (a fenced agent command that
+    expired, was revoked, or whose start the server did not confirm)."""
+
+
 class InDoubt(Exception):
     """The terminal received the command but no acceptable final response arrived."""
 
@@ -56,7 +61,10 @@ class InDoubt(Exception):
         self.ignored = ignored
 
 
-__all__ = ["GetnetClient", "InDoubt", "NoReceipt", "TerminalUnavailable"]
+__all__ = ["GateFn", "GetnetClient", "InDoubt", "NoReceipt", "Refused", "TerminalUnavailable"]
+
+# Called with the terminal reserved, right before the command's first byte: False means "do not send it".
+GateFn = Callable[[], Awaitable[bool]]
 
 
 class _Active:
@@ -93,8 +101,13 @@ class GetnetClient:
         accept: AcceptFn | None = None,
         progress: ProgressFn | None = None,
         deadline_s: float | None = None,
+        before_send: GateFn | None = None,
     ) -> dict[str, Any]:
+        """``before_send`` runs once the terminal is reserved for this command (after any command ahead of it),
+        right before anything is written; if it answers False the command is not sent (``Refused``)."""
         async with self._lock:
+            if before_send is not None and not await before_send():
+                raise Refused(f"El comando {command.get('Command')} no se envió al terminal.")
             return await self._exchange(command, accept=accept, progress=progress, deadline_s=deadline_s)
 
     async def _exchange(
@@ -258,12 +271,14 @@ class GetnetClient:
     async def parameter_report(self) -> dict[str, Any]:
         return await self.exchange(simple_command(Command.PARAMETER_REPORT))
 
-    async def cancel_sale(self) -> dict[str, Any]:
+    async def cancel_sale(self, *, before_send: GateFn | None = None) -> dict[str, Any]:
         """CancelSale. If a sale is in flight on this client, the command goes on the sale's own connection (a
         serial port has only one) and this returns the terminal's answer to it, read by the sale's exchange; the
         sale's own final response (usually a decline) still tells what happened to the sale."""
         active = self._active
         if active is not None and active.command == Command.SALE:
+            if before_send is not None and not await before_send():
+                raise Refused("CancelSale no se envió al terminal.")
             try:
                 await active.connection.write(encode_envelope(simple_command(Command.CANCEL_SALE)))
             except (ConnectionError, OSError) as exc:
@@ -280,4 +295,4 @@ class GetnetClient:
                     "ResponseMessage": "La venta terminó antes de cancelar",
                 }
             return answer
-        return await self.exchange(simple_command(Command.CANCEL_SALE))
+        return await self.exchange(simple_command(Command.CANCEL_SALE), before_send=before_send)

@@ -3,7 +3,7 @@
 Every call carries ``Authorization: Bearer <register token>`` (rotated in /admin/cajas/<id>/editar, stored
 hashed). No session, no CSRF. Errors are JSON ``{"error": "<mensaje>", "code": "<código>"}``: 401 without a
 valid token, 404 for a command of another register (or none), 400 for a malformed body or query, 409 for a
-second, different result, 503 while the database is away (the agent retries)."""
+refused claim or a second, different result, 503 while the database is away (the agent retries)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,26 @@ class ResultIn(msgspec.Struct, kw_only=True):
     """The terminal's final response (card data masked) or ``{"AgentError": …, "Detail": …}``."""
 
     result: dict[str, Any]
+
+
+class ClaimIn(msgspec.Struct, kw_only=True):
+    """The fence of the delivery the agent is about to run."""
+
+    fence: Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
+
+
+class ClaimOut(msgspec.Struct, kw_only=True):
+    """``claimed``: run it now."""
+
+    status: str
+
+
+class ClaimRefusedOut(msgspec.Struct, kw_only=True):
+    """Do not run it: ``code`` is ``agent.claim_revoked``, ``agent.claim_expired``, ``agent.claim_stale`` or
+    ``agent.claim_taken``."""
+
+    error: str
+    code: str
 
 
 class HeartbeatIn(msgspec.Struct, kw_only=True):
@@ -236,6 +256,37 @@ async def next_command(
 
 
 @post(
+    "/commands/{command_id:int}/claim",
+    status_code=200,
+    include_in_schema=True,
+    request_max_body_size=MAX_SMALL_BODY_BYTES,
+    summary="Reclamar el comando justo antes de enviarlo al terminal",
+    description="El agente presenta el `fence` de la entrega que recibió. 200 `claimed`: puede ejecutarlo. "
+    "409: no debe ejecutarlo nunca (revocado, vencido, entrega reemplazada o ya iniciado). Repetir el mismo "
+    "reclamo responde otra vez `claimed`.",
+    responses={
+        400: BAD_REQUEST,
+        401: UNAUTHORIZED,
+        404: NOT_FOUND,
+        409: ResponseSpec(data_container=ClaimRefusedOut, description="No se ejecuta"),
+        413: TOO_LARGE,
+        503: UNAVAILABLE,
+    },
+)
+async def command_claim(
+    request: Request, register: NamedDependency[RegisterOut], command_id: FromPath[int], data: JSONBody[ClaimIn]
+) -> Response[ClaimOut] | Response[ClaimRefusedOut]:
+    async with request.app.state.db.session() as s:
+        status = await agents.claim(s, register.id, command_id, data.fence, timing=_timing(request))
+    agents.notify_committed(s)
+    if status != "claimed":
+        return Response(
+            ClaimRefusedOut(error=agents.CLAIM_REFUSALS[status], code=f"agent.claim_{status}"), status_code=409
+        )
+    return Response(ClaimOut(status=status), status_code=200)
+
+
+@post(
     "/commands/{command_id:int}/progress",
     status_code=200,
     include_in_schema=True,
@@ -267,7 +318,8 @@ async def command_progress(
     request_max_body_size=MAX_RESULT_BYTES,
     summary="Resultado final del comando",
     description="Idempotente: el mismo resultado otra vez responde 200 `duplicate` sin cambiar nada; otro "
-    "resultado distinto para el mismo comando responde 409 y se conserva el primero.",
+    "resultado distinto para el mismo comando responde 409 y se conserva el primero. Un resultado que llega "
+    "cuando el servidor ya dejó de esperarlo responde `late` y se aplica al pago igual.",
     responses={
         400: BAD_REQUEST,
         401: UNAUTHORIZED,
@@ -281,9 +333,13 @@ async def command_progress(
 async def command_result(
     request: Request, register: NamedDependency[RegisterOut], command_id: FromPath[int], data: JSONBody[ResultIn]
 ) -> AckOut:
-    async with request.app.state.db.session() as s:
-        status = await agents.post_result(s, register.id, command_id, data.result)
-    agents.notify_committed(s)
+    status = await agents.receive_result(
+        request.app.state.db,
+        register.id,
+        command_id,
+        data.result,
+        orchestrator=getattr(request.app.state, "orchestrator", None),
+    )
     return AckOut(status=status)
 
 
@@ -306,7 +362,7 @@ async def agent_heartbeat(
 
 router = Router(
     path="/api/agent/v1",
-    route_handlers=[next_command, command_progress, command_result, agent_heartbeat],
+    route_handlers=[next_command, command_claim, command_progress, command_result, agent_heartbeat],
     dependencies={"register": Provide(agent_register)},
     tags=["agente"],
     include_in_schema=True,
