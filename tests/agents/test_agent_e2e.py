@@ -62,7 +62,26 @@ class Stack:
         self.session_id = session.id
         return self
 
-    async def start_agent(self) -> asyncio.subprocess.Process:
+    async def agent_seen_at(self):
+        (register,) = await self.rows(CashRegister, CashRegister.id == self.venue.register_id)
+        return register.agent_last_seen_at
+
+    async def start_agent(self, *, wait_up: bool = True) -> asyncio.subprocess.Process:
+        """Start ``caja agent``; by default wait until its first heartbeat reaches the server (on a loaded
+        machine the process takes seconds to start)."""
+        before = await self.agent_seen_at()
+        proc = await self._spawn_agent()
+        deadline = time.monotonic() + 60
+        while wait_up:
+            seen = await self.agent_seen_at()
+            if seen is not None and (before is None or seen > before):
+                break
+            assert proc.returncode is None, "el agente terminó al arrancar"
+            assert time.monotonic() < deadline, "el agente no se conectó"
+            await asyncio.sleep(0.1)
+        return proc
+
+    async def _spawn_agent(self) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
             CAJA,
             "agent",
@@ -115,8 +134,8 @@ class Stack:
     async def pay(self, sale_id: int):
         return await self.orchestrator.start_payment(self.venue.venue_id, sale_id, self.venue.setup.cashier_id)
 
-    async def until(self, sale_id: int, predicate, timeout: float):
-        deadline = time.monotonic() + timeout
+    async def until(self, sale_id: int, predicate, within: float):
+        deadline = time.monotonic() + within
         while True:
             progress = await self.orchestrator.poll(self.venue.venue_id, sale_id)
             if predicate(progress):

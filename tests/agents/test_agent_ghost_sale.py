@@ -21,7 +21,6 @@ import pytest
 from caja_core.agents.service import AgentTiming, channel_factory
 from caja_core.payments import states as st
 from caja_core.payments.models import AgentCommand, PaymentAttempt
-from caja_core.registers.models import CashRegister
 from caja_core.sales.models import Sale
 from caja_getnet.protocol import Command
 
@@ -129,14 +128,6 @@ async def until(predicate, within: float, what: str):
         await asyncio.sleep(0.1)
 
 
-async def agent_is_up(stack) -> None:
-    async def seen():
-        (register,) = await stack.rows(CashRegister, CashRegister.id == stack.venue.register_id)
-        return register.agent_last_seen_at is not None
-
-    await until(seen, 20, "el agente se conectó")
-
-
 async def sale_command(stack, attempt: PaymentAttempt) -> AgentCommand:
     (command,) = await stack.rows(AgentCommand, AgentCommand.attempt_id == attempt.id)
     assert command.payload["Command"] == Command.SALE
@@ -145,8 +136,7 @@ async def sale_command(stack, attempt: PaymentAttempt) -> AgentCommand:
 
 async def test_a_lost_delivery_that_reaches_the_agent_after_the_server_gave_up_never_charges(flaky):
     network = flaky.network
-    await flaky.start_agent()
-    await agent_is_up(flaky)
+    await flaky.start_agent()  # and wait for its first heartbeat
     network.lose_next_delivery = True
     sale_id = await flaky.sale(5200)
     await flaky.pay(sale_id)
@@ -182,8 +172,7 @@ async def test_a_lost_delivery_that_reaches_the_agent_after_the_server_gave_up_n
 @pytest.mark.parametrize("flaky", [0.3], indirect=True)  # the sale takes ~1.5 s on the terminal
 async def test_a_sale_the_agent_had_started_stays_in_doubt_and_its_late_result_is_applied(flaky):
     network = flaky.network
-    await flaky.start_agent()
-    await agent_is_up(flaky)
+    await flaky.start_agent()  # and wait for its first heartbeat
     network.cut_after_claim = True  # the line drops right after the agent starts the sale
     sale_id = await flaky.sale(7300)
     await flaky.pay(sale_id)
