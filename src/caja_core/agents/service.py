@@ -43,7 +43,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..clock import SYSTEM_CLOCK, Clock
@@ -522,7 +522,7 @@ async def apply_late_results(
     from ..providers import validate_settings
     from ..registers.models import CashRegister
 
-    where = [
+    where: list[ColumnElement[bool]] = [
         AgentCommand.status.in_((EXPIRED, REVOKED)),
         AgentCommand.result.is_not(None),
         AgentCommand.attempt_id.is_not(None),
