@@ -30,6 +30,7 @@ class DemoLogin(msgspec.Struct):
     username: str
     display_name: str
     secret: str
+    authorization_pin: str | None = None  # a supervisor's quick authorization at the register
 
 
 class DemoInfo(msgspec.Struct):
@@ -41,9 +42,9 @@ class DemoInfo(msgspec.Struct):
 
 DEMO_LOGINS = [
     DemoLogin("admin", "admin", "Administración", "admin-demo-1234"),
-    DemoLogin("supervisor", "supervisor", "Sofía Supervisora", "super-demo-1234"),
-    DemoLogin("cashier", "camila", "Camila Cajera", "1111"),
-    DemoLogin("cashier", "diego", "Diego Cajero", "2222"),
+    DemoLogin("supervisor", "supervisor", "Sofía Supervisora", "super-demo-1234", "590317"),
+    DemoLogin("cashier", "camila", "Camila Cajera", "461937"),
+    DemoLogin("cashier", "diego", "Diego Cajero", "728405"),
 ]
 
 # (code, name, type, location, payment methods)
@@ -86,6 +87,7 @@ async def seed_demo(
                 display_name=login.display_name,
                 role=login.role,
                 secret=login.secret,
+                authorization_pin=login.authorization_pin,
             )
             ids[login.username] = user.id
         for order, (category, products) in enumerate(DEMO_CATALOG.items()):

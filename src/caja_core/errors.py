@@ -72,6 +72,13 @@ class AuthFailed(CajaError):
     code = "auth.failed"
 
 
+class RateLimited(CajaError):
+    """Too many failed attempts from this person or address: wait for the back-off to end."""
+
+    status = 429
+    code = "auth.rate_limited"
+
+
 class Busy(CajaError):
     """A shared resource (a payment terminal) is in use right now."""
 

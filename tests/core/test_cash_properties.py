@@ -9,9 +9,11 @@ from hypothesis import strategies as st
 
 from caja_core.db.engine import Database
 from caja_core.errors import Conflict
+from caja_core.permissions import Action
+from caja_core.permissions.service import authorize
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
-from caja_core.testing.factories import make_setup
+from caja_core.testing.factories import SUPERVISOR_PIN, make_setup
 
 actions = st.lists(
     st.one_of(
@@ -46,6 +48,26 @@ async def _run(url, initial, steps, counted_extra):
         paid: list[tuple[int, int]] = []
         cash_sales = cancelled = cash_in = cash_out = 0
         for kind, a, b in steps:
+            grant = None  # a cashier voids a paid sale, or takes out more than the limit, with a supervisor's PIN
+            if kind == "cancel" and paid:
+                grant = await authorize(
+                    db,
+                    venue_id=stp.venue_id,
+                    action=Action.VOID_PAID,
+                    actor_id=stp.cashier_id,
+                    code=SUPERVISOR_PIN,
+                    sale_id=paid[a % len(paid)][0],
+                )
+            elif kind == "out" and a > 20_000:
+                grant = await authorize(
+                    db,
+                    venue_id=stp.venue_id,
+                    action=Action.CASH_OUT,
+                    actor_id=stp.cashier_id,
+                    code=SUPERVISOR_PIN,
+                    session_id=sess.id,
+                    amount=a,
+                )
             async with db.session() as s:
                 if kind == "sale":
                     sale = await sales.create_sale(
@@ -64,7 +86,12 @@ async def _run(url, initial, steps, counted_extra):
                 elif kind == "cancel" and paid:
                     sale_id, total = paid.pop(a % len(paid))
                     await sales.cancel_sale(
-                        s, venue_id=stp.venue_id, sale_id=sale_id, user_id=stp.cashier_id, reason="prueba"
+                        s,
+                        venue_id=stp.venue_id,
+                        sale_id=sale_id,
+                        user_id=stp.cashier_id,
+                        reason="prueba",
+                        authorization_id=grant,
                     )
                     cancelled += total
                 elif kind in ("in", "out"):
@@ -76,7 +103,8 @@ async def _run(url, initial, steps, counted_extra):
                             kind=kind,
                             amount=a,
                             reason="movimiento",
-                            user_id=stp.supervisor_id,
+                            user_id=stp.cashier_id,
+                            authorization_id=grant,
                         )
                     except Conflict:
                         assert kind == "out" and a > initial + cash_sales - cancelled + cash_in - cash_out

@@ -1,9 +1,11 @@
 import pytest
 
 from caja_core.errors import Conflict, NotFound, ValidationFailed
+from caja_core.permissions import Action
+from caja_core.permissions.service import authorize
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
-from caja_core.testing.factories import make_setup
+from caja_core.testing.factories import SUPERVISOR_PIN, make_setup
 
 from .conftest import cash_sale, count_rows, open_session
 
@@ -83,11 +85,25 @@ async def test_cancel_removes_a_paid_sale_from_the_totals(any_db, setup):
     with pytest.raises(ValidationFailed):
         async with any_db.session() as s:
             await sales.cancel_sale(s, venue_id=setup.venue_id, sale_id=sale.id, user_id=setup.cashier_id, reason="")
+    grant = await authorize(
+        any_db,
+        venue_id=setup.venue_id,
+        action=Action.VOID_PAID,
+        actor_id=setup.cashier_id,
+        code=SUPERVISOR_PIN,
+        sale_id=sale.id,
+    )
     async with any_db.session() as s:
         cancelled = await sales.cancel_sale(
-            s, venue_id=setup.venue_id, sale_id=sale.id, user_id=setup.cashier_id, reason="Cliente se arrepintió"
+            s,
+            venue_id=setup.venue_id,
+            sale_id=sale.id,
+            user_id=setup.cashier_id,
+            reason="Cliente se arrepintió",
+            authorization_id=grant,
         )
         assert cancelled.status == "cancelled" and cancelled.cancel_reason == "Cliente se arrepintió"
+        assert cancelled.cancelled_by == setup.cashier_id and cancelled.cancel_authorized_by == setup.supervisor_id
     async with any_db.session() as s:
         after = await sessions.get_session(s, setup.venue_id, sess.id)
     assert (after.ticket_count, after.sales_total, after.cash_sales_total) == (0, 0, 0)

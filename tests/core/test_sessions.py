@@ -104,7 +104,7 @@ async def test_cash_movements_enter_expected_cash(any_db, setup):
             kind="in",
             amount=5000,
             reason="Sencillo extra",
-            user_id=setup.supervisor_id,
+            user_id=setup.cashier_id,
         )
         out = await sessions.add_cash_movement(
             s,
@@ -113,7 +113,7 @@ async def test_cash_movements_enter_expected_cash(any_db, setup):
             kind="out",
             amount=3000,
             reason="Retiro a caja fuerte",
-            user_id=setup.supervisor_id,
+            user_id=setup.cashier_id,
         )
     assert out.cash_in_total == 5000 and out.cash_out_total == 3000
     with pytest.raises(Conflict):
@@ -125,7 +125,7 @@ async def test_cash_movements_enter_expected_cash(any_db, setup):
                 kind="out",
                 amount=50000,
                 reason="Demasiado",
-                user_id=setup.supervisor_id,
+                user_id=setup.cashier_id,
             )
     with pytest.raises(ValidationFailed):
         async with any_db.session() as s:
@@ -136,7 +136,7 @@ async def test_cash_movements_enter_expected_cash(any_db, setup):
                 kind="in",
                 amount=100,
                 reason="",
-                user_id=setup.supervisor_id,
+                user_id=setup.cashier_id,
             )
     async with any_db.session() as s:
         res = await sessions.close_session(
@@ -164,19 +164,19 @@ async def test_blind_close_over_tolerance_needs_supervisor_note(any_db, setup):
     with pytest.raises(Forbidden):
         async with any_db.session() as s:
             await sessions.approve_close(
-                s, venue_id=setup.venue_id, session_id=sess.id, supervisor_id=setup.cashier_id, note="yo mismo apruebo"
+                s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.cashier_id, note="yo mismo apruebo"
             )
     with pytest.raises(ValidationFailed):
         async with any_db.session() as s:
             await sessions.approve_close(
-                s, venue_id=setup.venue_id, session_id=sess.id, supervisor_id=setup.supervisor_id, note=""
+                s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.supervisor_id, note=""
             )
     async with any_db.session() as s:
         done = await sessions.approve_close(
             s,
             venue_id=setup.venue_id,
             session_id=sess.id,
-            supervisor_id=setup.supervisor_id,
+            user_id=setup.supervisor_id,
             note="Vuelto mal dado, conversado",
         )
     assert done.status == "closed"

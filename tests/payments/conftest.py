@@ -103,11 +103,12 @@ class Env:
 
     async def sale(self, amount: int = 12500, session_id: int | None = None) -> int:
         async with self.db.session() as s:
+            holder = (await sessions.get_session(s, self.venue_id, session_id or self.session_id)).cashier_id
             out = await sales.create_sale(
                 s,
                 venue_id=self.venue_id,
                 session_id=session_id or self.session_id,
-                cashier_id=self.setup.cashier_id,
+                cashier_id=holder,  # whoever holds that session's drawer rings its sales
                 idempotency_key=uuid.uuid4().hex,
                 items=[sales.ItemInput(name="Consumo", unit_price=amount, quantity=1, free_reason="barra")],
             )

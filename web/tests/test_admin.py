@@ -135,10 +135,18 @@ async def test_users_create_and_bad_pin(admin, setup):
     r = await admin.post(
         "/admin/usuarios", {"username": "nuevo", "display_name": "Nuevo Cajero", "role": "cashier", "secret": "12"}
     )
-    assert r.status_code == 422 and "PIN del cajero debe tener entre 4 y 6 dígitos" in r.text
+    assert r.status_code == 422 and "El PIN debe tener exactamente 6 dígitos" in r.text
     assert 'value="12"' not in r.text
     r = await admin.post(
-        "/admin/usuarios", {"username": "nuevo", "display_name": "Nuevo Cajero", "role": "cashier", "secret": "4321"}
+        "/admin/usuarios", {"username": "nuevo", "display_name": "Nuevo Cajero", "role": "cashier", "secret": "123456"}
+    )
+    assert r.status_code == 422 and "demasiado fácil" in r.text
+    r = await admin.post(
+        "/admin/usuarios", {"username": "nuevo", "display_name": "Nuevo Cajero", "role": "cashier", "secret": "482915"}
+    )
+    assert r.status_code == 409 and "Ese PIN ya lo usa otra persona" in r.text  # the other cashier's PIN
+    r = await admin.post(
+        "/admin/usuarios", {"username": "nuevo", "display_name": "Nuevo Cajero", "role": "cashier", "secret": "305718"}
     )
     assert r.status_code == 303
     assert "Nuevo Cajero" in (await admin.get("/admin/usuarios")).text

@@ -5,8 +5,9 @@ from litestar.testing import AsyncTestClient
 from webkit import text_of
 
 from caja_core.plugins import make_plugin_manager
+from caja_core.testing.factories import PASSWORD, PIN
+from caja_core.users import service as users
 from caja_web.app import create_app
-from caja_web.auth import LoginLimiter
 
 
 async def test_staff_login_redirects_by_role_and_sets_safe_cookie(client, setup):
@@ -24,18 +25,31 @@ async def test_wrong_password_is_a_spanish_error_not_a_crash(client, setup):
 async def test_cashier_logs_in_with_pin_keypad(client, setup):
     page = await client.get(f"/login/pin/{setup.cashier_id}")
     assert 'data-keypad-for="pin"' in page.text and "Cajera" in page.text
-    r = await client.post("/login/pin", {"venue_id": setup.venue_id, "user_id": setup.cashier_id, "pin": "0000"})
+    r = await client.post("/login/pin", {"venue_id": setup.venue_id, "user_id": setup.cashier_id, "pin": "975310"})
     assert r.status_code == 401 and "Usuario o clave incorrectos" in r.text
-    r = await client.post("/login/pin", {"venue_id": setup.venue_id, "user_id": setup.cashier_id, "pin": "1234"})
+    r = await client.post("/login/pin", {"venue_id": setup.venue_id, "user_id": setup.cashier_id, "pin": PIN})
     assert r.status_code == 303 and r.headers["location"] == "/caja/"
 
 
-async def test_login_is_rate_limited(client, app, setup):
-    app.state.login_limiter = LoginLimiter(max_attempts=3, window_s=60)
-    for _ in range(3):
-        await client.post("/login", {"venue_id": setup.venue_id, "username": "super", "password": "x"})
-    r = await client.post("/login", {"venue_id": setup.venue_id, "username": "super", "password": "clave-segura-123"})
-    assert r.status_code == 429 and "Demasiados intentos" in r.text
+async def test_wrong_passwords_lock_the_login_and_leave_a_trace(client, setup, sqlite_db):
+    """Found: the failure count and audit event were rolled back with the error: after 7 wrong passwords the
+    right one still worked, and failures left no trace."""
+    from sqlalchemy import func, select
+
+    from caja_core.audit.models import AuditEvent
+
+    statuses = []
+    for _ in range(7):
+        r = await client.post("/login", {"venue_id": setup.venue_id, "username": "super", "password": "x" * 12})
+        statuses.append(r.status_code)
+    assert statuses == [401] * 4 + [429] * 3 and "Demasiados intentos" in r.text
+    r = await client.post("/login", {"venue_id": setup.venue_id, "username": "super", "password": PASSWORD})
+    assert r.status_code == 429
+    async with sqlite_db.session() as s:
+        failed = await s.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "auth.login_failed")
+        )
+    assert failed == 5
 
 
 async def test_logout_ends_the_session(admin):
@@ -156,3 +170,87 @@ async def test_cookies_are_secure_behind_https(sqlite_url, sqlite_db, setup, fak
         )
     session = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("caja_session="))
     assert "Secure" in csrf and "Secure" in session and "HttpOnly" in session
+
+
+async def _second_admin(sqlite_db, setup):
+    async with sqlite_db.session() as s:
+        other = await users.create_user(
+            s, venue_id=setup.venue_id, username="admin2", display_name="Admin 2", role="admin", secret=PASSWORD
+        )
+    return other.id
+
+
+async def test_a_deactivated_admin_loses_access_on_the_next_request(admin, app, setup, sqlite_db):
+    """Found: a deactivated admin's open session kept full access (it created a new admin)."""
+    admin_two = await _second_admin(sqlite_db, setup)
+    async with AsyncTestClient(app=app) as raw:
+        from conftest import WebClient
+
+        other = WebClient(raw)
+        await other.login("admin2", venue_id=setup.venue_id)
+        assert (await other.get("/admin/usuarios")).status_code == 200
+        r = await admin.post(
+            f"/admin/usuarios/{admin_two}/editar", {"display_name": "Admin 2", "role": "admin", "active": ""}
+        )
+        assert r.status_code == 303
+        r = await other.get("/admin/usuarios", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+        r = await other.post(
+            "/admin/usuarios",
+            {"username": "intruso", "display_name": "Intruso", "role": "admin", "secret": "clave-intrusa-99"},
+        )
+        assert r.status_code in (303, 403) and r.headers.get("location") in (None, "/login")
+    async with sqlite_db.session() as s:
+        assert "intruso" not in {u.username for u in await users.list_users(s, setup.venue_id)}
+
+
+async def test_a_demoted_supervisor_loses_supervisor_pages(supervisor, setup, sqlite_db):
+    """Found: a supervisor demoted to cashier kept the supervisor pages."""
+    assert (await supervisor.get("/jornada")).status_code == 200
+    async with sqlite_db.session() as s:
+        await users.update_user(
+            s, setup.venue_id, setup.supervisor_id, actor_id=setup.admin_id, role="cashier", secret="305718"
+        )
+    r = await supervisor.get("/jornada", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    r = await supervisor.get("/caja/", follow_redirects=False)  # the session is gone, not just one page
+    assert r.status_code == 303
+
+
+async def test_a_new_password_ends_the_other_sessions(admin, app, setup, sqlite_db):
+    async with AsyncTestClient(app=app) as raw:
+        from conftest import WebClient
+
+        phone = WebClient(raw)
+        await phone.login("super", venue_id=setup.venue_id)
+        async with sqlite_db.session() as s:
+            await users.update_user(
+                s, setup.venue_id, setup.supervisor_id, actor_id=setup.admin_id, secret="otra-clave-segura-7"
+            )
+        assert (await phone.get("/jornada", follow_redirects=False)).status_code == 303
+
+
+async def test_log_out_everywhere(app, setup, sqlite_db):
+    from conftest import WebClient
+
+    async with AsyncTestClient(app=app) as a, AsyncTestClient(app=app) as b:
+        first, second = WebClient(a), WebClient(b)
+        await first.login("super", venue_id=setup.venue_id)
+        await second.login("super", venue_id=setup.venue_id)
+        r = await first.post("/logout/todos")
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+        assert (await second.get("/jornada", follow_redirects=False)).status_code == 303
+        await second.login("super", venue_id=setup.venue_id)  # logging in again works
+        assert (await second.get("/jornada")).status_code == 200
+
+
+async def test_admin_ends_a_users_sessions_everywhere(admin, app, setup):
+    from conftest import WebClient
+
+    async with AsyncTestClient(app=app) as raw:
+        till = WebClient(raw)
+        await till.login_cashier(setup.cashier_id, venue_id=setup.venue_id)
+        assert (await till.get("/caja/")).status_code == 200
+        r = await admin.post(f"/admin/usuarios/{setup.cashier_id}/cerrar-sesiones")
+        assert r.status_code == 303
+        assert (await till.get("/caja/", follow_redirects=False)).status_code == 303

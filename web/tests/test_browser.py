@@ -28,6 +28,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PASSWORD = "clave-segura-123"
+PIN = "482915"
+SUPERVISOR_PIN = "730614"
 
 
 @pytest.fixture
@@ -123,7 +125,7 @@ def test_the_whole_night(browser, site, shots):
     # --- cashier: PIN keypad, choose the register, open with initial cash ----------------------------------
     page.click("a:has-text('Cajera')")
     page.screenshot(path=shots / "login-pin.png")
-    for key in "1234":
+    for key in PIN:
         page.click(f".keypad [data-key='{key}']")
     page.click(".keypad button[type=submit]")
     expect(page).to_have_url(re.compile(r"/caja/$"))
@@ -190,8 +192,7 @@ def test_the_whole_night(browser, site, shots):
     page.once("dialog", lambda d: d.accept())
     page.click("#close-form button[type=submit]")
     expect(page.locator("#difference")).to_contain_text("-$2.000")
-    page.fill("#approve-form input[name=username]", "super")
-    page.fill("#approve-form input[name=password]", PASSWORD)
+    page.fill("#approve-form input[name=supervisor_code]", SUPERVISOR_PIN)
     page.fill("#approve-form textarea[name=note]", "Vuelto mal entregado en la barra")
     page.click("#approve-form button[type=submit]")
     expect(page.locator("#close-result")).to_contain_text("Caja cerrada")
@@ -222,7 +223,7 @@ def test_reload_mid_payment_resumes_from_the_server(browser, sqlite_url, shots):
         page = new_page(browser, site)
         page.goto("/login")
         page.click("a:has-text('Cajera')")
-        page.fill("#pin", "1234")
+        page.fill("#pin", PIN)
         page.keyboard.press("Enter")
         expect(page).to_have_url(re.compile(r"/caja/$"))
         page.goto("/admin/")
@@ -252,7 +253,7 @@ def test_polling_never_wipes_what_the_supervisor_types(browser, sqlite_url):
         page = new_page(browser, site)
         page.goto("/login")
         page.click("a:has-text('Cajera')")
-        page.fill("#pin", "1234")
+        page.fill("#pin", PIN)
         page.keyboard.press("Enter")
         expect(page).to_have_url(re.compile(r"/caja/$"))
         page.goto("/caja/session/open?register_id=1")
@@ -263,10 +264,9 @@ def test_polling_never_wipes_what_the_supervisor_types(browser, sqlite_url):
         page.click("#pay-card")
         expect(page.locator("#payment-state")).to_have_text("Verificando con el terminal…", timeout=20_000)
         page.click("summary:has-text('forzar respaldo')")
-        page.fill("#panel input[name=username]", "super")
+        page.fill("#panel input[name=supervisor_code]", SUPERVISOR_PIN)
         page.wait_for_timeout(2500)
-        assert page.input_value("#panel input[name=username]") == "super"
-        page.fill("#panel input[name=password]", PASSWORD)
+        assert page.input_value("#panel input[name=supervisor_code]") == SUPERVISOR_PIN
         page.fill("#panel input[name=note]", "Terminal colgado, cliente esperando")
         page.click("#panel button:has-text('Forzar respaldo')")
         expect(page.locator("#receipt")).to_contain_text("(respaldo)", timeout=20_000)

@@ -30,7 +30,7 @@ def test_demo_seeds_once_and_prints_the_logins(tmp_path):
     db = tmp_path / "demo.db"
     first = run("demo", "--db", str(db), "--no-serve")
     assert first.returncode == 0, first.stderr
-    assert "creada" in first.stdout and "camila" in first.stdout and "PIN 1111" in first.stdout
+    assert "creada" in first.stdout and "camila" in first.stdout and "PIN 461937" in first.stdout
     again = run("demo", "--db", str(db), "--no-serve")
     assert "reutilizada" in again.stdout
 

@@ -11,6 +11,7 @@ from caja_core.fallback.policy import FallbackPolicy
 from caja_core.providers import OutcomeKind
 from caja_core.registers import service as registers
 from caja_core.sessions import service as sessions
+from caja_core.testing.factories import PIN, SUPERVISOR_PIN
 from caja_core.testing.fake import Step
 
 
@@ -261,15 +262,12 @@ async def test_blind_close_over_tolerance_needs_supervisor_note(cashier, setup):
     await open_session(cashier, setup, cash="10000")
     r = await cashier.post("/caja/session/close", {"count_5000": "1"})
     assert "pendiente de aprobación" in r.text and "-$5.000" in r.text
-    r = await cashier.post("/caja/session/close/aprobar", {"username": "super", "password": "mala", "note": "x"})
-    assert r.status_code == 401 and "Usuario o clave incorrectos" in r.text
-    r = await cashier.post(
-        "/caja/session/close/aprobar", {"username": "super", "password": "clave-segura-123", "note": "no"}
-    )
+    r = await cashier.post("/caja/session/close/aprobar", {"supervisor_code": "975310", "note": "x"})
+    assert r.status_code == 401 and "PIN o tarjeta de supervisor incorrecto" in r.text
+    r = await cashier.post("/caja/session/close/aprobar", {"supervisor_code": SUPERVISOR_PIN, "note": "no"})
     assert r.status_code == 422 and "nota" in r.text
     r = await cashier.post(
-        "/caja/session/close/aprobar",
-        {"username": "super", "password": "clave-segura-123", "note": "Vuelto mal entregado"},
+        "/caja/session/close/aprobar", {"supervisor_code": SUPERVISOR_PIN, "note": "Vuelto mal entregado"}
     )
     assert r.status_code == 200 and "Caja cerrada" in r.text
 
@@ -296,13 +294,13 @@ async def test_override_then_late_primary_approval_offers_the_refund(cashier, se
     r = await poll_until(cashier, sale_id, "forzar respaldo")
     r = await cashier.post(
         f"/caja/venta/{sale_id}/forzar-respaldo",
-        {"username": "cajera", "password": "1234", "note": "cliente apurado"},
+        {"supervisor_code": PIN, "note": "cliente apurado"},
         htmx=True,
     )
-    assert r.status_code == 401
+    assert r.status_code == 401  # the cashier's own PIN authorizes nothing
     r = await cashier.post(
         f"/caja/venta/{sale_id}/forzar-respaldo",
-        {"username": "super", "password": "clave-segura-123", "note": "terminal colgado"},
+        {"supervisor_code": SUPERVISOR_PIN, "note": "terminal colgado"},
         htmx=True,
     )
     assert r.status_code == 200, text_of(r.text)
@@ -310,7 +308,7 @@ async def test_override_then_late_primary_approval_offers_the_refund(cashier, se
     attempt_id = int(re.search(r'name="attempt_id" value="(\d+)"', r.text).group(1))
     r = await cashier.post(
         f"/caja/venta/{sale_id}/devolver",
-        {"attempt_id": attempt_id, "username": "super", "password": "clave-segura-123"},
+        {"attempt_id": attempt_id, "supervisor_code": SUPERVISOR_PIN},
         htmx=True,
     )
     assert r.status_code == 200, text_of(r.text)
@@ -377,11 +375,9 @@ async def test_backup_needs_a_supervisor_when_the_policy_says_so(cashier, setup,
     await poll_until(cashier, sale_id, "Cobrar con respaldo")
     r = await cashier.post(f"/caja/venta/{sale_id}/respaldo", htmx=True)
     assert r.status_code == 403 and 'id="backup-supervisor"' in r.text and "data-hold" in r.text
-    r = await cashier.post(f"/caja/venta/{sale_id}/respaldo", {"username": "super", "password": "mal"}, htmx=True)
+    r = await cashier.post(f"/caja/venta/{sale_id}/respaldo", {"supervisor_code": "975310"}, htmx=True)
     assert r.status_code == 401 and 'id="backup-supervisor"' in r.text
-    r = await cashier.post(
-        f"/caja/venta/{sale_id}/respaldo", {"username": "super", "password": "clave-segura-123"}, htmx=True
-    )
+    r = await cashier.post(f"/caja/venta/{sale_id}/respaldo", {"supervisor_code": SUPERVISOR_PIN}, htmx=True)
     assert r.status_code == 200, text_of(r.text)
     r = await poll_until(cashier, sale_id, "Siguiente venta")
     assert "(respaldo)" in r.text

@@ -13,7 +13,7 @@ async def test_markup_in_names_is_escaped(admin, sqlite_db, setup, registry):
             s, venue_id=setup.venue_id, category_id=setup.category_id, name=PAYLOAD, price=1000
         )
         await users.create_user(
-            s, venue_id=setup.venue_id, username="malo", display_name=PAYLOAD, role="cashier", secret="9999"
+            s, venue_id=setup.venue_id, username="malo", display_name=PAYLOAD, role="cashier", secret="305718"
         )
         await registers.create_register(
             s,

@@ -72,6 +72,10 @@ async def open_incident(
     attempt_id: int | None = None,
     user_id: int | None = None,
 ) -> int:
+    if jornada_id is None and session_id is not None:  # an incident of a session belongs to its jornada
+        from ..sessions.models import CashSession
+
+        jornada_id = await s.scalar(select(CashSession.jornada_id).where(CashSession.id == session_id))
     incident = Incident(
         venue_id=venue_id,
         kind=kind,

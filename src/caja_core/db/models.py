@@ -4,11 +4,12 @@ from ..audit.models import AuditEvent, Incident
 from ..catalog.models import Category, Product
 from ..jornadas.models import Jornada
 from ..payments.models import AgentCommand, BreakerState, DeviceLease, PaymentAttempt, WebhookEvent
+from ..permissions.models import Authorization
 from ..printing.models import PrintJob
 from ..registers.models import BackupPhone, CashRegister, TicketCounter
 from ..sales.models import Sale, SaleItem
-from ..sessions.models import CashMovement, CashSession, FallbackEvent, SessionTotal
-from ..users.models import User, WebSession
+from ..sessions.models import CashMovement, CashSession, FallbackEvent, SessionHandover, SessionTotal
+from ..users.models import AuthThrottle, User, WebSession
 from ..venues.models import Venue
 from .base import Base
 
@@ -17,6 +18,8 @@ metadata = Base.metadata
 __all__ = [
     "AgentCommand",
     "AuditEvent",
+    "AuthThrottle",
+    "Authorization",
     "BackupPhone",
     "Base",
     "BreakerState",
@@ -33,6 +36,7 @@ __all__ = [
     "Product",
     "Sale",
     "SaleItem",
+    "SessionHandover",
     "SessionTotal",
     "TicketCounter",
     "User",

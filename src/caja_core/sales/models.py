@@ -38,6 +38,8 @@ class Sale(Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancelled_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     cancel_reason: Mapped[str] = mapped_column(String(300), default="")
+    #: The supervisor whose authorization the void of a paid sale carried (None: the voider's own role).
+    cancel_authorized_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
 
 
 class SaleItem(Base):

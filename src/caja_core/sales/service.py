@@ -17,9 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..audit.service import record
 from ..catalog.models import Category, Product
 from ..clock import utcnow
-from ..errors import Conflict, NotFound, ValidationFailed
+from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..money import MAX_AMOUNT, format_clp, parse_amount
 from ..payments.models import PaymentAttempt
+from ..permissions import Action
+from ..permissions import service as permissions
 from ..registers.models import CashRegister
 from ..sessions.models import CashSession, SessionTotal
 from ..sessions.service import require_open
@@ -68,6 +70,8 @@ class SaleOut(msgspec.Struct, kw_only=True):
     paid_at: datetime | None
     cancelled_at: datetime | None
     cancel_reason: str
+    cancelled_by: int | None = None
+    cancel_authorized_by: int | None = None
     items: list[ItemOut] = msgspec.field(default_factory=list)
 
 
@@ -92,6 +96,8 @@ def sale_out(sale: Sale, items: list[SaleItem] | None = None) -> SaleOut:
         paid_at=sale.paid_at,
         cancelled_at=sale.cancelled_at,
         cancel_reason=sale.cancel_reason,
+        cancelled_by=sale.cancelled_by,
+        cancel_authorized_by=sale.cancel_authorized_by,
         items=[
             ItemOut(
                 product_id=i.product_id,
@@ -152,6 +158,7 @@ async def create_sale(
     if first is not None:
         return await get_sale(s, venue_id, first.id)
     session = await _open_session(s, venue_id, session_id)
+    permissions.require_holder(session, cashier_id)
     if not items:
         raise ValidationFailed("La venta no tiene productos.", field="items")
     if len(items) > MAX_LINES:
@@ -263,6 +270,7 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
     if sale.status != "pending_payment":
         raise Conflict("La venta está anulada.", code="sale.cancelled")
     session = await _open_session(s, venue_id, sale.session_id)
+    permissions.require_holder(session, user_id)
     register = await s.get(CashRegister, session.register_id)
     if register is not None and "cash" not in (register.payment_methods or []):
         raise Conflict("Esta caja no recibe efectivo.", code="sale.method_not_allowed")
@@ -347,8 +355,18 @@ async def mark_paid(
     return sale_out(sale)
 
 
-async def cancel_sale(s: AsyncSession, *, venue_id: int, sale_id: int, user_id: int, reason: str) -> SaleOut:
-    """Cancel a sale (reason and who kept). A paid sale leaves the session's totals; a card payment must be
+async def cancel_sale(
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    sale_id: int,
+    user_id: int,
+    reason: str,
+    authorization_id: int | None = None,
+) -> SaleOut:
+    """Void a sale (why, who and who authorized are kept), by the holder of its drawer. Voiding an unpaid
+    sale is the holder's call; voiding a paid one takes the money out of the drawer's totals and needs the
+    permission table's ``void_paid`` (a cashier: a supervisor's authorization). A card payment must be
     refunded through its provider first."""
     reason = _text(reason, field="reason", minimum=3, label="El motivo de la anulación")
     sale = await _locked_sale(s, sale_id, venue_id)
@@ -377,12 +395,22 @@ async def cancel_sale(s: AsyncSession, *, venue_id: int, sale_id: int, user_id: 
             "El pago con tarjeta debe anularse (reembolso) antes de anular la venta.", code="sale.refund_required"
         )
     was_paid = sale.status == "paid"
+    decision = await permissions.require(
+        s,
+        venue_id=venue_id,
+        action=Action.VOID_PAID if was_paid else Action.VOID_UNPAID,
+        actor_id=user_id,
+        sale_id=sale.id,
+        amount=sale.total,
+        authorization_id=authorization_id,
+    )
     if was_paid:
         await _apply_totals(s, sale, -1)
     sale.status = "cancelled"
     sale.cancelled_at = utcnow()
     sale.cancelled_by = user_id
     sale.cancel_reason = reason
+    sale.cancel_authorized_by = decision.authorized_by
     await record(
         s,
         venue_id=venue_id,
@@ -390,7 +418,14 @@ async def cancel_sale(s: AsyncSession, *, venue_id: int, sale_id: int, user_id: 
         action="sale.cancelled",
         entity="sale",
         entity_id=sale.id,
-        payload={"reason": reason, "was_paid": was_paid, "total": sale.total, "method": sale.payment_method},
+        payload={
+            "reason": reason,
+            "was_paid": was_paid,
+            "total": sale.total,
+            "method": sale.payment_method,
+            "cashier_id": sale.cashier_id,
+            "authorized_by": decision.authorized_by,
+        },
     )
     return await get_sale(s, venue_id, sale_id)
 
@@ -473,6 +508,11 @@ def _sell_cash_unit(
     row = rows[0] if rows else None
     if row is None:
         raise NotFound("La sesión de caja no existe.", code="session.not_found")
+    if row.cashier_id != cashier_id:
+        raise Forbidden(
+            "Esta caja la tiene otro cajero. Para usarla, haga un relevo de caja con conteo.",
+            code="session.not_holder",
+        )
     if row.status != "open":
         raise Conflict(
             "La sesión de caja está cerrada."
@@ -545,7 +585,7 @@ def _sell_cash_unit(
     )
 
 
-_SESSION_CLOSED_MIDWAY = "La sesión de caja se cerró mientras se registraba la venta."
+_SESSION_CLOSED_MIDWAY = "La sesión de caja se cerró o cambió de cajero mientras se registraba la venta."
 
 
 def _sale_context_statement():
@@ -562,6 +602,7 @@ def _sale_context_statement():
     return (
         select(
             CashSession.status,
+            CashSession.cashier_id,
             CashSession.register_id,
             CashSession.jornada_id,
             CashRegister.name,
@@ -585,7 +626,11 @@ _SESSIONS = cast(Table, CashSession.__table__)
 _SALES = cast(Table, Sale.__table__)
 _ADD_CASH_SALE_TO_SESSION = (
     update(_SESSIONS)
-    .where(_SESSIONS.c.id == bindparam("session_id"), _SESSIONS.c.status == "open")
+    .where(
+        _SESSIONS.c.id == bindparam("session_id"),
+        _SESSIONS.c.status == "open",
+        _SESSIONS.c.cashier_id == bindparam("holder_id"),
+    )
     .values(
         ticket_count=_SESSIONS.c.ticket_count + 1,
         sales_total=_SESSIONS.c.sales_total + bindparam("total"),
@@ -604,7 +649,12 @@ def _write_cash_sale(
     """Running totals, sale, items and audit: four statements (SQLite)."""
     from ..audit.models import AuditEvent
 
-    if conn.execute(_ADD_CASH_SALE_TO_SESSION, {"session_id": session_id, "total": total}).rowcount != 1:
+    if (
+        conn.execute(
+            _ADD_CASH_SALE_TO_SESSION, {"session_id": session_id, "total": total, "holder_id": cashier_id}
+        ).rowcount
+        != 1
+    ):
         raise Conflict(_SESSION_CLOSED_MIDWAY, code="session.closed")
     sale_id = conn.execute(
         _INSERT_PAID_CASH_SALE,
@@ -651,7 +701,7 @@ _CASH_SALE_PG = text("""
 WITH upd AS (
   UPDATE cash_sessions SET ticket_count = ticket_count + 1, sales_total = sales_total + :total,
          cash_sales_count = cash_sales_count + 1, cash_sales_total = cash_sales_total + :total
-  WHERE id = :session_id AND status = 'open'
+  WHERE id = :session_id AND status = 'open' AND cashier_id = :cashier_id
   RETURNING register_id, jornada_id
 ), sale AS (
   INSERT INTO sales (venue_id, session_id, register_id, jornada_id, cashier_id, idempotency_key, total, status,

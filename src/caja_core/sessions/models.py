@@ -32,6 +32,11 @@ class CashSession(Base):
     register_id: Mapped[int] = mapped_column(ForeignKey("cash_registers.id"), index=True)
     jornada_id: Mapped[int] = mapped_column(ForeignKey("jornadas.id"), index=True)
     opened_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    #: Who holds the drawer now: the opener, until a handover gives it to another cashier. Only the holder
+    #: sells, moves cash and closes in the session.
+    cashier_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id"), index=True, default=lambda ctx: ctx.get_current_parameters()["opened_by"]
+    )
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     open_key: Mapped[str] = mapped_column(String(80))  # idempotency key of the open request
     status: Mapped[str] = mapped_column(String(10), default="open")  # open / closing / closed
@@ -52,6 +57,8 @@ class CashSession(Base):
     cash_out_total: Mapped[int] = mapped_column(BigInteger, default=0)
     primary_count: Mapped[int] = mapped_column(Integer, default=0)
     backup_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: Sum of the differences found at handovers (each one belongs to the cashier who handed over).
+    handover_difference: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     # Close (blind count).
     closed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
@@ -93,6 +100,7 @@ class CashMovement(Base):
     amount: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(200))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    authorized_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -113,3 +121,23 @@ class FallbackEvent(Base):
     override: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+
+
+class SessionHandover(Base):
+    """A drawer handed from one cashier to another in the middle of a session: the incoming cashier counts
+    it blind by denomination; the difference at that moment belongs to the outgoing cashier."""
+
+    __tablename__ = "session_handovers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    venue_id: Mapped[int] = mapped_column(ForeignKey("venues.id"), index=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("cash_sessions.id"), index=True)
+    from_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    to_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    authorized_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    counted_breakdown: Mapped[dict[str, int]] = mapped_column(JSONType)
+    counted_cash: Mapped[int] = mapped_column(BigInteger)
+    expected_cash: Mapped[int] = mapped_column(BigInteger)
+    difference: Mapped[int] = mapped_column(BigInteger)
+    note: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -13,16 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import open_incident, record
 from ..clock import utcnow
-from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
+from ..errors import Conflict, NotFound, ValidationFailed
 from ..jornadas.models import Jornada
 from ..money import MAX_AMOUNT, format_clp, parse_amount
 from ..payments.models import PaymentAttempt
+from ..permissions import Action
+from ..permissions import service as permissions
 from ..registers.models import BackupPhone, CashRegister
 from ..registers.service import STATUS_LABELS, register_out
 from ..sales.models import Sale
 from ..users.models import User
 from ..venues.models import Venue
-from .models import CashMovement, CashSession, FallbackEvent
+from .models import CashMovement, CashSession, FallbackEvent, SessionHandover
 
 #: Attempt states that block a close (PAYMENTS.md rule 7).
 UNRESOLVED_STATES = ("created", "sending", "awaiting", "in_doubt", "reconciling", "manual_pending")
@@ -43,6 +45,7 @@ class SessionOut(msgspec.Struct, kw_only=True):
     register_id: int
     jornada_id: int
     opened_by: int
+    cashier_id: int  # who holds the drawer now
     opened_at: datetime
     status: str
     initial_cash: int
@@ -60,6 +63,7 @@ class SessionOut(msgspec.Struct, kw_only=True):
     cash_out_total: int
     primary_count: int
     backup_count: int
+    handover_difference: int = 0
     closed_at: datetime | None = None
     closed_by: int | None = None
     counted_cash: int | None = None
@@ -79,6 +83,23 @@ class CloseResult(msgspec.Struct, kw_only=True):
     tolerance: int
     needs_approval: bool
     breakdown: dict[str, int]
+    #: The part of the difference found at handovers (the earlier cashiers'), and the closing cashier's own.
+    handover_difference: int = 0
+    cashier_difference: int = 0
+
+
+class HandoverOut(msgspec.Struct, kw_only=True):
+    id: int
+    session_id: int
+    from_user_id: int
+    to_user_id: int
+    authorized_by: int | None
+    counted_cash: int
+    expected_cash: int
+    difference: int  # counted − expected at the handover: the outgoing cashier's
+    breakdown: dict[str, int]
+    note: str
+    created_at: datetime
 
 
 def session_out(c: CashSession) -> SessionOut:
@@ -267,12 +288,27 @@ async def current_session(s: AsyncSession, venue_id: int, register_id: int) -> S
 
 
 async def sessions_of_user(s: AsyncSession, venue_id: int, user_id: int) -> list[SessionOut]:
+    """The sessions whose drawer ``user_id`` holds now."""
     rows = await s.scalars(
         select(CashSession).where(
-            CashSession.venue_id == venue_id, CashSession.opened_by == user_id, CashSession.status != "closed"
+            CashSession.venue_id == venue_id, CashSession.cashier_id == user_id, CashSession.status != "closed"
         )
     )
     return [session_out(c) for c in rows]
+
+
+async def resume_session(s: AsyncSession, *, venue_id: int, register_id: int, user_id: int) -> SessionOut:
+    """Go back to the open session of a register (another device, after a reload): only its holder may. Anyone
+    else takes the drawer over with a handover (``take_over``)."""
+    session = await s.scalar(
+        select(CashSession).where(
+            CashSession.venue_id == venue_id, CashSession.register_id == register_id, CashSession.status != "closed"
+        )
+    )
+    if session is None:
+        raise Conflict("Esa caja no tiene una sesión abierta.", code="session.none_open")
+    permissions.require_holder(session, user_id)
+    return session_out(session)
 
 
 async def list_sessions(
@@ -295,8 +331,18 @@ def require_open(session: CashSession) -> None:
 
 
 async def add_cash_movement(
-    s: AsyncSession, *, venue_id: int, session_id: int, kind: str, amount: object, reason: str, user_id: int
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    session_id: int,
+    kind: str,
+    amount: object,
+    reason: str,
+    user_id: int,
+    authorization_id: int | None = None,
 ) -> SessionOut:
+    """Cash paid in or out by the drawer's holder. A cash-out above the venue's limit (by a cashier) needs a
+    supervisor's authorization for that amount."""
     if kind not in ("in", "out"):
         raise ValidationFailed("El movimiento debe ser ingreso o retiro.", field="kind")
     value = parse_amount(amount, field="amount")
@@ -311,6 +357,15 @@ async def add_cash_movement(
             code="session.insufficient_cash",
             field="amount",
         )
+    decision = await permissions.require(
+        s,
+        venue_id=venue_id,
+        action=Action.CASH_IN if kind == "in" else Action.CASH_OUT,
+        actor_id=user_id,
+        session_id=session_id,
+        amount=value,
+        authorization_id=authorization_id,
+    )
     s.add(
         CashMovement(
             venue_id=venue_id,
@@ -319,6 +374,7 @@ async def add_cash_movement(
             amount=value,
             reason=reason,
             user_id=user_id,
+            authorized_by=decision.authorized_by,
             created_at=utcnow(),
         )
     )
@@ -336,25 +392,30 @@ async def add_cash_movement(
         action=f"session.cash_{kind}",
         entity="session",
         entity_id=session_id,
-        payload={"amount": value, "reason": reason},
+        payload={"amount": value, "reason": reason, "authorized_by": decision.authorized_by},
     )
     await s.refresh(session)
     return session_out(session)
 
 
-async def list_cash_movements(s: AsyncSession, venue_id: int, session_id: int) -> list[dict[str, Any]]:
-    rows = await s.scalars(
-        select(CashMovement)
-        .where(CashMovement.venue_id == venue_id, CashMovement.session_id == session_id)
-        .order_by(CashMovement.id)
-    )
+async def list_cash_movements(
+    s: AsyncSession, venue_id: int, session_id: int | None = None, *, jornada_id: int | None = None
+) -> list[dict[str, Any]]:
+    q = select(CashMovement).where(CashMovement.venue_id == venue_id)
+    if session_id is not None:
+        q = q.where(CashMovement.session_id == session_id)
+    if jornada_id is not None:
+        q = q.where(CashMovement.session_id.in_(select(CashSession.id).where(CashSession.jornada_id == jornada_id)))
+    rows = await s.scalars(q.order_by(CashMovement.id))
     return [
         {
             "id": m.id,
+            "session_id": m.session_id,
             "kind": m.kind,
             "amount": m.amount,
             "reason": m.reason,
             "user_id": m.user_id,
+            "authorized_by": m.authorized_by,
             "created_at": m.created_at,
         }
         for m in rows
@@ -384,23 +445,149 @@ async def unresolved_attempts(s: AsyncSession, session_id: int) -> list[str]:
     ]
 
 
-async def close_session(
-    s: AsyncSession, *, venue_id: int, session_id: int, user_id: int, counted: dict[Any, Any], note: str = ""
-) -> CloseResult:
-    """Blind close: the server computes counted, expected and difference. Over the venue's tolerance the
-    session waits in ``closing`` for a supervisor's approval (``approve_close``)."""
-    session = await _session(s, venue_id, session_id, lock=True)
-    if session.status == "closed":
-        raise Conflict("La sesión de caja ya está cerrada.", code="session.closed")
-    venue = await _venue(s, venue_id)
-    breakdown = parse_count(counted, venue.denominations, field="counted")
+async def _refuse_unresolved(s: AsyncSession, session_id: int, what: str) -> None:
     pending = await unresolved_attempts(s, session_id)
     if pending:
         raise Conflict(
-            "No se puede cerrar: hay pagos sin resolver. " + "; ".join(pending),
+            f"No se puede {what}: hay pagos sin resolver. " + "; ".join(pending),
             code="session.unresolved_payments",
             details={"attempts": pending},
         )
+
+
+# ---- handover: another cashier takes the drawer over ----------------------------------------------------------
+
+
+async def take_over(
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    session_id: int,
+    user_id: int,
+    counted: dict[Any, Any],
+    note: str = "",
+    authorization_id: int | None = None,
+) -> HandoverOut:
+    """``user_id`` takes the drawer of an open session over. They count it blind by denomination; the
+    difference against the expected cash at that moment belongs to the outgoing cashier (over the venue's
+    tolerance it is an incident). From now on the session's sales and movements are the new holder's."""
+    session = await _session(s, venue_id, session_id, lock=True)
+    require_open(session)
+    if session.cashier_id == user_id:
+        raise Conflict("Usted ya tiene esta caja.", code="session.already_holder")
+    venue = await _venue(s, venue_id)
+    breakdown = parse_count(counted, venue.denominations, field="counted")
+    note = (note or "").strip()
+    if len(note) > 300 or any(ord(ch) < 32 for ch in note):
+        raise ValidationFailed("La nota admite hasta 300 caracteres, sin caracteres de control.", field="note")
+    await _refuse_unresolved(s, session_id, "relevar la caja")
+    decision = await permissions.require(
+        s,
+        venue_id=venue_id,
+        action=Action.TAKE_OVER,
+        actor_id=user_id,
+        session_id=session_id,
+        authorization_id=authorization_id,
+    )
+    counted_cash = count_total(breakdown)
+    expected = expected_cash(session)
+    difference = counted_cash - expected
+    outgoing = session.cashier_id
+    handover = SessionHandover(
+        venue_id=venue_id,
+        session_id=session_id,
+        from_user_id=outgoing,
+        to_user_id=user_id,
+        authorized_by=decision.authorized_by,
+        counted_breakdown=breakdown,
+        counted_cash=counted_cash,
+        expected_cash=expected,
+        difference=difference,
+        note=note,
+        created_at=utcnow(),
+    )
+    s.add(handover)
+    session.cashier_id = user_id
+    session.handover_difference = (session.handover_difference or 0) + difference
+    await s.flush()
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=user_id,
+        action="session.handover",
+        entity="session",
+        entity_id=session_id,
+        payload={
+            "from": outgoing,
+            "to": user_id,
+            "authorized_by": decision.authorized_by,
+            "counted": counted_cash,
+            "expected": expected,
+            "difference": difference,
+        },
+    )
+    if abs(difference) > venue.close_tolerance:
+        names = dict((await s.execute(select(User.id, User.display_name).where(User.id == outgoing))).all())
+        await open_incident(
+            s,
+            venue_id=venue_id,
+            kind="cash_difference",
+            session_id=session_id,
+            jornada_id=session.jornada_id,
+            register_id=session.register_id,
+            user_id=user_id,
+            description=(
+                f"Diferencia de {format_clp(difference)} en el relevo de caja: "
+                f"{names.get(outgoing, f'usuario #{outgoing}')} entregó {format_clp(counted_cash)} "
+                f"de {format_clp(expected)} esperados."
+            ),
+        )
+    return _handover_out(handover)
+
+
+def _handover_out(h: SessionHandover) -> HandoverOut:
+    return HandoverOut(
+        id=h.id,
+        session_id=h.session_id,
+        from_user_id=h.from_user_id,
+        to_user_id=h.to_user_id,
+        authorized_by=h.authorized_by,
+        counted_cash=h.counted_cash,
+        expected_cash=h.expected_cash,
+        difference=h.difference,
+        breakdown=dict(h.counted_breakdown or {}),
+        note=h.note,
+        created_at=h.created_at,
+    )
+
+
+async def list_handovers(
+    s: AsyncSession, venue_id: int, *, session_id: int | None = None, jornada_id: int | None = None
+) -> list[HandoverOut]:
+    q = select(SessionHandover).where(SessionHandover.venue_id == venue_id)
+    if session_id is not None:
+        q = q.where(SessionHandover.session_id == session_id)
+    if jornada_id is not None:
+        q = q.where(SessionHandover.session_id.in_(select(CashSession.id).where(CashSession.jornada_id == jornada_id)))
+    return [_handover_out(h) for h in await s.scalars(q.order_by(SessionHandover.id))]
+
+
+# ---- blind close ----------------------------------------------------------------------------------------------
+
+
+async def close_session(
+    s: AsyncSession, *, venue_id: int, session_id: int, user_id: int, counted: dict[Any, Any], note: str = ""
+) -> CloseResult:
+    """Blind close by the drawer's holder: the server computes counted, expected and difference. When the
+    holder's own part of the difference (the total minus what was found at handovers) is over the venue's
+    tolerance the session waits in ``closing`` for a supervisor's approval (``approve_close``)."""
+    session = await _session(s, venue_id, session_id, lock=True)
+    if session.status == "closed":
+        raise Conflict("La sesión de caja ya está cerrada.", code="session.closed")
+    permissions.require_holder(session, user_id)
+    venue = await _venue(s, venue_id)
+    breakdown = parse_count(counted, venue.denominations, field="counted")
+    await _refuse_unresolved(s, session_id, "cerrar")
     note = (note or "").strip()[:1000]
     # Carts that were never paid do not survive the close (they never counted in any total).
     abandoned = list(
@@ -414,7 +601,8 @@ async def close_session(
     counted_cash = count_total(breakdown)
     expected = expected_cash(session)
     difference = counted_cash - expected
-    needs_approval = abs(difference) > venue.close_tolerance
+    own = difference - (session.handover_difference or 0)
+    needs_approval = abs(own) > venue.close_tolerance
     session.counted_breakdown = breakdown
     session.counted_cash = counted_cash
     session.expected_cash = expected
@@ -429,7 +617,7 @@ async def close_session(
             action="session.close_requested",
             entity="session",
             entity_id=session_id,
-            payload={"counted": counted_cash, "expected": expected, "difference": difference},
+            payload={"counted": counted_cash, "expected": expected, "difference": difference, "own": own},
         )
     else:
         session.status = "closed"
@@ -446,6 +634,7 @@ async def close_session(
                 "counted": counted_cash,
                 "expected": expected,
                 "difference": difference,
+                "own": own,
                 "breakdown": breakdown,
                 "abandoned_sales": len(abandoned),
             },
@@ -459,21 +648,45 @@ async def close_session(
         tolerance=venue.close_tolerance,
         needs_approval=needs_approval,
         breakdown=breakdown,
+        handover_difference=session.handover_difference or 0,
+        cashier_difference=own,
     )
 
 
+def close_result(session: SessionOut, tolerance: int) -> CloseResult:
+    """The close as it stands (for a page shown again while it waits for approval)."""
+    difference = session.difference or 0
+    return CloseResult(
+        session_id=session.id,
+        status=session.status,
+        counted_cash=session.counted_cash or 0,
+        expected_cash=session.expected_cash or 0,
+        difference=difference,
+        tolerance=tolerance,
+        needs_approval=session.status == "closing",
+        breakdown=dict(session.counted_breakdown or {}),
+        handover_difference=session.handover_difference,
+        cashier_difference=difference - session.handover_difference,
+    )
+
+
+async def pending_close(s: AsyncSession, venue_id: int, session_id: int) -> CloseResult:
+    session = await _session(s, venue_id, session_id)
+    venue = await _venue(s, venue_id)
+    return close_result(session_out(session), venue.close_tolerance)
+
+
 async def approve_close(
-    s: AsyncSession, *, venue_id: int, session_id: int, supervisor_id: int, note: str
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    session_id: int,
+    user_id: int,
+    note: str,
+    authorization_id: int | None = None,
 ) -> CloseResult:
-    """A supervisor (or admin) approves a close whose difference is over tolerance, with a note."""
-    supervisor = await s.get(User, supervisor_id)
-    if (
-        supervisor is None
-        or supervisor.venue_id != venue_id
-        or supervisor.role not in ("supervisor", "admin")
-        or not supervisor.active
-    ):
-        raise Forbidden("Solo un supervisor o administrador puede aprobar el cierre.", code="session.approval_role")
+    """Approve a close whose difference is over tolerance, with a note: a supervisor or admin alone (never
+    for a drawer they hold), or the cashier with a supervisor's authorization given at the register."""
     note = (note or "").strip()
     if len(note) < 5:
         raise ValidationFailed(
@@ -482,20 +695,29 @@ async def approve_close(
     session = await _session(s, venue_id, session_id, lock=True)
     if session.status != "closing":
         raise Conflict("La sesión no está esperando aprobación de cierre.", code="session.not_closing")
+    decision = await permissions.require(
+        s,
+        venue_id=venue_id,
+        action=Action.APPROVE_DIFFERENCE,
+        actor_id=user_id,
+        session_id=session_id,
+        authorization_id=authorization_id,
+    )
+    approver = decision.authorized_by or user_id
     venue = await _venue(s, venue_id)
     session.status = "closed"
     session.closed_at = utcnow()
-    session.closed_by = session.closed_by or supervisor_id
-    session.approved_by = supervisor_id
+    session.closed_by = session.closed_by or session.cashier_id
+    session.approved_by = approver
     session.close_note = (session.close_note + "\n" if session.close_note else "") + f"Aprobación: {note[:900]}"
     await record(
         s,
         venue_id=venue_id,
-        user_id=supervisor_id,
+        user_id=approver,
         action="session.close_approved",
         entity="session",
         entity_id=session_id,
-        payload={"difference": session.difference, "note": note[:300]},
+        payload={"difference": session.difference, "note": note[:300], "requested_by": user_id},
     )
     await open_incident(
         s,
@@ -504,19 +726,10 @@ async def approve_close(
         session_id=session_id,
         jornada_id=session.jornada_id,
         register_id=session.register_id,
-        user_id=supervisor_id,
+        user_id=approver,
         description=f"Diferencia de caja {format_clp(session.difference)} aprobada: {note[:300]}",
     )
-    return CloseResult(
-        session_id=session_id,
-        status="closed",
-        counted_cash=session.counted_cash or 0,
-        expected_cash=session.expected_cash or 0,
-        difference=session.difference or 0,
-        tolerance=venue.close_tolerance,
-        needs_approval=False,
-        breakdown=dict(session.counted_breakdown or {}),
-    )
+    return close_result(session_out(session), venue.close_tolerance)
 
 
 async def add_fallback_event(

@@ -20,7 +20,10 @@ from ..venues import service as venues
 from .fake import FakeProvider
 
 PASSWORD = "clave-segura-123"
-PIN = "1234"
+PIN = "482915"
+#: The supervisor's quick authorization at the register (and the admin's).
+SUPERVISOR_PIN = "730614"
+ADMIN_PIN = "591372"
 
 
 class Setup(msgspec.Struct, kw_only=True):
@@ -60,10 +63,22 @@ async def make_setup(
     async with db.session() as s:
         venue = await venues.create_venue(s, slug=slug, name=f"Local {slug}", close_tolerance=close_tolerance)
         admin = await users.create_user(
-            s, venue_id=venue.id, username="admin", display_name="Admin", role="admin", secret=PASSWORD
+            s,
+            venue_id=venue.id,
+            username="admin",
+            display_name="Admin",
+            role="admin",
+            secret=PASSWORD,
+            authorization_pin=ADMIN_PIN,
         )
         sup = await users.create_user(
-            s, venue_id=venue.id, username="super", display_name="Supervisora", role="supervisor", secret=PASSWORD
+            s,
+            venue_id=venue.id,
+            username="super",
+            display_name="Supervisora",
+            role="supervisor",
+            secret=PASSWORD,
+            authorization_pin=SUPERVISOR_PIN,
         )
         cashier = await users.create_user(
             s, venue_id=venue.id, username="cajera", display_name="Cajera", role="cashier", secret=PIN

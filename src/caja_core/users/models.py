@@ -22,6 +22,12 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Bumped on every change of role, active flag, password or PIN and on "log out everywhere": a web
+    #: session carries the version it was opened with and ends when it no longer matches.
+    credentials_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    #: Quick authorization at the register (supervisors and admins): a PIN and/or a badge code (argon2).
+    authorization_pin_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    badge_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -34,3 +40,16 @@ class WebSession(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+
+
+class AuthThrottle(Base):
+    """Failed-credential counters shared by every app instance: per (venue, user, client address), per
+    client address and per account. ``blocked_until`` holds a back-off whose length doubles with ``level``."""
+
+    __tablename__ = "auth_throttle"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    level: Mapped[int] = mapped_column(Integer, default=0)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -26,4 +27,6 @@ class Venue(Base):
     #: A close whose |difference| is above this needs a supervisor's approval and note.
     close_tolerance: Mapped[int] = mapped_column(BigInteger, default=1000)
     day_cutoff_hour: Mapped[int] = mapped_column(Integer, default=6)
+    #: Money-control thresholds (``permissions.VenueControls``); None = the defaults.
+    controls: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

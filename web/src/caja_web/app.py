@@ -28,7 +28,6 @@ from caja_core.providers import ProviderRegistry
 from caja_core.settings import Settings, load_settings
 
 from . import filters
-from .auth import LoginLimiter
 from .errors import EXCEPTION_HANDLERS, JSON_PREFIXES
 from .stores import RotatingSessionConfig, make_session_store
 
@@ -143,7 +142,6 @@ class CajaWebPlugin(InitPlugin):
                 "registry": self.registry,
                 "orchestrator": self.orchestrator,
                 "printing": self.printing,
-                "login_limiter": LoginLimiter(),
             }
         )
 

@@ -1,9 +1,8 @@
-"""Login (staff by username + password, cashiers by name + PIN), logout, role guards, login rate limit."""
+"""Login (staff by username + password, cashiers by name + PIN), logout (here or everywhere), role guards that
+follow the user on every request. Failed logins are counted and throttled by the core (``users.service``)."""
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict, deque
 from typing import Annotated
 
 import msgspec
@@ -15,7 +14,6 @@ from litestar.handlers import BaseRouteHandler
 from litestar.params import Body, FromPath, FromQuery
 from litestar.response import Template
 
-from caja_core.errors import CajaError
 from caja_core.users import service as users
 from caja_core.venues import service as venues
 
@@ -32,48 +30,31 @@ HOME = {"cashier": "/caja/", "supervisor": "/jornada", "admin": "/admin/"}
 
 
 def requires(*roles: str):
-    """A guard: the viewer must be logged in (else → login) and have one of ``roles`` (else → 403)."""
+    """A guard: the viewer must be logged in (else → login) and have one of ``roles`` (else → 403). The user
+    behind the session is read on every request (one primary-key read): a deactivated user, a new role, a
+    new password or PIN, or "log out everywhere" end the session on the next request."""
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         viewer = viewer_from(connection)
         if viewer is None:
             raise NotAuthorizedException("login required")
+        db = connection.app.state.db
+        async with db.reader() as s:
+            current = await users.session_user(s, viewer.id)
+        if (
+            current is None
+            or not current.active
+            or current.venue_id != viewer.venue_id
+            or current.credentials_version != viewer.cv
+            or current.role != viewer.role
+        ):
+            connection.scope["session"] = {}  # the middleware drops the stored session
+            raise NotAuthorizedException("session no longer valid")
         if viewer.role not in roles:
             raise PermissionDeniedException("role")
 
     guard.__name__ = f"requires_{'_'.join(roles)}"
     return guard
-
-
-class TooManyAttempts(CajaError):
-    status = 429
-    code = "auth.rate_limited"
-
-
-class LoginLimiter:
-    """Sliding-window limit of login attempts per client address and per user (in this instance; the
-    core also locks an account after repeated failures, across instances)."""
-
-    def __init__(self, max_attempts: int = 10, window_s: float = 60.0, max_per_ip: int = 30) -> None:
-        self.max_attempts = max_attempts
-        self.max_per_ip = max_per_ip
-        self.window_s = window_s
-        self._hits: dict[str, deque[float]] = defaultdict(deque)
-
-    def _count(self, key: str, now: float) -> int:
-        hits = self._hits[key]
-        while hits and hits[0] <= now - self.window_s:
-            hits.popleft()
-        return len(hits)
-
-    def hit(self, ip: str, who: str) -> None:
-        now = time.monotonic()
-        keys = {f"ip:{ip}": self.max_per_ip, f"user:{who.strip().lower()}": self.max_attempts}
-        for key, limit in keys.items():
-            if self._count(key, now) >= limit:
-                raise TooManyAttempts("Demasiados intentos de ingreso. Espere un minuto e intente de nuevo.")
-        for key in keys:
-            self._hits[key].append(now)
 
 
 class PasswordLogin(msgspec.Struct, kw_only=True):
@@ -109,6 +90,7 @@ async def start_session(request: Request, user: users.UserOut, venue: venues.Ven
     await rotate_session_id(request)
     viewer = Viewer(
         id=user.id,
+        cv=user.credentials_version,
         venue_id=venue.id,
         role=user.role,
         name=user.display_name,
@@ -135,11 +117,10 @@ async def pin_page(request: Request, user_id: FromPath[int], local: FromQuery[st
 @post("/login", include_in_schema=False)
 async def login_password(request: Request, data: Annotated[PasswordLogin, FORM]) -> Response:
     web = Web(request)
-    async with web.form("auth/login.html", lambda: login_context(web), form={"username": data.username}):
-        web.state.login_limiter.hit(client_ip(request), data.username)
+    async with web.form("auth/login.html", lambda: login_context(web), form={"username": data.username[:60]}):
         venue = await web.call(venues.get_venue, data.venue_id)
-        user = await web.call(
-            users.authenticate_password, venue_id=venue.id, username=data.username, password=data.password
+        user = await users.authenticate_password(
+            web.db, venue_id=venue.id, username=data.username, password=data.password, address=client_ip(request)
         )
     await start_session(request, user, venue)
     return web.redirect(HOME[user.role])
@@ -154,9 +135,10 @@ async def login_pin(request: Request, data: Annotated[PinLogin, FORM]) -> Respon
         return ctx | {"cashier": next((c for c in ctx["cashiers"] if c.id == data.user_id), None)}
 
     async with web.form("auth/pin.html", context):
-        web.state.login_limiter.hit(client_ip(request), f"id:{data.user_id}")
         venue = await web.call(venues.get_venue, data.venue_id)
-        user = await web.call(users.authenticate_pin, venue_id=venue.id, user_id=data.user_id, pin=data.pin)
+        user = await users.authenticate_pin(
+            web.db, venue_id=venue.id, user_id=data.user_id, pin=data.pin, address=client_ip(request)
+        )
     await start_session(request, user, venue)
     return web.redirect(HOME[user.role])
 
@@ -167,10 +149,19 @@ async def logout(request: Request) -> Response:
     return Web(request).redirect("/login")
 
 
+@post("/logout/todos", include_in_schema=False, guards=[requires(*CASHIER)])
+async def logout_everywhere(request: Request) -> Response:
+    """End this user's sessions on every device (a lost or shared device)."""
+    web = Web(request)
+    await web.call(users.logout_everywhere, web.venue_id, web.user_id, actor_id=web.user_id)
+    request.clear_session()
+    return web.redirect("/login")
+
+
 @get("/", include_in_schema=False)
 async def home(request: Request) -> Response:
     viewer = viewer_from(request)
     return Web(request).redirect(HOME[viewer.role] if viewer else "/login")
 
 
-route_handlers = [login_page, pin_page, login_password, login_pin, logout, home]
+route_handlers = [login_page, pin_page, login_password, login_pin, logout, logout_everywhere, home]

@@ -93,6 +93,9 @@ def demo(host: str, port: int, db_path: str, no_serve: bool) -> None:
     click.echo(f"Abra http://{host}:{port}/login")
     for login in info.logins:
         who = "PIN" if login.role == "cashier" else "contraseña"
-        click.echo(f"  {login.role:<10} {login.display_name:<22} usuario {login.username:<11} {who} {login.secret}")
+        extra = f" · PIN de autorización {login.authorization_pin}" if login.authorization_pin else ""
+        click.echo(
+            f"  {login.role:<10} {login.display_name:<22} usuario {login.username:<11} {who} {login.secret}{extra}"
+        )
     if not no_serve:
         _run(settings, host, port)

@@ -33,6 +33,7 @@ class Viewer(msgspec.Struct, kw_only=True):
     venue_id: int
     role: str
     name: str
+    cv: int = 0  # the user's credentials version when the session was opened
     venue_name: str = ""
     timezone: str = "America/Santiago"
 
@@ -110,6 +111,24 @@ class Web:
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         async with self.db.session() as s:
             return await fn(s, *args, **kwargs)
+
+    async def authorize(self, action: Any, code: str | None, **scope: Any) -> int | None:
+        """A supervisor's authorization typed at this register (PIN or badge), for ``action`` on ``scope``
+        (session_id, sale_id, amount); None when no code was typed (the service says if one is needed)."""
+        if not (code or "").strip():
+            return None
+        from caja_core.permissions.service import authorize
+
+        client = self.request.client.host if self.request.client else "?"
+        return await authorize(
+            self.db,
+            venue_id=self.venue_id,
+            action=action,
+            actor_id=self.user_id,
+            code=code or "",
+            address=client,
+            **scope,
+        )
 
     async def venue_call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Call ``fn(s, venue_id=..., ...)`` scoped to the viewer's venue (keyword form)."""

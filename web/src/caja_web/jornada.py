@@ -62,7 +62,7 @@ async def close_jornada(request: Request, data: Annotated[CloseJornada, FORM]) -
 async def approve_close(request: Request, session_id: FromPath[int], data: Annotated[ApproveClose, FORM]) -> Response:
     web = Web(request)
     async with web.form("jornada.html", lambda: jornada_context(web), form={"note": data.note}, approving=session_id):
-        await web.venue_call(sessions.approve_close, session_id=session_id, supervisor_id=web.user_id, note=data.note)
+        await web.venue_call(sessions.approve_close, session_id=session_id, user_id=web.user_id, note=data.note)
     return web.redirect("/jornada")
 
 

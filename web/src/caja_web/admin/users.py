@@ -20,6 +20,7 @@ class UserForm(msgspec.Struct, kw_only=True):
     display_name: str = ""
     role: str = "cashier"
     secret: str = ""
+    authorization_pin: str = ""
 
 
 class UserEditForm(msgspec.Struct, kw_only=True):
@@ -28,14 +29,24 @@ class UserEditForm(msgspec.Struct, kw_only=True):
     secret: str = ""
     active: str = ""
     unlock: str = ""
+    authorization_pin: str = ""
+    badge: str = ""
+    remove_authorization: str = ""
+
+
+SECRET_FIELDS = ("secret", "authorization_pin", "badge")
 
 
 def public(data: msgspec.Struct) -> dict:
-    return {k: v for k, v in msgspec.to_builtins(data).items() if k != "secret"}
+    return {k: v for k, v in msgspec.to_builtins(data).items() if k not in SECRET_FIELDS}
 
 
 async def users_context(web: Web) -> dict:
-    return {"users": await web.call(users.list_users, web.venue_id), "roles": users.ROLE_LABELS}
+    return {
+        "users": await web.call(users.list_users, web.venue_id),
+        "roles": users.ROLE_LABELS,
+        "pin_length": await web.call(users.pin_length, web.venue_id),
+    }
 
 
 @get("/usuarios")
@@ -55,12 +66,17 @@ async def create_user(request: Request, data: Annotated[UserForm, FORM]) -> Resp
             role=data.role,
             secret=data.secret,
             actor_id=web.user_id,
+            authorization_pin=data.authorization_pin or None,
         )
     return web.redirect("/admin/usuarios")
 
 
 async def user_context(web: Web, user_id: int) -> dict:
-    return {"user": await web.call(users.get_user, web.venue_id, user_id), "roles": users.ROLE_LABELS}
+    return {
+        "user": await web.call(users.get_user, web.venue_id, user_id),
+        "roles": users.ROLE_LABELS,
+        "pin_length": await web.call(users.pin_length, web.venue_id),
+    }
 
 
 @get("/usuarios/{user_id:int}/editar")
@@ -83,8 +99,20 @@ async def update_user(request: Request, user_id: FromPath[int], data: Annotated[
             active=data.active == "1",
             secret=data.secret or None,
             unlock=data.unlock == "1",
+            authorization_pin=data.authorization_pin or None,
+            badge=data.badge or None,
+            remove_authorization=data.remove_authorization == "1",
         )
     return web.redirect("/admin/usuarios")
 
 
-route_handlers = [users_page, create_user, user_page, update_user]
+@post("/usuarios/{user_id:int}/cerrar-sesiones")
+async def logout_everywhere(request: Request, user_id: FromPath[int]) -> Response:
+    """End every web session of the user (a lost device, a cashier who left)."""
+    web = Web(request)
+    async with web.form("admin/user_form.html", lambda: user_context(web, user_id)):
+        await web.call(users.logout_everywhere, web.venue_id, user_id, actor_id=web.user_id)
+    return web.redirect(f"/admin/usuarios/{user_id}/editar" if user_id != web.user_id else "/login")
+
+
+route_handlers = [users_page, create_user, user_page, update_user, logout_everywhere]

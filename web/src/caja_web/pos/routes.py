@@ -16,6 +16,8 @@ from caja_core.errors import Conflict, ValidationFailed
 from caja_core.jornadas import service as jornadas
 from caja_core.money import parse_amount
 from caja_core.ops import contingency
+from caja_core.permissions import Action
+from caja_core.permissions import service as permissions
 from caja_core.registers import service as registers
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
@@ -65,12 +67,15 @@ class CashForm(msgspec.Struct, kw_only=True):
 
 class CancelForm(msgspec.Struct, kw_only=True):
     reason: str = ""
+    supervisor_code: str = ""
+    panel: str = ""  # "receipt" when the void of a paid sale is asked from its receipt
 
 
 class MovementForm(msgspec.Struct, kw_only=True):
     kind: str = ""
     amount: str = ""
     reason: str = ""
+    supervisor_code: str = ""
 
 
 class IncidentForm(msgspec.Struct, kw_only=True):
@@ -83,14 +88,34 @@ class CloseForm(msgspec.Struct, kw_only=True):
 
 
 class ApproveForm(msgspec.Struct, kw_only=True):
-    username: str = ""
-    password: str = ""
+    supervisor_code: str = ""
     note: str = ""
+
+
+def echo(data: msgspec.Struct) -> dict:
+    """A form's fields to show again, without the supervisor's code."""
+    return {k: v for k, v in msgspec.to_builtins(data).items() if k != "supervisor_code"}
+
+
+async def supervisor_for(web: Web, action: Action, code: str, **scope) -> int:
+    """Who stands behind ``action``: the user alone when their role allows it, else the supervisor whose PIN or
+    badge was typed (their authorization is checked and used up by the core)."""
+    grant = await web.authorize(action, code, **scope)
+    decision = await web.venue_call(
+        permissions.require, action=action, actor_id=web.user_id, authorization_id=grant, **scope
+    )
+    return decision.authorized_by or web.user_id
 
 
 async def form_dict(request: Request) -> dict[str, str]:
     form = await request.form()
     return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def form_int(value: str | None) -> int:
+    """An id typed in a form: ASCII digits that fit a database integer, else 0 (which is found nowhere)."""
+    value = (value or "").strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else 0
 
 
 def denomination_count(form: dict[str, str], prefix: str) -> dict[str, str]:
@@ -108,6 +133,7 @@ async def home_context(web: Web) -> dict:
     return {
         "registers": await web.call(registers.list_registers, web.venue_id, only_active=True),
         "open_by_register": {s.register_id: s for s in open_sessions if s.status != "closed"},
+        "holders": await web.call(users.user_names, web.venue_id),
         "state": pos_state(web),
         "current": current,
     }
@@ -178,10 +204,58 @@ async def pos_home(request: Request) -> Template:
 async def resume_session(request: Request, data: Annotated[ResumeForm, FORM]) -> Response:
     web = Web(request)
     async with web.form("pos/home.html", lambda: home_context(web)):
-        session = await web.call(sessions.current_session, web.venue_id, data.register_id)
+        session = await web.venue_call(sessions.resume_session, register_id=data.register_id, user_id=web.user_id)
+    return await start_pos(web, data.register_id, session.id)
+
+
+# ---- handover: take over another cashier's drawer -------------------------------------------------------
+async def takeover_context(web: Web, register_id: int) -> dict:
+    session = await web.call(sessions.current_session, web.venue_id, register_id)
+    if session is None:
+        raise Conflict("Esa caja no tiene una sesión abierta.", code="session.none_open")
+    return {
+        "register": await web.call(registers.get_register, web.venue_id, register_id),
+        "venue": await web.call(venues.get_venue, web.venue_id),
+        "session": session,
+        "holder": await web.call(users.get_user, web.venue_id, session.cashier_id),
+        "needs_supervisor": await web.venue_call(permissions.rule_for, user_id=web.user_id, action=Action.TAKE_OVER)
+        != "allow",
+        "state": pos_state(web),
+    }
+
+
+@get("/session/relevo")
+async def takeover_page(request: Request, register_id: FromQuery[int] = 0) -> Template:
+    web = Web(request)
+    return await web.page("pos/takeover.html", **await takeover_context(web, register_id))
+
+
+@post("/session/relevo")
+async def take_over(request: Request) -> Template:
+    """The incoming cashier counts the drawer blind (with a supervisor's authorization when their role needs
+    one); the difference belongs to the outgoing cashier; from now on this browser sells in it."""
+    web = Web(request)
+    raw = await form_dict(request)
+    register_id = form_int(raw.get("register_id"))
+    echoed = {k: v for k, v in raw.items() if k != "supervisor_code"}
+    async with web.form("pos/takeover.html", lambda: takeover_context(web, register_id), form=echoed):
+        session = await web.call(sessions.current_session, web.venue_id, register_id)
         if session is None:
             raise Conflict("Esa caja no tiene una sesión abierta.", code="session.none_open")
-    return await start_pos(web, data.register_id, session.id)
+        grant = await web.authorize(Action.TAKE_OVER, raw.get("supervisor_code"), session_id=session.id)
+        handover = await web.venue_call(
+            sessions.take_over,
+            session_id=session.id,
+            user_id=web.user_id,
+            counted=denomination_count(raw, "count_"),
+            note=raw.get("note", ""),
+            authorization_id=grant,
+        )
+    register = await web.call(registers.get_register, web.venue_id, register_id)
+    carts.save(
+        web.request, PosState(register_id=register_id, register_type=register.register_type, session_id=session.id)
+    )
+    return await web.page("pos/takeover_result.html", handover=handover, register=register, state=pos_state(web))
 
 
 async def start_pos(web: Web, register_id: int, session_id: int) -> Response:
@@ -203,7 +277,7 @@ async def open_page(request: Request, register_id: FromQuery[int | None] = None)
 async def open_session(request: Request) -> Response:
     web = Web(request)
     raw = await form_dict(request)
-    register_id = int(raw["register_id"]) if raw.get("register_id", "").isdigit() else 0
+    register_id = form_int(raw.get("register_id"))
     async with web.form("pos/open.html", lambda: open_context(web, register_id), form=raw):
         session = await web.venue_call(
             sessions.open_session,
@@ -399,22 +473,17 @@ async def cancel_payment(request: Request, sale_id: FromPath[int]) -> Template:
 
 
 class BackupForm(msgspec.Struct, kw_only=True):
-    username: str = ""
-    password: str = ""
+    supervisor_code: str = ""
 
 
 @post("/venta/{sale_id:int}/respaldo")
 async def start_backup(request: Request, sale_id: FromPath[int], data: Annotated[BackupForm, FORM]) -> Template:
     """Charge on the backup. When the register's policy asks for a supervisor, one types their credentials."""
     web = Web(request)
-    async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id), form={"username": data.username}):
+    async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id)):
         user_id = web.user_id
-        if data.username:
-            user_id = (
-                await web.call(
-                    users.authenticate_password, venue_id=web.venue_id, username=data.username, password=data.password
-                )
-            ).id
+        if data.supervisor_code:
+            user_id = await supervisor_for(web, Action.USE_BACKUP, data.supervisor_code, sale_id=sale_id)
         await web.orchestrator.start_backup(venue_id=web.venue_id, sale_id=sale_id, user_id=user_id)
     return await payment_view(web, sale_id)
 
@@ -447,39 +516,36 @@ async def confirm_backup(request: Request, sale_id: FromPath[int], data: Annotat
 async def override_backup(request: Request, sale_id: FromPath[int], data: Annotated[ApproveForm, FORM]) -> Template:
     web = Web(request)
     async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id), override_open=True):
-        supervisor = await web.call(
-            users.authenticate_password, venue_id=web.venue_id, username=data.username, password=data.password
-        )
+        supervisor_id = await supervisor_for(web, Action.FORCE_BACKUP, data.supervisor_code, sale_id=sale_id)
         await web.orchestrator.override_to_backup(
-            venue_id=web.venue_id, sale_id=sale_id, supervisor_id=supervisor.id, note=data.note
+            venue_id=web.venue_id, sale_id=sale_id, supervisor_id=supervisor_id, note=data.note
         )
     return await payment_view(web, sale_id)
 
 
 class RefundForm(msgspec.Struct, kw_only=True):
     attempt_id: int = 0
-    username: str = ""
-    password: str = ""
+    supervisor_code: str = ""
 
 
 @post("/venta/{sale_id:int}/devolver")
 async def refund_duplicate(request: Request, sale_id: FromPath[int], data: Annotated[RefundForm, FORM]) -> Template:
     web = Web(request)
     async with web.form("pos/_receipt.html", lambda: sale_context(web, sale_id)):
-        supervisor = await web.call(
-            users.authenticate_password, venue_id=web.venue_id, username=data.username, password=data.password
-        )
-        await web.orchestrator.refund_attempt(web.venue_id, data.attempt_id, supervisor.id)
+        supervisor_id = await supervisor_for(web, Action.REFUND, data.supervisor_code, sale_id=sale_id)
+        await web.orchestrator.refund_attempt(web.venue_id, data.attempt_id, supervisor_id)
     return await payment_view(web, sale_id)
 
 
 @post("/venta/{sale_id:int}/anular")
 async def cancel_sale(request: Request, sale_id: FromPath[int], data: Annotated[CancelForm, FORM]) -> Response:
     web = Web(request)
-    async with web.form(
-        "pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data), cancel_open=True
-    ):
-        await web.venue_call(sales.cancel_sale, sale_id=sale_id, user_id=web.user_id, reason=data.reason)
+    template = "pos/_receipt.html" if data.panel == "receipt" else "pos/_pay.html"
+    async with web.form(template, lambda: sale_context(web, sale_id), form=echo(data), cancel_open=True):
+        grant = await web.authorize(Action.VOID_PAID, data.supervisor_code, sale_id=sale_id)
+        await web.venue_call(
+            sales.cancel_sale, sale_id=sale_id, user_id=web.user_id, reason=data.reason, authorization_id=grant
+        )
     return start_next_sale(web)
 
 
@@ -498,7 +564,12 @@ async def next_sale(request: Request) -> Response:
 # ---- cash movements and incidents -------------------------------------------------------------------------
 async def movements_context(web: Web) -> dict:
     state = await require_session(web)
-    return {"state": state, "movements": await web.call(sessions.list_cash_movements, web.venue_id, state.session_id)}
+    return {
+        "state": state,
+        "movements": await web.call(sessions.list_cash_movements, web.venue_id, state.session_id),
+        "controls": await web.call(permissions.get_controls, web.venue_id),
+        "needs_supervisor_out": web.viewer is not None and web.viewer.role == "cashier",
+    }
 
 
 @get("/movimientos")
@@ -512,7 +583,12 @@ async def add_movement(request: Request, data: Annotated[MovementForm, FORM]) ->
     web = Web(request)
     state = await require_session(web)
     assert state.session_id is not None  # require_session refuses a browser without an open session
-    async with web.form("pos/movements.html", lambda: movements_context(web), form=msgspec.to_builtins(data)):
+    async with web.form("pos/movements.html", lambda: movements_context(web), form=echo(data)):
+        grant = None
+        if data.supervisor_code:
+            action = Action.CASH_OUT if data.kind == "out" else Action.CASH_IN
+            amount = parse_amount(data.amount, field="amount")
+            grant = await web.authorize(action, data.supervisor_code, session_id=state.session_id, amount=amount)
         await web.venue_call(
             sessions.add_cash_movement,
             session_id=state.session_id,
@@ -520,6 +596,7 @@ async def add_movement(request: Request, data: Annotated[MovementForm, FORM]) ->
             amount=data.amount,
             reason=data.reason,
             user_id=web.user_id,
+            authorization_id=grant,
         )
     after_movement(request, state.session_id, web.venue_id, web.user_id)
     return web.redirect("/caja/movimientos?ok=1")
@@ -601,17 +678,15 @@ async def close_session(request: Request) -> Template:
 async def approve_close(request: Request, data: Annotated[ApproveForm, FORM]) -> Template:
     web = Web(request)
     state = await require_session(web)
-    session = await web.call(sessions.get_session, web.venue_id, state.session_id)
-    async with web.form(
-        "pos/close_result.html",
-        {"state": state, "result": session, "pending": True},
-        form={"username": data.username, "note": data.note},
-    ):
-        supervisor = await web.call(
-            users.authenticate_password, venue_id=web.venue_id, username=data.username, password=data.password
-        )
+    pending = await web.call(sessions.pending_close, web.venue_id, state.session_id)
+    async with web.form("pos/close_result.html", {"state": state, "result": pending}, form={"note": data.note}):
+        grant = await web.authorize(Action.APPROVE_DIFFERENCE, data.supervisor_code, session_id=state.session_id)
         result = await web.venue_call(
-            sessions.approve_close, session_id=state.session_id, supervisor_id=supervisor.id, note=data.note
+            sessions.approve_close,
+            session_id=state.session_id,
+            user_id=web.user_id,
+            note=data.note,
+            authorization_id=grant,
         )
     carts.save(request, PosState())
     return await web.page("pos/close_result.html", result=result, state=state)
@@ -630,6 +705,8 @@ router = Router(
     route_handlers=[
         pos_home,
         resume_session,
+        takeover_page,
+        take_over,
         open_page,
         open_session,
         sale_screen,
