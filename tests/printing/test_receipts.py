@@ -168,7 +168,13 @@ async def test_cash_movements_kick_the_drawer_when_the_register_says_so(any_db, 
     sess = await open_session(any_db, setup)
     async with any_db.session() as s:
         await sessions.add_cash_movement(
-            s, venue_id=setup.venue_id, session_id=sess.id, kind="in", amount=5000, reason="Sencillo", user_id=1
+            s,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            kind="in",
+            amount=5000,
+            reason="Sencillo",
+            user_id=setup.cashier_id,
         )
     service.cash_movement(setup.venue_id, sess.id)
     assert (await printer.jobs_after(1))[0] == b"\x1bp\x0022"

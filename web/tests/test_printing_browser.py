@@ -19,7 +19,7 @@ from playwright.sync_api import expect, sync_playwright
 from caja_core.catalog import service as catalog
 from caja_core.db import Database
 from caja_core.printing import PrinterRegistry, PrintService
-from caja_core.testing.factories import PASSWORD
+from caja_core.testing.factories import PASSWORD, PIN
 from caja_core.testing.fake import FakeProvider
 from caja_core.testing.fake_printer import closed_port
 
@@ -77,7 +77,7 @@ def test_printer_down_warning_and_the_80mm_ticket(sqlite_url, shots):
             page.set_default_timeout(20_000)
             page.goto("/login")
             page.click("a:has-text('Cajera')")
-            for key in "1234":
+            for key in PIN:
                 page.click(f".keypad [data-key='{key}']")
             page.click(".keypad button[type=submit]")
             expect(page).to_have_url(re.compile(r"/caja/$"))
