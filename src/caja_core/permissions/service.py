@@ -14,11 +14,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import record
 from ..clock import utcnow
+from ..db.engine import rowcount
 from ..errors import AuthFailed, Conflict, Forbidden, NotFound, RateLimited, ValidationFailed
 from ..sales.models import Sale
 from ..sessions.models import CashSession
@@ -291,11 +292,12 @@ async def require(
         raise SupervisorRequired("Quien autorizó ya no puede hacerlo. Pida otra autorización.", field="supervisor_code")
     stamp = utcnow()
     claimed = await s.execute(
-        Authorization.__table__.update()
+        update(Authorization)
         .where(Authorization.id == grant.id, Authorization.used_at.is_(None))
         .values(used_at=stamp)
+        .execution_options(synchronize_session=False)
     )
-    if claimed.rowcount != 1:
+    if rowcount(claimed) != 1:
         raise Conflict("Esa autorización ya se usó.", code="auth.authorization_used")
     _separate(action, session, grant.authorized_by)
     return Decision(
@@ -320,6 +322,13 @@ async def rule_for(s: AsyncSession, *, venue_id: int, user_id: int, action: Acti
     return decide(user.role, action, amount=amount, controls=await get_controls(s, venue_id))
 
 
+def _action_label(value: str) -> str:
+    try:
+        return ACTION_LABELS[Action(value)]
+    except ValueError:
+        return value
+
+
 async def list_authorizations(
     s: AsyncSession, venue_id: int, *, jornada_id: int | None = None, session_id: int | None = None
 ) -> list[AuthorizationOut]:
@@ -333,7 +342,7 @@ async def list_authorizations(
         AuthorizationOut(
             id=a.id,
             action=a.action,
-            action_label=ACTION_LABELS.get(Action._value2member_map_.get(a.action), a.action),  # type: ignore[arg-type]
+            action_label=_action_label(a.action),
             requested_by=a.requested_by,
             authorized_by=a.authorized_by,
             method=a.method,

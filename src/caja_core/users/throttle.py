@@ -25,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..clock import utcnow
+from ..db.engine import rowcount
 from .models import AuthThrottle
 
 #: Counters with no failure for this long start again from zero.
@@ -68,13 +69,13 @@ async def blocked_until(s: AsyncSession, keys: list[str]) -> datetime | None:
     rows = await s.scalars(
         select(AuthThrottle.blocked_until).where(AuthThrottle.key.in_(keys), AuthThrottle.blocked_until > now)
     )
-    return max(rows, default=None)
+    return max((r for r in rows if r is not None), default=None)
 
 
 async def record_failure(s: AsyncSession, key: str, limit: Limit) -> datetime | None:
     """Count one failure under ``key``; returns the new block's end when this failure triggers one."""
     now = utcnow()
-    insert = pg_insert if s.bind.dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
     await s.execute(
         insert(AuthThrottle)
         .values(key=key, failures=0, level=0, blocked_until=None, updated_at=now)
@@ -126,4 +127,4 @@ async def purge(s: AsyncSession) -> int:
             or_(AuthThrottle.blocked_until.is_(None), AuthThrottle.blocked_until < now),
         )
     )
-    return result.rowcount or 0
+    return rowcount(result)
