@@ -17,6 +17,7 @@ page, command or script can skip them.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 import msgspec
 
@@ -106,7 +107,7 @@ class VenueControls(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("authorization_minutes")
 
 
-def controls_from(raw: dict | None) -> VenueControls:
+def controls_from(raw: dict[str, Any] | None) -> VenueControls:
     if not raw:
         return VenueControls()
     try:

@@ -12,6 +12,7 @@ to another sale or raised to another amount.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import msgspec
 from sqlalchemy import select, update
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import record
 from ..clock import utcnow
-from ..db.engine import rowcount
+from ..db.engine import Database, rowcount
 from ..errors import AuthFailed, Conflict, Forbidden, NotFound, RateLimited, ValidationFailed
 from ..sales.models import Sale
 from ..sessions.models import CashSession
@@ -86,7 +87,7 @@ async def set_controls(s: AsyncSession, venue_id: int, *, actor_id: int | None, 
     return controls
 
 
-def table_rows(controls: VenueControls) -> list[dict]:
+def table_rows(controls: VenueControls) -> list[dict[str, Any]]:
     """The permission table for people (documentation pages, admin view)."""
     from . import RULE_LABELS, TABLE
 
@@ -158,7 +159,7 @@ def _person_key(venue_id: int, actor_id: int, address: str) -> str:
 
 
 async def authorize(
-    db,
+    db: Database,
     *,
     venue_id: int,
     action: Action | str,

@@ -1,7 +1,7 @@
 """money controls: ownership, handovers, authorizations, login throttle
 
-Revision ID: 0003_money_controls
-Revises: 0002_printing
+Revision ID: 0004_money_controls
+Revises: 0003_agent_fencing
 Create Date: 2026-12-02 06:28:31.497719
 """
 
@@ -14,8 +14,8 @@ from sqlalchemy.dialects import postgresql
 import caja_core.db.base
 from alembic import op
 
-revision = "0003_money_controls"
-down_revision = "0002_printing"
+revision = "0004_money_controls"
+down_revision = "0003_agent_fencing"
 branch_labels = None
 depends_on = None
 
