@@ -7,9 +7,12 @@ from caja_core.audit.models import AuditEvent
 from caja_core.audit.service import list_incidents
 from caja_core.catalog import service as catalog
 from caja_core.errors import Conflict, ValidationFailed
+from caja_core.permissions import Action
+from caja_core.permissions.service import SupervisorRequired, authorize
 from caja_core.printing.models import PrintJob
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
+from caja_core.testing.factories import SUPERVISOR_PIN
 from caja_core.testing.fake_printer import FakeNetworkPrinter, closed_port
 
 from .conftest import network_config, open_session, paid_cash_sale
@@ -154,7 +157,17 @@ async def test_manual_drawer_opening_needs_a_reason_and_is_audited(any_db, setup
     sess = await open_session(any_db, setup)
     with pytest.raises(ValidationFailed):
         await service.open_drawer(setup.venue_id, sess.id, setup.cashier_id, "  ")
-    job = await service.open_drawer(setup.venue_id, sess.id, setup.cashier_id, "Cambio de billete")
+    with pytest.raises(SupervisorRequired):  # a cashier opens the drawer with a supervisor's authorization
+        await service.open_drawer(setup.venue_id, sess.id, setup.cashier_id, "Cambio de billete")
+    grant = await authorize(
+        any_db,
+        venue_id=setup.venue_id,
+        action=Action.OPEN_DRAWER,
+        actor_id=setup.cashier_id,
+        code=SUPERVISOR_PIN,
+        session_id=sess.id,
+    )
+    job = await service.open_drawer(setup.venue_id, sess.id, setup.cashier_id, "Cambio de billete", grant)
     assert job.status == "printed" and (await printer.jobs_after(1))[0] == b"\x1bp\x0022"
     async with any_db.session() as s:
         event = await s.scalar(select(AuditEvent).where(AuditEvent.action == "drawer.opened"))

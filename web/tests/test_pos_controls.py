@@ -155,3 +155,30 @@ def test_no_supervisor_code_is_echoed_back():
     from caja_web.pos.routes import ApproveForm, echo
 
     assert echo(ApproveForm(supervisor_code="730614", note="n")) == {"note": "n"}
+
+
+async def test_the_reports_show_every_void_with_its_reason_and_who(cashier, setup, app):
+    """Found: the reports showed "Anuladas 0 ($0)": unpaid voids and their reasons appeared nowhere."""
+    await open_session(cashier, setup)
+    sale_id, _ = await checkout(cashier, setup, "Cerveza")
+    r = await cashier.post(f"/caja/venta/{sale_id}/anular", {"reason": "Cliente se fue sin pagar"})
+    assert r.status_code == 303
+    paid_id = await paid_cash_sale(cashier, setup)
+    r = await cashier.post(
+        f"/caja/venta/{paid_id}/anular",
+        {"reason": "Trago devuelto", "panel": "receipt", "supervisor_code": SUPERVISOR_PIN},
+    )
+    assert r.status_code == 303
+    from conftest import WebClient
+
+    async with AsyncTestClient(app=app) as raw:
+        boss = WebClient(raw)
+        await boss.login("super", venue_id=setup.venue_id)
+        z = text_of((await boss.get(f"/admin/cajas/reportes/jornada/{setup.jornada_id}/z")).text)
+        jornada = text_of((await boss.get(f"/admin/cajas/reportes/jornada/{setup.jornada_id}")).text)
+        session = text_of((await boss.get("/admin/cajas/reportes/sesion/1")).text)
+    assert "Anuladas pagadas 1 ($6.000)" in z and "Anuladas sin pagar 1 ($3.500)" in z
+    for page in (z, jornada, session):
+        assert "Cliente se fue sin pagar" in page and "Trago devuelto" in page
+        assert "Pagadas: 1 ($6.000) · sin pagar: 1 ($3.500)" in page
+        assert "Supervisora" in page  # who authorized the paid void

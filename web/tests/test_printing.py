@@ -13,6 +13,7 @@ from webkit import text_of
 from caja_core.audit.models import AuditEvent
 from caja_core.printing.links import receipt_token
 from caja_core.providers import OutcomeKind
+from caja_core.testing.factories import SUPERVISOR_PIN
 from caja_core.testing.fake import Step
 from caja_core.testing.fake_printer import FakeNetworkPrinter, closed_port
 
@@ -132,11 +133,15 @@ async def test_open_drawer_needs_a_reason(cashier, app, setup, printer, sqlite_d
     assert r.status_code == 422 and "Indique el motivo para abrir el cajón" in r.text
     assert printer.jobs == []
     r = await cashier.post("/caja/cajon", {"reason": "Cambio para la barra"})
+    assert r.status_code == 403 and 'name="supervisor_code"' in r.text  # a cashier needs a supervisor
+    assert printer.jobs == []
+    r = await cashier.post("/caja/cajon", {"reason": "Cambio para la barra", "supervisor_code": SUPERVISOR_PIN})
     assert r.status_code == 200 and "Cajón abierto" in r.text
     assert (await printer.jobs_after(1))[0] == b"\x1bp\x0022"
     async with sqlite_db.session() as s:
         event = await s.scalar(select(AuditEvent).where(AuditEvent.action == "drawer.opened"))
     assert event.payload["reason"] == "Cambio para la barra" and event.user_id == setup.cashier_id
+    assert event.payload["authorized_by"] == setup.supervisor_id
     await cashier.post("/logout")
     await cashier.login("super", venue_id=setup.venue_id)
     r = await cashier.get(f"/admin/cajas/reportes/sesion/{event.entity_id}/impresion", htmx=True)

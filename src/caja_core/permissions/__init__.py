@@ -65,7 +65,9 @@ TABLE: dict[Action, tuple[Rule, Rule, Rule]] = {
 }
 
 #: Actions on a drawer: only the session's holder performs them.
-HOLDER_ACTIONS = frozenset({Action.SELL, Action.VOID_UNPAID, Action.VOID_PAID, Action.CASH_IN, Action.CASH_OUT})
+HOLDER_ACTIONS = frozenset(
+    {Action.SELL, Action.VOID_UNPAID, Action.VOID_PAID, Action.CASH_IN, Action.CASH_OUT, Action.OPEN_DRAWER}
+)
 
 ACTION_LABELS = {
     Action.SELL: "Vender",

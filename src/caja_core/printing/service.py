@@ -29,6 +29,8 @@ from ..catalog.models import Category
 from ..clock import utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..hookspecs import hookimpl
+from ..permissions import Action
+from ..permissions import service as permissions
 from ..registers.models import CashRegister
 from ..reports import service as reports
 from ..sales.models import Sale
@@ -594,8 +596,11 @@ class PrintService:
             out = job_out(job)
         return out if out.status == "browser" else await self._run_now(out.id)
 
-    async def open_drawer(self, venue_id: int, session_id: int, user_id: int, reason: str) -> JobOut:
-        """A manual drawer opening: audited with its reason before the drawer is kicked."""
+    async def open_drawer(
+        self, venue_id: int, session_id: int, user_id: int, reason: str, authorization_id: int | None = None
+    ) -> JobOut:
+        """A manual drawer opening by the drawer's holder (a cashier: with a supervisor's authorization, see
+        ``caja_core.permissions``): audited with its reason before the drawer is kicked."""
         reason = (reason or "").strip()
         if not 3 <= len(reason) <= 200 or any(ord(c) < 32 for c in reason):
             raise ValidationFailed("Indique el motivo para abrir el cajón (3 a 200 caracteres).", field="reason")
@@ -603,6 +608,14 @@ class PrintService:
             session = await self._session(s, venue_id, session_id)
             if session.status != "open":
                 raise Conflict("La sesión de caja no está abierta.", code="session.closed")
+            decision = await permissions.require(
+                s,
+                venue_id=venue_id,
+                action=Action.OPEN_DRAWER,
+                actor_id=user_id,
+                session_id=session_id,
+                authorization_id=authorization_id,
+            )
             config = await self._register_config(s, venue_id, session.register_id)
             self._require_printer(config)
             if self.printers.get(config.printer).browser:
@@ -619,7 +632,12 @@ class PrintService:
                 action="drawer.opened",
                 entity="session",
                 entity_id=session_id,
-                payload={"reason": reason, "register_id": session.register_id, "job_id": job.id},
+                payload={
+                    "reason": reason,
+                    "register_id": session.register_id,
+                    "job_id": job.id,
+                    "authorized_by": decision.authorized_by,
+                },
             )
             job_id = job.id
         return await self._run_now(job_id)

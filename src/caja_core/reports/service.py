@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from ..audit.service import IncidentOut, list_incidents
 from ..errors import NotFound
@@ -24,6 +25,7 @@ from ..registers.models import CashRegister
 from ..sessions.models import CashSession, SessionTotal
 from ..sessions.service import SessionOut, expected_cash, list_cash_movements, list_fallback_events, session_out
 from ..users.models import User
+from .controls import Controls, controls
 
 SUMMED = (
     "ticket_count",
@@ -74,8 +76,9 @@ class SessionSummary(msgspec.Struct, kw_only=True):
     session: SessionOut
     register_code: str
     register_name: str
-    cashier_name: str
+    cashier_name: str  # who opened the session
     expected_cash_now: int
+    holder_name: str = ""  # who holds (or held at the close) the drawer, after any handover
 
 
 class SessionReport(msgspec.Struct, kw_only=True):
@@ -86,6 +89,7 @@ class SessionReport(msgspec.Struct, kw_only=True):
     fallback_events: list[dict[str, Any]]
     incidents: list[IncidentOut]
     attempts_by_outcome: list[dict[str, Any]]
+    controls: Controls = msgspec.field(default_factory=Controls)
 
 
 class JornadaReport(msgspec.Struct, kw_only=True):
@@ -98,14 +102,17 @@ class JornadaReport(msgspec.Struct, kw_only=True):
     fallback_events: list[dict[str, Any]]
     incidents: list[IncidentOut]
     attempts_by_outcome: list[dict[str, Any]]
+    controls: Controls = msgspec.field(default_factory=Controls)
 
 
 async def _summaries(s: AsyncSession, q: Select[CashSession]) -> list[SessionSummary]:
+    holder = aliased(User)
     rows = (
         await s.execute(
-            q.add_columns(CashRegister.code, CashRegister.name, User.display_name)
+            q.add_columns(CashRegister.code, CashRegister.name, User.display_name, holder.display_name)
             .join(CashRegister, CashRegister.id == CashSession.register_id)
             .join(User, User.id == CashSession.opened_by)
+            .join(holder, holder.id == CashSession.cashier_id)
             .order_by(CashRegister.code, CashSession.opened_at)
         )
     ).all()
@@ -115,6 +122,7 @@ async def _summaries(s: AsyncSession, q: Select[CashSession]) -> list[SessionSum
             register_code=r[1],
             register_name=r[2],
             cashier_name=r[3],
+            holder_name=r[4],
             expected_cash_now=expected_cash(r[0]),
         )
         for r in rows
@@ -171,6 +179,7 @@ async def session_report(s: AsyncSession, venue_id: int, session_id: int) -> Ses
         fallback_events=await list_fallback_events(s, venue_id, session_id=session_id),
         incidents=await list_incidents(s, venue_id, session_id=session_id),
         attempts_by_outcome=await _attempts_by_outcome(s, ids),
+        controls=await controls(s, venue_id, ids, jornada_id=summaries[0].session.jornada_id),
     )
 
 
@@ -191,6 +200,7 @@ async def jornada_report(s: AsyncSession, venue_id: int, jornada_id: int) -> Jor
         fallback_events=await list_fallback_events(s, venue_id, jornada_id=jornada_id),
         incidents=await list_incidents(s, venue_id, jornada_id=jornada_id),
         attempts_by_outcome=await _attempts_by_outcome(s, ids),
+        controls=await controls(s, venue_id, ids, jornada_id=jornada_id),
     )
 
 
@@ -318,6 +328,42 @@ def jornada_csv(report: JornadaReport) -> str:
     w.writerow(["proveedor", "ventas", "monto"])
     for t in report.by_provider:
         w.writerow([_safe_cell(t.key), t.count, t.amount])
+    k = report.controls
+    w.writerow([])
+    w.writerow(["cajero", "ventas", "monto", "efectivo", "tarjeta", "anulaciones", "anulado", "retiros", "diferencia"])
+    for person in k.cashiers:
+        w.writerow(
+            [
+                _safe_cell(person.name),
+                person.sales_count,
+                person.sales_total,
+                person.cash_total,
+                person.card_total,
+                person.voids_count,
+                person.voids_total,
+                person.cash_out_total,
+                person.difference,
+            ]
+        )
+    w.writerow([])
+    w.writerow(["anulada_utc", "caja", "venta", "monto", "pagada", "motivo", "vendio", "anulo", "autorizo"])
+    for v in k.voids:
+        w.writerow(
+            [
+                _safe_cell(x)
+                for x in (
+                    v.voided_at.isoformat() if v.voided_at else "",
+                    v.register_code,
+                    v.sale_id,
+                    v.total,
+                    "si" if v.was_paid else "no",
+                    v.reason,
+                    v.rung_by,
+                    v.voided_by,
+                    v.authorized_by or "",
+                )
+            ]
+        )
     return buf.getvalue()
 
 

@@ -17,6 +17,7 @@ from litestar.response import Template
 from caja_core.catalog import service as catalog
 from caja_core.clock import utcnow
 from caja_core.errors import CajaError, Conflict, Forbidden, ValidationFailed
+from caja_core.permissions import Action
 from caja_core.printing import PrinterConfig, PrintService
 from caja_core.printing.config import MAX_COMANDAS
 from caja_core.printing.document import COLUMNS, Document
@@ -197,6 +198,7 @@ async def sales_list(request: Request) -> Template:
 
 class DrawerForm(msgspec.Struct, kw_only=True):
     reason: str = ""
+    supervisor_code: str = ""  # a cashier opens the drawer with a supervisor's authorization
 
 
 async def drawer_context(web: Web) -> dict[str, Any]:
@@ -214,8 +216,9 @@ async def drawer_page(request: Request) -> Template:
 async def open_drawer(request: Request, data: Annotated[DrawerForm, FORM]) -> Template:
     web = Web(request)
     session_id = current_session_id(web)
-    async with web.form("printing/drawer.html", lambda: drawer_context(web), form=msgspec.to_builtins(data)):
-        job = await printing(web).open_drawer(web.venue_id, session_id, web.user_id, data.reason)
+    async with web.form("printing/drawer.html", lambda: drawer_context(web), form={"reason": data.reason}):
+        grant = await web.authorize(Action.OPEN_DRAWER, data.supervisor_code, session_id=session_id)
+        job = await printing(web).open_drawer(web.venue_id, session_id, web.user_id, data.reason, grant)
     return await web.page("printing/drawer.html", **await drawer_context(web), result=job)
 
 
