@@ -169,9 +169,15 @@ async def test_manual_drawer_opening_needs_a_reason_and_is_audited(any_db, setup
     )
     job = await service.open_drawer(setup.venue_id, sess.id, setup.cashier_id, "Cambio de billete", grant)
     assert job.status == "printed" and (await printer.jobs_after(1))[0] == b"\x1bp\x0022"
+    with pytest.raises(SupervisorRequired):  # an authorization opens the drawer once
+        await service.open_drawer(setup.venue_id, sess.id, setup.cashier_id, "Otra vez", grant)
     async with any_db.session() as s:
-        event = await s.scalar(select(AuditEvent).where(AuditEvent.action == "drawer.opened"))
-    assert event.user_id == setup.cashier_id and event.payload["reason"] == "Cambio de billete"
+        events = list(await s.scalars(select(AuditEvent).where(AuditEvent.action == "drawer.opened")))
+    assert len(events) == 1 and events[0].user_id == setup.cashier_id
+    assert events[0].payload["reason"] == "Cambio de billete"
+    assert events[0].payload["authorized_by"] == setup.supervisor_id
+    openings = await service.drawer_openings(setup.venue_id, sess.id)
+    assert [(o.user_name, o.reason) for o in openings] == [("Cajera", "Cambio de billete")]
 
 
 async def test_cash_movements_kick_the_drawer_when_the_register_says_so(any_db, setup, service, printer):
