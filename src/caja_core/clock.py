@@ -22,6 +22,11 @@ class Clock:
     def monotonic(self) -> float:
         return time.monotonic()
 
+    def timer(self, seconds: float) -> float:
+        """Real seconds the event loop waits for ``seconds`` of this clock's monotonic time (the same, except in
+        tests whose clock runs faster)."""
+        return seconds
+
 
 SYSTEM_CLOCK = Clock()
 

@@ -66,7 +66,6 @@ async def virtual(any_db):
             registry,
             pm,
             instance_id="virtual",
-            tick_s=0.01,
             worker_interval_s=0.05,
             status_timeout_s=1.0,
             health_timeout_s=1.0,

@@ -78,7 +78,6 @@ async def venue(any_db, terminal):
         registry,
         pm,
         instance_id="klap-test",
-        tick_s=0.01,
         worker_interval_s=0.05,
         cancel_timeout_s=1.0,
         cancel_grace_s=0.2,

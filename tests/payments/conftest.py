@@ -36,20 +36,31 @@ TEST_POLICY = {
 
 
 class JumpClock(Clock):
-    """Wall clock that can jump; monotonic clock that runs ``speed`` times faster than real time."""
+    """Wall clock that can step either way (``jump``); monotonic clock that runs ``speed`` times faster than real
+    time and can be moved forward (``advance``)."""
 
     def __init__(self, speed: float = 1.0) -> None:
         self.speed = speed
         self.offset = timedelta()
+        self.elapsed = 0.0
         self._mono0 = time.monotonic()
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.offset
 
     def monotonic(self) -> float:
-        return self._mono0 + (time.monotonic() - self._mono0) * self.speed
+        return self._mono0 + (time.monotonic() - self._mono0) * self.speed + self.elapsed
+
+    def timer(self, seconds: float) -> float:
+        return seconds / self.speed
 
     def jump(self, seconds: float) -> None:
+        """A wall-clock step (NTP, an operator): forward or back."""
+        self.offset += timedelta(seconds=seconds)
+
+    def advance(self, seconds: float) -> None:
+        """Time passes: both clocks move forward."""
+        self.elapsed += seconds
         self.offset += timedelta(seconds=seconds)
 
 
@@ -86,14 +97,13 @@ class Env:
         options = {
             "clock": self.clock,
             "instance_id": instance_id,
-            "tick_s": 0.01,
             "worker_interval_s": 0.05,
             "cancel_timeout_s": 1.0,
             "cancel_grace_s": 0.2,
             "status_timeout_s": 1.0,
             "health_timeout_s": 1.0,
             "reconcile_backoff_s": (0.05, 0.2),
-            "remote_cancel_check_s": 0.05,
+            "lease_beat_s": 0.05,
         }
         options.update(kw)
         orch = PaymentOrchestrator(self.db, self.registry, self.pm, **options)

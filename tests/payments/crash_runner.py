@@ -29,7 +29,6 @@ from caja_core import hookimpl
 from caja_core.db.engine import Database
 from caja_core.payments.models import PaymentAttempt
 from caja_core.payments.service import PaymentOrchestrator
-from caja_core.payments.tickets import close_batch
 from caja_core.plugins import make_plugin_manager
 from caja_core.providers import ProviderRegistry
 from caja_core.testing.fake import ScriptableProvider, Step, manual_provider
@@ -67,7 +66,6 @@ async def run(args: argparse.Namespace) -> dict:
         registry,
         pm,
         instance_id="caja-1",
-        tick_s=0.01,
         worker_interval_s=0.05,
         cancel_timeout_s=1,
         cancel_grace_s=0.2,
@@ -77,9 +75,6 @@ async def run(args: argparse.Namespace) -> dict:
     )
     await orch.start()
     try:
-        if args.close_batch:
-            async with db.session() as s:
-                await close_batch(s, "fake:fake-1")
         out = {}
         for sale_id in args.sales:
             if args.mode == "pay":
@@ -107,7 +102,6 @@ def main() -> None:
     parser.add_argument("--user", type=int, required=True)
     parser.add_argument("--charge", default="[]")
     parser.add_argument("--kill-before-approved-commit", action="store_true")
-    parser.add_argument("--close-batch", action="store_true")
     parser.add_argument("mode", choices=["pay", "recover"])
     parser.add_argument("sales", type=int, nargs="+")
     args = parser.parse_args()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 from pathlib import Path
@@ -31,7 +32,6 @@ class Crash:
         *sales: int,
         charge: list[dict] | None = None,
         kill_before_approved_commit: bool = False,
-        close_batch: bool = False,
     ) -> tuple[int, dict]:
         url = (
             self.env.db.url.render_as_string(hide_password=False)
@@ -54,8 +54,6 @@ class Crash:
         ]
         if kill_before_approved_commit:
             cmd.append("--kill-before-approved-commit")
-        if close_batch:
-            cmd.append("--close-batch")
         cmd += [mode, *map(str, sales)]
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -124,7 +122,10 @@ async def test_20_kill_after_approval_arrives_before_commit(crash):
     assert len(crash.ledger_now().charges) == 1
 
 
-async def test_22_ticket_counter_survives_restarts_and_batch_close(crash):
+async def test_22_tickets_never_repeat_across_restarts_and_kills(crash):
+    """Every app start draws a new ticket series: a ticket committed before a kill -9, the tickets of earlier
+    runs and those of later runs are all different, and each fits GETNET's TicketNumber (letters and digits,
+    at most 20 characters)."""
     env = crash.env
     sales = [await env.sale(1000 + n) for n in range(4)]
     rc, out = await crash.run("pay", sales[0])
@@ -134,12 +135,12 @@ async def test_22_ticket_counter_survives_restarts_and_batch_close(crash):
     assert rc == -signal.SIGKILL
     rc, out = await crash.run("pay", sales[1])
     assert out[str(sales[1])]["paid"]
-    rc, out = await crash.run("pay", sales[2], close_batch=True)
+    rc, out = await crash.run("pay", sales[2])
     assert out[str(sales[2])]["paid"]
     rc, out = await crash.run("pay", sales[3])
     async with env.db.reader() as s:
-        tickets = [
-            int(t) for t in (await s.execute(select(PaymentAttempt.ticket).order_by(PaymentAttempt.id))).scalars()
-        ]
-    assert tickets == sorted(tickets) and len(set(tickets)) == len(tickets) == 5
-    assert len(crash.ledger_now().charges) == 4 and set(crash.ledger_now().charges) <= {str(t) for t in tickets}
+        tickets = list((await s.execute(select(PaymentAttempt.ticket).order_by(PaymentAttempt.id))).scalars())
+    assert len(set(tickets)) == len(tickets) == 5
+    assert all(re.fullmatch(r"[A-HJ-NP-Z]{6}[0-9]{1,14}", t) for t in tickets), tickets
+    assert len({t[:6] for t in tickets}) == 5  # one series per process start
+    assert len(crash.ledger_now().charges) == 4 and set(crash.ledger_now().charges) <= set(tickets)

@@ -90,13 +90,18 @@ async def test_14_breaker_opens_sends_nothing_probes_with_poll_and_closes(env):
     # Cool-down not over: the worker does not probe.
     await orch.run_once()
     assert env.provider.count("health") == 0
+    # A wall-clock step is not time passing: still no probe.
+    env.clock.jump(3600)
+    await orch.run_once()
+    assert env.provider.count("health") == 0
     # After the cool-down, the half-open probe is a Poll (health), never a sale; it fails: open again.
-    env.clock.jump(11)
+    env.clock.advance(11)
     env.provider.script("health", Step(kind=OutcomeKind.UNAVAILABLE, message="Sin respuesta"))
     await orch.run_once()
     assert await _settled_breaker(env) == "open"
     assert env.provider.count("health") == 1 and env.provider.count("charge") == charges
-    env.clock.jump(11)
+    env.clock.jump(-7200)
+    env.clock.advance(11)
     await orch.run_once()
     assert await _settled_breaker(env) == "closed"
     assert env.provider.count("health") == 2
@@ -125,8 +130,7 @@ async def test_14_breaker_state_is_shared_by_instances(env):
 
 
 # 15 ---------------------------------------------------------------------------------------------------
-async def test_15_override_while_in_doubt_then_late_approval_raises_incident_and_offers_refund(env):
-    orch = await env.orchestrator()
+async def _override_then_paid_on_backup(env, orch) -> tuple[int, object]:
     sale_id = await env.sale(9900)
     # The terminal charged but the answer was lost, and it cannot be asked for now.
     env.provider.script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=True))
@@ -151,21 +155,64 @@ async def test_15_override_while_in_doubt_then_late_approval_raises_incident_and
         assert event.override and "posible doble cobro" in event.reason
         audit = (await s.execute(select(AuditEvent).where(AuditEvent.action == "payment.override"))).scalar_one()
         assert "posible doble cobro" in audit.payload["reason"]
-    # Still reconciled; the terminal comes back and says the ticket was approved.
+    return sale_id, p
+
+
+async def test_15_override_then_late_primary_approval_is_refunded_through_the_provider(env):
+    orch = await env.orchestrator()
+    sale_id, _ = await _override_then_paid_on_backup(env, orch)
+    # Still reconciled; the terminal comes back and says the ticket was approved: a second charge, which caja
+    # returns through the terminal at once.
     env.provider.set_default("status", None)
-    p = await env.until(orch, sale_id, lambda p: p.refund_offered)
     primary = (await env.attempts(sale_id))[0]
-    assert primary.state == "approved" and p.refund_offered == [primary.id]
+    await env.until(orch, sale_id, lambda p: p.attempts[0].state == "refunded")
+    assert env.provider.refunded == {primary.ticket: 9900} and env.provider.ledger == {}
     async with env.db.reader() as s:
         incident = (await s.execute(select(Incident))).scalar_one()
         assert incident.kind == "double_charge_suspected" and incident.attempt_id == primary.id
+        assert incident.resolved and "automáticamente" in incident.resolution
         assert (await s.execute(select(Sale.paid_via).where(Sale.id == sale_id))).scalar_one() == "backup"
+    async with env.db.session() as s:
+        await sessions.close_session(
+            s, venue_id=env.venue_id, session_id=env.session_id, user_id=env.setup.cashier_id, counted={}
+        )
+
+
+async def test_15_a_duplicate_the_provider_cannot_refund_is_a_supervisor_task_that_blocks_the_close(env):
+    orch = await env.orchestrator()
+    sale_id, _ = await _override_then_paid_on_backup(env, orch)
+    env.provider.set_default("refund", Step(kind=OutcomeKind.DECLINED, message="Anulación no permitida"))
+    env.provider.set_default("status", None)
+    await env.until(orch, sale_id, lambda p: p.refund_offered)
+    primary = (await env.attempts(sale_id))[0]
+    deadline = time.monotonic() + 5
+    while not (primary.details or {}).get("refund_error") and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        primary = (await env.attempts(sale_id))[0]
+    p = await orch.poll(env.venue_id, sale_id)
+    assert primary.state == "refund_due" and p.refund_offered == [primary.id] and p.paid_via == "backup"
+    assert "no permitida" in primary.details["refund_error"]
+    with pytest.raises(Conflict) as err:
+        async with env.db.session() as s:
+            await sessions.close_session(
+                s, venue_id=env.venue_id, session_id=env.session_id, user_id=env.setup.cashier_id, counted={}
+            )
+    assert err.value.code == "session.unresolved_payments" and "devolver" in err.value.message
     with pytest.raises(Forbidden):
         await orch.refund_attempt(env.venue_id, primary.id, env.setup.cashier_id)
-    p = await orch.refund_attempt(env.venue_id, primary.id, env.setup.supervisor_id)
-    assert p.refund_offered == [] and env.provider.refunded == {primary.ticket: 9900}
-    assert env.provider.ledger == {}
-    assert (await env.attempts(sale_id))[0].state == "refunded"
+    with pytest.raises(ValidationFailed):
+        await orch.refund_attempt(env.venue_id, primary.id, env.setup.supervisor_id, by_hand=True, note="")
+    p = await orch.refund_attempt(
+        env.venue_id, primary.id, env.setup.supervisor_id, by_hand=True, note="Anulado en el terminal, voucher 443"
+    )
+    assert p.refund_offered == [] and (await env.attempts(sale_id))[0].state == "refunded"
+    async with env.db.reader() as s:
+        audit = (await s.execute(select(AuditEvent).where(AuditEvent.action == "payment.refunded"))).scalar_one()
+        assert audit.payload["by_hand"] and "voucher 443" in audit.payload["note"]
+    async with env.db.session() as s:
+        await sessions.close_session(
+            s, venue_id=env.venue_id, session_id=env.session_id, user_id=env.setup.cashier_id, counted={}
+        )
 
 
 # 16 ---------------------------------------------------------------------------------------------------
@@ -235,8 +282,8 @@ async def test_17_second_register_on_the_same_terminal_gets_busy_at_once(env):
     assert env.provider.max_in_flight == 1
 
 
-async def test_17_expired_lease_of_a_dead_instance_is_taken_over(env):
-    orch = await env.orchestrator()
+async def test_17_lease_of_a_dead_instance_is_taken_over_once_its_beat_stands_still(env):
+    orch = await env.orchestrator(worker_interval_s=3600)  # the test drives the worker
     async with env.db.session() as s:
         s.add(
             DeviceLease(
@@ -245,10 +292,16 @@ async def test_17_expired_lease_of_a_dead_instance_is_taken_over(env):
                 owner="muerta",
                 acquired_at=env.clock.now(),
                 expires_at=env.clock.now(),
+                token="t" * 32,
+                beat=7,
             )
         )
     sale_id = await env.sale()
-    env.clock.jump(1)
+    await orch.run_once()  # the worker sees the lease
+    env.clock.jump(3 * 3600)  # a wall-clock step is not time passing: the holder may be alive
+    with pytest.raises(Busy):
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    env.clock.advance(orch.leases.ttl_s + 0.5)  # its beat stood still for the lease's time
     await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
     p = await env.settle(orch, sale_id)
     assert p.paid, (p.state, p.message, env.provider.calls)

@@ -3,10 +3,20 @@
 from ..audit.models import AuditEvent, Incident
 from ..catalog.models import Category, Product
 from ..jornadas.models import Jornada
-from ..payments.models import AgentCommand, BreakerState, DeviceLease, PaymentAttempt, WebhookEvent
+from ..payments.models import (
+    AgentCommand,
+    BreakerState,
+    DeviceLease,
+    PaymentAttempt,
+    PaymentDevice,
+    TerminalCheck,
+    TerminalClose,
+    TicketSeries,
+    WebhookEvent,
+)
 from ..permissions.models import Authorization
 from ..printing.models import PrintJob
-from ..registers.models import BackupPhone, CashRegister, TicketCounter
+from ..registers.models import BackupPhone, CashRegister
 from ..sales.models import Sale, SaleItem
 from ..sessions.models import CashMovement, CashSession, FallbackEvent, SessionHandover, SessionTotal
 from ..users.models import AuthThrottle, User, WebSession
@@ -32,13 +42,16 @@ __all__ = [
     "Incident",
     "Jornada",
     "PaymentAttempt",
+    "PaymentDevice",
     "PrintJob",
     "Product",
     "Sale",
     "SaleItem",
     "SessionHandover",
     "SessionTotal",
-    "TicketCounter",
+    "TerminalCheck",
+    "TerminalClose",
+    "TicketSeries",
     "User",
     "Venue",
     "WebSession",

@@ -107,12 +107,48 @@ async def close_jornada(
             code="jornada.sessions_open",
             details={"registers": open_codes},
         )
+    pending = await unresolved_payments(s, jornada_id)
+    if pending:
+        raise Conflict(
+            "No se puede cerrar la jornada: hay cobros sin resolver. " + "; ".join(pending),
+            code="jornada.unresolved_payments",
+            details={"attempts": pending},
+        )
     jornada.status = "closed"
     jornada.closed_at = utcnow()
     jornada.closed_by = user_id
     jornada.notes = notes[:1000]
     await record(s, venue_id=venue_id, user_id=user_id, action="jornada.closed", entity="jornada", entity_id=jornada.id)
     return jornada_out(jornada)
+
+
+async def unresolved_payments(s: AsyncSession, jornada_id: int) -> list[str]:
+    """The jornada's payment attempts that are not resolved (a duplicate charge still to return, an attempt in
+    doubt of a session already closed): the jornada cannot close while any."""
+    from ..payments import lifecycle
+    from ..payments.models import PaymentAttempt
+    from ..payments.service import describe
+
+    rows = (
+        await s.execute(
+            select(PaymentAttempt)
+            .join(CashSession, CashSession.id == PaymentAttempt.session_id)
+            .where(CashSession.jornada_id == jornada_id, PaymentAttempt.state.in_(lifecycle.UNRESOLVED))
+            .order_by(PaymentAttempt.id)
+        )
+    ).scalars()
+    return [describe(a) for a in rows]
+
+
+async def closable(s: AsyncSession, *, venue_id: int, jornada_id: int) -> None:
+    """Raise the Conflict ``close_jornada`` would raise, without changing anything."""
+    jornada = await s.scalar(select(Jornada).where(Jornada.id == jornada_id, Jornada.venue_id == venue_id))
+    if jornada is None:
+        raise NotFound("La jornada no existe.", code="jornada.not_found")
+    if jornada.status == "closed":
+        raise Conflict("La jornada ya está cerrada.", code="jornada.closed")
+    if await count_open_sessions(s, jornada_id):
+        raise Conflict("No se puede cerrar la jornada: hay sesiones de caja abiertas.", code="jornada.sessions_open")
 
 
 async def current_jornada(s: AsyncSession, venue_id: int) -> JornadaOut | None:

@@ -64,6 +64,8 @@ class HealthReport(msgspec.Struct, kw_only=True):
         }
         if "backups" in services:
             public["backups"] = {"status": services["backups"]["status"], "age_hours": services["backups"]["age_hours"]}
+        if "payments" in services:
+            public["payments"] = services["payments"]
         if "registers" in services:
             public["registers"] = {
                 code: {
@@ -323,6 +325,30 @@ async def check_health(
                 "agent": agent,
             }
         services["registers"] = register_report
+
+    # Payments that need a person.
+    if db_ok:
+        try:
+            from ..payments.terminal_ops import payment_alerts
+
+            async with db.reader() as s:
+                alerts = await asyncio.wait_for(payment_alerts(s), timeout_s)
+            services["payments"] = msgspec.to_builtins(alerts)
+            if alerts.needs_decision:
+                result.flag(
+                    "degraded",
+                    f"{alerts.needs_decision} cobro(s) en duda que caja no puede resolver sola: un supervisor debe "
+                    f"resolverlos con evidencia (Jornada → Cobros por resolver).",
+                )
+            if alerts.refunds_due:
+                result.flag("degraded", f"{alerts.refunds_due} cobro(s) duplicado(s) por devolver al cliente.")
+            if alerts.terminal_differences:
+                result.flag(
+                    "degraded",
+                    f"{alerts.terminal_differences} revisión(es) de terminal con diferencias contra caja sin resolver.",
+                )
+        except Exception as exc:  # noqa: BLE001
+            result.flag("degraded", f"No se pudieron revisar los cobros pendientes ({type(exc).__name__}).")
 
     return HealthReport(
         status=result.status,

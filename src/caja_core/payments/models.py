@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..clock import utcnow
@@ -74,10 +74,21 @@ class PaymentAttempt(Base):
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     verification_note: Mapped[str] = mapped_column(String(300), default="")
     details: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # The device the attempt was sent to, for its whole life: the provider settings it used (a snapshot taken
+    # at creation; cancel, status, reconcile and refund use it, whatever the register says later) and what the
+    # device said it is (``identify``), when known.
+    device_settings: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    device_identity: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    # The lease token of the instance that may write this attempt's progress (fencing).
+    fence: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # caja cannot find out by itself (device gone, settings unusable, proof erased): a supervisor decides.
+    needs_decision: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class DeviceLease(Base):
-    """One command in flight per device, across app instances: a row per busy device."""
+    """One command in flight per device, across app instances: a row per busy device. The holder renews it
+    (``beat``) while it works; another instance takes it over only after seeing the beat stand still for the
+    lease's time on its own monotonic clock. ``token`` fences the holder's writes."""
 
     __tablename__ = "device_leases"
 
@@ -85,7 +96,11 @@ class DeviceLease(Base):
     attempt_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     owner: Mapped[str] = mapped_column(String(80))
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the holder's estimate, for people (/health)
+    token: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    beat: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    purpose: Mapped[str] = mapped_column(String(20), default="charge", server_default="charge")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class BreakerState(Base):
@@ -102,6 +117,9 @@ class BreakerState(Base):
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_failure: Mapped[str] = mapped_column(String(300), default="")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Bumped when a fault window starts or the breaker opens: each instance times windows and cool-downs on its
+    # own monotonic clock from the moment it first sees a generation (the wall clocks play no part).
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AgentCommand(Base):
@@ -144,3 +162,77 @@ class WebhookEvent(Base):
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)  # masked
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class TicketSeries(Base):
+    """Where ticket numbers come from: each app instance start draws a new random prefix (unique here, so a
+    restored database or a reset counter never hands out a ticket again) and counts up within it."""
+
+    __tablename__ = "ticket_series"
+
+    prefix: Mapped[str] = mapped_column(String(8), primary_key=True)
+    instance: Mapped[str] = mapped_column(String(80), default="")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_value: Mapped[int] = mapped_column(BigInteger, default=1)
+
+
+class PaymentDevice(Base):
+    """What a payment device said about itself (``identify``), per device key: its stable identity, and its
+    clock difference with ours when it answered."""
+
+    __tablename__ = "payment_devices"
+
+    device_key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(String(40))
+    identity: Mapped[str | None] = mapped_column(String(160), nullable=True, index=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    clock_skew_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    identified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class TerminalClose(Base):
+    """A batch close of a payment device, as caja ran it: when, and the totals the device closed."""
+
+    __tablename__ = "terminal_closes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    venue_id: Mapped[int | None] = mapped_column(ForeignKey("venues.id"), nullable=True, index=True)
+    jornada_id: Mapped[int | None] = mapped_column(ForeignKey("jornadas.id"), nullable=True, index=True)
+    register_id: Mapped[int | None] = mapped_column(ForeignKey("cash_registers.id"), nullable=True)
+    provider_id: Mapped[str] = mapped_column(String(40))
+    device_key: Mapped[str] = mapped_column(String(160), index=True)
+    device_identity: Mapped[str | None] = mapped_column(String(160), nullable=True, index=True)
+    device_label: Mapped[str] = mapped_column(String(200), default="")
+    closed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    sales: Mapped[list[Any] | None] = mapped_column(JSONType, nullable=True)
+    source: Mapped[str] = mapped_column(String(20), default="admin")  # admin / cli
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+
+
+class TerminalCheck(Base):
+    """A device's own totals and sales since its last batch close, compared with caja's approved attempts."""
+
+    __tablename__ = "terminal_checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    venue_id: Mapped[int] = mapped_column(ForeignKey("venues.id"), index=True)
+    jornada_id: Mapped[int | None] = mapped_column(ForeignKey("jornadas.id"), nullable=True, index=True)
+    provider_id: Mapped[str] = mapped_column(String(40))
+    device_key: Mapped[str] = mapped_column(String(160))
+    device_identity: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    device_label: Mapped[str] = mapped_column(String(200), default="")
+    trigger: Mapped[str] = mapped_column(String(20), default="admin")  # jornada_close / admin
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # the last recorded batch close
+    reachable: Mapped[bool] = mapped_column(Boolean, default=True)
+    ok: Mapped[bool] = mapped_column(Boolean, default=True)
+    terminal_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    terminal_total: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    caja_count: Mapped[int] = mapped_column(Integer, default=0)
+    caja_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    differences: Mapped[list[Any] | None] = mapped_column(JSONType, nullable=True)
+    message: Mapped[str] = mapped_column(String(300), default="")
+    incident_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)

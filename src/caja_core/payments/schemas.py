@@ -29,6 +29,7 @@ class AttemptOut(msgspec.Struct, kw_only=True):
     overridden: bool
     refund_offered: bool
     active: bool
+    needs_decision: bool = False
 
 
 class ManualInstructions(msgspec.Struct, kw_only=True):
@@ -64,5 +65,23 @@ class PaymentProgress(msgspec.Struct, kw_only=True):
     can_override: bool
     breaker_state: str
     manual: ManualInstructions | None
-    refund_offered: list[int]  # attempts charged twice that may be refunded
+    refund_offered: list[int]  # attempts charged twice whose money must go back to the customer
     attempts: list[AttemptOut]
+    needs_decision: bool = False  # caja cannot find out by itself: a supervisor resolves it with evidence
+
+
+class SupervisorItem(msgspec.Struct, kw_only=True):
+    """An attempt that waits for a supervisor: resolve it by hand (in doubt), or return a duplicate charge."""
+
+    attempt_id: int
+    sale_id: int
+    register_code: str
+    provider_id: str
+    ticket: str
+    amount: int
+    state: str
+    state_label: str
+    needs_decision: bool
+    reason: str
+    created_at: datetime
+    kind: str  # resolve / return

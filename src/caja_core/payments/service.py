@@ -1,18 +1,25 @@
 """Payment orchestration: take a sale from "pending payment" to "paid" through the register's primary provider,
 fall back to the backup only when it is safe, and never charge twice, whatever fails.
 
-The web layer calls one method per user action (``start_payment``, ``poll``, ``cancel``, ``start_backup``,
-``confirm_manual``, ``override_to_backup``, ``refund_attempt``). Provider calls run in background tasks owned by
-the orchestrator; the browser only polls. The rules are those of PAYMENTS.md §1:
+The rules live in ``lifecycle`` (states, the transition table, what an answer means). This module runs them:
+the asyncio side (one background flight per charge, its deadline, cancels, reconciliation, breaker probes)
+and the persistence (each decision is applied to the attempt row with its effects in one transaction).
 
-* write-ahead: the attempt (with its durable ticket) is committed before the provider is called;
-* one command in flight per device (``DeviceLease``), "Terminal ocupado" at once otherwise;
-* max wait (monotonic clock): cancel, then reconcile; the backup is offered only once the primary attempt is
-  provably not charged (declined / failed_not_sent) and a policy trigger matches;
-* a supervisor override keeps the primary in doubt and reconciled; a late approval raises an incident and
-  offers the refund;
-* crash recovery at start-up and a reconciliation worker with back-off;
-* a circuit breaker per device, persisted.
+The web layer calls one method per user action (``start_payment``, ``poll``, ``cancel``, ``start_backup``,
+``confirm_manual``, ``override_to_backup``, ``refund_attempt``, ``resolve_by_hand``); late answers from other
+channels arrive through ``apply_outcome``. Provider calls run in background tasks; the browser only polls.
+
+* write-ahead: the attempt (with its ticket and a snapshot of the device's settings) is committed before the
+  provider is called; every later step talks to that same device, whatever the register says later;
+* one command in flight per device (``LeaseKeeper``): "Terminal ocupado" at once; a dead instance's lease is
+  taken over after its heartbeat stood still for the lease time (monotonic), and fencing tokens keep a
+  superseded writer from driving the attempt;
+* max wait (monotonic): cancel, then reconcile; the backup is offered only once the primary attempt is
+  provably not charged and a policy trigger matches;
+* a late approval is applied: the sale becomes paid, or the duplicate is returned (provider refund, else a
+  supervisor task that blocks the close);
+* reconciliation backs off; when caja cannot find out by itself, the attempt waits for a supervisor's
+  decision with evidence (``resolve_by_hand``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import contextlib
 import logging
 import math
 import re
+import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -33,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..db import models as _all_models  # noqa: F401 - every mapped table, for foreign keys
-from ..errors import Busy, Conflict, Forbidden, NotFound, ValidationFailed
+from ..errors import Busy, CajaError, Conflict, Forbidden, NotFound, ValidationFailed
 from ..fallback.engine import collect_rules, decide
 from ..fallback.policy import FallbackPolicy
 from ..money import format_clp, parse_amount
@@ -43,24 +51,27 @@ from ..providers import (
     Capability,
     CardData,
     ChargeRequest,
+    DeviceIdentity,
     Outcome,
     OutcomeKind,
     PaymentProvider,
     Progress,
     ProviderContext,
     ProviderRegistry,
+    settings_to_json,
     validate_settings,
 )
 from ..registers.models import BackupPhone
 from ..sales.models import Sale
 from ..users.models import User
 from . import breaker as breakers
-from . import states as st
+from . import devices
+from . import lifecycle as lc
 from .events import EventKind, PaymentEvent
-from .leases import acquire_lease, extend_lease, live_lease, release_lease
-from .models import BreakerState, PaymentAttempt
-from .schemas import AttemptOut, ManualInstructions, PaymentProgress
-from .tickets import allocate_ticket
+from .leases import DEFAULT_BEAT_S, DEFAULT_TTL_S, LeaseKeeper, all_leases, lease_row, request_cancel
+from .models import PaymentAttempt
+from .schemas import AttemptOut, ManualInstructions, PaymentProgress, SupervisorItem
+from .tickets import TicketIssuer
 
 log = logging.getLogger("caja.payments")
 
@@ -71,7 +82,12 @@ DOUBT_MESSAGE = (
     "No sabemos aún si se cobró: se está consultando al terminal. No cobre de nuevo ni cambie de "
     "medio de pago sin autorización de supervisor."
 )
+DECISION_MESSAGE = (
+    "caja no puede averiguar sola si este cobro se hizo: un supervisor debe resolverlo con el comprobante o los "
+    "totales del terminal (Jornada → Cobros por resolver)."
+)
 AUTH_CODE = re.compile(r"[A-Z0-9]{6}")
+VOUCHER = re.compile(r"[A-Za-z0-9-]{3,20}")
 LAST4 = re.compile(r"[0-9]{4}")
 BRAND = re.compile(r"[A-Za-zÁÉÍÓÚáéíóúñÑ ]{2,20}")
 CARD_TYPES = {
@@ -83,6 +99,12 @@ CARD_TYPES = {
     "cr": "credito",
     "prepago": "prepago",
 }
+#: After this many unanswered questions the attempt also waits for a supervisor (it keeps being asked).
+DECISION_AFTER_TRIES = 8
+
+
+class CannotAsk(Exception):
+    """The attempt's device cannot even be asked (its provider or settings are gone)."""
 
 
 @dataclass
@@ -90,6 +112,8 @@ class _Flight:
     """A provider charge this instance is running."""
 
     attempt_id: int
+    device_key: str
+    token: str
     started: float
     deadline: float
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
@@ -122,6 +146,10 @@ def _detail(a: PaymentAttempt, **values: Any) -> None:
     a.details = {**(a.details or {}), **values}
 
 
+def _text(value: str | None, limit: int) -> str:
+    return "".join(ch for ch in (value or "").strip() if ch.isprintable())[:limit]
+
+
 async def _role_of(s: AsyncSession, venue_id: int, user_id: int | None) -> str | None:
     if user_id is None:
         return None
@@ -136,20 +164,11 @@ async def _require_supervisor(s: AsyncSession, venue_id: int, user_id: int | Non
         raise Forbidden(f"Solo un supervisor o administrador puede {what}.", code="payment.needs_supervisor")
 
 
-async def unresolved_attempt_summaries(s: AsyncSession, session_id: int) -> list[str]:
-    """One line per attempt of the session that is not resolved yet (the session cannot close while any)."""
-    rows = (
-        await s.execute(
-            select(PaymentAttempt)
-            .where(PaymentAttempt.session_id == session_id, PaymentAttempt.state.in_(st.UNRESOLVED))
-            .order_by(PaymentAttempt.id)
-        )
-    ).scalars()
-    return [
-        f"Intento #{a.id} de la venta #{a.sale_id} ({a.provider_id}, {format_clp(a.amount)}): "
-        f"{st.LABELS.get(a.state, a.state).lower()}"
-        for a in rows
-    ]
+def describe(a: PaymentAttempt) -> str:
+    return (
+        f"Intento #{a.id} de la venta #{a.sale_id} ({a.provider_id}, {format_clp(a.amount)}, ticket {a.ticket}): "
+        f"{lc.label(a.state).lower()}"
+    )
 
 
 async def unresolved_attempts(s: AsyncSession, session_id: int) -> list[PaymentAttempt]:
@@ -157,11 +176,72 @@ async def unresolved_attempts(s: AsyncSession, session_id: int) -> list[PaymentA
         (
             await s.execute(
                 select(PaymentAttempt)
-                .where(PaymentAttempt.session_id == session_id, PaymentAttempt.state.in_(st.UNRESOLVED))
+                .where(PaymentAttempt.session_id == session_id, PaymentAttempt.state.in_(lc.UNRESOLVED))
                 .order_by(PaymentAttempt.id)
             )
         ).scalars()
     )
+
+
+async def unresolved_attempt_summaries(s: AsyncSession, session_id: int) -> list[str]:
+    """One line per attempt of the session that is not resolved yet (the session cannot close while any)."""
+    return [describe(a) for a in await unresolved_attempts(s, session_id)]
+
+
+async def supervisor_items(s: AsyncSession, venue_id: int) -> list[SupervisorItem]:
+    """What waits for a supervisor in the venue: attempts in doubt (first those caja cannot settle by itself)
+    and duplicate charges still to return."""
+    from ..registers.models import CashRegister
+
+    rows = (
+        await s.execute(
+            select(PaymentAttempt, CashRegister.code)
+            .join(CashRegister, CashRegister.id == PaymentAttempt.register_id)
+            .where(
+                PaymentAttempt.venue_id == venue_id,
+                PaymentAttempt.state.in_((*lc.DOUBTFUL, lc.SENDING, lc.AWAITING, lc.REFUND_DUE)),
+            )
+            .order_by(PaymentAttempt.needs_decision.desc(), PaymentAttempt.id)
+        )
+    ).all()
+    items = []
+    for a, code in rows:
+        if a.state in (lc.SENDING, lc.AWAITING) and not a.needs_decision:
+            continue  # a charge in progress, not a decision
+        details = a.details or {}
+        if a.state == lc.REFUND_DUE:
+            reason = details.get("refund_error") or "Cobro duplicado: devuelva el dinero al cliente."
+        else:
+            reason = details.get("not_proof") or a.response_message or lc.label(a.state)
+        items.append(
+            SupervisorItem(
+                attempt_id=a.id,
+                sale_id=a.sale_id,
+                register_code=code,
+                provider_id=a.provider_id,
+                ticket=a.ticket,
+                amount=a.amount,
+                state=a.state,
+                state_label=lc.label(a.state),
+                needs_decision=bool(a.needs_decision),
+                reason=str(reason)[:300],
+                created_at=a.created_at,
+                kind="return" if a.state == lc.REFUND_DUE else "resolve",
+            )
+        )
+    return items
+
+
+async def _revoke_agent_commands(s: AsyncSession, attempt_id: int) -> bool:
+    """Before an attempt that went through a register's agent is declared not charged, every command of it
+    the agent has not started is revoked; False when one already started on the terminal (then it may still
+    charge, and the attempt stays in doubt)."""
+    from ..agents import service as agent_service
+
+    revoke = getattr(agent_service, "revoke_attempt_commands", None)
+    if revoke is None:
+        return True
+    return bool(await revoke(s, attempt_id))
 
 
 class PaymentOrchestrator:
@@ -176,15 +256,17 @@ class PaymentOrchestrator:
         clock: Clock = SYSTEM_CLOCK,
         instance_id: str,
         agent_channel_factory: Callable[[Any], Any] | None = None,
-        tick_s: float = 0.05,
         worker_interval_s: float = 1.0,
         cancel_timeout_s: float = 10.0,
         cancel_grace_s: float = 0.5,
         status_timeout_s: float = 10.0,
         health_timeout_s: float = 10.0,
         reconcile_backoff_s: tuple[float, float] = (1.0, 60.0),
-        lease_margin_s: float = 90.0,
-        remote_cancel_check_s: float = 1.0,
+        blocked_backoff_s: float = 300.0,
+        lease_ttl_s: float = DEFAULT_TTL_S,
+        lease_beat_s: float = DEFAULT_BEAT_S,
+        match_tolerance_s: float = lc.DEFAULT_MATCH_TOLERANCE_S,
+        identify_every_s: float = 3600.0,
         stop_grace_s: float = 2.0,
         audit_listener: bool = True,
     ) -> None:
@@ -194,43 +276,46 @@ class PaymentOrchestrator:
         self.clock = clock
         self.instance_id = instance_id
         self.agent_channel_factory = agent_channel_factory
-        self.tick_s = tick_s
         self.worker_interval_s = worker_interval_s
         self.cancel_timeout_s = cancel_timeout_s
         self.cancel_grace_s = cancel_grace_s
         self.status_timeout_s = status_timeout_s
         self.health_timeout_s = health_timeout_s
         self.reconcile_backoff_s = reconcile_backoff_s
-        self.lease_margin_s = lease_margin_s
-        self.remote_cancel_check_s = remote_cancel_check_s
+        self.blocked_backoff_s = blocked_backoff_s
+        self.match_tolerance_s = match_tolerance_s
+        self.identify_every_s = identify_every_s
         self.stop_grace_s = stop_grace_s
         self.rules = collect_rules(pm)
+        self.leases = LeaseKeeper(clock, instance_id, ttl_s=lease_ttl_s, beat_s=lease_beat_s)
+        self.breaker_times = breakers.BreakerClock(clock)
+        self.tickets = TicketIssuer(db, instance_id)
         self._flights: dict[int, _Flight] = {}
         self._tasks: set[asyncio.Task] = set()
         self._worker: asyncio.Task | None = None
+        self._heart: asyncio.Task | None = None
         self._running = False
         self._wake = asyncio.Event()
         self._audit_listener_enabled = audit_listener
         self._audit: Any = None
         self._reconciling: set[int] = set()
+        self._due: dict[int, float] = {}  # attempt id → when to ask its device again (monotonic)
 
     # life cycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Crash recovery, then the reconciliation worker. Every attempt left in sending/awaiting/in_doubt goes
-        through the provider's ``status()`` before its device takes a new sale."""
+        """Crash recovery, then the reconciliation worker and the lease heartbeat. Every attempt left in
+        sending/awaiting/in_doubt goes through the provider's ``status()`` before its device takes a new sale."""
         if self._audit_listener_enabled:
             from .audit_listener import PaymentAuditListener
 
             self._audit = PaymentAuditListener.install(self.pm, self.db)
         async with self.db.session() as s:
             # Leases of this instance's previous life: whatever it was doing died with it.
-            from .models import DeviceLease
-
-            owned = (await s.execute(select(DeviceLease).where(DeviceLease.owner == self.instance_id))).scalars()
-            for lease in list(owned):
-                await s.delete(lease)
+            await self.leases.release_own(s)
+        await self.tickets.start_series()
         self._running = True
         WORKERS.register(RECONCILIATION_WORKER, interval_s=self.worker_interval_s)
+        self._heart = asyncio.create_task(self._heart_loop(), name="caja-payments-heartbeat")
         await self.run_once(recovery=True)
         WORKERS.beat(RECONCILIATION_WORKER)
         self._worker = asyncio.create_task(self._worker_loop(), name="caja-payments-worker")
@@ -248,7 +333,7 @@ class PaymentOrchestrator:
         finishing = [t for t in self._tasks if t not in waiting_on_provider]
         if finishing:
             await asyncio.wait(finishing, timeout=self.stop_grace_s)
-        tasks = [t for t in [self._worker, *self._tasks] if t is not None]
+        tasks = [t for t in [self._worker, self._heart, *self._tasks] if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -256,7 +341,7 @@ class PaymentOrchestrator:
                 await task
         self._tasks.clear()
         self._flights.clear()
-        self._worker = None
+        self._worker = self._heart = None
         WORKERS.stopped(RECONCILIATION_WORKER)
         if self._audit is not None:
             await self._audit.uninstall(self.pm)
@@ -311,14 +396,38 @@ class PaymentOrchestrator:
     def _settings(self, register: Any, provider: PaymentProvider) -> Any:
         return validate_settings(provider, (register.provider_settings or {}).get(provider.id))
 
-    def _ctx(self, register: Any) -> ProviderContext:
-        agent = self.agent_channel_factory(register) if self.agent_channel_factory else None
+    def _ctx(
+        self, register: Any, provider_id: str | None = None, device_settings: dict | None = None
+    ) -> ProviderContext:
+        """The provider context; with ``device_settings``, the agent (if any) is the one those settings name."""
+        target = register
+        if provider_id is not None and device_settings is not None:
+            target = types.SimpleNamespace(
+                id=register.id,
+                venue_id=register.venue_id,
+                code=getattr(register, "code", ""),
+                provider_settings={provider_id: device_settings},
+            )
+        agent = self.agent_channel_factory(target) if self.agent_channel_factory else None
         return ProviderContext(register_id=register.id, venue_id=register.venue_id, agent=agent)
+
+    def _device_settings(self, a: PaymentAttempt, register: Any) -> tuple[PaymentProvider, Any, dict]:
+        """The provider and the settings of the device the attempt was sent to (its snapshot)."""
+        if a.provider_id not in self.registry:
+            raise CannotAsk(f"El proveedor {a.provider_id!r} ya no está instalado.")
+        provider = self.registry.get(a.provider_id)
+        raw = a.device_settings
+        if raw is None:  # attempts from before snapshots: the register's settings
+            raw = dict((register.provider_settings or {}).get(provider.id) or {})
+        try:
+            settings = validate_settings(provider, raw)
+        except ValidationFailed as exc:
+            raise CannotAsk(f"La configuración del terminal de este cobro ya no es válida: {exc.message}") from exc
+        return provider, settings, raw
 
     async def _call(self, s: AsyncSession, a: PaymentAttempt) -> _Call:
         register = await self._register(s, a.venue_id, a.register_id)
-        provider = self.registry.get(a.provider_id)
-        settings = self._settings(register, provider)
+        provider, settings, raw = self._device_settings(a, register)
         card = None
         if a.authorization_code:
             card = CardData(
@@ -346,16 +455,18 @@ class PaymentOrchestrator:
             provider=provider,
             settings=settings,
             request=request,
-            ctx=self._ctx(register),
+            ctx=self._ctx(register, provider.id, raw),
             policy=register.policy,
             register=register,
         )
 
-    async def _sale(self, s: AsyncSession, venue_id: int, sale_id: int, *, lock: bool = False) -> Sale:
-        stmt = select(Sale).where(Sale.id == sale_id, Sale.venue_id == venue_id)
+    async def _sale(self, s: AsyncSession, venue_id: int | None, sale_id: int, *, lock: bool = False) -> Sale:
+        stmt = select(Sale).where(Sale.id == sale_id)
+        if venue_id is not None:
+            stmt = stmt.where(Sale.venue_id == venue_id)
         if lock:
             stmt = stmt.with_for_update()
-        sale = (await s.execute(stmt)).scalar_one_or_none()
+        sale = (await s.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
         if sale is None:
             raise NotFound("La venta no existe.", code="sale.not_found")
         return sale
@@ -368,7 +479,7 @@ class PaymentOrchestrator:
             stmt = stmt.where(PaymentAttempt.venue_id == venue_id)
         if lock:
             stmt = stmt.with_for_update()
-        attempt = (await s.execute(stmt)).scalar_one_or_none()
+        attempt = (await s.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
         if attempt is None:
             raise NotFound("El intento de pago no existe.", code="payment.attempt_not_found")
         return attempt
@@ -380,18 +491,36 @@ class PaymentOrchestrator:
             )
         ).scalar_one_or_none()
 
-    def _lease_ttl(self, policy: FallbackPolicy) -> float:
-        return (
-            policy.max_wait_s
-            + self.cancel_timeout_s
-            + self.cancel_grace_s
-            + self.status_timeout_s
-            + self.lease_margin_s
-        )
-
     def _backoff(self, tries: int) -> float:
         base, cap = self.reconcile_backoff_s
         return min(cap, base * (2 ** max(0, tries - 1)))
+
+    def _schedule(self, a: PaymentAttempt, delay_s: float) -> None:
+        """Ask the device about ``a`` again after ``delay_s`` (this instance's monotonic clock; the wall-clock
+        column is for people)."""
+        self._due[a.id] = self.clock.monotonic() + delay_s
+        a.next_reconcile_at = self.clock.now() + timedelta(seconds=delay_s)
+
+    def _is_due(self, attempt_id: int) -> bool:
+        return self._due.get(attempt_id, -math.inf) <= self.clock.monotonic()
+
+    async def _tolerance(self, s: AsyncSession, a: PaymentAttempt) -> float:
+        device = await devices.known_device(s, a.device_key)
+        return lc.match_tolerance_s(device.clock_skew_s if device else None, self.match_tolerance_s)
+
+    async def _view(self, s: AsyncSession, a: PaymentAttempt, *, token: str | None = None) -> lc.AttemptView:
+        sale = await self._sale(s, a.venue_id, a.sale_id, lock=True)
+        return lc.AttemptView(
+            state=a.state,
+            role=a.role,
+            ticket=a.ticket,
+            amount=a.amount,
+            sent_at=a.sent_at,
+            sale_pending=sale.status == "pending_payment",
+            overridden=a.overridden_by is not None,
+            classification=a.classification,
+            fenced_out=token is not None and a.fence is not None and a.fence != token,
+        )
 
     # user actions ----------------------------------------------------------------------------------
     async def start_payment(
@@ -409,107 +538,114 @@ class PaymentOrchestrator:
         flight: _Flight | None = None
         probe_device: tuple[str, str] | None = None
         reconcile_ids: list[int] = []
-        async with self.db.session() as s:
-            sale = await self._sale(s, venue_id, sale_id, lock=True)
-            if sale.status == "paid":
-                raise Conflict("La venta ya está pagada.", code="sale.already_paid")
-            if sale.status != "pending_payment":
-                raise Conflict("La venta está anulada; no se puede cobrar.", code="sale.not_payable")
-            existing = await self._active_attempt(s, sale.id)
-            if existing is None:
-                register = await self._register(s, venue_id, sale.register_id)
-                if not register.can_sell:
-                    raise Conflict(
-                        f"La caja {register.name} no está activa; no puede cobrar.", code="register.not_active"
-                    )
-                if "card" not in (register.payment_methods or []):
-                    raise Conflict("Esta caja no acepta pagos con tarjeta.", code="payment.method_not_allowed")
-                candidates = [p for p in [register.primary_provider] if p]
-                chosen = self.pm.hook.select_provider(intent=sale, candidates=candidates, policy=register.policy)
-                if not chosen:
-                    raise Conflict(
-                        "Esta caja no tiene un proveedor de tarjeta configurado.", code="payment.no_provider"
-                    )
-                if chosen not in candidates:
-                    raise Conflict(
-                        f"Un plugin eligió el proveedor {chosen!r}, que esta caja no tiene configurado.",
-                        code="payment.provider_not_configured",
-                    )
-                provider = self.registry.get(chosen)
-                settings = self._settings(register, provider)
-                amount = self._check_amount(sale.total, provider)
-                device_key = provider.device_key(settings, register.code)
-                now = self.clock.now()
-                blocked_reason, blocked_message = None, ""
-                pending_on_device = await self._unresolved_on_device(s, device_key, now, exclude_sale=sale.id)
-                breaker_view = await breakers.view(s, device_key, register.policy, now)
-                if pending_on_device:
-                    blocked_reason = "unavailable"
-                    blocked_message = "El terminal tiene un cobro sin resolver (se está consultando): no se envió nada."
-                    reconcile_ids = [a.id for a in pending_on_device]
-                elif breaker_view.blocks_sales:
-                    blocked_reason = "unavailable"
-                    blocked_message = "Terminal fuera de servicio (corte de protección abierto): no se envió nada."
-                    if breaker_view.probe_due:
-                        probe_device = (device_key, provider.id)
-                ticket = await allocate_ticket(s, device_key)
-                attempt = PaymentAttempt(
-                    venue_id=venue_id,
-                    sale_id=sale.id,
-                    session_id=sale.session_id,
-                    register_id=sale.register_id,
-                    provider_id=provider.id,
-                    device_key=device_key,
-                    role="primary",
-                    amount=amount,
-                    ticket=ticket,
-                    state=st.CREATED,
-                    active=blocked_reason is None,
-                    started_by=user_id,
-                    created_at=now,
-                    progress_message="",
-                    response_message="",
-                    verification_note="",
-                    reconcile_tries=0,
-                    details={"max_wait_s": register.policy.max_wait_s},
-                )
-                try:
-                    async with s.begin_nested():
-                        s.add(attempt)
-                        await s.flush()
-                except IntegrityError:
-                    existing = await self._active_attempt(s, sale.id)
-                    if existing is None:
-                        raise
-                else:
-                    if blocked_reason:
-                        attempt.state, attempt.classification = st.FAILED_NOT_SENT, "not_sent"
-                        attempt.response_message, attempt.finished_at = blocked_message, now
-                        self._offer_backup(
-                            attempt, register, Outcome(kind=OutcomeKind.UNAVAILABLE), blocked_reason, now
+        taken_token: tuple[str, str] | None = None
+        try:
+            async with self.db.session() as s:
+                sale = await self._sale(s, venue_id, sale_id, lock=True)
+                if sale.status == "paid":
+                    raise Conflict("La venta ya está pagada.", code="sale.already_paid")
+                if sale.status != "pending_payment":
+                    raise Conflict("La venta está anulada; no se puede cobrar.", code="sale.not_payable")
+                existing = await self._active_attempt(s, sale.id)
+                if existing is None:
+                    register = await self._register(s, venue_id, sale.register_id)
+                    if not register.can_sell:
+                        raise Conflict(
+                            f"La caja {register.name} no está activa; no puede cobrar.", code="register.not_active"
                         )
-                        events += [
-                            self._event("attempt_started", attempt, user_id=user_id),
-                            self._event("not_sent", attempt, reason=blocked_message, user_id=user_id),
-                        ]
+                    if "card" not in (register.payment_methods or []):
+                        raise Conflict("Esta caja no acepta pagos con tarjeta.", code="payment.method_not_allowed")
+                    candidates = [p for p in [register.primary_provider] if p]
+                    chosen = self.pm.hook.select_provider(intent=sale, candidates=candidates, policy=register.policy)
+                    if not chosen:
+                        raise Conflict(
+                            "Esta caja no tiene un proveedor de tarjeta configurado.", code="payment.no_provider"
+                        )
+                    if chosen not in candidates:
+                        raise Conflict(
+                            f"Un plugin eligió el proveedor {chosen!r}, que esta caja no tiene configurado.",
+                            code="payment.provider_not_configured",
+                        )
+                    provider = self.registry.get(chosen)
+                    settings = self._settings(register, provider)
+                    amount = self._check_amount(sale.total, provider)
+                    device_key = provider.device_key(settings, register.code)
+                    now = self.clock.now()
+                    blocked_message = ""
+                    pending_on_device = await self._unresolved_on_device(s, device_key, exclude_sale=sale.id)
+                    breaker_view = await breakers.view(s, device_key, register.policy, self.breaker_times)
+                    if pending_on_device:
+                        blocked_message = (
+                            "El terminal tiene un cobro sin resolver (se está consultando): no se envió nada."
+                        )
+                        reconcile_ids = [a.id for a in pending_on_device]
+                    elif breaker_view.blocks_sales:
+                        blocked_message = "Terminal fuera de servicio (corte de protección abierto): no se envió nada."
+                        if breaker_view.probe_due:
+                            probe_device = (device_key, provider.id)
+                    known = await devices.known_device(s, device_key)
+                    attempt = PaymentAttempt(
+                        venue_id=venue_id,
+                        sale_id=sale.id,
+                        session_id=sale.session_id,
+                        register_id=sale.register_id,
+                        provider_id=provider.id,
+                        device_key=device_key,
+                        device_settings=settings_to_json(settings),
+                        device_identity=known.identity if known else None,
+                        role="primary",
+                        amount=amount,
+                        ticket=await self.tickets.allocate(s),
+                        active=not blocked_message,
+                        started_by=user_id,
+                        created_at=now,
+                        progress_message="",
+                        response_message="",
+                        verification_note="",
+                        reconcile_tries=0,
+                        needs_decision=False,
+                        details={"max_wait_s": register.policy.max_wait_s},
+                    )
+                    lc.begin(attempt, manual=False, now=now)
+                    try:
+                        async with s.begin_nested():
+                            s.add(attempt)
+                            await s.flush()
+                    except IntegrityError:
+                        existing = await self._active_attempt(s, sale.id)
+                        if existing is None:
+                            raise
                     else:
-                        await acquire_lease(
-                            s,
-                            device_key=device_key,
-                            owner=self.instance_id,
-                            attempt_id=attempt.id,
-                            now=now,
-                            ttl_s=self._lease_ttl(register.policy),
-                        )
-                        mono = self.clock.monotonic()
-                        flight = _Flight(
-                            attempt_id=attempt.id, started=mono, deadline=mono + register.policy.max_wait_s
-                        )
-                        events.append(self._event("attempt_started", attempt, user_id=user_id))
+                        if blocked_message:
+                            decision = lc.decide(lc.AttemptView(state=attempt.state), lc.Event.BLOCKED)
+                            lc.apply(attempt, decision, now)
+                            attempt.response_message = blocked_message
+                            self._offer_backup(
+                                attempt, register, Outcome(kind=OutcomeKind.UNAVAILABLE), "unavailable", now
+                            )
+                            events += [
+                                self._event("attempt_started", attempt, user_id=user_id),
+                                self._event("not_sent", attempt, reason=blocked_message, user_id=user_id),
+                            ]
+                        else:
+                            taken = await self.leases.acquire(s, device_key=device_key, attempt_id=attempt.id)
+                            taken_token = (device_key, taken.token)
+                            attempt.fence = taken.token
+                            mono = self.clock.monotonic()
+                            flight = _Flight(
+                                attempt_id=attempt.id,
+                                device_key=device_key,
+                                token=taken.token,
+                                started=mono,
+                                deadline=mono + register.policy.max_wait_s,
+                            )
+                            events.append(self._event("attempt_started", attempt, user_id=user_id))
+        except BaseException:
+            if taken_token is not None:
+                self.leases.forget(*taken_token)
+            raise
         self._emit(events)
-        if flight is not None:
-            self._flights[flight.attempt_id] = flight
-            flight.task = self._spawn(self._run_charge(flight), name=f"caja-charge-{flight.attempt_id}")
+        self._launch(flight)
         for attempt_id in reconcile_ids:
             self._spawn(self.reconcile(attempt_id), name=f"caja-reconcile-{attempt_id}")
         if probe_device is not None:
@@ -528,28 +664,30 @@ class PaymentOrchestrator:
         return amount
 
     async def _unresolved_on_device(
-        self, s: AsyncSession, device_key: str, now: Any, *, exclude_sale: int
+        self, s: AsyncSession, device_key: str, *, exclude_sale: int
     ) -> list[PaymentAttempt]:
         """Attempts of other sales on this device whose outcome nobody knows (in doubt, or in flight with no live
-        lease: their instance died). A device with any of them takes no new sale until they are reconciled."""
+        lease: their instance died). A device with any of them takes no new sale until they are resolved."""
+        known = await devices.known_device(s, device_key)
         rows = list(
             (
                 await s.execute(
                     select(PaymentAttempt).where(
-                        PaymentAttempt.device_key == device_key,
+                        devices.same_device(device_key, known.identity if known else None),
                         PaymentAttempt.sale_id != exclude_sale,
-                        PaymentAttempt.state.in_((*st.IN_FLIGHT, *st.DOUBTFUL)),
+                        PaymentAttempt.state.in_((*lc.IN_FLIGHT, *lc.DOUBTFUL)),
                     )
                 )
             ).scalars()
         )
         if not rows:
             return []
-        lease = await live_lease(s, device_key, now)
+        lease = await lease_row(s, device_key)
+        live = lease if lease is not None and self.leases.alive(lease) else None
         return [
             a
             for a in rows
-            if a.classification != "pending" and (a.state in st.DOUBTFUL or lease is None or lease.attempt_id != a.id)
+            if a.classification != "pending" and (a.state in lc.DOUBTFUL or live is None or live.attempt_id != a.id)
         ]
 
     async def cancel(self, venue_id: int, sale_id: int, user_id: int | None) -> PaymentProgress:
@@ -563,25 +701,27 @@ class PaymentOrchestrator:
                 raise Conflict("No hay un cobro en curso para esta venta.", code="payment.nothing_to_cancel")
             a = await self._attempt(s, a.id, lock=True)
             now = self.clock.now()
-            if a.state in (st.CREATED, st.MANUAL_PENDING):
-                a.state, a.active, a.classification, a.finished_at = st.CANCELLED, False, "cancelled", now
+            if a.state in (lc.CREATED, lc.MANUAL_PENDING):
+                lc.apply(a, lc.decide(lc.AttemptView(state=a.state), lc.Event.CASHIER_CANCEL), now)
                 a.response_message = "Cancelado por el cajero"
                 _detail(a, cancelled_by=user_id)
                 if a.role == "primary":
-                    await release_lease(s, device_key=a.device_key, attempt_id=a.id)
+                    await self.leases.release(s, device_key=a.device_key, token=a.fence)
                 events.append(self._event("cancelled", a, user_id=user_id))
-            elif a.state == st.AWAITING and a.classification == "pending":
+            elif a.state == lc.AWAITING and a.classification == "pending":
                 raise Conflict(
                     "El pago está pendiente en el proveedor (la respuesta llega después): espere su "
                     "confirmación o pida autorización de supervisor para usar el respaldo.",
                     code="payment.pending_at_provider",
                 )
-            elif a.state in (st.SENDING, st.AWAITING):
+            elif a.state in (lc.SENDING, lc.AWAITING):
                 _detail(a, cancel_requested=True, cancelled_by=user_id)
                 a.progress_message = "Cancelando en el terminal…"
                 flight = self._flights.get(a.id)
                 if flight is not None:
                     flight.cancel.set()
+                else:  # the charge runs on another instance: it learns it with its next heartbeat
+                    await request_cancel(s, device_key=a.device_key, attempt_id=a.id)
             else:
                 raise Conflict(
                     "El cobro está en duda: no se puede cancelar hasta saber si se cobró. Espere la "
@@ -621,7 +761,7 @@ class PaymentOrchestrator:
             ).scalar_one_or_none()
             if last is None:
                 raise Conflict("Primero se cobra con el terminal principal.", code="payment.primary_first")
-            if last.state not in st.NOT_CHARGED:
+            if last.state not in lc.NOT_CHARGED:
                 raise Conflict(
                     "El cobro con el terminal principal no está resuelto como no cobrado: no se puede "
                     "usar el respaldo sin autorización de supervisor.",
@@ -630,7 +770,7 @@ class PaymentOrchestrator:
             if last.backup_offered_at is None:
                 raise Conflict(
                     f"La política de la caja no ofrece el respaldo por este motivo "
-                    f"({last.response_message or st.LABELS[last.state]}). Reintente con el terminal o "
+                    f"({last.response_message or lc.label(last.state)}). Reintente con el terminal o "
                     f"cobre en efectivo.",
                     code="payment.backup_not_offered",
                 )
@@ -666,8 +806,8 @@ class PaymentOrchestrator:
         amount = self._check_amount(sale.total, provider)
         device_key = provider.device_key(settings, register.code)
         now = self.clock.now()
-        ticket = await allocate_ticket(s, device_key)
         manual = Capability.MANUAL in capabilities_of(provider, settings)
+        known = await devices.known_device(s, device_key)
         attempt = PaymentAttempt(
             venue_id=sale.venue_id,
             sale_id=sale.id,
@@ -675,10 +815,11 @@ class PaymentOrchestrator:
             register_id=sale.register_id,
             provider_id=provider.id,
             device_key=device_key,
+            device_settings=settings_to_json(settings),
+            device_identity=known.identity if known else None,
             role="backup",
             amount=amount,
-            ticket=ticket,
-            state=st.MANUAL_PENDING if manual else st.CREATED,
+            ticket=await self.tickets.allocate(s),
             active=True,
             started_by=user_id,
             created_at=now,
@@ -686,10 +827,12 @@ class PaymentOrchestrator:
             response_message="",
             verification_note="",
             reconcile_tries=0,
+            needs_decision=False,
             details={"max_wait_s": register.policy.max_wait_s},
         )
+        lc.begin(attempt, manual=manual, now=now)
         if manual:
-            attempt.reference = f"{register.code}-{ticket}"[:40]
+            attempt.reference = f"{register.code}-{attempt.ticket}"[:40]
             phone = (
                 await s.execute(
                     select(BackupPhone)
@@ -713,16 +856,16 @@ class PaymentOrchestrator:
         await s.flush()
         flight = None
         if not manual:
-            await acquire_lease(
-                s,
-                device_key=device_key,
-                owner=self.instance_id,
-                attempt_id=attempt.id,
-                now=now,
-                ttl_s=self._lease_ttl(register.policy),
-            )
+            taken = await self.leases.acquire(s, device_key=device_key, attempt_id=attempt.id)
+            attempt.fence = taken.token
             mono = self.clock.monotonic()
-            flight = _Flight(attempt_id=attempt.id, started=mono, deadline=mono + register.policy.max_wait_s)
+            flight = _Flight(
+                attempt_id=attempt.id,
+                device_key=device_key,
+                token=taken.token,
+                started=mono,
+                deadline=mono + register.policy.max_wait_s,
+            )
         return attempt, flight
 
     async def _fallback_event(
@@ -761,7 +904,8 @@ class PaymentOrchestrator:
         brand: str,
         card_type: str,
     ) -> PaymentProgress:
-        """The cashier charged on the backup phone and types what the phone shows. The amount cannot change."""
+        """The cashier charged on the backup phone and types what the phone shows. The amount cannot change.
+        A phone charge confirmed after the sale was paid another way is a duplicate to return."""
         code = (authorization_code or "").strip().upper()
         if not AUTH_CODE.fullmatch(code):
             raise ValidationFailed(
@@ -791,18 +935,19 @@ class PaymentOrchestrator:
         events: list[PaymentEvent] = []
         async with self.db.session() as s:
             a = await self._attempt(s, attempt_id, venue_id=venue_id, lock=True)
-            if a.state == st.APPROVED_MANUAL and a.authorization_code == code and a.last4 == digits:
+            if a.state in (lc.APPROVED_MANUAL, lc.REFUND_DUE) and a.authorization_code == code and a.last4 == digits:
                 sale = await self._sale(s, venue_id, a.sale_id)
                 return await self._poll_in(s, venue_id, sale)  # the same confirmation twice: applied once
-            if a.state != st.MANUAL_PENDING:
+            superseded = a.state == lc.CANCELLED and a.classification == "superseded"
+            if a.state != lc.MANUAL_PENDING and not superseded:
                 raise Conflict(
-                    f"Este intento no espera confirmación manual ({st.LABELS.get(a.state, a.state)}).",
+                    f"Este intento no espera confirmación manual ({lc.label(a.state)}).",
                     code="payment.not_manual_pending",
                 )
             sale = await self._sale(s, venue_id, a.sale_id, lock=True)
             now = self.clock.now()
-            a.state, a.active, a.finished_at, a.confirmed_by = st.APPROVED_MANUAL, False, now, user_id
-            a.classification = "manual"
+            decision = lc.decide(lc.AttemptView(state=a.state), lc.Event.MANUAL_CONFIRM)
+            a.confirmed_by = user_id
             a.authorization_code, a.last4, a.card_brand, a.card_type = code, digits, brand_clean[:20], kind
             a.response_message = "Aprobado en el celular de respaldo"
             duplicate = (
@@ -815,7 +960,7 @@ class PaymentOrchestrator:
                         PaymentAttempt.provider_id == a.provider_id,
                         PaymentAttempt.authorization_code == code,
                         PaymentAttempt.id != a.id,
-                        PaymentAttempt.state.in_(st.PAID),
+                        PaymentAttempt.state.in_(lc.PAID),
                     )
                 )
             ).scalar_one()
@@ -831,14 +976,17 @@ class PaymentOrchestrator:
                 )
                 _detail(a, duplicate_authorization_incident=incident)
                 events.append(self._event("incident", a, reason="Código de autorización repetido"))
-            events += await self._paid_or_double(s, a, sale, user_id)
-            events.append(self._event("approved", a, user_id=user_id))
+            lc.apply(a, decision, now)
+            post = await self._effects(s, a, sale, decision, Outcome(kind=OutcomeKind.APPROVED), "", user_id, events)
+            if decision.notify:
+                events.append(self._event(decision.notify, a, user_id=user_id))
         self._emit(events)
+        self._after(post)
         return await self.poll(venue_id, a.sale_id)
 
     async def override_to_backup(self, venue_id: int, sale_id: int, supervisor_id: int, note: str) -> PaymentProgress:
         """A supervisor switches to the backup while the primary is still in flight or in doubt. Audited as
-        "posible doble cobro"; the primary keeps being reconciled, and a late approval raises an incident."""
+        "posible doble cobro"; the primary keeps being reconciled, and a late approval is returned."""
         note = (note or "").strip()
         if len(note) < 3:
             raise ValidationFailed("Escriba el motivo de la autorización.", code="payment.override_note", field="note")
@@ -854,7 +1002,7 @@ class PaymentOrchestrator:
             if (
                 active is None
                 or active.role != "primary"
-                or active.state not in (st.SENDING, st.AWAITING, *st.DOUBTFUL)
+                or active.state not in (lc.SENDING, lc.AWAITING, *lc.DOUBTFUL)
             ):
                 raise Conflict(
                     "No hay un cobro del terminal principal en curso o en duda: no hace falta "
@@ -866,8 +1014,7 @@ class PaymentOrchestrator:
             primary.active, primary.overridden_by, primary.overridden_at = False, supervisor_id, now
             primary.classification = "overridden"
             _detail(primary, override_note=note[:300])
-            if primary.next_reconcile_at is None:
-                primary.next_reconcile_at = now
+            self._schedule(primary, 0)
             await s.flush()
             backup, flight = await self._create_backup(s, sale, register, supervisor_id)
             reason = f"Autorización de supervisor (posible doble cobro): {note}"
@@ -882,44 +1029,80 @@ class PaymentOrchestrator:
         return await self.poll(venue_id, sale_id)
 
     async def refund_attempt(
-        self, venue_id: int, attempt_id: int, user_id: int, reason: str = "Cobro duplicado"
+        self,
+        venue_id: int,
+        attempt_id: int,
+        user_id: int,
+        reason: str = "Cobro duplicado",
+        *,
+        by_hand: bool = False,
+        note: str = "",
     ) -> PaymentProgress:
-        """Refund (void) an attempt that charged a sale another attempt already paid (a double charge)."""
+        """Return a duplicate charge (an attempt that charged a sale another attempt already paid): through the
+        provider, or — ``by_hand`` — record that the supervisor returned it on the device (with a note)."""
         from ..audit.service import record
 
+        note = _text(note, 300)
+        if by_hand and len(note) < 5:
+            raise ValidationFailed(
+                "Describa cómo se devolvió el dinero (anulación en el terminal, número de comprobante…).",
+                code="payment.refund_note",
+                field="note",
+            )
+        taken: str | None = None
         async with self.db.session() as s:
             await _require_supervisor(s, venue_id, user_id, "anular un cobro duplicado")
             a = await self._attempt(s, attempt_id, venue_id=venue_id, lock=True)
-            if a.state not in (st.APPROVED, st.APPROVED_MANUAL) or not (a.details or {}).get("refund_offered"):
+            due = a.state == lc.REFUND_DUE or (
+                a.state in (lc.APPROVED, lc.APPROVED_MANUAL) and (a.details or {}).get("refund_offered")
+            )
+            if not due:
                 raise Conflict(
                     "Solo se anulan aquí los cobros duplicados; para anular una venta pagada use la "
                     "anulación de venta.",
                     code="payment.refund_not_offered",
                 )
-            call = await self._call(s, a)
-            manual = Capability.MANUAL in capabilities_of(call.provider, call.settings)
-            if not manual:
-                await acquire_lease(
-                    s,
-                    device_key=a.device_key,
-                    owner=self.instance_id,
-                    attempt_id=a.id,
-                    now=self.clock.now(),
-                    ttl_s=self.status_timeout_s + self.lease_margin_s,
-                )
+            call = None
+            manual = by_hand
+            if not by_hand:
+                try:
+                    call = await self._call(s, a)
+                except CannotAsk as exc:
+                    raise Conflict(
+                        f"No se puede anular por el proveedor: {exc}. Devuelva el dinero en el terminal y regístrelo.",
+                        code="payment.refund_failed",
+                    ) from exc
+                manual = Capability.MANUAL in capabilities_of(call.provider, call.settings)
+                if not manual and Capability.REFUND not in capabilities_of(call.provider, call.settings):
+                    raise Conflict(
+                        f"{call.provider.name} no permite anular desde caja: devuelva el dinero en el terminal y "
+                        f"regístrelo.",
+                        code="payment.refund_unsupported",
+                    )
+                if not manual:
+                    try:
+                        async with s.begin_nested():
+                            taken = (
+                                await self.leases.acquire(s, device_key=a.device_key, attempt_id=a.id, purpose="refund")
+                            ).token
+                    except Busy:
+                        raise Conflict(
+                            "El terminal está ocupado con otro cobro: reintente la anulación en unos segundos.",
+                            code="payment.device_busy",
+                        ) from None
         outcome: Outcome | None = None
-        if not manual:
+        if call is not None and not manual:
             try:
                 outcome = await asyncio.wait_for(
-                    call.provider.refund(call.request, call.settings, call.ctx), self.status_timeout_s
+                    call.provider.refund(call.request, call.settings, call.ctx), self.clock.timer(self.status_timeout_s)
                 )
             except Exception as exc:  # noqa: BLE001 - any failure means "not refunded yet"
                 outcome = Outcome(kind=OutcomeKind.UNKNOWN, message=str(exc)[:200])
         events: list[PaymentEvent] = []
+        failed = False
         async with self.db.session() as s:
             a = await self._attempt(s, attempt_id, lock=True)
-            if not manual:
-                await release_lease(s, device_key=a.device_key, attempt_id=a.id)
+            await self.leases.release(s, device_key=a.device_key, token=taken)
             if outcome is not None and outcome.kind is not OutcomeKind.APPROVED:
                 _detail(a, refund_error=outcome.message or outcome.kind.value)
                 await record(
@@ -933,8 +1116,17 @@ class PaymentOrchestrator:
                 )
                 failed = True
             else:
-                a.state = st.REFUNDED
-                _detail(a, refund_offered=False, refunded_by=user_id, refund_reason=reason[:200], refund_manual=manual)
+                decision = lc.decide(lc.AttemptView(state=a.state), lc.Event.REFUND_DONE)
+                lc.apply(a, decision, self.clock.now())
+                _detail(
+                    a,
+                    refund_offered=False,
+                    refunded_by=user_id,
+                    refund_reason=reason[:200],
+                    refund_manual=manual,
+                    refund_note=note,
+                )
+                await self._resolve_incidents(s, a, ("double_charge_suspected",), user_id, "Cobro duplicado devuelto")
                 await record(
                     s,
                     venue_id=venue_id,
@@ -942,18 +1134,195 @@ class PaymentOrchestrator:
                     action="payment.refunded",
                     entity="payment_attempt",
                     entity_id=a.id,
-                    payload={"amount": a.amount, "provider": a.provider_id, "reason": reason[:200]},
+                    payload={
+                        "amount": a.amount,
+                        "provider": a.provider_id,
+                        "reason": reason[:200],
+                        "by_hand": by_hand,
+                        "note": note,
+                    },
                 )
                 events.append(self._event("refunded", a, user_id=user_id, reason=reason, audited=True))
-                failed = False
             sale_id = a.sale_id
         self._emit(events)
         if failed:
             raise Conflict(
-                f"El proveedor no confirmó la anulación: {outcome.message if outcome else ''}. Reintente más tarde.",
+                f"El proveedor no confirmó la anulación: {outcome.message if outcome else ''}. Reintente, o "
+                f"devuelva el dinero en el terminal y regístrelo.",
                 code="payment.refund_failed",
             )
         return await self.poll(venue_id, sale_id)
+
+    async def resolve_by_hand(
+        self,
+        venue_id: int,
+        attempt_id: int,
+        supervisor_id: int,
+        *,
+        charged: bool,
+        voucher: str = "",
+        terminal_totals: str = "",
+        note: str = "",
+    ) -> PaymentAttempt:
+        """A supervisor decides an attempt caja cannot settle by itself, with evidence: charged (the voucher's
+        number or authorization code) or not charged (the terminal's totals or a voucher showing otherwise),
+        and a note. Audited; shown in the Z report; the session can close afterwards."""
+        from ..audit.service import record
+
+        voucher, terminal_totals, note = _text(voucher, 40), _text(terminal_totals, 200), _text(note, 300)
+        if len(note) < 10:
+            raise ValidationFailed(
+                "Explique qué revisó (al menos 10 caracteres).", code="payment.resolution_note", field="note"
+            )
+        if charged and not VOUCHER.fullmatch(voucher):
+            raise ValidationFailed(
+                "Para dar el cobro por hecho indique el número de comprobante o el código de autorización del "
+                "voucher (3 a 20 letras, números o guiones).",
+                code="payment.resolution_voucher",
+                field="voucher",
+            )
+        if not charged and not (terminal_totals or voucher):
+            raise ValidationFailed(
+                "Para dar el cobro por no hecho indique los totales del terminal (o el comprobante que lo muestra).",
+                code="payment.resolution_evidence",
+                field="terminal_totals",
+            )
+        if voucher and not VOUCHER.fullmatch(voucher):
+            raise ValidationFailed(
+                "El comprobante debe tener de 3 a 20 letras, números o guiones.",
+                code="payment.resolution_voucher",
+                field="voucher",
+            )
+        events: list[PaymentEvent] = []
+        post: list[tuple[str, int]] = []
+        async with self.db.session() as s:
+            await _require_supervisor(s, venue_id, supervisor_id, "resolver un cobro en duda")
+            a = await self._attempt(s, attempt_id, venue_id=venue_id, lock=True)
+            if a.state not in (*lc.IN_FLIGHT, *lc.DOUBTFUL) or a.state == lc.CREATED:
+                raise Conflict(
+                    f"Este cobro no está en duda ({lc.label(a.state)}): no hay nada que resolver.",
+                    code="payment.not_in_doubt",
+                )
+            lease = await lease_row(s, a.device_key)
+            if (
+                a.id in self._flights
+                or a.id in self._reconciling
+                or (lease is not None and lease.attempt_id == a.id and self.leases.alive(lease))
+            ):
+                raise Conflict(
+                    "caja está hablando con el terminal por este cobro en este momento: espere unos segundos y "
+                    "vuelva a intentarlo.",
+                    code="payment.in_progress",
+                )
+            if not charged and self._through_agent(a) and not await _revoke_agent_commands(s, a.id):
+                raise Conflict(
+                    "El agente de la caja ya empezó este cobro en el terminal: todavía puede cobrarse. Espere su "
+                    "resultado.",
+                    code="payment.agent_started",
+                )
+            now = self.clock.now()
+            if a.state in lc.IN_FLIGHT:
+                lc.apply(a, lc.decide(await self._view(s, a), lc.Event.ORPHANED), now)
+            view = await self._view(s, a)
+            sale = await self._sale(s, venue_id, a.sale_id, lock=True)
+            outcome = Outcome(
+                kind=OutcomeKind.APPROVED if charged else OutcomeKind.UNAVAILABLE,
+                ticket=a.ticket,
+                amount=a.amount,
+                message="Resuelto por supervisor: " + ("cobrado" if charged else "no cobrado"),
+            )
+            decision = lc.on_answer(view, lc.Answer(outcome=outcome, source="resolution"))
+            lc.apply(a, decision, now)
+            a.needs_decision = False
+            a.response_message = outcome.message
+            if charged and not a.authorization_code:
+                a.authorization_code = voucher[:20]
+            resolution = {
+                "by": supervisor_id,
+                "at": now.isoformat(),
+                "charged": charged,
+                "voucher": voucher,
+                "terminal_totals": terminal_totals,
+                "note": note,
+            }
+            _detail(a, resolution=resolution)
+            post = await self._effects(s, a, sale, decision, outcome, "resolution", supervisor_id, events)
+            await self._resolve_incidents(
+                s,
+                a,
+                ("payment_needs_decision",),
+                supervisor_id,
+                f"Resuelto a mano: {'cobrado' if charged else 'no cobrado'}. {note}",
+            )
+            await record(
+                s,
+                venue_id=venue_id,
+                user_id=supervisor_id,
+                action="payment.resolved_by_hand",
+                entity="payment_attempt",
+                entity_id=a.id,
+                payload={**resolution, "amount": a.amount, "ticket": a.ticket, "state": a.state},
+            )
+            if decision.notify:
+                events.append(self._event(decision.notify, a, user_id=supervisor_id, audited=True, reason=note))
+            self._due.pop(a.id, None)
+        self._emit(events)
+        self._after(post)
+        return a
+
+    # the devices as a whole ----------------------------------------------------------------------------
+    async def check_terminals(
+        self, venue_id: int, *, jornada_id: int | None = None, user_id: int | None = None, trigger: str = "admin"
+    ) -> list[Any]:
+        """Each device of the venue against caja (``terminal_ops.check_terminals``); an approval the device
+        lists for an attempt given up as not charged is applied here like any late approval."""
+        from . import terminal_ops
+
+        return await terminal_ops.check_terminals(
+            self.db,
+            self.registry,
+            venue_id,
+            jornada_id=jornada_id,
+            user_id=user_id,
+            trigger=trigger,
+            keeper=self.leases,
+            clock=self.clock,
+            agent_channel_factory=self.agent_channel_factory,
+            apply_outcome=lambda attempt_id, outcome: self.apply_outcome(attempt_id, outcome, source="status"),
+        )
+
+    async def close_batch(
+        self, venue_id: int, register_id: int, user_id: int | None, *, provider_id: str | None = None
+    ) -> Any:
+        """The batch close of a register's device, refused while it has attempts in flight or in doubt."""
+        from . import terminal_ops
+
+        async with self.db.reader() as s:
+            await _require_supervisor(s, venue_id, user_id, "hacer el cierre de lote de un terminal")
+            ref = await terminal_ops.register_terminal(s, self.registry, venue_id, register_id, provider_id)
+        return await terminal_ops.close_batch(
+            self.db,
+            self.registry,
+            ref,
+            keeper=self.leases,
+            user_id=user_id,
+            source="admin",
+            clock=self.clock,
+            agent_channel_factory=self.agent_channel_factory,
+        )
+
+    async def close_jornada(self, venue_id: int, jornada_id: int, user_id: int | None, notes: str = "") -> Any:
+        """Close the night: every device is checked against caja first (differences become incidents of the
+        jornada), then the jornada closes — unless a payment is still unresolved."""
+        from ..jornadas import service as jornadas
+
+        async with self.db.reader() as s:
+            await jornadas.closable(s, venue_id=venue_id, jornada_id=jornada_id)
+        await self.check_terminals(venue_id, jornada_id=jornada_id, user_id=user_id, trigger="jornada_close")
+        async with self.db.session() as s:
+            return await jornadas.close_jornada(
+                s, venue_id=venue_id, jornada_id=jornada_id, user_id=user_id, notes=notes
+            )
 
     # polling ---------------------------------------------------------------------------------------
     async def poll(self, venue_id: int, sale_id: int) -> PaymentProgress:
@@ -982,7 +1351,7 @@ class PaymentOrchestrator:
         now = self.clock.now()
 
         seconds_left: int | None = None
-        if focus is not None and focus.state in st.IN_FLIGHT and focus.active:
+        if focus is not None and focus.state in lc.IN_FLIGHT and focus.active:
             flight = self._flights.get(focus.id)
             if flight is not None:
                 left = flight.deadline - self.clock.monotonic()
@@ -995,13 +1364,14 @@ class PaymentOrchestrator:
             pending
             and active is None
             and last_primary is not None
-            and last_primary.state in st.NOT_CHARGED
+            and last_primary.state in lc.NOT_CHARGED
             and last_primary.backup_offered_at is not None
             and register.backup_provider
             and policy.enabled
         )
         backup_reason = (last_primary.details or {}).get("backup_reason", "") if backup_offered and last_primary else ""
-        in_doubt = any(a.state in st.DOUBTFUL for a in attempts)
+        in_doubt = any(a.state in lc.DOUBTFUL for a in attempts)
+        needs_decision = any(a.needs_decision and a.state in lc.UNRESOLVED for a in attempts)
         breaker_state = breakers.CLOSED
         device = (
             focus.device_key
@@ -1009,9 +1379,9 @@ class PaymentOrchestrator:
             else (last_primary.device_key if last_primary else None)
         )
         if device:
-            breaker_state = (await breakers.view(s, device, policy, now)).state
+            breaker_state = (await breakers.view(s, device, policy, self.breaker_times)).state
         manual = None
-        if focus is not None and focus.state == st.MANUAL_PENDING:
+        if focus is not None and focus.state == lc.MANUAL_PENDING:
             phone = await s.get(BackupPhone, focus.backup_phone_id) if focus.backup_phone_id else None
             provider_name = focus.provider_id
             if focus.provider_id in self.registry:
@@ -1031,12 +1401,12 @@ class PaymentOrchestrator:
             and active.role == "primary"
             and register.backup_provider
             and policy.enabled
-            and (active.state in st.DOUBTFUL or (active.state in (st.SENDING, st.AWAITING) and seconds_left == 0))
+            and (active.state in lc.DOUBTFUL or (active.state in (lc.SENDING, lc.AWAITING) and seconds_left == 0))
         )
         message = ""
         if focus is not None:
-            message = focus.progress_message if focus.state in (*st.IN_FLIGHT, st.MANUAL_PENDING) else ""
-            message = message or focus.response_message or st.LABELS.get(focus.state, focus.state)
+            message = focus.progress_message if focus.state in (*lc.IN_FLIGHT, lc.MANUAL_PENDING) else ""
+            message = message or focus.response_message or lc.label(focus.state)
         return PaymentProgress(
             sale_id=sale.id,
             sale_status=sale.status,
@@ -1046,37 +1416,40 @@ class PaymentOrchestrator:
             provider_id=focus.provider_id if focus else None,
             role=focus.role if focus else None,
             state=focus.state if focus else None,
-            state_label=st.LABELS.get(focus.state, focus.state) if focus else "Sin cobros",
+            state_label=lc.label(focus.state) if focus else "Sin cobros",
             message=message,
             seconds_left=seconds_left,
             backup_offered=backup_offered,
             backup_reason=backup_reason,
             backup_provider=register.backup_provider,
             in_doubt=in_doubt,
-            doubt_message=DOUBT_MESSAGE if in_doubt else "",
+            doubt_message=(DECISION_MESSAGE if needs_decision else DOUBT_MESSAGE) if in_doubt else "",
             can_cancel=bool(
-                active is not None and active.state in (st.CREATED, st.SENDING, st.AWAITING, st.MANUAL_PENDING)
+                active is not None and active.state in (lc.CREATED, lc.SENDING, lc.AWAITING, lc.MANUAL_PENDING)
             ),
             can_override=can_override,
             breaker_state=breaker_state,
             manual=manual,
-            refund_offered=[
-                a.id
-                for a in attempts
-                if a.state in (st.APPROVED, st.APPROVED_MANUAL) and (a.details or {}).get("refund_offered")
-            ],
+            refund_offered=[a.id for a in attempts if self._refund_due(a)],
             attempts=[self._attempt_out(a) for a in attempts],
+            needs_decision=needs_decision,
         )
 
     @staticmethod
-    def _attempt_out(a: PaymentAttempt) -> AttemptOut:
+    def _refund_due(a: PaymentAttempt) -> bool:
+        return a.state == lc.REFUND_DUE or (
+            a.state in (lc.APPROVED, lc.APPROVED_MANUAL) and bool((a.details or {}).get("refund_offered"))
+        )
+
+    @classmethod
+    def _attempt_out(cls, a: PaymentAttempt) -> AttemptOut:
         return AttemptOut(
             id=a.id,
             sale_id=a.sale_id,
             provider_id=a.provider_id,
             role=a.role,
             state=a.state,
-            state_label=st.LABELS.get(a.state, a.state),
+            state_label=lc.label(a.state),
             classification=a.classification,
             amount=a.amount,
             ticket=a.ticket,
@@ -1090,8 +1463,9 @@ class PaymentOrchestrator:
             created_at=a.created_at,
             finished_at=a.finished_at,
             overridden=a.overridden_by is not None,
-            refund_offered=bool((a.details or {}).get("refund_offered")),
+            refund_offered=cls._refund_due(a),
             active=a.active,
+            needs_decision=bool(a.needs_decision),
         )
 
     # the charge --------------------------------------------------------------------------------------
@@ -1101,19 +1475,21 @@ class PaymentOrchestrator:
         try:
             async with self.db.session() as s:
                 a = await self._attempt(s, attempt_id, lock=True)
-                if a.state != st.CREATED:
+                if a.state != lc.CREATED or a.fence != flight.token:
                     return
                 call = await self._call(s, a)
-                a.state, a.sent_at = st.SENDING, self.clock.now()
+                lc.apply(a, lc.decide(lc.AttemptView(state=a.state), lc.Event.SEND), self.clock.now())
+                a.sent_at = self.clock.now()
 
             async def on_progress(p: Progress) -> None:
                 flight.received = True
                 try:
                     async with self.db.session() as s2:
                         a2 = await self._attempt(s2, attempt_id, lock=True)
-                        if a2.state == st.SENDING:
-                            a2.state, a2.acknowledged_at = st.AWAITING, self.clock.now()
-                        if a2.state in (st.SENDING, st.AWAITING):
+                        if a2.fence != flight.token:
+                            return  # another instance took this attempt over
+                        if lc.apply(a2, lc.decide(lc.AttemptView(state=a2.state), lc.Event.RECEIPT), self.clock.now()):
+                            a2.acknowledged_at = a2.acknowledged_at or self.clock.now()
                             a2.progress_message, a2.progress_code = (p.message or "")[:200], p.code
                 except Exception:
                     log.warning("could not store progress of attempt %s", attempt_id, exc_info=True)
@@ -1130,9 +1506,11 @@ class PaymentOrchestrator:
                 await self._record_breaker(call, fault, outcome, reason)
             except Exception:
                 log.warning("could not record breaker state for %s", call.request.device_key, exc_info=True)
-            state = await self._finish_durably(attempt_id, outcome, reason=reason, source="charge")
-            if state == st.IN_DOUBT:
-                state = await self._reconcile_now(attempt_id, lease_held=True)
+            state = await self._apply_durably(attempt_id, outcome, source="charge", reason=reason, token=flight.token)
+            if state == lc.IN_DOUBT:
+                await self._reconcile_now(attempt_id, token=flight.token)
+            elif state in (lc.APPROVED, lc.DECLINED):
+                await self._identify_if_stale(call)
         except asyncio.CancelledError:
             release = False  # the app is stopping: the restart's recovery takes over this attempt
             raise
@@ -1141,30 +1519,26 @@ class PaymentOrchestrator:
             if release:
                 with contextlib.suppress(Exception):
                     async with self.db.session() as s:
-                        a = await self._attempt(s, attempt_id)
-                        await release_lease(s, device_key=a.device_key, attempt_id=attempt_id)
+                        await self.leases.release(s, device_key=flight.device_key, token=flight.token)
 
     async def _wait_charge(self, flight: _Flight, charge: asyncio.Task) -> str | None:
-        """Wait for the provider's answer until the max wait (monotonic) or a cancel request."""
-        last_remote_check = self.clock.monotonic()
-        while True:
-            if charge.done():
-                return None
-            if flight.cancel.is_set():
-                return "cancelled"
-            now = self.clock.monotonic()
-            if now >= flight.deadline:
-                return "timeout"
-            if now - last_remote_check >= self.remote_cancel_check_s:
-                last_remote_check = now
-                try:
-                    async with self.db.reader() as s:
-                        a = await self._attempt(s, flight.attempt_id)
-                        if (a.details or {}).get("cancel_requested"):
-                            return "cancelled"
-                except (OSError, DBAPIError):  # the database is away: keep waiting for the terminal
-                    log.warning("could not check cancel requests of attempt %s", flight.attempt_id)
-            await asyncio.wait({charge}, timeout=min(self.tick_s, max(0.001, flight.deadline - now)))
+        """Wait for the provider's answer, the max wait (monotonic) or a cancel, whichever comes first: the
+        task sleeps until one of them happens (no polling)."""
+        cancelled = asyncio.ensure_future(flight.cancel.wait())
+        try:
+            while True:
+                left = flight.deadline - self.clock.monotonic()
+                if charge.done():
+                    return None
+                if flight.cancel.is_set():
+                    return "cancelled"
+                if left <= 0:
+                    return "timeout"
+                await asyncio.wait(
+                    {charge, cancelled}, timeout=self.clock.timer(left), return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            cancelled.cancel()
 
     @staticmethod
     def _charge_result(charge: asyncio.Task) -> tuple[Outcome, str, bool]:
@@ -1193,22 +1567,24 @@ class PaymentOrchestrator:
         try:
             async with self.db.session() as s:
                 a = await self._attempt(s, flight.attempt_id, lock=True)
-                if a.state in (st.SENDING, st.AWAITING):
-                    a.progress_message = "Cancelando en el terminal…"
-                _detail(a, stop_reason=stop_reason, cancel_sent_at=self.clock.now().isoformat())
+                if a.fence == flight.token:
+                    if a.state in (lc.SENDING, lc.AWAITING):
+                        a.progress_message = "Cancelando en el terminal…"
+                    _detail(a, stop_reason=stop_reason, cancel_sent_at=self.clock.now().isoformat())
         except (OSError, DBAPIError):  # the cancel matters more than the note
             log.warning("could not note the cancel of attempt %s", flight.attempt_id)
         cancel_answered = False
         if Capability.CANCEL in capabilities_of(call.provider, call.settings):
             try:
                 cancel_out = await asyncio.wait_for(
-                    call.provider.cancel(call.request, call.settings, call.ctx), self.cancel_timeout_s
+                    call.provider.cancel(call.request, call.settings, call.ctx),
+                    self.clock.timer(self.cancel_timeout_s),
                 )
                 cancel_answered = cancel_out.kind is not OutcomeKind.UNKNOWN
             except Exception:  # noqa: BLE001 - a cancel that fails is just unanswered
                 cancel_answered = False
         if not charge.done():
-            await asyncio.wait({charge}, timeout=self.cancel_grace_s)
+            await asyncio.wait({charge}, timeout=self.clock.timer(self.cancel_grace_s))
         if charge.done():
             outcome, reason, fault = self._charge_result(charge)
             if outcome.kind is not OutcomeKind.APPROVED:
@@ -1233,17 +1609,18 @@ class PaymentOrchestrator:
                     register_id=call.request.register_id,
                     policy=call.policy,
                     now=now,
+                    times=self.breaker_times,
                     description=f"{reason}: {outcome.message}",
                 )
                 if opened:
                     events.append(self._event("breaker_opened", a, reason=f"{reason}: {outcome.message}"))
             elif outcome.kind in (OutcomeKind.APPROVED, OutcomeKind.DECLINED) and await breakers.record_success(
-                s, device_key=call.request.device_key, now=now
+                s, device_key=call.request.device_key, now=now, times=self.breaker_times
             ):
                 events.append(self._event("breaker_closed", a))
         self._emit(events)
 
-    # results -----------------------------------------------------------------------------------------
+    # answers -----------------------------------------------------------------------------------------
     def _offer_backup(self, a: PaymentAttempt, register: Any, outcome: Outcome, reason: str, now: Any) -> None:
         if a.role != "primary" or not register.backup_provider:
             return
@@ -1252,117 +1629,306 @@ class PaymentOrchestrator:
             a.backup_offered_at = now
             _detail(a, backup_reason=rule.description, backup_trigger=rule.name)
 
-    async def _finish(self, attempt_id: int, outcome: Outcome, *, reason: str, source: str) -> str:
-        """Apply a provider answer (charge, status or webhook) to an attempt, once. Returns the new state."""
+    async def apply_outcome(self, attempt_id: int, outcome: Outcome, *, source: str) -> str:
+        """Apply an answer that arrives on its own (a register agent's late result, a provider notification):
+        the same rules as any other answer, late approvals included. Returns the attempt's state."""
+        return await self._apply_durably(attempt_id, outcome, source=source, reason=source)
+
+    async def _not_proof(self, s: AsyncSession, a: PaymentAttempt, source: str) -> tuple[str | None, bool]:
+        """Why a "not charged" answer for ``a`` is not proof this time: (reason, permanent?)."""
+        if a.state in lc.IN_FLIGHT or a.state in lc.DOUBTFUL:
+            sent = a.sent_at or a.created_at
+            close = await devices.close_after(s, device_key=a.device_key, identity=a.device_identity, after=sent)
+            if close is not None and source != "charge":
+                return (
+                    "El terminal hizo un cierre de lote después de enviar este cobro: su detalle ya no lo muestra, "
+                    "y eso no prueba que no se cobró.",
+                    True,
+                )
+            if self._through_agent(a) and not await _revoke_agent_commands(s, a.id):
+                return ("El agente de la caja ya empezó este cobro en el terminal: todavía puede cobrarse.", False)
+        return None, False
+
+    @staticmethod
+    def _through_agent(a: PaymentAttempt) -> bool:
+        from ..agents.service import uses_agent
+
+        return uses_agent({a.provider_id: a.device_settings or {}})
+
+    async def _apply(
+        self,
+        attempt_id: int,
+        outcome: Outcome,
+        *,
+        source: str,
+        reason: str = "",
+        token: str | None = None,
+        not_proof: str | None = None,
+        permanent: bool = False,
+    ) -> tuple[str, list[tuple[str, int]]]:
+        """Apply one answer to an attempt, once, with its effects, in one transaction. Returns the new state
+        and the work to run after the commit."""
         events: list[PaymentEvent] = []
+        post: list[tuple[str, int]] = []
         async with self.db.session() as s:
             a = await self._attempt(s, attempt_id, lock=True)
-            if a.state in st.FINAL or a.state in (st.MANUAL_PENDING, st.CANCELLED):
-                if outcome.kind is OutcomeKind.APPROVED and a.state in st.NOT_CHARGED and self._matches(a, outcome):
+            view = await self._view(s, a, token=token)
+            if outcome.kind is OutcomeKind.UNAVAILABLE and not_proof is None and not view.fenced_out:
+                not_proof, permanent = await self._not_proof(s, a, source)
+            answer = lc.Answer(
+                outcome=outcome, source=source, not_proof=not_proof, tolerance_s=await self._tolerance(s, a)
+            )
+            classified = lc.classify(view, answer)
+            decision = lc.decide(
+                view, classified.event, source=source, reason=classified.reason, mismatch=classified.mismatch
+            )
+            if not decision.changed:
+                if classified.event is lc.Event.NO_ANSWER and view.fenced_out:
+                    log.info("attempt %s: answer from a superseded writer ignored (%s)", a.id, outcome.kind)
+                return a.state, post
+            now = self.clock.now()
+            sale = await self._sale(s, a.venue_id, a.sale_id, lock=True)
+            self._record_answer(a, outcome, decision, classified, source, reason)
+            lc.apply(a, decision, now)
+            if classified.event is lc.Event.NO_ANSWER and (
+                permanent or (source in lc.LATER_QUESTIONS and a.reconcile_tries >= DECISION_AFTER_TRIES)
+            ):
+                decision = lc.Decision(
+                    old=decision.old,
+                    state=decision.state,
+                    event=decision.event,
+                    effects=(*decision.effects, lc.Effect.INCIDENT_NEEDS_DECISION),
+                    notify=decision.notify,
+                    reason=decision.reason,
+                )
+            post = await self._effects(s, a, sale, decision, outcome, reason, None, events)
+            if a.needs_decision and a.state not in lc.DOUBTFUL:
+                a.needs_decision = False
+                await self._resolve_incidents(
+                    s, a, ("payment_needs_decision",), None, f"Resuelto: {lc.label(a.state).lower()} ({source})."
+                )
+            if decision.notify:
+                events.append(
+                    self._event(decision.notify, a, reason=classified.reason or reason or outcome.message or "")
+                )
+            state = a.state
+        self._emit(events)
+        return state, post
+
+    def _record_answer(
+        self,
+        a: PaymentAttempt,
+        outcome: Outcome,
+        decision: lc.Decision,
+        classified: lc.Classified,
+        source: str,
+        reason: str,
+    ) -> None:
+        """Keep what the provider said (code, message, card data) on the attempt."""
+        event = decision.event
+        if event in (lc.Event.CHARGED, lc.Event.CHARGED_TWICE, lc.Event.DECLINED, lc.Event.NOT_CHARGED):
+            a.response_code = outcome.code
+            a.response_message = (outcome.message or "")[:300]
+            if outcome.reference and not a.provider_reference:
+                a.provider_reference = outcome.reference[:80]
+        if event in (lc.Event.CHARGED, lc.Event.CHARGED_TWICE):
+            self._card(a, outcome)
+            if decision.old in lc.NOT_CHARGED:
+                a.response_message = "Aprobado por el terminal después de darse por no cobrado"
+                _detail(a, late_approval_at=self.clock.now().isoformat(), late_approval_source=source)
+            a.response_message = a.response_message or "Aprobado"
+            if outcome.occurred_at is not None:
+                _detail(a, device_time=outcome.occurred_at.isoformat())
+        elif event is lc.Event.DECLINED:
+            a.response_message = a.response_message or "Rechazado"
+        elif event is lc.Event.NOT_CHARGED:
+            if source in lc.LATER_QUESTIONS:
+                a.response_message = "El terminal no tiene registro de la venta: no se cobró."
+            a.response_message = a.response_message or "No se cobró"
+        elif event is lc.Event.NO_ANSWER:
+            a.progress_message = ""
+            if classified.mismatch == "amount":
+                a.reported_amount = outcome.amount
+            if classified.mismatch == "ticket":
+                _detail(a, foreign_ticket=outcome.ticket)
+            if classified.reason and classified.reason != outcome.message:
+                _detail(a, not_proof=classified.reason)
+                a.response_message = classified.reason[:300]
+            if not (a.details or {}).get("stop_reason"):
+                _detail(a, stop_reason=reason or source)
+        elif event is lc.Event.PENDING:
+            a.acknowledged_at = a.acknowledged_at or self.clock.now()
+            a.progress_message = (outcome.message or "Esperando la confirmación del proveedor")[:200]
+
+    async def _effects(
+        self,
+        s: AsyncSession,
+        a: PaymentAttempt,
+        sale: Sale,
+        decision: lc.Decision,
+        outcome: Outcome,
+        reason: str,
+        user_id: int | None,
+        events: list[PaymentEvent],
+    ) -> list[tuple[str, int]]:
+        """Run a decision's effects inside the transaction; returns the work for after the commit."""
+        post: list[tuple[str, int]] = []
+        now = self.clock.now()
+        E = lc.Effect
+        for effect in decision.effects:
+            if effect is E.PAY_SALE:
+                from ..sales.service import mark_paid
+
+                await mark_paid(
+                    s, sale_id=sale.id, provider_id=a.provider_id, method="card", paid_via=a.role, user_id=user_id
+                )
+                _detail(a, paid_sale=True)
+            elif effect is E.CANCEL_WAITING_SIBLINGS:
+                others = (
+                    await s.execute(
+                        select(PaymentAttempt).where(
+                            PaymentAttempt.sale_id == sale.id,
+                            PaymentAttempt.id != a.id,
+                            PaymentAttempt.state.in_((lc.MANUAL_PENDING, lc.CREATED)),
+                        )
+                    )
+                ).scalars()
+                for other in list(others):
+                    lc.apply(other, lc.decide(lc.AttemptView(state=other.state), lc.Event.SUPERSEDED), now)
+                    other.response_message = f"Ya pagado por el intento #{a.id}: no cobre en este medio."
+            elif effect is E.RETURN_DUPLICATE:
+                _detail(a, refund_offered=True, paid_sale=False)
+                post.append(("return", a.id))
+            elif effect is E.OFFER_BACKUP:
+                register = await self._register(s, a.venue_id, a.register_id)
+                fallback_reason = (a.details or {}).get("stop_reason") or reason
+                if decision.event is lc.Event.NOT_CHARGED:
+                    offered = Outcome(kind=OutcomeKind.UNAVAILABLE)
+                elif decision.event is lc.Event.BLOCKED:
+                    offered, fallback_reason = Outcome(kind=OutcomeKind.UNAVAILABLE), "unavailable"
+                else:
+                    offered = outcome
+                self._offer_backup(a, register, offered, fallback_reason, now)
+            elif effect is E.RELEASE_DEVICE:
+                await self.leases.release(s, device_key=a.device_key, token=a.fence)
+            elif effect is E.RECONCILE_NOW:
+                self._schedule(a, 0)
+            elif effect is E.RECONCILE_LATER:
+                self._schedule(a, self._backoff(max(1, a.reconcile_tries)))
+            elif effect is E.INCIDENT_AMOUNT_MISMATCH:
+                if not (a.details or {}).get("amount_mismatch_incident"):
                     incident = await self._incident(
                         s,
                         a,
-                        None,
-                        "late_approval",
-                        f"El proveedor informa aprobado el ticket {a.ticket} ({format_clp(a.amount)}) que se dio por "
-                        f"no cobrado: revise y anule si corresponde.",
+                        sale,
+                        "amount_mismatch",
+                        f"El terminal aprobó {format_clp(outcome.amount or 0)} pero se pidió {format_clp(a.amount)} "
+                        f"(intento #{a.id}, ticket {a.ticket}): no se da por pagado.",
                         None,
                     )
-                    _detail(a, late_approval_incident=incident)
-                    events.append(self._event("incident", a, reason="Aprobación tardía"))
-                state = a.state
-            else:
-                register = await self._register(s, a.venue_id, a.register_id)
-                now = self.clock.now()
-                from_status = source == "status"
-                kind = outcome.kind
-                if kind is OutcomeKind.APPROVED and outcome.ticket and outcome.ticket != a.ticket:
-                    # A late answer for another ticket is never applied to this sale.
-                    _detail(a, foreign_ticket=outcome.ticket)
-                    kind = OutcomeKind.UNKNOWN
-                if kind is OutcomeKind.APPROVED and outcome.amount is not None and outcome.amount != a.amount:
-                    a.reported_amount = outcome.amount
-                    if not (a.details or {}).get("amount_mismatch_incident"):
-                        sale = await self._sale(s, a.venue_id, a.sale_id)
-                        incident = await self._incident(
-                            s,
-                            a,
-                            sale,
-                            "amount_mismatch",
-                            f"El terminal aprobó {format_clp(outcome.amount)} pero se pidió {format_clp(a.amount)} "
-                            f"(intento #{a.id}, ticket {a.ticket}): no se da por pagado.",
-                            None,
-                        )
-                        _detail(a, amount_mismatch_incident=incident)
-                        events.append(self._event("incident", a, reason="Monto distinto"))
-                    kind = OutcomeKind.UNKNOWN
-                a.response_code = outcome.code
-                a.response_message = (outcome.message or "")[:300]
-                if outcome.reference and not a.provider_reference:
-                    a.provider_reference = outcome.reference[:80]
-                if kind is OutcomeKind.APPROVED:
-                    sale = await self._sale(s, a.venue_id, a.sale_id, lock=True)
-                    a.state, a.active, a.finished_at = st.APPROVED, False, now
-                    if a.classification != "overridden":
-                        a.classification = "reconciled" if from_status else "approved"
-                    self._card(a, outcome)
-                    a.response_message = a.response_message or "Aprobado"
-                    events += await self._paid_or_double(s, a, sale, None)
-                    events.append(self._event("reconciled" if from_status else "approved", a, reason=reason))
-                elif kind is OutcomeKind.DECLINED:
-                    a.state, a.active, a.finished_at = st.DECLINED, False, now
-                    if a.classification != "overridden":
-                        a.classification = "declined"
-                    a.response_message = a.response_message or "Rechazado"
-                    self._offer_backup(a, register, outcome, reason, now)
-                    events.append(self._event("reconciled" if from_status else "declined", a, reason=reason))
-                elif kind is OutcomeKind.UNAVAILABLE:
-                    a.state, a.active, a.finished_at = st.FAILED_NOT_SENT, False, now
-                    if a.classification != "overridden":
-                        a.classification = "reconciled" if from_status else "not_sent"
-                    if from_status:
-                        a.response_message = "El terminal no tiene registro de la venta: no se cobró."
-                    a.response_message = a.response_message or "No se cobró"
-                    fallback_reason = (a.details or {}).get("stop_reason") or reason
-                    self._offer_backup(a, register, Outcome(kind=OutcomeKind.UNAVAILABLE), fallback_reason, now)
-                    events.append(self._event("reconciled" if from_status else "not_sent", a, reason=reason))
-                elif kind is OutcomeKind.PENDING:
-                    # Accepted by the provider; the final answer comes later (webhook, status): not in doubt.
-                    a.state = st.AWAITING
-                    if a.classification != "overridden":
-                        a.classification = "pending"
-                    a.acknowledged_at = a.acknowledged_at or now
-                    a.progress_message = (outcome.message or "Esperando la confirmación del proveedor")[:200]
-                    a.next_reconcile_at = now + timedelta(seconds=self._backoff(max(1, a.reconcile_tries)))
-                    await release_lease(s, device_key=a.device_key, attempt_id=a.id)
-                else:
-                    was = a.state
-                    a.state = st.IN_DOUBT
-                    if a.classification != "overridden":
-                        a.classification = "in_doubt"
-                    a.progress_message = ""
-                    if not (a.details or {}).get("stop_reason"):
-                        _detail(a, stop_reason=reason)
-                    if from_status:
-                        a.next_reconcile_at = now + timedelta(seconds=self._backoff(a.reconcile_tries))
-                    else:
-                        a.next_reconcile_at = now
-                    if was != st.RECONCILING:
-                        events.append(self._event("in_doubt", a, reason=outcome.message or reason))
-                state = a.state
-                if state in st.FINAL:
-                    # The device is free the moment the answer is committed.
-                    await release_lease(s, device_key=a.device_key, attempt_id=a.id)
-        self._emit(events)
-        return state
+                    _detail(a, amount_mismatch_incident=incident)
+                    events.append(self._event("incident", a, reason="Monto distinto"))
+            elif effect is E.INCIDENT_NOT_MATCHING:
+                if not (a.details or {}).get("not_matching_incident"):
+                    incident = await self._incident(
+                        s,
+                        a,
+                        sale,
+                        "approval_not_matching",
+                        f"El terminal informa aprobado el ticket {a.ticket} con una fecha anterior al envío del "
+                        f"intento #{a.id}: no se da por pagado; revise el comprobante.",
+                        None,
+                    )
+                    _detail(a, not_matching_incident=incident)
+                    events.append(self._event("incident", a, reason="Aprobación que no corresponde"))
+            elif effect is E.INCIDENT_DOUBLE_CHARGE:
+                incident = await self._incident(
+                    s,
+                    a,
+                    sale,
+                    "double_charge_suspected",
+                    f"Cobro duplicado: el intento #{a.id} ({a.provider_id}, {format_clp(a.amount)}, ticket {a.ticket}) "
+                    f"fue aprobado pero la venta #{sale.id} ya estaba "
+                    f"{'pagada' if sale.status == 'paid' else 'anulada'}. Hay que devolver {format_clp(a.amount)} "
+                    f"al cliente.",
+                    user_id,
+                )
+                _detail(a, double_charge_incident=incident)
+                events.append(self._event("incident", a, reason="Cobro duplicado: devolución pendiente"))
+            elif effect is E.INCIDENT_LATE_APPROVAL:
+                incident = await self._incident(
+                    s,
+                    a,
+                    sale,
+                    "late_approval",
+                    f"El terminal aprobó el ticket {a.ticket} ({format_clp(a.amount)}) después de que se diera por no "
+                    f"cobrado: la venta #{sale.id} quedó pagada con ese cobro.",
+                    user_id,
+                )
+                _detail(a, late_approval_incident=incident)
+                events.append(self._event("incident", a, reason="Aprobación tardía aplicada"))
+            elif effect is E.INCIDENT_OVERRIDE_APPROVED:
+                incident = await self._incident(
+                    s,
+                    a,
+                    sale,
+                    "double_charge_suspected",
+                    f"Posible doble cobro: el terminal aprobó tarde el intento #{a.id} ({format_clp(a.amount)}) "
+                    f"después de la autorización para usar el respaldo en la venta #{sale.id}. Verifique si el "
+                    f"cliente pagó también en el respaldo.",
+                    user_id,
+                )
+                _detail(a, double_charge_incident=incident)
+                events.append(self._event("incident", a, reason="Posible doble cobro"))
+            elif effect is E.INCIDENT_NEEDS_DECISION:
+                a.needs_decision = True
+                if not (a.details or {}).get("needs_decision_incident"):
+                    why = decision.reason or (a.details or {}).get("not_proof") or outcome.message or "sin respuesta"
+                    incident = await self._incident(
+                        s,
+                        a,
+                        sale,
+                        "payment_needs_decision",
+                        f"El cobro #{a.id} (venta #{sale.id}, ticket {a.ticket}, {format_clp(a.amount)}) sigue en duda "
+                        f"y caja no puede resolverlo sola ({why}). Un supervisor debe resolverlo con el comprobante o "
+                        f"los totales del terminal.",
+                        None,
+                    )
+                    _detail(a, needs_decision_incident=incident)
+                    events.append(self._event("incident", a, reason="Cobro por resolver a mano"))
+        return post
 
-    async def _finish_durably(self, attempt_id: int, outcome: Outcome, *, reason: str, source: str) -> str:
-        """``_finish``, retried while the database is unavailable: the provider's answer is kept (in memory, and
+    def _after(self, post: list[tuple[str, int]]) -> None:
+        """Work that follows a commit: return a duplicate through its provider."""
+        for kind, attempt_id in post:
+            if kind == "return":
+                self._spawn(self._return_duplicate(attempt_id), name=f"caja-return-{attempt_id}")
+
+    async def _apply_durably(
+        self,
+        attempt_id: int,
+        outcome: Outcome,
+        *,
+        source: str,
+        reason: str = "",
+        token: str | None = None,
+        not_proof: str | None = None,
+        permanent: bool = False,
+    ) -> str:
+        """``_apply``, retried while the database is unavailable: the provider's answer is kept (in memory, and
         in the terminal's own memory for reconciliation if this process dies) and applied once it is back."""
         delay = 0.1
         while True:
             try:
-                return await self._finish(attempt_id, outcome, reason=reason, source=source)
+                state, post = await self._apply(
+                    attempt_id,
+                    outcome,
+                    source=source,
+                    reason=reason,
+                    token=token,
+                    not_proof=not_proof,
+                    permanent=permanent,
+                )
             except (OSError, DBAPIError) as exc:
                 if isinstance(exc, (IntegrityError, ProgrammingError, DataError)):
                     raise
@@ -1374,10 +1940,54 @@ class PaymentOrchestrator:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                continue
+            self._after(post)
+            return state
 
-    @staticmethod
-    def _matches(a: PaymentAttempt, outcome: Outcome) -> bool:
-        return (not outcome.ticket or outcome.ticket == a.ticket) and (outcome.amount in (None, a.amount))
+    async def _return_duplicate(self, attempt_id: int) -> None:
+        """A duplicate charge: refund it through its provider when the provider can (the device is free and the
+        provider answers APPROVED); otherwise it stays a supervisor task ("devolver $X en el terminal")."""
+        async with self.db.session() as s:
+            a = await self._attempt(s, attempt_id, lock=True)
+            if a.state != lc.REFUND_DUE:
+                return
+            try:
+                call = await self._call(s, a)
+            except CannotAsk as exc:
+                _detail(a, refund_error=str(exc)[:200])
+                return
+            caps = capabilities_of(call.provider, call.settings)
+            if Capability.MANUAL in caps or Capability.REFUND not in caps:
+                _detail(a, refund_error="El proveedor no permite anular desde caja: devuelva en el dispositivo.")
+                return
+            try:
+                async with s.begin_nested():
+                    token = (
+                        await self.leases.acquire(s, device_key=a.device_key, attempt_id=a.id, purpose="refund")
+                    ).token
+            except Busy:
+                _detail(a, refund_error="Terminal ocupado: la anulación queda para el supervisor.")
+                return
+        try:
+            outcome = await asyncio.wait_for(
+                call.provider.refund(call.request, call.settings, call.ctx), self.clock.timer(self.status_timeout_s)
+            )
+        except Exception as exc:  # noqa: BLE001
+            outcome = Outcome(kind=OutcomeKind.UNKNOWN, message=f"Sin respuesta: {type(exc).__name__}")
+        events: list[PaymentEvent] = []
+        async with self.db.session() as s:
+            a = await self._attempt(s, attempt_id, lock=True)
+            await self.leases.release(s, device_key=a.device_key, token=token)
+            if outcome.kind is OutcomeKind.APPROVED and a.state == lc.REFUND_DUE:
+                lc.apply(a, lc.decide(lc.AttemptView(state=a.state), lc.Event.REFUND_DONE), self.clock.now())
+                _detail(a, refund_offered=False, refund_manual=False, refunded_automatically=True)
+                await self._resolve_incidents(
+                    s, a, ("double_charge_suspected",), None, "Devuelto automáticamente por el proveedor"
+                )
+                events.append(self._event("refunded", a, reason="Cobro duplicado devuelto por el proveedor"))
+            else:
+                _detail(a, refund_error=(outcome.message or outcome.kind.value)[:200])
+        self._emit(events)
 
     @staticmethod
     def _card(a: PaymentAttempt, outcome: Outcome) -> None:
@@ -1392,62 +2002,6 @@ class PaymentOrchestrator:
         a.terminal_id = (card.terminal_id or None) and card.terminal_id[:40]
         if outcome.reference:
             a.provider_reference = outcome.reference[:80]
-
-    async def _paid_or_double(
-        self, s: AsyncSession, a: PaymentAttempt, sale: Sale, user_id: int | None
-    ) -> list[PaymentEvent]:
-        """An attempt was approved: it pays the sale, or — if the sale is no longer pending — it is a double
-        charge: an incident, and the refund is offered."""
-        events: list[PaymentEvent] = []
-        if sale.status == "pending_payment":
-            from ..sales.service import mark_paid
-
-            await mark_paid(
-                s, sale_id=sale.id, provider_id=a.provider_id, method="card", paid_via=a.role, user_id=user_id
-            )
-            _detail(a, paid_sale=True)
-            others = list(
-                (
-                    await s.execute(
-                        select(PaymentAttempt).where(
-                            PaymentAttempt.sale_id == sale.id,
-                            PaymentAttempt.id != a.id,
-                            PaymentAttempt.state.in_((st.MANUAL_PENDING, st.CREATED)),
-                        )
-                    )
-                ).scalars()
-            )
-            for other in others:
-                other.state, other.active, other.finished_at = st.CANCELLED, False, self.clock.now()
-                other.classification = "cancelled"
-                other.response_message = f"Ya pagado por el intento #{a.id}: no cobre en este medio."
-            if a.overridden_by is not None:
-                incident = await self._incident(
-                    s,
-                    a,
-                    sale,
-                    "double_charge_suspected",
-                    f"Posible doble cobro: el terminal aprobó tarde el intento #{a.id} ({format_clp(a.amount)}) "
-                    f"después de la autorización para usar el respaldo en la venta #{sale.id}. Verifique si el "
-                    f"cliente pagó también en el respaldo.",
-                    user_id,
-                )
-                _detail(a, double_charge_incident=incident)
-                events.append(self._event("incident", a, reason="Posible doble cobro"))
-        else:
-            incident = await self._incident(
-                s,
-                a,
-                sale,
-                "double_charge_suspected",
-                f"Posible doble cobro: el intento #{a.id} ({a.provider_id}, {format_clp(a.amount)}) fue aprobado "
-                f"pero la venta #{sale.id} ya estaba {'pagada' if sale.status == 'paid' else 'anulada'}. Ofrezca la "
-                f"anulación del cobro duplicado.",
-                user_id,
-            )
-            _detail(a, refund_offered=True, double_charge_incident=incident, paid_sale=False)
-            events.append(self._event("incident", a, reason="Posible doble cobro: anulación ofrecida"))
-        return events
 
     async def _incident(
         self, s: AsyncSession, a: PaymentAttempt, sale: Sale | None, kind: str, description: str, user_id: int | None
@@ -1468,137 +2022,220 @@ class PaymentOrchestrator:
             user_id=user_id,
         )
 
+    async def _resolve_incidents(
+        self, s: AsyncSession, a: PaymentAttempt, kinds: tuple[str, ...], user_id: int | None, how: str
+    ) -> None:
+        from ..audit.models import Incident
+
+        rows = (
+            await s.execute(
+                select(Incident).where(
+                    Incident.attempt_id == a.id, Incident.kind.in_(kinds), Incident.resolved.is_(False)
+                )
+            )
+        ).scalars()
+        for incident in list(rows):
+            incident.resolved, incident.resolved_by, incident.resolved_at = True, user_id, self.clock.now()
+            incident.resolution = how[:1000]
+
     # reconciliation --------------------------------------------------------------------------------
     async def reconcile(self, attempt_id: int) -> str:
         """Ask the provider what happened to this attempt's ticket (unless another instance is doing it)."""
-        return await self._reconcile_now(attempt_id, lease_held=False)
+        return await self._reconcile_now(attempt_id)
 
-    async def _reconcile_now(self, attempt_id: int, *, lease_held: bool) -> str:
+    async def _reconcile_now(self, attempt_id: int, *, token: str | None = None) -> str:
         if attempt_id in self._reconciling:
-            return st.RECONCILING
+            return lc.RECONCILING
+        if token is None and attempt_id in self._flights:
+            return lc.AWAITING  # its charge is still running here
         self._reconciling.add(attempt_id)
-        acquired = False
+        acquired: str | None = None
+        events: list[PaymentEvent] = []
         try:
             async with self.db.session() as s:
                 a = await self._attempt(s, attempt_id, lock=True)
-                if a.state not in (*st.IN_FLIGHT, *st.DOUBTFUL):
+                if a.state not in (*lc.IN_FLIGHT, *lc.DOUBTFUL):
                     return a.state
-                if a.state == st.CREATED:
-                    # Never sent: nothing to ask.
-                    a.state, a.active, a.finished_at, a.classification = (
-                        st.FAILED_NOT_SENT,
-                        False,
-                        self.clock.now(),
-                        "not_sent",
-                    )
-                    a.response_message = "No se envió (el proceso se detuvo antes)."
-                    await release_lease(s, device_key=a.device_key, attempt_id=a.id)
-                    return a.state
-                call = await self._call(s, a)
                 now = self.clock.now()
-                if not lease_held:
+                if a.state == lc.CREATED:
+                    # Never sent: nothing to ask.
+                    lc.apply(a, lc.decide(await self._view(s, a), lc.Event.ORPHANED), now)
+                    a.response_message = "No se envió (el proceso se detuvo antes)."
+                    await self.leases.release(s, device_key=a.device_key, token=a.fence)
+                    self._offer_backup(
+                        a,
+                        await self._register(s, a.venue_id, a.register_id),
+                        Outcome(kind=OutcomeKind.UNAVAILABLE),
+                        "unavailable",
+                        now,
+                    )
+                    return a.state
+                try:
+                    call = await self._call(s, a)
+                except CannotAsk as exc:
+                    decision = lc.decide(await self._view(s, a), lc.Event.CANNOT_ASK, reason=str(exc))
+                    if lc.apply(a, decision, now):
+                        a.progress_message = ""
+                        a.response_message = str(exc)[:300]
+                        sale = await self._sale(s, a.venue_id, a.sale_id)
+                        await self._effects(
+                            s, a, sale, decision, Outcome(kind=OutcomeKind.UNKNOWN), str(exc), None, events
+                        )
+                    elif a.state in lc.IN_FLIGHT:
+                        lc.apply(a, lc.decide(await self._view(s, a), lc.Event.ORPHANED), now)
+                    self._schedule(a, self.blocked_backoff_s)
+                    return a.state
+                pending = a.state == lc.AWAITING and a.classification == "pending"
+                if pending:
+                    # Accepted by the provider (an order waiting for its webhook): asking about it does not occupy
+                    # a device, and a new sale may go on meanwhile.
+                    token = a.fence
+                elif token is None or not self.leases.holds(a.device_key, token):
                     try:
                         async with s.begin_nested():
-                            await acquire_lease(
-                                s,
-                                device_key=a.device_key,
-                                owner=self.instance_id,
-                                attempt_id=a.id,
-                                now=now,
-                                ttl_s=self.status_timeout_s + self.lease_margin_s,
+                            taken = await self.leases.acquire(
+                                s, device_key=a.device_key, attempt_id=a.id, purpose="reconcile"
                             )
-                        acquired = True
+                        acquired = token = taken.token
                     except Busy:
-                        lease = await live_lease(s, a.device_key, now)
-                        if lease is not None and lease.attempt_id == a.id and lease.owner == self.instance_id:
-                            acquired = False  # this instance already holds it for this attempt
-                        else:
-                            a.next_reconcile_at = now + timedelta(seconds=self._backoff(1))
-                            return a.state
-                else:
-                    await extend_lease(
-                        s,
-                        device_key=a.device_key,
-                        attempt_id=a.id,
-                        now=now,
-                        ttl_s=self.status_timeout_s + self.lease_margin_s,
-                    )
-                if a.state != st.RECONCILING:
-                    a.state = st.RECONCILING
+                        self._schedule(a, self._backoff(1))
+                        return a.state
+                a.fence = token
+                if a.state in lc.IN_FLIGHT and a.classification != "pending":
+                    # Its instance died (or stopped) with the charge on the device: in doubt, then asked.
+                    decision = lc.decide(await self._view(s, a), lc.Event.ORPHANED)
+                    lc.apply(a, decision, now)
+                    _detail(a, stop_reason=(a.details or {}).get("stop_reason") or "orphaned")
+                    events.append(self._event("in_doubt", a, reason="La instancia que cobraba se detuvo"))
+                lc.apply(a, lc.decide(await self._view(s, a), lc.Event.RECONCILE), now)
                 a.reconcile_tries += 1
                 a.progress_message = "Consultando al terminal si se cobró…"
+                identity = a.device_identity
+            self._emit(events)
+            events = []
+            not_proof, permanent = await self._check_identity(call, identity)
             if Capability.STATUS in capabilities_of(call.provider, call.settings):
                 try:
                     outcome = await asyncio.wait_for(
-                        call.provider.status(call.request, call.settings, call.ctx), self.status_timeout_s
+                        call.provider.status(call.request, call.settings, call.ctx),
+                        self.clock.timer(self.status_timeout_s),
                     )
                 except Exception as exc:  # noqa: BLE001 - an unanswered question keeps the attempt in doubt
                     outcome = Outcome(kind=OutcomeKind.UNKNOWN, message=f"Sin respuesta: {type(exc).__name__}")
             else:
                 outcome = Outcome(kind=OutcomeKind.UNKNOWN, message="El proveedor no permite consultar el estado.")
-            return await self._finish_durably(attempt_id, outcome, reason="reconcile", source="status")
+            return await self._apply_durably(
+                attempt_id,
+                outcome,
+                source="status",
+                reason="reconcile",
+                token=token,
+                not_proof=not_proof,
+                permanent=permanent,
+            )
         finally:
+            self._emit(events)
             self._reconciling.discard(attempt_id)
-            if acquired:
+            if acquired is not None:
                 with contextlib.suppress(Exception):
                     async with self.db.session() as s:
                         a = await self._attempt(s, attempt_id)
-                        await release_lease(s, device_key=a.device_key, attempt_id=attempt_id)
+                        await self.leases.release(s, device_key=a.device_key, token=acquired)
+
+    async def _identify_if_stale(self, call: _Call) -> None:
+        """After a sale the device answered (its lease still held), ask it who it is when caja never asked or
+        asked long ago: later attempts on it record its identity, and its clock difference is measured."""
+        identify = getattr(call.provider, "identify", None)
+        if Capability.IDENTIFY not in capabilities_of(call.provider, call.settings) or not callable(identify):
+            return
+        key = call.request.device_key
+        now = self.clock.now()
+        async with self.db.reader() as s:
+            known = await devices.known_device(s, key)
+        if (
+            known is not None
+            and known.identified_at is not None
+            and (now - known.identified_at).total_seconds() < self.identify_every_s
+        ):
+            return
+        try:
+            found: DeviceIdentity = await asyncio.wait_for(
+                identify(call.settings, call.ctx), self.clock.timer(self.status_timeout_s)
+            )
+        except Exception:  # noqa: BLE001 - asked again after the next sale
+            log.info("device %s did not say who it is", key)
+            return
+        async with self.db.session() as s:
+            await devices.remember_identity(s, provider_id=call.provider.id, device_key=key, identity=found, now=now)
+
+    async def _check_identity(self, call: _Call, expected: str | None) -> tuple[str | None, bool]:
+        """Before trusting a device's "never seen that ticket", make sure it is the device the attempt was sent
+        to (when the provider can tell): (why not proof, permanent?)."""
+        caps = capabilities_of(call.provider, call.settings)
+        identify = getattr(call.provider, "identify", None)
+        if Capability.IDENTIFY not in caps or not callable(identify) or not expected:
+            return None, False
+        try:
+            found: DeviceIdentity = await asyncio.wait_for(
+                identify(call.settings, call.ctx), self.clock.timer(self.status_timeout_s)
+            )
+        except Exception as exc:  # noqa: BLE001
+            return f"El terminal no dijo quién es ({type(exc).__name__}): su respuesta no es prueba.", False
+        if found.identity != expected:
+            return (
+                f"En la dirección de este cobro responde otro terminal ({found.label or found.identity}): que no "
+                f"conozca el ticket no prueba nada.",
+                True,
+            )
+        return None, False
 
     async def run_once(self, *, recovery: bool = False) -> None:
         """One pass of the worker: orphaned attempts → in doubt, due reconciliations, breaker probes."""
-        now = self.clock.now()
-        async with self.db.session() as s:
+        async with self.db.reader() as s:
+            lease_rows = await all_leases(s)
+            self.leases.observe(lease_rows)
             rows = list(
                 (
                     await s.execute(
                         select(PaymentAttempt)
-                        .where(PaymentAttempt.state.in_((*st.IN_FLIGHT, *st.DOUBTFUL)))
+                        .where(PaymentAttempt.state.in_((*lc.IN_FLIGHT, *lc.DOUBTFUL)))
                         .order_by(PaymentAttempt.id)
                     )
                 ).scalars()
             )
-            due: list[int] = []
-            for a in rows:
-                if a.id in self._flights or a.id in self._reconciling:
-                    continue
-                if a.state in st.IN_FLIGHT:
-                    lease = await live_lease(s, a.device_key, now)
-                    if lease is not None and lease.attempt_id == a.id:
-                        continue  # alive on some instance
-                    if (
-                        a.classification == "pending"
-                        and not recovery
-                        and a.next_reconcile_at is not None
-                        and a.next_reconcile_at > now
-                    ):
-                        continue  # accepted by the provider: asked again at its time
-                    due.append(a.id)  # its instance died (or a pending answer is due): ask the provider
-                elif recovery or a.next_reconcile_at is None or a.next_reconcile_at <= now:
-                    lease = await live_lease(s, a.device_key, now)
-                    if lease is not None and lease.attempt_id == a.id and lease.owner != self.instance_id:
-                        continue  # another instance is on it
-                    due.append(a.id)
-        by_device: dict[str, list[int]] = {}
-        for attempt_id in due:
-            async with self.db.reader() as s:
-                a = await self._attempt(s, attempt_id)
-                by_device.setdefault(a.device_key, []).append(attempt_id)
+        leases = {row.device_key: row for row in lease_rows}
+        open_ids = {a.id for a in rows}
+        for attempt_id in [k for k in self._due if k not in open_ids]:
+            del self._due[attempt_id]
+        due: dict[str, list[int]] = {}
+        for a in rows:
+            if a.id in self._flights or a.id in self._reconciling:
+                continue
+            lease = leases.get(a.device_key)
+            held_elsewhere = lease is not None and lease.attempt_id == a.id and self.leases.alive(lease)
+            if a.state in lc.IN_FLIGHT:
+                if held_elsewhere:
+                    continue  # alive on some instance
+                if a.classification == "pending" and not recovery and not self._is_due(a.id):
+                    continue  # accepted by the provider: asked again at its time
+            elif not (recovery or self._is_due(a.id)) or held_elsewhere:
+                continue
+            due.setdefault(a.device_key, []).append(a.id)
 
         async def run_device(ids: list[int]) -> None:
             for attempt_id in ids:
                 try:
-                    await self._reconcile_now(attempt_id, lease_held=False)
+                    await self._reconcile_now(attempt_id)
                 except Exception:
                     log.exception("reconciliation of attempt %s failed", attempt_id)
 
-        await asyncio.gather(*(run_device(ids) for ids in by_device.values()))
+        await asyncio.gather(*(run_device(ids) for ids in due.values()))
         await self._probe_due()
 
     async def _worker_loop(self) -> None:
         while self._running:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.worker_interval_s)
+                await asyncio.wait_for(self._wake.wait(), self.clock.timer(self.worker_interval_s))
             if not self._running:
                 return
             try:
@@ -1611,92 +2248,123 @@ class PaymentOrchestrator:
             else:
                 WORKERS.beat(RECONCILIATION_WORKER)
 
+    async def _heart_loop(self) -> None:
+        """Renew this instance's leases every ``beat_s`` (one statement for all), and pass cancels that arrived
+        on other instances to the charges running here."""
+        while self._running:
+            await asyncio.sleep(self.clock.timer(self.leases.beat_s))
+            try:
+                async with self.db.session() as s:
+                    result = await self.leases.beat(s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("lease heartbeat failed", exc_info=True)
+                continue
+            for flight in list(self._flights.values()):
+                if flight.token in result.cancel_requested:
+                    flight.cancel.set()
+                if flight.token in result.lost:
+                    log.warning("attempt %s: this instance lost the device's lease", flight.attempt_id)
+
+    async def heartbeat(self) -> None:
+        """One lease renewal now (tests and shutdown use it)."""
+        async with self.db.session() as s:
+            await self.leases.beat(s)
+
     # breaker -----------------------------------------------------------------------------------------
     async def _probe_due(self) -> None:
-        now = self.clock.now()
         async with self.db.reader() as s:
-            rows = list(
-                (
-                    await s.execute(
-                        select(BreakerState).where(BreakerState.state.in_((breakers.OPEN, breakers.HALF_OPEN)))
-                    )
-                ).scalars()
-            )
+            rows = await breakers.open_rows(s)
             targets: list[tuple[str, str]] = []
             for row in rows:
-                last = (
-                    await s.execute(
-                        select(PaymentAttempt.provider_id, PaymentAttempt.venue_id, PaymentAttempt.register_id)
-                        .where(PaymentAttempt.device_key == row.device_key)
-                        .order_by(PaymentAttempt.id.desc())
-                        .limit(1)
-                    )
-                ).first()
+                last = await self._last_attempt_on(s, row.device_key)
                 if last is None:
                     continue
                 register = await self._register(s, last.venue_id, last.register_id)
                 if row.state == breakers.HALF_OPEN:
                     # A probe whose instance died: open again so a new probe can run.
-                    if now - row.updated_at > timedelta(seconds=self.health_timeout_s * 3):
+                    if self.breaker_times.age(row.device_key, row.generation) > self.health_timeout_s * 3:
                         async with self.db.session() as w:
                             await breakers.probe_failed(
-                                w, device_key=row.device_key, now=now, description="Prueba interrumpida"
+                                w,
+                                device_key=row.device_key,
+                                now=self.clock.now(),
+                                times=self.breaker_times,
+                                description="Prueba interrumpida",
                             )
                     continue
-                view = await breakers.view(s, row.device_key, register.policy, now)
+                view = breakers.view_of(row, row.device_key, register.policy, self.breaker_times)
                 if view.probe_due:
                     targets.append((row.device_key, last.provider_id))
         for device_key, provider_id in targets:
             await self.probe(device_key, provider_id)
 
+    @staticmethod
+    async def _last_attempt_on(s: AsyncSession, device_key: str) -> PaymentAttempt | None:
+        return (
+            await s.execute(
+                select(PaymentAttempt)
+                .where(PaymentAttempt.device_key == device_key)
+                .order_by(PaymentAttempt.id.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+
     async def probe(self, device_key: str, provider_id: str) -> str:
         """Half-open probe of an open breaker: the provider's ``health()`` (a Poll), never a sale."""
         now = self.clock.now()
+        taken: str | None = None
         async with self.db.session() as s:
-            last = (
-                await s.execute(
-                    select(PaymentAttempt)
-                    .where(PaymentAttempt.device_key == device_key)
-                    .order_by(PaymentAttempt.id.desc())
-                    .limit(1)
-                )
-            ).scalar_one_or_none()
+            last = await self._last_attempt_on(s, device_key)
             if last is None:
                 return breakers.CLOSED
             register = await self._register(s, last.venue_id, last.register_id)
-            view = await breakers.view(s, device_key, register.policy, now)
-            if not view.probe_due or not await breakers.claim_probe(s, device_key=device_key, now=now):
+            row = await breakers.row(s, device_key)
+            view = breakers.view_of(row, device_key, register.policy, self.breaker_times)
+            if row is None or not view.probe_due:
+                return view.state
+            if not await breakers.claim_probe(
+                s, device_key=device_key, generation=row.generation, now=now, times=self.breaker_times
+            ):
                 return view.state
             try:
                 async with s.begin_nested():
-                    await acquire_lease(
-                        s,
-                        device_key=device_key,
-                        owner=self.instance_id,
-                        attempt_id=None,
-                        now=now,
-                        ttl_s=self.health_timeout_s + self.lease_margin_s,
-                    )
+                    taken = (
+                        await self.leases.acquire(s, device_key=device_key, attempt_id=None, purpose="probe")
+                    ).token
             except Busy:
-                await breakers.probe_failed(s, device_key=device_key, now=now, description="Terminal ocupado")
+                await breakers.probe_failed(
+                    s, device_key=device_key, now=now, times=self.breaker_times, description="Terminal ocupado"
+                )
                 return breakers.OPEN
-            provider = self.registry.get(provider_id)
-            settings = self._settings(register, provider)
-            ctx = self._ctx(register)
+            try:
+                provider, settings, raw = self._device_settings(last, register)
+            except CannotAsk as exc:
+                await self.leases.release(s, device_key=device_key, token=taken)
+                await breakers.probe_failed(
+                    s, device_key=device_key, now=now, times=self.breaker_times, description=str(exc)
+                )
+                return breakers.OPEN
+            ctx = self._ctx(register, provider.id, raw)
         try:
-            outcome = await asyncio.wait_for(provider.health(settings, ctx), self.health_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - a provider's health check failing in any way is "no answer"
+            outcome = await asyncio.wait_for(provider.health(settings, ctx), self.clock.timer(self.health_timeout_s))
+        except Exception as exc:  # noqa: BLE001
             outcome = Outcome(kind=OutcomeKind.UNKNOWN, message=f"Sin respuesta: {type(exc).__name__}")
         events: list[PaymentEvent] = []
         async with self.db.session() as s:
-            await release_lease(s, device_key=device_key, owner=self.instance_id)
+            await self.leases.release(s, device_key=device_key, token=taken)
             if outcome.kind is OutcomeKind.APPROVED:
-                await breakers.record_success(s, device_key=device_key, now=self.clock.now())
+                await breakers.record_success(s, device_key=device_key, now=self.clock.now(), times=self.breaker_times)
                 state = breakers.CLOSED
                 events.append(self._event("breaker_closed", last, reason="Prueba exitosa"))
             else:
                 await breakers.probe_failed(
-                    s, device_key=device_key, now=self.clock.now(), description=outcome.message or outcome.kind.value
+                    s,
+                    device_key=device_key,
+                    now=self.clock.now(),
+                    times=self.breaker_times,
+                    description=outcome.message or outcome.kind.value,
                 )
                 state = breakers.OPEN
         self._emit(events)
@@ -1717,3 +2385,18 @@ class PaymentOrchestrator:
                 )
                 for r in rows
             ]
+
+
+__all__ = [
+    "DECISION_MESSAGE",
+    "DOUBT_MESSAGE",
+    "RECONCILIATION_WORKER",
+    "CajaError",
+    "CannotAsk",
+    "PaymentOrchestrator",
+    "capabilities_of",
+    "describe",
+    "supervisor_items",
+    "unresolved_attempt_summaries",
+    "unresolved_attempts",
+]

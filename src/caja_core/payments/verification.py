@@ -62,6 +62,7 @@ from ..money import MAX_AMOUNT, format_clp
 from ..sessions.models import CashSession
 from ..users.models import User
 from ..venues.models import Venue
+from . import lifecycle as lc
 from .models import PaymentAttempt
 
 MANUAL_PROVIDER = "klap"
@@ -504,7 +505,7 @@ def _manual_attempts_query(venue_id: int, jornada_id: int):
             PaymentAttempt.venue_id == venue_id,
             CashSession.jornada_id == jornada_id,
             PaymentAttempt.provider_id == MANUAL_PROVIDER,
-            PaymentAttempt.state.in_(("approved_manual", "verified", "disputed")),
+            PaymentAttempt.state.in_((lc.APPROVED_MANUAL, lc.VERIFIED, lc.DISPUTED)),
         )
         .order_by(PaymentAttempt.finished_at, PaymentAttempt.id)
     )
@@ -612,8 +613,8 @@ async def apply_klap_report(
             continue
         attempt = candidates[0]
         matched_ids.add(attempt.id)
-        if attempt.state == "approved_manual":
-            attempt.state = "verified"
+        if attempt.state == lc.APPROVED_MANUAL:
+            lc.apply(attempt, lc.decide(lc.AttemptView(state=attempt.state), lc.Event.VERIFY), utcnow())
             attempt.verified_at = now
             attempt.verification_note = f"Conciliado con el reporte KLAP (fila {row.line})."[:300]
             result.verified.append(attempt.id)
@@ -638,7 +639,7 @@ async def apply_klap_report(
     open_attempt_incidents = {i.attempt_id for i in open_incidents if i.kind == UNMATCHED_ATTEMPT and not i.resolved}
     open_row_markers = [i.description for i in open_incidents if i.kind == UNMATCHED_ROW and not i.resolved]
     for attempt in attempts:
-        if attempt.id in matched_ids or attempt.state != "approved_manual":
+        if attempt.id in matched_ids or attempt.state != lc.APPROVED_MANUAL:
             continue
         result.unmatched_attempts.append(attempt.id)
         if attempt.id in open_attempt_incidents:
@@ -701,7 +702,7 @@ async def _manual_attempt(s: AsyncSession, venue_id: int, attempt_id: int) -> Pa
     attempt = (await s.scalars(select(PaymentAttempt).where(PaymentAttempt.id == attempt_id).with_for_update())).first()
     if attempt is None or attempt.venue_id != venue_id:
         raise NotFound("El cobro no existe.", code="attempt.not_found")
-    if attempt.state not in ("approved_manual", "verified", "disputed"):
+    if attempt.state not in (lc.APPROVED_MANUAL, lc.VERIFIED, lc.DISPUTED):
         raise Conflict("Solo se verifican cobros manuales de respaldo ya confirmados.", code="verification.not_manual")
     return attempt
 
@@ -734,10 +735,10 @@ async def verify_attempt_by_hand(
     user = await _supervisor(s, venue_id, user_id)
     note = _note(note, "La nota de verificación (qué se revisó)")
     attempt = await _manual_attempt(s, venue_id, attempt_id)
-    if attempt.state == "disputed":
+    if attempt.state == lc.DISPUTED:
         raise Conflict("El cobro está en disputa; resuelva la incidencia primero.", code="verification.disputed")
-    if attempt.state == "approved_manual":
-        attempt.state = "verified"
+    if attempt.state == lc.APPROVED_MANUAL:
+        lc.apply(attempt, lc.decide(lc.AttemptView(state=attempt.state), lc.Event.VERIFY), utcnow())
         attempt.verified_at = utcnow()
         attempt.verification_note = f"Verificado a mano por {user.display_name}: {note}"[:300]
         await _resolve_unmatched(s, attempt, user_id, f"Verificado a mano: {note}")
@@ -760,10 +761,10 @@ async def dispute_attempt(
     await _supervisor(s, venue_id, user_id)
     reason = _note(reason, "El motivo de la disputa")
     attempt = await _manual_attempt(s, venue_id, attempt_id)
-    if attempt.state == "verified":
+    if attempt.state == lc.VERIFIED:
         raise Conflict("El cobro ya fue verificado contra KLAP.", code="verification.already_verified")
-    if attempt.state == "approved_manual":
-        attempt.state = "disputed"
+    if attempt.state == lc.APPROVED_MANUAL:
+        lc.apply(attempt, lc.decide(lc.AttemptView(state=attempt.state), lc.Event.DISPUTE), utcnow())
         attempt.verification_note = f"En disputa: {reason}"[:300]
         jornada_id = await s.scalar(select(CashSession.jornada_id).where(CashSession.id == attempt.session_id))
         await open_incident(

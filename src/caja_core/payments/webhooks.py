@@ -42,6 +42,7 @@ from ..providers import Capability, OutcomeKind, ProviderRegistry, WebhookNotice
 from ..registers.models import CashRegister
 from ..sales.models import Sale
 from ..sessions.models import CashSession
+from . import lifecycle as lc
 from .models import PaymentAttempt, WebhookEvent
 
 log = logging.getLogger("caja.webhooks")
@@ -50,7 +51,7 @@ log = logging.getLogger("caja.webhooks")
 DEFAULT_REPLY_WITHIN_S = 6.0
 
 #: Attempt states in which a final answer from the provider is still expected.
-WAITING_STATES = ("sending", "awaiting", "in_doubt", "reconciling")
+WAITING_STATES = (lc.SENDING, lc.AWAITING, lc.IN_DOUBT, lc.RECONCILING)
 
 _pending: set[asyncio.Task] = set()
 
@@ -225,13 +226,10 @@ async def _apply(
     outcome = notice.outcome
     if outcome.kind is OutcomeKind.DECLINED:
         if attempt.state in WAITING_STATES:
-            attempt.state = "declined"
-            attempt.active = False
-            attempt.classification = "declined"
+            lc.apply(attempt, lc.decide(lc.AttemptView(state=attempt.state), lc.Event.DECLINED), utcnow())
             attempt.response_code = (outcome.code or "")[:20] or None
             attempt.response_message = outcome.message[:300]
             attempt.provider_reference = notice.external_id[:80]
-            attempt.finished_at = utcnow()
             _processed(event, "applied")
             await record(
                 s,
@@ -243,7 +241,7 @@ async def _apply(
                 payload={"provider": provider_id, "code": outcome.code, "via": "webhook"},
             )
             return _ok()
-        if attempt.state == "declined":
+        if attempt.state == lc.DECLINED:
             _processed(event, "applied")
             return _ok()
         return await _reject(
@@ -253,11 +251,14 @@ async def _apply(
     if outcome.kind is not OutcomeKind.APPROVED:
         _processed(event, "applied")
         return _ok()
-    if attempt.state == "approved":
+    if attempt.state == lc.APPROVED:
         _processed(event, "applied")  # already approved (reconciliation got there first)
         return _ok()
     sale = await s.get(Sale, attempt.sale_id)
-    if attempt.state not in WAITING_STATES or sale is None or sale.status != "pending_payment":
+    # A paid notice pays the sale while it still waits (also a late one for an attempt given up as not charged);
+    # for a sale paid otherwise or cancelled it is refused: KLAP reverses it, which returns the customer's money.
+    waiting = attempt.state in WAITING_STATES or attempt.state in lc.NOT_CHARGED
+    if not waiting or sale is None or sale.status != "pending_payment":
         what = (
             f"venta {sale.status}"
             if sale is not None and sale.status != "pending_payment"
@@ -275,9 +276,10 @@ async def _apply(
     from ..sales.service import mark_paid
 
     card = outcome.card
-    attempt.state = "approved"
-    attempt.active = False
-    attempt.classification = "approved"
+    decision = lc.decide(
+        lc.AttemptView(state=attempt.state, ticket=attempt.ticket, amount=attempt.amount), lc.Event.CHARGED
+    )
+    lc.apply(attempt, decision, utcnow())
     attempt.response_code = (outcome.code or "")[:20] or None
     attempt.response_message = outcome.message[:300]
     attempt.reported_amount = outcome.amount
@@ -287,7 +289,6 @@ async def _apply(
         attempt.card_type = (card.card_type or "")[:20] or None
         attempt.last4 = card.last4
         attempt.authorization_code = (card.authorization_code or "")[:20] or None
-    attempt.finished_at = utcnow()
     await mark_paid(
         s,
         sale_id=attempt.sale_id,

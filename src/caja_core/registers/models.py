@@ -56,14 +56,3 @@ class BackupPhone(Base):
     register_id: Mapped[int | None] = mapped_column(ForeignKey("cash_registers.id"), nullable=True, index=True)
     available: Mapped[bool] = mapped_column(Boolean, default=True)
     last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-
-
-class TicketCounter(Base):
-    """Durable ticket numbers per device scope; never reused before the device's batch close."""
-
-    __tablename__ = "ticket_counters"
-
-    key: Mapped[str] = mapped_column(String(160), primary_key=True)
-    next_value: Mapped[int] = mapped_column(BigInteger, default=1)
-    batch: Mapped[int] = mapped_column(Integer, default=1)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -20,6 +20,7 @@ from ..audit.service import IncidentOut, list_incidents
 from ..errors import NotFound
 from ..jornadas.service import JornadaOut, get_jornada
 from ..money import format_clp
+from ..payments import lifecycle, terminal_ops
 from ..payments.models import PaymentAttempt
 from ..registers.models import CashRegister
 from ..sessions.models import CashSession, SessionTotal
@@ -92,6 +93,36 @@ class SessionReport(msgspec.Struct, kw_only=True):
     controls: Controls = msgspec.field(default_factory=Controls)
 
 
+class ResolutionLine(msgspec.Struct, kw_only=True):
+    """A payment in doubt that a supervisor resolved by hand, with the evidence given."""
+
+    attempt_id: int
+    sale_id: int
+    register_code: str
+    provider_id: str
+    ticket: str
+    amount: int
+    charged: bool
+    voucher: str
+    terminal_totals: str
+    note: str
+    by: str
+    at: datetime | None
+
+
+class ReturnLine(msgspec.Struct, kw_only=True):
+    """A duplicate charge: returned (how) or still to return."""
+
+    attempt_id: int
+    sale_id: int
+    register_code: str
+    provider_id: str
+    ticket: str
+    amount: int
+    state: str
+    how: str
+
+
 class JornadaReport(msgspec.Struct, kw_only=True):
     jornada: JornadaOut
     sessions: list[SessionSummary]
@@ -103,6 +134,10 @@ class JornadaReport(msgspec.Struct, kw_only=True):
     incidents: list[IncidentOut]
     attempts_by_outcome: list[dict[str, Any]]
     controls: Controls = msgspec.field(default_factory=Controls)
+    manual_resolutions: list[ResolutionLine] = []
+    duplicate_returns: list[ReturnLine] = []
+    terminal_checks: list[Any] = []
+    batch_closes: list[Any] = []
 
 
 async def _summaries(s: AsyncSession, q: Select[CashSession]) -> list[SessionSummary]:
@@ -201,7 +236,88 @@ async def jornada_report(s: AsyncSession, venue_id: int, jornada_id: int) -> Jor
         incidents=await list_incidents(s, venue_id, jornada_id=jornada_id),
         attempts_by_outcome=await _attempts_by_outcome(s, ids),
         controls=await controls(s, venue_id, ids, jornada_id=jornada_id),
+        manual_resolutions=await _resolutions(s, ids),
+        duplicate_returns=await _returns(s, ids),
+        terminal_checks=await terminal_ops.list_checks(s, venue_id, jornada_id=jornada_id),
+        batch_closes=await terminal_ops.list_closes(s, venue_id, jornada_id=jornada_id),
     )
+
+
+async def _names(s: AsyncSession, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    return dict((await s.execute(select(User.id, User.display_name).where(User.id.in_(ids)))).all())
+
+
+async def _resolutions(s: AsyncSession, session_filter) -> list[ResolutionLine]:
+    rows = (
+        await s.execute(
+            select(PaymentAttempt, CashRegister.code)
+            .join(CashRegister, CashRegister.id == PaymentAttempt.register_id)
+            .where(PaymentAttempt.session_id.in_(session_filter), PaymentAttempt.classification == "resolved_by_hand")
+            .order_by(PaymentAttempt.id)
+        )
+    ).all()
+    names = await _names(s, {int((a.details or {}).get("resolution", {}).get("by") or 0) for a, _ in rows})
+    out = []
+    for a, code in rows:
+        r = (a.details or {}).get("resolution") or {}
+        at = r.get("at")
+        out.append(
+            ResolutionLine(
+                attempt_id=a.id,
+                sale_id=a.sale_id,
+                register_code=code,
+                provider_id=a.provider_id,
+                ticket=a.ticket,
+                amount=a.amount,
+                charged=bool(r.get("charged")),
+                voucher=str(r.get("voucher") or ""),
+                terminal_totals=str(r.get("terminal_totals") or ""),
+                note=str(r.get("note") or ""),
+                by=names.get(int(r.get("by") or 0), ""),
+                at=datetime.fromisoformat(at) if at else None,
+            )
+        )
+    return out
+
+
+async def _returns(s: AsyncSession, session_filter) -> list[ReturnLine]:
+    rows = (
+        await s.execute(
+            select(PaymentAttempt, CashRegister.code)
+            .join(CashRegister, CashRegister.id == PaymentAttempt.register_id)
+            .where(
+                PaymentAttempt.session_id.in_(session_filter),
+                (PaymentAttempt.state == lifecycle.REFUND_DUE) | (PaymentAttempt.classification == "duplicate"),
+            )
+            .order_by(PaymentAttempt.id)
+        )
+    ).all()
+    out = []
+    for a, code in rows:
+        d = a.details or {}
+        if a.state == lifecycle.REFUND_DUE:
+            how = "Por devolver" + (f" ({d['refund_error']})" if d.get("refund_error") else "")
+        elif d.get("refunded_automatically"):
+            how = "Devuelto por el proveedor automáticamente"
+        elif d.get("refund_manual"):
+            how = "Devuelto a mano: " + str(d.get("refund_note") or "")
+        else:
+            how = "Devuelto por el proveedor"
+        out.append(
+            ReturnLine(
+                attempt_id=a.id,
+                sale_id=a.sale_id,
+                register_code=code,
+                provider_id=a.provider_id,
+                ticket=a.ticket,
+                amount=a.amount,
+                state=a.state,
+                how=how,
+            )
+        )
+    return out
 
 
 async def attempt_log(

@@ -19,6 +19,7 @@ from ..catalog.models import Category, Product
 from ..clock import utcnow
 from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..money import MAX_AMOUNT, format_clp, parse_amount
+from ..payments import lifecycle
 from ..payments.models import PaymentAttempt
 from ..permissions import Action
 from ..permissions import service as permissions
@@ -29,8 +30,8 @@ from .models import Sale, SaleItem
 
 MAX_LINES = 100
 MAX_QUANTITY = 999
-APPROVED_STATES = ("approved", "approved_manual", "verified")
-ACTIVE_ATTEMPT_STATES = ("created", "sending", "awaiting", "in_doubt", "reconciling", "manual_pending")
+APPROVED_STATES = lifecycle.PAID
+ACTIVE_ATTEMPT_STATES = lifecycle.UNRESOLVED
 
 
 class ItemInput(msgspec.Struct, kw_only=True):

@@ -16,6 +16,7 @@ from ..clock import utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..jornadas.models import Jornada
 from ..money import MAX_AMOUNT, format_clp, parse_amount
+from ..payments import lifecycle
 from ..payments.models import PaymentAttempt
 from ..permissions import Action
 from ..permissions import service as permissions
@@ -26,15 +27,16 @@ from ..users.models import User
 from ..venues.models import Venue
 from .models import CashMovement, CashSession, FallbackEvent, SessionHandover
 
-#: Attempt states that block a close (PAYMENTS.md rule 7).
-UNRESOLVED_STATES = ("created", "sending", "awaiting", "in_doubt", "reconciling", "manual_pending")
+#: Attempt states that block a close (PAYMENTS.md rule 7): the payments lifecycle decides which they are.
+UNRESOLVED_STATES = lifecycle.UNRESOLVED
 STATE_LABELS = {
-    "created": "creado",
-    "sending": "enviando",
-    "awaiting": "esperando al terminal",
-    "in_doubt": "en duda",
-    "reconciling": "verificando con el terminal",
-    "manual_pending": "respaldo sin confirmar",
+    lifecycle.CREATED: "creado",
+    lifecycle.SENDING: "enviando",
+    lifecycle.AWAITING: "esperando al terminal",
+    lifecycle.IN_DOUBT: "en duda",
+    lifecycle.RECONCILING: "verificando con el terminal",
+    lifecycle.MANUAL_PENDING: "respaldo sin confirmar",
+    lifecycle.REFUND_DUE: "cobro duplicado por devolver al cliente",
 }
 MAX_COUNT_PER_DENOMINATION = 100_000
 

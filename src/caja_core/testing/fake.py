@@ -296,7 +296,7 @@ class ScriptableProvider:
         await self._wait(step)
         if step.kind is OutcomeKind.APPROVED:
             self.ledger_store.refund(self.ledger_key(settings, request.ticket))
-        return Outcome(kind=step.kind, ticket=request.ticket, amount=request.amount, message="Anulado")
+        return Outcome(kind=step.kind, ticket=request.ticket, amount=request.amount, message=step.message or "Anulado")
 
     async def health(self, settings: FakeSettings, ctx: ProviderContext) -> Outcome:
         self.calls.append(("health", None))

@@ -37,6 +37,8 @@ STATUS_LABELS = {
     "approved_manual": "Aprobado (manual)",
     "verified": "Verificado",
     "disputed": "En disputa",
+    "refund_due": "Cobro duplicado: devolver al cliente",
+    "refunded": "Devuelto",
     "overridden": "Reemplazado por respaldo",
     # breaker
     "half_open": "Probando",
@@ -59,6 +61,10 @@ INCIDENT_LABELS = {
     "klap_unmatched_attempt": "KLAP: pago sin respaldo en el reporte",
     "klap_unmatched_report_row": "KLAP: venta del reporte sin pago en caja",
     "klap_disputed": "KLAP: pago en disputa",
+    "approval_not_matching": "Aprobación que no corresponde al cobro",
+    "payment_needs_decision": "Cobro en duda: decide un supervisor",
+    "terminal_difference": "Terminal y caja no coinciden",
+    "terminal_unchecked": "Terminal no revisado",
 }
 TYPE_LABELS = {"TOTEM": "Tótem", "HUMANA": "Humana", "OFICINA": "Oficina", "VIRTUAL": "Virtual"}
 

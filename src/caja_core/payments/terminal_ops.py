@@ -1,0 +1,724 @@
+"""Operations on a payment device as a whole: its batch close, and the nightly check against caja.
+
+**Batch close** (``close_batch``). A device's batch close (GETNET's Close) empties its list of sales: after it,
+"not in the list" no longer means "never charged". So caja runs it only through here:
+
+* it takes the device's lease (no charge can be in flight while it closes) and refuses while the device has an
+  attempt in flight or in doubt, listing them (``terminal.close_refused``): those still need that list;
+* it records the close with the device's totals (``TerminalClose``); reconciliation then never declares an
+  attempt sent before a recorded close "not charged" from the device's list alone.
+
+The admin page and ``caja getnet close`` call it. A close pressed on the device's own keypad is not seen by caja;
+the nightly check shows its effect as a difference.
+
+**Nightly check** (``check_terminals``): at jornada close, and on demand from the admin, each device of the
+venue (the registers' providers that can report, and every device that charged in the jornada) is asked for
+its own totals and sales since its last batch close (``terminal_report``) and compared with the attempts
+caja approved on it since the last recorded close. Every difference — a charge caja does not know, an approval
+the device does not have, another amount — is recorded (``TerminalCheck``) and opens an incident in the
+jornada (Z report, ``/health``). An approval the device lists for one of caja's attempts that was given up as
+not charged is applied as the late approval it is (the sale is paid, or the duplicate is returned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..audit.service import open_incident, record
+from ..clock import SYSTEM_CLOCK, Clock
+from ..errors import Busy, Conflict, ValidationFailed
+from ..money import format_clp
+from ..providers import (
+    Capability,
+    Outcome,
+    OutcomeKind,
+    PaymentProvider,
+    ProviderContext,
+    ProviderRegistry,
+    TerminalReport,
+    settings_to_json,
+    validate_settings,
+)
+from . import devices
+from . import lifecycle as lc
+from .leases import LeaseKeeper
+from .models import PaymentAttempt, TerminalCheck, TerminalClose
+
+log = logging.getLogger("caja.payments.terminals")
+
+DEFAULT_TIMEOUT_S = 90.0
+
+
+class TerminalRef(msgspec.Struct, kw_only=True):
+    """One physical device, as caja reaches it."""
+
+    provider_id: str
+    device_key: str
+    identity: str | None
+    label: str
+    settings: dict[str, Any]
+    register_id: int | None
+    venue_id: int | None
+
+
+class TerminalCloseOut(msgspec.Struct, kw_only=True):
+    id: int
+    provider_id: str
+    device_key: str
+    device_label: str
+    closed_at: datetime
+    count: int
+    total: int
+    source: str
+
+
+class Difference(msgspec.Struct, kw_only=True):
+    kind: str  # unknown_charge / missing_approval / amount / totals / late_approval
+    ticket: str | None = None
+    amount: int | None = None
+    caja_amount: int | None = None
+    attempt_id: int | None = None
+    text: str = ""
+
+
+class TerminalCheckOut(msgspec.Struct, kw_only=True):
+    id: int
+    provider_id: str
+    device_key: str
+    device_label: str
+    checked_at: datetime
+    since: datetime | None
+    reachable: bool
+    ok: bool
+    terminal_count: int | None
+    terminal_total: int | None
+    caja_count: int
+    caja_total: int
+    differences: list[Difference]
+    message: str
+    incident_id: int | None
+
+
+def close_out(row: TerminalClose) -> TerminalCloseOut:
+    return TerminalCloseOut(
+        id=row.id,
+        provider_id=row.provider_id,
+        device_key=row.device_key,
+        device_label=row.device_label or row.device_key,
+        closed_at=row.closed_at,
+        count=row.count,
+        total=row.total,
+        source=row.source,
+    )
+
+
+def check_out(row: TerminalCheck) -> TerminalCheckOut:
+    return TerminalCheckOut(
+        id=row.id,
+        provider_id=row.provider_id,
+        device_key=row.device_key,
+        device_label=row.device_label or row.device_key,
+        checked_at=row.checked_at,
+        since=row.since,
+        reachable=row.reachable,
+        ok=row.ok,
+        terminal_count=row.terminal_count,
+        terminal_total=row.terminal_total,
+        caja_count=row.caja_count,
+        caja_total=row.caja_total,
+        differences=msgspec.convert(row.differences or [], list[Difference]),
+        message=row.message,
+        incident_id=row.incident_id,
+    )
+
+
+def _caps(provider: PaymentProvider, settings: Any) -> frozenset[Capability]:
+    per = getattr(provider, "capabilities_for", None)
+    return frozenset(per(settings)) if callable(per) else frozenset(provider.capabilities)
+
+
+def _ctx(ref: TerminalRef, agent_channel_factory: Callable[[Any], Any] | None) -> ProviderContext:
+    import types
+
+    agent = None
+    if agent_channel_factory is not None and ref.register_id is not None:
+        agent = agent_channel_factory(
+            types.SimpleNamespace(
+                id=ref.register_id, venue_id=ref.venue_id, code="", provider_settings={ref.provider_id: ref.settings}
+            )
+        )
+    return ProviderContext(register_id=ref.register_id or 0, venue_id=ref.venue_id or 0, agent=agent)
+
+
+@contextlib.asynccontextmanager
+async def hold_device(
+    db: Any,
+    keeper: LeaseKeeper,
+    device_key: str,
+    *,
+    purpose: str,
+    check: Callable[[AsyncSession], Awaitable[None]] | None = None,
+) -> AsyncIterator[str]:
+    """Hold the device's lease for the block (renewed while it runs); ``check`` runs in the same transaction
+    that takes it (raising refuses, and nothing is taken)."""
+    token: str | None = None
+    try:
+        async with db.session() as s:
+            token = (await keeper.acquire(s, device_key=device_key, attempt_id=None, purpose=purpose)).token
+            if check is not None:
+                await check(s)
+    except BaseException:
+        keeper.forget(device_key, token)
+        raise
+    stop = asyncio.Event()
+
+    async def beat() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), keeper.clock.timer(keeper.beat_s))
+            if stop.is_set():
+                return
+            with contextlib.suppress(Exception):
+                async with db.session() as s:
+                    await keeper.beat(s)
+
+    beater = asyncio.create_task(beat())
+    try:
+        yield token
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await beater
+        async with db.session() as s:
+            await keeper.release(s, device_key=device_key, token=token)
+
+
+async def _unresolved_on(s: AsyncSession, device_key: str, identity: str | None) -> list[PaymentAttempt]:
+    return list(
+        (
+            await s.execute(
+                select(PaymentAttempt)
+                .where(
+                    devices.same_device(device_key, identity),
+                    PaymentAttempt.state.in_((*lc.IN_FLIGHT, *lc.DOUBTFUL)),
+                )
+                .order_by(PaymentAttempt.id)
+            )
+        ).scalars()
+    )
+
+
+async def _venue_of_device(s: AsyncSession, device_key: str) -> tuple[int | None, int | None]:
+    """(venue, register) of the latest attempt on the device, if any."""
+    row = (
+        await s.execute(
+            select(PaymentAttempt.venue_id, PaymentAttempt.register_id)
+            .where(PaymentAttempt.device_key == device_key)
+            .order_by(PaymentAttempt.id.desc())
+            .limit(1)
+        )
+    ).first()
+    return (row.venue_id, row.register_id) if row else (None, None)
+
+
+async def _open_jornada(s: AsyncSession, venue_id: int | None) -> int | None:
+    if venue_id is None:
+        return None
+    from ..jornadas.models import Jornada
+
+    return (
+        await s.execute(select(Jornada.id).where(Jornada.venue_id == venue_id, Jornada.status == "open"))
+    ).scalar_one_or_none()
+
+
+async def register_terminal(
+    s: AsyncSession, registry: ProviderRegistry, venue_id: int, register_id: int, provider_id: str | None = None
+) -> TerminalRef:
+    """The device a register's provider (its primary, or ``provider_id``) reaches with its current settings."""
+    from ..registers.service import get_register
+
+    register = await get_register(s, venue_id, register_id)
+    chosen = provider_id or register.primary_provider
+    if not chosen or chosen not in (register.primary_provider, register.backup_provider) or chosen not in registry:
+        raise ValidationFailed("Ese proveedor no está configurado en esta caja.", code="terminal.unknown_provider")
+    provider = registry.get(chosen)
+    settings = validate_settings(provider, (register.provider_settings or {}).get(chosen))
+    key = provider.device_key(settings, register.code)
+    known = await devices.known_device(s, key)
+    return TerminalRef(
+        provider_id=chosen,
+        device_key=key,
+        identity=known.identity if known else None,
+        label=(known.label if known and known.label else f"{provider.name} de {register.code}"),
+        settings=settings_to_json(settings),
+        register_id=register.id,
+        venue_id=venue_id,
+    )
+
+
+async def device_terminal(s: AsyncSession, registry: ProviderRegistry, provider_id: str, raw: dict) -> TerminalRef:
+    """A device given by its connection settings (``caja getnet close --tcp …``), found in caja's records."""
+    provider = registry.get(provider_id)
+    settings = validate_settings(provider, raw)
+    key = provider.device_key(settings, "")
+    known = await devices.known_device(s, key)
+    venue_id, register_id = await _venue_of_device(s, key)
+    return TerminalRef(
+        provider_id=provider_id,
+        device_key=key,
+        identity=known.identity if known else None,
+        label=(known.label if known and known.label else key),
+        settings=settings_to_json(settings),
+        register_id=register_id,
+        venue_id=venue_id,
+    )
+
+
+# --- batch close -------------------------------------------------------------------------------------------
+
+
+async def close_batch(
+    db: Any,
+    registry: ProviderRegistry,
+    ref: TerminalRef,
+    *,
+    keeper: LeaseKeeper | None = None,
+    user_id: int | None = None,
+    source: str = "admin",
+    clock: Clock = SYSTEM_CLOCK,
+    agent_channel_factory: Callable[[Any], Any] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> TerminalCloseOut:
+    """Run the device's batch close and record it, or refuse with the reason (see the module docstring)."""
+    provider = registry.get(ref.provider_id)
+    settings = validate_settings(provider, ref.settings)
+    close = getattr(provider, "close_batch", None)
+    if Capability.BATCH_CLOSE not in _caps(provider, settings) or not callable(close):
+        raise Conflict(
+            f"{provider.name} no permite hacer el cierre de lote desde caja.", code="terminal.close_unsupported"
+        )
+    keeper = keeper or LeaseKeeper(clock, f"close-{uuid.uuid4().hex[:8]}")
+
+    async def refuse_if_unresolved(s: AsyncSession) -> None:
+        pending = await _unresolved_on(s, ref.device_key, ref.identity)
+        if pending:
+            from .service import describe
+
+            raise Conflict(
+                "No se hace el cierre de lote: el terminal tiene cobros sin resolver, y el cierre borraría la "
+                "prueba de si se cobraron. Resuélvalos primero: " + "; ".join(describe(a) for a in pending),
+                code="terminal.close_refused",
+                details={"attempts": [a.id for a in pending]},
+            )
+
+    try:
+        async with hold_device(db, keeper, ref.device_key, purpose="close", check=refuse_if_unresolved):
+            try:
+                report: TerminalReport = await asyncio.wait_for(
+                    close(settings, _ctx(ref, agent_channel_factory)), clock.timer(timeout_s)
+                )
+            except Exception as exc:
+                async with db.session() as s:
+                    await record(
+                        s,
+                        venue_id=ref.venue_id,
+                        user_id=user_id,
+                        action="terminal.close_failed",
+                        entity="terminal",
+                        entity_id=ref.device_key[:40],
+                        payload={"error": f"{type(exc).__name__}: {exc}"[:200], "source": source},
+                    )
+                raise Conflict(
+                    f"El terminal no confirmó el cierre de lote ({type(exc).__name__}). Revise el terminal antes de "
+                    f"reintentar.",
+                    code="terminal.close_failed",
+                ) from exc
+            async with db.session() as s:
+                row = TerminalClose(
+                    venue_id=ref.venue_id,
+                    jornada_id=await _open_jornada(s, ref.venue_id),
+                    register_id=ref.register_id,
+                    provider_id=ref.provider_id,
+                    device_key=ref.device_key,
+                    device_identity=ref.identity,
+                    device_label=ref.label[:200],
+                    closed_at=clock.now(),
+                    count=int(report.count),
+                    total=int(report.total),
+                    sales=msgspec.to_builtins(report.sales),
+                    source=source[:20],
+                    user_id=user_id,
+                )
+                s.add(row)
+                await s.flush()
+                await record(
+                    s,
+                    venue_id=ref.venue_id,
+                    user_id=user_id,
+                    action="terminal.batch_closed",
+                    entity="terminal",
+                    entity_id=row.id,
+                    payload={"device": ref.label, "count": row.count, "total": row.total, "source": source},
+                )
+                return close_out(row)
+    except Busy:
+        raise Conflict(
+            "El terminal está ocupado con un cobro: espere a que termine para hacer el cierre de lote.",
+            code="terminal.busy",
+        ) from None
+
+
+async def list_closes(s: AsyncSession, venue_id: int, *, jornada_id: int | None = None) -> list[TerminalCloseOut]:
+    q = select(TerminalClose).where(TerminalClose.venue_id == venue_id)
+    if jornada_id is not None:
+        q = q.where(TerminalClose.jornada_id == jornada_id)
+    return [close_out(r) for r in (await s.execute(q.order_by(TerminalClose.closed_at))).scalars()]
+
+
+# --- nightly check -----------------------------------------------------------------------------------------
+
+
+async def venue_terminals(
+    s: AsyncSession, registry: ProviderRegistry, venue_id: int, jornada_id: int | None
+) -> list[TerminalRef]:
+    """The devices to check: those the venue's registers reach now, and those that charged in the jornada."""
+    from ..registers.models import CashRegister
+    from ..sales.models import Sale
+
+    found: dict[str, TerminalRef] = {}
+
+    async def add(provider_id: str, raw: dict, register_id: int | None, code: str) -> None:
+        if provider_id not in registry:
+            return
+        provider = registry.get(provider_id)
+        try:
+            settings = validate_settings(provider, raw)
+        except ValidationFailed:
+            return
+        if Capability.TERMINAL_REPORT not in _caps(provider, settings) or not callable(
+            getattr(provider, "terminal_report", None)
+        ):
+            return
+        key = provider.device_key(settings, code)
+        known = await devices.known_device(s, key)
+        identity = known.identity if known else None
+        group = identity or key
+        if group in found or any(r.device_key == key for r in found.values()):
+            return
+        found[group] = TerminalRef(
+            provider_id=provider_id,
+            device_key=key,
+            identity=identity,
+            label=(known.label if known and known.label else f"{provider.name} {code}".strip()),
+            settings=settings_to_json(settings),
+            register_id=register_id,
+            venue_id=venue_id,
+        )
+
+    registers = (
+        await s.execute(select(CashRegister).where(CashRegister.venue_id == venue_id).order_by(CashRegister.code))
+    ).scalars()
+    for register in list(registers):
+        for pid in (register.primary_provider, register.backup_provider):
+            if pid:
+                await add(pid, dict((register.provider_settings or {}).get(pid) or {}), register.id, register.code)
+    if jornada_id is not None:
+        rows = (
+            await s.execute(
+                select(PaymentAttempt)
+                .join(Sale, Sale.id == PaymentAttempt.sale_id)
+                .where(Sale.jornada_id == jornada_id, PaymentAttempt.device_settings.is_not(None))
+                .order_by(PaymentAttempt.id.desc())
+            )
+        ).scalars()
+        codes = {r.id: r.code for r in (await s.execute(select(CashRegister))).scalars()}
+        for a in list(rows):
+            await add(a.provider_id, dict(a.device_settings or {}), a.register_id, codes.get(a.register_id, ""))
+    return list(found.values())
+
+
+async def _caja_charges(s: AsyncSession, ref: TerminalRef, since: datetime | None) -> list[PaymentAttempt]:
+    q = select(PaymentAttempt).where(devices.same_device(ref.device_key, ref.identity))
+    if since is not None:
+        q = q.where(func.coalesce(PaymentAttempt.sent_at, PaymentAttempt.created_at) >= since)
+    return list((await s.execute(q.order_by(PaymentAttempt.id))).scalars())
+
+
+def compare(
+    report: TerminalReport, attempts: list[PaymentAttempt], *, since: datetime | None, from_close: bool
+) -> tuple[list[Difference], int, int]:
+    """The differences between what the device says it charged and what caja approved on it; also caja's
+    count and total."""
+    charged = [a for a in attempts if a.state in (lc.APPROVED, lc.REFUND_DUE)]
+    caja_count, caja_total = len(charged), sum(a.amount for a in charged)
+    diffs: list[Difference] = []
+    by_ticket = {a.ticket: a for a in attempts}
+    sales = [t for t in report.sales if t.approved]
+    if not from_close and since is not None:
+        sales = [t for t in sales if t.occurred_at is None or t.occurred_at >= since]
+    if report.sales or report.count == 0:
+        seen: set[str] = set()
+        for sale in sales:
+            seen.add(sale.ticket)
+            a = by_ticket.get(sale.ticket)
+            if a is None:
+                diffs.append(
+                    Difference(
+                        kind="unknown_charge",
+                        ticket=sale.ticket,
+                        amount=sale.amount,
+                        text=f"El terminal cobró {format_clp(sale.amount)} con el ticket {sale.ticket}, que caja no "
+                        f"conoce.",
+                    )
+                )
+            elif a.amount != sale.amount:
+                diffs.append(
+                    Difference(
+                        kind="amount",
+                        ticket=sale.ticket,
+                        amount=sale.amount,
+                        caja_amount=a.amount,
+                        attempt_id=a.id,
+                        text=f"Ticket {sale.ticket}: el terminal cobró {format_clp(sale.amount)} y caja registró "
+                        f"{format_clp(a.amount)} (intento #{a.id}).",
+                    )
+                )
+            elif a.state not in (lc.APPROVED, lc.REFUND_DUE):
+                diffs.append(
+                    Difference(
+                        kind="late_approval",
+                        ticket=sale.ticket,
+                        amount=sale.amount,
+                        attempt_id=a.id,
+                        text=f"El terminal cobró el ticket {sale.ticket} ({format_clp(sale.amount)}) que caja tenía "
+                        f"como «{lc.label(a.state).lower()}» (intento #{a.id}).",
+                    )
+                )
+        for a in charged:
+            if a.ticket not in seen:
+                diffs.append(
+                    Difference(
+                        kind="missing_approval",
+                        ticket=a.ticket,
+                        caja_amount=a.amount,
+                        attempt_id=a.id,
+                        text=f"Caja tiene aprobado el ticket {a.ticket} ({format_clp(a.amount)}, intento #{a.id}) y "
+                        f"el terminal no lo registra.",
+                    )
+                )
+    elif (report.count, report.total) != (caja_count, caja_total):
+        diffs.append(
+            Difference(
+                kind="totals",
+                amount=report.total,
+                caja_amount=caja_total,
+                text=f"El terminal informa {report.count} ventas por {format_clp(report.total)}; caja tiene "
+                f"{caja_count} por {format_clp(caja_total)}.",
+            )
+        )
+    return diffs, caja_count, caja_total
+
+
+async def check_terminals(
+    db: Any,
+    registry: ProviderRegistry,
+    venue_id: int,
+    *,
+    jornada_id: int | None = None,
+    user_id: int | None = None,
+    trigger: str = "admin",
+    keeper: LeaseKeeper | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    agent_channel_factory: Callable[[Any], Any] | None = None,
+    apply_outcome: Callable[[int, Outcome], Awaitable[Any]] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> list[TerminalCheckOut]:
+    """Check every device of the venue against caja (see the module docstring)."""
+    from ..jornadas.models import Jornada
+
+    keeper = keeper or LeaseKeeper(clock, f"check-{uuid.uuid4().hex[:8]}")
+    async with db.reader() as s:
+        if jornada_id is None:
+            jornada_id = await _open_jornada(s, venue_id)
+        jornada = await s.get(Jornada, jornada_id) if jornada_id else None
+        refs = await venue_terminals(s, registry, venue_id, jornada_id)
+    results: list[TerminalCheckOut] = []
+    for ref in refs:
+        results.append(
+            await _check_one(
+                db,
+                registry,
+                ref,
+                venue_id=venue_id,
+                jornada=jornada,
+                user_id=user_id,
+                trigger=trigger,
+                keeper=keeper,
+                clock=clock,
+                agent_channel_factory=agent_channel_factory,
+                apply_outcome=apply_outcome,
+                timeout_s=timeout_s,
+            )
+        )
+    return results
+
+
+async def _check_one(
+    db: Any,
+    registry: ProviderRegistry,
+    ref: TerminalRef,
+    *,
+    venue_id: int,
+    jornada: Any,
+    user_id: int | None,
+    trigger: str,
+    keeper: LeaseKeeper,
+    clock: Clock,
+    agent_channel_factory: Callable[[Any], Any] | None,
+    apply_outcome: Callable[[int, Outcome], Awaitable[Any]] | None,
+    timeout_s: float,
+) -> TerminalCheckOut:
+    provider = registry.get(ref.provider_id)
+    settings = validate_settings(provider, ref.settings)
+    report: TerminalReport | None = None
+    message = ""
+    try:
+        async with hold_device(db, keeper, ref.device_key, purpose="check"):
+            report = await asyncio.wait_for(
+                provider.terminal_report(settings, _ctx(ref, agent_channel_factory)),  # type: ignore[attr-defined]
+                clock.timer(timeout_s),
+            )
+    except Busy:
+        message = "Terminal ocupado con un cobro: no se pudo revisar ahora."
+    except Exception as exc:  # noqa: BLE001 - any failure: not checked, and said so
+        message = f"El terminal no respondió ({type(exc).__name__})."
+    late: list[tuple[int, Outcome]] = []
+    async with db.session() as s:
+        last = await devices.last_close(s, device_key=ref.device_key, identity=ref.identity)
+        since = last.closed_at if last else (jornada.opened_at if jornada else None)
+        attempts = await _caja_charges(s, ref, since)
+        diffs: list[Difference] = []
+        caja_count = caja_total = 0
+        if report is not None:
+            diffs, caja_count, caja_total = compare(report, attempts, since=since, from_close=last is not None)
+            by_ticket = {a.ticket: a for a in attempts}
+            for d in diffs:
+                if d.kind == "late_approval" and d.attempt_id is not None:
+                    sale = next(t for t in report.sales if t.ticket == d.ticket)
+                    a = by_ticket[d.ticket]
+                    late.append(
+                        (
+                            a.id,
+                            Outcome(
+                                kind=OutcomeKind.APPROVED,
+                                ticket=sale.ticket,
+                                amount=sale.amount,
+                                occurred_at=sale.occurred_at,
+                                card=sale.card,
+                                message="Aprobado según el reporte del terminal",
+                            ),
+                        )
+                    )
+        else:
+            charged = [a for a in attempts if a.state in (lc.APPROVED, lc.REFUND_DUE)]
+            caja_count, caja_total = len(charged), sum(a.amount for a in charged)
+        ok = report is not None and not diffs
+        row = TerminalCheck(
+            venue_id=venue_id,
+            jornada_id=jornada.id if jornada else None,
+            provider_id=ref.provider_id,
+            device_key=ref.device_key,
+            device_identity=ref.identity,
+            device_label=ref.label[:200],
+            trigger=trigger[:20],
+            checked_at=clock.now(),
+            since=since,
+            reachable=report is not None,
+            ok=ok,
+            terminal_count=report.count if report else None,
+            terminal_total=report.total if report else None,
+            caja_count=caja_count,
+            caja_total=caja_total,
+            differences=msgspec.to_builtins(diffs),
+            message=(message or ("Coincide con caja." if ok else f"{len(diffs)} diferencia(s) con caja."))[:300],
+            user_id=user_id,
+        )
+        s.add(row)
+        await s.flush()
+        if not ok:
+            what = "; ".join(d.text for d in diffs[:10]) or message
+            row.incident_id = await open_incident(
+                s,
+                venue_id=venue_id,
+                kind="terminal_difference" if report is not None else "terminal_unchecked",
+                description=f"Revisión del terminal {ref.label}: {what}"[:1000],
+                jornada_id=jornada.id if jornada else None,
+                register_id=ref.register_id,
+                user_id=user_id,
+            )
+        await record(
+            s,
+            venue_id=venue_id,
+            user_id=user_id,
+            action="terminal.checked",
+            entity="terminal",
+            entity_id=row.id,
+            payload={"device": ref.label, "ok": ok, "differences": len(diffs), "trigger": trigger},
+        )
+        out = check_out(row)
+    if apply_outcome is not None:
+        for attempt_id, outcome in late:
+            try:
+                await apply_outcome(attempt_id, outcome)
+            except Exception:
+                log.exception("could not apply the device's approval of attempt %s", attempt_id)
+    return out
+
+
+async def list_checks(s: AsyncSession, venue_id: int, *, jornada_id: int | None = None) -> list[TerminalCheckOut]:
+    q = select(TerminalCheck).where(TerminalCheck.venue_id == venue_id)
+    if jornada_id is not None:
+        q = q.where(TerminalCheck.jornada_id == jornada_id)
+    return [check_out(r) for r in (await s.execute(q.order_by(TerminalCheck.checked_at))).scalars()]
+
+
+class PaymentAlerts(msgspec.Struct, kw_only=True):
+    """What needs a person, for ``/health``: attempts waiting for a supervisor's decision, duplicate charges
+    still to return, and terminal differences not yet resolved."""
+
+    needs_decision: int
+    refunds_due: int
+    terminal_differences: int
+
+
+async def payment_alerts(s: AsyncSession) -> PaymentAlerts:
+    from ..audit.models import Incident
+
+    needs = (
+        await s.execute(
+            select(func.count())
+            .select_from(PaymentAttempt)
+            .where(PaymentAttempt.needs_decision.is_(True), PaymentAttempt.state.in_(lc.UNRESOLVED))
+        )
+    ).scalar_one()
+    due = (
+        await s.execute(select(func.count()).select_from(PaymentAttempt).where(PaymentAttempt.state == lc.REFUND_DUE))
+    ).scalar_one()
+    diffs = (
+        await s.execute(
+            select(func.count())
+            .select_from(Incident)
+            .where(Incident.kind.in_(("terminal_difference", "terminal_unchecked")), Incident.resolved.is_(False))
+        )
+    ).scalar_one()
+    return PaymentAlerts(needs_decision=int(needs), refunds_due=int(due), terminal_differences=int(diffs))
