@@ -104,6 +104,9 @@ class Env:
             "health_timeout_s": 1.0,
             "reconcile_backoff_s": (0.05, 0.2),
             "lease_beat_s": 0.05,
+            # The clock runs 4× faster: 40 s of it are 10 real seconds, so a loaded machine never looks like a
+            # dead instance (the tests of a dead instance move the clock forward themselves).
+            "lease_ttl_s": 40.0,
         }
         options.update(kw)
         orch = PaymentOrchestrator(self.db, self.registry, self.pm, **options)

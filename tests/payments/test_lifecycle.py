@@ -267,9 +267,12 @@ def _state_assignments(tree: ast.AST) -> list[int]:
             name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
             if name == "PaymentAttempt" and any(k.arg == "state" for k in node.keywords):
                 lines.append(node.lineno)
-            if name in ("values", "update") and any(k.arg == "state" for k in node.keywords):
-                if "PaymentAttempt" in ast.unparse(node.func):
-                    lines.append(node.lineno)
+            if (
+                name in ("values", "update")
+                and any(k.arg == "state" for k in node.keywords)
+                and "PaymentAttempt" in ast.unparse(node.func)
+            ):
+                lines.append(node.lineno)
     return lines
 
 

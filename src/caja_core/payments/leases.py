@@ -6,8 +6,8 @@ at once (no queue while a customer waits at the bar) — unless its holder is de
 * **Heartbeat.** The holder renews every lease it holds every ``beat_s`` seconds (one UPDATE for all of them):
   ``beat`` goes up by one.
 * **Death is judged on the observer's monotonic clock.** An instance that sees the same ``(token, beat)`` for
-  ``ttl_s`` seconds of *its own* monotonic clock considers the holder dead and may take the lease over (an
-  UPDATE conditioned on that token: one instance wins). No wall clock is compared, so a clock step on any
+  ``ttl_s`` seconds of *its own* monotonic clock, looking at least every ``ttl_s / 2``, considers the holder
+  dead and may take the lease over (an UPDATE conditioned on that token: one instance wins). No wall clock is compared, so a clock step on any
   instance, forward or back, neither frees a live lease nor keeps a dead one. With the defaults (beat 2 s,
   time 10 s) and the worker looking every second, a crashed instance's device is free again within ~12 s.
 * **Fencing.** Each acquisition draws a new random ``token``; the attempt being worked on records it
@@ -75,7 +75,8 @@ class LeaseKeeper:
         self.ttl_s = ttl_s
         self.beat_s = beat_s
         self._held: dict[str, str] = {}  # device_key → token
-        self._seen: dict[str, tuple[str, int, float]] = {}  # device_key → (token, beat, first seen, monotonic)
+        # device_key → (token, beat, first seen, last seen), on this instance's monotonic clock
+        self._seen: dict[str, tuple[str, int, float, float]] = {}
 
     # judging ---------------------------------------------------------------------------------------------
     def holds(self, device_key: str, token: str | None = None) -> bool:
@@ -83,14 +84,18 @@ class LeaseKeeper:
         return held is not None and (token is None or held == token)
 
     def alive(self, row: DeviceLease) -> bool:
-        """Whether ``row``'s holder is alive, as far as this instance can tell (never from a wall clock)."""
+        """Whether ``row``'s holder is alive, as far as this instance can tell (never from a wall clock). The
+        beat must stand still while this instance keeps looking: when this instance itself did not look for
+        half the lease time (it was busy or paused), the holder may have been paused with it, and the count
+        starts again."""
         if self._held.get(row.device_key) == row.token:
             return True
         mono = self.clock.monotonic()
         seen = self._seen.get(row.device_key)
-        if seen is None or seen[0] != row.token or seen[1] != row.beat:
-            self._seen[row.device_key] = (row.token, row.beat, mono)
+        if seen is None or seen[0] != row.token or seen[1] != row.beat or mono - seen[3] > self.ttl_s / 2:
+            self._seen[row.device_key] = (row.token, row.beat, mono, mono)
             return True
+        self._seen[row.device_key] = (seen[0], seen[1], seen[2], mono)
         return mono - seen[2] < self.ttl_s
 
     def observe(self, rows: list[DeviceLease]) -> None:

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..providers import Outcome, OutcomeKind
+from .events import EventKind
 
 
 class State(enum.StrEnum):
@@ -285,7 +286,7 @@ class Decision:
     classification: str | None = None
     active: bool | None = None  # None: unchanged
     finished: bool = False  # the attempt reached an end (finished_at is set)
-    notify: str | None = None  # the payment event announced (audit, metrics, receipts)
+    notify: EventKind | None = None  # the payment event announced (audit, metrics, receipts)
     reason: str = ""
     changed: bool = True
 
@@ -362,7 +363,7 @@ def decide(
     effects: list[Effect] = []
     classification: str | None = None
     active: bool | None = None
-    notify: str | None = None
+    notify: EventKind | None = None
     finished = target in FINAL or target == REFUND_DUE
     was_not_charged = old in NOT_CHARGED
     from_status = source in LATER_QUESTIONS

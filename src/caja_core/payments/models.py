@@ -83,6 +83,9 @@ class PaymentAttempt(Base):
     fence: Mapped[str | None] = mapped_column(String(32), nullable=True)
     # caja cannot find out by itself (device gone, settings unusable, proof erased): a supervisor decides.
     needs_decision: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A supervisor resolved it by hand (the evidence is in ``details["resolution"]``).
+    resolved_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class DeviceLease(Base):

@@ -298,7 +298,8 @@ class PaymentOrchestrator:
         self._wake = asyncio.Event()
         self._audit_listener_enabled = audit_listener
         self._audit: Any = None
-        self._reconciling: set[int] = set()
+        self._reconciling: dict[int, asyncio.Event] = {}  # attempts being asked about now → set when done
+        self._resolving: set[int] = set()  # attempts a supervisor is deciding right now
         self._due: dict[int, float] = {}  # attempt id → when to ask its device again (monotonic)
 
     # life cycle ------------------------------------------------------------------------------------
@@ -1167,7 +1168,6 @@ class PaymentOrchestrator:
         """A supervisor decides an attempt caja cannot settle by itself, with evidence: charged (the voucher's
         number or authorization code) or not charged (the terminal's totals or a voucher showing otherwise),
         and a note. Audited; shown in the Z report; the session can close afterwards."""
-        from ..audit.service import record
 
         voucher, terminal_totals, note = _text(voucher, 40), _text(terminal_totals, 200), _text(note, 300)
         if len(note) < 10:
@@ -1195,6 +1195,32 @@ class PaymentOrchestrator:
             )
         events: list[PaymentEvent] = []
         post: list[tuple[str, int]] = []
+        self._resolving.add(attempt_id)  # no new question to the device about it while the supervisor decides
+        try:
+            asking = self._reconciling.get(attempt_id)
+            if asking is not None:  # a question already on its way to the device: wait for its answer
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asking.wait(), self.clock.timer(self.status_timeout_s + 2))
+            return await self._resolve(
+                venue_id, attempt_id, supervisor_id, charged, voucher, terminal_totals, note, events, post
+            )
+        finally:
+            self._resolving.discard(attempt_id)
+
+    async def _resolve(
+        self,
+        venue_id: int,
+        attempt_id: int,
+        supervisor_id: int,
+        charged: bool,
+        voucher: str,
+        terminal_totals: str,
+        note: str,
+        events: list[PaymentEvent],
+        post: list[tuple[str, int]],
+    ) -> PaymentAttempt:
+        from ..audit.service import record
+
         async with self.db.session() as s:
             await _require_supervisor(s, venue_id, supervisor_id, "resolver un cobro en duda")
             a = await self._attempt(s, attempt_id, venue_id=venue_id, lock=True)
@@ -1234,6 +1260,7 @@ class PaymentOrchestrator:
             decision = lc.on_answer(view, lc.Answer(outcome=outcome, source="resolution"))
             lc.apply(a, decision, now)
             a.needs_decision = False
+            a.resolved_by, a.resolved_at = supervisor_id, now
             a.response_message = outcome.message
             if charged and not a.authorization_code:
                 a.authorization_code = voucher[:20]
@@ -1288,7 +1315,9 @@ class PaymentOrchestrator:
             keeper=self.leases,
             clock=self.clock,
             agent_channel_factory=self.agent_channel_factory,
-            apply_outcome=lambda attempt_id, outcome: self.apply_outcome(attempt_id, outcome, source="status"),
+            apply_outcome=lambda attempt_id, outcome: self.apply_outcome(
+                attempt_id, outcome, source="status", wait=True
+            ),
         )
 
     async def close_batch(
@@ -1629,10 +1658,11 @@ class PaymentOrchestrator:
             a.backup_offered_at = now
             _detail(a, backup_reason=rule.description, backup_trigger=rule.name)
 
-    async def apply_outcome(self, attempt_id: int, outcome: Outcome, *, source: str) -> str:
+    async def apply_outcome(self, attempt_id: int, outcome: Outcome, *, source: str, wait: bool = False) -> str:
         """Apply an answer that arrives on its own (a register agent's late result, a provider notification):
-        the same rules as any other answer, late approvals included. Returns the attempt's state."""
-        return await self._apply_durably(attempt_id, outcome, source=source, reason=source)
+        the same rules as any other answer, late approvals included. Returns the attempt's state. With
+        ``wait``, a duplicate to return is refunded through its provider before returning (when it can be)."""
+        return await self._apply_durably(attempt_id, outcome, source=source, reason=source, wait=wait)
 
     async def _not_proof(self, s: AsyncSession, a: PaymentAttempt, source: str) -> tuple[str | None, bool]:
         """Why a "not charged" answer for ``a`` is not proof this time: (reason, permanent?)."""
@@ -1726,11 +1756,17 @@ class PaymentOrchestrator:
     ) -> None:
         """Keep what the provider said (code, message, card data) on the attempt."""
         event = decision.event
-        if event in (lc.Event.CHARGED, lc.Event.CHARGED_TWICE, lc.Event.DECLINED, lc.Event.NOT_CHARGED):
+        if outcome.reference and not a.provider_reference:
+            a.provider_reference = outcome.reference[:80]  # the provider's id for it (an order to ask about)
+        if event in (
+            lc.Event.CHARGED,
+            lc.Event.CHARGED_TWICE,
+            lc.Event.DECLINED,
+            lc.Event.NOT_CHARGED,
+            lc.Event.PENDING,
+        ):
             a.response_code = outcome.code
             a.response_message = (outcome.message or "")[:300]
-            if outcome.reference and not a.provider_reference:
-                a.provider_reference = outcome.reference[:80]
         if event in (lc.Event.CHARGED, lc.Event.CHARGED_TWICE):
             self._card(a, outcome)
             if decision.old in lc.NOT_CHARGED:
@@ -1914,6 +1950,7 @@ class PaymentOrchestrator:
         token: str | None = None,
         not_proof: str | None = None,
         permanent: bool = False,
+        wait: bool = False,
     ) -> str:
         """``_apply``, retried while the database is unavailable: the provider's answer is kept (in memory, and
         in the terminal's own memory for reconciliation if this process dies) and applied once it is back."""
@@ -1941,7 +1978,12 @@ class PaymentOrchestrator:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            self._after(post)
+            if wait:
+                for kind, post_id in post:
+                    if kind == "return":
+                        await self._return_duplicate(post_id)
+            else:
+                self._after(post)
             return state
 
     async def _return_duplicate(self, attempt_id: int) -> None:
@@ -2044,11 +2086,11 @@ class PaymentOrchestrator:
         return await self._reconcile_now(attempt_id)
 
     async def _reconcile_now(self, attempt_id: int, *, token: str | None = None) -> str:
-        if attempt_id in self._reconciling:
+        if attempt_id in self._reconciling or attempt_id in self._resolving:
             return lc.RECONCILING
         if token is None and attempt_id in self._flights:
             return lc.AWAITING  # its charge is still running here
-        self._reconciling.add(attempt_id)
+        self._reconciling[attempt_id] = asyncio.Event()
         acquired: str | None = None
         events: list[PaymentEvent] = []
         try:
@@ -2056,6 +2098,10 @@ class PaymentOrchestrator:
                 a = await self._attempt(s, attempt_id, lock=True)
                 if a.state not in (*lc.IN_FLIGHT, *lc.DOUBTFUL):
                     return a.state
+                if token is None:
+                    lease = await lease_row(s, a.device_key)
+                    if lease is not None and lease.attempt_id == a.id and self.leases.alive(lease):
+                        return a.state  # its charge (or another reconciliation) is running somewhere
                 now = self.clock.now()
                 if a.state == lc.CREATED:
                     # Never sent: nothing to ask.
@@ -2135,7 +2181,9 @@ class PaymentOrchestrator:
             )
         finally:
             self._emit(events)
-            self._reconciling.discard(attempt_id)
+            done = self._reconciling.pop(attempt_id, None)
+            if done is not None:
+                done.set()
             if acquired is not None:
                 with contextlib.suppress(Exception):
                     async with self.db.session() as s:
@@ -2192,8 +2240,7 @@ class PaymentOrchestrator:
     async def run_once(self, *, recovery: bool = False) -> None:
         """One pass of the worker: orphaned attempts → in doubt, due reconciliations, breaker probes."""
         async with self.db.reader() as s:
-            lease_rows = await all_leases(s)
-            self.leases.observe(lease_rows)
+            # Attempts first, then leases: an attempt committed with its lease is never seen without it.
             rows = list(
                 (
                     await s.execute(
@@ -2203,6 +2250,8 @@ class PaymentOrchestrator:
                     )
                 ).scalars()
             )
+            lease_rows = await all_leases(s)
+            self.leases.observe(lease_rows)
         leases = {row.device_key: row for row in lease_rows}
         open_ids = {a.id for a in rows}
         for attempt_id in [k for k in self._due if k not in open_ids]:

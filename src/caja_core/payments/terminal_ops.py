@@ -321,6 +321,8 @@ async def close_batch(
                 details={"attempts": [a.id for a in pending]},
             )
 
+    async with db.reader() as s:
+        await refuse_if_unresolved(s)  # the reason that matters first, even while the device is busy
     try:
         async with hold_device(db, keeper, ref.device_key, purpose="close", check=refuse_if_unresolved):
             try:
@@ -338,9 +340,9 @@ async def close_batch(
                         entity_id=ref.device_key[:40],
                         payload={"error": f"{type(exc).__name__}: {exc}"[:200], "source": source},
                     )
+                detail = str(exc)[:200] or type(exc).__name__
                 raise Conflict(
-                    f"El terminal no confirmó el cierre de lote ({type(exc).__name__}). Revise el terminal antes de "
-                    f"reintentar.",
+                    f"El terminal no confirmó el cierre de lote ({detail}). Revise el terminal antes de reintentar.",
                     code="terminal.close_failed",
                 ) from exc
             async with db.session() as s:
@@ -601,7 +603,7 @@ async def _check_one(
     except Busy:
         message = "Terminal ocupado con un cobro: no se pudo revisar ahora."
     except Exception as exc:  # noqa: BLE001 - any failure: not checked, and said so
-        message = f"El terminal no respondió ({type(exc).__name__})."
+        message = f"El terminal no respondió ({str(exc)[:150] or type(exc).__name__})."
     late: list[tuple[int, Outcome]] = []
     async with db.session() as s:
         last = await devices.last_close(s, device_key=ref.device_key, identity=ref.identity)
@@ -613,7 +615,7 @@ async def _check_one(
             diffs, caja_count, caja_total = compare(report, attempts, since=since, from_close=last is not None)
             by_ticket = {a.ticket: a for a in attempts}
             for d in diffs:
-                if d.kind == "late_approval" and d.attempt_id is not None:
+                if d.kind == "late_approval" and d.attempt_id is not None and d.ticket is not None:
                     sale = next(t for t in report.sales if t.ticket == d.ticket)
                     a = by_ticket[d.ticket]
                     late.append(

@@ -254,11 +254,11 @@ async def _resolutions(s: AsyncSession, session_filter) -> list[ResolutionLine]:
         await s.execute(
             select(PaymentAttempt, CashRegister.code)
             .join(CashRegister, CashRegister.id == PaymentAttempt.register_id)
-            .where(PaymentAttempt.session_id.in_(session_filter), PaymentAttempt.classification == "resolved_by_hand")
+            .where(PaymentAttempt.session_id.in_(session_filter), PaymentAttempt.resolved_by.is_not(None))
             .order_by(PaymentAttempt.id)
         )
     ).all()
-    names = await _names(s, {int((a.details or {}).get("resolution", {}).get("by") or 0) for a, _ in rows})
+    names = await _names(s, {a.resolved_by for a, _ in rows if a.resolved_by})
     out = []
     for a, code in rows:
         r = (a.details or {}).get("resolution") or {}
@@ -275,8 +275,8 @@ async def _resolutions(s: AsyncSession, session_filter) -> list[ResolutionLine]:
                 voucher=str(r.get("voucher") or ""),
                 terminal_totals=str(r.get("terminal_totals") or ""),
                 note=str(r.get("note") or ""),
-                by=names.get(int(r.get("by") or 0), ""),
-                at=datetime.fromisoformat(at) if at else None,
+                by=names.get(a.resolved_by or 0, ""),
+                at=a.resolved_at or (datetime.fromisoformat(at) if at else None),
             )
         )
     return out

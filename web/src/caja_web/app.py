@@ -75,7 +75,9 @@ def page_route_handlers() -> list[Any]:
     ]
 
 
-def make_orchestrator(db: Database, registry: ProviderRegistry, pm: Any, settings: Settings) -> Any | None:
+def make_orchestrator(
+    db: Database, registry: ProviderRegistry, pm: Any, settings: Settings, options: dict[str, Any] | None = None
+) -> Any | None:
     try:
         from caja_core.payments.service import PaymentOrchestrator
     except ImportError:
@@ -83,8 +85,15 @@ def make_orchestrator(db: Database, registry: ProviderRegistry, pm: Any, setting
         return None
     from caja_core.agents.service import channel_factory
 
+    options = dict(options or {})
+    clock = options.get("clock")
     return PaymentOrchestrator(
-        db=db, registry=registry, pm=pm, instance_id=settings.instance_id, agent_channel_factory=channel_factory(db)
+        db=db,
+        registry=registry,
+        pm=pm,
+        instance_id=settings.instance_id,
+        agent_channel_factory=channel_factory(db, clock=clock) if clock is not None else channel_factory(db),
+        **options,
     )
 
 
@@ -108,7 +117,14 @@ class CajaWebPlugin(InitPlugin):
     """Wires caja into a Litestar app: state, templates, static files, sessions, CSRF, routes, errors."""
 
     def __init__(
-        self, settings: Settings, db: Database, pm: Any, *, own_db: bool, scheduled_backups: bool = False
+        self,
+        settings: Settings,
+        db: Database,
+        pm: Any,
+        *,
+        own_db: bool,
+        scheduled_backups: bool = False,
+        orchestrator_options: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.scheduled_backups = scheduled_backups
@@ -116,7 +132,7 @@ class CajaWebPlugin(InitPlugin):
         self.pm = pm
         self.own_db = own_db
         self.registry = ProviderRegistry.from_plugin_manager(pm)
-        self.orchestrator = make_orchestrator(db, self.registry, pm, settings)
+        self.orchestrator = make_orchestrator(db, self.registry, pm, settings, orchestrator_options)
         self.printing = make_print_service(db, self.registry, pm, settings)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
@@ -248,14 +264,27 @@ class CajaWebPlugin(InitPlugin):
 
 
 def create_app(
-    settings: Settings | None = None, db: Database | None = None, pm: Any = None, *, scheduled_backups: bool = False
+    settings: Settings | None = None,
+    db: Database | None = None,
+    pm: Any = None,
+    *,
+    scheduled_backups: bool = False,
+    orchestrator_options: dict[str, Any] | None = None,
 ) -> Litestar:
     """Build the app. Without arguments: settings from ``CAJA_*``, its own database and plugin manager.
     ``scheduled_backups`` runs the backup scheduler inside the app (``caja serve`` does on SQLite; on
-    PostgreSQL ``caja worker`` runs it once for all instances)."""
+    PostgreSQL ``caja worker`` runs it once for all instances). ``orchestrator_options`` are passed to the
+    payment orchestrator (its clock and timings, for tests and rehearsals)."""
     settings = settings or load_settings()
     own_db = db is None
     db = db or Database(settings.database_url)
     pm = pm or make_plugin_manager()
-    plugin = CajaWebPlugin(settings, db, pm, own_db=own_db, scheduled_backups=scheduled_backups)
+    plugin = CajaWebPlugin(
+        settings,
+        db,
+        pm,
+        own_db=own_db,
+        scheduled_backups=scheduled_backups,
+        orchestrator_options=orchestrator_options,
+    )
     return Litestar(plugins=[plugin], debug=False)

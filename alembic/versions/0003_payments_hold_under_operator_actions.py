@@ -1,8 +1,8 @@
 """payments hold under operator actions: attempts keep their device (settings snapshot, identity, fencing),
 unique ticket series, heartbeat leases, breaker generations, recorded batch closes and terminal checks
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002_printing
 Create Date: 2026-12-02 06:31:31.700560
 """
 
@@ -15,8 +15,8 @@ from sqlalchemy.dialects import postgresql
 import caja_core.db.base
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002_printing"
 branch_labels = None
 depends_on = None
 
@@ -127,10 +127,18 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("device_identity", sa.String(length=160), nullable=True))
         batch_op.add_column(sa.Column("fence", sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column("needs_decision", sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(sa.Column("resolved_by", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("resolved_at", caja_core.db.base.UTCDateTime(timezone=True), nullable=True))
+        batch_op.create_foreign_key(
+            batch_op.f("fk_payment_attempts_resolved_by_users"), "users", ["resolved_by"], ["id"]
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("payment_attempts", schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f("fk_payment_attempts_resolved_by_users"), type_="foreignkey")
+        batch_op.drop_column("resolved_at")
+        batch_op.drop_column("resolved_by")
         batch_op.drop_column("needs_decision")
         batch_op.drop_column("fence")
         batch_op.drop_column("device_identity")

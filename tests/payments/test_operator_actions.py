@@ -1,0 +1,353 @@
+"""PAYMENTS.md §4 cases 31–38 — payments that hold under what operators do — through the real stack: the real
+Litestar app (one or two instances, each with its own orchestrator), the GETNET provider talking to terminal
+simulators over TCP, and the cashier's, supervisor's and admin's own pages and forms."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from sqlalchemy import select
+
+from caja_core.audit.models import AuditEvent, Incident
+from caja_core.db import Database
+from caja_core.fallback.policy import FallbackPolicy
+from caja_core.payments.models import PaymentAttempt, TerminalCheck
+from caja_core.sales.models import Sale
+from caja_getnet.protocol import Command
+
+from .stack import (
+    POLICY,
+    Stack,
+    checkout,
+    edit_terminal,
+    open_session,
+    pay_card,
+    progress,
+    set_methods,
+    shows,
+    text_of,
+    wait_for,
+)
+
+DETAILS = (Command.LAST_VOUCHER, Command.DETAILS)
+
+
+async def _stack(request, kind: str):
+    if kind == "sqlite":
+        url = request.getfixturevalue("sqlite_url")
+        db = Database(url)
+    else:
+        database = request.getfixturevalue("pg_test_database")
+        url = database.url
+        db = Database(url, pool_size=25)
+        await database.truncate(db)
+    return Stack(db, url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def stack(request):
+    s = await _stack(request, request.param)
+    yield s
+    await s.close()
+    await s.db.dispose()
+
+
+@pytest.fixture
+async def sqlite_stack(request):
+    s = await _stack(request, "sqlite")
+    yield s
+    await s.close()
+    await s.db.dispose()
+
+
+async def attempts(stack: Stack, sale_id: int) -> list[PaymentAttempt]:
+    async with stack.db.reader() as s:
+        return list(
+            (
+                await s.execute(
+                    select(PaymentAttempt).where(PaymentAttempt.sale_id == sale_id).order_by(PaymentAttempt.id)
+                )
+            ).scalars()
+        )
+
+
+async def sale_status(stack: Stack, sale_id: int) -> str:
+    async with stack.db.reader() as s:
+        return (await s.execute(select(Sale.status).where(Sale.id == sale_id))).scalar_one()
+
+
+async def charged_in_doubt(stack: Stack, cashier, sim) -> int:
+    """A card sale the terminal charges, then goes silent and dies before answering: in doubt."""
+    sale_id = await checkout(cashier, stack)
+    sim.add_fault({"kind": "receipt_then_silence", "charged": True})
+    port = sim.tcp_address[1]
+
+    async def dropped():
+        return sim.charge_count() == 1
+
+    await pay_card(cashier, sale_id)
+    await wait_for(dropped, "the terminal charged the card")
+    await sim.stop()  # the terminal dies (or its cable is pulled) with the charge made
+    sim.port_to_restore = port
+    await shows(cashier, sale_id, "Verificando con el terminal")
+    return sale_id
+
+
+async def revive(sim) -> None:
+    await sim.start_tcp(port=sim.port_to_restore)
+
+
+# 31 ---------------------------------------------------------------------------------------------------------
+async def test_31_a_spare_terminal_is_never_asked_about_an_attempt_sent_to_the_dead_one(stack):
+    dead = await stack.simulator("SN-ORIGINAL")
+    spare = await stack.simulator("SN-REPUESTO")
+    await stack.build(dead)
+    app = await stack.instance()
+    cashier, admin = await app.cashier(), await app.staff("admin")
+    await open_session(cashier, stack)
+    sale_id = await charged_in_doubt(stack, cashier, dead)
+
+    # The admin points the register at the spare terminal (another address, another serial number).
+    await edit_terminal(admin, stack, port=spare.tcp_address[1])
+    (attempt,) = await attempts(stack, sale_id)
+
+    async def asked_a_few_times():
+        (a,) = await attempts(stack, sale_id)
+        return a.reconcile_tries >= attempt.reconcile_tries + 2
+
+    await wait_for(asked_a_few_times, "reconciliation goes on")
+    page = await progress(cashier, sale_id)
+    assert "Verificando con el terminal" in page and "Cobrar con respaldo" not in page, text_of(page)[:300]
+    r = await cashier.post(f"/caja/venta/{sale_id}/respaldo", htmx=True)
+    assert r.status_code == 409 and "posible doble cobro" in text_of(r.text)
+    assert not [c for c in spare.commands if c["Command"] in DETAILS], "the spare was asked about the attempt"
+    assert await sale_status(stack, sale_id) == "pending_payment"
+
+    # The original terminal comes back: it is the one asked, and it says the card was charged.
+    await revive(dead)
+    await shows(cashier, sale_id, 'id="receipt"')
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state == "approved" and attempt.classification == "reconciled"
+    assert dead.charged() == {attempt.ticket: attempt.amount} and spare.charged() == {}
+
+    # New sales go to the spare.
+    second = await checkout(cashier, stack)
+    await pay_card(cashier, second)
+    await shows(cashier, second, 'id="receipt"')
+    assert len(spare.charged()) == 1 and len(dead.charged()) == 1
+
+
+# 32 ---------------------------------------------------------------------------------------------------------
+async def test_32_retyping_the_terminal_address_never_lets_an_old_charge_pay_a_new_sale(stack):
+    sim = await stack.simulator()
+    await stack.build(sim)
+    app = await stack.instance()
+    cashier, admin = await app.cashier(), await app.staff("admin")
+    await open_session(cashier, stack)
+    first = await checkout(cashier, stack)
+    await pay_card(cashier, first)
+    await shows(cashier, first, 'id="receipt"')
+
+    # The same terminal under another spelling of its address.
+    await edit_terminal(admin, stack, host="localhost")
+    second = await checkout(cashier, stack)  # the same amount as the first
+    sim.add_fault({"kind": "no_receipt"})  # the terminal never sees this sale
+    await pay_card(cashier, second)
+    page = await shows(cashier, second, "Cobrar con respaldo")
+    assert "No se cobró" in text_of(page) or "no hubo cobro" in text_of(page)
+    assert await sale_status(stack, second) == "pending_payment"
+    a1, a2 = (await attempts(stack, first))[0], (await attempts(stack, second))[0]
+    assert a1.ticket != a2.ticket and a1.device_key == a2.device_key
+    assert sim.charged() == {a1.ticket: a1.amount}
+
+
+async def test_32_two_registers_spelling_one_terminal_differently_share_its_lock(stack):
+    from caja_core.registers import service as registers
+
+    sim = await stack.simulator()
+    await stack.build(sim)
+    async with stack.db.session() as s:
+        other = await registers.create_register(
+            s,
+            venue_id=stack.setup.venue_id,
+            registry=stack.registry,
+            actor_id=stack.setup.admin_id,
+            data=registers.RegisterInput(
+                code="CAJA2",
+                name="Caja 2",
+                payment_methods=["cash", "card"],
+                primary_provider="getnet",
+                backup_provider="respaldo",
+                policy=FallbackPolicy(**POLICY),
+                provider_settings={"getnet": stack.settings_for(sim, host="LOCALHOST")},
+            ),
+        )
+        from caja_core.registers.models import BackupPhone
+
+        s.add(BackupPhone(venue_id=stack.setup.venue_id, name="Celular 2", identifier="tel-2", register_id=other.id))
+    app = await stack.instance()
+    one, two = await app.cashier(), await app.cashier()
+    await open_session(one, stack)
+    r = await two.post("/caja/session/open", {"register_id": other.id, "initial_cash": "0", "open_key": "otra"})
+    assert r.status_code == 303, text_of(r.text)
+    sim.add_fault({"kind": "late_answer", "delay_s": 2.0})
+    first = await checkout(one, stack)
+    await pay_card(one, first)
+    await shows(one, first, "Esperando al terminal")
+    second = await checkout(two, stack)
+    r = await pay_card(two, second)
+    assert r.status_code == 409 and "Terminal ocupado" in text_of(r.text)
+    await shows(one, first, 'id="receipt"')
+
+
+async def test_32_a_database_restore_never_hands_out_a_ticket_again(sqlite_stack, tmp_path):
+    from caja_core.ops import backups
+
+    stack = sqlite_stack
+    sim = await stack.simulator()
+    await stack.build(sim)
+    app = await stack.instance()
+    cashier = await app.cashier()
+    await open_session(cashier, stack)
+    first = await checkout(cashier, stack)
+    await pay_card(cashier, first)
+    await shows(cashier, first, 'id="receipt"')
+    manifest = await backups.create_backup(stack.url, tmp_path)
+    after = await checkout(cashier, stack)  # charged after the backup: lost with the restore
+    await pay_card(cashier, after)
+    await shows(cashier, after, 'id="receipt"')
+    lost_ticket = (await attempts(stack, after))[0].ticket
+    await app.close()  # the app stops (a restore needs it stopped)
+    await stack.db.dispose()
+    await backups.restore_backup(tmp_path, manifest.id, stack.url, safety_backup=False)
+
+    # The app starts again on the restored database; the same sale number is charged again.
+    again = await stack.instance("caja-restaurada")
+    cashier = await again.cashier()
+    await open_session(cashier, stack)  # the same opening (idempotent): back to the open session
+    sale_id = await checkout(cashier, stack)
+    assert sale_id == after  # the restore rolled the sale back
+    sim.add_fault({"kind": "no_receipt"})
+    await pay_card(cashier, sale_id)
+    await shows(cashier, sale_id, "Cobrar con respaldo")
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.ticket != lost_ticket and attempt.state == "failed_not_sent"
+    assert await sale_status(stack, sale_id) == "pending_payment"
+
+
+# 33 ---------------------------------------------------------------------------------------------------------
+async def test_33_a_batch_close_is_refused_while_the_terminal_has_a_payment_in_doubt(stack):
+    sim = await stack.simulator()
+    await stack.build(sim)
+    app = await stack.instance()
+    cashier, admin = await app.cashier(), await app.staff("admin")
+    await open_session(cashier, stack)
+    sale_id = await charged_in_doubt(stack, cashier, sim)
+    await revive(sim)
+    sim.add_fault({"kind": "frozen"})  # it answers nothing while the admin tries
+    r = await admin.post(f"/admin/terminales/{stack.setup.register_id}/cierre-lote")
+    assert r.status_code == 409, text_of(r.text)[:400]
+    assert "cobros sin resolver" in text_of(r.text) and "Intento #" in text_of(r.text)
+    assert Command.CLOSE not in sim.command_codes()
+    sim.clear_faults()
+    await shows(cashier, sale_id, 'id="receipt"')  # the proof was kept: reconciliation finds the charge
+    r = await admin.post(f"/admin/terminales/{stack.setup.register_id}/cierre-lote")
+    assert r.status_code == 200 and "Cierre de lote de" in text_of(r.text), re.findall(
+        r"alert[^>]*>(.*?)</div>", r.text, re.S
+    )
+    assert sim.closes == 1
+    async with stack.db.reader() as s:
+        audit = (await s.execute(select(AuditEvent).where(AuditEvent.action == "terminal.batch_closed"))).scalar_one()
+    assert audit.payload["count"] == 1
+
+
+# 35 + 38 ----------------------------------------------------------------------------------------------------
+async def test_35_38_the_terminals_own_report_corrects_a_wrong_not_charged_at_jornada_close(stack):
+    """The terminal charged; caja could not tell; a supervisor wrongly resolved it as not charged and the cashier
+    took cash. At jornada close the terminal's report shows the charge: it is applied as the late approval it is
+    — the duplicate is refunded through the terminal — and the difference stays in the Z report."""
+    sim = await stack.simulator()
+    await stack.build(sim)
+    app = await stack.instance()
+    cashier, supervisor = await app.cashier(), await app.staff("super")
+    await open_session(cashier, stack)
+    sale_id = await charged_in_doubt(stack, cashier, sim)
+    (attempt,) = await attempts(stack, sale_id)
+
+    # The supervisor resolves it by hand (wrongly) as not charged, with the evidence they believed.
+    page = (await supervisor.get("/jornada")).text
+    assert f"/jornada/cobros/{attempt.id}/resolver" in page
+    r = await supervisor.post(
+        f"/jornada/cobros/{attempt.id}/resolver",
+        {
+            "outcome": "no_cobrado",
+            "terminal_totals": "0 ventas, $0",
+            "note": "el terminal no enciende, el cliente dice que no",
+        },
+    )
+    assert r.status_code == 303, text_of(r.text)[:400]
+    r = await cashier.post(f"/caja/venta/{sale_id}/efectivo", {"cash_received": ""}, htmx=True)
+    assert r.status_code == 200 and await sale_status(stack, sale_id) == "paid"
+
+    # The terminal is back; the cashier closes the register; the supervisor closes the night.
+    await revive(sim)
+    r = await cashier.post("/caja/session/close", {"count_5000": "1", "count_1000": "1", "note": ""})
+    assert r.status_code == 200 and "La sesión quedó cerrada" in text_of(r.text), text_of(r.text)[:400]
+    r = await supervisor.post("/jornada/cerrar", {"jornada_id": stack.setup.jornada_id})
+    assert r.status_code == 303, text_of(r.text)[:400]
+    # Before closing, the check found the charge and returned it through the terminal.
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state == "refunded" and attempt.classification == "duplicate", attempt.state
+    assert sim.charged() == {} and sim.charge_count() == 1
+    async with stack.db.reader() as s:
+        check = (await s.execute(select(TerminalCheck))).scalars().all()
+        incident = (await s.execute(select(Incident).where(Incident.kind == "terminal_difference"))).scalar_one()
+    assert [c.ok for c in check] == [False] and "tenía como" in incident.description
+    z = await supervisor.get(f"/admin/cajas/reportes/jornada/{stack.setup.jornada_id}/z")
+    text = text_of(z.text)
+    assert "Cobros resueltos a mano" in text and "el terminal no enciende" in text
+    assert "Revisión de terminales" in text and "tenía como" in text
+    assert "Cobros duplicados" in text and "Devuelto por el proveedor automáticamente" in text
+
+
+# 36 ---------------------------------------------------------------------------------------------------------
+async def test_36_a_terminal_gone_for_good_is_resolved_by_a_supervisor_and_the_session_closes(stack):
+    sim = await stack.simulator()
+    await stack.build(sim)
+    app = await stack.instance()
+    cashier, supervisor, admin = await app.cashier(), await app.staff("super"), await app.staff("admin")
+    await open_session(cashier, stack)
+    sale_id = await charged_in_doubt(stack, cashier, sim)
+    # The register is set to cash only: the attempt still asks its own terminal, with growing pauses.
+    await set_methods(admin, stack, ["cash"], primary="")
+    (attempt,) = await attempts(stack, sale_id)
+    tries = attempt.reconcile_tries
+    await asyncio.sleep(6)
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state in ("in_doubt", "reconciling") and attempt.reconcile_tries - tries <= 5
+    # The session cannot close while it is unresolved.
+    r = await cashier.post("/caja/session/close", {"note": ""})
+    assert r.status_code == 409 and "sin resolver" in text_of(r.text)
+    # The supervisor resolves it with the voucher the terminal printed before dying.
+    r = await supervisor.post(
+        f"/jornada/cobros/{attempt.id}/resolver",
+        {"outcome": "cobrado", "voucher": "", "note": "voucher impreso a la vista"},
+    )
+    assert r.status_code == 422 and "comprobante" in text_of(r.text)
+    r = await supervisor.post(
+        f"/jornada/cobros/{attempt.id}/resolver",
+        {"outcome": "cobrado", "voucher": "AUT123456", "note": "voucher impreso a la vista"},
+    )
+    assert r.status_code == 303, text_of(r.text)[:400]
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state == "approved" and attempt.classification == "resolved_by_hand"
+    assert await sale_status(stack, sale_id) == "paid"
+    async with stack.db.reader() as s:
+        audit = (
+            await s.execute(select(AuditEvent).where(AuditEvent.action == "payment.resolved_by_hand"))
+        ).scalar_one()
+    assert audit.payload["voucher"] == "AUT123456" and audit.user_id == stack.setup.supervisor_id
+    r = await cashier.post("/caja/session/close", {"note": ""})
+    assert r.status_code in (200, 303), text_of(r.text)[:400]

@@ -1,0 +1,173 @@
+"""PAYMENTS.md §4 cases 35 and 37 with two app instances on PostgreSQL: an instance killed with its terminal leased
+frees it within 15 s; a wall-clock step on another instance (or a skewed one) takes nothing over from a live
+instance, so a slow terminal's approval is never preceded by a "not charged"."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from caja_core.db import Database
+from caja_core.payments.models import DeviceLease, PaymentAttempt
+from caja_getnet.protocol import Command
+
+from .conftest import JumpClock
+from .stack import PIN, Stack, checkout, free_port, open_session, pay_card, shows, text_of, wait_for
+
+CAJA = str(Path(sys.executable).with_name("caja"))
+
+
+@pytest.fixture
+async def pg_stack(pg_test_database):
+    db = Database(pg_test_database.url, pool_size=25)
+    await pg_test_database.truncate(db)
+    s = Stack(db, pg_test_database.url, installed=True)
+    yield s
+    await s.close()
+    await db.dispose()
+
+
+async def attempts_on(stack: Stack) -> list[PaymentAttempt]:
+    async with stack.db.reader() as s:
+        return list((await s.execute(select(PaymentAttempt).order_by(PaymentAttempt.id))).scalars())
+
+
+class ServeProcess:
+    """A separate ``caja serve`` process on the same database (it can be killed with SIGKILL)."""
+
+    def __init__(self, stack: Stack, folder: Path, name: str) -> None:
+        self.stack, self.folder, self.name = stack, folder, name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    async def start(self) -> ServeProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAJA_")}
+        env.update(
+            {
+                "CAJA_ENV": "demo",
+                "CAJA_DATABASE_URL": self.stack.url,
+                "CAJA_INSTANCE_ID": self.name,
+                "CAJA_DATA_DIR": str(self.folder),
+                "CAJA_BACKUP_DIR": str(self.folder / "backups"),
+                "CAJA_BACKUP_INTERVAL_HOURS": "0",
+                "CAJA_LOG_LEVEL": "WARNING",
+                "CAJA_LOG_FORMAT": "text",
+            }
+        )
+        with open(self.folder / f"{self.name}.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [CAJA, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env,
+                cwd=self.folder,
+                stdout=log,
+                stderr=log,
+            )
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
+
+            async def up():
+                assert self.proc.poll() is None, self.log()
+                try:
+                    return (await client.get("/health/live")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(up, f"{self.name} answers", timeout_s=60)
+        return self
+
+    def log(self) -> str:
+        return (self.folder / f"{self.name}.log").read_text(errors="replace")[-3000:]
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+
+# 37 ---------------------------------------------------------------------------------------------------------
+async def test_37_an_instance_killed_with_the_terminal_leased_frees_it_within_15_seconds(pg_stack, tmp_path):
+    from .stack import Client
+
+    stack = pg_stack
+    sim = await stack.simulator()
+    await stack.build(sim)
+    a = await ServeProcess(stack, tmp_path, "caja-a").start()
+    try:
+        cashier_a = Client(a.url)
+        r = await cashier_a.post(
+            "/login/pin", {"venue_id": stack.setup.venue_id, "user_id": stack.setup.cashier_id, "pin": PIN}
+        )
+        assert r.status_code in (200, 303), text_of(r.text)
+        await open_session(cashier_a, stack)
+        first = await checkout(cashier_a, stack)
+        sim.add_fault({"kind": "late_answer", "delay_s": 3.0})  # a slow terminal: it answers after 3 s
+        await pay_card(cashier_a, first)
+        await shows(cashier_a, first, "Esperando al terminal")
+        a.kill()  # kill -9 with the sale on the terminal and the terminal leased
+        killed_at = time.monotonic()
+        await cashier_a.client.aclose()
+    finally:
+        a.stop()
+
+    b = await stack.instance("caja-b")
+    cashier = await b.cashier()
+    await open_session(cashier, stack)  # the same register's open session
+    await shows(cashier, first, 'id="receipt"', timeout_s=20)  # B reconciled A's sale: charged once
+    second = await checkout(cashier, stack)
+
+    async def charged_again():
+        r = await pay_card(cashier, second)
+        return r.status_code == 200 and "Terminal ocupado" not in r.text
+
+    await wait_for(charged_again, "the terminal taking a new sale", timeout_s=20, every_s=0.5)
+    freed_after = time.monotonic() - killed_at
+    await shows(cashier, second, 'id="receipt"')
+    assert freed_after <= 15, f"the terminal was free again after {freed_after:.1f} s"
+    first_attempt, second_attempt = await attempts_on(stack)
+    assert first_attempt.state == "approved" and second_attempt.state == "approved"
+    assert sim.charged() == {first_attempt.ticket: first_attempt.amount, second_attempt.ticket: second_attempt.amount}
+
+
+async def test_37_35_a_clock_step_on_another_instance_takes_nothing_over_from_a_live_one(pg_stack):
+    """Instance B's wall clock jumps an hour forward, then back, while instance A waits on a slow terminal: B
+    neither takes A's lease over nor asks the terminal about the sale, and the sale is paid once — never
+    declared "not charged" first (the old lease expiry compared wall clocks across instances)."""
+    stack = pg_stack
+    sim = await stack.simulator()
+    await stack.build(sim)
+    clock_b = JumpClock()
+    a = await stack.instance("caja-a")
+    b = await stack.instance("caja-b", clock=clock_b)
+    cashier = await a.cashier()
+    await open_session(cashier, stack)
+    sale_id = await checkout(cashier, stack)
+    sim.add_fault({"kind": "late_answer", "delay_s": 4.0})
+    await pay_card(cashier, sale_id)
+    await shows(cashier, sale_id, "Esperando al terminal")
+    async with stack.db.reader() as s:
+        lease = (await s.execute(select(DeviceLease))).scalar_one()
+    clock_b.jump(3600)
+    await asyncio.sleep(1.5)  # B's worker looks several times with its clock an hour ahead
+    assert lease.device_key in b.orchestrator.leases._seen  # B's worker did look at A's lease
+    clock_b.jump(-7200)
+    await shows(cashier, sale_id, 'id="receipt"')
+    (attempt,) = await attempts_on(stack)
+    assert attempt.state == "approved" and attempt.classification == "approved" and attempt.reconcile_tries == 0
+    assert attempt.fence == lease.token and lease.owner == "caja-a"
+    asked = [c for c in sim.command_codes() if c in (Command.LAST_VOUCHER, Command.DETAILS, Command.CANCEL_SALE)]
+    assert asked == []  # nobody asked the terminal about the sale meanwhile
+    assert sim.charged() == {attempt.ticket: attempt.amount}
