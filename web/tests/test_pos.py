@@ -286,8 +286,11 @@ async def test_pos_without_session_is_refused_clearly(cashier, setup):
 
 
 async def test_override_then_late_primary_approval_offers_the_refund(cashier, setup, fakes):
+    """The primary turns out charged after the backup paid: caja tries to refund it through the terminal at once;
+    when the terminal refuses, the receipt shows the duplicate and a supervisor returns it from the POS."""
     fakes[0].script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=True))
     fakes[0].script("status", Step(kind=OutcomeKind.UNKNOWN))
+    fakes[0].script("refund", Step(kind=OutcomeKind.DECLINED, message="Anulación rechazada"))
     await open_session(cashier, setup)
     sale_id, _ = await checkout(cashier, setup, "Piscola")
     await cashier.post(f"/caja/venta/{sale_id}/tarjeta", htmx=True)
@@ -304,7 +307,7 @@ async def test_override_then_late_primary_approval_offers_the_refund(cashier, se
         htmx=True,
     )
     assert r.status_code == 200, text_of(r.text)
-    r = await poll_until(cashier, sale_id, "Posible doble cobro")
+    r = await poll_until(cashier, sale_id, "Cobro duplicado")
     attempt_id = int(re.search(r'name="attempt_id" value="(\d+)"', r.text).group(1))
     r = await cashier.post(
         f"/caja/venta/{sale_id}/devolver",
@@ -312,7 +315,7 @@ async def test_override_then_late_primary_approval_offers_the_refund(cashier, se
         htmx=True,
     )
     assert r.status_code == 200, text_of(r.text)
-    assert "Posible doble cobro" not in r.text
+    assert "Cobro duplicado" not in r.text
     assert fakes[0].refunded
 
 
