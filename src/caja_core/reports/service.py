@@ -249,7 +249,7 @@ async def _names(s: AsyncSession, ids: set[int]) -> dict[int, str]:
     return dict((await s.execute(select(User.id, User.display_name).where(User.id.in_(ids)))).all())
 
 
-async def _resolutions(s: AsyncSession, session_filter) -> list[ResolutionLine]:
+async def _resolutions(s: AsyncSession, session_filter: Select[int]) -> list[ResolutionLine]:
     rows = (
         await s.execute(
             select(PaymentAttempt, CashRegister.code)
@@ -282,7 +282,7 @@ async def _resolutions(s: AsyncSession, session_filter) -> list[ResolutionLine]:
     return out
 
 
-async def _returns(s: AsyncSession, session_filter) -> list[ReturnLine]:
+async def _returns(s: AsyncSession, session_filter: Select[int]) -> list[ReturnLine]:
     rows = (
         await s.execute(
             select(PaymentAttempt, CashRegister.code)

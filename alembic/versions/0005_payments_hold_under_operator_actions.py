@@ -1,8 +1,8 @@
 """payments hold under operator actions: attempts keep their device (settings snapshot, identity, fencing),
 unique ticket series, heartbeat leases, breaker generations, recorded batch closes and terminal checks
 
-Revision ID: 0003
-Revises: 0002_printing
+Revision ID: 0005_payments_devices
+Revises: 0004_money_controls
 Create Date: 2026-12-02 06:31:31.700560
 """
 
@@ -15,8 +15,8 @@ from sqlalchemy.dialects import postgresql
 import caja_core.db.base
 from alembic import op
 
-revision = "0003"
-down_revision = "0002_printing"
+revision = "0005_payments_devices"
+down_revision = "0004_money_controls"
 branch_labels = None
 depends_on = None
 
