@@ -12,12 +12,14 @@ from sqlalchemy import text
 
 from caja_core.db import Database
 from caja_core.money import format_clp
+from caja_core.payments import lifecycle
 from caja_core.reports.service import jornada_report
 
 from .cashier import Stats
 from .stack import Terminal, Venue, control
 
-UNRESOLVED = ("created", "sending", "awaiting", "in_doubt", "reconciling", "manual_pending")
+#: In flight, in doubt, waiting for a manual confirmation, or a duplicate charge still to return.
+UNRESOLVED = tuple(str(s) for s in lifecycle.UNRESOLVED)
 
 
 @dataclass

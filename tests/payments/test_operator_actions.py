@@ -12,7 +12,9 @@ from sqlalchemy import select
 
 from caja_core.audit.models import AuditEvent, Incident
 from caja_core.db import Database
+from caja_core.errors import Conflict
 from caja_core.fallback.policy import FallbackPolicy
+from caja_core.payments import terminal_ops
 from caja_core.payments.models import PaymentAttempt, TerminalCheck
 from caja_core.sales.models import Sale
 from caja_getnet.protocol import Command
@@ -250,6 +252,10 @@ async def test_33_a_batch_close_is_refused_while_the_terminal_has_a_payment_in_d
     r = await admin.post(f"/admin/terminales/{stack.setup.register_id}/cierre-lote")
     assert r.status_code == 409, text_of(r.text)[:400]
     assert "cobros sin resolver" in text_of(r.text) and "Intento #" in text_of(r.text)
+    # The same refusal for the command line (``caja getnet close --tcp …`` goes through this function).
+    with pytest.raises(Conflict) as refused:
+        await terminal_ops.close_device_batch(stack.db, stack.registry, "getnet", stack.settings_for(sim, "localhost"))
+    assert refused.value.code == "terminal.close_refused" and "cobros sin resolver" in refused.value.message
     assert Command.CLOSE not in sim.command_codes()
     sim.clear_faults()
     await shows(cashier, sale_id, 'id="receipt"')  # the proof was kept: reconciliation finds the charge

@@ -2196,6 +2196,8 @@ class PaymentOrchestrator:
         identify = getattr(call.provider, "identify", None)
         if Capability.IDENTIFY not in capabilities_of(call.provider, call.settings) or not callable(identify):
             return
+        if call.ctx.agent is not None:
+            return  # behind a register agent: its key is the register's own, and its line is the agent's to use
         key = call.request.device_key
         now = self.clock.now()
         async with self.db.reader() as s:

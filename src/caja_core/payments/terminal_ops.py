@@ -380,6 +380,24 @@ async def close_batch(
         ) from None
 
 
+async def close_device_batch(
+    db: Any,
+    registry: ProviderRegistry,
+    provider_id: str,
+    settings: dict[str, Any],
+    *,
+    user_id: int | None = None,
+    source: str = "cli",
+    clock: Clock = SYSTEM_CLOCK,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> TerminalCloseOut:
+    """The batch close of a device given by its connection settings (``caja getnet close --tcp …``): refused,
+    with the reason, while caja has attempts in flight or in doubt on it; recorded otherwise."""
+    async with db.reader() as s:
+        ref = await device_terminal(s, registry, provider_id, settings)
+    return await close_batch(db, registry, ref, user_id=user_id, source=source, clock=clock, timeout_s=timeout_s)
+
+
 async def list_closes(s: AsyncSession, venue_id: int, *, jornada_id: int | None = None) -> list[TerminalCloseOut]:
     q = select(TerminalClose).where(TerminalClose.venue_id == venue_id)
     if jornada_id is not None:
