@@ -18,7 +18,6 @@ import httpx
 from .common import run, table
 from .load.cashier import SALE_LINK, Browser, Stats
 from .load.stack import (
-    PIN,
     REDIS_URL,
     Instance,
     ScratchDatabase,
@@ -106,7 +105,9 @@ async def measure(clients: int, seconds: float, interval: float, answer_after_s:
             b, reg = browsers[i], venue.registers[i]
             await b.csrf()
             r = await b.request(
-                "POST", "/login/pin", {"venue_id": venue.venue_id, "user_id": reg.cashier_ids[0], "pin": PIN}
+                "POST",
+                "/login/pin",
+                {"venue_id": venue.venue_id, "user_id": reg.cashier_ids[0], "pin": venue.pins[reg.cashier_ids[0]]},
             )
             assert r.status_code == 303, r.text[:300]
             r = await b.request(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from .stack import PIN, SUPERVISOR, Instance, Register, Terminal, Venue, control
+from .stack import SUPERVISOR, Instance, Register, Terminal, Venue, control
 
 SALE_LINK = re.compile(r"/caja/venta/(\d+)/")
 TOTAL = re.compile(r'id="sale-total">\$([\d.]+)<')
@@ -186,7 +186,10 @@ class Cashier:
         b = self.browser
         await b.csrf()
         r = await b.until_answered(
-            "POST", "/login/pin", {"venue_id": self.venue.venue_id, "user_id": self.user_id, "pin": PIN}, kind="login"
+            "POST",
+            "/login/pin",
+            {"venue_id": self.venue.venue_id, "user_id": self.user_id, "pin": self.venue.pins[self.user_id]},
+            kind="login",
         )
         if r.status_code != 303:
             raise RuntimeError(f"cashier {self.n} login refused: {r.status_code} {r.text[:200]}")

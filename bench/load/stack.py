@@ -36,7 +36,6 @@ from caja_core.venues import service as venues
 PG_ADMIN = os.environ.get("CAJA_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CAJA_LOAD_REDIS_URL", "redis://127.0.0.1:6379/9")
 SUPERVISOR = ("supervisor", "super-carga-2024")
-PIN = "4321"
 PRODUCTS = [
     ("Entrada general", 8000),
     ("Cerveza lata", 3500),
@@ -105,6 +104,21 @@ class Terminal:
         return f"getnet:tcp:127.0.0.1:{self.port}"
 
 
+def cashier_pins(count: int) -> list[str]:
+    """Distinct 6-digit PINs that are not easy to guess, one per cashier (the core refuses duplicate and
+    trivial PINs)."""
+    from caja_core.users.secrets import trivial_pin
+
+    pins: list[str] = []
+    value = 730411
+    while len(pins) < count:
+        value += 7919
+        pin = f"{value % 1_000_000:06d}"
+        if not trivial_pin(pin) and pin not in pins:
+            pins.append(pin)
+    return pins
+
+
 @dataclass
 class Register:
     id: int
@@ -121,6 +135,7 @@ class Venue:
     registers: list[Register]
     cashier_ids: list[int]
     products: list[tuple[int, int]]  # (id, price)
+    pins: dict[int, str] = field(default_factory=dict)  # cashier id → PIN
 
 
 def free_port() -> int:
@@ -190,16 +205,18 @@ async def seed(
             secret=SUPERVISOR[1],
         )
         cashier_ids = []
-        for n in range(cashiers):
+        pins: dict[int, str] = {}
+        for n, pin in enumerate(cashier_pins(cashiers)):
             user = await users.create_user(
                 s,
                 venue_id=venue.id,
                 username=f"cajero{n + 1:02d}",
                 display_name=f"Cajero {n + 1:02d}",
                 role="cashier",
-                secret=PIN,
+                secret=pin,
             )
             cashier_ids.append(user.id)
+            pins[user.id] = pin
         cat = await catalog.create_category(s, venue_id=venue.id, name="Barra")
         products = []
         for name, price in PRODUCTS:
@@ -259,6 +276,7 @@ async def seed(
         registers=regs,
         cashier_ids=cashier_ids,
         products=products,
+        pins=pins,
     )
 
 
