@@ -6,10 +6,9 @@ import asyncio
 import os
 
 from sqlalchemy import pool
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from caja_core.db.engine import normalise_url
+from caja_core.db.engine import async_engine, normalise_url
 from caja_core.db.models import metadata
 
 config = context.config
@@ -37,7 +36,7 @@ def _do_run(connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(_url(), poolclass=pool.NullPool)
+    engine = async_engine(_url(), application_name="caja migrations", poolclass=pool.NullPool)
     async with engine.connect() as connection:
         await connection.run_sync(_do_run)
     await engine.dispose()

@@ -158,27 +158,96 @@ def db_upgrade(revision: str, no_backup: bool) -> None:
     click.echo(f"Esquema migrado: {current or '(vacía)'} → {_current_or_fail(settings.database_url)}.")
 
 
-@db.command("downgrade")
-@click.argument("revision")
+async def _live_processes(settings: Settings):
+    from .db.engine import Database
+    from .ops.heartbeats import live_instances
+
+    database = Database(settings.database_url)
+    try:
+        return await live_instances(database)
+    finally:
+        await database.dispose()
+
+
+def _refuse_if_live(settings: Settings, action: str, *, force_hint: bool) -> None:
+    """Stop here, with the list, when app instances or workers are running on this database."""
+    if settings.is_sqlite and not _database_exists(settings):
+        return
+    try:
+        live = asyncio.run(_live_processes(settings))
+    except Exception:  # noqa: BLE001 - the database does not answer: the command itself will say so
+        return
+    if not live:
+        return
+    names = ", ".join(f"{p.name} ({'caja worker' if p.kind == 'worker' else 'instancia'})" for p in live)
+    hint = " o agregue --force si sabe que no atienden a nadie" if force_hint else ""
+    raise click.ClickException(
+        f"Hay procesos en marcha sobre esta base: {names}. Deténgalos antes de {action}"
+        f" (sudo systemctl stop 'caja@*' caja-worker){hint}."
+    )
+
+
+class _Revision(click.ParamType):
+    """A revision argument that may start with '-' (``-1``: one migration back)."""
+
+    name = "versión"
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        return value
+
+
+@db.command("downgrade", context_settings={"ignore_unknown_options": True})
+@click.argument("revision", type=_Revision())
 @click.option("--no-backup", is_flag=True, help="No respaldar la base antes de revertir.")
-def db_downgrade(revision: str, no_backup: bool) -> None:
-    """Revierte el esquema a REVISION (p. ej. 0001_initial_schema, -1 o base). Respalda antes."""
+@click.option(
+    "--destroy-data",
+    is_flag=True,
+    help="Revertir aunque se borren tablas o columnas con datos (se respalda antes igual).",
+)
+def db_downgrade(revision: str, no_backup: bool, destroy_data: bool) -> None:
+    """Revierte el esquema a REVISION: una versión (p. ej. 0001), -1 (una migración atrás) o base.
+
+    Se niega mientras haya instancias o workers en marcha, y si la vuelta atrás borraría tablas o columnas
+    que tienen datos (salvo --destroy-data). Respalda antes (salvo --no-backup).
+    """
     from .db import migrate
 
     settings = _settings()
     current = _current_or_fail(settings.database_url)
     if current is None:
         raise click.ClickException("La base no tiene esquema: no hay nada que revertir.")
-    if revision == current:
+    try:
+        target = migrate.resolve_target(current, revision)
+    except migrate.UnknownRevision as exc:
+        raise click.ClickException(f"No se puede revertir a {revision}: {exc}.") from None
+    if target == current:
         click.echo(f"El esquema ya está en {current}: nada que hacer.")
         return
+    _refuse_if_live(settings, "revertir el esquema", force_hint=False)
+    lost = asyncio.run(_data_lost(settings.database_url, target))
+    if lost and not destroy_data:
+        raise click.ClickException(
+            f"Revertir a {target or 'base'} borraría datos: {'; '.join(lost)}. No se cambió nada. Si es lo que "
+            "quiere, repita con --destroy-data (se toma un respaldo antes)."
+        )
     if not no_backup:
         _pre_migration_backup(settings, current, "pre-downgrade")
     try:
-        migrate.downgrade(settings.database_url, revision)
+        migrate.downgrade(settings.database_url, target or "base")
     except Exception as exc:  # noqa: BLE001 - whatever the migration raised: one clear line
         raise click.ClickException(f"No se pudo revertir a {revision}: {type(exc).__name__}: {exc}") from None
     click.echo(f"Esquema revertido: {current} → {_current_or_fail(settings.database_url) or '(vacía)'}.")
+
+
+async def _data_lost(url: str, target: str | None) -> list[str]:
+    from .db import migrate
+    from .db.engine import Database
+
+    database = Database(url)
+    try:
+        return await migrate.data_lost_by_downgrade(database.engine, target)
+    finally:
+        await database.dispose()
 
 
 # ------------------------------------------------------------------------------------------- backup
@@ -223,20 +292,24 @@ def backup_create(backup_dir: str | None, verify: bool) -> None:
 @backup.command("list")
 @_dir_option
 def backup_list(backup_dir: str | None) -> None:
-    """Lista los respaldos, del más reciente al más antiguo."""
-    from .ops.backups import list_backups
+    """Lista los respaldos, del más reciente al más antiguo (los dañados también, con el motivo)."""
+    from .ops.backups import scan_backups
 
     settings = _settings()
-    backups = list_backups(_folder(settings, backup_dir))
-    if not backups:
+    entries = scan_backups(_folder(settings, backup_dir))
+    if not entries:
         click.echo("No hay respaldos.")
         return
     click.echo(f"{'ID':<32} {'FECHA (UTC)':<20} {'TIPO':<13} {'TAMAÑO':>9}  {'ESQUEMA':<24} VERIFICADO")
-    for m in backups:
-        verified = "—" if m.verification is None else ("sí" if m.verification.ok else "FALLÓ")
+    for entry in entries:
+        when = f"{entry.created_at:%Y-%m-%d %H:%M:%S}" if entry.created_at else "-"
+        m = entry.manifest
+        if m is None:
+            click.echo(f"{entry.id:<32} {when:<20} {'DAÑADO':<13} {'-':>9}  {'-':<24} {entry.damaged}")
+            continue
+        verified = "—" if entry.verification is None else ("sí" if entry.verification.ok else "FALLÓ")
         click.echo(
-            f"{m.id:<32} {m.created_at:%Y-%m-%d %H:%M:%S}  {m.kind:<13} {_fmt_size(m.size):>9}  "
-            f"{(m.schema_revision or '-'):<24} {verified}"
+            f"{m.id:<32} {when:<20} {m.kind:<13} {_fmt_size(m.size):>9}  {(m.schema_revision or '-'):<24} {verified}"
         )
 
 
@@ -247,6 +320,9 @@ def _print_verification(backup_id: str, result: Verification) -> None:
             f"de filas; {result.duration_s:.1f} s)."
         )
     else:
+        if len(result.problems) == 1:
+            click.echo(f"Verificación de {backup_id}: FALLÓ: {result.problems[0]}", err=True)
+            return
         click.echo(f"Verificación de {backup_id}: FALLÓ", err=True)
         for problem in result.problems:
             click.echo(f"  - {problem}", err=True)
@@ -271,11 +347,15 @@ def backup_verify(backup_id: str, backup_dir: str | None) -> None:
 @_dir_option
 @click.option("--yes", is_flag=True, help="No pedir confirmación.")
 @click.option("--no-safety-backup", is_flag=True, help="No respaldar la base actual antes de restaurar.")
-def backup_restore(backup_id: str, backup_dir: str | None, yes: bool, no_safety_backup: bool) -> None:
-    """Reemplaza la base actual por el respaldo BACKUP_ID (detenga la app antes)."""
+@click.option("--force", is_flag=True, help="Restaurar aunque haya instancias en marcha (no lo haga con público).")
+def backup_restore(backup_id: str, backup_dir: str | None, yes: bool, no_safety_backup: bool, force: bool) -> None:
+    """Reemplaza la base actual por el respaldo BACKUP_ID (se niega con instancias en marcha; respalda y
+    verifica la base actual antes)."""
     from .ops.backups import restore_backup
 
     settings = _settings()
+    if not force:
+        _refuse_if_live(settings, "restaurar", force_hint=True)
     if not yes:
         click.confirm(f"Esto reemplaza TODA la base actual por el respaldo {backup_id}. ¿Continuar?", abort=True)
     result = asyncio.run(
@@ -319,16 +399,23 @@ def backup_prune(backup_dir: str | None) -> None:
 @cli.command("worker")
 @click.option("--check-every", default=60.0, show_default=True, help="Segundos entre revisiones.")
 def worker(check_every: float) -> None:
-    """Proceso de fondo: respaldos programados (cada CAJA_BACKUP_INTERVAL_HOURS), verificación y retención."""
+    """Proceso de fondo: respaldos programados (cada CAJA_BACKUP_INTERVAL_HOURS), verificación y retención.
+
+    Registra su latido en la base: /health y las métricas de cualquier instancia lo muestran (y muestran
+    cuando deja de latir)."""
+    import logging
     import signal
 
+    from .db.engine import database_from_settings
     from .ops.backups import BackupScheduler
+    from .ops.heartbeats import Heartbeat
     from .ops.logging import configure_logging
 
     settings = _settings()
     configure_logging(settings)
     if settings.backup_interval_hours <= 0:
         raise click.ClickException("CAJA_BACKUP_INTERVAL_HOURS=0: los respaldos programados están desactivados.")
+    log = logging.getLogger("caja.worker")
     scheduler = BackupScheduler.from_settings(settings, check_every_s=check_every)
 
     async def run() -> None:
@@ -336,10 +423,24 @@ def worker(check_every: float) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        database = database_from_settings(settings, role="worker")
+        heartbeat = Heartbeat(database, name=settings.instance_id, kind="worker", backup_info=scheduler.report)
+        heartbeat.state = "serving"
+        await heartbeat.start()
         await scheduler.start()
-        click.echo(f"caja worker: respaldos cada {settings.backup_interval_hours} h en {settings.backup_dir}.")
-        await stop.wait()
-        await scheduler.stop()
+        log.info(
+            "caja worker %s: respaldos cada %s h en %s",
+            settings.instance_id,
+            settings.backup_interval_hours,
+            settings.backup_dir,
+        )
+        try:
+            await stop.wait()
+        finally:
+            log.info("caja worker %s: deteniéndose", settings.instance_id)
+            await scheduler.stop()
+            await heartbeat.stop()
+            await database.dispose()
 
     asyncio.run(run())
 
@@ -454,14 +555,23 @@ def rotate_agent_token(code: str, venue_slug: str | None, token_file: str | None
     """Genera un token nuevo para el agente de la caja CODE (el anterior deja de servir)."""
     import os
 
-    from .errors import NotFound
+    from sqlalchemy import select
+
+    from .errors import NotFound, ValidationFailed
     from .registers.service import list_registers
     from .registers.service import rotate_agent_token as rotate
+    from .venues.models import Venue
     from .venues.service import first_venue, get_venue_by_slug
 
     settings = _settings()
 
     async def run(s: AsyncSession) -> str:
+        if venue_slug is None:
+            slugs = list((await s.execute(select(Venue.slug).order_by(Venue.id))).scalars())
+            if len(slugs) > 1:
+                raise ValidationFailed(
+                    f"Hay {len(slugs)} locales: indique cuál con --venue ({', '.join(slugs)}).", code="venue.ambiguous"
+                )
         venue = await get_venue_by_slug(s, venue_slug) if venue_slug else await first_venue(s)
         if venue is None:
             raise NotFound("No hay ningún local.", code="venue.not_found")

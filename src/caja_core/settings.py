@@ -58,6 +58,11 @@ class Settings(msgspec.Struct, kw_only=True):
     load_plugins: str | None = None
     trace_plugins: bool = False
     public_url: str | None = None
+    database_pool_size: int = 10
+    database_application_name: str | None = None
+    install_operators: str | None = None
+    tls_cert_file: str | None = None
+    drain_seconds: int = 10
 
     @property
     def is_sqlite(self) -> bool:
@@ -87,6 +92,20 @@ VARIABLES: dict[str, str] = {
     "CAJA_LOAD_PLUGINS": "plugins a cargar, separados por coma (vacío = solo los incluidos)",
     "CAJA_TRACE_PLUGINS": "1 registra cada llamada a hooks",
     "CAJA_PUBLIC_URL": "dirección con que los clientes abren su boleta digital (QR), p. ej. https://caja.mi-local.cl",
+    "CAJA_DATABASE_POOL_SIZE": "conexiones a PostgreSQL por proceso, 1–100 (otras tantas de desborde; por defecto 10)",
+    "CAJA_DATABASE_APPLICATION_NAME": "nombre de las conexiones en pg_stat_activity (por defecto caja app <instancia>)",
+    "CAJA_INSTALL_OPERATORS": "administradores con acceso a toda la instalación: local/usuario separados por coma",
+    "CAJA_TLS_CERT_FILE": "certificado TLS que sirve el proxy (PEM), para vigilar su vencimiento (opcional)",
+    "CAJA_DRAIN_SECONDS": "segundos máximos de drenaje al detenerse (SIGTERM), 1–120 (por defecto 10)",
+}
+
+#: Other CAJA_* variables read by a command or the test suite (not settings of a running process).
+OTHER_VARIABLES = {
+    "CAJA_ALEMBIC_DIR": "carpeta de migraciones (por defecto, las del paquete caja-core)",
+    "CAJA_AGENT_TOKEN": "token de la caja para `caja agent`",
+    "CAJA_NEW_USER_SECRET": "contraseña o PIN para `caja user create`",
+    "CAJA_TEST_DATABASE_URL": "PostgreSQL de la suite de pruebas",
+    "CAJA_SCREENSHOTS": "carpeta donde las pruebas de navegador guardan capturas",
 }
 
 
@@ -97,6 +116,24 @@ class SettingsError(Exception):
 
 
 _CHOICES = {"env": ("demo", "development", "production"), "log_format": ("json", "text")}
+_INTEGERS = (
+    "port",
+    "backup_keep_daily",
+    "backup_keep_weekly",
+    "backup_interval_hours",
+    "database_pool_size",
+    "drain_seconds",
+)
+_OPTIONAL = (
+    "public_url",
+    "redis_url",
+    "metrics_token",
+    "metrics_token_previous",
+    "load_plugins",
+    "database_application_name",
+    "install_operators",
+    "tls_cert_file",
+)
 _BOOL_TRUE = {"1", "true", "yes", "si", "sí", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off", ""}
 
@@ -111,7 +148,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         if key not in env:
             continue
         value = env[key].strip()
-        if name in ("port", "backup_keep_daily", "backup_keep_weekly", "backup_interval_hours"):
+        if name in _OPTIONAL and not value:
+            continue  # ``CAJA_REDIS_URL=`` in an env file means "not set"
+        if name in _INTEGERS:
             if not value.isdigit():
                 problems.append(f"{key}={value!r} no es válido: se espera {VARIABLES[key]}")
                 continue
@@ -131,8 +170,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     if problems:
         # Report the type errors and whatever else can be checked on the values that did parse.
+        partial = dict(raw.items())
         with contextlib.suppress(msgspec.ValidationError):
-            problems.extend(_check(msgspec.convert(raw, Settings, strict=False)))
+            problems.extend(_check(msgspec.convert(partial, Settings, strict=False)))
         raise SettingsError(problems)
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
@@ -188,7 +228,7 @@ def _check(s: Settings) -> list[str]:
         problems.append("CAJA_METRICS_TOKEN_PREVIOUS es débil: en producción se esperan al menos 16 caracteres")
     if s.metrics_token_previous is not None and s.metrics_token is None:
         problems.append("CAJA_METRICS_TOKEN_PREVIOUS sin CAJA_METRICS_TOKEN: defina primero el token nuevo")
-    if s.metrics_token is not None and s.metrics_token == s.secret_key:
+    if s.metrics_token and s.metrics_token == s.secret_key:
         problems.append("CAJA_METRICS_TOKEN no puede ser igual a CAJA_SECRET_KEY")
     if s.env == "production" and not s.secure_cookies:
         problems.append("CAJA_SECURE_COOKIES debe ser 1 en producción (la app se sirve detrás de HTTPS)")
@@ -198,9 +238,72 @@ def _check(s: Settings) -> list[str]:
         problems.append(f"CAJA_TIMEZONE={s.timezone!r} no es válido: se espera {VARIABLES['CAJA_TIMEZONE']}")
     if s.public_url is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", s.public_url):
         problems.append(f"CAJA_PUBLIC_URL={s.public_url!r} no es válido: se espera {VARIABLES['CAJA_PUBLIC_URL']}")
+    if not 1 <= s.database_pool_size <= 100:
+        problems.append(
+            f"CAJA_DATABASE_POOL_SIZE={s.database_pool_size} no es válido: se espera {VARIABLES['CAJA_DATABASE_POOL_SIZE']}"
+        )
+    if not 1 <= s.drain_seconds <= 120:
+        problems.append(
+            f"CAJA_DRAIN_SECONDS={s.drain_seconds} no es válido: se espera {VARIABLES['CAJA_DRAIN_SECONDS']}"
+        )
+    if s.database_url.startswith("postgres"):
+        problems.extend(_check_database_tls(s.database_url))
+    from .ops.access import invalid_operators
+
+    for item in invalid_operators(s.install_operators):
+        problems.append(f"CAJA_INSTALL_OPERATORS: {item!r} no es válido: se espera local/usuario (p. ej. luna/admin)")
+    if s.tls_cert_file is not None:
+        from .ops.health import certificate_not_after
+
+        try:
+            certificate_not_after(s.tls_cert_file)
+        except (OSError, ValueError, IndexError) as exc:
+            problems.append(
+                f"CAJA_TLS_CERT_FILE={s.tls_cert_file!r} no se puede leer como certificado PEM ({type(exc).__name__})"
+            )
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append(f"CAJA_LOG_LEVEL={s.log_level!r} no es válido: se espera {VARIABLES['CAJA_LOG_LEVEL']}")
     return problems
+
+
+def _check_database_tls(url: str) -> list[str]:
+    """The libpq parameters of a PostgreSQL URL: a known ``sslmode`` and certificate files that exist."""
+    from pathlib import Path
+
+    from .db.engine import SSLMODES, split_libpq_params
+
+    try:
+        _, params = split_libpq_params(url)
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse
+        return ["CAJA_DATABASE_URL no es válido: se espera postgresql://usuario@host:5432/base"]
+    problems = []
+    mode = params.get("sslmode")
+    if mode is not None and mode not in SSLMODES:
+        problems.append(f"CAJA_DATABASE_URL: sslmode={mode!r} no es válido: se espera {', '.join(SSLMODES)}")
+    for key in ("sslrootcert", "sslcert", "sslkey"):
+        if key in params and not Path(params[key]).is_file():
+            problems.append(f"CAJA_DATABASE_URL: {key}={params[key]!r} no existe o no es un archivo")
+    if mode in ("verify-ca", "verify-full") and "sslrootcert" not in params:
+        problems.append(
+            f"CAJA_DATABASE_URL: sslmode={mode} necesita sslrootcert=<certificado raíz del servidor PostgreSQL>"
+        )
+    return problems
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One Spanish warning per ``CAJA_*`` variable that caja does not know, with the closest known name."""
+    import difflib
+
+    env = os.environ if environ is None else environ
+    known = set(VARIABLES) | set(OTHER_VARIABLES)
+    warnings = []
+    for key in sorted(env):
+        if not key.startswith("CAJA_") or key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        hint = f"; ¿quiso decir {close[0]}?" if close else ""
+        warnings.append(f"{key} no es una variable de caja y se ignora{hint}")
+    return warnings
 
 
 def settings_or_exit(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -208,6 +311,8 @@ def settings_or_exit(environ: Mapping[str, str] | None = None, **overrides: obje
     to stderr and exit with code 2 before anything starts."""
     import sys
 
+    for warning in unknown_variables(environ):
+        print(f"caja: aviso: {warning}", file=sys.stderr)
     try:
         return load_settings(environ, **overrides)
     except SettingsError as exc:

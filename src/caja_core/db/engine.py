@@ -2,17 +2,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, CursorResult, Engine, Result, make_url
+from sqlalchemy.engine import URL, Connection, CursorResult, Engine, Result, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 T = TypeVar("T")
 P = ParamSpec("P")
+
+#: libpq connection parameters accepted in a ``postgresql://`` URL (``?sslmode=verify-full&sslrootcert=…``).
+#: The app translates them for asyncpg; ``pg_dump``/``pg_restore``/``psql`` get them as they are.
+LIBPQ_PARAMS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword", "application_name", "connect_timeout")
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 def normalise_url(url: str) -> str:
@@ -31,7 +38,66 @@ def rowcount(result: Result[Any]) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
-def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def _tls_context(mode: str, params: dict[str, str]) -> ssl.SSLContext | bool | str:
+    """asyncpg's ``ssl`` argument for a libpq ``sslmode`` (and root certificate, client certificate)."""
+    if mode == "disable":
+        return False
+    if mode in ("allow", "prefer") and not params.get("sslrootcert"):
+        return "prefer"
+    verify = mode in ("verify-ca", "verify-full")
+    root = params.get("sslrootcert")
+    if verify:
+        context = ssl.create_default_context(cafile=root) if root else ssl.create_default_context()
+        context.check_hostname = mode == "verify-full"
+    else:  # require (and allow/prefer with a root certificate): encrypted, certificate not checked
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if params.get("sslcert"):
+        context.load_cert_chain(params["sslcert"], params.get("sslkey"), params.get("sslpassword"))
+    return context
+
+
+def split_libpq_params(url: str) -> tuple[URL, dict[str, str]]:
+    """The URL without its libpq parameters, and those parameters (``sslmode``, ``sslrootcert``…)."""
+    parsed = make_url(normalise_url(url))
+    params = {k: str(v) for k, v in parsed.query.items() if k in LIBPQ_PARAMS}
+    return parsed.difference_update_query(list(params)), params
+
+
+def pg_connect_args(url: str, *, application_name: str | None = None) -> tuple[URL, dict[str, Any]]:
+    """A PostgreSQL URL for asyncpg and its ``connect_args``: libpq TLS parameters become an SSL context,
+    ``application_name`` a server setting (shown in ``pg_stat_activity``)."""
+    clean, params = split_libpq_params(url)
+    args: dict[str, Any] = {}
+    mode = params.get("sslmode") or os.environ.get("PGSSLMODE")
+    if mode:
+        if mode not in SSLMODES:
+            raise ValueError(f"sslmode={mode!r} no es válido: se espera uno de {', '.join(SSLMODES)}")
+        if "sslrootcert" not in params and os.environ.get("PGSSLROOTCERT"):
+            params["sslrootcert"] = os.environ["PGSSLROOTCERT"]
+        args["ssl"] = _tls_context(mode, params)
+    name = params.get("application_name") or application_name
+    if name:
+        args["server_settings"] = {"application_name": name[:63]}
+    if params.get("connect_timeout"):
+        args["timeout"] = float(params["connect_timeout"])
+    return clean, args
+
+
+def async_engine(url: str, *, application_name: str | None = None, **kwargs: Any) -> AsyncEngine:
+    """``create_async_engine`` for a caja URL (SQLite or PostgreSQL with libpq TLS parameters)."""
+    url = normalise_url(url)
+    if make_url(url).get_backend_name() == "postgresql":
+        clean, connect_args = pg_connect_args(url, application_name=application_name)
+        connect_args.update(kwargs.pop("connect_args", {}))
+        return create_async_engine(clean, connect_args=connect_args, **kwargs)
+    return create_async_engine(url, **kwargs)
+
+
+def make_engine(
+    url: str, *, pool_size: int = 10, echo: bool = False, application_name: str | None = None
+) -> AsyncEngine:
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -44,7 +110,14 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
         )
         _sqlite_events(engine.sync_engine, memory)
         return engine
-    return create_async_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return async_engine(
+        url,
+        application_name=application_name,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
 
 
 def _sqlite_events(engine: Engine, memory: bool) -> None:
@@ -68,12 +141,23 @@ def _sqlite_events(engine: Engine, memory: bool) -> None:
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("caja_read_only") else "BEGIN IMMEDIATE")
 
 
+def database_from_settings(settings: Any, *, role: str = "app") -> Database:
+    """The database of a process, sized and named by its settings (``CAJA_DATABASE_POOL_SIZE``,
+    ``CAJA_DATABASE_APPLICATION_NAME``, default ``caja <role> <instance>``)."""
+    name = getattr(settings, "database_application_name", None) or f"caja {role} {settings.instance_id}"
+    return Database(
+        settings.database_url, pool_size=getattr(settings, "database_pool_size", 10), application_name=name
+    )
+
+
 class Database:
     """An engine and its session factory. ``async with db.session() as s`` commits on success."""
 
-    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, pool_size: int = 10, application_name: str | None = None
+    ) -> None:
         self.url = normalise_url(url)
-        self.engine = make_engine(self.url, echo=echo, pool_size=pool_size)
+        self.engine = make_engine(self.url, echo=echo, pool_size=pool_size, application_name=application_name)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
 
         self._sync_sessionmaker: sessionmaker[Session] | None = None

@@ -19,10 +19,18 @@ from alembic import command
 from .engine import normalise_url
 
 
+#: Where the built ``caja-core`` wheel carries the migrations (``alembic/`` of the source tree).
+PACKAGED = Path(__file__).resolve().parent.parent / "migrations"
+
+
 def alembic_dir() -> Path:
+    """The migrations: ``CAJA_ALEMBIC_DIR``, else the ones inside the installed package, else the source
+    tree's ``alembic/`` (a development checkout)."""
     env = os.environ.get("CAJA_ALEMBIC_DIR")
     if env:
         return Path(env)
+    if (PACKAGED / "env.py").exists():
+        return PACKAGED
     here = Path(__file__).resolve()
     for parent in here.parents:
         if (parent / "alembic" / "env.py").exists() and (parent / "alembic.ini").exists():
@@ -32,8 +40,10 @@ def alembic_dir() -> Path:
 
 def alembic_config(url: str) -> Config:
     directory = alembic_dir()
-    cfg = Config(str(directory.parent / "alembic.ini"))
+    ini = directory.parent / "alembic.ini"
+    cfg = Config(str(ini)) if ini.exists() else Config()
     cfg.set_main_option("script_location", str(directory))
+    cfg.set_main_option("path_separator", "os")
     cfg.attributes["url"] = normalise_url(url)
     return cfg
 
@@ -82,3 +92,89 @@ def pending_revisions(current: str | None) -> list[str]:
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+
+
+# ------------------------------------------------------------------------------------- safe downgrade
+
+#: Tables whose rows are operational state, not the venue's data (dropping them loses nothing of value).
+DISPOSABLE_TABLES = {"ops_processes"}
+
+
+class UnknownRevision(ValueError):
+    pass
+
+
+def resolve_target(current: str | None, target: str) -> str | None:
+    """The revision a downgrade to ``target`` ends at: an id (or a unique prefix), ``base`` (None) or a
+    relative ``-N`` from ``current``. Raises :class:`UnknownRevision` with the known ids."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    known = [rev.revision for rev in script.walk_revisions()]
+    if target == "base":
+        return None
+    if target.startswith("-") and target[1:].isdigit():
+        revision = current
+        for _ in range(int(target[1:])):
+            if revision is None:
+                raise UnknownRevision(f"no hay {target[1:]} versiones anteriores a {current}")
+            revision = script.get_revision(revision).down_revision  # type: ignore[union-attr,assignment]
+        return revision
+    matches = [rev for rev in known if rev == target] or [rev for rev in known if rev.startswith(target)]
+    if len(matches) != 1:
+        raise UnknownRevision(f"la versión {target!r} no existe; las versiones son: {', '.join(reversed(known))}, base")
+    return matches[0]
+
+
+def _columns_by_table(sync_conn) -> dict[str, set[str]]:
+    from sqlalchemy import inspect
+
+    inspector = inspect(sync_conn)
+    return {
+        table: {c["name"] for c in inspector.get_columns(table)}
+        for table in inspector.get_table_names()
+        if table != "alembic_version"
+    }
+
+
+def schema_at(revision: str | None) -> dict[str, set[str]]:
+    """Tables and their columns at ``revision`` (built on a scratch SQLite file)."""
+    import tempfile
+
+    from sqlalchemy import create_engine
+
+    if revision is None:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="caja-schema-") as tmp:
+        url = f"sqlite:///{tmp}/schema.db"
+        _in_thread_if_loop(command.upgrade, alembic_config(url), revision)
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                return _columns_by_table(conn)
+        finally:
+            engine.dispose()
+
+
+async def data_lost_by_downgrade(engine: AsyncEngine, target: str | None) -> list[str]:
+    """What a downgrade to ``target`` would destroy in the live database: one Spanish line per table with
+    rows or column with values that the target schema does not have."""
+    from sqlalchemy import text
+
+    target_schema = await asyncio.to_thread(schema_at, target)
+    async with engine.connect() as conn:
+        live = await conn.run_sync(_columns_by_table)
+        lost: list[str] = []
+        for table, columns in sorted(live.items()):
+            if table in DISPOSABLE_TABLES:
+                continue
+            if table not in target_schema:
+                rows = (await conn.execute(text(f'SELECT count(*) FROM "{table}"'))).scalar_one()
+                if rows:
+                    lost.append(f"la tabla {table} ({rows} filas)")
+                continue
+            for column in sorted(columns - target_schema[table]):
+                values = (
+                    await conn.execute(text(f'SELECT count(*) FROM "{table}" WHERE "{column}" IS NOT NULL'))
+                ).scalar_one()
+                if values:
+                    lost.append(f"la columna {table}.{column} ({values} valores)")
+    return lost

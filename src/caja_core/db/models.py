@@ -3,6 +3,7 @@
 from ..audit.models import AuditEvent, Incident
 from ..catalog.models import Category, Product
 from ..jornadas.models import Jornada
+from ..ops.models import OpsProcess
 from ..payments.models import (
     AgentCommand,
     BreakerState,
@@ -41,6 +42,7 @@ __all__ = [
     "FallbackEvent",
     "Incident",
     "Jornada",
+    "OpsProcess",
     "PaymentAttempt",
     "PaymentDevice",
     "PrintJob",

@@ -2,12 +2,20 @@
 
 Overall status:
 
-* ``error`` (HTTP 503): the database does not answer, its schema is not at the code's migration head, or
-  the configured Redis session store does not answer. Nothing can be sold through this instance.
+* ``error`` (HTTP 503): the database does not answer, its schema is not at the code's migration head, the
+  configured Redis session store does not answer, or the instance is still starting or draining. Nothing
+  can be sold through this instance.
 * ``degraded`` (HTTP 200): it works, but something needs attention: an open circuit breaker (that register
-  sells in contingency mode), a register agent that stopped reporting, a background worker that is stale or
-  failing, a missing or failed backup, a register that names a provider that is not installed.
+  sells in contingency mode), a register agent that stopped reporting, a background worker (of this or any
+  other process, ``caja worker`` included) that is stale or failing, a process killed without stopping, a
+  missing, old or failed backup, no process taking the scheduled backups, a TLS certificate about to
+  expire, a register that names a provider that is not installed.
 * ``ok`` (HTTP 200).
+
+Scopes: the full report (``scope="install"``, for the metrics token and install operators) shows every
+venue's registers and every process; a venue admin's report (``scope="venue"``) shows that venue's
+registers and no process, host or backup detail; the public answer (:meth:`HealthReport.public_dict`)
+is only the overall status.
 
 The report never contains a secret: no URLs, tokens or provider settings, only states and timestamps.
 """
@@ -17,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -33,6 +42,10 @@ from .workers import WORKERS, WorkerRegistry
 
 Status = Literal["ok", "degraded", "error"]
 _RANK = {"ok": 0, "degraded": 1, "error": 2}
+#: What a venue admin reads about another process of the install (names and hosts are the operator's).
+VENUE_PROCESS_TEXT = "Un proceso del sistema necesita atención: avise al operador de la instalación."
+#: Days before the configured TLS certificate expires when /health turns degraded.
+CERT_WARN_DAYS = 14
 
 
 class HealthReport(msgspec.Struct, kw_only=True):
@@ -43,63 +56,47 @@ class HealthReport(msgspec.Struct, kw_only=True):
     services: dict[str, Any]
     #: One Spanish line per problem found (empty when ``ok``).
     problems: list[str]
+    scope: str = "install"
 
     @property
     def http_status(self) -> int:
         return 503 if self.status == "error" else 200
 
     def to_dict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self)
+        data = msgspec.to_builtins(self)
+        data.pop("scope")
+        if self.scope != "install":
+            data.pop("instance")
+        return data
 
     def public_dict(self) -> dict[str, Any]:
-        """What anyone may see: every state, but no device addresses, error texts, host names or problem
-        lines (those need the metrics token or an admin session)."""
-        services = self.to_dict()["services"]
-        public: dict[str, Any] = {
-            "database": services["database"],
-            "migrations": {"status": services["migrations"]["status"]},
-            "redis": services["redis"],
-            "session_store": services["session_store"],
-            "workers": {name: w["status"] for name, w in services["workers"].items()},
-        }
-        if "backups" in services:
-            public["backups"] = {"status": services["backups"]["status"], "age_hours": services["backups"]["age_hours"]}
-        if "payments" in services:
-            public["payments"] = services["payments"]
-        if "registers" in services:
-            public["registers"] = {
-                code: {
-                    "mode": r["mode"],
-                    "allowed_methods": r["allowed_methods"],
-                    "breakers_open": sum(1 for state in r["breakers"].values() if state != "closed"),
-                    "agent": r["agent"]["status"],
-                }
-                for code, r in services["registers"].items()
-            }
-        return {
-            "status": self.status,
-            "checked_at": msgspec.to_builtins(self.checked_at),
-            "version": self.version,
-            "services": public,
-        }
+        """What anyone may see: the overall state only (no venue, register, device, host or error text)."""
+        return {"status": self.status, "checked_at": msgspec.to_builtins(self.checked_at)}
 
 
-def _version() -> str:
+def version() -> str:
     try:
         return importlib_metadata.version("caja-core")
     except importlib_metadata.PackageNotFoundError:  # pragma: no cover - always installed
         return "0"
 
 
+_version = version
+
+
 class _Collector:
-    def __init__(self) -> None:
+    def __init__(self, scope: str = "install") -> None:
         self.status: Status = "ok"
         self.problems: list[str] = []
+        self.scope = scope
 
-    def flag(self, level: Status, problem: str) -> None:
+    def flag(self, level: Status, problem: str, *, venue_text: str | None = None) -> None:
+        """Record a problem. ``venue_text``: what a venue admin reads instead (install details hidden)."""
         if _RANK[level] > _RANK[self.status]:
             self.status = level
-        self.problems.append(problem)
+        text = venue_text if self.scope == "venue" and venue_text is not None else problem
+        if text not in self.problems:
+            self.problems.append(text)
 
 
 async def ping_redis(url: str, *, timeout_s: float = 2.0) -> bool:
@@ -156,23 +153,22 @@ async def _database(db: Database, timeout_s: float) -> str | None:
     return await asyncio.wait_for(probe(), timeout_s)
 
 
-async def _registers(db: Database, timeout_s: float) -> tuple[list[Any], dict[int, dict[str, str]]]:
+async def _registers(
+    db: Database, timeout_s: float, venue_id: int | None
+) -> tuple[list[Any], dict[int, dict[str, str]]]:
     from ..payments.models import BreakerState
     from ..registers.models import CashRegister
 
     async def load():
         async with db.reader() as s:
-            registers = list(
-                (
-                    await s.execute(
-                        select(CashRegister)
-                        .where(CashRegister.active.is_(True))
-                        .order_by(CashRegister.venue_id, CashRegister.code)
-                    )
-                ).scalars()
-            )
+            query = select(CashRegister).where(CashRegister.active.is_(True))
+            breakers_query = select(BreakerState)
+            if venue_id is not None:
+                query = query.where(CashRegister.venue_id == venue_id)
+                breakers_query = breakers_query.where(BreakerState.venue_id == venue_id)
+            registers = list((await s.execute(query.order_by(CashRegister.venue_id, CashRegister.code))).scalars())
             breakers: dict[int, dict[str, str]] = {}
-            for row in (await s.execute(select(BreakerState))).scalars():
+            for row in (await s.execute(breakers_query)).scalars():
                 if row.register_id is not None:
                     breakers.setdefault(row.register_id, {})[row.device_key] = row.state
             return registers, breakers
@@ -184,6 +180,99 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def certificate_not_after(path: str | Path) -> datetime:
+    """The expiry (``notAfter``) of the first certificate of a PEM file (the served certificate of a
+    ``fullchain.pem``). Raises ``ValueError`` on a file that holds no readable certificate."""
+    import base64
+
+    pem = Path(path).read_text(errors="replace")
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    if begin not in pem or end not in pem:
+        raise ValueError("no contiene un certificado PEM")
+    body = pem.split(begin, 1)[1].split(end, 1)[0]
+    der = base64.b64decode("".join(body.split()))
+
+    def tlv(data: bytes, pos: int) -> tuple[int, int, int]:
+        """(tag, start of the value, end of the value) of the DER element at ``pos``."""
+        tag = data[pos]
+        length = data[pos + 1]
+        pos += 2
+        if length & 0x80:
+            count = length & 0x7F
+            length = int.from_bytes(data[pos : pos + count], "big")
+            pos += count
+        return tag, pos, pos + length
+
+    _, cert_start, _ = tlv(der, 0)  # Certificate
+    _, tbs_start, _ = tlv(der, cert_start)  # TBSCertificate
+    pos = tbs_start
+    tag, _, end_ = tlv(der, pos)
+    if tag == 0xA0:  # [0] version
+        pos = end_
+    for _ in range(3):  # serialNumber, signature, issuer
+        pos = tlv(der, pos)[2]
+    _, validity_start, _ = tlv(der, pos)
+    not_before_end = tlv(der, validity_start)[2]
+    tag, start, end_ = tlv(der, not_before_end)
+    value = der[start:end_].decode("ascii")
+    fmt = "%y%m%d%H%M%SZ" if tag == 0x17 else "%Y%m%d%H%M%SZ"
+    return datetime.strptime(value, fmt).replace(tzinfo=UTC)
+
+
+def _processes_report(
+    processes: list[Any], *, now: datetime, instance: str, result: _Collector
+) -> tuple[dict[str, Any], Any]:
+    """Every process's state and workers; returns (report, the backup runner's row or None)."""
+    report: dict[str, Any] = {}
+    runner = None
+    for process in processes:
+        status = process.status(now)
+        report[process.name] = {
+            "kind": process.kind,
+            "status": status,
+            "version": process.version,
+            "last_beat_at": _iso(process.last_beat_at),
+            "age_s": round(process.age_s(now), 1),
+            "workers": {name: w.get("status") for name, w in process.workers.items()},
+        }
+        if process.backup and (runner is None or process.last_beat_at > runner.last_beat_at):
+            runner = process
+        if process.name == instance:
+            continue  # this instance's own workers are checked from its registry
+        label = "caja worker" if process.kind == "worker" else "instancia"
+        if status == "stale":
+            result.flag(
+                "degraded",
+                f"El proceso {process.name} ({label}) no da señales hace {process.age_s(now):.0f} s: "
+                "se detuvo sin avisar o está colgado.",
+                venue_text=VENUE_PROCESS_TEXT,
+            )
+        elif status != "stopped":
+            for name, worker in sorted(process.workers.items()):
+                if worker.get("status") == "failing":
+                    result.flag(
+                        "degraded",
+                        f"El proceso de fondo «{name}» de {process.name} está fallando: {worker.get('last_error')}",
+                        venue_text=VENUE_PROCESS_TEXT,
+                    )
+                elif worker.get("status") == "stale":
+                    result.flag(
+                        "degraded",
+                        f"El proceso de fondo «{name}» de {process.name} no da señales de vida.",
+                        venue_text=VENUE_PROCESS_TEXT,
+                    )
+    workers = [p for p in processes if p.kind == "worker"]
+    if workers and not any(p.live(now) for p in workers):
+        newest = max(workers, key=lambda p: p.last_beat_at)
+        if newest.status(now) == "stopped":
+            result.flag(
+                "degraded",
+                f"No hay ningún caja worker en marcha ({newest.name} se detuvo).",
+                venue_text=VENUE_PROCESS_TEXT,
+            )
+    return report, runner
+
+
 async def check_health(
     db: Database,
     *,
@@ -191,21 +280,37 @@ async def check_health(
     workers: WorkerRegistry | None = None,
     provider_ids: Iterable[str] | None = None,
     backup_dir: str | None = None,
+    backups_expected: bool = False,
     backup_max_age_hours: float = 26.0,
     agent_stale_after_s: float = 120.0,
+    tls_cert_file: str | None = None,
     instance: str = "",
+    lifecycle: str | None = None,
+    venue_id: int | None = None,
     timeout_s: float = 3.0,
     now: datetime | None = None,
 ) -> HealthReport:
     """Check everything this instance depends on.
 
     ``provider_ids``: the installed providers (a register naming another one is flagged); None skips the
-    check. ``backup_dir``: where the scheduled backups go (None when backups are not scheduled here).
+    check. ``backup_dir``: this process's backup folder, read when no backup runner has reported in the
+    database yet. ``backups_expected``: backups are scheduled here (``CAJA_BACKUP_INTERVAL_HOURS`` > 0), so
+    having no runner at all is a problem. ``lifecycle``: ``starting`` / ``serving`` / ``draining`` (not
+    ``serving`` is an error: the instance does not take requests). ``venue_id``: a venue admin's view
+    (that venue's registers, no process or backup detail).
     """
     now = now or utcnow()
     workers = workers if workers is not None else WORKERS
-    result = _Collector()
+    scope = "install" if venue_id is None else "venue"
+    result = _Collector(scope)
     services: dict[str, Any] = {}
+
+    if lifecycle is not None:
+        services["lifecycle"] = lifecycle
+        if lifecycle == "starting":
+            result.flag("error", "La instancia está arrancando (espera la base de datos).")
+        elif lifecycle == "draining":
+            result.flag("error", "La instancia se está deteniendo: termina lo que tiene en curso y no acepta más.")
 
     # Database and migrations.
     db_ok = False
@@ -217,8 +322,8 @@ async def check_health(
         current = None
         services["database"] = "unreachable"
         result.flag("error", f"La base de datos no responde ({type(exc).__name__}).")
+    head = migrate.head_revision()
     if db_ok:
-        head = migrate.head_revision()
         pending = migrate.pending_revisions(current) if current != head else []
         services["migrations"] = {
             "status": "at_head" if current == head else "pending",
@@ -231,7 +336,8 @@ async def check_health(
                 "error", f"La base no está migrada a la última versión ({current} ≠ {head}): ejecute `caja db upgrade`."
             )
     else:
-        services["migrations"] = {"status": "unknown", "current": None, "head": migrate.head_revision(), "pending": []}
+        services["migrations"] = {"status": "unknown", "current": None, "head": head, "pending": []}
+    schema_ok = db_ok and current == head
 
     # Session store.
     if redis_url:
@@ -256,41 +362,95 @@ async def check_health(
             "consecutive_failures": status.consecutive_failures,
         }
         if state == "stale":
-            result.flag("degraded", f"El proceso de fondo «{name}» no da señales de vida.")
+            result.flag(
+                "degraded", f"El proceso de fondo «{name}» no da señales de vida.", venue_text=VENUE_PROCESS_TEXT
+            )
         elif state == "failing":
-            result.flag("degraded", f"El proceso de fondo «{name}» está fallando: {status.last_error}")
+            result.flag(
+                "degraded",
+                f"El proceso de fondo «{name}» está fallando: {status.last_error}",
+                venue_text=VENUE_PROCESS_TEXT,
+            )
         elif state == "stopped":
-            result.flag("degraded", f"El proceso de fondo «{name}» está detenido.")
+            result.flag("degraded", f"El proceso de fondo «{name}» está detenido.", venue_text=VENUE_PROCESS_TEXT)
     services["workers"] = worker_report
 
-    # Backups.
-    if backup_dir is not None:
-        from .backups import backup_status
+    # Every process (app instances, caja worker) from their heartbeats in the database.
+    runner = None
+    if schema_ok:
+        from .heartbeats import list_processes
 
+        try:
+            processes = await asyncio.wait_for(list_processes(db), timeout_s)
+        except Exception as exc:  # noqa: BLE001
+            result.flag("degraded", f"No se pudo leer el latido de los procesos ({type(exc).__name__}).")
+            processes = []
+        process_report, runner = _processes_report(processes, now=now, instance=instance, result=result)
+        services["processes"] = process_report
+
+    # Backups: the runner's report in the database, else this process's own folder.
+    from .backups import backup_status
+
+    info = None
+    if runner is not None:
+        info = backup_status(now=now, max_age_hours=backup_max_age_hours, runner=runner.backup)
+        services["backups"] = {**info.to_dict(), "runner": runner.name}
+    elif backup_dir is not None:
         info = backup_status(backup_dir, now=now, max_age_hours=backup_max_age_hours)
         services["backups"] = info.to_dict()
+    elif backups_expected and db_ok:
+        services["backups"] = {"status": "not_scheduled"}
+        result.flag("degraded", "Ningún proceso toma los respaldos programados: inicie `caja worker`.")
+    if info is not None:
         if info.status == "failed":
-            result.flag("degraded", f"El último respaldo falló: {info.last_error}")
+            result.flag(
+                "degraded", f"El último respaldo falló: {info.last_error}", venue_text="El último respaldo falló."
+            )
         elif info.status == "stale":
             result.flag(
                 "degraded", f"El último respaldo tiene {info.age_hours:.0f} h (más de {backup_max_age_hours:.0f} h)."
             )
         elif info.status == "none":
             result.flag("degraded", "No hay ningún respaldo.")
+        if info.damaged:
+            result.flag("degraded", f"Hay {info.damaged} respaldo(s) dañado(s): vea `caja backup list`.")
+
+    # The TLS certificate the proxy serves (when configured).
+    if tls_cert_file:
+        try:
+            not_after = await asyncio.to_thread(certificate_not_after, tls_cert_file)
+        except (OSError, ValueError, IndexError) as exc:
+            services["tls_certificate"] = {"status": "unreadable"}
+            result.flag(
+                "degraded", f"No se puede leer el certificado TLS de CAJA_TLS_CERT_FILE ({type(exc).__name__})."
+            )
+        else:
+            days = (not_after - now).total_seconds() / 86400
+            state = "expired" if days <= 0 else "expiring" if days < CERT_WARN_DAYS else "ok"
+            services["tls_certificate"] = {
+                "status": state,
+                "not_after": not_after.isoformat(),
+                "days_left": round(days, 1),
+            }
+            if state == "expired":
+                result.flag("error", "El certificado TLS venció: los navegadores no abren el sistema.")
+            elif state == "expiring":
+                result.flag("degraded", f"El certificado TLS vence en {days:.0f} días: renuévelo (certbot renew).")
 
     # Registers: providers, breakers, agents, contingency mode.
-    if db_ok:
+    if schema_ok:
         try:
-            registers, breakers = await _registers(db, timeout_s)
-        except Exception as exc:  # noqa: BLE001 - whatever failed, the report says so instead of failing
+            registers, breakers = await _registers(db, timeout_s, venue_id)
+        except Exception as exc:  # noqa: BLE001
             result.flag("error", f"No se pudieron leer las cajas ({type(exc).__name__}).")
             registers, breakers = [], {}
         installed = set(provider_ids) if provider_ids is not None else None
         register_report: dict[str, Any] = {}
+        several = len({r.venue_id for r in registers}) > 1
         for register in registers:
-            key = register.code if len({r.venue_id for r in registers}) == 1 else f"{register.venue_id}:{register.code}"
+            key = f"{register.venue_id}:{register.code}" if several else register.code
             reg_breakers = breakers.get(register.id, {})
-            mode = allowed_methods(register, reg_breakers, db_ok=True)
+            state = allowed_methods(register, reg_breakers, db_ok=True)
             providers: dict[str, Any] = {}
             for role in ("primary", "backup"):
                 pid = getattr(register, f"{role}_provider")
@@ -317,17 +477,18 @@ async def check_health(
                     else:
                         agent["status"] = "ok"
             register_report[key] = {
+                "venue_id": register.venue_id,
                 "operational_status": register.operational_status,
-                "mode": mode.mode,
-                "allowed_methods": mode.allowed_methods,
+                "mode": state.mode,
+                "allowed_methods": state.allowed_methods,
                 "providers": providers,
                 "breakers": dict(sorted(reg_breakers.items())),
                 "agent": agent,
             }
         services["registers"] = register_report
 
-    # Payments that need a person.
-    if db_ok:
+    # Payments that need a person (install-wide counts: not in a venue admin's view).
+    if db_ok and scope == "install":
         try:
             from ..payments.terminal_ops import payment_alerts
 
@@ -350,16 +511,25 @@ async def check_health(
         except Exception as exc:  # noqa: BLE001
             result.flag("degraded", f"No se pudieron revisar los cobros pendientes ({type(exc).__name__}).")
 
+    if scope == "venue":
+        # A venue admin sees the venue's registers and the states of shared services, not the install's
+        # processes, hosts, backup folder or other venues' problems.
+        services.pop("processes", None)
+        services["workers"] = {name: w["status"] for name, w in services["workers"].items()}
+        if "backups" in services:
+            services["backups"] = {"status": services["backups"]["status"]}
+        services.pop("tls_certificate", None)
     return HealthReport(
         status=result.status,
         checked_at=now,
-        version=_version(),
+        version=version(),
         instance=instance,
         services=services,
         problems=result.problems,
+        scope=scope,
     )
 
 
 def liveness() -> dict[str, Any]:
     """``/health/live``: the process answers (no dependency is checked)."""
-    return {"status": "ok", "version": _version()}
+    return {"status": "ok", "version": version()}

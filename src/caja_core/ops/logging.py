@@ -89,6 +89,8 @@ _TRACK2 = re.compile(r";?\d{12,19}=\d{4,40}\??")
 _DIGITS = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+#: Extra fields some libraries add that are not data (uvicorn's ANSI-coloured copy of the message).
+_DROPPED_EXTRAS = {"color_message"}
 
 
 def luhn_ok(digits: str) -> bool:
@@ -185,6 +187,8 @@ class RedactingFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = self.redactor(record.exc_text)
             record.exc_info = None
+        for key in _DROPPED_EXTRAS & set(vars(record)):
+            delattr(record, key)
         for key, value in list(vars(record).items()):
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 setattr(record, key, self.redactor.value(key, value))
@@ -265,6 +269,8 @@ def configure_logging(settings: Any, *, stream: TextIO | None = None) -> logging
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # Alembic narrates every migration step at INFO; caja's commands say what they did in one line.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
     return handler
 
 

@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -26,6 +25,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
 from ..clock import utcnow
@@ -33,7 +33,8 @@ from ..db.engine import Database
 
 disable_created_metrics()  # no ``*_created`` series: they double the exposition for nothing we alert on
 REGISTRY = CollectorRegistry(auto_describe=True)
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: The classic text exposition format, which every Prometheus 2 and 3 accepts without a warning.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 PAYMENT_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
@@ -84,44 +85,72 @@ BACKUP_DURATION = Histogram(
     registry=REGISTRY,
 )
 
-# Read at scrape time.
-HEALTH_STATUS = Gauge("caja_health_status", "Overall health: 0 ok, 1 degraded, 2 error.", registry=REGISTRY)
-DATABASE_UP = Gauge("caja_database_up", "1 when the database answers and is migrated to head.", registry=REGISTRY)
-BREAKER_STATE = Gauge(
-    "caja_breaker_state",
-    "Circuit breaker per device: 0 closed, 1 half-open, 2 open.",
-    ["register", "device"],
-    registry=REGISTRY,
-)
-BREAKERS_OPEN = Gauge("caja_breakers_open", "Devices whose breaker is open or half-open.", registry=REGISTRY)
-ATTEMPTS_IN_DOUBT = Gauge(
-    "caja_payment_attempts_in_doubt", "Attempts nobody knows were charged (in doubt or reconciling).", registry=REGISTRY
-)
-ATTEMPTS_UNRESOLVED = Gauge(
-    "caja_payment_attempts_unresolved",
-    "Attempts not finished (in flight, in doubt, manual pending).",
-    registry=REGISTRY,
-)
-SESSIONS_OPEN = Gauge("caja_cash_sessions_open", "Register sessions open or closing.", registry=REGISTRY)
-AGENT_LAST_SEEN_AGE = Gauge(
-    "caja_agent_last_seen_age_seconds",
-    "Seconds since the register agent's last heartbeat (registers with an agent).",
-    ["register"],
-    registry=REGISTRY,
-)
-AGENTS_MISSING = Gauge("caja_agents_missing", "Register agents stale or never seen.", registry=REGISTRY)
-BACKUP_LAST_SUCCESS = Gauge(
-    "caja_backup_last_success_timestamp_seconds",
-    "Unix time of the newest backup (0 when there is none).",
-    registry=REGISTRY,
-)
-BACKUP_AGE = Gauge("caja_backup_age_seconds", "Age of the newest backup (+Inf when there is none).", registry=REGISTRY)
-BACKUP_LAST_FAILED = Gauge(
-    "caja_backup_last_run_failed", "1 when the last backup run or its verification failed.", registry=REGISTRY
-)
-WORKER_UP = Gauge(
-    "caja_worker_up", "1 when the background worker beats and its last turn succeeded.", ["worker"], registry=REGISTRY
-)
+# Read at scrape time (from the database, the heartbeats and the backup runner's report) by ``collect``;
+# exported by ``ScrapeCollector`` only when known: a series with no value is absent, never a misleading 0.
+SCRAPE_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "caja_health_status": ("Overall health: 0 ok, 1 degraded, 2 error.", ()),
+    "caja_database_up": ("1 when the database answers and is migrated to head.", ()),
+    "caja_breaker_state": ("Circuit breaker per device: 0 closed, 1 half-open, 2 open.", ("register", "device")),
+    "caja_breakers_open": ("Devices whose breaker is open or half-open.", ()),
+    "caja_payment_attempts_in_doubt": ("Attempts nobody knows were charged (in doubt or reconciling).", ()),
+    "caja_payment_attempts_unresolved": ("Attempts not finished (in flight, in doubt, manual pending).", ()),
+    "caja_cash_sessions_open": ("Register sessions open or closing.", ()),
+    "caja_agent_last_seen_age_seconds": (
+        "Seconds since the register agent's last heartbeat (registers with an agent).",
+        ("register",),
+    ),
+    "caja_agents_missing": ("Register agents stale or never seen.", ()),
+    "caja_backup_last_success_timestamp_seconds": (
+        "Unix time of the newest backup (only where a process takes scheduled backups).",
+        (),
+    ),
+    "caja_backup_age_seconds": (
+        "Age of the newest backup, +Inf when there is none (only where a process takes scheduled backups).",
+        (),
+    ),
+    "caja_backup_last_run_failed": ("1 when the last backup run, its verification or the folder failed.", ()),
+    "caja_backups_damaged": ("Backups in the folder whose manifest cannot be read.", ()),
+    "caja_worker_up": (
+        "1 when the background worker beats and its last turn succeeded, per process (app instance or caja worker).",
+        ("process", "worker"),
+    ),
+    "caja_process_up": (
+        "1 when the process (app instance or caja worker) beats; 0 when it went silent.",
+        ("process", "kind"),
+    ),
+    "caja_process_last_beat_age_seconds": ("Seconds since the process's last heartbeat.", ("process", "kind")),
+    "caja_tls_certificate_expiry_timestamp_seconds": (
+        "Unix time when the certificate in CAJA_TLS_CERT_FILE expires.",
+        (),
+    ),
+}
+
+
+class ScrapeCollector:
+    """Exports the values computed by :func:`collect` for the last scrape, and only those."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[tuple[dict[str, str], float]]] = {}
+
+    def describe(self):
+        return [
+            GaugeMetricFamily(name, help_text, labels=list(labels))
+            for name, (help_text, labels) in SCRAPE_METRICS.items()
+        ]
+
+    def collect(self):
+        for name, samples in self.values.items():
+            help_text, labels = SCRAPE_METRICS[name]
+            family = GaugeMetricFamily(name, help_text, labels=list(labels))
+            for sample_labels, value in samples:
+                family.add_metric([sample_labels[label] for label in labels], value)
+            yield family
+
+
+SCRAPE = ScrapeCollector()
+REGISTRY.register(SCRAPE)
+
+BUILD_INFO = Gauge("caja_build_info", "The running caja version (value 1).", ["version"], registry=REGISTRY)
 
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 HEALTH_VALUES = {"ok": 0, "degraded": 1, "error": 2}
@@ -151,53 +180,74 @@ def record_fallback(from_provider: str, to_provider: str, duration_s: float) -> 
 # ------------------------------------------------------------------------------- scrape-time values
 
 
-async def _database_counts(db: Database) -> dict[str, int]:
+async def _database_counts(db: Database, venue_id: int | None = None) -> dict[str, int]:
     from ..payments.models import PaymentAttempt
     from ..payments.states import DOUBTFUL, UNRESOLVED
     from ..sessions.models import CashSession
 
+    def scoped(query, model):
+        return query if venue_id is None else query.where(model.venue_id == venue_id)
+
     async with db.reader() as s:
         in_doubt = (
-            await s.execute(select(func.count()).select_from(PaymentAttempt).where(PaymentAttempt.state.in_(DOUBTFUL)))
+            await s.execute(
+                scoped(
+                    select(func.count()).select_from(PaymentAttempt).where(PaymentAttempt.state.in_(DOUBTFUL)),
+                    PaymentAttempt,
+                )
+            )
         ).scalar_one()
         unresolved = (
             await s.execute(
-                select(func.count()).select_from(PaymentAttempt).where(PaymentAttempt.state.in_(UNRESOLVED))
+                scoped(
+                    select(func.count()).select_from(PaymentAttempt).where(PaymentAttempt.state.in_(UNRESOLVED)),
+                    PaymentAttempt,
+                )
             )
         ).scalar_one()
         sessions = (
-            await s.execute(select(func.count()).select_from(CashSession).where(CashSession.status != "closed"))
+            await s.execute(
+                scoped(select(func.count()).select_from(CashSession).where(CashSession.status != "closed"), CashSession)
+            )
         ).scalar_one()
     return {"in_doubt": int(in_doubt), "unresolved": int(unresolved), "open_sessions": int(sessions)}
 
 
 async def collect(db: Database, **health_kwargs: Any) -> dict[str, Any]:
-    """Refresh the scrape-time gauges and return the JSON summary (see :func:`summary`)."""
+    """Refresh the scrape-time series and return the JSON summary (see :func:`summary`).
+
+    With ``venue_id`` (a venue admin's view) the summary covers that venue only and leaves out the
+    instance's own figures (requests, payment counters of this process); the Prometheus series are not
+    refreshed (they are the install's, for the metrics token)."""
     from .health import check_health
 
+    venue_id = health_kwargs.get("venue_id")
     report = await check_health(db, **health_kwargs)
     services = report.services
-    HEALTH_STATUS.set(HEALTH_VALUES[report.status])
+    values: dict[str, list[tuple[dict[str, str], float]]] = {}
+
+    def put(name: str, value: float, **labels: str) -> None:
+        values.setdefault(name, []).append((labels, float(value)))
+
+    put("caja_health_status", HEALTH_VALUES[report.status])
     db_ok = services.get("database") == "connected" and services["migrations"]["status"] == "at_head"
-    DATABASE_UP.set(1 if db_ok else 0)
+    put("caja_database_up", 1 if db_ok else 0)
 
     counts = {"in_doubt": 0, "unresolved": 0, "open_sessions": 0}
-    if services.get("database") == "connected":
+    if db_ok:
         with contextlib.suppress(Exception):  # the health report already says what is wrong
-            counts = await _database_counts(db)
-    ATTEMPTS_IN_DOUBT.set(counts["in_doubt"])
-    ATTEMPTS_UNRESOLVED.set(counts["unresolved"])
-    SESSIONS_OPEN.set(counts["open_sessions"])
+            counts = await _database_counts(db, venue_id)
+        put("caja_payment_attempts_in_doubt", counts["in_doubt"])
+        put("caja_payment_attempts_unresolved", counts["unresolved"])
+        put("caja_cash_sessions_open", counts["open_sessions"])
 
-    BREAKER_STATE.clear()
-    AGENT_LAST_SEEN_AGE.clear()
     open_breakers = 0
     missing_agents = 0
     breakers: dict[str, dict[str, str]] = {}
     agents: dict[str, Any] = {}
     for code, register in (services.get("registers") or {}).items():
         for device, state in register["breakers"].items():
-            BREAKER_STATE.labels(register=code, device=device).set(BREAKER_VALUES.get(state, 2))
+            put("caja_breaker_state", BREAKER_VALUES.get(state, 2), register=code, device=device)
             if state != "closed":
                 open_breakers += 1
             breakers.setdefault(code, {})[device] = state
@@ -206,24 +256,50 @@ async def collect(db: Database, **health_kwargs: Any) -> dict[str, Any]:
             agents[code] = agent
             if agent["status"] in ("stale", "never_seen"):
                 missing_agents += 1
-            AGENT_LAST_SEEN_AGE.labels(register=code).set(agent.get("age_s", math.inf))
-    BREAKERS_OPEN.set(open_breakers)
-    AGENTS_MISSING.set(missing_agents)
+            put("caja_agent_last_seen_age_seconds", agent.get("age_s", math.inf), register=code)
+    if "registers" in services:
+        put("caja_breakers_open", open_breakers)
+        put("caja_agents_missing", missing_agents)
 
     backups = services.get("backups")
-    if backups is not None:
+    if backups is not None and backups.get("status") != "not_scheduled" and venue_id is None:
         last = backups.get("last_success_at")
-        last_ts = datetime.fromisoformat(last).timestamp() if isinstance(last, str) else 0
-        BACKUP_LAST_SUCCESS.set(last_ts)
+        if isinstance(last, str):
+            put("caja_backup_last_success_timestamp_seconds", datetime.fromisoformat(last).timestamp())
         age_hours = backups.get("age_hours")
-        BACKUP_AGE.set(age_hours * 3600 if age_hours is not None else math.inf)
-        BACKUP_LAST_FAILED.set(1 if backups["status"] == "failed" else 0)
+        put("caja_backup_age_seconds", age_hours * 3600 if age_hours is not None else math.inf)
+        put("caja_backup_last_run_failed", 1 if backups["status"] == "failed" else 0)
+        put("caja_backups_damaged", backups.get("damaged") or 0)
 
-    WORKER_UP.clear()
-    for name, worker in services.get("workers", {}).items():
-        WORKER_UP.labels(worker=name).set(1 if worker["status"] == "ok" else 0)
+    instance = health_kwargs.get("instance") or ""
+    local = {name: worker["status"] for name, worker in services.get("workers", {}).items()}
+    for name, state in local.items():
+        put("caja_worker_up", 1 if state == "ok" else 0, process=instance or "local", worker=name)
+    for name, process in (services.get("processes") or {}).items():
+        if process["status"] == "stopped":
+            continue
+        live = process["status"] != "stale"
+        put("caja_process_up", 1 if live else 0, process=name, kind=process["kind"])
+        put("caja_process_last_beat_age_seconds", process["age_s"], process=name, kind=process["kind"])
+        if name == instance:
+            continue  # this instance's workers come from its own registry (above), not its last beat
+        for worker, state in process["workers"].items():
+            put("caja_worker_up", 1 if live and state == "ok" else 0, process=name, worker=worker)
 
-    return summary(report=report.to_dict(), counts=counts, breakers=breakers, agents=agents)
+    certificate = services.get("tls_certificate")
+    if certificate and certificate.get("not_after"):
+        put(
+            "caja_tls_certificate_expiry_timestamp_seconds",
+            datetime.fromisoformat(certificate["not_after"]).timestamp(),
+        )
+
+    if venue_id is None:
+        SCRAPE.values = values
+        BUILD_INFO.clear()
+        BUILD_INFO.labels(version=report.version).set(1)
+    return summary(
+        report=report.to_dict(), counts=counts, breakers=breakers, agents=agents, instance_figures=venue_id is None
+    )
 
 
 def prometheus_text() -> bytes:
@@ -285,7 +361,11 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def summary(*, report: dict[str, Any], counts: dict[str, int], breakers: dict, agents: dict) -> dict[str, Any]:
+def summary(
+    *, report: dict[str, Any], counts: dict[str, int], breakers: dict, agents: dict, instance_figures: bool = True
+) -> dict[str, Any]:
+    """The JSON of ``/metrics``. ``instance_figures=False`` (a venue admin) leaves out what this process
+    counted for every venue (requests, payment counters and latencies)."""
     by_status: dict[str, int] = {}
     by_route: dict[str, int] = {}
     total = 0
@@ -310,7 +390,7 @@ def summary(*, report: dict[str, Any], counts: dict[str, int], breakers: dict, a
         for k, g in _histogram_groups(TIME_TO_FALLBACK, ("from_provider", "to_provider")).items()
     }
     services = report["services"]
-    return {
+    data = {
         "generated_at": utcnow().isoformat(),
         "status": report["status"],
         "problems": report["problems"],
@@ -347,6 +427,12 @@ def summary(*, report: dict[str, Any], counts: dict[str, int], breakers: dict, a
         "database": services.get("database"),
         "migrations": services.get("migrations"),
     }
+    if "processes" in services:
+        data["processes"] = services["processes"]
+    if not instance_figures:
+        del data["requests"]
+        data["payments"] = {"in_doubt": counts["in_doubt"], "unresolved": counts["unresolved"]}
+    return data
 
 
 def metric_names() -> set[str]:
@@ -359,4 +445,4 @@ def metric_names() -> set[str]:
             names.update({f"{metric.name}_bucket", f"{metric.name}_sum", f"{metric.name}_count"})
         else:
             names.add(metric.name)
-    return names
+    return names | set(SCRAPE_METRICS)

@@ -101,3 +101,45 @@ def register_worker(name: str, *, interval_s: float, stale_after_s: float | None
 
 def beat(name: str, *, error: str = "") -> None:
     WORKERS.beat(name, error=error)
+
+
+class DatabaseBackoff:
+    """A background loop's back-off while the database does not answer: the wait doubles from ``base_s`` up
+    to ``max_s`` and each step is one log line (no traceback); the first success says so once.
+
+    ``failed(exc)`` returns False when ``exc`` is not a database outage (the caller logs it as a bug)."""
+
+    def __init__(self, name: str, *, base_s: float = 1.0, max_s: float = 30.0) -> None:
+        self.name = name
+        self.base_s = base_s
+        self.max_s = max_s
+        self.failures = 0
+        self.delay_s = 0.0
+
+    def failed(self, exc: BaseException) -> bool:
+        import logging
+
+        from .dbstate import database_unavailable, describe
+
+        if not database_unavailable(exc):
+            return False
+        self.failures += 1
+        self.delay_s = min(self.max_s, self.base_s * 2 ** (self.failures - 1))
+        logging.getLogger("caja.workers").warning(
+            "%s: la base de datos no responde (%s); nuevo intento en %.0f s (intento %d)",
+            self.name,
+            describe(exc),
+            self.delay_s,
+            self.failures,
+        )
+        return True
+
+    def succeeded(self) -> None:
+        if self.failures:
+            import logging
+
+            logging.getLogger("caja.workers").info(
+                "%s: la base de datos responde de nuevo tras %d intentos", self.name, self.failures
+            )
+        self.failures = 0
+        self.delay_s = 0.0

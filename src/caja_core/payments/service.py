@@ -45,7 +45,7 @@ from ..errors import Busy, CajaError, Conflict, Forbidden, NotFound, ValidationF
 from ..fallback.engine import collect_rules, decide
 from ..fallback.policy import FallbackPolicy
 from ..money import format_clp, parse_amount
-from ..ops.workers import WORKERS
+from ..ops.workers import WORKERS, DatabaseBackoff
 from ..plugins import call_event
 from ..providers import (
     Capability,
@@ -2284,9 +2284,10 @@ class PaymentOrchestrator:
         await self._probe_due()
 
     async def _worker_loop(self) -> None:
+        backoff = DatabaseBackoff("reconciliation", base_s=self.worker_interval_s)
         while self._running:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.clock.timer(self.worker_interval_s))
+                await asyncio.wait_for(self._wake.wait(), self.clock.timer(backoff.delay_s or self.worker_interval_s))
             if not self._running:
                 return
             try:
@@ -2294,9 +2295,11 @@ class PaymentOrchestrator:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.exception("payments worker pass failed")
-                WORKERS.beat(RECONCILIATION_WORKER, error=f"{type(exc).__name__}: {exc}")
+                if not backoff.failed(exc):  # the database is down: one line per back-off step
+                    log.exception("payments worker pass failed")
+                WORKERS.beat(RECONCILIATION_WORKER, error=f"{type(exc).__name__}: {exc}"[:300])
             else:
+                backoff.succeeded()
                 WORKERS.beat(RECONCILIATION_WORKER)
 
     async def _heart_loop(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import importlib
 import logging
@@ -22,6 +24,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from caja_core.db import Database
+from caja_core.db.engine import database_from_settings
 from caja_core.plugins import make_plugin_manager, template_dirs
 from caja_core.printing import PrinterRegistry, PrintService
 from caja_core.providers import ProviderRegistry
@@ -29,6 +32,7 @@ from caja_core.settings import Settings, load_settings
 
 from . import filters
 from .errors import EXCEPTION_HANDLERS, JSON_PREFIXES
+from .ops.lifecycle import RETRY_BACKOFF_S, Lifecycle, wait_for_database
 from .stores import RotatingSessionConfig, make_session_store
 
 log = logging.getLogger("caja.web")
@@ -44,6 +48,8 @@ EXTRA_ROUTE_MODULES = ("caja_web.ops.routes", "caja_web.webhooks.routes", "caja_
 CSRF_EXCLUDE = ["^/webhooks/", "^/api/agent/"]
 
 SESSION_MAX_AGE_S = 16 * 3600  # one night plus margin
+#: How long start-up waits for the database before serving 503 and retrying in the background.
+STARTUP_TIMEOUT_S = 10.0
 
 
 def extra_route_handlers() -> list[Any]:
@@ -158,6 +164,7 @@ class CajaWebPlugin(InitPlugin):
                 "registry": self.registry,
                 "orchestrator": self.orchestrator,
                 "printing": self.printing,
+                "lifecycle": Lifecycle(max_drain_s=float(getattr(self.settings, "drain_seconds", 10))),
             }
         )
 
@@ -249,16 +256,72 @@ class CajaWebPlugin(InitPlugin):
         if self.scheduled_backups:
             app_config.lifespan.append(backup_scheduler_lifespan(self.settings))
 
-    @asynccontextmanager
-    async def _lifespan(self, app: Litestar):
+    async def _start_services(self) -> None:
+        """What needs the database before the instance serves: the payment orchestrator's crash recovery."""
         if self.orchestrator is not None:
             await self.orchestrator.start()
+
+    async def _start_when_database_answers(self, lifecycle: Lifecycle, stop: asyncio.Event) -> None:
+        """The database was down at start: wait for it (back-off, one log line per try), then start."""
+        attempt = 0
+        while not stop.is_set():
+            await wait_for_database(self.db, stop=stop)
+            try:
+                await self._start_services()
+            except Exception as exc:  # noqa: BLE001 - e.g. the database went away again: retry
+                delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+                attempt += 1
+                log.warning(
+                    "no se pudo iniciar el servicio de pagos (%s); nuevo intento en %.0f s", type(exc).__name__, delay
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                continue
+            lifecycle.set_serving()
+            log.info("instancia %s lista: sirviendo", self.settings.instance_id)
+            return
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Litestar):
+        from caja_core.ops.heartbeats import Heartbeat
+
+        lifecycle: Lifecycle = app.state.lifecycle
+
+        def backup_report():
+            scheduler = app.state.get("backup_scheduler")
+            return scheduler.report() if scheduler is not None else None
+
+        heartbeat = Heartbeat(self.db, name=self.settings.instance_id, kind="app", backup_info=backup_report)
+        lifecycle.heartbeat = heartbeat
+        stop = asyncio.Event()
+        starter: asyncio.Task | None = None
+        try:
+            await asyncio.wait_for(self._start_services(), STARTUP_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the database is down (or slow): serve /health and retry
+            log.warning(
+                "la base de datos no responde al arrancar (%s): la instancia responde 503 mientras reintenta",
+                type(exc).__name__,
+            )
+            if self.orchestrator is not None:
+                with contextlib.suppress(Exception):
+                    await self.orchestrator.stop()
+            starter = asyncio.create_task(self._start_when_database_answers(lifecycle, stop), name="caja-startup")
+        else:
+            lifecycle.set_serving()
+        await heartbeat.start()
         try:
             yield
         finally:
-            if self.orchestrator is not None:
+            stop.set()
+            if starter is not None:
+                starter.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await starter
+            if self.orchestrator is not None and lifecycle.state != "starting":
                 await self.orchestrator.stop()
             await self.printing.stop()
+            lifecycle.state = "stopped"
+            await heartbeat.stop()
             if self.own_db:
                 await self.db.dispose()
 
@@ -277,7 +340,7 @@ def create_app(
     payment orchestrator (its clock and timings, for tests and rehearsals)."""
     settings = settings or load_settings()
     own_db = db is None
-    db = db or Database(settings.database_url)
+    db = db or database_from_settings(settings)
     pm = pm or make_plugin_manager()
     plugin = CajaWebPlugin(
         settings,

@@ -16,12 +16,32 @@ DEMO_DB = "var/demo.db"
 
 def _settings(**overrides: object) -> Settings:
     """Settings from CAJA_*; on problems print one per line and exit with code 2."""
-    try:
-        return load_settings(None, **overrides)
-    except SettingsError as exc:
-        for problem in exc.problems:
-            click.echo(f"caja: {problem}", err=True)
-        sys.exit(2)
+    from caja_core.settings import settings_or_exit
+
+    return settings_or_exit(**overrides)
+
+
+class DrainingServer:
+    """uvicorn's server with a graceful drain on the first SIGTERM/SIGINT (see ``caja_web.ops.lifecycle``):
+    the instance keeps listening until the proxy stops sending it requests, then stops accepting, finishes
+    what is in flight and exits with code 0. A second signal stops it at once."""
+
+    def __new__(cls, config, lifecycle):
+        import uvicorn
+
+        class _Server(uvicorn.Server):
+            def handle_exit(self, sig, frame):  # type: ignore[override]
+                if self.started and not lifecycle.draining and not self.should_exit:
+                    lifecycle.begin_drain()
+                    return
+                super().handle_exit(sig, frame)
+
+            async def on_tick(self, counter: int) -> bool:  # type: ignore[override]
+                if lifecycle.draining and not self.should_exit and lifecycle.ready_to_close():
+                    self.should_exit = True
+                return await super().on_tick(counter)
+
+        return _Server(config)
 
 
 def _run(settings: Settings, host: str, port: int) -> None:
@@ -33,16 +53,20 @@ def _run(settings: Settings, host: str, port: int) -> None:
 
     configure_logging(settings)  # JSON, masked; uvicorn's own loggers go through it (log_config=None)
     app = create_app(settings, scheduled_backups=settings.is_sqlite)
-    uvicorn.run(
+    lifecycle = app.state.lifecycle
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
-        access_log=False,
+        access_log=False,  # caja writes its own JSON access line (with the request id)
         log_config=None,
+        use_colors=False,
         proxy_headers=True,
         forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        timeout_graceful_shutdown=max(5, 30 - settings.drain_seconds),
     )
+    DrainingServer(config, lifecycle).run()
 
 
 @click.command()

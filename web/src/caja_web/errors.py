@@ -14,6 +14,8 @@ from litestar.exceptions import (
 )
 from litestar.response import Template
 from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from caja_core.errors import CajaError
 
@@ -112,6 +114,21 @@ def http_error(request: Request, exc: HTTPException) -> Response:
     return _error_page(request, status, message + ".", str(status))
 
 
+def database_error(request: Request, exc: Exception) -> Response:
+    """The database does not answer (down, restarting, out of connections): a Spanish 503, one log line
+    without a traceback. Other database errors are bugs: a 500 with the traceback in the log."""
+    from caja_core.ops.dbstate import database_unavailable
+
+    if not database_unavailable(exc):
+        return internal_error(request, exc)
+    log.warning("la base de datos no responde (%s) en %s %s", type(exc).__name__, request.method, request.url.path)
+    from .ops.routes import DATABASE_DOWN_MESSAGE
+
+    response = _error_page(request, 503, DATABASE_DOWN_MESSAGE, "database.unavailable")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 def internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _error_page(request, 500, "Ocurrió un error inesperado. Intente de nuevo o avise al supervisor.", "internal")
@@ -125,5 +142,8 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     NotFoundException: not_found,
     ValidationException: validation_error,
     HTTPException: http_error,
+    DBAPIError: database_error,
+    SQLAlchemyTimeoutError: database_error,
+    ConnectionError: database_error,
     Exception: internal_error,
 }

@@ -1,0 +1,59 @@
+"""Telling "the database does not answer" apart from a bug, for the web layer (503 instead of 500) and the
+background workers (one line per back-off step instead of a traceback)."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+#: asyncpg's errors that mean the server is gone, refusing or full (checked by name: no import of asyncpg).
+_UNAVAILABLE_NAMES = {
+    "ConnectionDoesNotExistError",
+    "ConnectionFailureError",
+    "CannotConnectNowError",
+    "TooManyConnectionsError",
+    "AdminShutdownError",
+    "CrashShutdownError",
+    "ConnectionRejectionError",
+    "InterfaceError",
+    "InternalClientError",
+}
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) says the database cannot be reached right now."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, PoolTimeout):
+            return True
+        if isinstance(current, DBAPIError):
+            if current.connection_invalidated or isinstance(current, (OperationalError, InterfaceError)):
+                return True
+            if current.orig is not None and type(current.orig).__name__ in _UNAVAILABLE_NAMES:
+                return True
+        if isinstance(current, (ConnectionError, TimeoutError)) and _raised_by_database_driver(current):
+            return True
+        if type(current).__name__ in _UNAVAILABLE_NAMES and _raised_by_database_driver(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _raised_by_database_driver(exc: BaseException) -> bool:
+    """A socket error that came out of SQLAlchemy or asyncpg (not out of a terminal or a provider)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if "/sqlalchemy/" in filename or "/asyncpg/" in filename or "/aiosqlite/" in filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """A short name for the log line (no message: it may hold the connection URL)."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return type(exc.orig).__name__
+    return type(exc).__name__
