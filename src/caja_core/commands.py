@@ -398,7 +398,8 @@ def backup_prune(backup_dir: str | None) -> None:
 
 @cli.command("worker")
 @click.option("--check-every", default=60.0, show_default=True, help="Segundos entre revisiones.")
-def worker(check_every: float) -> None:
+@click.option("--beat-every", default=5.0, show_default=True, help="Segundos entre latidos en la base.")
+def worker(check_every: float, beat_every: float) -> None:
     """Proceso de fondo: respaldos programados (cada CAJA_BACKUP_INTERVAL_HOURS), verificación y retención.
 
     Registra su latido en la base: /health y las métricas de cualquier instancia lo muestran (y muestran
@@ -424,7 +425,9 @@ def worker(check_every: float) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         database = database_from_settings(settings, role="worker")
-        heartbeat = Heartbeat(database, name=settings.instance_id, kind="worker", backup_info=scheduler.report)
+        heartbeat = Heartbeat(
+            database, name=settings.instance_id, kind="worker", every_s=beat_every, backup_info=scheduler.report
+        )
         heartbeat.state = "serving"
         await heartbeat.start()
         await scheduler.start()

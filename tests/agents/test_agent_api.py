@@ -194,10 +194,11 @@ async def test_heartbeat_records_the_terminal_status_shown_in_health(api, venue,
     assert register.agent_status == {"terminal": "unreachable", "detail": "Puerto ocupado"}
     assert register.agent_last_seen_at is not None
     # /health: CAJA1's agent reports; CAJA2 has a token but its agent never connected.
-    registers = (await api.get("/health")).json()["services"]["registers"]
+    api.app.state.settings.metrics_token = token = "metrics-token-for-the-operator"  # the full report
+    registers = (await api.get("/health", headers={"Authorization": f"Bearer {token}"})).json()["services"]["registers"]
     by_code = {key.split(":")[-1].split("/")[-1]: value for key, value in registers.items()}
-    assert by_code["CAJA1"]["agent"] == "ok", registers
-    assert by_code["CAJA2"]["agent"] == "never_seen", registers
+    assert by_code["CAJA1"]["agent"]["status"] == "ok", registers
+    assert by_code["CAJA2"]["agent"]["status"] == "never_seen", registers
 
 
 async def test_no_agent_means_not_sent_and_the_command_never_runs_later(live, venue, sqlite_db):

@@ -1,3 +1,5 @@
+import contextlib
+import subprocess
 import uuid
 
 import pytest
@@ -42,3 +44,16 @@ async def sell(db, *, sales_count=3):
             )
             await sales.pay_cash(s, venue_id=st.venue_id, sale_id=sale.id, cash_received=None, user_id=st.cashier_id)
     return st, session
+
+
+@contextlib.contextmanager
+def tmpfs(path, *, size="64k", read_only=False):
+    """A real small file system at ``path`` (root, as in CI and on the server): a disk that fills up, or a
+    read-only one."""
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)

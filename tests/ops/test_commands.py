@@ -258,3 +258,79 @@ def test_upgrade_with_a_pending_migration_backs_up_first_and_downgrade_returns(w
     assert down.returncode == 0 and f"9999_ops_probe → {head}" in down.stdout, down.stderr
     assert run("backup", "list", env=env).stdout.count("caja-") == 1  # --no-backup took none
     assert run("db", "status", "--check", env=env).returncode == 0  # back on this release's head
+
+
+def _beat_as_live_instance(url: str, name: str = "srv1-8001") -> None:
+    """What a running `caja serve` does every few seconds: its heartbeat row."""
+    import asyncio
+
+    from caja_core.clock import utcnow
+    from caja_core.db.engine import Database
+    from caja_core.ops.heartbeats import write_beat
+
+    async def beat():
+        db = Database(url)
+        try:
+            await write_beat(db, name=name, kind="app", state="serving", started_at=utcnow(), workers={})
+        finally:
+            await db.dispose()
+
+    asyncio.run(beat())
+
+
+@pytest.mark.parametrize("which", ["sqlite", "postgres"])
+def test_downgrade_that_drops_data_asks_for_destroy_data_and_never_runs_under_live_instances(which, request):
+    env = request.getfixturevalue("sqlite_env" if which == "sqlite" else "pg_env")
+    assert run("db", "upgrade", env=env).returncode == 0
+    assert run("venue", "create", "--slug", "luna", "--name", "Club Luna", env=env).returncode == 0
+    head = migrate.head_revision()
+
+    # From the only revision to "base" would drop every table, venues included: refused, nothing changed.
+    refused = run("db", "downgrade", "base", env=env)
+    assert refused.returncode == 2, refused.stdout
+    assert "borraría datos" in refused.stderr and "venues (1 filas)" in refused.stderr
+    assert "--destroy-data" in refused.stderr and "Traceback" not in refused.stderr
+    assert f"Versión actual: {head}" in run("db", "status", env=env).stdout
+    assert run("backup", "list", env=env).stdout.strip() == "No hay respaldos."  # refused before any work
+
+    # A relative target is a revision, not an option (it goes back one migration, or says what it would
+    # destroy); a name that is not a revision says which ones exist.
+    relative = run("db", "downgrade", "-1", env=env)
+    assert relative.returncode == 0 or "borraría datos" in relative.stderr, relative.stderr
+    assert "option" not in relative.stderr.lower()
+    assert run("db", "upgrade", "--no-backup", env=env).returncode == 0
+    unknown = run("db", "downgrade", "0001_initial_schema", env=env)
+    assert unknown.returncode == 2 and "no existe" in unknown.stderr and "0001" in unknown.stderr
+
+    # With an instance live on the database, not even --destroy-data goes ahead.
+    _beat_as_live_instance(env["CAJA_DATABASE_URL"])
+    live = run("db", "downgrade", "base", "--destroy-data", env=env)
+    assert live.returncode == 2 and "srv1-8001" in live.stderr and "Deténgalos" in live.stderr
+    assert f"Versión actual: {head}" in run("db", "status", env=env).stdout
+
+
+def test_downgrade_with_destroy_data_backs_up_then_drops(sqlite_env):
+    env = sqlite_env
+    assert run("db", "upgrade", env=env).returncode == 0
+    assert run("venue", "create", "--slug", "luna", "--name", "Club Luna", env=env).returncode == 0
+    done = run("db", "downgrade", "base", "--destroy-data", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Respaldo previo:" in done.stdout and "→ (vacía)" in done.stdout
+    assert "pre-downgrade" in run("backup", "list", env=env).stdout
+
+
+def test_restore_refuses_under_live_instances_unless_forced(sqlite_env):
+    env = sqlite_env
+    assert run("db", "upgrade", env=env).returncode == 0
+    created = run("backup", "create", env=env)
+    backup_id = re.search(r"Respaldo creado: (\S+)", created.stdout).group(1)
+    _beat_as_live_instance(env["CAJA_DATABASE_URL"])
+    refused = run("backup", "restore", backup_id, "--yes", env=env)
+    assert refused.returncode == 2 and "srv1-8001" in refused.stderr and "--force" in refused.stderr
+    assert "pre-restore" not in run("backup", "list", env=env).stdout  # nothing was touched
+    forced = run("backup", "restore", backup_id, "--yes", "--force", env=env)
+    assert forced.returncode == 0, forced.stderr
+    safety = re.search(r"Respaldo de seguridad de la base anterior: (\S+)", forced.stdout).group(1)
+    listing = run("backup", "list", env=env).stdout
+    assert safety in listing and "pre-restore" in listing
+    assert re.search(rf"{safety}.*\bsí$", listing, re.M), listing  # the safety copy was verified first

@@ -145,9 +145,7 @@ def database_from_settings(settings: Any, *, role: str = "app") -> Database:
     """The database of a process, sized and named by its settings (``CAJA_DATABASE_POOL_SIZE``,
     ``CAJA_DATABASE_APPLICATION_NAME``, default ``caja <role> <instance>``)."""
     name = getattr(settings, "database_application_name", None) or f"caja {role} {settings.instance_id}"
-    return Database(
-        settings.database_url, pool_size=getattr(settings, "database_pool_size", 10), application_name=name
-    )
+    return Database(settings.database_url, pool_size=getattr(settings, "database_pool_size", 10), application_name=name)
 
 
 class Database:

@@ -18,7 +18,6 @@ from alembic import command
 
 from .engine import normalise_url
 
-
 #: Where the built ``caja-core`` wheel carries the migrations (``alembic/`` of the source tree).
 PACKAGED = Path(__file__).resolve().parent.parent / "migrations"
 

@@ -220,13 +220,13 @@ def certificate_not_after(path: str | Path) -> datetime:
 
 
 def _processes_report(
-    processes: list[Any], *, now: datetime, instance: str, result: _Collector
+    processes: list[Any], *, now: datetime, instance: str, result: _Collector, stale_after_s: float
 ) -> tuple[dict[str, Any], Any]:
     """Every process's state and workers; returns (report, the backup runner's row or None)."""
     report: dict[str, Any] = {}
     runner = None
     for process in processes:
-        status = process.status(now)
+        status = process.status(now, stale_after_s)
         report[process.name] = {
             "kind": process.kind,
             "status": status,
@@ -262,9 +262,9 @@ def _processes_report(
                         venue_text=VENUE_PROCESS_TEXT,
                     )
     workers = [p for p in processes if p.kind == "worker"]
-    if workers and not any(p.live(now) for p in workers):
+    if workers and not any(p.live(now, stale_after_s) for p in workers):
         newest = max(workers, key=lambda p: p.last_beat_at)
-        if newest.status(now) == "stopped":
+        if newest.status(now, stale_after_s) == "stopped":
             result.flag(
                 "degraded",
                 f"No hay ningún caja worker en marcha ({newest.name} se detuvo).",
@@ -287,6 +287,7 @@ async def check_health(
     instance: str = "",
     lifecycle: str | None = None,
     venue_id: int | None = None,
+    process_stale_after_s: float | None = None,
     timeout_s: float = 3.0,
     now: datetime | None = None,
 ) -> HealthReport:
@@ -385,7 +386,15 @@ async def check_health(
         except Exception as exc:  # noqa: BLE001
             result.flag("degraded", f"No se pudo leer el latido de los procesos ({type(exc).__name__}).")
             processes = []
-        process_report, runner = _processes_report(processes, now=now, instance=instance, result=result)
+        from .heartbeats import STALE_AFTER_S
+
+        process_report, runner = _processes_report(
+            processes,
+            now=now,
+            instance=instance,
+            result=result,
+            stale_after_s=process_stale_after_s or STALE_AFTER_S,
+        )
         services["processes"] = process_report
 
     # Backups: the runner's report in the database, else this process's own folder.

@@ -46,7 +46,9 @@ def no_workers():
 async def test_health_ok_with_a_fresh_verified_backup(client, settings, sqlite_url):
     manifest = await backup_ops.create_backup(sqlite_url, settings.backup_dir)
     await backup_ops.verify_backup(settings.backup_dir, manifest)
-    r = await client.get("/health")
+    public = await client.get("/health")
+    assert public.status_code == 200 and public.json()["status"] == "ok", public.json()
+    r = await client.get("/health", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok", body
@@ -75,17 +77,13 @@ async def test_health_breaker_open_is_degraded_200(client, setup, sqlite_db, set
     r = await client.get("/health")
     assert r.status_code == 200
     public = r.json()
-    assert public["status"] == "degraded"
-    assert public["services"]["registers"]["CAJA1"] == {
-        "mode": "contingency",
-        "allowed_methods": ["cash", "backup"],
-        "breakers_open": 1,
-        "agent": "not_used",
-    }
-    # Device addresses and problem texts only for the operator (metrics token or admin session).
-    assert "fake:CAJA1" not in r.text and "problems" not in public
+    # Anyone sees the overall state only: no register code, device, venue or problem text.
+    assert set(public) == {"status", "checked_at"} and public["status"] == "degraded"
+    assert "CAJA1" not in r.text and "fake" not in r.text
     r = await client.get("/health", headers={"Authorization": f"Bearer {TOKEN}"})
     body = r.json()
+    assert body["services"]["registers"]["CAJA1"]["mode"] == "contingency"
+    assert body["services"]["registers"]["CAJA1"]["allowed_methods"] == ["cash", "backup"]
     assert body["services"]["registers"]["CAJA1"]["breakers"] == {"fake:CAJA1": "open"}
     assert body["problems"] == ["Caja CAJA1: corte open en fake:CAJA1."]
 
@@ -94,12 +92,13 @@ async def test_health_database_down_is_error_503(app, client):
     running = app.state.db
     app.state.db = Database("postgresql://caja:pw-not-shown@127.0.0.1:1/caja")
     try:
-        r = await client.get("/health")
+        r = await client.get("/health", headers={"Authorization": f"Bearer {TOKEN}"})
+        public = await client.get("/health")
         live = await client.get("/health/live")
     finally:
         await app.state.db.dispose()
         app.state.db = running
-    assert r.status_code == 503
+    assert r.status_code == 503 and public.status_code == 503 and public.json()["status"] == "error"
     assert r.json()["status"] == "error" and r.json()["services"]["database"] == "unreachable"
     assert "pw-not-shown" not in r.text
     assert live.status_code == 200 and live.json()["status"] == "ok"
@@ -161,7 +160,8 @@ async def test_prometheus_text_parses_and_has_the_series(client, setup, sqlite_d
         )
     r = await client.get("/metrics/prometheus", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200
-    assert r.headers["content-type"].startswith("text/plain")
+    # One charset, and the classic format version that Prometheus 2 and 3 both accept without a fallback.
+    assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     families = {f.name: f for f in text_string_to_metric_families(r.text)}
     for name in (
         "caja_http_requests",
@@ -286,7 +286,12 @@ async def test_backup_scheduler_lifespan_backs_up_while_the_app_runs(tmp_path, s
     from caja_web.ops.routes import backup_scheduler_lifespan, health
 
     settings = load_settings(
-        {"CAJA_ENV": "demo", "CAJA_DATABASE_URL": sqlite_url, "CAJA_BACKUP_DIR": str(tmp_path / "auto")}
+        {
+            "CAJA_ENV": "demo",
+            "CAJA_DATABASE_URL": sqlite_url,
+            "CAJA_BACKUP_DIR": str(tmp_path / "auto"),
+            "CAJA_METRICS_TOKEN": TOKEN,
+        }
     )
     db = Database(sqlite_url)
     app = Litestar(
@@ -297,14 +302,15 @@ async def test_backup_scheduler_lifespan_backs_up_while_the_app_runs(tmp_path, s
     try:
         async with AsyncTestClient(app=app) as client:
             for _ in range(600):  # up to 30 s on a busy machine
-                body = (await client.get("/health")).json()
-                if body["services"]["backups"]["status"] == "ok" and body["services"]["workers"].get("backup") == "ok":
+                body = (await client.get("/health", headers={"Authorization": f"Bearer {TOKEN}"})).json()
+                workers = body["services"]["workers"]
+                if body["services"]["backups"]["status"] == "ok" and workers.get("backup", {}).get("status") == "ok":
                     verified = [m for m in backup_ops.list_backups(settings.backup_dir) if m.verification is not None]
                     if verified:  # the manifest is written first, its verification right after
                         break
                 await asyncio.sleep(0.05)
             assert body["status"] == "ok", body
-            assert body["services"]["workers"]["backup"] == "ok"
+            assert body["services"]["workers"]["backup"]["status"] == "ok"
             [manifest] = backup_ops.list_backups(settings.backup_dir)
             assert manifest.kind == "scheduled" and manifest.verification.ok
         assert "backup" not in WORKERS.snapshot()  # stopped with the app
