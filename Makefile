@@ -2,31 +2,40 @@
 #   make demo   runs the product (demo on embedded SQLite with sample data)
 #   make test   runs the lint and type checks, then the whole test suite (installs what a fresh machine lacks)
 #   make lint   runs the lint and type checks alone
+# and, for a server:
+#   make install   the four packages as an operator runs them (no test or lint tools, not editable)
+#   make wheels    the four wheels in dist/ (what docs/operations.md installs with pip)
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench install
+.PHONY: demo test lint bench install dev wheels
 
 .tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet uv
 
 install: $(UV)
+	$(UV) sync --locked --quiet --no-dev --all-packages --no-editable
+
+dev: $(UV)
 	$(UV) sync --locked --quiet
 
-demo: install
+wheels: $(UV)
+	$(UV) build --all-packages --wheel -o dist
+
+demo: dev
 	.venv/bin/caja demo
 
 # Fail fast, before the long test run, with one line that says what to run.
-lint: install
+lint: dev
 	@.venv/bin/ruff format --check . || { echo "make lint: files not formatted; run: .venv/bin/ruff format ." >&2; exit 1; }
 	@.venv/bin/ruff check . || { echo "make lint: ruff found problems (listed above); .venv/bin/ruff check --fix . fixes the simple ones" >&2; exit 1; }
 	@.venv/bin/mypy || { echo "make lint: type errors (listed above); fix them, then run: .venv/bin/mypy" >&2; exit 1; }
 
-test: install lint
+test: dev lint
 	bash scripts/test-prerequisites.sh
-	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	UV="$(abspath $(UV))" .venv/bin/python -m pytest $(PYTEST_ARGS)
 
-bench: install
+bench: dev
 	.venv/bin/python -m bench

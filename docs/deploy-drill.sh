@@ -29,7 +29,7 @@ curl -fsS -H "Authorization: Bearer $CAJA_METRICS_TOKEN" "$CAJA_URL/metrics"
 curl -fsS -H "Authorization: Bearer $CAJA_METRICS_TOKEN" "$CAJA_URL/metrics/prometheus"
 expect_status 401 "$CAJA_URL/metrics"
 expect_status 401 -H "Authorization: Bearer otro-token" "$CAJA_URL/metrics/prometheus"
-curl -fsS "$CAJA_URL/health" | grep -q '"database":"connected"'
+curl -fsS -H "Authorization: Bearer $CAJA_METRICS_TOKEN" "$CAJA_URL/health" | grep -q '"database":"connected"'
 curl -fsS -H "Authorization: Bearer $CAJA_METRICS_TOKEN" "$CAJA_URL/health"
 curl -fsS -H "Authorization: Bearer $CAJA_METRICS_TOKEN" "$CAJA_URL/health" | grep -q '"problems"'
 if curl -fsS "$CAJA_URL/health" | grep -q '"problems"'; then

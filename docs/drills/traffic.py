@@ -40,9 +40,7 @@ def call(client: httpx.Client, method: str, path: str, expected: tuple[int, ...]
         result["requests"] += 1
         result["by_status"][str(r.status_code)] = result["by_status"].get(str(r.status_code), 0) + 1
         if r.status_code not in expected:
-            result["failures"].append(
-                {"path": path, "status": r.status_code, "body": r.text[:300], "at": started}
-            )
+            result["failures"].append({"path": path, "status": r.status_code, "body": r.text[:300], "at": started})
             return None
     return r
 

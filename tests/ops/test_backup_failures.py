@@ -2,6 +2,7 @@
 written), a damaged manifest is listed and reported, verification never rewrites what it verifies, and the
 retention keeps the verified copies."""
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -32,6 +33,10 @@ from caja_core.ops.workers import WorkerRegistry
 from .conftest import sell, tmpfs
 
 CAJA = str(Path(sys.executable).parent / "caja")
+
+
+def caja(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CAJA, *args], capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
 def scrape_value(name: str, **labels: str) -> float | None:
@@ -123,9 +128,9 @@ async def test_a_damaged_manifest_is_listed_as_damaged_and_verify_says_so(sqlite
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAJA_")}
     env.update({"CAJA_SECRET_KEY": "x" * 40, "CAJA_DATABASE_URL": sqlite_db.url.replace("+aiosqlite", "")})
     env["CAJA_BACKUP_DIR"] = str(tmp_path)
-    listing = subprocess.run([CAJA, "backup", "list"], capture_output=True, text=True, env=env, timeout=120)
+    listing = await asyncio.to_thread(caja, env, "backup", "list")
     assert listing.returncode == 0 and newer.id in listing.stdout and "DAÑADO" in listing.stdout
-    checked = subprocess.run([CAJA, "backup", "verify", newer.id], capture_output=True, text=True, env=env, timeout=120)
+    checked = await asyncio.to_thread(caja, env, "backup", "verify", newer.id)
     assert checked.returncode == 1 and "Traceback" not in checked.stderr
     assert checked.stderr.strip().count("\n") == 0 and "dañado" in checked.stderr  # one line
 

@@ -334,3 +334,60 @@ def test_restore_refuses_under_live_instances_unless_forced(sqlite_env):
     listing = run("backup", "list", env=env).stdout
     assert safety in listing and "pre-restore" in listing
     assert re.search(rf"{safety}.*\bsí$", listing, re.M), listing  # the safety copy was verified first
+
+
+PROBE_COLUMN_MIGRATION = '''"""A migration that exists only in this test: a setting column with a default."""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "9999_ops_probe_column"
+down_revision = {head!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("venues") as batch:
+        batch.add_column(sa.Column("probe_setting", sa.String(40), nullable=False, server_default="{{}}"))
+
+
+def downgrade():
+    with op.batch_alter_table("venues") as batch:
+        batch.drop_column("probe_setting")
+'''
+
+
+@pytest.mark.parametrize("which", ["sqlite", "postgres"])
+def test_downgrade_counts_values_other_than_the_default_as_data(which, request, tmp_path):
+    import shutil
+
+    env = request.getfixturevalue("sqlite_env" if which == "sqlite" else "pg_env")
+    head = migrate.head_revision()
+    root = Path(migrate.alembic_dir()).parent
+    newer = tmp_path / "release"
+    shutil.copytree(root / "alembic", newer / "alembic", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(root / "alembic.ini", newer / "alembic.ini")
+    (newer / "alembic" / "versions" / "9999_ops_probe_column.py").write_text(PROBE_COLUMN_MIGRATION.format(head=head))
+    newer_env = {**env, "CAJA_ALEMBIC_DIR": str(newer / "alembic")}
+    assert run("db", "upgrade", env=newer_env).returncode == 0
+    assert run("venue", "create", "--slug", "luna", "--name", "Club Luna", env=newer_env).returncode == 0
+
+    # Every venue still has the column's default ({}): going back loses nothing.
+    assert run("db", "downgrade", head, "--no-backup", env=newer_env).returncode == 0
+    assert run("db", "upgrade", "--no-backup", env=newer_env).returncode == 0
+
+    import asyncio
+
+    from caja_core.db.engine import Database
+
+    async def set_value():
+        db = Database(env["CAJA_DATABASE_URL"])
+        try:
+            async with db.session() as s:
+                await s.execute(text("UPDATE venues SET probe_setting = 'modo-noche'"))
+        finally:
+            await db.dispose()
+
+    asyncio.run(set_value())
+    refused = run("db", "downgrade", head, "--no-backup", env=newer_env)
+    assert refused.returncode == 2 and "venues.probe_setting (1 valores)" in refused.stderr, refused.stderr

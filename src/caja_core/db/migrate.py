@@ -124,14 +124,28 @@ def resolve_target(current: str | None, target: str) -> str | None:
 
 
 def _columns_by_table(sync_conn) -> dict[str, set[str]]:
+    return {table: set(columns) for table, columns in _column_defaults(sync_conn).items()}
+
+
+def _column_defaults(sync_conn) -> dict[str, dict[str, str | None]]:
+    """Every table's columns and their server default as a plain value (``'{}'::jsonb`` → ``{}``)."""
+    import re
+
     from sqlalchemy import inspect
 
     inspector = inspect(sync_conn)
-    return {
-        table: {c["name"] for c in inspector.get_columns(table)}
-        for table in inspector.get_table_names()
-        if table != "alembic_version"
-    }
+    out: dict[str, dict[str, str | None]] = {}
+    for table in inspector.get_table_names():
+        if table == "alembic_version":
+            continue
+        out[table] = {}
+        for column in inspector.get_columns(table):
+            default = column.get("default")
+            if default is not None:
+                match = re.fullmatch(r"\(*'(.*)'(?:::[\w ]+)?\)*", str(default).strip(), re.S)
+                default = match.group(1).replace("''", "'") if match else str(default).strip()
+            out[table][column["name"]] = default
+    return out
 
 
 def schema_at(revision: str | None) -> dict[str, set[str]]:
@@ -160,7 +174,8 @@ async def data_lost_by_downgrade(engine: AsyncEngine, target: str | None) -> lis
 
     target_schema = await asyncio.to_thread(schema_at, target)
     async with engine.connect() as conn:
-        live = await conn.run_sync(_columns_by_table)
+        defaults = await conn.run_sync(_column_defaults)
+        live = {table: set(columns) for table, columns in defaults.items()}
         lost: list[str] = []
         for table, columns in sorted(live.items()):
             if table in DISPOSABLE_TABLES:
@@ -171,9 +186,14 @@ async def data_lost_by_downgrade(engine: AsyncEngine, target: str | None) -> lis
                     lost.append(f"la tabla {table} ({rows} filas)")
                 continue
             for column in sorted(columns - target_schema[table]):
-                values = (
-                    await conn.execute(text(f'SELECT count(*) FROM "{table}" WHERE "{column}" IS NOT NULL'))
-                ).scalar_one()
+                # A value equal to the column's default (``{}`` for an empty setting) is not data.
+                default = defaults[table][column]
+                query = f'SELECT count(*) FROM "{table}" WHERE "{column}" IS NOT NULL'
+                params = {}
+                if default is not None:
+                    query += f' AND CAST("{column}" AS TEXT) <> :default'
+                    params["default"] = default
+                values = (await conn.execute(text(query), params)).scalar_one()
                 if values:
                     lost.append(f"la columna {table}.{column} ({values} valores)")
     return lost

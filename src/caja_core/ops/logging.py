@@ -260,7 +260,9 @@ def configure_logging(settings: Any, *, stream: TextIO | None = None) -> logging
         handler.setFormatter(JsonFormatter(instance=getattr(settings, "instance_id", "") or ""))
     root = logging.getLogger()
     for existing in list(root.handlers):
-        if existing.get_name() == _HANDLER_NAME:
+        # Ours from an earlier call, and the plain-text handler that a library's ``logging.basicConfig()``
+        # installs at import (python-escpos does): every line goes out once, as JSON.
+        if existing.get_name() == _HANDLER_NAME or type(existing) is logging.StreamHandler:
             root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(str(getattr(settings, "log_level", "INFO")).upper())

@@ -25,6 +25,7 @@ from litestar.template.config import TemplateConfig
 
 from caja_core.db import Database
 from caja_core.db.engine import database_from_settings
+from caja_core.ops.health import version as caja_version
 from caja_core.plugins import make_plugin_manager, template_dirs
 from caja_core.printing import PrinterRegistry, PrintService
 from caja_core.providers import ProviderRegistry
@@ -228,7 +229,7 @@ class CajaWebPlugin(InitPlugin):
         """Only the JSON endpoints (agent API, webhooks, health, metrics) are published; the HTML pages are not."""
         app_config.openapi_config = OpenAPIConfig(
             title="caja",
-            version="0.1.0",
+            version=caja_version(),
             path="/schema",
             description="API JSON de caja: agente de caja, notificaciones de proveedores, salud y métricas.",
             components=Components(
