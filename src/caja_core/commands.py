@@ -192,7 +192,7 @@ class _Revision(click.ParamType):
 
     name = "versión"
 
-    def convert(self, value, param, ctx):  # type: ignore[override]
+    def convert(self, value, param, ctx):
         return value
 
 

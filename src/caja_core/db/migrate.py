@@ -115,7 +115,9 @@ def resolve_target(current: str | None, target: str) -> str | None:
         for _ in range(int(target[1:])):
             if revision is None:
                 raise UnknownRevision(f"no hay {target[1:]} versiones anteriores a {current}")
-            revision = script.get_revision(revision).down_revision  # type: ignore[union-attr,assignment]
+            script_revision = script.get_revision(revision)
+            down = script_revision.down_revision if script_revision is not None else None
+            revision = down if isinstance(down, str) or down is None else down[0]
         return revision
     matches = [rev for rev in known if rev == target] or [rev for rev in known if rev.startswith(target)]
     if len(matches) != 1:

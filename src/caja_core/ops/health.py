@@ -459,7 +459,7 @@ async def check_health(
         for register in registers:
             key = f"{register.venue_id}:{register.code}" if several else register.code
             reg_breakers = breakers.get(register.id, {})
-            state = allowed_methods(register, reg_breakers, db_ok=True)
+            mode = allowed_methods(register, reg_breakers, db_ok=True)
             providers: dict[str, Any] = {}
             for role in ("primary", "backup"):
                 pid = getattr(register, f"{role}_provider")
@@ -488,8 +488,8 @@ async def check_health(
             register_report[key] = {
                 "venue_id": register.venue_id,
                 "operational_status": register.operational_status,
-                "mode": state.mode,
-                "allowed_methods": state.allowed_methods,
+                "mode": mode.mode,
+                "allowed_methods": mode.allowed_methods,
                 "providers": providers,
                 "breakers": dict(sorted(reg_breakers.items())),
                 "agent": agent,

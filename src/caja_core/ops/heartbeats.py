@@ -27,7 +27,7 @@ import msgspec
 from sqlalchemy import delete, select, update
 
 from ..clock import utcnow
-from ..db.engine import Database
+from ..db.engine import Database, rowcount
 from .models import OpsProcess
 from .workers import WORKERS, WorkerRegistry
 
@@ -117,7 +117,7 @@ async def write_beat(
     }
     async with db.session() as s:
         result = await s.execute(update(OpsProcess).where(OpsProcess.name == name).values(**values))
-        if result.rowcount == 0:
+        if rowcount(result) == 0:
             s.add(OpsProcess(name=name, **values))
         await s.execute(delete(OpsProcess).where(OpsProcess.last_beat_at < now - timedelta(seconds=FORGET_AFTER_S)))
 
