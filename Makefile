@@ -4,7 +4,7 @@
 #   make lint   runs the lint and type checks alone
 # and, for a server:
 #   make install   the four packages as an operator runs them (no test or lint tools, not editable)
-#   make wheels    the four wheels in dist/ (what docs/operations.md installs with pip)
+#   make wheels    a release in dist/: the four wheels, requirements.txt, deploy/ (docs/operations.md, 2.2)
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PYTEST_ARGS ?=
@@ -22,7 +22,10 @@ dev: $(UV)
 	$(UV) sync --locked --quiet
 
 wheels: $(UV)
+	rm -rf dist
 	$(UV) build --all-packages --wheel -o dist
+	$(UV) export --locked --quiet --no-dev --all-packages --no-emit-workspace --no-hashes -o dist/requirements.txt
+	cp -r deploy CHANGELOG.md dist/
 
 demo: dev
 	.venv/bin/caja demo

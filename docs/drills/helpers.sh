@@ -7,7 +7,9 @@
 # restarts the drill's processes the way the units in deploy/systemd do: SIGTERM, wait, start again),
 # `journalctl` (prints a unit's log) and `nginx` (the drill's nginx, with its configuration in $WORK).
 #
-# Needs: WORK (a scratch folder), caja, curl, psql and python on PATH, and the CAJA_* variables of the drill.
+# Needs: WORK (a scratch folder), PORT_A and PORT_B (the two instances), PORT_HTTP and PORT_HTTPS (nginx),
+# DRILL_PG_SERVER (postgresql://user@host:port of the test server), caja, curl, psql and python on PATH, and
+# the CAJA_* variables of the drill (what /etc/caja/caja.env holds on a server).
 
 DRILLS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$DRILLS/../.." && pwd)
@@ -23,13 +25,23 @@ doc() {  # doc SECTION: run every `bash` block of that section of docs/operation
   eval "$script"
 }
 
+# The variables of the guide's first block that name this machine's addresses: the only values a drill changes
+# after running that block (tests/ops/test_docs_drills.py checks the block defines exactly these).
+DRILL_VARIABLES="CAJA_URL CAJA_PORTS PG_SERVER NGINX_ACCESS_LOG"
+
+use_drill_addresses() {  # CAJA_URL: the proxy when there is one, else the first instance
+  CAJA_PORTS="$PORT_A $PORT_B"
+  CAJA_URL=${PROXY_URL:-http://127.0.0.1:$PORT_A}
+  PG_SERVER=$DRILL_PG_SERVER
+  NGINX_ACCESS_LOG=$WORK/nginx/logs/caja.access.log
+}
+
 # ---- processes (what systemd does on the server) --------------------------------------------------------
 
 start_instance() {  # start_instance PORT [VAR=value ...]: the unit caja@PORT
   local port=$1
   shift
-  env CAJA_INSTANCE_ID="drill-$port" "$@" ${INSTANCE_ENV:-} caja serve --host 127.0.0.1 --port "$port" \
-    >>"$WORK/caja@$port.log" 2>&1 &
+  env CAJA_INSTANCE_ID="drill-$port" "$@" caja serve --host 127.0.0.1 --port "$port" >>"$WORK/caja@$port.log" 2>&1 &
   echo $! >"$WORK/caja@$port.pid"
   DRILL_PIDS+=("$!")
   wait_live "$port"
@@ -49,8 +61,7 @@ stop_instance() {  # stop_instance PORT: SIGTERM (graceful drain), then wait for
 }
 
 start_worker() {  # the unit caja-worker
-  env CAJA_INSTANCE_ID=drill-worker ${INSTANCE_ENV:-} caja worker --check-every 0.5 --beat-every 1 \
-    >>"$WORK/caja-worker.log" 2>&1 &
+  env CAJA_INSTANCE_ID=drill-worker caja worker --check-every 0.5 --beat-every 1 >>"$WORK/caja-worker.log" 2>&1 &
   echo $! >"$WORK/caja-worker.pid"
   DRILL_PIDS+=("$!")
 }
@@ -78,7 +89,7 @@ wait_health() {  # wait_health URL STATUS [CURL_ARGS...]: until /health reports 
   local url=$1 want=$2
   shift 2
   for _ in $(seq 1 300); do
-    curl -s "$@" "$url/health" | grep -q "\"status\":\"$want\"" && return 0
+    curl -s "$@" "$url/health" | grep "\"status\":\"$want\"" >/dev/null && return 0
     sleep 0.2
   done
   echo "/health no llegó a $want:" >&2
@@ -89,7 +100,7 @@ wait_health() {  # wait_health URL STATUS [CURL_ARGS...]: until /health reports 
 expect_status() {  # expect_status CODE CURL_ARGS...
   local want=$1 got
   shift
-  got=$(curl -s -o /dev/null -w '%{http_code}' "$@")
+  got=$(curl -s -o /dev/null -w '%{http_code}' "$@" || true)
   if [ "$got" != "$want" ]; then
     echo "se esperaba HTTP $want y llegó $got: curl $*" >&2
     return 1
@@ -117,14 +128,25 @@ sudo() {
   "$@"
 }
 
-systemctl() {  # restart|start|stop|status UNIT..., reload nginx
-  local action=$1 unit
+systemctl() {  # restart|start|stop|enable --now UNIT..., reload nginx
+  local action=$1 unit pidfile
   shift
+  if [ "$action" = enable ]; then
+    [ "${1:-}" = --now ] || { echo "systemctl enable sin --now: el simulacro solo arranca" >&2; return 1; }
+    action=start
+    shift
+  fi
   for unit in "$@"; do
     case "$action:$unit" in
       restart:caja@*) stop_instance "${unit#caja@}" && start_instance "${unit#caja@}" ;;
       start:caja@*) start_instance "${unit#caja@}" ;;
-      stop:"caja@*") for f in "$WORK"/caja@*.pid; do [ -e "$f" ] && { f=${f##*/caja@}; stop_instance "${f%.pid}"; }; done ;;
+      stop:"caja@*")
+        for pidfile in "$WORK"/caja@*.pid; do
+          [ -e "$pidfile" ] || continue
+          pidfile=${pidfile##*/caja@}
+          stop_instance "${pidfile%.pid}"
+        done
+        ;;
       stop:caja@*) stop_instance "${unit#caja@}" ;;
       start:caja-worker) start_worker ;;
       stop:caja-worker) stop_worker ;;
@@ -135,12 +157,13 @@ systemctl() {  # restart|start|stop|status UNIT..., reload nginx
   done
 }
 
-journalctl() {  # journalctl -u UNIT [...]: the unit's log
+journalctl() {  # journalctl -u UNIT [...]: the unit's log (UNIT may be a pattern, as 'caja@*')
   local unit=""
   while [ $# -gt 0 ]; do
     case "$1" in -u) unit=$2; shift 2 ;; *) shift ;; esac
   done
-  cat "$WORK/$unit.log"
+  # shellcheck disable=SC2086  # the pattern expands to every matching unit's log
+  cat "$WORK"/$unit.log
 }
 
 nginx() {  # the drill's nginx (configuration and pid in $WORK/nginx)
@@ -163,5 +186,7 @@ start_proxy() {  # start_proxy HTTP_PORT HTTPS_PORT APP_PORT... : the shipped co
   python3 "$DRILLS/nginx_conf.py" "$ROOT/deploy/nginx/caja.conf" "$WORK/nginx" "$http" "$https" "$@"
   command nginx -t -q -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx"
   command nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx"
-  export PROXY_CA="$WORK/nginx/tls/fullchain.pem"
+  export PROXY_URL="https://127.0.0.1:$https"
+  export CURL_CA_BUNDLE="$WORK/nginx/tls/fullchain.pem"  # curl trusts the drill's certificate
+  CAJA_URL=$PROXY_URL
 }

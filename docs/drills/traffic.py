@@ -3,10 +3,11 @@ register and sells in cash, sale after sale (add a product, check out, pay in ca
 screen and a static file), until the stop file appears. Every answer must be the expected one: a 5xx, a
 connection error or any other surprise is a failed request.
 
-    python traffic.py URL CA_FILE PLAN_JSON STOP_FILE RESULT_JSON
+    python traffic.py URL CA_FILE PLAN_JSON STOP_FILE RESULT_JSON [PROGRESS_JSON]
 
 PLAN_JSON: {"venue_id": 1, "cashiers": [{"user_id": 3, "pin": "1111", "register_id": 4, "product_id": 1}]}
-RESULT_JSON gets {"requests": n, "sales": [ids], "failures": [...], "by_status": {...}}.
+RESULT_JSON gets {"requests": n, "sales": [ids], "failures": [...], "by_status": {...}}; PROGRESS_JSON gets the
+same after every sale, for the drill to wait on.
 """
 
 import json
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 
 url, ca_file, plan_path, stop_path, result_path = sys.argv[1:6]
+progress_path = Path(sys.argv[6]) if len(sys.argv) > 6 else None
 plan = json.loads(Path(plan_path).read_text())
 stop = Path(stop_path)
 lock = threading.Lock()
@@ -74,6 +76,9 @@ def cashier(spec: dict) -> None:
                 return
             with lock:
                 result["sales"].append(sale_id)
+                if progress_path is not None:
+                    progress_path.with_suffix(".tmp").write_text(json.dumps(result))
+                    progress_path.with_suffix(".tmp").replace(progress_path)
             if not call(client, "POST", "/caja/venta/siguiente", (303,)):
                 return
             if not call(client, "GET", "/caja/venta", (200,)):

@@ -272,7 +272,10 @@ async def collect(db: Database, **health_kwargs: Any) -> dict[str, Any]:
         put("caja_backups_damaged", backups.get("damaged") or 0)
 
     instance = health_kwargs.get("instance") or ""
-    local = {name: worker["status"] for name, worker in services.get("workers", {}).items()}
+    local = {
+        name: worker["status"] if isinstance(worker, dict) else worker
+        for name, worker in services.get("workers", {}).items()
+    }
     for name, state in local.items():
         put("caja_worker_up", 1 if state == "ok" else 0, process=instance or "local", worker=name)
     for name, process in (services.get("processes") or {}).items():

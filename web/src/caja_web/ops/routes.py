@@ -30,12 +30,12 @@ from typing import Any, Literal
 import msgspec
 from litestar import MediaType, Request, Response, Router, get, post
 from litestar.config.app import AppConfig
-from litestar.exceptions import PermissionDeniedException
 from litestar.middleware.session.server_side import ServerSideSessionBackend
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 from litestar.response import Template
 
+from caja_core.errors import Forbidden
 from caja_core.ops import backups, metrics
 from caja_core.ops.health import check_health, liveness
 from caja_core.ops.logging import log_context
@@ -333,8 +333,9 @@ async def _operator(request: Request) -> bool:
 
 async def _require_operator(request: Request) -> None:
     if not await _operator(request):
-        raise PermissionDeniedException(
-            "Los respaldos son de toda la instalación (todos los locales): los toma el operador de la instalación."
+        raise Forbidden(
+            "Los respaldos son de toda la instalación (todos los locales): los toma el operador de la instalación.",
+            code="backup.install_operator",
         )
 
 
@@ -456,6 +457,31 @@ def ops_wrapper(app, handler):
         if lifecycle is not None:
             lifecycle.request_started()
 
+        logged = False
+
+        def log_access() -> None:
+            # Written when the response starts (before the client can see it): the line is there by the time
+            # anyone looks for the request id. The duration is the time to the response's first byte.
+            nonlocal logged
+            logged = True
+            duration = time.perf_counter() - started
+            client = scope.get("client")
+            access_log.info(
+                "%s %s %d %.0f ms",
+                method,
+                path,
+                status,
+                duration * 1000,
+                extra={
+                    "method": method,
+                    "path": path,
+                    "route": route or scope.get("path_template") or "unmatched",
+                    "status": status,
+                    "duration_ms": round(duration * 1000, 1),
+                    "client": client[0] if client else None,
+                },
+            )
+
         async def send_with_id(message):
             nonlocal status
             if message["type"] == "http.response.start":
@@ -465,6 +491,7 @@ def ops_wrapper(app, handler):
                     headers = [(k, v) for k, v in headers if k.lower() != b"connection"]
                     headers.append((b"connection", b"close"))
                 message = {**message, "headers": headers}
+                log_access()
             await send(message)
 
         try:
@@ -491,26 +518,11 @@ def ops_wrapper(app, handler):
         finally:
             if lifecycle is not None:
                 lifecycle.request_finished()
-            duration = time.perf_counter() - started
             route = route or scope.get("path_template") or "unmatched"
-            metrics.record_request(method, route, status, duration)
-            client = scope.get("client")
-            with log_context(request_id=request_id):
-                access_log.info(
-                    "%s %s %d %.0f ms",
-                    method,
-                    path,
-                    status,
-                    duration * 1000,
-                    extra={
-                        "method": method,
-                        "path": path,
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(duration * 1000, 1),
-                        "client": client[0] if client else None,
-                    },
-                )
+            metrics.record_request(method, route, status, time.perf_counter() - started)
+            if not logged:  # no response at all (the client went away, or the server crashed)
+                with log_context(request_id=request_id):
+                    log_access()
 
     wrapped.caja_ops = True  # type: ignore[attr-defined]
     return wrapped
