@@ -12,7 +12,7 @@ python3 - >"$WORK/plan.json" <<'PY'
 import asyncio, json, os
 from sqlalchemy import select
 from caja_core.db import Database, models
-from caja_core.demo import seed_demo
+from caja_core.demo import DEMO_LOGINS, seed_demo
 
 async def main():
     db = Database(os.environ["CAJA_DATABASE_URL"])
@@ -22,10 +22,11 @@ async def main():
         registers = {r.code: r.id for r in (await s.execute(select(models.CashRegister))).scalars()}
         product = (await s.execute(select(models.Product).order_by(models.Product.id))).scalars().first().id
     await db.dispose()
-    cashiers = [("camila", "1111", "PUERTA"), ("diego", "2222", "PISTA")]
+    pins = {login.username: login.secret for login in DEMO_LOGINS}
+    cashiers = [("camila", "PUERTA"), ("diego", "PISTA")]
     print(json.dumps({"venue_id": info.venue_id, "cashiers": [
-        {"user_id": users[u], "pin": pin, "register_id": registers[code], "product_id": product}
-        for u, pin, code in cashiers]}))
+        {"user_id": users[u], "pin": pins[u], "register_id": registers[code], "product_id": product}
+        for u, code in cashiers]}))
 
 asyncio.run(main())
 PY

@@ -11,7 +11,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # imported where used, to keep the command line quick to star
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from .ops.backups import Verification
+    from .ops.heartbeats import ProcessInfo
     from .users.service import UserOut
     from .venues.service import VenueOut
 
@@ -158,7 +159,7 @@ def db_upgrade(revision: str, no_backup: bool) -> None:
     click.echo(f"Esquema migrado: {current or '(vacía)'} → {_current_or_fail(settings.database_url)}.")
 
 
-async def _live_processes(settings: Settings):
+async def _live_processes(settings: Settings) -> list[ProcessInfo]:
     from .db.engine import Database
     from .ops.heartbeats import live_instances
 
@@ -187,13 +188,13 @@ def _refuse_if_live(settings: Settings, action: str, *, force_hint: bool) -> Non
     )
 
 
-class _Revision(click.ParamType):
+class _Revision(click.ParamType[str]):
     """A revision argument that may start with '-' (``-1``: one migration back)."""
 
     name = "versión"
 
-    def convert(self, value, param, ctx):
-        return value
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        return str(value)
 
 
 @db.command("downgrade", context_settings={"ignore_unknown_options": True})

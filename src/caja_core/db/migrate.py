@@ -12,6 +12,7 @@ from typing import Any
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alembic import command
@@ -125,11 +126,11 @@ def resolve_target(current: str | None, target: str) -> str | None:
     return matches[0]
 
 
-def _columns_by_table(sync_conn) -> dict[str, set[str]]:
+def _columns_by_table(sync_conn: Connection) -> dict[str, set[str]]:
     return {table: set(columns) for table, columns in _column_defaults(sync_conn).items()}
 
 
-def _column_defaults(sync_conn) -> dict[str, dict[str, str | None]]:
+def _column_defaults(sync_conn: Connection) -> dict[str, dict[str, str | None]]:
     """Every table's columns and their server default as a plain value (``'{}'::jsonb`` → ``{}``)."""
     import re
 

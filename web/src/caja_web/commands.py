@@ -6,10 +6,17 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from caja_core.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from .ops.lifecycle import Lifecycle
 
 DEMO_DB = "var/demo.db"
 
@@ -18,30 +25,28 @@ def _settings(**overrides: object) -> Settings:
     """Settings from CAJA_*; on problems print one per line and exit with code 2."""
     from caja_core.settings import settings_or_exit
 
-    return settings_or_exit(**overrides)
+    return settings_or_exit(None, **overrides)
 
 
-class DrainingServer:
+def draining_server(config: uvicorn.Config, lifecycle: Lifecycle) -> uvicorn.Server:
     """uvicorn's server with a graceful drain on the first SIGTERM/SIGINT (see ``caja_web.ops.lifecycle``):
     the instance keeps listening until the proxy stops sending it requests, then stops accepting, finishes
     what is in flight and exits with code 0. A second signal stops it at once."""
+    import uvicorn
 
-    def __new__(cls, config, lifecycle):
-        import uvicorn
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.started and not lifecycle.draining and not self.should_exit:
+                lifecycle.begin_drain()
+                return
+            super().handle_exit(sig, frame)
 
-        class _Server(uvicorn.Server):
-            def handle_exit(self, sig, frame):  # type: ignore[override]
-                if self.started and not lifecycle.draining and not self.should_exit:
-                    lifecycle.begin_drain()
-                    return
-                super().handle_exit(sig, frame)
+        async def on_tick(self, counter: int) -> bool:
+            if lifecycle.draining and not self.should_exit and lifecycle.ready_to_close():
+                self.should_exit = True
+            return await super().on_tick(counter)
 
-            async def on_tick(self, counter: int) -> bool:  # type: ignore[override]
-                if lifecycle.draining and not self.should_exit and lifecycle.ready_to_close():
-                    self.should_exit = True
-                return await super().on_tick(counter)
-
-        return _Server(config)
+    return DrainingServer(config)
 
 
 def _run(settings: Settings, host: str, port: int) -> None:
@@ -66,7 +71,7 @@ def _run(settings: Settings, host: str, port: int) -> None:
         forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
         timeout_graceful_shutdown=max(5, 30 - settings.drain_seconds),
     )
-    DrainingServer(config, lifecycle).run()
+    draining_server(config, lifecycle).run()
 
 
 @click.command()

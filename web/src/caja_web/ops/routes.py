@@ -173,7 +173,7 @@ async def health(request: Request) -> Response[HealthOut]:
         kwargs["venue_id"] = scope[1]
     report = await check_health(request.app.state.db, **kwargs)
     body = report.to_dict() if scope is not None else report.public_dict()
-    return Response(
+    return Response[Any](
         body, status_code=report.http_status, media_type=MediaType.JSON, headers={"Cache-Control": "no-store"}
     )
 
@@ -200,7 +200,7 @@ async def health_live() -> Response[LiveOut]:
 async def health_ready(request: Request) -> Response[ReadyOut]:
     lifecycle = getattr(request.app.state, "lifecycle", None)
     state = lifecycle.state if lifecycle is not None else "serving"
-    return Response(
+    return Response[Any](
         {"status": state},
         status_code=200 if state == "serving" else 503,
         media_type=MediaType.JSON,
@@ -254,7 +254,7 @@ async def metrics_json(request: Request) -> Response[MetricsOut]:
     if scope[0] == "venue":
         kwargs["venue_id"] = scope[1]
     data = await metrics.collect(request.app.state.db, **kwargs)
-    return Response(data, media_type=MediaType.JSON, headers={"Cache-Control": "no-store"})
+    return Response[Any](data, media_type=MediaType.JSON, headers={"Cache-Control": "no-store"})
 
 
 @get(
@@ -270,8 +270,8 @@ async def metrics_prometheus(request: Request) -> Response[str]:
     if not await metrics_allowed(request):
         return _unauthorized()
     await metrics.collect(request.app.state.db, **_health_kwargs(request))
-    return Response(
-        metrics.prometheus_text(),
+    return Response[Any](
+        metrics.prometheus_text().decode(),
         media_type=metrics.CONTENT_TYPE,
         headers={"Cache-Control": "no-store", "Content-Type": metrics.CONTENT_TYPE},
     )
@@ -524,7 +524,7 @@ def ops_wrapper(app, handler):
                 with log_context(request_id=request_id):
                     log_access()
 
-    wrapped.caja_ops = True  # type: ignore[attr-defined]
+    wrapped.caja_ops = True
     return wrapped
 
 
