@@ -43,3 +43,15 @@ if ! (command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 -p 6379 pin
   done
   redis-cli -h 127.0.0.1 -p 6379 ping
 fi
+
+# nginx (the restart drill runs the shipped configuration on loopback high ports, started with -c, never as
+# a system service) and promtool from Debian's prometheus package (the alert rules' unit tests, a real scrape).
+missing=()
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "Instalando ${missing[*]} (paquetes Debian) para los simulacros de operación…"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

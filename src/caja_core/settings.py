@@ -300,8 +300,9 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     for key in sorted(env):
         if not key.startswith("CAJA_") or key in known:
             continue
-        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-        hint = f"; ¿quiso decir {close[0]}?" if close else ""
+        # Compared without the common prefix, which would make every name look alike.
+        close = difflib.get_close_matches(key[5:], sorted(k[5:] for k in known), n=1, cutoff=0.7)
+        hint = f"; ¿quiso decir CAJA_{close[0]}?" if close else ""
         warnings.append(f"{key} no es una variable de caja y se ignora{hint}")
     return warnings
 

@@ -391,3 +391,53 @@ def test_downgrade_counts_values_other_than_the_default_as_data(which, request, 
     asyncio.run(set_value())
     refused = run("db", "downgrade", head, "--no-backup", env=newer_env)
     assert refused.returncode == 2 and "venues.probe_setting (1 valores)" in refused.stderr, refused.stderr
+
+
+def test_check_config_warns_about_misspelled_names_and_says_nothing_false_about_empty_tokens(tmp_path):
+    result = run(
+        "check-config",
+        env={"CAJA_SECRET_KEY": SECRET, "CAJA_BACKUP_INTERVAL_HOUR": "1", "CAJA_METRICS_TOKEN": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "¿quiso decir CAJA_BACKUP_INTERVAL_HOURS?" in result.stderr
+    empty = run("check-config", env={"CAJA_SECRET_KEY": "", "CAJA_METRICS_TOKEN": ""})
+    assert empty.returncode == 2 and "CAJA_SECRET_KEY falta" in empty.stderr
+    assert "igual" not in empty.stderr
+
+
+def test_migrations_say_one_line_not_alembics_narration(sqlite_env):
+    result = run("db", "upgrade", env=sqlite_env)
+    assert result.returncode == 0, result.stderr
+    assert "alembic" not in (result.stdout + result.stderr).lower()
+    assert "Running upgrade" not in result.stderr
+
+
+@pytest.mark.parametrize("which", ["postgres"])
+def test_verify_with_a_role_that_cannot_create_databases_says_so_in_one_line(which, pg_env):
+    import asyncio
+
+    from caja_core.db.engine import Database
+
+    env = dict(pg_env)
+    assert run("db", "upgrade", env=env).returncode == 0
+    created = run("backup", "create", "--no-verify", env=env)
+    assert created.returncode == 0, created.stderr
+    role = f"caja_nocreatedb_{uuid.uuid4().hex[:6]}"
+    url = make_url(env["CAJA_DATABASE_URL"])
+
+    async def make_role(sql: str) -> None:
+        db = Database(url.render_as_string(hide_password=False))
+        try:
+            async with db.session() as s:
+                await s.execute(text(sql))
+        finally:
+            await db.dispose()
+
+    asyncio.run(make_role(f'CREATE ROLE "{role}" LOGIN NOCREATEDB'))
+    try:
+        limited = {**env, "CAJA_DATABASE_URL": url.set(username=role).render_as_string(hide_password=False)}
+        checked = run("backup", "verify", "latest", env=limited)
+        assert checked.returncode == 1 and "Traceback" not in checked.stderr, checked.stderr
+        assert "CREATEDB" in checked.stderr and checked.stderr.strip().count("\n") == 0, checked.stderr
+    finally:
+        asyncio.run(make_role(f'DROP ROLE "{role}"'))

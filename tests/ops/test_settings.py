@@ -72,3 +72,63 @@ def test_tokens_database_and_backups():
         }
     )
     assert ok.metrics_token_previous == "old-token-0123456789" and ok.backup_interval_hours == 0
+
+
+def test_unknown_caja_names_are_warned_with_the_closest_known_one():
+    from caja_core.settings import unknown_variables
+
+    warnings = unknown_variables(
+        {
+            "CAJA_BACKUP_INTERVAL_HOUR": "1",
+            "CAJA_SECRT_KEY": "x",
+            "CAJA_WHATEVER": "1",
+            "CAJA_SECRET_KEY": "x",
+            "CAJA_TEST_DATABASE_URL": "postgresql://x/y",
+            "HOME": "/root",
+        }
+    )
+    assert warnings == [
+        "CAJA_BACKUP_INTERVAL_HOUR no es una variable de caja y se ignora; ¿quiso decir CAJA_BACKUP_INTERVAL_HOURS?",
+        "CAJA_SECRT_KEY no es una variable de caja y se ignora; ¿quiso decir CAJA_SECRET_KEY?",
+        "CAJA_WHATEVER no es una variable de caja y se ignora",
+    ]
+
+
+def test_empty_values_in_an_env_file_mean_not_set():
+    # The example env file ships `CAJA_METRICS_TOKEN=` empty: not a token equal to an empty secret.
+    assert problems({"CAJA_SECRET_KEY": "", "CAJA_METRICS_TOKEN": "", "CAJA_REDIS_URL": ""}) == [
+        "CAJA_SECRET_KEY falta: se espera clave secreta de al menos 32 caracteres (obligatoria salvo en demo)"
+    ]
+    ok = load_settings({"CAJA_SECRET_KEY": GOOD, "CAJA_METRICS_TOKEN": "", "CAJA_REDIS_URL": ""})
+    assert ok.metrics_token is None and ok.redis_url is None
+
+
+def test_database_pool_tls_operators_and_drain_settings(tmp_path):
+    base = {"CAJA_SECRET_KEY": GOOD}
+    ok = load_settings(
+        {
+            **base,
+            "CAJA_DATABASE_POOL_SIZE": "25",
+            "CAJA_DATABASE_APPLICATION_NAME": "caja sala",
+            "CAJA_INSTALL_OPERATORS": "luna/admin, sol/jefe",
+            "CAJA_DRAIN_SECONDS": "20",
+        }
+    )
+    assert (ok.database_pool_size, ok.database_application_name, ok.drain_seconds) == (25, "caja sala", 20)
+    found = problems(
+        {
+            **base,
+            "CAJA_DATABASE_POOL_SIZE": "0",
+            "CAJA_DRAIN_SECONDS": "500",
+            "CAJA_INSTALL_OPERATORS": "admin",
+            "CAJA_DATABASE_URL": "postgresql://caja@db/caja?sslmode=siempre",
+            "CAJA_TLS_CERT_FILE": str(tmp_path / "none.pem"),
+        }
+    )
+    assert [p.split(":")[0].split("=")[0] for p in found] == [
+        "CAJA_DATABASE_POOL_SIZE",
+        "CAJA_DRAIN_SECONDS",
+        "CAJA_DATABASE_URL",
+        "CAJA_INSTALL_OPERATORS",
+        "CAJA_TLS_CERT_FILE",
+    ], found
