@@ -45,6 +45,7 @@ from ..errors import Busy, CajaError, Conflict, Forbidden, NotFound, ValidationF
 from ..fallback.engine import collect_rules, decide
 from ..fallback.policy import FallbackPolicy
 from ..money import format_clp, parse_amount
+from ..ops.dbstate import database_unavailable
 from ..ops.workers import WORKERS, DatabaseBackoff
 from ..plugins import call_event
 from ..providers import (
@@ -2305,6 +2306,7 @@ class PaymentOrchestrator:
     async def _heart_loop(self) -> None:
         """Renew this instance's leases every ``beat_s`` (one statement for all), and pass cancels that arrived
         on other instances to the charges running here."""
+        outage = False
         while self._running:
             await asyncio.sleep(self.clock.timer(self.leases.beat_s))
             try:
@@ -2312,9 +2314,18 @@ class PaymentOrchestrator:
                     result = await self.leases.beat(s)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("lease heartbeat failed", exc_info=True)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    log.warning("lease heartbeat failed", exc_info=True)
+                elif not outage:  # the database is down: one line for the whole outage, not one per beat
+                    log.warning(
+                        "lease heartbeat: la base de datos no responde; se reintenta cada %.0f s", self.leases.beat_s
+                    )
+                outage = outage or database_unavailable(exc)
                 continue
+            if outage:
+                log.info("lease heartbeat: la base de datos responde de nuevo")
+                outage = False
             for flight in list(self._flights.values()):
                 if flight.token in result.cancel_requested:
                     flight.cancel.set()

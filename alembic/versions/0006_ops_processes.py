@@ -1,7 +1,7 @@
 """process heartbeats (app instances and workers)
 
-Revision ID: 0005_ops_processes
-Revises: 0004_money_controls
+Revision ID: 0006_ops_processes
+Revises: 0005_payments_devices
 Create Date: 2026-11-27 09:00:00
 """
 
@@ -13,8 +13,8 @@ from sqlalchemy.dialects import postgresql
 import caja_core.db.base
 from alembic import op
 
-revision = "0005_ops_processes"
-down_revision = "0004_money_controls"
+revision = "0006_ops_processes"
+down_revision = "0005_payments_devices"
 branch_labels = None
 depends_on = None
 
