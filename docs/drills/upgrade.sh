@@ -28,16 +28,23 @@ curl -fsS -H "Authorization: Bearer $CAJA_METRICS_TOKEN" "$CAJA_URL/health" | gr
 # A sale-day's data after the upgrade.
 caja venue create --slug sol --name "Club Sol" >/dev/null
 
-# --- 6.4: the schema goes back; the data stays ---------------------------------------------------------------
-# Under live instances it refuses and changes nothing.
-if caja db downgrade "$PREVIOUS_REVISION" 2>"$WORK/live.err"; then
+# --- 6.4: the schema goes back; the sales stay ----------------------------------------------------------------
+# Under live instances it refuses and changes nothing, even with --destroy-data; without it, it refuses to drop
+# what this version recorded (the ticket series the instances reserved).
+if caja db downgrade "$PREVIOUS_REVISION" --destroy-data 2>"$WORK/live.err"; then
   echo "downgrade con instancias en marcha" >&2; exit 1
 fi
 grep -q "Deténgalos antes de revertir" "$WORK/live.err"
+systemctl stop caja-worker $(printf 'caja@%s ' $CAJA_PORTS)
+if caja db downgrade "$PREVIOUS_REVISION" 2>"$WORK/data.err"; then
+  echo "downgrade borró datos sin --destroy-data" >&2; exit 1
+fi
+grep -q "borraría datos: .*ticket_series" "$WORK/data.err"
+caja db status | grep "Versión actual: $HEAD_REVISION" >/dev/null
 doc 6.4
 caja db status | grep "Versión actual: $PREVIOUS_REVISION" >/dev/null
 if caja venue create --slug sol --name "Club Sol" 2>/dev/null; then
-  echo "la vuelta atrás del esquema perdió datos" >&2; exit 1
+  echo "la vuelta atrás del esquema perdió los datos anteriores a la actualización" >&2; exit 1
 fi
 
 # --- 6.5: or the backup of 6.1 comes back ---------------------------------------------------------------------

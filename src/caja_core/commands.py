@@ -205,7 +205,8 @@ class _Revision(click.ParamType[str]):
     is_flag=True,
     help="Revertir aunque se borren tablas o columnas con datos (se respalda antes igual).",
 )
-def db_downgrade(revision: str, no_backup: bool, destroy_data: bool) -> None:
+@click.option("--dry-run", is_flag=True, help="Solo decir qué datos borraría la vuelta atrás; no cambia nada.")
+def db_downgrade(revision: str, no_backup: bool, destroy_data: bool, dry_run: bool) -> None:
     """Revierte el esquema a REVISION: una versión (p. ej. 0001), -1 (una migración atrás) o base.
 
     Se niega mientras haya instancias o workers en marcha, y si la vuelta atrás borraría tablas o columnas
@@ -224,8 +225,14 @@ def db_downgrade(revision: str, no_backup: bool, destroy_data: bool) -> None:
     if target == current:
         click.echo(f"El esquema ya está en {current}: nada que hacer.")
         return
-    _refuse_if_live(settings, "revertir el esquema", force_hint=False)
     lost = asyncio.run(_data_lost(settings.database_url, target))
+    if dry_run:
+        if lost:
+            click.echo(f"Revertir {current} → {target or 'base'} borraría: {'; '.join(lost)}. No se cambió nada.")
+        else:
+            click.echo(f"Revertir {current} → {target or 'base'} no borraría datos. No se cambió nada.")
+        return
+    _refuse_if_live(settings, "revertir el esquema", force_hint=False)
     if lost and not destroy_data:
         raise click.ClickException(
             f"Revertir a {target or 'base'} borraría datos: {'; '.join(lost)}. No se cambió nada. Si es lo que "
