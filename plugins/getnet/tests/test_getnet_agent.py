@@ -60,6 +60,25 @@ async def test_provider_through_an_agent_maps_faults(make_request, fast, sim, pr
     assert (await provider.charge(make_request(), settings, no_agent, progress)).kind is OutcomeKind.UNAVAILABLE
 
 
+async def test_not_in_details_is_no_proof_while_the_agent_may_be_running_the_sale(make_request, fast, sim, provider):
+    """Through an agent, "the terminal does not list the ticket" is proof only once the channel revoked every
+    command of the attempt that was not started and none that was started is unaccounted for."""
+    ctx, channel = agent_ctx(sim, fast)
+    settings = GetnetSettings(connection="agent", **fast)
+    answers: list[int] = []
+
+    async def revoke_attempt(attempt_id: int) -> bool:
+        answers.append(attempt_id)
+        return len(answers) > 1  # the first time, a started Sale has no result yet
+
+    channel.revoke_attempt = revoke_attempt
+    request = make_request(amount=1800)
+    first = await provider.status(request, settings, ctx)
+    assert first.kind is OutcomeKind.UNKNOWN and "agente" in first.message
+    assert (await provider.status(request, settings, ctx)).kind is OutcomeKind.UNAVAILABLE
+    assert answers == [request.attempt_id, request.attempt_id]
+
+
 # --- a server speaking the agent API (what the agent sees of caja's web app) -----------------------------------
 
 
