@@ -2,7 +2,8 @@
 
 Diagnostics print the terminal's answer as JSON (card data masked) and exit with:
 0 approved / answered OK, 1 declined (non-zero ResponseCode), 3 transport problem or in doubt,
-2 bad arguments (one line).
+2 bad arguments (one line). ``close`` is not a bare diagnostic: it goes through caja's batch-close service (it
+needs the database), which records the close and refuses it while caja has attempts in doubt on the terminal.
 """
 
 from __future__ import annotations
@@ -158,8 +159,64 @@ def totals_cmd(tcp, serial_path, receipt_timeout, timeout) -> int:
 @getnet.command("close")
 @_terminal_options
 def close_cmd(tcp, serial_path, receipt_timeout, timeout) -> int:
-    """Cierre de lote del terminal (Close, 103)."""
-    return _run_diagnostic(tcp, serial_path, receipt_timeout, timeout, lambda c: c.close())
+    """Cierre de lote del terminal (Close, 103), registrado en caja (CAJA_DATABASE_URL). caja lo niega, con el
+    motivo, mientras tenga cobros sin resolver en ese terminal: el cierre borraría la prueba de si se cobraron."""
+    address = _host_port(tcp, "--tcp")
+    if (address is None) == (serial_path is None):
+        raise click.UsageError("indique el terminal con --tcp HOST:PUERTO o con --serial RUTA (uno de los dos).")
+    raw: dict[str, Any] = (
+        {"connection": "tcp", "host": address[0], "port": address[1]}
+        if address
+        else {"connection": "serial", "serial_path": serial_path}
+    )
+    raw["receipt_timeout_s"] = receipt_timeout
+    if timeout is not None:
+        raw.update(short_timeout_s=timeout, other_timeout_s=timeout)
+    return asyncio.run(_close_through_caja(raw))
+
+
+async def _close_through_caja(raw: dict[str, Any]) -> int:
+    """The batch close through caja's own service: recorded with the terminal's totals, refused while caja has
+    attempts in flight or in doubt on that terminal. Exit 0 closed, 1 refused by caja (one line: why), 3 the
+    terminal or the database did not answer."""
+    from sqlalchemy.exc import DBAPIError
+
+    from caja_core.db import models  # noqa: F401  (every table known to the ORM before the first query)
+    from caja_core.db.engine import Database
+    from caja_core.errors import CajaError
+    from caja_core.payments import terminal_ops
+    from caja_core.plugins import make_plugin_manager
+    from caja_core.providers import ProviderRegistry
+    from caja_core.settings import settings_or_exit
+
+    settings = settings_or_exit()
+    registry = ProviderRegistry.from_plugin_manager(make_plugin_manager())
+    database = Database(settings.database_url)
+    try:
+        closed = await terminal_ops.close_device_batch(database, registry, "getnet", raw, source="cli")
+    except CajaError as exc:
+        click.echo(f"caja: {exc.message}", err=True)
+        return EXIT_TRANSPORT if exc.code == "terminal.close_failed" else EXIT_DECLINED
+    except (DBAPIError, OSError) as exc:
+        click.echo(
+            f"caja: no se pudo consultar la base de datos de caja ({type(exc).__name__}): sin ella no se sabe si el "
+            "terminal tiene cobros sin resolver, y no se cierra el lote. Revise CAJA_DATABASE_URL.",
+            err=True,
+        )
+        return EXIT_TRANSPORT
+    finally:
+        await database.dispose()
+    _emit(
+        {
+            "closed": True,
+            "terminal": closed.device_label,
+            "count": closed.count,
+            "total": closed.total,
+            "closed_at": closed.closed_at.isoformat(),
+            "close_id": closed.id,
+        }
+    )
+    return EXIT_OK
 
 
 @getnet.command("cancel")
