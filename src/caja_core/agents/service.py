@@ -573,12 +573,8 @@ async def apply_late_results(
 
 
 async def _apply_outcome(orchestrator: Any, attempt_id: int, outcome: Any) -> Any:
-    """``PaymentOrchestrator.apply_outcome(attempt_id, outcome, source="agent")``; an orchestrator without that
-    public method gets its durable internal finish instead."""
-    apply = getattr(orchestrator, "apply_outcome", None)
-    if apply is not None:
-        return await apply(attempt_id, outcome, source="agent")
-    return await orchestrator._finish_durably(attempt_id, outcome, reason="agent_result", source="agent")
+    """The agent's late answer goes to the payment orchestrator like any other provider answer."""
+    return await orchestrator.apply_outcome(attempt_id, outcome, source="agent")
 
 
 async def heartbeat(s: AsyncSession, register_id: int, *, terminal: str, detail: str = "") -> None:
