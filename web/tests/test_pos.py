@@ -5,7 +5,7 @@ import asyncio
 import re
 import time
 
-from webkit import text_of
+from webkit import cart_version, text_of
 
 from caja_core.fallback.policy import FallbackPolicy
 from caja_core.providers import OutcomeKind
@@ -25,10 +25,11 @@ async def open_session(client, setup, cash="10000", key="open-1"):
 
 
 async def checkout(client, setup, *products):
+    r = await client.get("/caja/venta", htmx=True)
     for name in products:
         r = await client.post("/caja/venta/item", {"product_id": setup.products[name]}, htmx=True)
         assert r.status_code == 200
-    r = await client.post("/caja/venta/cobrar", htmx=True)
+    r = await client.post("/caja/venta/cobrar", {"v": cart_version(r.text)}, htmx=True)
     assert r.status_code == 200, text_of(r.text)
     return int(re.search(r"/caja/venta/(\d+)/", r.text).group(1)), r
 
@@ -158,11 +159,11 @@ async def test_free_amount_line_needs_amount_and_reason(cashier, setup):
 
 async def test_quantity_changes_and_empty_cart_cannot_be_charged(cashier, setup):
     await open_session(cashier, setup)
-    await cashier.post("/caja/venta/item", {"product_id": setup.products["Agua"]}, htmx=True)
-    r = await cashier.post("/caja/venta/linea", {"index": 0, "delta": 2}, htmx=True)
+    r = await cashier.post("/caja/venta/item", {"product_id": setup.products["Agua"]}, htmx=True)
+    r = await cashier.post("/caja/venta/linea", {"index": 0, "delta": 2, "v": cart_version(r.text)}, htmx=True)
     assert "3×" in r.text and "$6.000" in r.text
-    r = await cashier.post("/caja/venta/vaciar", htmx=True)
-    r = await cashier.post("/caja/venta/cobrar", htmx=True)
+    r = await cashier.post("/caja/venta/vaciar", {"v": cart_version(r.text)}, htmx=True)
+    r = await cashier.post("/caja/venta/cobrar", {"v": cart_version(r.text)}, htmx=True)
     assert r.status_code == 422 and "no tiene productos" in r.text
 
 
@@ -225,8 +226,8 @@ async def test_in_doubt_is_never_shown_as_approved(cashier, setup, fakes):
     await open_session(cashier, setup)
     sale_id, _ = await checkout(cashier, setup, "Cerveza")
     await cashier.post(f"/caja/venta/{sale_id}/tarjeta", htmx=True)
-    r = await poll_until(cashier, sale_id, "Verificando con el terminal")
-    assert "Aprobado" not in r.text and "Siguiente venta" not in r.text
+    r = await poll_until(cashier, sale_id, "EN DUDA")
+    assert "APROBADO" not in r.text and "Siguiente venta" not in r.text
     r = await cashier.post("/caja/session/close", {"count_10000": "1"})
     assert r.status_code == 409 and 'id="unresolved"' in r.text and f"venta #{sale_id}" in r.text
 
@@ -294,7 +295,7 @@ async def test_override_then_late_primary_approval_offers_the_refund(cashier, se
     await open_session(cashier, setup)
     sale_id, _ = await checkout(cashier, setup, "Piscola")
     await cashier.post(f"/caja/venta/{sale_id}/tarjeta", htmx=True)
-    r = await poll_until(cashier, sale_id, "forzar respaldo")
+    r = await poll_until(cashier, sale_id, "forzar-respaldo")
     r = await cashier.post(
         f"/caja/venta/{sale_id}/forzar-respaldo",
         {"supervisor_code": PIN, "note": "cliente apurado"},

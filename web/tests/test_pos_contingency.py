@@ -71,7 +71,7 @@ async def test_breaker_open_hides_the_card_shows_the_mode_and_the_backup_remains
     assert 'id="pay-card"' not in page.text and "Modo contingencia" in page.text
     # the backup: nothing is sent to the cut-off terminal, the backup phone is offered right away
     r = await cashier.post(f"/caja/venta/{sale_id}/tarjeta", htmx=True)
-    assert r.status_code == 200 and 'id="backup-offer"' in r.text
+    assert r.status_code == 200 and 'id="start-backup"' in r.text
     assert not [c for c in fakes[0].calls if c[0] == "charge"]
 
 

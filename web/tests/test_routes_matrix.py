@@ -106,6 +106,6 @@ async def test_cashier_cancels_a_card_payment_waiting_on_the_terminal(cashier, s
         if 'id="pay"' in r.text:
             break
         await asyncio.sleep(0.05)
-    assert 'id="pay"' in r.text and "no realizado" in r.text
+    assert 'id="pay"' in r.text and "NO SE COBRÓ" in r.text
     r = await cashier.post(f"/caja/venta/{sale_id}/efectivo", {"cash_received": ""}, htmx=True)
     assert "Siguiente venta" in r.text

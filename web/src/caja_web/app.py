@@ -34,6 +34,7 @@ from caja_core.settings import Settings, load_settings
 from . import filters
 from .errors import EXCEPTION_HANDLERS, JSON_PREFIXES
 from .ops.lifecycle import RETRY_BACKOFF_S, Lifecycle, wait_for_database
+from .pos import messages
 from .stores import RotatingSessionConfig, make_session_store
 
 log = logging.getLogger("caja.web")
@@ -177,7 +178,8 @@ class CajaWebPlugin(InitPlugin):
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        filters.install(env)
+        filters.install(env, self.registry)
+        messages.install(env)
         app_config.template_config = TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
 
     def _configure_static(self, app_config: AppConfig) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from jinja2 import Environment
 
@@ -92,6 +93,22 @@ def label(value: object, kind: str = "status") -> str:
     return table.get(str(value), str(value) if value is not None else "—")
 
 
-def install(env: Environment) -> None:
-    env.filters.update(clp=clp, local_time=local_time, day=day, label=label)
+def provider_namer(registry: Any = None) -> Any:
+    """``provider`` filter: a provider id as people read it (``cash`` → Efectivo, ``getnet`` → GETNET)."""
+
+    def provider(provider_id: object) -> str:
+        if provider_id in (None, ""):
+            return "—"
+        pid = str(provider_id)
+        if pid == "cash":
+            return "Efectivo"
+        if registry is not None and pid in registry:
+            return str(getattr(registry.get(pid), "name", pid) or pid)
+        return pid.upper()
+
+    return provider
+
+
+def install(env: Environment, registry: Any = None) -> None:
+    env.filters.update(clp=clp, local_time=local_time, day=day, label=label, provider=provider_namer(registry))
     env.tests["startswith"] = lambda value, prefix: str(value).startswith(prefix)

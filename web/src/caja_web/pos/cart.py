@@ -38,6 +38,14 @@ class PosState(msgspec.Struct, kw_only=True):
     sale_key: str = msgspec.field(default_factory=lambda: uuid.uuid4().hex)
     sale_id: int | None = None
     open_key: str = msgspec.field(default_factory=lambda: uuid.uuid4().hex)
+    #: Bumped by every change of the cart or of the sale this browser follows: a tab that shows an older
+    #: version is refused and shown the current cart (two tabs of one browser share this state).
+    version: int = 0
+    #: The sale just finished (paid or voided): its receipt stays on screen until the next product is tapped.
+    last_sale_id: int | None = None
+
+    def touch(self) -> None:
+        self.version += 1
 
     @property
     def total(self) -> int:
@@ -48,6 +56,8 @@ class PosState(msgspec.Struct, kw_only=True):
         return sum(line.quantity for line in self.lines)
 
     def add(self, line: Line) -> None:
+        self.touch()
+        self.last_sale_id = None
         for existing in self.lines:
             if line.product_id is not None and existing.product_id == line.product_id:
                 existing.quantity = min(MAX_QUANTITY, existing.quantity + line.quantity)
@@ -55,6 +65,7 @@ class PosState(msgspec.Struct, kw_only=True):
         self.lines.append(line)
 
     def change_quantity(self, index: int, delta: int) -> None:
+        self.touch()
         if 0 <= index < len(self.lines):
             line = self.lines[index]
             line.quantity = min(MAX_QUANTITY, line.quantity + delta)
@@ -73,10 +84,13 @@ class PosState(msgspec.Struct, kw_only=True):
             for ln in self.lines
         ]
 
-    def next_sale(self) -> None:
+    def next_sale(self, finished: int | None = None) -> None:
+        """Start an empty cart; ``finished`` is the sale whose receipt stays on screen meanwhile."""
+        self.touch()
         self.lines = []
         self.sale_id = None
         self.sale_key = uuid.uuid4().hex
+        self.last_sale_id = finished
 
 
 def load(session: dict[str, Any]) -> PosState:

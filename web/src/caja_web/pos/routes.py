@@ -19,6 +19,7 @@ from caja_core.ops import contingency
 from caja_core.permissions import Action
 from caja_core.permissions import service as permissions
 from caja_core.registers import service as registers
+from caja_core.sales import screen as screens
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
 from caja_core.users import service as users
@@ -48,17 +49,24 @@ class ResumeForm(msgspec.Struct, kw_only=True):
 class AddItem(msgspec.Struct, kw_only=True):
     product_id: int = 0
     quantity: int = 1
+    v: int | None = None  # the cart version the tab shows
+
+
+class CartForm(msgspec.Struct, kw_only=True):
+    v: int | None = None
 
 
 class FreeLine(msgspec.Struct, kw_only=True):
     name: str = ""
     amount: str = ""
     reason: str = ""
+    v: int | None = None
 
 
 class LineChange(msgspec.Struct, kw_only=True):
     index: int = -1
     delta: int = 0
+    v: int | None = None
 
 
 class CashForm(msgspec.Struct, kw_only=True):
@@ -152,10 +160,18 @@ async def screen_context(web: Web, state: PosState, sale: sales.SaleOut | None =
     """The sale screen around the panel: the register's quick keys (the sale's register when one is shown)."""
     register_id, session_id = (sale.register_id, sale.session_id) if sale else (state.register_id, state.session_id)
     register = await web.call(registers.get_register, web.venue_id, register_id)
+    status = None
+    if state.session_id is not None and session_id == state.session_id:
+        status = await web.venue_call(
+            screens.screen_status,
+            session_id=session_id,
+            user_id=web.user_id,
+            timezone=web.viewer.timezone if web.viewer else None,
+        )
     return {
         "register": register,
         "state": state,
-        "contingency": await register_mode(web, register.id),
+        "status": status,
         "session": await web.call(sessions.get_session, web.venue_id, session_id),
         "categories": await web.call(catalog.list_categories, web.venue_id, active_only=True),
         "products": await web.call(catalog.list_products, web.venue_id, register_id=register.id),
@@ -167,12 +183,24 @@ async def register_mode(web: Web, register_id: int) -> contingency.ContingencySt
     return await web.venue_call(contingency.register_state, register_id=register_id)
 
 
-async def require_cart(web: Web) -> PosState:
-    """Like ``require_session``, and the cart is editable: no sale of this browser is being charged."""
+async def require_cart(web: Web, version: int | None = None) -> PosState:
+    """Like ``require_session``, and the cart is editable: no sale of this browser is being charged. With
+    ``version`` (the cart version the tab shows), a tab that shows an older cart is refused: another tab of
+    this browser changed it, and the cashier must see the current one before acting on it."""
     state = await require_session(web)
     if state.sale_id is not None:
         raise SaleInProgress(state.sale_id)
+    if version is not None and version != state.version:
+        raise StaleCart()
     return state
+
+
+class StaleCart(Conflict):
+    def __init__(self) -> None:
+        super().__init__(
+            "El pedido cambió en otra pestaña de este equipo. Revise el pedido actual antes de seguir.",
+            code="pos.stale_cart",
+        )
 
 
 class SaleInProgress(Conflict):
@@ -292,15 +320,21 @@ async def open_session(request: Request) -> Response:
 
 # ---- sale screen ----------------------------------------------------------------------------------------
 @get("/venta")
-async def sale_screen(request: Request) -> Response:
+async def sale_screen(request: Request, otra: FromQuery[int] = 0) -> Response:
     web = Web(request)
     state = pos_state(web)
     if state.session_id is None:
         return web.redirect("/caja/")
     if state.sale_id is not None:
         return web.redirect(f"/caja/venta/{state.sale_id}")
+    if state.last_sale_id is not None and not state.lines:  # the receipt stays until the next product
+        return await payment_view(web, state.last_sale_id)
     return await web.page(
-        "pos/sale.html", partial_template="pos/_cart.html", full_context=lambda: screen_context(web, state), state=state
+        "pos/sale.html",
+        partial_template="pos/_cart.html",
+        full_context=lambda: screen_context(web, state),
+        state=state,
+        stale=bool(otra),
     )
 
 
@@ -314,7 +348,7 @@ async def cart_response(web: Web, state: PosState) -> Template:
 @post("/venta/item")
 async def add_item(request: Request, data: Annotated[AddItem, FORM]) -> Template:
     web = Web(request)
-    state = await require_cart(web)
+    state = await require_cart(web, data.v)
     product = await web.call(catalog.get_product, web.venue_id, data.product_id)
     state.add(
         Line(
@@ -330,7 +364,7 @@ async def add_item(request: Request, data: Annotated[AddItem, FORM]) -> Template
 @post("/venta/libre")
 async def add_free_line(request: Request, data: Annotated[FreeLine, FORM]) -> Template:
     web = Web(request)
-    state = await require_cart(web)
+    state = await require_cart(web, data.v)
     async with web.form("pos/_cart.html", {"state": state}, form=msgspec.to_builtins(data), free_open=True):
         amount = parse_amount(data.amount, field="amount", label="El monto libre")
         if len(data.reason.strip()) < 3:
@@ -344,23 +378,25 @@ async def add_free_line(request: Request, data: Annotated[FreeLine, FORM]) -> Te
 @post("/venta/linea")
 async def change_line(request: Request, data: Annotated[LineChange, FORM]) -> Template:
     web = Web(request)
-    state = await require_cart(web)
+    state = await require_cart(web, data.v)
     state.change_quantity(data.index, data.delta)
     return await cart_response(web, state)
 
 
 @post("/venta/vaciar")
-async def clear_cart(request: Request) -> Template:
+async def clear_cart(request: Request, data: Annotated[CartForm, FORM]) -> Template:
     web = Web(request)
-    state = await require_cart(web)
+    state = await require_cart(web, data.v)
     state.next_sale()
     return await cart_response(web, state)
 
 
 @post("/venta/cobrar")
-async def checkout(request: Request) -> Response:
+async def checkout(request: Request, data: Annotated[CartForm, FORM]) -> Response:
     web = Web(request)
     state = await require_session(web)
+    if state.sale_id is None and data.v is not None and data.v != state.version:
+        raise StaleCart()
     async with web.form("pos/_cart.html", {"state": state}):
         sale = await web.venue_call(
             sales.create_sale,
@@ -370,6 +406,7 @@ async def checkout(request: Request) -> Response:
             idempotency_key=state.sale_key,
         )
     state.sale_id = sale.id
+    state.touch()
     carts.save(request, state)
     return await payment_view(web, sale.id)
 
@@ -404,30 +441,35 @@ async def courtesy(request: Request, data: Annotated[CourtesyForm, FORM]) -> Res
 async def sale_context(web: Web, sale_id: int) -> dict:
     sale = await web.call(sales.get_sale, web.venue_id, sale_id)
     progress = await web.orchestrator.poll(venue_id=web.venue_id, sale_id=sale_id) if web.orchestrator else None
-    return {"sale": sale, "progress": progress}
+    ctx = {"sale": sale, "progress": progress, "state": pos_state(web)}
+    if panel_template(ctx) == "pos/_pay.html":  # the payment choice offers only what the register's mode allows
+        ctx["contingency"] = await register_mode(web, sale.register_id)
+    return ctx
 
 
 def panel_template(ctx: dict) -> str:
-    """Which panel shows this sale's state: receipt, payment progress, or the payment choice."""
+    """Which panel shows this sale's state: the receipt, the payment being followed (in flight, in doubt, or
+    charged on the backup phone), or the payment choice (also after a payment that provably did not charge:
+    cash, the card again, the backup or the void are all a tap away)."""
     sale, progress = ctx["sale"], ctx["progress"]
     if sale.status == "paid":
         return "pos/_receipt.html"
     if sale.status == "cancelled":
         return "pos/_cancelled.html"
     following = progress is not None and (
-        progress.backup_offered
-        or progress.in_doubt
-        or progress.manual is not None
-        or any(a.active for a in progress.attempts)
+        progress.in_doubt or progress.manual is not None or any(a.active for a in progress.attempts)
     )
     return "pos/_progress.html" if following else "pos/_pay.html"
 
 
 async def payment_view(web: Web, sale_id: int, **extra) -> Template:
     ctx = await sale_context(web, sale_id) | extra
-    if panel_template(ctx) == "pos/_pay.html":  # the payment choice offers only what the register's mode allows
-        ctx["contingency"] = await register_mode(web, ctx["sale"].register_id)
-    state = pos_state(web)
+    state = ctx["state"]
+    if state.sale_id == sale_id and ctx["sale"].status in ("paid", "cancelled"):
+        # The sale is over: the register moves on. Its receipt stays on screen until the next product is
+        # tapped, which starts the next sale (no extra tap).
+        state.next_sale(finished=sale_id)
+        carts.save(web.request, state)
     return await web.page(
         "pos/sale.html",
         partial_template=panel_template(ctx),
@@ -480,7 +522,7 @@ class BackupForm(msgspec.Struct, kw_only=True):
 async def start_backup(request: Request, sale_id: FromPath[int], data: Annotated[BackupForm, FORM]) -> Template:
     """Charge on the backup. When the register's policy asks for a supervisor, one types their credentials."""
     web = Web(request)
-    async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id)):
+    async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
         user_id = web.user_id
         if data.supervisor_code:
             user_id = await supervisor_for(web, Action.USE_BACKUP, data.supervisor_code, sale_id=sale_id)
@@ -546,19 +588,47 @@ async def cancel_sale(request: Request, sale_id: FromPath[int], data: Annotated[
         await web.venue_call(
             sales.cancel_sale, sale_id=sale_id, user_id=web.user_id, reason=data.reason, authorization_id=grant
         )
-    return start_next_sale(web)
+    return start_next_sale(web, sale_id)
 
 
-def start_next_sale(web: Web) -> Response:
+def start_next_sale(web: Web, sale_id: int | None = None) -> Response:
+    """An empty cart, unless the cashier already started the next one (a void from an old receipt)."""
     state = pos_state(web)
-    state.next_sale()
-    carts.save(web.request, state)
+    if sale_id is None or state.sale_id == sale_id or not state.lines:
+        state.next_sale()
+        carts.save(web.request, state)
     return web.redirect("/caja/venta")
 
 
 @post("/venta/siguiente")
 async def next_sale(request: Request) -> Response:
     return start_next_sale(Web(request))
+
+
+# ---- what the screen must follow: the session, the register, the other tabs ----------------------------------
+@get("/estado")
+async def screen_status(
+    request: Request, v: FromQuery[int | None] = None, sale: FromQuery[int | None] = None
+) -> Template:
+    """Polled by the sale screen with what it shows (the cart version, the sale): a session closed or taken
+    over elsewhere, a suspended register, a terminal in breaker, or another tab's change show within one poll.
+    When the screen is behind this browser's state (another tab changed the cart or started charging it), the
+    panel is reloaded with the current one."""
+    web = Web(request)
+    state = pos_state(web)
+    status, follow = None, None
+    if state.session_id is not None:
+        status = await web.venue_call(
+            screens.screen_status,
+            session_id=state.session_id,
+            user_id=web.user_id,
+            timezone=web.viewer.timezone if web.viewer else None,
+        )
+        if state.sale_id is not None and sale != state.sale_id:
+            follow = f"/caja/venta/{state.sale_id}"
+        elif state.sale_id is None and v is not None and v != state.version:
+            follow = "/caja/venta?otra=1"
+    return await web.page("pos/_status.html", partial=True, status=status, follow=follow)
 
 
 # ---- cash movements and incidents -------------------------------------------------------------------------
@@ -697,11 +767,20 @@ def show_sale_in_progress(request: Request, exc: SaleInProgress) -> Response:
     return Web(request).redirect(f"/caja/venta/{exc.sale_id}")
 
 
+def show_current_cart(request: Request, exc: StaleCart) -> Response:
+    """A tab acted on a cart it no longer shows: nothing changes, and it is shown the current cart."""
+    web = Web(request)
+    state = pos_state(web)
+    if not web.htmx:
+        return web.redirect("/caja/venta")
+    return web.error_page("pos/_cart.html", status_code=409, state=state, error=exc.message, stale=True)
+
+
 router = Router(
     path="/caja",
     guards=[requires(*CASHIER)],
     include_in_schema=False,
-    exception_handlers={SaleInProgress: show_sale_in_progress},
+    exception_handlers={SaleInProgress: show_sale_in_progress, StaleCart: show_current_cart},
     route_handlers=[
         pos_home,
         resume_session,
@@ -727,6 +806,7 @@ router = Router(
         refund_duplicate,
         cancel_sale,
         next_sale,
+        screen_status,
         movements_page,
         add_movement,
         incidents_page,

@@ -39,6 +39,26 @@
     return !(panel.querySelector("[data-hold]") && Date.now() < holdUntil);
   };
   document.addEventListener("htmx:afterSwap", markHold);
+  // A product tapped into the cart: the cart shows its newest line (on a phone the cart scrolls).
+  document.addEventListener("htmx:afterSwap", function (ev) {
+    var from = ev.detail.requestConfig && ev.detail.requestConfig.elt;
+    if (!from || !from.classList || !from.classList.contains("qk")) return;
+    var last = document.querySelector("#cart .cart-lines li:last-child");
+    if (last) last.scrollIntoView({ block: "nearest" });
+  });
+  // The sale screen's status poll (#pos-status) may reload the panel when the server's state moved on (another
+  // tab changed the cart). Its answer is dropped when this tab itself acted meanwhile: that answer describes a
+  // state this tab is already showing.
+  var epoch = 0, statusEpoch = -1, busy = 0;
+  function isStatus(ev) { return ev.detail && ev.detail.elt && ev.detail.elt.id === "pos-status"; }
+  document.addEventListener("htmx:beforeRequest", function (ev) {
+    if (isStatus(ev)) { statusEpoch = epoch; return; }
+    epoch += 1; busy += 1;
+  });
+  document.addEventListener("htmx:afterRequest", function (ev) { if (!isStatus(ev)) { busy = Math.max(0, busy - 1); epoch += 1; } });
+  document.addEventListener("htmx:beforeSwap", function (ev) {
+    if (isStatus(ev) && (statusEpoch !== epoch || busy > 0)) ev.detail.shouldSwap = false;
+  });
   document.addEventListener("DOMContentLoaded", markHold);
   function sumDenoms(form) {
     var total = 0;
