@@ -62,7 +62,7 @@ async def test_create_register_with_policy_and_secret_is_write_only(admin, sqlit
         reg = await registers.get_register(s, setup.venue_id, register_id)
     assert reg.name == "Renombrada" and reg.provider_settings["fake"]["webhook_secret"] == "muy-secreto-123"
     listing = await admin.get("/admin/cajas/")
-    assert "Renombrada" in listing.text and "FAKEBACKUP" in listing.text
+    assert "Renombrada" in listing.text and "Respaldo de prueba" in listing.text  # providers by name
 
 
 async def test_bad_register_form_rerenders_with_spanish_field_errors(admin):
