@@ -32,7 +32,8 @@ def parse_amount(
         text = value.strip().replace("$", "").replace(" ", "")
         if text.count(".") and all(len(part) == 3 for part in text.split(".")[1:]) and text.split(".")[0]:
             text = text.replace(".", "")
-        if not text or not (text.isdigit() or (text.startswith("-") and text[1:].isdigit())):
+        digits = text[1:] if text.startswith("-") else text
+        if not text or not text.isascii() or not digits.isdigit():  # "²" and "٣" are digits too, not pesos
             raise ValidationFailed(f"{label} debe ser un número entero de pesos, sin decimales.", field=field)
         if len(text) > 15:
             raise ValidationFailed(f"{label} es demasiado grande.", field=field)

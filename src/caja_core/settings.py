@@ -151,7 +151,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         if name in _OPTIONAL and not value:
             continue  # ``CAJA_REDIS_URL=`` in an env file means "not set"
         if name in _INTEGERS:
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit() and len(value) <= 9):
                 problems.append(f"{key}={value!r} no es válido: se espera {VARIABLES[key]}")
                 continue
             raw[name] = int(value)

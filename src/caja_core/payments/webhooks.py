@@ -165,7 +165,7 @@ def _masked(notice: WebhookNotice) -> dict[str, Any]:
 
 async def _find_attempt(s: AsyncSession, provider_id: str, notice: WebhookNotice) -> PaymentAttempt | None:
     conditions = [PaymentAttempt.provider_reference == notice.external_id]
-    if notice.reference.isdigit() and len(notice.reference) < 12:
+    if notice.reference.isascii() and notice.reference.isdigit() and len(notice.reference) < 12:
         conditions.append(PaymentAttempt.id == int(notice.reference))
     q = (
         select(PaymentAttempt)

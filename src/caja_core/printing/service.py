@@ -677,7 +677,10 @@ class PrintService:
             if target == "main":
                 self._require_printer(config)
             elif not (
-                target.startswith("comanda:") and target[8:].isdigit() and int(target[8:]) < len(config.comandas)
+                target.startswith("comanda:")
+                and target[8:].isascii()
+                and target[8:].isdigit()
+                and int(target[8:]) < len(config.comandas)
             ):
                 raise NotFound("Esa impresora de comandas no existe.", code="printer.not_found")
             job = self._new_job(

@@ -135,7 +135,7 @@ def parse_count(raw: dict[Any, Any] | None, denominations: list[int], *, field: 
         if value in (None, ""):
             continue
         if isinstance(value, bool) or not (
-            isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
+            isinstance(value, int) or (isinstance(value, str) and value.strip().isascii() and value.strip().isdigit())
         ):
             errors[f"{field}.{denom}"] = f"La cantidad de {format_clp(denom)} debe ser un número entero ≥ 0."
             continue

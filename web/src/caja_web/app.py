@@ -147,6 +147,7 @@ class CajaWebPlugin(InitPlugin):
         self._configure_state(app_config)
         self._configure_templates(app_config)
         self._configure_static(app_config)
+        self._configure_bounds(app_config)
         self._configure_sessions(app_config)
         self._configure_csrf(app_config)
         self._configure_routes(app_config)
@@ -191,6 +192,12 @@ class CajaWebPlugin(InitPlugin):
                 cache_control=CacheControlHeader(max_age=3600, public=True),
             )
         )
+
+    def _configure_bounds(self, app_config: AppConfig) -> None:
+        """Huge ids, long numbers and deep JSON are refused before any handler parses them."""
+        from .bounds import BoundsMiddleware
+
+        app_config.middleware.append(BoundsMiddleware())
 
     def _configure_sessions(self, app_config: AppConfig) -> None:
         store = make_session_store(self.settings.redis_url, self.db)

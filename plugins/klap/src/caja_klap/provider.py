@@ -169,7 +169,7 @@ def _amount_of(data: Mapping[str, Any]) -> int | None:
         return raw
     if isinstance(raw, float) and raw.is_integer():
         return int(raw)
-    if isinstance(raw, str) and raw.strip().isdigit():
+    if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit() and len(raw.strip()) <= 18:
         return int(raw.strip())
     return None
 
@@ -521,7 +521,11 @@ def _card_of(data: Mapping[str, Any]) -> CardData:
         authorization_code=auth[:20] if auth else None,
         installments=int(quotas)
         if isinstance(quotas, int) and not isinstance(quotas, bool)
-        else (int(quotas) if isinstance(quotas, str) and quotas.isdigit() else None),
+        else (
+            int(quotas)
+            if isinstance(quotas, str) and quotas.isascii() and quotas.isdigit() and len(quotas) <= 3
+            else None
+        ),
     )
 
 

@@ -143,7 +143,7 @@ def register_input(form: FormMultiDict, registry: ProviderRegistry) -> RegisterI
     errors: dict[str, str] = {}
     for name in ("max_wait_s", "backup_phones_required", "breaker_failures", "breaker_window_s", "breaker_cooldown_s"):
         value = get(f"policy.{name}")
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit() and len(value) <= 9):
             errors[f"policy.{name}"] = "Debe ser un número entero."
         else:
             policy_raw[name] = int(value)

@@ -50,7 +50,9 @@ async def create_phone(request: Request, data: Annotated[PhoneForm, FORM]) -> Re
             data=BackupPhoneInput(
                 name=data.name,
                 identifier=data.identifier,
-                register_id=int(data.register_id) if data.register_id.isdigit() else None,
+                register_id=int(data.register_id)
+                if data.register_id.isascii() and data.register_id.isdigit() and len(data.register_id) <= 18
+                else None,
             ),
         )
     return web.redirect("/admin/celulares")
