@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
+from .carddata import scrub_text
 from .errors import PluginError, ValidationFailed
 
 
@@ -70,6 +71,11 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     reference: str | None = None  # provider-side reference (order id, operation id)
     occurred_at: datetime | None = None  # when the device says the operation happened (aware UTC)
 
+    def __post_init__(self) -> None:
+        # Whatever a provider read from its device or API, no card number or track reaches the core.
+        if self.message:
+            msgspec.structs.force_setattr(self, "message", scrub_text(self.message))
+
     @property
     def is_final(self) -> bool:
         return self.kind in (OutcomeKind.APPROVED, OutcomeKind.DECLINED, OutcomeKind.UNAVAILABLE)
@@ -110,6 +116,10 @@ class Progress(msgspec.Struct, frozen=True):
 
     message: str
     code: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.message:
+            msgspec.structs.force_setattr(self, "message", scrub_text(self.message))
 
 
 ProgressCallback = Callable[[Progress], Awaitable[None]]

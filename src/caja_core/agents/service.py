@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,10 +45,10 @@ import msgspec
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..carddata import scrub, scrub_text
 from ..clock import SYSTEM_CLOCK, Clock
 from ..db.engine import rowcount
 from ..errors import Conflict, NotFound, ValidationFailed
-from ..ops.logging import luhn_ok
 from ..payments.models import AgentCommand, PaymentAttempt
 from ..providers import Progress, ProgressCallback
 
@@ -173,40 +172,11 @@ def _command_key(command_id: int) -> tuple[str, int]:
 
 # --- card data never stored ------------------------------------------------------------------------------
 
-_CARD_KEYS = {
-    "accountnumber",
-    "pan",
-    "cardnumber",
-    "numerotarjeta",
-    "track",
-    "track1",
-    "track2",
-    "trackdata",
-    "cvv",
-    "cvv2",
-    "cvc",
-    "cvc2",
-    "pin",
-    "pinblock",
-}
-_PAN_LIKE = re.compile(r"^\d{13,19}$")
-
 
 def scrub_card_data(value: Any) -> Any:
-    """The agent masks the terminal's answer already; this drops card fields a faulty agent might still send."""
-    if isinstance(value, dict):
-        return {
-            str(k): scrub_card_data(v)
-            for k, v in value.items()
-            if re.sub(r"[^a-z0-9]", "", str(k).lower()) not in _CARD_KEYS
-        }
-    if isinstance(value, list):
-        return [scrub_card_data(v) for v in value]
-    if isinstance(value, str):
-        digits = value.replace(" ", "").replace("-", "")
-        if _PAN_LIKE.match(digits) and luhn_ok(digits):
-            return "*" * 12 + digits[-4:]
-    return value
+    """The agent masks the terminal's answer already; this drops card fields a faulty agent might still send
+    (``caja_core.carddata``: track data dropped, card numbers masked, in keys and in text)."""
+    return scrub(value)
 
 
 # --- intermediate messages, kept in the row's progress column ----------------------------------------------
@@ -456,7 +426,7 @@ async def post_progress(s: AsyncSession, register_id: int, command_id: int, *, m
         return "ignored"
     seq, entries = _load_progress(command.progress_message)
     seq += 1
-    entries.append([seq, code, message[:_PROGRESS_TEXT_CHARS]])
+    entries.append([seq, code, scrub_text(message)[:_PROGRESS_TEXT_CHARS]])
     command.progress_message = _dump_progress(seq, entries)
     s.info.setdefault("agent_notify", set()).add(_command_key(command_id))
     return "stored"
@@ -588,7 +558,7 @@ async def heartbeat(s: AsyncSession, register_id: int, *, terminal: str, detail:
             field="terminal",
         )
     await record_agent_heartbeat(
-        s, register_id=register_id, status={"terminal": terminal, "detail": (detail or "")[:MAX_DETAIL_CHARS]}
+        s, register_id=register_id, status={"terminal": terminal, "detail": scrub_text(detail or "")[:MAX_DETAIL_CHARS]}
     )
 
 

@@ -9,6 +9,7 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..carddata import scrub, scrub_text
 from ..clock import utcnow
 from ..errors import NotFound
 from .models import AuditEvent, Incident
@@ -54,7 +55,7 @@ async def record(
             action=action,
             entity=entity,
             entity_id=str(entity_id or ""),
-            payload=payload,
+            payload=scrub(payload) if payload else payload,  # no card data, whatever a caller passes
             created_at=utcnow(),
         )
     )
@@ -76,6 +77,7 @@ async def open_incident(
         from ..sessions.models import CashSession
 
         jornada_id = await s.scalar(select(CashSession.jornada_id).where(CashSession.id == session_id))
+    description = scrub_text(description)
     incident = Incident(
         venue_id=venue_id,
         kind=kind,
@@ -108,7 +110,7 @@ async def resolve_incident(s: AsyncSession, *, venue_id: int, incident_id: int, 
     incident.resolved = True
     incident.resolved_by = user_id
     incident.resolved_at = utcnow()
-    incident.resolution = resolution[:1000]
+    incident.resolution = scrub_text(resolution)[:1000]
     await record(
         s, venue_id=venue_id, user_id=user_id, action="incident.resolved", entity="incident", entity_id=incident_id
     )

@@ -5,7 +5,9 @@
   ours holds one; passwords, PINs and badge codes are left to their own rules);
 * a NUL character in a query or form value is a 422 (no text of ours holds one; PostgreSQL refuses it);
 * a JSON body to the agent API or a webhook nested too deep, with an absurdly long number or with a NUL
-  character (``\u0000``) in a string is a 400.
+  character (``\u0000``) in a string is a 400;
+* a card number or track typed in any form field (but a secret or a device identifier) is masked
+  (``caja_core.carddata``) before the handler reads it: it is never stored, logged or shown back.
 
 So a huge id, a 5 000-digit number or a 20 000-deep array reaches neither a parser's recursion limit nor a
 database integer: the person (or program) gets a clear 4xx and nothing is written."""
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from litestar.enums import ScopeType
 from litestar.exceptions import NotFoundException
@@ -22,6 +24,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from caja_core.bounds import JsonTooComplex, check_json, digits_too_long, id_in_range
+from caja_core.carddata import scrub_text
 from caja_core.errors import CajaError, ValidationFailed
 
 #: Bodies this middleware reads whole to check them (larger ones are refused).
@@ -29,6 +32,9 @@ MAX_CHECKED_BODY = 2_000_000
 #: Form fields with their own rules (secrets are never echoed nor judged as numbers).
 SECRET_FIELDS = frozenset({"password", "secret", "pin", "authorization_pin", "badge", "supervisor_code"})
 JSON_PATHS = ("/api/", "/webhooks/")
+#: Form fields never masked: secrets (never stored as typed, never shown) and device identifiers (a phone's
+#: IMEI passes the Luhn check like a card number).
+UNSCRUBBED_FIELDS = SECRET_FIELDS | {"identifier", "_csrf_token"}
 
 
 class TooLarge(CajaError):
@@ -81,8 +87,21 @@ class BoundsMiddleware(ASGIMiddleware):
                 await _json_reply(send, 400, reply)
                 return
         elif is_form and body:
-            _check_pairs(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+            pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+            _check_pairs(pairs)
+            clean = [(name, value if name in UNSCRUBBED_FIELDS else scrub_text(value)) for name, value in pairs]
+            if clean != pairs:  # a card number typed in a form is masked before anything reads it
+                body = urlencode(clean).encode()
+                messages = [{"type": "http.request", "body": body, "more_body": False}]
+                scope = _with_length(scope, len(body))
         await next_app(scope, _replay(messages, receive), send)
+
+
+def _with_length(scope: Scope, length: int) -> Scope:
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(length).encode()))
+    new: Any = {**scope, "headers": headers}
+    return new
 
 
 async def _json_reply(send: Send, status: int, body: dict[str, str]) -> None:
