@@ -23,7 +23,7 @@ TRACK_REMOVED = "[datos de pista eliminados]"
 
 _TRACK1 = re.compile(r"%?[Bb]\d{12,19}\^[^^\n]{0,60}\^[^?\s]{0,80}\??")
 _TRACK2 = re.compile(r";?\d{12,19}[=Dd]\d{4,40}[Ff]?\??")
-_DIGIT_RUN = re.compile(r"(?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9])")
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])")
 
 #: Field names (lower case, letters and digits only) whose values are card data whatever they look like.
 _DROPPED_KEYS = frozenset(
@@ -69,11 +69,38 @@ def luhn_ok(digits: str) -> bool:
 
 
 def _mask_run(match: re.Match[str]) -> str:
+    """Mask the card numbers in a run of digit groups (``4111 1111 1111 1111``, ``ref-200-4111…``): any span
+    of whole consecutive groups with 13–19 digits that passes Luhn, and any group of more than 19 digits (no
+    number of ours is that long; a card number may hide inside)."""
     text = match.group(0)
-    digits = re.sub(r"[^0-9]", "", text)
-    if 13 <= len(digits) <= 19 and luhn_ok(digits):
-        return MASK_CHAR * (len(digits) - 4) + digits[-4:]
-    return text
+    parts = re.split(r"([ -])", text)
+    groups = parts[0::2]
+    if sum(len(g) for g in groups) < 13:
+        return text
+    masked = [list(g) for g in groups]
+    for i in range(len(groups)):
+        if len(groups[i]) > 19:
+            masked[i] = [MASK_CHAR] * (len(groups[i]) - 4) + list(groups[i][-4:])
+            continue
+        span = ""
+        for j in range(i, len(groups)):
+            span += groups[j]
+            if len(span) > 19:
+                break
+            if len(span) >= 13 and luhn_ok(span):
+                keep = 4  # the span's last four digits stay; every other digit of the span is masked
+                for k in range(j, i - 1, -1):
+                    for pos in range(len(groups[k]) - 1, -1, -1):
+                        if keep:
+                            keep -= 1
+                        else:
+                            masked[k][pos] = MASK_CHAR
+    out = []
+    for n, chars in enumerate(masked):
+        out.append("".join(chars))
+        if n < len(parts[1::2]):
+            out.append(parts[1::2][n])
+    return "".join(out)
 
 
 def scrub_text(text: str) -> str:

@@ -6,8 +6,8 @@ from caja_core.carddata import contains_card_data, scrub, scrub_text
 
 def test_card_numbers_are_masked_in_any_spelling():
     assert scrub_text("Aprobado 4111111111111111") == "Aprobado ************1111"
-    assert scrub_text("5555-5555-5555-4444 ok") == "************4444 ok"
-    assert scrub_text("amex 3782 822463 10005.") == "amex ***********0005."
+    assert scrub_text("5555-5555-5555-4444 ok") == "****-****-****-4444 ok"
+    assert scrub_text("amex 3782 822463 10005.") == "amex **** ****** *0005."
     assert scrub_text("tarjeta:6011111111111117,") == "tarjeta:************1117,"
 
 
@@ -42,5 +42,12 @@ def test_structures_lose_card_fields_and_mask_the_rest():
         "Ticket": "77",
         "Amount": 3500,
         "ResponseMessage": "Aprobado ************1111",
-        "nested": ["************1111", {"note": "************4444"}],
+        "nested": ["************1111", {"note": "**** **** **** 4444"}],
     }
+
+
+def test_a_card_number_next_to_other_digits_is_still_masked():
+    assert scrub_text("x-38163e69e200-4111111111111111") == "x-38163e69e200-************1111"
+    assert scrub_text("ref 12 4111 1111 1111 1111") == "ref 12 **** **** **** 1111"
+    assert "4111111111111111" not in scrub_text("99994111111111111111")  # hidden in a longer number
+    assert scrub_text("código 123 456 789") == "código 123 456 789"
