@@ -223,3 +223,47 @@ async def test_the_customers_receipt_link(client, cashier, app, setup, settings)
     forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
     for bad in (forged, f"{sale_id}", "1-" + "x" * 22):
         assert (await client.get(f"/boleta/{bad}")).status_code == 404
+
+
+async def test_a_cashier_never_sees_the_expected_cash_of_an_open_session(cashier, setup, sqlite_db):
+    """The close is blind: the X report of an open session (its expected cash) is for supervisors, on the
+    printable page as on paper; the cashier gets the Z report once the drawer is counted."""
+    from caja_core.sessions.models import CashSession
+
+    await open_session(cashier, setup, cash="10000")
+    await cash_sale(cashier, setup, "Cerveza", received="3500")
+    async with sqlite_db.session() as s:
+        session_id = await s.scalar(select(CashSession.id))
+    r = await cashier.get(f"/caja/sesion/{session_id}/ticket")
+    assert r.status_code == 403 and "$13.500" not in r.text and "esperado" not in r.text.lower()
+    r = await cashier.get(f"/caja/sesion/{session_id}/ticket?imprimir=1", htmx=True)
+    assert r.status_code == 403 and "$13.500" not in r.text
+    r = await cashier.post(f"/caja/sesion/{session_id}/imprimir", htmx=True)
+    assert r.status_code == 403 and "$13.500" not in r.text
+    r = await cashier.post(
+        "/caja/session/close", {"count_10000": "1", "count_2000": "1", "count_1000": "1", "count_500": "1"}
+    )
+    assert r.status_code == 200 and "Caja cerrada" in r.text
+    r = await cashier.get(f"/caja/sesion/{session_id}/ticket")
+    assert r.status_code == 200 and "INFORME Z" in r.text and "$13.500" in r.text
+
+
+async def test_after_a_handover_the_cashier_who_closes_gets_the_z_report(cashier, app, setup, sqlite_db):
+    from test_pos_controls import second_cashier
+
+    from caja_core.sessions.models import CashSession
+
+    await open_session(cashier, setup, cash="10000")
+    diego, _, raw = await second_cashier(app, sqlite_db, setup)
+    try:
+        form = {"register_id": setup.register_id, "count_10000": "1", "supervisor_code": SUPERVISOR_PIN}
+        assert (await diego.post("/caja/session/relevo", form)).status_code == 200
+        async with sqlite_db.session() as s:
+            session_id = await s.scalar(select(CashSession.id))
+        assert (await diego.get(f"/caja/sesion/{session_id}/ticket")).status_code == 403  # open: blind
+        r = await diego.post("/caja/session/close", {"count_10000": "1"})
+        assert r.status_code == 200 and "Caja cerrada" in r.text
+        r = await diego.get(f"/caja/sesion/{session_id}/ticket")
+        assert r.status_code == 200 and "INFORME Z" in r.text
+    finally:
+        await raw.__aexit__(None, None, None)

@@ -27,7 +27,7 @@ from ..audit.models import AuditEvent, Incident
 from ..audit.service import open_incident, record
 from ..catalog.models import Category
 from ..clock import utcnow
-from ..errors import Conflict, NotFound, ValidationFailed
+from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..hookspecs import hookimpl
 from ..permissions import Action
 from ..permissions import service as permissions
@@ -56,6 +56,7 @@ KIND_LABELS = {
     "test": "Prueba de impresión",
 }
 SALE_KINDS = ("receipt", "comanda", "drawer")
+SUPERVISOR_ROLES = ("supervisor", "admin")
 #: A job still pending this long after its creation is shown as failed (its instance died mid-print).
 STALE_AFTER_S = 45.0
 
@@ -642,9 +643,35 @@ class PrintService:
             job_id = job.id
         return await self._run_now(job_id)
 
+    async def _may_see_session_report(self, s: AsyncSession, session: CashSession, user_id: int) -> None:
+        """Supervisors and admins see any session's report; the cashier who opened the session or holds its
+        drawer sees it once the session is closed (its Z). The X report of an open session shows the cash
+        the drawer should hold, and the cashier counts it blind: on screen and on paper alike."""
+        user = await s.get(User, user_id)
+        if user is None or user.venue_id != session.venue_id or not user.active:
+            raise Forbidden("Su usuario no está activo en este local.", code="auth.inactive")
+        if user.role in SUPERVISOR_ROLES:
+            return
+        if user_id not in (session.opened_by, session.cashier_id):
+            raise Forbidden(
+                "Solo quien abrió la sesión, quien tiene el cajón o un supervisor ve su informe.",
+                code="print.forbidden",
+            )
+        if session.status != "closed":
+            raise Forbidden(
+                "El informe X de una sesión abierta lo ve un supervisor: el cierre de caja es a ciegas.",
+                code="print.forbidden",
+            )
+
+    async def _may_see_jornada_report(self, s: AsyncSession, venue_id: int, user_id: int) -> None:
+        user = await s.get(User, user_id)
+        if user is None or user.venue_id != venue_id or not user.active or user.role not in SUPERVISOR_ROLES:
+            raise Forbidden("El informe de la jornada lo ve un supervisor.", code="print.forbidden")
+
     async def print_session_report(self, venue_id: int, session_id: int, user_id: int) -> JobOut:
         async with self.db.session() as s:
             session = await self._session(s, venue_id, session_id)
+            await self._may_see_session_report(s, session, user_id)
             config = await self._register_config(s, venue_id, session.register_id)
             self._require_printer(config)
             job = self._new_job(s, venue_id, "session_report", config=config, session=session, user_id=user_id)
@@ -654,6 +681,7 @@ class PrintService:
 
     async def print_jornada_report(self, venue_id: int, jornada_id: int, register_id: int, user_id: int) -> JobOut:
         async with self.db.session() as s:
+            await self._may_see_jornada_report(s, venue_id, user_id)
             config = await self._register_config(s, venue_id, register_id)
             self._require_printer(config)
             await reports.jornada_report(s, venue_id, jornada_id)  # exists in this venue
@@ -719,17 +747,21 @@ class PrintService:
         return tickets.sale_receipt(data, config, public=True, provider_names=self.provider_names), data
 
     async def report_document(
-        self, venue_id: int, *, session_id: int | None = None, jornada_id: int | None = None
+        self, venue_id: int, viewer_id: int, *, session_id: int | None = None, jornada_id: int | None = None
     ) -> Document:
+        """A session's X/Z report or a jornada's Z report as the page the browser prints, for ``viewer_id``
+        (who may see which report: ``_may_see_session_report``)."""
         async with self.db.session() as s:
             venue = await s.get(Venue, venue_id)
             assert venue is not None
             if session_id is not None:
+                await self._may_see_session_report(s, await self._session(s, venue_id, session_id), viewer_id)
                 report = await reports.session_report(s, venue_id, session_id)
                 config = await self._register_config(s, venue_id, report.summary.session.register_id)
                 return tickets.session_report(
                     report, venue_name=venue.name, timezone=venue.timezone, config=config, names=self.provider_names
                 )
+            await self._may_see_jornada_report(s, venue_id, viewer_id)
             jreport = await reports.jornada_report(s, venue_id, jornada_id or 0)
         return tickets.jornada_report(
             jreport, venue_name=venue.name, timezone=venue.timezone, config=PrinterConfig(), names=self.provider_names
