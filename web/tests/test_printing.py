@@ -267,3 +267,49 @@ async def test_after_a_handover_the_cashier_who_closes_gets_the_z_report(cashier
         assert r.status_code == 200 and "INFORME Z" in r.text
     finally:
         await raw.__aexit__(None, None, None)
+
+
+async def test_a_retry_opens_the_drawer_only_for_its_holder_on_the_last_sale(cashier, app, setup, sqlite_db):
+    """Found: "Reintentar impresión" re-sent a failed cash receipt with its drawer kick for anyone, at any
+    time: another cashier at another register, or the holder on an old sale, opened the drawer without a
+    reason or a supervisor. A retry prints the ticket; it opens the drawer only for the drawer's holder, on
+    the session's last sale (the kick that sale never had), once."""
+    from test_pos_controls import second_cashier
+
+    await open_session(cashier, setup)
+    never_planned, _ = await cash_sale(cashier, setup, "Agua")  # paid before the register had a printer
+    port = closed_port()
+    dead = {"printer": "escpos_network", "open_drawer": True, "settings": {"host": "127.0.0.1", "port": port}}
+    await configure(app, setup, **dead)
+    older, _ = await cash_sale(cashier, setup, "Cerveza")
+    last, _ = await cash_sale(cashier, setup, "Piscola")
+    for sale_id in (older, last):
+        await print_status(cashier, sale_id, "No se pudo imprimir")
+    diego, _, raw = await second_cashier(app, sqlite_db, setup)
+    try:
+        with FakeNetworkPrinter() as printer:
+            await configure(app, setup, **network(printer, open_drawer=True))
+            r = await diego.post(f"/caja/venta/{last}/impresion/reintentar", htmx=True)
+            assert r.status_code == 200 and "Ticket impreso" in r.text
+            job = (await printer.jobs_after(1))[0]
+            assert b"1 x Piscola" in job and b"\x1bp" not in job  # not their drawer
+            for sale_id, product in ((older, b"1 x Cerveza"), (never_planned, b"1 x Agua")):
+                r = await cashier.post(f"/caja/venta/{sale_id}/impresion/reintentar", htmx=True)
+                assert r.status_code == 200 and "Ticket impreso" in r.text
+            jobs = await printer.jobs_after(3)
+            assert product in jobs[2] and b"1 x Cerveza" in jobs[1]
+            assert all(b"\x1bp" not in job for job in jobs)  # old sales: the ticket, not the drawer
+    finally:
+        await raw.__aexit__(None, None, None)
+
+    await configure(app, setup, **dead)
+    sale_id, _ = await cash_sale(cashier, setup, "Cerveza")
+    await print_status(cashier, sale_id, "No se pudo imprimir")
+    with FakeNetworkPrinter() as printer:
+        await configure(app, setup, **network(printer, open_drawer=True))
+        retries = [cashier.post(f"/caja/venta/{sale_id}/impresion/reintentar", htmx=True) for _ in range(2)]
+        assert all(r.status_code == 200 for r in await asyncio.gather(*retries))  # a double tap
+        jobs = await printer.jobs_after(1)
+        assert b"1 x Cerveza" in jobs[0] and jobs[0].count(b"\x1bp") == 1  # the holder's last sale: once
+        await asyncio.sleep(0.5)
+        assert len(printer.jobs) == 1

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 from escpos.constants import RT_STATUS_PAPER
 from escpos.exceptions import DeviceNotFoundError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -316,8 +316,10 @@ class PrintService:
         s.add(job)
         return job
 
-    async def _plan_sale(self, venue_id: int, sale_id: int) -> list[int]:
-        """Create the paid sale's automatic jobs (once each); the ids of those this call must send."""
+    async def _plan_sale(self, venue_id: int, sale_id: int, user_id: int | None = None) -> list[int]:
+        """Create the paid sale's automatic jobs (once each); the ids of those this call must send. With
+        ``user_id``, someone asked for them late (a retry): the drawer opens only as ``_retry_opens_drawer``
+        says."""
         async with self.db.session() as s:
             stored = await s.scalar(
                 select(CashRegister.printer_config)
@@ -336,7 +338,8 @@ class PrintService:
             if config.enabled and config.auto_print:
                 planned.append(("receipt", "main"))
             elif config.enabled and cash and config.open_drawer:
-                planned.append(("drawer", "main"))
+                if user_id is None or await self._retry_opens_drawer(s, data, user_id):
+                    planned.append(("drawer", "main"))
             for n, route in enumerate(config.comandas):
                 if tickets.comanda(data, route, config) is not None:
                     planned.append(("comanda", f"comanda:{n}"))
@@ -354,6 +357,7 @@ class PrintService:
                             sale_id=sale_id,
                             target=target,
                             dedupe_key=key,
+                            user_id=user_id,
                         )
                         await s.flush()
                 except IntegrityError:  # another caller planned it first: it prints it
@@ -378,7 +382,10 @@ class PrintService:
                 provider_names=self.provider_names,
             )
             kick = job.kind == "receipt" and config.open_drawer and data.payment_method == "cash"
-            return doc, kick and not data.no_revenue
+            kick = kick and not data.no_revenue
+            if kick and job.created_by is not None:  # asked for by someone after the sale: a retry
+                kick = await self._retry_opens_drawer(s, data, job.created_by)
+            return doc, kick
         if job.kind == "drawer":
             return None, True
         venue = await s.get(Venue, job.venue_id)
@@ -543,28 +550,36 @@ class PrintService:
         self.base_url(base_url)
         status = await self.sale_status(venue_id, sale_id)
         if not status.jobs:
-            for job_id in await self._plan_sale(venue_id, sale_id):
+            for job_id in await self._plan_sale(venue_id, sale_id, user_id):
                 await self._run_now(job_id)
             return await self.sale_status(venue_id, sale_id)
         async with self.db.session() as s:
             data = await tickets.load_sale(s, venue_id, sale_id)
             config = load_config(data.printer_config)
             session = await s.get(CashSession, data.session_id)
+            opens_drawer = await self._retry_opens_drawer(s, data, user_id)
             ids = []
             for failed in status.failed:
                 if failed.target.startswith("comanda:") and int(failed.target.split(":")[1]) >= len(config.comandas):
                     continue
-                job = self._new_job(
-                    s,
-                    venue_id,
-                    failed.kind,
-                    config=config,
-                    session=session,
-                    sale_id=sale_id,
-                    target=failed.target,
-                    user_id=user_id,
-                )
-                await s.flush()
+                if failed.kind == "drawer" and not opens_drawer:
+                    continue
+                try:
+                    async with s.begin_nested():
+                        job = self._new_job(
+                            s,
+                            venue_id,
+                            failed.kind,
+                            config=config,
+                            session=session,
+                            sale_id=sale_id,
+                            target=failed.target,
+                            dedupe_key=f"retry:{failed.id}",  # a failed job is sent again once
+                            user_id=user_id,
+                        )
+                        await s.flush()
+                except IntegrityError:  # a double tap, or another tab: that retry sends it
+                    continue
                 ids.append(job.id)
             await record(
                 s,
@@ -578,6 +593,17 @@ class PrintService:
         for job_id in ids:
             await self._run_now(job_id)
         return await self.sale_status(venue_id, sale_id)
+
+    async def _retry_opens_drawer(self, s: AsyncSession, data: tickets.SaleData, user_id: int) -> bool:
+        """Whether a retried receipt (or drawer kick) of a cash sale still opens the drawer: only for the
+        drawer's holder, in its open session, on that session's last paid sale (the kick that sale never
+        had). Any other retry prints the ticket alone; a drawer opened for no sale goes through
+        ``open_drawer``, with its reason and, for a cashier, a supervisor's authorization."""
+        session = await s.get(CashSession, data.session_id)
+        if session is None or session.status != "open" or session.cashier_id != user_id:
+            return False
+        last = await s.scalar(select(func.max(Sale.id)).where(Sale.session_id == session.id, Sale.status == "paid"))
+        return last == data.sale_id
 
     async def reprint(self, venue_id: int, sale_id: int, user_id: int, *, base_url: str | None = None) -> JobOut:
         """A copy of the sale's ticket, marked "COPIA" (audited: copies are how a receipt gets reused)."""
