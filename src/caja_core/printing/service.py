@@ -337,9 +337,13 @@ class PrintService:
             cash = data.payment_method == "cash" and not data.no_revenue
             if config.enabled and config.auto_print:
                 planned.append(("receipt", "main"))
-            elif config.enabled and cash and config.open_drawer:
-                if user_id is None or await self._retry_opens_drawer(s, data, user_id):
-                    planned.append(("drawer", "main"))
+            elif (
+                config.enabled
+                and cash
+                and config.open_drawer
+                and (user_id is None or await self._retry_opens_drawer(s, data, user_id))
+            ):
+                planned.append(("drawer", "main"))
             for n, route in enumerate(config.comandas):
                 if tickets.comanda(data, route, config) is not None:
                     planned.append(("comanda", f"comanda:{n}"))
