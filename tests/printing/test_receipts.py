@@ -234,3 +234,35 @@ async def test_a_failed_copy_is_not_the_sales_warning(any_db, setup, service, pr
     assert copy.status == "failed"
     status = await service.sale_status(setup.venue_id, sale.id)
     assert [(j.kind, j.status) for j in status.jobs] == [("receipt", "printed")] and not status.failed
+
+
+def printed_rows(job: bytes) -> list[str]:
+    """The text rows a job prints, without the ESC/POS commands before them."""
+    import re
+
+    body = job.split(b"\x1dV")[0]  # up to the cut
+    return [
+        re.sub(rb"\x1b[!Eat].|\x1b@|\x1bd.", b"", row).decode("cp858")
+        for row in body.split(b"\n")
+        if b"\x1d" not in row
+    ]
+
+
+async def test_on_58_mm_paper_words_stay_whole_and_nothing_is_cut_off(any_db, setup, service, printer):
+    """Found: on 58 mm paper a label next to a long value was cut every few letters ("Impre" / "sora"), and a
+    value wider than the paper lost its end."""
+    name = "Epson TM-T20II barra pista"
+    config = network_config(printer, paper_width=58, name=name)
+    await service.save_config(setup.venue_id, setup.register_id, config, None)
+    assert (await service.test_print(setup.venue_id, setup.register_id, setup.admin_id)).status == "printed"
+    rows = printed_rows((await printer.jobs_after(1))[0])
+    assert all(len(row) <= 32 for row in rows), rows
+    words = " ".join(rows).split()
+    assert "Impresora" in words and "Conexión" in words and name in " ".join(" ".join(rows).split())
+
+    long_name = "Impresora térmica Epson TM-T20II de la barra de la pista central del segundo piso"[:80]
+    await service.save_config(setup.venue_id, setup.register_id, network_config(printer, name=long_name), None)
+    await service.test_print(setup.venue_id, setup.register_id, setup.admin_id)
+    rows = printed_rows((await printer.jobs_after(2))[1])
+    assert all(len(row) <= 48 for row in rows), rows
+    assert long_name in " ".join(" ".join(rows).split())  # all of it, on as many rows as it takes

@@ -69,21 +69,43 @@ def printable(text: str, codepage: str) -> str:
     return "".join(out)
 
 
-def fit(left: str, right: str, width: int) -> list[str]:
-    """``left`` and ``right`` on one line of ``width`` characters; a long ``left`` wraps above."""
-    if not right:
-        return [left[i : i + width] for i in range(0, max(len(left), 1), width)] or [""]
-    room = width - len(right) - 1
-    if room < 1:
-        return [left[:width], right.rjust(width)[:width]]
-    rows = []
-    while len(left) > room:
-        cut = left.rfind(" ", 0, room + 1)
-        cut = cut if cut > 0 else room
-        rows.append(left[:cut].rstrip())
-        left = left[cut:].lstrip()
-    rows.append(left.ljust(room) + " " + right)
+def wrap(text: str, width: int) -> list[str]:
+    """``text`` in rows of at most ``width`` characters, broken between words (a word wider than the paper
+    is broken where it must); its indentation starts every row."""
+    indent = text[: len(text) - len(text.lstrip(" "))][: width // 2]
+    if indent:
+        return [indent + row for row in wrap(text.lstrip(" "), width - len(indent))]
+    rows: list[str] = []
+    row = ""
+    for word in text.split():
+        while len(word) > width:
+            if row:
+                rows.append(row)
+                row = ""
+            rows.append(word[:width])
+            word = word[width:]
+        if not word:
+            continue
+        if row and len(row) + 1 + len(word) > width:
+            rows.append(row)
+            row = word
+        else:
+            row = f"{row} {word}" if row else word
+    if row or not rows:
+        rows.append(row)
     return rows
+
+
+def fit(left: str, right: str, width: int) -> list[str]:
+    """``left`` and ``right`` on rows of ``width`` characters: ``right`` flush right on the last row of
+    ``left`` when both fit, else on its own row(s) below; words are never split to make room."""
+    rows = wrap(left, width) if left.strip() or not right else []
+    if not right:
+        return rows
+    if rows and len(rows[-1]) + 1 + len(right) <= width:
+        rows[-1] = rows[-1].ljust(width - len(right) - 1) + " " + right
+        return rows
+    return rows + [r.rjust(width) for r in wrap(right, width)]
 
 
 def render_escpos(doc: Document, *, codepage: str = "CP858", cut: bool = True, profile: str = "default") -> bytes:
