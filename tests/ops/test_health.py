@@ -199,3 +199,33 @@ async def test_redis_session_store_up_and_down(sqlite_db):
     report = await check_health(sqlite_db, redis_url=url, timeout_s=1)
     assert report.services["redis"] == "unreachable"
     assert report.status == "error" and report.http_status == 503
+
+
+async def test_the_tls_certificate_expiry_shows_in_health_and_metrics(sqlite_db, tmp_path):
+    from caja_core.ops import metrics
+    from caja_core.ops.health import certificate_not_after
+
+    cert = tmp_path / "fullchain.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=caja.example.cl",
+         "-keyout", str(tmp_path / "key.pem"), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    not_after = certificate_not_after(cert)
+    assert timedelta(days=29) < not_after - utcnow() <= timedelta(days=30, minutes=5)
+
+    report = await check_health(sqlite_db, tls_cert_file=str(cert))
+    assert report.services["tls_certificate"]["status"] == "ok" and report.status == "ok", report.problems
+    soon = await check_health(sqlite_db, tls_cert_file=str(cert), now=not_after - timedelta(days=10))
+    assert soon.status == "degraded" and soon.services["tls_certificate"]["status"] == "expiring"
+    assert any("vence en 10 días" in p for p in soon.problems), soon.problems
+    expired = await check_health(sqlite_db, tls_cert_file=str(cert), now=not_after + timedelta(hours=1))
+    assert expired.status == "error" and expired.http_status == 503
+
+    await metrics.collect(sqlite_db, tls_cert_file=str(cert))
+    exported = metrics.prometheus_text().decode()
+    line = next(li for li in exported.splitlines() if li.startswith("caja_tls_certificate_expiry_timestamp_seconds "))
+    assert float(line.split()[1]) == not_after.timestamp()
+
+    unreadable = await check_health(sqlite_db, tls_cert_file=str(tmp_path / "key.pem"))
+    assert unreadable.status == "degraded" and unreadable.services["tls_certificate"]["status"] == "unreadable"
