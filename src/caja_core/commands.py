@@ -436,7 +436,7 @@ def worker(check_every: float, beat_every: float) -> None:
         heartbeat = Heartbeat(
             database, name=settings.instance_id, kind="worker", every_s=beat_every, backup_info=scheduler.report
         )
-        heartbeat.state = "serving"
+        heartbeat.set_state("serving")
         await heartbeat.start()
         await scheduler.start()
         log.info(

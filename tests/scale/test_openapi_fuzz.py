@@ -36,6 +36,7 @@ METRICS_TOKEN = "token-de-metricas-para-pruebas-0123456789"
 JSON_OPERATIONS = {
     "GET /health",
     "GET /health/live",
+    "GET /health/ready",
     "GET /metrics",
     "GET /metrics/prometheus",
     "POST /webhooks/{provider_id}",

@@ -184,10 +184,12 @@ class Heartbeat:
         self._wake = asyncio.Event()
         self._failing = False
 
-    def set_state(self, state: str) -> None:
-        """Change the state and write it at once (``serving``, ``draining``…)."""
+    def set_state(self, state: str, *, wake: bool = True) -> None:
+        """Change the state (``serving``, ``draining``…) and write it at once; ``wake=False`` from a signal
+        handler (the next beat writes it)."""
         self.state = state
-        self._wake.set()
+        if wake:
+            self._wake.set()
 
     async def beat_once(self) -> bool:
         try:

@@ -330,7 +330,7 @@ class CajaWebPlugin(InitPlugin):
             if self.orchestrator is not None and lifecycle.state != "starting":
                 await self.orchestrator.stop()
             await self.printing.stop()
-            lifecycle.state = "stopped"
+            lifecycle.mark_stopped()
             await heartbeat.stop()
             if self.own_db:
                 await self.db.dispose()

@@ -55,6 +55,9 @@ class Lifecycle:
             if self.heartbeat is not None:
                 self.heartbeat.set_state("serving")
 
+    def mark_stopped(self) -> None:
+        self.state = "stopped"
+
     def begin_drain(self) -> None:
         """Called from the signal handler: only flags (the event loop does the rest)."""
         if self.state in ("draining", "stopped"):
@@ -62,7 +65,7 @@ class Lifecycle:
         self.state = "draining"
         self.drain_started = time.monotonic()
         if self.heartbeat is not None:
-            self.heartbeat.state = "draining"
+            self.heartbeat.set_state("draining", wake=False)
 
     def ready_to_close(self) -> bool:
         """The proxy has stopped sending us requests (or we waited long enough)."""
