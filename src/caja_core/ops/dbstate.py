@@ -41,15 +41,21 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+_CAJA = ("/caja_core/", "/caja_web/", "/caja_getnet/", "/caja_klap/")
+_DRIVERS = ("/sqlalchemy/", "/asyncpg/", "/aiosqlite/")
+
+
 def _raised_by_database_driver(exc: BaseException) -> bool:
-    """A socket error that came out of SQLAlchemy or asyncpg (not out of a terminal or a provider)."""
+    """A socket error that came out of the database driver, not out of a terminal or a provider: below the
+    innermost caja frame of its traceback (where caja called a library) there is SQLAlchemy or a driver. A
+    context manager that re-raises adds its frames above, so frames above the innermost caja one do not count."""
+    frames = []
     tb = exc.__traceback__
     while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if "/sqlalchemy/" in filename or "/asyncpg/" in filename or "/aiosqlite/" in filename:
-            return True
+        frames.append(tb.tb_frame.f_code.co_filename)
         tb = tb.tb_next
-    return False
+    innermost_caja = max((i for i, name in enumerate(frames) if any(c in name for c in _CAJA)), default=-1)
+    return any(d in name for name in frames[innermost_caja + 1 :] for d in _DRIVERS)
 
 
 def describe(exc: BaseException) -> str:

@@ -1,0 +1,40 @@
+"""Telling a database outage apart from any other refused connection: the first is a Spanish 503 and one
+back-off line, the second (a terminal, a printer, a provider) is that device's problem and never makes
+the instance look as if its database were gone."""
+
+import socket
+
+import pytest
+from sqlalchemy import text
+
+from caja_core.db.engine import Database
+from caja_core.ops.dbstate import database_unavailable
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call_the_printer(session, port: int) -> None:
+    session.execute(text("SELECT 1"))
+    socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+async def test_a_device_refusing_inside_a_unit_of_work_is_not_a_database_outage(any_db):
+    """The unit runs under SQLAlchemy on PostgreSQL (its frames wrap the caja code that called the device)."""
+    with pytest.raises(ConnectionRefusedError) as caught:
+        await any_db.run_unit(call_the_printer, closed_port())
+    assert not database_unavailable(caught.value)
+
+
+async def test_a_database_that_refuses_is_an_outage():
+    db = Database(f"postgresql://caja@127.0.0.1:{closed_port()}/caja")
+    try:
+        with pytest.raises(Exception) as caught:  # whatever the driver raises, it is an outage
+            async with db.session() as s:
+                await s.execute(text("SELECT 1"))
+        assert database_unavailable(caught.value), repr(caught.value)
+    finally:
+        await db.dispose()
