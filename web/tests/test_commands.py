@@ -21,8 +21,11 @@ def run(*args, env=None, timeout=60):
 def test_serve_refuses_bad_settings_one_line_each():
     r = run("serve", env={"CAJA_ENV": "production", "CAJA_PORT": "abc", "CAJA_SECRET_KEY": ""})
     assert r.returncode == 2
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("caja: ")]
-    assert any("CAJA_PORT" in ln for ln in lines) and any("CAJA_SECRET_KEY" in ln for ln in lines)
+    lines = r.stderr.splitlines()
+    assert lines[0] == "caja: la configuración tiene problemas; no se inició nada:", r.stderr
+    problems = [ln for ln in lines[1:] if ln.startswith("  - ")]
+    assert len(problems) == len(lines) - 1, r.stderr  # one line per problem, nothing else
+    assert any("CAJA_PORT" in ln for ln in problems) and any("CAJA_SECRET_KEY" in ln for ln in problems)
     assert "Traceback" not in r.stderr
 
 

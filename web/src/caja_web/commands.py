@@ -22,18 +22,10 @@ DEMO_DB = "var/demo.db"
 
 
 def _settings(**overrides: object) -> Settings:
-    """Settings from CAJA_*; on problems print one per line and exit with code 2 (and warn about CAJA_*
-    names that caja does not know)."""
-    from caja_core.settings import unknown_variables
+    """Settings from CAJA_*; on problems print one per line and exit with code 2."""
+    from caja_core.settings import settings_or_exit
 
-    for warning in unknown_variables():
-        click.echo(f"caja: aviso: {warning}", err=True)
-    try:
-        return load_settings(None, **overrides)
-    except SettingsError as exc:
-        for problem in exc.problems:
-            click.echo(f"caja: {problem}", err=True)
-        sys.exit(2)
+    return settings_or_exit(None, **overrides)
 
 
 def draining_server(config: uvicorn.Config, lifecycle: Lifecycle) -> uvicorn.Server:
