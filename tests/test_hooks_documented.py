@@ -14,7 +14,7 @@ from caja_core import hookimpl, hookspecs
 from caja_core.fallback import FallbackRule, collect_rules
 from caja_core.plugins import call_event, make_plugin_manager, template_dirs
 from caja_core.printing.drivers import BrowserPrinter, PrinterRegistry
-from caja_core.providers import Outcome, OutcomeKind, ProviderRegistry
+from caja_core.providers import Outcome, OutcomeKind, ProviderDefault, ProviderRegistry, RegisterDefaults
 from caja_core.testing.fake import ScriptableProvider
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +66,12 @@ class Everything:
         add_provider(ScriptableProvider("otro"))
 
     @hookimpl
+    def provider_defaults(self, register_type, demo_url):
+        if register_type == "VIRTUAL":
+            return None
+        return [ProviderDefault(provider_id="otro", role="primary", settings={"device": demo_url or "caja-1"})]
+
+    @hookimpl
     def register_printers(self, add_printer):
         printer = BrowserPrinter()
         printer.id = "otra_impresora"
@@ -99,7 +105,15 @@ class Everything:
 def test_each_hook_reaches_its_core_caller(tmp_path):
     plugin = Everything(tmp_path)
     pm = make_plugin_manager(plugin, load_entrypoints=False)
-    assert "otro" in ProviderRegistry.from_plugin_manager(pm).ids()
+    registry = ProviderRegistry.from_plugin_manager(pm)
+    assert "otro" in registry.ids()
+    assert registry.defaults_for("HUMANA") == RegisterDefaults(
+        primary_provider="otro", provider_settings={"otro": {"device": "caja-1"}}
+    )
+    assert registry.defaults_for("TOTEM", demo_url="http://demo").provider_settings == {
+        "otro": {"device": "http://demo"}
+    }
+    assert registry.defaults_for("VIRTUAL") == RegisterDefaults()
     assert "otra_impresora" in [p.id for p in PrinterRegistry.from_plugin_manager(pm).all()]
     assert "Regla del plugin" in [r.description for r in collect_rules(pm)]
     assert pm.hook.select_provider(intent=None, candidates=["otro"], policy=None) == "otro"
@@ -117,11 +131,32 @@ def test_each_hook_reaches_its_core_caller(tmp_path):
     assert result.exit_code == 0 and "hola desde el plugin" in result.output
 
 
-def test_a_failing_event_listener_never_breaks_the_caller():
+def test_a_failing_event_listener_is_logged_and_counted_and_the_others_still_run(caplog):
+    from caja_core.ops import metrics
+
+    seen: list[str] = []
+
+    class First:
+        @hookimpl
+        def on_payment_event(self, event):
+            seen.append("first")
+
     class Broken:
         @hookimpl
         def on_payment_event(self, event):
             raise RuntimeError("listener roto")
 
-    pm = make_plugin_manager(Broken(), load_entrypoints=False)
-    call_event(pm, Outcome(kind=OutcomeKind.DECLINED))  # logged, not raised
+    class Last:
+        @hookimpl
+        def on_payment_event(self, event):
+            seen.append("last")
+
+    pm = make_plugin_manager(First(), load_entrypoints=False)
+    pm.register(Broken(), name="roto")
+    pm.register(Last())
+    failures = metrics.PLUGIN_LISTENER_FAILURES.labels(plugin="roto")
+    before = failures._value.get()
+    call_event(pm, Outcome(kind=OutcomeKind.DECLINED))  # logged and counted, not raised
+    assert sorted(seen) == ["first", "last"]
+    assert failures._value.get() == before + 1
+    assert any("roto" in r.getMessage() and r.exc_info for r in caplog.records)

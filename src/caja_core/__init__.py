@@ -18,7 +18,9 @@ from .providers import (
     Progress,
     ProgressCallback,
     ProviderContext,
+    ProviderDefault,
     ProviderRegistry,
+    RegisterDefaults,
     WebhookNotice,
 )
 
@@ -42,7 +44,9 @@ __all__ = [
     "Progress",
     "ProgressCallback",
     "ProviderContext",
+    "ProviderDefault",
     "ProviderRegistry",
+    "RegisterDefaults",
     "ValidationFailed",
     "WebhookNotice",
     "format_clp",

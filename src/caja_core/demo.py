@@ -5,8 +5,6 @@ Idempotent: running it on a database that already has the demo venue changes not
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 from sqlalchemy import select, update
 
@@ -66,12 +64,10 @@ DEMO_CATALOG = {
 }
 
 
-async def seed_demo(
-    db: Database, *, getnet_tcp: tuple[str, int] | None = None, public_url: str = "http://127.0.0.1:8000"
-) -> DemoInfo:
-    """Create (or reuse) the demo venue. ``getnet_tcp`` points the GETNET registers at a terminal (by
-    default ``caja getnet simulate --tcp 127.0.0.1:9100``); the VIRTUAL register sells through KLAP Checkout
-    against ``caja klap fake-server`` (127.0.0.1:8089, API key ``demo``) with webhooks to ``public_url``."""
+async def seed_demo(db: Database, *, public_url: str = "http://127.0.0.1:8000") -> DemoInfo:
+    """Create (or reuse) the demo venue. Each register gets the providers and settings the installed plugins
+    propose for a demo (hook ``provider_defaults`` with ``demo_url=public_url``): devices and fake servers
+    that run on this machine, with webhooks sent back to ``public_url``."""
     async with db.session() as s:
         existing = await s.scalar(select(Venue).where(Venue.slug == DEMO_SLUG))
         if existing is not None:
@@ -97,30 +93,16 @@ async def seed_demo(
                     s, venue_id=venue.id, category_id=cat.id, name=name, price=price, sort_order=n
                 )
         for code, name, rtype, location, methods in DEMO_REGISTERS:
-            primary = "getnet" if "getnet" in registry else None
-            backup = "klap" if ("klap" in registry and rtype != "VIRTUAL") else None
-            if rtype == "VIRTUAL":
-                primary = "klap" if "klap" in registry else primary
-            settings: dict[str, dict[str, Any]] = {}
-            if primary == "getnet":
-                host, port = getnet_tcp or ("127.0.0.1", 9100)
-                settings["getnet"] = {"connection": "tcp", "host": host, "port": port}
-            if primary == "klap" and rtype == "VIRTUAL":
-                settings["klap"] = {
-                    "mode": "checkout",
-                    "api_base_url": "http://127.0.0.1:8089",
-                    "api_key": "demo",
-                    "webhook_url": f"{public_url}/webhooks/klap",
-                }
+            defaults = registry.defaults_for(rtype, demo_url=public_url)
             data = registers.RegisterInput(
                 code=code,
                 name=name,
                 register_type=rtype,
                 location=location,
                 payment_methods=methods,
-                primary_provider=primary,
-                backup_provider=backup,
-                provider_settings=settings,
+                primary_provider=defaults.primary_provider,
+                backup_provider=defaults.backup_provider,
+                provider_settings=defaults.provider_settings,
             )
             try:
                 await registers.create_register(
@@ -151,9 +133,7 @@ async def seed_demo(
         )
         for n in (1, 2):
             s.add(
-                BackupPhone(
-                    venue_id=venue.id, name=f"Celular respaldo {n}", identifier=f"KLAP-DEMO-{n}", available=True
-                )
+                BackupPhone(venue_id=venue.id, name=f"Celular respaldo {n}", identifier=f"CEL-DEMO-{n}", available=True)
             )
         await jornadas.open_jornada(s, venue_id=venue.id, user_id=ids["supervisor"])
         return DemoInfo(venue_id=venue.id, venue_name=venue.name, created=True, logins=DEMO_LOGINS)

@@ -2,32 +2,40 @@
 
 Operators control loading with environment variables:
 
-* ``CAJA_LOAD_PLUGINS`` — comma-separated entry-point names to load (``getnet,klap,web``). Unset loads
-  every installed plugin; set to an empty string loads only the defaults.
+* ``CAJA_LOAD_PLUGINS`` — comma-separated entry-point names of the plugins to load. Unset loads every
+  installed plugin; set to an empty string loads only the built-in ones. The web app (entry point ``web``) is
+  part of caja, not an option: it is loaded whenever it is installed.
 * ``CAJA_TRACE_PLUGINS`` — ``1`` logs every hook call and result (logger ``caja.plugins``).
+
+Every problem with a plugin stops start-up with one line (a ``PluginError``) that names the plugin and says
+what to fix: it cannot be imported, it implements a hook that does not exist or with arguments the hook does
+not have, an operator named a plugin that is not installed.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
-from collections.abc import Iterable
-from importlib.metadata import entry_points
-from types import ModuleType
-from typing import Any
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError
 
+if TYPE_CHECKING:
+    from .payments.events import PaymentEvent
+
 log = logging.getLogger("caja.plugins")
 
 ENTRY_POINT_GROUP = "caja"
+#: Entry points that are parts of caja itself: loaded whatever ``CAJA_LOAD_PLUGINS`` says.
+ALWAYS_LOADED = ("web",)
 
 DEFAULT_PLUGINS = (
-    "caja_core.default_plugins.cash",
     "caja_core.default_plugins.selection",
     "caja_core.default_plugins.fallback_rules",
     "caja_core.ops.payment_metrics",
@@ -46,24 +54,75 @@ def make_plugin_manager(
     for name in DEFAULT_PLUGINS:
         mod = importlib.import_module(name)
         if not pm.is_registered(mod):
-            pm.register(mod, name=name)
+            _register(pm, mod, name)
     for plugin in extra:
-        pm.register(plugin)
+        _register(pm, plugin, None)
     if env.get("CAJA_TRACE_PLUGINS", "").strip() not in ("", "0", "false"):
         pm.trace.root.setwriter(lambda msg: log.info("plugin trace: %s", msg.rstrip()))
         pm.enable_tracing()
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"Un plugin implementa un hook desconocido: {exc}") from exc
+    _check_unknown_hooks(pm)
     return pm
+
+
+def _label(plugin: object, name: str | None) -> str:
+    if name:
+        return name
+    return getattr(plugin, "__name__", None) or type(plugin).__name__
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str | None) -> None:
+    """Register one plugin, turning pluggy's validation errors into one line that says what to fix."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(_explain(plugin, name, str(exc))) from exc
+    except ValueError as exc:  # registered twice under one name
+        raise PluginError(f"El plugin {_label(plugin, name)!r} ya está registrado: {exc}") from exc
+
+
+def _explain(plugin: object, name: str | None, raw: str) -> str:
+    label = _label(plugin, name)
+    for hook_name in dir(plugin):
+        method = getattr(plugin, hook_name, None)
+        spec = getattr(hookspecs, hook_name, None)
+        if method is None or spec is None or not hasattr(spec, f"{hookspecs.PROJECT}_spec"):
+            continue
+        if not callable(method) or not hasattr(method, f"{hookspecs.PROJECT}_impl"):
+            continue
+        expected = list(inspect.signature(spec).parameters)
+        given = [p for p in inspect.signature(method).parameters if p != "self"]
+        unknown = [p for p in given if p not in expected]
+        if unknown:
+            return (
+                f"El plugin {label!r} implementa el hook {hook_name} con argumentos que el hook no tiene: "
+                f"{', '.join(unknown)} (el hook recibe: {', '.join(expected) or 'nada'})."
+            )
+    return f"El plugin {label!r} no es válido: {raw.splitlines()[0] if raw else 'error de validación'}."
+
+
+def _check_unknown_hooks(pm: pluggy.PluginManager) -> None:
+    for caller in pm.hook.__dict__.values():
+        if not isinstance(caller, pluggy.HookCaller) or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            known = sorted(
+                n for n, f in vars(hookspecs).items() if callable(f) and hasattr(f, f"{hookspecs.PROJECT}_spec")
+            )
+            raise PluginError(
+                f"El plugin {impl.plugin_name!r} implementa un hook que no existe: {caller.name} "
+                f"(los hooks de caja son: {', '.join(known)})."
+            )
+
+
+def installed_entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def _load_entrypoints(pm: pluggy.PluginManager, only: str | None) -> None:
     wanted: set[str] | None = None
     if only is not None:
         wanted = {n.strip() for n in only.split(",") if n.strip()}
-    available = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    available = installed_entry_points()
     if wanted is not None:
         unknown = sorted(wanted - set(available))
         if unknown:
@@ -72,26 +131,35 @@ def _load_entrypoints(pm: pluggy.PluginManager, only: str | None) -> None:
                 f"(instalados: {', '.join(sorted(available)) or 'ninguno'})."
             )
     for name, ep in sorted(available.items()):
-        if wanted is not None and name not in wanted:
+        if wanted is not None and name not in wanted and name not in ALWAYS_LOADED:
             continue
         try:
             plugin = ep.load()
         except Exception as exc:  # a broken plugin stops start-up with a clear message
             raise PluginError(f"No se pudo cargar el plugin {name!r} ({ep.value}): {exc}") from exc
         if pm.get_plugin(name) is None:
-            pm.register(plugin, name=name)
+            _register(pm, plugin, name)
 
 
-def plugin_names(pm: pluggy.PluginManager) -> list[str]:
-    return sorted(name for name, _ in pm.list_name_plugin())
+def call_event(pm: pluggy.PluginManager, event: PaymentEvent) -> None:
+    """Fan an event out to every ``on_payment_event`` listener. Each runs on its own: one that raises is
+    logged and counted (``caja_plugin_listener_failures_total{plugin}``) and the others still run."""
+    caller = pm.hook.on_payment_event
+    for impl in reversed(caller.get_hookimpls()):  # pluggy's order: the last registered first
+        try:
+            impl.function(**dict.fromkeys(impl.argnames, event))
+        except Exception:  # one listener never breaks the money path nor the other listeners
+            log.exception("on_payment_event listener failed (plugin %s)", impl.plugin_name)
+            _count_listener_failure(impl.plugin_name)
 
 
-def call_event(pm: pluggy.PluginManager, event: Any) -> None:
-    """Fan an event out to ``on_payment_event``; a failing listener is logged, never raised."""
+def _count_listener_failure(plugin: str) -> None:
     try:
-        pm.hook.on_payment_event(event=event)
-    except Exception:  # listeners must not break the money path
-        log.exception("on_payment_event listener failed")
+        from .ops import metrics
+
+        metrics.PLUGIN_LISTENER_FAILURES.labels(plugin=plugin).inc()
+    except Exception:  # the metric is best effort; the log line above already says it
+        log.debug("could not count a listener failure", exc_info=True)
 
 
 def template_dirs(pm: pluggy.PluginManager) -> list[str]:
@@ -100,7 +168,3 @@ def template_dirs(pm: pluggy.PluginManager) -> list[str]:
         if result:
             dirs.extend(result)
     return dirs
-
-
-def modules(pm: pluggy.PluginManager) -> Iterable[ModuleType]:
-    return [p for p in pm.get_plugins() if isinstance(p, ModuleType)]

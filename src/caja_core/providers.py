@@ -18,9 +18,10 @@ Outcome kinds (what the core may conclude from them):
 from __future__ import annotations
 
 import enum
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -43,14 +44,18 @@ class Capability(enum.StrEnum):
     CANCEL = "cancel"  # an in-progress charge can be cancelled
     REFUND = "refund"  # an approved charge can be refunded/voided
     STATUS = "status"  # what happened to a ticket can be asked (reconciliation)
-    CASH = "cash"  # money in the drawer
     IDENTIFY = "identify"  # the device can say who it is (``identify``): serial number, terminal id
     TERMINAL_REPORT = "terminal_report"  # the device lists what it charged since its last batch close
     BATCH_CLOSE = "batch_close"  # caja can run the device's batch close (``close_batch``)
 
 
+#: The provider id recorded on cash sales. Cash is not a provider plugin (the core records it in the sale's own
+#: transaction, docs/payments.md), so no plugin may take this id.
+CASH = "cash"
+
+
 class CardData(msgspec.Struct, frozen=True, kw_only=True):
-    """What may be kept about a card (PAYMENTS.md rule 10). Never a full number, track, CVV or PIN."""
+    """What may be kept about a card (docs/payments.md, "Card data"). Never a full number, track, CVV or PIN."""
 
     brand: str | None = None
     card_type: str | None = None  # "debito" / "credito" / provider's code
@@ -215,36 +220,119 @@ def settings_to_json(settings: msgspec.Struct) -> dict[str, Any]:
     return data
 
 
-_REQUIRED = ("charge", "status", "cancel", "refund", "health", "parse_webhook", "verify_webhook", "device_key")
+_ASYNC_METHODS = ("charge", "status", "cancel", "refund", "health")
+_SYNC_METHODS = ("parse_webhook", "verify_webhook", "device_key")
+#: Optional methods and whether they are coroutines (checked when the provider has them).
+_OPTIONAL_METHODS = {
+    "identify": True,
+    "terminal_report": True,
+    "close_batch": True,
+    "outcome_from_agent_result": False,
+    "capabilities_for": False,
+    "parse_report": False,
+    "report_matches": False,
+    "normalise_reference": False,
+}
+
+
+class ProviderDefault(msgspec.Struct, frozen=True, kw_only=True):
+    """What a plugin proposes for a new register (hook ``provider_defaults``): its provider as the primary or
+    the backup, with starting settings (the register's admin may change everything)."""
+
+    provider_id: str
+    role: Literal["primary", "backup"]
+    settings: dict[str, Any] = {}
+
+
+class RegisterDefaults(msgspec.Struct, frozen=True, kw_only=True):
+    """The providers and settings a new register of one type starts with."""
+
+    primary_provider: str | None = None
+    backup_provider: str | None = None
+    provider_settings: dict[str, dict[str, Any]] = {}
+
+
+def check_provider(provider: Any) -> None:
+    """Raise a ``PluginError`` (one line, naming the provider) if ``provider`` does not keep the
+    ``PaymentProvider`` contract's shape: id, name, a msgspec ``Settings`` Struct, capabilities, minimum
+    amount, every method present and async or synchronous as the contract says."""
+    pid = getattr(provider, "id", None)
+    if not isinstance(pid, str) or not pid.isidentifier() or pid.lower() != pid:
+        raise PluginError(f"Proveedor con id inválido: {pid!r} (se espera un identificador en minúsculas).")
+    if pid == CASH:
+        raise PluginError(f"El id {CASH!r} está reservado para las ventas en efectivo; elija otro para el proveedor.")
+    name = getattr(provider, "name", None)
+    if not isinstance(name, str) or not name.strip():
+        raise PluginError(
+            f"El proveedor {pid!r} no tiene `name` (el nombre que ven las personas, p. ej. en la boleta)."
+        )
+    missing = [m for m in (*_ASYNC_METHODS, *_SYNC_METHODS) if not callable(getattr(provider, m, None))]
+    if missing:
+        raise PluginError(f"El proveedor {pid!r} no cumple PaymentProvider: faltan los métodos {', '.join(missing)}.")
+    settings_cls = getattr(provider, "Settings", None)
+    if settings_cls is None:
+        raise PluginError(f"El proveedor {pid!r} no tiene `Settings` (una clase msgspec.Struct con su configuración).")
+    if not (isinstance(settings_cls, type) and issubclass(settings_cls, msgspec.Struct)):
+        kind = settings_cls.__name__ if isinstance(settings_cls, type) else type(settings_cls).__name__
+        raise PluginError(
+            f"El proveedor {pid!r} declara `Settings` = {kind}, que no es una clase msgspec.Struct "
+            "(escriba `class Settings(msgspec.Struct, kw_only=True): ...`)."
+        )
+    caps = getattr(provider, "capabilities", None)
+    if not isinstance(caps, frozenset | set) or not all(isinstance(c, Capability) for c in caps):
+        raise PluginError(f"El proveedor {pid!r}: `capabilities` debe ser un frozenset de Capability.")
+    min_amount = getattr(provider, "min_amount", None)
+    if not isinstance(min_amount, int) or isinstance(min_amount, bool) or min_amount < 1:
+        raise PluginError(f"El proveedor {pid!r}: `min_amount` debe ser un entero de pesos ≥ 1.")
+    wrong = [m for m in _ASYNC_METHODS if not inspect.iscoroutinefunction(getattr(provider, m))]
+    wrong += [
+        m
+        for m, must_be_async in _OPTIONAL_METHODS.items()
+        if callable(getattr(provider, m, None)) and inspect.iscoroutinefunction(getattr(provider, m)) != must_be_async
+    ]
+    wrong += [m for m in _SYNC_METHODS if inspect.iscoroutinefunction(getattr(provider, m))]
+    if wrong:
+        described = ", ".join(
+            f"{m} debe ser {'async def' if (m in _ASYNC_METHODS or _OPTIONAL_METHODS.get(m)) else 'def (síncrono)'}"
+            for m in wrong
+        )
+        raise PluginError(f"El proveedor {pid!r}: {described}.")
 
 
 class ProviderRegistry:
     """The validated set of providers, built once at start-up from the ``register_providers`` hook."""
 
-    def __init__(self, providers: Mapping[str, PaymentProvider]) -> None:
+    def __init__(self, providers: Mapping[str, PaymentProvider], pm: Any = None) -> None:
         self._providers = dict(providers)
+        self._pm = pm
 
     @classmethod
     def from_plugin_manager(cls, pm: Any) -> ProviderRegistry:
         found: dict[str, PaymentProvider] = {}
+        owner: dict[str, str] = {}
+        for impl in reversed(pm.hook.register_providers.get_hookimpls()):
+            plugin = impl.plugin_name
 
-        def add_provider(provider: PaymentProvider) -> None:
-            pid = getattr(provider, "id", None)
-            if not isinstance(pid, str) or not pid.isidentifier() or pid.lower() != pid:
-                raise PluginError(f"Proveedor con id inválido: {pid!r} (se espera minúsculas, p. ej. 'getnet').")
-            missing = [m for m in _REQUIRED if not callable(getattr(provider, m, None))]
-            settings_cls = getattr(provider, "Settings", None)
-            if missing or not (isinstance(settings_cls, type) and issubclass(settings_cls, msgspec.Struct)):
-                raise PluginError(
-                    f"El proveedor {pid!r} no cumple la interfaz PaymentProvider "
-                    f"(faltan: {', '.join(missing) or 'Settings'})."
-                )
-            if pid in found:
-                raise PluginError(f"Proveedor duplicado: {pid!r} está registrado por dos plugins.")
-            found[pid] = provider
+            def add_provider(provider: PaymentProvider, plugin: str = plugin) -> None:
+                try:
+                    check_provider(provider)
+                except PluginError as exc:
+                    raise PluginError(f"Plugin {plugin!r}: {exc.message}") from None
+                if provider.id in found:
+                    raise PluginError(
+                        f"Proveedor duplicado: {provider.id!r} lo registran los plugins {owner[provider.id]!r} y "
+                        f"{plugin!r}."
+                    )
+                found[provider.id] = provider
+                owner[provider.id] = plugin
 
-        pm.hook.register_providers(add_provider=add_provider)
-        return cls(found)
+            try:
+                impl.function(**dict.fromkeys(impl.argnames, add_provider))
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"El plugin {plugin!r} falló al registrar sus proveedores: {exc!r}") from exc
+        return cls(found, pm)
 
     def get(self, provider_id: str) -> PaymentProvider:
         try:
@@ -262,3 +350,121 @@ class ProviderRegistry:
 
     def all(self) -> list[PaymentProvider]:
         return [self._providers[k] for k in self.ids()]
+
+    def name(self, provider_id: str | None) -> str:
+        """What people read for a provider id: its ``name``; "Efectivo" for cash sales."""
+        if not provider_id:
+            return "—"
+        if provider_id == CASH:
+            return "Efectivo"
+        provider = self._providers.get(provider_id)
+        return provider.name if provider is not None else provider_id
+
+    def names(self) -> dict[str, str]:
+        return {CASH: "Efectivo", **{p.id: p.name for p in self.all()}}
+
+    def with_capability(self, capability: Capability) -> list[PaymentProvider]:
+        return [p for p in self.all() if capability in p.capabilities]
+
+    def defaults_for(self, register_type: str, *, demo_url: str | None = None) -> RegisterDefaults:
+        """The providers a new register of ``register_type`` starts with, as the plugins propose them (hook
+        ``provider_defaults``): the first primary proposed, the first backup that is another provider (none
+        for a VIRTUAL register), and their settings. Proposals for providers not loaded are ignored."""
+        if self._pm is None:
+            return RegisterDefaults()
+        proposals: list[ProviderDefault] = []
+        for answer in self._pm.hook.provider_defaults(register_type=register_type, demo_url=demo_url):
+            for proposal in answer or []:
+                if isinstance(proposal, ProviderDefault) and proposal.provider_id in self._providers:
+                    proposals.append(proposal)
+        primary = next((p for p in proposals if p.role == "primary"), None)
+        backup = None
+        if register_type != "VIRTUAL":
+            backup = next(
+                (
+                    p
+                    for p in proposals
+                    if p.role == "backup" and (primary is None or p.provider_id != primary.provider_id)
+                ),
+                None,
+            )
+        chosen = [p for p in (primary, backup) if p is not None]
+        return RegisterDefaults(
+            primary_provider=primary.provider_id if primary else None,
+            backup_provider=backup.provider_id if backup else None,
+            provider_settings={p.provider_id: dict(p.settings) for p in chosen if p.settings},
+        )
+
+
+class SettingSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One field of a plugin's ``Settings`` as forms and ``caja plugins`` show it. ``title`` and
+    ``description`` are the plugin's own words (``msgspec.Meta(title=…, description=…)``); without a title the
+    field's name is shown."""
+
+    name: str
+    title: str
+    description: str = ""
+    kind: Literal["text", "number", "checkbox", "select", "password"] = "text"
+    options: tuple[str, ...] = ()
+    default: Any = None
+    required: bool = False
+    secret: bool = False
+
+
+#: Fields whose name says they hold a secret: never rendered back, never logged.
+SECRET_FIELD_WORDS = ("secret", "password", "token", "api_key")
+
+
+def is_secret_field(name: str) -> bool:
+    return any(word in name for word in SECRET_FIELD_WORDS) or name.endswith("_key")
+
+
+def _kind_of(t: Any) -> tuple[str, tuple[str, ...]]:
+    import msgspec.inspect as mi
+
+    if isinstance(t, mi.Metadata):
+        return _kind_of(t.type)
+    if isinstance(t, mi.LiteralType):
+        return "select", tuple(str(v) for v in t.values)
+    if isinstance(t, mi.EnumType):
+        return "select", tuple(str(m.value) for m in t.cls)
+    if isinstance(t, mi.UnionType):
+        inner = [x for x in t.types if not isinstance(x, mi.NoneType)]
+        return _kind_of(inner[0]) if inner else ("text", ())
+    if isinstance(t, mi.BoolType):
+        return "checkbox", ()
+    if isinstance(t, mi.IntType | mi.FloatType):
+        return "number", ()
+    return "text", ()
+
+
+def describe_settings(settings_cls: type[msgspec.Struct]) -> list[SettingSpec]:
+    """The fields of a provider's (or printer's) ``Settings`` Struct, with the plugin's titles and help."""
+    import msgspec.inspect as mi
+
+    import typing
+
+    info = mi.type_info(settings_cls)
+    assert isinstance(info, mi.StructType)
+    hints = typing.get_type_hints(settings_cls)
+    out: list[SettingSpec] = []
+    for f in info.fields:
+        meta = f.type.extra_json_schema or {} if isinstance(f.type, mi.Metadata) else {}
+        kind, options = _kind_of(f.type)
+        if typing.get_origin(hints.get(f.name)) is Literal:  # the plugin's order, not msgspec's
+            options = tuple(str(v) for v in typing.get_args(hints[f.name]))
+        secret = is_secret_field(f.name)
+        default = None if f.default is msgspec.NODEFAULT else f.default
+        out.append(
+            SettingSpec(
+                name=f.name,
+                title=str(meta.get("title") or f.name.replace("_", " ").capitalize()),
+                description=str(meta.get("description") or ""),
+                kind="password" if secret else kind,  # type: ignore[arg-type]
+                options=options,
+                default=None if secret else default,
+                required=f.required,
+                secret=secret,
+            )
+        )
+    return out

@@ -75,6 +75,12 @@ TIME_TO_FALLBACK = Histogram(
 BREAKER_OPENINGS = Counter(
     "caja_breaker_openings", "Times a device's circuit breaker opened.", ["device"], registry=REGISTRY
 )
+PLUGIN_LISTENER_FAILURES = Counter(
+    "caja_plugin_listener_failures",
+    "on_payment_event listeners that raised, by plugin (the other listeners still ran).",
+    ["plugin"],
+    registry=REGISTRY,
+)
 BACKUP_RUNS = Counter(
     "caja_backup_runs", "Scheduled backup runs, by result (ok / failed).", ["result"], registry=REGISTRY
 )

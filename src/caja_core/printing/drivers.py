@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 from escpos.escpos import Escpos
@@ -27,30 +27,34 @@ CODEPAGES = ("CP858", "CP850", "CP437", "CP1252")
 CodePage = Literal["CP858", "CP850", "CP437", "CP1252"]
 
 
+def _t(title: str, description: str = "") -> msgspec.Meta:
+    return msgspec.Meta(title=title, description=description) if description else msgspec.Meta(title=title)
+
+
 class EscposSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """What every ESC/POS printer needs besides its address."""
 
-    codepage: CodePage = "CP858"
+    codepage: Annotated[CodePage, _t("Página de códigos")] = "CP858"
     #: Ask the printer whether it has paper before printing (DLE EOT 4). Printers that do not answer are
     #: printed on anyway; one that says "no paper" fails the job with a clear message.
-    check_status: bool = True
-    timeout_s: float = 5.0
+    check_status: Annotated[bool, _t("Preguntar si tiene papel")] = True
+    timeout_s: Annotated[float, _t("Espera máxima (s)")] = 5.0
 
 
 class NetworkSettings(EscposSettings, kw_only=True, forbid_unknown_fields=True):
-    host: str = ""
-    port: int = 9100
+    host: Annotated[str, _t("Dirección IP o nombre")] = ""
+    port: Annotated[int, _t("Puerto")] = 9100
 
 
 class SerialSettings(EscposSettings, kw_only=True, forbid_unknown_fields=True):
-    path: str = "/dev/ttyUSB0"
-    baudrate: int = 9600
+    path: Annotated[str, _t("Dispositivo")] = "/dev/ttyUSB0"
+    baudrate: Annotated[int, _t("Velocidad (baudios)")] = 9600
 
 
 class DeviceFileSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    path: str = "/dev/usb/lp0"
-    codepage: CodePage = "CP858"
-    timeout_s: float = 5.0
+    path: Annotated[str, _t("Dispositivo")] = "/dev/usb/lp0"
+    codepage: Annotated[CodePage, _t("Página de códigos")] = "CP858"
+    timeout_s: Annotated[float, _t("Espera máxima (s)")] = 5.0
 
 
 class BrowserSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

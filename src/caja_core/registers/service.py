@@ -19,7 +19,7 @@ from ..catalog.models import Category
 from ..clock import utcnow
 from ..errors import CajaError, Conflict, NotFound, ValidationFailed
 from ..fallback.policy import FallbackPolicy, default_policy, load_policy
-from ..providers import ProviderRegistry, validate_settings
+from ..providers import ProviderRegistry, is_secret_field, validate_settings
 from .models import CashRegister
 
 REGISTER_TYPES = ("TOTEM", "HUMANA", "OFICINA", "VIRTUAL")
@@ -33,7 +33,6 @@ OPERATIONAL_STATUSES = ("active", "maintenance", "offline", "error")
 STATUS_LABELS = {"active": "Activa", "maintenance": "En mantención", "offline": "Fuera de línea", "error": "Con error"}
 PAYMENT_METHODS = ("cash", "card")
 METHOD_LABELS = {"cash": "Efectivo", "card": "Tarjeta"}
-SECRET_FIELD = re.compile(r"(secret|password|token|api_key|_key$)")
 
 
 class RegisterInput(msgspec.Struct, kw_only=True):
@@ -44,8 +43,10 @@ class RegisterInput(msgspec.Struct, kw_only=True):
     active: bool = True
     operational_status: str = "active"
     payment_methods: list[str] = msgspec.field(default_factory=lambda: ["cash", "card"])
-    primary_provider: str | None = "getnet"
-    backup_provider: str | None = "klap"
+    #: None: no provider. The admin's form for a new register starts from ``ProviderRegistry.defaults_for``
+    #: (what the installed plugins propose).
+    primary_provider: str | None = None
+    backup_provider: str | None = None
     provider_settings: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     devices: dict[str, str] = msgspec.field(default_factory=dict)
     policy: FallbackPolicy | None = None
@@ -102,10 +103,6 @@ def register_out(r: CashRegister) -> RegisterOut:
     )
 
 
-def is_secret_field(name: str) -> bool:
-    return bool(SECRET_FIELD.search(name))
-
-
 def public_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Provider settings without secrets (for forms, logs, /health)."""
     return {k: ("" if is_secret_field(k) else v) for k, v in (settings or {}).items()}
@@ -133,8 +130,6 @@ async def _validate(
     for field, pid in (("primary_provider", data.primary_provider), ("backup_provider", data.backup_provider)):
         if pid and pid not in registry:
             errors[field] = f"Proveedor desconocido: {pid}."
-        if pid == "cash":
-            errors[field] = "El efectivo no es un proveedor de tarjeta."
     if data.backup_provider and data.backup_provider == data.primary_provider:
         errors["backup_provider"] = "El respaldo debe ser distinto del proveedor principal."
     if data.register_type == "VIRTUAL" and data.backup_provider:

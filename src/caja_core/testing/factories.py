@@ -9,7 +9,6 @@ import msgspec
 
 from ..catalog import service as catalog
 from ..db.engine import Database
-from ..default_plugins.cash import provider as cash_provider
 from ..fallback.policy import FallbackPolicy
 from ..jornadas import service as jornadas
 from ..providers import PaymentProvider, ProviderRegistry
@@ -39,7 +38,7 @@ class Setup(msgspec.Struct, kw_only=True):
 
 
 def make_registry(*providers: PaymentProvider) -> ProviderRegistry:
-    found: dict[str, PaymentProvider] = {"cash": cash_provider}
+    found: dict[str, PaymentProvider] = {}
     for p in providers or (FakeProvider("fake"), FakeProvider("fakebackup")):
         found[p.id] = p
     return ProviderRegistry(found)

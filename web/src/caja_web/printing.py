@@ -5,7 +5,6 @@ render; the rest of the web app calls ``after_sale`` / ``after_movement`` from o
 
 from __future__ import annotations
 
-import typing
 from typing import Annotated, Any
 
 import msgspec
@@ -24,11 +23,12 @@ from caja_core.printing.document import COLUMNS, Document
 from caja_core.printing.drivers import CODEPAGES
 from caja_core.printing.links import barcode_svg, qr_svg
 from caja_core.printing.service import STALE_AFTER_S
+from caja_core.providers import describe_settings
 from caja_core.registers import service as registers
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
 
-from .admin.forms import SETTING_LABELS, SettingField, _kind
+from .admin.forms import SettingField
 from .auth import ADMIN, CASHIER, FORM, SUPERVISOR, requires
 from .context import Web
 from .pos import cart as carts
@@ -58,16 +58,6 @@ FLAGS = (
     "open_drawer",
     "drawer_on_movements",
 )
-SETTING_LABELS_PRINTER = {
-    **SETTING_LABELS,
-    "host": "Dirección IP o nombre",
-    "port": "Puerto",
-    "path": "Dispositivo",
-    "baudrate": "Velocidad (baudios)",
-    "codepage": "Página de códigos",
-    "check_status": "Preguntar si tiene papel",
-    "timeout_s": "Espera máxima (s)",
-}
 
 
 def printing(web: Web) -> PrintService:
@@ -266,22 +256,19 @@ def printer_fields(web: Web, config: PrinterConfig) -> dict[str, list[SettingFie
     """The inputs of each printer's ``Settings``, filled from the register's configuration."""
     out: dict[str, list[SettingField]] = {}
     for printer in printing(web).printers.all():
-        hints = typing.get_type_hints(printer.Settings)
         stored = config.settings if config.printer == printer.id else {}
-        fields = []
         common = ("codepage", "check_status", "timeout_s")  # where the printer is comes first
-        for f in sorted(msgspec.structs.fields(printer.Settings), key=lambda f: f.name in common):
-            kind, options = _kind(hints.get(f.name, str))
-            default = None if f.default is msgspec.NODEFAULT else f.default
-            fields.append(
-                SettingField(
-                    name=f.name,
-                    label=SETTING_LABELS_PRINTER.get(f.name, f.name.replace("_", " ").capitalize()),
-                    kind=kind,
-                    options=options,
-                    value=stored.get(f.name, default),
-                )
+        fields = [
+            SettingField(
+                name=spec.name,
+                label=spec.title,
+                help=spec.description,
+                kind=spec.kind,
+                options=list(spec.options),
+                value=stored.get(spec.name, spec.default),
             )
+            for spec in sorted(describe_settings(printer.Settings), key=lambda spec: spec.name in common)
+        ]
         out[printer.id] = fields
     return out
 
@@ -340,13 +327,12 @@ def parse_printer_form(form: FormMultiDict, web: Web) -> dict[str, Any]:
     }
     if printer_id in printing(web).printers:
         printer = printing(web).printers.get(printer_id)
-        hints = typing.get_type_hints(printer.Settings)
-        for f in msgspec.structs.fields(printer.Settings):
-            key = f"settings.{printer_id}.{f.name}"
-            if _kind(hints.get(f.name, str))[0] == "checkbox":
-                raw["settings"][f.name] = form.get(key) is not None
+        for spec in describe_settings(printer.Settings):
+            key = f"settings.{printer_id}.{spec.name}"
+            if spec.kind == "checkbox":
+                raw["settings"][spec.name] = form.get(key) is not None
             elif get(key):
-                raw["settings"][f.name] = get(key)
+                raw["settings"][spec.name] = get(key)
     for n in range(MAX_COMANDAS):
         name, host = get(f"comandas.{n}.name"), get(f"comandas.{n}.host")
         categories = form.getall(f"comandas.{n}.categories", [])

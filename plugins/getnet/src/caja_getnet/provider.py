@@ -68,25 +68,41 @@ MAX_AMOUNT = 99_999_999
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=600)]
 
 
+def _t(title: str, description: str = "") -> msgspec.Meta:
+    """A settings field's label and help in the admin's form (Spanish)."""
+    return msgspec.Meta(title=title, description=description) if description else msgspec.Meta(title=title)
+
+
 class GetnetSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A register's GETNET settings. ``connection``: ``tcp`` (host + port of the terminal), ``serial`` (a
     serial port on the server itself) or ``agent`` (the terminal hangs off the register PC, reached through
     ``caja agent``)."""
 
-    connection: Literal["tcp", "serial", "agent"] = "tcp"
-    host: str = ""
-    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
-    serial_path: str = ""
-    receipt_timeout_s: PositiveSeconds = 3.0
-    sale_timeout_s: PositiveSeconds = 120.0
-    short_timeout_s: PositiveSeconds = 10.0
-    other_timeout_s: PositiveSeconds = 60.0
-    employee_id: Annotated[str, msgspec.Meta(max_length=9, pattern=r"^[0-9]*$")] = ""
-    print_on_pos: bool = True
-    send_messages: bool = True
-    max_message_bytes: Annotated[int, msgspec.Meta(ge=4096, le=16 << 20)] = 1 << 20
+    connection: Annotated[
+        Literal["tcp", "serial", "agent"],
+        _t(
+            "Conexión", "tcp: el terminal en la red; serial: un puerto serie de este servidor; agent: el PC de la caja."
+        ),
+    ] = "tcp"
+    host: Annotated[str, _t("Host del terminal", "Dirección IP o nombre del terminal (conexión tcp).")] = ""
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535), _t("Puerto", "Puerto TCP del terminal.")] = 0
+    serial_path: Annotated[str, _t("Puerto serie", "Ruta del puerto (conexión serial), p. ej. /dev/ttyACM0.")] = ""
+    receipt_timeout_s: Annotated[PositiveSeconds, _t("Espera del acuse de recibo (s)")] = 3.0
+    sale_timeout_s: Annotated[PositiveSeconds, _t("Espera de la venta (s)")] = 120.0
+    short_timeout_s: Annotated[PositiveSeconds, _t("Espera de comandos cortos (s)")] = 10.0
+    other_timeout_s: Annotated[PositiveSeconds, _t("Espera de otros comandos (s)")] = 60.0
+    employee_id: Annotated[str, msgspec.Meta(max_length=9, pattern=r"^[0-9]*$"), _t("Id. de empleado")] = ""
+    print_on_pos: Annotated[bool, _t("Imprimir en el terminal")] = True
+    send_messages: Annotated[bool, _t("Mostrar mensajes del terminal")] = True
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=4096, le=16 << 20), _t("Tamaño máximo de mensaje (bytes)")] = (
+        1 << 20
+    )
     # The terminal's clock runs in local time: its RealDate is read in this zone (the venue's).
-    terminal_timezone: Annotated[str, msgspec.Meta(max_length=64)] = "America/Santiago"
+    terminal_timezone: Annotated[
+        str,
+        msgspec.Meta(max_length=64),
+        _t("Zona horaria del terminal", "La hora del terminal se lee en esta zona (la del local)."),
+    ] = "America/Santiago"
 
     def __post_init__(self) -> None:
         if self.connection == "tcp" and (not self.host.strip() or not self.port):

@@ -22,7 +22,7 @@ import logging
 import re
 import secrets
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 import msgspec
@@ -55,29 +55,40 @@ PAID_STATUSES = {"completed", "paid", "approved", "success"}
 FAILED_STATUSES = {"rejected", "failed", "cancelled", "canceled", "expired", "reversed", "nullified"}
 
 
+def _t(title: str, description: str = "") -> msgspec.Meta:
+    """A settings field's label and help in the admin's form (Spanish)."""
+    return msgspec.Meta(title=title, description=description) if description else msgspec.Meta(title=title)
+
+
 class KlapSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A register's KLAP settings. Fields ending in ``_key`` / ``_secret`` are secrets: forms never render
     them back and ``repr`` never shows them."""
 
-    mode: Literal["manual", "checkout"] = "manual"
+    mode: Annotated[
+        Literal["manual", "checkout"],
+        _t("Modo", "manual: el cajero cobra en el celular y confirma; checkout: pago en línea por la API de KLAP."),
+    ] = "manual"
     #: Credit sales below this amount are refused by KLAP (CLP 1 000).
-    min_credit_amount: int = 1000
+    min_credit_amount: Annotated[int, _t("Monto mínimo con crédito (CLP)")] = 1000
     # -- checkout mode ---------------------------------------------------------------------------
     #: e.g. ``https://api.pasarela.multicaja.cl/payment-gateway/v1`` (``/orders`` is appended).
-    api_base_url: str = ""
-    api_key: str = ""
+    api_base_url: Annotated[str, _t("URL de la API", "Solo modo checkout.")] = ""
+    api_key: Annotated[str, _t("Clave de la API")] = ""
     #: How a webhook proves it comes from KLAP: ``hashed_api_key`` (the header carries
     #: sha256(reference_id + order_id + api_key), KLAP's scheme) or ``shared_secret`` (the header carries
     #: ``webhook_secret`` verbatim).
-    webhook_auth: Literal["hashed_api_key", "shared_secret"] = "hashed_api_key"
-    webhook_auth_header: str = "apikey"
-    webhook_secret: str = ""
+    webhook_auth: Annotated[
+        Literal["hashed_api_key", "shared_secret"],
+        _t("Autenticación del webhook", "hashed_api_key: el esquema de KLAP; shared_secret: un secreto fijo."),
+    ] = "hashed_api_key"
+    webhook_auth_header: Annotated[str, _t("Cabecera de autenticación")] = "apikey"
+    webhook_secret: Annotated[str, _t("Secreto del webhook")] = ""
     #: Public URL of this server's ``/webhooks/klap`` (given to KLAP with each order).
-    webhook_url: str = ""
+    webhook_url: Annotated[str, _t("URL pública del webhook", "La dirección de /webhooks/klap de este servidor.")] = ""
     #: Where KLAP sends the customer after paying / cancelling (optional).
-    return_url: str = ""
-    cancel_url: str = ""
-    request_timeout_s: float = 10.0
+    return_url: Annotated[str, _t("URL de retorno")] = ""
+    cancel_url: Annotated[str, _t("URL de cancelación")] = ""
+    request_timeout_s: Annotated[float, _t("Espera de la API (s)")] = 10.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_credit_amount <= MAX_AMOUNT:

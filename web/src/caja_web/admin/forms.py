@@ -3,7 +3,6 @@ from each provider plugin's ``Settings`` Struct, secrets write-only)."""
 
 from __future__ import annotations
 
-import typing
 from typing import Any
 
 import msgspec
@@ -11,8 +10,8 @@ from litestar.datastructures import FormMultiDict
 
 from caja_core.errors import ValidationFailed
 from caja_core.fallback.policy import FallbackPolicy
-from caja_core.providers import ProviderRegistry
-from caja_core.registers.service import RegisterInput, RegisterOut, is_secret_field
+from caja_core.providers import ProviderRegistry, describe_settings, is_secret_field
+from caja_core.registers.service import RegisterInput
 
 POLICY_LABELS = {
     "enabled": "Respaldo habilitado",
@@ -35,87 +34,37 @@ TRIGGER_LABELS = {
 OFFLINE_LABELS = {"cash": "Efectivo", "backup": "Respaldo (celular)", "card": "Tarjeta"}
 
 
-#: Spanish labels of the provider settings fields the bundled plugins declare (others: the field's name).
-SETTING_LABELS = {
-    "connection": "Conexión",
-    "host": "Host del terminal",
-    "port": "Puerto",
-    "serial_path": "Puerto serie",
-    "receipt_timeout_s": "Espera del acuse de recibo (s)",
-    "sale_timeout_s": "Espera de la venta (s)",
-    "short_timeout_s": "Espera de comandos cortos (s)",
-    "other_timeout_s": "Espera de otros comandos (s)",
-    "employee_id": "Id. de empleado",
-    "print_on_pos": "Imprimir en el terminal",
-    "send_messages": "Mostrar mensajes del terminal",
-    "max_message_bytes": "Tamaño máximo de mensaje (bytes)",
-    "mode": "Modo",
-    "min_credit_amount": "Monto mínimo con crédito (CLP)",
-    "api_base_url": "URL de la API",
-    "api_key": "Clave de la API",
-    "webhook_auth": "Autenticación del webhook",
-    "webhook_auth_header": "Cabecera de autenticación",
-    "webhook_secret": "Secreto del webhook",
-    "webhook_url": "URL pública del webhook",
-    "return_url": "URL de retorno",
-    "cancel_url": "URL de cancelación",
-    "request_timeout_s": "Espera de la API (s)",
-    "device": "Dispositivo",
-    "timeout_s": "Espera (s)",
-}
-
-
 class SettingField(msgspec.Struct, kw_only=True):
-    """One input of a provider's settings form."""
+    """One input of a provider's settings form: the plugin's title and help, the stored value."""
 
     name: str
     label: str
+    help: str = ""
     kind: str  # text / number / checkbox / select / password
     value: Any = None
     options: list[str] = msgspec.field(default_factory=list)
     secret_set: bool = False
 
 
-def _kind(annotation: Any) -> tuple[str, list[str]]:
-    origin = typing.get_origin(annotation)
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if origin is typing.Literal:
-        return "select", [str(a) for a in typing.get_args(annotation)]
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
-        return _kind(args[0])
-    if annotation is bool:
-        return "checkbox", []
-    if annotation in (int, float):
-        return "number", []
-    return "text", []
-
-
-def settings_fields(registry: ProviderRegistry, register: RegisterOut | None) -> dict[str, list[SettingField]]:
-    """For every card provider: the inputs of its Settings Struct, filled from the register (secrets never)."""
+def settings_fields(registry: ProviderRegistry, stored: dict[str, dict[str, Any]]) -> dict[str, list[SettingField]]:
+    """For every provider: the inputs of its Settings Struct with the plugin's labels (``msgspec.Meta(title=…,
+    description=…)``), filled from ``stored`` (a register's settings, or a new register's defaults; secrets
+    never)."""
     out: dict[str, list[SettingField]] = {}
     for provider in registry.all():
-        if provider.id == "cash":
-            continue
-        stored = (register.provider_settings.get(provider.id) or {}) if register else {}
-        hints = typing.get_type_hints(provider.Settings)
-        fields = []
-        for f in msgspec.structs.fields(provider.Settings):
-            kind, options = _kind(hints.get(f.name, str))
-            default = None if f.default is msgspec.NODEFAULT else f.default
-            value = stored.get(f.name, default)
-            secret = is_secret_field(f.name)
-            label = SETTING_LABELS.get(f.name, f.name.replace("_", " ").capitalize())
-            fields.append(
-                SettingField(
-                    name=f.name,
-                    label=label,
-                    kind="password" if secret else kind,
-                    options=options,
-                    value=None if secret else value,
-                    secret_set=secret and bool(stored.get(f.name)),
-                )
+        values = stored.get(provider.id) or {}
+        out[provider.id] = [
+            SettingField(
+                name=spec.name,
+                label=spec.title,
+                help=spec.description,
+                kind=spec.kind,
+                options=list(spec.options),
+                value=None if spec.secret else values.get(spec.name, spec.default),
+                secret_set=spec.secret and bool(values.get(spec.name)),
             )
-        out[provider.id] = fields
+            for spec in describe_settings(provider.Settings)
+        ]
     return out
 
 
@@ -149,20 +98,16 @@ def register_input(form: FormMultiDict, registry: ProviderRegistry) -> RegisterI
             policy_raw[name] = int(value)
     settings: dict[str, dict[str, Any]] = {}
     for provider in registry.all():
-        if provider.id == "cash":
-            continue
-        hints = typing.get_type_hints(provider.Settings)
         raw: dict[str, Any] = {}
-        for f in msgspec.structs.fields(provider.Settings):
-            key = f"settings.{provider.id}.{f.name}"
-            kind, _ = _kind(hints.get(f.name, str))
-            if kind == "checkbox":
-                raw[f.name] = form.get(key) is not None
+        for spec in describe_settings(provider.Settings):
+            key = f"settings.{provider.id}.{spec.name}"
+            if spec.kind == "checkbox":
+                raw[spec.name] = form.get(key) is not None
             elif form.get(key) is not None:
                 value = get(key)
-                if value == "" and f.default is not msgspec.NODEFAULT and not is_secret_field(f.name):
+                if value == "" and not spec.required and not spec.secret:
                     continue
-                raw[f.name] = value
+                raw[spec.name] = value
         settings[provider.id] = raw
     try:
         policy = msgspec.convert(policy_raw, FallbackPolicy, strict=False)

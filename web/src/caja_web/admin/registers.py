@@ -15,6 +15,7 @@ from caja_core.fallback.policy import default_policy
 from caja_core.jornadas import service as jornadas
 from caja_core.payments import breaker as breakers
 from caja_core.payments import terminal_test
+from caja_core.providers import ProviderRegistry
 from caja_core.registers import service as registers
 from caja_core.sessions import service as sessions
 
@@ -24,11 +25,18 @@ from . import forms
 TEST_TIMEOUT_S = 10.0
 
 
-def register_values(register: registers.RegisterOut | None) -> dict[str, Any]:
-    """The form's initial values: the register's, or the seed's defaults for a new one."""
+def register_values(register: registers.RegisterOut | None, registry: ProviderRegistry) -> dict[str, Any]:
+    """The form's initial values: the register's, or for a new one what the installed plugins propose."""
     base: registers.RegisterInput | registers.RegisterOut
     if register is None:
-        base = registers.RegisterInput(code="", name="")
+        defaults = registry.defaults_for("HUMANA")
+        base = registers.RegisterInput(
+            code="",
+            name="",
+            primary_provider=defaults.primary_provider,
+            backup_provider=defaults.backup_provider,
+            provider_settings=defaults.provider_settings,
+        )
         policy = default_policy(base.register_type)
         devices: dict[str, Any] = {}
     else:
@@ -64,9 +72,12 @@ async def form_context(web: Web, register_id: int | None = None, values: dict | 
     register = await web.call(registers.get_register, web.venue_id, register_id) if register_id else None
     return {
         "register": register,
-        "values": values if values is not None else register_values(register),
-        "providers": [p for p in web.registry.all() if p.id != "cash"],
-        "settings_fields": forms.settings_fields(web.registry, register),
+        "values": values if values is not None else register_values(register, web.registry),
+        "providers": web.registry.all(),
+        "settings_fields": forms.settings_fields(
+            web.registry,
+            register.provider_settings if register else web.registry.defaults_for("HUMANA").provider_settings,
+        ),
         "categories": await web.call(catalog.list_categories, web.venue_id),
         "types": registers.REGISTER_TYPE_LABELS,
         "statuses": registers.STATUS_LABELS,
