@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import enum
 import inspect
+import typing
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
+import msgspec.inspect as mi
 
 from .carddata import scrub_text
 from .errors import PluginError, ValidationFailed
@@ -420,8 +422,6 @@ def is_secret_field(name: str) -> bool:
 
 
 def _kind_of(t: Any) -> tuple[str, tuple[str, ...]]:
-    import msgspec.inspect as mi
-
     if isinstance(t, mi.Metadata):
         return _kind_of(t.type)
     if isinstance(t, mi.LiteralType):
@@ -440,10 +440,6 @@ def _kind_of(t: Any) -> tuple[str, tuple[str, ...]]:
 
 def describe_settings(settings_cls: type[msgspec.Struct]) -> list[SettingSpec]:
     """The fields of a provider's (or printer's) ``Settings`` Struct, with the plugin's titles and help."""
-    import msgspec.inspect as mi
-
-    import typing
-
     info = mi.type_info(settings_cls)
     assert isinstance(info, mi.StructType)
     hints = typing.get_type_hints(settings_cls)
