@@ -9,7 +9,7 @@ from caja_core.registers import service as registers
 from caja_core.registers.models import BackupPhone
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
-from caja_core.testing.factories import make_registry, make_setup
+from caja_core.testing.factories import make_setup
 
 from .conftest import cash_sale, count_rows, open_session
 
@@ -280,7 +280,3 @@ async def test_twenty_concurrent_submits_of_one_sale_make_one_sale(pg_db):
     results = await asyncio.gather(*(submit() for _ in range(20)))
     assert len({r.id for r in results}) == 1 and results[0].total == 10500
     assert await count_rows(pg_db, "sales") == 1 and await count_rows(pg_db, "sale_items") == 1
-
-
-async def test_registry_helper_has_cash():
-    assert "cash" in make_registry()
