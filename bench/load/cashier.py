@@ -1,6 +1,11 @@
 """A cashier, driving the real POS pages over HTTP the way the browser does: the same form posts and HTMX
 requests (``HX-Request: true``, CSRF header), the payment-progress partial polled every second.
 
+Each cashier sells only in a drawer they hold: the first cashier of a register opens its session; a relief
+cashier takes the drawer over during the night with a handover (the outgoing cashier finishes the sale at hand
+and steps away; the relief counts the drawer blind by denomination and the supervisor types her PIN on the
+relief's screen), and from then on sells in it and closes it.
+
 Every request goes to the cashier's usual app instance; when that instance does not answer (it was killed),
 the request is not blindly repeated: the cashier looks at the screen again (reloads the sale, the list of
 movements) on the other instance and carries on from what it shows, as a person would."""
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from .stack import SUPERVISOR, Instance, Register, Terminal, Venue, control
+from .stack import SUPERVISOR, SUPERVISOR_PIN, Instance, Register, Terminal, Venue, control
 
 SALE_LINK = re.compile(r"/caja/venta/(\d+)/")
 TOTAL = re.compile(r'id="sale-total">\$([\d.]+)<')
@@ -34,8 +39,21 @@ class SaleSeen:
     sale_id: int
     total: int
     register_code: str
+    cashier_id: int  # who rang it up
     outcome: str = "pending"  # cash / card / backup / cancelled / pending
     busy: int = 0
+
+
+@dataclass
+class HandoverSeen:
+    """A handover as the relief cashier saw it confirmed on screen."""
+
+    register_code: str
+    from_id: int
+    to_id: int
+    counted: int
+    #: Cash the outgoing cashier kept before handing over (the drawer is that much short).
+    pocketed: int
 
 
 @dataclass
@@ -48,6 +66,8 @@ class Stats:
     sales: list[SaleSeen] = field(default_factory=list)
     movements: list[tuple[str, str, int, str]] = field(default_factory=list)  # (register, kind, amount, reason)
     closes: list[tuple[str, str, int]] = field(default_factory=list)  # (register, how, counted)
+    close_short: dict[int, int] = field(default_factory=dict)  # closing cashier → how much they miscounted
+    handovers: list[HandoverSeen] = field(default_factory=list)
     refusals: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     kills: list[tuple[float, str]] = field(default_factory=list)
@@ -139,15 +159,20 @@ def denominations(amount: int) -> dict[str, str]:
 
 @dataclass
 class RegisterBook:
-    """What the cashiers of one register know about its drawer (for the blind count)."""
+    """What the cashiers of one register know about its drawer (for the blind counts) and who holds it."""
 
     register: Register
     initial_cash: int = 20000
-    cash: int = 20000
+    cash: int = 20000  # what is physically in the drawer
     opened: asyncio.Event = field(default_factory=asyncio.Event)
-    done_selling: int = 0
-    selling_changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    holder: Cashier | None = None
+    #: The relief asks; the holder finishes the sale at hand and steps away; the relief then counts.
+    relief_waiting: asyncio.Event = field(default_factory=asyncio.Event)
+    stepped_away: asyncio.Event = field(default_factory=asyncio.Event)
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    selling_over: bool = False
     movement_seq: int = 0
+    handovers: int = 0
     miscount: int = 0
 
 
@@ -163,11 +188,13 @@ class Cashier:
         stats: Stats,
         rng: random.Random,
         auth_codes,
+        relieve_at: float = 0.0,
     ) -> None:
         self.n = n
         self.user_id = user_id
         self.book = book
         self.opener = opener
+        self.relieve_at = relieve_at  # for a relief: when (monotonic) they arrive to take the drawer over
         self.venue = venue
         self.stats = stats
         self.rng = rng
@@ -194,33 +221,93 @@ class Cashier:
         if r.status_code != 303:
             raise RuntimeError(f"cashier {self.n} login refused: {r.status_code} {r.text[:200]}")
 
-    async def open_or_join(self) -> None:
+    async def open_drawer(self) -> None:
+        """The register's first cashier opens its session, counting the initial cash by denomination."""
         b, reg = self.browser, self.book.register
-        if self.opener:
-            await b.until_answered("GET", f"/caja/session/open?register_id={reg.id}", kind="page")
-            form = {"register_id": str(reg.id), "open_key": f"carga-{reg.code}"} | denominations(self.book.initial_cash)
-            r = await b.until_answered("POST", "/caja/session/open", form, kind="open")
-            if r.status_code != 303:
-                raise RuntimeError(f"{reg.code}: open refused: {r.status_code} {r.text[:300]}")
-            self.book.opened.set()
-        else:
-            await self.book.opened.wait()
-            r = await b.until_answered("POST", "/caja/session/resume", {"register_id": str(reg.id)}, kind="open")
-            if r.status_code != 303:
-                raise RuntimeError(f"{reg.code}: resume refused: {r.status_code} {r.text[:300]}")
+        await b.until_answered("GET", f"/caja/session/open?register_id={reg.id}", kind="page")
+        form = {"register_id": str(reg.id), "open_key": f"carga-{reg.code}"} | denominations(self.book.initial_cash)
+        r = await b.until_answered("POST", "/caja/session/open", form, kind="open")
+        if r.status_code != 303:
+            raise RuntimeError(f"{reg.code}: open refused: {r.status_code} {r.text[:300]}")
+        self.book.holder = self
+        self.book.opened.set()
         await b.until_answered("GET", "/caja/venta", kind="page")
 
-    # ---- selling -----------------------------------------------------------------------------------------
+    # ---- the night -----------------------------------------------------------------------------------------
+    async def night(self, until: float) -> None:
+        """An opener sells from the start; a relief arrives at their moment, takes the drawer over, then sells."""
+        if not self.opener:
+            await asyncio.sleep(max(0.0, self.relieve_at - time.monotonic()))
+            async with self.book.turn:  # reliefs of one register take over in order
+                if not await self.take_over(until):
+                    return
+        await self.work(until)
+
     async def work(self, until: float) -> None:
-        while time.monotonic() < until:
-            if self.rng.random() < 0.05:
+        book = self.book
+        while time.monotonic() < until and not book.relief_waiting.is_set():
+            if self.rng.random() < 0.08:
                 await self.cash_movement()
             else:
                 await self.sell()
             await self.think(0.5, 2.0)
-        async with self.book.selling_changed:
-            self.book.done_selling += 1
-            self.book.selling_changed.notify_all()
+        if book.relief_waiting.is_set():
+            # Handing over: the sale at hand is finished; one outgoing cashier in three keeps $2.000.
+            book.relief_waiting.clear()
+            book.stepped_away.set()
+        else:
+            book.selling_over = True
+
+    async def take_over(self, until: float, deadline_s: float = 150) -> bool:
+        """Relieve the holder: wait for them to step away, count the drawer blind by denomination, the
+        supervisor types her PIN. Retries while a payment of the drawer is still being resolved."""
+        b, book, reg = self.browser, self.book, self.book.register
+        await book.opened.wait()
+        if book.selling_over or time.monotonic() >= until:
+            return False  # the night is over at this register: nothing to take over
+        book.relief_waiting.set()
+        await book.stepped_away.wait()
+        book.stepped_away.clear()
+        outgoing = book.holder
+        assert outgoing is not None
+        book.handovers += 1
+        pocketed = 2000 if book.handovers % 3 == 1 and reg.code[-1] in "13579" else 0
+        book.cash -= pocketed
+        counted = book.cash
+        form = {
+            "register_id": str(reg.id),
+            "note": "Cambio de turno",
+            "supervisor_code": SUPERVISOR_PIN,
+        } | denominations(counted)
+        await b.until_answered("GET", f"/caja/session/relevo?register_id={reg.id}", kind="page")
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            try:
+                r = await b.request("POST", "/caja/session/relevo", form, kind="handover")
+            except Lost:
+                await asyncio.sleep(0.5)
+                continue  # repeated: a handover that did land answers "ya tiene esta caja"
+            if r.status_code == 200 and 'id="takeover-result"' in r.text:
+                break
+            if r.status_code == 409 and "ya tiene esta caja" in r.text:
+                # The first try landed on an instance that died before answering: go on in the drawer.
+                r = await b.until_answered("POST", "/caja/session/resume", {"register_id": str(reg.id)}, kind="open")
+                if r.status_code == 303:
+                    break
+            if "pagos sin resolver" in r.text:
+                self.stats.refused("handover: unresolved payments (waited)")
+                await asyncio.sleep(2)
+                continue
+            self.stats.problems.append(f"{reg.code}: handover refused {r.status_code}: {r.text[:300]!r}")
+            await asyncio.sleep(2)
+        else:
+            self.stats.problems.append(f"{reg.code}: handover not done after {deadline_s} s")
+            book.holder = outgoing
+            return False
+        self.stats.handovers.append(HandoverSeen(reg.code, outgoing.user_id, self.user_id, counted, pocketed))
+        book.holder = self
+        await b.until_answered("GET", "/caja/venta", kind="page")
+        return True
 
     async def sell(self) -> None:
         b = self.browser
@@ -243,6 +330,7 @@ class Cashier:
             sale_id=int(found.group(1)),
             total=int(total.group(1).replace(".", "")),
             register_code=self.book.register.code,
+            cashier_id=self.user_id,
         )
         self.stats.sales.append(sale)
         await self.think()
@@ -393,19 +481,20 @@ class Cashier:
     async def cash_movement(self) -> None:
         b, book = self.browser, self.book
         book.movement_seq += 1
+        form = {}
         if book.cash > 40000 and self.rng.random() < 0.6:
-            kind, amount = "out", 20000
+            # Everything above $20.000 of change goes to the safe: up to the venue's limit ($20.000) the cashier
+            # takes it out alone; above it, the supervisor types her PIN on the cashier's screen.
+            kind, amount = "out", (book.cash - 20000) // 5000 * 5000
+            if amount > 20000:
+                form["supervisor_code"] = SUPERVISOR_PIN
         else:
             kind, amount = "in", 5000
         reason = f"{'Retiro a bóveda' if kind == 'out' else 'Sencillo'} {book.register.code}-{book.movement_seq}"
+        form |= {"kind": kind, "amount": str(amount), "reason": reason}
         for _ in range(20):
             try:
-                r = await b.request(
-                    "POST",
-                    "/caja/movimientos",
-                    {"kind": kind, "amount": str(amount), "reason": reason},
-                    kind="movement",
-                )
+                r = await b.request("POST", "/caja/movimientos", form, kind="movement")
                 if r.status_code == 303:
                     break
                 self.stats.refused(f"movement {r.status_code}")
@@ -421,14 +510,13 @@ class Cashier:
         self.stats.movements.append((book.register.code, kind, amount, reason))
 
     # ---- end of the night ----------------------------------------------------------------------------------
-    async def close_session(self, partners: int, deadline_s: float = 150) -> None:
-        """Blind close by denomination, once every cashier of the register stopped selling. Retries while the
-        server refuses because a payment is still being resolved; a difference goes to the supervisor."""
-        async with self.book.selling_changed:
-            await self.book.selling_changed.wait_for(lambda: self.book.done_selling >= partners)
+    async def close_session(self, deadline_s: float = 150) -> None:
+        """Blind close by denomination by the drawer's holder, once selling is over. Retries while the server
+        refuses because a payment is still being resolved; a difference goes to the supervisor (her PIN)."""
         b, book = self.browser, self.book
         await b.until_answered("GET", "/caja/session/close", kind="page")
         counted = book.cash - book.miscount
+        self.stats.close_short[self.user_id] = self.stats.close_short.get(self.user_id, 0) + book.miscount
         form = denominations(counted) | {"note": ""}
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
@@ -440,11 +528,7 @@ class Cashier:
                 r = await b.until_answered(
                     "POST",
                     "/caja/session/close/aprobar",
-                    {
-                        "username": SUPERVISOR[0],
-                        "password": SUPERVISOR[1],
-                        "note": "Diferencia revisada con la supervisora",
-                    },
+                    {"supervisor_code": SUPERVISOR_PIN, "note": "Diferencia revisada con la supervisora"},
                     kind="close_approve",
                 )
                 if r.status_code == 200 and "Caja cerrada" in r.text:

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from caja_core.db import Database
 from caja_core.money import format_clp
 from caja_core.payments import lifecycle
+from caja_core.permissions.service import get_controls
 from caja_core.reports.service import jornada_report
 
 from .cashier import Stats
@@ -269,7 +270,118 @@ async def check_all(db: Database, venue: Venue, terminals: list[Terminal], stats
         f" incomplete {incomplete[:5]}; report lists {len(report.fallback_events)} of {len(events)}",
     )
 
-    # 8. No server error (no 5xx) on any page the cashiers used.
+    # 8. Every sale is the drawer holder's: each sale is attributed to the cashier who rang it up; in a session
+    #    with a handover no sale of the outgoing cashier comes after it and none of the relief before it; each
+    #    handover a relief saw confirmed is recorded with their blind count, the cash the outgoing cashier kept
+    #    as that cashier's difference, and the supervisor's authorization (one used grant naming both people).
+    cashier_of = {
+        r.id: r.cashier_id
+        for r in await rows(db, "SELECT id, cashier_id FROM sales WHERE venue_id = :v", v=venue.venue_id)
+    }
+    misattributed = [s.sale_id for s in stats.sales if cashier_of.get(s.sale_id) != s.cashier_id]
+    handovers = await rows(
+        db,
+        "SELECT h.id, h.session_id, h.from_user_id, h.to_user_id, h.authorized_by, h.counted_cash, h.expected_cash, "
+        "h.difference, h.created_at, r.code FROM session_handovers h JOIN cash_sessions c ON c.id = h.session_id "
+        "JOIN cash_registers r ON r.id = c.register_id WHERE h.venue_id = :v ORDER BY h.id",
+        v=venue.venue_id,
+    )
+    out_of_turn = await rows(
+        db,
+        """SELECT s.id FROM sales s JOIN session_handovers h ON h.session_id = s.session_id
+           WHERE (s.cashier_id = h.from_user_id AND s.created_at > h.created_at
+                  AND NOT EXISTS (SELECT 1 FROM session_handovers e WHERE e.session_id = h.session_id
+                                  AND e.to_user_id = h.from_user_id AND e.created_at > h.created_at))
+              OR (s.cashier_id = h.to_user_id AND s.created_at < h.created_at)""",
+    )
+    recorded = Counter((h.code, h.from_user_id, h.to_user_id, h.counted_cash, -h.difference) for h in handovers)
+    seen = Counter((h.register_code, h.from_id, h.to_id, h.counted, h.pocketed) for h in stats.handovers)
+    grants = await rows(
+        db,
+        "SELECT session_id, requested_by, authorized_by FROM authorizations WHERE venue_id = :v "
+        "AND action = 'take_over' AND used_at IS NOT NULL",
+        v=venue.venue_id,
+    )
+    unauthorized = [
+        h.id
+        for h in handovers
+        if h.authorized_by != venue.supervisor_id
+        or (h.session_id, h.to_user_id, venue.supervisor_id) not in {tuple(g) for g in grants}
+    ]
+    events = await rows(
+        db,
+        "SELECT payload FROM audit_events WHERE venue_id = :v AND action = 'authorization.granted'",
+        v=venue.venue_id,
+    )
+    ok = (
+        not misattributed
+        and not out_of_turn
+        and recorded == seen
+        and not unauthorized
+        and len(grants) == len(handovers)
+    )
+    add(
+        "every sale is the drawer holder's",
+        ok,
+        f"{len(stats.sales)} sales attributed to who rang them; {len(handovers)} handovers recorded as counted "
+        f"({sum(1 for h in stats.handovers if h.pocketed)} with the outgoing cashier's shortage as their difference),"
+        f" each with one used supervisor authorization; {len(events)} authorizations audited"
+        if ok
+        else f"sales of another cashier {misattributed[:10]}; sales out of turn {[r.id for r in out_of_turn][:10]}; "
+        f"handovers db-only {list((recorded - seen).items())[:5]}, seen-only {list((seen - recorded).items())[:5]}; "
+        f"without a supervisor's authorization {unauthorized[:5]} ({len(grants)} grants used)",
+    )
+
+    # 9. The owner's per-cashier summary (jornada report) = SQL over the sales by who rang them; each person's
+    #     difference is what they caused (cash kept before a handover, a miscount at the close); cash-outs
+    #     above the venue's limit carry the supervisor's authorization.
+    per_cashier_sql = {
+        r.cashier_id: (r.n, r.total, r.cash)
+        for r in await rows(
+            db,
+            "SELECT cashier_id, count(*) AS n, sum(total) AS total, "
+            "coalesce(sum(total) FILTER (WHERE payment_method = 'cash'), 0) AS cash FROM sales "
+            "WHERE jornada_id = :j AND status = 'paid' AND NOT no_revenue GROUP BY cashier_id",
+            j=venue.jornada_id,
+        )
+    }
+    lines = {c.user_id: c for c in report.controls.cashiers}
+    per_cashier_report = {u: (c.sales_count, c.sales_total, c.cash_total) for u, c in lines.items() if c.sales_count}
+    caused: Counter = Counter()
+    for h in stats.handovers:
+        caused[h.from_id] -= h.pocketed
+    for user_id, short in stats.close_short.items():
+        caused[user_id] -= short
+    differences = {u: c.difference for u, c in lines.items() if c.difference}
+    async with db.reader() as s:
+        limit = (await get_controls(s, venue.venue_id)).cash_out_limit
+    big_outs = await rows(
+        db,
+        "SELECT m.id, m.authorized_by FROM cash_movements m JOIN users u ON u.id = m.user_id "
+        "WHERE m.venue_id = :v AND m.kind = 'out' AND m.amount > :limit AND u.role = 'cashier'",
+        v=venue.venue_id,
+        limit=limit,
+    )
+    unauthorized_outs = [r.id for r in big_outs if r.authorized_by != venue.supervisor_id]
+    ok = (
+        per_cashier_report == per_cashier_sql
+        and differences == {u: d for u, d in caused.items() if d}
+        and not unauthorized_outs
+        and sum(c.difference for c in lines.values()) == report.differences_total
+    )
+    add(
+        "per-cashier summary = their sales and differences",
+        ok,
+        f"{len(per_cashier_sql)} cashiers: sales, totals and cash by who rang them match the rows; differences "
+        f"{', '.join(format_clp(d) for d in sorted(differences.values())) or 'none'} each on the person who caused "
+        f"it; {len(big_outs)} cash-outs over the limit, all authorized by the supervisor"
+        if ok
+        else f"report {sorted(per_cashier_report.items())[:5]} vs sql {sorted(per_cashier_sql.items())[:5]}; "
+        f"differences {differences} vs caused {dict(caused)}; sum {sum(c.difference for c in lines.values())} vs "
+        f"{report.differences_total}; unauthorized cash-outs {unauthorized_outs[:5]}",
+    )
+
+    # 10. No server error (no 5xx) on any page the cashiers used.
     add(
         "no server error",
         not stats.server_errors,

@@ -1,5 +1,6 @@
-"""One load run: build the stack, let the cashiers work for the duration (killing and restarting an instance
-at random moments when asked), close every session and the jornada, check the invariants, report."""
+"""One load run: build the stack, let the cashiers work for the duration (each in a drawer they hold; relief
+cashiers take drawers over mid-night; killing and restarting an instance at random moments when asked), close
+every session and the jornada, check the invariants, report."""
 
 from __future__ import annotations
 
@@ -30,8 +31,11 @@ from .stack import (
 
 @dataclass
 class LoadConfig:
-    cashiers: int = 50
-    registers: int = 25
+    #: People: the first ``registers`` open a register each, the others relieve them during the night.
+    cashiers: int = 60
+    registers: int = 50
+    #: Card terminals: a counter's registers share one (``registers`` / ``terminals`` per terminal).
+    terminals: int = 25
     duration_s: float = 300.0
     instances: int = 2
     kill: bool = False
@@ -79,16 +83,18 @@ class LoadResult:
         out = self.outcome_counts()
         paid = out["cash"] + out["card"] + out["backup"]
         lines = [
-            f"caja load: {c.cashiers} cashiers on {c.registers} registers, {c.instances} instances, "
-            f"{c.duration_s:.0f} s of selling{' with kill -9 campaign' if c.kill else ''}",
+            f"caja load: {c.cashiers} cashiers on {c.registers} registers sharing {c.terminals} terminals, "
+            f"{c.instances} instances, {c.duration_s:.0f} s of selling{' with kill -9 campaign' if c.kill else ''}",
             f"  terminals: {', '.join(f'{k} {v}' for k, v in sorted(self.profiles.items()))}",
             f"  sales: {len(st.sales)} created, {paid} paid ({paid / max(self.selling_s, 1) * 60:.0f}/min): cash "
             f"{out['cash']}, card on GETNET {out['card']}, KLAP backup {out['backup']}; cancelled {out['cancelled']}; "
             f"left pending {out['pending']}",
             f"  payment attempts: {', '.join(f'{k} {v}' for k, v in sorted(self.attempts.items()))}",
-            f"  reconciled with the terminal: {self.reconciled} attempts; 'terminal busy' shown (the register's "
-            f"other cashier was charging on it) {sum(x.busy for x in st.sales)}",
-            f"  cash movements {len(st.movements)}; closes: {dict(Counter(h for _, h, _ in st.closes))}",
+            f"  reconciled with the terminal: {self.reconciled} attempts; 'terminal busy' shown (another register "
+            f"on the same terminal was charging on it) {sum(x.busy for x in st.sales)}",
+            f"  handovers {len(st.handovers)} ({sum(1 for h in st.handovers if h.pocketed)} with cash kept by the "
+            f"outgoing cashier); cash movements {len(st.movements)}; closes: "
+            f"{dict(Counter(h for _, h, _ in st.closes))}",
             f"  refusals shown to cashiers: {dict(sorted(st.refusals.items()))}",
             f"  requests {st.requests} ({st.requests / max(self.elapsed_s, 1):.0f}/s); no answer {st.lost}; "
             f"statuses {dict(sorted(st.statuses.items()))}",
@@ -103,6 +109,7 @@ class LoadResult:
                         "backup_confirm",
                         "cancel",
                         "movement",
+                        "handover",
                         "next",
                     )
                 ),
@@ -147,7 +154,9 @@ async def run_load(config: LoadConfig) -> LoadResult:
     rng = random.Random(config.seed)
     logs = run_dir()
     scratch = ScratchDatabase(keep=config.keep_db)
-    terminals = Terminals(config.registers, config.step_delay_s, config.seed, logs)
+    if not 1 <= config.terminals <= config.registers <= config.cashiers:
+        raise ValueError("need 1 <= terminals <= registers <= cashiers")
+    terminals = Terminals(config.terminals, config.step_delay_s, config.seed, logs)
     instances: list[Instance] = []
     stats = Stats()
     cashiers: list[Cashier] = []
@@ -155,7 +164,7 @@ async def run_load(config: LoadConfig) -> LoadResult:
         db = await scratch.create()
         sims = terminals.start()
         await apply_profiles(sims, config.seed)
-        venue = await seed(db, sims, config.cashiers)
+        venue = await seed(db, sims, config.cashiers, config.registers)
         for n in range(config.instances):
             name = "ab"[n] if n < 2 else str(n)
             instances.append(
@@ -176,33 +185,54 @@ async def run_load(config: LoadConfig) -> LoadResult:
         )
         auth_codes = (f"K{n:05d}" for n in itertools.count(1))
         books = []
+        reliefs: list[tuple[RegisterBook, int, int]] = []  # (book, cashier, turn)
         for i, reg in enumerate(venue.registers):
             book = RegisterBook(register=reg, miscount=5000 if i % 5 == 4 else 0)
             books.append(book)
-            for j, user_id in enumerate(reg.cashier_ids):
-                cashiers.append(
-                    Cashier(
-                        len(cashiers),
-                        user_id,
-                        book,
-                        j == 0,
-                        venue,
-                        instances,
-                        stats,
-                        random.Random(rng.random()),
-                        auth_codes,
-                    )
+            reliefs += [(book, user_id, turn) for turn, user_id in enumerate(reg.cashier_ids[1:], start=1)]
+        for book in books:
+            cashiers.append(
+                Cashier(
+                    len(cashiers),
+                    book.register.cashier_ids[0],
+                    book,
+                    True,
+                    venue,
+                    instances,
+                    stats,
+                    random.Random(rng.random()),
+                    auth_codes,
                 )
+            )
+        for book, user_id, _turn in reliefs:
+            cashiers.append(
+                Cashier(
+                    len(cashiers),
+                    user_id,
+                    book,
+                    False,
+                    venue,
+                    instances,
+                    stats,
+                    random.Random(rng.random()),
+                    auth_codes,
+                )
+            )
         await asyncio.gather(*(c.log_in() for c in cashiers))
-        await asyncio.gather(*(c.open_or_join() for c in cashiers))
+        await asyncio.gather(*(c.open_drawer() for c in cashiers if c.opener))
         selling_started = time.monotonic()
         until = selling_started + config.duration_s
+        for c, (book, _, turn) in zip([c for c in cashiers if not c.opener], reliefs, strict=True):
+            # Reliefs arrive in the middle of the night; a register's reliefs spread across it, in turn.
+            turns = len(book.register.cashier_ids) - 1
+            window = (0.25 + 0.5 * (turn - 1) / turns, 0.25 + 0.5 * turn / turns)
+            c.relieve_at = selling_started + config.duration_s * rng.uniform(*window)
         killer = (
             asyncio.create_task(_killer(instances, until - 3, rng, config.kill_every_s, result))
             if config.kill
             else None
         )
-        await asyncio.gather(*(c.work(until) for c in cashiers))
+        await asyncio.gather(*(c.night(until) for c in cashiers))
         result.selling_s = time.monotonic() - selling_started
         if killer is not None:
             await killer
@@ -210,8 +240,8 @@ async def run_load(config: LoadConfig) -> LoadResult:
             if not inst.alive:
                 inst.start()
                 await inst.wait_ready()
-        partners = Counter(id(c.book) for c in cashiers)
-        await asyncio.gather(*(c.close_session(partners[id(c.book)]) for c in cashiers if c.opener))
+        holders = [book.holder for book in books if book.holder is not None]
+        await asyncio.gather(*(c.close_session() for c in holders))
         result.jornada_closed = await close_jornada(instances, venue, stats)
         async with db.reader() as s:
             result.attempts = {

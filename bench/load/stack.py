@@ -36,6 +36,9 @@ from caja_core.venues import service as venues
 PG_ADMIN = os.environ.get("CAJA_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CAJA_LOAD_REDIS_URL", "redis://127.0.0.1:6379/9")
 SUPERVISOR = ("supervisor", "super-carga-2024")
+#: The supervisor's code typed on a cashier's screen to authorize a handover, a large cash-out or a close with a
+#: difference (their authorization PIN; cashiers' PINs never repeat it).
+SUPERVISOR_PIN = "902817"
 PRODUCTS = [
     ("Entrada general", 8000),
     ("Cerveza lata", 3500),
@@ -106,7 +109,7 @@ class Terminal:
 
 def cashier_pins(count: int) -> list[str]:
     """Distinct 6-digit PINs that are not easy to guess, one per cashier (the core refuses duplicate and
-    trivial PINs)."""
+    trivial PINs, and a cashier's PIN equal to the supervisor's code)."""
     from caja_core.users.secrets import trivial_pin
 
     pins: list[str] = []
@@ -114,7 +117,7 @@ def cashier_pins(count: int) -> list[str]:
     while len(pins) < count:
         value += 7919
         pin = f"{value % 1_000_000:06d}"
-        if not trivial_pin(pin) and pin not in pins:
+        if not trivial_pin(pin) and pin not in pins and pin != SUPERVISOR_PIN:
             pins.append(pin)
     return pins
 
@@ -124,6 +127,7 @@ class Register:
     id: int
     code: str
     terminal: Terminal
+    #: Who opens the drawer, then who takes it over, in order (a handover with a blind count each).
     cashier_ids: list[int] = field(default_factory=list)
 
 
@@ -181,10 +185,20 @@ class ScratchDatabase:
 
 
 async def seed(
-    db: Database, terminals: list[Terminal], cashiers: int, *, max_wait_s: int = 8, sale_timeout_s: float = 30
+    db: Database,
+    terminals: list[Terminal],
+    cashiers: int,
+    registers_count: int,
+    *,
+    max_wait_s: int = 8,
+    sale_timeout_s: float = 30,
 ) -> Venue:
-    """One venue: a supervisor, ``cashiers`` cashiers (PIN login), a catalogue, one register per terminal
-    (GETNET primary on that terminal, KLAP manual backup, one backup phone each), an open jornada."""
+    """One venue: a supervisor (password, and a PIN to authorize at the registers), ``cashiers`` cashiers (PIN
+    login), a catalogue, ``registers_count`` registers spread over the terminals (a counter's registers share
+    its terminal; GETNET primary, KLAP manual backup, one backup phone each), an open jornada.
+
+    The first ``registers_count`` cashiers open one register each; the others take a drawer over during the
+    night, in turn (cashier ``registers_count + k`` relieves register ``k % registers_count``)."""
     registry = ProviderRegistry.from_plugin_manager(make_plugin_manager())
     async with db.session() as s:
         venue = await venues.create_venue(s, slug="carga", name="Club Carga", close_tolerance=1000)
@@ -203,6 +217,7 @@ async def seed(
             display_name="Supervisora",
             role="supervisor",
             secret=SUPERVISOR[1],
+            authorization_pin=SUPERVISOR_PIN,
         )
         cashier_ids = []
         pins: dict[int, str] = {}
@@ -230,7 +245,8 @@ async def seed(
             backup_phones_required=1,
         )
         regs = []
-        for n, terminal in enumerate(terminals):
+        for n in range(registers_count):
+            terminal = terminals[n * len(terminals) // registers_count]
             getnet = {
                 "connection": "tcp",
                 "host": "127.0.0.1",
@@ -268,7 +284,7 @@ async def seed(
             regs.append(Register(id=reg.id, code=reg.code, terminal=terminal))
         jornada = await jornadas.open_jornada(s, venue_id=venue.id, user_id=sup.id)
     for i, cashier_id in enumerate(cashier_ids):
-        regs[i % len(regs)].cashier_ids.append(cashier_id)
+        regs[i % len(regs)].cashier_ids.append(cashier_id)  # the opener first, then the reliefs in turn
     return Venue(
         venue_id=venue.id,
         jornada_id=jornada.id,
