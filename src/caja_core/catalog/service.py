@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,6 +46,15 @@ def _prod_out(p: Product) -> ProductOut:
         sort_order=p.sort_order,
         shortcut=p.shortcut,
     )
+
+
+def search_text(*parts: str) -> str:
+    """What the POS's product search matches against: lower case, accents and ñ's tilde dropped, one space
+    between words ("Jägermeister", "Piña colada" → "jagermeister", "pina colada"). The POS normalises what
+    the cashier types the same way, so "pina" finds "Piña" and "JAGER" finds "Jägermeister"."""
+    decomposed = unicodedata.normalize("NFD", " ".join(parts))
+    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(plain.lower().split())
 
 
 def _name(value: str, field: str = "name", label: str = "El nombre") -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from jinja2 import Environment
 
+from caja_core.catalog.service import search_text
 from caja_core.clock import DEFAULT_TIMEZONE, format_local
 from caja_core.money import format_clp
 
@@ -110,5 +111,7 @@ def provider_namer(registry: Any = None) -> Any:
 
 
 def install(env: Environment, registry: Any = None) -> None:
-    env.filters.update(clp=clp, local_time=local_time, day=day, label=label, provider=provider_namer(registry))
+    env.filters.update(
+        clp=clp, local_time=local_time, day=day, label=label, provider=provider_namer(registry), search_text=search_text
+    )
     env.tests["startswith"] = lambda value, prefix: str(value).startswith(prefix)

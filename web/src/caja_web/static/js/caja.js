@@ -24,6 +24,58 @@
     ev.preventDefault();
     if (el.tagName === "INPUT") el.focus(); else el.click();
   });
+  // Product search on the sale screen: typing filters the keys (case and accents ignored, every word must
+  // match the product's or its category's name); Enter adds the first product shown and clears the search,
+  // the arrow keys walk the results, Escape clears (and leaves the field when it was already empty).
+  function plain(text) {
+    return text.normalize("NFD").replace(/[\u0300-\u036f]/g, "").toLowerCase().trim();
+  }
+  function shownKeys() {
+    return Array.prototype.filter.call(document.querySelectorAll("#keys .qk"), function (k) { return !k.hidden; });
+  }
+  function filterKeys(query) {
+    var words = plain(query).split(/\s+/).filter(Boolean);
+    var shown = 0;
+    document.querySelectorAll("#keys .key-group").forEach(function (group) {
+      var any = false;
+      group.querySelectorAll(".qk").forEach(function (k) {
+        var text = k.getAttribute("data-search") || "";
+        var match = words.every(function (w) { return text.indexOf(w) >= 0; });
+        k.hidden = !match;
+        if (match) any = true, shown += 1;
+      });
+      group.hidden = !any;
+    });
+    var empty = document.getElementById("search-empty");
+    if (empty) empty.hidden = shown > 0;
+  }
+  document.addEventListener("input", function (ev) {
+    if (ev.target.id === "product-search") filterKeys(ev.target.value);
+  });
+  document.addEventListener("keydown", function (ev) {
+    var search = document.getElementById("product-search");
+    if (!search) return;
+    var onKey = ev.target.classList && ev.target.classList.contains("qk");
+    if (ev.target !== search && !onKey) return;
+    var keys = shownKeys();
+    var at = onKey ? keys.indexOf(ev.target) : -1;
+    if (ev.key === "Enter" && ev.target === search) {
+      ev.preventDefault();
+      if (keys.length) keys[0].click();
+      search.value = "";
+      filterKeys("");
+    } else if (ev.key === "ArrowDown" || (onKey && ev.key === "ArrowRight")) {
+      ev.preventDefault();
+      if (keys.length) keys[Math.min(keys.length - 1, at + 1)].focus();
+    } else if (onKey && (ev.key === "ArrowUp" || ev.key === "ArrowLeft")) {
+      ev.preventDefault();
+      if (at <= 0) search.focus(); else keys[at - 1].focus();
+    } else if (ev.key === "Escape" && ev.target === search) {
+      if (search.value) { search.value = ""; filterKeys(""); } else search.blur();
+    } else if (onKey && ev.key === "Escape") {
+      search.focus();
+    }
+  });
   // The payment panel polls every second; it holds still while the cashier types in one of its forms, has
   // a section open, or was just shown an error (for 15 s), so a poll never wipes what the cashier is doing.
   var holdUntil = 0;

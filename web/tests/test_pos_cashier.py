@@ -1,0 +1,144 @@
+"""What a cashier used to Square, Toast or Odoo POS expects, in a real Chromium against a real server: search
+the catalogue by typing, modifiers on a line, discounts with a reason (and a supervisor above the venue's
+threshold), a suggested tip."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import ProvidersPlugin
+from livesite import LiveSite
+from playwright.sync_api import expect, sync_playwright
+from posbrowser import VIEWPORTS, Cashier, launch, login_cashier, new_tab, open_register, out_of_view, run
+
+from caja_core.catalog import service as catalog
+from caja_core.db import Database
+from caja_core.testing.fake import FakeProvider, manual_provider
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+MORE_PRODUCTS = [
+    ("Pisco sour", 5500),
+    ("Jägermeister", 5000),
+    ("Piña colada", 6500),
+    ("Gin tonic", 7000),
+    ("Empanada", 3500),
+]
+
+
+@pytest.fixture
+def terminal():
+    return FakeProvider("fake", "GETNET de prueba")
+
+
+@pytest.fixture
+def site(sqlite_url, terminal):
+    live = LiveSite(sqlite_url, ProvidersPlugin(terminal, manual_provider("fakebackup", "KLAP de prueba"))).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def browser():
+    with sync_playwright() as p:
+        b = launch(p)
+        yield b
+        b.close()
+
+
+async def _with_db(url: str, work):
+    db = Database(url)
+    try:
+        async with db.session() as s:
+            return await work(s)
+    finally:
+        await db.dispose()
+
+
+def core(site: LiveSite, work):
+    """Run ``work(s)`` on the site's database in one transaction (what an admin does elsewhere)."""
+    return run(_with_db(site.database_url, work))
+
+
+def add_products(site: LiveSite) -> None:
+    async def work(s):
+        drinks = await catalog.create_category(s, venue_id=site.setup.venue_id, name="Tragos")
+        for name, price in MORE_PRODUCTS:
+            category = site.setup.category_id if name == "Empanada" else drinks.id
+            await catalog.create_product(s, venue_id=site.setup.venue_id, category_id=category, name=name, price=price)
+
+    core(site, work)
+
+
+def cashier_at(browser, site, size=(1024, 768)) -> Cashier:
+    page = new_tab(browser, site.url, size)
+    login_cashier(page)
+    open_register(page, site.setup.register_id)
+    return Cashier(page)
+
+
+def shown_products(page) -> list[str]:
+    return page.eval_on_selector_all(
+        "#keys .qk", "els => els.filter(e => e.offsetParent !== null).map(e => e.dataset.product)"
+    )
+
+
+# ---- product search -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("viewport", ["390x844", "1024x768"])
+def test_typing_filters_the_catalogue_and_enter_adds_the_first_match(browser, site, viewport):
+    add_products(site)
+    c = cashier_at(browser, site, VIEWPORTS[viewport])
+    page = c.page
+    search = page.locator("#product-search")
+    expect(search).to_be_visible()
+    assert not out_of_view(page, "#product-search"), "the search field is off screen"
+    assert search.bounding_box()["height"] >= 43.5, "the search field is a small touch target"
+
+    c.type("#product-search", "pis")  # Pisco sour and Piscola, nothing else
+    assert sorted(shown_products(page)) == ["Pisco sour", "Piscola"]
+    c.type("#product-search", "JAGER")  # case and accents ignored
+    assert shown_products(page) == ["Jägermeister"]
+    c.type("#product-search", "pina")
+    assert shown_products(page) == ["Piña colada"]
+    c.type("#product-search", "tragos gin")  # every word, in the product's or its category's name
+    assert shown_products(page) == ["Gin tonic"]
+    expect(page.locator("#search-empty")).to_be_hidden()
+    c.type("#product-search", "caviar")
+    assert shown_products(page) == []
+    expect(page.locator("#search-empty")).to_be_visible()
+    expect(page.locator("#keys h2:visible")).to_have_count(0)  # no empty category headings
+
+    c.type("#product-search", "empan")
+    c.key("Enter")  # the first match goes into the cart, the search is cleared for the next product
+    expect(page.locator("#cart .cart-lines")).to_contain_text("Empanada")
+    expect(search).to_have_value("")
+    expect(search).to_be_focused()
+    assert len(shown_products(page)) == 3 + len(MORE_PRODUCTS)
+
+
+def test_the_search_is_keyboard_friendly(browser, site):
+    add_products(site)
+    c = cashier_at(browser, site)
+    page = c.page
+    page.locator("body").click(position={"x": 5, "y": 5})
+    c.key("/")  # "/" jumps to the search from anywhere on the sale screen
+    expect(page.locator("#product-search")).to_be_focused()
+    page.keyboard.type("co")  # Piscola, Pisco sour and Piña colada
+    assert sorted(shown_products(page)) == ["Pisco sour", "Piscola", "Piña colada"]
+    first, second = shown_products(page)[:2]
+    c.key("ArrowDown")
+    c.key("ArrowDown")  # the arrows walk the results; Enter on one adds it
+    expect(page.locator(f"#keys [data-product='{second}']")).to_be_focused()
+    c.key("Enter")
+    expect(page.locator("#cart .cart-lines")).to_contain_text(second)
+    expect(page.locator("#cart .cart-lines")).not_to_contain_text(first)
+    c.key("ArrowUp")
+    c.key("ArrowUp")  # back up to the field, and Escape clears it
+    expect(page.locator("#product-search")).to_be_focused()
+    c.key("Escape")
+    expect(page.locator("#product-search")).to_have_value("")
+    assert len(shown_products(page)) == 3 + len(MORE_PRODUCTS)
+    expect(page.locator("#cart-total")).to_have_text(re.compile(r"\$\d"))
