@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..db.base import Base
+from ..db.base import Base, UTCDateTime
 
 
 class Category(Base):
@@ -28,3 +30,15 @@ class Product(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     sort_order: Mapped[int] = mapped_column(Integer, default=0)
     shortcut: Mapped[str | None] = mapped_column(String(8), nullable=True)  # POS keyboard key
+
+
+class ProductPrice(Base):
+    """A product's earlier price: what it cost until ``until`` (written when the price changes), so a sale taken
+    offline is priced as the catalogue was when it was sold."""
+
+    __tablename__ = "product_prices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+    price: Mapped[int] = mapped_column(BigInteger)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -9,10 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import record
+from ..clock import utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..money import parse_amount
 from ..registers.models import CashRegister
-from .models import Category, Product
+from .models import Category, Product, ProductPrice
 
 
 class CategoryOut(msgspec.Struct, kw_only=True):
@@ -183,7 +184,10 @@ async def update_product(
     if name is not None:
         product.name = changes["name"] = _name(name)
     if price is not None:
-        product.price = changes["price"] = parse_amount(price, field="price", label="El precio")
+        new_price = parse_amount(price, field="price", label="El precio")
+        if new_price != product.price:  # the old price stays known for sales taken offline before the change
+            s.add(ProductPrice(product_id=product.id, price=product.price, until=utcnow()))
+        product.price = changes["price"] = new_price
     if category_id is not None:
         await _category(s, venue_id, category_id)
         product.category_id = changes["category_id"] = category_id

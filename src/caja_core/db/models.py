@@ -1,8 +1,9 @@
 """Import every model so that ``Base.metadata`` holds the whole schema (Alembic's target)."""
 
 from ..audit.models import AuditEvent, Incident
-from ..catalog.models import Category, Product
+from ..catalog.models import Category, Product, ProductPrice
 from ..jornadas.models import Jornada
+from ..offline.models import OfflineDevice, OfflinePeriod, OfflineSale
 from ..ops.models import OpsProcess
 from ..payments.models import (
     AgentCommand,
@@ -42,11 +43,15 @@ __all__ = [
     "FallbackEvent",
     "Incident",
     "Jornada",
+    "OfflineDevice",
+    "OfflinePeriod",
+    "OfflineSale",
     "OpsProcess",
     "PaymentAttempt",
     "PaymentDevice",
     "PrintJob",
     "Product",
+    "ProductPrice",
     "Sale",
     "SaleItem",
     "SessionHandover",

@@ -16,6 +16,7 @@ from ..clock import utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..jornadas.models import Jornada
 from ..money import MAX_AMOUNT, format_clp, parse_amount
+from ..offline.models import OfflineDevice
 from ..payments import lifecycle
 from ..payments.models import PaymentAttempt
 from ..permissions import Action
@@ -457,6 +458,22 @@ async def _refuse_unresolved(s: AsyncSession, session_id: int, what: str) -> Non
         )
 
 
+async def _refuse_unsynced(s: AsyncSession, register_id: int) -> None:
+    """A device of the register still holds sales taken offline (it says so in its poll): they belong to this
+    session's totals, so the close waits for them."""
+    unsynced = await s.scalar(
+        select(func.coalesce(func.sum(OfflineDevice.unsynced), 0)).where(OfflineDevice.register_id == register_id)
+    )
+    if unsynced:
+        raise Conflict(
+            f"No se puede cerrar: un equipo de esta caja tiene {unsynced} "
+            f"{'venta' if unsynced == 1 else 'ventas'} sin conexión por sincronizar. Conéctelo a la red y espere "
+            "a que las envíe.",
+            code="session.unsynced_offline_sales",
+            details={"unsynced": int(unsynced)},
+        )
+
+
 # ---- handover: another cashier takes the drawer over ----------------------------------------------------------
 
 
@@ -590,6 +607,7 @@ async def close_session(
     venue = await _venue(s, venue_id)
     breakdown = parse_count(counted, venue.denominations, field="counted")
     await _refuse_unresolved(s, session_id, "cerrar")
+    await _refuse_unsynced(s, session.register_id)
     note = (note or "").strip()[:1000]
     # Carts that were never paid do not survive the close (they never counted in any total).
     abandoned = list(

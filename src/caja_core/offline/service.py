@@ -1,0 +1,627 @@
+"""Selling without the server: what a register's device took while offline, received once and checked like any
+sale.
+
+* **Idempotent on the device's key.** Each offline sale carries a key generated on the device; the first
+  answer for a key (accepted with its sale, or rejected with its reason) is stored in ``offline_sales`` in the
+  same transaction as the sale, and every later submission of that key gets that answer back, whatever runs
+  concurrently (the key is unique in the database).
+* **Checked like any sale.** Each line is priced from the catalogue as it was when the sale was taken (a price
+  changed since is found in ``product_prices``); the device's prices and total must match. The method must be
+  allowed offline by the register's rule (``offline_methods`` of its fallback policy): cash, or the backup
+  phone with the references the phone showed. The session must be the register's, still open, and held by the
+  cashier who sold.
+* **Rejected sales are kept.** A rejected sale is stored with its Spanish reason and opens an incident for a
+  supervisor, who resolves it; nothing of it counts in any total.
+* **Accepted sales count.** They are ordinary paid sales of the session (created at the device's time), added
+  to its running totals and to the expected cash like any other.
+* **The device's queue blocks the close.** The POS reports how many sales its device still holds
+  (``report_queue``, carried by the sale screen's poll); a session does not close while a device of its
+  register reports any.
+* **An offline period is an incident** on the session: start, end and the sales taken.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import msgspec
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..audit.models import Incident
+from ..audit.service import open_incident, record
+from ..carddata import scrub_text
+from ..catalog.models import Category, Product, ProductPrice
+from ..clock import DEFAULT_TIMEZONE, format_local, utcnow
+from ..db.engine import Database
+from ..errors import ValidationFailed
+from ..fallback.policy import load_policy
+from ..money import MAX_AMOUNT, format_clp
+from ..payments import lifecycle as lc
+from ..payments.models import PaymentAttempt
+from ..registers.models import CashRegister
+from ..sales.models import Sale, SaleItem
+from ..sales.service import MAX_LINES, MAX_QUANTITY, _apply_totals
+from ..sessions.models import CashSession
+from ..venues.models import Venue
+from .models import OfflineDevice, OfflinePeriod, OfflineSale
+
+#: At most this many sales in one sync request (the device sends its queue in batches).
+MAX_BATCH = 50
+#: A device's clock may be this far off the server's.
+CLOCK_SKEW = timedelta(minutes=10)
+DEVICE_ID_LENGTH = 64
+AUTH_CODE_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+CARD_TYPES = {"debito": "debit", "débito": "debit", "credito": "credit", "crédito": "credit", "prepago": "prepaid"}
+METHOD_NAMES = {"cash": "efectivo", "backup": "celular de respaldo"}
+
+
+class OfflineLine(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    product_id: int
+    quantity: int
+    #: The price the device showed (it is checked against the catalogue).
+    unit_price: int
+
+
+class BackupReference(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What the backup phone showed for an approved charge (masked card data only)."""
+
+    authorization_code: str
+    last4: str
+    brand: str
+    card_type: str
+
+
+class OfflineSaleIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    key: str
+    register_id: int
+    session_id: int
+    cashier_id: int
+    #: The device's local time of the sale, ISO 8601 with its UTC offset (``2026-12-02T01:15:00-03:00``).
+    local_time: str
+    method: Literal["cash", "backup"]
+    lines: list[OfflineLine]
+    total: int
+    cash_received: int | None = None
+    backup: BackupReference | None = None
+
+
+class OfflinePeriodIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    session_id: int
+    started_at: str
+    ended_at: str
+
+
+class SyncResult(msgspec.Struct, kw_only=True):
+    key: str
+    #: accepted (a sale now), rejected (kept for a supervisor, with the reason), resolved (a supervisor did), or
+    #: not_yours (not received: only the cashier who sold syncs it).
+    status: str
+    reason: str = ""
+    sale_id: int | None = None
+    total: int | None = None
+
+
+class OfflineSaleOut(msgspec.Struct, kw_only=True):
+    id: int
+    key: str
+    register_id: int
+    session_id: int | None
+    device_id: str
+    cashier_id: int
+    local_time: str
+    method: str
+    claimed_total: int
+    status: str
+    reason: str
+    sale_id: int | None
+    incident_id: int | None
+    received_at: datetime
+
+
+class Rejected(Exception):
+    """An offline sale that cannot become a sale: why, in Spanish for the cashier and the supervisor."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _device(device_id: str) -> str:
+    device = (device_id or "").strip()
+    if not device or len(device) > DEVICE_ID_LENGTH or not device.isascii() or not device.isprintable():
+        raise ValidationFailed("Falta el identificador del equipo.", field="device_id")
+    return device
+
+
+def _key(key: str) -> str:
+    key = (key or "").strip()
+    if not key or len(key) > 80 or not key.isascii() or not key.isprintable():
+        raise ValidationFailed("Cada venta necesita su clave (hasta 80 caracteres).", field="key")
+    return key
+
+
+def parse_local_time(value: str) -> datetime:
+    """The device's local time (ISO 8601 with its offset) as an aware instant."""
+    try:
+        instant = datetime.fromisoformat((value or "").strip())
+    except ValueError:
+        raise Rejected(f"La hora de la venta ({value[:40]!r}) no es válida.") from None
+    if instant.tzinfo is None:
+        raise Rejected("La hora de la venta no indica su zona horaria.")
+    return instant
+
+
+async def sync_sales(
+    db: Database,
+    *,
+    venue_id: int,
+    user_id: int,
+    device_id: str,
+    sales: list[OfflineSaleIn],
+    period: OfflinePeriodIn | None = None,
+) -> list[SyncResult]:
+    """Receive a device's queued sales in order, each in a transaction of its own; a sale already received
+    answers its first result. With ``period``, the offline period is recorded as an incident on its session."""
+    device = _device(device_id)
+    if len(sales) > MAX_BATCH:
+        raise ValidationFailed(f"Se reciben hasta {MAX_BATCH} ventas por envío.", field="sales")
+    keys = [_key(sale.key) for sale in sales]
+    if len(set(keys)) != len(keys):
+        raise ValidationFailed("Dos ventas del envío tienen la misma clave.", field="sales")
+    results = []
+    for sale in sales:
+        results.append(await _sync_one(db, venue_id=venue_id, user_id=user_id, device=device, sale=sale))
+    if period is not None:
+        await record_period(db, venue_id=venue_id, user_id=user_id, device_id=device, period=period)
+    return results
+
+
+async def _first_result(s: AsyncSession, venue_id: int, key: str) -> SyncResult | None:
+    row = await s.scalar(
+        select(OfflineSale).where(OfflineSale.venue_id == venue_id, OfflineSale.idempotency_key == key)
+    )
+    if row is None:
+        return None
+    total = await s.scalar(select(Sale.total).where(Sale.id == row.sale_id)) if row.sale_id else None
+    status = row.status
+    resolved = select(Incident.resolved).where(Incident.id == row.incident_id)
+    if status == "rejected" and row.incident_id is not None and await s.scalar(resolved):
+        status = "resolved"  # a supervisor looked at it: the device may forget it
+    return SyncResult(key=key, status=status, reason=row.reason, sale_id=row.sale_id, total=total)
+
+
+async def _sync_one(db: Database, *, venue_id: int, user_id: int, device: str, sale: OfflineSaleIn) -> SyncResult:
+    key = sale.key.strip()
+    if sale.cashier_id != user_id:
+        return SyncResult(key=key, status="not_yours", reason="Esta venta la sincroniza el cajero que la registró.")
+    try:
+        async with db.session() as s:
+            first = await _first_result(s, venue_id, key)
+            if first is not None:
+                return first
+            return await _receive(s, venue_id=venue_id, user_id=user_id, device=device, sale=sale)
+    except IntegrityError:
+        # The same key arrived concurrently (another tab, a retried request, the other instance): its answer.
+        async with db.session() as s:
+            first = await _first_result(s, venue_id, key)
+        if first is None:
+            raise
+        return first
+
+
+async def _receive(s: AsyncSession, *, venue_id: int, user_id: int, device: str, sale: OfflineSaleIn) -> SyncResult:
+    key = sale.key.strip()
+    row = OfflineSale(
+        venue_id=venue_id,
+        register_id=sale.register_id,
+        session_id=None,
+        device_id=device,
+        idempotency_key=key,
+        cashier_id=sale.cashier_id,
+        local_time=sale.local_time[:40],
+        method=sale.method,
+        claimed_total=max(min(sale.total, MAX_AMOUNT * 10), -1),
+        payload=_payload(sale),
+        status="accepted",
+        reason="",
+        received_by=user_id,
+        received_at=utcnow(),
+    )
+    register = await s.scalar(
+        select(CashRegister).where(CashRegister.id == sale.register_id, CashRegister.venue_id == venue_id)
+    )
+    if register is None:
+        raise ValidationFailed("La caja de la venta no existe en este local.", field="register_id")
+    session = await s.scalar(
+        select(CashSession).where(CashSession.id == sale.session_id, CashSession.venue_id == venue_id).with_for_update()
+    )
+    if session is not None and session.register_id == register.id:
+        row.session_id = session.id
+    s.add(row)
+    await s.flush()  # takes the key: a concurrent twin waits here and then gets its IntegrityError
+    try:
+        sold_at = parse_local_time(sale.local_time)
+        row.sold_at = sold_at
+        lines, total = await _check(s, sale, register, session, sold_at)
+    except Rejected as exc:
+        return await _reject(s, row, register, exc.reason, user_id)
+    assert session is not None  # _check refuses a sale without its session
+    new = Sale(
+        venue_id=venue_id,
+        session_id=session.id,
+        register_id=register.id,
+        jornada_id=session.jornada_id,
+        cashier_id=sale.cashier_id,
+        idempotency_key=f"offline:{key}"[:80],
+        total=total,
+        status="paid",
+        payment_method="cash" if sale.method == "cash" else "card",
+        provider_id="cash" if sale.method == "cash" else register.backup_provider,
+        paid_via="cash" if sale.method == "cash" else "backup",
+        no_revenue=False,
+        courtesy_reason="",
+        cash_received=(sale.cash_received or total) if sale.method == "cash" else None,
+        change_given=((sale.cash_received or total) - total) if sale.method == "cash" else None,
+        created_at=sold_at,
+        paid_at=sold_at,
+        cancel_reason="",
+    )
+    s.add(new)
+    await s.flush()
+    s.add_all([SaleItem(sale_id=new.id, **line) for line in lines])
+    if sale.method == "backup":
+        assert sale.backup is not None
+        _backup_attempt(s, new, register, sale.backup, user_id, sold_at)
+    await _apply_totals(s, new, +1)
+    row.sale_id = new.id
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=sale.cashier_id,
+        action="sale.paid",
+        entity="sale",
+        entity_id=new.id,
+        payload={
+            "method": new.payment_method,
+            "provider": new.provider_id,
+            "via": new.paid_via,
+            "total": total,
+            "session_id": session.id,
+            "offline": True,
+            "device": device,
+            "local_time": row.local_time,
+        },
+    )
+    return SyncResult(key=key, status="accepted", sale_id=new.id, total=total)
+
+
+def _payload(sale: OfflineSaleIn) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(sale)
+    data.pop("key", None)
+    if sale.backup is not None:
+        data["backup"] = {k: scrub_text(str(v))[:20] for k, v in data["backup"].items()}
+    return data
+
+
+async def _reject(s: AsyncSession, row: OfflineSale, register: CashRegister, reason: str, user_id: int) -> SyncResult:
+    row.status = "rejected"
+    row.reason = reason[:300]
+    method = METHOD_NAMES.get(row.method, row.method)
+    row.incident_id = await open_incident(
+        s,
+        venue_id=row.venue_id,
+        kind="offline_sale_rejected",
+        description=(
+            f"Venta sin conexión rechazada al sincronizar ({register.name}, {method}, {format_clp(max(row.claimed_total, 0))}, "
+            f"hora del equipo {row.local_time}): {reason} Revísela con el cajero y resuélvala."
+        ),
+        session_id=row.session_id,
+        register_id=row.register_id,
+        user_id=user_id,
+    )
+    return SyncResult(key=row.idempotency_key, status="rejected", reason=row.reason)
+
+
+async def _check(
+    s: AsyncSession, sale: OfflineSaleIn, register: CashRegister, session: CashSession | None, sold_at: datetime
+) -> tuple[list[dict[str, Any]], int]:
+    """The sale as the server sees it (priced lines and total), or ``Rejected`` with the reason."""
+    if session is None or session.register_id != register.id:
+        raise Rejected("La sesión de caja de la venta no existe en esta caja.")
+    if session.status != "open":
+        raise Rejected("La sesión de caja ya no estaba abierta al sincronizar la venta.")
+    if session.cashier_id != sale.cashier_id:
+        raise Rejected("La caja la tiene otro cajero: la venta no puede entrar en su sesión.")
+    now = utcnow()
+    if sold_at < session.opened_at - CLOCK_SKEW or sold_at > now + CLOCK_SKEW:
+        raise Rejected("La hora de la venta está fuera de la sesión de caja (revise el reloj del equipo).")
+    policy = load_policy(register.fallback_policy, register.register_type)
+    accepted = set(register.payment_methods or ["cash", "card"])
+    if sale.method == "cash":
+        if "cash" not in accepted or "cash" not in policy.offline_methods:
+            raise Rejected("Esta caja no recibe efectivo sin conexión.")
+    else:
+        if not register.backup_provider or not policy.enabled or "backup" not in policy.offline_methods:
+            raise Rejected("La regla sin conexión de esta caja no permite el celular de respaldo.")
+        _check_reference(sale.backup)
+    if not sale.lines:
+        raise Rejected("La venta no tiene productos.")
+    if len(sale.lines) > MAX_LINES:
+        raise Rejected(f"Una venta admite hasta {MAX_LINES} líneas.")
+    prices = await _prices_at(s, register, {line.product_id for line in sale.lines}, sold_at)
+    lines: list[dict[str, Any]] = []
+    for n, line in enumerate(sale.lines, start=1):
+        if not 1 <= line.quantity <= MAX_QUANTITY:
+            raise Rejected(f"Línea {n}: la cantidad debe estar entre 1 y {MAX_QUANTITY}.")
+        if line.product_id not in prices:
+            raise Rejected(f"Línea {n}: el producto no existe o no se vende en esta caja.")
+        name, price = prices[line.product_id]
+        if line.unit_price != price:
+            raise Rejected(
+                f"Línea {n}: el precio de {name} en el equipo ({format_clp(line.unit_price) if line.unit_price > 0 else line.unit_price}) "
+                f"no es el del catálogo a la hora de la venta ({format_clp(price)})."
+            )
+        lines.append(
+            {
+                "product_id": line.product_id,
+                "name": name,
+                "quantity": line.quantity,
+                "unit_price": price,
+                "line_total": price * line.quantity,
+                "free_reason": "",
+            }
+        )
+    total = sum(line["line_total"] for line in lines)
+    if total > MAX_AMOUNT:
+        raise Rejected(f"El total supera el máximo permitido ({format_clp(MAX_AMOUNT)}).")
+    if sale.total != total:
+        raise Rejected(
+            f"El total del equipo ({format_clp(sale.total) if sale.total > 0 else sale.total}) no es la suma de "
+            f"sus productos ({format_clp(total)})."
+        )
+    if sale.method == "cash" and sale.cash_received is not None and not total <= sale.cash_received <= MAX_AMOUNT:
+        raise Rejected(f"El efectivo recibido no cubre el total ({format_clp(total)}).")
+    return lines, total
+
+
+def _check_reference(reference: BackupReference | None) -> None:
+    if reference is None:
+        raise Rejected("Falta la referencia del cobro en el celular de respaldo.")
+    code = reference.authorization_code.strip().upper()
+    if len(code) != 6 or not set(code) <= AUTH_CODE_CHARS:
+        raise Rejected("El código de autorización del celular de respaldo debe tener 6 letras o números.")
+    last4 = reference.last4.strip()
+    if len(last4) != 4 or not last4.isascii() or not last4.isdigit():
+        raise Rejected("Los últimos 4 dígitos de la tarjeta deben ser 4 números.")
+    if not 2 <= len(reference.brand.strip()) <= 20:
+        raise Rejected("Falta la marca de la tarjeta (Visa, Mastercard…).")
+    if reference.card_type.strip().lower() not in CARD_TYPES:
+        raise Rejected("El tipo de tarjeta debe ser débito, crédito o prepago.")
+
+
+async def _prices_at(
+    s: AsyncSession, register: CashRegister, product_ids: set[int], sold_at: datetime
+) -> dict[int, tuple[str, int]]:
+    """Name and price of each product as the catalogue had it at ``sold_at`` (sellable at this register)."""
+    q = (
+        select(Product.id, Product.name, Product.price, Product.category_id)
+        .join(Category, Category.id == Product.category_id)
+        .where(Product.venue_id == register.venue_id, Product.id.in_(product_ids))
+    )
+    allowed = set(register.allowed_categories or [])
+    products = {r.id: (r.name, r.price) for r in await s.execute(q) if not allowed or r.category_id in allowed}
+    if products:
+        earlier = await s.execute(
+            select(ProductPrice.product_id, ProductPrice.price, ProductPrice.until)
+            .where(ProductPrice.product_id.in_(list(products)), ProductPrice.until > sold_at)
+            .order_by(ProductPrice.until)
+        )
+        seen: set[int] = set()
+        for product_id, price, _until in earlier:
+            if product_id not in seen:  # the first change after the sale holds the price it was sold at
+                seen.add(product_id)
+                products[product_id] = (products[product_id][0], price)
+    return products
+
+
+def _backup_attempt(
+    s: AsyncSession, sale: Sale, register: CashRegister, reference: BackupReference, user_id: int, sold_at: datetime
+) -> None:
+    """The backup phone's charge as a confirmed manual attempt, verified against the provider's report at night
+    like any other."""
+    provider_id = register.backup_provider or "backup"
+    ticket = f"SC{sale.id}"
+    attempt = PaymentAttempt(
+        venue_id=sale.venue_id,
+        sale_id=sale.id,
+        session_id=sale.session_id,
+        register_id=sale.register_id,
+        provider_id=provider_id,
+        device_key=f"offline:{provider_id}:{register.code}"[:160],
+        role="backup",
+        amount=sale.total,
+        ticket=ticket,
+        reference=f"{register.code}-{ticket}"[:40],
+        active=True,
+        started_by=sale.cashier_id,
+        confirmed_by=user_id,
+        created_at=sold_at,
+        progress_message="",
+        response_message="Aprobado en el celular de respaldo (venta sin conexión)",
+        verification_note="",
+        reconcile_tries=0,
+        needs_decision=False,
+        authorization_code=reference.authorization_code.strip().upper(),
+        last4=reference.last4.strip(),
+        card_brand=reference.brand.strip()[:20],
+        card_type=CARD_TYPES[reference.card_type.strip().lower()],
+        details={"offline": True},
+    )
+    lc.begin(attempt, manual=True, now=sold_at)
+    lc.apply(attempt, lc.decide(lc.AttemptView(state=attempt.state), lc.Event.MANUAL_CONFIRM), sold_at)
+    s.add(attempt)
+
+
+# ---- the device's queue, the offline periods, the supervisor ---------------------------------------------------
+async def report_queue(
+    s: AsyncSession, *, venue_id: int, register_id: int, device_id: str, unsynced: int, user_id: int | None
+) -> None:
+    """The device says how many sales it holds unsynced (the sale screen's poll carries the count)."""
+    device = _device(device_id)
+    if not 0 <= unsynced <= 100_000:
+        raise ValidationFailed("Cantidad de ventas por sincronizar inválida.", field="unsynced")
+    row = await s.get(OfflineDevice, (register_id, device))
+    if row is None:
+        if unsynced == 0:
+            return  # a device that never held anything needs no row
+        register = await s.scalar(
+            select(CashRegister.id).where(CashRegister.id == register_id, CashRegister.venue_id == venue_id)
+        )
+        if register is None:
+            raise ValidationFailed("La caja no existe en este local.", field="register_id")
+        s.add(
+            OfflineDevice(
+                register_id=register_id,
+                device_id=device,
+                venue_id=venue_id,
+                unsynced=unsynced,
+                reported_by=user_id,
+                reported_at=utcnow(),
+            )
+        )
+        return
+    if row.venue_id != venue_id:
+        raise ValidationFailed("La caja no existe en este local.", field="register_id")
+    if row.unsynced != unsynced:
+        row.unsynced, row.reported_by, row.reported_at = unsynced, user_id, utcnow()
+
+
+async def unsynced_on_register(s: AsyncSession, register_id: int) -> int:
+    """How many sales the devices of a register still report unsynced."""
+    return int(
+        await s.scalar(
+            select(func.coalesce(func.sum(OfflineDevice.unsynced), 0)).where(OfflineDevice.register_id == register_id)
+        )
+        or 0
+    )
+
+
+async def record_period(
+    db: Database, *, venue_id: int, user_id: int, device_id: str, period: OfflinePeriodIn
+) -> int | None:
+    """An offline period of a device as an incident on its session (once per device and start): start, end and
+    the sales the device took in it. Returns the incident's id (None when the session is not this venue's)."""
+    device = _device(device_id)
+    try:
+        started = parse_local_time(period.started_at)
+        ended = parse_local_time(period.ended_at)
+    except Rejected as exc:
+        raise ValidationFailed(exc.reason, field="period") from None
+    if ended < started:
+        raise ValidationFailed("El periodo sin conexión termina antes de empezar.", field="period")
+    try:
+        async with db.session() as s:
+            session = await s.scalar(
+                select(CashSession).where(CashSession.id == period.session_id, CashSession.venue_id == venue_id)
+            )
+            if session is None:
+                return None
+            existing = await s.scalar(
+                select(OfflinePeriod).where(
+                    OfflinePeriod.venue_id == venue_id,
+                    OfflinePeriod.device_id == device,
+                    OfflinePeriod.started_at == started,
+                )
+            )
+            if existing is not None:
+                return int(existing.incident_id) if existing.incident_id is not None else None
+            count = int(
+                await s.scalar(
+                    select(func.count())
+                    .select_from(OfflineSale)
+                    .where(
+                        OfflineSale.venue_id == venue_id,
+                        OfflineSale.device_id == device,
+                        OfflineSale.session_id == session.id,
+                        OfflineSale.sold_at >= started,
+                        OfflineSale.sold_at <= ended,
+                    )
+                )
+                or 0
+            )
+            row = OfflinePeriod(
+                venue_id=venue_id,
+                register_id=session.register_id,
+                session_id=session.id,
+                device_id=device,
+                started_at=started,
+                ended_at=ended,
+                sales=count,
+            )
+            s.add(row)
+            await s.flush()
+            tz = await s.scalar(select(Venue.timezone).where(Venue.id == venue_id)) or DEFAULT_TIMEZONE
+            minutes = max(0, round((ended - started).total_seconds() / 60))
+            row.incident_id = await open_incident(
+                s,
+                venue_id=venue_id,
+                kind="offline",
+                description=(
+                    f"Sin conexión con el servidor desde las {format_local(started, tz, '%H:%M:%S')} hasta las "
+                    f"{format_local(ended, tz, '%H:%M:%S')} ({minutes} min): {count} "
+                    f"{'venta' if count == 1 else 'ventas'} tomadas en el equipo y sincronizadas."
+                ),
+                session_id=session.id,
+                register_id=session.register_id,
+                user_id=user_id,
+            )
+            return row.incident_id
+    except IntegrityError:  # the same period reported twice at once
+        async with db.session() as s:
+            found: int | None = await s.scalar(
+                select(OfflinePeriod.incident_id).where(
+                    OfflinePeriod.venue_id == venue_id,
+                    OfflinePeriod.device_id == device,
+                    OfflinePeriod.started_at == started,
+                )
+            )
+            return found
+
+
+async def list_offline_sales(
+    s: AsyncSession, venue_id: int, *, session_id: int | None = None, status: str | None = None
+) -> list[OfflineSaleOut]:
+    q = select(OfflineSale).where(OfflineSale.venue_id == venue_id)
+    if session_id is not None:
+        q = q.where(OfflineSale.session_id == session_id)
+    if status is not None:
+        q = q.where(OfflineSale.status == status)
+    rows = await s.scalars(q.order_by(OfflineSale.id).limit(1000))
+    return [
+        OfflineSaleOut(
+            id=r.id,
+            key=r.idempotency_key,
+            register_id=r.register_id,
+            session_id=r.session_id,
+            device_id=r.device_id,
+            cashier_id=r.cashier_id,
+            local_time=r.local_time,
+            method=r.method,
+            claimed_total=r.claimed_total,
+            status=r.status,
+            reason=r.reason,
+            sale_id=r.sale_id,
+            incident_id=r.incident_id,
+            received_at=r.received_at,
+        )
+        for r in rows
+    ]
+
+
+def new_key() -> str:
+    """A key like the devices generate (for tests and tools)."""
+    return str(uuid.uuid4())

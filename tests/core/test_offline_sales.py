@@ -1,0 +1,265 @@
+"""Sales taken while the POS could not reach the server: received once whatever is resent (also concurrently),
+priced from the catalogue as it was at the sale, within the register's offline rule; rejected ones kept with
+their reason for a supervisor; accepted ones in the session's totals and expected cash; the close waits for the
+devices' queues; an offline period is an incident on the session."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import msgspec
+import pytest
+from sqlalchemy import select
+
+from caja_core.audit import service as audit
+from caja_core.catalog import service as catalog
+from caja_core.clock import utcnow
+from caja_core.errors import Conflict, ValidationFailed
+from caja_core.offline import service as offline
+from caja_core.payments.models import PaymentAttempt
+from caja_core.registers import service as registers
+from caja_core.sales import service as sales
+from caja_core.sessions import service as sessions
+from caja_core.testing.factories import make_registry
+
+from .conftest import open_session
+
+DEVICE = "equipo-a"
+
+
+def local(minutes_ago: float = 1.0) -> str:
+    """An instant as a device in Santiago writes it (ISO 8601 with its offset)."""
+    from zoneinfo import ZoneInfo
+
+    return (utcnow() - timedelta(minutes=minutes_ago)).astimezone(ZoneInfo("America/Santiago")).isoformat()
+
+
+def cash_sale(st, session_id, *, product="Cerveza", quantity=1, price=None, received=None, key=None, when=None):
+    price = st.prices[product] if price is None else price
+    return offline.OfflineSaleIn(
+        key=key or offline.new_key(),
+        register_id=st.register_id,
+        session_id=session_id,
+        cashier_id=st.cashier_id,
+        local_time=when or local(),
+        method="cash",
+        lines=[offline.OfflineLine(product_id=st.products[product], quantity=quantity, unit_price=price)],
+        total=price * quantity,
+        cash_received=received,
+    )
+
+
+def phone_sale(st, session_id, *, product="Piscola", code="A1B2C3", key=None):
+    sale = cash_sale(st, session_id, product=product, key=key)
+    return msgspec.structs.replace(
+        sale,
+        method="backup",
+        backup=offline.BackupReference(authorization_code=code, last4="4242", brand="Visa", card_type="débito"),
+    )
+
+
+async def sync(db, st, items, *, device=DEVICE, user_id=None, period=None):
+    return await offline.sync_sales(
+        db, venue_id=st.venue_id, user_id=user_id or st.cashier_id, device_id=device, sales=items, period=period
+    )
+
+
+async def session_of(db, st, session_id):
+    async with db.session() as s:
+        return await sessions.get_session(s, st.venue_id, session_id)
+
+
+async def paid_sales(db, st, session_id):
+    async with db.session() as s:
+        return [x for x in await sales.list_sales(s, st.venue_id, session_id=session_id) if x.status == "paid"]
+
+
+async def test_five_cash_and_one_phone_sale_count_once_in_the_session_and_its_expected_cash(any_db, setup):
+    session = await open_session(any_db, setup, initial_cash=10000)
+    queue = [cash_sale(setup, session.id, product="Cerveza", quantity=2, received=10000) for _ in range(5)]
+    queue.append(phone_sale(setup, session.id))
+    results = await sync(any_db, setup, queue)
+    assert [r.status for r in results] == ["accepted"] * 6
+    assert [r.total for r in results] == [7000] * 5 + [6000]
+    again = await sync(any_db, setup, queue)  # the device did not hear the answer and sends the queue again
+    assert [(r.status, r.sale_id) for r in again] == [(r.status, r.sale_id) for r in results]
+
+    paid = await paid_sales(any_db, setup, session.id)
+    assert len(paid) == 6
+    cash = [x for x in paid if x.payment_method == "cash"]
+    assert len(cash) == 5 and {x.change_given for x in cash} == {3000}
+    phone = next(x for x in paid if x.paid_via == "backup")
+    assert phone.provider_id == "fakebackup" and phone.total == 6000
+    current = await session_of(any_db, setup, session.id)
+    assert current.ticket_count == 6 and current.sales_total == 41000
+    assert current.cash_sales_total == 35000 and current.card_sales_total == 6000 and current.backup_count == 1
+    async with any_db.session() as s:
+        assert sessions.expected_cash(await s.get(sessions.CashSession, session.id)) == 45000
+        attempt = await s.scalar(select(PaymentAttempt).where(PaymentAttempt.sale_id == phone.id))
+        assert attempt.state == "approved_manual" and attempt.authorization_code == "A1B2C3"
+        assert attempt.last4 == "4242" and attempt.card_type == "debit"
+
+
+async def test_concurrent_duplicate_submissions_make_one_sale_per_key(any_db, setup):
+    session = await open_session(any_db, setup)
+    queue = [cash_sale(setup, session.id) for _ in range(4)] + [phone_sale(setup, session.id)]
+    answers = await asyncio.gather(*(sync(any_db, setup, queue) for _ in range(5)))
+    first = [(r.key, r.status, r.sale_id) for r in answers[0]]
+    assert all([(r.key, r.status, r.sale_id) for r in other] == first for other in answers)
+    assert {status for _, status, _ in first} == {"accepted"}
+    assert len(await paid_sales(any_db, setup, session.id)) == 5
+    current = await session_of(any_db, setup, session.id)
+    assert current.ticket_count == 5 and current.sales_total == 4 * 3500 + 6000
+
+
+async def test_a_tampered_price_is_rejected_with_its_reason_and_kept_for_a_supervisor(any_db, setup):
+    session = await open_session(any_db, setup)
+    good = cash_sale(setup, session.id)
+    cheap = cash_sale(setup, session.id, product="Piscola", price=100)
+    results = await sync(any_db, setup, [good, cheap])
+    assert [r.status for r in results] == ["accepted", "rejected"]
+    assert "precio de Piscola" in results[1].reason and "$6.000" in results[1].reason
+    assert results[1].sale_id is None
+    assert (await session_of(any_db, setup, session.id)).sales_total == 3500  # nothing of it counts
+    again = await sync(any_db, setup, [cheap])
+    assert again[0].status == "rejected" and again[0].reason == results[1].reason
+    async with any_db.session() as s:
+        kept = await offline.list_offline_sales(s, setup.venue_id, status="rejected")
+        assert [k.key for k in kept] == [cheap.key] and kept[0].claimed_total == 100
+        incidents = await audit.list_incidents(s, setup.venue_id, session_id=session.id)
+        incident = next(i for i in incidents if i.kind == "offline_sale_rejected")
+        assert "precio de Piscola" in incident.description
+        await audit.resolve_incident(
+            s, venue_id=setup.venue_id, incident_id=incident.id, user_id=setup.supervisor_id, resolution="Cobrado"
+        )
+    assert (await sync(any_db, setup, [cheap]))[0].status == "resolved"
+
+
+async def test_a_wrong_total_is_rejected(any_db, setup):
+    session = await open_session(any_db, setup)
+    sale = msgspec.structs.replace(cash_sale(setup, session.id, quantity=2), total=3500)
+    [result] = await sync(any_db, setup, [sale])
+    assert result.status == "rejected" and "no es la suma" in result.reason
+
+
+async def test_the_price_is_the_catalogue_price_at_the_time_of_the_sale(any_db, setup):
+    session = await open_session(any_db, setup)
+    before = local(minutes_ago=2)
+    async with any_db.session() as s:
+        await catalog.update_product(s, venue_id=setup.venue_id, product_id=setup.products["Cerveza"], price=4000)
+    old_price = cash_sale(setup, session.id, when=before)  # sold at $3.500 before the change
+    new_price = cash_sale(setup, session.id, price=4000, when=local(minutes_ago=0))
+    stale = cash_sale(setup, session.id, when=local(minutes_ago=0))  # $3.500 after the change
+    results = await sync(any_db, setup, [old_price, new_price, stale])
+    assert [r.status for r in results] == ["accepted", "accepted", "rejected"]
+    assert [r.total for r in results[:2]] == [3500, 4000]
+
+
+async def test_the_registers_offline_rule_decides_the_phone_and_the_references_are_required(
+    any_db, setup, fake_provider
+):
+    session = await open_session(any_db, setup)
+    no_reference = msgspec.structs.replace(phone_sale(setup, session.id), backup=None)
+    bad_code = phone_sale(setup, session.id, code="12")
+    results = await sync(any_db, setup, [no_reference, bad_code])
+    assert [r.status for r in results] == ["rejected", "rejected"]
+    assert "referencia" in results[0].reason and "código de autorización" in results[1].reason
+
+    async with any_db.session() as s:
+        register = await registers.get_register(s, setup.venue_id, setup.register_id)
+        data = msgspec.convert(
+            {
+                **msgspec.to_builtins(register),
+                "policy": msgspec.to_builtins(msgspec.structs.replace(register.policy, offline_methods=["cash"])),
+            },
+            registers.RegisterInput,
+            strict=False,
+        )
+        await registers.update_register(
+            s,
+            venue_id=setup.venue_id,
+            register_id=setup.register_id,
+            data=data,
+            registry=make_registry(),
+            actor_id=setup.admin_id,
+        )
+    [phone, cash] = await sync(any_db, setup, [phone_sale(setup, session.id), cash_sale(setup, session.id)])
+    assert phone.status == "rejected" and "no permite el celular de respaldo" in phone.reason
+    assert cash.status == "accepted"
+
+
+async def test_a_sale_outside_its_session_or_of_another_cashier_is_not_taken(any_db, setup):
+    session = await open_session(any_db, setup)
+    old = cash_sale(setup, session.id, when=local(minutes_ago=24 * 60))
+    bad_time = msgspec.structs.replace(cash_sale(setup, session.id), local_time="ayer a las 3")
+    foreign = msgspec.structs.replace(cash_sale(setup, session.id), cashier_id=setup.supervisor_id)
+    results = await sync(any_db, setup, [old, bad_time, foreign])
+    assert [r.status for r in results] == ["rejected", "rejected", "not_yours"]
+    assert "fuera de la sesión" in results[0].reason and "no es válida" in results[1].reason
+    async with any_db.session() as s:  # the other cashier's sale was not recorded: it can still be synced
+        assert foreign.key not in {k.key for k in await offline.list_offline_sales(s, setup.venue_id)}
+
+
+async def test_bad_batches_are_refused_whole(any_db, setup):
+    session = await open_session(any_db, setup)
+    sale = cash_sale(setup, session.id)
+    with pytest.raises(ValidationFailed):
+        await sync(any_db, setup, [sale, sale])  # one key twice
+    with pytest.raises(ValidationFailed):
+        await sync(any_db, setup, [sale], device="")
+    with pytest.raises(ValidationFailed):
+        await sync(any_db, setup, [cash_sale(setup, session.id) for _ in range(offline.MAX_BATCH + 1)])
+    assert await paid_sales(any_db, setup, session.id) == []
+
+
+async def test_the_close_waits_for_the_devices_that_report_unsynced_sales(any_db, setup):
+    session = await open_session(any_db, setup, initial_cash=0)
+    for device, count in (("equipo-a", 2), ("equipo-b", 1)):
+        async with any_db.session() as s:
+            await offline.report_queue(
+                s,
+                venue_id=setup.venue_id,
+                register_id=setup.register_id,
+                device_id=device,
+                unsynced=count,
+                user_id=setup.cashier_id,
+            )
+    with pytest.raises(Conflict) as refused:
+        async with any_db.session() as s:
+            await sessions.close_session(
+                s, venue_id=setup.venue_id, session_id=session.id, user_id=setup.cashier_id, counted={}
+            )
+    assert refused.value.code == "session.unsynced_offline_sales" and "3 ventas" in refused.value.message
+    await sync(any_db, setup, [cash_sale(setup, session.id)], device="equipo-a")
+    for device in ("equipo-a", "equipo-b"):
+        async with any_db.session() as s:
+            await offline.report_queue(
+                s,
+                venue_id=setup.venue_id,
+                register_id=setup.register_id,
+                device_id=device,
+                unsynced=0,
+                user_id=setup.cashier_id,
+            )
+    async with any_db.session() as s:
+        result = await sessions.close_session(
+            s, venue_id=setup.venue_id, session_id=session.id, user_id=setup.cashier_id, counted={"1000": 3, "500": 1}
+        )
+    assert result.expected_cash == 3500 and result.difference == 0
+
+
+async def test_an_offline_period_is_an_incident_on_the_session_once(any_db, setup):
+    session = await open_session(any_db, setup)
+    started, ended = local(minutes_ago=6), local(minutes_ago=1)
+    queue = [cash_sale(setup, session.id, when=local(minutes_ago=m)) for m in (4, 3, 2)]
+    period = offline.OfflinePeriodIn(session_id=session.id, started_at=started, ended_at=ended)
+    await sync(any_db, setup, queue, period=period)
+    await sync(any_db, setup, [], period=period)  # reported again: still one incident
+    async with any_db.session() as s:
+        incidents = [
+            i for i in await audit.list_incidents(s, setup.venue_id, session_id=session.id) if i.kind == "offline"
+        ]
+    assert len(incidents) == 1
+    text = incidents[0].description
+    assert "Sin conexión con el servidor desde las" in text and "3 ventas" in text and "(5 min)" in text
