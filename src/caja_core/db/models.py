@@ -2,6 +2,7 @@
 
 from ..audit.models import AuditEvent, Incident
 from ..catalog.models import Category, Product, ProductPrice
+from ..dashboard.models import ProductSales, SalesQuarter
 from ..jornadas.models import Jornada
 from ..offline.models import OfflineDevice, OfflinePeriod, OfflineSale
 from ..ops.models import OpsProcess
@@ -52,8 +53,10 @@ __all__ = [
     "PrintJob",
     "Product",
     "ProductPrice",
+    "ProductSales",
     "Sale",
     "SaleItem",
+    "SalesQuarter",
     "SessionHandover",
     "SessionTotal",
     "TerminalCheck",

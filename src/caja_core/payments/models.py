@@ -28,6 +28,8 @@ class PaymentAttempt(Base):
         ),
         Index("ix_payment_attempts_state", "state"),
         Index("ix_payment_attempts_session_state", "session_id", "state"),
+        # The dashboard reads the last hour of attempts per terminal.
+        Index("ix_payment_attempts_venue_created", "venue_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..audit.service import record
 from ..catalog.models import Category, Product
 from ..clock import utcnow
+from ..dashboard import rollups
 from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..money import MAX_AMOUNT, format_clp, parse_amount
 from ..payments import lifecycle
@@ -236,6 +237,7 @@ async def _apply_totals(s: AsyncSession, sale: Sale, sign: int) -> None:
     await s.execute(
         update(t).where(t.id == sale.session_id).values(values).execution_options(synchronize_session=False)
     )
+    await rollups.add_sale(s, sale, sign)
     if sale.no_revenue or sale.payment_method == "cash":
         return  # cash is in the session's own columns
     dialect = s.get_bind().dialect.name
@@ -683,6 +685,15 @@ def _write_cash_sale(
     if sale_id is None:
         raise _Duplicate()
     conn.execute(cast(Table, SaleItem.__table__).insert(), [{"sale_id": sale_id, **line} for line in lines])
+    rollups.add_cash_sale(
+        conn,
+        jornada_id=jornada_id,
+        session_id=session_id,
+        cashier_id=cashier_id,
+        paid_at=now,
+        total=total,
+        products=_product_totals(lines),
+    )
     conn.execute(
         cast(Table, AuditEvent.__table__).insert(),
         {
@@ -718,6 +729,18 @@ WITH upd AS (
   SELECT sale.id, i.product_id, i.name, i.quantity, i.unit_price, i.line_total, i.free_reason
   FROM sale, jsonb_to_recordset(CAST(:items AS jsonb))
        AS i(product_id integer, name text, quantity integer, unit_price bigint, line_total bigint, free_reason text)
+), quarter AS (
+  INSERT INTO sales_quarters (jornada_id, quarter, session_id, cashier_id, provider_id, method, count, amount)
+  SELECT upd.jornada_id, :quarter, :session_id, :cashier_id, 'cash', 'cash', 1, :total
+  FROM upd, sale
+  ON CONFLICT (jornada_id, quarter, session_id, cashier_id, provider_id, method)
+  DO UPDATE SET count = sales_quarters.count + 1, amount = sales_quarters.amount + EXCLUDED.amount
+), products AS (
+  INSERT INTO product_sales (jornada_id, session_id, product_id, units, amount)
+  SELECT upd.jornada_id, :session_id, p.product_id, p.units, p.amount
+  FROM upd, sale, jsonb_to_recordset(CAST(:products AS jsonb)) AS p(product_id integer, units integer, amount bigint)
+  ON CONFLICT (jornada_id, session_id, product_id)
+  DO UPDATE SET units = product_sales.units + EXCLUDED.units, amount = product_sales.amount + EXCLUDED.amount
 ), audit AS (
   INSERT INTO audit_events (venue_id, user_id, action, entity, entity_id, payload, created_at)
   SELECT :venue_id, :cashier_id, 'sale.paid', 'sale', CAST(sale.id AS text), CAST(:payload AS jsonb), :now
@@ -746,6 +769,8 @@ def _write_cash_sale_pg(
             "change": received - total,
             "now": now,
             "items": json.dumps(lines),
+            "quarter": rollups.quarter_of(now),
+            "products": json.dumps(_product_totals(lines)),
             "payload": json.dumps({"method": "cash", "total": total, "session_id": session_id}),
         },
     ).one()
@@ -754,6 +779,10 @@ def _write_cash_sale_pg(
     if row.sale_id is None:
         raise _Duplicate()
     return row.sale_id
+
+
+def _product_totals(lines: list[dict]) -> list[dict[str, int]]:
+    return rollups.product_totals((line["product_id"], line["quantity"], line["line_total"]) for line in lines)
 
 
 async def _price_lines(

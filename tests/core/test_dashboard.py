@@ -1,0 +1,310 @@
+"""The jornada's figures (dashboard and charted reports) against hand-computed nights, on SQLite and
+PostgreSQL: a night across midnight, and the two nights of the year when Chile changes its clocks at midnight."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from caja_core import clock
+from caja_core.dashboard import service as dashboard
+from caja_core.dashboard.models import ProductSales, SalesQuarter
+from caja_core.jornadas import service as jornadas
+from caja_core.jornadas.models import Jornada
+from caja_core.payments.models import PaymentAttempt
+from caja_core.permissions import Action
+from caja_core.permissions.service import authorize
+from caja_core.sales import service as sales
+from caja_core.sessions import service as sessions
+from caja_core.sessions.models import CashSession
+from caja_core.testing.factories import SUPERVISOR_PIN, make_setup
+
+
+class Night:
+    """A venue whose clock the test moves: every sale is paid at the instant the test says."""
+
+    def __init__(self, db, setup, monkeypatch):
+        self.db, self.st, self.monkeypatch = db, setup, monkeypatch
+
+    def at(self, iso: str) -> datetime:
+        instant = datetime.fromisoformat(iso).astimezone(UTC)
+        self.monkeypatch.setattr(clock.SYSTEM_CLOCK, "now", lambda: instant)
+        return instant
+
+    async def open(self, iso: str) -> tuple[int, int]:
+        self.at(iso)
+        async with self.db.session() as s:
+            jornada = await jornadas.open_jornada(s, venue_id=self.st.venue_id, user_id=self.st.supervisor_id)
+            session = await sessions.open_session(
+                s,
+                venue_id=self.st.venue_id,
+                register_id=self.st.register_id,
+                user_id=self.st.cashier_id,
+                initial_cash=10000,
+                open_key=str(uuid.uuid4()),
+            )
+        return jornada.id, session.id
+
+    async def cash(self, iso: str, session_id: int, **quantities: int) -> int:
+        """A cash sale through the POS's hot path."""
+        self.at(iso)
+        sale = await sales.sell_cash(
+            self.db,
+            venue_id=self.st.venue_id,
+            session_id=session_id,
+            cashier_id=self.st.cashier_id,
+            items=[sales.ItemInput(product_id=self.st.products[n], quantity=q) for n, q in quantities.items()],
+            idempotency_key=str(uuid.uuid4()),
+        )
+        return sale.id
+
+    async def card(self, iso: str, session_id: int, provider: str = "fake", **quantities: int) -> int:
+        self.at(iso)
+        async with self.db.session() as s:
+            sale = await sales.create_sale(
+                s,
+                venue_id=self.st.venue_id,
+                session_id=session_id,
+                cashier_id=self.st.cashier_id,
+                items=[sales.ItemInput(product_id=self.st.products[n], quantity=q) for n, q in quantities.items()],
+                idempotency_key=str(uuid.uuid4()),
+            )
+            await sales.mark_paid(
+                s, sale_id=sale.id, provider_id=provider, paid_via="primary" if provider == "fake" else "backup"
+            )
+        return sale.id
+
+    async def void(self, iso: str, sale_id: int) -> None:
+        """The cashier voids a paid sale with the supervisor's PIN."""
+        self.at(iso)
+        grant = await authorize(
+            self.db,
+            venue_id=self.st.venue_id,
+            action=Action.VOID_PAID,
+            actor_id=self.st.cashier_id,
+            code=SUPERVISOR_PIN,
+            sale_id=sale_id,
+        )
+        async with self.db.session() as s:
+            await sales.cancel_sale(
+                s,
+                venue_id=self.st.venue_id,
+                sale_id=sale_id,
+                user_id=self.st.cashier_id,
+                reason="error de caja",
+                authorization_id=grant,
+            )
+
+    async def figures(self, jornada_id: int, **kw) -> dashboard.JornadaFigures:
+        async with self.db.session() as s:
+            return await dashboard.jornada_figures(s, self.st.venue_id, jornada_id, **kw)
+
+
+@pytest.fixture
+async def night(any_db, monkeypatch):
+    return Night(any_db, await make_setup(any_db, open_jornada=False), monkeypatch)
+
+
+def slots(lines):
+    return [(x.label, x.count, x.amount) for x in lines]
+
+
+async def test_a_night_across_midnight_adds_up_by_quarter_hour_hour_method_product_and_cashier(night, any_db):
+    # Friday 2026-11-27 in Santiago (UTC−3 in summer). Prices: Cerveza 3 500, Piscola 6 000, Agua 2 000.
+    jornada_id, session_id = await night.open("2026-11-27T22:00:00-03:00")
+    await night.cash("2026-11-27T23:50:00-03:00", session_id, Cerveza=2)  # 7 000
+    await night.card("2026-11-27T23:59:59-03:00", session_id, Piscola=1)  # 6 000 card
+    await night.cash("2026-11-28T00:00:00-03:00", session_id, Agua=1, Cerveza=1)  # 5 500
+    voided = await night.cash("2026-11-28T00:10:00-03:00", session_id, Piscola=2)  # 12 000, voided later
+    await night.card("2026-11-28T00:40:00-03:00", session_id, provider="fakebackup", Cerveza=1)  # 3 500 backup
+    await night.void("2026-11-28T00:50:00-03:00", voided)
+    await night.cash("2026-11-28T01:05:00-03:00", session_id, Agua=3)  # 6 000
+
+    f = await night.figures(jornada_id)
+    # 7 000 + 6 000 + 5 500 + 3 500 + 6 000 = 28 000 in 5 tickets (the void is out).
+    assert (f.total, f.tickets, f.average_ticket) == (28000, 5, 5600)
+    assert slots(f.quarters) == [
+        ("23:45", 2, 13000),
+        ("00:00", 1, 5500),  # the voided sale of 00:10 left its quarter
+        ("00:15", 0, 0),
+        ("00:30", 1, 3500),
+        ("00:45", 0, 0),
+        ("01:00", 1, 6000),
+    ]
+    assert slots(f.hours) == [("23:00", 2, 13000), ("00:00", 2, 9000), ("01:00", 1, 6000)]
+    assert [(x.key, x.count, x.amount) for x in f.by_method] == [("card", 2, 9500), ("cash", 3, 18500)]
+    assert [(x.key, x.count, x.amount) for x in f.by_provider] == [
+        ("cash", 3, 18500),
+        ("fake", 1, 6000),
+        ("fakebackup", 1, 3500),
+    ]
+    assert [(x.key, x.count, x.amount) for x in f.by_register] == [("CAJA1", 5, 28000)]
+    # Cerveza 2+1+1 = 4 units, 14 000; Agua 1+3 = 4 units, 8 000; Piscola 1 unit, 6 000 (2 voided).
+    assert [(p.name, p.units, p.amount) for p in f.products] == [
+        ("Cerveza", 4, 14000),
+        ("Agua", 4, 8000),
+        ("Piscola", 1, 6000),
+    ]
+    assert [(c.label, c.count, c.amount) for c in f.categories] == [("Bar", 9, 28000)]
+    by_name = {c.name: c for c in f.cashiers}
+    assert (by_name["Cajera"].sales_count, by_name["Cajera"].sales_total) == (5, 28000)
+    assert (by_name["Cajera"].voids_count, by_name["Cajera"].voids_total) == (1, 12000)
+    assert [(o.register_code, o.cashier_name, o.ticket_count) for o in f.open_sessions] == [("CAJA1", "Cajera", 5)]
+
+    # The same figures as the session's own running totals (kept by other code in the same transactions).
+    async with any_db.session() as s:
+        session = await s.get(CashSession, session_id)
+        quarters = (await s.execute(select(func.sum(SalesQuarter.count), func.sum(SalesQuarter.amount)))).one()
+        products = await s.scalar(select(func.sum(ProductSales.amount)))
+    assert (session.ticket_count, session.sales_total) == (int(quarters[0]), int(quarters[1])) == (5, 28000)
+    assert products == 28000
+    one = await _session_figures(any_db, night.st.venue_id, session_id)
+    assert (one.total, slots(one.hours)) == (28000, slots(f.hours))
+
+
+async def _session_figures(db, venue_id, session_id):
+    async with db.session() as s:
+        return await dashboard.session_figures(s, venue_id, session_id)
+
+
+async def test_the_night_daylight_saving_time_ends_keeps_both_2300_hours_apart(night):
+    # 2026-04-05 00:00 −03 becomes 2026-04-04 23:00 −04: the hour from 23:00 happens twice.
+    jornada_id, session_id = await night.open("2026-04-04T21:00:00-03:00")
+    await night.cash("2026-04-04T23:40:00-03:00", session_id, Cerveza=1)  # 02:40 UTC, 3 500
+    await night.cash("2026-04-04T23:40:00-04:00", session_id, Agua=1)  # 03:40 UTC, 2 000
+    await night.cash("2026-04-05T00:05:00-04:00", session_id, Piscola=1)  # 04:05 UTC, 6 000
+
+    f = await night.figures(jornada_id)
+    assert f.total == 11500
+    assert slots(f.hours) == [("23:00 (-03)", 1, 3500), ("23:00 (-04)", 1, 2000), ("00:00", 1, 6000)]
+    assert slots(f.quarters) == [
+        ("23:30 (-03)", 1, 3500),
+        ("23:45 (-03)", 0, 0),
+        ("23:00", 0, 0),
+        ("23:15", 0, 0),
+        ("23:30 (-04)", 1, 2000),
+        ("23:45 (-04)", 0, 0),
+        ("00:00", 1, 6000),
+    ]
+    assert [x.start for x in f.quarters] == [
+        datetime(2026, 4, 5, 2, 30, tzinfo=UTC) + timedelta(minutes=15 * n) for n in range(7)
+    ]
+
+
+async def test_the_night_daylight_saving_time_starts_has_no_midnight_hour_and_no_gap(night):
+    # 2026-09-06 00:00 −04 becomes 01:00 −03: the hour from 00:00 never happens.
+    jornada_id, session_id = await night.open("2026-09-05T21:00:00-04:00")
+    await night.cash("2026-09-05T23:50:00-04:00", session_id, Cerveza=2)  # 03:50 UTC, 7 000
+    await night.card("2026-09-06T01:05:00-03:00", session_id, Agua=1)  # 04:05 UTC, 2 000
+    await night.cash("2026-09-06T01:20:00-03:00", session_id, Piscola=1)  # 04:20 UTC, 6 000
+
+    f = await night.figures(jornada_id)
+    assert slots(f.quarters) == [("23:45", 1, 7000), ("01:00", 1, 2000), ("01:15", 1, 6000)]
+    assert slots(f.hours) == [("23:00", 1, 7000), ("01:00", 2, 8000)]
+    assert f.jornada.label_date.isoformat() == "2026-09-05"
+
+
+async def test_terminals_show_approval_rate_time_to_approval_and_breaker(night, any_db):
+    jornada_id, session_id = await night.open("2026-11-27T22:00:00-03:00")
+    sale_id = await night.card("2026-11-27T23:00:00-03:00", session_id, Agua=1)
+    sent = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    async with any_db.session() as s:
+        for n, (state, seconds) in enumerate((("approved", 4), ("approved", 8), ("declined", 3), ("in_doubt", None))):
+            s.add(
+                PaymentAttempt(
+                    venue_id=night.st.venue_id,
+                    sale_id=sale_id,
+                    session_id=session_id,
+                    register_id=night.st.register_id,
+                    provider_id="fake",
+                    device_key="fake:1",
+                    role="primary",
+                    amount=2000,
+                    ticket=f"T{n}",
+                    state=state,
+                    active=False,
+                    created_at=sent,
+                    sent_at=sent,
+                    finished_at=None if seconds is None else sent + timedelta(seconds=seconds),
+                )
+            )
+    f = await night.figures(jornada_id)
+    (t,) = f.terminals
+    assert (t.register_code, t.attempts, t.approved, t.not_approved) == ("CAJA1", 4, 2, 1)
+    assert t.approval_rate == pytest.approx(2 / 3)
+    assert (t.average_approval_s, t.slowest_approval_s) == (6.0, 8.0)
+    assert t.breaker_state == "closed"
+    assert [(d.register_code, d.state, d.amount) for d in f.in_doubt] == [("CAJA1", "in_doubt", 2000)]
+
+    # The live view counts the last hour only.
+    live = await night.figures(jornada_id, now=sent + timedelta(hours=2), terminal_window=timedelta(hours=1))
+    assert live.terminals[0].attempts == 0 and live.terminals[0].approval_rate is None
+
+
+async def test_fallback_events_and_the_same_weekday_of_previous_weeks(night, any_db):
+    # Two Fridays earlier, a night of 40 000 of which 15 000 before 23:30.
+    async with any_db.session() as s:
+        past = Jornada(
+            venue_id=night.st.venue_id,
+            label_date=datetime(2026, 11, 13).date(),
+            status="closed",
+            opened_at=datetime(2026, 11, 14, 1, 0, tzinfo=UTC),
+        )
+        thursday = Jornada(
+            venue_id=night.st.venue_id,
+            label_date=datetime(2026, 11, 19).date(),
+            status="closed",
+            opened_at=datetime(2026, 11, 20, 1, 0, tzinfo=UTC),
+        )
+        s.add_all([past, thursday])
+        await s.flush()
+        old = CashSession(
+            venue_id=night.st.venue_id,
+            register_id=night.st.register_id,
+            jornada_id=past.id,
+            opened_by=night.st.cashier_id,
+            cashier_id=night.st.cashier_id,
+            open_key="old",
+            status="closed",
+            ticket_count=8,
+            sales_total=40000,
+        )
+        s.add(old)
+        await s.flush()
+        for local, amount in (("2026-11-13T23:00:00-03:00", 15000), ("2026-11-14T01:00:00-03:00", 25000)):
+            s.add(
+                SalesQuarter(
+                    jornada_id=past.id,
+                    quarter=int(datetime.fromisoformat(local).timestamp()) // 900,
+                    session_id=old.id,
+                    cashier_id=night.st.cashier_id,
+                    provider_id="cash",
+                    method="cash",
+                    count=4,
+                    amount=amount,
+                )
+            )
+    jornada_id, session_id = await night.open("2026-11-27T22:00:00-03:00")
+    await night.cash("2026-11-27T23:10:00-03:00", session_id, Cerveza=1)
+    async with any_db.session() as s:
+        await sessions.add_fallback_event(
+            s,
+            venue_id=night.st.venue_id,
+            session_id=session_id,
+            sale_id=None,
+            attempt_id=None,
+            from_provider="fake",
+            to_provider="fakebackup",
+            reason="Terminal sin conexión",
+            user_id=night.st.cashier_id,
+        )
+    f = await night.figures(jornada_id, now=datetime.fromisoformat("2026-11-27T23:30:00-03:00"))
+    assert [(m.register_code, m.from_provider, m.to_provider, m.reason) for m in f.fallbacks] == [
+        ("CAJA1", "fake", "fakebackup", "Terminal sin conexión")
+    ]
+    assert [(p.label_date, p.total, p.tickets, p.total_so_far) for p in f.past_nights] == [
+        ("13-11-2026", 40000, 8, 15000)
+    ]
