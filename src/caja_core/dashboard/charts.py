@@ -1,0 +1,272 @@
+"""Charts of a jornada's figures as SVG drawn on the server: no script, no chart library, nothing fetched.
+
+Each chart is accessible: the SVG is an image with a title and a description (``role="img"``,
+``aria-labelledby``), every bar and mark carries its own ``<title>`` (label and value), and the same numbers go
+with it as a table (``Chart.rows``) that the page shows behind a "Ver datos" toggle. The drawing scales to
+the width of its container (``viewBox``), from a phone to a printed page.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from html import escape
+
+import msgspec
+
+from ..clock import to_local
+from ..money import format_clp
+from .models import QUARTER_S
+from .service import JornadaFigures, TimeSlot
+
+WIDTH = 640
+BAR_HEIGHT = 26
+COLUMNS_HEIGHT = 220
+LEFT = 96  # room for the labels of a row chart
+MARGIN = 8
+
+
+class Bar(msgspec.Struct, kw_only=True):
+    label: str
+    value: float
+    text: str  # the value as people read it ("$12.500", "92 %")
+
+
+class Mark(msgspec.Struct, kw_only=True):
+    """Something that happened at a point of a time line (a fallback): ``position`` in bars from the first."""
+
+    position: float
+    text: str
+
+
+class Chart(msgspec.Struct, kw_only=True):
+    id: str
+    title: str
+    description: str
+    svg: str
+    headers: list[str]
+    rows: list[list[str]]
+
+    @property
+    def empty(self) -> bool:
+        return not self.rows
+
+
+def _open(chart_id: str, title: str, description: str, height: int) -> list[str]:
+    return [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="{chart_id}" viewBox="0 0 {WIDTH} {height}" '
+        f'role="img" aria-labelledby="{chart_id}-title {chart_id}-desc" preserveAspectRatio="xMidYMid meet">',
+        f'<title id="{chart_id}-title">{escape(title)}</title>',
+        f'<desc id="{chart_id}-desc">{escape(description)}</desc>',
+    ]
+
+
+def rows_chart(chart_id: str, title: str, description: str, bars: list[Bar], *, unit: str) -> Chart:
+    """Horizontal bars, one per line (registers, providers, categories, terminals)."""
+    height = MARGIN * 2 + BAR_HEIGHT * max(1, len(bars))
+    top = max((b.value for b in bars), default=0) or 1
+    room = WIDTH - LEFT - 110
+    parts = _open(chart_id, title, description, height)
+    if not bars:
+        parts.append(
+            f'<text class="empty" x="{WIDTH // 2}" y="{height // 2 + 4}" text-anchor="middle">Sin datos</text>'
+        )
+    for n, b in enumerate(bars):
+        y = MARGIN + n * BAR_HEIGHT
+        w = max(0.0, b.value) / top * room
+        parts.append(
+            f'<text class="label" x="{LEFT - 6}" y="{y + 17}" text-anchor="end">{escape(_short(b.label, 14))}</text>'
+            f'<rect class="bar" x="{LEFT}" y="{y + 4}" width="{w:.1f}" height="{BAR_HEIGHT - 8}">'
+            f"<title>{escape(b.label)}: {escape(b.text)}</title></rect>"
+            f'<text class="value" x="{LEFT + w + 6:.1f}" y="{y + 17}">{escape(b.text)}</text>'
+        )
+    parts.append("</svg>")
+    return Chart(
+        id=chart_id,
+        title=title,
+        description=description,
+        svg="".join(parts),
+        headers=["", unit],
+        rows=[[b.label, b.text] for b in bars],
+    )
+
+
+def columns_chart(
+    chart_id: str, title: str, description: str, bars: list[Bar], *, unit: str, marks: list[Mark] | None = None
+) -> Chart:
+    """Vertical bars in time order (the night by quarter hour or by hour), with marks on the time line; a label
+    under every bar that starts an hour (or every bar, when there are few)."""
+    marks = marks or []
+    plot_top, plot_bottom = 14, COLUMNS_HEIGHT - 26
+    plot_h = plot_bottom - plot_top
+    n = max(1, len(bars))
+    step = (WIDTH - 2 * MARGIN) / n
+    top = max((b.value for b in bars), default=0) or 1
+    parts = _open(chart_id, title, description, COLUMNS_HEIGHT)
+    parts.append(
+        f'<line class="axis" x1="{MARGIN}" y1="{plot_bottom}" x2="{WIDTH - MARGIN}" y2="{plot_bottom}"/>'
+        f'<text class="value" x="{MARGIN}" y="10">{escape(_max_text(bars))}</text>'
+    )
+    if not bars:
+        parts.append(
+            f'<text class="empty" x="{WIDTH // 2}" y="{COLUMNS_HEIGHT // 2}" text-anchor="middle">Sin ventas aún</text>'
+        )
+    few = len(bars) <= 12
+    for i, b in enumerate(bars):
+        h = max(0.0, b.value) / top * plot_h
+        x = MARGIN + i * step
+        parts.append(
+            f'<rect class="bar" x="{x + step * 0.1:.1f}" y="{plot_bottom - h:.1f}" width="{step * 0.8:.1f}" '
+            f'height="{h:.1f}"><title>{escape(b.label)}: {escape(b.text)}</title></rect>'
+        )
+        if few or b.label[2:5] == ":00":
+            parts.append(
+                f'<text class="tick" x="{x + step / 2:.1f}" y="{COLUMNS_HEIGHT - 8}" '
+                f'text-anchor="middle">{escape(b.label[:5])}</text>'
+            )
+    for m in marks:
+        x = MARGIN + m.position * step
+        parts.append(
+            f'<g class="mark"><line x1="{x:.1f}" y1="{plot_top}" x2="{x:.1f}" y2="{plot_bottom}"/>'
+            f'<circle cx="{x:.1f}" cy="{plot_top}" r="5"/><title>{escape(m.text)}</title></g>'
+        )
+    parts.append("</svg>")
+    rows = [[b.label, b.text] for b in bars] + [["", m.text] for m in marks]
+    return Chart(
+        id=chart_id,
+        title=title,
+        description=description,
+        svg="".join(parts),
+        headers=["Hora", unit],
+        rows=rows,
+    )
+
+
+def seconds(value: float | None) -> str:
+    """``4.25`` → ``"4,2 s"`` (a decimal comma, as people write it here)."""
+    return "—" if value is None else f"{value:.1f} s".replace(".", ",")
+
+
+def _short(text: str, size: int) -> str:
+    return text if len(text) <= size else text[: size - 1] + "…"
+
+
+def _max_text(bars: list[Bar]) -> str:
+    if not bars:
+        return ""
+    return "máx. " + max(bars, key=lambda b: b.value).text
+
+
+def _money(slots: list[TimeSlot]) -> list[Bar]:
+    return [Bar(label=x.label, value=x.amount, text=format_clp(x.amount)) for x in slots]
+
+
+def _position(at: datetime, slots: list[TimeSlot]) -> float:
+    return (at - slots[0].start).total_seconds() / QUARTER_S
+
+
+def night_chart(f: JornadaFigures, chart_id: str = "ventas-15min") -> Chart:
+    """Sales per quarter hour across the night, with the fallback events on the time line."""
+    marks = []
+    if f.quarters:
+        end = f.quarters[-1].start.timestamp() + QUARTER_S
+        for e in f.fallbacks:
+            if f.quarters[0].start <= e.at and e.at.timestamp() < end:
+                local = to_local(e.at, f.timezone).strftime("%H:%M")
+                marks.append(
+                    Mark(
+                        position=_position(e.at, f.quarters),
+                        text=f"{local} {e.register_code}: {e.from_provider} → {e.to_provider} ({e.reason})",
+                    )
+                )
+    return columns_chart(
+        chart_id,
+        "Ventas cada 15 minutos",
+        f"Monto vendido en cada cuarto de hora de la jornada, hora de {f.timezone}; "
+        f"los círculos son cambios al proveedor de respaldo ({len(marks)}).",
+        _money(f.quarters),
+        unit="Monto",
+        marks=marks,
+    )
+
+
+def hours_chart(f: JornadaFigures, chart_id: str = "ventas-hora") -> Chart:
+    return columns_chart(
+        chart_id, "Ventas por hora", f"Monto vendido en cada hora, hora de {f.timezone}.", _money(f.hours), unit="Monto"
+    )
+
+
+def register_chart(f: JornadaFigures, chart_id: str = "ventas-caja") -> Chart:
+    return rows_chart(
+        chart_id,
+        "Ventas por caja",
+        "Monto vendido por cada caja en la jornada.",
+        [Bar(label=x.label, value=x.amount, text=format_clp(x.amount)) for x in f.by_register],
+        unit="Monto",
+    )
+
+
+def provider_chart(f: JornadaFigures, chart_id: str = "ventas-proveedor") -> Chart:
+    return rows_chart(
+        chart_id,
+        "Ventas por medio de pago",
+        "Monto cobrado en efectivo y por cada proveedor de pago con tarjeta.",
+        [Bar(label=x.label, value=x.amount, text=format_clp(x.amount)) for x in f.by_provider],
+        unit="Monto",
+    )
+
+
+def category_chart(f: JornadaFigures, chart_id: str = "ventas-categoria") -> Chart:
+    return rows_chart(
+        chart_id,
+        "Ventas por categoría",
+        "Monto vendido por categoría de producto.",
+        [Bar(label=x.label, value=x.amount, text=format_clp(x.amount)) for x in f.categories],
+        unit="Monto",
+    )
+
+
+def approval_chart(f: JornadaFigures, chart_id: str = "aprobacion-terminal") -> Chart:
+    terminals = [t for t in f.terminals if t.approval_rate is not None]
+    return rows_chart(
+        chart_id,
+        "Aprobación por terminal",
+        "Porcentaje de cobros con tarjeta aprobados entre los aprobados y rechazados de cada terminal"
+        + (" en la última hora." if f.terminal_window else " en la jornada."),
+        [
+            Bar(
+                label=t.register_code,
+                value=round((t.approval_rate or 0) * 100),
+                text=f"{round((t.approval_rate or 0) * 100)} % de {t.approved + t.not_approved}",
+            )
+            for t in terminals
+        ],
+        unit="Aprobados",
+    )
+
+
+def approval_time_chart(f: JornadaFigures, chart_id: str = "tiempo-aprobacion") -> Chart:
+    terminals = [t for t in f.terminals if t.average_approval_s is not None]
+    return rows_chart(
+        chart_id,
+        "Tiempo hasta la aprobación",
+        "Segundos en promedio desde el envío al terminal hasta la aprobación"
+        + (", en la última hora." if f.terminal_window else ", en la jornada."),
+        [
+            Bar(
+                label=t.register_code,
+                value=t.average_approval_s or 0,
+                text=f"{seconds(t.average_approval_s)} (máx. {seconds(t.slowest_approval_s)})",
+            )
+            for t in terminals
+        ],
+        unit="Segundos",
+    )
+
+
+def all_charts(f: JornadaFigures) -> list[Chart]:
+    """Every chart of a jornada's (or a session's) figures, in the order the pages show them."""
+    charts = [night_chart(f), hours_chart(f)]
+    if f.session_id is None:
+        charts.append(register_chart(f))
+    charts += [provider_chart(f), category_chart(f), approval_chart(f), approval_time_chart(f)]
+    return charts

@@ -1,0 +1,145 @@
+"""The charts are SVG a browser and a screen reader can read: parsed here, bars and marks counted."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import UTC, date, datetime, timedelta
+
+from caja_core.dashboard import charts
+from caja_core.dashboard.service import (
+    FallbackMark,
+    Figure,
+    JornadaFigures,
+    TerminalFigures,
+    time_line,
+)
+from caja_core.jornadas.service import JornadaOut
+
+SVG = "{http://www.w3.org/2000/svg}"
+START = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)  # 23:00 in Santiago
+
+
+def figures(**kw) -> JornadaFigures:
+    jornada = JornadaOut(id=1, venue_id=1, label_date=date(2026, 11, 27), status="open", opened_at=START, opened_by=1)
+    return JornadaFigures(jornada=jornada, timezone="America/Santiago", generated_at=START, **kw)
+
+
+def parse(chart: charts.Chart) -> ET.Element:
+    root = ET.fromstring(chart.svg)
+    assert root.tag == f"{SVG}svg" and root.get("role") == "img"
+    labelled = root.get("aria-labelledby").split()
+    assert [root.find(f"{SVG}title").get("id"), root.find(f"{SVG}desc").get("id")] == labelled
+    return root
+
+
+def bars(root: ET.Element) -> list[ET.Element]:
+    return [e for e in root.iter(f"{SVG}rect") if e.get("class") == "bar"]
+
+
+def test_the_night_has_one_bar_per_quarter_hour_and_one_mark_per_fallback():
+    q0 = int(START.timestamp()) // 900
+    quarters, hours = time_line({q0: [2, 13000], q0 + 1: [1, 5500], q0 + 5: [1, 6000]}, "America/Santiago")
+    f = figures(
+        quarters=quarters,
+        hours=hours,
+        fallbacks=[
+            FallbackMark(
+                at=START + timedelta(minutes=20),
+                register_code="BARRA1",
+                from_provider="getnet",
+                to_provider="klap",
+                reason="Terminal sin conexión",
+                override=False,
+            ),
+            FallbackMark(
+                at=START + timedelta(minutes=70),
+                register_code="BARRA2",
+                from_provider="getnet",
+                to_provider="klap",
+                reason="Tiempo agotado",
+                override=False,
+            ),
+        ],
+    )
+    chart = charts.night_chart(f)
+    root = parse(chart)
+    drawn = bars(root)
+    assert len(drawn) == 6  # 23:00 … 00:15, the empty quarters included
+    assert [b.find(f"{SVG}title").text for b in drawn][:2] == ["23:00: $13.000", "23:15: $5.500"]
+    heights = [float(b.get("height")) for b in drawn]
+    assert heights[2] == 0 and heights[0] == max(heights)
+    assert abs(heights[1] / heights[0] - 5500 / 13000) < 0.001
+    marks = [g for g in root.iter(f"{SVG}g") if g.get("class") == "mark"]
+    assert len(marks) == 2
+    assert marks[0].find(f"{SVG}title").text == "23:20 BARRA1: getnet → klap (Terminal sin conexión)"
+    # The mark of 23:20 sits a third into the second quarter.
+    x0 = float(drawn[0].get("x")) - float(drawn[0].get("width")) * 0.125
+    step = float(drawn[1].get("x")) - float(drawn[0].get("x"))
+    assert abs(float(marks[0].find(f"{SVG}line").get("x1")) - (x0 + step * 20 / 15)) < 0.2
+    assert chart.rows[0] == ["23:00", "$13.000"] and len(chart.rows) == 8
+    assert len(bars(parse(charts.hours_chart(f)))) == 2
+
+
+def test_rows_charts_have_one_bar_per_register_provider_and_terminal():
+    f = figures(
+        by_register=[Figure(key=k, label=k, count=1, amount=a) for k, a in (("BARRA1", 90000), ("PUERTA", 30000))],
+        by_provider=[
+            Figure(key="cash", label="Efectivo", count=3, amount=50000),
+            Figure(key="getnet", label="getnet", count=4, amount=60000),
+            Figure(key="klap", label="klap", count=1, amount=10000),
+        ],
+        terminals=[
+            TerminalFigures(
+                register_id=1,
+                register_code="BARRA1",
+                provider_id="getnet",
+                breaker_state="closed",
+                breaker_label="Normal",
+                last_heartbeat=None,
+                attempts=10,
+                approved=9,
+                not_approved=1,
+                average_approval_s=4.25,
+                slowest_approval_s=9.5,
+            ),
+            TerminalFigures(
+                register_id=2,
+                register_code="PUERTA",
+                provider_id="getnet",
+                breaker_state="open",
+                breaker_label="Fuera de servicio",
+                last_heartbeat=None,
+            ),
+        ],
+    )
+    registers = parse(charts.register_chart(f))
+    assert [b.find(f"{SVG}title").text for b in bars(registers)] == ["BARRA1: $90.000", "PUERTA: $30.000"]
+    assert abs(float(bars(registers)[1].get("width")) * 3 - float(bars(registers)[0].get("width"))) < 0.5
+    assert len(bars(parse(charts.provider_chart(f)))) == 3
+    approval = charts.approval_chart(f)
+    assert [b.find(f"{SVG}title").text for b in bars(parse(approval))] == ["BARRA1: 90 % de 10"]  # no data: no bar
+    timing = charts.approval_time_chart(f)
+    assert timing.rows == [["BARRA1", "4,2 s (máx. 9,5 s)"]]
+
+
+def test_an_empty_night_says_so_and_text_is_escaped():
+    chart = charts.night_chart(figures())
+    root = parse(chart)
+    assert bars(root) == [] and chart.empty
+    assert "Sin ventas aún" in chart.svg
+    f = figures(by_register=[Figure(key="<b>&", label="<b>&", count=1, amount=1000)])
+    root = parse(charts.register_chart(f))  # parses: the label is escaped
+    assert bars(root)[0].find(f"{SVG}title").text == "<b>&: $1.000"
+
+
+def test_all_charts_of_a_jornada_and_of_a_session():
+    assert [c.id for c in charts.all_charts(figures())] == [
+        "ventas-15min",
+        "ventas-hora",
+        "ventas-caja",
+        "ventas-proveedor",
+        "ventas-categoria",
+        "aprobacion-terminal",
+        "tiempo-aprobacion",
+    ]
+    assert "ventas-caja" not in [c.id for c in charts.all_charts(figures(session_id=3))]
