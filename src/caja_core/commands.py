@@ -1,5 +1,5 @@
 """Core CLI commands: ``check-config``, ``db``, ``backup``, ``venue``, ``user``.
-(``serve``/``demo`` come from the web package, ``getnet`` from its plugin.)
+(``serve``/``demo`` come from the web package, a provider's own commands from its plugin.)
 
 Every command reads its settings from ``CAJA_*``; a missing or invalid value prints one line per problem
 and exits with code 2 before anything is touched.

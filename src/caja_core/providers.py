@@ -49,6 +49,9 @@ class Capability(enum.StrEnum):
     IDENTIFY = "identify"  # the device can say who it is (``identify``): serial number, terminal id
     TERMINAL_REPORT = "terminal_report"  # the device lists what it charged since its last batch close
     BATCH_CLOSE = "batch_close"  # caja can run the device's batch close (``close_batch``)
+    #: the provider's own sales report verifies its manual payments at the end of the night (``parse_report``,
+    #: ``report_matches``; optional ``report_help`` and ``normalise_authorization_code``)
+    SALES_REPORT = "sales_report"
 
 
 #: The provider id recorded on cash sales. Cash is not a provider plugin (the core records it in the sale's own
@@ -233,7 +236,14 @@ _OPTIONAL_METHODS = {
     "capabilities_for": False,
     "parse_report": False,
     "report_matches": False,
-    "normalise_reference": False,
+    "normalise_authorization_code": False,
+}
+#: What each capability needs beyond the contract's methods.
+_CAPABILITY_METHODS = {
+    Capability.IDENTIFY: ("identify",),
+    Capability.TERMINAL_REPORT: ("terminal_report",),
+    Capability.BATCH_CLOSE: ("close_batch",),
+    Capability.SALES_REPORT: ("parse_report", "report_matches"),
 }
 
 
@@ -283,6 +293,15 @@ def check_provider(provider: Any) -> None:
     caps = getattr(provider, "capabilities", None)
     if not isinstance(caps, frozenset | set) or not all(isinstance(c, Capability) for c in caps):
         raise PluginError(f"El proveedor {pid!r}: `capabilities` debe ser un frozenset de Capability.")
+    lacking = [
+        f"{capability.value} necesita {m}"
+        for capability, methods in _CAPABILITY_METHODS.items()
+        if capability in caps
+        for m in methods
+        if not callable(getattr(provider, m, None))
+    ]
+    if lacking:
+        raise PluginError(f"El proveedor {pid!r} declara capacidades sin sus métodos: {', '.join(lacking)}.")
     min_amount = getattr(provider, "min_amount", None)
     if not isinstance(min_amount, int) or isinstance(min_amount, bool) or min_amount < 1:
         raise PluginError(f"El proveedor {pid!r}: `min_amount` debe ser un entero de pesos ≥ 1.")

@@ -15,3 +15,56 @@ def test_core_never_imports_litestar_or_plugins():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def _provider_words() -> tuple[set[str], set[str]]:
+    """The ids of the installed provider plugins and their providers, and the names of their settings fields
+    that are theirs alone (with an underscore: one-word names such as ``host`` are everyone's; minus the fields of
+    the core's own types and the words of the secret-field rule)."""
+    import msgspec
+
+    from caja_core import providers
+    from caja_core.plugins import ALWAYS_LOADED, installed_entry_points, make_plugin_manager
+    from caja_core.providers import ProviderRegistry
+
+    registry = ProviderRegistry.from_plugin_manager(make_plugin_manager())
+    ids = {p.id for p in registry.all()} | (set(installed_entry_points()) - set(ALWAYS_LOADED))
+    core_fields = {
+        name
+        for value in vars(providers).values()
+        if isinstance(value, type) and issubclass(value, msgspec.Struct)
+        for name in value.__struct_fields__
+    }
+    fields = {
+        name
+        for p in registry.all()
+        for name in p.Settings.__struct_fields__
+        if "_" in name and name not in core_fields and name not in providers.SECRET_FIELD_WORDS
+    }
+    return ids, fields
+
+
+def test_core_and_web_name_no_provider():
+    """caja_core and the web app reach providers only through the plugin API: no file of theirs (code, comment,
+    docstring or template) names a provider plugin or one of its settings fields. The core's test providers
+    (caja_core/testing) have settings of their own and are left out of the field check."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    ids, fields = _provider_words()
+    assert {"getnet", "klap"} <= ids and "receipt_timeout_s" in fields  # the check sees the shipped plugins
+    id_re = re.compile("|".join(sorted(ids)), re.IGNORECASE)
+    field_re = re.compile(r"\b(" + "|".join(sorted(fields)) + r")\b")
+    found = []
+    for top in (root / "src" / "caja_core", root / "web" / "src" / "caja_web"):
+        for path in sorted(top.rglob("*")):
+            if not path.is_file() or path.suffix in (".png", ".ico", ".woff2", ".pyc"):
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")
+            where = path.relative_to(root)
+            for number, line in enumerate(text.splitlines(), 1):
+                names_a_field = "testing" not in path.parts and field_re.search(line)
+                if id_re.search(line) or names_a_field:
+                    found.append(f"{where}:{number}: {line.strip()[:100]}")
+    assert found == [], "provider knowledge in the core or the web app:\n" + "\n".join(found)

@@ -15,7 +15,7 @@ from caja_core.clock import to_local, utcnow
 from caja_core.errors import ValidationFailed
 from caja_core.fallback.policy import FallbackPolicy
 from caja_core.payments.service import PaymentOrchestrator
-from caja_core.payments.verification import apply_klap_report, parse_klap_report
+from caja_core.payments.verification import apply_report
 from caja_core.plugins import make_plugin_manager
 from caja_core.providers import ProviderRegistry
 from caja_core.reports.service import jornada_report, session_report
@@ -156,11 +156,13 @@ async def test_getnet_fails_klap_manual_pays_and_the_close_shows_it(venue, termi
         f"{now:%d-%m-%Y};{now:%H:%M};$12.000;A1B2C3;****4242;Visa;Débito\n"
     ).encode()
     async with db.session() as s:
-        result = await apply_klap_report(
+        klap = KlapProvider()
+        result = await apply_report(
             s,
+            provider=klap,
             venue_id=setup.venue_id,
             jornada_id=setup.jornada_id,
-            rows=parse_klap_report(csv),
+            rows=klap.parse_report(csv),
             user_id=setup.supervisor_id,
         )
     assert result.verified == [manual.attempt_id] and result.incidents_opened == 0

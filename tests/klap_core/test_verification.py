@@ -12,15 +12,17 @@ from caja_core.clock import to_local, utcnow
 from caja_core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from caja_core.payments.models import PaymentAttempt
 from caja_core.payments.verification import (
-    apply_klap_report,
+    apply_report,
     dispute_attempt,
     list_manual_attempts,
-    parse_klap_report,
     verify_attempt_by_hand,
 )
 from caja_core.reports.service import jornada_report
+from caja_klap.provider import KlapProvider
 
 from .helpers import add_attempt, klap_setup, new_sale, open_session
+
+KLAP = KlapProvider()
 
 HEADER = "Fecha;Hora;Monto;Código de autorización;Últimos 4 dígitos;Marca;Tipo;Estado\n"
 
@@ -68,10 +70,15 @@ async def _states(db, ids):
 
 
 async def _apply(db, setup, data: bytes, user_id=None):
-    parsed = parse_klap_report(data)
+    parsed = KLAP.parse_report(data)
     async with db.session() as s:
-        return await apply_klap_report(
-            s, venue_id=setup.venue_id, jornada_id=setup.jornada_id, rows=parsed, user_id=user_id or setup.supervisor_id
+        return await apply_report(
+            s,
+            provider=KLAP,
+            venue_id=setup.venue_id,
+            jornada_id=setup.jornada_id,
+            rows=parsed,
+            user_id=user_id or setup.supervisor_id,
         )
 
 
@@ -127,12 +134,17 @@ async def test_same_code_other_amount_is_not_a_match_and_the_incident_says_why(n
 async def test_a_report_with_bad_rows_changes_nothing(night):
     db, setup, attempts = night
     bad = report((6000, "A1B2C3", "4242"), (3500, "D4E5F6", "1111")) + b"27-11-2026;xx;abc;ZZ;;;;\n"
-    parsed = parse_klap_report(bad)
+    parsed = KLAP.parse_report(bad)
     assert [e.line for e in parsed.errors] == [4]
     with pytest.raises(ValidationFailed) as err:
         async with db.session() as s:
-            await apply_klap_report(
-                s, venue_id=setup.venue_id, jornada_id=setup.jornada_id, rows=parsed, user_id=setup.supervisor_id
+            await apply_report(
+                s,
+                provider=KLAP,
+                venue_id=setup.venue_id,
+                jornada_id=setup.jornada_id,
+                rows=parsed,
+                user_id=setup.supervisor_id,
             )
     assert err.value.details["errors"][0]["line"] == 4
     assert await _states(db, attempts) == ["approved_manual"] * 3

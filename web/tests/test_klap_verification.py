@@ -13,10 +13,18 @@ from caja_core.payments.models import PaymentAttempt
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
 from caja_core.testing.factories import make_setup
+from caja_core.testing.fake import FakeProvider
+from caja_klap.provider import KlapProvider
 
 _keys = itertools.count(1)
 HEADER = "Fecha;Hora;Monto;Código de autorización;Últimos 4 dígitos;Marca;Tipo;Estado\n"
 PAGE = "/admin/cajas/reportes/verificacion"
+
+
+@pytest.fixture
+def fakes():
+    """KLAP reads its sales report (``Capability.SALES_REPORT``) and verifies its manual payments with it."""
+    return FakeProvider("fake", "Terminal de prueba"), FakeProvider("fakebackup", "Respaldo de prueba"), KlapProvider()
 
 
 def report(*rows: tuple[int, str, str]) -> bytes:

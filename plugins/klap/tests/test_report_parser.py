@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, time
 
-from caja_core.payments.verification import parse_klap_report
+from caja_klap.report import parse_report as parse_klap_report
 
 GOOD = (
     "Fecha;Hora;Monto;Código de autorización;Últimos 4 dígitos;Marca;Tipo;Estado\n"

@@ -1,1 +1,1 @@
-"""Backup phones: the registered devices with the backup provider's tap-on-phone app (KLAP)."""
+"""Backup phones: the registered devices with the backup provider's tap-on-phone app."""

@@ -26,5 +26,5 @@ class BackupPhoneOut(msgspec.Struct, kw_only=True):
 
     @property
     def label(self) -> str:
-        """What the POS shows: "Celular 1 (KLAP-01)"."""
+        """What the POS shows: "Celular 1 (CEL-01)"."""
         return f"{self.name} ({self.identifier})"

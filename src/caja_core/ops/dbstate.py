@@ -41,7 +41,8 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
-_CAJA = ("/caja_core/", "/caja_web/", "/caja_getnet/", "/caja_klap/")
+#: caja's own packages: the core, the web app and the plugins (packages named ``caja_<name>``).
+_CAJA = ("/caja_",)
 _DRIVERS = ("/sqlalchemy/", "/asyncpg/", "/aiosqlite/")
 
 

@@ -58,7 +58,7 @@ CARD_KEYS = (
     "cardnumber",
     "numero_tarjeta",
 )
-#: Secret fields: any key ending in one of these (``webhook_secret``, ``agentToken``, ``db_password``…).
+#: Secret fields: any key ending in one of these (``signing_secret``, ``agentToken``, ``db_password``…).
 SECRET_SUFFIXES = (
     "secret",
     "password",

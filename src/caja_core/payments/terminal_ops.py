@@ -1,6 +1,6 @@
 """Operations on a payment device as a whole: its batch close, and the nightly check against caja.
 
-**Batch close** (``close_batch``). A device's batch close (GETNET's Close) empties its list of sales: after it,
+**Batch close** (``close_batch``). A device's batch close (the terminal's end-of-day Close) empties its list of sales: after it,
 "not in the list" no longer means "never charged". So caja runs it only through here:
 
 * it takes the device's lease (no charge can be in flight while it closes) and refuses while the device has an
@@ -8,7 +8,7 @@
 * it records the close with the device's totals (``TerminalClose``); reconciliation then never declares an
   attempt sent before a recorded close "not charged" from the device's list alone.
 
-The admin page and ``caja getnet close`` call it. A close pressed on the device's own keypad is not seen by caja;
+The admin page and a provider's close command call it. A close pressed on the device's own keypad is not seen by caja;
 the nightly check shows its effect as a difference.
 
 **Nightly check** (``check_terminals``): at jornada close, and on demand from the admin, each device of the
@@ -267,7 +267,7 @@ async def register_terminal(
 
 
 async def device_terminal(s: AsyncSession, registry: ProviderRegistry, provider_id: str, raw: dict) -> TerminalRef:
-    """A device given by its connection settings (``caja getnet close --tcp …``), found in caja's records."""
+    """A device given by its connection settings (a provider's close command), found in caja's records."""
     provider = registry.get(provider_id)
     settings = validate_settings(provider, raw)
     key = provider.device_key(settings, "")
@@ -391,7 +391,7 @@ async def close_device_batch(
     clock: Clock = SYSTEM_CLOCK,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> TerminalCloseOut:
-    """The batch close of a device given by its connection settings (``caja getnet close --tcp …``): refused,
+    """The batch close of a device given by its connection settings (a provider's close command): refused,
     with the reason, while caja has attempts in flight or in doubt on it; recorded otherwise."""
     async with db.reader() as s:
         ref = await device_terminal(s, registry, provider_id, settings)

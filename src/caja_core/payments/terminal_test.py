@@ -1,6 +1,6 @@
 """“Probar terminal”: ask a register's card provider whether its terminal answers. Never a sale.
 
-The check goes through the provider's ``health`` (GETNET: a Poll) with the same context a payment gets, so a
+The check goes through the provider's ``health`` (for a card terminal: its keep-alive message) with the same context a payment gets, so a
 terminal behind the register's agent is reached through the agent channel. The admin page calls
 ``test_terminal(...)`` and shows ``message``; no transport error reaches the web layer.
 """

@@ -2,7 +2,7 @@
 forever — across devices, restores and counter resets.
 
 A ticket is a **series prefix** and a **number**: ``QXATBK`` + ``1234`` → ``QXATBK1234`` (letters then digits,
-at most 20 characters, what GETNET's TicketNumber accepts). Each app instance draws a new random prefix when it
+at most 20 characters, what card terminals accept as a ticket number). Each app instance draws a new random prefix when it
 starts (six letters from an alphabet without I and O: 191 million prefixes) and registers it in
 ``ticket_series``, whose primary key refuses a prefix this database has ever used; the number counts up within
 the series, in the same transaction that commits the attempt. So:

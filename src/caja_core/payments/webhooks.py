@@ -1,4 +1,4 @@
-"""Incoming payment webhooks, for any provider with ``Capability.WEBHOOK`` (KLAP Checkout).
+"""Incoming payment webhooks, for any provider with ``Capability.WEBHOOK`` (an online checkout).
 
 ``receive_webhook`` is what ``POST /webhooks/{provider_id}`` calls. For each notification it:
 
@@ -12,12 +12,13 @@
 Replies: 200 ``{"status": "ok"}`` when the notice is accepted (applied, a known decline, or a repeat).
 Anything we will not honour (unknown reference, wrong amount or order, a paid notice for a sale that is
 already paid or an attempt already closed) is recorded as ``rejected`` with an incident or alert and no state
-change, and answered 4xx: KLAP then reverses the payment by itself, which is the refund the customer needs.
-Unsigned calls get 401 and change nothing.
+change, and answered 4xx: a checkout provider then reverses the payment by itself, which is the refund the
+customer needs. Unsigned calls get 401 and change nothing.
 
-KLAP reverses a payment whose webhook is not answered 2xx within 10 s. If the database is slow the reply goes
-out after ``reply_within_s`` (202 ``{"status": "ok"}``) while the processing goes on and is applied as soon as
-the database answers; reconciliation (``status``) covers a crash in between.
+A checkout provider reverses a payment whose webhook is not answered 2xx within a few seconds (about 10 s). If
+the database is slow the reply goes out after ``reply_within_s`` (202 ``{"status": "ok"}``) while the
+processing goes on and is applied as soon as the database answers; reconciliation (``status``) covers a crash
+in between.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from .models import PaymentAttempt, WebhookEvent
 
 log = logging.getLogger("caja.webhooks")
 
-#: KLAP gives 10 s; answer well before.
+#: Providers give about 10 s; answer well before.
 DEFAULT_REPLY_WITHIN_S = 6.0
 
 #: Attempt states in which a final answer from the provider is still expected.
@@ -266,7 +267,7 @@ async def _apply(
         return _ok()
     sale = await s.get(Sale, attempt.sale_id)
     # A paid notice pays the sale while it still waits (also a late one for an attempt given up as not charged);
-    # for a sale paid otherwise or cancelled it is refused: KLAP reverses it, which returns the customer's money.
+    # for a sale paid otherwise or cancelled it is refused: the provider reverses it, which returns the customer's money.
     waiting = attempt.state in WAITING_STATES or attempt.state in lc.NOT_CHARGED
     if not waiting or sale is None or sale.status != "pending_payment":
         what = (

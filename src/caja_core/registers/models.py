@@ -44,7 +44,7 @@ class CashRegister(Base):
 
 
 class BackupPhone(Base):
-    """A phone with the backup provider's tap-on-phone app (KLAP), registered per venue."""
+    """A phone with the backup provider's tap-on-phone app, registered per venue."""
 
     __tablename__ = "backup_phones"
     __table_args__ = (UniqueConstraint("venue_id", "identifier"),)

@@ -330,5 +330,5 @@ FakeProvider = ScriptableProvider
 
 
 def manual_provider(provider_id: str = "respaldo", name: str = "Respaldo manual (prueba)") -> ScriptableProvider:
-    """A backup provider with the MANUAL capability (a phone a person charges on, like KLAP tap-on-phone)."""
+    """A backup provider with the MANUAL capability (a phone a person charges on, like a tap-on-phone app)."""
     return ScriptableProvider(provider_id, name, capabilities={Capability.MANUAL, Capability.STATUS})

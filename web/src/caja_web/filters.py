@@ -60,13 +60,16 @@ INCIDENT_LABELS = {
     "duplicate_authorization": "Autorización repetida",
     "late_approval": "Aprobación tardía",
     "amount_mismatch": "Monto distinto al cobrado",
-    "klap_unmatched_attempt": "KLAP: pago sin respaldo en el reporte",
-    "klap_unmatched_report_row": "KLAP: venta del reporte sin pago en caja",
-    "klap_disputed": "KLAP: pago en disputa",
     "approval_not_matching": "Aprobación que no corresponde al cobro",
     "payment_needs_decision": "Cobro en duda: decide un supervisor",
     "terminal_difference": "Terminal y caja no coinciden",
     "terminal_unchecked": "Terminal no revisado",
+}
+#: Incidents of the end-of-night verification are named ``<provider id><suffix>`` (caja_core.payments.verification).
+PROVIDER_INCIDENT_LABELS = {
+    "_unmatched_attempt": "pago sin respaldo en el reporte",
+    "_unmatched_report_row": "venta del reporte sin pago en caja",
+    "_disputed": "pago en disputa",
 }
 TYPE_LABELS = {"TOTEM": "Tótem", "HUMANA": "Humana", "OFICINA": "Oficina", "VIRTUAL": "Virtual"}
 
@@ -83,7 +86,12 @@ def day(value: date | None) -> str:
     return value.strftime("%d-%m-%Y") if value else "—"
 
 
-def label(value: object, kind: str = "status") -> str:
+def label(value: object, kind: str = "status", provider: Any = None) -> str:
+    if kind == "incident" and str(value) not in INCIDENT_LABELS:
+        for suffix, text in PROVIDER_INCIDENT_LABELS.items():
+            if str(value).endswith(suffix) and len(str(value)) > len(suffix):
+                provider_id = str(value)[: -len(suffix)]
+                return f"{(provider or provider_namer())(provider_id)}: {text}"
     table = {
         "status": STATUS_LABELS,
         "method": METHOD_LABELS,
@@ -95,7 +103,8 @@ def label(value: object, kind: str = "status") -> str:
 
 
 def provider_namer(registry: Any = None) -> Any:
-    """``provider`` filter: a provider id as people read it (``cash`` → Efectivo, ``getnet`` → GETNET)."""
+    """``provider`` filter: a provider id as people read it (``cash`` → Efectivo, any other: the provider's
+    ``name``, or the id in capitals when no such provider is loaded)."""
 
     def provider(provider_id: object) -> str:
         if provider_id in (None, ""):
@@ -111,7 +120,12 @@ def provider_namer(registry: Any = None) -> Any:
 
 
 def install(env: Environment, registry: Any = None) -> None:
+    provider = provider_namer(registry)
+
+    def label_with_names(value: object, kind: str = "status") -> str:
+        return label(value, kind, provider)
+
     env.filters.update(
-        clp=clp, local_time=local_time, day=day, label=label, provider=provider_namer(registry), search_text=search_text
+        clp=clp, local_time=local_time, day=day, label=label_with_names, provider=provider, search_text=search_text
     )
     env.tests["startswith"] = lambda value, prefix: str(value).startswith(prefix)

@@ -19,9 +19,10 @@ def klap() -> None:
 def check_report(path: Path) -> None:
     """Revisa un reporte de ventas KLAP (CSV) sin aplicarlo: filas leídas, omitidas y con errores."""
     from caja_core.money import format_clp
-    from caja_core.payments.verification import parse_klap_report
 
-    parsed = parse_klap_report(path.read_bytes())
+    from .report import parse_report
+
+    parsed = parse_report(path.read_bytes())
     click.echo(f"Columnas: {', '.join(f'{k}={v!r}' for k, v in parsed.columns.items()) or '—'}")
     click.echo(f"Ventas aprobadas: {len(parsed.rows)} por {format_clp(sum(r.amount for r in parsed.rows))}")
     for skipped in parsed.skipped:

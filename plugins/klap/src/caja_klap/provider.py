@@ -29,6 +29,7 @@ import msgspec
 
 from caja_core.errors import ValidationFailed
 from caja_core.money import MAX_AMOUNT, format_clp
+from caja_core.payments.verification import ManualAttemptOut, ReportParse, ReportRow
 from caja_core.providers import (
     Capability,
     CardData,
@@ -39,6 +40,8 @@ from caja_core.providers import (
     ProviderContext,
     WebhookNotice,
 )
+
+from . import report
 
 log = logging.getLogger("caja.klap")
 
@@ -190,8 +193,14 @@ class KlapProvider:
     name = "KLAP"
     Settings = KlapSettings
     #: Per register, ``capabilities_for(settings)`` says which of these apply (manual vs checkout).
-    capabilities = frozenset({Capability.MANUAL, Capability.WEBHOOK, Capability.STATUS})
+    capabilities = frozenset({Capability.MANUAL, Capability.WEBHOOK, Capability.STATUS, Capability.SALES_REPORT})
     min_amount = 1
+    #: What the verification page says about the report to upload.
+    report_help = (
+        "Exporte desde el portal KLAP las ventas de la noche en CSV (con la tarjeta enmascarada). Columnas "
+        "necesarias: Fecha, Monto, Código de autorización, Últimos 4 dígitos; opcionales: Hora, Marca, Tipo, "
+        "Estado, N° operación."
+    )
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._transport = transport
@@ -201,6 +210,16 @@ class KlapProvider:
         if settings.mode == "checkout":
             return frozenset({Capability.WEBHOOK, Capability.STATUS})
         return frozenset({Capability.MANUAL})
+
+    # -- end-of-night verification (Capability.SALES_REPORT) ------------------------------------------
+    def parse_report(self, data: bytes) -> ReportParse:
+        return report.parse_report(data)
+
+    def report_matches(self, row: ReportRow, attempt: ManualAttemptOut) -> bool:
+        return report.report_matches(row, attempt)
+
+    def normalise_authorization_code(self, raw: str) -> str:
+        return report.normalise_authorization_code(raw)
 
     def device_key(self, settings: KlapSettings, register_code: str) -> str:
         return f"klap:{settings.mode}:{register_code}"

@@ -1,4 +1,4 @@
-"""/admin/celulares: the backup provider's phones (KLAP tap-on-phone) that the fallback policy counts."""
+"""/admin/celulares: the backup provider's phones (tap-on-phone) that the fallback policy counts."""
 
 from __future__ import annotations
 

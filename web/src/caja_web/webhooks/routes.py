@@ -1,7 +1,7 @@
 """``POST /webhooks/{provider_id}``: hands the raw request to the core's ``receive_webhook``.
 
 No session, no CSRF (the provider authenticates each call; see ``verify_webhook``), no template: the reply is
-the JSON the core decided, sent as soon as the core answers (well under KLAP's 10 s)."""
+the JSON the core decided, sent as soon as the core answers (well under the few seconds a provider waits)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class WebhookOperation(Operation):
     request_max_body_size=MAX_WEBHOOK_BYTES,
     status_code=200,
     tags=["proveedores"],
-    summary="Notificación de un proveedor de pago (p. ej. KLAP Checkout)",
+    summary="Notificación de un proveedor de pago",
     description="Idempotente por orden: repetir la misma notificación responde 200 sin cambiar nada.",
     operation_class=WebhookOperation,
     responses=WEBHOOK_RESPONSES,
