@@ -69,13 +69,14 @@ def extra_route_handlers() -> list[Any]:
 
 
 def page_route_handlers() -> list[Any]:
-    from . import auth, jornada, printing
+    from . import auth, dashboard, jornada, printing
     from .admin import routes as admin
     from .pos import routes as pos
 
     return [
         *auth.route_handlers,
         jornada.router,
+        dashboard.router,
         pos.router,
         *admin.routers,
         *printing.routers,

@@ -8,6 +8,8 @@ from litestar import Request, Response, get
 from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
+from caja_core.dashboard import charts as dashboard_charts
+from caja_core.dashboard import service as dashboard
 from caja_core.jornadas import service as jornadas
 from caja_core.reports import service as reports
 
@@ -35,6 +37,17 @@ class LogFilter(msgspec.Struct, kw_only=True):
     state: str | None = None
 
 
+async def figures_context(web: Web, *, jornada_id: int | None = None, session_id: int | None = None) -> dict:
+    """The charts and figure tables of a jornada or a session (``dashboard/_figures.html``)."""
+    if session_id is not None:
+        figures = await web.call(dashboard.session_figures, web.venue_id, session_id)
+    elif jornada_id is not None:
+        figures = await web.call(dashboard.jornada_figures, web.venue_id, jornada_id)
+    else:
+        return {"f": None, "charts": {}}
+    return {"f": figures, "charts": {c.id: c for c in dashboard_charts.all_charts(figures)}}
+
+
 async def jornada_context(web: Web, jornada_id: int | None, flt: LogFilter) -> dict:
     recent = await web.call(jornadas.list_jornadas, web.venue_id)
     jornada_id = jornada_id or (recent[0].id if recent else None)
@@ -57,6 +70,7 @@ async def jornada_context(web: Web, jornada_id: int | None, flt: LogFilter) -> d
         "filter": flt,
         "states": ATTEMPT_STATES,
         "providers": [p.id for p in web.registry.all()],
+        **await figures_context(web, jornada_id=jornada_id),
     }
 
 
@@ -100,7 +114,7 @@ async def jornada_csv(request: Request, jornada_id: FromPath[int]) -> Response:
 async def z_report(request: Request, jornada_id: FromPath[int]) -> Template:
     web = Web(request)
     report = await web.call(reports.jornada_report, web.venue_id, jornada_id)
-    return await web.page("admin/z_report.html", report=report)
+    return await web.page("admin/z_report.html", report=report, **await figures_context(web, jornada_id=jornada_id))
 
 
 @get("/cajas/reportes/sesion/{session_id:int}")
@@ -108,7 +122,12 @@ async def session_page(request: Request, session_id: FromPath[int]) -> Template:
     web = Web(request)
     report = await web.call(reports.session_report, web.venue_id, session_id)
     attempts = await web.call(reports.attempt_log, web.venue_id, session_id=session_id)
-    return await web.page("admin/session_report.html", report=report, attempts=attempts)
+    return await web.page(
+        "admin/session_report.html",
+        report=report,
+        attempts=attempts,
+        **await figures_context(web, session_id=session_id),
+    )
 
 
 route_handlers = [reports_page, jornada_page, jornada_csv, z_report, session_page]
