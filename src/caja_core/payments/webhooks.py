@@ -187,12 +187,12 @@ async def _find_attempt(s: AsyncSession, provider_id: str, notice: WebhookNotice
     conditions = [PaymentAttempt.provider_reference == notice.external_id]
     if notice.reference.isascii() and notice.reference.isdigit() and len(notice.reference) < 12:
         conditions.append(PaymentAttempt.id == int(notice.reference))
-    q = (
-        select(PaymentAttempt)
-        .where(PaymentAttempt.provider_id == provider_id, or_(*conditions))
-        .order_by(PaymentAttempt.id)
-        .with_for_update()
-    )
+    where = (PaymentAttempt.provider_id == provider_id, or_(*conditions))
+    # The sales first, then their attempts: the one lock order of every payment writer.
+    sale_ids = sorted(set((await s.scalars(select(PaymentAttempt.sale_id).where(*where))).all()))
+    if sale_ids:
+        await s.execute(select(Sale.id).where(Sale.id.in_(sale_ids)).order_by(Sale.id).with_for_update())
+    q = select(PaymentAttempt).where(*where).order_by(PaymentAttempt.id).with_for_update()
     found = (await s.scalars(q)).all()
     by_reference = [a for a in found if str(a.id) == notice.reference]
     return by_reference[0] if by_reference else (found[0] if found else None)
