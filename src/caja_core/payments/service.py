@@ -476,10 +476,16 @@ class PaymentOrchestrator:
     async def _attempt(
         self, s: AsyncSession, attempt_id: int, *, venue_id: int | None = None, lock: bool = False
     ) -> PaymentAttempt:
+        """The attempt; with ``lock``, its sale's row is locked first and then the attempt's: every writer takes
+        the two in that one order (sale, then attempt), so two of them never wait on each other."""
         stmt = select(PaymentAttempt).where(PaymentAttempt.id == attempt_id)
         if venue_id is not None:
             stmt = stmt.where(PaymentAttempt.venue_id == venue_id)
         if lock:
+            sale_id = await s.scalar(stmt.with_only_columns(PaymentAttempt.sale_id))
+            if sale_id is None:
+                raise NotFound("El intento de pago no existe.", code="payment.attempt_not_found")
+            await self._sale(s, None, sale_id, lock=True)
             stmt = stmt.with_for_update()
         attempt = (await s.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
         if attempt is None:
@@ -1200,8 +1206,8 @@ class PaymentOrchestrator:
         try:
             asking = self._reconciling.get(attempt_id)
             if asking is not None:  # a question already on its way to the device: wait for its answer
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asking.wait(), self.clock.timer(self.status_timeout_s + 2))
+                with contextlib.suppress(TimeoutError):  # (who it is, then the ticket: two questions at most)
+                    await asyncio.wait_for(asking.wait(), self.clock.timer(2 * self.status_timeout_s + 2))
             return await self._resolve(
                 venue_id, attempt_id, supervisor_id, charged, voucher, terminal_totals, note, events, post
             )
@@ -2182,14 +2188,16 @@ class PaymentOrchestrator:
             )
         finally:
             self._emit(events)
-            done = self._reconciling.pop(attempt_id, None)
-            if done is not None:
-                done.set()
+            # The device is free before anyone waiting for this question (a supervisor resolving the attempt)
+            # is told the question is over.
             if acquired is not None:
                 with contextlib.suppress(Exception):
                     async with self.db.session() as s:
                         a = await self._attempt(s, attempt_id)
                         await self.leases.release(s, device_key=a.device_key, token=acquired)
+            done = self._reconciling.pop(attempt_id, None)
+            if done is not None:
+                done.set()
 
     async def _identify_if_stale(self, call: _Call) -> None:
         """After a sale the device answered (its lease still held), ask it who it is when caja never asked or
