@@ -412,3 +412,40 @@ async def test_a_terminal_with_an_attempt_in_doubt_takes_no_new_sale_until_recon
     third = await env.sale()
     await orch.start_payment(env.venue_id, third, env.setup.cashier_id)
     assert (await env.settle(orch, third)).paid and env.provider.count("charge") == charges + 1
+
+
+async def test_a_new_card_sale_goes_on_when_the_check_it_triggers_clears_the_payment_in_doubt(env):
+    """The terminal is back and the reconciliation's next turn is far away: the new card sale asks about the
+    earlier payment in doubt at once and, when the answer clears it, is sent in the same tap (never refused
+    "cobro sin resolver" for a payment that was cleared that same second)."""
+    orch = await env.orchestrator(reconcile_backoff_s=(600.0, 600.0))
+    first = await env.sale()
+    env.provider.script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=False))
+    env.provider.set_default("status", Step(kind=OutcomeKind.UNKNOWN, message="Terminal desconectado"))
+    await orch.start_payment(env.venue_id, first, env.setup.cashier_id)
+    await env.until(orch, first, lambda p: p.in_doubt)
+    env.provider.set_default("status", None)  # the terminal is back; it never charged the first sale
+    charges = env.provider.count("charge")
+    second = await env.sale()
+    p = await orch.start_payment(env.venue_id, second, env.setup.cashier_id)
+    assert "sin resolver" not in (p.message or "")
+    assert (await env.settle(orch, second)).paid and env.provider.count("charge") == charges + 1
+    first_progress = await orch.poll(env.venue_id, first)
+    assert first_progress.state == "failed_not_sent" and not first_progress.paid
+
+
+async def test_a_new_card_sale_is_never_sent_while_the_earlier_payment_was_charged_and_not_yet_known(env):
+    """The check finds the earlier payment charged: that sale is paid, and the new one goes on once (one
+    charge each, nothing sent twice)."""
+    orch = await env.orchestrator(reconcile_backoff_s=(600.0, 600.0))
+    first = await env.sale()
+    env.provider.script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=True))
+    env.provider.set_default("status", Step(kind=OutcomeKind.UNKNOWN, message="Terminal desconectado"))
+    await orch.start_payment(env.venue_id, first, env.setup.cashier_id)
+    await env.until(orch, first, lambda p: p.in_doubt)
+    env.provider.set_default("status", None)  # back: its ledger shows the first sale charged
+    second = await env.sale()
+    await orch.start_payment(env.venue_id, second, env.setup.cashier_id)
+    assert (await env.settle(orch, second)).paid
+    assert (await orch.poll(env.venue_id, first)).paid
+    assert env.provider.count("charge") == 2

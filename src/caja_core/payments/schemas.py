@@ -30,6 +30,7 @@ class AttemptOut(msgspec.Struct, kw_only=True):
     refund_offered: bool
     active: bool
     needs_decision: bool = False
+    cancel_requested: bool = False  # the cashier asked to cancel it (an approval then means the cancel came late)
 
 
 class ManualInstructions(msgspec.Struct, kw_only=True):

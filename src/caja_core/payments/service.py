@@ -270,6 +270,7 @@ class PaymentOrchestrator:
         identify_every_s: float = 3600.0,
         stop_grace_s: float = 2.0,
         audit_listener: bool = True,
+        pre_sale_check_s: float = 4.0,
     ) -> None:
         self.db = db
         self.registry = registry
@@ -287,6 +288,7 @@ class PaymentOrchestrator:
         self.match_tolerance_s = match_tolerance_s
         self.identify_every_s = identify_every_s
         self.stop_grace_s = stop_grace_s
+        self.pre_sale_check_s = pre_sale_check_s
         self.rules = collect_rules(pm)
         self.leases = LeaseKeeper(clock, instance_id, ttl_s=lease_ttl_s, beat_s=lease_beat_s)
         self.breaker_times = breakers.BreakerClock(clock)
@@ -542,6 +544,7 @@ class PaymentOrchestrator:
                 code="payment.method_invalid",
                 field="method",
             )
+        await self._ask_about_earlier_attempts(venue_id, sale_id)
         events: list[PaymentEvent] = []
         flight: _Flight | None = None
         probe_device: tuple[str, str] | None = None
@@ -659,6 +662,41 @@ class PaymentOrchestrator:
         if probe_device is not None:
             self._spawn(self.probe(probe_device[0], probe_device[1]), name="caja-breaker-probe")
         return await self.poll(venue_id, sale_id)
+
+    async def _ask_about_earlier_attempts(self, venue_id: int, sale_id: int) -> None:
+        """Before a card sale, the register's terminal is asked at once about any earlier attempt of another sale
+        still in doubt on it (without waiting for the reconciliation's next turn), for at most
+        ``pre_sale_check_s``: when the answer clears it (charged or provably not), the new sale goes on in the
+        same tap; otherwise the new sale is refused as before and the question goes on in the background."""
+        async with self.db.reader() as s:
+            sale = await self._sale(s, venue_id, sale_id)
+            if sale.status != "pending_payment" or await self._active_attempt(s, sale.id) is not None:
+                return
+            register = await self._register(s, venue_id, sale.register_id)
+            if not register.primary_provider or register.primary_provider not in self.registry:
+                return
+            provider = self.registry.get(register.primary_provider)
+            try:
+                device_key = provider.device_key(self._settings(register, provider), register.code)
+            except ValidationFailed:
+                return
+            doubtful = [
+                a.id
+                for a in await self._unresolved_on_device(s, device_key, exclude_sale=sale.id)
+                if a.state in lc.DOUBTFUL
+            ]
+        if not doubtful:
+            return
+
+        async def ask(attempt_id: int) -> None:
+            running = self._reconciling.get(attempt_id)
+            if running is not None:
+                await running.wait()
+            else:
+                await self._reconcile_now(attempt_id)
+
+        asking = [self._spawn(ask(attempt_id), name=f"caja-reconcile-{attempt_id}") for attempt_id in doubtful]
+        await asyncio.wait(asking, timeout=self.clock.timer(self.pre_sale_check_s))
 
     def _check_amount(self, total: Any, provider: PaymentProvider) -> int:
         amount = parse_amount(total, label="El monto a cobrar")
@@ -1502,6 +1540,7 @@ class PaymentOrchestrator:
             refund_offered=cls._refund_due(a),
             active=a.active,
             needs_decision=bool(a.needs_decision),
+            cancel_requested=bool((a.details or {}).get("cancel_requested")),
         )
 
     # the charge --------------------------------------------------------------------------------------

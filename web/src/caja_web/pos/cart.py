@@ -14,6 +14,7 @@ import msgspec
 from caja_core.sales.service import ItemInput
 
 MAX_QUANTITY = 99
+MAX_PARKED = 20
 
 
 class Line(msgspec.Struct, kw_only=True):
@@ -43,6 +44,9 @@ class PosState(msgspec.Struct, kw_only=True):
     version: int = 0
     #: The sale just finished (paid or voided): its receipt stays on screen until the next product is tapped.
     last_sale_id: int | None = None
+    #: Sales left waiting while their card payment is in doubt ("ventas en espera"), oldest first: they go on
+    #: being reconciled in the background and stay listed until the cashier has seen how they ended.
+    parked: list[int] = msgspec.field(default_factory=list)
 
     def touch(self) -> None:
         self.version += 1
@@ -83,6 +87,24 @@ class PosState(msgspec.Struct, kw_only=True):
             )
             for ln in self.lines
         ]
+
+    def park(self) -> None:
+        """Leave the sale being charged waiting (its payment in doubt) and start an empty cart."""
+        if self.sale_id is not None and self.sale_id not in self.parked:
+            self.parked = [*self.parked, self.sale_id][-MAX_PARKED:]
+        self.next_sale()
+
+    def unpark(self, sale_id: int) -> None:
+        if sale_id in self.parked:
+            self.parked = [x for x in self.parked if x != sale_id]
+            self.touch()
+
+    def reopen_cart(self) -> None:
+        """The sale being charged was given up before any payment: its lines are the cart again, and charging
+        it creates a new sale."""
+        self.touch()
+        self.sale_id = None
+        self.sale_key = uuid.uuid4().hex
 
     def next_sale(self, finished: int | None = None) -> None:
         """Start an empty cart; ``finished`` is the sale whose receipt stays on screen meanwhile."""

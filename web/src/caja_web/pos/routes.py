@@ -12,7 +12,7 @@ from litestar.response import Template
 
 from caja_core.audit import service as audit
 from caja_core.catalog import service as catalog
-from caja_core.errors import Conflict, ValidationFailed
+from caja_core.errors import Conflict, NotFound, ValidationFailed
 from caja_core.jornadas import service as jornadas
 from caja_core.money import parse_amount
 from caja_core.ops import contingency
@@ -30,6 +30,7 @@ from ..context import Web
 from ..printing import after_movement, after_sale
 from . import cart as carts
 from .cart import Line, PosState
+from .messages import outcome
 
 INCIDENT_KINDS = {
     "terminal": "Terminal caído",
@@ -172,10 +173,41 @@ async def screen_context(web: Web, state: PosState, sale: sales.SaleOut | None =
         "register": register,
         "state": state,
         "status": status,
+        "parked": await parked_sales(web, state),
         "session": await web.call(sessions.get_session, web.venue_id, session_id),
         "categories": await web.call(catalog.list_categories, web.venue_id, active_only=True),
         "products": await web.call(catalog.list_products, web.venue_id, register_id=register.id),
     }
+
+
+class ParkedSale(msgspec.Struct, kw_only=True):
+    """A sale left waiting, as the "ventas en espera" list shows it."""
+
+    id: int
+    total: int
+    kind: str  # in_doubt / approved / not_charged / cancelled / charging
+    headline: str
+
+
+async def parked_sales(web: Web, state: PosState) -> list[ParkedSale]:
+    """The sales this browser left waiting, each with how its payment stands now."""
+    found = []
+    for sale_id in state.parked:
+        try:
+            sale = await web.call(sales.get_sale, web.venue_id, sale_id)
+        except NotFound:
+            continue
+        if sale.status == "cancelled":
+            found.append(ParkedSale(id=sale.id, total=sale.total, kind="cancelled", headline="ANULADA"))
+            continue
+        progress = await web.orchestrator.poll(venue_id=web.venue_id, sale_id=sale.id) if web.orchestrator else None
+        if sale.status == "paid":
+            kind, headline = "approved", ("APROBADO" if sale.payment_method != "cash" else "PAGADO")
+        else:
+            shown = outcome(progress)
+            kind, headline = shown.kind, shown.headline
+        found.append(ParkedSale(id=sale.id, total=sale.total, kind=kind, headline=headline))
+    return found
 
 
 async def register_mode(web: Web, register_id: int) -> contingency.ContingencyState:
@@ -470,6 +502,9 @@ async def payment_view(web: Web, sale_id: int, **extra) -> Template:
         # tapped, which starts the next sale (no extra tap).
         state.next_sale(finished=sale_id)
         carts.save(web.request, state)
+    elif sale_id in state.parked and ctx["sale"].status in ("paid", "cancelled"):
+        state.unpark(sale_id)  # a sale left waiting has ended and the cashier now sees how
+        carts.save(web.request, state)
     return await web.page(
         "pos/sale.html",
         partial_template=panel_template(ctx),
@@ -579,6 +614,39 @@ async def refund_duplicate(request: Request, sale_id: FromPath[int], data: Annot
     return await payment_view(web, sale_id)
 
 
+@post("/venta/{sale_id:int}/esperar")
+async def park_sale(request: Request, sale_id: FromPath[int]) -> Response:
+    """The card payment is in doubt: the sale waits in "ventas en espera" (it goes on being reconciled) and the
+    register serves the next customer. Nothing about the payment changes, and the terminal stays locked until
+    the doubt is resolved."""
+    web = Web(request)
+    state = await require_session(web)
+    async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id)):
+        sale = await web.call(sales.get_sale, web.venue_id, sale_id)
+        progress = await web.orchestrator.poll(venue_id=web.venue_id, sale_id=sale_id) if web.orchestrator else None
+        if state.sale_id != sale_id or sale.status != "pending_payment" or outcome(progress).kind != "in_doubt":
+            raise Conflict("Solo una venta con el cobro en duda puede quedar en espera.", code="pos.park_not_in_doubt")
+    state.park()
+    carts.save(request, state)
+    return web.redirect("/caja/venta")
+
+
+@post("/venta/{sale_id:int}/volver")
+async def back_to_cart(request: Request, sale_id: FromPath[int]) -> Response:
+    """Back from the pay screen to the order, while no payment is in flight or in doubt: the unpaid sale is
+    voided ("pedido modificado") and its items are the cart again, to change and charge anew."""
+    web = Web(request)
+    state = await require_session(web)
+    async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
+        if state.sale_id != sale_id:
+            raise Conflict("Esa venta no es la que se está cobrando en este equipo.", code="pos.not_current_sale")
+        await web.venue_call(
+            sales.cancel_sale, sale_id=sale_id, user_id=web.user_id, reason="Pedido modificado antes de pagar"
+        )
+    state.reopen_cart()
+    return await cart_response(web, state)
+
+
 @post("/venta/{sale_id:int}/anular")
 async def cancel_sale(request: Request, sale_id: FromPath[int], data: Annotated[CancelForm, FORM]) -> Response:
     web = Web(request)
@@ -624,11 +692,13 @@ async def screen_status(
             user_id=web.user_id,
             timezone=web.viewer.timezone if web.viewer else None,
         )
-        if state.sale_id is not None and sale != state.sale_id:
+        if state.sale_id is not None and sale != state.sale_id and sale not in state.parked:
             follow = f"/caja/venta/{state.sale_id}"
         elif state.sale_id is None and v is not None and v != state.version:
             follow = "/caja/venta?otra=1"
-    return await web.page("pos/_status.html", partial=True, status=status, follow=follow)
+    return await web.page(
+        "pos/_status.html", partial=True, status=status, follow=follow, parked=await parked_sales(web, state)
+    )
 
 
 # ---- cash movements and incidents -------------------------------------------------------------------------
@@ -804,6 +874,8 @@ router = Router(
         confirm_backup,
         override_backup,
         refund_duplicate,
+        park_sale,
+        back_to_cart,
         cancel_sale,
         next_sale,
         screen_status,
