@@ -18,10 +18,10 @@ from ..money import format_clp
 from .models import QUARTER_S
 from .service import JornadaFigures, TimeSlot
 
-WIDTH = 640
-BAR_HEIGHT = 26
-COLUMNS_HEIGHT = 220
-LEFT = 96  # room for the labels of a row chart
+WIDTH = 480  # text of 14 units stays readable when a phone shows the chart 320 px wide
+BAR_HEIGHT = 30
+COLUMNS_HEIGHT = 200
+LEFT = 112  # room for the labels of a row chart
 MARGIN = 8
 
 
@@ -64,7 +64,7 @@ def rows_chart(chart_id: str, title: str, description: str, bars: list[Bar], *, 
     """Horizontal bars, one per line (registers, providers, categories, terminals)."""
     height = MARGIN * 2 + BAR_HEIGHT * max(1, len(bars))
     top = max((b.value for b in bars), default=0) or 1
-    room = WIDTH - LEFT - 110
+    room = WIDTH - LEFT - 12 - 8 * max((len(b.text) for b in bars), default=0)  # the value fits after the bar
     parts = _open(chart_id, title, description, height)
     if not bars:
         parts.append(
@@ -74,10 +74,10 @@ def rows_chart(chart_id: str, title: str, description: str, bars: list[Bar], *, 
         y = MARGIN + n * BAR_HEIGHT
         w = max(0.0, b.value) / top * room
         parts.append(
-            f'<text class="label" x="{LEFT - 6}" y="{y + 17}" text-anchor="end">{escape(_short(b.label, 14))}</text>'
+            f'<text class="label" x="{LEFT - 6}" y="{y + 20}" text-anchor="end">{escape(_short(b.label, 13))}</text>'
             f'<rect class="bar" x="{LEFT}" y="{y + 4}" width="{w:.1f}" height="{BAR_HEIGHT - 8}">'
             f"<title>{escape(b.label)}: {escape(b.text)}</title></rect>"
-            f'<text class="value" x="{LEFT + w + 6:.1f}" y="{y + 17}">{escape(b.text)}</text>'
+            f'<text class="value" x="{LEFT + w + 6:.1f}" y="{y + 20}">{escape(b.text)}</text>'
         )
     parts.append("</svg>")
     return Chart(
@@ -96,7 +96,7 @@ def columns_chart(
     """Vertical bars in time order (the night by quarter hour or by hour), with marks on the time line; a label
     under every bar that starts an hour (or every bar, when there are few)."""
     marks = marks or []
-    plot_top, plot_bottom = 14, COLUMNS_HEIGHT - 26
+    plot_top, plot_bottom = 20, COLUMNS_HEIGHT - 26
     plot_h = plot_bottom - plot_top
     n = max(1, len(bars))
     step = (WIDTH - 2 * MARGIN) / n
@@ -104,13 +104,13 @@ def columns_chart(
     parts = _open(chart_id, title, description, COLUMNS_HEIGHT)
     parts.append(
         f'<line class="axis" x1="{MARGIN}" y1="{plot_bottom}" x2="{WIDTH - MARGIN}" y2="{plot_bottom}"/>'
-        f'<text class="value" x="{MARGIN}" y="10">{escape(_max_text(bars))}</text>'
+        f'<text class="value" x="{MARGIN}" y="14">{escape(_max_text(bars))}</text>'
     )
     if not bars:
         parts.append(
             f'<text class="empty" x="{WIDTH // 2}" y="{COLUMNS_HEIGHT // 2}" text-anchor="middle">Sin ventas aún</text>'
         )
-    few = len(bars) <= 12
+    few = len(bars) <= 8
     for i, b in enumerate(bars):
         h = max(0.0, b.value) / top * plot_h
         x = MARGIN + i * step
