@@ -1,14 +1,21 @@
 """The POS when the network fails, in a real Chromium against a real server: the cashier sees at once that the
-register is offline (no tap that silently does nothing) and when the connection is back."""
+register is offline (no tap that silently does nothing) and when the connection is back; the service worker serves
+the offline sale screen, sales wait in the device and sync once, without loss or duplicates."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from conftest import ProvidersPlugin
 from livesite import LiveSite
 from playwright.sync_api import expect, sync_playwright
-from posbrowser import Cashier, launch, login_cashier, new_tab, open_register
+from posbrowser import Cashier, launch, login_cashier, new_tab, open_register, run, wait_for
 
+from caja_core.audit import service as audit
+from caja_core.db import Database
+from caja_core.sales import service as sales
+from caja_core.sessions import service as sessions
 from caja_core.testing.fake import FakeProvider, manual_provider
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -39,9 +46,14 @@ def cashier_at(browser, site) -> Cashier:
     return Cashier(page)
 
 
-def test_the_screen_says_within_one_poll_that_the_server_is_gone_and_when_it_is_back(browser, site):
-    c = cashier_at(browser, site)
-    page = c.page
+def test_without_a_service_worker_the_screen_still_says_within_one_poll_that_the_server_is_gone(browser, site):
+    """A browser that cannot keep the offline screen (no service worker) still tells the cashier at once."""
+    context = browser.new_context(viewport={"width": 1024, "height": 768}, base_url=site.url, service_workers="block")
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    login_cashier(page)
+    open_register(page, site.setup.register_id)
+    c = Cashier(page)
     page.context.set_offline(True)
     banner = page.locator("#connection-banner")
     expect(banner).to_contain_text("SIN CONEXIÓN", timeout=5_000)
@@ -49,3 +61,109 @@ def test_the_screen_says_within_one_poll_that_the_server_is_gone_and_when_it_is_
     expect(banner).to_contain_text("Conexión restablecida", timeout=5_000)
     c.product("Cerveza")
     expect(page.locator("#cart-total")).to_have_text("$3.500")
+
+
+async def _with_db(url: str, work):
+    db = Database(url)
+    try:
+        async with db.session() as s:
+            return await work(s)
+    finally:
+        await db.dispose()
+
+
+def core(site: LiveSite, work):
+    return run(_with_db(site.database_url, work))
+
+
+def paid_sales(site: LiveSite) -> list[sales.SaleOut]:
+    async def work(s):
+        return [x for x in await sales.list_sales(s, site.setup.venue_id) if x.status == "paid"]
+
+    return core(site, work)
+
+
+def current_session(site: LiveSite) -> sessions.SessionOut:
+    async def work(s):
+        return await sessions.current_session(s, site.setup.venue_id, site.setup.register_id)
+
+    return core(site, work)
+
+
+def ready_for_offline(page) -> None:
+    """The service worker has kept the offline screen and the register's data."""
+    page.wait_for_selector("body[data-offline-ready]", state="attached", timeout=20_000)
+
+
+def go_offline(page) -> None:
+    page.context.set_offline(True)
+
+
+def go_online(page) -> None:
+    page.context.set_offline(False)
+
+
+def sell_offline_cash(page, product: str, received: str | None = None) -> None:
+    page.click(f"#keys [data-product='{product}']")
+    page.keyboard.press("F4")
+    if received is None:
+        page.click("#offline-cash-exact")
+    else:
+        page.fill("#offline-cash", received)
+        page.keyboard.press("Enter")
+    expect(page.locator("#outcome")).to_contain_text("PAGADO")
+
+
+def sell_offline_phone(page, product: str, code: str = "K7Q2X9") -> None:
+    page.click(f"#keys [data-product='{product}']")
+    page.click("#checkout")
+    expect(page.locator("#offline-card")).to_be_disabled()
+    page.click("#offline-backup summary")
+    page.fill("input[name=authorization_code]", code)
+    page.fill("input[name=last4]", "4242")
+    page.fill("input[name=brand]", "Visa")
+    page.click("#offline-pay-backup")
+    expect(page.locator("#outcome")).to_contain_text("celular de respaldo")
+
+
+def test_offline_five_cash_and_one_phone_sale_survive_a_reload_and_sync_once(browser, site):
+    c = cashier_at(browser, site)
+    page = c.page
+    ready_for_offline(page)
+    go_offline(page)
+    expect(page).to_have_url(re.compile(r"/caja/sin-conexion"), timeout=10_000)
+    banner = page.locator("#offline-banner")
+    expect(banner).to_contain_text("SIN CONEXIÓN — 0 ventas por sincronizar")
+    for n in range(5):
+        sell_offline_cash(page, "Cerveza", received="5000" if n == 0 else None)
+    expect(page.locator("#offline-change")).to_have_count(0)  # the last one was exact
+    sell_offline_phone(page, "Piscola")
+    expect(banner).to_contain_text("SIN CONEXIÓN — 6 ventas por sincronizar")
+    page.reload()  # still offline: the service worker serves the offline screen and the queue is still there
+    expect(banner).to_contain_text("SIN CONEXIÓN — 6 ventas por sincronizar")
+    page.keyboard.press("1")  # the same keys as the sale screen: 1 is the first product (Agua)
+    expect(page.locator("#cart-total")).to_have_text("$2.000")
+    page.keyboard.press("F8")
+    assert paid_sales(site) == []
+    go_online(page)
+    expect(banner).to_contain_text("Conexión restablecida", timeout=15_000)
+    expect(banner).to_contain_text("6 ventas sincronizadas", timeout=15_000)
+    paid = paid_sales(site)
+    assert len(paid) == 6
+    assert sorted(x.total for x in paid) == [3500] * 5 + [6000]
+
+    def offline_incidents():
+        async def work(s):
+            found = await audit.list_incidents(s, site.setup.venue_id, session_id=session.id)
+            return [i.description for i in found if i.kind == "offline"]
+
+        return core(site, work)
+
+    session = current_session(site)
+    wait_for(lambda: offline_incidents() != [], what="el periodo sin conexión como incidencia")
+    assert "6 ventas" in offline_incidents()[0]
+    assert session.cash_sales_total == 17500 and session.card_sales_total == 6000 and session.ticket_count == 6
+    page.click("#back-online")
+    expect(page).to_have_url(re.compile(r"/caja/venta"))
+    page.reload()
+    assert len(paid_sales(site)) == 6  # nothing is sent twice

@@ -71,6 +71,7 @@ def extra_route_handlers() -> list[Any]:
 def page_route_handlers() -> list[Any]:
     from . import auth, dashboard, jornada, printing
     from .admin import routes as admin
+    from .pos import offline
     from .pos import routes as pos
 
     return [
@@ -78,6 +79,7 @@ def page_route_handlers() -> list[Any]:
         jornada.router,
         dashboard.router,
         pos.router,
+        *offline.route_handlers,
         *admin.routers,
         *printing.routers,
         *printing.route_handlers,

@@ -29,6 +29,7 @@ from ..auth import CASHIER, FORM, requires
 from ..context import Web
 from ..printing import after_movement, after_sale
 from . import cart as carts
+from . import offline
 from .cart import Line, PosState
 from .messages import outcome
 
@@ -676,14 +677,20 @@ async def next_sale(request: Request) -> Response:
 # ---- what the screen must follow: the session, the register, the other tabs ----------------------------------
 @get("/estado")
 async def screen_status(
-    request: Request, v: FromQuery[int | None] = None, sale: FromQuery[int | None] = None
+    request: Request,
+    v: FromQuery[int | None] = None,
+    sale: FromQuery[int | None] = None,
+    dispositivo: FromQuery[str | None] = None,
+    pendientes: FromQuery[int | None] = None,
 ) -> Template:
     """Polled by the sale screen with what it shows (the cart version, the sale): a session closed or taken
     over elsewhere, a suspended register, a terminal in breaker, or another tab's change show within one poll.
     When the screen is behind this browser's state (another tab changed the cart or started charging it), the
-    panel is reloaded with the current one."""
+    panel is reloaded with the current one. It also carries how many sales taken offline this device still holds
+    (``dispositivo``, ``pendientes``): the session's close waits for them."""
     web = Web(request)
     state = pos_state(web)
+    await offline.report_device_queue(web, state.register_id, dispositivo, pendientes)
     status, follow = None, None
     if state.session_id is not None:
         status = await web.venue_call(

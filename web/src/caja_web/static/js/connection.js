@@ -57,4 +57,77 @@
     if (xhr && xhr.status > 0 && xhr.status < 500) cameBack();
   });
   window.cajaIsOffline = function () { return offline; };
+
+  // ---- selling without the server ----------------------------------------------------------------------------
+  // The service worker keeps the offline sale screen and this register's data; the sale screen asks it to refresh
+  // them at each load and marks itself ready (data-offline-ready) once they are stored. When the server is lost,
+  // a ready screen moves to the offline sale screen (served by the service worker from what it kept).
+  var onSaleScreen = function () { return !!document.getElementById("pos-status"); };
+  if ("serviceWorker" in navigator && location.pathname.indexOf("/caja/") === 0) {
+    navigator.serviceWorker.register("/caja-sw.js", { scope: "/caja/" }).then(function () {
+      if (!onSaleScreen()) return;
+      return navigator.serviceWorker.ready.then(function (registration) {
+        var channel = new MessageChannel();
+        channel.port1.onmessage = function (ev) {
+          if (ev.data === "ready") document.body.setAttribute("data-offline-ready", "");
+        };
+        registration.active.postMessage("refresh", [channel.port2]);
+      });
+    }).catch(function () { /* no service worker (not a secure origin): the banner still says SIN CONEXIÓN */ });
+  }
+  document.addEventListener("caja:offline", function () {
+    if (onSaleScreen() && document.body.hasAttribute("data-offline-ready") && navigator.serviceWorker &&
+        navigator.serviceWorker.controller) {
+      location.assign("/caja/sin-conexion");
+    }
+  });
+
+  // The device's queue: the poll carries how many sales it still holds, and what is left is sent while online.
+  var pending = 0, rejected = 0, syncing = false;
+  function withQueue(work) {
+    if (window.cajaQueue) return work(window.cajaQueue);
+    if (!onSaleScreen() || !window.indexedDB) return;
+    var script = document.createElement("script");
+    script.src = "/static/js/offline-queue.js";
+    script.onload = function () { work(window.cajaQueue); };
+    document.head.appendChild(script);
+  }
+  function csrf() {
+    try { return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["x-csrftoken"] || ""; }
+    catch (e) { return ""; }
+  }
+  var queueShown = false;
+  function showQueue() {
+    if (offline) return;
+    var had = queueShown;
+    queueShown = pending > 0 || rejected > 0;
+    if (!queueShown) { if (had) show("", ""); return; }
+    if (pending > 0) show("warn", "<strong>" + (pending === 1 ? "1 venta sin conexión" : pending + " ventas sin conexión") +
+      " por sincronizar</strong> en este equipo: se están enviando.");
+    else if (rejected > 0) show("warn", "<strong>" + (rejected === 1 ? "1 venta sin conexión rechazada" : rejected +
+      " ventas sin conexión rechazadas") + "</strong> al sincronizar: " +
+      '<a href="/caja/sin-conexion" id="offline-rejected-link">ver el motivo</a>. Un supervisor las resuelve.');
+  }
+  function followQueue() {
+    withQueue(function (queue) {
+      Promise.all([queue.count(), queue.rejected()]).then(function (v) {
+        pending = v[0];
+        rejected = v[1].length;
+        showQueue();
+        if ((pending > 0 || rejected > 0) && !offline && !syncing) {
+          syncing = true;
+          queue.sync(csrf()).then(function () { syncing = false; }, function () { syncing = false; });
+        }
+      });
+    });
+  }
+  document.addEventListener("htmx:configRequest", function (ev) {
+    if (!ev.detail || !ev.detail.elt || ev.detail.elt.id !== "pos-status" || !window.cajaQueue) return;
+    ev.detail.parameters["dispositivo"] = window.cajaQueue.deviceId();
+    ev.detail.parameters["pendientes"] = String(pending);
+  });
+  document.addEventListener("htmx:afterRequest", function (ev) {
+    if (ev.detail && ev.detail.elt && ev.detail.elt.id === "pos-status") followQueue();
+  });
+  document.addEventListener("DOMContentLoaded", followQueue);
 })();

@@ -1,0 +1,143 @@
+"""Selling without the server, the web side: the service worker, the offline sale screen it keeps, the register's
+data it keeps (catalogue, session, cashier, offline rule), and the one JSON endpoint the device syncs through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response, Router, get, post
+from litestar.utils.scope.state import ScopeState
+
+from caja_core.catalog import service as catalog
+from caja_core.errors import CajaError
+from caja_core.offline import service as offline
+from caja_core.ops import contingency
+from caja_core.registers import service as registers
+
+from ..auth import CASHIER, requires
+from ..context import Web
+from . import cart as carts
+
+SERVICE_WORKER = Path(__file__).resolve().parent.parent / "static" / "js" / "caja-sw.js"
+#: A sync request carries at most ``offline.MAX_BATCH`` sales; this is far above that and far below harm.
+MAX_BODY_BYTES = 256 * 1024
+
+
+class SyncRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    device_id: str
+    sales: list[offline.OfflineSaleIn] = msgspec.field(default_factory=list)
+    period: offline.OfflinePeriodIn | None = None
+
+
+def _error(status: int, message: str, code: str) -> Response[Any]:
+    return Response({"error": code, "message": message}, status_code=status, media_type=MediaType.JSON)
+
+
+@get("/caja-sw.js", include_in_schema=False, sync_to_thread=False)
+def service_worker() -> Response[bytes]:
+    """The service worker, from the site's root so that it may control the POS (``/caja/``)."""
+    return Response(
+        SERVICE_WORKER.read_bytes(),
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+@get("/", include_in_schema=False)
+async def offline_screen(request: Request) -> Response[Any]:
+    """The offline sale screen (the service worker keeps it; online it syncs what the device holds)."""
+    web = Web(request)
+    return await web.page("pos/offline.html", banner=False)
+
+
+@get("/datos", include_in_schema=False)
+async def offline_data(request: Request) -> Response[Any]:
+    """What the device keeps to sell offline: the register, its open session, the cashier, the catalogue and the
+    methods its offline rule allows (never the integrated terminal: it needs the server)."""
+    web = Web(request)
+    state = carts.load(web.session)
+    if state.session_id is None or state.register_id is None:
+        return _error(409, "No hay una caja abierta en este equipo.", "pos.no_session")
+    register = await web.call(registers.get_register, web.venue_id, state.register_id)
+    mode = contingency.allowed_methods(register, {}, db_ok=False)
+    backup = register.backup_provider or ""
+    try:
+        backup_name = web.registry.get(backup).name if backup else ""
+    except Exception:  # noqa: BLE001 - a provider no longer installed: its id is its name
+        backup_name = backup
+    products = await web.call(catalog.list_products, web.venue_id, register_id=register.id)
+    categories = await web.call(catalog.list_categories, web.venue_id, active_only=True)
+    assert web.viewer is not None
+    return Response(
+        {
+            "register": {"id": register.id, "name": register.name, "code": register.code},
+            "session": {"id": state.session_id},
+            "cashier": {"id": web.viewer.id, "name": web.viewer.name},
+            "categories": [{"id": c.id, "name": c.name} for c in categories],
+            "products": [
+                {"id": p.id, "name": p.name, "price": p.price, "category_id": p.category_id, "shortcut": p.shortcut}
+                for p in products
+            ],
+            "rule": {
+                "methods": [m for m in mode.allowed_methods if m in ("cash", "backup")],
+                "backup_name": backup_name or "respaldo",
+            },
+            "timezone": web.viewer.timezone,
+            "csrf": ScopeState.from_scope(request.scope).csrf_token or "",
+        },
+        media_type=MediaType.JSON,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@post("/sincronizar", include_in_schema=False, status_code=200)
+async def sync(request: Request) -> Response[Any]:
+    """The device's queued sales, in order: each answered once and forever (accepted with its sale, rejected
+    with the reason). JSON in, JSON out; bad input is a 4xx with a Spanish message and writes nothing."""
+    web = Web(request)
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        return _error(413, "Demasiadas ventas en un envío.", "offline.too_large")
+    if b"\\u0000" in body or b"\x00" in body:
+        return _error(400, "El envío tiene caracteres inválidos.", "offline.invalid")
+    try:
+        data = msgspec.json.decode(body, type=SyncRequest)
+    except msgspec.DecodeError:
+        return _error(400, "El envío no es válido (JSON con ventas).", "offline.invalid")
+    except msgspec.ValidationError as exc:
+        return _error(422, f"El envío no es válido: {exc}", "offline.invalid")
+    try:
+        results = await offline.sync_sales(
+            web.db,
+            venue_id=web.venue_id,
+            user_id=web.user_id,
+            device_id=data.device_id,
+            sales=data.sales,
+            period=data.period,
+        )
+    except CajaError as exc:
+        return _error(exc.status, exc.message, exc.code)
+    return Response({"results": msgspec.to_builtins(results)}, media_type=MediaType.JSON)
+
+
+async def report_device_queue(web: Web, register_id: int | None, device: str | None, unsynced: int | None) -> None:
+    """The sale screen's poll says how many offline sales this device still holds (the close waits for them)."""
+    if register_id is None or not device or unsynced is None:
+        return
+    try:
+        await web.venue_call(
+            offline.report_queue, register_id=register_id, device_id=device, unsynced=unsynced, user_id=web.user_id
+        )
+    except CajaError:
+        return  # a malformed report is ignored: the poll still answers
+
+
+router = Router(
+    path="/caja/sin-conexion",
+    guards=[requires(*CASHIER)],
+    include_in_schema=False,
+    route_handlers=[offline_screen, offline_data, sync],
+)
+route_handlers = [service_worker, router]
