@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from sqlalchemy import func, select
@@ -59,40 +59,45 @@ CARD_TYPES = {"debito": "debit", "débito": "debit", "credito": "credit", "créd
 METHOD_NAMES = {"cash": "efectivo", "backup": "celular de respaldo"}
 
 
+Id = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+Amount = Annotated[int, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
+Text = Annotated[str, msgspec.Meta(max_length=80)]
+
+
 class OfflineLine(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    product_id: int
-    quantity: int
+    product_id: Id
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
     #: The price the device showed (it is checked against the catalogue).
-    unit_price: int
+    unit_price: Amount
 
 
 class BackupReference(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """What the backup phone showed for an approved charge (masked card data only)."""
 
-    authorization_code: str
-    last4: str
-    brand: str
-    card_type: str
+    authorization_code: Text
+    last4: Text
+    brand: Text
+    card_type: Text
 
 
 class OfflineSaleIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    key: str
-    register_id: int
-    session_id: int
-    cashier_id: int
+    key: Text
+    register_id: Id
+    session_id: Id
+    cashier_id: Id
     #: The device's local time of the sale, ISO 8601 with its UTC offset (``2026-12-02T01:15:00-03:00``).
-    local_time: str
+    local_time: Annotated[str, msgspec.Meta(max_length=40)]
     method: Literal["cash", "backup"]
-    lines: list[OfflineLine]
-    total: int
-    cash_received: int | None = None
+    lines: Annotated[list[OfflineLine], msgspec.Meta(max_length=MAX_LINES)]
+    total: Amount
+    cash_received: Amount | None = None
     backup: BackupReference | None = None
 
 
 class OfflinePeriodIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    session_id: int
-    started_at: str
-    ended_at: str
+    session_id: Id
+    started_at: Annotated[str, msgspec.Meta(max_length=40)]
+    ended_at: Annotated[str, msgspec.Meta(max_length=40)]
 
 
 class SyncResult(msgspec.Struct, kw_only=True):
@@ -224,7 +229,7 @@ async def _receive(s: AsyncSession, *, venue_id: int, user_id: int, device: str,
         cashier_id=sale.cashier_id,
         local_time=sale.local_time[:40],
         method=sale.method,
-        claimed_total=max(min(sale.total, MAX_AMOUNT * 10), -1),
+        claimed_total=sale.total,
         payload=_payload(sale),
         status="accepted",
         reason="",
@@ -316,7 +321,7 @@ async def _reject(s: AsyncSession, row: OfflineSale, register: CashRegister, rea
         venue_id=row.venue_id,
         kind="offline_sale_rejected",
         description=(
-            f"Venta sin conexión rechazada al sincronizar ({register.name}, {method}, {format_clp(max(row.claimed_total, 0))}, "
+            f"Venta sin conexión rechazada al sincronizar ({register.name}, {method}, {format_clp(row.claimed_total) if row.claimed_total > 0 else '$0'}, "
             f"hora del equipo {row.local_time}): {reason} Revísela con el cajero y resuélvala."
         ),
         session_id=row.session_id,
@@ -362,7 +367,7 @@ async def _check(
         name, price = prices[line.product_id]
         if line.unit_price != price:
             raise Rejected(
-                f"Línea {n}: el precio de {name} en el equipo ({format_clp(line.unit_price) if line.unit_price > 0 else line.unit_price}) "
+                f"Línea {n}: el precio de {name} en el equipo ({format_clp(line.unit_price) if line.unit_price > 0 else '$0'}) "
                 f"no es el del catálogo a la hora de la venta ({format_clp(price)})."
             )
         lines.append(
@@ -380,7 +385,7 @@ async def _check(
         raise Rejected(f"El total supera el máximo permitido ({format_clp(MAX_AMOUNT)}).")
     if sale.total != total:
         raise Rejected(
-            f"El total del equipo ({format_clp(sale.total) if sale.total > 0 else sale.total}) no es la suma de "
+            f"El total del equipo ({format_clp(sale.total) if sale.total > 0 else '$0'}) no es la suma de "
             f"sus productos ({format_clp(total)})."
         )
     if sale.method == "cash" and sale.cash_received is not None and not total <= sale.cash_received <= MAX_AMOUNT:

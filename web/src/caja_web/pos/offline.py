@@ -104,10 +104,10 @@ async def sync(request: Request) -> Response[Any]:
         return _error(400, "El envío tiene caracteres inválidos.", "offline.invalid")
     try:
         data = msgspec.json.decode(body, type=SyncRequest)
+    except msgspec.ValidationError as exc:  # well-formed JSON, wrong shape
+        return _error(422, f"El envío no es válido: {exc}", "offline.invalid")
     except msgspec.DecodeError:
         return _error(400, "El envío no es válido (JSON con ventas).", "offline.invalid")
-    except msgspec.ValidationError as exc:
-        return _error(422, f"El envío no es válido: {exc}", "offline.invalid")
     try:
         results = await offline.sync_sales(
             web.db,

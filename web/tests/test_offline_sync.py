@@ -1,0 +1,120 @@
+"""The offline sync endpoint: logged-in cashiers only, with the CSRF token like every form; bounded JSON; bad input
+is a 4xx with a Spanish message and writes nothing; a resent sale gets its first answer. The sale screen's poll
+carries the device's unsynced count, and the close waits for it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from caja_core.clock import utcnow
+from caja_core.sales import service as sales
+
+SYNC = "/caja/sin-conexion/sincronizar"
+
+
+def local_now() -> str:
+    return (utcnow() - timedelta(seconds=30)).astimezone(ZoneInfo("America/Santiago")).isoformat()
+
+
+async def open_register(client, setup) -> int:
+    r = await client.post(
+        "/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0", "open_key": "open-offline"}
+    )
+    assert r.status_code == 303, r.text
+    data = await client.get("/caja/sin-conexion/datos")
+    assert data.status_code == 200
+    return data.json()["session"]["id"]
+
+
+def sale(setup, session_id, *, price=None, key=None) -> dict:
+    price = setup.prices["Cerveza"] if price is None else price
+    return {
+        "key": key or str(uuid.uuid4()),
+        "register_id": setup.register_id,
+        "session_id": session_id,
+        "cashier_id": setup.cashier_id,
+        "local_time": local_now(),
+        "method": "cash",
+        "lines": [{"product_id": setup.products["Cerveza"], "quantity": 1, "unit_price": price}],
+        "total": price,
+    }
+
+
+async def send(client, body, *, csrf=True):
+    headers = {"content-type": "application/json"}
+    if csrf:
+        headers["x-csrftoken"] = await client.csrf()
+    return await client.client.post(
+        SYNC, content=body if isinstance(body, bytes) else json.dumps(body), headers=headers
+    )
+
+
+async def paid(sqlite_db, setup):
+    async with sqlite_db.session() as s:
+        return [x for x in await sales.list_sales(s, setup.venue_id) if x.status == "paid"]
+
+
+async def test_the_register_data_for_offline_selling(cashier, setup):
+    session_id = await open_register(cashier, setup)
+    data = (await cashier.get("/caja/sin-conexion/datos")).json()
+    assert data["session"] == {"id": session_id} and data["cashier"]["id"] == setup.cashier_id
+    assert {p["name"]: p["price"] for p in data["products"]} == setup.prices
+    assert data["rule"]["methods"] == ["cash", "backup"]  # never the integrated terminal
+    assert data["csrf"]
+    sw = await cashier.get("/caja-sw.js")
+    assert sw.status_code == 200 and "javascript" in sw.headers["content-type"]
+    assert "/caja/sin-conexion" in sw.text
+
+
+async def test_sync_takes_each_sale_once_and_reports_rejections(cashier, setup, sqlite_db):
+    session_id = await open_register(cashier, setup)
+    good, tampered = sale(setup, session_id), sale(setup, session_id, price=1)
+    body = {"device_id": "tablet-1", "sales": [good, tampered]}
+    first = await send(cashier, body)
+    assert first.status_code == 200, first.text
+    results = first.json()["results"]
+    assert [r["status"] for r in results] == ["accepted", "rejected"]
+    assert "precio de Cerveza" in results[1]["reason"]
+    again = await send(cashier, body)
+    assert again.json()["results"] == results
+    assert len(await paid(sqlite_db, setup)) == 1
+
+
+async def test_bad_requests_are_4xx_in_spanish_and_write_nothing(client, cashier, setup, sqlite_db):
+    session_id = await open_register(cashier, setup)
+    good = sale(setup, session_id)
+    no_csrf = await send(cashier, {"device_id": "t", "sales": [good]}, csrf=False)
+    assert no_csrf.status_code == 403
+    for body, status in (
+        (b"{not json", 400),
+        ({"device_id": "t", "sales": [{**good, "total": "mucho"}]}, 422),
+        ({"device_id": "t", "sales": [{**good, "extra": 1}]}, 422),
+        ({"device_id": "t", "sales": [{**good, "total": 10**30}]}, 422),
+        ({"device_id": "t", "sales": [{**good, "total": -5}]}, 422),
+        ({"device_id": "t\u0000", "sales": [good]}, 400),
+        ({"device_id": "", "sales": [good]}, 422),
+        ({"device_id": "t", "sales": [sale(setup, session_id) for _ in range(51)]}, 422),
+        (b'{"device_id": "t", "sales": [' + b"1," * 200_000 + b"1]}", 413),
+    ):
+        r = await send(cashier, body)
+        assert r.status_code == status, (body if isinstance(body, dict) else body[:40], r.status_code, r.text[:200])
+        assert r.json().get("message") or r.json().get("error"), (status, r.text[:300])  # a Spanish message
+    assert await paid(sqlite_db, setup) == []
+    await cashier.post("/logout")
+    anonymous = await send(cashier, {"device_id": "t", "sales": [good]})
+    assert "results" not in anonymous.text  # sent to the login: nothing received
+    assert await paid(sqlite_db, setup) == []
+
+
+async def test_the_poll_carries_the_devices_unsynced_count_and_the_close_waits(cashier, setup):
+    await open_register(cashier, setup)
+    r = await cashier.get("/caja/estado?dispositivo=tablet-1&pendientes=2", htmx=True)
+    assert r.status_code == 200
+    close = await cashier.post("/caja/session/close", {"count_1000": "0", "note": ""})
+    assert close.status_code == 409 and "2 ventas sin conexión por sincronizar" in close.text
+    await cashier.get("/caja/estado?dispositivo=tablet-1&pendientes=0", htmx=True)
+    close = await cashier.post("/caja/session/close", {"count_1000": "0", "note": ""})
+    assert close.status_code == 200, close.text[:300]
