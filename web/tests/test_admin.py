@@ -83,6 +83,16 @@ async def test_bad_register_form_rerenders_with_spanish_field_errors(admin):
     assert 'value="mal código!"' in r.text and "muy-secreto-123" not in r.text
 
 
+async def test_decline_codes_are_numbers(admin):
+    r = await admin.post("/admin/cajas/crear", {**REGISTER_FORM, "policy.decline_codes": "5, x"})
+    assert r.status_code == 422
+    assert "Código de rechazo inválido: «x»" in text_of(r.text)
+    r = await admin.get("/admin/cajas/")
+    assert "TEST-01" not in r.text  # nothing was saved
+    r = await admin.post("/admin/cajas/crear", {**REGISTER_FORM, "policy.decline_codes": "5, 51"})
+    assert r.status_code in (200, 303), text_of(r.text)
+
+
 async def test_duplicate_code_is_refused(admin, setup):
     r = await admin.post("/admin/cajas/crear", {**REGISTER_FORM, "code": "CAJA1"})
     assert r.status_code == 422 and "Ya existe una caja con el código CAJA1" in r.text
@@ -92,6 +102,7 @@ async def test_terminal_test_and_agent_token_once(admin, setup, fakes):
     fakes[0].script("health", Step(kind=OutcomeKind.APPROVED, message="Terminal listo"))
     r = await admin.post(f"/admin/cajas/{setup.register_id}/probar", htmx=True)
     assert "Terminal responde" in r.text and "Terminal listo" in r.text
+    assert "Probado con la configuración guardada" in r.text
     fakes[0].script("health", Step(kind=OutcomeKind.UNAVAILABLE, message="Sin conexión"))
     r = await admin.post(f"/admin/cajas/{setup.register_id}/probar", htmx=True)
     assert "Terminal sin respuesta" in r.text
@@ -99,6 +110,7 @@ async def test_terminal_test_and_agent_token_once(admin, setup, fakes):
     token = re.search(r"caja_\d+_[\w-]+", r.text).group(0)
     page = await admin.get(f"/admin/cajas/{setup.register_id}/editar")
     assert token not in page.text and "Token configurado" in page.text
+    assert "configuración guardada" in text_of(page.text)  # it says what it tests
 
 
 async def test_reports_csv_and_z(admin, setup):
@@ -166,6 +178,26 @@ async def test_backup_phones(admin, setup):
 async def test_health_dashboard_links_ops_endpoints(admin):
     r = await admin.get("/admin/salud")
     assert 'href="/health"' in r.text and "Caja 1" in r.text
+
+
+async def test_health_page_names_a_terminal_fault_in_plain_words(admin, sqlite_db, setup):
+    from caja_core.payments.models import BreakerState
+
+    async with sqlite_db.session() as s:
+        s.add(
+            BreakerState(
+                device_key="tcp:10.0.0.9:9000",
+                venue_id=setup.venue_id,
+                register_id=setup.register_id,
+                state="open",
+                failure_count=3,
+                last_failure="transport_error: el terminal no confirmó la recepción del comando 101 en 3 s",
+            )
+        )
+    r = await admin.get("/admin/salud")
+    shown = text_of(re.sub(r"<details class=\"tech\">.*?</details>", "", r.text, flags=re.S))
+    assert "Error de comunicación con el terminal" in shown
+    assert "transport_error" not in shown and "comando 101" not in shown
 
 
 async def test_other_venue_objects_are_404(admin, sqlite_db, registry, setup):

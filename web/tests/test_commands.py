@@ -38,6 +38,15 @@ def test_demo_seeds_once_and_prints_the_logins(tmp_path):
     assert "reutilizada" in again.stdout
 
 
+def test_demo_listens_where_caja_port_says(tmp_path):
+    port = free_port()
+    r = run("demo", "--db", str(tmp_path / "demo.db"), "--no-serve", env={"CAJA_PORT": str(port)})
+    assert r.returncode == 0, r.stderr
+    assert f"Abra http://127.0.0.1:{port}/login" in r.stdout
+    r = run("demo", "--db", str(tmp_path / "demo.db"), "--no-serve", "--port", "8123", env={"CAJA_PORT": str(port)})
+    assert "Abra http://127.0.0.1:8123/login" in r.stdout  # the option wins over the variable
+
+
 def test_serve_answers_http(tmp_path, sqlite_url):
     port = free_port()
     env = {**os.environ, "CAJA_ENV": "demo", "CAJA_DATABASE_URL": sqlite_url, "CAJA_LOG_LEVEL": "WARNING"}

@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from caja_web.pos.messages import cash_bills, outcome
+from caja_web.pos.messages import cash_bills, outcome, terminal_fault
 
 
 def progress(state, message="", **kw):
@@ -36,3 +36,16 @@ def test_quick_cash_amounts_are_above_the_total_and_round():
     assert cash_bills(7000) == [10000, 20000, 40000]
     assert cash_bills(19000) == [20000, 40000, 60000]
     assert all(b > 45990 for b in cash_bills(45990))
+
+
+def test_a_terminal_fault_on_the_health_page_is_plain_words():
+    f = terminal_fault("transport_error: el terminal no confirmó la recepción del comando 101 en 3 s")
+    assert f.text == "Error de comunicación con el terminal" and "comando 101" in f.detail
+    assert (
+        terminal_fault("timeout: Terminal desconectado").text
+        == "El terminal no respondió a tiempo: Terminal desconectado"
+    )
+    assert (
+        terminal_fault("Terminal ocupado").text == "Terminal ocupado" and not terminal_fault("Terminal ocupado").detail
+    )
+    assert terminal_fault("").text == ""

@@ -41,8 +41,11 @@ class FallbackPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if not 5 <= self.breaker_cooldown_s <= 3600:
             errors["breaker_cooldown_s"] = "El enfriamiento del corte debe estar entre 5 y 3600 segundos."
         for code in self.decline_codes:
-            if not (code.isascii() and code.replace("-", "").isalnum() and len(code) <= 10):
-                errors["decline_codes"] = f"Código de rechazo inválido: {code!r}."
+            digits = code[1:] if code.startswith("-") else code
+            if not (digits.isascii() and digits.isdigit() and len(digits) <= 9):
+                errors["decline_codes"] = (
+                    f"Código de rechazo inválido: «{code}». Los códigos son números, separados por coma (p. ej. 5, 51)."
+                )
                 break
         if errors:
             raise ValidationFailed("La política de respaldo tiene errores.", code="policy.invalid", fields=errors)

@@ -84,11 +84,11 @@ def serve(host: str | None, port: int | None) -> None:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, type=int, show_default=True)
+@click.option("--host", default=None, help="Dirección (por defecto CAJA_HOST o 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Puerto (por defecto CAJA_PORT o 8000).")
 @click.option("--db", "db_path", default=DEMO_DB, show_default=True, help="Archivo SQLite de la demostración.")
 @click.option("--no-serve", is_flag=True, help="Solo crear los datos, sin servir.")
-def demo(host: str, port: int, db_path: str, no_serve: bool) -> None:
+def demo(host: str | None, port: int | None, db_path: str, no_serve: bool) -> None:
     """Crea (o reutiliza) una base SQLite de demostración con datos de ejemplo y la sirve."""
     from caja_core.db import Database
     from caja_core.db.migrate import upgrade
@@ -108,6 +108,7 @@ def demo(host: str, port: int, db_path: str, no_serve: bool) -> None:
         for problem in exc.problems:
             click.echo(f"caja: {problem}", err=True)
         sys.exit(2)
+    host, port = settings.host, settings.port
     upgrade(url)
 
     async def seed():

@@ -83,9 +83,38 @@ def outcome(progress: Any) -> Outcome:
     return Outcome(kind="none", headline=progress.state_label or state, text="", detail=message)
 
 
+#: A terminal fault's reason (the breaker's record "reason: message") in the words of whoever reads /admin/salud.
+FAULT_REASONS = {
+    "transport_error": "Error de comunicación con el terminal",
+    "timeout": "El terminal no respondió a tiempo",
+    "unavailable": "Terminal no disponible",
+    "decline": "Rechazo",
+}
+
+
+class Fault(msgspec.Struct, kw_only=True):
+    text: str
+    detail: str = ""  # the record as written, folded away
+
+
+def terminal_fault(description: str | None) -> Fault:
+    """A breaker's last failure in plain words; the raw record (command numbers, errno…) as detail."""
+    description = (description or "").strip()
+    if not description:
+        return Fault(text="")
+    reason, _, message = description.partition(": ")
+    if reason not in FAULT_REASONS:
+        reason, message = "", description
+    words = FAULT_REASONS.get(reason, "")
+    if plain(message):
+        return Fault(text=f"{words}: {message}" if words else message)
+    return Fault(text=words or "Falla del terminal", detail=description)
+
+
 def install(env: Any) -> None:
     env.globals["payment_outcome"] = outcome
     env.globals["cash_bills"] = cash_bills
+    env.globals["terminal_fault"] = terminal_fault
 
 
 def cash_bills(due: int, limit: int = 3) -> list[int]:
