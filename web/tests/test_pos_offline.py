@@ -167,3 +167,103 @@ def test_offline_five_cash_and_one_phone_sale_survive_a_reload_and_sync_once(bro
     expect(page).to_have_url(re.compile(r"/caja/venta"))
     page.reload()
     assert len(paid_sales(site)) == 6  # nothing is sent twice
+
+
+def sell_offline(c: Cashier, count: int, product: str = "Cerveza") -> None:
+    for _ in range(count):
+        sell_offline_cash(c.page, product)
+
+
+def offline_cashier(browser, site) -> Cashier:
+    """A cashier at the register whose device has lost the server and shows the offline sale screen."""
+    c = cashier_at(browser, site)
+    ready_for_offline(c.page)
+    go_offline(c.page)
+    expect(c.page).to_have_url(re.compile(r"/caja/sin-conexion"), timeout=10_000)
+    return c
+
+
+def test_a_sync_interrupted_halfway_and_retried_makes_no_duplicates(browser, site):
+    c = offline_cashier(browser, site)
+    page = c.page
+    sell_offline(c, 5)
+    page.evaluate("window.cajaQueue.batch = 2")
+    batches = []
+
+    def lose_the_second_answer(route):
+        batches.append(route.request.post_data_json)
+        if len(batches) == 2:  # the server receives the batch; its answer never reaches the device
+            route.fetch()
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/caja/sin-conexion/sincronizar", lose_the_second_answer)
+    go_online(page)
+    expect(page.locator("#offline-banner")).to_contain_text("Todas las ventas", timeout=20_000)
+    assert len(batches) >= 4, batches  # 2 + 2 (answer lost) + the retry of those 2 + 1
+    resent = {s["key"] for s in batches[1]["sales"]} & {s["key"] for b in batches[2:] for s in b["sales"]}
+    assert len(resent) == 2  # the two sales of the lost answer were sent again
+    paid = paid_sales(site)
+    assert len(paid) == 5 and current_session(site).cash_sales_total == 5 * 3500
+
+
+def test_a_tampered_price_in_the_queue_is_rejected_and_reported(browser, site):
+    c = offline_cashier(browser, site)
+    page = c.page
+    sell_offline(c, 1, "Agua")
+    sell_offline(c, 1, "Cerveza")
+    page.evaluate(
+        """() => new Promise((resolve, reject) => {
+          const open = indexedDB.open("caja-offline");
+          open.onsuccess = () => {
+            const tx = open.result.transaction("queue", "readwrite");
+            const store = tx.objectStore("queue");
+            store.getAll().onsuccess = (ev) => {
+              const sale = ev.target.result.find(s => s.lines[0].unit_price === 3500);
+              sale.lines[0].unit_price = 100; sale.total = 100;
+              store.put(sale);
+            };
+            tx.oncomplete = () => { open.result.close(); resolve(); };
+            tx.onerror = () => reject(tx.error);
+          };
+        })"""
+    )
+    go_online(page)
+    rejected = page.locator("#offline-rejected")
+    expect(rejected).to_contain_text("Ventas rechazadas al sincronizar", timeout=15_000)
+    expect(rejected).to_contain_text("el precio de Cerveza en el equipo ($100) no es el del catálogo")
+    expect(page.locator("#offline-banner")).to_contain_text("Todas las ventas")
+    assert [x.total for x in paid_sales(site)] == [2000]  # the honest sale counts, the tampered one does not
+
+    def kept_for_a_supervisor():
+        async def work(s):
+            return [i for i in await audit.list_incidents(s, site.setup.venue_id) if i.kind == "offline_sale_rejected"]
+
+        return core(site, work)
+
+    [incident] = kept_for_a_supervisor()
+    assert "precio de Cerveza" in incident.description and not incident.resolved
+    page.click("#back-online")  # back on the sale screen the rejection stays in sight until it is resolved
+    expect(page.locator("#connection-banner")).to_contain_text("1 venta sin conexión rechazada", timeout=10_000)
+
+
+def test_two_devices_on_one_register_offline_at_once_both_sync(browser, site):
+    a = offline_cashier(browser, site)
+    b_page = new_tab(browser, site.url)  # another tablet: its own storage, its own device id
+    login_cashier(b_page)
+    open_register(b_page, site.setup.register_id)
+    b = Cashier(b_page)
+    ready_for_offline(b_page)
+    go_offline(b_page)
+    expect(b_page).to_have_url(re.compile(r"/caja/sin-conexion"), timeout=10_000)
+    sell_offline(a, 3, "Cerveza")
+    sell_offline(b, 2, "Agua")
+    go_online(a.page)
+    go_online(b_page)
+    for c in (a, b):
+        expect(c.page.locator("#offline-banner")).to_contain_text("Todas las ventas", timeout=15_000)
+    paid = paid_sales(site)
+    assert sorted(x.total for x in paid) == [2000, 2000, 3500, 3500, 3500]
+    session = current_session(site)
+    assert session.ticket_count == 5 and session.cash_sales_total == 2 * 2000 + 3 * 3500

@@ -7,7 +7,6 @@
   "use strict";
   var NAME = "caja-offline";
   var SYNC_URL = "/caja/sin-conexion/sincronizar";
-  var BATCH = 20;
 
   function open() {
     return new Promise(function (resolve, reject) {
@@ -84,6 +83,8 @@
   var api = {
     localTime: localTime,
     newKey: newKey,
+    // Sales per sync request (the server takes up to 50).
+    batch: 20,
     deviceId: deviceId,
     add: function (sale) {
       return run(["queue"], "readwrite", function (tx) { tx.objectStore("queue").add(sale); });
@@ -164,7 +165,7 @@
         return api.pending().then(function (items) {
           var mine = items.filter(function (i) { return !summary.skipped || summary.skipped.indexOf(i.key) < 0; });
           if (!mine.length) return null;
-          var batch = mine.slice(0, BATCH);
+          var batch = mine.slice(0, api.batch);
           return post(batch.map(strip)).then(function (results) {
             results.forEach(function (r) {
               if (r.status === "not_yours") (summary.skipped = summary.skipped || []).push(r.key);
@@ -176,8 +177,8 @@
       function recheckRejected() {
         return api.rejected().then(function (items) {
           if (!items.length) return null;
-          return post(items.slice(0, BATCH).map(strip)).then(function (results) {
-            return apply(items.slice(0, BATCH), results.filter(function (r) { return r.status === "resolved"; }));
+          return post(items.slice(0, api.batch).map(strip)).then(function (results) {
+            return apply(items.slice(0, api.batch), results.filter(function (r) { return r.status === "resolved"; }));
           });
         });
       }
