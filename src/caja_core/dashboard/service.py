@@ -174,10 +174,10 @@ class JornadaFigures(msgspec.Struct, kw_only=True):
 
 async def current_figures(s: AsyncSession, venue_id: int, *, now: datetime | None = None) -> JornadaFigures | None:
     """The live dashboard: the venue's open jornada (None when there is none)."""
-    jornada_id = await s.scalar(select(Jornada.id).where(Jornada.venue_id == venue_id, Jornada.status == "open"))
-    if jornada_id is None:
+    jornada = await s.scalar(select(Jornada).where(Jornada.venue_id == venue_id, Jornada.status == "open"))
+    if jornada is None:
         return None
-    return await jornada_figures(s, venue_id, jornada_id, now=now, terminal_window=TERMINAL_WINDOW)
+    return await _figures(s, venue_id, jornada_out(jornada), None, now=now or utcnow(), terminal_window=TERMINAL_WINDOW)
 
 
 async def jornada_figures(
@@ -216,9 +216,18 @@ async def _figures(
 ) -> JornadaFigures:
     tz = await s.scalar(select(Venue.timezone).where(Venue.id == venue_id)) or "America/Santiago"
     names = await user_names(s, venue_id)
-    codes = dict(
-        (await s.execute(select(CashRegister.id, CashRegister.code).where(CashRegister.venue_id == venue_id))).all()
-    )
+    registers = (
+        await s.execute(
+            select(
+                CashRegister.id,
+                CashRegister.code,
+                CashRegister.active,
+                CashRegister.primary_provider,
+                CashRegister.agent_last_seen_at,
+            ).where(CashRegister.venue_id == venue_id)
+        )
+    ).all()
+    codes = {r.id: r.code for r in registers}
     sessions_q = select(CashSession).where(CashSession.venue_id == venue_id, CashSession.jornada_id == jornada.id)
     if session_id is not None:
         sessions_q = sessions_q.where(CashSession.id == session_id)
@@ -287,7 +296,12 @@ async def _figures(
     await _cashier_controls(s, session_ids, sessions, cashier)
     out.cashiers = sorted(cashiers.values(), key=lambda c: c.name)
 
-    out.terminals = await _terminals(s, venue_id, jornada.id, session_id, codes, now=now, window=terminal_window)
+    card_registers = [
+        (r.id, r.primary_provider, r.agent_last_seen_at) for r in registers if r.active and r.primary_provider
+    ]
+    out.terminals = await _terminals(
+        s, venue_id, jornada.id, session_id, codes, card_registers, now=now, window=terminal_window
+    )
     out.terminal_window = terminal_window
     out.open_sessions = [
         OpenSessionLine(
@@ -413,19 +427,12 @@ async def _terminals(
     jornada_id: int,
     session_id: int | None,
     codes: dict[int, str],
+    registers: list[tuple[int, str, datetime | None]],
     *,
     now: datetime,
     window: timedelta | None,
 ) -> list[TerminalFigures]:
-    registers = (
-        await s.execute(
-            select(CashRegister.id, CashRegister.primary_provider, CashRegister.agent_last_seen_at).where(
-                CashRegister.venue_id == venue_id,
-                CashRegister.active.is_(True),
-                CashRegister.primary_provider.is_not(None),
-            )
-        )
-    ).all()
+    """``registers``: (id, primary provider, agent's last heartbeat) of the active registers that take cards."""
     breakers = {
         r.register_id: r.state
         for r in await s.scalars(select(BreakerState).where(BreakerState.venue_id == venue_id))
@@ -443,11 +450,15 @@ async def _terminals(
         for register_id, provider, seen in registers
     }
     a = PaymentAttempt
+    waited = _seconds_between(func.coalesce(a.sent_at, a.created_at), a.finished_at, s.get_bind().dialect.name)
+    approved = a.state.in_(lifecycle.PAID) & a.finished_at.is_not(None)
     q = select(
         a.register_id,
         func.count(),
         func.count(case((a.state.in_(lifecycle.PAID), 1))),
         func.count(case((a.state.in_(NOT_APPROVED), 1))),
+        func.avg(case((approved, waited))),
+        func.max(case((approved, waited))),
     ).where(a.venue_id == venue_id, a.role == "primary")
     if window is not None:
         q = q.where(a.created_at >= now - window)
@@ -455,22 +466,12 @@ async def _terminals(
         q = q.where(a.session_id == session_id)
     elif window is None:
         q = q.where(a.session_id.in_(select(CashSession.id).where(CashSession.jornada_id == jornada_id)))
-    for register_id, attempts, approved, not_approved in (await s.execute(q.group_by(a.register_id))).all():
+    for register_id, attempts, paid, not_paid, average, slowest in (await s.execute(q.group_by(a.register_id))).all():
         if register_id in out:
             line = out[register_id]
-            line.attempts, line.approved, line.not_approved = int(attempts), int(approved), int(not_approved)
-    # Time to approval: the approved attempts' own times (read as instants: SQLite has no interval arithmetic).
-    timed = q.with_only_columns(a.register_id, a.sent_at, a.created_at, a.finished_at).where(
-        a.state.in_(lifecycle.PAID), a.finished_at.is_not(None)
-    )
-    waits: dict[int, list[float]] = defaultdict(list)
-    for register_id, sent_at, created_at, finished_at in (await s.execute(timed)).all():
-        if finished_at is not None:
-            waits[register_id].append(max(0.0, (finished_at - (sent_at or created_at)).total_seconds()))
-    for register_id, seconds in waits.items():
-        if register_id in out:
-            out[register_id].average_approval_s = sum(seconds) / len(seconds)
-            out[register_id].slowest_approval_s = max(seconds)
+            line.attempts, line.approved, line.not_approved = int(attempts), int(paid), int(not_paid)
+            line.average_approval_s = None if average is None else max(0.0, round(float(average), 3))
+            line.slowest_approval_s = None if slowest is None else max(0.0, round(float(slowest), 3))
     return sorted(out.values(), key=lambda t: t.register_code)
 
 
@@ -547,18 +548,31 @@ async def _past_nights(s: AsyncSession, venue_id: int, jornada: JornadaOut, tz: 
     until = jornada.closed_at or now
     local_until = to_local(until, tz)
     into_night = local_until.replace(tzinfo=None) - datetime.combine(jornada.label_date, datetime.min.time())
-    so_far: dict[int, int] = {}
+    cuts = {}
     for j in same_day:
         cut = datetime.combine(j.label_date, datetime.min.time()) + into_night
-        cut_utc = cut.replace(tzinfo=zone(tz)).astimezone(UTC)  # that night's offset, not tonight's
-        so_far[j.id] = int(
-            await s.scalar(
-                select(func.coalesce(func.sum(SalesQuarter.amount), 0)).where(
-                    and_(SalesQuarter.jornada_id == j.id, SalesQuarter.quarter < quarter_of(cut_utc))
+        cuts[j.id] = quarter_of(cut.replace(tzinfo=zone(tz)).astimezone(UTC))  # that night's offset, not tonight's
+    so_far = {
+        j: int(total or 0)
+        for j, total in (
+            await s.execute(
+                select(
+                    SalesQuarter.jornada_id,
+                    func.sum(
+                        case(
+                            *[
+                                (and_(SalesQuarter.jornada_id == j, SalesQuarter.quarter < q), SalesQuarter.amount)
+                                for j, q in cuts.items()
+                            ],
+                            else_=0,
+                        )
+                    ),
                 )
+                .where(SalesQuarter.jornada_id.in_(ids))
+                .group_by(SalesQuarter.jornada_id)
             )
-            or 0
-        )
+        ).all()
+    }
     return [
         PastNight(
             jornada_id=j.id,
@@ -569,3 +583,10 @@ async def _past_nights(s: AsyncSession, venue_id: int, jornada: JornadaOut, tz: 
         )
         for j in same_day
     ]
+
+
+def _seconds_between(start: Any, end: Any, dialect: str) -> Any:
+    """Seconds from ``start`` to ``end`` in SQL (SQLite keeps instants as text: through julianday)."""
+    if dialect == "postgresql":
+        return func.extract("epoch", end - start)
+    return (func.julianday(end) - func.julianday(start)) * 86400.0
