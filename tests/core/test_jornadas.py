@@ -43,3 +43,27 @@ async def test_cannot_close_with_sessions_open(any_db):
         async with any_db.session() as s:
             await jornadas.close_jornada(s, venue_id=st.venue_id, jornada_id=st.jornada_id, user_id=st.supervisor_id)
     assert err.value.code == "jornada.sessions_open" and "CAJA1" in err.value.message
+
+
+async def test_opening_again_the_same_night_reopens_its_jornada(any_db):
+    """Closed too early and opened again the same night: one jornada for that date, open again."""
+    st = await make_setup(any_db, open_jornada=False)
+    night = datetime(2026, 11, 28, 3, 15, tzinfo=UTC)
+    async with any_db.session() as s:
+        first = await jornadas.open_jornada(s, venue_id=st.venue_id, user_id=st.supervisor_id, now=night)
+    async with any_db.session() as s:
+        await jornadas.close_jornada(s, venue_id=st.venue_id, jornada_id=first.id, user_id=st.supervisor_id)
+    async with any_db.session() as s:
+        again = await jornadas.open_jornada(
+            s, venue_id=st.venue_id, user_id=st.supervisor_id, now=datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
+        )
+    assert again.id == first.id and again.status == "open" and again.closed_at is None
+    async with any_db.session() as s:
+        listed = await jornadas.list_jornadas(s, st.venue_id)
+        assert [j.label for j in listed] == ["27-11-2026"]
+        await jornadas.close_jornada(s, venue_id=st.venue_id, jornada_id=again.id, user_id=st.supervisor_id)
+    async with any_db.session() as s:  # the next night is a new jornada
+        nxt = await jornadas.open_jornada(
+            s, venue_id=st.venue_id, user_id=st.supervisor_id, now=datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
+        )
+    assert nxt.id != first.id and str(nxt.label_date) == "2026-11-28"

@@ -59,14 +59,22 @@ async def open_jornada(
             code="jornada.already_open",
         )
     now = now or utcnow()
-    jornada = Jornada(
-        venue_id=venue_id,
-        status="open",
-        opened_by=user_id,
-        opened_at=now,
-        label_date=jornada_label(now, venue.timezone, venue.day_cutoff_hour),
+    label_date = jornada_label(now, venue.timezone, venue.day_cutoff_hour)
+    # Opened again on the same night (closed too early): the night's jornada is reopened, never a second
+    # jornada with the same date; its sessions, sales and reports go on in it.
+    jornada = await s.scalar(
+        select(Jornada)
+        .where(Jornada.venue_id == venue_id, Jornada.label_date == label_date, Jornada.status == "closed")
+        .order_by(Jornada.id.desc())
+        .limit(1)
+        .with_for_update()
     )
-    s.add(jornada)
+    action = "jornada.reopened" if jornada is not None else "jornada.opened"
+    if jornada is not None:
+        jornada.status, jornada.closed_at, jornada.closed_by = "open", None, None
+    else:
+        jornada = Jornada(venue_id=venue_id, status="open", opened_by=user_id, opened_at=now, label_date=label_date)
+        s.add(jornada)
     try:
         await s.flush()
     except IntegrityError as exc:  # another instance opened one at the same moment
@@ -75,7 +83,7 @@ async def open_jornada(
         s,
         venue_id=venue_id,
         user_id=user_id,
-        action="jornada.opened",
+        action=action,
         entity="jornada",
         entity_id=jornada.id,
         payload={"label": jornada.label_date.isoformat()},
