@@ -4,16 +4,22 @@ the offline sale screen, sales wait in the device and sync once, without loss or
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import uuid
+from pathlib import Path
 
 import pytest
 from conftest import ProvidersPlugin
 from livesite import LiveSite
 from playwright.sync_api import expect, sync_playwright
 from posbrowser import Cashier, launch, login_cashier, new_tab, open_register, run, wait_for
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from caja_core.audit import service as audit
-from caja_core.db import Database
+from caja_core.db import Database, migrate
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
 from caja_core.testing.fake import FakeProvider, manual_provider
@@ -267,3 +273,68 @@ def test_two_devices_on_one_register_offline_at_once_both_sync(browser, site):
     assert sorted(x.total for x in paid) == [2000, 2000, 3500, 3500, 3500]
     session = current_session(site)
     assert session.ticket_count == 5 and session.cash_sales_total == 2 * 2000 + 3 * 3500
+
+
+# ---- the database unreachable while the server runs -----------------------------------------------------------------
+
+
+def _netkit():
+    """The TCP proxy of the operations tests (cuts PostgreSQL away from a running server and restores it)."""
+    path = Path(__file__).resolve().parents[2] / "tests" / "ops" / "netkit.py"
+    spec = importlib.util.spec_from_file_location("caja_ops_netkit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def pg_site(pg_test_database):
+    """A live site on a fresh PostgreSQL database reached through a proxy the test can cut."""
+    name = f"caja_offline_{uuid.uuid4().hex[:8]}"
+
+    async def admin(sql: str) -> None:
+        engine = create_async_engine(pg_test_database.admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(sql))
+        finally:
+            await engine.dispose()
+
+    run(admin(f'CREATE DATABASE "{name}"'))
+    direct = make_url(pg_test_database.admin_url).set(database=name, drivername="postgresql")
+    migrate.upgrade(direct.render_as_string(hide_password=False))
+    proxy = _netkit().TcpProxy((direct.host or "127.0.0.1", direct.port or 5432))
+    url = direct.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    live = LiveSite(
+        url, ProvidersPlugin(FakeProvider("fake", "GETNET de prueba"), manual_provider("fakebackup", "KLAP de prueba"))
+    ).start()
+    yield live, proxy
+    live.stop()
+    proxy.cut()
+    run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_the_database_unreachable_while_the_server_runs_is_offline_for_the_pos(browser, pg_site):
+    site, proxy = pg_site
+    c = cashier_at(browser, site)
+    page = c.page
+    ready_for_offline(page)
+    c.product("Cerveza")
+    proxy.cut()
+    expect(page).to_have_url(re.compile(r"/caja/sin-conexion"), timeout=10_000)  # within one poll or two
+    banner = page.locator("#offline-banner")
+    expect(banner).to_contain_text("SIN CONEXIÓN — 0 ventas por sincronizar")
+    login = page.request.get("/login")
+    assert login.status == 503 and "La base de datos no responde" in login.text()
+    sell_offline(c, 2, "Piscola")
+    sell_offline_phone(page, "Agua")
+    expect(banner).to_contain_text("SIN CONEXIÓN — 3 ventas por sincronizar")
+    proxy.restore()
+    expect(banner).to_contain_text("3 ventas sincronizadas", timeout=30_000)
+    paid = paid_sales(site)
+    assert sorted((x.total, x.payment_method) for x in paid) == [(2000, "card"), (6000, "cash"), (6000, "cash")]
+    session = current_session(site)
+    assert session.cash_sales_total == 12000 and session.backup_count == 1
+    page.click("#back-online")
+    expect(page.locator("#keys")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"/caja/venta"))
