@@ -5,7 +5,9 @@ ends; the order stays editable until a payment is under way; a cancel that came 
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -27,6 +29,12 @@ def terminal():
 @pytest.fixture
 def backup():
     return manual_provider("fakebackup", "KLAP de prueba")
+
+
+def shot(page, name: str) -> None:
+    """A screenshot for the user guide, when refreshing it ($CAJA_SCREENSHOTS)."""
+    if os.environ.get("CAJA_SCREENSHOTS"):
+        page.screenshot(path=Path(os.environ["CAJA_SCREENSHOTS"]) / name)
 
 
 def sales_by_status(live, status: str) -> list:
@@ -59,6 +67,7 @@ def test_after_a_card_payment_that_did_not_charge_cash_the_card_the_backup_and_t
     for selector in ways:
         expect(page.locator(selector)).to_be_visible()
     assert not [s for s in ways if out_of_view(page, s)], "a way forward is off screen"
+    shot(page, "pos-no-se-cobro.png")
     expect(page.locator("#pay-card")).to_contain_text("Reintentar con tarjeta")
     c.tap("#pay-card")  # the card again: approved
     expect(page.locator("#outcome .headline")).to_have_text("APROBADO")
@@ -99,6 +108,7 @@ def test_a_sale_in_doubt_waits_while_the_register_serves_the_next_customers(
     expect(page.locator("#outcome .headline")).to_have_text("EN DUDA", timeout=20_000)
     expect(page.locator("#park-sale")).to_be_visible()
     assert not out_of_view(page, "#park-sale")
+    shot(page, "pos-cobro-en-duda.png")
     assert page.locator("#cash-exact").count() == 0  # never a second way to charge a sale that may be paid
     doubtful = sales_by_status(site, "pending_payment")[0].id
     c.tap("#park-sale")
@@ -120,6 +130,7 @@ def test_a_sale_in_doubt_waits_while_the_register_serves_the_next_customers(
     c.tap("#cash-exact")
     expect(page.locator("#outcome .headline")).to_have_text("PAGADO")
     expect(parked).to_contain_text("EN DUDA")  # still waiting, still shown
+    shot(page, "pos-ventas-en-espera.png")
 
     terminal.set_default("status", None)  # the terminal is back: it never charged the waiting sale
     c.product("Cerveza")  # a card sale now: the check it triggers clears the old payment, and it goes on
