@@ -33,8 +33,8 @@ UVICORN = [sys.executable, "-m", "uvicorn", "bench.load.baseline_app:app", "--ho
 
 SPREAD = """
 WITH n AS (SELECT max(id) AS top FROM sales)
-UPDATE sales SET created_at = now() - make_interval(secs => (n.top - sales.id) * :step),
-                 paid_at = now() - make_interval(secs => (n.top - sales.id) * :step)
+UPDATE sales SET created_at = now() - make_interval(secs => (n.top - sales.id) * CAST(:step AS double precision)),
+                 paid_at = now() - make_interval(secs => (n.top - sales.id) * CAST(:step AS double precision))
 FROM n
 """
 SPREAD_ATTEMPTS = """
@@ -116,6 +116,8 @@ async def check(db, st) -> dashboard.JornadaFigures:
             )
         ).one()
     assert figures is not None
+    if len(figures.quarters) < NIGHT_S // 900:
+        raise AssertionError(f"the night spans {len(figures.quarters)} quarters, not {NIGHT_S // 900}")
     quarters = sum(q.amount for q in figures.quarters)
     products = sum(p.amount for p in figures.products)
     if (figures.tickets, figures.total) != (row[0], row[1]) or quarters != row[1] or products != row[1]:
