@@ -135,16 +135,23 @@ class Rejected(Exception):
         self.reason = reason
 
 
+def _plain(value: str, limit: int) -> bool:
+    """An identifier made on the device: printable ASCII, bounded, and nothing that looks like card data."""
+    return (
+        bool(value) and len(value) <= limit and value.isascii() and value.isprintable() and scrub_text(value) == value
+    )
+
+
 def _device(device_id: str) -> str:
     device = (device_id or "").strip()
-    if not device or len(device) > DEVICE_ID_LENGTH or not device.isascii() or not device.isprintable():
+    if not _plain(device, DEVICE_ID_LENGTH):
         raise ValidationFailed("Falta el identificador del equipo.", field="device_id")
     return device
 
 
 def _key(key: str) -> str:
     key = (key or "").strip()
-    if not key or len(key) > 80 or not key.isascii() or not key.isprintable():
+    if not _plain(key, 80):
         raise ValidationFailed("Cada venta necesita su clave (hasta 80 caracteres).", field="key")
     return key
 
@@ -227,7 +234,7 @@ async def _receive(s: AsyncSession, *, venue_id: int, user_id: int, device: str,
         device_id=device,
         idempotency_key=key,
         cashier_id=sale.cashier_id,
-        local_time=sale.local_time[:40],
+        local_time=scrub_text(sale.local_time)[:40],
         method=sale.method,
         claimed_total=sale.total,
         payload=_payload(sale),
@@ -307,6 +314,7 @@ async def _receive(s: AsyncSession, *, venue_id: int, user_id: int, device: str,
 def _payload(sale: OfflineSaleIn) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.to_builtins(sale)
     data.pop("key", None)
+    data["local_time"] = scrub_text(sale.local_time)[:40]
     if sale.backup is not None:
         data["backup"] = {k: scrub_text(str(v))[:20] for k, v in data["backup"].items()}
     return data

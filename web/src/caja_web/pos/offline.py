@@ -4,7 +4,7 @@ data it keeps (catalogue, session, cashier, offline rule), and the one JSON endp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import MediaType, Request, Response, Router, get, post
@@ -29,6 +29,9 @@ class SyncRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     device_id: str
     sales: list[offline.OfflineSaleIn] = msgspec.field(default_factory=list)
     period: offline.OfflinePeriodIn | None = None
+    #: The device's register and how many sales it still holds besides these (its queue report, like the poll's).
+    register_id: offline.Id | None = None
+    unsynced: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
 
 
 def _error(status: int, message: str, code: str) -> Response[Any]:
@@ -119,6 +122,7 @@ async def sync(request: Request) -> Response[Any]:
         )
     except CajaError as exc:
         return _error(exc.status, exc.message, exc.code)
+    await report_device_queue(web, data.register_id, data.device_id, data.unsynced)
     return Response({"results": msgspec.to_builtins(results)}, media_type=MediaType.JSON)
 
 

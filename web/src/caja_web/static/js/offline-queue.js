@@ -116,9 +116,10 @@
     sync: function (csrf) {
       if (syncing) return syncing;
       var summary = { accepted: 0, rejected: 0, reasons: [] };
-      function post(sales, period) {
+      function post(sales, period, registerId, unsynced) {
         var body = { device_id: deviceId(), sales: sales };
         if (period) body.period = period;
+        if (registerId && unsynced !== undefined) { body.register_id = registerId; body.unsynced = unsynced; }
         return fetch(SYNC_URL, {
           method: "POST",
           credentials: "same-origin",
@@ -166,7 +167,7 @@
           var mine = items.filter(function (i) { return !summary.skipped || summary.skipped.indexOf(i.key) < 0; });
           if (!mine.length) return null;
           var batch = mine.slice(0, api.batch);
-          return post(batch.map(strip)).then(function (results) {
+          return post(batch.map(strip), null, batch[0].register_id, items.length - batch.length).then(function (results) {
             results.forEach(function (r) {
               if (r.status === "not_yours") (summary.skipped = summary.skipped || []).push(r.key);
             });
