@@ -18,8 +18,9 @@ PYTEST_ARGS ?=
 install: $(UV)
 	$(UV) sync --locked --quiet --no-dev --all-packages --no-editable
 
+# --inexact: a plugin installed beside caja (uv pip install -e ../caja-NAME) stays installed.
 dev: $(UV)
-	$(UV) sync --locked --quiet
+	$(UV) sync --locked --quiet --inexact
 
 wheels: $(UV)
 	rm -rf dist

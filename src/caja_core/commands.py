@@ -1,4 +1,4 @@
-"""Core CLI commands: ``check-config``, ``db``, ``backup``, ``venue``, ``user``.
+"""Core CLI commands: ``check-config``, ``db``, ``backup``, ``venue``, ``user``, ``plugins``, ``plugin new``.
 (``serve``/``demo`` come from the web package, a provider's own commands from its plugin.)
 
 Every command reads its settings from ``CAJA_*``; a missing or invalid value prints one line per problem
@@ -599,3 +599,59 @@ def rotate_agent_token(code: str, venue_slug: str | None, token_file: str | None
         click.echo(f"Token nuevo de la caja {code} escrito en {token_file}; el anterior ya no sirve.")
     else:
         click.echo(token)
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="La misma información en JSON.")
+def plugins_command(as_json: bool) -> None:
+    """Plugins instalados: si se cargan (CAJA_LOAD_PLUGINS), sus hooks, sus proveedores y su configuración."""
+    import msgspec
+
+    from .plugin_kit import describe_plugins
+
+    found = describe_plugins()
+    if as_json:
+        click.echo(msgspec.json.encode(found).decode())
+        return
+    for info in found:
+        state = "cargado" if info.loaded else "instalado, no cargado (CAJA_LOAD_PLUGINS)"
+        where = f"{info.source}" + (f", {info.distribution}" if info.distribution else "")
+        click.echo(f"{info.name} — {state} ({where})")
+        if info.hooks:
+            click.echo(f"  hooks: {', '.join(info.hooks)}")
+        for provider in info.providers:
+            click.echo(
+                f"  proveedor {provider.id} «{provider.name}»: {', '.join(provider.capabilities)}; "
+                f"monto mínimo {provider.min_amount}"
+            )
+            for field in provider.settings:
+                default = "" if field.default in (None, "") else f" = {field.default!r}"
+                options = f" ({' | '.join(field.options)})" if field.options else ""
+                click.echo(f"    {field.name}: {field.kind}{options}{default} — {field.title}")
+
+
+@cli.group("plugin")
+def plugin_group() -> None:
+    """Escribir un plugin: generar un paquete listo para probar."""
+
+
+@plugin_group.command("new")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Carpeta donde crear caja-NAME.",
+)
+@click.option("--title", default=None, help="El nombre que ven las personas (por omisión, NAME con mayúscula).")
+def plugin_new(name: str, directory: Path, title: str | None) -> None:
+    """Genera caja-NAME: un proveedor de pago, un equipo falso y la prueba de conformidad (pasa en verde)."""
+    from .plugin_kit import new_plugin
+
+    root = new_plugin(name, directory, title=title)
+    click.echo(f"Plugin creado en {root}.")
+    click.echo(f"  Pruebas:    .venv/bin/python -m pytest {root / 'tests'}")
+    click.echo(f"  Instalar:   .tools/bin/uv pip install -e {root}   (make demo y make test lo conservan)")
+    click.echo("  Verlo:      caja plugins")

@@ -144,3 +144,29 @@ def test_the_container_files_name_what_exists():
     )
     compose_nginx = (base / "container" / "nginx.conf").read_text()
     assert compose_nginx.split("\n", 2)[2] == expected.split("\n", 2)[2]
+
+
+@pytest.mark.slow
+def test_a_plugin_installed_beside_caja_survives_make_dev(tmp_path):
+    """plugins/README.md's way to add a plugin: `uv pip install -e ../caja-NAME` into caja's venv; `make demo` and
+    `make test` (both run `make dev`) keep it installed and loaded."""
+    venv = tmp_path / "venv"
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
+    make = ["make", "--no-print-directory", "-C", str(ROOT), "dev", f"UV={uv()}"]
+    run(uv(), "venv", "--python", sys.executable, str(venv))
+    run(*make, env=env)
+    caja = str(venv / "bin" / "caja")
+    run(caja, "plugin", "new", "mipago", "--dir", str(tmp_path), env=env)
+    run(
+        uv(),
+        "pip",
+        "install",
+        "--python",
+        str(venv / "bin" / "python"),
+        "--no-deps",
+        "-e",
+        str(tmp_path / "caja-mipago"),
+    )
+    run(*make, env=env)
+    listed = run(caja, "plugins", env=env).stdout
+    assert "mipago — cargado" in listed and "proveedor mipago «Mipago»" in listed, listed

@@ -47,6 +47,15 @@ class TestKlapCheckout(ProviderConformance):
             request_timeout_s=1.0,
         )
 
+    async def script_upstream(self, upstream, reply):
+        if reply == "silent":
+            upstream.hang = True
+        elif reply == "unavailable":
+            await upstream.stop()
+
+    async def pay_upstream(self, upstream, request, outcome):
+        upstream.pay(outcome.reference)
+
     def webhook_for(self, settings, request, outcome):
         body = {
             "order_id": f"KLAP-{request.attempt_id}",

@@ -32,13 +32,23 @@ The base class then checks, with real calls through the provider:
 * outcome mapping for scripted upstream replies: approved → APPROVED (same ticket and amount, masked card
   data only), declined → DECLINED with the code kept, unavailable → UNAVAILABLE, and **silence → UNKNOWN,
   never DECLINED or UNAVAILABLE** (a time-out is "in doubt", not "not charged");
-* reconciliation: ``status`` finds an approved ticket and never reports an unknown one as approved;
+* reconciliation: ``status`` never reports a ticket nobody charged as approved (every provider), and finds an
+  approved one (providers with ``Capability.STATUS``);
 * webhooks, when the provider has ``Capability.WEBHOOK``: a signed notice round-trips through
   ``verify_webhook`` and ``parse_webhook``; a tampered one is refused. Without the capability,
   ``parse_webhook`` refuses with a ``CajaError``.
 
-Manual providers (``Capability.MANUAL``, a person charges on a phone) are not asked to script upstream replies:
-for them ``charge`` must answer PENDING with a short reference for the cashier.
+Three kinds of provider, each checked for what it can promise:
+
+* **integrated** (``Capability.INTEGRATED``: a terminal or an API answers the sale by itself): every check above;
+* **checkout** (``Capability.WEBHOOK`` without INTEGRATED nor MANUAL: the charge creates an order the customer
+  pays elsewhere, the answer comes by webhook or ``status``): approved → PENDING with the order's reference;
+  unavailable → UNAVAILABLE; silence → UNKNOWN within ``silent_timeout_s``; after ``pay_upstream`` (the
+  customer pays the order) ``status`` answers APPROVED with the amount;
+* **manual** (``Capability.MANUAL``, a person charges on a phone): no upstream to script; ``charge`` must answer
+  PENDING with a short reference for the cashier, and ``status`` never invents an approval.
+
+Every check is marked ``asyncio`` itself, so the kit runs the same under pytest-asyncio's strict and auto modes.
 """
 
 from __future__ import annotations
@@ -113,6 +123,11 @@ class ProviderConformance:
         device/API cannot be reached at all) or "silent" (it received the request and never answers)."""
         raise NotImplementedError("Implemente script_upstream(upstream, reply) para un proveedor integrado.")
 
+    async def pay_upstream(self, upstream: Any, request: ChargeRequest, outcome: Outcome) -> None:
+        """Checkout providers: the customer pays the order that ``charge`` created for ``request`` (``outcome``
+        is what ``charge`` answered, with the order's reference)."""
+        raise NotImplementedError("Implemente pay_upstream(upstream, request, outcome) para un proveedor de checkout.")
+
     def webhook_for(self, settings: Any, request: ChargeRequest, outcome: Outcome) -> tuple[Mapping[str, str], bytes]:
         """The headers and body the upstream would POST to ``/webhooks/{provider_id}`` for ``request``'s
         attempt (``request.attempt_id`` is our reference) with ``outcome`` (WEBHOOK providers only)."""
@@ -141,9 +156,18 @@ class ProviderConformance:
         per_settings = getattr(provider, "capabilities_for", None)
         return frozenset(per_settings(settings) if callable(per_settings) else provider.capabilities)
 
-    def integrated(self, provider: Any, settings: Any) -> bool:
+    def kind(self, provider: Any, settings: Any) -> str:
+        """ "manual", "integrated" or "checkout" (see the module docstring)."""
         caps = self.capabilities(provider, settings)
-        return Capability.INTEGRATED in caps and Capability.MANUAL not in caps
+        if Capability.MANUAL in caps:
+            return "manual"
+        if Capability.INTEGRATED in caps:
+            return "integrated"
+        assert Capability.WEBHOOK in caps, "un proveedor es integrado, manual o de checkout (con webhooks)"
+        return "checkout"
+
+    def integrated(self, provider: Any, settings: Any) -> bool:
+        return self.kind(provider, settings) == "integrated"
 
     async def _charge(
         self, provider: Any, settings: Any, upstream: Any, reply: str
@@ -195,74 +219,92 @@ class ProviderConformance:
         again = validate_settings(provider, settings_to_json(settings))
         assert again == settings
 
+    @pytest.mark.asyncio
     async def test_approved_maps_to_approved(self, provider: Any, settings: Any, upstream: Any) -> None:
-        if not self.integrated(provider, settings):
+        kind = self.kind(provider, settings)
+        if kind == "manual":
             await self._manual_charge_is_pending(provider, settings, upstream)
             return
         request, outcome, _ = await self._charge(provider, settings, upstream, "approved")
+        if kind == "checkout":
+            assert outcome.kind is OutcomeKind.PENDING, f"un checkout crea la orden y espera: {outcome}"
+            assert outcome.reference, "la orden creada debe venir con su referencia"
+            return
         assert outcome.kind is OutcomeKind.APPROVED, outcome
-        assert outcome.ticket in (None, request.ticket) and outcome.amount in (None, request.amount)
+        assert outcome.ticket in (None, request.ticket) and outcome.amount in (None, request.amount), outcome
         self.assert_no_card_data(outcome)
 
     async def _manual_charge_is_pending(self, provider: Any, settings: Any, upstream: Any) -> None:
-        assert Capability.MANUAL in self.capabilities(provider, settings) or Capability.WEBHOOK in self.capabilities(
-            provider, settings
-        ), "un proveedor que no es integrado debe ser manual o con webhooks"
         request = self.make_request(provider, settings)
         outcome = await provider.charge(request, settings, self.context(settings, upstream), _ignore_progress)
-        assert outcome.kind in (OutcomeKind.PENDING, OutcomeKind.UNAVAILABLE, OutcomeKind.UNKNOWN), outcome
-        if outcome.kind is OutcomeKind.PENDING:
-            assert outcome.reference or outcome.message, "un cobro pendiente debe dar una referencia al cajero"
+        assert isinstance(outcome, Outcome), f"charge devolvió {type(outcome).__name__}, no un Outcome"
+        assert outcome.kind is OutcomeKind.PENDING, f"un proveedor manual deja el cobro pendiente, no {outcome.kind}"
+        assert outcome.reference or outcome.message, "un cobro pendiente debe dar una referencia al cajero"
 
+    @pytest.mark.asyncio
     async def test_declined_maps_to_declined_with_code(self, provider: Any, settings: Any, upstream: Any) -> None:
-        if not self.integrated(provider, settings):
+        kind = self.kind(provider, settings)
+        if kind == "manual":
             await self._manual_charge_is_pending(provider, settings, upstream)
             return
+        if kind == "checkout":
+            return  # a checkout's refusal comes later, through a webhook or status: test_webhook_round_trip
         _, outcome, _ = await self._charge(provider, settings, upstream, "declined")
         assert outcome.kind is OutcomeKind.DECLINED, outcome
         assert outcome.code not in (None, ""), "un rechazo conserva el código del proveedor"
         self.assert_no_card_data(outcome)
 
+    @pytest.mark.asyncio
     async def test_unreachable_maps_to_unavailable(self, provider: Any, settings: Any, upstream: Any) -> None:
-        if not self.integrated(provider, settings):
+        if self.kind(provider, settings) == "manual":
             await self._manual_charge_is_pending(provider, settings, upstream)
             return
         _, outcome, _ = await self._charge(provider, settings, upstream, "unavailable")
-        assert outcome.kind is OutcomeKind.UNAVAILABLE, outcome
+        assert outcome.kind is OutcomeKind.UNAVAILABLE, f"sin conexión no se cobró nada: UNAVAILABLE, no {outcome}"
 
+    @pytest.mark.asyncio
     async def test_silence_maps_to_unknown_never_declined(self, provider: Any, settings: Any, upstream: Any) -> None:
-        if not self.integrated(provider, settings):
+        if self.kind(provider, settings) == "manual":
             await self._manual_charge_is_pending(provider, settings, upstream)
             return
         loop = asyncio.get_running_loop()
         started = loop.time()
         _, outcome, progress = await self._charge(provider, settings, upstream, "silent")
-        assert outcome.kind is OutcomeKind.UNKNOWN, f"un terminal mudo es 'en duda', no {outcome.kind}"
-        assert loop.time() - started <= self.silent_timeout_s + 1
+        assert outcome.kind is OutcomeKind.UNKNOWN, f"un equipo mudo es 'en duda', no {outcome.kind}"
+        assert loop.time() - started <= self.silent_timeout_s + 1, "charge no se rindió a tiempo"
         assert all(isinstance(p, Progress) for p in progress)
 
+    @pytest.mark.asyncio
     async def test_status_finds_approved_ticket_and_never_invents_one(
         self, provider: Any, settings: Any, upstream: Any
     ) -> None:
-        caps = self.capabilities(provider, settings)
-        if not self.integrated(provider, settings) or Capability.STATUS not in caps:
-            request = self.make_request(provider, settings)
-            outcome = await provider.status(request, settings, self.context(settings, upstream))
-            assert outcome.kind is not OutcomeKind.APPROVED or Capability.STATUS in caps, outcome
-            return
-        request, outcome, _ = await self._charge(provider, settings, upstream, "approved")
-        assert outcome.kind is OutcomeKind.APPROVED
-        found = await provider.status(request, settings, self.context(settings, upstream))
-        assert found.kind is OutcomeKind.APPROVED and found.amount in (None, request.amount), found
+        kind = self.kind(provider, settings)
+        ctx = self.context(settings, upstream)
+        if kind != "manual" and Capability.STATUS in self.capabilities(provider, settings):
+            request, outcome, _ = await self._charge(provider, settings, upstream, "approved")
+            if kind == "checkout":
+                assert outcome.kind is OutcomeKind.PENDING, outcome
+                await self.pay_upstream(upstream, request, outcome)
+                # As the core does: later questions carry the provider's own reference of the order.
+                request = msgspec.structs.replace(request, reference=outcome.reference or request.reference)
+            else:
+                assert outcome.kind is OutcomeKind.APPROVED, outcome
+            found = await provider.status(request, settings, ctx)
+            assert isinstance(found, Outcome), f"status devolvió {type(found).__name__}, no un Outcome"
+            assert found.kind is OutcomeKind.APPROVED, f"status no encontró el ticket cobrado: {found}"
+            assert found.amount in (None, request.amount), found
+            self.assert_no_card_data(found)
         stranger = self.make_request(provider, settings, ticket="999001")
-        unknown = await provider.status(stranger, settings, self.context(settings, upstream))
+        unknown = await provider.status(stranger, settings, ctx)
+        assert isinstance(unknown, Outcome), f"status devolvió {type(unknown).__name__}, no un Outcome"
         assert unknown.kind is not OutcomeKind.APPROVED, "un ticket que nunca se cobró no puede salir aprobado"
 
+    @pytest.mark.asyncio
     async def test_health_answers_an_outcome(self, provider: Any, settings: Any, upstream: Any) -> None:
         outcome = await asyncio.wait_for(
             provider.health(settings, self.context(settings, upstream)), self.silent_timeout_s + 5
         )
-        assert isinstance(outcome, Outcome)
+        assert isinstance(outcome, Outcome), f"health devolvió {type(outcome).__name__}, no un Outcome"
 
     def test_webhook_round_trip(self, provider: Any, settings: Any) -> None:
         caps = self.capabilities(provider, settings)
@@ -274,6 +316,7 @@ class ProviderConformance:
         approved = Outcome(kind=OutcomeKind.APPROVED, amount=request.amount, ticket=request.ticket)
         headers, body = self.webhook_for(settings, request, approved)
         assert provider.verify_webhook(headers, body, settings), "una notificación auténtica debe verificarse"
+        assert not provider.verify_webhook({}, body, settings), "una notificación sin firma nunca se verifica"
         notice = provider.parse_webhook(headers, body)
         assert notice.reference == str(request.attempt_id)
         assert notice.outcome.kind is OutcomeKind.APPROVED and notice.outcome.amount == request.amount

@@ -1,0 +1,144 @@
+"""What a plugin author works with from the command line: ``caja plugins`` (what is installed, what loaded, the
+hooks each plugin implements, its providers with their capabilities and settings) and ``caja plugin new NAME``
+(a package generated from ``plugin_template/``: a provider skeleton, a fake device and a conformance test that
+runs green)."""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import EntryPoint
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pluggy
+
+from .errors import PluginError, ValidationFailed
+from .plugins import ALWAYS_LOADED, installed_entry_points, make_plugin_manager
+from .providers import CASH, ProviderRegistry, SettingSpec, describe_settings
+
+TEMPLATE = Path(__file__).with_name("plugin_template")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
+
+
+class ProviderInfo(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    capabilities: list[str]
+    min_amount: int
+    settings: list[SettingSpec]
+
+
+class PluginInfo(msgspec.Struct, kw_only=True):
+    name: str  # entry-point name, or the module of a built-in plugin
+    source: str  # "module:attr" of the entry point, or "incorporado"
+    distribution: str  # "caja-mipago 0.1.0"; "" for built-in plugins
+    loaded: bool
+    hooks: list[str]
+    providers: list[ProviderInfo] = []
+    error: str = ""
+
+
+def _distribution(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.metadata['Name']} {dist.version}" if dist is not None else ""
+
+
+def _hooks_of(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    return sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+
+
+def describe_plugins(environ: dict[str, str] | None = None) -> list[PluginInfo]:
+    """Every installed plugin (entry-point group ``caja``) and every built-in one: whether it loads with the
+    current ``CAJA_LOAD_PLUGINS``, the hooks it implements and the providers it registers."""
+    pm = make_plugin_manager(environ=environ)
+    registry = ProviderRegistry.from_plugin_manager(pm)
+    owners: dict[str, str] = {}
+    for impl in pm.hook.register_providers.get_hookimpls():
+
+        def add(provider: Any, plugin: str = impl.plugin_name) -> None:
+            owners[provider.id] = plugin
+
+        impl.function(**dict.fromkeys(impl.argnames, add))
+
+    def providers_of(plugin_name: str) -> list[ProviderInfo]:
+        return [
+            ProviderInfo(
+                id=p.id,
+                name=p.name,
+                capabilities=sorted(c.value for c in p.capabilities),
+                min_amount=p.min_amount,
+                settings=describe_settings(p.Settings),
+            )
+            for p in registry.all()
+            if owners.get(p.id) == plugin_name
+        ]
+
+    out: list[PluginInfo] = []
+    for name, ep in sorted(installed_entry_points().items()):
+        plugin = pm.get_plugin(name)
+        out.append(
+            PluginInfo(
+                name=name,
+                source=ep.value,
+                distribution=_distribution(ep),
+                loaded=plugin is not None,
+                hooks=_hooks_of(pm, plugin) if plugin is not None else [],
+                providers=providers_of(name) if plugin is not None else [],
+            )
+        )
+    for name, plugin in sorted(pm.list_name_plugin()):
+        if plugin is None or name in installed_entry_points():
+            continue
+        out.append(
+            PluginInfo(
+                name=name,
+                source="incorporado",
+                distribution="",
+                loaded=True,
+                hooks=_hooks_of(pm, plugin),
+                providers=providers_of(name),
+            )
+        )
+    return out
+
+
+def check_plugin_name(name: str) -> str:
+    if not _NAME.match(name or ""):
+        raise ValidationFailed(
+            f"Nombre de plugin inválido: {name!r}. Use minúsculas, dígitos y _ (2 a 31), empezando con una letra, "
+            "p. ej. mipago.",
+            field="name",
+        )
+    if name == CASH or name in ALWAYS_LOADED:
+        raise ValidationFailed(f"El nombre {name!r} está reservado por caja; elija otro.", field="name")
+    if name in installed_entry_points():
+        raise ValidationFailed(f"Ya hay un plugin instalado con el nombre {name!r}; elija otro.", field="name")
+    return name
+
+
+def new_plugin(name: str, directory: Path, *, title: str | None = None) -> Path:
+    """Write the package ``caja-<name>`` in ``directory`` from the template and return its folder. Refuses an
+    existing folder (nothing is overwritten)."""
+    check_plugin_name(name)
+    title = " ".join((title or name.replace("_", " ").title()).split())
+    if not title or any(c in title for c in '"\\{}') or len(title) > 60:
+        raise ValidationFailed("El título debe tener hasta 60 caracteres, sin comillas ni llaves.", field="title")
+    root = Path(directory) / f"caja-{name}"
+    if root.exists():
+        raise ValidationFailed(f"{root} ya existe; elija otra carpeta o bórrela.", field="directory")
+    values = {"name": name, "title": title}
+    for source in sorted(TEMPLATE.rglob("*.tmpl")):
+        relative = source.relative_to(TEMPLATE).with_suffix("")  # drop .tmpl
+        parts = [f"src/caja_{name}" if part == "src_pkg" else part for part in relative.parts]
+        target = root.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = source.read_text(encoding="utf-8")
+        for key, value in values.items():
+            text = text.replace("{{" + key + "}}", value)
+        target.write_text(text, encoding="utf-8")
+    (root / "src" / f"caja_{name}" / "py.typed").write_text("", encoding="utf-8")
+    return root
+
+
+__all__ = ["PluginError", "PluginInfo", "ProviderInfo", "check_plugin_name", "describe_plugins", "new_plugin"]

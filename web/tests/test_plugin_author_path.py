@@ -1,0 +1,127 @@
+"""The plugin author's path, as plugins/README.md tells it: `caja plugin new` generates a package, its
+conformance test runs green (pytest-asyncio strict and auto), the provider shows in the admin with its Spanish
+settings form, and a card sale goes through the POS on the generated fake device. And `caja plugins` shows what
+is installed and what loaded."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_pos import checkout, open_session, poll_until
+from webkit import text_of
+
+from caja_core.testing.factories import make_setup
+from caja_core.testing.fake import FakeProvider
+
+CAJA = [sys.executable, "-c", "from caja_core.cli import main; main()"]
+
+
+def caja(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CAJA, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    """``caja plugin new mipago`` in an empty folder."""
+    folder = tmp_path_factory.mktemp("autor")
+    result = caja("plugin", "new", "mipago", "--dir", str(folder), "--title", "Mi Pago")
+    assert result.returncode == 0, result.stderr
+    root = folder / "caja-mipago"
+    assert f"Plugin creado en {root}" in result.stdout
+    return root
+
+
+@pytest.fixture
+def mipago(generated, monkeypatch):
+    """The generated package, importable as if installed (its src/ on the path)."""
+    monkeypatch.syspath_prepend(str(generated / "src"))
+    return importlib.import_module("caja_mipago.provider"), importlib.import_module("caja_mipago.fake_device")
+
+
+@pytest.fixture
+async def device(mipago):
+    async with mipago[1].FakeDevice() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fakes(mipago):
+    return (
+        FakeProvider("fake", "Terminal de prueba"),
+        FakeProvider("fakebackup", "Respaldo de prueba"),
+        mipago[0].provider,
+    )
+
+
+@pytest.fixture
+async def setup(sqlite_db, registry, device):
+    return await make_setup(
+        sqlite_db,
+        registry,
+        primary="mipago",
+        backup="fakebackup",
+        provider_settings={"mipago": {"host": device.host, "port": device.port, "timeout_s": 5}},
+    )
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_the_generated_conformance_test_is_green(generated, mode):
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", f"asyncio_mode={mode}", "tests"],
+        cwd=generated,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(generated / "src")},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "9 passed" in result.stdout
+
+
+def test_plugin_new_refuses_bad_or_taken_names_and_existing_folders(generated):
+    for name, message in (("Mi-Pago", "Nombre de plugin inválido"), ("cash", "reservado"), ("klap", "Ya hay")):
+        result = caja("plugin", "new", name, "--dir", str(generated.parent))
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    result = caja("plugin", "new", "mipago", "--dir", str(generated.parent))
+    assert result.returncode == 2 and "ya existe" in result.stderr
+
+
+def test_caja_plugins_lists_installed_loaded_hooks_and_settings():
+    result = caja("plugins")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "klap — cargado" in out and "getnet — cargado" in out and "web — cargado" in out
+    assert "hooks: provider_defaults, register_commands, register_providers" in out
+    assert "proveedor getnet «GETNET»" in out and "sales_report" in out
+    assert "caja_core.printing.drivers — cargado (incorporado)" in out
+    only = caja("plugins", "--json", env={"CAJA_LOAD_PLUGINS": "getnet"})
+    found = {p["name"]: p for p in json.loads(only.stdout)}
+    assert found["klap"]["loaded"] is False and found["klap"]["hooks"] == []
+    assert found["getnet"]["loaded"] and found["web"]["loaded"]
+    fields = {f["name"]: f for f in found["getnet"]["providers"][0]["settings"]}
+    assert fields["port"]["kind"] == "number"
+
+
+async def test_the_new_provider_shows_in_the_admin_and_sells_in_the_pos(client, setup, device):
+    await client.login("admin", venue_id=setup.venue_id)
+    page = text_of((await client.get(f"/admin/cajas/{setup.register_id}/editar")).text)
+    assert "Mi Pago" in page and "Dirección del equipo" in page and "Espera máxima (s)" in page
+    await client.post("/logout")
+
+    await client.login_cashier(setup.cashier_id, venue_id=setup.venue_id)
+    await open_session(client, setup)
+    sale_id, _ = await checkout(client, setup, "Piscola")
+    r = await client.post(f"/caja/venta/{sale_id}/tarjeta", htmx=True)
+    assert r.status_code == 200
+    r = await poll_until(client, sale_id, "Siguiente venta")
+    assert "****4242" in r.text and "Aut. A1B2C3" in r.text
+    assert list(device.ledger.values()) == [setup.prices["Piscola"]]
