@@ -10,10 +10,21 @@ import pytest
 from conftest import ProvidersPlugin
 from livesite import LiveSite
 from playwright.sync_api import expect, sync_playwright
-from posbrowser import VIEWPORTS, Cashier, launch, login_cashier, new_tab, open_register, out_of_view, run
+from posbrowser import (
+    VIEWPORTS,
+    Cashier,
+    launch,
+    login_cashier,
+    login_staff,
+    new_tab,
+    open_register,
+    out_of_view,
+    run,
+)
 
 from caja_core.catalog import service as catalog
 from caja_core.db import Database
+from caja_core.testing.factories import SUPERVISOR_PIN
 from caja_core.testing.fake import FakeProvider, manual_provider
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -142,3 +153,86 @@ def test_the_search_is_keyboard_friendly(browser, site):
     expect(page.locator("#product-search")).to_have_value("")
     assert len(shown_products(page)) == 3 + len(MORE_PRODUCTS)
     expect(page.locator("#cart-total")).to_have_text(re.compile(r"\$\d"))
+
+
+# ---- discounts ------------------------------------------------------------------------------------------------------
+
+
+def discount(c: Cashier, line: str, kind: str, value: str, reason: str) -> None:
+    page = c.page
+    if page.locator("details#discount").get_attribute("open") is None:
+        c.tap("details#discount summary")
+    page.select_option("#discount-line", label=line)
+    page.select_option("#discount-kind", kind)
+    c.type("#discount-value", value)
+    page.fill("#discount-reason", reason)
+    c.tap("#apply-discount")
+
+
+@pytest.mark.parametrize("viewport", ["1024x768", "390x844"])
+def test_a_discount_with_its_reason_and_a_supervisor_above_the_limit(browser, site, viewport):
+    c = cashier_at(browser, site, VIEWPORTS[viewport])
+    page = c.page
+    c.product("Cerveza")
+    c.product("Cerveza")
+    c.product("Agua")
+    expect(page.locator("#cart-count")).to_contain_text("3 artículos")
+    c.tap("#checkout")
+    expect(page.locator("#sale-total")).to_have_text("$9.000")
+
+    discount(c, "2× Cerveza ($7.000)", "percent", "10", "Happy hour")  # 10 % of $7.000
+    expect(page.locator("#sale-total")).to_have_text("$8.300")
+    expect(page.locator("#pay-items")).to_contain_text("Descuento 10 % · Happy hour")
+    expect(page.locator("#pay-items")).to_contain_text("−$700")
+    expect(page.locator("#cash-exact")).to_contain_text("$8.300")
+
+    discount(c, "Toda la venta", "amount", "5000", "Cumpleaños")  # $5.700 in all: over the $5.000 limit
+    expect(page.locator("#panel .field-error")).to_contain_text("autorización de un supervisor")
+    expect(page.locator("#sale-total")).to_have_text("$8.300")
+    expect(page.locator("#discount-reason")).to_have_value("Cumpleaños")  # the form keeps what was typed
+    page.fill("#discount-form input[name=supervisor_code]", SUPERVISOR_PIN)
+    c.tap("#apply-discount")
+    expect(page.locator("#sale-total")).to_have_text("$3.300")
+    expect(page.locator("#pay-items")).to_contain_text("Subtotal")
+
+    c.tap("#cash-exact")
+    expect(page.locator("#outcome")).to_contain_text("PAGADO")
+    receipt = page.locator("#panel")
+    expect(receipt).to_contain_text("Descuento 10 % · Happy hour")
+    expect(receipt).to_contain_text("Descuento · Cumpleaños")
+    expect(receipt).to_contain_text("$3.300")
+
+
+def test_the_session_report_says_who_discounted_how_much_why_and_who_authorized(browser, site):
+    c = cashier_at(browser, site)
+    page = c.page
+    c.product("Piscola")
+    expect(page.locator("#cart-count")).to_contain_text("1 artículo")
+    c.tap("#checkout")
+    discount(c, "Toda la venta", "amount", "6000", "Trago mal servido")
+    expect(page.locator("#panel .field-error")).to_contain_text("$0")  # never down to $0: that is a void
+    discount(c, "Toda la venta", "amount", "5500", "Trago mal servido")
+    expect(page.locator("#panel .field-error")).to_contain_text("autorización de un supervisor")
+    page.fill("#discount-form input[name=supervisor_code]", SUPERVISOR_PIN)
+    c.tap("#apply-discount")
+    expect(page.locator("#sale-total")).to_have_text("$500")
+    page.locator("[data-discount] button:has-text('Quitar')").click()  # taken back, then given again smaller
+    expect(page.locator("#sale-total")).to_have_text("$6.000")
+    discount(c, "Toda la venta", "percent", "90", "Trago mal servido")
+    expect(page.locator("#panel .field-error")).to_contain_text("autorización de un supervisor")
+    page.fill("#discount-form input[name=supervisor_code]", SUPERVISOR_PIN)
+    c.tap("#apply-discount")
+    expect(page.locator("#sale-total")).to_have_text("$600")
+    c.tap("#cash-exact")
+    expect(page.locator("#outcome")).to_contain_text("PAGADO")
+
+    boss = new_tab(browser, site.url)
+    login_staff(boss, "super")
+    boss.goto("/admin/cajas/reportes")
+    boss.locator("a[href^='/admin/cajas/reportes/sesion/']").first.click()
+    expect(boss.locator("#session-discounts")).to_contain_text("1 ($5.400)")
+    row = boss.locator("#discounts tbody tr")
+    expect(row).to_have_count(1)
+    for text in ("Toda la venta", "90 %", "$5.400", "Trago mal servido", "Cajera", "Supervisora"):
+        expect(row).to_contain_text(text)
+    expect(boss.locator("#per-cashier")).to_contain_text("$5.400 (1)")

@@ -137,7 +137,7 @@ async def add_sale(s: AsyncSession, sale: Sale, sign: int) -> None:
         return
     items = (
         await s.execute(
-            select(SaleItem.product_id, func.sum(SaleItem.quantity), func.sum(SaleItem.line_total))
+            select(SaleItem.product_id, func.sum(SaleItem.quantity), func.sum(SaleItem.line_total - SaleItem.discount))
             .where(SaleItem.sale_id == sale.id)
             .group_by(SaleItem.product_id)
         )

@@ -20,7 +20,7 @@ from ..payments.models import (
 from ..permissions.models import Authorization
 from ..printing.models import PrintJob
 from ..registers.models import BackupPhone, CashRegister
-from ..sales.models import Sale, SaleItem
+from ..sales.models import Sale, SaleDiscount, SaleItem
 from ..sessions.models import CashMovement, CashSession, FallbackEvent, SessionHandover, SessionTotal
 from ..users.models import AuthThrottle, User, WebSession
 from ..venues.models import Venue
@@ -55,6 +55,7 @@ __all__ = [
     "ProductPrice",
     "ProductSales",
     "Sale",
+    "SaleDiscount",
     "SaleItem",
     "SalesQuarter",
     "SessionHandover",

@@ -36,6 +36,7 @@ class Action(StrEnum):
     USE_BACKUP = "use_backup"
     FORCE_BACKUP = "force_backup"
     OPEN_DRAWER = "open_drawer"
+    DISCOUNT = "discount"
 
 
 class Rule(StrEnum):
@@ -62,11 +63,20 @@ TABLE: dict[Action, tuple[Rule, Rule, Rule]] = {
     Action.USE_BACKUP: (S, A, A),
     Action.FORCE_BACKUP: (S, A, A),
     Action.OPEN_DRAWER: (S, A, A),
+    Action.DISCOUNT: (L, A, A),
 }
 
 #: Actions on a drawer: only the session's holder performs them.
 HOLDER_ACTIONS = frozenset(
-    {Action.SELL, Action.VOID_UNPAID, Action.VOID_PAID, Action.CASH_IN, Action.CASH_OUT, Action.OPEN_DRAWER}
+    {
+        Action.SELL,
+        Action.VOID_UNPAID,
+        Action.VOID_PAID,
+        Action.CASH_IN,
+        Action.CASH_OUT,
+        Action.OPEN_DRAWER,
+        Action.DISCOUNT,
+    }
 )
 
 ACTION_LABELS = {
@@ -81,6 +91,7 @@ ACTION_LABELS = {
     Action.USE_BACKUP: "Usar el respaldo cuando la caja lo exige autorizado",
     Action.FORCE_BACKUP: "Forzar el respaldo con el pago principal en duda",
     Action.OPEN_DRAWER: "Abrir el cajón sin venta",
+    Action.DISCOUNT: "Hacer un descuento",
 }
 RULE_LABELS = {
     Rule.ALLOW: "Sí",
@@ -95,6 +106,8 @@ class VenueControls(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     #: A cashier's cash-out above this needs a supervisor's authorization (CLP).
     cash_out_limit: int = 20_000
+    #: A cashier's discounts on one sale above this, in all, need a supervisor's authorization (CLP).
+    discount_limit: int = 5_000
     #: Digits of the cashiers' and supervisors' PINs.
     pin_length: int = 6
     #: How long an authorization given at the register stays usable.
@@ -103,6 +116,8 @@ class VenueControls(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if not 0 <= self.cash_out_limit <= MAX_AMOUNT:
             raise ValueError("cash_out_limit")
+        if not 0 <= self.discount_limit <= MAX_AMOUNT:
+            raise ValueError("discount_limit")
         if not 6 <= self.pin_length <= 8:
             raise ValueError("pin_length")
         if not 1 <= self.authorization_minutes <= 60:
@@ -125,7 +140,8 @@ def decide(role: str, action: Action, *, amount: int | None = None, controls: Ve
         return Rule.DENY
     rule = TABLE[action][ROLES.index(role)]
     if rule is Rule.LIMIT:
-        limit = (controls or VenueControls()).cash_out_limit
+        venue = controls or VenueControls()
+        limit = venue.discount_limit if action is Action.DISCOUNT else venue.cash_out_limit
         return Rule.ALLOW if amount is not None and amount <= limit else Rule.SUPERVISOR
     return rule
 

@@ -16,7 +16,7 @@ from ..money import format_clp
 from ..payments.models import PaymentAttempt
 from ..registers.models import CashRegister
 from ..reports.service import JornadaReport, SessionReport
-from ..sales.models import Sale, SaleItem
+from ..sales.models import Sale, SaleDiscount, SaleItem
 from ..users.models import User
 from ..venues.models import Venue
 from .config import ComandaRoute, PrinterConfig
@@ -41,6 +41,8 @@ class ItemLine(msgspec.Struct, kw_only=True):
     unit_price: int
     line_total: int
     category_id: int | None
+    discount: int = 0
+    discount_label: str = ""
 
 
 class SaleData(msgspec.Struct, kw_only=True):
@@ -69,6 +71,9 @@ class SaleData(msgspec.Struct, kw_only=True):
     items: list[ItemLine]
     cards: list[CardLine]
     printer_config: dict
+    discount_total: int = 0
+    sale_discount: int = 0
+    sale_discount_label: str = ""
 
 
 async def load_sale(s: AsyncSession, venue_id: int, sale_id: int) -> SaleData:
@@ -92,6 +97,12 @@ async def load_sale(s: AsyncSession, venue_id: int, sale_id: int) -> SaleData:
             .order_by(SaleItem.id)
         )
     ).all()
+    discounts = (
+        {d.item_id: d for d in await s.scalars(select(SaleDiscount).where(SaleDiscount.sale_id == sale_id))}
+        if sale.discount_total
+        else {}
+    )
+    whole = discounts.get(None)
     attempts = await s.scalars(
         select(PaymentAttempt)
         .where(PaymentAttempt.sale_id == sale_id, PaymentAttempt.state.in_(APPROVED_STATES))
@@ -120,10 +131,19 @@ async def load_sale(s: AsyncSession, venue_id: int, sale_id: int) -> SaleData:
         created_at=sale.created_at,
         items=[
             ItemLine(
-                name=i.name, quantity=i.quantity, unit_price=i.unit_price, line_total=i.line_total, category_id=cat
+                name=i.name,
+                quantity=i.quantity,
+                unit_price=i.unit_price,
+                line_total=i.line_total,
+                category_id=cat,
+                discount=i.discount or 0,
+                discount_label=discount_label(discounts[i.id]) if i.id in discounts else "",
             )
             for i, cat in items
         ],
+        discount_total=sale.discount_total or 0,
+        sale_discount=whole.amount if whole else 0,
+        sale_discount_label=discount_label(whole) if whole else "",
         cards=[
             CardLine(
                 provider_id=a.provider_id,
@@ -136,6 +156,11 @@ async def load_sale(s: AsyncSession, venue_id: int, sale_id: int) -> SaleData:
         ],
         printer_config=dict(register.printer_config or {}),
     )
+
+
+def discount_label(discount: SaleDiscount) -> str:
+    """ "Descuento 10 %" or "Descuento" (an amount)."""
+    return f"Descuento {discount.value} %" if discount.kind == "percent" else "Descuento"
 
 
 def register_label(name: str) -> str:
@@ -173,7 +198,13 @@ def sale_receipt(
             doc.add(f"{item.quantity} x {item.name}", format_clp(item.line_total))
             if item.quantity > 1:
                 doc.add(f"   c/u {format_clp(item.unit_price)}", style="small")
+            if item.discount:
+                doc.add(f"   {item.discount_label}", f"-{format_clp(item.discount)}")
         doc.rule()
+    if (config.print_total or public) and data.discount_total:
+        doc.add("Subtotal", format_clp(data.total + data.discount_total))
+        if data.sale_discount:
+            doc.add(data.sale_discount_label, f"-{format_clp(data.sale_discount)}")
     if config.print_total or public:
         doc.add("TOTAL", format_clp(data.total), style="big")
     if data.no_revenue:
@@ -265,6 +296,8 @@ def session_report(
     doc.add("  Tarjeta", format_clp(c.card_sales_total))
     doc.add(f"Cortesías ({c.courtesy_count})", format_clp(c.courtesy_total))
     doc.add(f"Anuladas ({c.cancelled_count})", format_clp(c.cancelled_total))
+    if c.discount_count:
+        doc.add(f"Descuentos ({c.discount_count})", format_clp(c.discount_total))
     doc.add("Ingresos de efectivo", format_clp(c.cash_in_total))
     doc.add("Retiros de efectivo", format_clp(c.cash_out_total))
     doc.add("Pagos principal / respaldo", f"{c.primary_count} / {c.backup_count}")
@@ -303,6 +336,8 @@ def jornada_report(
     doc.add("  Tarjeta", format_clp(t["card_sales_total"]))
     doc.add(f"Cortesías ({t['courtesy_count']})", format_clp(t["courtesy_total"]))
     doc.add(f"Anuladas ({t['cancelled_count']})", format_clp(t["cancelled_total"]))
+    if t["discount_count"]:
+        doc.add(f"Descuentos ({t['discount_count']})", format_clp(t["discount_total"]))
     doc.add("Ingresos / retiros", f"{format_clp(t['cash_in_total'])} / {format_clp(t['cash_out_total'])}")
     doc.add("Principal / respaldo", f"{t['primary_count']} / {t['backup_count']}")
     doc.add("Diferencias de caja", format_clp(report.differences_total), style="bold")

@@ -1,6 +1,7 @@
 """The controls section of the session, jornada and Z reports: what the owner checks to see where money
-could have gone — every void (paid or not, who, when, why and who authorized it), refunds, cash movements,
-drawer handovers, supervisor authorizations, manual backup payments, and a per-cashier summary."""
+could have gone — every void (paid or not, who, when, why and who authorized it), every discount on a paid
+sale (who, how much, why, who authorized it), refunds, cash movements, drawer handovers, supervisor
+authorizations, manual backup payments, and a per-cashier summary."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ..payments.models import PaymentAttempt
 from ..permissions.models import Authorization
 from ..permissions.service import list_authorizations
 from ..registers.models import CashRegister
-from ..sales.models import Sale
+from ..sales.models import Sale, SaleDiscount, SaleItem
 from ..sessions.models import CashMovement, CashSession, SessionHandover
 from ..users.service import user_names
 
@@ -35,6 +36,20 @@ class VoidLine(msgspec.Struct, kw_only=True):
     voided_by: str
     authorized_by: str | None
     voided_at: datetime | None
+
+
+class DiscountLine(msgspec.Struct, kw_only=True):
+    sale_id: int
+    session_id: int
+    register_code: str
+    item_name: str | None  # the discounted line, None for the whole sale
+    kind: str  # percent / amount
+    value: int
+    amount: int
+    reason: str
+    by: str
+    authorized_by: str | None
+    created_at: datetime
 
 
 class MovementLine(msgspec.Struct, kw_only=True):
@@ -99,12 +114,15 @@ class CashierLine(msgspec.Struct, kw_only=True):
     voids_total: int = 0
     paid_voids_count: int = 0
     cash_out_total: int = 0
+    discount_count: int = 0
+    discount_total: int = 0
     #: The cashier's part of the cash differences: their own at close and what they handed over short or over.
     difference: int = 0
 
 
 class Controls(msgspec.Struct, kw_only=True):
     voids: list[VoidLine] = msgspec.field(default_factory=list)
+    discounts: list[DiscountLine] = msgspec.field(default_factory=list)
     movements: list[MovementLine] = msgspec.field(default_factory=list)
     handovers: list[HandoverLine] = msgspec.field(default_factory=list)
     authorizations: list[AuthorizationLine] = msgspec.field(default_factory=list)
@@ -164,6 +182,29 @@ async def controls(
             voided_at=sale.cancelled_at,
         )
         for sale in sales
+    ]
+    given = await s.execute(
+        select(SaleDiscount, SaleItem.name)
+        .join(Sale, Sale.id == SaleDiscount.sale_id)
+        .outerjoin(SaleItem, SaleItem.id == SaleDiscount.item_id)
+        .where(SaleDiscount.venue_id == venue_id, SaleDiscount.session_id.in_(session_ids), Sale.status == "paid")
+        .order_by(SaleDiscount.created_at, SaleDiscount.id)
+    )
+    out.discounts = [
+        DiscountLine(
+            sale_id=d.sale_id,
+            session_id=d.session_id,
+            register_code=code(d.session_id),
+            item_name=item_name,
+            kind=d.kind,
+            value=d.value,
+            amount=d.amount,
+            reason=d.reason,
+            by=name(d.user_id) or "",
+            authorized_by=name(d.authorized_by),
+            created_at=d.created_at,
+        )
+        for d, item_name in given
     ]
     movements = await s.scalars(
         select(CashMovement)
@@ -312,14 +353,17 @@ async def _cashiers(
             func.count(),
             func.coalesce(func.sum(Sale.total), 0),
             func.coalesce(func.sum(case((Sale.payment_method == "cash", Sale.total), else_=0)), 0),
+            func.count(case((Sale.discount_total > 0, Sale.id))),
+            func.coalesce(func.sum(Sale.discount_total), 0),
         )
         .where(Sale.venue_id == venue_id, Sale.session_id.in_(session_ids), paid)
         .group_by(Sale.cashier_id)
     )
-    for user_id, count, total, cash in sold:
+    for user_id, count, total, cash, discounted, discount_total in sold:
         entry = line(user_id)
         entry.sales_count, entry.sales_total, entry.cash_total = int(count), int(total), int(cash)
         entry.card_total = entry.sales_total - entry.cash_total
+        entry.discount_count, entry.discount_total = int(discounted), int(discount_total)
     voided = await s.execute(
         select(
             Sale.cancelled_by,

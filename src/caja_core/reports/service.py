@@ -42,6 +42,8 @@ SUMMED = (
     "cash_out_total",
     "primary_count",
     "backup_count",
+    "discount_count",
+    "discount_total",
 )
 
 

@@ -24,7 +24,9 @@ class Sale(Base):
     jornada_id: Mapped[int] = mapped_column(ForeignKey("jornadas.id"), index=True)
     cashier_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     idempotency_key: Mapped[str] = mapped_column(String(80))
-    total: Mapped[int] = mapped_column(BigInteger)  # computed by the server from the items
+    total: Mapped[int] = mapped_column(BigInteger)  # computed by the server from the items, less discounts
+    #: What the discounts took off the items' prices (line and sale discounts): total + discount_total = list price.
+    discount_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(16), default="pending_payment")  # pending_payment/paid/cancelled
     payment_method: Mapped[str | None] = mapped_column(String(16), nullable=True)  # cash / card
     provider_id: Mapped[str | None] = mapped_column(String(40), nullable=True)  # who took the money
@@ -53,3 +55,25 @@ class SaleItem(Base):
     unit_price: Mapped[int] = mapped_column(BigInteger)
     line_total: Mapped[int] = mapped_column(BigInteger)
     free_reason: Mapped[str] = mapped_column(String(200), default="")  # free-amount line: why
+    #: The line's own discount (CLP); the line is charged line_total − discount (before any sale discount).
+    discount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class SaleDiscount(Base):
+    """A discount on one line of a sale, or on the whole sale (``item_id`` None): percent or amount, why, who
+    gave it and the supervisor who authorized it when it went over the venue's limit."""
+
+    __tablename__ = "sale_discounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    venue_id: Mapped[int] = mapped_column(ForeignKey("venues.id"), index=True)
+    sale_id: Mapped[int] = mapped_column(ForeignKey("sales.id"), index=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("cash_sessions.id"), index=True)
+    item_id: Mapped[int | None] = mapped_column(ForeignKey("sale_items.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(8))  # percent / amount
+    value: Mapped[int] = mapped_column(BigInteger)  # the percent (1–100) or the amount in CLP, as typed
+    amount: Mapped[int] = mapped_column(BigInteger)  # what it takes off, in whole CLP
+    reason: Mapped[str] = mapped_column(String(200))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    authorized_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -27,7 +27,7 @@ from ..permissions import service as permissions
 from ..registers.models import CashRegister
 from ..sessions.models import CashSession, SessionTotal
 from ..sessions.service import require_open
-from .models import Sale, SaleItem
+from .models import Sale, SaleDiscount, SaleItem
 
 MAX_LINES = 100
 MAX_QUANTITY = 999
@@ -50,6 +50,20 @@ class ItemOut(msgspec.Struct, kw_only=True):
     unit_price: int
     line_total: int
     free_reason: str = ""
+    discount: int = 0  # the line's own discount (CLP)
+
+
+class DiscountOut(msgspec.Struct, kw_only=True):
+    id: int
+    item_id: int | None  # None: on the whole sale
+    line: int | None  # the line's number on the sale (1, 2…), None for the whole sale
+    kind: str  # percent / amount
+    value: int
+    amount: int
+    reason: str
+    user_id: int
+    authorized_by: int | None
+    created_at: datetime
 
 
 class SaleOut(msgspec.Struct, kw_only=True):
@@ -75,9 +89,17 @@ class SaleOut(msgspec.Struct, kw_only=True):
     cancelled_by: int | None = None
     cancel_authorized_by: int | None = None
     items: list[ItemOut] = msgspec.field(default_factory=list)
+    discount_total: int = 0
+    discounts: list[DiscountOut] = msgspec.field(default_factory=list)
+
+    @property
+    def list_total(self) -> int:
+        """The items at their prices, before discounts."""
+        return self.total + self.discount_total
 
 
-def sale_out(sale: Sale, items: list[SaleItem] | None = None) -> SaleOut:
+def sale_out(sale: Sale, items: list[SaleItem] | None = None, discounts: list[SaleDiscount] | None = None) -> SaleOut:
+    lines = {item.id: n for n, item in enumerate(items or [], start=1)}
     return SaleOut(
         id=sale.id,
         venue_id=sale.venue_id,
@@ -108,8 +130,25 @@ def sale_out(sale: Sale, items: list[SaleItem] | None = None) -> SaleOut:
                 unit_price=i.unit_price,
                 line_total=i.line_total,
                 free_reason=i.free_reason,
+                discount=i.discount or 0,
             )
             for i in (items or [])
+        ],
+        discount_total=sale.discount_total or 0,
+        discounts=[
+            DiscountOut(
+                id=d.id,
+                item_id=d.item_id,
+                line=lines.get(d.item_id) if d.item_id is not None else None,
+                kind=d.kind,
+                value=d.value,
+                amount=d.amount,
+                reason=d.reason,
+                user_id=d.user_id,
+                authorized_by=d.authorized_by,
+                created_at=d.created_at,
+            )
+            for d in (discounts or [])
         ],
     )
 
@@ -231,6 +270,9 @@ async def _apply_totals(s: AsyncSession, sale: Sale, sign: int) -> None:
             values[t.primary_count] = t.primary_count + sign
         elif sale.paid_via == "backup":
             values[t.backup_count] = t.backup_count + sign
+    if sale.discount_total and not sale.no_revenue:
+        values[t.discount_count] = t.discount_count + sign
+        values[t.discount_total] = t.discount_total + sign * sale.discount_total
     if sign < 0:
         values[t.cancelled_count] = t.cancelled_count + 1
         values[t.cancelled_total] = t.cancelled_total + sale.total
@@ -438,7 +480,12 @@ async def get_sale(s: AsyncSession, venue_id: int, sale_id: int) -> SaleOut:
     if sale is None or sale.venue_id != venue_id:
         raise NotFound("La venta no existe.", code="sale.not_found")
     items = list(await s.scalars(select(SaleItem).where(SaleItem.sale_id == sale_id).order_by(SaleItem.id)))
-    return sale_out(sale, items)
+    discounts = (
+        list(await s.scalars(select(SaleDiscount).where(SaleDiscount.sale_id == sale_id).order_by(SaleDiscount.id)))
+        if sale.discount_total
+        else []
+    )
+    return sale_out(sale, items, discounts)
 
 
 async def list_sales(

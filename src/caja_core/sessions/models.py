@@ -57,6 +57,9 @@ class CashSession(Base):
     cash_out_total: Mapped[int] = mapped_column(BigInteger, default=0)
     primary_count: Mapped[int] = mapped_column(Integer, default=0)
     backup_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: Discounts on the paid revenue sales (already out of sales_total): how many sales, how much.
+    discount_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    discount_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     #: Sum of the differences found at handovers (each one belongs to the cashier who handed over).
     handover_difference: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 

@@ -67,6 +67,8 @@ class SessionOut(msgspec.Struct, kw_only=True):
     primary_count: int
     backup_count: int
     handover_difference: int = 0
+    discount_count: int = 0
+    discount_total: int = 0
     closed_at: datetime | None = None
     closed_by: int | None = None
     counted_cash: int | None = None

@@ -19,6 +19,7 @@ from caja_core.ops import contingency
 from caja_core.permissions import Action
 from caja_core.permissions import service as permissions
 from caja_core.registers import service as registers
+from caja_core.sales import discounts
 from caja_core.sales import screen as screens
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
@@ -477,6 +478,7 @@ async def sale_context(web: Web, sale_id: int) -> dict:
     ctx = {"sale": sale, "progress": progress, "state": pos_state(web)}
     if panel_template(ctx) == "pos/_pay.html":  # the payment choice offers only what the register's mode allows
         ctx["contingency"] = await register_mode(web, sale.register_id)
+        ctx["discount_limit"] = (await web.call(permissions.get_controls, web.venue_id)).discount_limit
     return ctx
 
 
@@ -547,6 +549,48 @@ async def cancel_payment(request: Request, sale_id: FromPath[int]) -> Template:
     web = Web(request)
     async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id)):
         await web.orchestrator.cancel(venue_id=web.venue_id, sale_id=sale_id, user_id=web.user_id)
+    return await payment_view(web, sale_id)
+
+
+class DiscountForm(msgspec.Struct, kw_only=True):
+    line: str = ""  # the line's number on the sale; empty: the whole sale
+    kind: str = "percent"
+    value: str = ""
+    reason: str = ""
+    supervisor_code: str = ""
+
+
+@post("/venta/{sale_id:int}/descuento")
+async def add_discount(request: Request, sale_id: FromPath[int], data: Annotated[DiscountForm, FORM]) -> Template:
+    """A discount on a line or on the whole sale, with its reason; above the venue's limit a supervisor types
+    their PIN or passes their badge on this screen."""
+    web = Web(request)
+    async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id), form=echo(data), discount_open=True):
+        grant = await web.authorize(Action.DISCOUNT, data.supervisor_code, sale_id=sale_id)
+        await web.venue_call(
+            discounts.apply_discount,
+            sale_id=sale_id,
+            user_id=web.user_id,
+            kind=data.kind,
+            value=data.value,
+            reason=data.reason,
+            line=form_int(data.line) or None,
+            authorization_id=grant,
+        )
+    return await payment_view(web, sale_id)
+
+
+class DiscountRemoval(msgspec.Struct, kw_only=True):
+    discount_id: int = 0
+
+
+@post("/venta/{sale_id:int}/descuento/quitar")
+async def remove_discount(request: Request, sale_id: FromPath[int], data: Annotated[DiscountRemoval, FORM]) -> Template:
+    web = Web(request)
+    async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
+        await web.venue_call(
+            discounts.remove_discount, sale_id=sale_id, discount_id=data.discount_id, user_id=web.user_id
+        )
     return await payment_view(web, sale_id)
 
 
@@ -876,6 +920,8 @@ router = Router(
         payment_progress,
         pay_cash,
         pay_card,
+        add_discount,
+        remove_discount,
         cancel_payment,
         start_backup,
         confirm_backup,
