@@ -120,3 +120,31 @@ async def test_the_poll_carries_the_devices_unsynced_count_and_the_close_waits(c
     assert r.status_code == 200
     close = await cashier.post("/caja/session/close", {"count_1000": "0", "note": ""})
     assert close.status_code == 200, close.text[:300]
+
+
+async def test_a_supervisor_resolves_a_rejected_offline_sale_and_the_device_may_forget_it(
+    client, cashier, setup, sqlite_db
+):
+    session_id = await open_register(cashier, setup)
+    tampered = sale(setup, session_id, price=1)
+    [result] = (await send(cashier, {"device_id": "tablet-1", "sales": [tampered]})).json()["results"]
+    assert result["status"] == "rejected"
+    await cashier.post("/logout")
+    await client.login("super", venue_id=setup.venue_id)
+    jornada = await client.get("/jornada")
+    assert 'href="/jornada/sin-conexion"' in jornada.text
+    page = await client.get("/jornada/sin-conexion")
+    assert page.status_code == 200 and "precio de Cerveza" in page.text and "$1" in page.text
+    offline_id = int(page.text.split('id="offline-sale-')[1].split('"')[0])
+    short = await client.post(f"/jornada/sin-conexion/{offline_id}/resolver", {"note": "ok"})
+    assert short.status_code == 422 and "entre 5 y 500" in short.text
+    done = await client.post(f"/jornada/sin-conexion/{offline_id}/resolver", {"note": "Cobrado de nuevo en efectivo"})
+    assert done.status_code == 303
+    assert 'id="offline-none"' in (await client.get("/jornada/sin-conexion")).text
+    again = await client.post(f"/jornada/sin-conexion/{offline_id}/resolver", {"note": "Cobrado de nuevo en efectivo"})
+    assert again.status_code == 409
+    await client.post("/logout")
+    await client.login_cashier(setup.cashier_id, venue_id=setup.venue_id)
+    [result] = (await send(client, {"device_id": "tablet-1", "sales": [tampered]})).json()["results"]
+    assert result["status"] == "resolved"
+    assert await paid(sqlite_db, setup) == []

@@ -32,12 +32,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.models import Incident
-from ..audit.service import open_incident, record
+from ..audit.service import open_incident, record, resolve_incident
 from ..carddata import scrub_text
 from ..catalog.models import Category, Product, ProductPrice
 from ..clock import DEFAULT_TIMEZONE, format_local, utcnow
 from ..db.engine import Database
-from ..errors import ValidationFailed
+from ..errors import Conflict, NotFound, ValidationFailed
 from ..fallback.policy import load_policy
 from ..money import MAX_AMOUNT, format_clp
 from ..payments import lifecycle as lc
@@ -633,6 +633,35 @@ async def list_offline_sales(
         )
         for r in rows
     ]
+
+
+async def resolve_rejected(s: AsyncSession, *, venue_id: int, offline_sale_id: int, user_id: int, note: str) -> None:
+    """A supervisor settled a rejected offline sale (charged again, returned, written off…): it is marked
+    resolved with the note, its incident too, and the device that holds it may forget it."""
+    note = " ".join((note or "").split())
+    if not 5 <= len(note) <= 500:
+        raise ValidationFailed("Escriba qué se hizo con la venta (entre 5 y 500 caracteres).", field="note")
+    row = await s.scalar(
+        select(OfflineSale).where(OfflineSale.id == offline_sale_id, OfflineSale.venue_id == venue_id).with_for_update()
+    )
+    if row is None:
+        raise NotFound("La venta sin conexión no existe.", code="offline_sale.not_found")
+    if row.status != "rejected":
+        raise Conflict("Esta venta sin conexión no está rechazada por resolver.", code="offline_sale.not_rejected")
+    row.status = "resolved"
+    if row.incident_id is not None:
+        incident = await s.get(Incident, row.incident_id)
+        if incident is not None and not incident.resolved:
+            await resolve_incident(s, venue_id=venue_id, incident_id=incident.id, user_id=user_id, resolution=note)
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=user_id,
+        action="offline_sale.resolved",
+        entity="offline_sale",
+        entity_id=row.id,
+        payload={"note": note[:300], "key": row.idempotency_key},
+    )
 
 
 def new_key() -> str:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import MediaType, Request, Response, Router, get, post
+from litestar.params import FromPath, FromQuery
 from litestar.utils.scope.state import ScopeState
 
 from caja_core.catalog import service as catalog
@@ -15,8 +16,9 @@ from caja_core.errors import CajaError
 from caja_core.offline import service as offline
 from caja_core.ops import contingency
 from caja_core.registers import service as registers
+from caja_core.users import service as users
 
-from ..auth import CASHIER, requires
+from ..auth import CASHIER, FORM, SUPERVISOR, requires
 from ..context import Web
 from . import cart as carts
 
@@ -138,10 +140,53 @@ async def report_device_queue(web: Web, register_id: int | None, device: str | N
         return  # a malformed report is ignored: the poll still answers
 
 
+# ---- the supervisor: rejected offline sales ----------------------------------------------------------------------
+class ResolveForm(msgspec.Struct, kw_only=True):
+    note: str = ""
+
+
+async def rejected_context(web: Web) -> dict[str, Any]:
+    return {
+        "rejected": await web.call(offline.list_offline_sales, web.venue_id, status="rejected"),
+        "register_names": {r.id: r.name for r in await web.call(registers.list_registers, web.venue_id)},
+        "cashier_names": await web.call(users.user_names, web.venue_id),
+    }
+
+
+@get("/", include_in_schema=False)
+async def rejected_page(request: Request, ok: FromQuery[int] = 0) -> Response[Any]:
+    web = Web(request)
+    return await web.page("offline_rejected.html", ok=bool(ok), **await rejected_context(web))
+
+
+@post("/{offline_sale_id:int}/resolver", include_in_schema=False)
+async def resolve_rejected(
+    request: Request, offline_sale_id: FromPath[int], data: Annotated[ResolveForm, FORM]
+) -> Response[Any]:
+    web = Web(request)
+    async with web.form(
+        "offline_rejected.html",
+        lambda: rejected_context(web),
+        form=msgspec.to_builtins(data),
+        resolving=offline_sale_id,
+    ):
+        await web.venue_call(
+            offline.resolve_rejected, offline_sale_id=offline_sale_id, user_id=web.user_id, note=data.note
+        )
+    return web.redirect("/jornada/sin-conexion?ok=1")
+
+
+supervisor_router = Router(
+    path="/jornada/sin-conexion",
+    guards=[requires(*SUPERVISOR)],
+    include_in_schema=False,
+    route_handlers=[rejected_page, resolve_rejected],
+)
+
 router = Router(
     path="/caja/sin-conexion",
     guards=[requires(*CASHIER)],
     include_in_schema=False,
     route_handlers=[offline_screen, offline_data, sync],
 )
-route_handlers = [service_worker, router]
+route_handlers = [service_worker, router, supervisor_router]
