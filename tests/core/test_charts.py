@@ -143,3 +143,25 @@ def test_all_charts_of_a_jornada_and_of_a_session():
         "tiempo-aprobacion",
     ]
     assert "ventas-caja" not in [c.id for c in charts.all_charts(figures(session_id=3))]
+
+
+def test_a_bad_quarter_hour_is_one_mark_naming_its_fallbacks():
+    q0 = int(START.timestamp()) // 900
+    quarters, _ = time_line({q0: [1, 1000], q0 + 1: [1, 1000]}, "America/Santiago")
+    events = [
+        FallbackMark(
+            at=START + timedelta(minutes=16 + n),
+            register_code=f"BARRA{n}",
+            from_provider="getnet",
+            to_provider="klap",
+            reason="Terminal sin conexión",
+            override=False,
+        )
+        for n in range(7)
+    ]
+    root = parse(charts.night_chart(figures(quarters=quarters, fallbacks=events)))
+    marks = [g for g in root.iter(f"{SVG}g") if g.get("class") == "mark"]
+    assert len(marks) == 1
+    text = marks[0].find(f"{SVG}title").text
+    assert text.startswith("7 cambios al respaldo: 23:16 BARRA0: getnet → klap") and text.endswith(" y 2 más")
+    assert "(7)" in root.find(f"{SVG}desc").text

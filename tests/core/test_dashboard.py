@@ -239,7 +239,7 @@ async def test_terminals_show_approval_rate_time_to_approval_and_breaker(night, 
     assert t.breaker_state == "closed"
     assert [(d.register_code, d.state, d.amount) for d in f.in_doubt] == [("CAJA1", "in_doubt", 2000)]
 
-    # The live view counts the last hour only.
+    # The live view counts its last stretch only (here one hour).
     live = await night.figures(jornada_id, now=sent + timedelta(hours=2), terminal_window=timedelta(hours=1))
     assert live.terminals[0].attempts == 0 and live.terminals[0].approval_rate is None
 

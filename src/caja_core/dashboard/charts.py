@@ -16,7 +16,7 @@ import msgspec
 from ..clock import to_local
 from ..money import format_clp
 from .models import QUARTER_S
-from .service import JornadaFigures, TimeSlot
+from .service import FallbackMark, JornadaFigures, TimeSlot
 
 WIDTH = 480  # text of 14 units stays readable when a phone shows the chart 320 px wide
 BAR_HEIGHT = 30
@@ -165,24 +165,30 @@ def _position(at: datetime, slots: list[TimeSlot]) -> float:
 
 
 def night_chart(f: JornadaFigures, chart_id: str = "ventas-15min") -> Chart:
-    """Sales per quarter hour across the night, with the fallback events on the time line."""
+    """Sales per quarter hour across the night, with the fallback events on the time line: one mark per quarter
+    hour that had any (a bad night has hundreds), placed at the first and naming them all up to five."""
     marks = []
     if f.quarters:
+        first = f.quarters[0].start
         end = f.quarters[-1].start.timestamp() + QUARTER_S
+        by_quarter: dict[int, list[FallbackMark]] = {}
         for e in f.fallbacks:
-            if f.quarters[0].start <= e.at and e.at.timestamp() < end:
-                local = to_local(e.at, f.timezone).strftime("%H:%M")
-                marks.append(
-                    Mark(
-                        position=_position(e.at, f.quarters),
-                        text=f"{local} {e.register_code}: {e.from_provider} → {e.to_provider} ({e.reason})",
-                    )
-                )
+            if first <= e.at and e.at.timestamp() < end:
+                by_quarter.setdefault(int(_position(e.at, f.quarters)), []).append(e)
+        for events in by_quarter.values():
+            shown = "; ".join(
+                f"{to_local(e.at, f.timezone):%H:%M} {e.register_code}: {e.from_provider} → {e.to_provider} ({e.reason})"
+                for e in events[:5]
+            )
+            more = f" y {len(events) - 5} más" if len(events) > 5 else ""
+            prefix = f"{len(events)} cambios al respaldo: " if len(events) > 1 else ""
+            marks.append(Mark(position=_position(events[0].at, f.quarters), text=prefix + shown + more))
+    count = sum(1 for e in f.fallbacks if f.quarters and f.quarters[0].start <= e.at)
     return columns_chart(
         chart_id,
         "Ventas cada 15 minutos",
         f"Monto vendido en cada cuarto de hora de la jornada, hora de {f.timezone}; "
-        f"los círculos son cambios al proveedor de respaldo ({len(marks)}).",
+        f"los círculos son cambios al proveedor de respaldo ({count}).",
         _money(f.quarters),
         unit="Monto",
         marks=marks,
@@ -231,7 +237,7 @@ def approval_chart(f: JornadaFigures, chart_id: str = "aprobacion-terminal") -> 
         chart_id,
         "Aprobación por terminal",
         "Porcentaje de cobros con tarjeta aprobados entre los aprobados y rechazados de cada terminal"
-        + (" en la última hora." if f.terminal_window else " en la jornada."),
+        + (f" en los últimos {_minutes(f)} minutos." if f.terminal_window else " en la jornada."),
         [
             Bar(
                 label=t.register_code,
@@ -250,7 +256,7 @@ def approval_time_chart(f: JornadaFigures, chart_id: str = "tiempo-aprobacion") 
         chart_id,
         "Tiempo hasta la aprobación",
         "Segundos en promedio desde el envío al terminal hasta la aprobación"
-        + (", en la última hora." if f.terminal_window else ", en la jornada."),
+        + (f", en los últimos {_minutes(f)} minutos." if f.terminal_window else ", en la jornada."),
         [
             Bar(
                 label=t.register_code,
@@ -261,6 +267,10 @@ def approval_time_chart(f: JornadaFigures, chart_id: str = "tiempo-aprobacion") 
         ],
         unit="Segundos",
     )
+
+
+def _minutes(f: JornadaFigures) -> int:
+    return int(f.terminal_window.total_seconds() // 60) if f.terminal_window else 0
 
 
 def all_charts(f: JornadaFigures) -> list[Chart]:

@@ -2,7 +2,7 @@
 
 Everything is read from running totals kept in each sale's transaction — the sessions' own columns and the
 quarter-hour and product totals of ``dashboard.models`` — and from indexed, bounded reads of the rest (open
-sessions, breakers, attempts in doubt, the last hour of attempts per terminal, fallback events, incidents),
+sessions, breakers, attempts in doubt, the last 15 minutes of attempts per terminal, fallback events, incidents),
 so a night of 200 000 sales costs what a night of 200 does. Instants are UTC; labels are in the venue's zone.
 """
 
@@ -33,7 +33,7 @@ from .models import ProductSales, SalesQuarter
 from .rollups import FREE_AMOUNT, quarter_of, quarter_start
 
 #: Terminal figures on the live dashboard cover this last stretch of the night.
-TERMINAL_WINDOW = timedelta(hours=1)
+TERMINAL_WINDOW = timedelta(minutes=15)  # short enough to show at once a terminal that starts failing
 #: Previous jornadas of the same weekday shown for comparison.
 COMPARE_WEEKS = 4
 METHOD_LABELS = {"cash": "Efectivo", "card": "Tarjeta"}
