@@ -55,12 +55,12 @@ class Capability(enum.StrEnum):
 
 
 #: The provider id recorded on cash sales. Cash is not a provider plugin (the core records it in the sale's own
-#: transaction, docs/payments.md), so no plugin may take this id.
+#: transaction, docs/architecture.md "Money, time, sessions"), so no plugin may take this id.
 CASH = "cash"
 
 
 class CardData(msgspec.Struct, frozen=True, kw_only=True):
-    """What may be kept about a card (docs/payments.md, "Card data"). Never a full number, track, CVV or PIN."""
+    """What may be kept about a card (docs/architecture.md, "No card data"). Never a full number, track, CVV or PIN."""
 
     brand: str | None = None
     card_type: str | None = None  # "debito" / "credito" / provider's code

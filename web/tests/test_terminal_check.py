@@ -1,10 +1,10 @@
-"""“Probar terminal”: the check lives in caja_core (payments/terminal_test.py); the admin page only shows it."""
+"""“Probar terminal”: the check lives in caja_core (payments/terminal_probe.py); the admin page only shows it."""
 
 import pytest
 from webkit import text_of
 
 from caja_core.errors import NotFound, ValidationFailed
-from caja_core.payments.terminal_test import test_terminal as check_terminal
+from caja_core.payments.terminal_probe import probe_terminal as check_terminal
 from caja_core.providers import OutcomeKind
 from caja_core.testing.factories import make_setup
 from caja_core.testing.fake import Step

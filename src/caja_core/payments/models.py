@@ -11,7 +11,7 @@ from ..db.base import Base, JSONType, UTCDateTime
 
 
 class PaymentAttempt(Base):
-    """One try on one provider/device for one sale. States and rules: PAYMENTS.md §1."""
+    """One try on one provider/device for one sale. States and rules: docs/architecture.md, "The payment attempt lifecycle"."""
 
     __tablename__ = "payment_attempts"
     __table_args__ = (
@@ -56,7 +56,7 @@ class PaymentAttempt(Base):
     response_code: Mapped[str | None] = mapped_column(String(20), nullable=True)
     response_message: Mapped[str] = mapped_column(String(300), default="")
     reported_amount: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    # Masked card data only (PAYMENTS.md rule 10).
+    # Masked card data only (docs/architecture.md, "No card data").
     card_brand: Mapped[str | None] = mapped_column(String(20), nullable=True)
     card_type: Mapped[str | None] = mapped_column(String(20), nullable=True)
     last4: Mapped[str | None] = mapped_column(String(4), nullable=True)

@@ -64,6 +64,7 @@ from ..providers import (
 )
 from ..registers.models import BackupPhone
 from ..sales.models import Sale
+from ..text import clean_reason
 from ..users.models import User
 from . import breaker as breakers
 from . import devices
@@ -1033,9 +1034,14 @@ class PaymentOrchestrator:
     async def override_to_backup(self, venue_id: int, sale_id: int, supervisor_id: int, note: str) -> PaymentProgress:
         """A supervisor switches to the backup while the primary is still in flight or in doubt. Audited as
         "posible doble cobro"; the primary keeps being reconciled, and a late approval is returned."""
-        note = (note or "").strip()
-        if len(note) < 3:
-            raise ValidationFailed("Escriba el motivo de la autorización.", code="payment.override_note", field="note")
+        note = clean_reason(
+            note,
+            "El motivo de la autorización",
+            field="note",
+            maximum=500,
+            missing="Escriba el motivo de la autorización.",
+            code="payment.override_note",
+        )
         events: list[PaymentEvent] = []
         async with self.db.session() as s:
             await _require_supervisor(s, venue_id, supervisor_id, "autorizar el cambio al respaldo")

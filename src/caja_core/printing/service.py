@@ -35,6 +35,7 @@ from ..registers.models import CashRegister
 from ..reports import service as reports
 from ..sales.models import Sale
 from ..sessions.models import CashSession
+from ..text import clean_reason
 from ..users.models import User
 from ..venues.models import Venue
 from . import tickets
@@ -632,9 +633,11 @@ class PrintService:
     ) -> JobOut:
         """A manual drawer opening by the drawer's holder (a cashier: with a supervisor's authorization, see
         ``caja_core.permissions``): audited with its reason before the drawer is kicked."""
-        reason = (reason or "").strip()
-        if not 3 <= len(reason) <= 200 or any(ord(c) < 32 for c in reason):
-            raise ValidationFailed("Indique el motivo para abrir el cajón (3 a 200 caracteres).", field="reason")
+        reason = clean_reason(
+            reason,
+            "El motivo para abrir el cajón",
+            missing="Indique el motivo para abrir el cajón (3 a 200 caracteres).",
+        )
         async with self.db.session() as s:
             session = await self._session(s, venue_id, session_id)
             if session.status != "open":

@@ -24,11 +24,13 @@ from ..permissions import service as permissions
 from ..registers.models import BackupPhone, CashRegister
 from ..registers.service import STATUS_LABELS, register_out
 from ..sales.models import Sale
+from ..text import clean_reason
 from ..users.models import User
 from ..venues.models import Venue
 from .models import CashMovement, CashSession, FallbackEvent, SessionHandover
 
-#: Attempt states that block a close (PAYMENTS.md rule 7): the payments lifecycle decides which they are.
+#: Attempt states that block a close (docs/architecture.md, "Where we changed the starting design", 2): the
+#: payments lifecycle decides which they are.
 UNRESOLVED_STATES = lifecycle.UNRESOLVED
 STATE_LABELS = {
     lifecycle.CREATED: "creado",
@@ -351,9 +353,9 @@ async def add_cash_movement(
     if kind not in ("in", "out"):
         raise ValidationFailed("El movimiento debe ser ingreso o retiro.", field="kind")
     value = parse_amount(amount, field="amount")
-    reason = (reason or "").strip()
-    if len(reason) < 3 or len(reason) > 200 or any(ord(ch) < 32 for ch in reason):
-        raise ValidationFailed("Indique el motivo del movimiento (3 a 200 caracteres).", field="reason")
+    reason = clean_reason(
+        reason, "El motivo del movimiento", missing="Indique el motivo del movimiento (3 a 200 caracteres)."
+    )
     session = await _session(s, venue_id, session_id, lock=True)
     require_open(session)
     if kind == "out" and value > expected_cash(session):

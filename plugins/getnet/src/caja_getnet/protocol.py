@@ -410,7 +410,7 @@ def simple_command(command: int, **fields: Any) -> dict[str, Any]:
     return {"Command": int(command), **fields}
 
 
-# Fields of a response that may be kept (PAYMENTS.md rule 10). Everything else is dropped before logging, before
+# Fields of a response that may be kept (docs/architecture.md, "No card data"). Everything else is dropped before logging, before
 # an agent posts a result and before the server stores it: the raw AccountNumber a terminal sends never leaves.
 SAFE_FIELDS = frozenset(
     {

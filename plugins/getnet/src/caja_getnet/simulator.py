@@ -1,6 +1,6 @@
 """A GETNET POS Integrado terminal in software, over TCP or a pseudo-terminal, with fault injection.
 
-Behaves like the terminal described in PAYMENTS.md §2: answers every command with ``{"Received":true}``
+Behaves like the terminal described in plugins/getnet/README.md: answers every command with ``{"Received":true}``
 then its final response (with intermediate messages 78–84 in between when the sale asks for them), keeps a
 ledger of the sales since the last Close so LastVoucher, Details, Totals, Refund, Return and Close answer
 truthfully, writes each message in one write with a short gap, never waits for the host's receipt, and over

@@ -14,7 +14,7 @@ from caja_core.catalog import service as catalog
 from caja_core.fallback.policy import default_policy
 from caja_core.jornadas import service as jornadas
 from caja_core.payments import breaker as breakers
-from caja_core.payments import terminal_test
+from caja_core.payments import terminal_probe
 from caja_core.providers import ProviderRegistry
 from caja_core.registers import service as registers
 from caja_core.sessions import service as sessions
@@ -146,7 +146,7 @@ async def update_register(request: Request, register_id: FromPath[int]) -> Respo
 @post("/cajas/{register_id:int}/probar")
 async def test_terminal(request: Request, register_id: FromPath[int]) -> Template:
     web = Web(request)
-    result = await terminal_test.test_terminal(
+    result = await terminal_probe.probe_terminal(
         web.db,
         web.registry,
         web.venue_id,

@@ -23,6 +23,7 @@ from caja_core.sales import discounts
 from caja_core.sales import screen as screens
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
+from caja_core.text import clean_reason
 from caja_core.users import service as users
 from caja_core.venues import service as venues
 
@@ -401,8 +402,7 @@ async def add_free_line(request: Request, data: Annotated[FreeLine, FORM]) -> Te
     state = await require_cart(web, data.v)
     async with web.form("pos/_cart.html", {"state": state}, form=msgspec.to_builtins(data), free_open=True):
         amount = parse_amount(data.amount, field="amount", label="El monto libre")
-        if len(data.reason.strip()) < 3:
-            raise ValidationFailed("Indique el motivo del monto libre.", field="reason")
+        clean_reason(data.reason, "El motivo del monto libre", missing="Indique el motivo del monto libre.")
     state.add(
         Line(name=data.name.strip()[:120] or "Monto libre", unit_price=amount, free_reason=data.reason.strip()[:200])
     )
