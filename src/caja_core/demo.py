@@ -64,6 +64,23 @@ DEMO_CATALOG = {
 }
 
 
+async def demo_logins_in_use(db: Database) -> list[str]:
+    """The users that still log in (or authorize) with a password or PIN this module publishes, as
+    "usuario (local)": production refuses to start while there is one."""
+    known = {d.username: [d.secret, *([d.authorization_pin] if d.authorization_pin else [])] for d in DEMO_LOGINS}
+    async with db.reader() as s:
+        found = await users.users_with_known_secrets(s, known)
+        names = dict((await s.execute(select(Venue.id, Venue.slug))).all())
+    return sorted(f"{u.username} ({names.get(u.venue_id, u.venue_id)})" for u in found)
+
+
+def demo_logins_message(found: list[str]) -> str:
+    return (
+        f"en producción no se aceptan usuarios con la clave o el PIN publicados de la demostración: {', '.join(found)}; "
+        "cámbielos o desactívelos (caja demo es solo para probar)"
+    )
+
+
 async def seed_demo(db: Database, *, public_url: str = "http://127.0.0.1:8000") -> DemoInfo:
     """Create (or reuse) the demo venue. Each register gets the providers and settings the installed plugins
     propose for a demo (hook ``provider_defaults`` with ``demo_url=public_url``): devices and fake servers

@@ -120,7 +120,7 @@ async def test_reports_csv_and_z(admin, setup):
     csv = await admin.get(f"/admin/cajas/reportes/jornada/{setup.jornada_id}/csv")
     assert csv.headers["content-type"].startswith("text/csv") and "CAJA1" in csv.text
     z = await admin.get(f"/admin/cajas/reportes/jornada/{setup.jornada_id}/z")
-    assert "Reporte Z" in z.text and "window.print()" in z.text
+    assert "Reporte Z" in z.text and "data-print-page" in z.text
     log = await admin.get(f"/admin/cajas/reportes/jornada/{setup.jornada_id}?provider=fake&estado=declined", htmx=True)
     assert 'id="attempt-log"' in log.text and "<html" not in log.text
     session = await admin.get("/admin/cajas/reportes/sesion/1")

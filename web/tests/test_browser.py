@@ -63,6 +63,13 @@ def new_page(browser, site) -> Page:
     return page
 
 
+def watch_csp(page: Page) -> list[str]:
+    """Every Content-Security-Policy violation the page reports (an inline script or eval would be one)."""
+    found: list[str] = []
+    page.on("console", lambda msg: found.append(msg.text) if "Content Security Policy" in msg.text else None)
+    return found
+
+
 def staff_login(page: Page, username: str) -> None:
     page.goto("/login")
     page.fill("input[name=username]", username)
@@ -82,6 +89,7 @@ def next_sale(page: Page) -> None:
 
 def test_the_whole_night(browser, site, shots):
     page = new_page(browser, site)
+    csp_violations = watch_csp(page)
     host, port = site.sim_address
 
     # --- admin: backup phones and a register with its policy ------------------------------------------------
@@ -189,6 +197,10 @@ def test_the_whole_night(browser, site, shots):
     page.fill("input[name=count_5000]", "1")
     expect(page.locator("[data-denom-total]")).to_have_text(re.compile(r"25\.000"))
     page.screenshot(path=shots / "pos-cierre-ciego.png")
+    page.once("dialog", lambda d: d.dismiss())  # "¿Cerrar la caja con este conteo?" → No: nothing is sent
+    page.click("#close-form button[type=submit]")
+    expect(page.locator("#close-form")).to_be_visible()
+    assert page.locator("#difference").count() == 0
     page.once("dialog", lambda d: d.accept())
     page.click("#close-form button[type=submit]")
     expect(page.locator("#difference")).to_contain_text("-$2.000")
@@ -213,6 +225,7 @@ def test_the_whole_night(browser, site, shots):
     page.screenshot(path=shots / "admin-reportes.png", full_page=True)
     page.select_option("select[name=estado]", "failed_not_sent")
     expect(page.locator("#attempt-log tbody tr")).to_have_count(1)
+    assert csp_violations == []
 
 
 def test_reload_mid_payment_resumes_from_the_server(browser, sqlite_url, shots):

@@ -78,3 +78,22 @@ def test_htmx_is_vendored_with_its_license():
     static = Path(__file__).resolve().parents[1] / "src" / "caja_web" / "static" / "vendor"
     assert (static / "htmx.min.js").stat().st_size > 40_000
     assert "Zero-Clause BSD" in (static / "htmx.LICENSE").read_text()
+
+
+def test_production_refuses_to_start_with_the_demo_logins(tmp_path):
+    """Found: production mode accepted the demo users with their published passwords and PINs."""
+    db = tmp_path / "demo.db"
+    assert run("demo", "--db", str(db), "--no-serve").returncode == 0
+    env = {
+        "CAJA_ENV": "production",
+        "CAJA_DATABASE_URL": f"sqlite:///{db}",
+        "CAJA_SECRET_KEY": "Vt7-qL2xN9pR4sK8mW3zB6yH1cF5gJ0dE",
+        "CAJA_SECURE_COOKIES": "1",
+        "CAJA_PORT": str(free_port()),
+    }
+    r = run("serve", env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    line = r.stderr.strip()
+    assert "\n" not in line and line.startswith("caja: en producción no se aceptan usuarios"), line
+    for user in ("admin (demo)", "supervisor (demo)", "camila (demo)", "diego (demo)"):
+        assert user in line

@@ -197,7 +197,7 @@ async def test_card_sale_approved_on_primary(cashier, setup, fakes):
     await open_session(cashier, setup)
     sale_id, _ = await checkout(cashier, setup, "Piscola")
     r = await cashier.post(f"/caja/venta/{sale_id}/tarjeta", htmx=True)
-    assert r.status_code == 200 and 'hx-trigger="every 1s [cajaShouldPoll()]"' in r.text
+    assert r.status_code == 200 and 'hx-trigger="every 1s" data-poll-holds' in r.text
     r = await poll_until(cashier, sale_id, "Siguiente venta")
     assert "****4242" in r.text and "Aut. A1B2C3" in r.text
 

@@ -78,3 +78,28 @@ def test_the_registered_provider_serves_successive_event_loops(make_request):
     assert kind is OutcomeKind.APPROVED
     again, _ = asyncio.run(one_night(port))
     assert again is OutcomeKind.APPROVED
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "why"),
+    [
+        ("169.254.169.254", 80, "enlace local"),
+        ("fe80::1", 9100, "enlace local"),
+        ("::ffff:169.254.169.254", 80, "enlace local"),
+        ("127.0.0.1", 5432, "PostgreSQL"),
+        ("localhost", 6379, "Redis"),
+        ("0.0.0.0", 9100, "no es la dirección de un equipo"),
+        ("224.0.0.1", 9100, "no es la dirección de un equipo"),
+    ],
+)
+def test_a_terminal_address_cannot_point_at_what_no_terminal_is(host, port, why):
+    """Found: "probar terminal" (and a sale) connected to any host and port an admin typed: the cloud's metadata
+    service, the server's own database or Redis."""
+    with pytest.raises(ValidationFailed) as info:
+        validate_settings(provider, {"connection": "tcp", "host": host, "port": port})
+    assert why in info.value.message
+
+
+def test_terminals_on_the_venues_network_and_local_simulators_are_fine():
+    for host, port in [("192.168.1.50", 9100), ("10.0.0.5", 9100), ("127.0.0.1", 9100), ("localhost", 30123)]:
+        assert validate_settings(provider, {"connection": "tcp", "host": host, "port": port}).host == host

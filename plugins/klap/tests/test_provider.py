@@ -82,6 +82,24 @@ def test_settings_default_to_manual_and_validate_checkout():
         validate_settings(provider, {"mode": "manual", "unknown_field": 1})
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://169.254.169.254/latest/meta-data", "enlace local"),
+        ("http://[fe80::1]:8080", "enlace local"),
+        ("http://127.0.0.1:6379", "Redis"),
+        ("http://localhost:5432/api", "PostgreSQL"),
+    ],
+)
+def test_the_api_address_cannot_point_at_what_no_provider_is(url, why):
+    """Found: the KLAP API base URL could be pointed at any internal host and port."""
+    with pytest.raises(ValidationFailed) as err:
+        validate_settings(KlapProvider(), {"mode": "manual", "api_base_url": url})
+    assert why in err.value.message
+    ok = validate_settings(KlapProvider(), {"mode": "manual", "api_base_url": "http://127.0.0.1:38123/api"})
+    assert ok.api_base_url == "http://127.0.0.1:38123/api"
+
+
 def test_secrets_never_appear_in_repr_or_logs(caplog):
     settings = KlapSettings(
         mode="checkout",

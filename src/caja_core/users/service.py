@@ -231,6 +231,19 @@ async def create_user(
     return user_out(user)
 
 
+async def users_with_known_secrets(s: AsyncSession, known: dict[str, list[str]]) -> list[UserOut]:
+    """Active users (any venue) who still log in or authorize with one of the secrets ``known`` lists for
+    their username: published secrets such as the demo's."""
+    rows = (await s.scalars(select(User).where(User.active.is_(True), User.username.in_(list(known))))).all()
+    return [
+        user_out(u)
+        for u in rows
+        if any(
+            _verify(u.secret_hash, secret) or _verify(u.authorization_pin_hash, secret) for secret in known[u.username]
+        )
+    ]
+
+
 async def get_user(s: AsyncSession, venue_id: int, user_id: int) -> UserOut:
     user = await s.get(User, user_id)
     if user is None or user.venue_id != venue_id:

@@ -16,6 +16,7 @@ from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import CacheControlHeader, ResponseHeader, State
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins import InitPlugin
@@ -48,6 +49,12 @@ EXTRA_ROUTE_MODULES = ("caja_web.ops.routes", "caja_web.webhooks.routes", "caja_
 
 #: Paths with their own authentication (no CSRF, no browser session).
 CSRF_EXCLUDE = ["^/webhooks/", "^/api/agent/"]
+
+#: Scripts only from the app's own files (no inline script, no ``eval``); inline ``style`` attributes are allowed.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 SESSION_MAX_AGE_S = 16 * 3600  # one night plus margin
 #: How long start-up waits for the database before serving 503 and retrying in the background.
@@ -122,6 +129,10 @@ def make_print_service(db: Database, registry: ProviderRegistry, pm: Any, settin
         pm.unregister(previous)
     pm.register(service, name="caja-printing")
     return service
+
+
+class DemoLoginsInProduction(Exception):
+    """A production instance found users with the demo's published secrets: it does not serve."""
 
 
 class CajaWebPlugin(InitPlugin):
@@ -217,8 +228,11 @@ class CajaWebPlugin(InitPlugin):
         app_config.middleware.append(config.middleware)
 
     def _configure_csrf(self, app_config: AppConfig) -> None:
+        """CSRF tokens bound to the session (``caja_web.csrf``), checked inside the session middleware."""
+        from .csrf import SessionBoundCSRFMiddleware
+
         secret = hashlib.sha256(f"csrf:{self.settings.secret_key}".encode()).hexdigest()
-        app_config.csrf_config = CSRFConfig(
+        config = CSRFConfig(
             secret=secret,
             cookie_name="caja_csrf",
             cookie_httponly=True,
@@ -226,6 +240,7 @@ class CajaWebPlugin(InitPlugin):
             cookie_secure=self.settings.secure_cookies,
             exclude=CSRF_EXCLUDE,
         )
+        app_config.middleware.append(DefineMiddleware(SessionBoundCSRFMiddleware, config=config))
 
     def _configure_routes(self, app_config: AppConfig) -> None:
         app_config.route_handlers.extend(page_route_handlers())
@@ -254,8 +269,12 @@ class CajaWebPlugin(InitPlugin):
         )
 
     def _configure_headers(self, app_config: AppConfig) -> None:
+        """No page, export or API answer is kept by a browser or proxy cache (the static files set their own);
+        the pages run only the app's own script files, no inline script."""
+        app_config.cache_control = CacheControlHeader(no_store=True)
         app_config.response_headers = [
             *app_config.response_headers,
+            ResponseHeader(name="Content-Security-Policy", value=CONTENT_SECURITY_POLICY),
             ResponseHeader(name="X-Frame-Options", value="DENY"),
             ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
             ResponseHeader(name="Referrer-Policy", value="same-origin"),
@@ -270,7 +289,15 @@ class CajaWebPlugin(InitPlugin):
             app_config.lifespan.append(backup_scheduler_lifespan(self.settings))
 
     async def _start_services(self) -> None:
-        """What needs the database before the instance serves: the payment orchestrator's crash recovery."""
+        """What needs the database before the instance serves: in production no user with the demo's published
+        password or PIN (``caja serve`` refuses to start; an instance that finds one later serves 503 until it
+        is changed); the payment orchestrator's crash recovery."""
+        if self.settings.env == "production":
+            from caja_core.demo import demo_logins_in_use, demo_logins_message
+
+            if found := await demo_logins_in_use(self.db):
+                log.error("%s", demo_logins_message(found))
+                raise DemoLoginsInProduction(found)
         if self.orchestrator is not None:
             await self.orchestrator.start()
 
@@ -311,10 +338,11 @@ class CajaWebPlugin(InitPlugin):
         try:
             await asyncio.wait_for(self._start_services(), STARTUP_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - the database is down (or slow): serve /health and retry
-            log.warning(
-                "la base de datos no responde al arrancar (%s): la instancia responde 503 mientras reintenta",
-                type(exc).__name__,
-            )
+            if not isinstance(exc, DemoLoginsInProduction):
+                log.warning(
+                    "la base de datos no responde al arrancar (%s): la instancia responde 503 mientras reintenta",
+                    type(exc).__name__,
+                )
             if self.orchestrator is not None:
                 with contextlib.suppress(Exception):
                     await self.orchestrator.stop()

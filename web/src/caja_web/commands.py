@@ -49,6 +49,30 @@ def draining_server(config: uvicorn.Config, lifecycle: Lifecycle) -> uvicorn.Ser
     return DrainingServer(config)
 
 
+def refuse_demo_logins_in_production(settings: Settings) -> None:
+    """In production, exit with one line while a user still has the demo's published password or PIN. A
+    database that does not answer yet is left to the instance, which checks again before it serves."""
+    if settings.env != "production":
+        return
+    from caja_core.db.engine import database_from_settings
+    from caja_core.demo import demo_logins_in_use, demo_logins_message
+
+    async def check() -> list[str]:
+        db = database_from_settings(settings)
+        try:
+            return await asyncio.wait_for(demo_logins_in_use(db), 10)
+        finally:
+            await db.dispose()
+
+    try:
+        found = asyncio.run(check())
+    except Exception:  # noqa: BLE001 - database down or not migrated: the app's start-up reports it
+        return
+    if found:
+        click.echo(f"caja: {demo_logins_message(found)}", err=True)
+        sys.exit(2)
+
+
 def _run(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
@@ -80,6 +104,7 @@ def _run(settings: Settings, host: str, port: int) -> None:
 def serve(host: str | None, port: int | None) -> None:
     """Sirve la aplicación web."""
     settings = _settings(host=host, port=port)
+    refuse_demo_logins_in_production(settings)
     _run(settings, settings.host, settings.port)
 
 

@@ -109,7 +109,7 @@ async def public_receipt(request: Request, token: FromPath[str]) -> Template:
     return Template(
         template_name="printing/public_receipt.html",
         context=web.plain_context(False) | ticket_context(doc, data=data),
-        headers={"Cache-Control": "no-store", "X-Robots-Tag": "noindex"},
+        headers={"X-Robots-Tag": "noindex"},
     )
 
 

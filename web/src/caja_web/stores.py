@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 from litestar.connection import ASGIConnection
+from litestar.datastructures import Cookie, MutableScopeHeaders
 from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
 from litestar.stores.base import Store
 from litestar.types import Empty
@@ -81,6 +82,7 @@ def make_session_store(redis_url: str | None, db: Database) -> Store:
     return DatabaseSessionStore(db)
 
 
+SESSION_COOKIE = "caja_session"
 NEW_SESSION_ID = "caja.new_session_id"
 
 
@@ -107,6 +109,18 @@ class RotatingSessionBackend(ServerSideSessionBackend):
         return data
 
     async def store_in_message(self, scope_session: Any, message: Any, connection: ASGIConnection) -> None:
+        if not scope_session and not _scope(connection).get(NEW_SESSION_ID):
+            # Nobody is logged in: nothing is written. A stored session that was emptied (logout, a user no
+            # longer valid) is deleted with its cookie, a cookie of an unknown session is dropped, and an
+            # anonymous visitor gets no row and no cookie.
+            if _scope(connection).get(LOADED_DATA) is not None:
+                await super().store_in_message(Empty, message, connection)
+            elif session_id_of_request(connection.cookies):
+                MutableScopeHeaders.from_message(message).add(
+                    "Set-Cookie",
+                    Cookie(key=self.config.key, value="null", expires=0, path=self.config.path).to_header(header=""),
+                )
+            return
         unchanged = (
             scope_session is not Empty
             and scope_session
@@ -123,8 +137,25 @@ class RotatingSessionConfig(ServerSideSessionConfig):
     _backend_class = RotatingSessionBackend
 
 
+def session_id_of_request(cookies: Any) -> str:
+    """The session id the request's cookie names ("" when there is none)."""
+    value = cookies.get(SESSION_COOKIE) or ""
+    return "" if value == "null" else value
+
+
+def session_id_after_response(scope: Any, before: str) -> str:
+    """The session id the browser will hold after this response: a new one after a login, none once the
+    session was emptied (logout, a user no longer valid), else the one it came with."""
+    if NEW_SESSION_ID in scope:
+        return str(scope[NEW_SESSION_ID])
+    if "session" not in scope:  # a path without browser sessions
+        return before
+    session = scope["session"]
+    return before if session and session is not Empty else ""
+
+
 async def rotate_session_id(connection: ASGIConnection) -> None:
-    old = connection.cookies.get("caja_session")
+    old = connection.cookies.get(SESSION_COOKIE)
     if old and old != "null":
         await connection.app.stores.get("sessions").delete(old)
     _scope(connection)[NEW_SESSION_ID] = secrets.token_hex(32)

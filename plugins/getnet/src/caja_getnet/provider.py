@@ -42,6 +42,7 @@ from caja_core.providers import (
     TerminalSale,
     WebhookNotice,
 )
+from caja_core.targets import check_target
 
 from .client import GetnetClient, InDoubt, NoReceipt
 from .protocol import (
@@ -107,6 +108,8 @@ class GetnetSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.connection == "tcp" and (not self.host.strip() or not self.port):
             raise ValueError("la conexión TCP necesita host y puerto del terminal")
+        if self.connection == "tcp":
+            check_target(self.host, self.port)
         if self.connection == "serial" and not self.serial_path.strip():
             raise ValueError("la conexión serie necesita la ruta del puerto (p. ej. /dev/ttyACM0)")
         try:

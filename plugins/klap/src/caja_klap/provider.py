@@ -40,6 +40,7 @@ from caja_core.providers import (
     ProviderContext,
     WebhookNotice,
 )
+from caja_core.targets import check_target
 
 from . import report
 
@@ -104,6 +105,12 @@ class KlapSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             value = getattr(self, name)
             if value and not re.fullmatch(r"https?://[^\s<>\"'|]+", value):
                 raise ValueError(f"{name} debe ser una URL http(s) válida")
+        if self.api_base_url:
+            try:
+                url = httpx.URL(self.api_base_url)
+            except httpx.InvalidURL as exc:
+                raise ValueError("api_base_url debe ser una URL http(s) válida") from exc
+            check_target(url.host, url.port or (443 if url.scheme == "https" else 80))
         if self.mode == "checkout":
             missing = [n for n in ("api_base_url", "api_key", "webhook_url") if not getattr(self, n)]
             if self.webhook_auth == "shared_secret" and not self.webhook_secret:

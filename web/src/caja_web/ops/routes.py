@@ -173,9 +173,7 @@ async def health(request: Request) -> Response[HealthOut]:
         kwargs["venue_id"] = scope[1]
     report = await check_health(request.app.state.db, **kwargs)
     body = report.to_dict() if scope is not None else report.public_dict()
-    return Response[Any](
-        body, status_code=report.http_status, media_type=MediaType.JSON, headers={"Cache-Control": "no-store"}
-    )
+    return Response[Any](body, status_code=report.http_status, media_type=MediaType.JSON)
 
 
 @get(
@@ -186,7 +184,7 @@ async def health(request: Request) -> Response[HealthOut]:
     description="No revisa dependencias: para el supervisor de procesos.",
 )
 async def health_live() -> Response[LiveOut]:
-    return Response[Any](liveness(), media_type=MediaType.JSON, headers={"Cache-Control": "no-store"})
+    return Response[Any](liveness(), media_type=MediaType.JSON)
 
 
 @get(
@@ -204,7 +202,6 @@ async def health_ready(request: Request) -> Response[ReadyOut]:
         {"status": state},
         status_code=200 if state == "serving" else 503,
         media_type=MediaType.JSON,
-        headers={"Cache-Control": "no-store"},
     )
 
 
@@ -254,7 +251,7 @@ async def metrics_json(request: Request) -> Response[MetricsOut]:
     if scope[0] == "venue":
         kwargs["venue_id"] = scope[1]
     data = await metrics.collect(request.app.state.db, **kwargs)
-    return Response[Any](data, media_type=MediaType.JSON, headers={"Cache-Control": "no-store"})
+    return Response[Any](data, media_type=MediaType.JSON)
 
 
 @get(
@@ -273,7 +270,7 @@ async def metrics_prometheus(request: Request) -> Response[str]:
     return Response[Any](
         metrics.prometheus_text().decode(),
         media_type=metrics.CONTENT_TYPE,
-        headers={"Cache-Control": "no-store", "Content-Type": metrics.CONTENT_TYPE},
+        headers={"Content-Type": metrics.CONTENT_TYPE},
     )
 
 

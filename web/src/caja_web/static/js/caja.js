@@ -91,6 +91,20 @@
     return !(panel.querySelector("[data-hold]") && Date.now() < holdUntil);
   };
   document.addEventListener("htmx:afterSwap", markHold);
+  // A poll marked data-poll-holds is skipped while the panel holds (the page runs no inline script or eval).
+  document.addEventListener("htmx:confirm", function (ev) {
+    var elt = ev.detail && ev.detail.elt;
+    if (elt && elt.hasAttribute && elt.hasAttribute("data-poll-holds") && !window.cajaShouldPoll()) ev.preventDefault();
+  });
+  // A form or button with data-confirm asks before it is sent; a data-print-page button prints the page.
+  document.addEventListener("submit", function (ev) {
+    var from = ev.submitter && ev.submitter.getAttribute("data-confirm") ? ev.submitter : ev.target;
+    var question = from.getAttribute && from.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) { ev.preventDefault(); ev.stopImmediatePropagation(); }
+  }, true);
+  document.addEventListener("click", function (ev) {
+    if (ev.target.closest && ev.target.closest("[data-print-page]")) window.print();
+  });
   // A product tapped into the cart: the cart shows its newest line (on a phone the cart scrolls).
   document.addEventListener("htmx:afterSwap", function (ev) {
     var from = ev.detail.requestConfig && ev.detail.requestConfig.elt;
