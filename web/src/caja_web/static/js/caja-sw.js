@@ -28,9 +28,18 @@ function store(url) {
   }).catch(function () { return false; });
 }
 
+// The register's data is refreshed at every sale screen load (a new session, a new price); the screen's files only
+// every few minutes (they change with a release).
+var SHELL_EVERY_MS = 5 * 60 * 1000;
+var shellStoredAt = 0;
+
 function refresh() {
-  return Promise.all(SHELL.concat([DATA]).map(store)).then(function (done) {
-    return done.every(Boolean);
+  var urls = [DATA];
+  if (Date.now() - shellStoredAt > SHELL_EVERY_MS) urls = SHELL.concat(urls);
+  return Promise.all(urls.map(store)).then(function (done) {
+    var ok = done.every(Boolean);
+    if (ok && urls.length > 1) shellStoredAt = Date.now();
+    return ok;
   });
 }
 

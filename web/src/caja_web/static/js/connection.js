@@ -75,11 +75,20 @@
       });
     }).catch(function () { /* no service worker (not a secure origin): the banner still says SIN CONEXIÓN */ });
   }
+  // Before leaving, the register's data is asked for: only when the service worker has to answer it from what it
+  // kept (the server did not answer, or answered 5xx) is the register really offline; one request that failed on
+  // its own changes nothing.
+  var probing = false;
   document.addEventListener("caja:offline", function () {
-    if (onSaleScreen() && document.body.hasAttribute("data-offline-ready") && navigator.serviceWorker &&
-        navigator.serviceWorker.controller) {
-      location.assign("/caja/sin-conexion");
-    }
+    if (probing || !onSaleScreen() || !document.body.hasAttribute("data-offline-ready") || !navigator.serviceWorker ||
+        !navigator.serviceWorker.controller) return;
+    probing = true;
+    fetch("/caja/sin-conexion/datos", { credentials: "same-origin", cache: "no-store" }).then(function (response) {
+      return response.headers.get("X-Caja-Sin-Conexion") === "1";
+    }, function () { return true; }).then(function (lost) {
+      probing = false;
+      if (lost && offline) location.assign("/caja/sin-conexion");
+    });
   });
 
   // The device's queue: the poll carries how many sales it still holds, and what is left is sent while online.
