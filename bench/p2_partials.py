@@ -75,7 +75,7 @@ async def measure(clients: int, seconds: float, interval: float, answer_after_s:
                     await control(
                         client, t, "POST", "/faults", {"kind": "late_answer", "scope": "run", "delay_s": answer_after_s}
                     )
-        venue = await seed(db, sims, clients, max_wait_s=120, sale_timeout_s=120)
+        venue = await seed(db, sims, clients, clients, max_wait_s=120, sale_timeout_s=120)
         inst = Instance("p2", free_port(), instance_env(scratch.plain_url, REDIS_URL, "p2", logs), logs)
         inst.start()
         await inst.wait_ready()
