@@ -145,8 +145,8 @@ class Instance:
     """One app instance — the real app under uvicorn on a loopback port, in a thread with its own event loop and
     its own database connections, as a separate ``caja serve`` would be — and the people using it."""
 
-    def __init__(self, stack: Stack, name: str, options: dict[str, Any]) -> None:
-        self.stack, self.name, self.options = stack, name, options
+    def __init__(self, stack: Stack, name: str, options: dict[str, Any], providers: tuple[str, ...] | None) -> None:
+        self.stack, self.name, self.options, self.providers = stack, name, options, providers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -168,7 +168,8 @@ class Instance:
                     "CAJA_LOG_FORMAT": "text",
                 }
             )
-            self.app = create_app(settings, pm=self.stack.plugins(), orchestrator_options=self.options)
+            pm = self.stack.plugins(self.providers)
+            self.app = create_app(settings, pm=pm, orchestrator_options=self.options)
             config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
             self.server = uvicorn.Server(config)
             self.loop.run_until_complete(self.server.serve())
@@ -242,12 +243,15 @@ class Stack:
         self.simulators.append(sim)
         return sim
 
-    def plugins(self) -> Any:
-        """A plugin manager of its own for each app instance (as each process has)."""
+    def plugins(self, providers: tuple[str, ...] | None = None) -> Any:
+        """A plugin manager of its own for each app instance (as each process has); ``providers``: only these
+        provider plugins (the others uninstalled)."""
         if self.installed:
             return make_plugin_manager()
-        backup = manual_provider("respaldo", "Celular de respaldo")
-        return make_plugin_manager(Providers(GetnetProvider(), backup), load_entrypoints=False)
+        found = [GetnetProvider(), manual_provider("respaldo", "Celular de respaldo")]
+        if providers is not None:
+            found = [p for p in found if p.id in providers]
+        return make_plugin_manager(Providers(*found), load_entrypoints=False)
 
     def settings_for(self, sim: Simulator, host: str = "127.0.0.1") -> dict[str, Any]:
         assert sim.tcp_address is not None
@@ -264,8 +268,10 @@ class Stack:
             provider_settings={"getnet": self.settings_for(sim)},
         )
 
-    async def instance(self, name: str = "caja-a", **options: Any) -> Instance:
-        instance = Instance(self, name, {**FAST, **options})
+    async def instance(
+        self, name: str = "caja-a", *, providers: tuple[str, ...] | None = None, **options: Any
+    ) -> Instance:
+        instance = Instance(self, name, {**FAST, **options}, providers)
         self.instances.append(instance)
         return await instance.start()
 

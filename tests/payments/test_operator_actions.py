@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -15,7 +16,7 @@ from caja_core.db import Database
 from caja_core.errors import Conflict
 from caja_core.fallback.policy import FallbackPolicy
 from caja_core.payments import terminal_ops
-from caja_core.payments.models import PaymentAttempt, TerminalCheck
+from caja_core.payments.models import PaymentAttempt, PaymentDevice, TerminalCheck
 from caja_core.sales.models import Sale
 from caja_getnet.protocol import Command
 
@@ -84,10 +85,10 @@ async def charged_in_doubt(stack: Stack, cashier, sim) -> int:
     """A card sale the terminal charges, then goes silent and dies before answering: in doubt."""
     sale_id = await checkout(cashier, stack)
     sim.add_fault({"kind": "receipt_then_silence", "charged": True})
-    port = sim.tcp_address[1]
+    port, before = sim.tcp_address[1], sim.charge_count()
 
     async def dropped():
-        return sim.charge_count() == 1
+        return sim.charge_count() == before + 1
 
     await pay_card(cashier, sale_id)
     await wait_for(dropped, "the terminal charged the card")
@@ -144,6 +145,53 @@ async def test_31_a_spare_terminal_is_never_asked_about_an_attempt_sent_to_the_d
     await pay_card(cashier, second)
     await shows(cashier, second, 'id="receipt"')
     assert len(spare.charged()) == 1 and len(dead.charged()) == 1
+
+
+async def test_31_a_spare_plugged_in_where_the_dead_terminal_was_is_no_proof_either(stack):
+    """The spare takes the dead terminal's very address: caja asks the terminal at that address who it is before
+    trusting its "never seen that ticket"; another serial number is no proof, and a supervisor is called."""
+    dead = await stack.simulator("SN-ORIGINAL")
+    await stack.build(dead)
+    app = await stack.instance()
+    cashier = await app.cashier()
+    await open_session(cashier, stack)
+    first = await checkout(cashier, stack)
+    await pay_card(cashier, first)
+    await shows(cashier, first, 'id="receipt"')
+
+    async def identified():
+        async with stack.db.reader() as s:
+            return (
+                await s.execute(select(PaymentDevice.identity).where(PaymentDevice.identity.is_not(None)))
+            ).scalar_one_or_none()
+
+    identity = await wait_for(identified, "caja asked the terminal who it is after its first sale")
+    sale_id = await charged_in_doubt(stack, cashier, dead)
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.device_identity == identity
+
+    spare = await stack.simulator("SN-REPUESTO", port=dead.port_to_restore)
+
+    async def decision_asked():
+        (a,) = await attempts(stack, sale_id)
+        return a if a.needs_decision else None
+
+    attempt = await wait_for(decision_asked, "the spare's answer is no proof: a supervisor is called")
+    assert attempt.state in ("in_doubt", "reconciling")
+    assert "otro terminal" in (attempt.details or {}).get("not_proof", ""), attempt.details
+    page = await progress(cashier, sale_id)
+    assert "EN DUDA" in page and "un supervisor lo resuelve" in text_of(page), text_of(page)[:300]
+    r = await cashier.post(f"/caja/venta/{sale_id}/respaldo", htmx=True)
+    assert r.status_code == 409 and "posible doble cobro" in text_of(r.text)
+    assert await sale_status(stack, sale_id) == "pending_payment" and spare.charged() == {}
+
+    # The original terminal is put back in its place: it is asked, and it says the card was charged.
+    await spare.stop()
+    await revive(dead)
+    await shows(cashier, sale_id, 'id="receipt"')
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state == "approved" and attempt.classification == "reconciled" and not attempt.needs_decision
+    assert len(dead.charged()) == 2 and dead.charged()[attempt.ticket] == attempt.amount
 
 
 # 32 ---------------------------------------------------------------------------------------------------------
@@ -370,3 +418,96 @@ async def test_36_a_terminal_gone_for_good_is_resolved_by_a_supervisor_and_the_s
     assert audit.payload["voucher"] == "AUT123456" and audit.user_id == stack.setup.supervisor_id
     r = await cashier.post("/caja/session/close", {"note": ""})
     assert r.status_code in (200, 303), text_of(r.text)[:400]
+
+
+async def test_36_a_payment_whose_terminal_cannot_even_be_asked_waits_for_a_supervisor_without_looping(stack):
+    """The app starts again without the GETNET plugin while a payment is in doubt: the question cannot even be
+    asked. caja says so (the cashier's page, an incident, /health), asks again only after a long pause, and a
+    supervisor resolves it with evidence."""
+    from caja_core.ops.health import check_health
+
+    sim = await stack.simulator()
+    await stack.build(sim)
+    app = await stack.instance()
+    cashier = await app.cashier()
+    await open_session(cashier, stack)
+    sale_id = await charged_in_doubt(stack, cashier, sim)
+    await app.close()
+    again = await stack.instance("caja-sin-getnet", providers=("respaldo",))
+    cashier, supervisor = await again.cashier(), await again.staff("super")
+
+    async def decision_asked():
+        (a,) = await attempts(stack, sale_id)
+        return a if a.needs_decision else None
+
+    attempt = await wait_for(decision_asked, "a supervisor is called")
+    assert attempt.state in ("in_doubt", "reconciling") and "ya no está instalado" in (attempt.response_message or "")
+    # Asked again only after a long pause (minutes), not on every pass of the worker.
+    assert attempt.next_reconcile_at is not None
+    assert (attempt.next_reconcile_at - datetime.now(UTC)).total_seconds() >= 60, attempt.next_reconcile_at
+    page = await progress(cashier, sale_id)
+    assert "un supervisor lo resuelve" in text_of(page) and "Cobrar con respaldo" not in page, text_of(page)[:300]
+    async with stack.db.reader() as s:
+        incident = (await s.execute(select(Incident).where(Incident.kind == "payment_needs_decision"))).scalar_one()
+    assert incident.attempt_id == attempt.id and not incident.resolved
+    health = (await check_health(stack.db)).to_dict()
+    assert health["services"]["payments"]["needs_decision"] == 1
+    assert any("un supervisor debe" in p for p in health["problems"]), health["problems"]
+
+    r = await supervisor.post(
+        f"/jornada/cobros/{attempt.id}/resolver",
+        {"outcome": "cobrado", "voucher": "AUT777111", "note": "voucher impreso por el terminal"},
+    )
+    assert r.status_code == 303, text_of(r.text)[:400]
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state == "approved" and attempt.classification == "resolved_by_hand"
+    assert not attempt.needs_decision and await sale_status(stack, sale_id) == "paid"
+    async with stack.db.reader() as s:
+        incident = (await s.execute(select(Incident).where(Incident.kind == "payment_needs_decision"))).scalar_one()
+    assert incident.resolved
+    assert (await check_health(stack.db)).to_dict()["services"]["payments"]["needs_decision"] == 0
+
+
+# 35 ---------------------------------------------------------------------------------------------------------
+async def test_35_the_admin_checks_the_terminals_now_and_every_difference_is_an_incident(stack):
+    """On demand from the admin's page, each terminal's own report against caja's approved payments: a charge
+    caja does not know and an approval the terminal does not have are each a difference, in an incident of the
+    night, in /health and in the Z report."""
+    from caja_core.ops.health import check_health
+
+    sim = await stack.simulator()
+    await stack.build(sim)
+    app = await stack.instance()
+    cashier, admin, supervisor = await app.cashier(), await app.staff("admin"), await app.staff("super")
+    await open_session(cashier, stack)
+    sale_id = await checkout(cashier, stack)
+    await pay_card(cashier, sale_id)
+    await shows(cashier, sale_id, 'id="receipt"')
+    (attempt,) = await attempts(stack, sale_id)
+
+    r = await admin.post("/admin/terminales/revisar")
+    assert r.status_code == 200 and "coincide con caja (1 ventas, $6.000)" in text_of(r.text), text_of(r.text)[-600:]
+
+    # Someone charges on the terminal by hand, and the terminal loses caja's sale (annulled on it, say).
+    (entry,) = sim.ledger
+    sim._uncharge(entry)
+    sim._charge("MANO01", 4321)
+    r = await admin.post("/admin/terminales/revisar")
+    text = text_of(r.text)
+    assert r.status_code == 200 and "2 diferencia(s) con caja" in text, text[-800:]
+    assert "MANO01, que caja no conoce" in text and "el terminal no lo registra" in text, text[-800:]
+    async with stack.db.reader() as s:
+        checks = (await s.execute(select(TerminalCheck).order_by(TerminalCheck.id))).scalars().all()
+        incident = (await s.execute(select(Incident).where(Incident.kind == "terminal_difference"))).scalar_one()
+    assert [c.ok for c in checks] == [True, False] and checks[-1].trigger == "admin"
+    assert sorted(d["kind"] for d in checks[-1].differences) == ["missing_approval", "unknown_charge"]
+    assert "MANO01" in incident.description and f"intento #{attempt.id}" in incident.description
+    health = (await check_health(stack.db)).to_dict()
+    assert health["services"]["payments"]["terminal_differences"] == 1
+    assert any("diferencias contra caja" in p for p in health["problems"]), health["problems"]
+    z = await supervisor.get(f"/admin/cajas/reportes/jornada/{stack.setup.jornada_id}/z")
+    assert "Revisión de terminales" in text_of(z.text) and "MANO01" in text_of(z.text)
+    # caja's own records are not changed by the terminal's word alone: the sale stays paid, once.
+    assert await sale_status(stack, sale_id) == "paid"
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state == "approved"

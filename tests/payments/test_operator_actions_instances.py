@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -81,7 +81,7 @@ class ServeProcess:
                 except httpx.TransportError:
                     return False
 
-            await wait_for(up, f"{self.name} answers", timeout_s=60)
+            await wait_for(up, f"{self.name} answers", timeout_s=120)
         return self
 
     def log(self) -> str:
@@ -106,6 +106,7 @@ async def test_37_an_instance_killed_with_the_terminal_leased_frees_it_within_15
     sim = await stack.simulator()
     await stack.build(sim)
     a = await ServeProcess(stack, tmp_path, "caja-a").start()
+    b = await stack.instance("caja-b")  # the venue's second server, running all along
     try:
         cashier_a = Client(a.url)
         r = await cashier_a.post(
@@ -116,14 +117,13 @@ async def test_37_an_instance_killed_with_the_terminal_leased_frees_it_within_15
         first = await checkout(cashier_a, stack)
         sim.add_fault({"kind": "late_answer", "delay_s": 3.0})  # a slow terminal: it answers after 3 s
         await pay_card(cashier_a, first)
-        await shows(cashier_a, first, "Esperando al terminal")
+        await shows(cashier_a, first, "COBRANDO")
         a.kill()  # kill -9 with the sale on the terminal and the terminal leased
-        killed_at = time.monotonic()
+        killed_at = datetime.now(UTC)
         await cashier_a.client.aclose()
     finally:
         a.stop()
 
-    b = await stack.instance("caja-b")
     cashier = await b.cashier()
     await open_session(cashier, stack)  # the same register's open session
     await shows(cashier, first, 'id="receipt"', timeout_s=20)  # B reconciled A's sale: charged once
@@ -133,11 +133,12 @@ async def test_37_an_instance_killed_with_the_terminal_leased_frees_it_within_15
         r = await pay_card(cashier, second)
         return r.status_code == 200 and "Terminal ocupado" not in r.text
 
-    await wait_for(charged_again, "the terminal taking a new sale", timeout_s=20, every_s=0.5)
-    freed_after = time.monotonic() - killed_at
+    await wait_for(charged_again, "the terminal taking a new sale", timeout_s=30, every_s=0.5)
     await shows(cashier, second, 'id="receipt"')
-    assert freed_after <= 15, f"the terminal was free again after {freed_after:.1f} s"
     first_attempt, second_attempt = await attempts_on(stack)
+    # When the server took the new sale on the terminal (a busy terminal refuses before any attempt exists).
+    freed_after = (second_attempt.created_at - killed_at).total_seconds()
+    assert freed_after <= 15, f"the terminal was free again after {freed_after:.1f} s"
     assert first_attempt.state == "approved" and second_attempt.state == "approved"
     assert sim.charged() == {first_attempt.ticket: first_attempt.amount, second_attempt.ticket: second_attempt.amount}
 
@@ -157,7 +158,7 @@ async def test_37_35_a_clock_step_on_another_instance_takes_nothing_over_from_a_
     sale_id = await checkout(cashier, stack)
     sim.add_fault({"kind": "late_answer", "delay_s": 4.0})
     await pay_card(cashier, sale_id)
-    await shows(cashier, sale_id, "Esperando al terminal")
+    await shows(cashier, sale_id, "COBRANDO")
     async with stack.db.reader() as s:
         lease = (await s.execute(select(DeviceLease))).scalar_one()
     clock_b.jump(3600)

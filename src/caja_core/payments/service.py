@@ -1771,6 +1771,11 @@ class PaymentOrchestrator:
             now = self.clock.now()
             sale = await self._sale(s, a.venue_id, a.sale_id, lock=True)
             self._record_answer(a, outcome, decision, classified, source, reason)
+            if classified.event is lc.Event.NO_ANSWER and not_proof and permanent:
+                # Why caja cannot find out by itself (another terminal at its address, a batch close since):
+                # what the supervisor who resolves it needs to know.
+                _detail(a, not_proof=not_proof)
+                a.response_message = not_proof[:300]
             lc.apply(a, decision, now)
             if classified.event is lc.Event.NO_ANSWER and (
                 permanent or (source in lc.LATER_QUESTIONS and a.reconcile_tries >= DECISION_AFTER_TRIES)
