@@ -70,6 +70,7 @@ async def measure(kind: str, seconds: float) -> dict[str, float]:
                 "/login/pin", data={"venue_id": st.venue_id, "user_id": st.cashier_id, "pin": PIN}, headers=csrf
             )
             assert r.status_code in (200, 303), r.text
+            csrf = {"x-csrftoken": pos.cookies.get("caja_csrf") or ""}  # the login hands out its session's token
             r = await pos.post(
                 "/caja/session/open",
                 data={"register_id": st.register_id, "initial_cash": "0", "open_key": "bench"},
