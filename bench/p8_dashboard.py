@@ -1,4 +1,4 @@
-"""P7: the owner's live dashboard partial (``GET /jornada/tablero``, HTMX, as the page polls it) with 200 000
+"""P8: the owner's live dashboard partial (``GET /jornada/tablero``, HTMX, as the page polls it) with 200 000
 sales in the open jornada, on PostgreSQL, through a real ``caja serve``. Baseline in the same run: the minimal
 Litestar template handler of P2 under the same uvicorn. Goal: < 100 ms.
 
@@ -204,13 +204,13 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     n = f"{int(r['sales']):,}".replace(",", " ")
     return [
         (
-            f"P7 dashboard partial, {n} sales in the jornada (postgres, HTTP)",
+            f"P8 dashboard partial, {n} sales in the jornada (postgres, HTTP)",
             f"{r['partial']:.0f} ms (p95 {r['partial_p95']:.0f})",
             f"{r['baseline']:.1f} ms minimal template",
             f"×{r['partial'] / r['baseline']:.0f} (goal < 100 ms)",
         ),
         (
-            "P7 dashboard figures alone (service, no HTTP)",
+            "P8 dashboard figures alone (service, no HTTP)",
             f"{r['service']:.0f} ms",
             f"{int(r['attempts'])} attempts, {int(r['quarters'])} quarters",
             "",
