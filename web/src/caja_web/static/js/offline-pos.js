@@ -214,7 +214,10 @@
   });
 
   // ---- the connection ----------------------------------------------------------------------------------------
+  var polling = false;
   function poll() {
+    if (polling) return Promise.resolve(); // a slow answer: the next tick asks again
+    polling = true;
     return load().then(function (answer) {
       if (answer && answer.online) {
         var back = !online;
@@ -227,7 +230,7 @@
       }
       if (online) cajaQueue.markOffline(data.session.id);
       online = false;
-    }).then(banner, banner);
+    }).then(banner, banner).then(function () { polling = false; }, function () { polling = false; });
   }
 
   function start() {
