@@ -511,3 +511,32 @@ async def test_35_the_admin_checks_the_terminals_now_and_every_difference_is_an_
     assert await sale_status(stack, sale_id) == "paid"
     (attempt,) = await attempts(stack, sale_id)
     assert attempt.state == "approved"
+
+
+async def test_35_a_late_approval_of_a_payment_given_up_as_not_charged_pays_the_waiting_sale(stack):
+    """The terminal never confirmed the sale (not charged, the backup offered) but it did charge: its own report
+    shows the ticket. The approval is applied, not filed away: the sale still waits, so it becomes paid and the
+    cashier's screen says APROBADO."""
+    sim = await stack.simulator()
+    await stack.build(sim)
+    app = await stack.instance()
+    cashier, admin = await app.cashier(), await app.staff("admin")
+    await open_session(cashier, stack)
+    sale_id = await checkout(cashier, stack)
+    sim.add_fault({"kind": "no_receipt"})
+    await pay_card(cashier, sale_id)
+    await shows(cashier, sale_id, "Cobrar con respaldo")
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state == "failed_not_sent" and await sale_status(stack, sale_id) == "pending_payment"
+
+    sim._charge(attempt.ticket, attempt.amount)  # it went through on the terminal after all
+    r = await admin.post("/admin/terminales/revisar")
+    assert r.status_code == 200 and attempt.ticket in text_of(r.text), text_of(r.text)[-600:]
+    page = await shows(cashier, sale_id, 'id="receipt"')
+    assert "APROBADO" in page
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state == "approved" and attempt.classification == "late_approval"
+    assert await sale_status(stack, sale_id) == "paid" and sim.charged() == {attempt.ticket: attempt.amount}
+    async with stack.db.reader() as s:
+        kinds = set((await s.execute(select(Incident.kind))).scalars())
+    assert "terminal_difference" in kinds
