@@ -160,6 +160,7 @@ class CajaWebPlugin(InitPlugin):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         self._configure_state(app_config)
         self._configure_templates(app_config)
+        self._configure_unit(app_config)
         self._configure_static(app_config)
         self._configure_bounds(app_config)
         self._configure_sessions(app_config)
@@ -196,6 +197,14 @@ class CajaWebPlugin(InitPlugin):
         filters.install(env, self.registry)
         messages.install(env)
         app_config.template_config = TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
+
+    def _configure_unit(self, app_config: AppConfig) -> None:
+        """The ``unit`` dependency: one transaction for the whole request (``caja_web.units``)."""
+        from litestar.di import Provide
+
+        from .units import provide_unit
+
+        app_config.dependencies["unit"] = Provide(provide_unit)
 
     def _configure_static(self, app_config: AppConfig) -> None:
         app_config.route_handlers.append(

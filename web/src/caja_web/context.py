@@ -78,11 +78,13 @@ def is_htmx(request: Request) -> bool:
 class Web:
     """Handler helper: ``await web.call(service_fn, ...)`` runs one service in one transaction."""
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, unit: Any = None) -> None:
         self.request = request
         self.state: State = request.app.state
         self.db = self.state.db
         self.viewer = viewer_from(request)
+        #: The request's one transaction (``caja_web.units``), when the handler asked for it.
+        self.unit = unit
 
     # ---- who ----------------------------------------------------------------------------------------
     @property
@@ -109,6 +111,8 @@ class Web:
 
     # ---- services -----------------------------------------------------------------------------------
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        if self.unit is not None and self.unit.session is not None:
+            return await fn(self.unit.session, *args, **kwargs)
         async with self.db.session() as s:
             return await fn(s, *args, **kwargs)
 
@@ -132,8 +136,7 @@ class Web:
 
     async def venue_call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Call ``fn(s, venue_id=..., ...)`` scoped to the viewer's venue (keyword form)."""
-        async with self.db.session() as s:
-            return await fn(s, *args, venue_id=self.venue_id, **kwargs)
+        return await self.call(fn, *args, venue_id=self.venue_id, **kwargs)
 
     @contextlib.asynccontextmanager
     async def form(

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Request, Response, Router, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
@@ -30,6 +31,7 @@ from caja_core.venues import service as venues
 from ..auth import CASHIER, FORM, requires
 from ..context import Web
 from ..printing import after_movement, after_sale
+from ..units import Unit
 from . import cart as carts
 from . import offline
 from .cart import Line, PosState
@@ -528,8 +530,11 @@ async def payment_progress(request: Request, sale_id: FromPath[int]) -> Template
 
 
 @post("/venta/{sale_id:int}/efectivo")
-async def pay_cash(request: Request, sale_id: FromPath[int], data: Annotated[CashForm, FORM]) -> Template:
-    web = Web(request)
+async def pay_cash(
+    request: Request, sale_id: FromPath[int], data: Annotated[CashForm, FORM], unit: NamedDependency[Unit]
+) -> Template:
+    """Paid, and the receipt read, in one transaction (the request's unit): a refusal leaves nothing behind."""
+    web = Web(request, unit)
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data)):
         await web.venue_call(sales.pay_cash, sale_id=sale_id, cash_received=data.cash_received, user_id=web.user_id)
     after_sale(request, sale_id, web.venue_id)
