@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..carddata import scrub, scrub_text
 from ..clock import utcnow
-from ..errors import NotFound
+from ..db.lookup import get_in_venue
 from .models import AuditEvent, Incident
 
 
@@ -104,9 +104,7 @@ async def open_incident(
 
 
 async def resolve_incident(s: AsyncSession, *, venue_id: int, incident_id: int, user_id: int, resolution: str) -> None:
-    incident = await s.get(Incident, incident_id)
-    if incident is None or incident.venue_id != venue_id:
-        raise NotFound("La incidencia no existe.", code="incident.not_found")
+    incident = await get_in_venue(s, Incident, incident_id, venue_id, "La incidencia no existe.", "incident.not_found")
     incident.resolved = True
     incident.resolved_by = user_id
     incident.resolved_at = utcnow()

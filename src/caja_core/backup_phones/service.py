@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import record
 from ..clock import utcnow
-from ..errors import Conflict, NotFound, ValidationFailed
+from ..db.lookup import get_in_venue
+from ..errors import Conflict, ValidationFailed
 from ..payments.models import PaymentAttempt
 from ..registers.models import BackupPhone, CashRegister
 from .schemas import BackupPhoneInput, BackupPhoneOut
@@ -61,10 +62,9 @@ async def _validate(s: AsyncSession, venue_id: int, data: BackupPhoneInput) -> t
 
 
 async def _get(s: AsyncSession, venue_id: int, phone_id: int) -> BackupPhone:
-    phone = await s.get(BackupPhone, phone_id)
-    if phone is None or phone.venue_id != venue_id:
-        raise NotFound("El celular de respaldo no existe.", code="backup_phone.not_found")
-    return phone
+    return await get_in_venue(
+        s, BackupPhone, phone_id, venue_id, "El celular de respaldo no existe.", "backup_phone.not_found"
+    )
 
 
 async def _register_name(s: AsyncSession, register_id: int | None) -> str | None:

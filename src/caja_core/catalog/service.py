@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import record
 from ..clock import utcnow
+from ..db.lookup import get_in_venue
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..money import parse_amount
 from ..registers.models import CashRegister
@@ -89,10 +90,9 @@ async def create_category(
 
 
 async def _category(s: AsyncSession, venue_id: int, category_id: int) -> Category:
-    cat = await s.get(Category, category_id)
-    if cat is None or cat.venue_id != venue_id:
-        raise NotFound("La categoría no existe.", code="category.not_found", field="category_id")
-    return cat
+    return await get_in_venue(
+        s, Category, category_id, venue_id, "La categoría no existe.", "category.not_found", field="category_id"
+    )
 
 
 async def update_category(
@@ -159,10 +159,9 @@ async def create_product(
 
 
 async def get_product(s: AsyncSession, venue_id: int, product_id: int) -> ProductOut:
-    product = await s.get(Product, product_id)
-    if product is None or product.venue_id != venue_id:
-        raise NotFound("El producto no existe.", code="product.not_found")
-    return _prod_out(product)
+    return _prod_out(
+        await get_in_venue(s, Product, product_id, venue_id, "El producto no existe.", "product.not_found")
+    )
 
 
 async def update_product(
@@ -177,9 +176,7 @@ async def update_product(
     sort_order: int | None = None,
     actor_id: int | None = None,
 ) -> ProductOut:
-    product = await s.get(Product, product_id)
-    if product is None or product.venue_id != venue_id:
-        raise NotFound("El producto no existe.", code="product.not_found")
+    product = await get_in_venue(s, Product, product_id, venue_id, "El producto no existe.", "product.not_found")
     changes: dict[str, object] = {}
     if name is not None:
         product.name = changes["name"] = _name(name)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import record
 from ..clock import jornada_label, utcnow
+from ..db.lookup import get_in_venue
 from ..errors import Conflict, NotFound
 from ..registers.models import CashRegister
 from ..sessions.models import CashSession
@@ -165,10 +166,9 @@ async def current_jornada(s: AsyncSession, venue_id: int) -> JornadaOut | None:
 
 
 async def get_jornada(s: AsyncSession, venue_id: int, jornada_id: int) -> JornadaOut:
-    jornada = await s.get(Jornada, jornada_id)
-    if jornada is None or jornada.venue_id != venue_id:
-        raise NotFound("La jornada no existe.", code="jornada.not_found")
-    return jornada_out(jornada)
+    return jornada_out(
+        await get_in_venue(s, Jornada, jornada_id, venue_id, "La jornada no existe.", "jornada.not_found")
+    )
 
 
 async def list_jornadas(s: AsyncSession, venue_id: int, *, limit: int = 60) -> list[JornadaOut]:

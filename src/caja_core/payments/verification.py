@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..audit.models import Incident
 from ..audit.service import open_incident, record
 from ..clock import utcnow, zone
+from ..db.lookup import get_in_venue
 from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..jornadas.models import Jornada
 from ..money import format_clp
@@ -153,10 +154,7 @@ async def _supervisor(s: AsyncSession, venue_id: int, user_id: int) -> User:
 
 
 async def _jornada(s: AsyncSession, venue_id: int, jornada_id: int) -> Jornada:
-    jornada = await s.get(Jornada, jornada_id)
-    if jornada is None or jornada.venue_id != venue_id:
-        raise NotFound("La jornada no existe.", code="jornada.not_found")
-    return jornada
+    return await get_in_venue(s, Jornada, jornada_id, venue_id, "La jornada no existe.", "jornada.not_found")
 
 
 def _manual_attempts_query(venue_id: int, jornada_id: int, provider_id: str | None = None) -> Any:

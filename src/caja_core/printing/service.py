@@ -27,6 +27,7 @@ from ..audit.models import AuditEvent, Incident
 from ..audit.service import open_incident, record
 from ..catalog.models import Category
 from ..clock import utcnow
+from ..db.lookup import get_in_venue
 from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..hookspecs import hookimpl
 from ..permissions import Action
@@ -510,9 +511,9 @@ class PrintService:
         return session
 
     async def _register_config(self, s: AsyncSession, venue_id: int, register_id: int) -> PrinterConfig:
-        register = await s.get(CashRegister, register_id)
-        if register is None or register.venue_id != venue_id:
-            raise NotFound("La caja no existe.", code="register.not_found")
+        register = await get_in_venue(
+            s, CashRegister, register_id, venue_id, "La caja no existe.", "register.not_found"
+        )
         return load_config(register.printer_config)
 
     def _require_printer(self, config: PrinterConfig) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import open_incident, record
 from ..clock import utcnow
+from ..db.lookup import get_in_venue
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..jornadas.models import Jornada
 from ..money import MAX_AMOUNT, format_clp, parse_amount
@@ -200,9 +201,7 @@ async def open_session(
             raise Conflict("Esta apertura ya se usó en otra caja.", code="session.key_reused")
         return session_out(existing)
     venue = await _venue(s, venue_id)
-    register = await s.get(CashRegister, register_id)
-    if register is None or register.venue_id != venue_id:
-        raise NotFound("La caja no existe.", code="register.not_found")
+    register = await get_in_venue(s, CashRegister, register_id, venue_id, "La caja no existe.", "register.not_found")
     if not register.active:
         raise Conflict(f"La caja {register.name} está desactivada.", code="register.inactive")
     if register.operational_status != "active":

@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import record
 from ..clock import utcnow
-from ..errors import AuthFailed, Conflict, NotFound, RateLimited, ValidationFailed
+from ..db.lookup import get_in_venue
+from ..errors import AuthFailed, Conflict, RateLimited, ValidationFailed
 from ..permissions import controls_from
 from ..venues.models import Venue
 from . import throttle
@@ -245,9 +246,7 @@ async def users_with_known_secrets(s: AsyncSession, known: dict[str, list[str]])
 
 
 async def get_user(s: AsyncSession, venue_id: int, user_id: int) -> UserOut:
-    user = await s.get(User, user_id)
-    if user is None or user.venue_id != venue_id:
-        raise NotFound("El usuario no existe.", code="user.not_found")
+    user = await get_in_venue(s, User, user_id, venue_id, "El usuario no existe.", "user.not_found")
     return user_out(user)
 
 
@@ -286,9 +285,7 @@ async def update_user(
     remove_authorization: bool = False,
 ) -> UserOut:
     """Change a user. A new role, a deactivation or a new password/PIN end the user's open web sessions."""
-    user = await s.get(User, user_id)
-    if user is None or user.venue_id != venue_id:
-        raise NotFound("El usuario no existe.", code="user.not_found")
+    user = await get_in_venue(s, User, user_id, venue_id, "El usuario no existe.", "user.not_found")
     new_role = role or user.role
     _check_fields(user.username, display_name if display_name is not None else user.display_name, new_role)
     changes: dict[str, object] = {}
@@ -342,9 +339,7 @@ async def update_user(
 
 async def logout_everywhere(s: AsyncSession, venue_id: int, user_id: int, *, actor_id: int | None) -> UserOut:
     """End every web session of the user, on every device (their next request goes to the login)."""
-    user = await s.get(User, user_id)
-    if user is None or user.venue_id != venue_id:
-        raise NotFound("El usuario no existe.", code="user.not_found")
+    user = await get_in_venue(s, User, user_id, venue_id, "El usuario no existe.", "user.not_found")
     user.credentials_version = (user.credentials_version or 1) + 1
     await record(
         s, venue_id=venue_id, user_id=actor_id, action="user.logged_out_everywhere", entity="user", entity_id=user_id
