@@ -22,6 +22,7 @@ from caja_core.sales import service as sales
 from caja_core.sales.models import Sale
 from caja_core.sessions import service as sessions
 from caja_core.settings import load_settings
+from caja_core.testing.waiting import wait_until
 from caja_getnet.protocol import Command
 from caja_getnet.simulator import TEST_ACCOUNT_NUMBER, Simulator
 from caja_web.app import create_app
@@ -188,7 +189,7 @@ async def test_agent_killed_mid_sale_and_restarted_pays_once(stack):
     await stack.until(sale_id, lambda p: p.state == "awaiting", 15)
     agent.send_signal(signal.SIGKILL)
     await agent.wait()
-    await asyncio.sleep(2.5)  # the terminal finishes the sale with nobody listening
+    await wait_until(stack.sim.tickets, timeout_s=15, what="the terminal finishing the sale with nobody listening")
     progress = await stack.orchestrator.poll(stack.venue.venue_id, sale_id)
     assert not progress.paid  # nothing is guessed while the agent is away
     await stack.start_agent()

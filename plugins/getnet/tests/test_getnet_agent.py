@@ -318,7 +318,7 @@ async def test_agent_killed_mid_sale_loses_no_result_and_never_repeats_the_sale(
         await _until(lambda: api.progress.get(sale), 20, "la venta empezó")
         proc.send_signal(signal.SIGKILL)  # the register PC loses power mid-sale
         await proc.wait()
-        await asyncio.sleep(1.5)  # the terminal finishes the sale with nobody listening
+        await _until(sim.tickets, 15, "el terminal terminó la venta sin nadie escuchando")
         restarted = await start_agent(url, pty_path, state, token_file)
         result = await api.result_of(sale)
         assert result["AgentError"] == "in_doubt"  # reported, not lost and not guessed
