@@ -138,7 +138,7 @@ ProgressCallback = Callable[[Progress], Awaitable[None]]
 class ChargeRequest(msgspec.Struct, frozen=True, kw_only=True):
     attempt_id: int
     ticket: str  # unique per device until its batch close: the idempotency key
-    amount: int  # whole CLP
+    amount: int  # whole CLP, the tip included
     register_id: int
     register_code: str
     venue_id: int
@@ -147,6 +147,7 @@ class ChargeRequest(msgspec.Struct, frozen=True, kw_only=True):
     employee_id: str | None = None
     reference: str | None = None  # short human reference for manual providers
     card: CardData | None = None  # known card data (refund/return by authorization code)
+    tip: int = 0  # the part of ``amount`` that is the customer's tip (for devices that record it apart)
 
 
 class WebhookNotice(msgspec.Struct, frozen=True, kw_only=True):

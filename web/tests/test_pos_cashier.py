@@ -236,3 +236,49 @@ def test_the_session_report_says_who_discounted_how_much_why_and_who_authorized(
     for text in ("Toda la venta", "90 %", "$5.400", "Trago mal servido", "Cajera", "Supervisora"):
         expect(row).to_contain_text(text)
     expect(boss.locator("#per-cashier")).to_contain_text("$5.400 (1)")
+
+
+# ---- tips -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("viewport", ["1024x768", "390x844"])
+def test_the_suggested_tip_in_one_tap_paid_in_cash_with_its_change(browser, site, viewport):
+    c = cashier_at(browser, site, VIEWPORTS[viewport])
+    page = c.page
+    c.product("Piscola")
+    expect(page.locator("#cart-count")).to_contain_text("1 artículo")
+    c.tap("#checkout")
+    expect(page.locator("#sale-total")).to_have_text("$6.000")
+    c.tap("#tip-suggested")  # 10 % of $6.000
+    expect(page.locator("#sale-total")).to_have_text("$6.600")
+    expect(page.locator("#tip-included")).to_contain_text("$600")
+    expect(page.locator("#cash-exact")).to_contain_text("$6.600")
+    c.type("#cash_received", "10000")
+    c.key("Enter")
+    expect(page.locator("#outcome")).to_contain_text("PAGADO")
+    expect(page.locator("#change-big")).to_contain_text("$3.400")
+    expect(page.locator("#receipt-tip")).to_contain_text("$600")
+    expect(page.locator("#receipt")).to_contain_text("Total pagado")
+
+
+def test_another_tip_or_none_then_card(browser, site, terminal):
+    c = cashier_at(browser, site)
+    page = c.page
+    c.product("Cerveza")
+    expect(page.locator("#cart-count")).to_contain_text("1 artículo")
+    c.tap("#checkout")
+    c.tap("#tip-other summary")
+    c.type("#tip-input", "9000")  # more than the sale: a slip
+    c.tap("#apply-tip")
+    expect(page.locator("#panel .field-error")).to_contain_text("no puede superar el total")
+    c.type("#tip-input", "500")
+    c.tap("#apply-tip")
+    expect(page.locator("#sale-total")).to_have_text("$4.000")
+    c.tap("#tip-remove")  # the customer changed their mind: no tip
+    expect(page.locator("#sale-total")).to_have_text("$3.500")
+    c.tap("#tip-suggested")
+    expect(page.locator("#sale-total")).to_have_text("$3.850")
+    c.tap("#pay-card")
+    expect(page.locator("#outcome")).to_contain_text("APROBADO")
+    expect(page.locator("#outcome")).to_contain_text("$3.850")
+    assert list(terminal.ledger.values()) == [3850] and list(terminal.tips.values()) == [350]

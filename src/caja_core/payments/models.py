@@ -46,6 +46,8 @@ class PaymentAttempt(Base):
     device_key: Mapped[str] = mapped_column(String(160))
     role: Mapped[str] = mapped_column(String(10))  # primary / backup
     amount: Mapped[int] = mapped_column(BigInteger)
+    #: The part of ``amount`` that is the customer's tip (sent to terminals that take it apart).
+    tip: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     ticket: Mapped[str] = mapped_column(String(40))
     reference: Mapped[str | None] = mapped_column(String(40), nullable=True)  # short reference (manual)
     state: Mapped[str] = mapped_column(String(20), default="created")

@@ -447,6 +447,7 @@ class PaymentOrchestrator:
             attempt_id=a.id,
             ticket=a.ticket,
             amount=a.amount,
+            tip=a.tip or 0,
             register_id=a.register_id,
             register_code=register.code,
             venue_id=a.venue_id,
@@ -580,7 +581,7 @@ class PaymentOrchestrator:
                         )
                     provider = self.registry.get(chosen)
                     settings = self._settings(register, provider)
-                    amount = self._check_amount(sale.total, provider)
+                    amount = self._check_amount(sale.total + (sale.tip or 0), provider)  # the tip is charged too
                     device_key = provider.device_key(settings, register.code)
                     now = self.clock.now()
                     blocked_message = ""
@@ -607,6 +608,7 @@ class PaymentOrchestrator:
                         device_identity=known.identity if known else None,
                         role="primary",
                         amount=amount,
+                        tip=sale.tip or 0,
                         ticket=await self.tickets.allocate(s),
                         active=not blocked_message,
                         started_by=user_id,
@@ -850,7 +852,7 @@ class PaymentOrchestrator:
     ) -> tuple[PaymentAttempt, _Flight | None]:
         provider = self.registry.get(register.backup_provider)
         settings = self._settings(register, provider)
-        amount = self._check_amount(sale.total, provider)
+        amount = self._check_amount(sale.total + (sale.tip or 0), provider)  # the tip is charged too
         device_key = provider.device_key(settings, register.code)
         now = self.clock.now()
         manual = Capability.MANUAL in capabilities_of(provider, settings)
@@ -866,6 +868,7 @@ class PaymentOrchestrator:
             device_identity=known.identity if known else None,
             role="backup",
             amount=amount,
+            tip=sale.tip or 0,
             ticket=await self.tickets.allocate(s),
             active=True,
             started_by=user_id,

@@ -108,6 +108,8 @@ class VenueControls(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     cash_out_limit: int = 20_000
     #: A cashier's discounts on one sale above this, in all, need a supervisor's authorization (CLP).
     discount_limit: int = 5_000
+    #: The tip the POS suggests, in percent of the sale's total (0: no suggestion).
+    suggested_tip_percent: int = 10
     #: Digits of the cashiers' and supervisors' PINs.
     pin_length: int = 6
     #: How long an authorization given at the register stays usable.
@@ -118,6 +120,8 @@ class VenueControls(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("cash_out_limit")
         if not 0 <= self.discount_limit <= MAX_AMOUNT:
             raise ValueError("discount_limit")
+        if not 0 <= self.suggested_tip_percent <= 100:
+            raise ValueError("suggested_tip_percent")
         if not 6 <= self.pin_length <= 8:
             raise ValueError("pin_length")
         if not 1 <= self.authorization_minutes <= 60:

@@ -79,7 +79,7 @@ async def set_controls(s: AsyncSession, venue_id: int, *, actor_id: int | None, 
     except (msgspec.ValidationError, ValueError) as exc:
         raise ValidationFailed(
             "Revise los límites: retiro máximo y descuento máximo sin autorización entre $0 y $50.000.000, "
-            "PIN de 6 a 8 dígitos, "
+            "propina sugerida de 0 a 100 %, PIN de 6 a 8 dígitos, "
             "autorización válida de 1 a 60 minutos.",
             code="controls.invalid",
         ) from exc

@@ -74,6 +74,7 @@ class SaleData(msgspec.Struct, kw_only=True):
     discount_total: int = 0
     sale_discount: int = 0
     sale_discount_label: str = ""
+    tip: int = 0
 
 
 async def load_sale(s: AsyncSession, venue_id: int, sale_id: int) -> SaleData:
@@ -144,6 +145,7 @@ async def load_sale(s: AsyncSession, venue_id: int, sale_id: int) -> SaleData:
         discount_total=sale.discount_total or 0,
         sale_discount=whole.amount if whole else 0,
         sale_discount_label=discount_label(whole) if whole else "",
+        tip=sale.tip or 0,
         cards=[
             CardLine(
                 provider_id=a.provider_id,
@@ -207,6 +209,9 @@ def sale_receipt(
             doc.add(data.sale_discount_label, f"-{format_clp(data.sale_discount)}")
     if config.print_total or public:
         doc.add("TOTAL", format_clp(data.total), style="big")
+        if data.tip:
+            doc.add("Propina", format_clp(data.tip))
+            doc.add("Total pagado", format_clp(data.total + data.tip), style="bold")
     if data.no_revenue:
         doc.add("CORTESÍA (sin cobro)", align="center", style="bold")
         if data.courtesy_reason:
@@ -298,6 +303,9 @@ def session_report(
     doc.add(f"Anuladas ({c.cancelled_count})", format_clp(c.cancelled_total))
     if c.discount_count:
         doc.add(f"Descuentos ({c.discount_count})", format_clp(c.discount_total))
+    if c.tip_count:
+        doc.add(f"Propinas ({c.tip_count})", format_clp(c.tip_total))
+        doc.add("  en efectivo", format_clp(c.cash_tip_total))
     doc.add("Ingresos de efectivo", format_clp(c.cash_in_total))
     doc.add("Retiros de efectivo", format_clp(c.cash_out_total))
     doc.add("Pagos principal / respaldo", f"{c.primary_count} / {c.backup_count}")
@@ -338,6 +346,9 @@ def jornada_report(
     doc.add(f"Anuladas ({t['cancelled_count']})", format_clp(t["cancelled_total"]))
     if t["discount_count"]:
         doc.add(f"Descuentos ({t['discount_count']})", format_clp(t["discount_total"]))
+    if t["tip_count"]:
+        doc.add(f"Propinas ({t['tip_count']})", format_clp(t["tip_total"]))
+        doc.add("  en efectivo", format_clp(t["cash_tip_total"]))
     doc.add("Ingresos / retiros", f"{format_clp(t['cash_in_total'])} / {format_clp(t['cash_out_total'])}")
     doc.add("Principal / respaldo", f"{t['primary_count']} / {t['backup_count']}")
     doc.add("Diferencias de caja", format_clp(report.differences_total), style="bold")

@@ -116,6 +116,9 @@ class CashierLine(msgspec.Struct, kw_only=True):
     cash_out_total: int = 0
     discount_count: int = 0
     discount_total: int = 0
+    tip_count: int = 0
+    tip_total: int = 0
+    cash_tip_total: int = 0
     #: The cashier's part of the cash differences: their own at close and what they handed over short or over.
     difference: int = 0
 
@@ -355,15 +358,19 @@ async def _cashiers(
             func.coalesce(func.sum(case((Sale.payment_method == "cash", Sale.total), else_=0)), 0),
             func.count(case((Sale.discount_total > 0, Sale.id))),
             func.coalesce(func.sum(Sale.discount_total), 0),
+            func.count(case((Sale.tip > 0, Sale.id))),
+            func.coalesce(func.sum(Sale.tip), 0),
+            func.coalesce(func.sum(case((Sale.payment_method == "cash", Sale.tip), else_=0)), 0),
         )
         .where(Sale.venue_id == venue_id, Sale.session_id.in_(session_ids), paid)
         .group_by(Sale.cashier_id)
     )
-    for user_id, count, total, cash, discounted, discount_total in sold:
+    for user_id, count, total, cash, discounted, discount_total, tipped, tips, cash_tips in sold:
         entry = line(user_id)
         entry.sales_count, entry.sales_total, entry.cash_total = int(count), int(total), int(cash)
         entry.card_total = entry.sales_total - entry.cash_total
         entry.discount_count, entry.discount_total = int(discounted), int(discount_total)
+        entry.tip_count, entry.tip_total, entry.cash_tip_total = int(tipped), int(tips), int(cash_tips)
     voided = await s.execute(
         select(
             Sale.cancelled_by,

@@ -44,6 +44,9 @@ SUMMED = (
     "backup_count",
     "discount_count",
     "discount_total",
+    "tip_count",
+    "tip_total",
+    "cash_tip_total",
 )
 
 

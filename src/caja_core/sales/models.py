@@ -27,6 +27,8 @@ class Sale(Base):
     total: Mapped[int] = mapped_column(BigInteger)  # computed by the server from the items, less discounts
     #: What the discounts took off the items' prices (line and sale discounts): total + discount_total = list price.
     discount_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: The customer's tip, paid with the sale and by the same means; not revenue (kept apart from total).
+    tip: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(16), default="pending_payment")  # pending_payment/paid/cancelled
     payment_method: Mapped[str | None] = mapped_column(String(16), nullable=True)  # cash / card
     provider_id: Mapped[str | None] = mapped_column(String(40), nullable=True)  # who took the money

@@ -91,6 +91,12 @@ class SaleOut(msgspec.Struct, kw_only=True):
     items: list[ItemOut] = msgspec.field(default_factory=list)
     discount_total: int = 0
     discounts: list[DiscountOut] = msgspec.field(default_factory=list)
+    tip: int = 0
+
+    @property
+    def due(self) -> int:
+        """What the customer pays: the total and the tip."""
+        return self.total + self.tip
 
     @property
     def list_total(self) -> int:
@@ -135,6 +141,7 @@ def sale_out(sale: Sale, items: list[SaleItem] | None = None, discounts: list[Sa
             for i in (items or [])
         ],
         discount_total=sale.discount_total or 0,
+        tip=sale.tip or 0,
         discounts=[
             DiscountOut(
                 id=d.id,
@@ -270,6 +277,11 @@ async def _apply_totals(s: AsyncSession, sale: Sale, sign: int) -> None:
             values[t.primary_count] = t.primary_count + sign
         elif sale.paid_via == "backup":
             values[t.backup_count] = t.backup_count + sign
+    if sale.tip and not sale.no_revenue:
+        values[t.tip_count] = t.tip_count + sign
+        values[t.tip_total] = t.tip_total + sign * sale.tip
+        if sale.payment_method == "cash":
+            values[t.cash_tip_total] = t.cash_tip_total + sign * sale.tip
     if sale.discount_total and not sale.no_revenue:
         values[t.discount_count] = t.discount_count + sign
         values[t.discount_total] = t.discount_total + sign * sale.discount_total
@@ -327,14 +339,16 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
             "La venta tiene un pago con tarjeta en curso; cancélelo o espere su resultado.",
             code="sale.payment_in_progress",
         )
+    due = sale.total + (sale.tip or 0)  # the tip is paid with the sale
     received = (
-        sale.total
+        due
         if cash_received in (None, "")
         else parse_amount(cash_received, field="cash_received", label="El efectivo recibido")
     )
-    if received < sale.total:
+    if received < due:
+        what = "el total con propina" if sale.tip else "el total"
         raise ValidationFailed(
-            f"El efectivo recibido ({format_clp(received)}) es menor que el total ({format_clp(sale.total)}).",
+            f"El efectivo recibido ({format_clp(received)}) es menor que {what} ({format_clp(due)}).",
             field="cash_received",
         )
     sale.status = "paid"
@@ -342,7 +356,7 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
     sale.provider_id = "cash"
     sale.paid_via = "cash"
     sale.cash_received = received
-    sale.change_given = received - sale.total
+    sale.change_given = received - due
     sale.paid_at = utcnow()
     await _apply_totals(s, sale, +1)
     await record(
@@ -352,7 +366,7 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
         action="sale.paid",
         entity="sale",
         entity_id=sale.id,
-        payload={"method": "cash", "total": sale.total, "session_id": sale.session_id},
+        payload={"method": "cash", "total": sale.total, "tip": sale.tip or 0, "session_id": sale.session_id},
     )
     return await get_sale(s, venue_id, sale_id)
 

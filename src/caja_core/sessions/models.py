@@ -60,6 +60,10 @@ class CashSession(Base):
     #: Discounts on the paid revenue sales (already out of sales_total): how many sales, how much.
     discount_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     discount_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: Tips on the paid sales (not in sales_total): how many, how much, and how much of it in cash (in the drawer).
+    tip_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    tip_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cash_tip_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     #: Sum of the differences found at handovers (each one belongs to the cashier who handed over).
     handover_difference: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
@@ -75,7 +79,9 @@ class CashSession(Base):
 
     @property
     def expected_cash_now(self) -> int:
-        return self.initial_cash + self.cash_sales_total + self.cash_in_total - self.cash_out_total
+        return (
+            self.initial_cash + self.cash_sales_total + self.cash_tip_total + self.cash_in_total - self.cash_out_total
+        )
 
 
 class SessionTotal(Base):

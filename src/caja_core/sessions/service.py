@@ -72,6 +72,9 @@ class SessionOut(msgspec.Struct, kw_only=True):
     handover_difference: int = 0
     discount_count: int = 0
     discount_total: int = 0
+    tip_count: int = 0
+    tip_total: int = 0
+    cash_tip_total: int = 0
     closed_at: datetime | None = None
     closed_by: int | None = None
     counted_cash: int | None = None
@@ -115,7 +118,7 @@ def session_out(c: CashSession) -> SessionOut:
 
 
 def expected_cash(c: CashSession) -> int:
-    return c.initial_cash + c.cash_sales_total + c.cash_in_total - c.cash_out_total
+    return c.initial_cash + c.cash_sales_total + (c.cash_tip_total or 0) + c.cash_in_total - c.cash_out_total
 
 
 async def _venue(s: AsyncSession, venue_id: int) -> Venue:

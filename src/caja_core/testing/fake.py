@@ -153,6 +153,7 @@ class ScriptableProvider:
         self.default_steps: dict[str, Step] = {}
         self.ledger_store = Ledger(ledger_path)
         self.calls: list[tuple[str, str | None]] = []
+        self.tips: dict[str, int] = {}  # ticket → the tip its charge request carried
         self.in_flight = 0
         self.max_in_flight = 0
 
@@ -226,6 +227,7 @@ class ScriptableProvider:
         if crash_at == "before_send":
             _kill_self()
         self.calls.append(("charge", request.ticket))
+        self.tips[request.ticket] = request.tip
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -391,10 +391,13 @@ def sale_command(
     send_message: bool = True,
     sale_type: int = 0,
     now_iso: str | None = None,
+    tip: int = 0,
 ) -> dict[str, Any]:
+    """A Sale (100). ``amount`` is what the terminal charges, the tip included; ``tip`` (for terminals with
+    tips enabled) tells the terminal which part of it is the tip: it is sent only when there is one."""
     from datetime import datetime
 
-    return {
+    command = {
         "Command": int(Command.SALE),
         "Amount": int(amount),
         "TicketNumber": str(ticket),
@@ -404,6 +407,9 @@ def sale_command(
         "EmployeeId": as_int(employee_id) or 0,  # the SDK's sale call takes an int employee id
         "DateTime": now_iso or datetime.now().replace(microsecond=0).isoformat(),
     }
+    if tip:
+        command["Tip"] = int(tip)
+    return command
 
 
 def simple_command(command: int, **fields: Any) -> dict[str, Any]:

@@ -95,6 +95,14 @@ class GetnetSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     employee_id: Annotated[str, msgspec.Meta(max_length=9, pattern=r"^[0-9]*$"), _t("Id. de empleado")] = ""
     print_on_pos: Annotated[bool, _t("Imprimir en el terminal")] = True
     send_messages: Annotated[bool, _t("Mostrar mensajes del terminal")] = True
+    tips: Annotated[
+        bool,
+        _t(
+            "Propina en el terminal",
+            "El terminal tiene la propina habilitada: caja le envía la propina de la venta en su campo Tip "
+            "(el monto cobrado la incluye siempre).",
+        ),
+    ] = False
     max_message_bytes: Annotated[int, msgspec.Meta(ge=4096, le=16 << 20), _t("Tamaño máximo de mensaje (bytes)")] = (
         1 << 20
     )
@@ -460,6 +468,7 @@ class GetnetProvider:
             employee_id=employee,
             print_on_pos=settings.print_on_pos,
             send_message=settings.send_messages,
+            tip=request.tip if settings.tips else 0,
         )
 
         def accept(data: dict[str, Any]) -> bool:

@@ -158,6 +158,7 @@ class LedgerEntry(msgspec.Struct, kw_only=True):
     real_date: str  # the terminal's local date and time, "YYYY-MM-DDTHH:MM:SS"
     refunded: bool = False
     batch: int = 1  # the batch (between two Close) the sale belongs to
+    tip: int = 0  # the part of the amount that is a tip (the host's Tip field)
 
 
 # --- links: where a session writes ----------------------------------------------------------------------
@@ -606,7 +607,7 @@ class Simulator:
             "CardBrand": entry.card_brand,
             "RealDate": entry.real_date,
             "EmployeeId": 0,
-            "Tip": 0,
+            "Tip": entry.tip,
             "SaleType": 0,
             "PosMode": 1,
             "Cashback": 0,
@@ -644,7 +645,10 @@ class Simulator:
         kind = fault.kind if fault else None
         ticket = str(request.get("TicketNumber") or "")
         amount = request.get("Amount")
-        if not ticket or isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        tip = request.get("Tip", 0)
+        if isinstance(tip, bool) or not isinstance(tip, int) or tip < 0 or (isinstance(amount, int) and tip > amount):
+            tip = -1  # refused below, like a bad amount
+        if not ticket or isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0 or tip < 0:
             response = self._declined(ticket, amount, 10, decline_text(10))
             await self._send(link, self._encode(response))
             await self._finish(link)
@@ -654,7 +658,7 @@ class Simulator:
         try:
             glued_frames: list[bytes] = [RECEIVED] if kind == "glued" else []
             if request.get("SendMessage"):
-                for code in (78, 79, 81, 82):
+                for code in (78, 79, 83, 81, 82) if tip else (78, 79, 81, 82):
                     message = self._encode({"MessageCode": code, "MessageText": SDK_MESSAGE_TEXTS[code]})
                     if kind == "glued":
                         glued_frames.append(message)
@@ -684,7 +688,7 @@ class Simulator:
             charged_amount = amount
             if fault and kind == "different_amount":
                 charged_amount = fault.amount if fault.amount is not None else amount + 1000
-            entry = self._charge(ticket, charged_amount)
+            entry = self._charge(ticket, charged_amount, tip)
             if (
                 fault
                 and kind in ("receipt_then_silence", "disconnect_after_receipt", "unterminated")
@@ -745,11 +749,12 @@ class Simulator:
         if not link.closed and not fault.drop:
             await self._send_final(link, response, None)
 
-    def _charge(self, ticket: str, amount: int) -> LedgerEntry:
+    def _charge(self, ticket: str, amount: int, tip: int = 0) -> LedgerEntry:
         self._operation_id += 1
         entry = LedgerEntry(
             ticket=ticket,
             amount=amount,
+            tip=tip,
             authorization_code=f"{self._rng.randrange(10**6):06d}",
             operation_id=self._operation_id,
             card_brand=self._rng.choice(["VI", "MC"]),
@@ -801,6 +806,9 @@ class Simulator:
             if not entry.refunded:
                 out["TxCount"] += 1
                 out["TxTotal"] += entry.amount
+                if entry.tip:
+                    out["CountTips"] += 1
+                    out["TotalTips"] += entry.tip
         return out
 
     def parameters(self) -> dict[str, Any]:

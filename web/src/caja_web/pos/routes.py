@@ -20,7 +20,7 @@ from caja_core.ops import contingency
 from caja_core.permissions import Action
 from caja_core.permissions import service as permissions
 from caja_core.registers import service as registers
-from caja_core.sales import discounts
+from caja_core.sales import discounts, tips
 from caja_core.sales import screen as screens
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
@@ -480,7 +480,10 @@ async def sale_context(web: Web, sale_id: int) -> dict:
     ctx = {"sale": sale, "progress": progress, "state": pos_state(web)}
     if panel_template(ctx) == "pos/_pay.html":  # the payment choice offers only what the register's mode allows
         ctx["contingency"] = await register_mode(web, sale.register_id)
-        ctx["discount_limit"] = (await web.call(permissions.get_controls, web.venue_id)).discount_limit
+        controls = await web.call(permissions.get_controls, web.venue_id)
+        ctx["discount_limit"] = controls.discount_limit
+        ctx["tip_percent"] = controls.suggested_tip_percent
+        ctx["suggested_tip"] = tips.suggested_tip(sale.total, controls.suggested_tip_percent)
     return ctx
 
 
@@ -582,6 +585,21 @@ async def add_discount(request: Request, sale_id: FromPath[int], data: Annotated
             line=form_int(data.line) or None,
             authorization_id=grant,
         )
+    return await payment_view(web, sale_id)
+
+
+class TipForm(msgspec.Struct, kw_only=True):
+    tip: str = ""
+
+
+@post("/venta/{sale_id:int}/propina")
+async def set_tip(request: Request, sale_id: FromPath[int], data: Annotated[TipForm, FORM]) -> Template:
+    """The sale's tip (the suggested one in one tap, another amount, or $0), before it is paid."""
+    web = Web(request)
+    async with web.form(
+        "pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data), tip_open=True
+    ):
+        await web.venue_call(tips.set_tip, sale_id=sale_id, user_id=web.user_id, amount=data.tip)
     return await payment_view(web, sale_id)
 
 
@@ -927,6 +945,7 @@ router = Router(
         pay_card,
         add_discount,
         remove_discount,
+        set_tip,
         cancel_payment,
         start_backup,
         confirm_backup,
