@@ -152,6 +152,7 @@ async def check_all(db: Database, venue: Venue, terminals: list[Terminal], stats
                  coalesce(sum(total) FILTER (WHERE status = 'paid' AND NOT no_revenue), 0) AS sales_total,
                  count(*) FILTER (WHERE status = 'paid' AND payment_method = 'cash') AS cash_n,
                  coalesce(sum(total) FILTER (WHERE status = 'paid' AND payment_method = 'cash'), 0) AS cash_t,
+                 coalesce(sum(tip) FILTER (WHERE status = 'paid' AND payment_method = 'cash'), 0) AS cash_tip,
                  coalesce(sum(total) FILTER (WHERE status = 'paid' AND payment_method = 'card'), 0) AS card_t,
                  count(*) FILTER (WHERE status = 'paid' AND paid_via = 'primary') AS prim,
                  count(*) FILTER (WHERE status = 'paid' AND paid_via = 'backup') AS back,
@@ -168,7 +169,9 @@ async def check_all(db: Database, venue: Venue, terminals: list[Terminal], stats
           OR c.card_sales_total != coalesce(s.card_t, 0) OR c.primary_count != coalesce(s.prim, 0)
           OR c.backup_count != coalesce(s.back, 0) OR c.cancelled_count != coalesce(s.canc, 0)
           OR c.cash_in_total != coalesce(m.cin, 0) OR c.cash_out_total != coalesce(m.cout, 0)
-          OR c.expected_cash != c.initial_cash + coalesce(s.cash_t, 0) + coalesce(m.cin, 0) - coalesce(m.cout, 0)
+          OR c.cash_tip_total != coalesce(s.cash_tip, 0)
+          OR c.expected_cash != c.initial_cash + coalesce(s.cash_t, 0) + coalesce(s.cash_tip, 0) + coalesce(m.cin, 0)
+                                - coalesce(m.cout, 0)
           OR c.difference != c.counted_cash - c.expected_cash)""",
         v=venue.venue_id,
     )

@@ -4,7 +4,9 @@ threshold), a suggested tip."""
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 from conftest import ProvidersPlugin
@@ -80,6 +82,14 @@ def add_products(site: LiveSite) -> None:
             await catalog.create_product(s, venue_id=site.setup.venue_id, category_id=category, name=name, price=price)
 
     core(site, work)
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    """Where screenshots go: $CAJA_SCREENSHOTS (docs/screenshots/ when refreshing the docs), else a temporary dir."""
+    target = Path(os.environ.get("CAJA_SCREENSHOTS") or tmp_path / "screenshots")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def cashier_at(browser, site, size=(1024, 768)) -> Cashier:
@@ -170,7 +180,7 @@ def discount(c: Cashier, line: str, kind: str, value: str, reason: str) -> None:
 
 
 @pytest.mark.parametrize("viewport", ["1024x768", "390x844"])
-def test_a_discount_with_its_reason_and_a_supervisor_above_the_limit(browser, site, viewport):
+def test_a_discount_with_its_reason_and_a_supervisor_above_the_limit(browser, site, viewport, shots):
     c = cashier_at(browser, site, VIEWPORTS[viewport])
     page = c.page
     c.product("Cerveza")
@@ -194,6 +204,9 @@ def test_a_discount_with_its_reason_and_a_supervisor_above_the_limit(browser, si
     c.tap("#apply-discount")
     expect(page.locator("#sale-total")).to_have_text("$3.300")
     expect(page.locator("#pay-items")).to_contain_text("Subtotal")
+    c.tap("#tip-suggested")  # the suggested tip is 10 % of the discounted total
+    expect(page.locator("#sale-total")).to_have_text("$3.630")
+    page.screenshot(path=shots / f"pos-descuento-propina-{viewport}.png")
 
     c.tap("#cash-exact")
     expect(page.locator("#outcome")).to_contain_text("PAGADO")
@@ -201,6 +214,7 @@ def test_a_discount_with_its_reason_and_a_supervisor_above_the_limit(browser, si
     expect(receipt).to_contain_text("Descuento 10 % · Happy hour")
     expect(receipt).to_contain_text("Descuento · Cumpleaños")
     expect(receipt).to_contain_text("$3.300")
+    expect(page.locator("#receipt-tip")).to_contain_text("$330")
 
 
 def test_the_session_report_says_who_discounted_how_much_why_and_who_authorized(browser, site):
