@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -22,6 +22,7 @@ from caja_getnet.protocol import Command
 
 from .stack import (
     POLICY,
+    TERMINAL,
     Stack,
     checkout,
     edit_terminal,
@@ -194,6 +195,44 @@ async def test_31_a_spare_plugged_in_where_the_dead_terminal_was_is_no_proof_eit
     assert len(dead.charged()) == 2 and dead.charged()[attempt.ticket] == attempt.amount
 
 
+async def test_31_a_spare_at_the_same_address_is_never_taken_for_the_terminal_of_its_first_sale(stack):
+    """The first sale ever on a terminal ends in doubt; the dead unit is replaced by a spare at the very same
+    address. The spare says it never saw the ticket — but it is not the terminal the sale went to (caja asked
+    the terminal who it was before its first charge), so that is no proof and the backup is not offered."""
+    dead = await stack.simulator("SN-ORIGINAL")
+    await stack.build(dead)
+    app = await stack.instance()
+    cashier = await app.cashier()
+    await open_session(cashier, stack)
+    sale_id = await charged_in_doubt(stack, cashier, dead)
+    (attempt,) = await attempts(stack, sale_id)
+    sent = attempt.sent_at.replace(tzinfo=UTC)
+    spare = await stack.simulator("SN-REPUESTO", port=dead.port_to_restore)
+
+    def asked() -> int:
+        return len([c for c in spare.commands if c["Command"] in DETAILS])
+
+    async def a_sale_would_have_ended():  # past the terminal's own limit, "not in its list" would count as proof
+        return datetime.now(UTC) - sent > timedelta(seconds=TERMINAL["sale_timeout_s"] + 1)
+
+    await wait_for(a_sale_would_have_ended, "the terminal's sale limit passes", timeout_s=60)
+    before = asked()
+
+    async def asked_twice_more_or_settled():
+        (a,) = await attempts(stack, sale_id)
+        return asked() >= before + 4 or a.state not in ("in_doubt", "reconciling")
+
+    await wait_for(asked_twice_more_or_settled, "reconciliation asks at the address")
+    page = await progress(cashier, sale_id)
+    assert "EN DUDA" in page and "Cobrar con respaldo" not in page, text_of(page)[:300]
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state in ("in_doubt", "reconciling") and await sale_status(stack, sale_id) == "pending_payment"
+    r = await cashier.post(f"/caja/venta/{sale_id}/respaldo", htmx=True)
+    assert r.status_code == 409 and "posible doble cobro" in text_of(r.text)
+    assert dead.charged() == {attempt.ticket: attempt.amount} and spare.charged() == {}
+    assert attempt.device_identity == "getnet:SN-ORIGINAL"
+
+
 # 32 ---------------------------------------------------------------------------------------------------------
 async def test_32_reaching_the_terminal_at_another_address_never_lets_an_old_charge_pay_a_new_sale(stack):
     sim = await stack.simulator()
@@ -322,6 +361,32 @@ async def test_33_a_batch_close_is_refused_while_the_terminal_has_a_payment_in_d
     async with stack.db.reader() as s:
         audit = (await s.execute(select(AuditEvent).where(AuditEvent.action == "terminal.batch_closed"))).scalar_one()
     assert audit.payload["count"] == 1
+
+
+async def test_33_a_batch_close_through_another_address_of_the_terminal_is_refused_too(stack):
+    """The terminal with a payment in doubt is reached at another address (another port, a new IP) while the
+    address the payment went to does not answer: the close asks the device who it is, cannot rule out that the
+    payment in doubt is on it, and refuses; the proof stays."""
+    sim = await stack.simulator()
+    await stack.build(sim)
+    app = await stack.instance()
+    cashier, admin = await app.cashier(), await app.staff("admin")
+    await open_session(cashier, stack)
+    sale_id = await charged_in_doubt(stack, cashier, sim)
+    _, other_port = await sim.start_tcp()  # the address the payment was sent to stays dead
+    other = {**stack.settings_for(sim), "port": other_port}
+    with pytest.raises(Conflict) as refused:  # ``caja getnet close --tcp 127.0.0.1:<other port>``
+        await terminal_ops.close_device_batch(stack.db, stack.registry, "getnet", other)
+    assert refused.value.code == "terminal.close_refused" and "Intento #" in refused.value.message
+    # The admin points the register at that address and presses the close on its page: refused as well.
+    await edit_terminal(admin, stack, port=other_port)
+    r = await admin.post(f"/admin/terminales/{stack.setup.register_id}/cierre-lote")
+    assert r.status_code == 409 and "cobros sin resolver" in text_of(r.text), text_of(r.text)[:400]
+    assert Command.CLOSE not in sim.command_codes()
+    await revive(sim)
+    await shows(cashier, sale_id, 'id="receipt"')  # reconciliation still finds the charge: paid once
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state == "approved" and sim.charged() == {attempt.ticket: attempt.amount}
 
 
 # 35 + 38 ----------------------------------------------------------------------------------------------------

@@ -1557,12 +1557,15 @@ class PaymentOrchestrator:
         attempt_id = flight.attempt_id
         release = True
         try:
+            identity = await self._identity_before_first_send(attempt_id)
             async with self.db.session() as s:
                 a = await self._attempt(s, attempt_id, lock=True)
                 if a.state != lc.CREATED or a.fence != flight.token:
                     return
                 call = await self._call(s, a)
                 lc.apply(a, lc.decide(lc.AttemptView(state=a.state), lc.Event.SEND), self.clock.now())
+                if a.device_identity is None and identity is not None:
+                    a.device_identity = identity
                 a.sent_at = self.clock.now()
 
             async def on_progress(p: Progress) -> None:
@@ -2251,6 +2254,38 @@ class PaymentOrchestrator:
             done = self._reconciling.pop(attempt_id, None)
             if done is not None:
                 done.set()
+
+    async def _identity_before_first_send(self, attempt_id: int) -> str | None:
+        """The identity of a device caja has never identified, asked before its first charge is sent: if that
+        charge ends in doubt, reconciliation must be able to tell the device it went to from another one put
+        at the same address (a spare). None when the device is known, cannot say, or does not answer (then
+        the charge goes on as before)."""
+        async with self.db.reader() as s:
+            a = await self._attempt(s, attempt_id)
+            if a.state != lc.CREATED or a.device_identity is not None:
+                return None
+            call = await self._call(s, a)
+        identify = getattr(call.provider, "identify", None)
+        if Capability.IDENTIFY not in capabilities_of(call.provider, call.settings) or not callable(identify):
+            return None
+        if call.ctx.agent is not None:
+            return None  # behind a register agent: its line is the agent's to use
+        try:
+            found: DeviceIdentity = await asyncio.wait_for(
+                identify(call.settings, call.ctx), self.clock.timer(self.status_timeout_s)
+            )
+        except Exception:  # noqa: BLE001 - the charge itself will meet the same device
+            log.info("device %s did not say who it is before its first charge", call.request.device_key)
+            return None
+        async with self.db.session() as s:
+            await devices.remember_identity(
+                s,
+                provider_id=call.provider.id,
+                device_key=call.request.device_key,
+                identity=found,
+                now=self.clock.now(),
+            )
+        return found.identity
 
     async def _identify_if_stale(self, call: _Call) -> None:
         """After a sale the device answered (its lease still held), ask it who it is when caja never asked or

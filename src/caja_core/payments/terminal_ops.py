@@ -5,6 +5,9 @@
 
 * it takes the device's lease (no charge can be in flight while it closes) and refuses while the device has an
   attempt in flight or in doubt, listing them (``terminal.close_refused``): those still need that list;
+* it asks the device who it is (when the provider can): the address is not the device, and one terminal may
+  be reached at another address than its attempts were sent to; attempts in doubt on it under any address, or
+  at an address that cannot say which device answers there, refuse the close as well;
 * it records the close with the device's totals (``TerminalClose``); reconciliation then never declares an
   attempt sent before a recorded close "not charged" from the device's list alone.
 
@@ -309,8 +312,11 @@ async def close_batch(
         )
     keeper = keeper or LeaseKeeper(clock, f"close-{uuid.uuid4().hex[:8]}")
 
+    elsewhere: list[PaymentAttempt] = []
+
     async def refuse_if_unresolved(s: AsyncSession) -> None:
         pending = await _unresolved_on(s, ref.device_key, ref.identity)
+        pending += [a for a in elsewhere if a.id not in {p.id for p in pending}]
         if pending:
             from .service import describe
 
@@ -325,6 +331,12 @@ async def close_batch(
         await refuse_if_unresolved(s)  # the reason that matters first, even while the device is busy
     try:
         async with hold_device(db, keeper, ref.device_key, purpose="close", check=refuse_if_unresolved):
+            # The address is not the device: the one answering there may be a device caja knows under another
+            # address (another port, a new IP) with a payment in doubt. Ask it who it is, and check again.
+            ref = await _identified(db, provider, settings, ref, clock, agent_channel_factory, timeout_s)
+            elsewhere = await _maybe_this_device(db, provider, ref, clock, timeout_s)
+            async with db.reader() as s:
+                await refuse_if_unresolved(s)
             try:
                 report: TerminalReport = await asyncio.wait_for(
                     close(settings, _ctx(ref, agent_channel_factory)), clock.timer(timeout_s)
@@ -378,6 +390,86 @@ async def close_batch(
             "El terminal está ocupado con un cobro: espere a que termine para hacer el cierre de lote.",
             code="terminal.busy",
         ) from None
+
+
+async def _identified(
+    db: Any,
+    provider: PaymentProvider,
+    settings: Any,
+    ref: TerminalRef,
+    clock: Clock,
+    agent_channel_factory: Callable[[Any], Any] | None,
+    timeout_s: float,
+) -> TerminalRef:
+    """``ref`` with the identity the device gives of itself (remembered for its key), when the provider can ask
+    it; a device that cannot say who it is gets no close."""
+    identify = getattr(provider, "identify", None)
+    ctx = _ctx(ref, agent_channel_factory)
+    if Capability.IDENTIFY not in _caps(provider, settings) or not callable(identify) or ctx.agent is not None:
+        return ref
+    try:
+        found = await asyncio.wait_for(identify(settings, ctx), clock.timer(timeout_s))
+    except Exception as exc:
+        detail = str(exc)[:200] or type(exc).__name__
+        raise Conflict(
+            f"No se hace el cierre de lote: el terminal no dijo quién es ({detail}), y caja no puede saber si tiene "
+            "cobros sin resolver. Revise el terminal antes de reintentar.",
+            code="terminal.close_failed",
+        ) from exc
+    async with db.session() as s:
+        await devices.remember_identity(
+            s, provider_id=ref.provider_id, device_key=ref.device_key, identity=found, now=clock.now()
+        )
+    return msgspec.structs.replace(ref, identity=found.identity, label=found.label or found.identity or ref.label)
+
+
+async def _maybe_this_device(
+    db: Any, provider: PaymentProvider, ref: TerminalRef, clock: Clock, timeout_s: float
+) -> list[PaymentAttempt]:
+    """Attempts in flight or in doubt that were sent to this device under another address before caja knew who
+    it was: the devices at those addresses are asked who they are; one that says it is this device, or cannot
+    say (it may be this one, moved), keeps its attempts in the way of the close."""
+    identify = getattr(provider, "identify", None)
+    if not ref.identity or not callable(identify):
+        return []
+    from ..agents.service import uses_agent
+
+    async with db.reader() as s:
+        rows = list(
+            (
+                await s.execute(
+                    select(PaymentAttempt)
+                    .where(
+                        PaymentAttempt.provider_id == ref.provider_id,
+                        PaymentAttempt.device_key != ref.device_key,
+                        PaymentAttempt.device_identity.is_(None),
+                        PaymentAttempt.state.in_((*lc.IN_FLIGHT, *lc.DOUBTFUL)),
+                    )
+                    .order_by(PaymentAttempt.id)
+                )
+            ).scalars()
+        )
+        known = {a.device_key: await devices.known_device(s, a.device_key) for a in rows}
+    found: list[PaymentAttempt] = []
+    said: dict[str, str | None] = {}
+    for a in rows:
+        if uses_agent({a.provider_id: a.device_settings or {}}):
+            continue  # a register agent's own device: not reached over an address
+        if a.device_key not in said:
+            row = known.get(a.device_key)
+            if row is not None and row.identity:
+                said[a.device_key] = row.identity
+            else:
+                try:
+                    settings = validate_settings(provider, a.device_settings or {})
+                    ctx = ProviderContext(register_id=a.register_id or 0, venue_id=a.venue_id or 0, agent=None)
+                    answer = await asyncio.wait_for(identify(settings, ctx), clock.timer(min(timeout_s, 15.0)))
+                    said[a.device_key] = answer.identity
+                except Exception:  # noqa: BLE001 - it cannot say: it may be this very device
+                    said[a.device_key] = None
+        if said[a.device_key] in (None, ref.identity):
+            found.append(a)
+    return found
 
 
 async def close_device_batch(
