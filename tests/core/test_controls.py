@@ -305,6 +305,54 @@ async def test_cash_out_above_the_venue_limit_needs_a_supervisor_for_that_amount
         await cash_out(1_000)
 
 
+async def test_the_cash_out_limit_adds_up_a_cashiers_withdrawals_in_the_session(any_db, setup):
+    """Found: five withdrawals of $20.000 each took $100.000 out of a drawer with no supervisor."""
+    sess = await open_session(any_db, setup, initial_cash=200_000)
+
+    async def cash_out(amount, grant=None):
+        async with any_db.session() as s:
+            return await sessions.add_cash_movement(
+                s,
+                venue_id=setup.venue_id,
+                session_id=sess.id,
+                kind="out",
+                amount=amount,
+                reason="Retiro a caja fuerte",
+                user_id=setup.cashier_id,
+                authorization_id=grant,
+            )
+
+    await cash_out(15_000)
+    await cash_out(5_000)
+    with pytest.raises(SupervisorRequired):  # $20.000 already out without a supervisor
+        await cash_out(1_000)
+    grant = await authorize(
+        any_db,
+        venue_id=setup.venue_id,
+        action=Action.CASH_OUT,
+        actor_id=setup.cashier_id,
+        code=SUPERVISOR_PIN,
+        session_id=sess.id,
+        amount=1_000,
+    )
+    out = await cash_out(1_000, grant)
+    assert out.cash_out_total == 21_000
+    with pytest.raises(SupervisorRequired):  # an authorized withdrawal does not reset the count
+        await cash_out(1_000)
+    async with any_db.session() as s:  # cash paid in does not raise the limit either
+        await sessions.add_cash_movement(
+            s,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            kind="in",
+            amount=50_000,
+            reason="Sencillo",
+            user_id=setup.cashier_id,
+        )
+    with pytest.raises(SupervisorRequired):
+        await cash_out(1_000)
+
+
 async def test_nobody_approves_the_difference_of_a_drawer_they_hold(any_db, setup):
     async with any_db.session() as s:
         sess = await sessions.open_session(

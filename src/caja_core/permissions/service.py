@@ -249,13 +249,18 @@ async def require(
     sale_id: int | None = None,
     amount: int | None = None,
     authorization_id: int | None = None,
+    threshold_amount: int | None = None,
 ) -> Decision:
     """Whether ``actor_id`` may do ``action`` now: their role's rule in the table, the drawer's holder, and —
-    when the rule asks for it — a supervisor's unused authorization for exactly this, which is consumed."""
+    when the rule asks for it — a supervisor's unused authorization for exactly this, which is consumed.
+    ``threshold_amount`` is what the venue's threshold is compared with when it adds up more than this act
+    (a cash-out: all of the person's unauthorized cash-outs in the session); an authorization still covers
+    ``amount``."""
     actor = await _actor(s, venue_id, actor_id)
     session, _ = await _scope(s, venue_id, action, actor_id, session_id, sale_id)
     controls = await get_controls(s, venue_id)
-    rule = decide(actor.role, action, amount=amount, controls=controls)
+    measured = amount if threshold_amount is None else threshold_amount
+    rule = decide(actor.role, action, amount=measured, controls=controls)
     if rule is Rule.DENY:
         raise Forbidden(f"Su rol no permite: {ACTION_LABELS[action].lower()}.", code="auth.denied")
     if authorization_id is None:

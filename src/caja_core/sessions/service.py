@@ -350,8 +350,9 @@ async def add_cash_movement(
     user_id: int,
     authorization_id: int | None = None,
 ) -> SessionOut:
-    """Cash paid in or out by the drawer's holder. A cash-out above the venue's limit (by a cashier) needs a
-    supervisor's authorization for that amount."""
+    """Cash paid in or out by the drawer's holder. A cashier's cash-outs without a supervisor add up within the
+    session: once they would pass the venue's limit, each further cash-out needs a supervisor's authorization
+    for its amount (splitting a large withdrawal into small ones does not avoid it)."""
     if kind not in ("in", "out"):
         raise ValidationFailed("El movimiento debe ser ingreso o retiro.", field="kind")
     value = parse_amount(amount, field="amount")
@@ -366,6 +367,19 @@ async def add_cash_movement(
             code="session.insufficient_cash",
             field="amount",
         )
+    alone = 0
+    if kind == "out":
+        alone = (
+            await s.scalar(
+                select(func.coalesce(func.sum(CashMovement.amount), 0)).where(
+                    CashMovement.session_id == session_id,
+                    CashMovement.kind == "out",
+                    CashMovement.user_id == user_id,
+                    CashMovement.authorized_by.is_(None),
+                )
+            )
+            or 0
+        )
     decision = await permissions.require(
         s,
         venue_id=venue_id,
@@ -374,6 +388,7 @@ async def add_cash_movement(
         session_id=session_id,
         amount=value,
         authorization_id=authorization_id,
+        threshold_amount=alone + value,
     )
     s.add(
         CashMovement(
