@@ -154,6 +154,12 @@ async def add_sale(s: AsyncSession, sale: Sale, sign: int) -> None:
         products=product_totals((p, int(q or 0), int(t or 0)) for p, q, t in items),
         sign=sign,
     )
+    cash_part = sale.cash_part or 0
+    if cash_part and sale.payment_method != "cash":  # a split payment: each part under its own method
+        quarter["amount"] -= sign * cash_part
+        await s.execute(
+            quarter_stmt, quarter | {"provider_id": "cash", "method": "cash", "count": 0, "amount": sign * cash_part}
+        )
     await s.execute(quarter_stmt, quarter)
     if lines:
         await s.execute(product_stmt, lines)

@@ -581,7 +581,8 @@ class PaymentOrchestrator:
                         )
                     provider = self.registry.get(chosen)
                     settings = self._settings(register, provider)
-                    amount = self._check_amount(sale.total + (sale.tip or 0), provider)  # the tip is charged too
+                    # the tip is charged too; a split payment's cash part is not
+                    amount = self._check_amount(sale.total + (sale.tip or 0) - (sale.cash_part or 0), provider)
                     device_key = provider.device_key(settings, register.code)
                     now = self.clock.now()
                     blocked_message = ""
@@ -852,7 +853,8 @@ class PaymentOrchestrator:
     ) -> tuple[PaymentAttempt, _Flight | None]:
         provider = self.registry.get(register.backup_provider)
         settings = self._settings(register, provider)
-        amount = self._check_amount(sale.total + (sale.tip or 0), provider)  # the tip is charged too
+        # the tip is charged too; a split payment's cash part is not
+        amount = self._check_amount(sale.total + (sale.tip or 0) - (sale.cash_part or 0), provider)
         device_key = provider.device_key(settings, register.code)
         now = self.clock.now()
         manual = Capability.MANUAL in capabilities_of(provider, settings)

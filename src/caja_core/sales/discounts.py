@@ -86,6 +86,10 @@ async def _editable(s: AsyncSession, venue_id: int, sale_id: int, user_id: int) 
             "La venta tiene un pago en curso o cobrado: su total ya no se puede cambiar.",
             code="sale.payment_in_progress",
         )
+    if sale.cash_part:
+        raise Conflict(
+            "Ya se recibió una parte en efectivo: el total ya no se puede cambiar.", code="sale.cash_part_taken"
+        )
     return sale
 
 

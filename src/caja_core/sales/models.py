@@ -37,6 +37,9 @@ class Sale(Base):
     courtesy_reason: Mapped[str] = mapped_column(String(200), default="")
     cash_received: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     change_given: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: A split payment: the part of the total already paid in cash; the rest is paid by card or the backup (its
+    #: attempts charge only the rest) or in cash.
+    cash_part: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

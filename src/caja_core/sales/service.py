@@ -84,6 +84,7 @@ class SaleOut(msgspec.Struct, kw_only=True):
     change_given: int | None
     created_at: datetime
     paid_at: datetime | None
+    cash_part: int = 0
     cancelled_at: datetime | None
     cancel_reason: str
     cancelled_by: int | None = None
@@ -122,6 +123,7 @@ def sale_out(sale: Sale, items: list[SaleItem] | None = None, discounts: list[Sa
         courtesy_reason=sale.courtesy_reason,
         cash_received=sale.cash_received,
         change_given=sale.change_given,
+        cash_part=sale.cash_part or 0,
         created_at=sale.created_at,
         paid_at=sale.paid_at,
         cancelled_at=sale.cancelled_at,
@@ -271,7 +273,11 @@ async def _apply_totals(s: AsyncSession, sale: Sale, sign: int) -> None:
         if sale.payment_method == "cash":
             values[t.cash_sales_count] = t.cash_sales_count + sign
             values[t.cash_sales_total] = t.cash_sales_total + amount
-        else:
+        else:  # a split payment's cash part is cash in the drawer; the rest went to the card
+            cash_part = sign * (sale.cash_part or 0)
+            if cash_part:
+                values[t.cash_sales_total] = t.cash_sales_total + cash_part
+            amount -= cash_part
             values[t.card_sales_total] = t.card_sales_total + amount
         if sale.paid_via == "primary":
             values[t.primary_count] = t.primary_count + sign
@@ -339,14 +345,15 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
             "La venta tiene un pago con tarjeta en curso; cancélelo o espere su resultado.",
             code="sale.payment_in_progress",
         )
-    due = sale.total + (sale.tip or 0)  # the tip is paid with the sale
+    part = sale.cash_part or 0
+    due = sale.total + (sale.tip or 0) - part  # the tip is paid with the sale; a split's cash part is paid
     received = (
         due
         if cash_received in (None, "")
         else parse_amount(cash_received, field="cash_received", label="El efectivo recibido")
     )
     if received < due:
-        what = "el total con propina" if sale.tip else "el total"
+        what = "lo que falta" if part else ("el total con propina" if sale.tip else "el total")
         raise ValidationFailed(
             f"El efectivo recibido ({format_clp(received)}) es menor que {what} ({format_clp(due)}).",
             field="cash_received",
@@ -355,7 +362,7 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
     sale.payment_method = "cash"
     sale.provider_id = "cash"
     sale.paid_via = "cash"
-    sale.cash_received = received
+    sale.cash_received = part + received
     sale.change_given = received - due
     sale.paid_at = utcnow()
     await _apply_totals(s, sale, +1)
@@ -367,6 +374,47 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
         entity="sale",
         entity_id=sale.id,
         payload={"method": "cash", "total": sale.total, "tip": sale.tip or 0, "session_id": sale.session_id},
+    )
+    return await get_sale(s, venue_id, sale_id)
+
+
+async def pay_cash_part(s: AsyncSession, *, venue_id: int, sale_id: int, amount: object, user_id: int) -> SaleOut:
+    """A split payment: part of a pending sale is paid in cash now (the cash goes into the drawer); the rest is
+    then paid by card, the backup or cash, each its own payment. Only while no card payment of the sale is in
+    flight or in doubt, and only once per sale (a second cash part is simply the cash payment of the rest)."""
+    sale = await _locked_sale(s, sale_id, venue_id)
+    if sale.status != "pending_payment":
+        raise Conflict("La venta ya no está por cobrar.", code="sale.not_payable")
+    session = await _open_session(s, venue_id, sale.session_id)
+    permissions.require_holder(session, user_id)
+    register = await s.get(CashRegister, session.register_id)
+    if register is not None and "cash" not in (register.payment_methods or []):
+        raise Conflict("Esta caja no recibe efectivo.", code="sale.method_not_allowed")
+    attempts = (
+        await s.execute(select(PaymentAttempt.state, PaymentAttempt.active).where(PaymentAttempt.sale_id == sale_id))
+    ).all()
+    if any(a.active or a.state in ACTIVE_ATTEMPT_STATES for a in attempts):
+        raise Conflict(
+            "La venta tiene un pago con tarjeta en curso o sin resolver; espere su resultado.",
+            code="sale.payment_in_progress",
+        )
+    if sale.cash_part:
+        raise Conflict("Esta venta ya tiene una parte pagada en efectivo: cobre el resto.", code="sale.cash_part_taken")
+    part = parse_amount(amount, field="cash_part", label="La parte en efectivo")
+    if not 0 < part < sale.total:
+        raise ValidationFailed(
+            f"La parte en efectivo debe ser mayor que $0 y menor que el total ({format_clp(sale.total)}).",
+            field="cash_part",
+        )
+    sale.cash_part = part
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=user_id,
+        action="sale.cash_part",
+        entity="sale",
+        entity_id=sale.id,
+        payload={"cash_part": part, "rest": sale.total - part, "session_id": sale.session_id},
     )
     return await get_sale(s, venue_id, sale_id)
 

@@ -79,6 +79,10 @@ class CashForm(msgspec.Struct, kw_only=True):
     cash_received: str = ""
 
 
+class CashPartForm(msgspec.Struct, kw_only=True):
+    cash_part: str = ""
+
+
 class CancelForm(msgspec.Struct, kw_only=True):
     reason: str = ""
     supervisor_code: str = ""
@@ -544,6 +548,17 @@ async def pay_cash(
     return await payment_view(web, sale_id)
 
 
+@post("/venta/{sale_id:int}/efectivo-parcial")
+async def pay_cash_part(request: Request, sale_id: FromPath[int], data: Annotated[CashPartForm, FORM]) -> Template:
+    """A split payment: part in cash now, the rest by card, the backup or cash."""
+    web = Web(request)
+    async with web.form(
+        "pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data), split_open=True
+    ):
+        await web.venue_call(sales.pay_cash_part, sale_id=sale_id, amount=data.cash_part, user_id=web.user_id)
+    return await payment_view(web, sale_id)
+
+
 @post("/venta/{sale_id:int}/tarjeta")
 async def pay_card(request: Request, sale_id: FromPath[int]) -> Template:
     web = Web(request)
@@ -708,6 +723,11 @@ async def back_to_cart(request: Request, sale_id: FromPath[int]) -> Response:
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
         if state.sale_id != sale_id:
             raise Conflict("Esa venta no es la que se está cobrando en este equipo.", code="pos.not_current_sale")
+        if (await web.call(sales.get_sale, web.venue_id, sale_id)).cash_part:
+            raise Conflict(
+                "Ya se recibió una parte en efectivo: cobre el resto, o anule la venta y devuelva ese efectivo.",
+                code="pos.cash_part_taken",
+            )
         await web.venue_call(
             sales.cancel_sale, sale_id=sale_id, user_id=web.user_id, reason="Pedido modificado antes de pagar"
         )
@@ -721,9 +741,11 @@ async def cancel_sale(request: Request, sale_id: FromPath[int], data: Annotated[
     template = "pos/_receipt.html" if data.panel == "receipt" else "pos/_pay.html"
     async with web.form(template, lambda: sale_context(web, sale_id), form=echo(data), cancel_open=True):
         grant = await web.authorize(Action.VOID_PAID, data.supervisor_code, sale_id=sale_id)
-        await web.venue_call(
+        cancelled = await web.venue_call(
             sales.cancel_sale, sale_id=sale_id, user_id=web.user_id, reason=data.reason, authorization_id=grant
         )
+    if cancelled.cash_part and cancelled.paid_at is None:  # the cash part goes back: the panel says how much
+        return await payment_view(web, sale_id)
     return start_next_sale(web, sale_id)
 
 
@@ -942,6 +964,7 @@ router = Router(
         sale_page,
         payment_progress,
         pay_cash,
+        pay_cash_part,
         pay_card,
         add_discount,
         remove_discount,

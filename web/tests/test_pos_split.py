@@ -1,0 +1,95 @@
+"""Split payments at the POS, in a real Chromium against a real server (1024×768): part in cash, the rest by
+card, the backup or cash; each part its own payment and the session counting each by its method."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+from posbrowser import VIEWPORTS, out_of_view
+from test_pos_night import browser, cashier_at, core, site  # noqa: F401 - shared fixtures
+
+from caja_core.payments.models import PaymentAttempt
+from caja_core.providers import OutcomeKind
+from caja_core.sales import service as sales
+from caja_core.sessions import service as sessions
+from caja_core.testing.fake import FakeProvider, Step, manual_provider
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture
+def terminal():
+    return FakeProvider("fake", "GETNET de prueba")
+
+
+@pytest.fixture
+def backup():
+    return manual_provider("fakebackup", "KLAP de prueba")
+
+
+def night(live) -> dict:
+    async def work(s):
+        from sqlalchemy import select
+
+        session = await sessions.current_session(s, live.setup.venue_id, live.setup.register_id)
+        attempts = (await s.execute(select(PaymentAttempt).order_by(PaymentAttempt.id))).scalars().all()
+        return {
+            "session": session,
+            "sales": await sales.list_sales(s, live.setup.venue_id),
+            "attempts": [(a.amount, a.state) for a in attempts],
+        }
+
+    return core(live, work)
+
+
+def split(c, amount: str) -> None:
+    c.page.click("#split summary")
+    c.type("#split input[name=cash_part]", amount)
+    c.tap("#split-pay")
+    expect(c.page.locator("#split-status")).to_contain_text(f"pagado en efectivo ${int(amount):,}".replace(",", "."))
+
+
+def test_part_in_cash_and_the_rest_by_card_or_in_cash(browser, site, terminal):  # noqa: F811
+    terminal.script("charge", Step(kind=OutcomeKind.APPROVED), Step(kind=OutcomeKind.DECLINED, message="Rechazada"))
+    c = cashier_at(browser, site, VIEWPORTS["1024x768"])
+    page = c.page
+    c.product("Piscola")  # $6.000: $2.000 in cash, the rest by card
+    c.tap("#checkout")
+    expect(page.locator("#split summary")).to_be_visible()
+    assert not out_of_view(page, "#split summary")
+    split(c, "2000")
+    expect(page.locator("#sale-total")).to_have_text("$4.000")
+    assert page.locator("#back-to-cart").count() == 0  # cash was taken: the order is no longer editable
+    c.tap("#pay-card")
+    expect(page.locator("#outcome .headline")).to_have_text("APROBADO")
+    expect(page.locator("#split-cash")).to_contain_text("$2.000")
+    expect(page.locator("#split-card")).to_contain_text("$4.000")
+
+    c.product("Cerveza")  # $3.500: $1.000 in cash, the card declines, the rest in cash with a $5.000 bill
+    c.tap("#checkout")
+    split(c, "1000")
+    c.tap("#pay-card")
+    expect(page.locator("#outcome .headline")).to_have_text("NO SE COBRÓ")
+    expect(page.locator("#cash-exact")).to_contain_text("$2.500")
+    c.tap("[data-bill='5000']")
+    expect(page.locator("#change-big")).to_contain_text("$2.500")
+
+    seen = night(site)
+    assert [(x.total, x.status, x.cash_part) for x in seen["sales"]] == [(3500, "paid", 1000), (6000, "paid", 2000)]
+    assert seen["attempts"] == [(4000, "approved"), (2500, "declined")]  # each card part charges only the rest
+    assert terminal.count("charge") == 2
+    assert seen["session"].cash_sales_total == 2000 + 3500 and seen["session"].card_sales_total == 4000
+
+
+def test_a_split_sale_voided_says_how_much_cash_goes_back(browser, site):  # noqa: F811
+    c = cashier_at(browser, site, VIEWPORTS["1024x768"])
+    page = c.page
+    c.product("Piscola")
+    c.tap("#checkout")
+    split(c, "2500")
+    page.click("details.void summary")
+    page.fill("details.void input[name=reason]", "El cliente se arrepintió")
+    c.tap("details.void button[type=submit]")
+    expect(page.locator("#return-cash")).to_contain_text("Devuelva al cliente $2.500 en efectivo")
+    seen = night(site)
+    assert seen["session"].cash_sales_total == 0 and seen["sales"][0].status == "cancelled"
