@@ -5,8 +5,8 @@
   it at $0. A tip may not be larger than the sale's total (a typing slip, not generosity).
 * The tip is set on the sale while it waits for payment, like a discount: once a card attempt is in flight, in
   doubt or charged, it is fixed. It is paid with the sale and by the same means: cash (``received`` must cover
-  total + tip, the change is what is left) or card (the terminal charges total + tip; GETNET terminals with
-  tips enabled receive it in their Tip field).
+  total + tip, the change is what is left) or card (the terminal charges total + tip; the charge request
+  carries the tip, so a provider whose terminal takes tips passes it on).
 * The sale's ``total`` stays the venue's revenue; the tip is kept apart on the sale and in the session's running
   totals (``tip_count``, ``tip_total``, and ``cash_tip_total``, which is in the drawer and so in the expected cash
   of the blind close).
