@@ -21,6 +21,8 @@ caja approved on it since the last recorded close. Every difference — a charge
 the device does not have, another amount — is recorded (``TerminalCheck``) and opens an incident in the
 jornada (Z report, ``/health``). An approval the device lists for one of caja's attempts that was given up as
 not charged is applied as the late approval it is (the sale is paid, or the duplicate is returned).
+At jornada close a device busy with a charge or with a question already asked is waited for (up to 30 s);
+on demand from the admin a busy device is reported as not checked at once.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ from .models import PaymentAttempt, TerminalCheck, TerminalClose
 log = logging.getLogger("caja.payments.terminals")
 
 DEFAULT_TIMEOUT_S = 90.0
+#: How long the jornada close's check waits for a terminal busy with a charge or a question already asked, and how often it looks.
+BUSY_WAIT_S = 30.0
+BUSY_POLL_S = 0.25
 
 
 class TerminalRef(msgspec.Struct, kw_only=True):
@@ -704,16 +709,26 @@ async def _check_one(
     settings = validate_settings(provider, ref.settings)
     report: TerminalReport | None = None
     message = ""
-    try:
-        async with hold_device(db, keeper, ref.device_key, purpose="check"):
-            report = await asyncio.wait_for(
-                provider.terminal_report(settings, _ctx(ref, agent_channel_factory)),  # type: ignore[attr-defined]
-                clock.timer(timeout_s),
-            )
-    except Busy:
-        message = "Terminal ocupado con un cobro: no se pudo revisar ahora."
-    except Exception as exc:  # noqa: BLE001 - any failure: not checked, and said so
-        message = f"El terminal no respondió ({str(exc)[:150] or type(exc).__name__})."
+    waited_s = 0.0
+    patience_s = BUSY_WAIT_S if trigger == "jornada_close" else 0.0
+    while True:
+        try:
+            async with hold_device(db, keeper, ref.device_key, purpose="check"):
+                report = await asyncio.wait_for(
+                    provider.terminal_report(settings, _ctx(ref, agent_channel_factory)),  # type: ignore[attr-defined]
+                    clock.timer(timeout_s),
+                )
+        except Busy:
+            # A charge or a question already asked holds the terminal. At jornada close wait for it a while (the
+            # reconciliation of a payment just resolved may still be waiting for its answer) before giving up.
+            if waited_s < patience_s:
+                await asyncio.sleep(clock.timer(BUSY_POLL_S))
+                waited_s += BUSY_POLL_S
+                continue
+            message = "Terminal ocupado con un cobro: no se pudo revisar ahora."
+        except Exception as exc:  # noqa: BLE001 - any failure: not checked, and said so
+            message = f"El terminal no respondió ({str(exc)[:150] or type(exc).__name__})."
+        break
     late: list[tuple[int, Outcome]] = []
     async with db.session() as s:
         last = await devices.last_close(s, device_key=ref.device_key, identity=ref.identity)
