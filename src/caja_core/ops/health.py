@@ -139,6 +139,16 @@ async def ping_redis(url: str, *, timeout_s: float = 2.0) -> bool:
             await writer.wait_closed()
 
 
+async def ping_database(db: Database, timeout_s: float = 5.0) -> None:
+    """Return when the database answers a trivial query; raise (driver error or TimeoutError) when it does not."""
+
+    async def probe() -> None:
+        async with db.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    await asyncio.wait_for(probe(), timeout_s)
+
+
 async def _database(db: Database, timeout_s: float) -> str | None:
     """The current migration revision, or raise when the database does not answer."""
 

@@ -87,13 +87,12 @@ class Lifecycle:
 
 async def wait_for_database(db: Any, *, stop: asyncio.Event | None = None) -> None:
     """Return once the database answers; until then try again with back-off, one log line per try."""
-    from sqlalchemy import text
+    from caja_core.ops.health import ping_database
 
     attempt = 0
     while True:
         try:
-            async with db.engine.connect() as conn:
-                await asyncio.wait_for(conn.execute(text("SELECT 1")), 5)
+            await ping_database(db, 5)
         except Exception as exc:  # noqa: BLE001 - any failure: say it in one line and wait
             delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
             attempt += 1
