@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from caja_core.audit.models import AuditEvent, Incident
-from caja_core.errors import Busy, Conflict, Forbidden, ValidationFailed
+from caja_core.errors import Busy, Conflict, Forbidden, NotFound, ValidationFailed
 from caja_core.payments.models import BreakerState, DeviceLease
 from caja_core.payments.service import PaymentOrchestrator, unresolved_attempt_summaries
 from caja_core.providers import OutcomeKind
@@ -202,6 +202,17 @@ async def test_15_a_duplicate_the_provider_cannot_refund_is_a_supervisor_task_th
         await orch.refund_attempt(env.venue_id, primary.id, env.setup.cashier_id)
     with pytest.raises(ValidationFailed):
         await orch.refund_attempt(env.venue_id, primary.id, env.setup.supervisor_id, by_hand=True, note="")
+    # A supervisor authorizing a refund on another sale's screen cannot refund this sale's charge.
+    with pytest.raises(NotFound):
+        await orch.refund_attempt(
+            env.venue_id,
+            primary.id,
+            env.setup.supervisor_id,
+            by_hand=True,
+            note="Anulado, voucher 1",
+            sale_id=sale_id + 1,
+        )
+    assert (await env.attempts(sale_id))[0].state == "refund_due"
     p = await orch.refund_attempt(
         env.venue_id, primary.id, env.setup.supervisor_id, by_hand=True, note="Anulado en el terminal, voucher 443"
     )

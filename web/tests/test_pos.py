@@ -310,6 +310,15 @@ async def test_override_then_late_primary_approval_offers_the_refund(cashier, se
     assert r.status_code == 200, text_of(r.text)
     r = await poll_until(cashier, sale_id, "Cobro duplicado")
     attempt_id = int(re.search(r'name="attempt_id" value="(\d+)"', r.text).group(1))
+    # The charge is refunded only from its own sale's screen: another sale's URL refuses it.
+    other_sale_id, _ = await checkout(cashier, setup, "Agua")
+    r = await cashier.post(
+        f"/caja/venta/{other_sale_id}/devolver",
+        {"attempt_id": attempt_id, "supervisor_code": SUPERVISOR_PIN},
+        htmx=True,
+    )
+    assert r.status_code == 404 and not fakes[0].refunded
+    r = await poll_until(cashier, sale_id, "Cobro duplicado")
     r = await cashier.post(
         f"/caja/venta/{sale_id}/devolver",
         {"attempt_id": attempt_id, "supervisor_code": SUPERVISOR_PIN},

@@ -1094,9 +1094,11 @@ class PaymentOrchestrator:
         *,
         by_hand: bool = False,
         note: str = "",
+        sale_id: int | None = None,
     ) -> PaymentProgress:
         """Return a duplicate charge (an attempt that charged a sale another attempt already paid): through the
-        provider, or — ``by_hand`` — record that the supervisor returned it on the device (with a note)."""
+        provider, or — ``by_hand`` — record that the supervisor returned it on the device (with a note).
+        ``sale_id``, when given, is the sale the supervisor authorized for: an attempt of another sale is refused."""
         from ..audit.service import record
 
         note = _text(note, 300)
@@ -1110,6 +1112,8 @@ class PaymentOrchestrator:
         async with self.db.session() as s:
             await _require_supervisor(s, venue_id, user_id, "anular un cobro duplicado")
             a = await self._attempt(s, attempt_id, venue_id=venue_id, lock=True)
+            if sale_id is not None and a.sale_id != sale_id:
+                raise NotFound("Ese cobro no es de esta venta.", code="payment.refund_other_sale")
             due = a.state == lc.REFUND_DUE or (
                 a.state in (lc.APPROVED, lc.APPROVED_MANUAL) and (a.details or {}).get("refund_offered")
             )

@@ -693,7 +693,7 @@ async def refund_duplicate(request: Request, sale_id: FromPath[int], data: Annot
     web = Web(request)
     async with web.form("pos/_receipt.html", lambda: sale_context(web, sale_id)):
         supervisor_id = await supervisor_for(web, Action.REFUND, data.supervisor_code, sale_id=sale_id)
-        await web.orchestrator.refund_attempt(web.venue_id, data.attempt_id, supervisor_id)
+        await web.orchestrator.refund_attempt(web.venue_id, data.attempt_id, supervisor_id, sale_id=sale_id)
     return await payment_view(web, sale_id)
 
 
