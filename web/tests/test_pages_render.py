@@ -13,6 +13,7 @@ ADMIN_PAGES = [
     "/admin/cajas/reportes/jornada/1/z",
     "/admin/productos",
     "/admin/productos/1/editar",
+    "/admin/limites",
     "/admin/usuarios",
     "/admin/usuarios/3/editar",
     "/admin/celulares",

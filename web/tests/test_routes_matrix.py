@@ -15,6 +15,7 @@ ADMIN_POSTS = [
     "/admin/productos/categorias",
     "/admin/productos/categorias/1/activa",
     "/admin/productos/1/editar",
+    "/admin/limites",
     "/admin/usuarios",
     "/admin/usuarios/1/editar",
     "/admin/celulares",

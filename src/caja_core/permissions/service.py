@@ -83,8 +83,18 @@ async def set_controls(s: AsyncSession, venue_id: int, *, actor_id: int | None, 
             "autorización válida de 1 a 60 minutos.",
             code="controls.invalid",
         ) from exc
+    before = msgspec.to_builtins(controls_from(venue.controls))
     venue.controls = msgspec.to_builtins(controls)
-    await record(s, venue_id=venue_id, user_id=actor_id, action="controls.updated", payload=venue.controls)
+    # The audit says what changed, from what to what ("changed": {"discount_limit": [5000, 8000]}), and the
+    # values now in force.
+    changed = {k: [before.get(k), v] for k, v in venue.controls.items() if before.get(k) != v}
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=actor_id,
+        action="controls.updated",
+        payload={**venue.controls, "changed": changed},
+    )
     return controls
 
 

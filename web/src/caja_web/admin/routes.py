@@ -11,7 +11,7 @@ from caja_core.registers import service as registers
 
 from ..auth import ADMIN, SUPERVISOR, requires
 from ..context import Web
-from . import catalog, phones, reports, terminals, users, verification
+from . import catalog, limits, phones, reports, terminals, users, verification
 from . import registers as register_pages
 
 
@@ -44,6 +44,7 @@ admin_router = Router(
         health_page,
         *register_pages.route_handlers,
         *catalog.route_handlers,
+        *limits.route_handlers,
         *users.route_handlers,
         *phones.route_handlers,
         *terminals.route_handlers,
