@@ -304,9 +304,15 @@ def backup_list(backup_dir: str | None) -> None:
     from .ops.backups import scan_backups
 
     settings = _settings()
-    entries = scan_backups(_folder(settings, backup_dir))
+    folder = Path(_folder(settings, backup_dir))
+    if folder.exists() and not folder.is_dir():
+        click.echo(
+            f"Error: {folder} no es una carpeta; indique la carpeta de respaldos (CAJA_BACKUP_DIR o --dir).", err=True
+        )
+        sys.exit(2)
+    entries = scan_backups(folder)
     if not entries:
-        click.echo("No hay respaldos.")
+        click.echo("No hay respaldos." if folder.is_dir() else f"No hay respaldos: la carpeta {folder} no existe.")
         return
     click.echo(f"{'ID':<32} {'FECHA (UTC)':<20} {'TIPO':<13} {'TAMAÑO':>9}  {'ESQUEMA':<24} VERIFICADO")
     for entry in entries:

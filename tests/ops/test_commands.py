@@ -291,7 +291,7 @@ def test_downgrade_that_drops_data_asks_for_destroy_data_and_never_runs_under_li
     assert "borraría datos" in refused.stderr and "venues (1 filas)" in refused.stderr
     assert "--destroy-data" in refused.stderr and "Traceback" not in refused.stderr
     assert f"Versión actual: {head}" in run("db", "status", env=env).stdout
-    assert run("backup", "list", env=env).stdout.strip() == "No hay respaldos."  # refused before any work
+    assert run("backup", "list", env=env).stdout.startswith("No hay respaldos")  # refused before any work
 
     # A relative target is a revision, not an option (it goes back one migration, or says what it would
     # destroy); a name that is not a revision says which ones exist.
@@ -441,3 +441,13 @@ def test_verify_with_a_role_that_cannot_create_databases_says_so_in_one_line(whi
         assert "CREATEDB" in checked.stderr and checked.stderr.strip().count("\n") == 0, checked.stderr
     finally:
         asyncio.run(make_role(f'DROP ROLE "{role}"'))
+
+
+def test_backup_list_names_a_folder_that_is_a_file_or_missing(sqlite_env, tmp_path):
+    """An operator who points --dir at a backup's file (or mistypes the folder) is told so, not "no backups"."""
+    afile = tmp_path / "caja-respaldo.sqlite3"
+    afile.write_bytes(b"x")
+    listing = run("backup", "list", "--dir", str(afile), env=sqlite_env)
+    assert listing.returncode == 2 and "no es una carpeta" in listing.stderr and "Traceback" not in listing.stderr
+    missing = run("backup", "list", "--dir", str(tmp_path / "respaldoz"), env=sqlite_env)
+    assert missing.returncode == 0 and "no existe" in missing.stdout
