@@ -1414,7 +1414,11 @@ class PaymentOrchestrator:
             )
 
     # polling ---------------------------------------------------------------------------------------
-    async def poll(self, venue_id: int, sale_id: int) -> PaymentProgress:
+    async def poll(self, venue_id: int, sale_id: int, *, session: AsyncSession | None = None) -> PaymentProgress:
+        """How the sale's payment stands. With ``session`` it is read there (the caller's unit of work: a sale
+        it created and has not committed yet is found); else in a snapshot of its own."""
+        if session is not None:
+            return await self._poll_in(session, venue_id, await self._sale(session, venue_id, sale_id))
         async with self.db.reader() as s:
             if self.db.dialect == "postgresql":
                 # One snapshot: the sale and its attempts as of the same instant (never "approved but unpaid").

@@ -199,12 +199,13 @@ class CajaWebPlugin(InitPlugin):
         app_config.template_config = TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
 
     def _configure_unit(self, app_config: AppConfig) -> None:
-        """The ``unit`` dependency: one transaction for the whole request (``caja_web.units``)."""
+        """The ``unit`` and ``web`` dependencies: one transaction for the whole request (``caja_web.units``)."""
         from litestar.di import Provide
 
-        from .units import provide_unit
+        from .units import provide_unit, provide_web
 
         app_config.dependencies["unit"] = Provide(provide_unit)
+        app_config.dependencies["web"] = Provide(provide_web)
 
     def _configure_static(self, app_config: AppConfig) -> None:
         app_config.route_handlers.append(

@@ -111,10 +111,33 @@ class Web:
 
     # ---- services -----------------------------------------------------------------------------------
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-        if self.unit is not None and self.unit.session is not None:
-            return await fn(self.unit.session, *args, **kwargs)
+        """``fn(session, ...)`` in the request's unit when the handler has one, else in its own transaction."""
+        if self.unit is not None:
+            return await fn(await self.unit.session(), *args, **kwargs)
         async with self.db.session() as s:
             return await fn(s, *args, **kwargs)
+
+    async def apart(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """``fn(session, ...)`` in a transaction of its own, committed even if the request then fails (a GET's
+        write, a record that must stay). With a unit, it must run before the unit writes."""
+        if self.unit is not None:
+            self.unit.check_apart()
+        async with self.db.session() as s:
+            return await fn(s, *args, **kwargs)
+
+    async def poll(self, sale_id: int) -> Any:
+        """How the sale's payment stands (the orchestrator's progress), read in the request's unit if any."""
+        if self.orchestrator is None:
+            return None
+        session = await self.unit.session() if self.unit is not None else None
+        return await self.orchestrator.poll(venue_id=self.venue_id, sale_id=sale_id, session=session)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once what this request wrote is committed (at once without a unit; never on a rollback)."""
+        if self.unit is not None:
+            self.unit.after_commit(fn)
+        else:
+            fn()
 
     async def authorize(self, action: Any, code: str | None, **scope: Any) -> int | None:
         """A supervisor's authorization typed at this register (PIN or badge), for ``action`` on ``scope``
@@ -124,6 +147,8 @@ class Web:
         from caja_core.permissions.service import authorize
 
         client = self.request.client.host if self.request.client else "?"
+        if self.unit is not None:  # a wrong code is counted even when the request fails: its own transaction
+            self.unit.check_apart()
         return await authorize(
             self.db,
             venue_id=self.venue_id,

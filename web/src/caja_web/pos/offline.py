@@ -133,8 +133,13 @@ async def report_device_queue(web: Web, register_id: int | None, device: str | N
     if register_id is None or not device or unsynced is None:
         return
     try:
-        await web.venue_call(
-            offline.report_queue, register_id=register_id, device_id=device, unsynced=unsynced, user_id=web.user_id
+        await web.apart(  # the poll is a GET (its unit only reads): this report is its own short write
+            offline.report_queue,
+            venue_id=web.venue_id,
+            register_id=register_id,
+            device_id=device,
+            unsynced=unsynced,
+            user_id=web.user_id,
         )
     except CajaError:
         return  # a malformed report is ignored: the poll still answers

@@ -31,7 +31,6 @@ from caja_core.venues import service as venues
 from ..auth import CASHIER, FORM, requires
 from ..context import Web
 from ..printing import after_movement, after_sale
-from ..units import Unit
 from . import cart as carts
 from . import offline
 from .cart import Line, PosState
@@ -209,7 +208,7 @@ async def parked_sales(web: Web, state: PosState) -> list[ParkedSale]:
         if sale.status == "cancelled":
             found.append(ParkedSale(id=sale.id, total=sale.total, kind="cancelled", headline="ANULADA"))
             continue
-        progress = await web.orchestrator.poll(venue_id=web.venue_id, sale_id=sale.id) if web.orchestrator else None
+        progress = await web.poll(sale.id)
         if sale.status == "paid":
             kind, headline = "approved", ("APROBADO" if sale.payment_method != "cash" else "PAGADO")
         else:
@@ -264,8 +263,7 @@ async def require_session(web: Web) -> PosState:
 
 # ---- choose register and open ---------------------------------------------------------------------------
 @get("/")
-async def pos_home(request: Request) -> Template:
-    web = Web(request)
+async def pos_home(web: NamedDependency[Web]) -> Template:
     return await web.page("pos/home.html", **await home_context(web))
 
 
@@ -361,8 +359,7 @@ async def open_session(request: Request) -> Response:
 
 # ---- sale screen ----------------------------------------------------------------------------------------
 @get("/venta")
-async def sale_screen(request: Request, otra: FromQuery[int] = 0) -> Response:
-    web = Web(request)
+async def sale_screen(web: NamedDependency[Web], otra: FromQuery[int] = 0) -> Response:
     state = pos_state(web)
     if state.session_id is None:
         return web.redirect("/caja/")
@@ -387,8 +384,7 @@ async def cart_response(web: Web, state: PosState) -> Template:
 
 
 @post("/venta/item")
-async def add_item(request: Request, data: Annotated[AddItem, FORM]) -> Template:
-    web = Web(request)
+async def add_item(web: NamedDependency[Web], data: Annotated[AddItem, FORM]) -> Template:
     state = await require_cart(web, data.v)
     product = await web.call(catalog.get_product, web.venue_id, data.product_id)
     state.add(
@@ -403,8 +399,7 @@ async def add_item(request: Request, data: Annotated[AddItem, FORM]) -> Template
 
 
 @post("/venta/libre")
-async def add_free_line(request: Request, data: Annotated[FreeLine, FORM]) -> Template:
-    web = Web(request)
+async def add_free_line(web: NamedDependency[Web], data: Annotated[FreeLine, FORM]) -> Template:
     state = await require_cart(web, data.v)
     async with web.form("pos/_cart.html", {"state": state}, form=msgspec.to_builtins(data), free_open=True):
         amount = parse_amount(data.amount, field="amount", label="El monto libre")
@@ -416,24 +411,21 @@ async def add_free_line(request: Request, data: Annotated[FreeLine, FORM]) -> Te
 
 
 @post("/venta/linea")
-async def change_line(request: Request, data: Annotated[LineChange, FORM]) -> Template:
-    web = Web(request)
+async def change_line(web: NamedDependency[Web], data: Annotated[LineChange, FORM]) -> Template:
     state = await require_cart(web, data.v)
     state.change_quantity(data.index, data.delta)
     return await cart_response(web, state)
 
 
 @post("/venta/vaciar")
-async def clear_cart(request: Request, data: Annotated[CartForm, FORM]) -> Template:
-    web = Web(request)
+async def clear_cart(web: NamedDependency[Web], data: Annotated[CartForm, FORM]) -> Template:
     state = await require_cart(web, data.v)
     state.next_sale()
     return await cart_response(web, state)
 
 
 @post("/venta/cobrar")
-async def checkout(request: Request, data: Annotated[CartForm, FORM]) -> Response:
-    web = Web(request)
+async def checkout(web: NamedDependency[Web], data: Annotated[CartForm, FORM]) -> Response:
     state = await require_session(web)
     if state.sale_id is None and data.v is not None and data.v != state.version:
         raise StaleCart()
@@ -447,7 +439,7 @@ async def checkout(request: Request, data: Annotated[CartForm, FORM]) -> Respons
         )
     state.sale_id = sale.id
     state.touch()
-    carts.save(request, state)
+    carts.save(web.request, state)
     return await payment_view(web, sale.id)
 
 
@@ -456,9 +448,8 @@ class CourtesyForm(msgspec.Struct, kw_only=True):
 
 
 @post("/venta/cortesia")
-async def courtesy(request: Request, data: Annotated[CourtesyForm, FORM]) -> Response:
+async def courtesy(web: NamedDependency[Web], data: Annotated[CourtesyForm, FORM]) -> Response:
     """OFICINA: the cart leaves as a courtesy (no revenue), with its reason; no money changes hands."""
-    web = Web(request)
     state = await require_cart(web)
     async with web.form("pos/_cart.html", {"state": state}, form=msgspec.to_builtins(data), courtesy_open=True):
         sale = await web.venue_call(
@@ -471,16 +462,16 @@ async def courtesy(request: Request, data: Annotated[CourtesyForm, FORM]) -> Res
             courtesy_reason=data.reason,
         )
         await web.venue_call(sales.pay_cash, sale_id=sale.id, cash_received=None, user_id=web.user_id)
-    after_sale(request, sale.id, web.venue_id)
+    web.after_commit(lambda: after_sale(web.request, sale.id, web.venue_id))
     state.sale_id = sale.id
-    carts.save(request, state)
+    carts.save(web.request, state)
     return await payment_view(web, sale.id)
 
 
 # ---- payment --------------------------------------------------------------------------------------------
 async def sale_context(web: Web, sale_id: int) -> dict:
     sale = await web.call(sales.get_sale, web.venue_id, sale_id)
-    progress = await web.orchestrator.poll(venue_id=web.venue_id, sale_id=sale_id) if web.orchestrator else None
+    progress = await web.poll(sale_id)
     ctx = {"sale": sale, "progress": progress, "state": pos_state(web)}
     if panel_template(ctx) == "pos/_pay.html":  # the payment choice offers only what the register's mode allows
         ctx["contingency"] = await register_mode(web, sale.register_id)
@@ -527,31 +518,29 @@ async def payment_view(web: Web, sale_id: int, **extra) -> Template:
 
 
 @get("/venta/{sale_id:int}")
-async def sale_page(request: Request, sale_id: FromPath[int]) -> Template:
-    return await payment_view(Web(request), sale_id)
+async def sale_page(web: NamedDependency[Web], sale_id: FromPath[int]) -> Template:
+    return await payment_view(web, sale_id)
 
 
 @get("/venta/{sale_id:int}/pago")
-async def payment_progress(request: Request, sale_id: FromPath[int]) -> Template:
-    return await payment_view(Web(request), sale_id)
+async def payment_progress(web: NamedDependency[Web], sale_id: FromPath[int]) -> Template:
+    return await payment_view(web, sale_id)
 
 
 @post("/venta/{sale_id:int}/efectivo")
-async def pay_cash(
-    request: Request, sale_id: FromPath[int], data: Annotated[CashForm, FORM], unit: NamedDependency[Unit]
-) -> Template:
+async def pay_cash(web: NamedDependency[Web], sale_id: FromPath[int], data: Annotated[CashForm, FORM]) -> Template:
     """Paid, and the receipt read, in one transaction (the request's unit): a refusal leaves nothing behind."""
-    web = Web(request, unit)
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data)):
         await web.venue_call(sales.pay_cash, sale_id=sale_id, cash_received=data.cash_received, user_id=web.user_id)
-    after_sale(request, sale_id, web.venue_id)
+    web.after_commit(lambda: after_sale(web.request, sale_id, web.venue_id))
     return await payment_view(web, sale_id)
 
 
 @post("/venta/{sale_id:int}/efectivo-parcial")
-async def pay_cash_part(request: Request, sale_id: FromPath[int], data: Annotated[CashPartForm, FORM]) -> Template:
+async def pay_cash_part(
+    web: NamedDependency[Web], sale_id: FromPath[int], data: Annotated[CashPartForm, FORM]
+) -> Template:
     """A split payment: part in cash now, the rest by card, the backup or cash."""
-    web = Web(request)
     async with web.form(
         "pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data), split_open=True
     ):
@@ -584,10 +573,11 @@ class DiscountForm(msgspec.Struct, kw_only=True):
 
 
 @post("/venta/{sale_id:int}/descuento")
-async def add_discount(request: Request, sale_id: FromPath[int], data: Annotated[DiscountForm, FORM]) -> Template:
+async def add_discount(
+    web: NamedDependency[Web], sale_id: FromPath[int], data: Annotated[DiscountForm, FORM]
+) -> Template:
     """A discount on a line or on the whole sale, with its reason; above the venue's limit a supervisor types
     their PIN or passes their badge on this screen."""
-    web = Web(request)
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id), form=echo(data), discount_open=True):
         grant = await web.authorize(Action.DISCOUNT, data.supervisor_code, sale_id=sale_id)
         await web.venue_call(
@@ -608,9 +598,8 @@ class TipForm(msgspec.Struct, kw_only=True):
 
 
 @post("/venta/{sale_id:int}/propina")
-async def set_tip(request: Request, sale_id: FromPath[int], data: Annotated[TipForm, FORM]) -> Template:
+async def set_tip(web: NamedDependency[Web], sale_id: FromPath[int], data: Annotated[TipForm, FORM]) -> Template:
     """The sale's tip (the suggested one in one tap, another amount, or $0), before it is paid."""
-    web = Web(request)
     async with web.form(
         "pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data), tip_open=True
     ):
@@ -623,8 +612,9 @@ class DiscountRemoval(msgspec.Struct, kw_only=True):
 
 
 @post("/venta/{sale_id:int}/descuento/quitar")
-async def remove_discount(request: Request, sale_id: FromPath[int], data: Annotated[DiscountRemoval, FORM]) -> Template:
-    web = Web(request)
+async def remove_discount(
+    web: NamedDependency[Web], sale_id: FromPath[int], data: Annotated[DiscountRemoval, FORM]
+) -> Template:
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
         await web.venue_call(
             discounts.remove_discount, sale_id=sale_id, discount_id=data.discount_id, user_id=web.user_id
@@ -706,7 +696,7 @@ async def park_sale(request: Request, sale_id: FromPath[int]) -> Response:
     state = await require_session(web)
     async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id)):
         sale = await web.call(sales.get_sale, web.venue_id, sale_id)
-        progress = await web.orchestrator.poll(venue_id=web.venue_id, sale_id=sale_id) if web.orchestrator else None
+        progress = await web.poll(sale_id)
         if state.sale_id != sale_id or sale.status != "pending_payment" or outcome(progress).kind != "in_doubt":
             raise Conflict("Solo una venta con el cobro en duda puede quedar en espera.", code="pos.park_not_in_doubt")
     state.park()
@@ -715,10 +705,9 @@ async def park_sale(request: Request, sale_id: FromPath[int]) -> Response:
 
 
 @post("/venta/{sale_id:int}/volver")
-async def back_to_cart(request: Request, sale_id: FromPath[int]) -> Response:
+async def back_to_cart(web: NamedDependency[Web], sale_id: FromPath[int]) -> Response:
     """Back from the pay screen to the order, while no payment is in flight or in doubt: the unpaid sale is
     voided ("pedido modificado") and its items are the cart again, to change and charge anew."""
-    web = Web(request)
     state = await require_session(web)
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
         if state.sale_id != sale_id:
@@ -736,8 +725,7 @@ async def back_to_cart(request: Request, sale_id: FromPath[int]) -> Response:
 
 
 @post("/venta/{sale_id:int}/anular")
-async def cancel_sale(request: Request, sale_id: FromPath[int], data: Annotated[CancelForm, FORM]) -> Response:
-    web = Web(request)
+async def cancel_sale(web: NamedDependency[Web], sale_id: FromPath[int], data: Annotated[CancelForm, FORM]) -> Response:
     template = "pos/_receipt.html" if data.panel == "receipt" else "pos/_pay.html"
     async with web.form(template, lambda: sale_context(web, sale_id), form=echo(data), cancel_open=True):
         grant = await web.authorize(Action.VOID_PAID, data.supervisor_code, sale_id=sale_id)
@@ -766,7 +754,7 @@ async def next_sale(request: Request) -> Response:
 # ---- what the screen must follow: the session, the register, the other tabs ----------------------------------
 @get("/estado")
 async def screen_status(
-    request: Request,
+    web: NamedDependency[Web],
     v: FromQuery[int | None] = None,
     sale: FromQuery[int | None] = None,
     dispositivo: FromQuery[str | None] = None,
@@ -777,7 +765,6 @@ async def screen_status(
     When the screen is behind this browser's state (another tab changed the cart or started charging it), the
     panel is reloaded with the current one. It also carries how many sales taken offline this device still holds
     (``dispositivo``, ``pendientes``): the session's close waits for them."""
-    web = Web(request)
     state = pos_state(web)
     await offline.report_device_queue(web, state.register_id, dispositivo, pendientes)
     status, follow = None, None
@@ -809,8 +796,7 @@ async def movements_context(web: Web) -> dict:
 
 
 @get("/movimientos")
-async def movements_page(request: Request) -> Template:
-    web = Web(request)
+async def movements_page(web: NamedDependency[Web]) -> Template:
     return await web.page("pos/movements.html", **await movements_context(web))
 
 
@@ -848,8 +834,7 @@ async def incidents_context(web: Web) -> dict:
 
 
 @get("/incidentes")
-async def incidents_page(request: Request) -> Template:
-    web = Web(request)
+async def incidents_page(web: NamedDependency[Web]) -> Template:
     return await web.page("pos/incidents.html", **await incidents_context(web))
 
 
@@ -887,8 +872,7 @@ async def close_context(web: Web) -> dict:
 
 
 @get("/session/close")
-async def close_page(request: Request) -> Template:
-    web = Web(request)
+async def close_page(web: NamedDependency[Web]) -> Template:
     return await web.page("pos/close.html", **await close_context(web))
 
 
