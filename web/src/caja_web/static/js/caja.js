@@ -125,6 +125,43 @@
   document.addEventListener("htmx:beforeSwap", function (ev) {
     if (isStatus(ev) && (statusEpoch !== epoch || busy > 0)) ev.detail.shouldSwap = false;
   });
+  // Cobrar tapped while a product (or a +/−) tap is still on its way: the tap is kept and applied once the
+  // cart has come back with that product, so the sale charged includes it. (Left to htmx's queue, the tap
+  // would be dropped: the cart's answer replaces the Cobrar button the queued request belonged to.) The
+  // Cobrar button of an empty cart takes the tap too while the first product is on its way.
+  var cartChanges = 0, checkoutWanted = false;
+  function isCartChange(ev) {
+    var path = ev.detail && ev.detail.requestConfig && ev.detail.requestConfig.path;
+    return !!path && /\/caja\/venta\/(item|linea|libre)$/.test(path);
+  }
+  function markCheckoutWaiting() {
+    var button = document.getElementById("checkout");
+    if (!button) return;
+    button.disabled = false;
+    if (checkoutWanted) button.setAttribute("aria-busy", "true"), button.classList.add("waiting");
+  }
+  document.addEventListener("htmx:beforeRequest", function (ev) {
+    if (isCartChange(ev)) { cartChanges += 1; markCheckoutWaiting(); }
+  });
+  document.addEventListener("htmx:afterRequest", function (ev) {
+    if (!isCartChange(ev)) return;
+    cartChanges = Math.max(0, cartChanges - 1);
+    if (!ev.detail.successful) checkoutWanted = false; // the cart said no: the cashier sees why before charging
+  });
+  document.addEventListener("click", function (ev) {
+    var button = ev.target.closest && ev.target.closest("#checkout");
+    if (!button || cartChanges === 0) return;
+    ev.preventDefault();
+    ev.stopImmediatePropagation();
+    checkoutWanted = true;
+    markCheckoutWaiting();
+  }, true);
+  document.addEventListener("htmx:afterSettle", function () {
+    if (!checkoutWanted || cartChanges > 0) return;
+    checkoutWanted = false;
+    var button = document.getElementById("checkout");
+    if (button && !button.disabled) button.click();
+  });
   document.addEventListener("DOMContentLoaded", markHold);
   function sumDenoms(form) {
     var total = 0;
