@@ -160,8 +160,8 @@ async def _admin(sql: str) -> None:
 class ScratchDatabase:
     """A PostgreSQL database of its own for one run, migrated to head; dropped afterwards unless kept."""
 
-    def __init__(self, keep: bool = False) -> None:
-        self.name = f"caja_load_{uuid.uuid4().hex[:8]}"
+    def __init__(self, keep: bool = False, prefix: str = "caja_load") -> None:
+        self.name = f"{prefix}_{uuid.uuid4().hex[:8]}"
         self.url = PG_ADMIN.rpartition("/")[0] + "/" + self.name
         self.keep = keep
         self.db: Database | None = None

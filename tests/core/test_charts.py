@@ -10,7 +10,9 @@ from caja_core.dashboard.service import (
     FallbackMark,
     Figure,
     JornadaFigures,
+    NightCurve,
     TerminalFigures,
+    night_curve,
     time_line,
 )
 from caja_core.jornadas.service import JornadaOut
@@ -143,6 +145,8 @@ def test_all_charts_of_a_jornada_and_of_a_session():
         "tiempo-aprobacion",
     ]
     assert "ventas-caja" not in [c.id for c in charts.all_charts(figures(session_id=3))]
+    compared = figures(night_curves=[NightCurve(label="Esta (27-11-2026)", points=[(23, 1000)])])
+    assert charts.all_charts(compared)[-1].id == "mismo-dia"
 
 
 def test_a_bad_quarter_hour_is_one_mark_naming_its_fallbacks():
@@ -165,3 +169,50 @@ def test_a_bad_quarter_hour_is_one_mark_naming_its_fallbacks():
     text = marks[0].find(f"{SVG}title").text
     assert text.startswith("7 cambios al respaldo: 23:16 BARRA0: getnet → klap") and text.endswith(" y 2 más")
     assert "(7)" in root.find(f"{SVG}desc").text
+
+
+def test_the_same_weekday_comparison_has_one_line_per_night_and_one_point_per_hour():
+    # Tonight from 22:00 to 00:59 so far; two Fridays earlier from 21:00 to 02:59; a Friday with no sales.
+    tonight = [(22, 10000), (23, 25000), (24, 31000)]
+    earlier = [(21, 5000), (22, 9000), (23, 20000), (24, 20000), (25, 41000), (26, 42000)]
+    f = figures(
+        night_curves=[
+            NightCurve(label="Esta (27-11-2026)", points=tonight),
+            NightCurve(label="13-11-2026", points=earlier),
+            NightCurve(label="06-11-2026", points=[]),
+        ]
+    )
+    chart = charts.comparison_chart(f)
+    root = parse(chart)
+    nights = [g for g in root.iter(f"{SVG}g") if (g.get("class") or "").startswith("night ")]
+    assert [g.get("class") for g in nights] == ["night night-0", "night night-1"]  # the empty night draws no line
+    points = [[c for c in g.iter(f"{SVG}circle") if c.get("class") == "point"] for g in nights]
+    assert [len(p) for p in points] == [3, 6]
+    # Points go left to right by hour, higher as the night adds up; the same hour is at the same x in every night.
+    xs = [[float(c.get("cx")) for c in p] for p in points]
+    ys = [[float(c.get("cy")) for c in p] for p in points]
+    assert xs[0] == xs[1][1:4] and xs[1] == sorted(xs[1])
+    assert ys[1] == sorted(ys[1], reverse=True) and min(ys[1]) < min(ys[0])  # 42 000 is the top
+    assert points[0][1].find(f"{SVG}title").text == "Esta (27-11-2026), hasta las 00:00: $25.000"
+    assert points[1][-1].find(f"{SVG}title").text == "13-11-2026, hasta las 03:00: $42.000"
+    # Each line starts at zero at the start of its first hour.
+    polyline = nights[1].find(f"{SVG}polyline").get("points").split()
+    axis = next(e for e in root.iter(f"{SVG}line") if e.get("class") == "axis")
+    assert len(polyline) == 7 and polyline[0] == f"{float(axis.get('x1')):.1f},{axis.get('y1')}"
+    legend = [g.find(f"{SVG}text").text for g in root.iter(f"{SVG}g") if (g.get("class") or "").startswith("legend")]
+    assert legend == ["Esta (27-11-2026)", "13-11-2026", "06-11-2026"]
+    # The data table: one row per hour, one column per night ("—" before a night's first sale).
+    assert chart.headers == ["Hora", "Esta (27-11-2026)", "13-11-2026", "06-11-2026"]
+    assert chart.rows[0] == ["hasta las 22:00", "—", "$5.000", "—"]
+    assert chart.rows[3] == ["hasta las 01:00", "$31.000", "$20.000", "—"]
+    assert chart.rows[-1] == ["hasta las 03:00", "$31.000", "$42.000", "—"]
+
+
+def test_a_night_adds_up_hour_by_hour_of_the_night_across_midnight_and_a_clock_change():
+    q = lambda iso: int(datetime.fromisoformat(iso).timestamp()) // 900  # noqa: E731
+    night = [(q("2026-11-27T23:10:00-03:00"), 3500), (q("2026-11-28T01:20:00-03:00"), 2000)]
+    assert night_curve(night, date(2026, 11, 27), "America/Santiago") == [(23, 3500), (24, 3500), (25, 5500)]
+    # 2026-04-04: at midnight the clock goes back to 23:00; both 23:00 hours are hour 23 of that night.
+    back = [(q("2026-04-04T23:40:00-03:00"), 3500), (q("2026-04-04T23:40:00-04:00"), 2000)]
+    back.append((q("2026-04-05T00:05:00-04:00"), 6000))
+    assert night_curve(back, date(2026, 4, 4), "America/Santiago") == [(23, 5500), (24, 11500)]

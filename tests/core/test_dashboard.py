@@ -10,13 +10,16 @@ import pytest
 from sqlalchemy import func, select
 
 from caja_core import clock
+from caja_core.dashboard import rollups
 from caja_core.dashboard import service as dashboard
 from caja_core.dashboard.models import ProductSales, SalesQuarter
 from caja_core.jornadas import service as jornadas
 from caja_core.jornadas.models import Jornada
+from caja_core.offline import service as offline
 from caja_core.payments.models import PaymentAttempt
 from caja_core.permissions import Action
 from caja_core.permissions.service import authorize
+from caja_core.sales import discounts, tips
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
 from caja_core.sessions.models import CashSession
@@ -76,6 +79,82 @@ class Night:
                 s, sale_id=sale.id, provider_id=provider, paid_via="primary" if provider == "fake" else "backup"
             )
         return sale.id
+
+    async def rung(
+        self,
+        iso: str,
+        session_id: int,
+        lines: list[tuple[str, int]],
+        *,
+        tip: int = 0,
+        line_discounts: dict[int, int] | None = None,
+        sale_discount: int = 0,
+    ) -> int:
+        """A sale rung up at the POS (lines in order), its line discounts (percent), a discount on the whole sale
+        (amount) and a tip, waiting for payment."""
+        self.at(iso)
+        async with self.db.session() as s:
+            sale = await sales.create_sale(
+                s,
+                venue_id=self.st.venue_id,
+                session_id=session_id,
+                cashier_id=self.st.cashier_id,
+                items=[sales.ItemInput(product_id=self.st.products[n], quantity=q) for n, q in lines],
+                idempotency_key=str(uuid.uuid4()),
+            )
+            who = {"venue_id": self.st.venue_id, "sale_id": sale.id, "user_id": self.st.cashier_id}
+            for line, percent in (line_discounts or {}).items():
+                await discounts.apply_discount(s, **who, kind="percent", value=percent, reason="happy hour", line=line)
+            if sale_discount:
+                await discounts.apply_discount(s, **who, kind="amount", value=sale_discount, reason="cliente")
+            if tip:
+                await tips.set_tip(s, **who, amount=tip)
+        return sale.id
+
+    async def pay_cash(self, iso: str, sale_id: int) -> None:
+        self.at(iso)
+        async with self.db.session() as s:
+            await sales.pay_cash(
+                s, venue_id=self.st.venue_id, sale_id=sale_id, cash_received=None, user_id=self.st.cashier_id
+            )
+
+    async def pay_card(self, iso: str, sale_id: int, *, cash_part: int = 0) -> None:
+        self.at(iso)
+        async with self.db.session() as s:
+            if cash_part:
+                await sales.pay_cash_part(
+                    s, venue_id=self.st.venue_id, sale_id=sale_id, amount=cash_part, user_id=self.st.cashier_id
+                )
+            await sales.mark_paid(s, sale_id=sale_id, provider_id="fake")
+
+    async def offline_cash(self, iso: str, sold: str, session_id: int, product: str, quantity: int) -> None:
+        """A cash sale the POS took without a connection at ``sold``, synced at ``iso``."""
+        self.at(iso)
+        (result,) = await offline.sync_sales(
+            self.db,
+            venue_id=self.st.venue_id,
+            user_id=self.st.cashier_id,
+            device_id="equipo-a",
+            sales=[
+                offline.OfflineSaleIn(
+                    key=offline.new_key(),
+                    register_id=self.st.register_id,
+                    session_id=session_id,
+                    cashier_id=self.st.cashier_id,
+                    local_time=sold,
+                    method="cash",
+                    lines=[
+                        offline.OfflineLine(
+                            product_id=self.st.products[product],
+                            quantity=quantity,
+                            unit_price=self.st.prices[product],
+                        )
+                    ],
+                    total=self.st.prices[product] * quantity,
+                )
+            ],
+        )
+        assert result.status == "accepted", result.reason
 
     async def void(self, iso: str, sale_id: int) -> None:
         """The cashier voids a paid sale with the supervisor's PIN."""
@@ -308,3 +387,106 @@ async def test_fallback_events_and_the_same_weekday_of_previous_weeks(night, any
     assert [(p.label_date, p.total, p.tickets, p.total_so_far) for p in f.past_nights] == [
         ("13-11-2026", 40000, 8, 15000)
     ]
+    # The comparison chart's lines: tonight and that Friday, added up hour by hour of the night.
+    assert [(c.label, c.points) for c in f.night_curves] == [
+        ("Esta (27-11-2026)", [(23, 3500)]),
+        ("13-11-2026", [(23, 15000), (24, 15000), (25, 40000)]),
+    ]
+
+
+def test_a_sale_discount_is_split_across_the_lines_in_whole_pesos():
+    # 1 000 off lines of 7 000 and 2 000: 777,7… and 222,2…; the peso left goes to the larger fraction.
+    assert rollups.prorate(1000, [7000, 2000]) == [778, 222]
+    # Equal fractions: the earlier line first.
+    assert rollups.prorate(1, [100, 100]) == [1, 0]
+    assert rollups.prorate(2, [1, 1, 1]) == [1, 1, 0]
+    assert rollups.prorate(550, [3500, 2000]) == [350, 200]
+    assert rollups.prorate(0, [3500]) == [0] and rollups.prorate(5, []) == []
+    lines = rollups.net_lines([(1, 2, 7000), (2, 1, 2000)], 8000)
+    assert lines == [(1, 2, 6222), (2, 1, 1778)] and sum(a for _, _, a in lines) == 8000
+
+
+async def _totals(db, jornada_id):
+    """The jornada's quarter-hour and product rows, without the ones a void left at zero."""
+    async with db.session() as s:
+        quarters = {
+            (r.quarter, r.session_id, r.cashier_id, r.provider_id, r.method): (r.count, r.amount, r.tip_count, r.tip)
+            for r in await s.scalars(select(SalesQuarter).where(SalesQuarter.jornada_id == jornada_id))
+            if (r.count, r.amount, r.tip_count, r.tip) != (0, 0, 0, 0)
+        }
+        products = {
+            (r.session_id, r.product_id): (r.units, r.amount)
+            for r in await s.scalars(select(ProductSales).where(ProductSales.jornada_id == jornada_id))
+            if (r.units, r.amount) != (0, 0)
+        }
+    return quarters, products
+
+
+async def test_tips_discounts_split_and_offline_sales_add_up_and_rebuild_the_same(night, any_db):
+    # Friday 2026-11-27 in Santiago (UTC−3). Prices: Cerveza 3 500, Piscola 6 000, Agua 2 000.
+    jornada_id, session_id = await night.open("2026-11-27T22:00:00-03:00")
+    # 2 Cerveza + 1 Agua = 9 000, $1 000 off the whole sale → 8 000 (Cerveza 7 000 − 778, Agua 2 000 − 222),
+    # tip 800, cash.
+    first = await night.rung(
+        "2026-11-27T23:48:00-03:00", session_id, [("Cerveza", 2), ("Agua", 1)], sale_discount=1000, tip=800
+    )
+    await night.pay_cash("2026-11-27T23:50:00-03:00", first)
+    # Piscola with 10 % off its line → 5 400, tip 500, card.
+    second = await night.rung(
+        "2026-11-27T23:59:00-03:00", session_id, [("Piscola", 1)], line_discounts={1: 10}, tip=500
+    )
+    await night.pay_card("2026-11-27T23:59:59-03:00", second)
+    # Cerveza + Agua = 5 500, $550 off the whole sale → 4 950 (Cerveza 3 150, Agua 1 800), tip 500:
+    # $2 000 in cash first, the rest (2 950 + the tip) by card.
+    split = await night.rung(
+        "2026-11-28T00:03:00-03:00", session_id, [("Cerveza", 1), ("Agua", 1)], sale_discount=550, tip=500
+    )
+    await night.pay_card("2026-11-28T00:05:00-03:00", split, cash_part=2000)
+    # 2 Piscola, tip 1 200, cash: voided later (its tip goes with it).
+    voided = await night.rung("2026-11-28T00:08:00-03:00", session_id, [("Piscola", 2)], tip=1200)
+    await night.pay_cash("2026-11-28T00:10:00-03:00", voided)
+    # 3 Agua sold without a connection at 00:20, synced at 00:40: counted when they were sold.
+    await night.offline_cash("2026-11-28T00:40:00-03:00", "2026-11-28T00:20:00-03:00", session_id, "Agua", 3)
+    await night.void("2026-11-28T00:50:00-03:00", voided)
+    await night.cash("2026-11-28T01:05:00-03:00", session_id, Agua=1)  # 2 000, the POS's hot path
+
+    f = await night.figures(jornada_id)
+    # 8 000 + 5 400 + 4 950 + 6 000 + 2 000 = 26 350 in 5 tickets; tips 800 + 500 + 500 = 1 800 on 3 sales.
+    assert (f.total, f.tickets, f.tip_total, f.tip_count) == (26350, 5, 1800, 3)
+    assert [(x.key, x.count, x.amount, x.tips) for x in f.by_method] == [
+        ("card", 2, 8350, 1000),  # 5 400 + the split's 2 950
+        ("cash", 3, 18000, 800),  # 8 000 + the split's 2 000 + 6 000 + 2 000
+    ]
+    assert [(x.key, x.count, x.amount, x.tips) for x in f.by_provider] == [
+        ("cash", 3, 18000, 800),
+        ("fake", 2, 8350, 1000),
+    ]
+    assert [(x.key, x.count, x.amount, x.tips) for x in f.by_register] == [("CAJA1", 5, 26350, 1800)]
+    assert slots(f.quarters) == [
+        ("23:45", 2, 13400),
+        ("00:00", 1, 4950),  # the voided sale of 00:10 left its quarter
+        ("00:15", 1, 6000),  # the offline sale, at the time it was sold
+        ("00:30", 0, 0),
+        ("00:45", 0, 0),
+        ("01:00", 1, 2000),
+    ]
+    # The products add up to the sales: Cerveza 6 222 + 3 150; Agua 1 778 + 1 800 + 6 000 + 2 000; Piscola 5 400.
+    assert [(p.name, p.units, p.amount) for p in f.products] == [
+        ("Agua", 6, 11578),
+        ("Cerveza", 3, 9372),
+        ("Piscola", 1, 5400),
+    ]
+    assert sum(p.amount for p in f.products) == f.total
+    (cajera,) = [c for c in f.cashiers if c.sales_count]
+    assert (cajera.name, cajera.sales_total, cajera.tip_count, cajera.tips) == ("Cajera", 26350, 3, 1800)
+    assert (cajera.voids_count, cajera.voids_total) == (1, 12000)
+    one = await _session_figures(any_db, night.st.venue_id, session_id)
+    assert (one.total, one.tip_total, [c.tips for c in one.cashiers if c.sales_count]) == (26350, 1800, [1800])
+
+    # Rebuilt from the sales, the totals are the ones the sales kept one by one.
+    kept = await _totals(any_db, jornada_id)
+    async with any_db.session() as s:
+        await rollups.rebuild(s, jornada_id)
+    assert await _totals(any_db, jornada_id) == kept
+    again = await night.figures(jornada_id)
+    assert (again.total, again.tip_total, again.products, again.quarters) == (f.total, 1800, f.products, f.quarters)

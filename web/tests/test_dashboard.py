@@ -94,3 +94,76 @@ async def test_report_pages_and_the_z_report_carry_the_charts(supervisor, setup,
     page = await supervisor.get(f"/admin/cajas/reportes/sesion/{session.id}")
     assert 'id="session-charts"' in page.text and len(svgs(page.text)) == 6  # no per-register chart
     assert "Cerveza Bar 1 $3.500" in text_of(page.text)
+
+
+async def test_tips_and_the_same_weekday_of_last_week_on_the_dashboard(supervisor, setup, sqlite_db):
+    from datetime import timedelta
+
+    from caja_core.dashboard.models import SalesQuarter
+    from caja_core.jornadas.models import Jornada
+    from caja_core.sales import tips
+    from caja_core.sessions.models import CashSession
+
+    await sell(sqlite_db, setup, Agua=1)
+    async with sqlite_db.session() as s:
+        session = await sessions.current_session(s, setup.venue_id, setup.register_id)
+        sale = await sales.create_sale(
+            s,
+            venue_id=setup.venue_id,
+            session_id=session.id,
+            cashier_id=setup.cashier_id,
+            items=[sales.ItemInput(product_id=setup.products["Piscola"], quantity=1)],
+            idempotency_key=str(uuid.uuid4()),
+        )
+        who = {"venue_id": setup.venue_id, "sale_id": sale.id, "user_id": setup.cashier_id}
+        await tips.set_tip(s, **who, amount=600)
+        await sales.pay_cash(s, **who, cash_received=None)
+        tonight = await s.get(Jornada, setup.jornada_id)
+        last_week = Jornada(
+            venue_id=setup.venue_id,
+            label_date=tonight.label_date - timedelta(days=7),
+            status="closed",
+            opened_at=tonight.opened_at - timedelta(days=7),
+        )
+        s.add(last_week)
+        await s.flush()
+        old = CashSession(
+            venue_id=setup.venue_id,
+            register_id=setup.register_id,
+            jornada_id=last_week.id,
+            opened_by=setup.cashier_id,
+            cashier_id=setup.cashier_id,
+            open_key="semana-pasada",
+            status="closed",
+            ticket_count=3,
+            sales_total=20000,
+        )
+        s.add(old)
+        await s.flush()
+        start = int((tonight.opened_at - timedelta(days=7)).timestamp()) // 900
+        for n, amount in ((0, 5000), (4, 15000)):  # two quarters an hour apart
+            s.add(
+                SalesQuarter(
+                    jornada_id=last_week.id,
+                    quarter=start + n,
+                    session_id=old.id,
+                    cashier_id=setup.cashier_id,
+                    provider_id="cash",
+                    method="cash",
+                    count=1,
+                    amount=amount,
+                )
+            )
+
+    page = await supervisor.get("/jornada/tablero", htmx=True)
+    text = text_of(page.text)
+    assert "Vendido $8.000 Tickets 2 Ticket promedio $4.000 Propinas $600" in text
+    assert re.search(r"Cajera 2 \$8\.000 \$600 \(1\)", text), text
+    assert "Otras noches del mismo día" in text and "$20.000" in text
+    (chart,) = [svg for svg in svgs(page.text) if svg.get("id") == "mismo-dia"]
+    ns = "{http://www.w3.org/2000/svg}"
+    lines = [g for g in chart.iter(f"{ns}g") if (g.get("class") or "").startswith("night ")]
+    assert len(lines) == 2  # tonight and last week
+    points = [len([c for c in g.iter(f"{ns}circle") if c.get("class") == "point"]) for g in lines]
+    assert points[1] == 2 and points[0] >= 1  # last week: two hours of the night; tonight: the hours so far
+    assert "Comparación con el mismo día de semanas anteriores" in page.text

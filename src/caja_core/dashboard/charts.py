@@ -16,7 +16,7 @@ import msgspec
 from ..clock import to_local
 from ..money import format_clp
 from .models import QUARTER_S
-from .service import FallbackMark, JornadaFigures, TimeSlot
+from .service import FallbackMark, JornadaFigures, NightCurve, TimeSlot
 
 WIDTH = 480  # text of 14 units stays readable when a phone shows the chart 320 px wide
 BAR_HEIGHT = 30
@@ -269,6 +269,90 @@ def approval_time_chart(f: JornadaFigures, chart_id: str = "tiempo-aprobacion") 
     )
 
 
+def lines_chart(chart_id: str, title: str, description: str, curves: list[NightCurve]) -> Chart:
+    """Nights added up hour by hour, one line per night with a point at the end of each hour (the first line,
+    tonight, drawn strongest); the hours of the night along the bottom, a legend on top."""
+    hours = sorted({h for c in curves for h, _ in c.points})
+    first, last = (hours[0], hours[-1]) if hours else (0, 0)
+    top = max((a for c in curves for _, a in c.points), default=0) or 1
+    plot_top, plot_bottom = 20 + 16 * ((len(curves) + 2) // 3), COLUMNS_HEIGHT + 40 - 26
+    height = COLUMNS_HEIGHT + 40
+    span = max(1, last - first + 1)
+    step = (WIDTH - 2 * MARGIN) / span
+
+    def x_of(hour: int) -> float:
+        return MARGIN + (hour - first + 1) * step  # the end of the hour
+
+    def y_of(amount: int) -> float:
+        return plot_bottom - max(0, amount) / top * (plot_bottom - plot_top)
+
+    parts = _open(chart_id, title, description, height)
+    parts.append(
+        f'<line class="axis" x1="{MARGIN}" y1="{plot_bottom}" x2="{WIDTH - MARGIN}" y2="{plot_bottom}"/>'
+        f'<text class="value" x="{WIDTH - MARGIN}" y="{plot_top - 4}" text-anchor="end">'
+        f"{escape('máx. ' + format_clp(top) if hours else '')}</text>"
+    )
+    if not hours:
+        parts.append(
+            f'<text class="empty" x="{WIDTH // 2}" y="{height // 2}" text-anchor="middle">Sin ventas aún</text>'
+        )
+    for n, c in enumerate(curves):
+        lx, ly = MARGIN + (n % 3) * (WIDTH - 2 * MARGIN) / 3, 14 + 16 * (n // 3)
+        parts.append(
+            f'<g class="legend night-{n}"><line x1="{lx:.1f}" y1="{ly - 4}" x2="{lx + 14:.1f}" y2="{ly - 4}"/>'
+            f'<text x="{lx + 18:.1f}" y="{ly}">{escape(_short(c.label, 18))}</text></g>'
+        )
+    for n, c in enumerate(curves):
+        if not c.points:
+            continue
+        start = f"{x_of(c.points[0][0] - 1):.1f},{plot_bottom}"
+        path = " ".join([start] + [f"{x_of(h):.1f},{y_of(a):.1f}" for h, a in c.points])
+        parts.append(f'<g class="night night-{n}"><polyline points="{path}"/>')
+        for h, a in c.points:
+            parts.append(
+                f'<circle class="point" cx="{x_of(h):.1f}" cy="{y_of(a):.1f}" r="{4 if n == 0 else 3}">'
+                f"<title>{escape(c.label)}, hasta las {_hour(h + 1)}: {escape(format_clp(a))}</title></circle>"
+            )
+        parts.append("</g>")
+    for h in hours:
+        if span <= 12 or (h + 1) % 2 == 0:
+            parts.append(
+                f'<text class="tick" x="{x_of(h):.1f}" y="{height - 8}" text-anchor="middle">{_hour(h + 1)}</text>'
+            )
+    parts.append("</svg>")
+    by_night = [dict(c.points) for c in curves]
+    rows = []
+    for h in hours:
+        row = [f"hasta las {_hour(h + 1)}"]
+        for n, c in enumerate(curves):
+            inside = bool(c.points) and c.points[0][0] <= h
+            reached = max((p for p in by_night[n] if p <= h), default=None)
+            row.append(format_clp(by_night[n][reached]) if inside and reached is not None else "—")
+        rows.append(row)
+    return Chart(
+        id=chart_id,
+        title=title,
+        description=description,
+        svg="".join(parts),
+        headers=["Hora", *[c.label for c in curves]],
+        rows=rows,
+    )
+
+
+def _hour(hour_of_night: int) -> str:
+    return f"{hour_of_night % 24:02d}:00"
+
+
+def comparison_chart(f: JornadaFigures, chart_id: str = "mismo-dia") -> Chart:
+    return lines_chart(
+        chart_id,
+        "Comparación con el mismo día de semanas anteriores",
+        f"Monto vendido acumulado hora a hora: esta jornada y las {len(f.night_curves) - 1} anteriores del mismo "
+        f"día de la semana, hora de {f.timezone}.",
+        f.night_curves,
+    )
+
+
 def _minutes(f: JornadaFigures) -> int:
     return int(f.terminal_window.total_seconds() // 60) if f.terminal_window else 0
 
@@ -279,4 +363,6 @@ def all_charts(f: JornadaFigures) -> list[Chart]:
     if f.session_id is None:
         charts.append(register_chart(f))
     charts += [provider_chart(f), category_chart(f), approval_chart(f), approval_time_chart(f)]
+    if f.night_curves:
+        charts.append(comparison_chart(f))
     return charts

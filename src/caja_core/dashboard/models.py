@@ -31,11 +31,15 @@ class SalesQuarter(Base):
     method: Mapped[str] = mapped_column(String(16), primary_key=True)  # cash / card
     count: Mapped[int] = mapped_column(Integer, default=0)
     amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: The sales with a tip, and their tips (not revenue: apart from ``amount``).
+    tip_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    tip: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class ProductSales(Base):
     """Units and amount of one product sold in one session (revenue sales only); product 0 is the free-amount
-    lines."""
+    lines. The amount is net of the lines' discounts and of each sale discount's prorated part, so the products
+    add up to the sales."""
 
     __tablename__ = "product_sales"
 

@@ -9,11 +9,11 @@ so a night of 200 000 sales costs what a night of 200 does. Instants are UTC; la
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import IncidentOut, list_incidents
@@ -47,6 +47,8 @@ class Figure(msgspec.Struct, kw_only=True):
     label: str
     count: int
     amount: int
+    #: Tips paid with those sales (not part of ``amount``).
+    tips: int = 0
 
 
 class TimeSlot(msgspec.Struct, kw_only=True):
@@ -73,6 +75,9 @@ class CashierFigures(msgspec.Struct, kw_only=True):
     sales_total: int = 0
     voids_count: int = 0
     voids_total: int = 0
+    #: Tips on the cashier's sales (how many sales carried one, and how much).
+    tip_count: int = 0
+    tips: int = 0
     #: The cashier's part of the cash differences (at close and at handovers).
     difference: int = 0
 
@@ -139,6 +144,13 @@ class PastNight(msgspec.Struct, kw_only=True):
     total_so_far: int
 
 
+class NightCurve(msgspec.Struct, kw_only=True):
+    """A night's sales added up hour by hour: (hour of the night, total up to the end of that hour)."""
+
+    label: str
+    points: list[tuple[int, int]]
+
+
 class JornadaFigures(msgspec.Struct, kw_only=True):
     jornada: JornadaOut
     timezone: str
@@ -147,6 +159,9 @@ class JornadaFigures(msgspec.Struct, kw_only=True):
     total: int = 0
     tickets: int = 0
     courtesy_total: int = 0
+    #: Tips (not revenue, apart from ``total``): how many sales carried one, and how much.
+    tip_count: int = 0
+    tip_total: int = 0
     by_register: list[Figure] = []
     by_method: list[Figure] = []
     by_provider: list[Figure] = []
@@ -162,6 +177,8 @@ class JornadaFigures(msgspec.Struct, kw_only=True):
     fallbacks: list[FallbackMark] = []
     incidents: list[IncidentOut] = []
     past_nights: list[PastNight] = []
+    #: Tonight and the previous nights of the same weekday, added up hour by hour (the comparison chart).
+    night_curves: list[NightCurve] = []
 
     @property
     def average_ticket(self) -> int:
@@ -239,14 +256,15 @@ async def _figures(
     out.total = sum(x.sales_total for x in sessions)
     out.tickets = sum(x.ticket_count for x in sessions)
     out.courtesy_total = sum(x.courtesy_total for x in sessions)
-    per_register: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    per_register: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
     for x in sessions:
         per_register[x.register_id][0] += x.ticket_count
         per_register[x.register_id][1] += x.sales_total
+        per_register[x.register_id][2] += x.tip_total
     out.by_register = sorted(
         (
-            Figure(key=str(codes.get(r, r)), label=str(codes.get(r, r)), count=c, amount=a)
-            for r, (c, a) in per_register.items()
+            Figure(key=str(codes.get(r, r)), label=str(codes.get(r, r)), count=c, amount=a, tips=t)
+            for r, (c, a, t) in per_register.items()
         ),
         key=lambda f: f.key,
     )
@@ -259,12 +277,14 @@ async def _figures(
         SalesQuarter.method,
         SalesQuarter.count,
         SalesQuarter.amount,
+        SalesQuarter.tip_count,
+        SalesQuarter.tip,
     ).where(SalesQuarter.jornada_id == jornada.id)
     if session_id is not None:
         q = q.where(SalesQuarter.session_id == session_id)
     rows = (await s.execute(q)).all()
-    methods: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    providers: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    methods: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    providers: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     quarters: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     cashiers: dict[int, CashierFigures] = {}
 
@@ -273,22 +293,30 @@ async def _figures(
             cashiers[user_id] = CashierFigures(user_id=user_id, name=names.get(user_id, f"usuario #{user_id}"))
         return cashiers[user_id]
 
-    for quarter, cashier_id, provider_id, method, count, amount in rows:
-        for entry in (methods[method], providers[provider_id], quarters[quarter]):
+    for quarter, cashier_id, provider_id, method, count, amount, tip_count, tip in rows:
+        for entry in (methods[method], providers[provider_id]):
             entry[0] += count
             entry[1] += amount
+            entry[2] += tip
+        entry = quarters[quarter]
+        entry[0] += count
+        entry[1] += amount
         line = cashier(cashier_id)
         line.sales_count += count
         line.sales_total += amount
+        line.tip_count += tip_count
+        line.tips += tip
+        out.tip_count += tip_count
+        out.tip_total += tip
     out.by_method = [
-        Figure(key=k, label=METHOD_LABELS.get(k, k), count=c, amount=a)
-        for k, (c, a) in sorted(methods.items())
-        if c or a
+        Figure(key=k, label=METHOD_LABELS.get(k, k), count=c, amount=a, tips=t)
+        for k, (c, a, t) in sorted(methods.items())
+        if c or a or t
     ]
     out.by_provider = [
-        Figure(key=k, label=METHOD_LABELS.get(k, k), count=c, amount=a)
-        for k, (c, a) in sorted(providers.items())
-        if c or a
+        Figure(key=k, label=METHOD_LABELS.get(k, k), count=c, amount=a, tips=t)
+        for k, (c, a, t) in sorted(providers.items())
+        if c or a or t
     ]
     out.quarters, out.hours = time_line(quarters, tz)
 
@@ -320,7 +348,7 @@ async def _figures(
     out.fallbacks = await _fallbacks(s, venue_id, session_ids, sessions, codes)
     if session_id is None:
         out.incidents = await list_incidents(s, venue_id, jornada_id=jornada.id)
-        out.past_nights = await _past_nights(s, venue_id, jornada, tz, now)
+        out.past_nights, out.night_curves = await _past_nights(s, venue_id, jornada, tz, now, out.quarters)
     else:
         out.incidents = await list_incidents(s, venue_id, session_id=session_id)
     return out
@@ -520,9 +548,12 @@ async def _fallbacks(
     ]
 
 
-async def _past_nights(s: AsyncSession, venue_id: int, jornada: JornadaOut, tz: str, now: datetime) -> list[PastNight]:
-    """The previous jornadas of the same weekday: whole-night totals, and totals up to the same time of the night
-    as now (for an open jornada) or as its close."""
+async def _past_nights(
+    s: AsyncSession, venue_id: int, jornada: JornadaOut, tz: str, now: datetime, quarters: list[TimeSlot]
+) -> tuple[list[PastNight], list[NightCurve]]:
+    """The previous jornadas of the same weekday: whole-night totals, totals up to the same time of the night
+    as now (for an open jornada) or as its close, and each night's sales added up hour by hour of the night
+    (tonight's from its own quarters) for the comparison chart."""
     candidates = list(
         await s.scalars(
             select(Jornada)
@@ -533,7 +564,7 @@ async def _past_nights(s: AsyncSession, venue_id: int, jornada: JornadaOut, tz: 
     )
     same_day = [j for j in candidates if j.label_date.weekday() == jornada.label_date.weekday()][:COMPARE_WEEKS]
     if not same_day:
-        return []
+        return [], []
     ids = [j.id for j in same_day]
     totals = {
         j: (int(t or 0), int(c or 0))
@@ -553,37 +584,50 @@ async def _past_nights(s: AsyncSession, venue_id: int, jornada: JornadaOut, tz: 
     for j in same_day:
         cut = datetime.combine(j.label_date, datetime.min.time()) + into_night
         cuts[j.id] = quarter_of(cut.replace(tzinfo=zone(tz)).astimezone(UTC))  # that night's offset, not tonight's
-    so_far = {
-        j: int(total or 0)
-        for j, total in (
-            await s.execute(
-                select(
-                    SalesQuarter.jornada_id,
-                    func.sum(
-                        case(
-                            *[
-                                (and_(SalesQuarter.jornada_id == j, SalesQuarter.quarter < q), SalesQuarter.amount)
-                                for j, q in cuts.items()
-                            ],
-                            else_=0,
-                        )
-                    ),
-                )
-                .where(SalesQuarter.jornada_id.in_(ids))
-                .group_by(SalesQuarter.jornada_id)
-            )
-        ).all()
-    }
-    return [
+    per_quarter: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for jornada_id, quarter, amount in (
+        await s.execute(
+            select(SalesQuarter.jornada_id, SalesQuarter.quarter, func.sum(SalesQuarter.amount))
+            .where(SalesQuarter.jornada_id.in_(ids))
+            .group_by(SalesQuarter.jornada_id, SalesQuarter.quarter)
+        )
+    ).all():
+        per_quarter[jornada_id].append((int(quarter), int(amount or 0)))
+    nights = [
         PastNight(
             jornada_id=j.id,
             label_date=jornada_out(j).label,
             total=totals.get(j.id, (0, 0))[0],
             tickets=totals.get(j.id, (0, 0))[1],
-            total_so_far=so_far.get(j.id, 0),
+            total_so_far=sum(a for q, a in per_quarter[j.id] if q < cuts[j.id]),
         )
         for j in same_day
     ]
+    tonight = [(quarter_of(x.start), x.amount) for x in quarters]
+    curves = [NightCurve(label=f"Esta ({jornada.label})", points=night_curve(tonight, jornada.label_date, tz))]
+    curves += [
+        NightCurve(label=jornada_out(j).label, points=night_curve(per_quarter[j.id], j.label_date, tz))
+        for j in same_day
+    ]
+    return nights, curves
+
+
+def night_curve(quarters: list[tuple[int, int]], label_date: date, tz: str) -> list[tuple[int, int]]:
+    """(quarter, amount) of a night → (hour of the night, sales added up to the end of that hour): the hour of
+    the night is the local hour counted from the midnight that starts the jornada's date (22 is 22:00, 25 is
+    01:00 the next morning), so nights of different dates line up by the clock their customers saw."""
+    midnight = datetime.combine(label_date, datetime.min.time())
+    per_hour: dict[int, int] = defaultdict(int)
+    for quarter, amount in quarters:
+        local = to_local(quarter_start(quarter), tz).replace(tzinfo=None)
+        per_hour[int((local - midnight).total_seconds() // 3600)] += amount
+    if not per_hour:
+        return []
+    points, running = [], 0
+    for hour in range(min(per_hour), max(per_hour) + 1):
+        running += per_hour.get(hour, 0)
+        points.append((hour, running))
+    return points
 
 
 def _seconds_between(start: Any, end: Any, dialect: str) -> Any:
