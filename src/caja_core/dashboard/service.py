@@ -8,17 +8,21 @@ so a night of 200 000 sales costs what a night of 200 does. Instants are UTC; la
 
 from __future__ import annotations
 
+import functools
+import json
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import case, func, select
+from sqlalchemy import Date, DateTime, Integer, bindparam, case, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..audit.service import IncidentOut, list_incidents
+from ..audit.models import Incident
+from ..audit.service import IncidentOut
 from ..catalog.models import Category, Product
 from ..clock import to_local, utcnow, zone
+from ..db.base import UTCDateTime
 from ..errors import NotFound
 from ..jornadas.models import Jornada
 from ..jornadas.service import JornadaOut, get_jornada, jornada_out
@@ -27,15 +31,16 @@ from ..payments.models import BreakerState, PaymentAttempt
 from ..registers.models import CashRegister
 from ..sales.models import Sale
 from ..sessions.models import CashSession, FallbackEvent, SessionHandover
-from ..users.service import user_names
+from ..users.models import User
 from ..venues.models import Venue
 from .models import ProductSales, SalesQuarter
 from .rollups import FREE_AMOUNT, quarter_of, quarter_start
 
 #: Terminal figures on the live dashboard cover this last stretch of the night.
 TERMINAL_WINDOW = timedelta(minutes=15)  # short enough to show at once a terminal that starts failing
-#: Previous jornadas of the same weekday shown for comparison.
+#: Previous jornadas of the same weekday shown for comparison (the most recent, within the last half year).
 COMPARE_WEEKS = 4
+COMPARE_SPAN_WEEKS = 26
 METHOD_LABELS = {"cash": "Efectivo", "card": "Tarjeta"}
 NOT_APPROVED = (lifecycle.DECLINED, lifecycle.FAILED_NOT_SENT)
 
@@ -222,6 +227,149 @@ async def session_figures(s: AsyncSession, venue_id: int, session_id: int) -> Jo
     return await _figures(s, venue_id, jornada, session_id, now=utcnow(), terminal_window=None)
 
 
+@functools.cache
+def _reads(dialect: str, one_session: bool, windowed: bool) -> Reads:
+    """The dashboard's reads, built once per kind (a jornada or one session; the terminals of the last stretch
+    or of the whole night) with the values as parameters: building the statements costs more than running them.
+    Parameters: ``venue_id``, ``jornada_id``, ``session_id``, ``since`` (the terminal window's start) and
+    ``weeks`` (the dates of the same weekday in previous weeks)."""
+    venue_id = bindparam("venue_id", type_=Integer)
+    jornada_id = bindparam("jornada_id", type_=Integer)
+    session_id = bindparam("session_id", type_=Integer)
+    in_jornada = (CashSession.venue_id == venue_id) & (CashSession.jornada_id == jornada_id)
+    if one_session:
+        in_jornada &= CashSession.id == session_id
+    session_ids = select(CashSession.id).where(in_jornada).scalar_subquery()
+    past = (
+        select(Jornada.id)
+        .where(
+            Jornada.venue_id == venue_id,
+            Jornada.id != jornada_id,
+            Jornada.label_date.in_(bindparam("weeks", expanding=True)),
+        )
+        .order_by(Jornada.label_date.desc(), Jornada.id.desc())
+        .limit(COMPARE_WEEKS)
+        .scalar_subquery()
+    )
+    a = PaymentAttempt
+    waited = _seconds_between(func.coalesce(a.sent_at, a.created_at), a.finished_at, dialect)
+    approved = a.state.in_(lifecycle.PAID) & a.finished_at.is_not(None)
+    terminals = select(
+        a.register_id,
+        func.count(),
+        func.count(case((a.state.in_(lifecycle.PAID), 1))),
+        func.count(case((a.state.in_(NOT_APPROVED), 1))),
+        func.avg(case((approved, waited))),
+        func.max(case((approved, waited))),
+    ).where(a.venue_id == venue_id, a.role == "primary")
+    if windowed:
+        terminals = terminals.where(a.created_at >= bindparam("since", type_=UTCDateTime()))
+    if one_session:
+        terminals = terminals.where(a.session_id == session_id)
+    elif not windowed:
+        terminals = terminals.where(a.session_id.in_(session_ids))
+    # The quarter-hour totals summed in the database three ways (a few dozen rows, however many sessions).
+    q = SalesQuarter
+    in_quarters = q.jornada_id == jornada_id
+    if one_session:
+        in_quarters &= q.session_id == session_id
+    sums = (func.sum(q.count), func.sum(q.amount), func.sum(q.tip_count), func.sum(q.tip))
+    by_quarter = select(q.quarter, *sums).where(in_quarters).group_by(q.quarter)
+    by_payment = select(q.provider_id, q.method, *sums).where(in_quarters).group_by(q.provider_id, q.method)
+    by_cashier = select(q.cashier_id, *sums).where(in_quarters).group_by(q.cashier_id)
+    products_q = (
+        select(
+            ProductSales.product_id,
+            Product.name,
+            Category.name,
+            func.sum(ProductSales.units),
+            func.sum(ProductSales.amount),
+        )
+        .outerjoin(Product, Product.id == ProductSales.product_id)
+        .outerjoin(Category, Category.id == Product.category_id)
+        .where(ProductSales.jornada_id == jornada_id)
+        .group_by(ProductSales.product_id, Product.name, Category.name)
+    )
+    if one_session:
+        products_q = products_q.where(ProductSales.session_id == session_id)
+    incidents_q = select(
+        Incident.id,
+        Incident.kind,
+        Incident.description,
+        Incident.created_at,
+        Incident.resolved,
+        Incident.jornada_id,
+        Incident.session_id,
+        Incident.register_id,
+        Incident.attempt_id,
+        Incident.resolution,
+    ).where(Incident.venue_id == venue_id)
+    incidents_q = (
+        incidents_q.where(Incident.session_id == session_id)
+        if one_session
+        else incidents_q.where(Incident.jornada_id == jornada_id)
+    )
+    e = FallbackEvent
+    queries: dict[str, Any] = dict(  # noqa: C408 - the reads' names, as keywords
+        timezone=select(Venue.timezone).where(Venue.id == venue_id),
+        users=select(User.id, User.display_name).where(User.venue_id == venue_id),
+        registers=select(
+            CashRegister.id,
+            CashRegister.code,
+            CashRegister.active,
+            CashRegister.primary_provider,
+            CashRegister.agent_last_seen_at,
+        ).where(CashRegister.venue_id == venue_id),
+        sessions=select(
+            CashSession.id,
+            CashSession.register_id,
+            CashSession.cashier_id,
+            CashSession.status,
+            CashSession.opened_at,
+            CashSession.ticket_count,
+            CashSession.sales_total,
+            CashSession.courtesy_total,
+            CashSession.tip_total,
+            CashSession.difference,
+            CashSession.handover_difference,
+        ).where(in_jornada),
+        by_quarter=by_quarter,
+        by_payment=by_payment,
+        by_cashier=by_cashier,
+        products=products_q,
+        voids=select(Sale.cancelled_by, func.count(), func.coalesce(func.sum(Sale.total), 0))
+        .where(Sale.session_id.in_(session_ids), Sale.status == "cancelled", Sale.cancelled_by.is_not(None))
+        .group_by(Sale.cancelled_by),
+        handovers=select(SessionHandover.from_user_id, SessionHandover.difference).where(
+            SessionHandover.session_id.in_(session_ids)
+        ),
+        breakers=select(BreakerState.register_id, BreakerState.state).where(
+            BreakerState.venue_id == venue_id, BreakerState.register_id.is_not(None)
+        ),
+        terminals=terminals.group_by(a.register_id),
+        in_doubt=select(a.id, a.sale_id, a.register_id, a.provider_id, a.amount, a.ticket, a.state, a.created_at).where(
+            a.venue_id == venue_id, a.state.in_(lifecycle.DOUBTFUL), a.session_id.in_(session_ids)
+        ),
+        fallbacks=select(e.id, e.created_at, e.session_id, e.from_provider, e.to_provider, e.reason, e.override).where(
+            e.venue_id == venue_id, e.session_id.in_(session_ids)
+        ),
+        incidents=incidents_q,
+    )
+    if not one_session:
+        queries.update(
+            past=select(Jornada.id, Jornada.label_date).where(Jornada.id.in_(past)),
+            past_totals=select(
+                CashSession.jornada_id, func.sum(CashSession.sales_total), func.sum(CashSession.ticket_count)
+            )
+            .where(CashSession.jornada_id.in_(past))
+            .group_by(CashSession.jornada_id),
+            past_quarters=select(SalesQuarter.jornada_id, SalesQuarter.quarter, func.sum(SalesQuarter.amount))
+            .where(SalesQuarter.jornada_id.in_(past))
+            .group_by(SalesQuarter.jornada_id, SalesQuarter.quarter),
+        )
+    return Reads.build(dialect, queries)
+
+
 async def _figures(
     s: AsyncSession,
     venue_id: int,
@@ -231,36 +379,30 @@ async def _figures(
     now: datetime,
     terminal_window: timedelta | None,
 ) -> JornadaFigures:
-    tz = await s.scalar(select(Venue.timezone).where(Venue.id == venue_id)) or "America/Santiago"
-    names = await user_names(s, venue_id)
-    registers = (
-        await s.execute(
-            select(
-                CashRegister.id,
-                CashRegister.code,
-                CashRegister.active,
-                CashRegister.primary_provider,
-                CashRegister.agent_last_seen_at,
-            ).where(CashRegister.venue_id == venue_id)
-        )
-    ).all()
-    codes = {r.id: r.code for r in registers}
-    sessions_q = select(CashSession).where(CashSession.venue_id == venue_id, CashSession.jornada_id == jornada.id)
-    if session_id is not None:
-        sessions_q = sessions_q.where(CashSession.id == session_id)
-    sessions = list(await s.scalars(sessions_q.order_by(CashSession.opened_at)))
-    session_ids = [x.id for x in sessions]
+    reads = _reads(s.get_bind().dialect.name, session_id is not None, terminal_window is not None)
+    read = await reads.run(
+        s,
+        venue_id=venue_id,
+        jornada_id=jornada.id,
+        session_id=session_id,
+        since=now - terminal_window if terminal_window is not None else None,
+        weeks=[jornada.label_date - timedelta(weeks=n) for n in range(1, COMPARE_SPAN_WEEKS + 1)],
+    )
+    tz = next((str(t) for (t,) in read["timezone"] if t), "America/Santiago")
+    names = {int(u): str(n) for u, n in read["users"]}
+    codes = {r[0]: r[1] for r in read["registers"]}
+    sessions = sorted(read["sessions"], key=lambda x: (x[4], x[0]))
     out = JornadaFigures(jornada=jornada, timezone=tz, generated_at=now, session_id=session_id)
 
     # Totals and the per-register breakdown: the sessions' running totals.
-    out.total = sum(x.sales_total for x in sessions)
-    out.tickets = sum(x.ticket_count for x in sessions)
-    out.courtesy_total = sum(x.courtesy_total for x in sessions)
     per_register: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for x in sessions:
-        per_register[x.register_id][0] += x.ticket_count
-        per_register[x.register_id][1] += x.sales_total
-        per_register[x.register_id][2] += x.tip_total
+    for _, register_id, _, _, _, tickets, sales_total, courtesy, tips, _, _ in sessions:
+        out.total += sales_total
+        out.tickets += tickets
+        out.courtesy_total += courtesy
+        per_register[register_id][0] += tickets
+        per_register[register_id][1] += sales_total
+        per_register[register_id][2] += tips
     out.by_register = sorted(
         (
             Figure(key=str(codes.get(r, r)), label=str(codes.get(r, r)), count=c, amount=a, tips=t)
@@ -270,19 +412,6 @@ async def _figures(
     )
 
     # Methods, providers, cashiers and the time line: the quarter-hour totals (a few rows per session).
-    q = select(
-        SalesQuarter.quarter,
-        SalesQuarter.cashier_id,
-        SalesQuarter.provider_id,
-        SalesQuarter.method,
-        SalesQuarter.count,
-        SalesQuarter.amount,
-        SalesQuarter.tip_count,
-        SalesQuarter.tip,
-    ).where(SalesQuarter.jornada_id == jornada.id)
-    if session_id is not None:
-        q = q.where(SalesQuarter.session_id == session_id)
-    rows = (await s.execute(q)).all()
     methods: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     providers: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     quarters: dict[int, list[int]] = defaultdict(lambda: [0, 0])
@@ -293,21 +422,19 @@ async def _figures(
             cashiers[user_id] = CashierFigures(user_id=user_id, name=names.get(user_id, f"usuario #{user_id}"))
         return cashiers[user_id]
 
-    for quarter, cashier_id, provider_id, method, count, amount, tip_count, tip in rows:
+    for quarter, count, amount, _, _ in read["by_quarter"]:
+        quarters[int(quarter)] = [int(count), int(amount)]
+    for provider_id, method, count, amount, _, tip in read["by_payment"]:
         for entry in (methods[method], providers[provider_id]):
-            entry[0] += count
-            entry[1] += amount
-            entry[2] += tip
-        entry = quarters[quarter]
-        entry[0] += count
-        entry[1] += amount
+            entry[0] += int(count)
+            entry[1] += int(amount)
+            entry[2] += int(tip)
+    for cashier_id, count, amount, tip_count, tip in read["by_cashier"]:
         line = cashier(cashier_id)
-        line.sales_count += count
-        line.sales_total += amount
-        line.tip_count += tip_count
-        line.tips += tip
-        out.tip_count += tip_count
-        out.tip_total += tip
+        line.sales_count, line.sales_total = int(count), int(amount)
+        line.tip_count, line.tips = int(tip_count), int(tip)
+        out.tip_count += int(tip_count)
+        out.tip_total += int(tip)
     out.by_method = [
         Figure(key=k, label=METHOD_LABELS.get(k, k), count=c, amount=a, tips=t)
         for k, (c, a, t) in sorted(methods.items())
@@ -319,38 +446,81 @@ async def _figures(
         if c or a or t
     ]
     out.quarters, out.hours = time_line(quarters, tz)
+    out.products, out.categories = _products(read["products"])
 
-    out.products, out.categories = await _products(s, jornada.id, session_id)
-    await _cashier_controls(s, session_ids, sessions, cashier)
+    # Voids (by who voided, as in the controls report) and differences (each part on who caused it).
+    for voider, count, total in read["voids"]:
+        line = cashier(voider)
+        line.voids_count, line.voids_total = int(count), int(total)
+    for _, _, cashier_id, _, _, _, _, _, _, difference, handover_difference in sessions:
+        if difference is not None:
+            cashier(cashier_id).difference += difference - (handover_difference or 0)
+    for from_user, difference in read["handovers"]:
+        cashier(from_user).difference += difference
     out.cashiers = sorted(cashiers.values(), key=lambda c: c.name)
 
-    card_registers = [
-        (r.id, r.primary_provider, r.agent_last_seen_at) for r in registers if r.active and r.primary_provider
-    ]
-    out.terminals = await _terminals(
-        s, venue_id, jornada.id, session_id, codes, card_registers, now=now, window=terminal_window
-    )
+    breakers = dict(read["breakers"])
+    out.terminals = _terminals(read["terminals"], read["registers"], breakers, codes)
     out.terminal_window = terminal_window
     out.open_sessions = [
         OpenSessionLine(
-            session_id=x.id,
-            register_code=str(codes.get(x.register_id, "?")),
-            cashier_name=names.get(x.cashier_id, ""),
-            status=x.status,
-            opened_at=x.opened_at,
-            ticket_count=x.ticket_count,
-            sales_total=x.sales_total,
+            session_id=x[0],
+            register_code=str(codes.get(x[1], "?")),
+            cashier_name=names.get(x[2], ""),
+            status=x[3],
+            opened_at=x[4],
+            ticket_count=x[5],
+            sales_total=x[6],
         )
         for x in sessions
-        if x.status != "closed"
+        if x[3] != "closed"
     ]
-    out.in_doubt = await _in_doubt(s, venue_id, session_ids, codes)
-    out.fallbacks = await _fallbacks(s, venue_id, session_ids, sessions, codes)
+    out.in_doubt = [
+        DoubtLine(
+            attempt_id=attempt_id,
+            sale_id=sale_id,
+            register_code=str(codes.get(register_id, "?")),
+            provider_id=provider_id,
+            amount=amount,
+            ticket=ticket,
+            state=state,
+            created_at=created_at,
+        )
+        for attempt_id, sale_id, register_id, provider_id, amount, ticket, state, created_at in sorted(read["in_doubt"])
+    ]
+    register_of = {x[0]: x[1] for x in sessions}
+    out.fallbacks = [
+        FallbackMark(
+            at=at,
+            register_code=str(codes.get(register_of.get(event_session, 0), "?")),
+            from_provider=from_provider,
+            to_provider=to_provider,
+            reason=reason,
+            override=bool(override),
+        )
+        for _, at, event_session, from_provider, to_provider, reason, override in sorted(
+            read["fallbacks"], key=lambda x: (x[1], x[0])
+        )
+    ]
+    out.incidents = [
+        IncidentOut(
+            id=i[0],
+            kind=i[1],
+            description=i[2],
+            created_at=i[3],
+            resolved=bool(i[4]),
+            jornada_id=i[5],
+            session_id=i[6],
+            register_id=i[7],
+            attempt_id=i[8],
+            resolution=i[9],
+        )
+        for i in sorted(read["incidents"])
+    ]
     if session_id is None:
-        out.incidents = await list_incidents(s, venue_id, jornada_id=jornada.id)
-        out.past_nights, out.night_curves = await _past_nights(s, venue_id, jornada, tz, now, out.quarters)
-    else:
-        out.incidents = await list_incidents(s, venue_id, session_id=session_id)
+        out.past_nights, out.night_curves = _past_nights(
+            jornada, tz, now, out.quarters, read["past"], read["past_totals"], read["past_quarters"]
+        )
     return out
 
 
@@ -387,22 +557,63 @@ def _labelled(slots: list[tuple[datetime, int, int]], tz: str) -> list[TimeSlot]
     return out
 
 
-async def _products(s: AsyncSession, jornada_id: int, session_id: int | None) -> tuple[list[ProductLine], list[Figure]]:
-    q = (
-        select(
-            ProductSales.product_id,
-            Product.name,
-            Category.name,
-            func.sum(ProductSales.units),
-            func.sum(ProductSales.amount),
-        )
-        .outerjoin(Product, Product.id == ProductSales.product_id)
-        .outerjoin(Category, Category.id == Product.category_id)
-        .where(ProductSales.jornada_id == jornada_id)
-        .group_by(ProductSales.product_id, Product.name, Category.name)
-    )
-    if session_id is not None:
-        q = q.where(ProductSales.session_id == session_id)
+class Reads:
+    """Independent reads run together: on PostgreSQL in one round trip (each read's rows come back as one JSON
+    array in a single row, and each value is decoded to its column's type: instants, dates), on SQLite one after
+    the other in the process. A page polled every few seconds pays for its round trips more than for its
+    reading: on a busy server each one waits for the processor twice."""
+
+    def __init__(self, queries: dict[str, Any], combined: Any, decoders: dict[str, list[tuple[int, Any]]]) -> None:
+        self.queries, self.combined, self.decoders = queries, combined, decoders
+
+    @classmethod
+    def build(cls, dialect: str, queries: dict[str, Any]) -> Reads:
+        decoders = {
+            name: [(n, d) for n, d in enumerate(_decoder(c.type) for c in q.selected_columns) if d is not None]
+            for name, q in queries.items()
+        }
+        if dialect != "postgresql":
+            return cls(queries, None, decoders)
+        parts = []
+        for name, q in queries.items():
+            sub = q.subquery(name)
+            rows = func.json_agg(func.json_build_array(*sub.c))
+            parts.append(select(func.coalesce(rows, literal_column("'[]'::json"))).scalar_subquery().label(name))
+        return cls(queries, select(*parts), decoders)
+
+    async def run(self, s: AsyncSession, **params: Any) -> dict[str, list[tuple[Any, ...]]]:
+        if self.combined is None:
+            return {name: [tuple(r) for r in (await s.execute(q, params)).all()] for name, q in self.queries.items()}
+        row = (await s.execute(self.combined, params)).one()
+        out = {}
+        for name, value in zip(self.queries, row, strict=True):
+            data = json.loads(value) if isinstance(value, str) else value
+            decoders = self.decoders[name]
+            if decoders:
+                for r in data:
+                    for n, decode in decoders:
+                        r[n] = decode(r[n])
+            out[name] = [tuple(r) for r in data]
+        return out
+
+
+def _decoder(column_type: Any) -> Any:
+    """How a column's JSON value becomes its Python value (None: as it comes)."""
+    if isinstance(column_type, UTCDateTime | DateTime):
+        return _instant
+    if isinstance(column_type, Date):
+        return lambda v: None if v is None else date.fromisoformat(v)
+    return None
+
+
+def _instant(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    instant = datetime.fromisoformat(value)
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+
+
+def _products(rows: list[tuple[Any, ...]]) -> tuple[list[ProductLine], list[Figure]]:
     lines = [
         ProductLine(
             product_id=p,
@@ -411,7 +622,7 @@ async def _products(s: AsyncSession, jornada_id: int, session_id: int | None) ->
             units=int(units or 0),
             amount=int(amount or 0),
         )
-        for p, name, category, units, amount in (await s.execute(q)).all()
+        for p, name, category, units, amount in rows
         if units or amount
     ]
     lines.sort(key=lambda line: (-line.amount, line.name))
@@ -425,47 +636,14 @@ async def _products(s: AsyncSession, jornada_id: int, session_id: int | None) ->
     ]
 
 
-async def _cashier_controls(s: AsyncSession, session_ids: list[int], sessions: list[CashSession], cashier: Any) -> None:
-    """Voids (by who voided, as in the controls report) and differences (each part on who caused it)."""
-    if not session_ids:
-        return
-    voided = await s.execute(
-        select(Sale.cancelled_by, func.count(), func.coalesce(func.sum(Sale.total), 0))
-        .where(Sale.session_id.in_(session_ids), Sale.status == "cancelled", Sale.cancelled_by.is_not(None))
-        .group_by(Sale.cancelled_by)
-    )
-    for voider, count, total in voided:
-        line = cashier(voider)
-        line.voids_count, line.voids_total = int(count), int(total)
-    for x in sessions:
-        if x.difference is not None:
-            cashier(x.cashier_id).difference += x.difference - (x.handover_difference or 0)
-    handovers = await s.execute(
-        select(SessionHandover.from_user_id, SessionHandover.difference).where(
-            SessionHandover.session_id.in_(session_ids)
-        )
-    )
-    for from_user, difference in handovers:
-        cashier(from_user).difference += difference
-
-
-async def _terminals(
-    s: AsyncSession,
-    venue_id: int,
-    jornada_id: int,
-    session_id: int | None,
+def _terminals(
+    rows: list[tuple[Any, ...]],
+    registers: list[tuple[Any, ...]],
+    breakers: dict[int, str],
     codes: dict[int, str],
-    registers: list[tuple[int, str, datetime | None]],
-    *,
-    now: datetime,
-    window: timedelta | None,
 ) -> list[TerminalFigures]:
-    """``registers``: (id, primary provider, agent's last heartbeat) of the active registers that take cards."""
-    breakers = {
-        r.register_id: r.state
-        for r in await s.scalars(select(BreakerState).where(BreakerState.venue_id == venue_id))
-        if r.register_id is not None
-    }
+    """The active registers that take cards: their breaker, the agent's last heartbeat, and ``rows`` (per
+    register: attempts, approved, not approved, average and slowest seconds to an approval)."""
     out = {
         register_id: TerminalFigures(
             register_id=register_id,
@@ -475,26 +653,10 @@ async def _terminals(
             breaker_label=breaker.LABELS.get(breakers.get(register_id, breaker.CLOSED), ""),
             last_heartbeat=seen,
         )
-        for register_id, provider, seen in registers
+        for register_id, _, active, provider, seen in registers
+        if active and provider
     }
-    a = PaymentAttempt
-    waited = _seconds_between(func.coalesce(a.sent_at, a.created_at), a.finished_at, s.get_bind().dialect.name)
-    approved = a.state.in_(lifecycle.PAID) & a.finished_at.is_not(None)
-    q = select(
-        a.register_id,
-        func.count(),
-        func.count(case((a.state.in_(lifecycle.PAID), 1))),
-        func.count(case((a.state.in_(NOT_APPROVED), 1))),
-        func.avg(case((approved, waited))),
-        func.max(case((approved, waited))),
-    ).where(a.venue_id == venue_id, a.role == "primary")
-    if window is not None:
-        q = q.where(a.created_at >= now - window)
-    if session_id is not None:
-        q = q.where(a.session_id == session_id)
-    elif window is None:
-        q = q.where(a.session_id.in_(select(CashSession.id).where(CashSession.jornada_id == jornada_id)))
-    for register_id, attempts, paid, not_paid, average, slowest in (await s.execute(q.group_by(a.register_id))).all():
+    for register_id, attempts, paid, not_paid, average, slowest in rows:
         if register_id in out:
             line = out[register_id]
             line.attempts, line.approved, line.not_approved = int(attempts), int(paid), int(not_paid)
@@ -503,111 +665,48 @@ async def _terminals(
     return sorted(out.values(), key=lambda t: t.register_code)
 
 
-async def _in_doubt(s: AsyncSession, venue_id: int, session_ids: list[int], codes: dict[int, str]) -> list[DoubtLine]:
-    a = PaymentAttempt
-    rows = await s.scalars(
-        select(a)
-        .where(a.venue_id == venue_id, a.state.in_(lifecycle.DOUBTFUL), a.session_id.in_(session_ids))
-        .order_by(a.id)
-    )
-    return [
-        DoubtLine(
-            attempt_id=x.id,
-            sale_id=x.sale_id,
-            register_code=str(codes.get(x.register_id, "?")),
-            provider_id=x.provider_id,
-            amount=x.amount,
-            ticket=x.ticket,
-            state=x.state,
-            created_at=x.created_at,
-        )
-        for x in rows
-    ]
-
-
-async def _fallbacks(
-    s: AsyncSession, venue_id: int, session_ids: list[int], sessions: list[CashSession], codes: dict[int, str]
-) -> list[FallbackMark]:
-    register_of = {x.id: x.register_id for x in sessions}
-    e = FallbackEvent
-    rows = await s.execute(  # columns, not entities: a bad night has hundreds
-        select(e.created_at, e.session_id, e.from_provider, e.to_provider, e.reason, e.override)
-        .where(e.venue_id == venue_id, e.session_id.in_(session_ids))
-        .order_by(e.created_at, e.id)
-    )
-    return [
-        FallbackMark(
-            at=at,
-            register_code=str(codes.get(register_of.get(session_id, 0), "?")),
-            from_provider=from_provider,
-            to_provider=to_provider,
-            reason=reason,
-            override=override,
-        )
-        for at, session_id, from_provider, to_provider, reason, override in rows
-    ]
-
-
-async def _past_nights(
-    s: AsyncSession, venue_id: int, jornada: JornadaOut, tz: str, now: datetime, quarters: list[TimeSlot]
+def _past_nights(
+    jornada: JornadaOut,
+    tz: str,
+    now: datetime,
+    quarters: list[TimeSlot],
+    past: list[tuple[Any, ...]],
+    past_totals: list[tuple[Any, ...]],
+    past_quarters: list[tuple[Any, ...]],
 ) -> tuple[list[PastNight], list[NightCurve]]:
-    """The previous jornadas of the same weekday: whole-night totals, totals up to the same time of the night
-    as now (for an open jornada) or as its close, and each night's sales added up hour by hour of the night
-    (tonight's from its own quarters) for the comparison chart."""
-    candidates = list(
-        await s.scalars(
-            select(Jornada)
-            .where(Jornada.venue_id == venue_id, Jornada.id != jornada.id, Jornada.label_date < jornada.label_date)
-            .order_by(Jornada.label_date.desc())
-            .limit(COMPARE_WEEKS * 7)
-        )
-    )
-    same_day = [j for j in candidates if j.label_date.weekday() == jornada.label_date.weekday()][:COMPARE_WEEKS]
+    """The previous jornadas of the same weekday (``past``: id, date): whole-night totals, totals up to the same
+    time of the night as now (for an open jornada) or as its close, and each night's sales added up hour by
+    hour of the night (tonight's from its own quarters) for the comparison chart."""
+    same_day = sorted(past, key=lambda j: (j[1], j[0]), reverse=True)
     if not same_day:
         return [], []
-    ids = [j.id for j in same_day]
-    totals = {
-        j: (int(t or 0), int(c or 0))
-        for j, t, c in (
-            await s.execute(
-                select(CashSession.jornada_id, func.sum(CashSession.sales_total), func.sum(CashSession.ticket_count))
-                .where(CashSession.jornada_id.in_(ids))
-                .group_by(CashSession.jornada_id)
-            )
-        ).all()
-    }
+    totals = {j: (int(t or 0), int(c or 0)) for j, t, c in past_totals}
     # "So far": this night's elapsed local time of night, laid on each earlier night's date.
     until = jornada.closed_at or now
     local_until = to_local(until, tz)
     into_night = local_until.replace(tzinfo=None) - datetime.combine(jornada.label_date, datetime.min.time())
     cuts = {}
-    for j in same_day:
-        cut = datetime.combine(j.label_date, datetime.min.time()) + into_night
-        cuts[j.id] = quarter_of(cut.replace(tzinfo=zone(tz)).astimezone(UTC))  # that night's offset, not tonight's
+    for jornada_id, label_date in same_day:
+        cut = datetime.combine(label_date, datetime.min.time()) + into_night
+        cuts[jornada_id] = quarter_of(cut.replace(tzinfo=zone(tz)).astimezone(UTC))  # that night's own offset
     per_quarter: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for jornada_id, quarter, amount in (
-        await s.execute(
-            select(SalesQuarter.jornada_id, SalesQuarter.quarter, func.sum(SalesQuarter.amount))
-            .where(SalesQuarter.jornada_id.in_(ids))
-            .group_by(SalesQuarter.jornada_id, SalesQuarter.quarter)
-        )
-    ).all():
+    for jornada_id, quarter, amount in past_quarters:
         per_quarter[jornada_id].append((int(quarter), int(amount or 0)))
     nights = [
         PastNight(
-            jornada_id=j.id,
-            label_date=jornada_out(j).label,
-            total=totals.get(j.id, (0, 0))[0],
-            tickets=totals.get(j.id, (0, 0))[1],
-            total_so_far=sum(a for q, a in per_quarter[j.id] if q < cuts[j.id]),
+            jornada_id=jornada_id,
+            label_date=label_date.strftime("%d-%m-%Y"),
+            total=totals.get(jornada_id, (0, 0))[0],
+            tickets=totals.get(jornada_id, (0, 0))[1],
+            total_so_far=sum(a for q, a in per_quarter[jornada_id] if q < cuts[jornada_id]),
         )
-        for j in same_day
+        for jornada_id, label_date in same_day
     ]
     tonight = [(quarter_of(x.start), x.amount) for x in quarters]
     curves = [NightCurve(label=f"Esta ({jornada.label})", points=night_curve(tonight, jornada.label_date, tz))]
     curves += [
-        NightCurve(label=jornada_out(j).label, points=night_curve(per_quarter[j.id], j.label_date, tz))
-        for j in same_day
+        NightCurve(label=label_date.strftime("%d-%m-%Y"), points=night_curve(per_quarter[j], label_date, tz))
+        for j, label_date in same_day
     ]
     return nights, curves
 
