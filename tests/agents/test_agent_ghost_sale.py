@@ -1,4 +1,4 @@
-"""PAYMENTS.md case 34 through the real stack: the app under uvicorn, ``caja agent`` as a real process on the
+"""docs/reliability.md case 34 through the real stack: the app under uvicorn, ``caja agent`` as a real process on the
 register PC's side of a flaky network (an HTTP proxy that loses or delays answers, or cuts the line), and the
 GETNET simulator on a pseudo-terminal. The simulator's ledger is what the customer was really charged.
 

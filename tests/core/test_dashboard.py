@@ -23,7 +23,7 @@ from caja_core.sales import discounts, tips
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
 from caja_core.sessions.models import CashSession
-from caja_core.testing.factories import SUPERVISOR_PIN, make_setup
+from caja_core.testing.factories import SUPERVISOR_PIN, cash_sale, make_setup
 
 
 class Night:
@@ -52,9 +52,9 @@ class Night:
         return jornada.id, session.id
 
     async def cash(self, iso: str, session_id: int, **quantities: int) -> int:
-        """A cash sale through the POS's hot path."""
+        """A cash sale as the POS rings it."""
         self.at(iso)
-        sale = await sales.sell_cash(
+        sale = await cash_sale(
             self.db,
             venue_id=self.st.venue_id,
             session_id=session_id,

@@ -1,5 +1,5 @@
 """The whole backup path: GETNET (simulator on a real socket, failing) → KLAP manual confirmation → session
-close shows the sale under KLAP and the fallback event → end-of-night verification. Also PAYMENTS.md case 27:
+close shows the sale under KLAP and the fallback event → end-of-night verification. Also docs/reliability.md case 27:
 a manual confirmation without an authorization code or with a malformed last 4 is rejected."""
 
 from __future__ import annotations

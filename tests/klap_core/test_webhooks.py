@@ -1,4 +1,4 @@
-"""PAYMENTS.md cases 25 and 26: KLAP Checkout webhooks on real SQLite and PostgreSQL.
+"""docs/reliability.md cases 25 and 26: KLAP Checkout webhooks on real SQLite and PostgreSQL.
 
 25. Webhook delivered twice → one state change; answered 2xx within 10 s even with a slow database.
 26. Webhook with unknown order/reference or a mismatched amount → rejected, no state change, alert.

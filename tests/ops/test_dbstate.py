@@ -17,18 +17,6 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def call_the_printer(session, port: int) -> None:
-    session.execute(text("SELECT 1"))
-    socket.create_connection(("127.0.0.1", port), timeout=5)
-
-
-async def test_a_device_refusing_inside_a_unit_of_work_is_not_a_database_outage(any_db):
-    """The unit runs under SQLAlchemy on PostgreSQL (its frames wrap the caja code that called the device)."""
-    with pytest.raises(ConnectionRefusedError) as caught:
-        await any_db.run_unit(call_the_printer, closed_port())
-    assert not database_unavailable(caught.value)
-
-
 async def test_a_database_that_refuses_is_an_outage():
     db = Database(f"postgresql://caja@127.0.0.1:{closed_port()}/caja")
     try:

@@ -1,4 +1,4 @@
-"""The real stack for the operator-action cases (PAYMENTS.md 31–38): a venue on a real database, the GETNET
+"""The real stack for the operator-action cases (docs/reliability.md cases 31–38): a venue on a real database, the GETNET
 provider talking to terminal simulators over TCP, one or more instances of the real Litestar app (each with its
 own payment orchestrator), and HTTP clients for the cashier, the supervisor and the admin, who use the same
 pages and forms as a person."""

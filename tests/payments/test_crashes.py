@@ -1,4 +1,4 @@
-"""PAYMENTS.md §4, crashes: the app is a real process killed with SIGKILL at the named point and restarted
+"""docs/reliability.md, the crash cases: the app is a real process killed with SIGKILL at the named point and restarted
 (cases 19, 20, 22). The terminal's truth is a file-backed ledger that survives the kill."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""PAYMENTS.md §4 cases 21 and 24: the database goes away when an approval arrives; random provider behaviour
+"""docs/reliability.md cases 21 and 24: the database goes away when an approval arrives; random provider behaviour
 never breaks "charges made by the provider == approved attempts == paid sales, no sale paid twice"."""
 
 from __future__ import annotations

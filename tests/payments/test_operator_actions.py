@@ -1,4 +1,4 @@
-"""PAYMENTS.md §4 cases 31–38 — payments that hold under what operators do — through the real stack: the real
+"""docs/reliability.md cases 31–38 — payments that hold under what operators do — through the real stack: the real
 Litestar app (one or two instances, each with its own orchestrator), the GETNET provider talking to terminal
 simulators over TCP, and the cashier's, supervisor's and admin's own pages and forms."""
 

@@ -1,4 +1,4 @@
-"""PAYMENTS.md §4 cases 35 and 37 with two app instances on PostgreSQL: an instance killed with its terminal leased
+"""docs/reliability.md cases 35 and 37 with two app instances on PostgreSQL: an instance killed with its terminal leased
 frees it within 15 s; a wall-clock step on another instance (or a skewed one) takes nothing over from a live
 instance, so a slow terminal's approval is never preceded by a "not charged"."""
 

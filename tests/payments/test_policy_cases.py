@@ -1,4 +1,4 @@
-"""PAYMENTS.md §4, policy and orchestration: cases 13–18, 23 and 28."""
+"""docs/reliability.md, the policy and orchestration cases: cases 13–18, 23 and 28."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from webkit import text_of
 
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
-from caja_core.testing.factories import make_setup
+from caja_core.testing.factories import cash_sale, make_setup
 
 
 async def sell(db, st, **quantities):
@@ -26,7 +26,7 @@ async def sell(db, st, **quantities):
                 initial_cash=10000,
                 open_key=str(uuid.uuid4()),
             )
-    await sales.sell_cash(
+    await cash_sale(
         db,
         venue_id=st.venue_id,
         session_id=session.id,

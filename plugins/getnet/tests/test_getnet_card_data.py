@@ -1,4 +1,4 @@
-"""No card number or track data in the logs of a full run (PAYMENTS.md rule 10, case 30)."""
+"""No card number or track data in the logs of a full run (docs/reliability.md rule 10, case 30)."""
 
 from __future__ import annotations
 

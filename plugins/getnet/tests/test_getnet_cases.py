@@ -1,4 +1,4 @@
-"""PAYMENTS.md §4 cases 1–12 against the simulated terminal over a real TCP socket (provider level).
+"""docs/reliability.md cases 1–12 against the simulated terminal over a real TCP socket (provider level).
 
 Each test checks the Outcome the core gets and what the terminal's own ledger says was charged.
 """

@@ -1,4 +1,4 @@
-"""The simulator speaks GETNET's wire types as the vendor's own SDK declares them (PAYMENTS.md §2), and our
+"""The simulator speaks GETNET's wire types as the vendor's own SDK declares them (plugins/getnet/README.md, Wire types), and our
 client reads both those types and the numeric strings some firmware sends.
 
 The decoder below mirrors the SDK's typed response classes: a field of the wrong JSON type fails, as it makes

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection, Table, delete, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -138,34 +138,6 @@ def _rows(
         for p in products
     ]
     return quarter, lines
-
-
-def add_cash_sale(
-    conn: Connection,
-    *,
-    jornada_id: int,
-    session_id: int,
-    cashier_id: int,
-    paid_at: datetime,
-    total: int,
-    products: list[dict[str, int]],
-) -> None:
-    """The cash sale's hot path (synchronous, on the unit's connection)."""
-    quarter_stmt, product_stmt = _statements(conn.dialect.name)
-    quarter, lines = _rows(
-        jornada_id=jornada_id,
-        session_id=session_id,
-        cashier_id=cashier_id,
-        provider_id="cash",
-        method="cash",
-        paid_at=paid_at,
-        total=total,
-        products=products,
-        sign=1,
-    )
-    conn.execute(quarter_stmt, quarter)
-    if lines:
-        conn.execute(product_stmt, lines)
 
 
 async def add_sale(s: AsyncSession, sale: Sale, sign: int) -> None:

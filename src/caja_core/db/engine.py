@@ -1,16 +1,14 @@
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from collections.abc import AsyncIterator
+from typing import Any, ParamSpec, TypeVar, cast
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine, Result, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 T = TypeVar("T")
@@ -158,28 +156,6 @@ class Database:
         self.engine = make_engine(self.url, echo=echo, pool_size=pool_size, application_name=application_name)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
 
-        self._sync_sessionmaker: sessionmaker[Session] | None = None
-
-    async def run_unit(self, fn: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(session, *args, **kwargs)`` — synchronous ORM code — as one committed transaction.
-
-        On SQLite the whole unit runs in one worker thread on the sqlite3 driver (one thread hop instead
-        of one per statement: aiosqlite's per-statement hop dominates short transactions); on PostgreSQL it
-        runs on the async driver through ``AsyncSession.run_sync``. Used by the hot paths (a cash sale)."""
-        if self.dialect == "sqlite" and ":memory:" not in self.url and not self.url.endswith("sqlite+aiosqlite://"):
-            return await asyncio.to_thread(self._run_unit_in_thread, fn, args, kwargs)
-        async with self.session() as session:
-            return await session.run_sync(lambda s: fn(s, *args, **kwargs))
-
-    def _run_unit_in_thread(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        if self._sync_sessionmaker is None:
-            sync_url = self.url.replace("sqlite+aiosqlite", "sqlite", 1)
-            engine = create_engine(sync_url, connect_args={"timeout": 30, "check_same_thread": False})
-            _sqlite_events(engine, memory=False)
-            self._sync_sessionmaker = sessionmaker(engine, expire_on_commit=False)
-        with self._sync_sessionmaker() as session, session.begin():
-            return fn(session, *args, **kwargs)
-
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
@@ -199,6 +175,3 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self._sync_sessionmaker is not None:
-            self._sync_sessionmaker.kw["bind"].dispose()
-            self._sync_sessionmaker = None

@@ -129,3 +129,33 @@ async def make_setup(
         products=products,
         prices=prices,
     )
+
+
+async def cash_sale(
+    db: Database,
+    *,
+    venue_id: int,
+    session_id: int,
+    cashier_id: int,
+    items: list[Any],
+    idempotency_key: str | None = None,
+    cash_received: object = None,
+) -> Any:
+    """A cash sale as the POS rings it: the sale created («Cobrar»), then paid in cash («Efectivo»)."""
+    import uuid
+
+    from ..sales import service as sales
+
+    async with db.session() as s:
+        sale = await sales.create_sale(
+            s,
+            venue_id=venue_id,
+            session_id=session_id,
+            cashier_id=cashier_id,
+            items=items,
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
+        )
+    async with db.session() as s:
+        return await sales.pay_cash(
+            s, venue_id=venue_id, sale_id=sale.id, cash_received=cash_received, user_id=cashier_id
+        )
