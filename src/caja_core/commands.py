@@ -654,10 +654,11 @@ def plugin_group() -> None:
 @click.option("--title", default=None, help="El nombre que ven las personas (por omisión, NAME con mayúscula).")
 def plugin_new(name: str, directory: Path, title: str | None) -> None:
     """Genera caja-NAME: un proveedor de pago, un equipo falso y la prueba de conformidad (pasa en verde)."""
-    from .plugin_kit import new_plugin
+    from .plugin_kit import how_to_test, new_plugin
 
     root = new_plugin(name, directory, title=title)
     click.echo(f"Plugin creado en {root}.")
-    click.echo(f"  Pruebas:    .venv/bin/python -m pytest {root / 'tests'}")
+    for line in how_to_test(root, sys.executable):
+        click.echo(line)
     click.echo(f"  Instalar:   .tools/bin/uv pip install -e {root}   (make demo y make test lo conservan)")
     click.echo("  Verlo:      caja plugins")

@@ -6,6 +6,7 @@ runs green)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,29 @@ def new_plugin(name: str, directory: Path, *, title: str | None = None) -> Path:
 
 
 __all__ = ["PluginError", "PluginInfo", "ProviderInfo", "check_plugin_name", "describe_plugins", "new_plugin"]
+
+
+#: What the generated conformance test needs besides caja (a server install of caja ships without them).
+TEST_TOOLS = {"pytest": "pytest", "pytest_asyncio": "pytest-asyncio"}
+
+
+def how_to_test(root: Path, python: str, *, installed: Callable[[str], bool] | None = None) -> list[str]:
+    """The lines ``caja plugin new`` prints about running the new plugin's tests with ``python``: the command,
+    and, when this environment lacks pytest or pytest-asyncio (caja installed from its wheels), how to get them."""
+    if installed is None:
+        installed = _importable
+    lines = [f"  Pruebas:    {python} -m pytest {root / 'tests'}"]
+    missing = [package for module, package in TEST_TOOLS.items() if not installed(module)]
+    if missing:
+        lines.append(
+            f"              Este entorno no tiene {' ni '.join(missing)} (caja instalado sin herramientas de prueba);"
+        )
+        lines.append(f"              instálelas antes: {python} -m pip install {' '.join(TEST_TOOLS.values())}")
+        lines.append(f"              (o con el plugin: {python} -m pip install -e '{root}[test]')")
+    return lines
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None

@@ -128,3 +128,23 @@ async def test_the_new_provider_shows_in_the_admin_and_sells_in_the_pos(client, 
     r = await poll_until(client, sale_id, "Siguiente venta")
     assert "****4242" in r.text and "Aut. A1B2C3" in r.text
     assert list(device.ledger.values()) == [setup.prices["Piscola"]]
+
+
+def test_plugin_new_says_how_to_get_pytest_where_caja_was_installed_without_it(tmp_path):
+    """A server install (caja's wheels) has no pytest: the hint to run the kit says how to get it first."""
+    no_pytest = "import sys; sys.modules['pytest'] = sys.modules['pytest_asyncio'] = None; "
+    result = subprocess.run(
+        [sys.executable, "-c", no_pytest + "from caja_core.cli import main; main()", "plugin", "new", "mipago"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"{sys.executable} -m pytest" in out and "no tiene pytest ni pytest-asyncio" in out, out
+    assert f"{sys.executable} -m pip install pytest pytest-asyncio" in out, out
+    assert "[test]" in out and 'test = ["pytest>=8"' in (tmp_path / "caja-mipago" / "pyproject.toml").read_text()
+    with_pytest = caja("plugin", "new", "otropago", "--dir", str(tmp_path))  # this environment has them
+    assert "-m pytest" in with_pytest.stdout and "no tiene" not in with_pytest.stdout, with_pytest.stdout
