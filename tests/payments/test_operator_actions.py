@@ -16,7 +16,7 @@ from caja_core.db import Database
 from caja_core.errors import Conflict
 from caja_core.fallback.policy import FallbackPolicy
 from caja_core.payments import terminal_ops
-from caja_core.payments.models import PaymentAttempt, PaymentDevice, TerminalCheck
+from caja_core.payments.models import PaymentAttempt, PaymentDevice, TerminalCheck, TerminalClose
 from caja_core.sales.models import Sale
 from caja_getnet.protocol import Command
 
@@ -387,6 +387,64 @@ async def test_33_a_batch_close_through_another_address_of_the_terminal_is_refus
     await shows(cashier, sale_id, 'id="receipt"')  # reconciliation still finds the charge: paid once
     (attempt,) = await attempts(stack, sale_id)
     assert attempt.state == "approved" and sim.charged() == {attempt.ticket: attempt.amount}
+
+
+async def test_33_a_close_run_on_the_terminal_itself_never_makes_a_payment_in_doubt_not_charged(stack):
+    """The terminal charged and went silent (in doubt); then someone ran the batch close on the terminal itself
+    (its keypad, or its automatic close), which caja is never told of. Its list of sales now starts after that
+    close, so not finding the ticket there proves nothing. caja sees the list no longer has a charge it
+    approved on that terminal before, records the close, and the payment waits for a supervisor, who resolves
+    it with the voucher: the backup is never offered, and the customer is charged once."""
+    sim = await stack.simulator()
+    await stack.build(sim)
+    app = await stack.instance()
+    cashier, supervisor = await app.cashier(), await app.staff("super")
+    await open_session(cashier, stack)
+    earlier = await checkout(cashier, stack, "Cerveza")
+    await pay_card(cashier, earlier)
+    await shows(cashier, earlier, 'id="receipt"')
+    sale_id = await charged_in_doubt(stack, cashier, sim)
+    (attempt,) = await attempts(stack, sale_id)
+    sim.close_batch()  # on the terminal's own keypad, while caja cannot reach it
+    assert attempt.ticket not in sim.tickets() and attempt.ticket in sim.charged()
+    await revive(sim)
+
+    async def decision_asked():
+        (a,) = await attempts(stack, sale_id)
+        return a if a.needs_decision else None
+
+    try:
+        attempt = await wait_for(decision_asked, "a supervisor is called")
+    except AssertionError as exc:
+        (a,) = await attempts(stack, sale_id)
+        raise AssertionError(f"{exc}; the payment is {a.state}: {a.response_message}") from None
+    assert Command.DETAILS in sim.command_codes()  # the terminal was asked, and its list did not have the ticket
+    assert attempt.state in ("in_doubt", "reconciling") and "cierre de lote" in attempt.response_message
+    page = await progress(cashier, sale_id)
+    assert "un supervisor lo resuelve" in text_of(page) and "Cobrar con respaldo" not in page, text_of(page)[:300]
+    async with stack.db.reader() as s:
+        close = (await s.execute(select(TerminalClose))).scalar_one()
+        incident = (await s.execute(select(Incident).where(Incident.kind == "payment_needs_decision"))).scalar_one()
+    assert close.source == "terminal" and close.closed_at > attempt.sent_at
+    assert incident.attempt_id == attempt.id and "cierre de lote" in incident.description
+    # It stays that way: asked again, the terminal's list still proves nothing.
+    tries = attempt.reconcile_tries
+
+    async def asked_again():
+        (a,) = await attempts(stack, sale_id)
+        return a if a.reconcile_tries > tries and a.state != "reconciling" else None
+
+    attempt = await wait_for(asked_again, "asked again")
+    assert attempt.state == "in_doubt" and attempt.backup_offered_at is None
+    # The supervisor resolves it with the voucher the terminal printed before the close.
+    r = await supervisor.post(
+        f"/jornada/cobros/{attempt.id}/resolver",
+        {"outcome": "cobrado", "voucher": "AUT333444", "note": "voucher impreso antes del cierre"},
+    )
+    assert r.status_code == 303, text_of(r.text)[:400]
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state == "approved" and attempt.classification == "resolved_by_hand"
+    assert await sale_status(stack, sale_id) == "paid" and sim.charge_count() == 2
 
 
 # 35 + 38 ----------------------------------------------------------------------------------------------------

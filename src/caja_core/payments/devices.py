@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..providers import DeviceIdentity
@@ -73,10 +73,15 @@ async def close_after(
     ).scalar_one_or_none()
 
 
-async def last_close(s: AsyncSession, *, device_key: str, identity: str | None) -> TerminalClose | None:
+async def last_close(
+    s: AsyncSession, *, device_key: str, identity: str | None, before: datetime | None = None
+) -> TerminalClose | None:
+    """The device's latest recorded batch close (with ``before``: the latest one before that time)."""
     condition = TerminalClose.device_key == device_key
     if identity:
         condition = or_(condition, TerminalClose.device_identity == identity)
+    if before is not None:
+        condition = and_(condition, TerminalClose.closed_at < before)
     return (
         await s.execute(select(TerminalClose).where(condition).order_by(TerminalClose.closed_at.desc()).limit(1))
     ).scalar_one_or_none()

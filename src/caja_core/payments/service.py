@@ -67,7 +67,7 @@ from ..sales.models import Sale
 from ..text import clean_reason
 from ..users.models import User
 from . import breaker as breakers
-from . import devices
+from . import devices, terminal_ops
 from . import lifecycle as lc
 from .events import EventKind, PaymentEvent
 from .leases import DEFAULT_BEAT_S, DEFAULT_TTL_S, LeaseKeeper, all_leases, lease_row, request_cancel
@@ -2230,6 +2230,14 @@ class PaymentOrchestrator:
                 a.reconcile_tries += 1
                 a.progress_message = "Consultando al terminal si se cobró…"
                 identity = a.device_identity
+                subject = types.SimpleNamespace(
+                    id=a.id,
+                    device_key=a.device_key,
+                    device_identity=a.device_identity,
+                    venue_id=a.venue_id,
+                    register_id=a.register_id,
+                    provider_id=a.provider_id,
+                )
             self._emit(events)
             events = []
             not_proof, permanent = await self._check_identity(call, identity)
@@ -2243,6 +2251,17 @@ class PaymentOrchestrator:
                     outcome = Outcome(kind=OutcomeKind.UNKNOWN, message=f"Sin respuesta: {type(exc).__name__}")
             else:
                 outcome = Outcome(kind=OutcomeKind.UNKNOWN, message="El proveedor no permite consultar el estado.")
+            if outcome.kind is OutcomeKind.UNAVAILABLE and not_proof is None:
+                # "Not in the device's list" proves nothing if the list was cut by a close caja never ran.
+                not_proof, permanent = await terminal_ops.close_by_the_device(
+                    self.db,
+                    call.provider,
+                    call.settings,
+                    call.ctx,
+                    subject,
+                    clock=self.clock,
+                    timeout_s=self.status_timeout_s,
+                )
             return await self._apply_durably(
                 attempt_id,
                 outcome,

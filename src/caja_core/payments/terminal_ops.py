@@ -11,8 +11,11 @@
 * it records the close with the device's totals (``TerminalClose``); reconciliation then never declares an
   attempt sent before a recorded close "not charged" from the device's list alone.
 
-The admin page and a provider's close command call it. A close pressed on the device's own keypad is not seen by caja;
-the nightly check shows its effect as a difference.
+The admin page and a provider's close command call it. A close run on the device itself (its keypad, or its
+automatic close) is not told to caja; reconciliation notices it before trusting the device's list
+(``close_by_the_device``): when the list no longer has a charge caja approved there since its last recorded
+close, that close is recorded then, and the attempt in doubt waits for a supervisor. (A close that leaves no
+such trace — nothing approved on the device since the last close caja knows — cannot be seen.)
 
 **Nightly check** (``check_terminals``): at jornada close, and on demand from the admin, each device of the
 venue (the registers' providers that can report, and every device that charged in the jornada) is asked for
@@ -495,6 +498,101 @@ async def close_device_batch(
     return await close_batch(db, registry, ref, user_id=user_id, source=source, clock=clock, timeout_s=timeout_s)
 
 
+# --- a close run on the device itself --------------------------------------------------------------------
+
+
+async def close_by_the_device(
+    db: Any,
+    provider: PaymentProvider,
+    settings: Any,
+    ctx: ProviderContext,
+    attempt: Any,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> tuple[str | None, bool]:
+    """Before a device's "that ticket is not in my list" is taken as proof that ``attempt`` was not charged: was
+    the list cut by a batch close caja never ran (on the device's keypad, or its automatic close)? caja is not
+    told of such a close, but the device's own report then lacks the charges caja approved on it since its
+    last recorded close. When one is missing, the close is recorded now (``source="terminal"``: nothing sent
+    before it is declared not charged from that list) and the answer is no proof. Returns (why not proof,
+    permanent?); (None, False) when the list can be trusted or caja has nothing to check it against."""
+    report_fn = getattr(provider, "terminal_report", None)
+    if Capability.TERMINAL_REPORT not in _caps(provider, settings) or not callable(report_fn):
+        return None, False
+    async with db.reader() as s:
+        last = await devices.last_close(s, device_key=attempt.device_key, identity=attempt.device_identity)
+        q = select(PaymentAttempt).where(
+            devices.same_device(attempt.device_key, attempt.device_identity),
+            PaymentAttempt.id != attempt.id,
+            PaymentAttempt.state.in_((lc.APPROVED, lc.REFUND_DUE)),
+        )
+        if last is not None:
+            q = q.where(func.coalesce(PaymentAttempt.sent_at, PaymentAttempt.created_at) >= last.closed_at)
+        approved = list((await s.execute(q.order_by(PaymentAttempt.id))).scalars())
+    if not approved:
+        return None, False
+    try:
+        report: TerminalReport = await asyncio.wait_for(report_fn(settings, ctx), clock.timer(timeout_s))
+    except Exception as exc:  # noqa: BLE001 - unchecked: not proof this time, asked again later
+        return (
+            f"El terminal no entregó su reporte de ventas ({str(exc)[:100] or type(exc).__name__}): no se puede "
+            "saber si hizo un cierre de lote.",
+            False,
+        )
+    if report.sales or report.count == 0:
+        listed = {t.ticket for t in report.sales if t.approved}
+        missing = [a for a in approved if a.ticket not in listed]
+    else:  # totals without the list: fewer sales than caja approved there since the last close
+        missing = approved if report.count < len(approved) else []
+    if not missing:
+        return None, False
+    async with db.session() as s:
+        known = await devices.known_device(s, attempt.device_key)
+        label = (known.label if known and known.label else attempt.device_key)[:200]
+        row = TerminalClose(
+            venue_id=attempt.venue_id,
+            jornada_id=await _open_jornada(s, attempt.venue_id),
+            register_id=attempt.register_id,
+            provider_id=attempt.provider_id,
+            device_key=attempt.device_key,
+            device_identity=attempt.device_identity,
+            device_label=label,
+            closed_at=clock.now(),
+            count=len(missing),
+            total=sum(a.amount for a in missing),
+            sales=[{"ticket": a.ticket, "amount": a.amount, "attempt_id": a.id} for a in missing],
+            source="terminal",
+        )
+        s.add(row)
+        await s.flush()
+        await record(
+            s,
+            venue_id=attempt.venue_id,
+            user_id=None,
+            action="terminal.closed_by_itself",
+            entity="terminal",
+            entity_id=row.id,
+            payload={
+                "device": label,
+                "missing": [a.ticket for a in missing][:20],
+                "attempt_id": attempt.id,
+            },
+        )
+    log.warning(
+        "device %s no longer lists %d charge(s) caja approved on it: it closed its batch without caja",
+        attempt.device_key,
+        len(missing),
+    )
+    first = missing[0]
+    return (
+        f"El terminal hizo un cierre de lote sin caja (en el terminal mismo): ya no registra el ticket {first.ticket} "
+        f"({format_clp(first.amount)}, intento #{first.id}) que aprobó antes, así que no encontrar este cobro no "
+        "prueba que no se cobró.",
+        True,
+    )
+
+
 async def list_closes(s: AsyncSession, venue_id: int, *, jornada_id: int | None = None) -> list[TerminalCloseOut]:
     q = select(TerminalClose).where(TerminalClose.venue_id == venue_id)
     if jornada_id is not None:
@@ -572,14 +670,20 @@ async def _caja_charges(s: AsyncSession, ref: TerminalRef, since: datetime | Non
 
 
 def compare(
-    report: TerminalReport, attempts: list[PaymentAttempt], *, since: datetime | None, from_close: bool
+    report: TerminalReport,
+    attempts: list[PaymentAttempt],
+    *,
+    since: datetime | None,
+    from_close: bool,
+    known: list[PaymentAttempt] | None = None,
 ) -> tuple[list[Difference], int, int]:
     """The differences between what the device says it charged and what caja approved on it; also caja's
-    count and total."""
+    count and total. ``known``: caja's attempts the device may still list (when the last close is one caja only
+    noticed later, the device lists what it charged between its real close and then)."""
     charged = [a for a in attempts if a.state in (lc.APPROVED, lc.REFUND_DUE)]
     caja_count, caja_total = len(charged), sum(a.amount for a in charged)
     diffs: list[Difference] = []
-    by_ticket = {a.ticket: a for a in attempts}
+    by_ticket = {a.ticket: a for a in (known if known is not None else attempts)}
     sales = [t for t in report.sales if t.approved]
     if not from_close and since is not None:
         sales = [t for t in sales if t.occurred_at is None or t.occurred_at >= since]
@@ -734,11 +838,23 @@ async def _check_one(
         last = await devices.last_close(s, device_key=ref.device_key, identity=ref.identity)
         since = last.closed_at if last else (jornada.opened_at if jornada else None)
         attempts = await _caja_charges(s, ref, since)
+        known = attempts
+        if last is not None and last.source == "terminal":
+            # A close run on the device itself, which caja noticed only later (``close_by_the_device``): the
+            # device still lists what it charged between that close and the moment caja noticed it.
+            before = await devices.last_close(
+                s, device_key=ref.device_key, identity=ref.identity, before=last.closed_at
+            )
+            known = await _caja_charges(
+                s, ref, before.closed_at if before else (jornada.opened_at if jornada else None)
+            )
         diffs: list[Difference] = []
         caja_count = caja_total = 0
         if report is not None:
-            diffs, caja_count, caja_total = compare(report, attempts, since=since, from_close=last is not None)
-            by_ticket = {a.ticket: a for a in attempts}
+            diffs, caja_count, caja_total = compare(
+                report, attempts, since=since, from_close=last is not None, known=known
+            )
+            by_ticket = {a.ticket: a for a in known}
             for d in diffs:
                 if d.kind == "late_approval" and d.attempt_id is not None and d.ticket is not None:
                     sale = next(t for t in report.sales if t.ticket == d.ticket)

@@ -791,6 +791,13 @@ class Simulator:
                 return entry
         return None
 
+    def close_batch(self) -> None:
+        """The batch close (Close, 103): the list of sales starts again. Called directly, it is a close run on the
+        terminal itself (its keypad, or the automatic close at night): the host is not told."""
+        self.ledger.clear()
+        self.batch += 1
+        self.closes += 1
+
     def totals(self) -> dict[str, int]:
         """The Totals (104) numbers since the last Close, named as the SDK names them. TxCount/TxTotal count the
         sales still standing; a voided sale moves to CountCancel*/TotalCancel* (and leaves Details)."""
@@ -862,9 +869,7 @@ class Simulator:
                 | {"AuthorizationCode": entry.authorization_code, "OperationId": entry.operation_id, "Success": True}
             )
         if command == Command.CLOSE:
-            self.ledger.clear()
-            self.batch += 1
-            self.closes += 1
+            self.close_batch()
             return self._base(command, 0, "Cierre aprobado") | self._identity() | {"Success": True}
         if command == Command.TOTALS:
             return self._base(command, 0, "Aprobado") | self.totals()
