@@ -18,10 +18,11 @@ from sqlalchemy import select
 
 from caja_core.db import Database
 from caja_core.payments.models import DeviceLease, PaymentAttempt
+from caja_core.sales.models import Sale
 from caja_getnet.protocol import Command
 
 from .conftest import JumpClock
-from .stack import PIN, Stack, checkout, free_port, open_session, pay_card, shows, text_of, wait_for
+from .stack import PIN, Stack, checkout, free_port, open_session, pay_card, progress, shows, text_of, wait_for
 
 CAJA = str(Path(sys.executable).with_name("caja"))
 
@@ -34,6 +35,11 @@ async def pg_stack(pg_test_database):
     yield s
     await s.close()
     await db.dispose()
+
+
+async def sale_status(stack: Stack, sale_id: int) -> str:
+    async with stack.db.reader() as s:
+        return (await s.execute(select(Sale.status).where(Sale.id == sale_id))).scalar_one()
 
 
 async def attempts_on(stack: Stack) -> list[PaymentAttempt]:
@@ -171,4 +177,56 @@ async def test_37_35_a_clock_step_on_another_instance_takes_nothing_over_from_a_
     assert attempt.fence == lease.token and lease.owner == "caja-a"
     asked = [c for c in sim.command_codes() if c in (Command.LAST_VOUCHER, Command.DETAILS, Command.CANCEL_SALE)]
     assert asked == []  # nobody asked the terminal about the sale meanwhile
+    assert sim.charged() == {attempt.ticket: attempt.amount}
+
+
+async def test_37_the_instance_taking_over_a_killed_ones_sale_waits_for_the_acquirer_before_saying_not_charged(
+    pg_stack, tmp_path
+):
+    """Instance A is killed -9 while the terminal has the sale with the acquirer (the terminal answers queries
+    meanwhile, without the sale in its lists). Instance B takes the terminal over and asks: that "not found" is
+    no proof while the terminal may still be working on a sale B never sent. The acquirer approves; the sale is
+    paid once, and the cashier is never told it was not charged (so nobody charges the customer again)."""
+    from .stack import Client
+
+    stack = pg_stack
+    sim = await stack.simulator()
+    await stack.build(sim)
+    a = await ServeProcess(stack, tmp_path, "caja-a").start()
+    b = await stack.instance("caja-b")
+    try:
+        cashier_a = Client(a.url)
+        r = await cashier_a.post(
+            "/login/pin", {"venue_id": stack.setup.venue_id, "user_id": stack.setup.cashier_id, "pin": PIN}
+        )
+        assert r.status_code in (200, 303), text_of(r.text)
+        await open_session(cashier_a, stack)
+        sale_id = await checkout(cashier_a, stack)
+        # The terminal takes the sale and waits 16 s for the acquirer (within its 20 s sale deadline).
+        sim.add_fault({"kind": "acquirer_busy", "delay_s": 16.0, "answer": "stale", "drop": False, "charged": True})
+        await pay_card(cashier_a, sale_id)
+
+        async def with_the_acquirer():
+            return sim.acquirer_busy
+
+        await wait_for(with_the_acquirer, "the sale with the acquirer")
+        a.kill()
+        await cashier_a.client.aclose()
+    finally:
+        a.stop()
+
+    cashier = await b.cashier()
+    await open_session(cashier, stack)
+    said: list[str] = []
+
+    async def settled():
+        page = text_of(await progress(cashier, sale_id))
+        said.append(page)
+        (attempt,) = await attempts_on(stack)
+        return attempt.state not in ("awaiting", "sending", "in_doubt", "reconciling") and attempt
+
+    attempt = await wait_for(settled, "the sale settled", timeout_s=60, every_s=0.3)
+    assert not any("NO SE COBRÓ" in page for page in said), [p[:120] for p in said if "NO SE COBRÓ" in p][:1]
+    assert attempt.state == "approved", attempt.state
+    assert await sale_status(stack, sale_id) == "paid"
     assert sim.charged() == {attempt.ticket: attempt.amount}

@@ -92,7 +92,37 @@ async def test_a_terminal_that_answers_busy_or_an_incomplete_list_is_never_proof
     status = await fresh.status(request, tcp_settings, ctx)
     assert status.kind is OutcomeKind.UNKNOWN and "detalle completo" in status.message
     sim._answer = original
-    assert (await fresh.status(request, tcp_settings, ctx)).kind is OutcomeKind.UNAVAILABLE
+    # A sale this provider never sent: its "not found" is proof only after the terminal's whole sale deadline.
+    status = await fresh.status(request, tcp_settings, ctx)
+    assert status.kind is OutcomeKind.UNKNOWN and "puede seguir" in status.message
+    await until_proof(fresh, request, tcp_settings, ctx)
+
+
+async def until_proof(provider, request, settings, ctx):
+    deadline = time.monotonic() + settings.sale_timeout_s + 10
+    while (status := await provider.status(request, settings, ctx)).kind is not OutcomeKind.UNAVAILABLE:
+        assert status.kind is OutcomeKind.UNKNOWN and time.monotonic() < deadline, status
+        await asyncio.sleep(0.1)
+    return status
+
+
+async def test_a_sale_another_process_sent_is_not_proof_while_the_terminal_may_still_work_on_it(
+    make_request, sim, provider, tcp_settings, ctx, progress
+):
+    """The instance that sent the sale died with it on the terminal (with the acquirer, its lists do not show it
+    yet); another process asking about it has no memory of the send: its "not found" is no proof until the
+    terminal's whole sale deadline has passed on its own clock, and the late approval is found."""
+    sim.add_fault(Fault(kind="acquirer_busy", answer="stale", delay_s=1.5, charged=True))
+    request = make_request(amount=4200)
+    settings = msgspec.structs.replace(tcp_settings, sale_timeout_s=10)
+    assert (await provider.charge(request, settings, ctx, progress)).kind is OutcomeKind.UNKNOWN
+    other = GetnetProvider()  # another instance, or this one after a restart
+    status = await other.status(request, settings, ctx)
+    assert status.kind is OutcomeKind.UNKNOWN and "puede seguir" in status.message, status
+    await wait_for(lambda: not sim.acquirer_busy, 10, "respuesta del adquirente")
+    status = await other.status(request, settings, ctx)
+    assert status.kind is OutcomeKind.APPROVED and status.amount == 4200
+    assert sim.charged() == {request.ticket: 4200}
 
 
 async def _ignore(_progress) -> None:

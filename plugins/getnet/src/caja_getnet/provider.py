@@ -65,6 +65,8 @@ log = logging.getLogger("caja.getnet")
 TICKET_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,20}$")
 EMPLOYEE_PATTERN = re.compile(r"^[0-9]{1,9}$")  # the SDK's EmployeeId is an int
 MAX_AMOUNT = 99_999_999
+#: How long the provider remembers having sent a sale itself (see ``_still_working``).
+SENT_MEMORY_S = 3600.0
 
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=600)]
 
@@ -366,6 +368,10 @@ class GetnetProvider:
         # Sales the terminal confirmed without a final answer: (device, ticket) → monotonic time until which the
         # terminal may still be working on them (its own sale deadline). Meanwhile "not found" is not proof.
         self._unfinished: dict[tuple[str, str], float] = {}
+        # Sales this process sent: (device, ticket) → monotonic time of the send. A sale asked about here that
+        # this process never sent (another instance sent it and died, or this process restarted since) may still
+        # be with the acquirer for all this process knows: it gets the terminal's whole sale deadline.
+        self._sent: dict[tuple[str, str], float] = {}
 
     def device_key(self, settings: GetnetSettings, register_code: str) -> str:
         """The same terminal gives the same key however its address is spelled: host names resolved and
@@ -476,6 +482,7 @@ class GetnetProvider:
             return fc in (None, Command.SALE) and as_text(data.get("Ticket")) == str(request.ticket)
 
         sent_at = time.monotonic()
+        self._remember_sent(settings, ctx, request, sent_at)
         confirmed = False
 
         async def watch(p: Progress) -> None:
@@ -517,10 +524,26 @@ class GetnetProvider:
                 del self._unfinished[key]
         self._unfinished[self._unfinished_key(settings, ctx, request)] = sent_at + settings.sale_timeout_s
 
+    def _remember_sent(
+        self, settings: GetnetSettings, ctx: ProviderContext, request: ChargeRequest, sent_at: float
+    ) -> None:
+        for key, at in list(self._sent.items()):
+            if at <= sent_at - SENT_MEMORY_S:
+                del self._sent[key]
+        self._sent[self._unfinished_key(settings, ctx, request)] = sent_at
+
     def _still_working(self, settings: GetnetSettings, ctx: ProviderContext, request: ChargeRequest) -> float:
-        """Seconds the terminal may still be working on this sale (0: its deadline has passed)."""
-        until = self._unfinished.get(self._unfinished_key(settings, ctx, request))
-        return max(0.0, until - time.monotonic()) if until is not None else 0.0
+        """Seconds the terminal may still be working on this sale (0: its deadline has passed). A sale this
+        process never sent (its instance died with the sale on the terminal, or this process restarted) may be
+        with the acquirer still: its whole sale deadline is counted from the first time this process asks, on
+        this process's monotonic clock (no other instance's clock is trusted)."""
+        key = self._unfinished_key(settings, ctx, request)
+        now = time.monotonic()
+        until = self._unfinished.get(key)
+        if until is None and key not in self._sent:
+            until = self._unfinished[key] = now + settings.sale_timeout_s
+            self._sent[key] = now
+        return max(0.0, until - now) if until is not None else 0.0
 
     async def _after_no_receipt(
         self, request: ChargeRequest, settings: GetnetSettings, ctx: ProviderContext, reason: str
