@@ -166,27 +166,94 @@ async def test_the_registers_offline_rule_decides_the_phone_and_the_references_a
     assert [r.status for r in results] == ["rejected", "rejected"]
     assert "referencia" in results[0].reason and "código de autorización" in results[1].reason
 
-    async with any_db.session() as s:
-        register = await registers.get_register(s, setup.venue_id, setup.register_id)
+    await set_offline_methods(any_db, setup, ["cash"])
+    # A sale that names no version of the rule (a device that kept the data before versions) gets the current one.
+    [phone, cash] = await sync(any_db, setup, [phone_sale(setup, session.id), cash_sale(setup, session.id)])
+    assert phone.status == "rejected" and "no permite el celular de respaldo" in phone.reason
+    assert cash.status == "accepted"
+
+
+async def set_offline_methods(db, st, methods):
+    """The admin edits the register's fallback policy: what may be charged without the server."""
+    async with db.session() as s:
+        register = await registers.get_register(s, st.venue_id, st.register_id)
         data = msgspec.convert(
             {
                 **msgspec.to_builtins(register),
-                "policy": msgspec.to_builtins(msgspec.structs.replace(register.policy, offline_methods=["cash"])),
+                "policy": msgspec.to_builtins(msgspec.structs.replace(register.policy, offline_methods=methods)),
             },
             registers.RegisterInput,
             strict=False,
         )
         await registers.update_register(
             s,
-            venue_id=setup.venue_id,
-            register_id=setup.register_id,
+            venue_id=st.venue_id,
+            register_id=st.register_id,
             data=data,
             registry=make_registry(),
-            actor_id=setup.admin_id,
+            actor_id=st.admin_id,
         )
-    [phone, cash] = await sync(any_db, setup, [phone_sale(setup, session.id), cash_sale(setup, session.id)])
-    assert phone.status == "rejected" and "no permite el celular de respaldo" in phone.reason
-    assert cash.status == "accepted"
+
+
+async def given_rule(db, st):
+    """The version of the register's offline rule a device is given with the register's data."""
+    async with db.session() as s:
+        return await offline.give_rule(s, st.venue_id, st.register_id)
+
+
+def under(sale, rule):
+    return msgspec.structs.replace(sale, rule_id=rule.id)
+
+
+async def test_a_rule_tightened_while_a_device_is_offline_does_not_reject_its_honest_sales(any_db, setup):
+    session = await open_session(any_db, setup)
+    before = await given_rule(any_db, setup)
+    assert before.methods == ["cash", "backup"] and before.backup_provider == "fakebackup"
+    assert (await given_rule(any_db, setup)).id == before.id  # the same rule is the same version
+    # The device lost the server with that rule and sold with the backup phone; meanwhile the admin tightened it.
+    honest = under(phone_sale(setup, session.id), before)
+    await set_offline_methods(any_db, setup, ["cash"])
+    after = await given_rule(any_db, setup)
+    assert after.id != before.id and after.methods == ["cash"] and after.backup_provider == ""
+    # A device that was given the new rule sells under it; one that names it for the phone is refused.
+    tight = under(phone_sale(setup, session.id, code="Z9Y8X7"), after)
+    results = await sync(any_db, setup, [honest, tight])
+    assert [r.status for r in results] == ["accepted", "rejected"]
+    assert "no permite el celular de respaldo" in results[1].reason
+    async with any_db.session() as s:
+        kept = {k.key: k for k in await offline.list_offline_sales(s, setup.venue_id)}
+        attempt = await s.scalar(select(PaymentAttempt).where(PaymentAttempt.sale_id == results[0].sale_id))
+    assert attempt.provider_id == "fakebackup" and attempt.authorization_code == "A1B2C3"
+    assert (await session_of(any_db, setup, session.id)).backup_count == 1
+    assert kept[honest.key].status == "accepted"
+
+
+async def test_a_loosened_rule_does_not_make_valid_what_a_device_took_outside_its_own(any_db, setup):
+    await set_offline_methods(any_db, setup, ["cash"])
+    session = await open_session(any_db, setup)
+    cash_only = await given_rule(any_db, setup)
+    # The device's screen never offers the phone under a cash-only rule: a phone sale under it is not honest.
+    phone = under(phone_sale(setup, session.id), cash_only)
+    cash = under(cash_sale(setup, session.id), cash_only)
+    await set_offline_methods(any_db, setup, ["cash", "backup"])  # loosened before the device syncs
+    results = await sync(any_db, setup, [phone, cash])
+    assert [r.status for r in results] == ["rejected", "accepted"]
+    assert "La regla sin conexión que tenía el equipo no permite el celular de respaldo" in results[0].reason
+    assert (await session_of(any_db, setup, session.id)).backup_count == 0
+
+
+async def test_a_device_cannot_invent_a_rule(any_db, setup):
+    loose = await given_rule(any_db, setup)
+    await set_offline_methods(any_db, setup, ["cash"])  # the loose version ends before the session opens
+    session = await open_session(any_db, setup)
+    invented = msgspec.structs.replace(phone_sale(setup, session.id), rule_id=loose.id + 1000)
+    stale = under(phone_sale(setup, session.id, code="Q1W2E3"), loose)
+    omitted = phone_sale(setup, session.id, code="R4T5Y6")  # names no version: the rule at the sale and now
+    results = await sync(any_db, setup, [invented, stale, omitted])
+    assert [r.status for r in results] == ["rejected", "rejected", "rejected"]
+    assert all("no es una que esta caja haya tenido" in r.reason for r in results[:2])
+    assert "no permite el celular de respaldo" in results[2].reason
+    assert await paid_sales(any_db, setup, session.id) == []
 
 
 async def test_a_sale_outside_its_session_or_of_another_cashier_is_not_taken(any_db, setup):

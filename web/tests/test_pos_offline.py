@@ -9,6 +9,7 @@ import re
 import uuid
 from pathlib import Path
 
+import msgspec
 import pytest
 from conftest import ProvidersPlugin
 from livesite import LiveSite
@@ -20,8 +21,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from caja_core.audit import service as audit
 from caja_core.db import Database, migrate
+from caja_core.registers import service as registers
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
+from caja_core.testing.factories import make_registry
 from caja_core.testing.fake import FakeProvider, manual_provider
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -338,3 +341,63 @@ def test_the_database_unreachable_while_the_server_runs_is_offline_for_the_pos(b
     page.click("#back-online")
     expect(page.locator("#keys")).to_be_visible()
     expect(page).to_have_url(re.compile(r"/caja/venta"))
+
+
+# ---- the rule in force when the device went offline ---------------------------------------------------------------
+
+
+def set_offline_methods(site: LiveSite, methods: list[str]) -> None:
+    """The admin edits the register's fallback policy: what may be charged without the server."""
+
+    async def work(s):
+        register = await registers.get_register(s, site.setup.venue_id, site.setup.register_id)
+        data = msgspec.convert(
+            {
+                **msgspec.to_builtins(register),
+                "policy": msgspec.to_builtins(msgspec.structs.replace(register.policy, offline_methods=methods)),
+            },
+            registers.RegisterInput,
+            strict=False,
+        )
+        await registers.update_register(
+            s,
+            venue_id=site.setup.venue_id,
+            register_id=site.setup.register_id,
+            data=data,
+            registry=make_registry(),
+            actor_id=site.setup.admin_id,
+        )
+
+    core(site, work)
+
+
+def kept_methods(page) -> list[str]:
+    """The methods of the offline rule the device keeps (what its offline screen would offer)."""
+    return page.evaluate(
+        """() => caches.open("caja-offline-v1")
+            .then(c => c.match("/caja/sin-conexion/datos"))
+            .then(r => r ? r.json().then(d => d.rule.methods) : [])"""
+    )
+
+
+def test_the_rule_the_device_had_when_it_went_offline_decides_and_a_change_reaches_it_online(browser, site):
+    c = offline_cashier(browser, site)
+    page = c.page
+    sell_offline_phone(page, "Piscola")  # the rule the device kept allows the backup phone
+    set_offline_methods(site, ["cash"])  # the admin tightens the rule while the device is offline
+    go_online(page)
+    expect(page.locator("#offline-banner")).to_contain_text("1 venta sincronizada", timeout=15_000)
+    expect(page.locator("#offline-rejected")).to_be_hidden()
+    [paid] = paid_sales(site)
+    assert (paid.total, paid.paid_via) == (6000, "backup")  # honest under the rule it had: not rejected
+    page.click("#back-online")
+    expect(page.locator("#keys")).to_be_visible()
+    ready_for_offline(page)
+    assert kept_methods(page) == ["cash"]  # the sale screen keeps the rule in force now
+    set_offline_methods(site, ["cash", "backup"])  # changed while the sale screen stays open
+    wait_for(lambda: kept_methods(page) == ["cash", "backup"], what="la regla nueva guardada en el equipo")
+    go_offline(page)
+    expect(page).to_have_url(re.compile(r"/caja/sin-conexion"), timeout=10_000)
+    page.click("#keys [data-product='Agua']")
+    page.click("#checkout")
+    expect(page.locator("#offline-backup summary")).to_be_visible()

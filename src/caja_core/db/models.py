@@ -4,7 +4,7 @@ from ..audit.models import AuditEvent, Incident
 from ..catalog.models import Category, Product, ProductPrice
 from ..dashboard.models import ProductSales, SalesQuarter
 from ..jornadas.models import Jornada
-from ..offline.models import OfflineDevice, OfflinePeriod, OfflineSale
+from ..offline.models import OfflineDevice, OfflinePeriod, OfflineRule, OfflineSale
 from ..ops.models import OpsProcess
 from ..payments.models import (
     AgentCommand,
@@ -46,6 +46,7 @@ __all__ = [
     "Jornada",
     "OfflineDevice",
     "OfflinePeriod",
+    "OfflineRule",
     "OfflineSale",
     "OpsProcess",
     "PaymentAttempt",

@@ -30,11 +30,14 @@ class OfflineSale(Base):
     local_time: Mapped[str] = mapped_column(String(40))
     sold_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     method: Mapped[str] = mapped_column(String(10))  # cash / backup
+    #: The register's offline rule the device sold under (the one it was given before it lost the server).
+    rule_id: Mapped[int | None] = mapped_column(ForeignKey("offline_rules.id"), nullable=True)
     #: The total the device showed (the accepted sale's total is the server's).
     claimed_total: Mapped[int] = mapped_column(BigInteger)
     #: The lines and payment references as sent (masked card data only).
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    status: Mapped[str] = mapped_column(String(10))  # accepted / rejected / resolved
+    #: accepted / rejected / late (taken for a session already closed: kept for a supervisor) / resolved
+    status: Mapped[str] = mapped_column(String(10))
     reason: Mapped[str] = mapped_column(String(300), default="")
     sale_id: Mapped[int | None] = mapped_column(ForeignKey("sales.id"), nullable=True)
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), nullable=True)
@@ -72,3 +75,23 @@ class OfflinePeriod(Base):
     ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sales: Mapped[int] = mapped_column(Integer, default=0)
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), nullable=True)
+
+
+class OfflineRule(Base):
+    """A version of a register's offline rule as devices were given it (what may be charged without the server,
+    and through which backup provider), with the time it was in force. A device keeps the version it was given
+    and each sale it takes offline names it: the sale is checked against that rule, not the one in force when
+    it syncs."""
+
+    __tablename__ = "offline_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    venue_id: Mapped[int] = mapped_column(ForeignKey("venues.id"), index=True)
+    register_id: Mapped[int] = mapped_column(ForeignKey("cash_registers.id"), index=True)
+    #: The methods allowed offline (``cash``, ``backup``), in that order.
+    methods: Mapped[list[str]] = mapped_column(JSONType)
+    #: The backup provider's id when ``backup`` is allowed, else empty.
+    backup_provider: Mapped[str] = mapped_column(String(40), default="")
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: When another version replaced it (None: in force now).
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -7,8 +7,8 @@ sale.
   concurrently (the key is unique in the database).
 * **Checked like any sale.** Each line is priced from the catalogue as it was when the sale was taken (a price
   changed since is found in ``product_prices``); the device's prices and total must match. The method must be
-  allowed offline by the register's rule (``offline_methods`` of its fallback policy): cash, or the backup
-  phone with the references the phone showed. The session must be the register's, still open, and held by the
+  allowed by the register's offline rule **as the device had it** (the version it was given, see
+  ``offline.rules``): cash, or the backup phone with the references the phone showed. The session must be the register's, still open, and held by the
   cashier who sold.
 * **Rejected sales are kept.** A rejected sale is stored with its Spanish reason and opens an incident for a
   supervisor, who resolves it; nothing of it counts in any total.
@@ -38,7 +38,6 @@ from ..catalog.models import Category, Product, ProductPrice
 from ..clock import DEFAULT_TIMEZONE, format_local, utcnow
 from ..db.engine import Database
 from ..errors import Conflict, NotFound, ValidationFailed
-from ..fallback.policy import load_policy
 from ..money import MAX_AMOUNT, format_clp
 from ..payments import lifecycle as lc
 from ..payments.models import PaymentAttempt
@@ -47,6 +46,7 @@ from ..sales.models import Sale, SaleItem
 from ..sales.service import MAX_LINES, MAX_QUANTITY, _apply_totals
 from ..sessions.models import CashSession
 from ..venues.models import Venue
+from . import rules
 from .models import OfflineDevice, OfflinePeriod, OfflineSale
 
 #: At most this many sales in one sync request (the device sends its queue in batches).
@@ -92,6 +92,8 @@ class OfflineSaleIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     total: Amount
     cash_received: Amount | None = None
     backup: BackupReference | None = None
+    #: The version of the register's offline rule the device was given (``/caja/sin-conexion/datos``).
+    rule_id: Id | None = None
 
 
 class OfflinePeriodIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -258,7 +260,7 @@ async def _receive(s: AsyncSession, *, venue_id: int, user_id: int, device: str,
     try:
         sold_at = parse_local_time(sale.local_time)
         row.sold_at = sold_at
-        lines, total = await _check(s, sale, register, session, sold_at)
+        lines, total, rule = await _check(s, sale, register, session, sold_at, row)
     except Rejected as exc:
         return await _reject(s, row, register, exc.reason, user_id)
     assert session is not None  # _check refuses a sale without its session
@@ -272,7 +274,7 @@ async def _receive(s: AsyncSession, *, venue_id: int, user_id: int, device: str,
         total=total,
         status="paid",
         payment_method="cash" if sale.method == "cash" else "card",
-        provider_id="cash" if sale.method == "cash" else register.backup_provider,
+        provider_id="cash" if sale.method == "cash" else rule.backup_provider,
         paid_via="cash" if sale.method == "cash" else "backup",
         no_revenue=False,
         courtesy_reason="",
@@ -287,7 +289,7 @@ async def _receive(s: AsyncSession, *, venue_id: int, user_id: int, device: str,
     s.add_all([SaleItem(sale_id=new.id, **line) for line in lines])
     if sale.method == "backup":
         assert sale.backup is not None
-        _backup_attempt(s, new, register, sale.backup, user_id, sold_at)
+        _backup_attempt(s, new, register, rule.backup_provider, sale.backup, user_id, sold_at)
     await _apply_totals(s, new, +1)
     row.sale_id = new.id
     await record(
@@ -340,9 +342,15 @@ async def _reject(s: AsyncSession, row: OfflineSale, register: CashRegister, rea
 
 
 async def _check(
-    s: AsyncSession, sale: OfflineSaleIn, register: CashRegister, session: CashSession | None, sold_at: datetime
-) -> tuple[list[dict[str, Any]], int]:
-    """The sale as the server sees it (priced lines and total), or ``Rejected`` with the reason."""
+    s: AsyncSession,
+    sale: OfflineSaleIn,
+    register: CashRegister,
+    session: CashSession | None,
+    sold_at: datetime,
+    row: OfflineSale,
+) -> tuple[list[dict[str, Any]], int, rules.RuleSpec]:
+    """The sale as the server sees it (priced lines and total, the offline rule it was taken under), or
+    ``Rejected`` with the reason."""
     if session is None or session.register_id != register.id:
         raise Rejected("La sesión de caja de la venta no existe en esta caja.")
     if session.status != "open":
@@ -352,14 +360,13 @@ async def _check(
     now = utcnow()
     if sold_at < session.opened_at - CLOCK_SKEW or sold_at > now + CLOCK_SKEW:
         raise Rejected("La hora de la venta está fuera de la sesión de caja (revise el reloj del equipo).")
-    policy = load_policy(register.fallback_policy, register.register_type)
-    accepted = set(register.payment_methods or ["cash", "card"])
+    rule = await _rule_for(s, sale, register, session, sold_at, row)
     if sale.method == "cash":
-        if "cash" not in accepted or "cash" not in policy.offline_methods:
-            raise Rejected("Esta caja no recibe efectivo sin conexión.")
+        if not rule.allows("cash"):
+            raise Rejected("La regla sin conexión que tenía el equipo no permite efectivo en esta caja.")
     else:
-        if not register.backup_provider or not policy.enabled or "backup" not in policy.offline_methods:
-            raise Rejected("La regla sin conexión de esta caja no permite el celular de respaldo.")
+        if not rule.allows("backup"):
+            raise Rejected("La regla sin conexión que tenía el equipo no permite el celular de respaldo.")
         _check_reference(sale.backup)
     if not sale.lines:
         raise Rejected("La venta no tiene productos.")
@@ -398,7 +405,36 @@ async def _check(
         )
     if sale.method == "cash" and sale.cash_received is not None and not total <= sale.cash_received <= MAX_AMOUNT:
         raise Rejected(f"El efectivo recibido no cubre el total ({format_clp(total)}).")
-    return lines, total
+    return lines, total, rule
+
+
+async def _rule_for(
+    s: AsyncSession,
+    sale: OfflineSaleIn,
+    register: CashRegister,
+    session: CashSession,
+    sold_at: datetime,
+    row: OfflineSale,
+) -> rules.RuleSpec:
+    """The offline rule the sale is checked against: the version its device was given (a real version of this
+    register, in force at some moment between the session's opening and the sale), or — when the device names
+    none — what both the version in force at the sale and the current rule allow."""
+    if sale.rule_id is not None:
+        # The versions' times and the session's opening are the server's; the sale's is the device's.
+        given = await rules.given_rule(s, register, sale.rule_id, session.opened_at, sold_at + CLOCK_SKEW)
+        if given is None:
+            raise Rejected(
+                "La regla sin conexión que indica el equipo no es una que esta caja haya tenido durante la sesión."
+            )
+        row.rule_id = given.id
+        return rules.spec_of(given)
+    now = rules.rule_of(register)
+    then = await rules.rule_at(s, register, sold_at)
+    if then is None:
+        return now
+    methods = tuple(m for m in now.methods if m in then.methods)
+    same_phone = now.backup_provider if now.backup_provider == then.backup_provider else ""
+    return rules.RuleSpec(methods=methods, backup_provider=same_phone)
 
 
 def _check_reference(reference: BackupReference | None) -> None:
@@ -442,11 +478,17 @@ async def _prices_at(
 
 
 def _backup_attempt(
-    s: AsyncSession, sale: Sale, register: CashRegister, reference: BackupReference, user_id: int, sold_at: datetime
+    s: AsyncSession,
+    sale: Sale,
+    register: CashRegister,
+    provider: str,
+    reference: BackupReference,
+    user_id: int,
+    sold_at: datetime,
 ) -> None:
-    """The backup phone's charge as a confirmed manual attempt, verified against the provider's report at night
-    like any other."""
-    provider_id = register.backup_provider or "backup"
+    """The backup phone's charge as a confirmed manual attempt of the provider of the device's rule, verified
+    against the provider's report at night like any other."""
+    provider_id = provider or "backup"
     ticket = f"SC{sale.id}"
     attempt = PaymentAttempt(
         venue_id=sale.venue_id,
@@ -477,6 +519,31 @@ def _backup_attempt(
     lc.begin(attempt, manual=True, now=sold_at)
     lc.apply(attempt, lc.decide(lc.AttemptView(state=attempt.state), lc.Event.MANUAL_CONFIRM), sold_at)
     s.add(attempt)
+
+
+class GivenRule(msgspec.Struct, kw_only=True):
+    """The version of a register's offline rule a device is given with the register's data."""
+
+    id: int
+    methods: list[str]
+    backup_provider: str
+    #: What the sale screen's poll says the rule is now (``ScreenStatus.offline_rule``): when they differ, the
+    #: device fetches the new version.
+    fingerprint: str
+
+
+async def give_rule(s: AsyncSession, venue_id: int, register_id: int) -> GivenRule:
+    """The register's offline rule in force now, as a recorded version the device keeps and names in its sales."""
+    register = await s.scalar(
+        select(CashRegister).where(CashRegister.id == register_id, CashRegister.venue_id == venue_id)
+    )
+    if register is None:
+        raise NotFound("La caja no existe.", code="register.not_found")
+    row = await rules.current_rule(s, register)
+    spec = rules.spec_of(row)
+    return GivenRule(
+        id=row.id, methods=list(spec.methods), backup_provider=spec.backup_provider, fingerprint=spec.fingerprint
+    )
 
 
 # ---- the device's queue, the offline periods, the supervisor ---------------------------------------------------

@@ -19,6 +19,7 @@ from ..catalog.models import Category
 from ..clock import utcnow
 from ..errors import CajaError, Conflict, NotFound, ValidationFailed
 from ..fallback.policy import FallbackPolicy, default_policy, load_policy
+from ..offline import rules as offline_rules
 from ..providers import ProviderRegistry, is_secret_field, validate_settings
 from .models import CashRegister
 
@@ -274,6 +275,8 @@ async def update_register(
             entity_id=register.id,
             payload=register.fallback_policy,
         )
+    # A new offline rule (methods, backup provider) starts now: the version devices kept ends at this instant.
+    await offline_rules.current_rule(s, register)
     return register_out(register)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..clock import DEFAULT_TIMEZONE, format_local
 from ..errors import NotFound
+from ..offline.rules import rule_of
 from ..ops import contingency
 from ..registers.models import CashRegister
 from ..registers.service import STATUS_LABELS
@@ -35,6 +36,9 @@ class ScreenStatus(msgspec.Struct, kw_only=True):
     reason: str
     mode: contingency.ContingencyState
     closed_at: datetime | None = None
+    #: The register's offline rule now (methods and backup provider): when it changes, the screen has the device
+    #: keep the new version for selling offline.
+    offline_rule: str = ""
 
 
 async def screen_status(
@@ -84,6 +88,7 @@ async def screen_status(
         reason=reason,
         mode=mode,
         closed_at=session.closed_at,
+        offline_rule=rule_of(register).fingerprint,
     )
 
 

@@ -14,7 +14,6 @@ from litestar.utils.scope.state import ScopeState
 from caja_core.catalog import service as catalog
 from caja_core.errors import CajaError
 from caja_core.offline import service as offline
-from caja_core.ops import contingency
 from caja_core.registers import service as registers
 from caja_core.users import service as users
 
@@ -60,14 +59,15 @@ async def offline_screen(request: Request) -> Response[Any]:
 @get("/datos", include_in_schema=False)
 async def offline_data(request: Request) -> Response[Any]:
     """What the device keeps to sell offline: the register, its open session, the cashier, the catalogue and the
-    methods its offline rule allows (never the integrated terminal: it needs the server)."""
+    version of its offline rule (the methods it allows; never the integrated terminal: it needs the server). The
+    device names that version in each sale it takes offline."""
     web = Web(request)
     state = carts.load(web.session)
     if state.session_id is None or state.register_id is None:
         return _error(409, "No hay una caja abierta en este equipo.", "pos.no_session")
     register = await web.call(registers.get_register, web.venue_id, state.register_id)
-    mode = contingency.allowed_methods(register, {}, db_ok=False)
-    backup = register.backup_provider or ""
+    rule = await web.call(offline.give_rule, web.venue_id, register.id)
+    backup = rule.backup_provider
     try:
         backup_name = web.registry.get(backup).name if backup else ""
     except Exception:  # noqa: BLE001 - a provider no longer installed: its id is its name
@@ -86,7 +86,9 @@ async def offline_data(request: Request) -> Response[Any]:
                 for p in products
             ],
             "rule": {
-                "methods": [m for m in mode.allowed_methods if m in ("cash", "backup")],
+                "version": rule.id,
+                "fingerprint": rule.fingerprint,
+                "methods": rule.methods,
                 "backup_name": backup_name or "respaldo",
             },
             "timezone": web.viewer.timezone,

@@ -63,17 +63,42 @@
   // them at each load and marks itself ready (data-offline-ready) once they are stored. When the server is lost,
   // a ready screen moves to the offline sale screen (served by the service worker from what it kept).
   var onSaleScreen = function () { return !!document.getElementById("pos-status"); };
+  function keepRegisterData() {
+    return navigator.serviceWorker.ready.then(function (registration) {
+      var channel = new MessageChannel();
+      channel.port1.onmessage = function (ev) {
+        if (ev.data === "ready") document.body.setAttribute("data-offline-ready", "");
+      };
+      registration.active.postMessage("refresh", [channel.port2]);
+    });
+  }
   if ("serviceWorker" in navigator && location.pathname.indexOf("/caja/") === 0) {
     navigator.serviceWorker.register("/caja-sw.js", { scope: "/caja/" }).then(function () {
       if (!onSaleScreen()) return;
-      return navigator.serviceWorker.ready.then(function (registration) {
-        var channel = new MessageChannel();
-        channel.port1.onmessage = function (ev) {
-          if (ev.data === "ready") document.body.setAttribute("data-offline-ready", "");
-        };
-        registration.active.postMessage("refresh", [channel.port2]);
-      });
+      return keepRegisterData();
     }).catch(function () { /* no service worker (not a secure origin): the banner still says SIN CONEXIÓN */ });
+  }
+  // The register's offline rule as the poll gives it (data-offline-rule): when it is not the one the device keeps,
+  // the device keeps the rule in force at once, so that what it sells if the connection is lost next follows it.
+  var checkedRule = null;
+  document.addEventListener("htmx:afterRequest", function (ev) {
+    var status = document.getElementById("pos-status");
+    if (!isStatusPoll(ev) || !status || !window.caches) return;
+    var rule = status.getAttribute("data-offline-rule");
+    if (rule === null || rule === checkedRule || !navigator.serviceWorker || !navigator.serviceWorker.controller) return;
+    checkedRule = rule;
+    caches.match("/caja/sin-conexion/datos").then(function (kept) {
+      return kept ? kept.json() : null;
+    }).then(function (kept) {
+      if (!kept || !kept.rule || kept.rule.fingerprint !== rule) keepRegisterData();
+    }).catch(function () { checkedRule = null; });
+  });
+  // The poll's answer replaces its element (outerHTML): htmx then tells the nearest ancestor still in the page, so
+  // the request's own element is the one to look at.
+  function isStatusPoll(ev) {
+    var d = ev.detail || {};
+    var elt = (d.requestConfig && d.requestConfig.elt) || d.elt;
+    return !!elt && elt.id === "pos-status";
   }
   // Before leaving, the register's data is asked for: only when the service worker has to answer it from what it
   // kept (the server did not answer, or answered 5xx) is the register really offline; one request that failed on
@@ -136,7 +161,7 @@
     ev.detail.parameters["pendientes"] = String(pending);
   });
   document.addEventListener("htmx:afterRequest", function (ev) {
-    if (ev.detail && ev.detail.elt && ev.detail.elt.id === "pos-status") followQueue();
+    if (isStatusPoll(ev)) followQueue();
   });
   document.addEventListener("DOMContentLoaded", followQueue);
 })();

@@ -155,6 +155,8 @@
       lines: cart.map(function (l) { return { product_id: l.product_id, quantity: l.quantity, unit_price: l.unit_price }; }),
       total: total(),
     };
+    // The version of the register's offline rule this device was given: the server checks the sale against it.
+    if (data.rule.version) sale.rule_id = data.rule.version;
     Object.keys(extra).forEach(function (k) { sale[k] = extra[k]; });
     return cajaQueue.add(sale).then(function () {
       last = { method: method, total: sale.total, change: method === "cash" && sale.cash_received ? sale.cash_received - sale.total : 0 };
