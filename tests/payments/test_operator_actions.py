@@ -663,3 +663,30 @@ async def test_35_a_late_approval_of_a_payment_given_up_as_not_charged_pays_the_
     async with stack.db.reader() as s:
         kinds = set((await s.execute(select(Incident.kind))).scalars())
     assert "terminal_difference" in kinds
+
+
+# the admin's "Probar terminal" during a sale ---------------------------------------------------------------
+async def test_probar_terminal_never_sends_a_command_to_a_terminal_busy_with_a_charge(stack):
+    """The admin presses "Probar terminal" while a card sale is on the terminal (from another server, or after
+    retyping the terminal's address): caja sends the terminal no second command in the middle of the sale, says
+    it is busy (not "sin respuesta", which would send the admin looking for a broken cable), and the sale is
+    charged once. Once the sale is over, the test reaches the terminal."""
+    sim = await stack.simulator()
+    await stack.build(sim)
+    app = await stack.instance()
+    cashier, admin = await app.cashier(), await app.staff("admin")
+    await open_session(cashier, stack)
+    sale_id = await checkout(cashier, stack)
+    sim.add_fault({"kind": "late_answer", "delay_s": 4.0})
+    await pay_card(cashier, sale_id)
+    await shows(cashier, sale_id, "COBRANDO")
+    await edit_terminal(admin, stack, host="localhost")  # the same terminal, its address typed another way
+    r = await admin.post(f"/admin/cajas/{stack.setup.register_id}/probar", htmx=True)
+    said = text_of(r.text)
+    assert r.status_code == 200 and "Terminal ocupado" in said and "sin respuesta" not in said, said[:300]
+    await shows(cashier, sale_id, 'id="receipt"')
+    assert Command.POLL not in sim.command_codes()
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state == "approved" and sim.charged() == {attempt.ticket: attempt.amount}
+    r = await admin.post(f"/admin/cajas/{stack.setup.register_id}/probar", htmx=True)
+    assert "Terminal responde" in text_of(r.text), text_of(r.text)[:300]

@@ -3,6 +3,10 @@
 The check goes through the provider's ``health`` (for a card terminal: its keep-alive message) with the same
 context a payment gets, so a terminal behind the register's agent is reached through the agent channel. The
 admin page calls ``probe_terminal(...)`` and shows ``message``; no transport error reaches the web layer.
+
+Given the app's ``LeaseKeeper``, the check holds the device's lease like any other command, so it never talks to
+a terminal in the middle of a sale, a question or a batch close (from this server or another, under any spelling
+of its address): it says the terminal is busy instead (``busy``) and sends nothing.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ValidationFailed
-from ..providers import OutcomeKind, ProviderContext, ProviderRegistry
+from ..errors import Busy, ValidationFailed
+from ..providers import Capability, OutcomeKind, ProviderContext, ProviderRegistry
 from ..registers import service as registers
+from .leases import LeaseKeeper
+from .terminal_ops import hold_device
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -29,6 +35,8 @@ class TerminalProbe(msgspec.Struct, kw_only=True):
     latency_ms: int | None
     provider_id: str | None
     via_agent: bool = False
+    #: The terminal was busy with a charge or another command: nothing was sent to it.
+    busy: bool = False
 
 
 async def probe_terminal(
@@ -40,6 +48,7 @@ async def probe_terminal(
     *,
     agent_channel_factory: Callable[[Any], Any] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    leases: LeaseKeeper | None = None,
 ) -> TerminalProbe:
     """Check the terminal of ``register_id`` (its primary provider, or ``provider_id``: the primary or the
     backup). Raises ``NotFound`` for another venue's register and ``ValidationFailed`` for a provider the
@@ -61,9 +70,29 @@ async def probe_terminal(
     settings = registers.provider_settings(register, provider)
     agent = agent_channel_factory(register) if agent_channel_factory else None
     ctx = ProviderContext(register_id=register.id, venue_id=register.venue_id, agent=agent)
+    device_key = None
+    if leases is not None and Capability.MANUAL not in provider.capabilities:
+        try:
+            device_key = provider.device_key(settings, register.code)
+        except Exception:  # noqa: BLE001 - settings that name no device: the check itself says what is wrong
+            device_key = None
     started = time.monotonic()
     try:
-        outcome = await asyncio.wait_for(provider.health(settings, ctx), timeout_s)
+        if device_key is None or leases is None:
+            outcome = await asyncio.wait_for(provider.health(settings, ctx), timeout_s)
+        else:
+            async with hold_device(db, leases, device_key, purpose="probe"):
+                outcome = await asyncio.wait_for(provider.health(settings, ctx), timeout_s)
+    except Busy:
+        return TerminalProbe(
+            ok=False,
+            busy=True,
+            message="está atendiendo un cobro u otra consulta; no se le envió nada para no interrumpirlo. "
+            "Pruebe de nuevo en unos segundos.",
+            latency_ms=None,
+            provider_id=chosen,
+            via_agent=agent is not None,
+        )
     except TimeoutError:
         return TerminalProbe(
             ok=False,
@@ -107,4 +136,5 @@ async def probe_terminal_with(
         provider_id,
         agent_channel_factory=getattr(orchestrator, "agent_channel_factory", None),
         timeout_s=timeout_s,
+        leases=getattr(orchestrator, "leases", None),
     )

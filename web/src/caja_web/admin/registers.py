@@ -153,6 +153,7 @@ async def test_terminal(request: Request, register_id: FromPath[int]) -> Templat
         register_id,
         agent_channel_factory=getattr(web.orchestrator, "agent_channel_factory", None),
         timeout_s=TEST_TIMEOUT_S,
+        leases=getattr(web.orchestrator, "leases", None),
     )
     return await web.page(
         "admin/register_form.html",
