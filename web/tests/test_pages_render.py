@@ -14,6 +14,7 @@ ADMIN_PAGES = [
     "/admin/productos",
     "/admin/productos/1/editar",
     "/admin/limites",
+    "/admin/modificadores",
     "/admin/usuarios",
     "/admin/usuarios/3/editar",
     "/admin/celulares",

@@ -16,6 +16,7 @@ ADMIN_POSTS = [
     "/admin/productos/categorias/1/activa",
     "/admin/productos/1/editar",
     "/admin/limites",
+    "/admin/modificadores",
     "/admin/usuarios",
     "/admin/usuarios/1/editar",
     "/admin/celulares",

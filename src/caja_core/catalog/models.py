@@ -42,3 +42,19 @@ class ProductPrice(Base):
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
     price: Mapped[int] = mapped_column(BigInteger)
     until: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Modifier(Base):
+    """A choice the cashier adds to a product when selling it ("doble", "sin hielo"): for one product, or for
+    every product of a category; its price is added to the product's (0: no charge)."""
+
+    __tablename__ = "modifiers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    venue_id: Mapped[int] = mapped_column(ForeignKey("venues.id"), index=True)
+    product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id"), nullable=True, index=True)
+    category_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id"), nullable=True, index=True)
+    name: Mapped[str] = mapped_column(String(60))
+    price_delta: Mapped[int] = mapped_column(BigInteger, default=0)  # whole CLP, ≥ 0
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    sort_order: Mapped[int] = mapped_column(Integer, default=0)

@@ -14,7 +14,7 @@ from ..db.lookup import get_in_venue
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..money import parse_amount
 from ..registers.models import CashRegister
-from .models import Category, Product, ProductPrice
+from .models import Category, Modifier, Product, ProductPrice
 
 
 class CategoryOut(msgspec.Struct, kw_only=True):
@@ -218,3 +218,140 @@ async def list_products(
             q = q.where(Product.category_id.in_(register.allowed_categories))
     q = q.order_by(Category.sort_order, Product.sort_order, Product.name)
     return [_prod_out(p) for p in await s.scalars(q)]
+
+
+# ---- modifiers ------------------------------------------------------------------------------------------------------
+MAX_MODIFIERS_PER_LINE = 10
+
+
+class ModifierOut(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+    price_delta: int
+    product_id: int | None
+    category_id: int | None
+    active: bool
+    sort_order: int = 0
+
+
+def _mod_out(m: Modifier) -> ModifierOut:
+    return ModifierOut(
+        id=m.id,
+        name=m.name,
+        price_delta=m.price_delta,
+        product_id=m.product_id,
+        category_id=m.category_id,
+        active=m.active,
+        sort_order=m.sort_order,
+    )
+
+
+def _modifier_name(value: str) -> str:
+    value = (value or "").strip()
+    if not value or len(value) > 60:
+        raise ValidationFailed("El nombre del modificador es obligatorio (máximo 60 caracteres).", field="name")
+    if any(ord(ch) < 32 for ch in value):
+        raise ValidationFailed("El nombre del modificador no puede tener caracteres de control.", field="name")
+    return value
+
+
+async def create_modifier(
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    name: str,
+    price_delta: object,
+    product_id: int | None = None,
+    category_id: int | None = None,
+    sort_order: int = 0,
+    actor_id: int | None = None,
+) -> ModifierOut:
+    """A modifier for one product or for every product of a category (exactly one of the two); its price is
+    added to the product's, in whole CLP, 0 for none ("sin costo")."""
+    name = _modifier_name(name)
+    if (product_id is None) == (category_id is None):
+        raise ValidationFailed("Elija un producto o una categoría (uno de los dos).", field="applies_to")
+    if product_id is not None:
+        await get_in_venue(
+            s, Product, product_id, venue_id, "El producto no existe.", "product.not_found", field="applies_to"
+        )
+    if category_id is not None:
+        await get_in_venue(
+            s, Category, category_id, venue_id, "La categoría no existe.", "category.not_found", field="applies_to"
+        )
+    delta = parse_amount(
+        "0" if price_delta in (None, "") else price_delta,
+        field="price_delta",
+        allow_zero=True,
+        label="El precio del modificador",
+    )
+    same = select(Modifier.id).where(
+        Modifier.venue_id == venue_id,
+        Modifier.name == name,
+        Modifier.active.is_(True),
+        Modifier.product_id == product_id if product_id is not None else Modifier.product_id.is_(None),
+        Modifier.category_id == category_id if category_id is not None else Modifier.category_id.is_(None),
+    )
+    if await s.scalar(same):
+        raise Conflict(f"El modificador {name!r} ya existe ahí.", code="modifier.exists", field="name")
+    modifier = Modifier(
+        venue_id=venue_id,
+        product_id=product_id,
+        category_id=category_id,
+        name=name,
+        price_delta=delta,
+        active=True,
+        sort_order=sort_order,
+    )
+    s.add(modifier)
+    await s.flush()
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=actor_id,
+        action="modifier.created",
+        entity="modifier",
+        entity_id=modifier.id,
+        payload={"name": name, "price_delta": delta, "product_id": product_id, "category_id": category_id},
+    )
+    return _mod_out(modifier)
+
+
+async def set_modifier_active(
+    s: AsyncSession, *, venue_id: int, modifier_id: int, active: bool, actor_id: int | None = None
+) -> ModifierOut:
+    modifier = await get_in_venue(s, Modifier, modifier_id, venue_id, "El modificador no existe.", "modifier.not_found")
+    modifier.active = active
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=actor_id,
+        action="modifier.updated",
+        entity="modifier",
+        entity_id=modifier.id,
+        payload={"active": active},
+    )
+    return _mod_out(modifier)
+
+
+async def list_modifiers(s: AsyncSession, venue_id: int, *, active_only: bool = False) -> list[ModifierOut]:
+    q = select(Modifier).where(Modifier.venue_id == venue_id)
+    if active_only:
+        q = q.where(Modifier.active.is_(True))
+    return [_mod_out(m) for m in await s.scalars(q.order_by(Modifier.sort_order, Modifier.name, Modifier.id))]
+
+
+def modifiers_by_product(products: list[ProductOut], modifiers: list[ModifierOut]) -> dict[int, list[ModifierOut]]:
+    """Each product's active modifiers: its own, then its category's (only products that have some)."""
+    found: dict[int, list[ModifierOut]] = {}
+    for p in products:
+        mine = [m for m in modifiers if m.active and m.product_id == p.id]
+        mine += [m for m in modifiers if m.active and m.product_id is None and m.category_id == p.category_id]
+        if mine:
+            found[p.id] = mine
+    return found
+
+
+async def product_modifiers(s: AsyncSession, venue_id: int, product_id: int) -> list[ModifierOut]:
+    product = await get_product(s, venue_id, product_id)
+    return modifiers_by_product([product], await list_modifiers(s, venue_id, active_only=True)).get(product.id, [])

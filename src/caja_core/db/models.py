@@ -1,7 +1,7 @@
 """Import every model so that ``Base.metadata`` holds the whole schema (Alembic's target)."""
 
 from ..audit.models import AuditEvent, Incident
-from ..catalog.models import Category, Product, ProductPrice
+from ..catalog.models import Category, Modifier, Product, ProductPrice
 from ..dashboard.models import ProductSales, SalesQuarter
 from ..jornadas.models import Jornada
 from ..offline.models import OfflineDevice, OfflinePeriod, OfflineRule, OfflineSale
@@ -44,6 +44,7 @@ __all__ = [
     "FallbackEvent",
     "Incident",
     "Jornada",
+    "Modifier",
     "OfflineDevice",
     "OfflinePeriod",
     "OfflineRule",

@@ -132,7 +132,7 @@ async def load_sale(s: AsyncSession, venue_id: int, sale_id: int) -> SaleData:
         created_at=sale.created_at,
         items=[
             ItemLine(
-                name=i.name,
+                name=i.name + (f" ({', '.join(m['name'] for m in i.modifiers)})" if i.modifiers else ""),
                 quantity=i.quantity,
                 unit_price=i.unit_price,
                 line_total=i.line_total,

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..clock import utcnow
-from ..db.base import Base, UTCDateTime
+from ..db.base import Base, JSONType, UTCDateTime
 
 
 class Sale(Base):
@@ -62,6 +63,9 @@ class SaleItem(Base):
     free_reason: Mapped[str] = mapped_column(String(200), default="")  # free-amount line: why
     #: The line's own discount (CLP); the line is charged line_total − discount (before any sale discount).
     discount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: The modifiers chosen for the line, as they were when it was sold: [{"id", "name", "price"}] (price: what
+    #: each added to unit_price, whole CLP). None: no modifiers.
+    modifiers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
 
 
 class SaleDiscount(Base):

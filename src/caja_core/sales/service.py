@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import record
-from ..catalog.models import Category, Product
+from ..catalog.models import Category, Modifier, Product
 from ..clock import utcnow
 from ..dashboard import rollups
 from ..errors import Conflict, NotFound, ValidationFailed
@@ -40,6 +40,15 @@ class ItemInput(msgspec.Struct, kw_only=True):
     name: str | None = None  # free-amount line
     unit_price: int | str | None = None
     free_reason: str = ""
+    #: The modifiers the cashier chose for a product line (their ids; the server prices them).
+    modifier_ids: list[int] = msgspec.field(default_factory=list)
+
+
+class ModifierLine(msgspec.Struct, kw_only=True):
+    """A modifier as the sale recorded it: its name and what it added to the unit price."""
+
+    name: str
+    price: int
 
 
 class ItemOut(msgspec.Struct, kw_only=True):
@@ -50,6 +59,7 @@ class ItemOut(msgspec.Struct, kw_only=True):
     line_total: int
     free_reason: str = ""
     discount: int = 0  # the line's own discount (CLP)
+    modifiers: list[ModifierLine] = msgspec.field(default_factory=list)  # unit_price includes their prices
 
 
 class DiscountOut(msgspec.Struct, kw_only=True):
@@ -138,6 +148,7 @@ def sale_out(sale: Sale, items: list[SaleItem] | None = None, discounts: list[Sa
                 line_total=i.line_total,
                 free_reason=i.free_reason,
                 discount=i.discount or 0,
+                modifiers=[ModifierLine(name=m["name"], price=m["price"]) for m in (i.modifiers or [])],
             )
             for i in (items or [])
         ],
@@ -580,9 +591,10 @@ def _price_lines_sync(s, venue_id: int, items: list[ItemInput], allowed_categori
     """Price each line from the catalogue (free-amount lines need a reason); the browser never sets prices."""
     product_ids = {i.product_id for i in items if i.product_id is not None}
     products: dict[int, tuple[str, int]] = {}
+    categories: dict[int, int] = {}
     if product_ids:
         q = (
-            select(Product.id, Product.name, Product.price)
+            select(Product.id, Product.name, Product.price, Product.category_id)
             .join(Category, Category.id == Product.category_id)
             .where(
                 Product.venue_id == venue_id,
@@ -593,11 +605,48 @@ def _price_lines_sync(s, venue_id: int, items: list[ItemInput], allowed_categori
         )
         if allowed_categories:
             q = q.where(Product.category_id.in_(allowed_categories))
-        products = {r.id: (r.name, r.price) for r in s.execute(q)}
-    return _price(items, products)
+        rows = list(s.execute(q))
+        products = {r.id: (r.name, r.price) for r in rows}
+        categories = {r.id: r.category_id for r in rows}
+    modifiers: dict[int, list[Modifier]] = {}
+    if any(i.modifier_ids for i in items) and products:
+        found = s.scalars(
+            select(Modifier).where(
+                Modifier.venue_id == venue_id,
+                Modifier.active.is_(True),
+                (Modifier.product_id.in_(list(products))) | (Modifier.category_id.in_(set(categories.values()))),
+            )
+        ).all()
+        for product_id, category_id in categories.items():
+            modifiers[product_id] = [
+                m
+                for m in found
+                if m.product_id == product_id or (m.product_id is None and m.category_id == category_id)
+            ]
+    return _price(items, products, modifiers)
 
 
-def _price(items: list[ItemInput], products: dict[int, tuple[str, int]]) -> list[dict]:
+def _chosen_modifiers(n: int, item: ItemInput, allowed: list[Modifier]) -> list[dict]:
+    """The line's modifiers from the catalogue, as sold now (name and price); any the product does not offer
+    (another product's, inactive, another venue's) refuses the sale."""
+    ids = item.modifier_ids or []
+    if len(ids) > 10 or len(set(ids)) != len(ids):
+        raise ValidationFailed(f"Línea {n}: modificadores repetidos o demasiados (máximo 10).", field="modifiers")
+    by_id = {m.id: m for m in allowed}
+    chosen = []
+    for modifier_id in ids:
+        m = by_id.get(modifier_id) if isinstance(modifier_id, int) and not isinstance(modifier_id, bool) else None
+        if m is None:
+            raise ValidationFailed(
+                f"Línea {n}: ese modificador no existe o no se ofrece para este producto.", field="modifiers"
+            )
+        chosen.append({"id": m.id, "name": m.name, "price": m.price_delta})
+    return chosen
+
+
+def _price(
+    items: list[ItemInput], products: dict[int, tuple[str, int]], modifiers: dict[int, list[Modifier]] | None = None
+) -> list[dict]:
     lines: list[dict] = []
     for n, item in enumerate(items, start=1):
         if (
@@ -614,6 +663,8 @@ def _price(items: list[ItemInput], products: dict[int, tuple[str, int]]) -> list
                     f"Línea {n}: el producto no existe o no se vende en esta caja.", field="product_id"
                 )
             name, price = products[item.product_id]
+            chosen = _chosen_modifiers(n, item, (modifiers or {}).get(item.product_id, [])) if item.modifier_ids else []
+            price += sum(m["price"] for m in chosen)
             lines.append(
                 {
                     "product_id": item.product_id,
@@ -622,9 +673,12 @@ def _price(items: list[ItemInput], products: dict[int, tuple[str, int]]) -> list
                     "unit_price": price,
                     "line_total": price * item.quantity,
                     "free_reason": "",
+                    "modifiers": chosen or None,
                 }
             )
         else:
+            if item.modifier_ids:
+                raise ValidationFailed(f"Línea {n}: un monto libre no lleva modificadores.", field="modifiers")
             price = parse_amount(item.unit_price, field="unit_price", label=f"Línea {n}: el monto libre")
             reason = _text(
                 item.free_reason, field="free_reason", minimum=3, label=f"Línea {n}: el motivo del monto libre"

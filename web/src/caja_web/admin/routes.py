@@ -11,7 +11,7 @@ from caja_core.registers import service as registers
 
 from ..auth import ADMIN, SUPERVISOR, requires
 from ..context import Web
-from . import catalog, limits, phones, reports, terminals, users, verification
+from . import catalog, limits, modifiers, phones, reports, terminals, users, verification
 from . import registers as register_pages
 
 
@@ -45,6 +45,7 @@ admin_router = Router(
         *register_pages.route_handlers,
         *catalog.route_handlers,
         *limits.route_handlers,
+        *modifiers.route_handlers,
         *users.route_handlers,
         *phones.route_handlers,
         *terminals.route_handlers,

@@ -23,6 +23,10 @@ class Line(msgspec.Struct, kw_only=True):
     unit_price: int
     quantity: int = 1
     free_reason: str = ""
+    #: The modifiers chosen when the product was tapped (ids, and "Doble +$1.000" to show); unit_price includes
+    #: their prices. The sale prices them again from the catalogue.
+    modifier_ids: list[int] = msgspec.field(default_factory=list)
+    modifiers: list[str] = msgspec.field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -63,7 +67,11 @@ class PosState(msgspec.Struct, kw_only=True):
         self.touch()
         self.last_sale_id = None
         for existing in self.lines:
-            if line.product_id is not None and existing.product_id == line.product_id:
+            if (
+                line.product_id is not None
+                and existing.product_id == line.product_id
+                and existing.modifier_ids == line.modifier_ids
+            ):
                 existing.quantity = min(MAX_QUANTITY, existing.quantity + line.quantity)
                 return
         self.lines.append(line)
@@ -84,6 +92,7 @@ class PosState(msgspec.Struct, kw_only=True):
                 name=None if ln.product_id else ln.name,
                 unit_price=None if ln.product_id else ln.unit_price,
                 free_reason=ln.free_reason,
+                modifier_ids=list(ln.modifier_ids),
             )
             for ln in self.lines
         ]

@@ -15,7 +15,7 @@ from caja_core.audit import service as audit
 from caja_core.catalog import service as catalog
 from caja_core.errors import Conflict, NotFound, ValidationFailed
 from caja_core.jornadas import service as jornadas
-from caja_core.money import parse_amount
+from caja_core.money import format_clp, parse_amount
 from caja_core.ops import contingency
 from caja_core.permissions import Action
 from caja_core.permissions import service as permissions
@@ -55,6 +55,13 @@ class AddItem(msgspec.Struct, kw_only=True):
     product_id: int = 0
     quantity: int = 1
     v: int | None = None  # the cart version the tab shows
+    #: The modifiers ticked in the product's chooser (one value per box; a form sends one or several).
+    modifier_id: list[int] | int | None = None
+
+    @property
+    def modifier_ids(self) -> list[int]:
+        chosen = self.modifier_id if isinstance(self.modifier_id, list) else [self.modifier_id]
+        return [m for m in chosen if m is not None]
 
 
 class CartForm(msgspec.Struct, kw_only=True):
@@ -177,6 +184,7 @@ async def screen_context(web: Web, state: PosState, sale: sales.SaleOut | None =
             user_id=web.user_id,
             timezone=web.viewer.timezone if web.viewer else None,
         )
+    products = await web.call(catalog.list_products, web.venue_id, register_id=register.id)
     return {
         "register": register,
         "state": state,
@@ -184,7 +192,10 @@ async def screen_context(web: Web, state: PosState, sale: sales.SaleOut | None =
         "parked": await parked_sales(web, state),
         "session": await web.call(sessions.get_session, web.venue_id, session_id),
         "categories": await web.call(catalog.list_categories, web.venue_id, active_only=True),
-        "products": await web.call(catalog.list_products, web.venue_id, register_id=register.id),
+        "products": products,
+        "modifiers": catalog.modifiers_by_product(
+            products, await web.call(catalog.list_modifiers, web.venue_id, active_only=True)
+        ),
     }
 
 
@@ -385,17 +396,52 @@ async def cart_response(web: Web, state: PosState) -> Template:
 
 @post("/venta/item")
 async def add_item(web: NamedDependency[Web], data: Annotated[AddItem, FORM]) -> Template:
+    """A product into the cart, with the modifiers ticked in its chooser (checked against the catalogue)."""
     state = await require_cart(web, data.v)
     product = await web.call(catalog.get_product, web.venue_id, data.product_id)
+    chosen: list[catalog.ModifierOut] = []
+    if data.modifier_ids:
+        offered = {m.id: m for m in await web.call(catalog.product_modifiers, web.venue_id, product.id)}
+        async with web.form("pos/_cart.html", {"state": state}):
+            if len(set(data.modifier_ids)) != len(data.modifier_ids) or any(
+                m not in offered for m in data.modifier_ids
+            ):
+                raise ValidationFailed(
+                    f"Ese modificador no existe o ya no se ofrece para {product.name}.", field="modifiers"
+                )
+        chosen = [offered[m] for m in data.modifier_ids]
     state.add(
         Line(
             product_id=product.id,
             name=product.name,
-            unit_price=product.price,
+            unit_price=product.price + sum(m.price_delta for m in chosen),
             quantity=max(1, min(data.quantity, carts.MAX_QUANTITY)),
+            modifier_ids=[m.id for m in chosen],
+            modifiers=[modifier_label(m) for m in chosen],
         )
     )
     return await cart_response(web, state)
+
+
+def modifier_label(m: catalog.ModifierOut) -> str:
+    return f"{m.name} +{format_clp(m.price_delta)}" if m.price_delta else m.name
+
+
+@get("/venta/item/{product_id:int}/modificadores")
+async def modifier_chooser(web: NamedDependency[Web], product_id: FromPath[int]) -> Template:
+    """The modifiers of a product that has some, to tick before it goes into the cart."""
+    state = await require_cart(web)
+    product = await web.call(catalog.get_product, web.venue_id, product_id)
+    modifiers = await web.call(catalog.product_modifiers, web.venue_id, product_id)
+    return await web.page(
+        "pos/sale.html",
+        partial_template="pos/_modifiers.html",
+        panel="pos/_modifiers.html",
+        full_context=lambda: screen_context(web, state),
+        state=state,
+        product=product,
+        modifiers=modifiers,
+    )
 
 
 @post("/venta/libre")
@@ -940,6 +986,7 @@ router = Router(
         open_session,
         sale_screen,
         add_item,
+        modifier_chooser,
         add_free_line,
         change_line,
         clear_cart,

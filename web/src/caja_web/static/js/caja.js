@@ -162,6 +162,31 @@
     var button = document.getElementById("checkout");
     if (button && !button.disabled) button.click();
   });
+  // A product's modifier chooser from the keyboard: 1…9 tick or untick the nth modifier, Enter adds the product
+  // with what is ticked, Escape goes back to the cart (its Cancelar button). It takes the focus when shown.
+  document.addEventListener("htmx:afterSettle", function () {
+    var first = document.querySelector("#modifier-form input[name=modifier_id]");
+    if (first && !first.closest("#modifier-form").contains(document.activeElement)) first.focus();
+  });
+  document.addEventListener("keydown", function (ev) {
+    var form = document.getElementById("modifier-form");
+    if (!form) return;
+    var t = ev.target;
+    var inForm = form.contains(t);
+    var idle = t === document.body || t.id === "product-search" || (t.classList && t.classList.contains("qk"));
+    if (!inForm && !idle) return;
+    var boxes = form.querySelectorAll("input[name=modifier_id]");
+    if (/^[1-9]$/.test(ev.key) && boxes[+ev.key - 1]) {
+      ev.preventDefault();
+      ev.stopImmediatePropagation(); // not a product's key while the chooser is open
+      boxes[+ev.key - 1].checked = !boxes[+ev.key - 1].checked;
+      boxes[+ev.key - 1].focus();
+    } else if (ev.key === "Enter" && (t === document.body || (t.id === "product-search" && !t.value) || (inForm && t.type === "checkbox"))) {
+      ev.preventDefault();
+      ev.stopImmediatePropagation();
+      form.requestSubmit();
+    }
+  }, true);
   document.addEventListener("DOMContentLoaded", markHold);
   function sumDenoms(form) {
     var total = 0;
