@@ -13,7 +13,6 @@ GETNET simulator on a pseudo-terminal. The simulator's ledger is what the custom
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import pytest
@@ -22,6 +21,7 @@ from caja_core.agents.service import AgentTiming, channel_factory
 from caja_core.payments import states as st
 from caja_core.payments.models import AgentCommand, PaymentAttempt
 from caja_core.sales.models import Sale
+from caja_core.testing.waiting import wait_until
 from caja_getnet.protocol import Command
 
 from .test_agent_e2e import Stack
@@ -119,13 +119,7 @@ async def flaky(request, sqlite_db, sqlite_url, tmp_path):
 
 
 async def until(predicate, within: float, what: str):
-    deadline = time.monotonic() + within
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"no ocurrió a tiempo: {what}"
-        await asyncio.sleep(0.1)
+    return await wait_until(predicate, timeout_s=within, what=what, interval_s=0.1)
 
 
 async def sale_command(stack, attempt: PaymentAttempt) -> AgentCommand:
@@ -161,7 +155,9 @@ async def test_a_lost_delivery_that_reaches_the_agent_after_the_server_gave_up_n
         return refused or Command.SALE in flaky.sim.command_codes()
 
     await until(claimed_or_charged, 20, "el agente recibió la venta perdida")
-    await asyncio.sleep(1.0)  # give a wrongly started sale time to show up on the terminal
+    # The agent goes on with its next requests: a sale it had wrongly started would be on the terminal by then.
+    asked = len(network.log)
+    await wait_until(lambda: len(network.log) >= asked + 2, timeout_s=20, what="el agente siguió consultando")
     assert Command.SALE not in flaky.sim.command_codes() and flaky.sim.charged() == {}
     command = await sale_command(flaky, attempt)
     assert command.status == "revoked" and command.claimed_at is None and command.result is None

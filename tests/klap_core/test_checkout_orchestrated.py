@@ -20,6 +20,7 @@ from caja_core.providers import ProviderRegistry
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
 from caja_core.testing.factories import make_setup
+from caja_core.testing.waiting import count_calls, wait_until
 from caja_klap.fake_server import FakeKlapServer
 from caja_klap.provider import KlapProvider
 
@@ -106,9 +107,11 @@ async def test_checkout_order_paid_by_webhook(virtual):
             db, registry, "klap", klap_api.signed_headers(payload), json.dumps(payload).encode()
         )
         assert reply.status_code == 200
+    passes = count_calls(orch, "run_once")
     progress = await orch.poll(setup.venue_id, sale.id)
     assert progress.paid and progress.paid_via == "primary" and progress.state == "approved"
-    await asyncio.sleep(0.3)  # the orchestrator keeps reconciling meanwhile: it must agree, not pay twice
+    # The orchestrator keeps reconciling meanwhile: after three more passes of its worker it must agree, not pay twice.
+    await wait_until(lambda: passes() >= 3, timeout_s=10, what="tres pasadas más del orquestador")
     async with db.reader() as s:
         report = await sessions.get_session(s, setup.venue_id, session_id)
     assert report.ticket_count == 1 and report.card_sales_total == 6000

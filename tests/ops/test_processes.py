@@ -1,18 +1,17 @@
 """Failures that show within one scrape: a `caja worker` (a real process) beats into the database; every app
 instance's /health and metrics show it, and show when it dies or stops."""
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from caja_core.ops import metrics
 from caja_core.ops.health import check_health
 from caja_core.ops.heartbeats import list_processes
+from caja_core.testing.waiting import wait_until
 
 from .conftest import sell
 
@@ -29,13 +28,7 @@ def sample(name: str, **labels: str) -> float | None:
 
 
 async def until(predicate, *, timeout_s: float = 60.0, what: str = ""):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"no ocurrió a tiempo: {what}"
-        await asyncio.sleep(0.2)
+    return await wait_until(predicate, timeout_s=timeout_s, what=what, interval_s=0.2)
 
 
 def start_worker(url: str, tmp_path: Path) -> subprocess.Popen:

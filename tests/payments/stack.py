@@ -25,6 +25,7 @@ from caja_core.providers import ProviderRegistry
 from caja_core.settings import load_settings
 from caja_core.testing.factories import PASSWORD, PIN, make_setup
 from caja_core.testing.fake import manual_provider
+from caja_core.testing.waiting import wait_until
 from caja_getnet.provider import GetnetProvider
 from caja_getnet.simulator import Simulator
 from caja_web.app import create_app
@@ -317,15 +318,7 @@ async def progress(cashier: Client, sale_id: int) -> str:
 
 async def wait_for(check, what: str, timeout_s: float = 30.0, every_s: float = 0.2):
     """Poll ``check()`` (async, returns a truthy value when done) against a deadline."""
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while True:
-        last = await check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {timeout_s} s")
-        await asyncio.sleep(every_s)
+    return await wait_until(check, timeout_s=timeout_s, what=what, interval_s=every_s)
 
 
 async def shows(cashier: Client, sale_id: int, marker: str, timeout_s: float = 30.0) -> str:

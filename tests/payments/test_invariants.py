@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as stt
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from caja_core.db.engine import Database
@@ -19,6 +20,7 @@ from caja_core.payments.models import PaymentAttempt
 from caja_core.providers import OutcomeKind
 from caja_core.sales.models import Sale
 from caja_core.testing.fake import Step
+from caja_core.testing.waiting import count_calls, wait_until
 
 from .conftest import TEST_POLICY, build_env
 
@@ -31,6 +33,7 @@ async def test_21_database_unavailable_when_the_approval_arrives(pg_db, pg_test_
     name = pg_test_database.name
     try:
         sale_id = await env.sale(18000)
+        refused = count_calls(orch, "_apply", raising=(OSError, DBAPIError))  # writing the answer, refused
         env.provider.script("charge", Step(delay_s=1.0))
         await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
         await env.until(orch, sale_id, lambda p: p.state == "awaiting")
@@ -47,7 +50,8 @@ async def test_21_database_unavailable_when_the_approval_arrives(pg_db, pg_test_
         while not env.provider.ledger:  # the terminal approves and charges
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)  # the approval cannot be written for a while
+        # The approval cannot be written for a while: the orchestrator tries and is refused, twice.
+        await wait_until(lambda: refused() >= 2, timeout_s=10, what="la aprobación no se pudo escribir dos veces")
         async with admin.connect() as conn:
             await conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
         done = await env.until(orch, sale_id, lambda p: p.paid, timeout=15)

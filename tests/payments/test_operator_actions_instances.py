@@ -4,7 +4,6 @@ instance, so a slow terminal's approval is never preceded by a "not charged"."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from sqlalchemy import select
 from caja_core.db import Database
 from caja_core.payments.models import DeviceLease, PaymentAttempt
 from caja_core.sales.models import Sale
+from caja_core.testing.waiting import count_calls, wait_until
 from caja_getnet.protocol import Command
 
 from .conftest import JumpClock
@@ -167,8 +167,10 @@ async def test_37_35_a_clock_step_on_another_instance_takes_nothing_over_from_a_
     await shows(cashier, sale_id, "COBRANDO")
     async with stack.db.reader() as s:
         lease = (await s.execute(select(DeviceLease))).scalar_one()
+    passes = count_calls(b.orchestrator, "run_once")
     clock_b.jump(3600)
-    await asyncio.sleep(1.5)  # B's worker looks several times with its clock an hour ahead
+    # B's worker looks several times with its clock an hour ahead.
+    await wait_until(lambda: passes() >= 3, timeout_s=15, what="tres pasadas del worker de B")
     assert lease.device_key in b.orchestrator.leases._seen  # B's worker did look at A's lease
     clock_b.jump(-7200)
     await shows(cashier, sale_id, 'id="receipt"')

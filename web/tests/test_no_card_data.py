@@ -11,7 +11,6 @@ import json
 import logging
 import re
 import socket
-import time
 
 import httpx
 import uvicorn
@@ -26,6 +25,7 @@ from caja_core.providers import ProviderRegistry
 from caja_core.registers import service as registers
 from caja_core.settings import load_settings
 from caja_core.testing.factories import PASSWORD, PIN, SUPERVISOR_PIN, make_setup
+from caja_core.testing.waiting import wait_until
 from caja_web.app import create_app
 
 PAN_VISA = "4111111111111111"
@@ -47,13 +47,7 @@ def free_port() -> int:
 
 
 async def until(check, what: str, timeout_s: float = 20.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"nunca: {what}"
-        await asyncio.sleep(0.05)
+    return await wait_until(check, timeout_s=timeout_s, what=what)
 
 
 class Browser:

@@ -24,3 +24,24 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"no sucedió en {timeout_s} s: {what}")
         await asyncio.sleep(interval_s)
+
+
+def count_calls(obj: Any, name: str, *, raising: tuple[type[BaseException], ...] = ()) -> Callable[[], int]:
+    """Wrap the async method ``obj.name`` and return a function saying how many times it has been called so far
+    (with ``raising``: how many calls raised one of those), so a test waits for "three more passes of the
+    worker" or "the write was refused twice" instead of sleeping."""
+    count = 0
+    method = getattr(obj, name)
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal count
+        if not raising:
+            count += 1
+        try:
+            return await method(*args, **kwargs)
+        except raising:
+            count += 1
+            raise
+
+    setattr(obj, name, counted)
+    return lambda: count
