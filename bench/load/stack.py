@@ -160,7 +160,8 @@ async def _admin(sql: str) -> None:
 class ScratchDatabase:
     """A PostgreSQL database of its own for one run, migrated to head; dropped afterwards unless kept."""
 
-    def __init__(self, keep: bool = False, prefix: str = "caja_load") -> None:
+    def __init__(self, keep: bool = False, prefix: str | None = None) -> None:
+        prefix = prefix or os.environ.get("CAJA_LOAD_DB_PREFIX", "caja_load")
         self.name = f"{prefix}_{uuid.uuid4().hex[:8]}"
         self.url = PG_ADMIN.rpartition("/")[0] + "/" + self.name
         self.keep = keep

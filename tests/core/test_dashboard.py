@@ -490,3 +490,9 @@ async def test_tips_discounts_split_and_offline_sales_add_up_and_rebuild_the_sam
     assert await _totals(any_db, jornada_id) == kept
     again = await night.figures(jornada_id)
     assert (again.total, again.tip_total, again.products, again.quarters) == (f.total, 1800, f.products, f.quarters)
+
+    # The live page reads the same figures statement by statement (on PostgreSQL without a transaction).
+    async with any_db.statement_reader() as s:
+        live = await dashboard.current_figures(s, night.st.venue_id, now=night.at("2026-11-28T01:10:00-03:00"))
+    assert live is not None
+    assert (live.total, live.tip_total, live.by_method, live.cashiers) == (f.total, 1800, f.by_method, f.cashiers)

@@ -173,5 +173,19 @@ class Database:
                 await session.connection(execution_options={"caja_read_only": True})
             yield session
 
+    @contextlib.asynccontextmanager
+    async def statement_reader(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads that are each a single statement, and so each its own snapshot: on PostgreSQL
+        the connection is in autocommit (no BEGIN and no ROLLBACK: two round trips fewer for a page polled
+        every few seconds); on SQLite the same as ``reader``."""
+        if self.dialect != "postgresql":
+            async with self.reader() as session:
+                yield session
+            return
+        async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            async with self.sessionmaker(bind=conn) as session:
+                yield session
+
     async def dispose(self) -> None:
         await self.engine.dispose()

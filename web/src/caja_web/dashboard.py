@@ -16,7 +16,9 @@ POLL_SECONDS = 5
 
 
 async def live_context(web: Web) -> dict:
-    figures = await web.call(dashboard.current_figures, web.venue_id)
+    # Two statements, each a snapshot of its own: the open jornada, then all its figures at once.
+    async with web.db.statement_reader() as s:
+        figures = await dashboard.current_figures(s, web.venue_id)
     return {
         "f": figures,
         "charts": {c.id: c for c in charts.all_charts(figures)} if figures else {},
