@@ -26,7 +26,7 @@ INSERT INTO product_sales (jornada_id, session_id, product_id, units, amount)
 SELECT jornada_id, session_id, product_id, sum(quantity),
        sum(net - share - CASE WHEN place <= left_over THEN 1 ELSE 0 END)
 FROM (
-  SELECT l.*, whole - sum(share) OVER (PARTITION BY sale_id) AS left_over,
+  SELECT l.*, whole - CAST(sum(share) OVER (PARTITION BY sale_id) AS BIGINT) AS left_over,
          row_number() OVER (PARTITION BY sale_id ORDER BY fraction DESC, id) AS place
   FROM (
     SELECT w.*, CASE WHEN base > 0 AND whole > 0 THEN whole * net / base ELSE 0 END AS share,
@@ -34,8 +34,8 @@ FROM (
     FROM (
       SELECT i.id, i.sale_id, s.jornada_id, s.session_id, coalesce(i.product_id, 0) AS product_id, i.quantity,
              i.line_total - i.discount AS net,
-             sum(i.line_total - i.discount) OVER (PARTITION BY i.sale_id) AS base,
-             sum(i.line_total - i.discount) OVER (PARTITION BY i.sale_id) - s.total AS whole
+             CAST(sum(i.line_total - i.discount) OVER (PARTITION BY i.sale_id) AS BIGINT) AS base,
+             CAST(sum(i.line_total - i.discount) OVER (PARTITION BY i.sale_id) AS BIGINT) - s.total AS whole
       FROM sale_items i JOIN sales s ON s.id = i.sale_id
       WHERE {PAID}
     ) w

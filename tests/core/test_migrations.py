@@ -81,7 +81,7 @@ async def test_the_dashboard_revision_fills_the_tips_and_prorates_the_product_mi
         for lines, off, tip, card in (
             ([("Cerveza", 2), ("Agua", 1)], 1000, 800, False),  # 9 000 − 1 000: Cerveza 6 222, Agua 1 778
             ([("Piscola", 1), ("Agua", 1)], 0, 700, True),
-            ([("Agua", 1), ("Agua", 1)], 1, 0, False),  # the peso goes to the first line
+            ([("Piscola", 1), ("Agua", 3)], 1, 0, False),  # 6 000 and 6 000: the peso goes to the first line
         ):
             async with db.session() as s:
                 sale = await sales.create_sale(
@@ -110,8 +110,8 @@ async def test_the_dashboard_revision_fills_the_tips_and_prorates_the_product_mi
                 return [tuple(r) for r in (await s.execute(text(sql))).all()]
 
         kept = (await read(quarters_sql), await read(products_sql))
-        assert kept[0] == [("cash", "cash", 2, 11999, 1, 800), ("fake", "card", 1, 8000, 1, 700)]
-        assert sum(amount for _, _, amount in kept[1]) == 11999 + 8000
+        assert kept[0] == [("cash", "cash", 2, 19999, 1, 800), ("fake", "card", 1, 8000, 1, 700)]
+        assert sum(amount for _, _, amount in kept[1]) == 19999 + 8000
         # Before 0015 the quarters had no tips and a product counted its lines without the sale discount.
         await db.dispose()
         await migrate.downgrade_async(empty_url, "0011_split_payments")
