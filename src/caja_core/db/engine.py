@@ -3,13 +3,16 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
+import time
 from collections.abc import AsyncIterator
 from typing import Any, ParamSpec, TypeVar, cast
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine, Result, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, StaticPool
+from sqlalchemy.util import await_
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -108,14 +111,39 @@ def make_engine(
         )
         _sqlite_events(engine.sync_engine, memory)
         return engine
-    return async_engine(
-        url,
-        application_name=application_name,
-        echo=echo,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
+    engine = async_engine(
+        url, application_name=application_name, echo=echo, pool_size=pool_size, max_overflow=pool_size
     )
+    _ping_idle_connections(engine.sync_engine)
+    return engine
+
+
+#: A pooled PostgreSQL connection that rested this long is pinged before it is handed out.
+PING_AFTER_IDLE_S = 1.0
+_RESTED_SINCE = "caja_rested_since"
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """A connection taken from the pool after resting ``PING_AFTER_IDLE_S`` or more is first pinged with one
+    empty statement (one round trip), and replaced if the server is gone (restarted, connection cut), so the
+    first request after a quiet spell never fails on a dead connection. A connection handed back a moment ago is
+    given out as it is: under load (a venue's POS screens polling every second) requests do not pay for pings;
+    if the server dies meanwhile, the statement that finds out invalidates the whole pool, as with any
+    disconnect."""
+
+    @event.listens_for(engine.pool, "checkin")
+    def _rested(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_RESTED_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _ping(dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
+        since = record.info.get(_RESTED_SINCE)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return  # a new connection, or one in use a moment ago
+        try:
+            await_(dbapi_conn.driver_connection.fetchrow(";"))  # outside a transaction: one round trip
+        except Exception as exc:  # whatever the driver says, the connection is not usable
+            raise DisconnectionError(f"pooled connection unusable: {type(exc).__name__}") from exc
 
 
 def _sqlite_events(engine: Engine, memory: bool) -> None:
@@ -166,11 +194,23 @@ class Database:
             yield session
 
     @contextlib.asynccontextmanager
-    async def reader(self) -> AsyncIterator[AsyncSession]:
-        """A session for reads (on SQLite it does not take the write lock; writes in it may fail)."""
+    async def reader(self, *, snapshot: bool = False, autocommit: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session for reads (on SQLite it does not take the write lock; writes in it may fail).
+
+        On PostgreSQL, ``snapshot=True`` makes every read see the database as of one instant (one REPEATABLE READ
+        transaction); ``autocommit=True`` runs each statement on its own, with no BEGIN/ROLLBACK round trips
+        (for a single read, or reads that need no common snapshot: under READ COMMITTED each statement of a
+        transaction takes its own snapshot anyway). Writes in an autocommit reader would be committed at once:
+        use ``session()`` for those."""
+        if snapshot and autocommit:
+            raise ValueError("a reader is either one snapshot or autocommit")
         async with self.sessionmaker() as session:
             if self.dialect == "sqlite":
                 await session.connection(execution_options={"caja_read_only": True})
+            elif snapshot:
+                await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            elif autocommit:
+                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             yield session
 
     @contextlib.asynccontextmanager

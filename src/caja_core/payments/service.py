@@ -33,7 +33,7 @@ import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
@@ -74,6 +74,9 @@ from .leases import DEFAULT_BEAT_S, DEFAULT_TTL_S, LeaseKeeper, all_leases, leas
 from .models import PaymentAttempt
 from .schemas import AttemptOut, ManualInstructions, PaymentProgress, SupervisorItem
 from .tickets import TicketIssuer
+
+if TYPE_CHECKING:
+    from ..sales.service import SaleOut
 
 log = logging.getLogger("caja.payments")
 
@@ -1414,19 +1417,21 @@ class PaymentOrchestrator:
             )
 
     # polling ---------------------------------------------------------------------------------------
-    async def poll(self, venue_id: int, sale_id: int, *, session: AsyncSession | None = None) -> PaymentProgress:
+    async def poll(
+        self, venue_id: int, sale_id: int, *, session: AsyncSession | None = None, sale: SaleOut | None = None
+    ) -> PaymentProgress:
         """How the sale's payment stands. With ``session`` it is read there (the caller's unit of work: a sale
-        it created and has not committed yet is found); else in a snapshot of its own."""
+        it created and has not committed yet is found), and ``sale``, the sale as the caller just read it in that
+        same session, is not read again; else in a snapshot of its own."""
         if session is not None:
-            return await self._poll_in(session, venue_id, await self._sale(session, venue_id, sale_id))
-        async with self.db.reader() as s:
-            if self.db.dialect == "postgresql":
-                # One snapshot: the sale and its attempts as of the same instant (never "approved but unpaid").
-                await s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            sale = await self._sale(s, venue_id, sale_id)
-            return await self._poll_in(s, venue_id, sale)
+            if sale is None or sale.id != sale_id or sale.venue_id != venue_id:
+                return await self._poll_in(session, venue_id, await self._sale(session, venue_id, sale_id))
+            return await self._poll_in(session, venue_id, sale)
+        # One snapshot: the sale and its attempts as of the same instant (never "approved but unpaid").
+        async with self.db.reader(snapshot=True) as s:
+            return await self._poll_in(s, venue_id, await self._sale(s, venue_id, sale_id))
 
-    async def _poll_in(self, s: AsyncSession, venue_id: int, sale: Sale) -> PaymentProgress:
+    async def _poll_in(self, s: AsyncSession, venue_id: int, sale: Sale | SaleOut) -> PaymentProgress:
         attempts = list(
             (
                 await s.execute(

@@ -39,7 +39,7 @@ def requires(*roles: str):
         if viewer is None:
             raise NotAuthorizedException("login required")
         db = connection.app.state.db
-        async with db.reader() as s:
+        async with db.reader(autocommit=True) as s:  # one statement: no transaction round trips
             current = await users.session_user(s, viewer.id)
         if (
             current is None

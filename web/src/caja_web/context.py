@@ -125,12 +125,15 @@ class Web:
         async with self.db.session() as s:
             return await fn(s, *args, **kwargs)
 
-    async def poll(self, sale_id: int) -> Any:
-        """How the sale's payment stands (the orchestrator's progress), read in the request's unit if any."""
+    async def poll(self, sale_id: int, sale: Any = None) -> Any:
+        """How the sale's payment stands (the orchestrator's progress), read in the request's unit if any; in the
+        unit, ``sale`` (the sale as this request just read it there) is not read again."""
         if self.orchestrator is None:
             return None
-        session = await self.unit.session() if self.unit is not None else None
-        return await self.orchestrator.poll(venue_id=self.venue_id, sale_id=sale_id, session=session)
+        if self.unit is None:
+            return await self.orchestrator.poll(venue_id=self.venue_id, sale_id=sale_id)
+        session = await self.unit.session()
+        return await self.orchestrator.poll(venue_id=self.venue_id, sale_id=sale_id, session=session, sale=sale)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` once what this request wrote is committed (at once without a unit; never on a rollback)."""

@@ -62,10 +62,8 @@ class Unit:
         if self._session is None:
             stack = contextlib.AsyncExitStack()
             if self.read_only:
-                session = await stack.enter_async_context(self.db.reader())
-                if self.db.dialect == "postgresql":
-                    # One snapshot for the whole page: the sale and its payment attempts as of the same instant.
-                    await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+                # One snapshot for the whole page: the sale and its payment attempts as of the same instant.
+                session = await stack.enter_async_context(self.db.reader(snapshot=True))
             else:
                 session = await stack.enter_async_context(self.db.session())
             self._stack, self._session = stack, session

@@ -219,7 +219,7 @@ async def parked_sales(web: Web, state: PosState) -> list[ParkedSale]:
         if sale.status == "cancelled":
             found.append(ParkedSale(id=sale.id, total=sale.total, kind="cancelled", headline="ANULADA"))
             continue
-        progress = await web.poll(sale.id)
+        progress = await web.poll(sale.id, sale)
         if sale.status == "paid":
             kind, headline = "approved", ("APROBADO" if sale.payment_method != "cash" else "PAGADO")
         else:
@@ -517,7 +517,7 @@ async def courtesy(web: NamedDependency[Web], data: Annotated[CourtesyForm, FORM
 # ---- payment --------------------------------------------------------------------------------------------
 async def sale_context(web: Web, sale_id: int) -> dict:
     sale = await web.call(sales.get_sale, web.venue_id, sale_id)
-    progress = await web.poll(sale_id)
+    progress = await web.poll(sale_id, sale)
     ctx = {"sale": sale, "progress": progress, "state": pos_state(web)}
     if panel_template(ctx) == "pos/_pay.html":  # the payment choice offers only what the register's mode allows
         ctx["contingency"] = await register_mode(web, sale.register_id)
