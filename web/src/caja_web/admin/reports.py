@@ -4,7 +4,8 @@ attempt log with filters, CSV download and a printable Z report (supervisors and
 from __future__ import annotations
 
 import msgspec
-from litestar import Request, Response, get
+from litestar import Response, get
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
@@ -76,31 +77,28 @@ async def jornada_context(web: Web, jornada_id: int | None, flt: LogFilter) -> d
 
 @get("/cajas/reportes")
 async def reports_page(
-    request: Request,
+    web: NamedDependency[Web],
     jornada_id: FromQuery[int | None] = None,
     provider: FromQuery[str | None] = None,
     estado: FromQuery[str | None] = None,
 ) -> Template:
-    web = Web(request)
     ctx = await jornada_context(web, jornada_id, LogFilter(provider=provider, state=estado))
     return await web.page("admin/reports.html", partial_template="admin/_attempt_log.html", **ctx)
 
 
 @get("/cajas/reportes/jornada/{jornada_id:int}")
 async def jornada_page(
-    request: Request,
+    web: NamedDependency[Web],
     jornada_id: FromPath[int],
     provider: FromQuery[str | None] = None,
     estado: FromQuery[str | None] = None,
 ) -> Template:
-    web = Web(request)
     ctx = await jornada_context(web, jornada_id, LogFilter(provider=provider, state=estado))
     return await web.page("admin/reports.html", partial_template="admin/_attempt_log.html", **ctx)
 
 
 @get("/cajas/reportes/jornada/{jornada_id:int}/csv")
-async def jornada_csv(request: Request, jornada_id: FromPath[int]) -> Response:
-    web = Web(request)
+async def jornada_csv(web: NamedDependency[Web], jornada_id: FromPath[int]) -> Response:
     report = await web.call(reports.jornada_report, web.venue_id, jornada_id)
     filename = f"jornada-{report.jornada.label_date.isoformat()}.csv"
     return Response(
@@ -111,15 +109,13 @@ async def jornada_csv(request: Request, jornada_id: FromPath[int]) -> Response:
 
 
 @get("/cajas/reportes/jornada/{jornada_id:int}/z")
-async def z_report(request: Request, jornada_id: FromPath[int]) -> Template:
-    web = Web(request)
+async def z_report(web: NamedDependency[Web], jornada_id: FromPath[int]) -> Template:
     report = await web.call(reports.jornada_report, web.venue_id, jornada_id)
     return await web.page("admin/z_report.html", report=report, **await figures_context(web, jornada_id=jornada_id))
 
 
 @get("/cajas/reportes/sesion/{session_id:int}")
-async def session_page(request: Request, session_id: FromPath[int]) -> Template:
-    web = Web(request)
+async def session_page(web: NamedDependency[Web], session_id: FromPath[int]) -> Template:
     report = await web.call(reports.session_report, web.venue_id, session_id)
     attempts = await web.call(reports.attempt_log, web.venue_id, session_id=session_id)
     return await web.page(
