@@ -32,6 +32,28 @@ class Line(msgspec.Struct, kw_only=True):
     def total(self) -> int:
         return self.unit_price * self.quantity
 
+    @property
+    def key(self) -> str:
+        """What makes two lines the same line: the product and its modifiers, or a free line's text and amount."""
+        if self.product_id is not None:
+            return f"p{self.product_id}:{','.join(map(str, self.modifier_ids))}"
+        return f"f{self.name}|{self.unit_price}|{self.free_reason}"
+
+
+class CarriedDiscount(msgspec.Struct, kw_only=True):
+    """A discount of a sale taken back to the cart ("Editar pedido"), to give again when it is charged anew."""
+
+    line_key: str | None = None  # the line's Line.key; None: the whole sale
+    line_name: str = ""
+    kind: str  # percent / amount
+    value: int
+    reason: str
+
+    @property
+    def label(self) -> str:
+        what = f"{self.value} %" if self.kind == "percent" else f"${self.value:,}".replace(",", ".")
+        return f"Descuento {what} · {self.reason}" + (f" ({self.line_name})" if self.line_name else "")
+
 
 class PosState(msgspec.Struct, kw_only=True):
     """What this browser session is doing at the POS."""
@@ -51,6 +73,30 @@ class PosState(msgspec.Struct, kw_only=True):
     #: Sales left waiting while their card payment is in doubt ("ventas en espera"), oldest first: they go on
     #: being reconciled in the background and stay listed until the cashier has seen how they ended.
     parked: list[int] = msgspec.field(default_factory=list)
+    #: Back from the pay screen ("Editar pedido"): the discounts and the tip of the sale given up, given again
+    #: when the changed order is charged (a line's discount only while that line is still in the cart; the tip
+    #: as the same share of the new total: tip_share / tip_base).
+    carried_discounts: list[CarriedDiscount] = msgspec.field(default_factory=list)
+    tip_share: int = 0
+    tip_base: int = 0
+
+    def carry(self, discounts: list[CarriedDiscount], tip: int, total: int) -> None:
+        self.carried_discounts = discounts
+        self.tip_share, self.tip_base = (tip, total) if tip and total > 0 else (0, 0)
+
+    def drop_carried(self) -> None:
+        self.carried_discounts = []
+        self.tip_share = self.tip_base = 0
+
+    @property
+    def carried(self) -> list[CarriedDiscount]:
+        """The carried discounts that still apply: the sale's, and those of lines still in the cart."""
+        keys = {line.key for line in self.lines}
+        return [d for d in self.carried_discounts if d.line_key is None or d.line_key in keys]
+
+    @property
+    def tip_percent_carried(self) -> int:
+        return round(self.tip_share * 100 / self.tip_base) if self.tip_base else 0
 
     def touch(self) -> None:
         self.version += 1
@@ -122,6 +168,7 @@ class PosState(msgspec.Struct, kw_only=True):
         self.sale_id = None
         self.sale_key = uuid.uuid4().hex
         self.last_sale_id = finished
+        self.drop_carried()
 
 
 def load(session: dict[str, Any]) -> PosState:

@@ -3,7 +3,7 @@ incidents, blind close. Every page is a full page on a normal request and a part
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
@@ -483,10 +483,13 @@ async def checkout(web: NamedDependency[Web], data: Annotated[CartForm, FORM]) -
             items=state.items(),
             idempotency_key=state.sale_key,
         )
+    notes, refill = await give_carried(web, state, sale) if state.carried_discounts or state.tip_share else ([], {})
     state.sale_id = sale.id
     state.touch()
     carts.save(web.request, state)
-    return await payment_view(web, sale.id)
+    if refill:
+        return await payment_view(web, sale.id, carried_notes=notes, form=refill, discount_open=True)
+    return await payment_view(web, sale.id, carried_notes=notes)
 
 
 class CourtesyForm(msgspec.Struct, kw_only=True):
@@ -758,7 +761,8 @@ async def back_to_cart(web: NamedDependency[Web], sale_id: FromPath[int]) -> Res
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
         if state.sale_id != sale_id:
             raise Conflict("Esa venta no es la que se está cobrando en este equipo.", code="pos.not_current_sale")
-        if (await web.call(sales.get_sale, web.venue_id, sale_id)).cash_part:
+        sale = await web.call(sales.get_sale, web.venue_id, sale_id)
+        if sale.cash_part:
             raise Conflict(
                 "Ya se recibió una parte en efectivo: cobre el resto, o anule la venta y devuelva ese efectivo.",
                 code="pos.cash_part_taken",
@@ -767,7 +771,69 @@ async def back_to_cart(web: NamedDependency[Web], sale_id: FromPath[int]) -> Res
             sales.cancel_sale, sale_id=sale_id, user_id=web.user_id, reason="Pedido modificado antes de pagar"
         )
     state.reopen_cart()
+    # What the cashier gave on the pay screen is given again when the changed order is charged.
+    carried = []
+    for d in sale.discounts:
+        line = state.lines[d.line - 1] if d.line is not None and 0 < d.line <= len(state.lines) else None
+        if d.line is not None and line is None:
+            continue
+        carried.append(
+            carts.CarriedDiscount(
+                line_key=line.key if line else None,
+                line_name=line.name if line else "",
+                kind=d.kind,
+                value=d.value,
+                reason=d.reason,
+            )
+        )
+    state.carry(carried, sale.tip, sale.total)
     return await cart_response(web, state)
+
+
+async def in_savepoint(web: Web, fn: Any, **kwargs: Any) -> Any:
+    """``fn`` in the request's unit, undone alone if it is refused (the sale it works on stays)."""
+    if web.unit is None:
+        return await web.venue_call(fn, **kwargs)
+    s = await web.unit.session()
+    async with s.begin_nested():
+        return await fn(s, venue_id=web.venue_id, **kwargs)
+
+
+async def give_carried(web: Web, state: PosState, sale: sales.SaleOut) -> tuple[list[str], dict]:
+    """The discounts and tip carried from the pay screen ("Editar pedido"), given to the new sale: a line's
+    discount while its line is still there, the sale's, then the tip as the same share of the new total. One
+    that no longer fits (over the limit without a supervisor, more than the line now…) is said, not given; the
+    first one needing a supervisor comes back filled in on the discount form."""
+    notes: list[str] = []
+    refill: dict = {}
+    keys = [line.key for line in state.lines]
+    for d in state.carried:
+        number = keys.index(d.line_key) + 1 if d.line_key is not None else None
+        try:
+            await in_savepoint(
+                web,
+                discounts.apply_discount,
+                sale_id=sale.id,
+                user_id=web.user_id,
+                kind=d.kind,
+                value=d.value,
+                reason=d.reason,
+                line=number,
+            )
+        except permissions.SupervisorRequired:
+            notes.append(f"{d.label}: necesita otra vez la autorización de un supervisor.")
+            refill = refill or {"line": str(number or ""), "kind": d.kind, "value": str(d.value), "reason": d.reason}
+        except (ValidationFailed, Conflict) as refused:
+            notes.append(f"{d.label}: no se volvió a aplicar ({refused.message})")
+    if state.tip_share and state.tip_base:
+        now = await web.call(sales.get_sale, web.venue_id, sale.id)
+        tip = (now.total * state.tip_share * 2 + state.tip_base) // (2 * state.tip_base)  # same share, ½ up
+        try:
+            await in_savepoint(web, tips.set_tip, sale_id=sale.id, user_id=web.user_id, amount=str(tip))
+        except (ValidationFailed, Conflict) as refused:
+            notes.append(f"Propina: no se volvió a aplicar ({refused.message})")
+    state.drop_carried()
+    return notes, refill
 
 
 @post("/venta/{sale_id:int}/anular")

@@ -125,11 +125,11 @@
   document.addEventListener("htmx:beforeSwap", function (ev) {
     if (isStatus(ev) && (statusEpoch !== epoch || busy > 0)) ev.detail.shouldSwap = false;
   });
-  // Cobrar tapped while a product (or a +/−) tap is still on its way: the tap is kept and applied once the
-  // cart has come back with that product, so the sale charged includes it. (Left to htmx's queue, the tap
-  // would be dropped: the cart's answer replaces the Cobrar button the queued request belonged to.) The
-  // Cobrar button of an empty cart takes the tap too while the first product is on its way.
-  var cartChanges = 0, checkoutWanted = false;
+  // Cobrar, + or − tapped while a product (or another +/−) tap is still on its way: the tap is kept and applied
+  // once the cart has come back, so the sale charged includes that product. (Left to htmx's queue, the tap
+  // would be dropped: the cart's answer replaces the button the queued request belonged to.) The Cobrar
+  // button of an empty cart takes the tap too while the first product is on its way.
+  var cartChanges = 0, waiting = [];
   function isCartChange(ev) {
     var path = ev.detail && ev.detail.requestConfig && ev.detail.requestConfig.path;
     return !!path && /\/caja\/venta\/(item|linea|libre)$/.test(path);
@@ -138,7 +138,13 @@
     var button = document.getElementById("checkout");
     if (!button) return;
     button.disabled = false;
-    if (checkoutWanted) button.setAttribute("aria-busy", "true"), button.classList.add("waiting");
+    if (waiting.indexOf("#checkout") >= 0) button.setAttribute("aria-busy", "true"), button.classList.add("waiting");
+  }
+  function selectorFor(button) {
+    if (button.id === "checkout") return "#checkout";
+    var li = button.closest("li[data-line]");
+    var label = button.getAttribute("aria-label");
+    return li && label ? 'li[data-line="' + li.getAttribute("data-line") + '"] button[aria-label="' + label + '"]' : null;
   }
   document.addEventListener("htmx:beforeRequest", function (ev) {
     if (isCartChange(ev)) { cartChanges += 1; markCheckoutWaiting(); }
@@ -146,21 +152,23 @@
   document.addEventListener("htmx:afterRequest", function (ev) {
     if (!isCartChange(ev)) return;
     cartChanges = Math.max(0, cartChanges - 1);
-    if (!ev.detail.successful) checkoutWanted = false; // the cart said no: the cashier sees why before charging
+    if (!ev.detail.successful) waiting = []; // the cart said no: the cashier sees why before going on
   });
   document.addEventListener("click", function (ev) {
-    var button = ev.target.closest && ev.target.closest("#checkout");
+    var button = ev.target.closest && ev.target.closest("#checkout, #cart li[data-line] button[hx-post]");
     if (!button || cartChanges === 0) return;
+    var selector = selectorFor(button);
+    if (!selector) return;
     ev.preventDefault();
     ev.stopImmediatePropagation();
-    checkoutWanted = true;
+    if (selector !== "#checkout" || waiting.indexOf(selector) < 0) waiting.push(selector);
     markCheckoutWaiting();
   }, true);
   document.addEventListener("htmx:afterSettle", function () {
-    if (!checkoutWanted || cartChanges > 0) return;
-    checkoutWanted = false;
-    var button = document.getElementById("checkout");
+    if (!waiting.length || cartChanges > 0) return;
+    var button = document.querySelector("#cart " + waiting.shift());
     if (button && !button.disabled) button.click();
+    else waiting = [];
   });
   // A product's modifier chooser from the keyboard: 1…9 tick or untick the nth modifier, Enter adds the product
   // with what is ticked, Escape goes back to the cart (its Cancelar button). It takes the focus when shown.
