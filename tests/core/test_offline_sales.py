@@ -13,15 +13,20 @@ import pytest
 from sqlalchemy import select
 
 from caja_core.audit import service as audit
+from caja_core.audit.models import AuditEvent
 from caja_core.catalog import service as catalog
 from caja_core.clock import utcnow
 from caja_core.errors import Conflict, ValidationFailed
 from caja_core.offline import service as offline
 from caja_core.payments.models import PaymentAttempt
+from caja_core.permissions import Action
+from caja_core.permissions import service as permissions
+from caja_core.permissions.service import SupervisorRequired
 from caja_core.registers import service as registers
+from caja_core.reports import service as reports
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
-from caja_core.testing.factories import make_registry
+from caja_core.testing.factories import SUPERVISOR_PIN, make_registry
 
 from .conftest import open_session
 
@@ -330,3 +335,89 @@ async def test_an_offline_period_is_an_incident_on_the_session_once(any_db, setu
     assert len(incidents) == 1
     text = incidents[0].description
     assert "Sin conexión con el servidor desde las" in text and "3 ventas" in text and "(5 min)" in text
+
+
+# ---- a device that reported unsynced sales and never returns --------------------------------------------------------
+
+
+async def close(db, st, session_id, **kw):
+    async with db.session() as s:
+        return await sessions.close_session(
+            s, venue_id=st.venue_id, session_id=session_id, user_id=st.cashier_id, counted={}, **kw
+        )
+
+
+async def test_a_supervisor_closes_without_the_sales_of_a_device_that_never_returns(any_db, setup):
+    session = await open_session(any_db, setup, initial_cash=0)
+    held = [cash_sale(setup, session.id, received=5000) for _ in range(2)]  # still on the lost tablet
+    tampered = cash_sale(setup, session.id, price=100)
+    async with any_db.session() as s:
+        await offline.report_queue(
+            s,
+            venue_id=setup.venue_id,
+            register_id=setup.register_id,
+            device_id="tablet-perdida-1",
+            unsynced=3,
+            user_id=setup.cashier_id,
+        )
+    with pytest.raises(Conflict) as refused:
+        await close(any_db, setup, session.id)
+    [device] = refused.value.details["devices"]
+    assert device["device"] == "tablet-perdi" and device["unsynced"] == 3 and device["last_seen"]
+    reason = "La tablet se cayó al agua y no enciende"
+    with pytest.raises(SupervisorRequired):  # the cashier alone cannot leave sales out
+        await close(any_db, setup, session.id, without_offline_reason=reason)
+    with pytest.raises(ValidationFailed):
+        await close(any_db, setup, session.id, without_offline_reason="x")
+    grant = await permissions.authorize(
+        any_db,
+        venue_id=setup.venue_id,
+        action=Action.CLOSE_WITHOUT_OFFLINE,
+        actor_id=setup.cashier_id,
+        code=SUPERVISOR_PIN,
+        session_id=session.id,
+    )
+    result = await close(any_db, setup, session.id, without_offline_reason=reason, authorization_id=grant)
+    assert result.status == "closed" and result.expected_cash == 0
+    async with any_db.session() as s:
+        incidents = await audit.list_incidents(s, setup.venue_id, session_id=session.id)
+        events = (
+            await s.scalars(select(AuditEvent).where(AuditEvent.action == "session.closed_without_offline_sales"))
+        ).all()
+    [left_out] = [i for i in incidents if i.kind == "offline_unsynced_at_close"]
+    assert "sin 3 ventas sin conexión del equipo tablet-perdi" in left_out.description
+    assert "último aviso" in left_out.description and reason in left_out.description
+    [event] = events
+    assert event.payload["unsynced"] == 3 and event.payload["authorized_by"] == setup.supervisor_id
+
+    # The tablet comes back after all: the closed session does not change, its sales wait for a supervisor.
+    results = await sync(any_db, setup, [*held, tampered], device="tablet-perdida-1")
+    assert [r.status for r in results] == ["late", "late", "rejected"]
+    assert "después del cierre" in results[0].reason and results[0].total == 3500 and results[0].sale_id is None
+    assert [r.status for r in await sync(any_db, setup, held, device="tablet-perdida-1")] == ["late", "late"]
+    closed = await session_of(any_db, setup, session.id)
+    assert closed.ticket_count == 0 and closed.cash_sales_total == 0 and closed.status == "closed"
+    assert await paid_sales(any_db, setup, session.id) == []
+    async with any_db.session() as s:
+        report = await reports.jornada_report(s, setup.venue_id, closed.jornada_id)
+        assert [(x.total, x.resolved) for x in report.late_offline_sales] == [(3500, False), (3500, False)]
+        assert [i.id for i in report.closed_without_offline] == [left_out.id]
+        late = await offline.list_offline_sales(s, setup.venue_id, status="late")
+        await offline.resolve_rejected(
+            s,
+            venue_id=setup.venue_id,
+            offline_sale_id=late[0].id,
+            user_id=setup.supervisor_id,
+            note="Efectivo entregado a tesorería",
+        )
+    [first, second] = await sync(any_db, setup, held, device="tablet-perdida-1")
+    assert (first.status, second.status) == ("resolved", "late")  # the tablet may forget the settled one
+    async with any_db.session() as s:
+        report = await reports.session_report(s, setup.venue_id, session.id)
+    assert [(x.resolved, x.resolution) for x in report.late_offline_sales] == [
+        (True, "Efectivo entregado a tesorería"),
+        (False, ""),
+    ]
+    # The register's next session is not held by the device that was left out.
+    following = await open_session(any_db, setup, initial_cash=0)
+    assert (await close(any_db, setup, following.id)).status == "closed"

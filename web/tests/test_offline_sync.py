@@ -148,3 +148,37 @@ async def test_a_supervisor_resolves_a_rejected_offline_sale_and_the_device_may_
     [result] = (await send(client, {"device_id": "tablet-1", "sales": [tampered]})).json()["results"]
     assert result["status"] == "resolved"
     assert await paid(sqlite_db, setup) == []
+
+
+async def test_cerrar_sin_esas_ventas_with_a_supervisor_and_the_late_sales_in_the_reports(client, cashier, setup):
+    from caja_core.testing.factories import SUPERVISOR_PIN
+
+    session_id = await open_register(cashier, setup)
+    lost = [sale(setup, session_id) for _ in range(2)]
+    await cashier.get("/caja/estado?dispositivo=tablet-perdida&pendientes=2", htmx=True)
+    close = await cashier.post("/caja/session/close", {"count_1000": "0"})
+    assert close.status_code == 409 and 'id="close-without-offline"' in close.text
+    assert "Equipo <strong>tablet-perdi</strong>: 2 ventas por sincronizar" in close.text
+    reason = "La tablet se perdió en la pista"
+    wrong = await cashier.post(
+        "/caja/session/close", {"count_1000": "0", "without_offline_reason": reason, "supervisor_code": "000000"}
+    )
+    assert wrong.status_code in (401, 403, 422) and "PIN o tarjeta de supervisor incorrecto" in wrong.text
+    assert reason in wrong.text and "000000" not in wrong.text  # the reason is kept, the code is never echoed
+    done = await cashier.post(
+        "/caja/session/close", {"count_1000": "0", "without_offline_reason": reason, "supervisor_code": SUPERVISOR_PIN}
+    )
+    assert done.status_code == 200, done.text[:500]
+    # The tablet comes back: its sales wait for a supervisor, the closed session does not change.
+    results = (await send(cashier, {"device_id": "tablet-perdida", "sales": lost})).json()["results"]
+    assert [r["status"] for r in results] == ["late", "late"]
+    await cashier.post("/logout")
+    await client.login("admin", venue_id=setup.venue_id)
+    page = await client.get("/jornada/sin-conexion")
+    assert page.status_code == 200 and 'id="offline-late"' in page.text and "después del cierre" in page.text
+    for report in (f"/admin/cajas/reportes/jornada/{setup.jornada_id}/z", f"/admin/cajas/reportes/sesion/{session_id}"):
+        z = await client.get(report)
+        assert z.status_code == 200 and 'id="late-offline-sales"' in z.text and "Por resolver" in z.text
+        assert "sin 2 ventas sin conexión del equipo tablet-perdi" in z.text and reason in z.text
+    ticket = await client.get(f"/admin/cajas/reportes/sesion/{session_id}/ticket")  # the printed Z
+    assert "Cerrada sin ventas sin conexión" in ticket.text and "Recibidas después del cierre (2)" in ticket.text

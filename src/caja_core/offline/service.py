@@ -12,6 +12,9 @@ sale.
   cashier who sold.
 * **Rejected sales are kept.** A rejected sale is stored with its Spanish reason and opens an incident for a
   supervisor, who resolves it; nothing of it counts in any total.
+* **A closed session does not change.** A sale that checks out but whose session is no longer open (a device
+  that came back after the close, e.g. one closed "sin esas ventas") is stored as ``late`` with an incident on
+  that session, counted nowhere, for a supervisor to settle ("ventas recibidas después del cierre").
 * **Accepted sales count.** They are ordinary paid sales of the session (created at the device's time), added
   to its running totals and to the expected cash like any other.
 * **The device's queue blocks the close.** The POS reports how many sales its device still holds
@@ -104,8 +107,9 @@ class OfflinePeriodIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class SyncResult(msgspec.Struct, kw_only=True):
     key: str
-    #: accepted (a sale now), rejected (kept for a supervisor, with the reason), resolved (a supervisor did), or
-    #: not_yours (not received: only the cashier who sold syncs it).
+    #: accepted (a sale now), rejected (kept for a supervisor, with the reason), late (checks out, but its session
+    #: was closed before it arrived: kept for a supervisor), resolved (a supervisor did), or not_yours (not
+    #: received: only the cashier who sold syncs it).
     status: str
     reason: str = ""
     sale_id: int | None = None
@@ -201,9 +205,11 @@ async def _first_result(s: AsyncSession, venue_id: int, key: str) -> SyncResult 
     if row is None:
         return None
     total = await s.scalar(select(Sale.total).where(Sale.id == row.sale_id)) if row.sale_id else None
+    if row.status == "late":
+        total = row.claimed_total  # checked: the device's total is the catalogue's
     status = row.status
     resolved = select(Incident.resolved).where(Incident.id == row.incident_id)
-    if status == "rejected" and row.incident_id is not None and await s.scalar(resolved):
+    if status in ("rejected", "late") and row.incident_id is not None and await s.scalar(resolved):
         status = "resolved"  # a supervisor looked at it: the device may forget it
     return SyncResult(key=key, status=status, reason=row.reason, sale_id=row.sale_id, total=total)
 
@@ -264,6 +270,8 @@ async def _receive(s: AsyncSession, *, venue_id: int, user_id: int, device: str,
     except Rejected as exc:
         return await _reject(s, row, register, exc.reason, user_id)
     assert session is not None  # _check refuses a sale without its session
+    if session.status != "open":
+        return await _late(s, row, register, session, total, user_id)
     new = Sale(
         venue_id=venue_id,
         session_id=session.id,
@@ -313,6 +321,34 @@ async def _receive(s: AsyncSession, *, venue_id: int, user_id: int, device: str,
     return SyncResult(key=key, status="accepted", sale_id=new.id, total=total)
 
 
+async def _late(
+    s: AsyncSession, row: OfflineSale, register: CashRegister, session: CashSession, total: int, user_id: int
+) -> SyncResult:
+    """A sale that checks out but whose session was closed before it arrived (a device that did not come back
+    before the close): the closed session does not change. It waits in "ventas recibidas después del cierre"
+    for a supervisor, and the session's and the jornada's reports show it."""
+    row.status = "late"
+    row.reason = (
+        f"Recibida después del cierre de la sesión #{session.id}: no entra en los totales de esa caja; "
+        "la revisa un supervisor."
+    )
+    method = METHOD_NAMES.get(row.method, row.method)
+    row.incident_id = await open_incident(
+        s,
+        venue_id=row.venue_id,
+        kind="offline_sale_late",
+        description=(
+            f"Venta sin conexión recibida después del cierre ({register.name}, {method}, {format_clp(total)}, "
+            f"hora del equipo {row.local_time}, equipo {row.device_id[:12]}): no entra en los totales de la "
+            "sesión cerrada. Decida qué se hace con ella (efectivo entregado, cobro verificado…) y resuélvala."
+        ),
+        session_id=session.id,
+        register_id=register.id,
+        user_id=user_id,
+    )
+    return SyncResult(key=row.idempotency_key, status="late", reason=row.reason, total=total)
+
+
 def _payload(sale: OfflineSaleIn) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.to_builtins(sale)
     data.pop("key", None)
@@ -353,8 +389,6 @@ async def _check(
     ``Rejected`` with the reason."""
     if session is None or session.register_id != register.id:
         raise Rejected("La sesión de caja de la venta no existe en esta caja.")
-    if session.status != "open":
-        raise Rejected("La sesión de caja ya no estaba abierta al sincronizar la venta.")
     if session.cashier_id != sale.cashier_id:
         raise Rejected("La caja la tiene otro cajero: la venta no puede entrar en su sesión.")
     now = utcnow()
@@ -713,8 +747,8 @@ async def resolve_rejected(s: AsyncSession, *, venue_id: int, offline_sale_id: i
     )
     if row is None:
         raise NotFound("La venta sin conexión no existe.", code="offline_sale.not_found")
-    if row.status != "rejected":
-        raise Conflict("Esta venta sin conexión no está rechazada por resolver.", code="offline_sale.not_rejected")
+    if row.status not in ("rejected", "late"):
+        raise Conflict("Esta venta sin conexión no está pendiente de resolver.", code="offline_sale.not_rejected")
     row.status = "resolved"
     if row.incident_id is not None:
         incident = await s.get(Incident, row.incident_id)
@@ -729,6 +763,49 @@ async def resolve_rejected(s: AsyncSession, *, venue_id: int, offline_sale_id: i
         entity_id=row.id,
         payload={"note": note[:300], "key": row.idempotency_key},
     )
+
+
+class LateSale(msgspec.Struct, kw_only=True):
+    """An offline sale received after its session was closed: waiting for a supervisor, or settled."""
+
+    id: int
+    session_id: int | None
+    register_name: str
+    device_id: str
+    local_time: str
+    method: str
+    total: int
+    resolved: bool
+    resolution: str
+
+
+async def late_sales(s: AsyncSession, venue_id: int, session_ids: Any) -> list[LateSale]:
+    """The sales received after the close of the sessions ``session_ids`` (a list or a select of ids)."""
+    rows = await s.execute(
+        select(OfflineSale, CashRegister.name, Incident.resolved, Incident.resolution)
+        .join(Incident, Incident.id == OfflineSale.incident_id)
+        .join(CashRegister, CashRegister.id == OfflineSale.register_id)
+        .where(
+            OfflineSale.venue_id == venue_id,
+            Incident.kind == "offline_sale_late",
+            OfflineSale.session_id.in_(session_ids),
+        )
+        .order_by(OfflineSale.id)
+    )
+    return [
+        LateSale(
+            id=row.id,
+            session_id=row.session_id,
+            register_name=name,
+            device_id=row.device_id[:12],
+            local_time=row.local_time,
+            method=METHOD_NAMES.get(row.method, row.method),
+            total=row.claimed_total,
+            resolved=bool(resolved),
+            resolution=resolution or "",
+        )
+        for row, name, resolved, resolution in rows
+    ]
 
 
 def new_key() -> str:

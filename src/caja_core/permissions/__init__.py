@@ -37,6 +37,7 @@ class Action(StrEnum):
     FORCE_BACKUP = "force_backup"
     OPEN_DRAWER = "open_drawer"
     DISCOUNT = "discount"
+    CLOSE_WITHOUT_OFFLINE = "close_without_offline"
 
 
 class Rule(StrEnum):
@@ -64,6 +65,7 @@ TABLE: dict[Action, tuple[Rule, Rule, Rule]] = {
     Action.FORCE_BACKUP: (S, A, A),
     Action.OPEN_DRAWER: (S, A, A),
     Action.DISCOUNT: (L, A, A),
+    Action.CLOSE_WITHOUT_OFFLINE: (S, A, A),
 }
 
 #: Actions on a drawer: only the session's holder performs them.
@@ -92,6 +94,7 @@ ACTION_LABELS = {
     Action.FORCE_BACKUP: "Forzar el respaldo con el pago principal en duda",
     Action.OPEN_DRAWER: "Abrir el cajón sin venta",
     Action.DISCOUNT: "Hacer un descuento",
+    Action.CLOSE_WITHOUT_OFFLINE: "Cerrar la caja sin las ventas sin conexión de un equipo que no vuelve",
 }
 RULE_LABELS = {
     Rule.ALLOW: "Sí",

@@ -321,7 +321,21 @@ def session_report(
         doc.add("Cambios a respaldo", str(len(report.fallback_events)))
     if report.incidents:
         doc.add("Incidencias", str(len(report.incidents)))
+    _offline_after_close(doc, report)
     return doc
+
+
+def _offline_after_close(doc: Document, report: SessionReport | JornadaReport) -> None:
+    """Closes that left a device's offline sales out, and the offline sales that arrived after a close."""
+    closed = report.closed_without_offline
+    if closed:
+        doc.add("Cerrada sin ventas sin conexión", str(len(closed)), style="bold")
+    late = report.late_offline_sales
+    if late:
+        doc.add(f"Recibidas después del cierre ({len(late)})", format_clp(sum(x.total for x in late)), style="bold")
+        pending = [x for x in late if not x.resolved]
+        if pending:
+            doc.add("  por resolver", str(len(pending)))
 
 
 def jornada_report(
@@ -362,6 +376,7 @@ def jornada_report(
             doc.add("    diferencia", format_clp(x.session.difference))
     if report.incidents:
         doc.add("Incidencias", str(len(report.incidents)))
+    _offline_after_close(doc, report)
     return doc
 
 

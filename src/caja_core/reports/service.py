@@ -20,6 +20,7 @@ from ..audit.service import IncidentOut, list_incidents
 from ..errors import NotFound
 from ..jornadas.service import JornadaOut, get_jornada
 from ..money import format_clp
+from ..offline.service import LateSale, late_sales
 from ..payments import lifecycle, terminal_ops
 from ..payments.models import PaymentAttempt
 from ..registers.models import CashRegister
@@ -96,6 +97,12 @@ class SessionReport(msgspec.Struct, kw_only=True):
     incidents: list[IncidentOut]
     attempts_by_outcome: list[dict[str, Any]]
     controls: Controls = msgspec.field(default_factory=Controls)
+    #: Offline sales that arrived after the session was closed (not in its totals).
+    late_offline_sales: list[LateSale] = []
+
+    @property
+    def closed_without_offline(self) -> list[IncidentOut]:
+        return [i for i in self.incidents if i.kind == "offline_unsynced_at_close"]
 
 
 class ResolutionLine(msgspec.Struct, kw_only=True):
@@ -143,6 +150,13 @@ class JornadaReport(msgspec.Struct, kw_only=True):
     duplicate_returns: list[ReturnLine] = []
     terminal_checks: list[Any] = []
     batch_closes: list[Any] = []
+    #: Offline sales that arrived after their session was closed (not in any total).
+    late_offline_sales: list[LateSale] = []
+
+    @property
+    def closed_without_offline(self) -> list[IncidentOut]:
+        """Sessions closed without the unsynced sales of a device that did not come back."""
+        return [i for i in self.incidents if i.kind == "offline_unsynced_at_close"]
 
 
 async def _summaries(s: AsyncSession, q: Select[CashSession]) -> list[SessionSummary]:
@@ -220,6 +234,7 @@ async def session_report(s: AsyncSession, venue_id: int, session_id: int) -> Ses
         incidents=await list_incidents(s, venue_id, session_id=session_id),
         attempts_by_outcome=await _attempts_by_outcome(s, ids),
         controls=await controls(s, venue_id, ids, jornada_id=summaries[0].session.jornada_id),
+        late_offline_sales=await late_sales(s, venue_id, ids),
     )
 
 
@@ -245,6 +260,7 @@ async def jornada_report(s: AsyncSession, venue_id: int, jornada_id: int) -> Jor
         duplicate_returns=await _returns(s, ids),
         terminal_checks=await terminal_ops.list_checks(s, venue_id, jornada_id=jornada_id),
         batch_closes=await terminal_ops.list_closes(s, venue_id, jornada_id=jornada_id),
+        late_offline_sales=await late_sales(s, venue_id, ids),
     )
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import open_incident, record
-from ..clock import utcnow
+from ..clock import format_local, utcnow
 from ..db.lookup import get_in_venue
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..jornadas.models import Jornada
@@ -479,20 +479,105 @@ async def _refuse_unresolved(s: AsyncSession, session_id: int, what: str) -> Non
         )
 
 
-async def _refuse_unsynced(s: AsyncSession, register_id: int) -> None:
-    """A device of the register still holds sales taken offline (it says so in its poll): they belong to this
-    session's totals, so the close waits for them."""
-    unsynced = await s.scalar(
-        select(func.coalesce(func.sum(OfflineDevice.unsynced), 0)).where(OfflineDevice.register_id == register_id)
+async def _unsynced_devices(s: AsyncSession, register_id: int) -> list[OfflineDevice]:
+    return list(
+        await s.scalars(
+            select(OfflineDevice)
+            .where(OfflineDevice.register_id == register_id, OfflineDevice.unsynced > 0)
+            .order_by(OfflineDevice.reported_at)
+        )
     )
+
+
+async def _refuse_unsynced(s: AsyncSession, register_id: int, tz: str) -> None:
+    """A device of the register still holds sales taken offline (it says so in its poll): they belong to this
+    session's totals, so the close waits for them (or for a supervisor's "cerrar sin esas ventas")."""
+    devices = await _unsynced_devices(s, register_id)
+    unsynced = sum(d.unsynced for d in devices)
     if unsynced:
         raise Conflict(
             f"No se puede cerrar: un equipo de esta caja tiene {unsynced} "
             f"{'venta' if unsynced == 1 else 'ventas'} sin conexión por sincronizar. Conéctelo a la red y espere "
             "a que las envíe.",
             code="session.unsynced_offline_sales",
-            details={"unsynced": int(unsynced)},
+            details={
+                "unsynced": int(unsynced),
+                "devices": [
+                    {
+                        "device": d.device_id[:12],
+                        "unsynced": d.unsynced,
+                        "last_seen": format_local(d.reported_at, tz, "%d-%m %H:%M:%S"),
+                    }
+                    for d in devices
+                ],
+            },
         )
+
+
+async def _close_without_unsynced(
+    s: AsyncSession, session: CashSession, *, user_id: int, reason: str, authorization_id: int | None, tz: str
+) -> int:
+    """A supervisor's "cerrar sin esas ventas": the devices that report unsynced sales and do not come back are
+    recorded as an incident on the session (device, count, last report, reason) and no longer hold the close.
+    If such a device syncs later, its sales go to the supervisor's "ventas recibidas después del cierre"
+    (``offline.service``); the closed session does not change. Returns how many sales were left out."""
+    devices = await _unsynced_devices(s, session.register_id)
+    if not devices:
+        return 0  # they synced meanwhile: an ordinary close
+    reason = clean_reason(reason, "El motivo para cerrar sin esas ventas", field="offline_reason")
+    decision = await permissions.require(
+        s,
+        venue_id=session.venue_id,
+        action=Action.CLOSE_WITHOUT_OFFLINE,
+        actor_id=user_id,
+        session_id=session.id,
+        authorization_id=authorization_id,
+    )
+    names = dict(
+        (
+            await s.execute(
+                select(User.id, User.display_name).where(
+                    User.id.in_([d.reported_by for d in devices if d.reported_by] or [0])
+                )
+            )
+        ).all()
+    )
+    left_out = 0
+    for device in devices:
+        count = device.unsynced
+        left_out += count
+        who = names.get(device.reported_by or 0, "")
+        await open_incident(
+            s,
+            venue_id=session.venue_id,
+            kind="offline_unsynced_at_close",
+            description=(
+                f"Caja cerrada sin {count} {'venta' if count == 1 else 'ventas'} sin conexión del equipo "
+                f"{device.device_id[:12]} (último aviso {format_local(device.reported_at, tz, '%d-%m %H:%M:%S')}"
+                f"{', ' + who if who else ''}). Motivo: {reason} Si el equipo vuelve, sus ventas quedan en "
+                "«Ventas recibidas después del cierre» para un supervisor."
+            ),
+            session_id=session.id,
+            register_id=session.register_id,
+            user_id=user_id,
+        )
+        await record(
+            s,
+            venue_id=session.venue_id,
+            user_id=user_id,
+            action="session.closed_without_offline_sales",
+            entity="session",
+            entity_id=session.id,
+            payload={
+                "device": device.device_id,
+                "unsynced": count,
+                "last_report": device.reported_at.isoformat(),
+                "reason": reason,
+                "authorized_by": decision.authorized_by,
+            },
+        )
+        device.unsynced, device.reported_by, device.reported_at = 0, user_id, utcnow()
+    return left_out
 
 
 # ---- handover: another cashier takes the drawer over ----------------------------------------------------------
@@ -616,11 +701,23 @@ async def list_handovers(
 
 
 async def close_session(
-    s: AsyncSession, *, venue_id: int, session_id: int, user_id: int, counted: dict[Any, Any], note: str = ""
+    s: AsyncSession,
+    *,
+    venue_id: int,
+    session_id: int,
+    user_id: int,
+    counted: dict[Any, Any],
+    note: str = "",
+    without_offline_reason: str = "",
+    authorization_id: int | None = None,
 ) -> CloseResult:
     """Blind close by the drawer's holder: the server computes counted, expected and difference. When the
     holder's own part of the difference (the total minus what was found at handovers) is over the venue's
-    tolerance the session waits in ``closing`` for a supervisor's approval (``approve_close``)."""
+    tolerance the session waits in ``closing`` for a supervisor's approval (``approve_close``).
+
+    A device of the register that reports unsynced offline sales holds the close; with
+    ``without_offline_reason`` and a supervisor's authorization (``close_without_offline``) the close goes on
+    without them, recorded as an incident on the session."""
     session = await _session(s, venue_id, session_id, lock=True)
     if session.status == "closed":
         raise Conflict("La sesión de caja ya está cerrada.", code="session.closed")
@@ -628,7 +725,16 @@ async def close_session(
     venue = await _venue(s, venue_id)
     breakdown = parse_count(counted, venue.denominations, field="counted")
     await _refuse_unresolved(s, session_id, "cerrar")
-    await _refuse_unsynced(s, session.register_id)
+    if without_offline_reason.strip():
+        await _close_without_unsynced(
+            s,
+            session,
+            user_id=user_id,
+            reason=without_offline_reason,
+            authorization_id=authorization_id,
+            tz=venue.timezone,
+        )
+    await _refuse_unsynced(s, session.register_id, venue.timezone)
     note = (note or "").strip()[:1000]
     # Carts that were never paid do not survive the close (they never counted in any total).
     abandoned = list(

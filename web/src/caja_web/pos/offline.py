@@ -155,6 +155,7 @@ class ResolveForm(msgspec.Struct, kw_only=True):
 async def rejected_context(web: Web) -> dict[str, Any]:
     return {
         "rejected": await web.call(offline.list_offline_sales, web.venue_id, status="rejected"),
+        "late": await web.call(offline.list_offline_sales, web.venue_id, status="late"),
         "register_names": {r.id: r.name for r in await web.call(registers.list_registers, web.venue_id)},
         "cashier_names": await web.call(users.user_names, web.venue_id),
     }

@@ -994,12 +994,20 @@ async def close_session(request: Request) -> Template:
     state = await require_session(web)
     raw = await form_dict(request)
     async with web.form("pos/close.html", lambda: close_context(web), form=raw):
+        without_offline = str(raw.get("without_offline_reason", "") or "")
+        grant = None
+        if without_offline.strip():  # "cerrar sin esas ventas": a device that reports unsynced sales is not coming back
+            grant = await web.authorize(
+                Action.CLOSE_WITHOUT_OFFLINE, raw.get("supervisor_code"), session_id=state.session_id
+            )
         result = await web.venue_call(
             sessions.close_session,
             session_id=state.session_id,
             user_id=web.user_id,
             counted=denomination_count(raw, "count_"),
             note=raw.get("note", ""),
+            without_offline_reason=without_offline,
+            authorization_id=grant,
         )
     if result.status == "closed":
         carts.save(request, PosState())

@@ -143,7 +143,8 @@
             if (r.status === "accepted") {
               summary.accepted += 1;
               if (item.seq !== undefined) tx.objectStore("queue").delete(item.seq);
-            } else if (r.status === "rejected") {
+            } else if (r.status === "rejected" || r.status === "late") {
+              // Kept with the reason until a supervisor resolves it (late: its session was closed before it came).
               summary.rejected += 1;
               summary.reasons.push(r.reason);
               if (item.seq !== undefined) tx.objectStore("queue").delete(item.seq);
