@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from caja_core.agents import service as agents
 from caja_core.payments import states as st
 from caja_core.payments.models import AgentCommand, PaymentAttempt
 from caja_core.plugins import make_plugin_manager
@@ -22,7 +23,7 @@ from caja_core.sales import service as sales
 from caja_core.sales.models import Sale
 from caja_core.sessions import service as sessions
 from caja_core.settings import load_settings
-from caja_core.testing.waiting import wait_until
+from caja_core.testing.waiting import count_calls, wait_until
 from caja_getnet.protocol import Command
 from caja_getnet.simulator import TEST_ACCOUNT_NUMBER, Simulator
 from caja_web.app import create_app
@@ -232,7 +233,7 @@ async def test_cashier_cancels_a_sale_waiting_on_the_register_terminal(stack):
     assert sale.status == "pending_payment"  # the cashier may charge again
 
 
-async def test_register_pc_off_the_sale_is_not_sent_and_never_reaches_the_terminal_later(stack):
+async def test_register_pc_off_the_sale_is_not_sent_and_never_reaches_the_terminal_later(stack, monkeypatch):
     from caja_core.agents.service import AgentTiming, channel_factory
 
     stack.orchestrator.agent_channel_factory = channel_factory(stack.db, timing=AgentTiming(pickup_timeout_s=1.0))
@@ -243,8 +244,11 @@ async def test_register_pc_off_the_sale_is_not_sent_and_never_reaches_the_termin
     (attempt,) = await stack.rows(PaymentAttempt, PaymentAttempt.sale_id == sale_id)
     assert "PC de la caja" in attempt.response_message  # what the cashier reads
     # The PC comes back: the stale command is never handed to the terminal.
+    asks = count_calls(
+        agents, "next_command", monkeypatch=monkeypatch
+    )  # the agent asking the server for its next command
     await stack.start_agent()
-    await asyncio.sleep(2.0)
+    await wait_until(lambda: asks() >= 2, timeout_s=30, what="el agente pidió dos veces su próximo comando")
     assert Command.SALE not in stack.sim.command_codes() and stack.sim.tickets() == {}
     (command,) = await stack.rows(AgentCommand, AgentCommand.register_id == stack.venue.register_id)
     assert command.status == "expired" and command.delivered_at is None

@@ -28,6 +28,7 @@ from caja_core.ops.backups import (
 )
 from caja_core.ops.workers import WorkerRegistry
 from caja_core.sales import service as sales
+from caja_core.testing.waiting import count_calls, wait_until
 
 from .conftest import sell
 
@@ -220,15 +221,20 @@ async def test_scheduler_backs_up_verifies_and_reports_failures(any_db, tmp_path
     await sell(any_db)
     workers = WorkerRegistry()
     scheduler = BackupScheduler(any_db.url, tmp_path, interval_s=3600, check_every_s=0.05, workers=workers)
+    checks = count_calls(scheduler, "run_once")
     await scheduler.start()
     try:
-        for _ in range(600):  # up to 30 s on a busy machine
-            if list_backups(tmp_path) and "backup" in workers.snapshot() and workers.snapshot()["backup"].last_ok_at:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(  # up to 30 s on a busy machine
+            lambda: (
+                list_backups(tmp_path) and "backup" in workers.snapshot() and workers.snapshot()["backup"].last_ok_at
+            ),
+            timeout_s=30,
+            what="el primer respaldo programado, verificado",
+        )
         backups = list_backups(tmp_path)
         assert len(backups) == 1 and backups[0].kind == "scheduled" and backups[0].verification.ok
-        await asyncio.sleep(0.2)
+        done = checks()
+        await wait_until(lambda: checks() >= done + 3, timeout_s=10, what="tres revisiones más del programador")
         assert len(list_backups(tmp_path)) == 1  # not due again for an hour
         assert workers.snapshot()["backup"].state() == "ok"
     finally:

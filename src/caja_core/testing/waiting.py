@@ -26,10 +26,13 @@ async def wait_until(
         await asyncio.sleep(interval_s)
 
 
-def count_calls(obj: Any, name: str, *, raising: tuple[type[BaseException], ...] = ()) -> Callable[[], int]:
+def count_calls(
+    obj: Any, name: str, *, raising: tuple[type[BaseException], ...] = (), monkeypatch: Any = None
+) -> Callable[[], int]:
     """Wrap the async method ``obj.name`` and return a function saying how many times it has been called so far
     (with ``raising``: how many calls raised one of those), so a test waits for "three more passes of the
-    worker" or "the write was refused twice" instead of sleeping."""
+    worker" or "the write was refused twice" instead of sleeping. Pass pytest's ``monkeypatch`` when ``obj``
+    outlives the test (a module): the wrapper is removed after it."""
     count = 0
     method = getattr(obj, name)
 
@@ -43,5 +46,8 @@ def count_calls(obj: Any, name: str, *, raising: tuple[type[BaseException], ...]
             count += 1
             raise
 
-    setattr(obj, name, counted)
+    if monkeypatch is not None:
+        monkeypatch.setattr(obj, name, counted)
+    else:
+        setattr(obj, name, counted)
     return lambda: count
