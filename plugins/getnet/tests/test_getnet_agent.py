@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from caja_core.providers import OutcomeKind, ProviderContext
+from caja_core.testing.waiting import wait_until
 from caja_getnet.agent import InProcessAgentChannel, Journal
 from caja_getnet.client import GetnetClient
 from caja_getnet.protocol import Command, Deadlines
@@ -463,10 +464,7 @@ def _sale(ticket: str, amount: int) -> dict:
 
 
 async def _until(predicate, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, f"no ocurrió a tiempo: {what}"
-        await asyncio.sleep(0.05)
+    await wait_until(predicate, timeout_s=within, what=what)
 
 
 async def _agent_with_a_slow_sale(tmp_path, api: AgentApiServer):
