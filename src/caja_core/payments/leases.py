@@ -10,6 +10,10 @@ at once (no queue while a customer waits at the bar) — unless its holder is de
   dead and may take the lease over (an UPDATE conditioned on that token: one instance wins). No wall clock is compared, so a clock step on any
   instance, forward or back, neither frees a live lease nor keeps a dead one. With the defaults (beat 2 s,
   time 10 s) and the worker looking every second, a crashed instance's device is free again within ~12 s.
+* **A holder of this machine that is gone.** When the holder's name is the default one of a process on this
+  machine (host-pid, see ``CAJA_INSTANCE_ID``) and that process no longer exists (killed, crashed, restarted
+  under a new pid), the operating system has proved it dead: its lease is free at once, so a restarted server
+  asks the terminal about the charge its previous life left behind right away instead of after ``ttl_s``.
 * **Fencing.** Each acquisition draws a new random ``token``; the attempt being worked on records it
   (``PaymentAttempt.fence``). A writer whose token is no longer the attempt's (its lease was taken over) may
   only deliver proofs of what the device did (an approval, a decline); it drives nothing else.
@@ -20,6 +24,8 @@ at once (no queue while a customer waits at the bar) — unless its holder is de
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -87,9 +93,11 @@ class LeaseKeeper:
         """Whether ``row``'s holder is alive, as far as this instance can tell (never from a wall clock). The
         beat must stand still while this instance keeps looking: when this instance itself did not look for
         half the lease time (it was busy or paused), the holder may have been paused with it, and the count
-        starts again."""
+        starts again. A holder that is a process of this machine which no longer exists is dead at once."""
         if self._held.get(row.device_key) == row.token:
             return True
+        if process_gone(row.owner):
+            return False
         mono = self.clock.monotonic()
         seen = self._seen.get(row.device_key)
         if seen is None or seen[0] != row.token or seen[1] != row.beat or mono - seen[3] > self.ttl_s / 2:
@@ -108,6 +116,10 @@ class LeaseKeeper:
         for key in list(self._seen):
             if key not in present:
                 del self._seen[key]
+
+    def gone(self, row: DeviceLease) -> bool:
+        """Whether ``row``'s holder is proved dead by this machine's operating system (see ``process_gone``)."""
+        return self._held.get(row.device_key) != row.token and process_gone(row.owner)
 
     # taking and giving back --------------------------------------------------------------------------------
     async def acquire(
@@ -226,3 +238,26 @@ async def request_cancel(s: AsyncSession, *, device_key: str, attempt_id: int) -
         .execution_options(synchronize_session=False)
     )
     return rowcount(done) > 0
+
+
+def process_gone(owner: str) -> bool:
+    """Whether ``owner`` names, in the default form host-pid, a process of this machine that no longer exists (or
+    is a zombie waiting to be reaped). Any other name, another machine's, or a process that exists: False (its
+    death is judged by its beat)."""
+    host, _, pid_text = owner.rpartition("-")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid <= 1 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists (another user's process): alive as far as this machine can tell
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[:1] == ["Z"]
+    except OSError:
+        return False

@@ -69,6 +69,8 @@ class PaymentProgress(msgspec.Struct, kw_only=True):
     refund_offered: list[int]  # attempts charged twice whose money must go back to the customer
     attempts: list[AttemptOut]
     needs_decision: bool = False  # caja cannot find out by itself: a supervisor resolves it with evidence
+    #: a charge its server left behind (a restart, a kill): nobody is running it, it is in doubt until asked
+    orphaned: bool = False
 
 
 class SupervisorItem(msgspec.Struct, kw_only=True):

@@ -87,6 +87,10 @@ DOUBT_MESSAGE = (
     "No sabemos aún si se cobró: se está consultando al terminal. No cobre de nuevo ni cambie de "
     "medio de pago sin autorización de supervisor."
 )
+ORPHAN_MESSAGE = (
+    "El servidor se reinició mientras se cobraba: se está consultando al terminal si se cobró. No cobre de nuevo "
+    "ni entregue el pedido."
+)
 DECISION_MESSAGE = (
     "caja no puede averiguar sola si este cobro se hizo: un supervisor debe resolverlo con el comprobante o los "
     "totales del terminal (Jornada → Cobros por resolver)."
@@ -767,6 +771,9 @@ class PaymentOrchestrator:
                     "confirmación o pida autorización de supervisor para usar el respaldo.",
                     code="payment.pending_at_provider",
                 )
+            elif a.state in (lc.SENDING, lc.AWAITING) and await self._orphaned(s, a):
+                self._wake.set()
+                raise Conflict(ORPHAN_MESSAGE, code="payment.in_doubt")
             elif a.state in (lc.SENDING, lc.AWAITING):
                 _detail(a, cancel_requested=True, cancelled_by=user_id)
                 a.progress_message = "Cancelando en el terminal…"
@@ -1448,8 +1455,11 @@ class PaymentOrchestrator:
         pending = sale.status == "pending_payment"
         now = self.clock.now()
 
+        orphaned = await self._orphaned(s, focus)
+        if orphaned:
+            self._wake.set()  # the worker asks the device now rather than at its next pass
         seconds_left: int | None = None
-        if focus is not None and focus.state in lc.IN_FLIGHT and focus.active:
+        if focus is not None and focus.state in lc.IN_FLIGHT and focus.active and not orphaned:
             flight = self._flights.get(focus.id)
             if flight is not None:
                 left = flight.deadline - self.clock.monotonic()
@@ -1468,7 +1478,7 @@ class PaymentOrchestrator:
             and policy.enabled
         )
         backup_reason = (last_primary.details or {}).get("backup_reason", "") if backup_offered and last_primary else ""
-        in_doubt = any(a.state in lc.DOUBTFUL for a in attempts)
+        in_doubt = orphaned or any(a.state in lc.DOUBTFUL for a in attempts)
         needs_decision = any(a.needs_decision and a.state in lc.UNRESOLVED for a in attempts)
         breaker_state = breakers.CLOSED
         device = (
@@ -1493,13 +1503,23 @@ class PaymentOrchestrator:
                 phone_name=phone.name if phone else None,
                 phone_identifier=phone.identifier if phone else None,
             )
+        # The supervisor's "backup anyway" (possible double charge) only once the truth could not be learned: the
+        # terminal was asked at least once without an answer, or caja cannot ask it; never while the first question
+        # is still to come or under way (after a restart, the charge left behind is asked about at once).
+        unanswered = 0
+        if active is not None and active.state in lc.DOUBTFUL:
+            unanswered = active.reconcile_tries - (1 if active.state == lc.RECONCILING else 0)
         can_override = bool(
             pending
             and active is not None
             and active.role == "primary"
             and register.backup_provider
             and policy.enabled
-            and (active.state in lc.DOUBTFUL or (active.state in (lc.SENDING, lc.AWAITING) and seconds_left == 0))
+            and not orphaned
+            and (
+                (active.state in lc.DOUBTFUL and (unanswered > 0 or active.needs_decision))
+                or (active.state in (lc.SENDING, lc.AWAITING) and seconds_left == 0)
+            )
         )
         message = ""
         if focus is not None:
@@ -1521,9 +1541,15 @@ class PaymentOrchestrator:
             backup_reason=backup_reason,
             backup_provider=register.backup_provider,
             in_doubt=in_doubt,
-            doubt_message=(DECISION_MESSAGE if needs_decision else DOUBT_MESSAGE) if in_doubt else "",
+            doubt_message=(
+                (DECISION_MESSAGE if needs_decision else ORPHAN_MESSAGE if orphaned else DOUBT_MESSAGE)
+                if in_doubt
+                else ""
+            ),
             can_cancel=bool(
-                active is not None and active.state in (lc.CREATED, lc.SENDING, lc.AWAITING, lc.MANUAL_PENDING)
+                active is not None
+                and active.state in (lc.CREATED, lc.SENDING, lc.AWAITING, lc.MANUAL_PENDING)
+                and not orphaned
             ),
             can_override=can_override,
             breaker_state=breaker_state,
@@ -1531,7 +1557,23 @@ class PaymentOrchestrator:
             refund_offered=[a.id for a in attempts if self._refund_due(a)],
             attempts=[self._attempt_out(a) for a in attempts],
             needs_decision=needs_decision,
+            orphaned=orphaned,
         )
+
+    async def _orphaned(self, s: AsyncSession, a: PaymentAttempt | None) -> bool:
+        """Whether ``a`` is a charge on its way to the device that nobody is running any more: its instance died
+        (a restart, a kill) and left it behind. It is in doubt until its device is asked, which the worker does
+        as soon as the device's lease is free (at once when the dead holder was a process of this machine)."""
+        if (
+            a is None
+            or not a.active
+            or a.state not in (lc.SENDING, lc.AWAITING)
+            or a.classification == "pending"
+            or a.id in self._flights
+        ):
+            return False
+        lease = await lease_row(s, a.device_key)
+        return lease is None or lease.attempt_id != a.id or self.leases.gone(lease)
 
     @staticmethod
     def _refund_due(a: PaymentAttempt) -> bool:
@@ -2585,6 +2627,7 @@ class PaymentOrchestrator:
 __all__ = [
     "DECISION_MESSAGE",
     "DOUBT_MESSAGE",
+    "ORPHAN_MESSAGE",
     "RECONCILIATION_WORKER",
     "CajaError",
     "CannotAsk",

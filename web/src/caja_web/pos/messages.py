@@ -52,6 +52,11 @@ def outcome(progress: Any) -> Outcome:
             "No sabemos si la tarjeta se cobró. No cobre de nuevo ni entregue el pedido: la caja lo está "
             "consultando con el terminal."
         )
+        if getattr(progress, "orphaned", False):
+            text = (
+                "El servidor se reinició mientras se cobraba. La caja está consultando al terminal si se cobró: "
+                "no cobre de nuevo ni entregue el pedido."
+            )
         if getattr(progress, "needs_decision", False):
             text = (
                 "No sabemos si la tarjeta se cobró y el terminal no puede responder: un supervisor lo resuelve. "

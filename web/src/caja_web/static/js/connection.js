@@ -108,6 +108,13 @@
     if (probing || !onSaleScreen() || !document.body.hasAttribute("data-offline-ready") || !navigator.serviceWorker ||
         !navigator.serviceWorker.controller) return;
     probing = true;
+    // A card payment on screen when the server was lost (a restart, a crash): the offline screen says it is not
+    // known yet whether it charged, and brings the cashier back to it as soon as the server answers.
+    var following = document.querySelector("#panel #progress [name=sale]");
+    try {
+      if (following) sessionStorage.setItem("caja:card-sale", following.value);
+      else sessionStorage.removeItem("caja:card-sale");
+    } catch (e) { /* no storage: the cashier goes back with "Volver a la caja" */ }
     fetch("/caja/sin-conexion/datos", { credentials: "same-origin", cache: "no-store" }).then(function (response) {
       return response.headers.get("X-Caja-Sin-Conexion") === "1";
     }, function () { return true; }).then(function (lost) {

@@ -215,6 +215,35 @@
     if (ev.target.id === "offline-backup-form") payBackup(ev.target);
   });
 
+  // ---- a card payment the connection was lost in the middle of ----------------------------------------------
+  // Until the server answers, nobody knows whether the card was charged: the screen says so, and once the server
+  // answers (with no sale of this screen left to send) it goes back to that sale, where the server shows how it
+  // ended.
+  function cardSale() {
+    try { return sessionStorage.getItem("caja:card-sale"); } catch (e) { return null; }
+  }
+  function cardSaleNote() {
+    var id = cardSale();
+    var el = $("offline-card-sale");
+    if (!id || !/^[0-9]+$/.test(id)) { if (el) el.remove(); return; }
+    if (!el) {
+      el = document.createElement("p");
+      el.id = "offline-card-sale";
+      el.className = "alert warn";
+      el.setAttribute("role", "status");
+      $("offline-status").appendChild(el);
+    }
+    el.innerHTML = "<strong>Venta #" + id + " con tarjeta: EN DUDA.</strong> Se estaba cobrando cuando se perdió la " +
+      "conexión: no la cobre de nuevo ni entregue el pedido. Al volver la conexión la caja muestra si se cobró.";
+  }
+  function backToCardSale(pending) {
+    var id = cardSale();
+    if (!id || !/^[0-9]+$/.test(id) || pending > 0 || cart.length || view !== "cart") return false;
+    try { sessionStorage.removeItem("caja:card-sale"); } catch (e) { /* nothing kept */ }
+    location.assign("/caja/venta/" + id);
+    return true;
+  }
+
   // ---- the connection ----------------------------------------------------------------------------------------
   var polling = false;
   function poll() {
@@ -228,6 +257,7 @@
         if (back) cajaQueue.markOnline();
         return cajaQueue.sync(answer.data.csrf).then(function (summary) {
           synced += summary.accepted;
+          return cajaQueue.count().then(backToCardSale);
         }, function () { online = false; });
       }
       if (online) cajaQueue.markOffline(data.session.id);
@@ -248,6 +278,7 @@
       document.body.setAttribute("data-offline-screen", "ready");
       renderKeys();
       renderPanel();
+      cardSaleNote();
       var ready = online ? Promise.resolve() : cajaQueue.markOffline(data.session.id);
       return ready.then(poll).then(function () { setInterval(poll, POLL_MS); });
     });
