@@ -65,7 +65,7 @@ async def test_the_register_data_for_offline_selling(cashier, setup):
     assert data["rule"]["methods"] == ["cash", "backup"]  # never the integrated terminal
     assert data["csrf"]
     sw = await cashier.get("/caja-sw.js")
-    assert sw.status_code == 200 and "javascript" in sw.headers["content-type"]
+    assert sw.status_code == 200 and sw.headers["content-type"] == "text/javascript; charset=utf-8"
     assert "/caja/sin-conexion" in sw.text
 
 

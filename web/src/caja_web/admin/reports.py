@@ -103,7 +103,7 @@ async def jornada_csv(web: NamedDependency[Web], jornada_id: FromPath[int]) -> R
     filename = f"jornada-{report.jornada.label_date.isoformat()}.csv"
     return Response(
         reports.jornada_csv(report).encode("utf-8-sig"),
-        media_type="text/csv; charset=utf-8",
+        media_type="text/csv",  # the framework adds the charset of text types
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 

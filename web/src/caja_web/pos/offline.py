@@ -44,7 +44,7 @@ def service_worker() -> Response[bytes]:
     """The service worker, from the site's root so that it may control the POS (``/caja/``)."""
     return Response(
         SERVICE_WORKER.read_bytes(),
-        media_type="text/javascript; charset=utf-8",
+        media_type="text/javascript",  # the framework adds the charset of text types
         headers={"Cache-Control": "no-cache"},
     )
 
