@@ -182,3 +182,23 @@ async def test_cerrar_sin_esas_ventas_with_a_supervisor_and_the_late_sales_in_th
         assert "sin 2 ventas sin conexión del equipo tablet-perdi" in z.text and reason in z.text
     ticket = await client.get(f"/admin/cajas/reportes/sesion/{session_id}/ticket")  # the printed Z
     assert "Cerrada sin ventas sin conexión" in ticket.text and "Recibidas después del cierre (2)" in ticket.text
+
+
+async def test_a_product_with_modifiers_sells_offline_as_it_is(cashier, setup, sqlite_db):
+    """The offline screen sells from its cached catalogue without modifiers: a product that has some is sold
+    plain, at its own price, and syncs like any other."""
+    from caja_core.catalog import service as catalog
+
+    async with sqlite_db.session() as s:
+        await catalog.create_modifier(
+            s, venue_id=setup.venue_id, name="Doble", price_delta=2000, product_id=setup.products["Cerveza"]
+        )
+    session_id = await open_register(cashier, setup)
+    data = (await cashier.get("/caja/sin-conexion/datos")).json()
+    assert {p["name"]: p["price"] for p in data["products"]}["Cerveza"] == setup.prices["Cerveza"]
+    r = await send(cashier, {"device_id": "tablet-m", "sales": [sale(setup, session_id)]})
+    assert r.status_code == 200 and [x["status"] for x in r.json()["results"]] == ["accepted"]
+    (done,) = await paid(sqlite_db, setup)
+    async with sqlite_db.session() as s:
+        done = await sales.get_sale(s, setup.venue_id, done.id)
+    assert done.total == setup.prices["Cerveza"] and done.items[0].modifiers == []

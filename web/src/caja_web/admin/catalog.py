@@ -83,6 +83,7 @@ async def product_context(web: Web, product_id: int) -> dict:
     return {
         "product": await web.call(catalog.get_product, web.venue_id, product_id),
         "categories": await web.call(catalog.list_categories, web.venue_id),
+        "modifiers": await web.call(catalog.product_modifiers, web.venue_id, product_id),
     }
 
 
