@@ -21,10 +21,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from caja_core.audit import service as audit
 from caja_core.db import Database, migrate
+from caja_core.offline import service as offline
+from caja_core.permissions import Action
+from caja_core.permissions import service as permissions
 from caja_core.registers import service as registers
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
-from caja_core.testing.factories import make_registry
+from caja_core.testing.factories import SUPERVISOR_PIN, make_registry
 from caja_core.testing.fake import FakeProvider, manual_provider
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -401,3 +404,66 @@ def test_the_rule_the_device_had_when_it_went_offline_decides_and_a_change_reach
     page.click("#keys [data-product='Agua']")
     page.click("#checkout")
     expect(page.locator("#offline-backup summary")).to_be_visible()
+
+
+# ---- a device that never returns before the close --------------------------------------------------------------------
+
+
+def test_a_device_back_after_its_register_closed_without_its_sales_leaves_the_session_unchanged(browser, site):
+    c = offline_cashier(browser, site)
+    page = c.page
+    sell_offline(c, 2, "Cerveza")
+    device = page.evaluate("localStorage.getItem('caja-device')")
+    session = current_session(site)
+
+    async def close_without_the_device(s):
+        # its last report said 2 sales; the supervisor authorizes closing without them
+        await offline.report_queue(
+            s,
+            venue_id=site.setup.venue_id,
+            register_id=site.setup.register_id,
+            device_id=device,
+            unsynced=2,
+            user_id=site.setup.cashier_id,
+        )
+
+    core(site, close_without_the_device)
+
+    async def authorize_and_close():
+        db = Database(site.database_url)
+        try:
+            grant = await permissions.authorize(
+                db,
+                venue_id=site.setup.venue_id,
+                action=Action.CLOSE_WITHOUT_OFFLINE,
+                actor_id=site.setup.cashier_id,
+                code=SUPERVISOR_PIN,
+                session_id=session.id,
+            )
+            async with db.session() as s:
+                return await sessions.close_session(
+                    s,
+                    venue_id=site.setup.venue_id,
+                    session_id=session.id,
+                    user_id=site.setup.cashier_id,
+                    counted={"10000": 2},  # the opening's $20.000: nothing sold online
+                    without_offline_reason="La tablet no vuelve a la red",
+                    authorization_id=grant,
+                )
+        finally:
+            await db.dispose()
+
+    assert run(authorize_and_close()).status == "closed"
+    go_online(page)  # the tablet comes back after all
+    kept = page.locator("#offline-rejected")
+    expect(kept).to_contain_text("Recibida después del cierre", timeout=15_000)
+    expect(kept.locator("li")).to_have_count(2)
+    assert paid_sales(site) == []  # the closed session does not change
+
+    def late():
+        async def work(s):
+            return await offline.list_offline_sales(s, site.setup.venue_id, status="late")
+
+        return core(site, work)
+
+    assert [(x.claimed_total, x.device_id) for x in late()] == [(3500, device), (3500, device)]
