@@ -77,7 +77,7 @@ async def test_a_declined_rest_keeps_the_cash_part_and_the_backup_charges_only_t
     assert session.cash_sales_total == 4500 and session.card_sales_total == 8000
 
 
-async def test_no_cash_part_while_the_card_part_is_in_doubt_and_never_a_second_one(env):
+async def test_no_cash_part_while_the_card_part_is_in_doubt_and_parts_never_cover_the_sale(env):
     orch = await env.orchestrator()
     sale_id = await env.sale(12500)
     env.provider.script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=True))
@@ -89,8 +89,10 @@ async def test_no_cash_part_while_the_card_part_is_in_doubt_and_never_a_second_o
     assert err.value.code == "sale.payment_in_progress"
     other = await env.sale(9000)
     await cash_part(env, other, 1000)
-    with pytest.raises(Conflict):
-        await cash_part(env, other, 1000)
+    assert (await cash_part(env, other, 1000)).cash_part == 2000  # a second part adds up
+    with pytest.raises(ValidationFailed) as bad_part:
+        await cash_part(env, other, 7000)  # all that is left: the cash payment of the rest, with its change
+    assert "lo que falta ($7.000)" in bad_part.value.message
     for bad in ("0", "9000", "12000", "abc"):
         with pytest.raises(ValidationFailed):
             await cash_part(env, await env.sale(9000), bad)
@@ -113,3 +115,49 @@ async def test_no_discount_once_a_cash_part_is_taken(env):
                 reason="Cliente frecuente",
             )
     assert err.value.code == "sale.cash_part_taken"
+
+
+async def test_cash_a_declined_card_more_cash_and_the_backup_for_the_rest(env):
+    """The customer pays 10 000 in cash, the card declines, they pay 5 000 more in cash and the rest on the
+    backup: each part is its own payment, the backup charges only what is left, the session counts 15 000 in
+    cash and the rest by card, and voiding the sale gives back both cash parts."""
+    orch = await env.orchestrator()
+    sale_id = await env.sale(23000)
+    await cash_part(env, sale_id, "10000")
+    env.provider.script("charge", Step(kind=OutcomeKind.DECLINED, code="51", message="Fondos insuficientes"))
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    p = await env.settle(orch, sale_id)
+    assert not p.paid and p.state == "declined"
+    [declined] = await env.attempts(sale_id)
+    assert declined.amount == 13000
+    out = await cash_part(env, sale_id, "5000")
+    assert out.cash_part == 15000 and out.status == "pending_payment"
+    p = await orch.start_backup(env.venue_id, sale_id, env.setup.cashier_id)
+    assert p.manual is not None and p.manual.amount == 8000  # only what is left
+    await orch.confirm_manual(
+        venue_id=env.venue_id,
+        attempt_id=p.manual.attempt_id,
+        authorization_code="ZX81QW",
+        last4="1111",
+        brand="Visa",
+        card_type="credito",
+        user_id=env.setup.cashier_id,
+    )
+    assert (await orch.poll(env.venue_id, sale_id)).paid
+    session = await session_totals(env)
+    assert session.cash_sales_total == 15000 and session.card_sales_total == 8000
+    assert session.sales_total == 23000 and session.ticket_count == 1
+    assert env.provider.count("charge") == 1
+
+
+async def test_two_cash_parts_then_the_card_for_the_rest_is_counted_once_per_part(env):
+    orch = await env.orchestrator()
+    sale_id = await env.sale(12500)
+    await cash_part(env, sale_id, 2000)
+    await cash_part(env, sale_id, 3000)
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    assert (await env.settle(orch, sale_id)).paid
+    [attempt] = await env.attempts(sale_id)
+    assert attempt.amount == 7500
+    session = await session_totals(env)
+    assert session.cash_sales_total == 5000 and session.card_sales_total == 7500

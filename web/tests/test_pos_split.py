@@ -93,3 +93,49 @@ def test_a_split_sale_voided_says_how_much_cash_goes_back(browser, site):  # noq
     expect(page.locator("#return-cash")).to_contain_text("Devuelva al cliente $2.500 en efectivo")
     seen = night(site)
     assert seen["session"].cash_sales_total == 0 and seen["sales"][0].status == "cancelled"
+
+
+def test_cash_a_declined_card_more_cash_and_the_backup_for_the_rest(browser, site, terminal):  # noqa: F811
+    """The customer pays $10.000 in cash, the card declines, they pay $5.000 more in cash, and the rest goes on
+    the backup phone (the terminal is now unreachable): each part its own payment, the session counting each."""
+    import os
+    from pathlib import Path
+
+    terminal.script(
+        "charge",
+        Step(kind=OutcomeKind.DECLINED, message="Fondos insuficientes"),
+        Step(kind=OutcomeKind.UNAVAILABLE, message="Terminal desconectado"),
+    )
+    c = cashier_at(browser, site, VIEWPORTS["1024x768"])
+    page = c.page
+    for name in ("Piscola", "Piscola", "Cerveza"):  # $15.500
+        c.product(name)
+    c.tap("#checkout")
+    split(c, "10000")
+    expect(page.locator("#sale-total")).to_have_text("$5.500")
+    c.tap("#pay-card")
+    expect(page.locator("#outcome .headline")).to_have_text("NO SE COBRÓ")
+    expect(page.locator("#split summary")).to_have_text("Otra parte en efectivo")
+    assert not out_of_view(page, "#split summary")
+    c.page.click("#split summary")
+    c.type("#split input[name=cash_part]", "5000")
+    if os.environ.get("CAJA_SCREENSHOTS"):
+        page.screenshot(path=Path(os.environ["CAJA_SCREENSHOTS"]) / "pos-pago-dividido.png")
+    c.tap("#split-pay")
+    expect(page.locator("#split-status")).to_contain_text("pagado en efectivo $15.000")
+    expect(page.locator("#sale-total")).to_have_text("$500")
+    c.tap("#pay-card")
+    expect(page.locator("#outcome .headline")).to_have_text("NO SE COBRÓ")
+    c.tap("#start-backup")
+    expect(page.locator("#manual-instructions")).to_contain_text("$500")
+    page.fill("#manual-form input[name=authorization_code]", "QW12ER")
+    page.fill("#manual-form input[name=last4]", "4242")
+    c.tap("#confirm-manual")
+    expect(page.locator("#outcome .headline")).to_have_text("APROBADO")
+    expect(page.locator("#split-cash")).to_contain_text("$15.000")
+    expect(page.locator("#split-card")).to_contain_text("$500")
+
+    seen = night(site)
+    assert [(x.total, x.status, x.cash_part) for x in seen["sales"]] == [(15500, "paid", 15000)]
+    assert seen["attempts"] == [(5500, "declined"), (500, "failed_not_sent"), (500, "approved_manual")]
+    assert seen["session"].cash_sales_total == 15000 and seen["session"].card_sales_total == 500

@@ -391,7 +391,9 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
 async def pay_cash_part(s: AsyncSession, *, venue_id: int, sale_id: int, amount: object, user_id: int) -> SaleOut:
     """A split payment: part of a pending sale is paid in cash now (the cash goes into the drawer); the rest is
     then paid by card, the backup or cash, each its own payment. Only while no card payment of the sale is in
-    flight or in doubt, and only once per sale (a second cash part is simply the cash payment of the rest)."""
+    flight or in doubt. Several cash parts add up (the customer pays 10 000 in cash, the card declines, they pay
+    5 000 more in cash, the rest on the backup), each one audited; a part that would cover what is left is
+    the cash payment of the rest (with its change), not a part."""
     sale = await _locked_sale(s, sale_id, venue_id)
     if sale.status != "pending_payment":
         raise Conflict("La venta ya no está por cobrar.", code="sale.not_payable")
@@ -408,15 +410,17 @@ async def pay_cash_part(s: AsyncSession, *, venue_id: int, sale_id: int, amount:
             "La venta tiene un pago con tarjeta en curso o sin resolver; espere su resultado.",
             code="sale.payment_in_progress",
         )
-    if sale.cash_part:
-        raise Conflict("Esta venta ya tiene una parte pagada en efectivo: cobre el resto.", code="sale.cash_part_taken")
     part = parse_amount(amount, field="cash_part", label="La parte en efectivo")
-    if not 0 < part < sale.total:
+    paid = sale.cash_part or 0
+    left = sale.total - paid
+    if not 0 < part < left:
+        what = f"lo que falta ({format_clp(left)})" if paid else f"el total ({format_clp(sale.total)})"
         raise ValidationFailed(
-            f"La parte en efectivo debe ser mayor que $0 y menor que el total ({format_clp(sale.total)}).",
+            f"La parte en efectivo debe ser mayor que $0 y menor que {what}. Para pagar todo lo que falta "
+            "use Exacto o un billete.",
             field="cash_part",
         )
-    sale.cash_part = part
+    sale.cash_part = paid + part
     await record(
         s,
         venue_id=venue_id,
@@ -424,7 +428,12 @@ async def pay_cash_part(s: AsyncSession, *, venue_id: int, sale_id: int, amount:
         action="sale.cash_part",
         entity="sale",
         entity_id=sale.id,
-        payload={"cash_part": part, "rest": sale.total - part, "session_id": sale.session_id},
+        payload={
+            "cash_part": part,
+            "cash_parts_total": sale.cash_part,
+            "rest": sale.total - sale.cash_part,
+            "session_id": sale.session_id,
+        },
     )
     return await get_sale(s, venue_id, sale_id)
 
