@@ -5,6 +5,7 @@ in the product's figures; anything the product does not offer refuses the sale i
 import uuid
 
 import pytest
+from sqlalchemy import text
 
 from caja_core.catalog import service as catalog
 from caja_core.dashboard import service as dashboard
@@ -44,6 +45,9 @@ async def test_a_sale_line_is_priced_with_its_modifiers_and_records_them_as_sold
         ],
     )
     piscola, agua, cerveza = sale.items
+    async with any_db.session() as s:  # a line without modifiers holds SQL NULL: a downgrade loses nothing there
+        stored = (await s.execute(text("SELECT modifiers IS NULL FROM sale_items ORDER BY id"))).scalars().all()
+    assert [bool(x) for x in stored] == [False, False, True]
     assert (piscola.unit_price, piscola.line_total) == (8000, 16000)
     assert [(m.name, m.price) for m in piscola.modifiers] == [("Doble", 2000), ("Sin hielo", 0)]
     assert (agua.unit_price, [m.name for m in agua.modifiers]) == (2000, ["Sin hielo"])

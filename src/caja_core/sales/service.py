@@ -674,17 +674,17 @@ def _price(
             name, price = products[item.product_id]
             chosen = _chosen_modifiers(n, item, (modifiers or {}).get(item.product_id, [])) if item.modifier_ids else []
             price += sum(m["price"] for m in chosen)
-            lines.append(
-                {
-                    "product_id": item.product_id,
-                    "name": name,
-                    "quantity": item.quantity,
-                    "unit_price": price,
-                    "line_total": price * item.quantity,
-                    "free_reason": "",
-                    "modifiers": chosen or None,
-                }
-            )
+            line = {
+                "product_id": item.product_id,
+                "name": name,
+                "quantity": item.quantity,
+                "unit_price": price,
+                "line_total": price * item.quantity,
+                "free_reason": "",
+            }
+            if chosen:  # else the column stays SQL NULL (not JSON null): no modifiers is no data
+                line["modifiers"] = chosen
+            lines.append(line)
         else:
             if item.modifier_ids:
                 raise ValidationFailed(f"Línea {n}: un monto libre no lleva modificadores.", field="modifiers")
