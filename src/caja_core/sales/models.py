@@ -42,6 +42,9 @@ class Sale(Base):
     #: attempts charge only the rest) or in cash.
     cash_part: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    #: Left waiting ("ventas en espera") while its card payment was in doubt; cleared once someone at the
+    #: register has seen how it ended (paid or voided).
+    parked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancelled_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)

@@ -94,6 +94,7 @@ class SaleOut(msgspec.Struct, kw_only=True):
     created_at: datetime
     paid_at: datetime | None
     cash_part: int = 0
+    parked: bool = False  # waiting in "ventas en espera" (see ``waiting_sales``)
     cancelled_at: datetime | None
     cancel_reason: str
     cancelled_by: int | None = None
@@ -133,6 +134,7 @@ def sale_out(sale: Sale, items: list[SaleItem] | None = None, discounts: list[Sa
         cash_received=sale.cash_received,
         change_given=sale.change_given,
         cash_part=sale.cash_part or 0,
+        parked=sale.parked_at is not None,
         created_at=sale.created_at,
         paid_at=sale.paid_at,
         cancelled_at=sale.cancelled_at,

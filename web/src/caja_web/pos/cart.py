@@ -14,7 +14,6 @@ import msgspec
 from caja_core.sales.service import ItemInput
 
 MAX_QUANTITY = 99
-MAX_PARKED = 20
 
 
 class Line(msgspec.Struct, kw_only=True):
@@ -70,9 +69,6 @@ class PosState(msgspec.Struct, kw_only=True):
     version: int = 0
     #: The sale just finished (paid or voided): its receipt stays on screen until the next product is tapped.
     last_sale_id: int | None = None
-    #: Sales left waiting while their card payment is in doubt ("ventas en espera"), oldest first: they go on
-    #: being reconciled in the background and stay listed until the cashier has seen how they ended.
-    parked: list[int] = msgspec.field(default_factory=list)
     #: Back from the pay screen ("Editar pedido"): the discounts and the tip of the sale given up, given again
     #: when the changed order is charged (a line's discount only while that line is still in the cart; the tip
     #: as the same share of the new total: tip_share / tip_base).
@@ -142,17 +138,6 @@ class PosState(msgspec.Struct, kw_only=True):
             )
             for ln in self.lines
         ]
-
-    def park(self) -> None:
-        """Leave the sale being charged waiting (its payment in doubt) and start an empty cart."""
-        if self.sale_id is not None and self.sale_id not in self.parked:
-            self.parked = [*self.parked, self.sale_id][-MAX_PARKED:]
-        self.next_sale()
-
-    def unpark(self, sale_id: int) -> None:
-        if sale_id in self.parked:
-            self.parked = [x for x in self.parked if x != sale_id]
-            self.touch()
 
     def reopen_cart(self) -> None:
         """The sale being charged was given up before any payment: its lines are the cart again, and charging

@@ -13,14 +13,14 @@ from litestar.response import Template
 
 from caja_core.audit import service as audit
 from caja_core.catalog import service as catalog
-from caja_core.errors import Conflict, NotFound, ValidationFailed
+from caja_core.errors import Conflict, ValidationFailed
 from caja_core.jornadas import service as jornadas
 from caja_core.money import format_clp, parse_amount
 from caja_core.ops import contingency
 from caja_core.permissions import Action
 from caja_core.permissions import service as permissions
 from caja_core.registers import service as registers
-from caja_core.sales import discounts, tips
+from caja_core.sales import discounts, tips, waiting
 from caja_core.sales import screen as screens
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
@@ -209,12 +209,13 @@ class ParkedSale(msgspec.Struct, kw_only=True):
 
 
 async def parked_sales(web: Web, state: PosState) -> list[ParkedSale]:
-    """The sales this browser left waiting, each with how its payment stands now."""
+    """The register's ventas en espera (from the database: any device, any cashier of the session, after a logout
+    or a restart), each with how its payment stands now; the sale this browser is charging is not among them."""
+    if state.session_id is None:
+        return []
     found = []
-    for sale_id in state.parked:
-        try:
-            sale = await web.call(sales.get_sale, web.venue_id, sale_id)
-        except NotFound:
+    for sale in await web.call(waiting.waiting_sales, web.venue_id, state.session_id):
+        if sale.id == state.sale_id:
             continue
         if sale.status == "cancelled":
             found.append(ParkedSale(id=sale.id, total=sale.total, kind="cancelled", headline="ANULADA"))
@@ -554,9 +555,13 @@ async def payment_view(web: Web, sale_id: int, **extra) -> Template:
         # tapped, which starts the next sale (no extra tap).
         state.next_sale(finished=sale_id)
         carts.save(web.request, state)
-    elif sale_id in state.parked and ctx["sale"].status in ("paid", "cancelled"):
-        state.unpark(sale_id)  # a sale left waiting has ended and the cashier now sees how
-        carts.save(web.request, state)
+    elif ctx["sale"].parked and ctx["sale"].status in ("paid", "cancelled"):
+        # A sale left waiting has ended and the cashier now sees how: it leaves the list (on every device). A
+        # page that only reads writes this in a transaction of its own.
+        if web.unit is not None and web.unit.read_only:
+            await web.apart(waiting.seen_ended, venue_id=web.venue_id, sale_id=sale_id, user_id=web.user_id)
+        else:
+            await web.venue_call(waiting.seen_ended, sale_id=sale_id, user_id=web.user_id)
     return await web.page(
         "pos/sale.html",
         partial_template=panel_template(ctx),
@@ -748,7 +753,8 @@ async def park_sale(request: Request, sale_id: FromPath[int]) -> Response:
         progress = await web.poll(sale_id)
         if state.sale_id != sale_id or sale.status != "pending_payment" or outcome(progress).kind != "in_doubt":
             raise Conflict("Solo una venta con el cobro en duda puede quedar en espera.", code="pos.park_not_in_doubt")
-    state.park()
+        await web.venue_call(waiting.park_sale, sale_id=sale_id, user_id=web.user_id)
+    state.next_sale()
     carts.save(request, state)
     return web.redirect("/caja/venta")
 
@@ -880,6 +886,7 @@ async def screen_status(
     state = pos_state(web)
     await offline.report_device_queue(web, state.register_id, dispositivo, pendientes)
     status, follow = None, None
+    parked = await parked_sales(web, state)
     if state.session_id is not None:
         status = await web.venue_call(
             screens.screen_status,
@@ -887,13 +894,11 @@ async def screen_status(
             user_id=web.user_id,
             timezone=web.viewer.timezone if web.viewer else None,
         )
-        if state.sale_id is not None and sale != state.sale_id and sale not in state.parked:
+        if state.sale_id is not None and sale != state.sale_id and sale not in {w.id for w in parked}:
             follow = f"/caja/venta/{state.sale_id}"
         elif state.sale_id is None and v is not None and v != state.version:
             follow = "/caja/venta?otra=1"
-    return await web.page(
-        "pos/_status.html", partial=True, status=status, follow=follow, parked=await parked_sales(web, state)
-    )
+    return await web.page("pos/_status.html", partial=True, status=status, follow=follow, parked=parked)
 
 
 # ---- cash movements and incidents -------------------------------------------------------------------------
