@@ -337,6 +337,34 @@ async def test_an_offline_period_is_an_incident_on_the_session_once(any_db, setu
     assert "Sin conexión con el servidor desde las" in text and "3 ventas" in text and "(5 min)" in text
 
 
+async def test_an_offline_period_belongs_to_its_cashier_and_stays_within_the_session(any_db, setup):
+    """Another cashier cannot put offline periods on a session that is not theirs (each report a new incident in
+    its jornada's Z report), and the holder's device cannot stretch one over years: it is cut to the session."""
+    from caja_core.users import service as users
+
+    session = await open_session(any_db, setup)
+    async with any_db.session() as s:
+        other = await users.create_user(
+            s, venue_id=setup.venue_id, username="diego", display_name="Diego", role="cashier", secret="305718"
+        )
+    for n in range(3):
+        forged = offline.OfflinePeriodIn(
+            session_id=session.id, started_at=f"2020-01-01T00:00:0{n}-03:00", ended_at="2099-01-01T00:00:00-03:00"
+        )
+        await sync(any_db, setup, [], device=f"ajeno-{n}", user_id=other.id, period=forged)
+    stretched = offline.OfflinePeriodIn(
+        session_id=session.id, started_at="2020-01-01T00:00:00-03:00", ended_at="2099-01-01T00:00:00-03:00"
+    )
+    await sync(any_db, setup, [], period=stretched)
+    async with any_db.session() as s:
+        incidents = [
+            i for i in await audit.list_incidents(s, setup.venue_id, session_id=session.id) if i.kind == "offline"
+        ]
+    assert len(incidents) == 1, [i.description for i in incidents]
+    minutes = int(incidents[0].description.split(" min)")[0].rsplit("(", 1)[1])
+    assert minutes <= 30, incidents[0].description  # the session opened moments ago
+
+
 # ---- a device that reported unsynced sales and never returns --------------------------------------------------------
 
 

@@ -47,7 +47,7 @@ from ..payments.models import PaymentAttempt
 from ..registers.models import CashRegister
 from ..sales.models import Sale, SaleItem
 from ..sales.service import MAX_LINES, MAX_QUANTITY, _apply_totals
-from ..sessions.models import CashSession
+from ..sessions.models import CashSession, SessionHandover
 from ..venues.models import Venue
 from . import rules
 from .models import OfflineDevice, OfflinePeriod, OfflineSale
@@ -624,11 +624,24 @@ async def unsynced_on_register(s: AsyncSession, register_id: int) -> int:
     )
 
 
+async def _held_by(s: AsyncSession, session: CashSession, user_id: int) -> bool:
+    """Whether the user holds the session's drawer or held it before a handover."""
+    if session.cashier_id == user_id:
+        return True
+    handed = await s.scalar(
+        select(SessionHandover.id)
+        .where(SessionHandover.session_id == session.id, SessionHandover.from_user_id == user_id)
+        .limit(1)
+    )
+    return handed is not None
+
+
 async def record_period(
     db: Database, *, venue_id: int, user_id: int, device_id: str, period: OfflinePeriodIn
 ) -> int | None:
     """An offline period of a device as an incident on its session (once per device and start): start, end and
-    the sales the device took in it. Returns the incident's id (None when the session is not this venue's)."""
+    the sales the device took in it, cut to the session's life. Returns the incident's id (None when the session is
+    not this venue's or was never held by the reporting user)."""
     device = _device(device_id)
     try:
         started = parse_local_time(period.started_at)
@@ -642,7 +655,12 @@ async def record_period(
             session = await s.scalar(
                 select(CashSession).where(CashSession.id == period.session_id, CashSession.venue_id == venue_id)
             )
-            if session is None:
+            if session is None or not await _held_by(s, session, user_id):
+                return None  # not a session this cashier held: nothing of theirs to record on it
+            # Within the session's life, as the server's clock allows the device's: a period never spans years.
+            started = max(started, session.opened_at - CLOCK_SKEW)
+            ended = min(ended, utcnow() + CLOCK_SKEW)
+            if ended < started:
                 return None
             existing = await s.scalar(
                 select(OfflinePeriod).where(
