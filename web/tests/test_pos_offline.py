@@ -458,6 +458,8 @@ def test_a_device_back_after_its_register_closed_without_its_sales_leaves_the_se
     kept = page.locator("#offline-rejected")
     expect(kept).to_contain_text("Recibida después del cierre", timeout=15_000)
     expect(kept.locator("li")).to_have_count(2)
+    # Received, not refused: the tablet says so instead of listing them as rejected.
+    expect(kept.locator("h2")).to_have_text(["Ventas recibidas después del cierre"])
     assert paid_sales(site) == []  # the closed session does not change
 
     def late():

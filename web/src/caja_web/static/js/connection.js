@@ -124,7 +124,7 @@
   });
 
   // The device's queue: the poll carries how many sales it still holds, and what is left is sent while online.
-  var pending = 0, rejected = 0, syncing = false;
+  var pending = 0, rejected = 0, late = 0, syncing = false;
   function withQueue(work) {
     if (window.cajaQueue) return work(window.cajaQueue);
     if (!onSaleScreen() || !window.indexedDB) return;
@@ -145,15 +145,19 @@
     if (!queueShown) { if (had) show("", ""); return; }
     if (pending > 0) show("warn", "<strong>" + (pending === 1 ? "1 venta sin conexión" : pending + " ventas sin conexión") +
       " por sincronizar</strong> en este equipo: se están enviando.");
-    else if (rejected > 0) show("warn", "<strong>" + (rejected === 1 ? "1 venta sin conexión rechazada" : rejected +
-      " ventas sin conexión rechazadas") + "</strong> al sincronizar: " +
+    else if (rejected > late) show("warn", "<strong>" + (rejected - late === 1 ? "1 venta sin conexión rechazada" :
+      (rejected - late) + " ventas sin conexión rechazadas") + "</strong> al sincronizar: " +
       '<a href="/caja/sin-conexion" id="offline-rejected-link">ver el motivo</a>. Un supervisor las resuelve.');
+    else if (late > 0) show("warn", "<strong>" + (late === 1 ? "1 venta sin conexión recibida" : late +
+      " ventas sin conexión recibidas") + " después del cierre</strong> de la caja: " +
+      '<a href="/caja/sin-conexion" id="offline-rejected-link">ver cuáles</a>. Un supervisor las revisa.');
   }
   function followQueue() {
     withQueue(function (queue) {
       Promise.all([queue.count(), queue.rejected()]).then(function (v) {
         pending = v[0];
         rejected = v[1].length;
+        late = v[1].filter(function (r) { return r.late; }).length;
         showQueue();
         if ((pending > 0 || rejected > 0) && !offline && !syncing) {
           syncing = true;

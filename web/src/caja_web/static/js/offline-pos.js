@@ -59,11 +59,18 @@
       var list = $("offline-rejected");
       if (!rejected.length) { list.hidden = true; list.innerHTML = ""; return; }
       list.hidden = false;
-      list.innerHTML = "<h2>Ventas rechazadas al sincronizar</h2><p class=\"muted\">Quedan guardadas hasta que un " +
-        "supervisor las resuelva (incidencias de la sesión).</p><ul>" + rejected.map(function (r) {
+      function group(items, title, note) {
+        if (!items.length) return "";
+        return "<h2>" + title + "</h2><p class=\"muted\">" + note + "</p><ul>" + items.map(function (r) {
           return "<li data-key=\"" + esc(r.key) + "\"><strong>" + clp(r.total) + "</strong> · " +
             esc(r.local_time.slice(11, 16)) + " · " + esc(r.reason) + "</li>";
         }).join("") + "</ul>";
+      }
+      list.innerHTML =
+        group(rejected.filter(function (r) { return !r.late; }), "Ventas rechazadas al sincronizar",
+          "Quedan guardadas hasta que un supervisor las resuelva (incidencias de la sesión).") +
+        group(rejected.filter(function (r) { return r.late; }), "Ventas recibidas después del cierre",
+          "El servidor las recibió, pero la caja ya estaba cerrada: no suman a esa sesión y un supervisor las revisa.");
     });
   }
 

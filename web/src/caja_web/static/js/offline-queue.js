@@ -148,7 +148,7 @@
               summary.rejected += 1;
               summary.reasons.push(r.reason);
               if (item.seq !== undefined) tx.objectStore("queue").delete(item.seq);
-              var kept = Object.assign({}, item, { reason: r.reason });
+              var kept = Object.assign({}, item, { reason: r.reason, late: r.status === "late" });
               delete kept.seq;
               tx.objectStore("rejected").put(kept);
             } else if (r.status === "resolved") {
@@ -160,7 +160,7 @@
       }
       function strip(item) {
         var sale = Object.assign({}, item);
-        delete sale.seq; delete sale.reason; delete sale.names;
+        delete sale.seq; delete sale.reason; delete sale.names; delete sale.late;
         return sale;
       }
       function sendQueue() {
