@@ -6,7 +6,9 @@ charged, and the only button was "forzar respaldo (posible doble cobro)")."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Error, expect, sync_playwright
@@ -77,6 +79,9 @@ def test_a_restart_mid_card_sale_shows_the_truth_at_once_and_never_a_dangerous_b
             wait_for(lambda: terminal.charges(), what="the terminal charging the card")
             server.kill()  # before its answer arrives: the card is charged, and nobody heard it
 
+            if os.environ.get("CAJA_SCREENSHOTS"):  # the offline screen while the server is away, for the guide
+                page.wait_for_selector("#offline-card-sale", timeout=30_000)
+                page.screenshot(path=Path(os.environ["CAJA_SCREENSHOTS"]) / "pos-reinicio-en-duda.png")
             seen: list[dict] = []
             server.start()
             back_at = time.monotonic()
