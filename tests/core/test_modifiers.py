@@ -11,6 +11,7 @@ from caja_core.catalog import service as catalog
 from caja_core.dashboard import service as dashboard
 from caja_core.errors import Conflict, NotFound, ValidationFailed
 from caja_core.sales import service as sales
+from caja_core.sales.mix import modifier_mix
 from caja_core.testing.factories import make_setup
 
 from .conftest import cash_sale, open_session
@@ -65,6 +66,11 @@ async def test_a_sale_line_is_priced_with_its_modifiers_and_records_them_as_sold
     # The product mix counts the Piscolas at what they were sold for, modifiers included.
     mix = {line.name: (line.units, line.amount) for line in figures.products}
     assert mix["Piscola"] == (2, 16000) and mix["Agua"] == (1, 2000)
+    async with any_db.session() as s:
+        sold = await modifier_mix(s, st.venue_id, session_id=session.id)
+        same = await modifier_mix(s, st.venue_id, jornada_id=session.jornada_id)
+    assert [(m.name, m.units, m.amount) for m in sold] == [("Sin hielo", 3, 0), ("Doble", 2, 4000)]
+    assert same == sold
 
 
 @pytest.mark.parametrize(

@@ -130,6 +130,18 @@ async def test_a_modifier_the_product_does_not_offer_is_refused_in_the_cart(cash
         "/caja/venta/item", {"product_id": setup.products["Piscola"], "modifier_id": str(doble.id)}, htmx=True
     )
     assert r.status_code == 200 and "Doble +$2.000" in text_of(r.text) and "$8.000" in text_of(r.text)
+    r = await cashier.post("/caja/venta/cobrar", {}, htmx=True)
+    assert r.status_code == 200 and "$8.000" in text_of(r.text)
+    async with sqlite_db.session() as s:
+        (sale,) = await sales.list_sales(s, setup.venue_id)
+    r = await cashier.post(f"/caja/venta/{sale.id}/efectivo", {"cash_received": ""}, htmx=True)
+    assert r.status_code == 200 and "PAGADO" in text_of(r.text)
+    # The session report lists the modifiers sold beside the product mix.
+    await cashier.post("/logout")
+    await cashier.login("super", venue_id=setup.venue_id)
+    report = await cashier.get(f"/admin/cajas/reportes/sesion/{sale.session_id}")
+    assert report.status_code == 200 and 'id="modifier-mix"' in report.text
+    assert "Doble 1 $2.000" in text_of(report.text)
 
 
 async def test_the_admin_page_refuses_bad_input_in_spanish(admin, setup, sqlite_db):

@@ -13,6 +13,7 @@ from caja_core.dashboard import charts as dashboard_charts
 from caja_core.dashboard import service as dashboard
 from caja_core.jornadas import service as jornadas
 from caja_core.reports import service as reports
+from caja_core.sales import mix
 
 from ..context import Web
 
@@ -46,7 +47,11 @@ async def figures_context(web: Web, *, jornada_id: int | None = None, session_id
         figures = await web.call(dashboard.jornada_figures, web.venue_id, jornada_id)
     else:
         return {"f": None, "charts": {}}
-    return {"f": figures, "charts": {c.id: c for c in dashboard_charts.all_charts(figures)}}
+    return {
+        "f": figures,
+        "charts": {c.id: c for c in dashboard_charts.all_charts(figures)},
+        "modifier_mix": await web.call(mix.modifier_mix, web.venue_id, jornada_id=jornada_id, session_id=session_id),
+    }
 
 
 async def jornada_context(web: Web, jornada_id: int | None, flt: LogFilter) -> dict:
