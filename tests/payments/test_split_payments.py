@@ -161,3 +161,31 @@ async def test_two_cash_parts_then_the_card_for_the_rest_is_counted_once_per_par
     assert attempt.amount == 7500
     session = await session_totals(env)
     assert session.cash_sales_total == 5000 and session.card_sales_total == 7500
+
+
+async def test_a_cash_part_sent_twice_is_received_once(env):
+    """A double tap on "Recibir efectivo" (or a second tab) sends the same part again: the second finds more
+    paid than its screen showed and is refused; the drawer counts the banknote once and the rest is right."""
+    orch = await env.orchestrator()
+    sale_id = await env.sale(9000)
+    async with env.db.session() as s:
+        out = await sales.pay_cash_part(
+            s, venue_id=env.venue_id, sale_id=sale_id, amount="4000", user_id=env.setup.cashier_id, paid_before=0
+        )
+    assert out.cash_part == 4000
+    with pytest.raises(Conflict, match="ya se había recibido"):
+        async with env.db.session() as s:
+            await sales.pay_cash_part(
+                s, venue_id=env.venue_id, sale_id=sale_id, amount="4000", user_id=env.setup.cashier_id, paid_before=0
+            )
+    async with env.db.session() as s:  # the next part, typed on the screen that shows the first one
+        out = await sales.pay_cash_part(
+            s, venue_id=env.venue_id, sale_id=sale_id, amount="1000", user_id=env.setup.cashier_id, paid_before=4000
+        )
+    assert out.cash_part == 5000
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    assert (await env.settle(orch, sale_id)).paid
+    [attempt] = await env.attempts(sale_id)
+    assert attempt.amount == 4000  # the card charged what was really left
+    session = await session_totals(env)
+    assert session.cash_sales_total == 5000 and session.card_sales_total == 4000

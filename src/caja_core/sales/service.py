@@ -390,15 +390,27 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
     return await get_sale(s, venue_id, sale_id)
 
 
-async def pay_cash_part(s: AsyncSession, *, venue_id: int, sale_id: int, amount: object, user_id: int) -> SaleOut:
+async def pay_cash_part(
+    s: AsyncSession, *, venue_id: int, sale_id: int, amount: object, user_id: int, paid_before: int | None = None
+) -> SaleOut:
     """A split payment: part of a pending sale is paid in cash now (the cash goes into the drawer); the rest is
     then paid by card, the backup or cash, each its own payment. Only while no card payment of the sale is in
     flight or in doubt. Several cash parts add up (the customer pays 10 000 in cash, the card declines, they pay
     5 000 more in cash, the rest on the backup), each one audited; a part that would cover what is left is
-    the cash payment of the rest (with its change), not a part."""
+    the cash payment of the rest (with its change), not a part.
+
+    ``paid_before`` is what the screen showed as already paid in cash when the part was typed: a part sent
+    again (a double tap, a second tab) finds more paid than its screen showed and is refused, so the drawer
+    never counts a banknote twice."""
     sale = await _locked_sale(s, sale_id, venue_id)
     if sale.status != "pending_payment":
         raise Conflict("La venta ya no está por cobrar.", code="sale.not_payable")
+    if paid_before is not None and paid_before != (sale.cash_part or 0):
+        raise Conflict(
+            f"Esa parte en efectivo ya se había recibido: van {format_clp(sale.cash_part or 0)} pagados en "
+            "efectivo y no se registró de nuevo. Revise lo que falta antes de recibir otra parte.",
+            code="sale.cash_part_repeated",
+        )
     session = await _open_session(s, venue_id, sale.session_id)
     permissions.require_holder(session, user_id)
     register = await s.get(CashRegister, session.register_id)

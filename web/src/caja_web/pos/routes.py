@@ -87,6 +87,7 @@ class CashForm(msgspec.Struct, kw_only=True):
 
 class CashPartForm(msgspec.Struct, kw_only=True):
     cash_part: str = ""
+    paid: str = ""  # the cash parts the screen showed as already paid
 
 
 class CancelForm(msgspec.Struct, kw_only=True):
@@ -598,7 +599,13 @@ async def pay_cash_part(
     async with web.form(
         "pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data), split_open=True
     ):
-        await web.venue_call(sales.pay_cash_part, sale_id=sale_id, amount=data.cash_part, user_id=web.user_id)
+        await web.venue_call(
+            sales.pay_cash_part,
+            sale_id=sale_id,
+            amount=data.cash_part,
+            user_id=web.user_id,
+            paid_before=form_int(data.paid) if data.paid.strip() else None,
+        )
     return await payment_view(web, sale_id)
 
 
