@@ -337,6 +337,23 @@ async def test_an_offline_period_is_an_incident_on_the_session_once(any_db, setu
     assert "Sin conexión con el servidor desde las" in text and "3 ventas" in text and "(5 min)" in text
 
 
+async def test_device_keys_that_look_like_card_numbers_to_the_scrubber_still_sync(any_db, setup):
+    """About one random UUID in 350 has hex groups whose digits, read across the dashes, pass for a card number:
+    such a sale key or device id must not refuse the whole sync (the device would retry it forever and its queue
+    would never empty). A key that is a card number is still refused."""
+    session = await open_session(any_db, setup)
+    key, device = "faad5e87-0451-4005-9794-694f5140d9b5", "94f5ed42-7df9-40f3-9575-4384114356e0"
+    [result] = await sync(any_db, setup, [cash_sale(setup, session.id, key=key)], device=device)
+    assert result.status == "accepted", result
+    async with any_db.session() as s:
+        await offline.report_queue(
+            s, venue_id=setup.venue_id, register_id=setup.register_id, device_id=device, unsynced=2, user_id=None
+        )
+        assert await offline.unsynced_on_register(s, setup.register_id) == 2
+    with pytest.raises(ValidationFailed):
+        await sync(any_db, setup, [cash_sale(setup, session.id, key="4111-1111-1111-1111")])
+
+
 async def test_an_offline_period_belongs_to_its_cashier_and_stays_within_the_session(any_db, setup):
     """Another cashier cannot put offline periods on a session that is not theirs (each report a new incident in
     its jornada's Z report), and the holder's device cannot stretch one over years: it is cut to the session."""
