@@ -42,6 +42,8 @@ class SaleSeen:
     cashier_id: int  # who rang it up
     outcome: str = "pending"  # cash / card / backup / cancelled / pending
     busy: int = 0
+    tip: int = 0
+    discounted: bool = False
 
 
 @dataclass
@@ -334,6 +336,7 @@ class Cashier:
         )
         self.stats.sales.append(sale)
         await self.think()
+        await self.discount_and_tip(sale)
         roll = self.rng.random()
         if roll < 0.05:
             await self.cancel(sale)
@@ -342,6 +345,34 @@ class Cashier:
         else:
             await self.pay_card(sale)
         await self.next_sale()
+
+    async def discount_and_tip(self, sale: SaleSeen) -> None:
+        """Some customers get $1.000 off the whole sale (a regular), some leave about 10 % as a tip, in
+        round hundreds (the drawer has no coins under $10): the dashboard's product mix, tips and totals must
+        still add up to the sales."""
+        b = self.browser
+        if self.rng.random() < 0.15:
+            r = await b.until_answered(
+                "POST",
+                f"/caja/venta/{sale.sale_id}/descuento",
+                {"line": "", "kind": "amount", "value": "1000", "reason": "Cliente frecuente"},
+                htmx=True,
+                kind="discount",
+            )
+            total = TOTAL.search(r.text)
+            if r.status_code == 200 and total:
+                sale.total, sale.discounted = int(total.group(1).replace(".", "")), True
+            else:
+                self.stats.refused(f"discount {r.status_code}")
+        if self.rng.random() < 0.3:
+            tip = max(100, (sale.total // 10 + 50) // 100 * 100)
+            r = await b.until_answered(
+                "POST", f"/caja/venta/{sale.sale_id}/propina", {"tip": str(tip)}, htmx=True, kind="tip"
+            )
+            if r.status_code == 200:
+                sale.tip = tip
+            else:
+                self.stats.refused(f"tip {r.status_code}")
 
     async def panel(self, sale: SaleSeen) -> str:
         r = await self.browser.until_answered("GET", f"/caja/venta/{sale.sale_id}/pago", htmx=True, kind="poll")
@@ -361,7 +392,8 @@ class Cashier:
         return False
 
     async def pay_cash(self, sale: SaleSeen) -> None:
-        received = next(b for b in [sale.total, 5000, 10000, 20000, 50000, sale.total] if b >= sale.total)
+        due = sale.total + sale.tip
+        received = next(b for b in [due, 5000, 10000, 20000, 50000, due] if b >= due)
         for _ in range(40):
             try:
                 r = await self.browser.request(
@@ -376,7 +408,7 @@ class Cashier:
                 html = await self.panel(sale)  # did it go through? look at the sale again
             if self.read_outcome(sale, html):
                 if sale.outcome == "cash":
-                    self.book.cash += sale.total
+                    self.book.cash += sale.total + sale.tip  # the tip stays in the drawer
                 return
             if 'id="pay"' not in html:
                 await asyncio.sleep(1)  # a card payment of this sale is still running: wait for it

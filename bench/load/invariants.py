@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy import text
 
+from caja_core.dashboard import service as dashboard
 from caja_core.db import Database
 from caja_core.money import format_clp
 from caja_core.payments import lifecycle
@@ -384,7 +385,109 @@ async def check_all(db: Database, venue: Venue, terminals: list[Terminal], stats
         f"{report.differences_total}; unauthorized cash-outs {unauthorized_outs[:5]}",
     )
 
-    # 10. No server error (no 5xx) on any page the cashiers used.
+    # 10. The owner's dashboard figures (from the running totals each sale kept) == SQL over the sales: per
+    #     register, per method and provider (with their tips), per cashier (sales and tips), the quarter hours,
+    #     and the product mix, whose amounts take each sale discount's prorated part (computed here in SQL).
+    async with db.reader() as s:
+        figures = await dashboard.jornada_figures(s, venue.venue_id, venue.jornada_id)
+    paid = "s.jornada_id = :j AND s.status = 'paid' AND NOT s.no_revenue"
+    by_register_sql = {
+        r.code: (r.n, r.total, r.tips)
+        for r in await rows(
+            db,
+            f"SELECT g.code, count(*) AS n, sum(s.total) AS total, sum(s.tip) AS tips FROM sales s "
+            f"JOIN cash_registers g ON g.id = s.register_id WHERE {paid} GROUP BY g.code",
+            j=venue.jornada_id,
+        )
+    }
+    by_method_sql = {
+        r.method: (r.n, r.amount, r.tips)
+        for r in await rows(
+            db,
+            f"""SELECT m.method, sum(m.n) AS n, sum(m.amount) AS amount, sum(m.tips) AS tips FROM (
+                  SELECT s.payment_method AS method, count(*) AS n, sum(s.total - s.cash_part) AS amount,
+                         sum(s.tip) AS tips FROM sales s WHERE {paid} GROUP BY s.payment_method
+                  UNION ALL
+                  SELECT 'cash', 0, sum(s.cash_part), 0 FROM sales s WHERE {paid} AND s.payment_method != 'cash'
+                ) m GROUP BY m.method HAVING sum(m.n) > 0 OR sum(m.amount) > 0""",
+            j=venue.jornada_id,
+        )
+    }
+    by_cashier_sql = {
+        r.cashier_id: (r.n, r.total, r.tip_n, r.tips)
+        for r in await rows(
+            db,
+            f"SELECT s.cashier_id, count(*) AS n, sum(s.total) AS total, count(*) FILTER (WHERE s.tip > 0) AS tip_n, "
+            f"sum(s.tip) AS tips FROM sales s WHERE {paid} GROUP BY s.cashier_id",
+            j=venue.jornada_id,
+        )
+    }
+    products_sql = {
+        r.product_id: (r.units, r.amount)
+        for r in await rows(
+            db,
+            f"""SELECT product_id, sum(quantity) AS units,
+                       sum(net - share - CASE WHEN place <= left_over THEN 1 ELSE 0 END) AS amount
+                FROM (SELECT l.*, whole - CAST(sum(share) OVER (PARTITION BY sale_id) AS BIGINT) AS left_over,
+                             row_number() OVER (PARTITION BY sale_id ORDER BY fraction DESC, id) AS place
+                      FROM (SELECT w.*, CASE WHEN whole > 0 THEN whole * net / base ELSE 0 END AS share,
+                                   CASE WHEN whole > 0 THEN (whole * net) % base ELSE 0 END AS fraction
+                            FROM (SELECT i.id, i.sale_id, coalesce(i.product_id, 0) AS product_id, i.quantity,
+                                         i.line_total - i.discount AS net,
+                                         CAST(sum(i.line_total - i.discount) OVER (PARTITION BY i.sale_id) AS BIGINT) AS base,
+                                         CAST(sum(i.line_total - i.discount) OVER (PARTITION BY i.sale_id) AS BIGINT) - s.total
+                                           AS whole
+                                  FROM sale_items i JOIN sales s ON s.id = i.sale_id WHERE {paid}) w) l) p
+                GROUP BY product_id""",
+            j=venue.jornada_id,
+        )
+    }
+    quarters_sql = {
+        int(r.quarter): (r.n, r.amount)
+        for r in await rows(
+            db,
+            f"SELECT CAST(floor(extract(epoch FROM s.paid_at) / 900) AS bigint) AS quarter, count(*) AS n, "
+            f"sum(s.total) AS amount FROM sales s WHERE {paid} GROUP BY 1",
+            j=venue.jornada_id,
+        )
+    }
+    discounted = (
+        await rows(db, f"SELECT count(*) AS n FROM sales s WHERE {paid} AND s.discount_total > 0", j=venue.jornada_id)
+    )[0].n
+    shown = {
+        "register": {f.key: (f.count, f.amount, f.tips) for f in figures.by_register},
+        "method": {f.key: (f.count, f.amount, f.tips) for f in figures.by_method},
+        "cashier": {
+            c.user_id: (c.sales_count, c.sales_total, c.tip_count, c.tips) for c in figures.cashiers if c.sales_count
+        },
+        "products": {p.product_id: (p.units, p.amount) for p in figures.products},
+        "quarters": {
+            int(q.start.timestamp()) // 900: (q.count, q.amount) for q in figures.quarters if q.count or q.amount
+        },
+    }
+    expected = {
+        "register": by_register_sql,
+        "method": by_method_sql,
+        "cashier": by_cashier_sql,
+        "products": products_sql,
+        "quarters": quarters_sql,
+    }
+    wrong = [k for k in shown if shown[k] != expected[k]]
+    tips_sql = sum(t for *_, t in by_cashier_sql.values())
+    ok = not wrong and figures.tip_total == tips_sql and sum(p.amount for p in figures.products) == figures.total
+    add(
+        "dashboard figures = sum of the sales",
+        ok,
+        f"{figures.tickets} tickets, {format_clp(figures.total)} and tips {format_clp(figures.tip_total)} on "
+        f"{figures.tip_count} sales: per register ({len(by_register_sql)}), method, cashier, quarter hour "
+        f"({len(quarters_sql)}) and product ({len(products_sql)}, {discounted} sales with a discount) as in SQL"
+        if ok
+        else "; ".join(f"{k}: shown {shown[k]} vs sql {expected[k]}" for k in wrong)
+        + f"; tips {figures.tip_total} vs {tips_sql}; products sum {sum(p.amount for p in figures.products)} vs "
+        f"{figures.total}",
+    )
+
+    # 11. No server error (no 5xx) on any page the cashiers used.
     add(
         "no server error",
         not stats.server_errors,

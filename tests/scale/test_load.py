@@ -35,6 +35,9 @@ async def test_busy_night_on_two_instances_keeps_every_invariant():
     assert outcomes["cash"] >= 20 and outcomes["card"] >= 20, result.summary()
     assert outcomes["backup"] >= 3, "no sale went through the KLAP backup:\n" + result.summary()
     assert outcomes["cancelled"] >= 1, result.summary()
+    # Tips and whole-sale discounts, so the dashboard's check covers them.
+    assert sum(1 for s in result.stats.sales if s.tip) >= 5, result.summary()
+    assert sum(1 for s in result.stats.sales if s.discounted) >= 3, result.summary()
     assert result.reconciled >= 1, "no attempt needed reconciliation with the terminal:\n" + result.summary()
     assert len(result.stats.movements) >= 1 and len(result.stats.closes) == 16, result.summary()
     assert len(result.stats.handovers) == 4, "not every relief took their drawer over:\n" + result.summary()
