@@ -19,6 +19,7 @@ from caja_core.sales.models import Sale
 from caja_core.sessions import service as sessions
 from caja_core.sessions.models import FallbackEvent
 from caja_core.testing.fake import Step
+from caja_core.testing.waiting import wait_until
 
 
 # 13 ---------------------------------------------------------------------------------------------------
@@ -281,10 +282,11 @@ async def test_17_second_register_on_the_same_terminal_gets_busy_at_once(env):
     sale2 = await env.sale(session_id=session2.id)
     env.provider.script("charge", Step(delay_s=0.8))  # busy long enough to be seen; max wait is 1.25 s here
     await orch.start_payment(env.venue_id, sale1, env.setup.cashier_id)
-    started = time.monotonic()
+    await wait_until(lambda: env.provider.in_flight == 1, timeout_s=5, what="the first charge on the terminal")
     with pytest.raises(Busy) as err:
         await orch.start_payment(env.venue_id, sale2, env.setup.cashier_id)
-    assert time.monotonic() - started < 0.5 and "Terminal ocupado" in err.value.message
+    # Refused at once: while the first charge is still on the terminal, not after waiting for it to end.
+    assert env.provider.in_flight == 1 and "Terminal ocupado" in err.value.message
     assert await env.attempts(sale2) == []
     p1 = await env.settle(orch, sale1)
     assert p1.paid, (p1.state, p1.message, env.provider.calls)
