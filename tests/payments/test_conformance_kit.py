@@ -58,6 +58,8 @@ class Toy:
                 return Outcome(kind=OutcomeKind.DECLINED, code="timeout")
             if "silence_pending" in self.broken:
                 return Outcome(kind=OutcomeKind.PENDING, reference="ord-silent")
+            if "silence_hangs" in self.broken:
+                await asyncio.Event().wait()  # ignores its own time-out
             await asyncio.sleep(settings.timeout_s * (20 if "silence_forever" in self.broken else 1))
             return Outcome(kind=OutcomeKind.UNKNOWN)
         await progress(Progress("Acerque la tarjeta"))
@@ -74,6 +76,8 @@ class Toy:
         return Outcome(kind=OutcomeKind.APPROVED, code="00", ticket=request.ticket, amount=amount)
 
     async def status(self, request: Any, settings: ToySettings, ctx: Any) -> Outcome:
+        if "status_hangs" in self.broken:
+            await asyncio.Event().wait()  # never answers, whatever the deadline
         if "status_invents" in self.broken:
             return Outcome(kind=OutcomeKind.APPROVED, ticket=request.ticket, amount=request.amount)
         ticket = self.orders.get(request.reference or "", request.ticket)
@@ -88,6 +92,8 @@ class Toy:
         return Outcome(kind=OutcomeKind.APPROVED)
 
     async def health(self, settings: ToySettings, ctx: Any) -> Any:
+        if "health_hangs" in self.broken:
+            await asyncio.Event().wait()
         return "ok" if "health_not_an_outcome" in self.broken else Outcome(kind=OutcomeKind.APPROVED)
 
     def parse_webhook(self, headers: Any, body: bytes) -> WebhookNotice:
@@ -178,12 +184,16 @@ BROKEN = [
     ("test_unreachable_maps_to_unavailable", CHECKOUT, "unreachable_unknown"),
     ("test_silence_maps_to_unknown_never_declined", INTEGRATED, "silence_declined"),
     ("test_silence_maps_to_unknown_never_declined", INTEGRATED, "silence_forever"),
+    ("test_silence_maps_to_unknown_never_declined", INTEGRATED, "silence_hangs"),
     ("test_silence_maps_to_unknown_never_declined", CHECKOUT, "silence_pending"),
     ("test_status_finds_approved_ticket_and_never_invents_one", INTEGRATED, "status_invents"),
     ("test_status_finds_approved_ticket_and_never_invents_one", INTEGRATED, "status_forgets"),
     ("test_status_finds_approved_ticket_and_never_invents_one", CHECKOUT, "status_forgets"),
     ("test_status_finds_approved_ticket_and_never_invents_one", MANUAL, "status_invents"),
+    ("test_status_finds_approved_ticket_and_never_invents_one", INTEGRATED, "status_hangs"),
+    ("test_status_finds_approved_ticket_and_never_invents_one", MANUAL, "status_hangs"),
     ("test_health_answers_an_outcome", INTEGRATED, "health_not_an_outcome"),
+    ("test_health_answers_an_outcome", INTEGRATED, "health_hangs"),
     ("test_webhook_round_trip", INTEGRATED, "webhook_accepted"),
     ("test_webhook_round_trip", CHECKOUT, "webhook_unsigned"),
 ]

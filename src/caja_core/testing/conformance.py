@@ -169,6 +169,15 @@ class ProviderConformance:
     def integrated(self, provider: Any, settings: Any) -> bool:
         return self.kind(provider, settings) == "integrated"
 
+    async def _bounded(self, method: str, call: Any) -> Any:
+        """Await one call of the provider; one that never answers fails the check with one line instead of
+        hanging the suite (the core would wait on it no longer than the policy's deadline)."""
+        limit = self.silent_timeout_s + 5
+        try:
+            return await asyncio.wait_for(call, limit)
+        except TimeoutError:
+            pytest.fail(f"{method} no respondió en {limit:g} s: debe rendirse (UNKNOWN) antes", pytrace=False)
+
     async def _charge(
         self, provider: Any, settings: Any, upstream: Any, reply: str
     ) -> tuple[ChargeRequest, Outcome, list[Progress]]:
@@ -179,8 +188,8 @@ class ProviderConformance:
         async def progress(p: Progress) -> None:
             seen.append(p)
 
-        outcome = await asyncio.wait_for(
-            provider.charge(request, settings, self.context(settings, upstream), progress), self.silent_timeout_s + 5
+        outcome = await self._bounded(
+            "charge", provider.charge(request, settings, self.context(settings, upstream), progress)
         )
         assert isinstance(outcome, Outcome), f"charge devolvió {type(outcome).__name__}, no un Outcome"
         return request, outcome, seen
@@ -289,21 +298,19 @@ class ProviderConformance:
                 request = msgspec.structs.replace(request, reference=outcome.reference or request.reference)
             else:
                 assert outcome.kind is OutcomeKind.APPROVED, outcome
-            found = await provider.status(request, settings, ctx)
+            found = await self._bounded("status", provider.status(request, settings, ctx))
             assert isinstance(found, Outcome), f"status devolvió {type(found).__name__}, no un Outcome"
             assert found.kind is OutcomeKind.APPROVED, f"status no encontró el ticket cobrado: {found}"
             assert found.amount in (None, request.amount), found
             self.assert_no_card_data(found)
         stranger = self.make_request(provider, settings, ticket="999001")
-        unknown = await provider.status(stranger, settings, ctx)
+        unknown = await self._bounded("status", provider.status(stranger, settings, ctx))
         assert isinstance(unknown, Outcome), f"status devolvió {type(unknown).__name__}, no un Outcome"
         assert unknown.kind is not OutcomeKind.APPROVED, "un ticket que nunca se cobró no puede salir aprobado"
 
     @pytest.mark.asyncio
     async def test_health_answers_an_outcome(self, provider: Any, settings: Any, upstream: Any) -> None:
-        outcome = await asyncio.wait_for(
-            provider.health(settings, self.context(settings, upstream)), self.silent_timeout_s + 5
-        )
+        outcome = await self._bounded("health", provider.health(settings, self.context(settings, upstream)))
         assert isinstance(outcome, Outcome), f"health devolvió {type(outcome).__name__}, no un Outcome"
 
     def test_webhook_round_trip(self, provider: Any, settings: Any) -> None:
