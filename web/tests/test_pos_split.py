@@ -139,3 +139,34 @@ def test_cash_a_declined_card_more_cash_and_the_backup_for_the_rest(browser, sit
     assert [(x.total, x.status, x.cash_part) for x in seen["sales"]] == [(15500, "paid", 15000)]
     assert seen["attempts"] == [(5500, "declined"), (500, "failed_not_sent"), (500, "approved_manual")]
     assert seen["session"].cash_sales_total == 15000 and seen["session"].card_sales_total == 500
+
+
+def test_a_cash_part_sent_again_from_a_second_tab_is_not_counted_twice(browser, site, terminal):  # noqa: F811
+    """Two tabs (or two devices) on the pay screen of one split sale: the cash part taken on one is not taken
+    again from the other, whose screen still shows nothing paid; it is refused in Spanish with what is paid, the
+    drawer counts the part once and the card charges what is really left."""
+    terminal.script("charge", Step(kind=OutcomeKind.APPROVED))
+    c = cashier_at(browser, site, VIEWPORTS["1024x768"])
+    page = c.page
+    for name in ("Piscola", "Piscola"):  # $12.000: $4.000 in cash, the rest by card
+        c.product(name)
+    c.tap("#checkout")
+    other = page.context.new_page()
+    other.goto(page.url)
+    for tab in (page, other):
+        tab.click("#split summary")
+        tab.fill("#split input[name=cash_part]", "4000")
+    page.click("#split-pay")
+    other.click("#split-pay")  # at once, before the other tab's screen could follow the first one's part
+    for tab in (page, other):
+        expect(tab.locator("#split-status")).to_contain_text("pagado en efectivo $4.000")
+        expect(tab.locator("#sale-total")).to_have_text("$8.000")
+    refused = [tab for tab in (page, other) if "ya se había recibido" in tab.locator("#panel").inner_text()]
+    assert len(refused) == 1  # whichever tab's part came second
+    page.reload()
+    c.tap("#pay-card")
+    expect(page.locator("#outcome .headline")).to_have_text("APROBADO")
+    seen = night(site)
+    assert [(x.total, x.status, x.cash_part) for x in seen["sales"]] == [(12000, "paid", 4000)]
+    assert seen["attempts"] == [(8000, "approved")]
+    assert seen["session"].cash_sales_total == 4000 and seen["session"].card_sales_total == 8000
