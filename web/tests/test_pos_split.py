@@ -170,3 +170,21 @@ def test_a_cash_part_sent_again_from_a_second_tab_is_not_counted_twice(browser, 
     assert [(x.total, x.status, x.cash_part) for x in seen["sales"]] == [(12000, "paid", 4000)]
     assert seen["attempts"] == [(8000, "approved")]
     assert seen["session"].cash_sales_total == 4000 and seen["session"].card_sales_total == 8000
+
+
+def test_a_split_receipt_with_a_tip_shows_what_the_card_charged(browser, site, terminal):  # noqa: F811
+    """The tip goes on the card part: the receipt's card line is what the terminal charged (rest plus tip), and
+    the cash and card lines add up to the total paid."""
+    terminal.script("charge", Step(kind=OutcomeKind.APPROVED))
+    c = cashier_at(browser, site, VIEWPORTS["1024x768"])
+    page = c.page
+    c.product("Piscola")  # $6.000, tip 10 % $600: $2.000 in cash, $4.600 by card
+    c.tap("#checkout")
+    c.tap("#tip-suggested")
+    expect(page.locator("#tip-amount")).to_have_text("$600")
+    split(c, "2000")
+    c.tap("#pay-card")
+    expect(page.locator("#outcome .headline")).to_have_text("APROBADO")
+    expect(page.locator("#split-cash")).to_contain_text("$2.000")
+    expect(page.locator("#split-card")).to_contain_text("$4.600")
+    assert night(site)["attempts"] == [(4600, "approved")]
