@@ -161,3 +161,12 @@ async def test_the_blind_close_balances_with_discounts_and_tips(env):
     totals = jornada.totals
     assert (totals["tip_count"], totals["tip_total"], totals["cash_tip_total"]) == (2, 1900, 900)
     assert (totals["discount_count"], totals["discount_total"]) == (2, 3500)
+
+
+async def test_no_tip_on_a_paid_sale_and_the_refusal_speaks_of_the_tip(env):
+    sale_id = await env.sale(5000)
+    await pay_cash(env, sale_id)
+    with pytest.raises(Conflict) as refused:
+        await tip(env, sale_id, 500)
+    assert "propina" in refused.value.message and "descontar" not in refused.value.message
+    assert (await pay_cash(env, sale_id)).tip == 0

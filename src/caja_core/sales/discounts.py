@@ -72,10 +72,11 @@ def _recompute(items: list[SaleItem], discounts: list[SaleDiscount]) -> tuple[in
     return net, off
 
 
-async def _editable(s: AsyncSession, venue_id: int, sale_id: int, user_id: int) -> Sale:
+async def _editable(s: AsyncSession, venue_id: int, sale_id: int, user_id: int, what: str = "descontar") -> Sale:
+    """The sale, locked, when its total may still change; ``what`` is what the refusal says cannot be done."""
     sale = await _locked_sale(s, sale_id, venue_id)
     if sale.status != "pending_payment":
-        raise Conflict("Solo se puede descontar una venta por cobrar.", code="sale.not_pending")
+        raise Conflict(f"Solo se puede {what} una venta por cobrar.", code="sale.not_pending")
     if sale.no_revenue:
         raise Conflict("Una cortesía no lleva descuentos.", code="sale.courtesy")
     session = await _open_session(s, venue_id, sale.session_id)

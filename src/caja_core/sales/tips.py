@@ -40,7 +40,7 @@ def parse_tip(raw: object) -> int:
 async def set_tip(s: AsyncSession, *, venue_id: int, sale_id: int, user_id: int, amount: object) -> SaleOut:
     """The sale's tip (0 takes it away): the holder's call, before any payment of the sale charged."""
     tip = parse_tip(amount)
-    sale = await _editable(s, venue_id, sale_id, user_id)
+    sale = await _editable(s, venue_id, sale_id, user_id, what="poner o cambiar la propina de")
     if tip > sale.total:
         raise ValidationFailed(
             f"La propina ({format_clp(tip)}) no puede superar el total de la venta ({format_clp(sale.total)}).",
