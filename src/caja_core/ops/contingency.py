@@ -126,10 +126,8 @@ async def register_state(s: Any, *, venue_id: int, register_id: int) -> Continge
     from ..payments.models import BreakerState
     from ..registers.models import CashRegister
 
-    register = await s.scalar(
-        select(CashRegister).where(CashRegister.id == register_id, CashRegister.venue_id == venue_id)
-    )
-    if register is None:
+    register = await s.get(CashRegister, register_id)  # not read again when this transaction already has it
+    if register is None or register.venue_id != venue_id:
         raise NotFound("La caja no existe.", code="register.not_found")
     rows = (
         await s.execute(

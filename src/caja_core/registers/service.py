@@ -214,11 +214,12 @@ async def create_register(
 
 
 async def _get(s: AsyncSession, venue_id: int, register_id: int, *, lock: bool = False) -> CashRegister:
-    q = select(CashRegister).where(CashRegister.id == register_id, CashRegister.venue_id == venue_id)
     if lock:
-        q = q.with_for_update()
-    register = await s.scalar(q)
-    if register is None:
+        q = select(CashRegister).where(CashRegister.id == register_id, CashRegister.venue_id == venue_id)
+        register = await s.scalar(q.with_for_update())
+    else:  # a register this transaction already read is not read again (a select would not refresh it either)
+        register = await s.get(CashRegister, register_id)
+    if register is None or register.venue_id != venue_id:
         raise NotFound("La caja no existe.", code="register.not_found")
     return register
 

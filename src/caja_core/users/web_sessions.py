@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..clock import utcnow
@@ -34,13 +34,11 @@ async def get_data(s: AsyncSession, key: str, *, renew_until: datetime | None = 
 
 
 async def put_data(s: AsyncSession, key: str, data: bytes, *, expires_at: datetime | None) -> None:
-    row = await s.get(WebSession, key)
-    if row is None:
+    """One UPDATE for a session that exists (every write but a login's), an INSERT for a new one."""
+    result = await s.execute(update(WebSession).where(WebSession.key == key).values(data=data, expires_at=expires_at))
+    if not rowcount(result):
         s.add(WebSession(key=key, data=data, expires_at=expires_at))
-    else:
-        row.data = data
-        row.expires_at = expires_at
-    await s.flush()
+        await s.flush()
 
 
 async def expires_at(s: AsyncSession, key: str) -> datetime | None:

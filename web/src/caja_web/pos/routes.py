@@ -520,8 +520,10 @@ async def courtesy(web: NamedDependency[Web], data: Annotated[CourtesyForm, FORM
 
 
 # ---- payment --------------------------------------------------------------------------------------------
-async def sale_context(web: Web, sale_id: int) -> dict:
-    sale = await web.call(sales.get_sale, web.venue_id, sale_id)
+async def sale_context(web: Web, sale_id: int, sale: Any = None) -> dict:
+    """``sale``: the sale as this request just wrote and read it in its unit (not read again)."""
+    if sale is None or web.unit is None:
+        sale = await web.call(sales.get_sale, web.venue_id, sale_id)
     progress = await web.poll(sale_id, sale)
     ctx = {"sale": sale, "progress": progress, "state": pos_state(web)}
     if panel_template(ctx) == "pos/_pay.html":  # the payment choice offers only what the register's mode allows
@@ -548,8 +550,8 @@ def panel_template(ctx: dict) -> str:
     return "pos/_progress.html" if following else "pos/_pay.html"
 
 
-async def payment_view(web: Web, sale_id: int, **extra) -> Template:
-    ctx = await sale_context(web, sale_id) | extra
+async def payment_view(web: Web, sale_id: int, sale: Any = None, **extra) -> Template:
+    ctx = await sale_context(web, sale_id, sale) | extra
     state = ctx["state"]
     if state.sale_id == sale_id and ctx["sale"].status in ("paid", "cancelled"):
         # The sale is over: the register moves on. Its receipt stays on screen until the next product is
@@ -586,9 +588,11 @@ async def payment_progress(web: NamedDependency[Web], sale_id: FromPath[int]) ->
 async def pay_cash(web: NamedDependency[Web], sale_id: FromPath[int], data: Annotated[CashForm, FORM]) -> Template:
     """Paid, and the receipt read, in one transaction (the request's unit): a refusal leaves nothing behind."""
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data)):
-        await web.venue_call(sales.pay_cash, sale_id=sale_id, cash_received=data.cash_received, user_id=web.user_id)
+        paid = await web.venue_call(
+            sales.pay_cash, sale_id=sale_id, cash_received=data.cash_received, user_id=web.user_id
+        )
     web.after_commit(lambda: after_sale(web.request, sale_id, web.venue_id))
-    return await payment_view(web, sale_id)
+    return await payment_view(web, sale_id, paid)
 
 
 @post("/venta/{sale_id:int}/efectivo-parcial")
