@@ -189,3 +189,18 @@ async def test_a_cash_part_sent_twice_is_received_once(env):
     assert attempt.amount == 4000  # the card charged what was really left
     session = await session_totals(env)
     assert session.cash_sales_total == 5000 and session.card_sales_total == 4000
+
+
+async def test_no_close_while_a_split_sale_holds_a_cash_part(env):
+    """The close would void the unpaid sale and expect the drawer without its cash part, which is in it: the
+    close is refused until the sale is paid or voided (and its cash handed back)."""
+    sale_id = await env.sale(6000)
+    await cash_part(env, sale_id, 2000)
+    with pytest.raises(Conflict, match=r"tiene \$2\.000 en efectivo ya recibidos"):
+        async with env.db.session() as s:
+            await sessions.close_session(
+                s, venue_id=env.venue_id, session_id=env.session_id, user_id=env.setup.cashier_id, counted={}
+            )
+    async with env.db.reader() as s:
+        assert (await sales.get_sale(s, env.venue_id, sale_id)).status == "pending_payment"
+    assert (await session_totals(env)).status == "open"

@@ -740,6 +740,14 @@ async def close_session(
     abandoned = list(
         await s.scalars(select(Sale).where(Sale.session_id == session_id, Sale.status == "pending_payment"))
     )
+    with_cash = [sale for sale in abandoned if sale.cash_part]
+    if with_cash:  # its cash part is in the drawer: the cashier settles it or voids it and hands the cash back
+        sale = with_cash[0]
+        raise Conflict(
+            f"La venta #{sale.id} tiene {format_clp(sale.cash_part)} en efectivo ya recibidos: cobre lo que falta "
+            "o anúlela (y devuelva ese efectivo al cliente) antes de cerrar la caja.",
+            code="session.cash_part_pending",
+        )
     for sale in abandoned:
         sale.status = "cancelled"
         sale.cancelled_at = utcnow()
