@@ -53,7 +53,7 @@ async def test_upgrade_downgrade_upgrade_and_no_drift(empty_url):
 
 
 async def test_the_dashboard_revision_fills_the_tips_and_prorates_the_product_mix(empty_url):
-    """0015 on a database whose sales were paid before it: the quarter-hour totals get their tips and the product
+    """0012 on a database whose sales were paid before it: the quarter-hour totals get their tips and the product
     mix takes each sale discount's prorated part, as the sales keep them from then on."""
     import uuid
 
@@ -112,7 +112,7 @@ async def test_the_dashboard_revision_fills_the_tips_and_prorates_the_product_mi
         kept = (await read(quarters_sql), await read(products_sql))
         assert kept[0] == [("cash", "cash", 2, 19999, 1, 800), ("fake", "card", 1, 8000, 1, 700)]
         assert sum(amount for _, _, amount in kept[1]) == 19999 + 8000
-        # Before 0015 the quarters had no tips and a product counted its lines without the sale discount.
+        # Before 0012 the quarters had no tips and a product counted its lines without the sale discount.
         await db.dispose()
         await migrate.downgrade_async(empty_url, "0011_split_payments")
         async with db.session() as s:

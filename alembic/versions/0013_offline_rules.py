@@ -1,7 +1,7 @@
 """offline rules: the versions of a register's offline rule that devices were given, named by each offline sale
 
-Revision ID: 0014_offline_rules
-Revises: 0015_dashboard_tips_mix
+Revision ID: 0013_offline_rules
+Revises: 0012_dashboard_tips_mix
 Create Date: 2026-12-02 16:10:00
 """
 
@@ -13,8 +13,8 @@ from sqlalchemy.dialects import postgresql
 import caja_core.db.base
 from alembic import op
 
-revision = "0014_offline_rules"
-down_revision = "0015_dashboard_tips_mix"
+revision = "0013_offline_rules"
+down_revision = "0012_dashboard_tips_mix"
 branch_labels = None
 depends_on = None
 

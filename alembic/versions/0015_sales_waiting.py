@@ -1,7 +1,7 @@
 """ventas en espera kept with the sale: when it was left waiting (cleared once its end was seen)
 
-Revision ID: 0013_sales_waiting
-Revises: 0012_modifiers
+Revision ID: 0015_sales_waiting
+Revises: 0014_modifiers
 Create Date: 2026-12-02 16:30:00
 """
 
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 import caja_core.db.base
 from alembic import op
 
-revision = "0013_sales_waiting"
-down_revision = "0012_modifiers"
+revision = "0015_sales_waiting"
+down_revision = "0014_modifiers"
 branch_labels = None
 depends_on = None
 

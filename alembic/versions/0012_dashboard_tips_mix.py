@@ -1,6 +1,6 @@
 """the dashboard's quarter-hour totals keep the tips; the product mix takes each sale discount's prorated part
 
-Revision ID: 0015_dashboard_tips_mix
+Revision ID: 0012_dashboard_tips_mix
 Revises: 0011_split_payments
 Create Date: 2026-12-02 16:30:00
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision = "0015_dashboard_tips_mix"
+revision = "0012_dashboard_tips_mix"
 down_revision = "0011_split_payments"
 branch_labels = None
 depends_on = None

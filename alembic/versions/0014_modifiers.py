@@ -1,7 +1,7 @@
 """modifiers: choices added to a product when it is sold, and what each sale line recorded
 
-Revision ID: 0012_modifiers
-Revises: 0014_offline_rules
+Revision ID: 0014_modifiers
+Revises: 0013_offline_rules
 Create Date: 2026-12-02 16:15:00
 """
 
@@ -12,8 +12,8 @@ from sqlalchemy.dialects import postgresql
 
 from alembic import op
 
-revision = "0012_modifiers"
-down_revision = "0014_offline_rules"
+revision = "0014_modifiers"
+down_revision = "0013_offline_rules"
 branch_labels = None
 depends_on = None
 
