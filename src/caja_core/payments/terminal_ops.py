@@ -686,7 +686,11 @@ def compare(
     by_ticket = {a.ticket: a for a in (known if known is not None else attempts)}
     sales = [t for t in report.sales if t.approved]
     if not from_close and since is not None:
-        sales = [t for t in sales if t.occurred_at is None or t.occurred_at >= since]
+        # The device may still list sales from before the jornada (no close since). Its clock reads whole
+        # seconds, so a sale in the jornada's first second reads earlier than the opening: compare from the
+        # opening's whole second, and never drop a ticket that is one of caja's own attempts of the jornada.
+        start = since.replace(microsecond=0)
+        sales = [t for t in sales if t.ticket in by_ticket or t.occurred_at is None or t.occurred_at >= start]
     if report.sales or report.count == 0:
         seen: set[str] = set()
         for sale in sales:
