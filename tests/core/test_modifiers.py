@@ -146,3 +146,38 @@ async def test_the_same_modifier_twice_and_another_venues_product(sqlite_db):
             await catalog.create_modifier(
                 s, venue_id=st.venue_id, name="Doble", price_delta=0, product_id=other.products["Piscola"]
             )
+
+
+async def test_the_modifier_mix_takes_a_discount_on_the_whole_sale_like_the_product_mix(any_db, setup):
+    """What a modifier added counts net of the sale's discounts, split like the product mix splits them: the
+    line's part of the discount on the whole sale, then the line's reduction across its product and modifiers."""
+    from caja_core.sales import discounts
+
+    st = setup
+    doble = await add_modifier(any_db, st, "Doble", "2.000", product="Piscola")
+    hielo = await add_modifier(any_db, st, "Sin hielo", "", category=st.category_id)
+    session = await open_session(any_db, st)
+    async with any_db.session() as s:
+        sale = await sales.create_sale(
+            s,
+            venue_id=st.venue_id,
+            session_id=session.id,
+            cashier_id=st.cashier_id,
+            items=[
+                sales.ItemInput(product_id=st.products["Piscola"], quantity=2, modifier_ids=[doble.id, hielo.id]),
+                sales.ItemInput(product_id=st.products["Cerveza"], quantity=1),
+            ],
+            idempotency_key=str(uuid.uuid4()),
+        )
+        # 16.000 + 3.500 = 19.500; a 10% discount on the whole sale takes 1.950 off.
+        who = {"venue_id": st.venue_id, "sale_id": sale.id, "user_id": st.cashier_id}
+        sale = await discounts.apply_discount(s, **who, kind="percent", value=10, reason="cliente frecuente")
+        await sales.pay_cash(s, venue_id=st.venue_id, sale_id=sale.id, cash_received=None, user_id=st.cashier_id)
+    assert sale.total == 17550
+    async with any_db.session() as s:
+        figures = await dashboard.session_figures(s, st.venue_id, session.id)
+        sold = await modifier_mix(s, st.venue_id, session_id=session.id)
+    products = {line.name: line.amount for line in figures.products}
+    assert products == {"Piscola": 14400, "Cerveza": 3150}
+    # The Piscola line keeps 14.400 of its 16.000: its two "Doble" (4.000) keep 3.600.
+    assert [(m.name, m.units, m.amount) for m in sold] == [("Doble", 2, 3600), ("Sin hielo", 2, 0)]
