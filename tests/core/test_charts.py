@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from caja_core.dashboard import charts
+from caja_core.dashboard.rollups import quarter_of
 from caja_core.dashboard.service import (
     FallbackMark,
     Figure,
     JornadaFigures,
     NightCurve,
+    NightPoint,
     TerminalFigures,
     night_curve,
     time_line,
@@ -18,6 +21,7 @@ from caja_core.dashboard.service import (
 from caja_core.jornadas.service import JornadaOut
 
 SVG = "{http://www.w3.org/2000/svg}"
+SANTIAGO = ZoneInfo("America/Santiago")
 START = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)  # 23:00 in Santiago
 
 
@@ -145,7 +149,7 @@ def test_all_charts_of_a_jornada_and_of_a_session():
         "tiempo-aprobacion",
     ]
     assert "ventas-caja" not in [c.id for c in charts.all_charts(figures(session_id=3))]
-    compared = figures(night_curves=[NightCurve(label="Esta (27-11-2026)", points=[(23, 1000)])])
+    compared = figures(night_curves=[NightCurve(label="Esta (27-11-2026)", points=[NightPoint(23, 1000)])])
     assert charts.all_charts(compared)[-1].id == "mismo-dia"
 
 
@@ -173,8 +177,10 @@ def test_a_bad_quarter_hour_is_one_mark_naming_its_fallbacks():
 
 def test_the_same_weekday_comparison_has_one_line_per_night_and_one_point_per_hour():
     # Tonight from 22:00 to 00:59 so far; two Fridays earlier from 21:00 to 02:59; a Friday with no sales.
-    tonight = [(22, 10000), (23, 25000), (24, 31000)]
-    earlier = [(21, 5000), (22, 9000), (23, 20000), (24, 20000), (25, 41000), (26, 42000)]
+    tonight = [NightPoint(h, a) for h, a in [(22, 10000), (23, 25000), (24, 31000)]]
+    earlier = [
+        NightPoint(h, a) for h, a in [(21, 5000), (22, 9000), (23, 20000), (24, 20000), (25, 41000), (26, 42000)]
+    ]
     f = figures(
         night_curves=[
             NightCurve(label="Esta (27-11-2026)", points=tonight),
@@ -211,8 +217,56 @@ def test_the_same_weekday_comparison_has_one_line_per_night_and_one_point_per_ho
 def test_a_night_adds_up_hour_by_hour_of_the_night_across_midnight_and_a_clock_change():
     q = lambda iso: int(datetime.fromisoformat(iso).timestamp()) // 900  # noqa: E731
     night = [(q("2026-11-27T23:10:00-03:00"), 3500), (q("2026-11-28T01:20:00-03:00"), 2000)]
-    assert night_curve(night, date(2026, 11, 27), "America/Santiago") == [(23, 3500), (24, 3500), (25, 5500)]
-    # 2026-04-04: at midnight the clock goes back to 23:00; both 23:00 hours are hour 23 of that night.
-    back = [(q("2026-04-04T23:40:00-03:00"), 3500), (q("2026-04-04T23:40:00-04:00"), 2000)]
-    back.append((q("2026-04-05T00:05:00-04:00"), 6000))
-    assert night_curve(back, date(2026, 4, 4), "America/Santiago") == [(23, 5500), (24, 11500)]
+    assert night_curve(night, date(2026, 11, 27), "America/Santiago") == [
+        NightPoint(23, 3500),
+        NightPoint(24, 3500),
+        NightPoint(25, 5500),
+    ]
+    # The night the clock goes back, the hour it goes back over is there twice; the night it goes forward, the hour
+    # it skips is not there at all.
+    back, forward = clock_changes(2026)
+    label = (back.astimezone(SANTIAGO) - timedelta(hours=6)).date()
+    h = (back - timedelta(minutes=20)).astimezone(SANTIAGO).hour  # the hour before the change (23:00)
+    sold = [(back - timedelta(minutes=20), 3500), (back + timedelta(minutes=40), 2000)]
+    sold.append((back + timedelta(minutes=65), 6000))
+    assert night_curve([(quarter_of(t), a) for t, a in sold], label, "America/Santiago") == [
+        NightPoint(h, 3500),
+        NightPoint(h, 5500, again=True),
+        NightPoint(h + 1, 11500),
+    ]
+    label = (forward.astimezone(SANTIAGO) - timedelta(hours=6)).date()
+    h = (forward - timedelta(minutes=20)).astimezone(SANTIAGO).hour
+    sold = [(forward - timedelta(minutes=20), 3500), (forward + timedelta(minutes=10), 2000)]
+    assert night_curve([(quarter_of(t), a) for t, a in sold], label, "America/Santiago") == [
+        NightPoint(h, 3500),
+        NightPoint(h + 2, 5500),
+    ]
+
+
+def clock_changes(year: int) -> tuple[datetime, datetime]:
+    """The instants (UTC) Santiago puts its clocks back and forward in ``year``, as zoneinfo knows them."""
+    changes = {}
+    instant = datetime(year, 1, 1, tzinfo=UTC)
+    while instant.year == year:
+        before, after = (instant - timedelta(seconds=1)).astimezone(SANTIAGO), instant.astimezone(SANTIAGO)
+        if before.utcoffset() != after.utcoffset():
+            changes[after.utcoffset() < before.utcoffset()] = instant
+        instant += timedelta(minutes=15)
+    return changes[True], changes[False]
+
+
+def test_the_comparison_leaves_out_an_hour_no_night_had():
+    # Tonight's clock skipped 00:00; the only earlier night had no sales: no empty hour between 23:00 and 01:00.
+    tonight = [NightPoint(23, 3500), NightPoint(25, 5500)]
+    chart = charts.comparison_chart(
+        figures(night_curves=[NightCurve(label="Esta", points=tonight), NightCurve(label="29-08-2026", points=[])])
+    )
+    assert chart.rows == [["hasta las 01:00", "$3.500", "—"], ["hasta las 02:00", "$5.500", "—"]]
+    root = parse(chart)
+    ticks = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "tick"]
+    assert ticks == ["01:00", "02:00"]
+    (line,) = [g for g in root.iter(f"{SVG}g") if g.get("class") == "night night-0"]
+    xs = [float(c.get("cx")) for c in line.iter(f"{SVG}circle")]
+    assert xs[1] == max(xs) and xs[1] - xs[0] == xs[0] - float(
+        line.find(f"{SVG}polyline").get("points").split()[0].split(",")[0]
+    )

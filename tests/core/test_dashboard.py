@@ -4,15 +4,18 @@ PostgreSQL: a night across midnight, and the two nights of the year when Chile c
 from __future__ import annotations
 
 import uuid
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
 
 from caja_core import clock
-from caja_core.dashboard import rollups
+from caja_core.dashboard import charts, rollups
 from caja_core.dashboard import service as dashboard
 from caja_core.dashboard.models import ProductSales, SalesQuarter
+from caja_core.dashboard.service import NightPoint
 from caja_core.jornadas import service as jornadas
 from caja_core.jornadas.models import Jornada
 from caja_core.offline import service as offline
@@ -177,6 +180,21 @@ class Night:
                 authorization_id=grant,
             )
 
+    async def close(self, iso: str, jornada_id: int, session_id: int, cash_in_drawer: int) -> None:
+        """The cashier counts the drawer as expected and closes; the supervisor closes the jornada."""
+        self.at(iso)
+        async with self.db.session() as s:
+            result = await sessions.close_session(
+                s,
+                venue_id=self.st.venue_id,
+                session_id=session_id,
+                user_id=self.st.cashier_id,
+                counted={"10": cash_in_drawer // 10},
+            )
+        assert (result.status, result.difference) == ("closed", 0)
+        async with self.db.session() as s:
+            await jornadas.close_jornada(s, venue_id=self.st.venue_id, jornada_id=jornada_id, user_id=None)
+
     async def figures(self, jornada_id: int, **kw) -> dashboard.JornadaFigures:
         async with self.db.session() as s:
             return await dashboard.jornada_figures(s, self.st.venue_id, jornada_id, **kw)
@@ -258,14 +276,14 @@ async def test_the_night_daylight_saving_time_ends_keeps_both_2300_hours_apart(n
 
     f = await night.figures(jornada_id)
     assert f.total == 11500
-    assert slots(f.hours) == [("23:00 (-03)", 1, 3500), ("23:00 (-04)", 1, 2000), ("00:00", 1, 6000)]
+    assert slots(f.hours) == [("23:00", 1, 3500), ("23:00 (2ª)", 1, 2000), ("00:00", 1, 6000)]
     assert slots(f.quarters) == [
-        ("23:30 (-03)", 1, 3500),
-        ("23:45 (-03)", 0, 0),
-        ("23:00", 0, 0),
-        ("23:15", 0, 0),
-        ("23:30 (-04)", 1, 2000),
-        ("23:45 (-04)", 0, 0),
+        ("23:30", 1, 3500),
+        ("23:45", 0, 0),
+        ("23:00 (2ª)", 0, 0),
+        ("23:15 (2ª)", 0, 0),
+        ("23:30 (2ª)", 1, 2000),
+        ("23:45 (2ª)", 0, 0),
         ("00:00", 1, 6000),
     ]
     assert [x.start for x in f.quarters] == [
@@ -284,6 +302,104 @@ async def test_the_night_daylight_saving_time_starts_has_no_midnight_hour_and_no
     assert slots(f.quarters) == [("23:45", 1, 7000), ("01:00", 1, 2000), ("01:15", 1, 6000)]
     assert slots(f.hours) == [("23:00", 1, 7000), ("01:00", 2, 8000)]
     assert f.jornada.label_date.isoformat() == "2026-09-05"
+
+
+def clock_change(year: int, back: bool, tz: str = "America/Santiago") -> datetime:
+    """The instant (UTC) ``tz`` puts its clocks back (or forward) in ``year``, as zoneinfo knows it."""
+    z = ZoneInfo(tz)
+    instant = datetime(year, 1, 1, tzinfo=UTC)
+    while instant.year == year:
+        before, after = (instant - timedelta(seconds=1)).astimezone(z), instant.astimezone(z)
+        if before.utcoffset() != after.utcoffset() and (after.utcoffset() < before.utcoffset()) == back:
+            return instant
+        instant += timedelta(minutes=15)
+    raise AssertionError(f"{tz} does not change its clocks in {year}")
+
+
+def local(instant: datetime) -> str:
+    return instant.astimezone(ZoneInfo("America/Santiago")).isoformat()
+
+
+def night_hour(instant: datetime, label_date) -> int:
+    """The hour of the night (from the midnight that starts ``label_date``) of a local time."""
+    wall = instant.astimezone(ZoneInfo("America/Santiago")).replace(tzinfo=None)
+    return int((wall - datetime.combine(label_date, datetime.min.time())).total_seconds() // 3600)
+
+
+async def _same_night_last_week(night, change: datetime, sales: list[tuple[timedelta, str]]) -> int:
+    """A week before the night of ``change``: a jornada with cash sales at those times from the change's
+    instant a week earlier, counted and closed; its cash total."""
+    week_ago = change - timedelta(days=7)
+    jornada_id, session_id = await night.open(local(week_ago - timedelta(hours=3)))
+    total = 0
+    for after, product in sales:
+        await night.cash(local(week_ago + after), session_id, **{product: 1})
+        total += night.st.prices[product]
+    await night.close(local(week_ago + timedelta(hours=3)), jornada_id, session_id, 10000 + total)
+    return total
+
+
+@pytest.mark.parametrize("year", [2026, 2027])
+async def test_the_same_weekday_chart_shows_the_hour_the_clock_goes_back_over_twice(night, year):
+    back = clock_change(year, back=True)
+    repeated = back.astimezone(ZoneInfo("America/Santiago")).strftime("%H:00")
+    # Last week: 23:30 and 00:30 (one pass of each hour). Tonight: 23:30, 23:30 again, and 00:05.
+    minutes = timedelta(minutes=1)
+    await _same_night_last_week(night, back, [(-30 * minutes, "Cerveza"), (30 * minutes, "Agua")])
+    jornada_id, session_id = await night.open(local(back - timedelta(hours=3)))
+    await night.cash(local(back - 30 * minutes), session_id, Cerveza=1)  # 3 500
+    await night.cash(local(back + 30 * minutes), session_id, Agua=1)  # 2 000, the second 23:30
+    await night.cash(local(back + 65 * minutes), session_id, Piscola=1)  # 6 000
+
+    f = await night.figures(jornada_id)
+    h = night_hour(back - 30 * minutes, f.jornada.label_date)
+    assert slots(f.hours) == [(repeated, 1, 3500), (f"{repeated} (2ª)", 1, 2000), ("00:00", 1, 6000)]
+    tonight, last_week = f.night_curves
+    assert tonight.points == [NightPoint(h, 3500), NightPoint(h, 5500, again=True), NightPoint(h + 1, 11500)]
+    assert last_week.points == [NightPoint(h, 3500), NightPoint(h + 1, 5500)]
+    chart = charts.comparison_chart(f)
+    assert chart.rows == [
+        [f"hasta las {repeated} (2ª)", "$3.500", "—"],  # last week's clock never showed it
+        ["hasta las 00:00", "$5.500", "$3.500"],
+        ["hasta las 01:00", "$11.500", "$5.500"],
+    ]
+    assert f"{tonight.label}, hasta las {repeated} (2ª): $3.500" in chart.svg
+    assert f"{last_week.label}, hasta las 00:00: $3.500" in chart.svg
+
+
+@pytest.mark.parametrize("year", [2026, 2027])
+async def test_the_same_weekday_chart_has_no_point_for_the_hour_the_clock_skips(night, year):
+    forward = clock_change(year, back=False)
+    minutes = timedelta(minutes=1)
+    # Last week: 23:50, 00:30 and 01:10. Tonight: 23:50, then (00:00 is 01:00) 01:05 and 01:20.
+    await _same_night_last_week(
+        night, forward, [(-10 * minutes, "Cerveza"), (30 * minutes, "Agua"), (70 * minutes, "Piscola")]
+    )
+    jornada_id, session_id = await night.open(local(forward - timedelta(hours=3)))
+    await night.cash(local(forward - 10 * minutes), session_id, Cerveza=1)  # 3 500
+    await night.cash(local(forward + 5 * minutes), session_id, Agua=1)  # 2 000
+    await night.cash(local(forward + 20 * minutes), session_id, Piscola=1)  # 6 000
+
+    f = await night.figures(jornada_id)
+    h = night_hour(forward - 10 * minutes, f.jornada.label_date)
+    tonight, last_week = f.night_curves
+    assert tonight.points == [NightPoint(h, 3500), NightPoint(h + 2, 11500)]
+    assert last_week.points == [NightPoint(h, 3500), NightPoint(h + 1, 5500), NightPoint(h + 2, 11500)]
+    chart = charts.comparison_chart(f)
+    assert chart.rows == [
+        ["hasta las 00:00", "$3.500", "$3.500"],
+        ["hasta las 01:00", "$3.500", "$5.500"],
+        ["hasta las 02:00", "$11.500", "$11.500"],
+    ]
+    # Tonight's line goes from the end of 23:00 straight to the end of 01:00, at the same places as last week's.
+    root = ET.fromstring(chart.svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    xs = [
+        [c.get("cx") for c in g.iter(f"{ns}circle")]
+        for g in root.iter(f"{ns}g")
+        if (g.get("class") or "").startswith("night ")
+    ]
+    assert len(xs[0]) == 2 and xs[0] == [xs[1][0], xs[1][2]]
 
 
 async def test_terminals_show_approval_rate_time_to_approval_and_breaker(night, any_db):
@@ -389,8 +505,8 @@ async def test_fallback_events_and_the_same_weekday_of_previous_weeks(night, any
     ]
     # The comparison chart's lines: tonight and that Friday, added up hour by hour of the night.
     assert [(c.label, c.points) for c in f.night_curves] == [
-        ("Esta (27-11-2026)", [(23, 3500)]),
-        ("13-11-2026", [(23, 15000), (24, 15000), (25, 40000)]),
+        ("Esta (27-11-2026)", [NightPoint(23, 3500)]),
+        ("13-11-2026", [NightPoint(23, 15000), NightPoint(24, 15000), NightPoint(25, 40000)]),
     ]
 
 

@@ -271,17 +271,22 @@ def approval_time_chart(f: JornadaFigures, chart_id: str = "tiempo-aprobacion") 
 
 def lines_chart(chart_id: str, title: str, description: str, curves: list[NightCurve]) -> Chart:
     """Nights added up hour by hour, one line per night with a point at the end of each hour (the first line,
-    tonight, drawn strongest); the hours of the night along the bottom, a legend on top."""
-    hours = sorted({h for c in curves for h, _ in c.points})
-    first, last = (hours[0], hours[-1]) if hours else (0, 0)
-    top = max((a for c in curves for _, a in c.points), default=0) or 1
+    tonight, drawn strongest); the hours of the night along the bottom, a legend on top.
+
+    The hours along the bottom are every hour from the earliest to the latest of any night, in the order a clock
+    shows them: an hour a night's clock went back over is there twice (``23:00`` then ``23:00 (2ª)``), and a
+    night that had it once ends it where the second one ends (at ``00:00``, like its clock); an hour a night's
+    clock skipped is there only when another night had it, and that night's line goes straight over it."""
+    axis = _night_axis(curves)
+    index = {slot: n for n, slot in enumerate(axis)}
+    ends = [_night_hour_label(axis[n + 1]) if n + 1 < len(axis) else _hour(h + 1) for n, (h, _) in enumerate(axis)]
+    top = max((p.total for c in curves for p in c.points), default=0) or 1
     plot_top, plot_bottom = 20 + 16 * ((len(curves) + 2) // 3), COLUMNS_HEIGHT + 40 - 26
     height = COLUMNS_HEIGHT + 40
-    span = max(1, last - first + 1)
-    step = (WIDTH - 2 * MARGIN) / span
+    step = (WIDTH - 2 * MARGIN) / max(1, len(axis))
 
-    def x_of(hour: int) -> float:
-        return MARGIN + (hour - first + 1) * step  # the end of the hour
+    def x_of(n: int) -> float:
+        return MARGIN + (n + 1) * step  # the end of the n-th hour along the bottom
 
     def y_of(amount: int) -> float:
         return plot_bottom - max(0, amount) / top * (plot_bottom - plot_top)
@@ -290,9 +295,9 @@ def lines_chart(chart_id: str, title: str, description: str, curves: list[NightC
     parts.append(
         f'<line class="axis" x1="{MARGIN}" y1="{plot_bottom}" x2="{WIDTH - MARGIN}" y2="{plot_bottom}"/>'
         f'<text class="value" x="{WIDTH - MARGIN}" y="{plot_top - 4}" text-anchor="end">'
-        f"{escape('máx. ' + format_clp(top) if hours else '')}</text>"
+        f"{escape('máx. ' + format_clp(top) if axis else '')}</text>"
     )
-    if not hours:
+    if not axis:
         parts.append(
             f'<text class="empty" x="{WIDTH // 2}" y="{height // 2}" text-anchor="middle">Sin ventas aún</text>'
         )
@@ -302,32 +307,33 @@ def lines_chart(chart_id: str, title: str, description: str, curves: list[NightC
             f'<g class="legend night-{n}"><line x1="{lx:.1f}" y1="{ly - 4}" x2="{lx + 14:.1f}" y2="{ly - 4}"/>'
             f'<text x="{lx + 18:.1f}" y="{ly}">{escape(_short(c.label, 18))}</text></g>'
         )
+    at = [_places(c, index) for c in curves]
     for n, c in enumerate(curves):
         if not c.points:
             continue
-        start = f"{x_of(c.points[0][0] - 1):.1f},{plot_bottom}"
-        path = " ".join([start] + [f"{x_of(h):.1f},{y_of(a):.1f}" for h, a in c.points])
+        start = f"{x_of(index[c.points[0].slot] - 1):.1f},{plot_bottom}"
+        path = " ".join([start] + [f"{x_of(i):.1f},{y_of(p.total):.1f}" for i, p in zip(at[n], c.points, strict=True)])
         parts.append(f'<g class="night night-{n}"><polyline points="{path}"/>')
-        for h, a in c.points:
+        for i, p in zip(at[n], c.points, strict=True):
             parts.append(
-                f'<circle class="point" cx="{x_of(h):.1f}" cy="{y_of(a):.1f}" r="{4 if n == 0 else 3}">'
-                f"<title>{escape(c.label)}, hasta las {_hour(h + 1)}: {escape(format_clp(a))}</title></circle>"
+                f'<circle class="point" cx="{x_of(i):.1f}" cy="{y_of(p.total):.1f}" r="{4 if n == 0 else 3}">'
+                f"<title>{escape(c.label)}, hasta las {ends[i]}: {escape(format_clp(p.total))}</title></circle>"
             )
         parts.append("</g>")
-    for h in hours:
-        if span <= 12 or (h + 1) % 2 == 0:
+    for n, (h, _) in enumerate(axis):
+        end_hour = axis[n + 1][0] if n + 1 < len(axis) else h + 1
+        if len(axis) <= 12 or end_hour % 2 == 0:
             parts.append(
-                f'<text class="tick" x="{x_of(h):.1f}" y="{height - 8}" text-anchor="middle">{_hour(h + 1)}</text>'
+                f'<text class="tick" x="{x_of(n):.1f}" y="{height - 8}" text-anchor="middle">'
+                f"{ends[n] if step >= 72 else ends[n][6:] or ends[n]}</text>"  # narrow: "23:00", then "(2ª)"
             )
     parts.append("</svg>")
-    by_night = [dict(c.points) for c in curves]
     rows = []
-    for h in hours:
-        row = [f"hasta las {_hour(h + 1)}"]
-        for n, c in enumerate(curves):
-            inside = bool(c.points) and c.points[0][0] <= h
-            reached = max((p for p in by_night[n] if p <= h), default=None)
-            row.append(format_clp(by_night[n][reached]) if inside and reached is not None else "—")
+    for n in range(len(axis)):
+        row = [f"hasta las {ends[n]}"]
+        for c, places in zip(curves, at, strict=True):
+            reached = [p.total for i, p in zip(places, c.points, strict=True) if i <= n]
+            row.append(format_clp(reached[-1]) if reached else "—")
         rows.append(row)
     return Chart(
         id=chart_id,
@@ -339,8 +345,39 @@ def lines_chart(chart_id: str, title: str, description: str, curves: list[NightC
     )
 
 
+def _night_axis(curves: list[NightCurve]) -> list[tuple[int, bool]]:
+    """The hours along the bottom of the comparison: every hour of the night from the earliest any night had to
+    the latest, the second pass of an hour where a night had one, less the hours a night's clock skipped and
+    no night had."""
+    had = {p.slot for c in curves for p in c.points}
+    if not had:
+        return []
+    skipped = set()
+    for c in curves:
+        hours = {p.hour for p in c.points}
+        skipped |= {h for h in range(c.points[0].hour, c.points[-1].hour) if h not in hours} if c.points else set()
+    first, last = min(h for h, _ in had), max(h for h, _ in had)
+    return sorted(had | {(h, False) for h in range(first, last + 1) if h not in skipped})
+
+
+def _places(curve: NightCurve, index: dict[tuple[int, bool], int]) -> list[int]:
+    """Where a night's points stand along the bottom: at the end of their hour, or, for an hour the night's clock
+    showed once where another night's showed it twice, at the end of the second pass (where both clocks read the
+    next hour)."""
+    own = {p.slot for p in curve.points}
+    return [
+        index[(p.hour, True)] if (p.hour, True) in index and (p.hour, True) not in own else index[p.slot]
+        for p in curve.points
+    ]
+
+
 def _hour(hour_of_night: int) -> str:
     return f"{hour_of_night % 24:02d}:00"
+
+
+def _night_hour_label(slot: tuple[int, bool]) -> str:
+    hour, again = slot
+    return f"{_hour(hour)} (2ª)" if again else _hour(hour)
 
 
 def comparison_chart(f: JornadaFigures, chart_id: str = "mismo-dia") -> Chart:

@@ -149,11 +149,25 @@ class PastNight(msgspec.Struct, kw_only=True):
     total_so_far: int
 
 
+class NightPoint(msgspec.Struct, frozen=True):
+    """An hour of a night and the sales added up to its end. ``hour`` is the local hour counted from the midnight
+    that starts the jornada's date (22 is 22:00, 25 is 01:00 the next morning); ``again`` marks the second pass
+    of an hour the clock went back over (the night daylight saving time ends)."""
+
+    hour: int
+    total: int
+    again: bool = False
+
+    @property
+    def slot(self) -> tuple[int, bool]:
+        return self.hour, self.again
+
+
 class NightCurve(msgspec.Struct, kw_only=True):
-    """A night's sales added up hour by hour: (hour of the night, total up to the end of that hour)."""
+    """A night's sales added up hour by hour, one point per hour its clock showed, in order."""
 
     label: str
-    points: list[tuple[int, int]]
+    points: list[NightPoint]
 
 
 class JornadaFigures(msgspec.Struct, kw_only=True):
@@ -526,8 +540,8 @@ async def _figures(
 
 def time_line(quarters: dict[int, list[int]], tz: str) -> tuple[list[TimeSlot], list[TimeSlot]]:
     """Quarter hours from the first sale to the last (empty ones included) and the hours they make, in the
-    order they happened. A local label that happens twice in a night (the hour repeated when daylight saving
-    time ends) carries its UTC offset, so both stay apart."""
+    order they happened. A local time that happens twice in a night (the hour repeated when daylight saving
+    time ends) is labelled "(2ª)" the second time, so both stay apart."""
     used = [q for q, (c, a) in quarters.items() if c or a]
     if not used:
         return [], []
@@ -546,15 +560,15 @@ def time_line(quarters: dict[int, list[int]], tz: str) -> tuple[list[TimeSlot], 
 
 
 def _labelled(slots: list[tuple[datetime, int, int]], tz: str) -> list[TimeSlot]:
-    labels = [to_local(start, tz).strftime("%H:%M") for start, _, _ in slots]
-    repeated = {label for label in labels if labels.count(label) > 1}
-    out = []
-    for (start, count, amount), label in zip(slots, labels, strict=True):
-        if label in repeated:
-            offset = to_local(start, tz).strftime("%z")
-            label = f"{label} ({offset[:3]})"
-        out.append(TimeSlot(start=start, label=label, count=count, amount=amount))
-    return out
+    return [
+        TimeSlot(start=start, label=local_label(to_local(start, tz)), count=count, amount=amount)
+        for start, count, amount in slots
+    ]
+
+
+def local_label(local: datetime) -> str:
+    """``23:15``, or ``23:15 (2ª)`` the second time the clock shows it (when daylight saving time ends)."""
+    return f"{local:%H:%M} (2ª)" if local.fold else f"{local:%H:%M}"
 
 
 class Reads:
@@ -711,21 +725,31 @@ def _past_nights(
     return nights, curves
 
 
-def night_curve(quarters: list[tuple[int, int]], label_date: date, tz: str) -> list[tuple[int, int]]:
-    """(quarter, amount) of a night → (hour of the night, sales added up to the end of that hour): the hour of
-    the night is the local hour counted from the midnight that starts the jornada's date (22 is 22:00, 25 is
-    01:00 the next morning), so nights of different dates line up by the clock their customers saw."""
-    midnight = datetime.combine(label_date, datetime.min.time())
-    per_hour: dict[int, int] = defaultdict(int)
-    for quarter, amount in quarters:
-        local = to_local(quarter_start(quarter), tz).replace(tzinfo=None)
-        per_hour[int((local - midnight).total_seconds() // 3600)] += amount
-    if not per_hour:
+def night_curve(quarters: list[tuple[int, int]], label_date: date, tz: str) -> list[NightPoint]:
+    """(quarter, amount) of a night → its hours from the first quarter to the last, each with the sales added up
+    to its end. Hours are hours of the night (``NightPoint``), so nights of different dates line up by the clock
+    their customers saw; an hour the clock skipped (daylight saving time starts) is not there, and one it went
+    back over (it ends) is there twice, the second pass ``again``."""
+    if not quarters:
         return []
-    points, running = [], 0
-    for hour in range(min(per_hour), max(per_hour) + 1):
-        running += per_hour.get(hour, 0)
-        points.append((hour, running))
+    midnight = datetime.combine(label_date, datetime.min.time())
+
+    def slot(quarter: int) -> tuple[int, bool]:
+        local = to_local(quarter_start(quarter), tz)
+        return int((local.replace(tzinfo=None) - midnight).total_seconds() // 3600), bool(local.fold)
+
+    per_slot: dict[tuple[int, bool], int] = defaultdict(int)
+    for quarter, amount in quarters:
+        per_slot[slot(quarter)] += amount
+    first, last = min(q for q, _ in quarters), max(q for q, _ in quarters)
+    points: list[NightPoint] = []
+    running = 0
+    for quarter in range(first, last + 1):  # in UTC: every hour the clock showed, in the order it showed them
+        hour, again = slot(quarter)
+        if points and points[-1].slot == (hour, again):
+            continue
+        running += per_slot.get((hour, again), 0)
+        points.append(NightPoint(hour, running, again))
     return points
 
 
