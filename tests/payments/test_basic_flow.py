@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from caja_core.audit.models import AuditEvent
-from caja_core.errors import Conflict, ValidationFailed
+from caja_core.errors import Conflict, NotFound, ValidationFailed
 from caja_core.providers import OutcomeKind
 from caja_core.sessions.models import CashSession, FallbackEvent
 from caja_core.testing.fake import Step
@@ -101,6 +101,35 @@ async def test_unavailable_terminal_offers_backup_and_manual_confirmation_pays(e
         (fallback,) = (await s.execute(select(FallbackEvent))).scalars()
         assert (fallback.from_provider, fallback.to_provider, fallback.override) == ("fake", "fakebackup", False)
         assert fallback.user_id == env.setup.cashier_id
+
+
+async def test_a_backup_confirmation_sent_for_another_sale_is_refused(env):
+    """Found: the POS confirmed a backup phone charge by the attempt number alone, whatever sale it was posted
+    for, so a cashier could mark a sale of a drawer they do not hold as paid from their own sale's screen."""
+    orch = await env.orchestrator()
+    sale_id = await env.sale(8000)
+    other_sale = await env.sale(3000)
+    env.provider.script("charge", Step(kind=OutcomeKind.UNAVAILABLE, message="Puerto no encontrado"))
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    await env.until(orch, sale_id, lambda p: p.backup_offered)
+    p = await orch.start_backup(env.venue_id, sale_id, env.setup.cashier_id)
+    with pytest.raises(NotFound) as err:
+        await orch.confirm_manual(
+            env.venue_id,
+            p.manual.attempt_id,
+            env.setup.cashier_id,
+            "AB12CD",
+            "4321",
+            "Visa",
+            "debito",
+            sale_id=other_sale,
+        )
+    assert err.value.code == "payment.manual_other_sale"
+    assert not (await orch.poll(env.venue_id, sale_id)).paid
+    done = await orch.confirm_manual(
+        env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "AB12CD", "4321", "Visa", "debito", sale_id=sale_id
+    )
+    assert done.paid and done.paid_via == "backup"
 
 
 async def test_duplicate_authorization_code_in_jornada_raises_incident(env):

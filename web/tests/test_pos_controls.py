@@ -4,9 +4,11 @@ drawer handover with a blind count, and the supervisor's PIN typed on the cashie
 from __future__ import annotations
 
 from litestar.testing import AsyncTestClient
+from sqlalchemy import func, select
 from test_pos import checkout, open_session
 from webkit import text_of
 
+from caja_core.payments.models import PaymentAttempt
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
 from caja_core.testing.factories import SUPERVISOR_PIN
@@ -182,3 +184,23 @@ async def test_the_reports_show_every_void_with_its_reason_and_who(cashier, setu
         assert "Cliente se fue sin pagar" in page and "Trago devuelto" in page
         assert "Pagadas: 1 ($6.000) · sin pagar: 1 ($3.500)" in page
         assert "Supervisora" in page  # who authorized the paid void
+
+
+async def test_a_cashier_cannot_charge_another_cashiers_sale_on_its_terminal(cashier, app, setup, sqlite_db, fakes):
+    """Found: a cashier of another register could send a sale of a drawer they do not hold to its card terminal
+    (or to its backup) by posting to the sale's card actions, while cash, voids and tips were refused."""
+    await open_session(cashier, setup)
+    sale_id, _ = await checkout(cashier, setup, "Piscola")
+    diego, _diego_id, raw = await second_cashier(app, sqlite_db, setup)
+    try:
+        for path in ("tarjeta", "respaldo", "respaldo/confirmar", "forzar-respaldo", "cancelar-pago"):
+            r = await diego.post(f"/caja/venta/{sale_id}/{path}", htmx=True)
+            assert r.status_code == 403 and "la tiene otro cajero" in r.text, (path, text_of(r.text)[:300])
+    finally:
+        await raw.__aexit__(None, None, None)
+    async with sqlite_db.session() as s:
+        assert await s.scalar(select(func.count()).where(PaymentAttempt.sale_id == sale_id)) == 0
+        assert (await sales.get_sale(s, setup.venue_id, sale_id)).status == "pending_payment"
+    assert fakes[0].ledger == {} and fakes[0].count("charge") == 0
+    r = await cashier.post(f"/caja/venta/{sale_id}/tarjeta", htmx=True)  # the holder still charges it
+    assert r.status_code == 200, text_of(r.text)

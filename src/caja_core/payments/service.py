@@ -965,9 +965,11 @@ class PaymentOrchestrator:
         last4: str,
         brand: str,
         card_type: str,
+        sale_id: int | None = None,
     ) -> PaymentProgress:
         """The cashier charged on the backup phone and types what the phone shows. The amount cannot change.
-        A phone charge confirmed after the sale was paid another way is a duplicate to return."""
+        A phone charge confirmed after the sale was paid another way is a duplicate to return. ``sale_id``, when
+        given, is the sale on the cashier's screen: an attempt of another sale is refused."""
         code = (authorization_code or "").strip().upper()
         if not AUTH_CODE.fullmatch(code):
             raise ValidationFailed(
@@ -997,6 +999,8 @@ class PaymentOrchestrator:
         events: list[PaymentEvent] = []
         async with self.db.session() as s:
             a = await self._attempt(s, attempt_id, venue_id=venue_id, lock=True)
+            if sale_id is not None and a.sale_id != sale_id:
+                raise NotFound("Ese cobro de respaldo no es de esta venta.", code="payment.manual_other_sale")
             if a.state in (lc.APPROVED_MANUAL, lc.REFUND_DUE) and a.authorization_code == code and a.last4 == digits:
                 sale = await self._sale(s, venue_id, a.sale_id)
                 return await self._poll_in(s, venue_id, sale)  # the same confirmation twice: applied once

@@ -613,10 +613,17 @@ async def pay_cash_part(
     return await payment_view(web, sale_id)
 
 
+async def require_holder_of(web: Web, sale_id: int) -> None:
+    """A sale's card and backup payments are its drawer holder's, like its cash, voids, tips and discounts:
+    another cashier (another register's, or the one before a handover) is refused before anything is sent."""
+    await web.venue_call(permissions.require, action=Action.SELL, actor_id=web.user_id, sale_id=sale_id)
+
+
 @post("/venta/{sale_id:int}/tarjeta")
 async def pay_card(request: Request, sale_id: FromPath[int]) -> Template:
     web = Web(request)
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
+        await require_holder_of(web, sale_id)
         await web.orchestrator.start_payment(venue_id=web.venue_id, sale_id=sale_id, user_id=web.user_id)
     return await payment_view(web, sale_id)
 
@@ -625,6 +632,7 @@ async def pay_card(request: Request, sale_id: FromPath[int]) -> Template:
 async def cancel_payment(request: Request, sale_id: FromPath[int]) -> Template:
     web = Web(request)
     async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id)):
+        await require_holder_of(web, sale_id)
         await web.orchestrator.cancel(venue_id=web.venue_id, sale_id=sale_id, user_id=web.user_id)
     return await payment_view(web, sale_id)
 
@@ -696,6 +704,7 @@ async def start_backup(request: Request, sale_id: FromPath[int], data: Annotated
     """Charge on the backup. When the register's policy asks for a supervisor, one types their credentials."""
     web = Web(request)
     async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
+        await require_holder_of(web, sale_id)
         user_id = web.user_id
         if data.supervisor_code:
             user_id = await supervisor_for(web, Action.USE_BACKUP, data.supervisor_code, sale_id=sale_id)
@@ -715,6 +724,7 @@ class ManualConfirm(msgspec.Struct, kw_only=True):
 async def confirm_backup(request: Request, sale_id: FromPath[int], data: Annotated[ManualConfirm, FORM]) -> Template:
     web = Web(request)
     async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data)):
+        await require_holder_of(web, sale_id)
         await web.orchestrator.confirm_manual(
             venue_id=web.venue_id,
             attempt_id=data.attempt_id,
@@ -723,6 +733,7 @@ async def confirm_backup(request: Request, sale_id: FromPath[int], data: Annotat
             brand=data.brand,
             card_type=data.card_type,
             user_id=web.user_id,
+            sale_id=sale_id,
         )
     return await payment_view(web, sale_id)
 
@@ -731,6 +742,7 @@ async def confirm_backup(request: Request, sale_id: FromPath[int], data: Annotat
 async def override_backup(request: Request, sale_id: FromPath[int], data: Annotated[ApproveForm, FORM]) -> Template:
     web = Web(request)
     async with web.form("pos/_progress.html", lambda: sale_context(web, sale_id), override_open=True):
+        await require_holder_of(web, sale_id)
         supervisor_id = await supervisor_for(web, Action.FORCE_BACKUP, data.supervisor_code, sale_id=sale_id)
         await web.orchestrator.override_to_backup(
             venue_id=web.venue_id, sale_id=sale_id, supervisor_id=supervisor_id, note=data.note
