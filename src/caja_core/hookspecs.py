@@ -52,7 +52,9 @@ def select_provider(intent: Sale, candidates: list[str], policy: FallbackPolicy)
 @hookspec
 def on_payment_event(event: PaymentEvent) -> None:
     """React to a payment event (attempt started, approved, declined, in doubt, fell back, overridden,
-    reconciled). Must be fast; an exception is logged and counted, and the other listeners still run."""
+    reconciled). Must be fast; an exception is logged and counted, and the other listeners still run. A plugin's
+    listener never holds the payment: ``async def`` ones are cancelled after a bound, synchronous ones run in
+    the plugin's own thread (``caja_core.plugins.call_event``)."""
 
 
 @hookspec

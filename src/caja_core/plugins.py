@@ -14,12 +14,17 @@ not have, an operator named a plugin that is not installed.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import logging
 import os
+import queue
+import threading
+import weakref
+from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -141,16 +146,119 @@ def _load_entrypoints(pm: pluggy.PluginManager, only: str | None) -> None:
             _register(pm, plugin, name)
 
 
+#: How long a plugin's ``on_payment_event`` listener may take with one event before it is logged and counted as
+#: slow (an ``async def`` listener is cancelled then). The payment never waits for it.
+LISTENER_TIMEOUT_S = 5.0
+#: Events waiting for one plugin's synchronous listener; beyond this they are dropped (logged and counted).
+LISTENER_QUEUE_MAX = 1000
+#: Listeners written in caja itself (the audit, the metrics, printing): they only queue work, and run inline.
+_CORE_PREFIX = "caja_core."
+
+
 def call_event(pm: pluggy.PluginManager, event: PaymentEvent) -> None:
     """Fan an event out to every ``on_payment_event`` listener. Each runs on its own: one that raises is
-    logged and counted (``caja_plugin_listener_failures_total{plugin}``) and the others still run."""
+    logged and counted (``caja_plugin_listener_failures_total{plugin}``) and the others still run.
+
+    On a running event loop (the payment flow) a plugin's listener never holds it: an ``async def`` listener
+    runs as its own task, cancelled after ``LISTENER_TIMEOUT_S``; a synchronous one runs in that plugin's own
+    thread, in order. One still running after ``LISTENER_TIMEOUT_S`` (or whose queue is full) is logged and
+    counted (``caja_plugin_listener_slow_total{plugin}``). caja's own listeners only queue work and run inline."""
     caller = pm.hook.on_payment_event
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
     for impl in reversed(caller.get_hookimpls()):  # pluggy's order: the last registered first
+        function = impl.function
+        kwargs = dict.fromkeys(impl.argnames, event)
         try:
-            impl.function(**dict.fromkeys(impl.argnames, event))
+            if inspect.iscoroutinefunction(function):
+                if loop is None:
+                    asyncio.run(_bounded_listener(impl.plugin_name, function(**kwargs)))
+                else:
+                    task = loop.create_task(
+                        _bounded_listener(impl.plugin_name, function(**kwargs)),
+                        name=f"caja-listener-{impl.plugin_name}",
+                    )
+                    _LISTENER_TASKS.add(task)
+                    task.add_done_callback(_LISTENER_TASKS.discard)
+            elif loop is None or str(getattr(function, "__module__", "")).startswith(_CORE_PREFIX):
+                function(**kwargs)
+            else:
+                _worker(pm, impl.plugin_name).submit(loop, function, kwargs)
         except Exception:  # one listener never breaks the money path nor the other listeners
             log.exception("on_payment_event listener failed (plugin %s)", impl.plugin_name)
             _count_listener_failure(impl.plugin_name)
+
+
+_LISTENER_TASKS: set[asyncio.Task[None]] = set()
+_WORKERS: weakref.WeakKeyDictionary[pluggy.PluginManager, dict[str, _ListenerWorker]] = weakref.WeakKeyDictionary()
+_WORKERS_LOCK = threading.Lock()
+
+
+async def _bounded_listener(plugin: str, call: Any) -> None:
+    try:
+        await asyncio.wait_for(call, LISTENER_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("on_payment_event listener of plugin %s took over %g s: cancelled", plugin, LISTENER_TIMEOUT_S)
+        _count_listener_slow(plugin)
+    except Exception:
+        log.exception("on_payment_event listener failed (plugin %s)", plugin)
+        _count_listener_failure(plugin)
+
+
+class _ListenerWorker:
+    """One plugin's synchronous listener, run in its own daemon thread: events in order, off the event loop."""
+
+    def __init__(self, plugin: str) -> None:
+        self.plugin = plugin
+        self.jobs: queue.Queue[tuple[Callable[..., Any], dict[str, Any], threading.Event]] = queue.Queue(
+            LISTENER_QUEUE_MAX
+        )
+        self.thread = threading.Thread(target=self._run, name=f"caja-listener-{plugin}", daemon=True)
+        self.thread.start()
+
+    def submit(self, loop: asyncio.AbstractEventLoop, function: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+        done = threading.Event()
+        try:
+            self.jobs.put_nowait((function, kwargs, done))
+        except queue.Full:
+            log.warning(
+                "on_payment_event listener of plugin %s is %d events behind: event dropped",
+                self.plugin,
+                LISTENER_QUEUE_MAX,
+            )
+            _count_listener_slow(self.plugin)
+            return
+        loop.call_later(LISTENER_TIMEOUT_S, self._check, done)
+
+    def _check(self, done: threading.Event) -> None:
+        if not done.is_set():
+            log.warning(
+                "on_payment_event listener of plugin %s still running after %g s (the payment did not wait)",
+                self.plugin,
+                LISTENER_TIMEOUT_S,
+            )
+            _count_listener_slow(self.plugin)
+
+    def _run(self) -> None:
+        while True:
+            function, kwargs, done = self.jobs.get()
+            try:
+                function(**kwargs)
+            except Exception:
+                log.exception("on_payment_event listener failed (plugin %s)", self.plugin)
+                _count_listener_failure(self.plugin)
+            finally:
+                done.set()
+
+
+def _worker(pm: pluggy.PluginManager, plugin: str) -> _ListenerWorker:
+    with _WORKERS_LOCK:
+        workers = _WORKERS.setdefault(pm, {})
+        if plugin not in workers:
+            workers[plugin] = _ListenerWorker(plugin)
+        return workers[plugin]
 
 
 def _count_listener_failure(plugin: str) -> None:
@@ -160,6 +268,15 @@ def _count_listener_failure(plugin: str) -> None:
         metrics.PLUGIN_LISTENER_FAILURES.labels(plugin=plugin).inc()
     except Exception:  # the metric is best effort; the log line above already says it
         log.debug("could not count a listener failure", exc_info=True)
+
+
+def _count_listener_slow(plugin: str) -> None:
+    try:
+        from .ops import metrics
+
+        metrics.PLUGIN_LISTENER_SLOW.labels(plugin=plugin).inc()
+    except Exception:  # best effort, as above
+        log.debug("could not count a slow listener", exc_info=True)
 
 
 def template_dirs(pm: pluggy.PluginManager) -> list[str]:

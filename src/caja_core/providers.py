@@ -6,7 +6,8 @@ deadlines and fallback; it calls the provider with a validated ``Settings`` inst
 
 Outcome kinds (what the core may conclude from them):
 
-* ``APPROVED``    — the provider charged exactly this ticket and amount.
+* ``APPROVED``    — the provider charged exactly this ticket and amount (``amount`` filled; the core takes an
+  approval without a whole amount above zero for a provider error and keeps the attempt in doubt).
 * ``DECLINED``    — definitive refusal; nothing was charged.
 * ``PENDING``     — accepted, the final answer comes later (webhook, manual confirmation).
 * ``UNAVAILABLE`` — provably nothing was charged (port missing, connection refused, no receipt and the

@@ -21,6 +21,7 @@ from caja_core.providers import ProviderRegistry
 from caja_core.sales import service as sales
 from caja_core.sales.models import Sale
 from caja_core.sessions import service as sessions
+from caja_core.testing.events import RecordingListener
 from caja_core.testing.factories import make_setup
 from caja_core.testing.fake import ScriptableProvider, manual_provider
 
@@ -74,16 +75,7 @@ class ProvidersPlugin:
             add_provider(p)
 
 
-class Events:
-    def __init__(self) -> None:
-        self.seen: list = []
-
-    @hookimpl
-    def on_payment_event(self, event):
-        self.seen.append(event)
-
-    def kinds(self) -> list[str]:
-        return [e.kind for e in self.seen]
+Events = RecordingListener
 
 
 class Env:

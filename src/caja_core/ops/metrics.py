@@ -81,6 +81,13 @@ PLUGIN_LISTENER_FAILURES = Counter(
     ["plugin"],
     registry=REGISTRY,
 )
+PLUGIN_LISTENER_SLOW = Counter(
+    "caja_plugin_listener_slow",
+    "on_payment_event listeners of plugins that did not finish within their bound, or whose queue was full (the "
+    "payment went on without waiting), by plugin.",
+    ["plugin"],
+    registry=REGISTRY,
+)
 BACKUP_RUNS = Counter(
     "caja_backup_runs", "Scheduled backup runs, by result (ok / failed).", ["result"], registry=REGISTRY
 )

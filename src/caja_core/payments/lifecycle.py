@@ -272,7 +272,7 @@ class Answer:
 class Classified:
     event: Event
     reason: str = ""  # why it is not a match / not proof (for people)
-    mismatch: str | None = None  # amount / time / ticket
+    mismatch: str | None = None  # amount / no_amount / time / ticket
 
 
 @dataclass(frozen=True)
@@ -307,11 +307,23 @@ def match_tolerance_s(measured_skew_s: float | None, base_s: float = DEFAULT_MAT
     return base_s + abs(measured_skew_s or 0.0)
 
 
+def valid_amount(value: object) -> bool:
+    """Whether an approval's amount is a whole number of pesos above zero (a bool is not a number here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def approval_mismatch(view: AttemptView, outcome: Outcome, source: str, tolerance_s: float) -> tuple[str, str] | None:
     """None when the approval matches the attempt; else (what, why) for people."""
     if outcome.ticket and outcome.ticket != view.ticket:
         return "ticket", f"La aprobación es del ticket {outcome.ticket}, no del {view.ticket}."
-    if outcome.amount is not None and outcome.amount != view.amount:
+    if not valid_amount(outcome.amount):
+        # A provider error: an approval must say what it charged. Never paid on an unknown amount.
+        return (
+            "no_amount",
+            f"El proveedor informó aprobado sin un monto válido ({str(outcome.amount)[:20]}): no se da por "
+            "pagado; se consulta de nuevo.",
+        )
+    if outcome.amount != view.amount:
         return "amount", f"Aprobación por {outcome.amount} en vez de {view.amount}."
     if (
         source in LATER_QUESTIONS

@@ -1828,6 +1828,13 @@ class PaymentOrchestrator:
                 outcome=outcome, source=source, not_proof=not_proof, tolerance_s=await self._tolerance(s, a)
             )
             classified = lc.classify(view, answer)
+            if classified.mismatch == "no_amount":
+                log.warning(
+                    "attempt %s: %s answered approved without a valid amount (%r): kept in doubt",
+                    a.id,
+                    a.provider_id,
+                    outcome.amount,
+                )
             decision = lc.decide(
                 view, classified.event, source=source, reason=classified.reason, mismatch=classified.mismatch
             )

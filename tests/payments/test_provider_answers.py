@@ -1,0 +1,109 @@
+"""What the core does with provider answers that break the contract, and with plugins listening to payments."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import msgspec
+import pytest
+from sqlalchemy import select
+
+from caja_core import hookimpl, plugins
+from caja_core.audit.models import AuditEvent
+from caja_core.ops import metrics
+from caja_core.providers import OutcomeKind
+from caja_core.testing.fake import ScriptableProvider, Step
+from caja_core.testing.waiting import wait_until
+
+from .conftest import build_env
+
+
+class ApprovesWithoutAmount(ScriptableProvider):
+    """A terminal that charges, then answers "approved" with a broken amount."""
+
+    def __init__(self, amount: object) -> None:
+        super().__init__("fake")
+        self.bad_amount = amount
+
+    async def charge(self, request, settings, ctx, progress):
+        outcome = await super().charge(request, settings, ctx, progress)
+        if outcome.kind is OutcomeKind.APPROVED:
+            outcome = msgspec.structs.replace(outcome, amount=self.bad_amount)
+        return outcome
+
+
+@pytest.mark.parametrize("amount", [None, 0, -12500, "12500", 12500.0, True], ids=repr)
+async def test_an_approval_without_a_valid_amount_is_never_paid_and_goes_to_reconciliation(sqlite_db, amount):
+    env = await build_env(sqlite_db, primary=ApprovesWithoutAmount(amount))
+    try:
+        env.provider.set_default("status", Step(kind=OutcomeKind.UNKNOWN, message="Sin respuesta"))
+        orch = await env.orchestrator()
+        sale_id = await env.sale(12500)
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+        await wait_until(lambda: env.provider.count("status") >= 1, timeout_s=5, what="the terminal is asked again")
+        p = await orch.poll(env.venue_id, sale_id)
+        assert not p.paid and p.in_doubt, (p.state, p.message)
+        (attempt,) = await env.attempts(sale_id)
+        assert attempt.state in ("in_doubt", "reconciling") and "sin un monto válido" in attempt.response_message
+        assert (await env.sale_row(sale_id)).status == "pending_payment"
+        assert "approved" not in env.events.kinds() and "in_doubt" in env.events.kinds()
+        # The terminal answers the question properly (its ledger has the charge): reconciliation pays the sale.
+        env.provider.set_default("status", None)
+        done = await env.until(orch, sale_id, lambda p: p.paid)
+        assert done.state == "approved" and "reconciled" in env.events.kinds()
+    finally:
+        for orch in env.orchestrators:
+            await orch.stop()
+
+
+async def test_a_blocking_payment_listener_never_stalls_a_payment(env, monkeypatch):
+    """A plugin listener that blocks its thread (like ``time.sleep``) and one that never returns
+    (``async``): the payment is approved as usual, each is logged and counted, caja's own listeners still run."""
+    monkeypatch.setattr(plugins, "LISTENER_TIMEOUT_S", 0.3)
+    release = threading.Event()
+    asleep: list[str] = []
+
+    class Sleepy:
+        @hookimpl
+        def on_payment_event(self, event):
+            asleep.append(event.kind)
+            release.wait(60)  # blocks the thread it runs in, as time.sleep(60) would
+
+    class Stuck:
+        @hookimpl
+        async def on_payment_event(self, event):
+            await asyncio.Event().wait()  # never returns
+
+    env.pm.register(Sleepy(), name="lento")
+    env.pm.register(Stuck(), name="colgado")
+    slow, stuck = (metrics.PLUGIN_LISTENER_SLOW.labels(plugin=name) for name in ("lento", "colgado"))
+    before = slow._value.get(), stuck._value.get()
+    try:
+        orch = await env.orchestrator()
+        sale_id = await env.sale(12500)
+        env.provider.script("charge", Step(delay_s=0.05, progress=["Inserte o acerque tarjeta"]))
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+        done = await env.settle(orch, sale_id)
+        assert done.paid and done.state == "approved"
+        assert {"attempt_started", "approved"} <= set(env.events.kinds())
+        await wait_until(
+            lambda: slow._value.get() > before[0] and stuck._value.get() > before[1],
+            timeout_s=5,
+            what="both listeners counted as slow",
+        )
+        assert asleep == ["attempt_started"]  # its own thread: the later events wait for it, not the payment
+        # The next sale is not held either, and caja's audit listener wrote every event.
+        second = await env.sale(3000)
+        await orch.start_payment(env.venue_id, second, env.setup.cashier_id)
+        assert (await env.settle(orch, second)).paid
+
+        async def audited() -> bool:
+            async with env.db.reader() as s:
+                actions = list((await s.execute(select(AuditEvent.action))).scalars())
+            return actions.count("payment.approved") == 2
+
+        await wait_until(audited, timeout_s=5, what="the audit of both approvals")
+    finally:
+        release.set()
+    await wait_until(lambda: "approved" in asleep, timeout_s=5, what="the sleepy listener catches up, in order")
