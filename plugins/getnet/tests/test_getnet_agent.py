@@ -487,12 +487,14 @@ async def test_a_command_that_expires_while_waiting_for_the_terminal_is_never_se
         late = api.add(_sale("S2", 2000), deadline_s=20, expires_in_s=0.5)  # must start within 0.5 s
         await _until(lambda: api.deliveries.get(late), 10, "el agente recibió el segundo comando")
         await api.result_of(first)
-        await asyncio.sleep(1.0)  # the terminal is free again: the expired command still never goes
+        # The terminal is free again: the next command runs, and the expired one, waiting before it, never went.
+        after = api.add(_sale("S4", 4000), deadline_s=20)
+        await api.result_of(after)
     finally:
         err = await stop_agent(proc)
         await api.stop()
         await sim.stop()
-    assert sim.command_codes().count(Command.SALE) == 1 and sim.charged() == {"S1": 1000}
+    assert sim.command_codes().count(Command.SALE) == 2 and sim.charged() == {"S1": 1000, "S4": 4000}
     assert late not in api.claim_attempts and late not in api.results  # not even claimed
     assert "venció" in err
 
@@ -506,12 +508,14 @@ async def test_a_revoked_command_is_refused_at_the_claim_and_never_sent(tmp_path
         api.revoked.add(ghost)  # the server gave the attempt up meanwhile
         await api.result_of(first)
         await _until(lambda: api.claim_attempts.get(ghost), 10, "el agente intentó reclamarlo")
-        await asyncio.sleep(0.5)
+        # The agent goes on with the next command: the refused one, before it, never went to the terminal.
+        after = api.add(_sale("S4", 4000), deadline_s=20)
+        await api.result_of(after)
     finally:
         await stop_agent(proc)
         await api.stop()
         await sim.stop()
-    assert sim.command_codes().count(Command.SALE) == 1 and sim.charged() == {"S1": 1000}
+    assert sim.command_codes().count(Command.SALE) == 2 and sim.charged() == {"S1": 1000, "S4": 4000}
     assert ghost not in api.results  # nothing to report: it never ran
 
 

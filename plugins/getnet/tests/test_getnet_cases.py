@@ -13,6 +13,7 @@ import pytest
 
 from caja_core.errors import ValidationFailed
 from caja_core.providers import CardData, OutcomeKind
+from caja_core.testing.waiting import wait_until
 from caja_getnet.provider import GetnetSettings
 from caja_getnet.simulator import Fault, Simulator
 
@@ -313,7 +314,7 @@ async def test_cancel_sale_during_a_sale_ends_it_declined(make_request, fast, pr
         settings = GetnetSettings(host=host, port=port, **fast)
         request = make_request()
         charge = asyncio.create_task(provider.charge(request, settings, ctx, progress))
-        await asyncio.sleep(0.35)
+        await wait_until(lambda: progress.items, timeout_s=5, what="el terminal recibió la venta")
         cancelled = await provider.cancel(request, settings, ctx)
         outcome = await charge
         assert cancelled.kind is OutcomeKind.APPROVED
@@ -367,7 +368,7 @@ async def test_seeded_random_faults_never_lose_or_invent_a_charge(
         if outcome.kind is OutcomeKind.APPROVED:
             assert outcome.ticket == request.ticket and outcome.amount == request.amount
             approved[request.ticket] = request.amount
-    await asyncio.sleep(0.6)  # let late answers finish on the terminal side
+    await wait_until(lambda: sim.idle, timeout_s=10, what="el terminal terminó sus respuestas tardías")
     assert approved == sim.tickets()
     assert 0 < len(approved) < 30
 
@@ -405,7 +406,7 @@ async def test_health_during_a_sale_does_not_wait_for_the_customer(make_request,
     try:
         settings = GetnetSettings(host=host, port=port, **fast)
         charge = asyncio.create_task(provider.charge(make_request(), settings, ctx, progress))
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: progress.items, timeout_s=5, what="el terminal recibió la venta")
         started = time.monotonic()
         health = await provider.health(settings, ctx)
         assert health.kind is OutcomeKind.APPROVED and time.monotonic() - started < 0.25

@@ -8,6 +8,7 @@ import msgspec
 import serial
 
 from caja_core.providers import OutcomeKind
+from caja_core.testing.waiting import wait_until
 from caja_getnet.client import GetnetClient
 from caja_getnet.protocol import Deadlines
 from caja_getnet.provider import GetnetSettings
@@ -100,7 +101,7 @@ async def test_cancel_sale_reaches_a_sale_in_flight_on_the_exclusive_serial_port
         settings = GetnetSettings(connection="serial", serial_path=path, **fast)
         request = make_request()
         charge = asyncio.create_task(provider.charge(request, settings, ctx, progress))
-        await asyncio.sleep(0.35)
+        await wait_until(lambda: progress.items, timeout_s=5, what="el terminal recibió la venta")
         cancelled = await provider.cancel(request, settings, ctx)
         assert cancelled.kind is OutcomeKind.APPROVED and cancelled.message == "Venta cancelada"
         outcome = await charge
@@ -145,6 +146,6 @@ async def test_seeded_random_faults_over_serial_never_lose_or_invent_a_charge(
         if outcome.kind is OutcomeKind.APPROVED:
             assert (outcome.ticket, outcome.amount) == (request.ticket, request.amount)
             approved[request.ticket] = request.amount
-    await asyncio.sleep(0.6)
+    await wait_until(lambda: pty_sim.idle, timeout_s=10, what="el terminal terminó sus respuestas tardías")
     assert approved == pty_sim.tickets()
     assert 0 < len(approved) < 16

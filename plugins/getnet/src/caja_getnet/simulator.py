@@ -274,6 +274,7 @@ class Simulator:
         self._operation_id = 0
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Task] = set()
+        self._work: set[asyncio.Task] = set()  # answers and faults still to play out (not the connections)
         self._pty: tuple[int, int] | None = None
         self._pty_link: _PtyLink | None = None
         self._pty_dir: str | None = None
@@ -415,6 +416,12 @@ class Simulator:
         return len(self.history)
 
     @property
+    def idle(self) -> bool:
+        """Nothing left to happen on its own: no sale in progress, none with the acquirer, no late answer or
+        replug still to come. What it charged (``tickets``) is then final until the next command."""
+        return not self._sale_in_progress and self._acquirer is None and not self._work
+
+    @property
     def acquirer_busy(self) -> bool:
         """A sale is still with the acquirer (``acquirer_busy`` fault)."""
         return self._acquirer is not None
@@ -423,6 +430,8 @@ class Simulator:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
         return task
 
     async def _tcp_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
