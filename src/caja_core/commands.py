@@ -609,13 +609,17 @@ def rotate_agent_token(code: str, venue_slug: str | None, token_file: str | None
 
 @cli.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="La misma información en JSON.")
-def plugins_command(as_json: bool) -> None:
-    """Plugins instalados: si se cargan (CAJA_LOAD_PLUGINS), sus hooks, sus proveedores y su configuración."""
+@click.option(
+    "--check", is_flag=True, help="Corre ahora las pruebas de conformidad de cada plugin con proveedores (pytest)."
+)
+def plugins_command(as_json: bool, check: bool) -> None:
+    """Plugins instalados: si se cargan (CAJA_LOAD_PLUGINS), sus hooks, sus proveedores, su configuración y si
+    sus pruebas de conformidad existen y pasan (--check las corre)."""
     import msgspec
 
     from .plugin_kit import describe_plugins
 
-    found = describe_plugins()
+    found = describe_plugins(check=check)
     if as_json:
         click.echo(msgspec.json.encode(found).decode())
         return
@@ -634,6 +638,12 @@ def plugins_command(as_json: bool) -> None:
                 default = "" if field.default in (None, "") else f" = {field.default!r}"
                 options = f" ({' | '.join(field.options)})" if field.options else ""
                 click.echo(f"    {field.name}: {field.kind}{options}{default} — {field.title}")
+        if info.conformance is not None:
+            conformance = info.conformance
+            detail = f": {conformance.detail}" if conformance.detail else ""
+            click.echo(f"  conformidad: {conformance.status}{detail}")
+            if conformance.command and conformance.status != "verificado":
+                click.echo(f"    para verificar: {conformance.command}")
 
 
 @cli.group("plugin")

@@ -5,11 +5,14 @@ runs green)."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from importlib.metadata import EntryPoint
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import pluggy
@@ -30,6 +33,19 @@ class ProviderInfo(msgspec.Struct, kw_only=True):
     settings: list[SettingSpec]
 
 
+class ConformanceInfo(msgspec.Struct, kw_only=True):
+    """Whether a provider plugin's conformance tests (the kit, ``ProviderConformance``) exist and passed.
+
+    ``status``: "sin pruebas" (no test of the plugin subclasses the kit where it is installed), "sin verificar"
+    (found, not run: ``command`` runs them), "verificado" (run now: all passed), "falla" (run now: ``detail``
+    says what failed or why they could not run)."""
+
+    status: Literal["sin pruebas", "sin verificar", "verificado", "falla"]
+    tests: list[str] = []
+    command: str = ""
+    detail: str = ""
+
+
 class PluginInfo(msgspec.Struct, kw_only=True):
     name: str  # entry-point name, or the module of a built-in plugin
     source: str  # "module:attr" of the entry point, or "incorporado"
@@ -38,6 +54,7 @@ class PluginInfo(msgspec.Struct, kw_only=True):
     hooks: list[str]
     providers: list[ProviderInfo] = []
     error: str = ""
+    conformance: ConformanceInfo | None = None  # provider plugins only
 
 
 def _distribution(ep: EntryPoint) -> str:
@@ -49,9 +66,93 @@ def _hooks_of(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     return sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
 
 
-def describe_plugins(environ: dict[str, str] | None = None) -> list[PluginInfo]:
+#: The kit's class name: a test module of the plugin that names it is a conformance test.
+_KIT = "ProviderConformance"
+#: How long ``caja plugins --check`` lets one plugin's conformance tests run.
+CHECK_TIMEOUT_S = 300.0
+
+
+def _module_file(plugin: object) -> Path | None:
+    module = plugin if hasattr(plugin, "__file__") else sys.modules.get(type(plugin).__module__)
+    file = getattr(module, "__file__", None)
+    return Path(file).resolve() if file else None
+
+
+def find_conformance_tests(plugin: object) -> tuple[Path | None, list[Path]]:
+    """The plugin's project folder (the nearest folder above its module with a ``pyproject.toml``, as in a
+    checkout or an editable install) and its test modules that subclass the kit. A plugin installed from a
+    wheel ships no tests: (None, [])."""
+    file = _module_file(plugin)
+    if file is None:
+        return None, []
+    for folder in list(file.parents)[:4]:
+        if folder.name in ("site-packages", "dist-packages"):
+            break
+        if (folder / "pyproject.toml").is_file():
+            tests = folder / "tests"
+            candidates = sorted(tests.rglob("test_*.py")) if tests.is_dir() else []
+            return folder, [path for path in candidates if _KIT in path.read_text(encoding="utf-8", errors="replace")]
+    return None, []
+
+
+_SUMMARY = re.compile(r"^=*\s*(?P<summary>(\d+ \w+(, )?)+) in [\d.]+s", re.MULTILINE)
+
+
+def conformance_of(
+    plugin: object, *, run: bool = False, python: str | None = None, timeout_s: float | None = None
+) -> ConformanceInfo:
+    """What ``caja plugins`` says of a provider plugin's conformance: its kit tests and the command that runs
+    them; with ``run``, the result of running them now (pytest in a child process, bounded by ``timeout_s``)."""
+    python = python or sys.executable
+    root, tests = find_conformance_tests(plugin)
+    if root is None or not tests:
+        return ConformanceInfo(
+            status="sin pruebas",
+            detail="No se encontraron pruebas de conformidad del plugin (una subclase de ProviderConformance en "
+            "tests/ junto a su pyproject.toml); escríbalas como en plugins/README.md.",
+        )
+    names = [str(path) for path in tests]
+    command = f"{python} -m pytest -q {' '.join(names)}"
+    if not run:
+        return ConformanceInfo(status="sin verificar", tests=names, command=command)
+    missing = [package for module, package in TEST_TOOLS.items() if not _importable(module)]
+    if missing:
+        return ConformanceInfo(
+            status="sin verificar",
+            tests=names,
+            command=command,
+            detail=f"Este entorno no tiene {' ni '.join(missing)}: instálelos para verificar "
+            f"({python} -m pip install {' '.join(TEST_TOOLS.values())}).",
+        )
+    limit = timeout_s if timeout_s is not None else CHECK_TIMEOUT_S
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    try:
+        result = subprocess.run(
+            [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *names],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=limit,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return ConformanceInfo(
+            status="falla", tests=names, command=command, detail=f"Las pruebas no terminaron en {limit:g} s."
+        )
+    summary = _SUMMARY.search(result.stdout)
+    text = summary.group("summary") if summary else (result.stdout.strip().splitlines() or ["sin resultado"])[-1]
+    if result.returncode == 0:
+        return ConformanceInfo(status="verificado", tests=names, command=command, detail=text)
+    failed = [line[len("FAILED ") :] for line in result.stdout.splitlines() if line.startswith("FAILED ")]
+    detail = text + ("; " + "; ".join(failed[:5]) if failed else "")
+    return ConformanceInfo(status="falla", tests=names, command=command, detail=detail[:2000])
+
+
+def describe_plugins(environ: dict[str, str] | None = None, *, check: bool = False) -> list[PluginInfo]:
     """Every installed plugin (entry-point group ``caja``) and every built-in one: whether it loads with the
-    current ``CAJA_LOAD_PLUGINS``, the hooks it implements and the providers it registers."""
+    current ``CAJA_LOAD_PLUGINS``, the hooks it implements, the providers it registers and, for a plugin with
+    providers, its conformance tests (run now with ``check``)."""
     pm = make_plugin_manager(environ=environ)
     registry = ProviderRegistry.from_plugin_manager(pm)
     owners: dict[str, str] = {}
@@ -78,6 +179,7 @@ def describe_plugins(environ: dict[str, str] | None = None) -> list[PluginInfo]:
     out: list[PluginInfo] = []
     for name, ep in sorted(installed_entry_points().items()):
         plugin = pm.get_plugin(name)
+        providers = providers_of(name) if plugin is not None else []
         out.append(
             PluginInfo(
                 name=name,
@@ -85,12 +187,14 @@ def describe_plugins(environ: dict[str, str] | None = None) -> list[PluginInfo]:
                 distribution=_distribution(ep),
                 loaded=plugin is not None,
                 hooks=_hooks_of(pm, plugin) if plugin is not None else [],
-                providers=providers_of(name) if plugin is not None else [],
+                providers=providers,
+                conformance=conformance_of(plugin, run=check) if providers else None,
             )
         )
     for name, plugin in sorted(pm.list_name_plugin()):
         if plugin is None or name in installed_entry_points():
             continue
+        providers = providers_of(name)
         out.append(
             PluginInfo(
                 name=name,
@@ -98,7 +202,8 @@ def describe_plugins(environ: dict[str, str] | None = None) -> list[PluginInfo]:
                 distribution="",
                 loaded=True,
                 hooks=_hooks_of(pm, plugin),
-                providers=providers_of(name),
+                providers=providers,
+                conformance=conformance_of(plugin, run=check) if providers else None,
             )
         )
     return out
@@ -142,7 +247,17 @@ def new_plugin(name: str, directory: Path, *, title: str | None = None) -> Path:
     return root
 
 
-__all__ = ["PluginError", "PluginInfo", "ProviderInfo", "check_plugin_name", "describe_plugins", "new_plugin"]
+__all__ = [
+    "ConformanceInfo",
+    "PluginError",
+    "PluginInfo",
+    "ProviderInfo",
+    "check_plugin_name",
+    "conformance_of",
+    "describe_plugins",
+    "find_conformance_tests",
+    "new_plugin",
+]
 
 
 #: What the generated conformance test needs besides caja (a server install of caja ships without them).

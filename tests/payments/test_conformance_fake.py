@@ -34,6 +34,9 @@ class TestScriptableProviderConformance(ProviderConformance):
 
     async def script_upstream(self, upstream, reply):
         upstream.script("charge", REPLY_STEPS[reply])
+        if reply == "unavailable":  # nothing answers any more: a question stays open, a cancel is not sent
+            upstream.set_default("status", Step(kind=OutcomeKind.UNKNOWN, message="Sin conexión"))
+            upstream.set_default("cancel", Step(kind=OutcomeKind.UNAVAILABLE, message="Sin conexión"))
 
     def webhook_for(self, settings, request, outcome):
         body = msgspec.json.encode(

@@ -37,6 +37,7 @@ class Toy:
         self.capabilities = capabilities
         self.broken = set(broken)
         self.next_reply = "approved"
+        self.unreachable = False  # "unavailable" was scripted: nothing answers any more
         self.ledger: dict[str, int] = {}  # ticket (or order) → amount charged
         self.orders: dict[str, str] = {}  # checkout: order → ticket
 
@@ -76,6 +77,12 @@ class Toy:
         return Outcome(kind=OutcomeKind.APPROVED, code="00", ticket=request.ticket, amount=amount)
 
     async def status(self, request: Any, settings: ToySettings, ctx: Any) -> Outcome:
+        if self.unreachable:
+            if "status_unreachable_unavailable" in self.broken:
+                return Outcome(kind=OutcomeKind.UNAVAILABLE)  # "not charged" without asking anyone
+            if "status_unreachable_raises" in self.broken:
+                raise ValidationFailed("Sin conexión.")
+            return Outcome(kind=OutcomeKind.UNKNOWN, message="Sin conexión")
         if "status_hangs" in self.broken:
             await asyncio.Event().wait()  # never answers, whatever the deadline
         if "status_invents" in self.broken:
@@ -83,9 +90,31 @@ class Toy:
         ticket = self.orders.get(request.reference or "", request.ticket)
         if ticket in self.ledger and "status_forgets" not in self.broken:
             return Outcome(kind=OutcomeKind.APPROVED, ticket=ticket, amount=self.ledger[ticket])
+        if "status_unknown_forever" in self.broken:
+            return Outcome(kind=OutcomeKind.UNKNOWN, message="No sé")  # even when the device says it has none
+        if "status_declines_unknown" in self.broken:
+            return Outcome(kind=OutcomeKind.DECLINED, code="404")
+        if "status_pending_unknown" in self.broken:
+            return Outcome(kind=OutcomeKind.PENDING)
         return Outcome(kind=OutcomeKind.UNAVAILABLE)
 
-    async def cancel(self, request: Any, settings: ToySettings, ctx: Any) -> Outcome:
+    async def cancel(self, request: Any, settings: ToySettings, ctx: Any) -> Any:
+        if "cancel_hangs" in self.broken:
+            await asyncio.Event().wait()
+        if "cancel_not_an_outcome" in self.broken:
+            return "cancelado"
+        if "cancel_raises" in self.broken:
+            raise RuntimeError("cancel roto")
+        if "cancel_charges" in self.broken:
+            self.ledger[request.ticket] = request.amount
+        if "cancel_leaks_card" in self.broken:
+            return Outcome(kind=OutcomeKind.APPROVED, message="", card=None, reference="4111111111111111")
+        if self.unreachable:
+            if "cancel_unreachable_raises" in self.broken:
+                raise OSError("Conexión rechazada")
+            if "cancel_unreachable_approves" in self.broken:
+                return Outcome(kind=OutcomeKind.APPROVED, message="Cancelada")
+            return Outcome(kind=OutcomeKind.UNAVAILABLE, message="Sin conexión")
         return Outcome(kind=OutcomeKind.APPROVED)
 
     async def refund(self, request: Any, settings: ToySettings, ctx: Any) -> Outcome:
@@ -122,6 +151,7 @@ class Kit(ProviderConformance):
 
     async def script_upstream(self, upstream: Toy, reply: str) -> None:
         upstream.next_reply = reply
+        upstream.unreachable = upstream.unreachable or reply == "unavailable"
 
     async def pay_upstream(self, upstream: Toy, request: Any, outcome: Outcome) -> None:
         upstream.ledger[upstream.orders[outcome.reference or ""]] = request.amount
@@ -141,6 +171,9 @@ CHECKS = (
     "test_unreachable_maps_to_unavailable",
     "test_silence_maps_to_unknown_never_declined",
     "test_status_finds_approved_ticket_and_never_invents_one",
+    "test_status_of_a_ticket_the_device_does_not_know_is_unavailable",
+    "test_status_when_the_device_cannot_be_reached_is_unknown",
+    "test_cancel_answers_an_outcome_and_charges_nothing",
     "test_health_answers_an_outcome",
     "test_webhook_round_trip",
 )
@@ -192,6 +225,24 @@ BROKEN = [
     ("test_status_finds_approved_ticket_and_never_invents_one", MANUAL, "status_invents"),
     ("test_status_finds_approved_ticket_and_never_invents_one", INTEGRATED, "status_hangs"),
     ("test_status_finds_approved_ticket_and_never_invents_one", MANUAL, "status_hangs"),
+    ("test_status_of_a_ticket_the_device_does_not_know_is_unavailable", INTEGRATED, "status_unknown_forever"),
+    ("test_status_of_a_ticket_the_device_does_not_know_is_unavailable", INTEGRATED, "status_declines_unknown"),
+    ("test_status_of_a_ticket_the_device_does_not_know_is_unavailable", CHECKOUT, "status_unknown_forever"),
+    ("test_status_of_a_ticket_the_device_does_not_know_is_unavailable", CHECKOUT, "status_pending_unknown"),
+    ("test_status_of_a_ticket_the_device_does_not_know_is_unavailable", MANUAL, "status_invents"),
+    ("test_status_when_the_device_cannot_be_reached_is_unknown", INTEGRATED, "status_unreachable_unavailable"),
+    ("test_status_when_the_device_cannot_be_reached_is_unknown", INTEGRATED, "status_unreachable_raises"),
+    ("test_status_when_the_device_cannot_be_reached_is_unknown", CHECKOUT, "status_unreachable_unavailable"),
+    ("test_status_when_the_device_cannot_be_reached_is_unknown", MANUAL, "status_invents"),
+    ("test_cancel_answers_an_outcome_and_charges_nothing", INTEGRATED, "cancel_not_an_outcome"),
+    ("test_cancel_answers_an_outcome_and_charges_nothing", INTEGRATED, "cancel_raises"),
+    ("test_cancel_answers_an_outcome_and_charges_nothing", INTEGRATED, "cancel_hangs"),
+    ("test_cancel_answers_an_outcome_and_charges_nothing", INTEGRATED, "cancel_charges"),
+    ("test_cancel_answers_an_outcome_and_charges_nothing", INTEGRATED, "cancel_leaks_card"),
+    ("test_cancel_answers_an_outcome_and_charges_nothing", INTEGRATED, "cancel_unreachable_raises"),
+    ("test_cancel_answers_an_outcome_and_charges_nothing", INTEGRATED, "cancel_unreachable_approves"),
+    ("test_cancel_answers_an_outcome_and_charges_nothing", CHECKOUT, "cancel_unreachable_approves"),
+    ("test_cancel_answers_an_outcome_and_charges_nothing", MANUAL, "cancel_not_an_outcome"),
     ("test_health_answers_an_outcome", INTEGRATED, "health_not_an_outcome"),
     ("test_health_answers_an_outcome", INTEGRATED, "health_hangs"),
     ("test_webhook_round_trip", INTEGRATED, "webhook_accepted"),

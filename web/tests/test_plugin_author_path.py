@@ -87,7 +87,7 @@ def test_the_generated_conformance_test_is_green_before_it_is_installed(generate
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "9 passed" in result.stdout
+    assert "12 passed" in result.stdout
 
 
 def test_plugin_new_refuses_bad_or_taken_names_and_existing_folders(generated):
@@ -106,10 +106,15 @@ def test_caja_plugins_lists_installed_loaded_hooks_and_settings():
     assert "hooks: provider_defaults, register_commands, register_providers" in out
     assert "proveedor getnet «GETNET»" in out and "sales_report" in out
     assert "caja_core.printing.drivers — cargado (incorporado)" in out
+    # Each provider plugin's conformance: its kit tests found beside its pyproject.toml, and how to run them.
+    assert "conformidad: sin verificar" in out
+    assert "para verificar: " in out and "plugins/getnet/tests/test_getnet_conformance.py" in out
     only = caja("plugins", "--json", env={"CAJA_LOAD_PLUGINS": "getnet"})
     found = {p["name"]: p for p in json.loads(only.stdout)}
     assert found["klap"]["loaded"] is False and found["klap"]["hooks"] == []
     assert found["getnet"]["loaded"] and found["web"]["loaded"]
+    assert found["getnet"]["conformance"]["status"] == "sin verificar" and found["klap"]["conformance"] is None
+    assert found["web"]["conformance"] is None  # no providers, nothing to verify
     fields = {f["name"]: f for f in found["getnet"]["providers"][0]["settings"]}
     assert fields["port"]["kind"] == "number"
 

@@ -33,7 +33,12 @@ The base class then checks, with real calls through the provider:
   data only), declined → DECLINED with the code kept, unavailable → UNAVAILABLE, and **silence → UNKNOWN,
   never DECLINED or UNAVAILABLE** (a time-out is "in doubt", not "not charged");
 * reconciliation: ``status`` never reports a ticket nobody charged as approved (every provider), and finds an
-  approved one (providers with ``Capability.STATUS``);
+  approved one (providers with ``Capability.STATUS``); a ticket the device (or API) says it does not know is
+  UNAVAILABLE (UNKNOWN allowed meanwhile for up to ``silent_timeout_s``, the core asks again), and a device that
+  cannot be reached gives UNKNOWN, never UNAVAILABLE (integrated and checkout providers; ``script_upstream(…,
+  "unavailable")`` must make the device unreachable for every later call, not only the next charge);
+* cancel: answers an ``Outcome`` of any kind, in time, without card data, never raising, also without a device
+  (then never APPROVED), and charges nothing;
 * webhooks, when the provider has ``Capability.WEBHOOK``: a signed notice round-trips through
   ``verify_webhook`` and ``parse_webhook``; a tampered one is refused. Without the capability,
   ``parse_webhook`` refuses with a ``CajaError``.
@@ -120,7 +125,8 @@ class ProviderConformance:
     # hooks a subclass implements ------------------------------------------------------------------------
     async def script_upstream(self, upstream: Any, reply: str) -> None:
         """Arrange that the next charge meets ``reply`` upstream: "approved", "declined", "unavailable" (the
-        device/API cannot be reached at all) or "silent" (it received the request and never answers)."""
+        device/API cannot be reached at all, for this and every later call) or "silent" (it received the request
+        and never answers)."""
         raise NotImplementedError("Implemente script_upstream(upstream, reply) para un proveedor integrado.")
 
     async def pay_upstream(self, upstream: Any, request: ChargeRequest, outcome: Outcome) -> None:
@@ -170,13 +176,18 @@ class ProviderConformance:
         return self.kind(provider, settings) == "integrated"
 
     async def _bounded(self, method: str, call: Any) -> Any:
-        """Await one call of the provider; one that never answers fails the check with one line instead of
-        hanging the suite (the core would wait on it no longer than the policy's deadline)."""
+        """Await one call of the provider; one that never answers, or raises, fails the check with one line
+        instead of hanging the suite (the core would wait on it no longer than the policy's deadline)."""
         limit = self.silent_timeout_s + 5
         try:
             return await asyncio.wait_for(call, limit)
         except TimeoutError:
             pytest.fail(f"{method} no respondió en {limit:g} s: debe rendirse (UNKNOWN) antes", pytrace=False)
+        except Exception as exc:  # noqa: BLE001 - a provider answers with an Outcome, it does not raise
+            pytest.fail(
+                f"{method} lanzó {type(exc).__name__}: {exc}; debe responder un Outcome (UNAVAILABLE o UNKNOWN)",
+                pytrace=False,
+            )
 
     async def _charge(
         self, provider: Any, settings: Any, upstream: Any, reply: str
@@ -307,6 +318,84 @@ class ProviderConformance:
         unknown = await self._bounded("status", provider.status(stranger, settings, ctx))
         assert isinstance(unknown, Outcome), f"status devolvió {type(unknown).__name__}, no un Outcome"
         assert unknown.kind is not OutcomeKind.APPROVED, "un ticket que nunca se cobró no puede salir aprobado"
+
+    async def _status_until_final(self, provider: Any, settings: Any, upstream: Any, request: ChargeRequest) -> Outcome:
+        """Ask ``status`` as the core does, again while it answers UNKNOWN ("cannot tell now"), until
+        ``silent_timeout_s`` has passed: the last answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.silent_timeout_s
+        pause = 0.05
+        while True:
+            answer = await self._bounded("status", provider.status(request, settings, self.context(settings, upstream)))
+            assert isinstance(answer, Outcome), f"status devolvió {type(answer).__name__}, no un Outcome"
+            if answer.kind is not OutcomeKind.UNKNOWN or loop.time() >= deadline:
+                return answer
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            pause = min(pause * 2, 0.5)
+
+    @pytest.mark.asyncio
+    async def test_status_of_a_ticket_the_device_does_not_know_is_unavailable(
+        self, provider: Any, settings: Any, upstream: Any
+    ) -> None:
+        """The device (or API) answers that it has no such ticket: UNAVAILABLE, the proof that nothing was
+        charged. UNKNOWN is allowed only while the device may still be working on it (re-asked, as the core
+        does, for up to ``silent_timeout_s``); never APPROVED, DECLINED or PENDING. A manual provider has no
+        device to ask (the cashier confirms its payments): its ``status`` is only checked never to approve."""
+        if self.kind(provider, settings) == "manual":
+            stranger = self.make_request(provider, settings, ticket="999002")
+            answer = await self._bounded(
+                "status", provider.status(stranger, settings, self.context(settings, upstream))
+            )
+            assert isinstance(answer, Outcome), f"status devolvió {type(answer).__name__}, no un Outcome"
+            assert answer.kind is not OutcomeKind.APPROVED, "un ticket que nunca se cobró no puede salir aprobado"
+            return
+        stranger = self.make_request(provider, settings, ticket="999002")
+        answer = await self._status_until_final(provider, settings, upstream, stranger)
+        assert answer.kind is OutcomeKind.UNAVAILABLE, (
+            f"el equipo no conoce el ticket: status debe responder UNAVAILABLE (no cobrado), no {answer.kind}: {answer}"
+        )
+
+    @pytest.mark.asyncio
+    async def test_status_when_the_device_cannot_be_reached_is_unknown(
+        self, provider: Any, settings: Any, upstream: Any
+    ) -> None:
+        """Nobody answered the question: UNKNOWN ("cannot tell now", the core asks again later), never
+        UNAVAILABLE (that would be "not charged" without asking) nor an exception. Manual providers: as above."""
+        if self.kind(provider, settings) == "manual":
+            await self.test_status_of_a_ticket_the_device_does_not_know_is_unavailable(provider, settings, upstream)
+            return
+        request = self.make_request(provider, settings)
+        await self.script_upstream(upstream, "unavailable")
+        answer = await self._bounded("status", provider.status(request, settings, self.context(settings, upstream)))
+        assert isinstance(answer, Outcome), f"status devolvió {type(answer).__name__}, no un Outcome"
+        assert answer.kind is OutcomeKind.UNKNOWN, (
+            f"sin poder preguntar al equipo, status es UNKNOWN (en duda), no {answer.kind}: {answer}"
+        )
+
+    @pytest.mark.asyncio
+    async def test_cancel_answers_an_outcome_and_charges_nothing(
+        self, provider: Any, settings: Any, upstream: Any
+    ) -> None:
+        """``cancel`` may answer any kind (the core reconciles afterwards whatever it says), but it answers: an
+        ``Outcome`` within the deadline, without card data, without raising, whether the device is there or
+        cannot be reached; and a cancel never charges (``status`` does not approve the cancelled ticket)."""
+        ctx = self.context(settings, upstream)
+        request = self.make_request(provider, settings)
+        answer = await self._bounded("cancel", provider.cancel(request, settings, ctx))
+        assert isinstance(answer, Outcome), f"cancel devolvió {type(answer).__name__}, no un Outcome"
+        assert isinstance(answer.kind, OutcomeKind), answer
+        self.assert_no_card_data(answer)
+        after = await self._bounded("status", provider.status(request, settings, ctx))
+        assert isinstance(after, Outcome), f"status devolvió {type(after).__name__}, no un Outcome"
+        assert after.kind is not OutcomeKind.APPROVED, f"cancelar un ticket no enviado no puede cobrarlo: {after}"
+        if self.kind(provider, settings) == "manual":
+            return
+        await self.script_upstream(upstream, "unavailable")
+        unreachable = await self._bounded("cancel", provider.cancel(request, settings, ctx))
+        assert isinstance(unreachable, Outcome), f"cancel devolvió {type(unreachable).__name__}, no un Outcome"
+        assert unreachable.kind is not OutcomeKind.APPROVED, (
+            f"sin equipo no se canceló nada: cancel no puede responder APPROVED ({unreachable})"
+        )
 
     @pytest.mark.asyncio
     async def test_health_answers_an_outcome(self, provider: Any, settings: Any, upstream: Any) -> None:
