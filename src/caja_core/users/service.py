@@ -16,7 +16,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..audit.service import record
 from ..clock import utcnow
@@ -347,7 +347,7 @@ async def logout_everywhere(s: AsyncSession, venue_id: int, user_id: int, *, act
     return user_out(user)
 
 
-async def session_user(s: AsyncSession, user_id: int) -> SessionUser | None:
+async def session_user(s: AsyncSession | AsyncConnection, user_id: int) -> SessionUser | None:
     """The one indexed read each authenticated request makes (primary key)."""
     row = (
         await s.execute(

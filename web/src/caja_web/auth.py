@@ -39,8 +39,8 @@ def requires(*roles: str):
         if viewer is None:
             raise NotAuthorizedException("login required")
         db = connection.app.state.db
-        async with db.reader(autocommit=True) as s:  # one statement: no transaction round trips
-            current = await users.session_user(s, viewer.id)
+        async with db.autocommit() as conn:  # one statement: no transaction round trips, no ORM session
+            current = await users.session_user(conn, viewer.id)
         if (
             current is None
             or not current.active

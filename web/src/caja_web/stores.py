@@ -28,7 +28,9 @@ def _seconds(value: int | timedelta | None) -> int | None:
 
 
 class DatabaseSessionStore(Store):
-    """A Litestar ``Store`` backed by the database through ``caja_core.users.web_sessions``."""
+    """A Litestar ``Store`` backed by the database through ``caja_core.users.web_sessions``. Each operation is
+    one statement on a connection in autocommit (no ORM session, no BEGIN/COMMIT): a request reads its
+    session's row once and, when the session changed, writes it once."""
 
     #: Probability that a write also purges expired rows (keeps the table small without a job).
     purge_probability = 0.01
@@ -40,37 +42,35 @@ class DatabaseSessionStore(Store):
         data = value.encode() if isinstance(value, str) else value
         seconds = _seconds(expires_in)
         expires_at = utcnow() + timedelta(seconds=seconds) if seconds else None
-        try:
-            async with self.db.session() as s:
-                await web_sessions.put_data(s, key, data, expires_at=expires_at)
-        except IntegrityError:  # two requests of one new session raced to insert: the second updates
-            async with self.db.session() as s:
-                await web_sessions.put_data(s, key, data, expires_at=expires_at)
-        if random.random() < self.purge_probability:
-            async with self.db.session() as s:
-                await web_sessions.purge_expired(s)
+        async with self.db.autocommit() as conn:
+            try:
+                await web_sessions.put_data(conn, key, data, expires_at=expires_at)
+            except IntegrityError:  # two requests of one new session raced to insert: the second updates
+                await web_sessions.put_data(conn, key, data, expires_at=expires_at)
+            if random.random() < self.purge_probability:
+                await web_sessions.purge_expired(conn)
 
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         seconds = _seconds(renew_for)
-        async with self.db.session() as s:
+        async with self.db.autocommit() as conn:
             return await web_sessions.get_data(
-                s, key, renew_until=utcnow() + timedelta(seconds=seconds) if seconds else None
+                conn, key, renew_until=utcnow() + timedelta(seconds=seconds) if seconds else None
             )
 
     async def delete(self, key: str) -> None:
-        async with self.db.session() as s:
-            await web_sessions.delete_data(s, key)
+        async with self.db.autocommit() as conn:
+            await web_sessions.delete_data(conn, key)
 
     async def delete_all(self) -> None:
-        async with self.db.session() as s:
-            await web_sessions.delete_all(s)
+        async with self.db.autocommit() as conn:
+            await web_sessions.delete_all(conn)
 
     async def exists(self, key: str) -> bool:
         return await self.get(key) is not None
 
     async def expires_in(self, key: str) -> int | None:
-        async with self.db.session() as s:
-            when = await web_sessions.expires_at(s, key)
+        async with self.db.autocommit() as conn:
+            when = await web_sessions.expires_at(conn, key)
         return None if when is None else max(0, int((when - utcnow()).total_seconds()))
 
 
