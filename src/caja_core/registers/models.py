@@ -3,8 +3,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint, event
+from sqlalchemy.orm import Mapped, QueryContext, mapped_column
 
 from ..clock import utcnow
 from ..db.base import Base, JSONType, UTCDateTime
@@ -56,3 +56,12 @@ class BackupPhone(Base):
     register_id: Mapped[int | None] = mapped_column(ForeignKey("cash_registers.id"), nullable=True, index=True)
     available: Mapped[bool] = mapped_column(Boolean, default=True)
     last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+@event.listens_for(CashRegister, "load")
+def _held_by_its_session(register: CashRegister, context: QueryContext) -> None:
+    """A register read in a transaction stays in its session until the session ends. The session's identity map
+    holds rows weakly, and services turn a register into a ``RegisterOut`` and drop the row: without this, each
+    ``s.get(CashRegister, id)`` of one request (the sale's checks, the payment's progress, the register's mode)
+    read it again. A register changes only through its row in a transaction, so the held row is current."""
+    context.session.info.setdefault("caja_registers", []).append(register)
