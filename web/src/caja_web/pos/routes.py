@@ -485,13 +485,16 @@ async def checkout(web: NamedDependency[Web], data: Annotated[CartForm, FORM]) -
             items=state.items(),
             idempotency_key=state.sale_key,
         )
-    notes, refill = await give_carried(web, state, sale) if state.carried_discounts or state.tip_share else ([], {})
+    carried = bool(state.carried_discounts or state.tip_share)
+    notes, refill = await give_carried(web, state, sale) if carried else ([], {})
     state.sale_id = sale.id
     state.touch()
     carts.save(web.request, state)
     if refill:
         return await payment_view(web, sale.id, carried_notes=notes, form=refill, discount_open=True)
-    return await payment_view(web, sale.id, carried_notes=notes)
+    # The sale as created in this unit is what the pay screen shows (read again only when discounts or a tip
+    # were given back to it).
+    return await payment_view(web, sale.id, None if carried else sale, carried_notes=notes)
 
 
 class CourtesyForm(msgspec.Struct, kw_only=True):
