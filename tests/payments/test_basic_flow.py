@@ -132,6 +132,26 @@ async def test_a_backup_confirmation_sent_for_another_sale_is_refused(env):
     assert done.paid and done.paid_via == "backup"
 
 
+async def test_a_backup_phone_charge_confirmed_after_a_cancel_pays_the_waiting_sale(env):
+    """Found: with the backup phone's form open in a second tab, a cancel in the first tab made the phone's real
+    charge unconfirmable: the screen said "No se cobró nada" to the cashier typing its authorization code."""
+    orch = await env.orchestrator()
+    sale_id = await env.sale(8000)
+    env.provider.script("charge", Step(kind=OutcomeKind.UNAVAILABLE, message="Puerto no encontrado"))
+    await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+    await env.until(orch, sale_id, lambda p: p.backup_offered)
+    p = await orch.start_backup(env.venue_id, sale_id, env.setup.cashier_id)
+    cancelled = await orch.cancel(env.venue_id, sale_id, env.setup.cashier_id)
+    assert cancelled.state == "cancelled" and not cancelled.paid
+    done = await orch.confirm_manual(
+        env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "AB12CD", "4321", "Visa", "debito", sale_id=sale_id
+    )
+    assert done.paid and done.paid_via == "backup" and done.state == "approved_manual"
+    async with env.db.reader() as s:
+        session = await s.get(CashSession, env.session_id)
+        assert (session.primary_count, session.backup_count) == (0, 1)
+
+
 async def test_duplicate_authorization_code_in_jornada_raises_incident(env):
     from caja_core.audit.models import Incident
 

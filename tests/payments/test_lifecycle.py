@@ -175,8 +175,15 @@ def test_a_writer_that_lost_the_lease_may_only_deliver_proofs():
 
 
 def test_a_superseded_manual_attempt_confirmed_later_is_a_duplicate():
-    d = lc.decide(view(State.CANCELLED), Event.MANUAL_CONFIRM)
+    d = lc.decide(view(State.CANCELLED, sale_pending=False), Event.MANUAL_CONFIRM)
     assert d.state == State.REFUND_DUE and Effect.RETURN_DUPLICATE in d.effects
+
+
+def test_a_cancelled_manual_attempt_confirmed_while_its_sale_waits_pays_it():
+    d = lc.decide(view(State.CANCELLED), Event.MANUAL_CONFIRM)
+    assert (
+        d.state == State.APPROVED_MANUAL and Effect.PAY_SALE in d.effects and Effect.RETURN_DUPLICATE not in d.effects
+    )
 
 
 def test_apply_writes_the_state_and_ends_the_attempt():

@@ -370,6 +370,9 @@ def decide(
     """The next state of the attempt and the effects to run, for one event."""
     old = str(view.state)
     target = next_state(old, event)
+    if event is Event.MANUAL_CONFIRM and target == REFUND_DUE and view.sale_pending:
+        # a phone charge given up on screen whose sale still waits (and nothing else is charging it) pays it
+        target = APPROVED_MANUAL
     if target is None or (view.fenced_out and event not in FENCED_OUT_EVENTS):
         return Decision(old=old, state=old, event=event, changed=False, reason=reason)
     effects: list[Effect] = []

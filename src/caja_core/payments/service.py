@@ -1004,15 +1004,30 @@ class PaymentOrchestrator:
             if a.state in (lc.APPROVED_MANUAL, lc.REFUND_DUE) and a.authorization_code == code and a.last4 == digits:
                 sale = await self._sale(s, venue_id, a.sale_id)
                 return await self._poll_in(s, venue_id, sale)  # the same confirmation twice: applied once
-            superseded = a.state == lc.CANCELLED and a.classification == "superseded"
-            if a.state != lc.MANUAL_PENDING and not superseded:
+            # A phone charge given up on screen (the cashier's cancel, or another attempt that went first) is
+            # still a charge once its authorization is typed: it pays the sale if it waits, else it is returned.
+            given_up = a.state == lc.CANCELLED and a.reference is not None
+            if a.state != lc.MANUAL_PENDING and not given_up:
                 raise Conflict(
                     f"Este intento no espera confirmación manual ({lc.label(a.state)}).",
                     code="payment.not_manual_pending",
                 )
             sale = await self._sale(s, venue_id, a.sale_id, lock=True)
             now = self.clock.now()
-            decision = lc.decide(lc.AttemptView(state=a.state), lc.Event.MANUAL_CONFIRM)
+            waiting = sale.status == "pending_payment"
+            if given_up and waiting:  # nothing else may be charging the sale on a terminal meanwhile
+                charging = await s.scalar(
+                    select(func.count())
+                    .select_from(PaymentAttempt)
+                    .where(
+                        PaymentAttempt.sale_id == sale.id,
+                        PaymentAttempt.active.is_(True),
+                        PaymentAttempt.id != a.id,
+                        PaymentAttempt.state != lc.MANUAL_PENDING,
+                    )
+                )
+                waiting = not charging
+            decision = lc.decide(lc.AttemptView(state=a.state, sale_pending=waiting), lc.Event.MANUAL_CONFIRM)
             a.confirmed_by = user_id
             a.authorization_code, a.last4, a.card_brand, a.card_type = code, digits, brand_clean[:20], kind
             a.response_message = "Aprobado en el celular de respaldo"
