@@ -476,7 +476,13 @@ async def _agent_with_a_slow_sale(tmp_path, api: AgentApiServer):
     token_file.write_text(TOKEN)
     proc = await start_agent(url, pty_path, tmp_path / "state", token_file)
     first = api.add(_sale("S1", 1000), deadline_s=20)
-    await _until(lambda: api.progress.get(first), 15, "la primera venta empezó")
+    try:
+        await _until(lambda: api.progress.get(first), 15, "la primera venta empezó")
+    except BaseException:  # no agent process outlives a failed start
+        await stop_agent(proc)
+        await api.stop()
+        await sim.stop()
+        raise
     return sim, proc, first
 
 
