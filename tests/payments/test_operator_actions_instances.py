@@ -4,27 +4,20 @@ instance, so a slow terminal's approval is never preceded by a "not charged"."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import select
 
 from caja_core.db import Database
 from caja_core.payments.models import DeviceLease, PaymentAttempt
 from caja_core.sales.models import Sale
+from caja_core.testing.serve import ServeProcess
 from caja_core.testing.waiting import count_calls, wait_until
 from caja_getnet.protocol import Command
 
 from .conftest import JumpClock
-from .stack import PIN, Stack, checkout, free_port, open_session, pay_card, progress, shows, text_of, wait_for
-
-CAJA = str(Path(sys.executable).with_name("caja"))
+from .stack import PIN, Stack, checkout, open_session, pay_card, progress, shows, text_of, wait_for
 
 
 @pytest.fixture
@@ -47,63 +40,6 @@ async def attempts_on(stack: Stack) -> list[PaymentAttempt]:
         return list((await s.execute(select(PaymentAttempt).order_by(PaymentAttempt.id))).scalars())
 
 
-class ServeProcess:
-    """A separate ``caja serve`` process on the same database (it can be killed with SIGKILL)."""
-
-    def __init__(self, stack: Stack, folder: Path, name: str) -> None:
-        self.stack, self.folder, self.name = stack, folder, name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    async def start(self) -> ServeProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CAJA_")}
-        env.update(
-            {
-                "CAJA_ENV": "demo",
-                "CAJA_DATABASE_URL": self.stack.url,
-                "CAJA_INSTANCE_ID": self.name,
-                "CAJA_DATA_DIR": str(self.folder),
-                "CAJA_BACKUP_DIR": str(self.folder / "backups"),
-                "CAJA_BACKUP_INTERVAL_HOURS": "0",
-                "CAJA_LOG_LEVEL": "WARNING",
-                "CAJA_LOG_FORMAT": "text",
-            }
-        )
-        with open(self.folder / f"{self.name}.log", "wb") as log:
-            self.proc = subprocess.Popen(
-                [CAJA, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=env,
-                cwd=self.folder,
-                stdout=log,
-                stderr=log,
-            )
-        async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
-
-            async def up():
-                assert self.proc.poll() is None, self.log()
-                try:
-                    return (await client.get("/health/live")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_for(up, f"{self.name} answers", timeout_s=120)
-        return self
-
-    def log(self) -> str:
-        return (self.folder / f"{self.name}.log").read_text(errors="replace")[-3000:]
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(15)
-
-
 # 37 ---------------------------------------------------------------------------------------------------------
 async def test_37_an_instance_killed_with_the_terminal_leased_frees_it_within_15_seconds(pg_stack, tmp_path):
     from .stack import Client
@@ -111,7 +47,7 @@ async def test_37_an_instance_killed_with_the_terminal_leased_frees_it_within_15
     stack = pg_stack
     sim = await stack.simulator()
     await stack.build(sim)
-    a = await ServeProcess(stack, tmp_path, "caja-a").start()
+    a = await ServeProcess(tmp_path, stack.url, "caja-a").start_async(timeout_s=120)
     b = await stack.instance("caja-b")  # the venue's second server, running all along
     try:
         cashier_a = Client(a.url)
@@ -194,7 +130,7 @@ async def test_37_the_instance_taking_over_a_killed_ones_sale_waits_for_the_acqu
     stack = pg_stack
     sim = await stack.simulator()
     await stack.build(sim)
-    a = await ServeProcess(stack, tmp_path, "caja-a").start()
+    a = await ServeProcess(tmp_path, stack.url, "caja-a").start_async(timeout_s=120)
     b = await stack.instance("caja-b")
     try:
         cashier_a = Client(a.url)

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Error, expect, sync_playwright
 from posbrowser import Cashier, launch, login_cashier, new_tab, open_register, wait_for
-from restartkit import Server, Terminal, prepare
+from restartkit import Terminal, prepare
 from sqlalchemy import select
 
 from caja_core.db import Database
 from caja_core.payments.models import PaymentAttempt
 from caja_core.sales.models import Sale
+from caja_core.testing.serve import ServeProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -61,7 +62,7 @@ def rows(url: str, sale_id: int):
 
 def test_a_restart_mid_card_sale_shows_the_truth_at_once_and_never_a_dangerous_button(terminal, sqlite_url, tmp_path):
     setup = prepare(sqlite_url, terminal)
-    server = Server(tmp_path, sqlite_url).start()  # default instance name (host-pid): the restart is a new one
+    server = ServeProcess(tmp_path, sqlite_url).start()  # default instance name (host-pid): the restart is a new one
     try:
         with sync_playwright() as p:
             browser = launch(p)
