@@ -60,15 +60,23 @@ async def test_37_an_instance_killed_with_the_terminal_leased_frees_it_within_15
         sim.add_fault({"kind": "late_answer", "delay_s": 3.0})  # a slow terminal: it answers after 3 s
         await pay_card(cashier_a, first)
         await shows(cashier_a, first, "COBRANDO")
+
+        # The POS says COBRANDO as soon as the attempt exists, and a terminal caja has never identified is first
+        # asked who it is: killed before the sale left, the sale was truly never sent ("NO SE COBRÓ" is right).
+        async def on_the_terminal():
+            return Command.SALE in sim.command_codes()
+
+        await wait_for(on_the_terminal, "the sale on the terminal", timeout_s=20)
         a.kill()  # kill -9 with the sale on the terminal and the terminal leased
         killed_at = datetime.now(UTC)
         await cashier_a.client.aclose()
     finally:
         a.stop()
 
+    # The cashier goes on at the same register, now served by B, and rings up the next customer while the
+    # terminal is still held by the dead server.
     cashier = await b.cashier()
     await open_session(cashier, stack)  # the same register's open session
-    await shows(cashier, first, 'id="receipt"', timeout_s=20)  # B reconciled A's sale: charged once
     second = await checkout(cashier, stack)
 
     async def charged_again():
@@ -77,10 +85,14 @@ async def test_37_an_instance_killed_with_the_terminal_leased_frees_it_within_15
 
     await wait_for(charged_again, "the terminal taking a new sale", timeout_s=30, every_s=0.5)
     await shows(cashier, second, 'id="receipt"')
+    await shows(cashier, first, 'id="receipt"')  # B reconciled A's sale: charged once
     first_attempt, second_attempt = await attempts_on(stack)
     # When the server took the new sale on the terminal (a busy terminal refuses before any attempt exists).
     freed_after = (second_attempt.created_at - killed_at).total_seconds()
-    assert freed_after <= 15, f"the terminal was free again after {freed_after:.1f} s"
+    settled_after = (first_attempt.finished_at - killed_at).total_seconds()
+    assert freed_after <= 15, (
+        f"the terminal was free again after {freed_after:.1f} s (A's sale settled by B after {settled_after:.1f} s)"
+    )
     assert first_attempt.state == "approved" and second_attempt.state == "approved"
     assert sim.charged() == {first_attempt.ticket: first_attempt.amount, second_attempt.ticket: second_attempt.amount}
 
@@ -91,7 +103,9 @@ async def test_37_35_a_clock_step_on_another_instance_takes_nothing_over_from_a_
     declared "not charged" first (the old lease expiry compared wall clocks across instances)."""
     stack = pg_stack
     sim = await stack.simulator()
-    await stack.build(sim)
+    # The register waits longer than the slow terminal takes (its own CancelSale at the max wait is not B asking;
+    # on a loaded machine the first sale's identity question and the 4 s answer came close to 5 s).
+    await stack.build(sim, policy={"max_wait_s": 30})
     clock_b = JumpClock()
     a = await stack.instance("caja-a")
     b = await stack.instance("caja-b", clock=clock_b)
