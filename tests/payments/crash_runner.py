@@ -1,7 +1,8 @@
 """Run the payment orchestrator as a real process, for kill -9 tests.
 
     python tests/payments/crash_runner.py --url URL --ledger FILE --venue V --user U \
-        [--charge JSON-LIST-OF-STEPS] [--kill-before-approved-commit] [--close-batch] pay SALE [SALE...]
+        [--charge JSON-LIST-OF-STEPS] [--refund JSON-LIST-OF-STEPS] [--kill-before-approved-commit] \
+        pay SALE [SALE...]
     python tests/payments/crash_runner.py ... recover SALE [SALE...]
 
 ``pay`` starts the orchestrator (which first recovers whatever a previous run left behind), pays each sale and
@@ -56,6 +57,8 @@ async def run(args: argparse.Namespace) -> dict:
     provider = ScriptableProvider("fake", ledger_path=args.ledger)
     for raw in json.loads(args.charge):
         provider.script("charge", msgspec.convert(raw, Step))
+    for raw in json.loads(args.refund):
+        provider.script("refund", msgspec.convert(raw, Step))
     pm = make_plugin_manager(Providers(provider, manual_provider("fakebackup")), load_entrypoints=False)
     registry = ProviderRegistry.from_plugin_manager(pm)
     db = Database(args.url)
@@ -101,6 +104,7 @@ def main() -> None:
     parser.add_argument("--venue", type=int, required=True)
     parser.add_argument("--user", type=int, required=True)
     parser.add_argument("--charge", default="[]")
+    parser.add_argument("--refund", default="[]")
     parser.add_argument("--kill-before-approved-commit", action="store_true")
     parser.add_argument("mode", choices=["pay", "recover"])
     parser.add_argument("sales", type=int, nargs="+")

@@ -1,5 +1,5 @@
 """docs/reliability.md, the crash cases: the app is a real process killed with SIGKILL at the named point and restarted
-(cases 19, 20, 22). The terminal's truth is a file-backed ledger that survives the kill."""
+(cases 19, 20, 22, and a duplicate's refund). The terminal's truth is a file-backed ledger that survives the kill."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from caja_core.errors import Conflict
 from caja_core.payments.models import PaymentAttempt
+from caja_core.payments.service import supervisor_items
+from caja_core.providers import OutcomeKind
 from caja_core.sales.models import Sale
-from caja_core.testing.fake import Ledger
+from caja_core.sessions import service as sessions
+from caja_core.testing.fake import Ledger, ScriptableProvider, Step
 
 from .conftest import build_env
 
@@ -31,6 +35,7 @@ class Crash:
         mode: str,
         *sales: int,
         charge: list[dict] | None = None,
+        refund: list[dict] | None = None,
         kill_before_approved_commit: bool = False,
     ) -> tuple[int, dict]:
         url = (
@@ -51,6 +56,8 @@ class Crash:
             str(self.env.setup.cashier_id),
             "--charge",
             json.dumps(charge or []),
+            "--refund",
+            json.dumps(refund or []),
         ]
         if kill_before_approved_commit:
             cmd.append("--kill-before-approved-commit")
@@ -144,3 +151,75 @@ async def test_22_tickets_never_repeat_across_restarts_and_kills(crash):
     assert all(re.fullmatch(r"[A-HJ-NP-Z]{6}[0-9]{1,14}", t) for t in tickets), tickets
     assert len({t[:6] for t in tickets}) == 5  # one series per process start
     assert len(crash.ledger_now().charges) == 4 and set(crash.ledger_now().charges) <= set(tickets)
+
+
+@pytest.mark.parametrize("reached", [True, False], ids=["terminal-refunded", "refund-never-reached"])
+async def test_a_refund_killed_before_its_answer_is_recorded_is_never_sent_again(any_db, tmp_path, reached):
+    """A duplicate charge is returned through the terminal; the server is killed -9 once the refund was sent
+    (it reached the terminal, which returned the money — or it never got there) and before caja wrote the answer
+    down. Restarted, caja cannot know which: it never sends the refund again (by itself or from the supervisor's
+    "Anular en el proveedor"); the supervisor is told to check the terminal and records the return, and the
+    register closes. The terminal returned the money at most once."""
+    ledger = tmp_path / "terminal-ledger.json"
+    env = await build_env(any_db, primary=ScriptableProvider("fake", ledger_path=ledger))
+    crash = Crash(env, ledger)
+    sale_id = await env.sale(9900)
+    # The terminal charged but its answer was lost and it cannot be asked; the supervisor sends the customer to
+    # the backup phone, which is paid.
+    orch = await env.orchestrator("caja-1")
+    try:
+        env.provider.script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=True))
+        env.provider.set_default("status", Step(kind=OutcomeKind.UNKNOWN, message="Sin respuesta"))
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+        p = await env.until(orch, sale_id, lambda p: p.in_doubt and p.can_override)
+        p = await orch.override_to_backup(env.venue_id, sale_id, env.setup.supervisor_id, "terminal no responde")
+        p = await orch.confirm_manual(
+            env.venue_id, p.manual.attempt_id, env.setup.cashier_id, "QW12ER", "9876", "Visa", "debito"
+        )
+        assert p.paid and p.paid_via == "backup"
+    finally:
+        await orch.stop()
+    primary = (await env.attempts(sale_id))[0]
+    assert crash.ledger_now().charges == {primary.ticket: 9900}
+
+    # The server starts again, the terminal answers: the card was charged twice, and the terminal's charge is
+    # returned through it — killed -9 right after sending the refund.
+    point = "after_send" if reached else "before_send"
+    rc, _ = await crash.run("recover", sale_id, refund=[{"crash_at": point}])
+    assert rc == -signal.SIGKILL
+    primary = (await env.attempts(sale_id))[0]
+    assert primary.state == "refund_due"
+    returned = {primary.ticket: 9900} if reached else {}
+    assert crash.ledger_now().refunded == returned
+
+    # Started again: caja does not send the refund again.
+    rc, out = await crash.run("recover", sale_id)
+    assert rc == 0 and out[str(sale_id)]["paid"]
+    primary = (await env.attempts(sale_id))[0]
+    assert primary.state == "refund_due"
+    assert crash.ledger_now().refund_requests == ([primary.ticket] if reached else [])
+
+    # The supervisor's list says what to do; "Anular en el proveedor" is refused, nothing is sent.
+    env.provider.ledger_store.load()
+    orch = await env.orchestrator("caja-1")
+    async with env.db.reader() as s:
+        (item,) = await supervisor_items(s, env.venue_id)
+    assert item.kind == "return" and item.refund_unanswered, item
+    assert "no se envía de nuevo" in item.reason and "Revise en el terminal" in item.reason
+    with pytest.raises(Conflict) as err:
+        await orch.refund_attempt(env.venue_id, primary.id, env.setup.supervisor_id)
+    assert err.value.code == "payment.refund_unanswered" and "Revise en el terminal" in err.value.message
+    assert crash.ledger_now().refund_requests == ([primary.ticket] if reached else [])
+    assert (await env.attempts(sale_id))[0].state == "refund_due"
+
+    # The supervisor checked the terminal (and voided it there when the refund never arrived) and records it.
+    p = await orch.refund_attempt(
+        env.venue_id, primary.id, env.setup.supervisor_id, by_hand=True, note="Anulada en el terminal, voucher 51"
+    )
+    assert p.refund_offered == [] and (await env.attempts(sale_id))[0].state == "refunded"
+    async with env.db.session() as s:
+        await sessions.close_session(
+            s, venue_id=env.venue_id, session_id=env.session_id, user_id=env.setup.cashier_id, counted={}
+        )
+    await orch.stop()
+    assert crash.ledger_now().refund_requests == ([primary.ticket] if reached else [])

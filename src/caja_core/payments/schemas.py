@@ -88,3 +88,5 @@ class SupervisorItem(msgspec.Struct, kw_only=True):
     reason: str
     created_at: datetime
     kind: str  # resolve / return
+    #: return: a refund was sent and its answer never came (it is not sent again; the supervisor records it)
+    refund_unanswered: bool = False

@@ -17,7 +17,9 @@ channels arrive through ``apply_outcome``. Provider calls run in background task
 * max wait (monotonic): cancel, then reconcile; the backup is offered only once the primary attempt is
   provably not charged and a policy trigger matches;
 * a late approval is applied: the sale becomes paid, or the duplicate is returned (provider refund, else a
-  supervisor task that blocks the close);
+  supervisor task that blocks the close); a refund is marked as sent (``refund_sent_at``) before it is sent,
+  and one whose answer never came (a kill -9, no answer from the device) is never sent again by caja: a
+  supervisor checks the device and records what it did;
 * reconciliation backs off; when caja cannot find out by itself, the attempt waits for a supervisor's
   decision with evidence (``resolve_by_hand``).
 """
@@ -108,6 +110,10 @@ CARD_TYPES = {
     "cr": "credito",
     "prepago": "prepago",
 }
+REFUND_UNANSWERED = (
+    "La anulación se envió al terminal y caja no recibió su respuesta: no se envía de nuevo. Revise en el terminal "
+    "si el cobro quedó anulado y registre la devolución (si no lo está, anúlelo en el terminal y regístrelo)."
+)
 #: After this many unanswered questions the attempt also waits for a supervisor (it keeps being asked).
 DECISION_AFTER_TRIES = 8
 
@@ -153,6 +159,21 @@ def capabilities_of(provider: PaymentProvider, settings: Any) -> frozenset[Capab
 
 def _detail(a: PaymentAttempt, **values: Any) -> None:
     a.details = {**(a.details or {}), **values}
+
+
+def _refund_unanswered(a: PaymentAttempt) -> bool:
+    """A refund of this attempt was sent to its provider and no answer was recorded (the process died, or the
+    provider did not answer): it may have been done, so caja never sends it again."""
+    return bool((a.details or {}).get("refund_sent_at"))
+
+
+def _refund_answered(a: PaymentAttempt, outcome: Outcome) -> None:
+    """Record a refund's answer other than an approval: a refusal (or a device that could not be reached) means
+    nothing was returned, and a supervisor may ask again; no answer keeps the refund marked as sent."""
+    if outcome.kind is OutcomeKind.UNKNOWN:
+        _detail(a, refund_error=REFUND_UNANSWERED)
+    else:
+        _detail(a, refund_sent_at=None, refund_error=(outcome.message or outcome.kind.value)[:200])
 
 
 def _text(value: str | None, limit: int) -> str:
@@ -219,7 +240,9 @@ async def supervisor_items(s: AsyncSession, venue_id: int) -> list[SupervisorIte
             continue  # a charge in progress, not a decision
         details = a.details or {}
         if a.state == lc.REFUND_DUE:
-            reason = details.get("refund_error") or "Cobro duplicado: devuelva el dinero al cliente."
+            reason = details.get("refund_error") or (
+                REFUND_UNANSWERED if _refund_unanswered(a) else "Cobro duplicado: devuelva el dinero al cliente."
+            )
         else:
             reason = details.get("not_proof") or a.response_message or lc.label(a.state)
         items.append(
@@ -236,6 +259,7 @@ async def supervisor_items(s: AsyncSession, venue_id: int) -> list[SupervisorIte
                 reason=str(reason)[:300],
                 created_at=a.created_at,
                 kind="return" if a.state == lc.REFUND_DUE else "resolve",
+                refund_unanswered=_refund_unanswered(a),
             )
         )
     return items
@@ -1170,6 +1194,14 @@ class PaymentOrchestrator:
                         code="payment.refund_unsupported",
                     )
                 if not manual:
+                    if _refund_unanswered(a):
+                        lease = await lease_row(s, a.device_key)
+                        if lease is not None and lease.attempt_id == a.id and self.leases.alive(lease):
+                            raise Conflict(
+                                "La anulación de este cobro está en curso en el terminal: espere su respuesta.",
+                                code="payment.refund_in_progress",
+                            )
+                        raise Conflict(REFUND_UNANSWERED, code="payment.refund_unanswered")
                     try:
                         async with s.begin_nested():
                             taken = (
@@ -1180,6 +1212,9 @@ class PaymentOrchestrator:
                             "El terminal está ocupado con otro cobro: reintente la anulación en unos segundos.",
                             code="payment.device_busy",
                         ) from None
+                    # Written with the lease, before the refund leaves: whatever happens next, it is never sent
+                    # again blindly.
+                    _detail(a, refund_sent_at=self.clock.now().isoformat())
         outcome: Outcome | None = None
         if call is not None and not manual:
             try:
@@ -1194,7 +1229,7 @@ class PaymentOrchestrator:
             a = await self._attempt(s, attempt_id, lock=True)
             await self.leases.release(s, device_key=a.device_key, token=taken)
             if outcome is not None and outcome.kind is not OutcomeKind.APPROVED:
-                _detail(a, refund_error=outcome.message or outcome.kind.value)
+                _refund_answered(a, outcome)
                 await record(
                     s,
                     venue_id=venue_id,
@@ -1211,6 +1246,7 @@ class PaymentOrchestrator:
                 _detail(
                     a,
                     refund_offered=False,
+                    refund_sent_at=None,
                     refunded_by=user_id,
                     refund_reason=reason[:200],
                     refund_manual=manual,
@@ -1235,6 +1271,8 @@ class PaymentOrchestrator:
                 events.append(self._event("refunded", a, user_id=user_id, reason=reason, audited=True))
             sale_id = a.sale_id
         self._emit(events)
+        if failed and outcome is not None and outcome.kind is OutcomeKind.UNKNOWN:
+            raise Conflict(REFUND_UNANSWERED, code="payment.refund_unanswered")
         if failed:
             raise Conflict(
                 f"El proveedor no confirmó la anulación: {outcome.message if outcome else ''}. Reintente, o "
@@ -2137,8 +2175,8 @@ class PaymentOrchestrator:
         provider answers APPROVED); otherwise it stays a supervisor task ("devolver $X en el terminal")."""
         async with self.db.session() as s:
             a = await self._attempt(s, attempt_id, lock=True)
-            if a.state != lc.REFUND_DUE:
-                return
+            if a.state != lc.REFUND_DUE or _refund_unanswered(a):
+                return  # nothing to return, or a refund already sent (its answer is the supervisor's to check)
             try:
                 call = await self._call(s, a)
             except CannotAsk as exc:
@@ -2156,6 +2194,7 @@ class PaymentOrchestrator:
             except Busy:
                 _detail(a, refund_error="Terminal ocupado: la anulación queda para el supervisor.")
                 return
+            _detail(a, refund_sent_at=self.clock.now().isoformat())  # committed with the lease, before the send
         try:
             outcome = await asyncio.wait_for(
                 call.provider.refund(call.request, call.settings, call.ctx), self.clock.timer(self.status_timeout_s)
@@ -2168,13 +2207,13 @@ class PaymentOrchestrator:
             await self.leases.release(s, device_key=a.device_key, token=token)
             if outcome.kind is OutcomeKind.APPROVED and a.state == lc.REFUND_DUE:
                 lc.apply(a, lc.decide(lc.AttemptView(state=a.state), lc.Event.REFUND_DONE), self.clock.now())
-                _detail(a, refund_offered=False, refund_manual=False, refunded_automatically=True)
+                _detail(a, refund_offered=False, refund_sent_at=None, refund_manual=False, refunded_automatically=True)
                 await self._resolve_incidents(
                     s, a, ("double_charge_suspected",), None, "Devuelto automáticamente por el proveedor"
                 )
                 events.append(self._event("refunded", a, reason="Cobro duplicado devuelto por el proveedor"))
-            else:
-                _detail(a, refund_error=(outcome.message or outcome.kind.value)[:200])
+            elif a.state == lc.REFUND_DUE:
+                _refund_answered(a, outcome)
         self._emit(events)
 
     @staticmethod

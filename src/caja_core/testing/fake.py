@@ -60,8 +60,8 @@ class Step(msgspec.Struct, kw_only=True):
     * ``amount`` — report a different amount than requested; ``ticket`` — report another ticket.
     * ``raise_exc`` — raise ``ConnectionError`` (a transport fault) instead of answering.
     * ``crash_at`` — SIGKILL the whole process: ``before_send`` (nothing reached the provider) or
-      ``after_send`` (the provider got the request and, if ``charged``, charged it; the answer never comes
-      back). ``crash=True`` is the same as ``crash_at="after_send"``.
+      ``after_send`` (the provider got the request and, if ``charged``, charged it — a refund: returned it;
+      the answer never comes back). ``crash=True`` is the same as ``crash_at="after_send"``.
     """
 
     kind: OutcomeKind = OutcomeKind.APPROVED
@@ -80,13 +80,15 @@ class Step(msgspec.Struct, kw_only=True):
 
 
 class Ledger:
-    """Tickets the provider charged (ticket → amount) and tickets it ever saw; optionally file-backed."""
+    """Tickets the provider charged (ticket → amount), tickets it ever saw, and every refund request it received
+    (in order, repeats included); optionally file-backed."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path else None
         self.charges: dict[str, int] = {}
         self.seen: set[str] = set()
         self.refunded: dict[str, int] = {}
+        self.refund_requests: list[str] = []
         self.load()
 
     def load(self) -> None:
@@ -95,13 +97,22 @@ class Ledger:
             self.charges = {k: int(v) for k, v in data.get("charges", {}).items()}
             self.seen = set(data.get("seen", []))
             self.refunded = {k: int(v) for k, v in data.get("refunded", {}).items()}
+            self.refund_requests = list(data.get("refund_requests", []))
 
     def save(self) -> None:
         if not self.path:
             return
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as fh:
-            json.dump({"charges": self.charges, "seen": sorted(self.seen), "refunded": self.refunded}, fh)
+            json.dump(
+                {
+                    "charges": self.charges,
+                    "seen": sorted(self.seen),
+                    "refunded": self.refunded,
+                    "refund_requests": self.refund_requests,
+                },
+                fh,
+            )
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
@@ -113,6 +124,10 @@ class Ledger:
     def charge(self, ticket: str, amount: int) -> None:
         self.seen.add(ticket)
         self.charges[ticket] = amount
+        self.save()
+
+    def asked_refund(self, ticket: str) -> None:
+        self.refund_requests.append(ticket)
         self.save()
 
     def refund(self, ticket: str) -> bool:
@@ -293,11 +308,19 @@ class ScriptableProvider:
         return Outcome(kind=step.kind, ticket=request.ticket, message=step.message or "Cancelado")
 
     async def refund(self, request: ChargeRequest, settings: FakeSettings, ctx: ProviderContext) -> Outcome:
-        self.calls.append(("refund", request.ticket))
         step = self._next("refund", Step(kind=OutcomeKind.APPROVED)) or Step()
+        crash_at = step.crash_at or ("after_send" if step.crash else None)
+        if crash_at == "before_send":
+            _kill_self()
+        self.calls.append(("refund", request.ticket))
+        key = self.ledger_key(settings, request.ticket)
+        self.ledger_store.asked_refund(key)
+        if crash_at == "after_send":
+            self.ledger_store.refund(key)
+            _kill_self()
         await self._wait(step)
         if step.kind is OutcomeKind.APPROVED:
-            self.ledger_store.refund(self.ledger_key(settings, request.ticket))
+            self.ledger_store.refund(key)
         return Outcome(kind=step.kind, ticket=request.ticket, amount=request.amount, message=step.message or "Anulado")
 
     async def health(self, settings: FakeSettings, ctx: ProviderContext) -> Outcome:
