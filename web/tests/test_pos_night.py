@@ -204,6 +204,20 @@ def test_the_close_approval_fits_a_phone(browser, site):
     assert not out_of_view(supervisor, "#pending-closes button"), "Aprobar cierre is off screen"
 
 
+def test_a_refused_close_shows_the_total_of_the_count_it_keeps(browser, site):
+    """Found: a close refused for one bad field came back with the other fields still filled in (two $10.000
+    bills) and «Total contado: $0» under them, until the cashier typed again."""
+    c = cashier_at(browser, site)
+    c.page.goto("/caja/session/close")
+    c.page.fill("input[name=count_10000]", "2")
+    c.page.fill("input[name=count_5000]", "x")
+    c.page.once("dialog", lambda d: d.accept())
+    c.page.click("#close-form button[type=submit]")
+    expect(c.page.locator("#close-form")).to_contain_text("debe ser un número entero")
+    assert c.page.input_value("input[name=count_10000]") == "2"
+    expect(c.page.locator("[data-denom-total]")).to_have_text("$20.000")
+
+
 # ---- finding 5: the screen follows the session ---------------------------------------------------------------------
 
 

@@ -210,6 +210,14 @@
   document.addEventListener("input", function (ev) {
     if (ev.target.matches && ev.target.matches("input[data-denom]")) sumDenoms(ev.target.form);
   });
+  // A count form that comes back filled in (a refused close, open or handover keeps what was typed) shows its
+  // total at once, not $0 until the next key.
+  function sumCounts(root) {
+    var forms = root.matches && root.matches("form") ? [root] : Array.prototype.slice.call(root.querySelectorAll("form"));
+    forms.forEach(function (form) { if (form.querySelector("input[data-denom]")) sumDenoms(form); });
+  }
+  document.addEventListener("DOMContentLoaded", function () { sumCounts(document); });
+  document.addEventListener("htmx:load", function (ev) { if (ev.target && ev.target.querySelectorAll) sumCounts(ev.target); });
   // The register's printer form: choosing a printer opens its connection settings.
   document.addEventListener("change", function (ev) {
     if (!ev.target.matches || !ev.target.matches("#printer-kind")) return;
