@@ -570,10 +570,14 @@ async def cancel_sale(
     return await get_sale(s, venue_id, sale_id)
 
 
-async def get_sale(s: AsyncSession, venue_id: int, sale_id: int) -> SaleOut:
+async def get_sale(s: AsyncSession, venue_id: int, sale_id: int, *, lines: bool = True) -> SaleOut:
+    """The sale with its lines and discounts; ``lines=False``: the sale alone, its ``items`` and ``discounts``
+    empty (for a screen that shows only its totals)."""
     sale = await s.get(Sale, sale_id, populate_existing=True)
     if sale is None or sale.venue_id != venue_id:
         raise NotFound("La venta no existe.", code="sale.not_found")
+    if not lines:
+        return sale_out(sale)
     items = list(await s.scalars(select(SaleItem).where(SaleItem.sale_id == sale_id).order_by(SaleItem.id)))
     discounts = (
         list(await s.scalars(select(SaleDiscount).where(SaleDiscount.sale_id == sale_id).order_by(SaleDiscount.id)))
