@@ -13,7 +13,7 @@ from caja_core import hookimpl
 from caja_core.plugins import make_plugin_manager
 from caja_core.settings import load_settings
 from caja_core.testing.factories import PASSWORD, PIN, make_registry, make_setup
-from caja_core.testing.fake import FakeProvider
+from caja_core.testing.fake import FakeProvider, manual_provider
 from caja_web.app import create_app
 
 sys.path.insert(0, str(Path(__file__).parent))  # webkit.py: helpers shared by the web tests
@@ -116,3 +116,38 @@ async def supervisor(client, setup):
 async def cashier(client, setup):
     await client.login_cashier(setup.cashier_id, venue_id=setup.venue_id)
     return client
+
+
+# ---- the POS in a real browser: the stack its tests share ---------------------------------------------------------
+# A real server (``LiveSite``) whose card terminal is a fake one ("GETNET de prueba") and whose backup is a phone
+# charged by hand and confirmed at the POS ("KLAP de prueba"), and a real Chromium. A module that needs other
+# providers or another server defines its own fixture of the same name (it takes precedence); posstack.py holds
+# what the tests do on this stack.
+@pytest.fixture
+def terminal():
+    return FakeProvider("fake", "GETNET de prueba")
+
+
+@pytest.fixture
+def backup():
+    return manual_provider("fakebackup", "KLAP de prueba")  # charged by hand on a phone, confirmed at the POS
+
+
+@pytest.fixture
+def site(sqlite_url, terminal, backup):
+    from livesite import LiveSite
+
+    live = LiveSite(sqlite_url, ProvidersPlugin(terminal, backup)).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+    from posbrowser import launch
+
+    with sync_playwright() as p:
+        b = launch(p)
+        yield b
+        b.close()

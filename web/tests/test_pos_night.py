@@ -7,31 +7,26 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import ProvidersPlugin
 from livesite import LiveSite
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from posbrowser import (
     VIEWPORTS,
     Cashier,
     horizontal_overflow,
-    launch,
-    login_cashier,
     login_staff,
     new_tab,
-    open_register,
     out_of_view,
-    run,
     small_targets,
 )
+from posstack import cashier_at, core
 
 from caja_core.catalog import service as catalog
-from caja_core.db import Database
 from caja_core.providers import OutcomeKind
 from caja_core.registers import service as registers
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
 from caja_core.testing.factories import SUPERVISOR_PIN
-from caja_core.testing.fake import FakeProvider, Step, manual_provider
+from caja_core.testing.fake import Step
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -57,45 +52,6 @@ MORE_PRODUCTS = [
 ]
 
 
-@pytest.fixture
-def terminal():
-    return FakeProvider("fake", "GETNET de prueba")
-
-
-@pytest.fixture
-def backup():
-    return manual_provider("fakebackup", "KLAP de prueba")  # charged by hand on a phone, confirmed at the POS
-
-
-@pytest.fixture
-def site(sqlite_url, terminal, backup):
-    live = LiveSite(sqlite_url, ProvidersPlugin(terminal, backup)).start()
-    yield live
-    live.stop()
-
-
-@pytest.fixture
-def browser():
-    with sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
-
-
-async def _with_db(url: str, work):
-    db = Database(url)
-    try:
-        async with db.session() as s:
-            return await work(s)
-    finally:
-        await db.dispose()
-
-
-def core(site: LiveSite, work):
-    """Run ``work(s)`` on the site's database in one transaction (what another device or a supervisor does)."""
-    return run(_with_db(site.database_url, work))
-
-
 def add_products(site: LiveSite) -> None:
     async def work(s):
         for name, price in MORE_PRODUCTS:
@@ -104,13 +60,6 @@ def add_products(site: LiveSite) -> None:
             )
 
     core(site, work)
-
-
-def cashier_at(browser, site, size=(1024, 768)) -> Cashier:
-    page = new_tab(browser, site.url, size)
-    login_cashier(page)
-    open_register(page, site.setup.register_id)
-    return Cashier(page)
 
 
 def visible_text(page: Page, selector: str = "#panel") -> str:

@@ -6,25 +6,15 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 from posbrowser import VIEWPORTS, out_of_view
-from test_pos_night import browser, cashier_at, core, site  # noqa: F401 - shared fixtures
+from posstack import cashier_at, core
 
 from caja_core.payments.models import PaymentAttempt
 from caja_core.providers import OutcomeKind
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
-from caja_core.testing.fake import FakeProvider, Step, manual_provider
+from caja_core.testing.fake import Step
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture
-def terminal():
-    return FakeProvider("fake", "GETNET de prueba")
-
-
-@pytest.fixture
-def backup():
-    return manual_provider("fakebackup", "KLAP de prueba")
 
 
 def night(live) -> dict:
@@ -49,7 +39,7 @@ def split(c, amount: str) -> None:
     expect(c.page.locator("#split-status")).to_contain_text(f"pagado en efectivo ${int(amount):,}".replace(",", "."))
 
 
-def test_part_in_cash_and_the_rest_by_card_or_in_cash(browser, site, terminal):  # noqa: F811
+def test_part_in_cash_and_the_rest_by_card_or_in_cash(browser, site, terminal):
     terminal.script("charge", Step(kind=OutcomeKind.APPROVED), Step(kind=OutcomeKind.DECLINED, message="Rechazada"))
     c = cashier_at(browser, site, VIEWPORTS["1024x768"])
     page = c.page
@@ -81,7 +71,7 @@ def test_part_in_cash_and_the_rest_by_card_or_in_cash(browser, site, terminal): 
     assert seen["session"].cash_sales_total == 2000 + 3500 and seen["session"].card_sales_total == 4000
 
 
-def test_a_split_sale_voided_says_how_much_cash_goes_back(browser, site):  # noqa: F811
+def test_a_split_sale_voided_says_how_much_cash_goes_back(browser, site):
     c = cashier_at(browser, site, VIEWPORTS["1024x768"])
     page = c.page
     c.product("Piscola")
@@ -95,7 +85,7 @@ def test_a_split_sale_voided_says_how_much_cash_goes_back(browser, site):  # noq
     assert seen["session"].cash_sales_total == 0 and seen["sales"][0].status == "cancelled"
 
 
-def test_cash_a_declined_card_more_cash_and_the_backup_for_the_rest(browser, site, terminal):  # noqa: F811
+def test_cash_a_declined_card_more_cash_and_the_backup_for_the_rest(browser, site, terminal):
     """The customer pays $10.000 in cash, the card declines, they pay $5.000 more in cash, and the rest goes on
     the backup phone (the terminal is now unreachable): each part its own payment, the session counting each."""
     import os
@@ -141,7 +131,7 @@ def test_cash_a_declined_card_more_cash_and_the_backup_for_the_rest(browser, sit
     assert seen["session"].cash_sales_total == 15000 and seen["session"].card_sales_total == 500
 
 
-def test_a_cash_part_sent_again_from_a_second_tab_is_not_counted_twice(browser, site, terminal):  # noqa: F811
+def test_a_cash_part_sent_again_from_a_second_tab_is_not_counted_twice(browser, site, terminal):
     """Two tabs (or two devices) on the pay screen of one split sale: the cash part taken on one is not taken
     again from the other, whose screen still shows nothing paid; it is refused in Spanish with what is paid, the
     drawer counts the part once and the card charges what is really left."""
@@ -172,7 +162,7 @@ def test_a_cash_part_sent_again_from_a_second_tab_is_not_counted_twice(browser, 
     assert seen["session"].cash_sales_total == 4000 and seen["session"].card_sales_total == 8000
 
 
-def test_a_split_receipt_with_a_tip_shows_what_the_card_charged(browser, site, terminal):  # noqa: F811
+def test_a_split_receipt_with_a_tip_shows_what_the_card_charged(browser, site, terminal):
     """The tip goes on the card part: the receipt's card line is what the terminal charged (rest plus tip), and
     the cash and card lines add up to the total paid."""
     terminal.script("charge", Step(kind=OutcomeKind.APPROVED))

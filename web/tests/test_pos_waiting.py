@@ -10,24 +10,14 @@ import re
 import pytest
 from playwright.sync_api import expect
 from posbrowser import VIEWPORTS, Cashier, login_cashier, new_tab, open_register
-from test_pos_night import browser, cashier_at, core, site  # noqa: F401 - shared fixtures
+from posstack import cashier_at, core
 
 from caja_core.providers import OutcomeKind
 from caja_core.sales import service as sales
 from caja_core.sales import waiting
-from caja_core.testing.fake import FakeProvider, Step, manual_provider
+from caja_core.testing.fake import Step
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture
-def terminal():
-    return FakeProvider("fake", "GETNET de prueba")
-
-
-@pytest.fixture
-def backup():
-    return manual_provider("fakebackup", "KLAP de prueba")
 
 
 def waiting_now(live) -> list:
@@ -38,7 +28,7 @@ def waiting_now(live) -> list:
     return core(live, work)
 
 
-def test_a_waiting_sale_survives_a_logout_shows_on_another_device_and_ends_there(browser, site, terminal):  # noqa: F811
+def test_a_waiting_sale_survives_a_logout_shows_on_another_device_and_ends_there(browser, site, terminal):
     terminal.script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=True, message="Sin respuesta final"))
     terminal.set_default("status", Step(kind=OutcomeKind.UNKNOWN, message="Terminal desconectado"))
     first = cashier_at(browser, site, VIEWPORTS["1024x768"])

@@ -12,23 +12,13 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 from posbrowser import VIEWPORTS, out_of_view
-from test_pos_night import browser, cashier_at, core, site  # noqa: F401 - shared fixtures
+from posstack import cashier_at, core
 
 from caja_core.providers import OutcomeKind
 from caja_core.sales import service as sales
-from caja_core.testing.fake import FakeProvider, Step, manual_provider
+from caja_core.testing.fake import Step
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture
-def terminal():
-    return FakeProvider("fake", "GETNET de prueba")
-
-
-@pytest.fixture
-def backup():
-    return manual_provider("fakebackup", "KLAP de prueba")
 
 
 def shot(page, name: str) -> None:
@@ -45,8 +35,8 @@ def sales_by_status(live, status: str) -> list:
 
 
 def test_after_a_card_payment_that_did_not_charge_cash_the_card_the_backup_and_the_void_are_offered(
-    browser,  # noqa: F811
-    site,  # noqa: F811
+    browser,
+    site,
     terminal,
 ):
     """Found: after "No se cobró" only "Cobrar con respaldo" was offered: no cash, no retry, no void."""
@@ -92,8 +82,8 @@ def test_after_a_card_payment_that_did_not_charge_cash_the_card_the_backup_and_t
 
 
 def test_a_sale_in_doubt_waits_while_the_register_serves_the_next_customers(
-    browser,  # noqa: F811
-    site,  # noqa: F811
+    browser,
+    site,
     terminal,
 ):
     """Found: one stuck payment blocked the whole register; after the terminal recovered, the next card sale
@@ -150,8 +140,8 @@ def test_a_sale_in_doubt_waits_while_the_register_serves_the_next_customers(
 
 
 def test_a_waiting_sale_the_terminal_did_charge_shows_approved_until_the_cashier_sees_it(
-    browser,  # noqa: F811
-    site,  # noqa: F811
+    browser,
+    site,
     terminal,
 ):
     terminal.script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=True, message="Sin respuesta final"))
@@ -172,7 +162,7 @@ def test_a_waiting_sale_the_terminal_did_charge_shows_approved_until_the_cashier
     expect(page.locator("#parked-sales")).to_have_count(0, timeout=5_000)
 
 
-def test_the_order_stays_editable_until_a_payment_is_under_way(browser, site, terminal):  # noqa: F811
+def test_the_order_stays_editable_until_a_payment_is_under_way(browser, site, terminal):
     """Found: the order was locked once Cobrar was pressed: "one more beer" meant a void and ringing again."""
     terminal.script("charge", Step(kind=OutcomeKind.APPROVED, hang=True, progress=["Inserte o acerque tarjeta"]))
     c = cashier_at(browser, site, VIEWPORTS["1024x768"])
@@ -200,7 +190,7 @@ def test_the_order_stays_editable_until_a_payment_is_under_way(browser, site, te
     assert [x.cancel_reason for x in sales_by_status(site, "cancelled")] == ["Pedido modificado antes de pagar"]
 
 
-def test_a_cancel_that_comes_too_late_says_the_card_was_charged(browser, site, terminal):  # noqa: F811
+def test_a_cancel_that_comes_too_late_says_the_card_was_charged(browser, site, terminal):
     """Found: when Cancelar lost the race and the card was charged, a plain receipt appeared with no word."""
     terminal.script("charge", Step(kind=OutcomeKind.APPROVED, delay_s=2.0, progress=["Ingrese su PIN"]))
     terminal.script("cancel", Step(kind=OutcomeKind.UNKNOWN, delay_s=3.0))
