@@ -466,3 +466,39 @@ async def test_a_supervisor_closes_without_the_sales_of_a_device_that_never_retu
     # The register's next session is not held by the device that was left out.
     following = await open_session(any_db, setup, initial_cash=0)
     assert (await close(any_db, setup, following.id)).status == "closed"
+
+
+async def test_an_offline_line_is_priced_with_the_modifiers_the_device_offered(any_db, setup):
+    """The device sells a product with the modifiers it was given (the chooser the sale screen has): the server
+    prices each line as the product plus its modifiers, records them on the line as sold, and refuses a
+    modifier the product does not offer or a price that leaves one out."""
+    session = await open_session(any_db, setup)
+    async with any_db.session() as s:
+        doble = await catalog.create_modifier(
+            s, venue_id=setup.venue_id, name="Doble", price_delta=2000, product_id=setup.products["Piscola"]
+        )
+        hielo = await catalog.create_modifier(
+            s, venue_id=setup.venue_id, name="Sin hielo", price_delta=0, category_id=setup.category_id
+        )
+
+    def with_modifiers(modifier_ids, price, product="Piscola"):
+        sale = cash_sale(setup, session.id, product=product, quantity=2, price=price)
+        line = msgspec.structs.replace(sale.lines[0], modifier_ids=modifier_ids)
+        return msgspec.structs.replace(sale, lines=[line])
+
+    good = with_modifiers([doble.id, hielo.id], 8000)
+    # Withdrawn after the device was given it: the device could not know, the sale stands at its price.
+    async with any_db.session() as s:
+        await catalog.set_modifier_active(s, venue_id=setup.venue_id, modifier_id=doble.id, active=False)
+    left_out = with_modifiers([doble.id], 6000)
+    not_offered = with_modifiers([doble.id], 4000, product="Agua")
+    results = await sync(any_db, setup, [good, left_out, not_offered])
+    assert [r.status for r in results] == ["accepted", "rejected", "rejected"]
+    assert results[0].total == 16000
+    assert "precio de Piscola" in results[1].reason and "$8.000" in results[1].reason
+    assert "modificador" in results[2].reason
+    [paid] = await paid_sales(any_db, setup, session.id)
+    async with any_db.session() as s:
+        [line] = (await sales.get_sale(s, setup.venue_id, paid.id)).items
+    assert (line.unit_price, line.line_total) == (8000, 16000)
+    assert [(m.name, m.price) for m in line.modifiers] == [("Doble", 2000), ("Sin hielo", 0)]

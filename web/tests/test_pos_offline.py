@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from caja_core.audit import service as audit
+from caja_core.catalog import service as catalog
 from caja_core.db import Database, migrate
 from caja_core.offline import service as offline
 from caja_core.permissions import Action
@@ -218,6 +219,80 @@ def test_a_sync_interrupted_halfway_and_retried_makes_no_duplicates(browser, sit
     assert len(resent) == 2  # the two sales of the lost answer were sent again
     paid = paid_sales(site)
     assert len(paid) == 5 and current_session(site).cash_sales_total == 5 * 3500
+
+
+def add_modifiers(site: LiveSite) -> None:
+    """ "Doble" (+$2.000) on the Piscola and "Sin hielo" (sin costo) on the Agua."""
+
+    async def work(s):
+        for name, price, product in (("Doble", 2000, "Piscola"), ("Sin hielo", 0, "Agua")):
+            await catalog.create_modifier(
+                s, venue_id=site.setup.venue_id, name=name, price_delta=price, product_id=site.setup.products[product]
+            )
+
+    core(site, work)
+
+
+def test_offline_a_product_with_modifiers_opens_its_chooser_and_sells_at_the_online_price(browser, site):
+    """Found: offline a Piscola sold with no chooser at $6.000, whatever the customer asked for. The offline
+    screen offers the modifiers the device was given, as the sale screen does (keys 1–9, Enter, Escape), prices
+    the line with them, and the server records them when the sale syncs; a product whose modifiers the device
+    does not know is refused there, in words, instead of sold without them."""
+    add_modifiers(site)
+    c = offline_cashier(browser, site)
+    page = c.page
+    cart_total = page.locator("#cart-total")
+    page.click("#keys [data-product='Piscola']")
+    chooser = page.locator("#modifier-chooser")
+    expect(chooser.locator("label[data-modifier='Doble']")).to_contain_text("+$2.000")
+    expect(cart_total).to_have_count(0)  # nothing in the cart until the choice is made
+    page.keyboard.press("1")
+    expect(chooser.locator("input[name=modifier_id]").first).to_be_checked()
+    page.keyboard.press("Enter")
+    expect(page.locator("#cart .cart-lines")).to_contain_text("Doble")
+    expect(cart_total).to_have_text("$8.000")
+    page.click("#keys [data-product='Piscola']")  # tal cual: nothing ticked
+    page.click("#modifier-add")
+    expect(cart_total).to_have_text("$14.000")
+    page.click("#keys [data-product='Agua']")
+    expect(chooser.locator("label[data-modifier='Sin hielo']")).to_contain_text("sin costo")
+    page.keyboard.press("Escape")  # back to the order, nothing added
+    expect(cart_total).to_have_text("$14.000")
+    page.click("#keys [data-product='Cerveza']")  # no modifiers: still one tap
+    expect(cart_total).to_have_text("$17.500")
+    expect(page.locator("#cart .cart-lines li")).to_have_count(3)
+    page.keyboard.press("F4")
+    expect(page.locator("#pay-items")).to_contain_text("Doble")
+    page.click("#offline-cash-exact")
+    expect(page.locator("#outcome")).to_contain_text("$17.500")
+
+    # A device that kept the register's data without the Piscola's modifiers cannot sell it right: refused.
+    page.evaluate(
+        """async () => {
+          const cache = await caches.open("caja-offline-v1");
+          const kept = await (await cache.match("/caja/sin-conexion/datos")).json();
+          kept.products.forEach((p) => { if (p.name === "Piscola") delete p.modifiers; });
+          await cache.put("/caja/sin-conexion/datos", new Response(JSON.stringify(kept),
+            { headers: { "Content-Type": "application/json" } }));
+        }"""
+    )
+    page.reload()
+    expect(page.locator("#offline-banner")).to_contain_text("1 venta por sincronizar")
+    page.click("#keys [data-product='Piscola']")
+    expect(page.locator("#offline-error")).to_contain_text("Piscola no se puede vender sin conexión")
+    expect(page.locator("#cart .cart-lines")).not_to_contain_text("Piscola")
+    expect(chooser).to_have_count(0)
+
+    go_online(page)
+    expect(page.locator("#offline-banner")).to_contain_text("1 venta sincronizada", timeout=15_000)
+    [paid] = paid_sales(site)
+    assert paid.total == 17500
+
+    async def lines(s):
+        return (await sales.get_sale(s, site.setup.venue_id, paid.id)).items
+
+    sold = [(x.name, x.unit_price, [(m.name, m.price) for m in x.modifiers]) for x in core(site, lines)]
+    assert sold == [("Piscola", 8000, [("Doble", 2000)]), ("Piscola", 6000, []), ("Cerveza", 3500, [])]
 
 
 def test_a_tampered_price_in_the_queue_is_rejected_and_reported(browser, site):

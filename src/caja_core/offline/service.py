@@ -38,7 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..audit.models import Incident
 from ..audit.service import open_incident, record, resolve_incident
 from ..carddata import scrub_text
-from ..catalog.models import Category, Product, ProductPrice
+from ..catalog.models import Category, Modifier, Product, ProductPrice
+from ..catalog.service import MAX_MODIFIERS_PER_LINE
 from ..clock import DEFAULT_TIMEZONE, format_local, utcnow
 from ..db.engine import Database
 from ..errors import Conflict, NotFound, ValidationFailed
@@ -47,7 +48,7 @@ from ..payments import lifecycle as lc
 from ..payments.models import PaymentAttempt
 from ..registers.models import CashRegister
 from ..sales.models import Sale, SaleItem
-from ..sales.service import MAX_LINES, MAX_QUANTITY, _apply_totals
+from ..sales.service import MAX_LINES, MAX_QUANTITY, ItemInput, _apply_totals, _chosen_modifiers
 from ..sessions.models import CashSession, SessionHandover
 from ..venues.models import Venue
 from . import rules
@@ -71,8 +72,12 @@ Text = Annotated[str, msgspec.Meta(max_length=80)]
 class OfflineLine(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     product_id: Id
     quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
-    #: The price the device showed (it is checked against the catalogue).
+    #: The price the device showed, the product's plus its modifiers' (it is checked against the catalogue).
     unit_price: Amount
+    #: The modifiers chosen in the device's chooser, from those it was given with the register's data.
+    modifier_ids: Annotated[list[Id], msgspec.Meta(max_length=MAX_MODIFIERS_PER_LINE)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class BackupReference(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -416,13 +421,22 @@ async def _check(
     if len(sale.lines) > MAX_LINES:
         raise Rejected(f"Una venta admite hasta {MAX_LINES} líneas.")
     prices = await _prices_at(s, register, {line.product_id for line in sale.lines}, sold_at)
+    offered = await _modifiers_offered(s, register, prices) if any(line.modifier_ids for line in sale.lines) else {}
     lines: list[dict[str, Any]] = []
     for n, line in enumerate(sale.lines, start=1):
         if not 1 <= line.quantity <= MAX_QUANTITY:
             raise Rejected(f"Línea {n}: la cantidad debe estar entre 1 y {MAX_QUANTITY}.")
         if line.product_id not in prices:
             raise Rejected(f"Línea {n}: el producto no existe o no se vende en esta caja.")
-        name, price = prices[line.product_id]
+        name, price, _ = prices[line.product_id]
+        chosen: list[dict[str, Any]] = []
+        if line.modifier_ids:  # chosen as on the sale screen, from what the product offers (sales.service)
+            item = ItemInput(product_id=line.product_id, quantity=line.quantity, modifier_ids=line.modifier_ids)
+            try:
+                chosen = _chosen_modifiers(n, item, offered.get(line.product_id, []))
+            except ValidationFailed as exc:
+                raise Rejected(str(exc)) from None
+            price += sum(m["price"] for m in chosen)
         if line.unit_price != price:
             raise Rejected(
                 f"Línea {n}: el precio de {name} en el equipo ({format_clp(line.unit_price) if line.unit_price > 0 else '$0'}) "
@@ -436,6 +450,7 @@ async def _check(
                 "unit_price": price,
                 "line_total": price * line.quantity,
                 "free_reason": "",
+                **({"modifiers": chosen} if chosen else {}),  # none: the column stays SQL NULL
             }
         )
     total = sum(line["line_total"] for line in lines)
@@ -497,15 +512,18 @@ def _check_reference(reference: BackupReference | None) -> None:
 
 async def _prices_at(
     s: AsyncSession, register: CashRegister, product_ids: set[int], sold_at: datetime
-) -> dict[int, tuple[str, int]]:
-    """Name and price of each product as the catalogue had it at ``sold_at`` (sellable at this register)."""
+) -> dict[int, tuple[str, int, int]]:
+    """Name, price and category of each product as the catalogue had it at ``sold_at`` (sellable at this
+    register)."""
     q = (
         select(Product.id, Product.name, Product.price, Product.category_id)
         .join(Category, Category.id == Product.category_id)
         .where(Product.venue_id == register.venue_id, Product.id.in_(product_ids))
     )
     allowed = set(register.allowed_categories or [])
-    products = {r.id: (r.name, r.price) for r in await s.execute(q) if not allowed or r.category_id in allowed}
+    products = {
+        r.id: (r.name, r.price, r.category_id) for r in await s.execute(q) if not allowed or r.category_id in allowed
+    }
     if products:
         earlier = await s.execute(
             select(ProductPrice.product_id, ProductPrice.price, ProductPrice.until)
@@ -516,8 +534,31 @@ async def _prices_at(
         for product_id, price, _until in earlier:
             if product_id not in seen:  # the first change after the sale holds the price it was sold at
                 seen.add(product_id)
-                products[product_id] = (products[product_id][0], price)
+                name, _, category_id = products[product_id]
+                products[product_id] = (name, price, category_id)
     return products
+
+
+async def _modifiers_offered(
+    s: AsyncSession, register: CashRegister, products: dict[int, tuple[str, int, int]]
+) -> dict[int, list[Modifier]]:
+    """The modifiers each product offers (its own and its category's), withdrawn ones included: the device sold
+    with those it was given, and a modifier's price never changes (a new price is a new modifier)."""
+    categories = {category for _, _, category in products.values()}
+    found = (
+        await s.scalars(
+            select(Modifier).where(
+                Modifier.venue_id == register.venue_id,
+                Modifier.product_id.in_(list(products)) | Modifier.category_id.in_(categories),
+            )
+        )
+    ).all()
+    return {
+        product_id: [
+            m for m in found if m.product_id == product_id or (m.product_id is None and m.category_id == category)
+        ]
+        for product_id, (_, _, category) in products.items()
+    }
 
 
 def _backup_attempt(

@@ -58,9 +58,9 @@ async def offline_screen(request: Request) -> Response[Any]:
 
 @get("/datos", include_in_schema=False)
 async def offline_data(request: Request) -> Response[Any]:
-    """What the device keeps to sell offline: the register, its open session, the cashier, the catalogue and the
-    version of its offline rule (the methods it allows; never the integrated terminal: it needs the server). The
-    device names that version in each sale it takes offline."""
+    """What the device keeps to sell offline: the register, its open session, the cashier, the catalogue (each
+    product with its modifiers) and the version of its offline rule (the methods it allows; never the integrated
+    terminal: it needs the server). The device names that version in each sale it takes offline."""
     web = Web(request)
     state = carts.load(web.session)
     if state.session_id is None or state.register_id is None:
@@ -73,6 +73,9 @@ async def offline_data(request: Request) -> Response[Any]:
     except Exception:  # noqa: BLE001 - a provider no longer installed: its id is its name
         backup_name = backup
     products = await web.call(catalog.list_products, web.venue_id, register_id=register.id)
+    modifiers = catalog.modifiers_by_product(
+        products, await web.call(catalog.list_modifiers, web.venue_id, active_only=True)
+    )
     categories = await web.call(catalog.list_categories, web.venue_id, active_only=True)
     assert web.viewer is not None
     return Response(
@@ -82,7 +85,17 @@ async def offline_data(request: Request) -> Response[Any]:
             "cashier": {"id": web.viewer.id, "name": web.viewer.name},
             "categories": [{"id": c.id, "name": c.name} for c in categories],
             "products": [
-                {"id": p.id, "name": p.name, "price": p.price, "category_id": p.category_id, "shortcut": p.shortcut}
+                {
+                    "id": p.id,
+                    "name": p.name,
+                    "price": p.price,
+                    "category_id": p.category_id,
+                    "shortcut": p.shortcut,
+                    # What its chooser offers offline, as on the sale screen (the server prices them at sync).
+                    "modifiers": [
+                        {"id": m.id, "name": m.name, "price": m.price_delta} for m in modifiers.get(p.id, [])
+                    ],
+                }
                 for p in products
             ],
             "rule": {

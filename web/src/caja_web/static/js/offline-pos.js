@@ -2,6 +2,10 @@
 // the order on the right, F4 Cobrar, F8 Vaciar), built from the register's data the service worker kept: the
 // catalogue, the session, the cashier and the register's offline rule as they were when the connection was lost.
 // Sales are kept in the device (offline-queue.js) and sent when the server answers again.
+// A product with modifiers opens its chooser as on the sale screen (the same ids, so caja.js's keys work: 1–9
+// tick, Enter adds, Escape cancels) with the modifiers the device was given; the line's price is the product's
+// plus theirs. A product whose modifiers the kept data does not carry (data kept by an older server) is refused
+// here: it cannot be sold as online.
 (function () {
   "use strict";
   var DATA = "/caja/sin-conexion/datos";
@@ -10,6 +14,7 @@
   var online = false;
   var cart = [];
   var view = "cart";
+  var choosing = null; // the product whose modifier chooser is open
   var last = null;
   var message = "";
   var synced = 0;
@@ -24,6 +29,12 @@
   function total() { return cart.reduce(function (t, l) { return t + l.unit_price * l.quantity; }, 0); }
   function count() { return cart.reduce(function (t, l) { return t + l.quantity; }, 0); }
   function allows(method) { return data && data.rule.methods.indexOf(method) >= 0; }
+  function lineName(l) {
+    return esc(l.name) + (l.modifiers.length ? ' <span class="muted mods">' + l.modifiers.map(esc).join(", ") + "</span>" : "");
+  }
+  function alertBox() {
+    return message ? '<div class="alert error" role="alert" id="offline-error">' + esc(message) + "</div>" : "";
+  }
 
   function load() {
     return fetch(DATA, { credentials: "same-origin", cache: "no-store" }).then(function (response) {
@@ -98,9 +109,9 @@
     var panel = $("panel");
     if (view === "pay") {
       panel.innerHTML = '<div class="panel" id="offline-pay"><div class="panel-head"><h2>Cobrar <span class="muted">' +
-        "sin conexión</span></h2></div>" + (message ? '<div class="alert error" role="alert" id="offline-error">' + esc(message) + "</div>" : "") +
+        "sin conexión</span></h2></div>" + alertBox() +
         '<div class="panel-body"><ul class="cart-lines" id="pay-items">' + cart.map(function (l) {
-          return '<li><span class="q">' + l.quantity + '×</span><span class="n">' + esc(l.name) + '</span><span class="t">' + clp(l.unit_price * l.quantity) + "</span></li>";
+          return '<li><span class="q">' + l.quantity + '×</span><span class="n">' + lineName(l) + '</span><span class="t">' + clp(l.unit_price * l.quantity) + "</span></li>";
         }).join("") + "</ul>" +
         '<form id="offline-cash-form" class="stack"><label class="field"><span>Efectivo recibido</span>' +
         '<input id="offline-cash" inputmode="numeric" autocomplete="off" placeholder="' + clp(total()) + '"></label>' +
@@ -122,6 +133,19 @@
       if (cash) cash.focus();
       return;
     }
+    if (view === "modifiers" && choosing) {
+      panel.innerHTML = '<div id="modifier-chooser" class="panel"><div class="panel-head"><h2>' + esc(choosing.name) +
+        ' <span class="muted">' + clp(choosing.price) + '</span></h2><p class="muted">Marque los modificadores (ninguno: tal cual) y toque Agregar.</p></div>' +
+        '<form id="modifier-form" class="stack"><div class="panel-body modifier-list">' + choosing.modifiers.map(function (m) {
+          return '<label class="check modifier" data-modifier="' + esc(m.name) + '"><input type="checkbox" name="modifier_id" value="' + m.id + '">' +
+            '<span class="n">' + esc(m.name) + '</span><span class="t">' + (m.price ? "+" + clp(m.price) : "sin costo") + "</span></label>";
+        }).join("") + '</div><div class="panel-actions"><div class="pay-buttons">' +
+        '<button class="btn ghost" type="button" id="modifier-cancel" data-shortcut="Escape">Cancelar <kbd>Esc</kbd></button>' +
+        '<button class="btn ok big" type="submit" id="modifier-add">Agregar <kbd>Enter</kbd></button></div></div></form></div>';
+      var first = panel.querySelector("input[name=modifier_id]");
+      if (first) first.focus();
+      return;
+    }
     if (view === "saved" && last) {
       panel.innerHTML = '<div class="panel" id="offline-saved"><div class="panel-head"><h2>Venta guardada en el equipo</h2></div>' +
         '<div class="panel-body"><p class="alert ok" id="outcome"><strong>PAGADO — ' + (last.method === "cash" ? "efectivo" : "celular de respaldo") +
@@ -130,25 +154,61 @@
       return;
     }
     panel.innerHTML = '<div id="cart" class="panel"><div class="panel-head"><h2>Pedido <span class="muted" id="cart-count">' +
-      count() + (count() === 1 ? " artículo" : " artículos") + "</span></h2></div>" +
+      count() + (count() === 1 ? " artículo" : " artículos") + "</span></h2></div>" + alertBox() +
       '<div class="panel-body"><ul class="cart-lines">' + (cart.length ? cart.map(function (l, i) {
         return '<li data-line="' + i + '"><button class="btn step" type="button" data-delta="-1" data-index="' + i + '" aria-label="Uno menos">−</button>' +
           '<span class="q">' + l.quantity + '×</span><button class="btn step" type="button" data-delta="1" data-index="' + i + '" aria-label="Uno más">+</button>' +
-          '<span class="n">' + esc(l.name) + '</span><span class="t">' + clp(l.unit_price * l.quantity) + "</span></li>";
+          '<span class="n">' + lineName(l) + '</span><span class="t">' + clp(l.unit_price * l.quantity) + "</span></li>";
       }).join("") : '<li class="muted empty">Toque un producto para agregarlo.</li>') + "</ul></div>" +
       '<div class="panel-actions"><div class="total"><span>Total</span><span id="cart-total">' + clp(total()) + "</span></div>" +
       '<div class="pay-buttons"><button class="btn ghost" type="button" id="clear-cart" data-shortcut="F8"' + (cart.length ? "" : " disabled") + ">Vaciar <kbd>F8</kbd></button>" +
       '<button class="btn ok big" type="button" id="checkout" data-shortcut="F4"' + (cart.length ? "" : " disabled") + ">Cobrar <kbd>F4</kbd></button></div></div></div>";
   }
 
-  function add(id) {
+  // A product tapped: into the cart, or its chooser first when it has modifiers.
+  function tapped(id) {
     var product = data.products.filter(function (p) { return p.id === id; })[0];
     if (!product) return;
     if (view !== "cart") { view = "cart"; last = null; }
-    var line = cart.filter(function (l) { return l.product_id === id; })[0];
-    if (line) line.quantity = Math.min(999, line.quantity + 1);
-    else cart.push({ product_id: id, name: product.name, unit_price: product.price, quantity: 1 });
+    message = "";
+    if (!Array.isArray(product.modifiers)) {
+      message = product.name + " no se puede vender sin conexión: este equipo no tiene sus modificadores. " +
+        "Véndalo cuando vuelva la conexión.";
+    } else if (product.modifiers.length) {
+      choosing = product;
+      view = "modifiers";
+    } else {
+      add(product, []);
+      return;
+    }
     renderPanel();
+  }
+
+  // The product with the modifiers ticked (their order in the chooser): the same product with other modifiers
+  // is another line.
+  function add(product, chosen) {
+    var ids = chosen.map(function (m) { return m.id; });
+    var same = function (l) { return l.product_id === product.id && l.modifier_ids.join(",") === ids.join(","); };
+    var line = cart.filter(same)[0];
+    if (line) line.quantity = Math.min(999, line.quantity + 1);
+    else cart.push({
+      product_id: product.id,
+      name: product.name,
+      unit_price: chosen.reduce(function (p, m) { return p + m.price; }, product.price),
+      quantity: 1,
+      modifier_ids: ids,
+      modifiers: chosen.map(function (m) { return m.name; }),
+    });
+    view = "cart";
+    choosing = null;
+    renderPanel();
+  }
+
+  function addChosen(form) {
+    var ticked = Array.prototype.map.call(form.querySelectorAll("input[name=modifier_id]:checked"), function (box) {
+      return parseInt(box.value, 10);
+    });
+    add(choosing, choosing.modifiers.filter(function (m) { return ticked.indexOf(m.id) >= 0; }));
   }
 
   function save(method, extra) {
@@ -159,7 +219,11 @@
       cashier_id: data.cashier.id,
       local_time: cajaQueue.localTime(),
       method: method,
-      lines: cart.map(function (l) { return { product_id: l.product_id, quantity: l.quantity, unit_price: l.unit_price }; }),
+      // The names stay in the device (to show); the server takes the ids and prices them itself.
+      lines: cart.map(function (l) {
+        return { product_id: l.product_id, quantity: l.quantity, unit_price: l.unit_price, modifier_ids: l.modifier_ids,
+          name: l.name, modifiers: l.modifiers };
+      }),
       total: total(),
     };
     // The version of the register's offline rule this device was given: the server checks the sale against it.
@@ -202,7 +266,8 @@
   document.addEventListener("click", function (ev) {
     var t = ev.target.closest("button, a");
     if (!t || !data) return;
-    if (t.classList.contains("qk")) { add(parseInt(t.getAttribute("data-id"), 10)); return; }
+    if (t.classList.contains("qk")) { tapped(parseInt(t.getAttribute("data-id"), 10)); return; }
+    if (t.id === "modifier-cancel") { view = "cart"; choosing = null; renderPanel(); return; }
     if (t.hasAttribute("data-delta")) {
       var line = cart[parseInt(t.getAttribute("data-index"), 10)];
       if (!line) return;
@@ -211,7 +276,7 @@
       renderPanel();
       return;
     }
-    if (t.id === "clear-cart") { cart = []; renderPanel(); return; }
+    if (t.id === "clear-cart") { cart = []; message = ""; renderPanel(); return; }
     if (t.id === "checkout" && cart.length) { view = "pay"; message = ""; renderPanel(); return; }
     if (t.id === "offline-back") { view = "cart"; message = ""; renderPanel(); return; }
     if (t.id === "offline-cash-exact") { payCash(); return; }
@@ -220,6 +285,7 @@
     ev.preventDefault();
     if (ev.target.id === "offline-cash-form") payCash($("offline-cash").value);
     if (ev.target.id === "offline-backup-form") payBackup(ev.target);
+    if (ev.target.id === "modifier-form" && choosing) addChosen(ev.target);
   });
 
   // ---- a card payment the connection was lost in the middle of ----------------------------------------------

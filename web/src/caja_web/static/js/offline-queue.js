@@ -7,6 +7,24 @@
   "use strict";
   var NAME = "caja-offline";
   var SYNC_URL = "/caja/sin-conexion/sincronizar";
+  // What the server takes of a kept sale and of each of its lines (caja_core.offline.service.OfflineSaleIn and
+  // OfflineLine, which refuse anything else): the payload is built from these, so whatever the device keeps
+  // for itself (the queue's seq, the server's reason, names to show) never reaches the server.
+  var SALE_FIELDS = ["key", "register_id", "session_id", "cashier_id", "local_time", "method", "lines", "total",
+    "cash_received", "backup", "rule_id"];
+  var LINE_FIELDS = ["product_id", "quantity", "unit_price", "modifier_ids"];
+
+  // A copy of ``item`` with only ``fields`` (those it has); ``nested`` names list fields whose items are picked
+  // the same way.
+  function pick(item, fields, nested) {
+    var out = {};
+    fields.forEach(function (name) {
+      if (item[name] === undefined) return;
+      var inner = nested && nested[name];
+      out[name] = inner ? item[name].map(function (x) { return pick(x, inner); }) : item[name];
+    });
+    return out;
+  }
 
   function open() {
     return new Promise(function (resolve, reject) {
@@ -158,11 +176,7 @@
           });
         });
       }
-      function strip(item) {
-        var sale = Object.assign({}, item);
-        delete sale.seq; delete sale.reason; delete sale.names; delete sale.late;
-        return sale;
-      }
+      function strip(item) { return pick(item, SALE_FIELDS, { lines: LINE_FIELDS }); }
       function sendQueue() {
         return api.pending().then(function (items) {
           var mine = items.filter(function (i) { return !summary.skipped || summary.skipped.indexOf(i.key) < 0; });
