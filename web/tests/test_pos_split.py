@@ -178,3 +178,33 @@ def test_a_split_receipt_with_a_tip_shows_what_the_card_charged(browser, site, t
     expect(page.locator("#split-cash")).to_contain_text("$2.000")
     expect(page.locator("#split-card")).to_contain_text("$4.600")
     assert night(site)["attempts"] == [(4600, "approved")]
+
+
+def test_a_second_tab_follows_the_sale_to_its_pay_screen_and_keeps_working_there(browser, site, terminal):
+    """Found: a tab left on the order while another tab of the register started charging it followed the sale
+    by replacing its whole panel with the pay screen, so nothing afterwards reached it (the cash part taken on
+    the first tab, its own taps): a blank-looking screen. It now shows the sale's current payment with a
+    message that it moved on in another tab, and keeps following and acting on it."""
+    c = cashier_at(browser, site, VIEWPORTS["1024x768"])
+    page = c.page
+    other = page.context.new_page()
+    other.goto(page.url)
+    expect(other.locator("#panel #cart")).to_be_visible()
+    for name in ("Piscola", "Piscola"):  # $12.000: $4.000 in cash, the rest in cash too
+        c.product(name)
+    c.tap("#checkout")
+    # Within one poll the second tab shows the payment, in its panel, and says why it changed.
+    expect(other.locator("#panel #stale-sale")).to_contain_text("otra pestaña", timeout=10_000)
+    expect(other.locator("#panel #sale-total")).to_have_text("$12.000")
+    split(c, "4000")
+    other.click("#split summary")  # it still shows nothing paid: its part is refused with what is paid
+    other.fill("#split input[name=cash_part]", "4000")
+    other.click("#split-pay")
+    expect(other.locator("#panel #split-status")).to_contain_text("pagado en efectivo $4.000")
+    expect(other.locator("#panel")).to_contain_text("ya se había recibido")
+    expect(other.locator("#panel #sale-total")).to_have_text("$8.000")
+    other.click("#cash-exact")
+    expect(other.locator("#panel #outcome .headline")).to_have_text("PAGADO")
+    seen = night(site)
+    assert [(x.total, x.status, x.cash_part) for x in seen["sales"]] == [(12000, "paid", 4000)]
+    assert seen["session"].cash_sales_total == 12000

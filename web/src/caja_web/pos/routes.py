@@ -578,8 +578,10 @@ async def payment_view(web: Web, sale_id: int, sale: Any = None, **extra) -> Tem
 
 
 @get("/venta/{sale_id:int}")
-async def sale_page(web: NamedDependency[Web], sale_id: FromPath[int]) -> Template:
-    return await payment_view(web, sale_id)
+async def sale_page(web: NamedDependency[Web], sale_id: FromPath[int], otra: FromQuery[int] = 0) -> Template:
+    """The sale's current payment; ``otra``: a tab that showed something else follows it here (another tab of
+    this browser started or moved on with the payment) and says so."""
+    return await payment_view(web, sale_id, stale=bool(otra))
 
 
 @get("/venta/{sale_id:int}/pago")
@@ -931,7 +933,7 @@ async def screen_status(
             timezone=web.viewer.timezone if web.viewer else None,
         )
         if state.sale_id is not None and sale != state.sale_id and sale not in {w.id for w in parked}:
-            follow = f"/caja/venta/{state.sale_id}"
+            follow = f"/caja/venta/{state.sale_id}?otra=1"
         elif state.sale_id is None and v is not None and v != state.version:
             follow = "/caja/venta?otra=1"
     return await web.page("pos/_status.html", partial=True, status=status, follow=follow, parked=parked)
