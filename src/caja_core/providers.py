@@ -40,6 +40,11 @@ class OutcomeKind(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+#: ``Outcome.code`` of an UNKNOWN answer to ``status`` when the device itself could not be reached (no connection,
+#: no receipt): caja then knows it lost sight of the device for a while (see ``terminal_ops.close_by_the_device``).
+UNREACHABLE = "unreachable"
+
+
 class Capability(enum.StrEnum):
     INTEGRATED = "integrated"  # the provider talks to a device/API by itself (charge returns a final answer)
     MANUAL = "manual"  # a person charges elsewhere and confirms with references
@@ -120,6 +125,10 @@ class TerminalReport(msgspec.Struct, frozen=True, kw_only=True):
     total: int
     sales: list[TerminalSale] = []
     taken_at: datetime | None = None  # the device's clock when it answered (aware UTC)
+    #: how many sales of this batch were voided on the device, and for how much (None: the device does not say).
+    #: A voided sale leaves the list (or is listed as not approved); it is not a batch close.
+    voided_count: int | None = None
+    voided_total: int | None = None
 
 
 class Progress(msgspec.Struct, frozen=True):

@@ -447,6 +447,142 @@ async def test_33_a_close_run_on_the_terminal_itself_never_makes_a_payment_in_do
     assert await sale_status(stack, sale_id) == "paid" and sim.charge_count() == 2
 
 
+async def in_doubt_not_charged(stack: Stack, cashier, sim, *, dies: bool) -> int:
+    """A card sale the terminal confirms and never answers, without charging the card: in doubt. With ``dies``
+    the terminal goes away too (caja loses sight of it) and comes back later (``revive``)."""
+    sale_id = await checkout(cashier, stack)
+    sim.add_fault({"kind": "receipt_then_silence", "charged": False})
+    before = len(sim.commands)
+
+    async def sent():
+        return Command.SALE in [int(c["Command"]) for c in sim.commands[before:]]
+
+    await pay_card(cashier, sale_id)
+    await wait_for(sent, "the terminal received the sale")
+    if dies:
+        port = sim.tcp_address[1]
+        await sim.stop()
+        sim.port_to_restore = port
+        page = await shows(cashier, sale_id, "EN DUDA")
+        assert "Cobrar con respaldo" not in page, text_of(page)[:300]
+    return sale_id
+
+
+async def test_33_a_void_on_the_terminals_keypad_is_a_difference_on_that_ticket_not_a_batch_close(stack):
+    """A customer's earlier card sale is voided (anulación) on the terminal's own keypad; caja is not told. Later
+    a payment ends in doubt (the terminal went away mid-sale, without charging) and the terminal, back, does not
+    list it. That earlier ticket is missing from its list too, but a sale caja approved after it is still
+    listed and the terminal counts one void of that amount: a void, not a batch close. So the payment in doubt
+    is not charged (the backup is offered at once, no supervisor needed), and the void is a difference on that
+    ticket — an incident, and in the admin's terminal check — while caja's sale stays as it was."""
+    sim = await stack.simulator()
+    await stack.build(sim)
+    app = await stack.instance()
+    cashier, admin = await app.cashier(), await app.staff("admin")
+    await open_session(cashier, stack)
+    first = await checkout(cashier, stack, "Cerveza")
+    await pay_card(cashier, first)
+    await shows(cashier, first, 'id="receipt"')
+    second = await checkout(cashier, stack)
+    await pay_card(cashier, second)
+    await shows(cashier, second, 'id="receipt"')
+    (voided,) = await attempts(stack, first)
+    sim.void_on_keypad(voided.ticket)  # on the terminal itself: the customer got the money back there
+    assert voided.ticket not in sim.tickets() and sim.totals()["TxCount"] == 1
+
+    sale_id = await in_doubt_not_charged(stack, cashier, sim, dies=True)
+    await revive(sim)
+    await shows(cashier, sale_id, "Cobrar con respaldo")
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state == "failed_not_sent" and not attempt.needs_decision, attempt.response_message
+    async with stack.db.reader() as s:
+        closes = (await s.execute(select(TerminalClose))).scalars().all()
+        incidents = (await s.execute(select(Incident).where(Incident.kind == "terminal_difference"))).scalars().all()
+    assert closes == [], [(c.source, c.sales) for c in closes]  # no batch close was made up
+    (incident,) = incidents
+    assert incident.attempt_id == voided.id and "anulado en el terminal" in incident.description
+    assert voided.ticket in incident.description
+    # caja's sale is not changed by the terminal's word: still paid by card, once.
+    assert await sale_status(stack, first) == "paid"
+    (again,) = await attempts(stack, first)
+    assert again.state == "approved"
+    # The admin's terminal check names the void on that ticket.
+    r = await admin.post("/admin/terminales/revisar")
+    text = text_of(r.text)
+    assert r.status_code == 200 and f"ticket {voided.ticket}" in text and "el terminal lo anuló" in text, text[-800:]
+    async with stack.db.reader() as s:
+        check = (await s.execute(select(TerminalCheck).order_by(TerminalCheck.id.desc()))).scalars().first()
+    assert [d["kind"] for d in check.differences] == ["voided"]
+
+
+async def test_33_a_void_is_told_from_a_close_by_the_terminals_count_of_voids(stack):
+    """The only sale caja approved on the terminal since its last close is voided on the keypad; then a payment
+    ends in doubt without a charge while the terminal keeps answering. Nothing of caja's is listed any more, but
+    the terminal's totals count one void of that very amount: not a close. The payment is not charged (backup
+    at once) and the void is an incident on its ticket."""
+    sim = await stack.simulator()
+    await stack.build(sim)
+    app = await stack.instance()
+    cashier = await app.cashier()
+    await open_session(cashier, stack)
+    first = await checkout(cashier, stack, "Cerveza")
+    await pay_card(cashier, first)
+    await shows(cashier, first, 'id="receipt"')
+    (voided,) = await attempts(stack, first)
+    sim.void_on_keypad(voided.ticket)
+    sale_id = await in_doubt_not_charged(stack, cashier, sim, dies=False)
+    await shows(cashier, sale_id, "Cobrar con respaldo", timeout_s=60)
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state == "failed_not_sent" and not attempt.needs_decision, attempt.response_message
+    async with stack.db.reader() as s:
+        assert (await s.execute(select(TerminalClose))).scalars().all() == []
+        incident = (await s.execute(select(Incident).where(Incident.kind == "terminal_difference"))).scalar_one()
+    assert incident.attempt_id == voided.id
+    assert await sale_status(stack, first) == "paid"
+
+
+async def test_33_a_keypad_close_with_nothing_of_cajas_to_miss_still_never_makes_a_payment_not_charged(stack):
+    """The first card payment since the last close caja knows is charged and then in doubt (the terminal went
+    away mid-sale); meanwhile someone runs the batch close on the terminal's keypad. The terminal's list has
+    nothing of caja's to miss, so the close cannot be seen in it. But caja lost sight of the terminal after the
+    send, so the empty list is no proof: the payment waits for a supervisor, whose screen says what to check on
+    the terminal; the backup is never offered, and the customer is charged once."""
+    sim = await stack.simulator()
+    await stack.build(sim)
+    app = await stack.instance()
+    cashier, supervisor = await app.cashier(), await app.staff("super")
+    await open_session(cashier, stack)
+    sale_id = await charged_in_doubt(stack, cashier, sim)
+    (attempt,) = await attempts(stack, sale_id)
+    sim.close_batch()  # on the terminal's own keypad, while caja cannot reach it
+    assert sim.tickets() == {} and attempt.ticket in sim.charged()
+    await revive(sim)
+
+    async def decision_asked():
+        (a,) = await attempts(stack, sale_id)
+        return a if a.needs_decision else None
+
+    try:
+        attempt = await wait_for(decision_asked, "a supervisor is called", timeout_s=60)
+    except AssertionError as exc:
+        (a,) = await attempts(stack, sale_id)
+        raise AssertionError(f"{exc}; the payment is {a.state}: {a.response_message}") from None
+    assert Command.DETAILS in sim.command_codes()
+    assert attempt.state in ("in_doubt", "reconciling") and attempt.backup_offered_at is None
+    page = await progress(cashier, sale_id)
+    assert "un supervisor lo resuelve" in text_of(page) and "Cobrar con respaldo" not in page, text_of(page)[:300]
+    jornada = text_of((await supervisor.get("/jornada")).text)
+    assert "caja no puede resolverlo sola" in jornada and "Revise en el terminal si hubo un cierre de lote" in jornada
+    r = await supervisor.post(
+        f"/jornada/cobros/{attempt.id}/resolver",
+        {"outcome": "cobrado", "voucher": "AUT555666", "note": "voucher impreso; cierre de lote en el terminal"},
+    )
+    assert r.status_code == 303, text_of(r.text)[:400]
+    (attempt,) = await attempts(stack, sale_id)
+    assert attempt.state == "approved" and await sale_status(stack, sale_id) == "paid"
+    assert sim.charge_count() == 1
+
+
 # 35 + 38 ----------------------------------------------------------------------------------------------------
 async def test_35_38_the_terminals_own_report_corrects_a_wrong_not_charged_at_jornada_close(stack):
     """The terminal charged; caja could not tell; a supervisor wrongly resolved it as not charged and the cashier

@@ -51,6 +51,7 @@ from ..ops.dbstate import database_unavailable
 from ..ops.workers import WORKERS, DatabaseBackoff
 from ..plugins import call_event
 from ..providers import (
+    UNREACHABLE,
     Capability,
     CardData,
     ChargeRequest,
@@ -2360,9 +2361,17 @@ class PaymentOrchestrator:
                         self.clock.timer(self.status_timeout_s),
                     )
                 except Exception as exc:  # noqa: BLE001 - an unanswered question keeps the attempt in doubt
-                    outcome = Outcome(kind=OutcomeKind.UNKNOWN, message=f"Sin respuesta: {type(exc).__name__}")
+                    outcome = Outcome(
+                        kind=OutcomeKind.UNKNOWN, code=UNREACHABLE, message=f"Sin respuesta: {type(exc).__name__}"
+                    )
             else:
                 outcome = Outcome(kind=OutcomeKind.UNKNOWN, message="El proveedor no permite consultar el estado.")
+            if outcome.kind is OutcomeKind.UNKNOWN and outcome.code == UNREACHABLE:
+                # caja lost sight of the device after the send: a close on its keypad meanwhile would go unseen.
+                async with self.db.session() as s:
+                    a = await self._attempt(s, attempt_id)
+                    if not (a.details or {}).get("unreached_at"):
+                        _detail(a, unreached_at=self.clock.now().isoformat())
             if outcome.kind is OutcomeKind.UNAVAILABLE and not_proof is None:
                 # "Not in the device's list" proves nothing if the list was cut by a close caja never ran.
                 not_proof, permanent = await terminal_ops.close_by_the_device(

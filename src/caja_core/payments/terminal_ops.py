@@ -94,7 +94,7 @@ class TerminalCloseOut(msgspec.Struct, kw_only=True):
 
 
 class Difference(msgspec.Struct, kw_only=True):
-    kind: str  # unknown_charge / missing_approval / amount / totals / late_approval
+    kind: str  # unknown_charge / missing_approval / voided / amount / totals / late_approval
     ticket: str | None = None
     amount: int | None = None
     caja_amount: int | None = None
@@ -501,6 +501,43 @@ async def close_device_batch(
 # --- a close run on the device itself --------------------------------------------------------------------
 
 
+def _sent(a: PaymentAttempt) -> datetime:
+    return a.sent_at or a.created_at
+
+
+def voids_and_erased(
+    report: TerminalReport, approved: list[PaymentAttempt]
+) -> tuple[list[PaymentAttempt], list[PaymentAttempt]]:
+    """Of the charges caja approved on a device since its last recorded close, those its report no longer
+    lists as charged, split in two: (voided on the device, erased by a batch close caja never ran).
+
+    A close erases every sale before it, a void only the one sale. So a missing charge is a void when the
+    device lists it as not approved, or when a charge caja approved there *before* it is still listed (a close
+    after it would have erased that one too); the others are voids only when the device's own count of voids in
+    this batch covers them (how many, and for how much), after the voids already told apart. Whatever is left
+    was erased by a close."""
+    listed = {t.ticket for t in report.sales if t.approved}
+    listed_not_approved = {t.ticket for t in report.sales if not t.approved}
+    if report.sales or report.count == 0:
+        missing = [a for a in approved if a.ticket not in listed]
+    else:  # totals without the list: fewer sales than caja approved there since the last close
+        missing = approved if report.count < len(approved) else []
+    still = [a for a in approved if a.ticket in listed]
+    oldest_listed = min((_sent(a) for a in still), default=None)
+    voided = [
+        a
+        for a in missing
+        if a.ticket in listed_not_approved or (oldest_listed is not None and _sent(a) > oldest_listed)
+    ]
+    rest = [a for a in missing if a not in voided]
+    if rest and report.voided_count is not None and report.voided_total is not None:
+        room_count = report.voided_count - len(voided)
+        room_total = report.voided_total - sum(a.amount for a in voided)
+        if len(rest) <= room_count and sum(a.amount for a in rest) <= room_total:
+            voided, rest = voided + rest, []
+    return voided, rest
+
+
 async def close_by_the_device(
     db: Any,
     provider: PaymentProvider,
@@ -514,13 +551,22 @@ async def close_by_the_device(
     """Before a device's "that ticket is not in my list" is taken as proof that ``attempt`` was not charged: was
     the list cut by a batch close caja never ran (on the device's keypad, or its automatic close)? caja is not
     told of such a close, but the device's own report then lacks the charges caja approved on it since its
-    last recorded close. When one is missing, the close is recorded now (``source="terminal"``: nothing sent
-    before it is declared not charged from that list) and the answer is no proof. Returns (why not proof,
-    permanent?); (None, False) when the list can be trusted or caja has nothing to check it against."""
+    last recorded close. When one is missing and no void on the device explains it (``voids_and_erased``), the
+    close is recorded now (``source="terminal"``: nothing sent before it is declared not charged from that
+    list) and the answer is no proof. A charge voided on the device is no close: it is a difference on that
+    ticket (an incident; caja's sale is not changed).
+
+    A close that leaves no such trace — nothing approved on the device since the last close caja knows — cannot
+    be seen from the device's answers. So when caja lost sight of the device after this attempt was sent (a
+    question about it went unanswered: the device was off, unplugged or unreachable, the moments a close on its
+    keypad goes unseen) the list is proof only if a charge caja approved there before this one is still listed.
+
+    Returns (why not proof, permanent?); (None, False) when the list can be trusted."""
     report_fn = getattr(provider, "terminal_report", None)
     if Capability.TERMINAL_REPORT not in _caps(provider, settings) or not callable(report_fn):
         return None, False
     async with db.reader() as s:
+        this = await s.get(PaymentAttempt, attempt.id)
         last = await devices.last_close(s, device_key=attempt.device_key, identity=attempt.device_identity)
         q = select(PaymentAttempt).where(
             devices.same_device(attempt.device_key, attempt.device_identity),
@@ -530,8 +576,16 @@ async def close_by_the_device(
         if last is not None:
             q = q.where(func.coalesce(PaymentAttempt.sent_at, PaymentAttempt.created_at) >= last.closed_at)
         approved = list((await s.execute(q.order_by(PaymentAttempt.id))).scalars())
+    unseen = bool(this is not None and (this.details or {}).get("unreached_at"))
+    sent = _sent(this) if this is not None else clock.now()
+    unwatched = (
+        "Después de enviar este cobro, caja perdió contacto con el terminal un rato, y en ese rato pudo hacerse un "
+        "cierre de lote en el terminal mismo (que borra su lista de ventas) sin que caja lo sepa: que el terminal "
+        "no lo registre no prueba que no se cobró. Revise en el terminal si hubo un cierre de lote después de "
+        "enviar el cobro y el voucher de este monto."
+    )
     if not approved:
-        return None, False
+        return (unwatched, True) if unseen else (None, False)
     try:
         report: TerminalReport = await asyncio.wait_for(report_fn(settings, ctx), clock.timer(timeout_s))
     except Exception as exc:  # noqa: BLE001 - unchecked: not proof this time, asked again later
@@ -540,12 +594,13 @@ async def close_by_the_device(
             "saber si hizo un cierre de lote.",
             False,
         )
-    if report.sales or report.count == 0:
-        listed = {t.ticket for t in report.sales if t.approved}
-        missing = [a for a in approved if a.ticket not in listed]
-    else:  # totals without the list: fewer sales than caja approved there since the last close
-        missing = approved if report.count < len(approved) else []
+    voided, missing = voids_and_erased(report, approved)
+    if voided:
+        await _voided_on_the_device(db, attempt, voided)
     if not missing:
+        listed = {t.ticket for t in report.sales if t.approved}
+        if unseen and not any(a.ticket in listed and _sent(a) < sent for a in approved):
+            return unwatched, True
         return None, False
     async with db.session() as s:
         known = await devices.known_device(s, attempt.device_key)
@@ -590,6 +645,59 @@ async def close_by_the_device(
         f"({format_clp(first.amount)}, intento #{first.id}) que aprobó antes, así que no encontrar este cobro no "
         "prueba que no se cobró.",
         True,
+    )
+
+
+def _voided_text(a: PaymentAttempt, label: str) -> str:
+    return (
+        f"El terminal {label} ya no registra como cobrado el ticket {a.ticket} ({format_clp(a.amount)}, intento "
+        f"#{a.id}): fue anulado en el terminal mismo, sin caja. En caja la venta sigue pagada con tarjeta: revise "
+        "con quien anuló si el dinero se devolvió al cliente y regístrelo (devolución o anulación de la venta)."
+    )
+
+
+async def _voided_on_the_device(db: Any, attempt: Any, voided: list[PaymentAttempt]) -> None:
+    """A charge caja approved, voided on the device itself: a difference on that ticket (one open incident each),
+    never a close, and caja's sale is not changed by it."""
+    from ..audit.models import Incident
+    from ..sales.models import Sale
+
+    async with db.session() as s:
+        known = await devices.known_device(s, attempt.device_key)
+        label = (known.label if known and known.label else attempt.device_key)[:200]
+        for a in voided:
+            open_already = (
+                await s.execute(
+                    select(Incident.id).where(
+                        Incident.attempt_id == a.id,
+                        Incident.kind == "terminal_difference",
+                        Incident.resolved.is_(False),
+                    )
+                )
+            ).first()
+            if open_already is not None:
+                continue
+            jornada_id = (await s.execute(select(Sale.jornada_id).where(Sale.id == a.sale_id))).scalar_one_or_none()
+            await open_incident(
+                s,
+                venue_id=a.venue_id,
+                kind="terminal_difference",
+                description=_voided_text(a, label),
+                jornada_id=jornada_id,
+                register_id=a.register_id,
+                attempt_id=a.id,
+            )
+            await record(
+                s,
+                venue_id=a.venue_id,
+                user_id=None,
+                action="terminal.voided_on_device",
+                entity="payment_attempt",
+                entity_id=a.id,
+                payload={"device": label, "ticket": a.ticket, "amount": a.amount, "asked_for": attempt.id},
+            )
+    log.warning(
+        "device %s no longer lists %d charge(s) caja approved on it: voided on it", attempt.device_key, len(voided)
     )
 
 
@@ -729,8 +837,20 @@ def compare(
                         f"como «{lc.label(a.state).lower()}» (intento #{a.id}).",
                     )
                 )
+        voided = {a.id for a in voids_and_erased(report, charged)[0]}
         for a in charged:
-            if a.ticket not in seen:
+            if a.ticket not in seen and a.id in voided:
+                diffs.append(
+                    Difference(
+                        kind="voided",
+                        ticket=a.ticket,
+                        caja_amount=a.amount,
+                        attempt_id=a.id,
+                        text=f"Caja tiene aprobado el ticket {a.ticket} ({format_clp(a.amount)}, intento #{a.id}) y "
+                        f"el terminal lo anuló: revise si se devolvió al cliente y regístrelo en caja.",
+                    )
+                )
+            elif a.ticket not in seen:
                 diffs.append(
                     Difference(
                         kind="missing_approval",

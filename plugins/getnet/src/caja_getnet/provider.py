@@ -29,6 +29,7 @@ import msgspec
 
 from caja_core.errors import CajaError, ValidationFailed
 from caja_core.providers import (
+    UNREACHABLE,
     Capability,
     CardData,
     ChargeRequest,
@@ -612,7 +613,10 @@ class GetnetProvider:
             outcome = await self._reconcile(request, settings, ctx)
         except (TerminalUnavailable, NoReceipt, InDoubt) as exc:
             return Outcome(
-                kind=OutcomeKind.UNKNOWN, ticket=request.ticket, message=f"No se pudo consultar el terminal: {exc}"
+                kind=OutcomeKind.UNKNOWN,
+                code=UNREACHABLE,
+                ticket=request.ticket,
+                message=f"No se pudo consultar el terminal: {exc}",
             )
         log.info("getnet: conciliación de %s → %s", request.ticket, outcome.kind)
         return outcome
@@ -794,12 +798,21 @@ def report_from(totals: Mapping[str, Any], sales: list[dict[str, Any]], zone: Zo
         )
     count, total = as_int(totals.get("TxCount")), as_int(totals.get("TxTotal"))
     approved = [i for i in items if i.approved]
+    # The sales voided (anulación) in this batch, on the keypad or by Refund: the Cancel* pairs of Totals.
+    pairs = [(as_int(totals.get(f"Count{name}")), as_int(totals.get(f"Total{name}"))) for name in CANCEL_PAIRS]
+    known = [(c, t) for c, t in pairs if c is not None and t is not None]
     return TerminalReport(
         count=count if count is not None else len(approved),
         total=total if total is not None else sum(i.amount for i in approved),
         sales=items,
         taken_at=None,
+        voided_count=sum(c for c, _ in known) if known else None,
+        voided_total=sum(t for _, t in known) if known else None,
     )
+
+
+#: The Totals (104) pairs that count the voids of the batch (Count<name>/Total<name>), as the vendor's SDK names them.
+CANCEL_PAIRS = ("CancelCredit", "CancelDebit", "CancelPrepaid", "CancelQrCredit", "CancelQrDebit", "CancelQrPrepaid")
 
 
 provider = GetnetProvider()

@@ -807,6 +807,18 @@ class Simulator:
         self.batch += 1
         self.closes += 1
 
+    def void_on_keypad(self, ticket: str) -> LedgerEntry:
+        """A void (anulación) of one sale of the current batch run on the terminal's own keypad, as a cashier does
+        for a customer who asks for the money back: the host is not told. As with Refund (102), the sale leaves
+        Details and moves to the CountCancel*/TotalCancel* totals; the other sales of the batch stay listed. A
+        sale of a batch already closed cannot be voided (``LookupError``)."""
+        for entry in reversed(self.ledger):
+            if entry.ticket == str(ticket) and not entry.refunded:
+                entry.refunded = True
+                log.info("simulador: anulada en el teclado la venta ticket=%s", entry.ticket)
+                return entry
+        raise LookupError(f"no hay una venta vigente con el ticket {ticket} en el lote actual")
+
     def totals(self) -> dict[str, int]:
         """The Totals (104) numbers since the last Close, named as the SDK names them. TxCount/TxTotal count the
         sales still standing; a voided sale moves to CountCancel*/TotalCancel* (and leaves Details)."""
@@ -955,6 +967,20 @@ class Simulator:
 
     def _control(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         if path == "/ledger" and method == "GET":
+            return 200, self.ledger_json()
+        if path == "/keypad" and method == "POST":
+            # What a person does on the terminal itself, which the host is never told of.
+            try:
+                raw = json.loads(body or b"{}")
+                action = raw.get("action") if isinstance(raw, dict) else None
+                if action == "close":
+                    self.close_batch()
+                elif action == "void":
+                    self.void_on_keypad(str(raw.get("ticket") or ""))
+                else:
+                    return 400, {"error": "action debe ser 'close' o 'void' (con ticket)"}
+            except (ValueError, LookupError) as exc:
+                return 400, {"error": str(exc)}
             return 200, self.ledger_json()
         if path == "/faults":
             if method == "GET":
