@@ -572,7 +572,8 @@ async def test_33_a_keypad_close_with_nothing_of_cajas_to_miss_still_never_makes
     page = await progress(cashier, sale_id)
     assert "un supervisor lo resuelve" in text_of(page) and "Cobrar con respaldo" not in page, text_of(page)[:300]
     jornada = text_of((await supervisor.get("/jornada")).text)
-    assert "caja no puede resolverlo sola" in jornada and "Revise en el terminal si hubo un cierre de lote" in jornada
+    assert "caja no puede resolverlo sola" in jornada, jornada[:600]
+    assert "Revise en el terminal si hubo un cierre de lote después del envío y busque el voucher" in jornada
     r = await supervisor.post(
         f"/jornada/cobros/{attempt.id}/resolver",
         {"outcome": "cobrado", "voucher": "AUT555666", "note": "voucher impreso; cierre de lote en el terminal"},

@@ -579,10 +579,9 @@ async def close_by_the_device(
     unseen = bool(this is not None and (this.details or {}).get("unreached_at"))
     sent = _sent(this) if this is not None else clock.now()
     unwatched = (
-        "Después de enviar este cobro, caja perdió contacto con el terminal un rato, y en ese rato pudo hacerse un "
-        "cierre de lote en el terminal mismo (que borra su lista de ventas) sin que caja lo sepa: que el terminal "
-        "no lo registre no prueba que no se cobró. Revise en el terminal si hubo un cierre de lote después de "
-        "enviar el cobro y el voucher de este monto."
+        "caja perdió contacto con el terminal después de enviar este cobro: un cierre de lote hecho en el terminal "
+        "en ese rato borra su lista, así que no encontrarlo no prueba que no se cobró. Revise en el terminal si "
+        "hubo un cierre de lote después del envío y busque el voucher de este monto."
     )
     if not approved:
         return (unwatched, True) if unseen else (None, False)
@@ -657,8 +656,8 @@ def _voided_text(a: PaymentAttempt, label: str) -> str:
 
 
 async def _voided_on_the_device(db: Any, attempt: Any, voided: list[PaymentAttempt]) -> None:
-    """A charge caja approved, voided on the device itself: a difference on that ticket (one open incident each),
-    never a close, and caja's sale is not changed by it."""
+    """A charge caja approved, voided on the device itself: a difference on that ticket (one incident each, opened
+    once), never a close, and caja's sale is not changed by it."""
     from ..audit.models import Incident
     from ..sales.models import Sale
 
@@ -666,17 +665,13 @@ async def _voided_on_the_device(db: Any, attempt: Any, voided: list[PaymentAttem
         known = await devices.known_device(s, attempt.device_key)
         label = (known.label if known and known.label else attempt.device_key)[:200]
         for a in voided:
-            open_already = (
+            told = (
                 await s.execute(
-                    select(Incident.id).where(
-                        Incident.attempt_id == a.id,
-                        Incident.kind == "terminal_difference",
-                        Incident.resolved.is_(False),
-                    )
+                    select(Incident.id).where(Incident.attempt_id == a.id, Incident.kind == "terminal_difference")
                 )
             ).first()
-            if open_already is not None:
-                continue
+            if told is not None:
+                continue  # told once (resolved or not): asking the terminal again does not reopen it
             jornada_id = (await s.execute(select(Sale.jornada_id).where(Sale.id == a.sale_id))).scalar_one_or_none()
             await open_incident(
                 s,
