@@ -135,6 +135,39 @@ async def test_a_delivered_command_not_started_in_time_is_not_sent_and_can_never
     assert await take(live, venue.token, wait=0) is None
 
 
+async def test_an_answer_for_a_command_that_was_never_started_pays_nothing(live, venue, sqlite_db):
+    """The command expired unclaimed, so the terminal never saw it and the sale was told "not charged". A Sale
+    answer posted for it later (a replayed or forged result, an agent that skipped the claim) contradicts the
+    fence: it is refused and the payment stays not charged."""
+    sale_id, attempt_id, ticket = await make_attempt(sqlite_db, venue, 4100)
+    exchange = asyncio.create_task(channel(sqlite_db, venue).exchange(sale_command(ticket, 4100), deadline_s=8))
+    command = await take_sale(live, venue.token)  # delivered, never claimed
+    with pytest.raises(AgentNotReached):
+        await asyncio.wait_for(exchange, 10)
+    approval = {
+        "FunctionCode": 100,
+        "ResponseCode": 0,
+        "Ticket": ticket,
+        "Amount": 4100,
+        "AuthorizationCode": "777777",
+        "OperationId": 77,
+        "RealDate": "2026-01-01T23:00:05",
+    }
+    url = f"/api/agent/v1/commands/{command['command_id']}/result"
+    r = await live.post(url, json={"result": approval}, headers=bearer(venue.token))
+    assert r.status_code == 409 and r.json()["code"] == "agent.result_not_started", r.text
+    assert "nunca se inició" in r.json()["error"]
+    async with sqlite_db.reader() as s:
+        attempt = await s.get(PaymentAttempt, attempt_id)
+        assert attempt.state != "approved" and attempt.authorization_code is None
+        assert (await s.get(Sale, sale_id)).status == "pending_payment"
+    row = await command_row(sqlite_db, command["command_id"])
+    assert row.result is None and row.status == "expired"
+    # The agent's own word that it did not run it is still taken (it proves nothing more).
+    r = await live.post(url, json={"result": {"AgentError": "refused"}}, headers=bearer(venue.token))
+    assert r.status_code == 200 and r.json() == {"status": "late"}
+
+
 async def test_a_wait_given_up_revokes_the_command_it_had_delivered(live, venue, sqlite_db):
     exchange = asyncio.create_task(channel(sqlite_db, venue).exchange(sale_command("RV1", 1000), deadline_s=8))
     command = await take(live, venue.token)

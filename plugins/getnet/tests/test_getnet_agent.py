@@ -545,3 +545,33 @@ async def test_a_start_the_server_never_confirms_is_not_run_and_reported_refused
     assert result["AgentError"] == "refused"
     assert len(api.claim_attempts[sale]) >= 2  # it kept asking until the command expired
     assert Command.SALE not in sim.command_codes() and sim.charged() == {}
+
+
+async def test_a_rotated_token_is_picked_up_from_the_token_file_without_a_restart(tmp_path):
+    """The admin rotates the register's token in the middle of a sale and replaces the token file, as
+    docs/agent.md says: the sale's result and the next sale go through without restarting the agent."""
+    sim = Simulator(step_delay_s=0.3)
+    pty_path = await sim.start_pty()
+    api = AgentApiServer()
+    url = await api.start()
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    proc = await start_agent(url, pty_path, tmp_path / "state", token_file)
+    try:
+        await _until(lambda: api.heartbeats, 60, "el agente arrancó")
+        first = api.add(_sale("R1", 1000), deadline_s=20)
+        await _until(lambda: first in api.claims, 10, "el agente inició la venta")
+        api.token = "token-rotado-en-la-ficha"  # the old token stops working at once (401)
+        await _until(lambda: sim.charged(), 10, "el terminal cobró")
+        token_file.write_text(api.token + "\n")  # the installer pastes the new token
+        result = await api.result_of(first, within=30)
+        second = api.add(_sale("R2", 2000), deadline_s=20)
+        again = await api.result_of(second, within=30)
+    finally:
+        err = await stop_agent(proc)
+        await api.stop()
+        await sim.stop()
+    assert (result["ResponseCode"], result["Ticket"]) == (0, "R1")
+    assert (again["ResponseCode"], again["Ticket"]) == (0, "R2")
+    assert sim.charged() == {"R1": 1000, "R2": 2000}
+    assert "token-rotado" not in err and TOKEN not in err

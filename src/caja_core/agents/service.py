@@ -438,13 +438,22 @@ async def post_result(
     """Store the command's result. Idempotent: the same result again is ``"duplicate"`` (a no-op); a different
     one for a command that already has its result is a Conflict. A result after the waiting side gave up
     (the command expired or was revoked) is kept and returned as ``"late"``: ``receive_result`` then applies it
-    to its attempt."""
+    to its attempt — unless the command was never claimed: then only the agent's own ``AgentError`` is kept, and
+    a terminal answer is a Conflict (the terminal never saw that command)."""
     if not isinstance(result, dict) or not result:
         raise ValidationFailed(
             "El resultado debe ser un objeto JSON no vacío.", code="agent.result_invalid", field="result"
         )
     clean = scrub_card_data(result)
     command = await _command_of(s, register_id, command_id)
+    if command.status in (EXPIRED, REVOKED) and command.claimed_at is None and "AgentError" not in clean:
+        # Never claimed, so the fence kept it off the terminal and its attempt was settled "not sent" on that
+        # proof: a terminal answer for it (replayed, forged, or from an agent that skipped the claim) is refused.
+        raise Conflict(
+            "Ese comando nunca se inició (el agente no lo reclamó a tiempo): el terminal no pudo responderlo; "
+            "el resultado no se aplica.",
+            code="agent.result_not_started",
+        )
     if command.result is not None:
         if command.result == clean:
             return "duplicate"

@@ -63,6 +63,37 @@ class AgentConfig(msgspec.Struct, kw_only=True):
     poll_terminal_every_s: float = 30.0
     receipt_timeout_s: float = 3.0
     retry_max_s: float = 10.0
+    token_file: str | None = None  # read again when the server refuses the token (it was rotated)
+
+
+class TokenAuth(httpx.Auth):
+    """``Authorization: Bearer <token>``. When the server answers 401 (the token was rotated) and the token
+    file now holds another token (the installer pasted the new one), the request is sent again with it: no
+    restart needed."""
+
+    def __init__(self, token: str, token_file: str | None) -> None:
+        self.token, self.token_file = token, token_file
+
+    def reload(self) -> bool:
+        if not self.token_file:
+            return False
+        try:
+            token = Path(self.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            log.error("agente: no se pudo leer %s (%s)", self.token_file, exc.strerror)
+            return False
+        if not token or token == self.token:
+            return False
+        self.token = token
+        log.warning("agente: token nuevo leído de %s", self.token_file)
+        return True
+
+    def auth_flow(self, request: httpx.Request):
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        response = yield request
+        if response.status_code == 401 and self.reload():
+            request.headers["Authorization"] = f"Bearer {self.token}"
+            yield request
 
 
 REFUSED_DETAIL = "El comando no se envió al terminal (vencido, revocado o sin confirmación del servidor)."
@@ -258,7 +289,7 @@ class Agent:
         if self._http is None:
             self._http = httpx.AsyncClient(
                 base_url=self.config.server_url.rstrip("/"),
-                headers={"Authorization": f"Bearer {self.config.token}"},
+                auth=TokenAuth(self.config.token, self.config.token_file),
                 timeout=httpx.Timeout(10.0, read=self.config.wait_s + 15.0),
             )
         return self._http

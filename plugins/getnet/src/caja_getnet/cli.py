@@ -374,6 +374,7 @@ def agent_cmd(server, token_file, serial_path, tcp, state_dir, heartbeat, poll_e
     config = AgentConfig(
         server_url=server,
         token=token,
+        token_file=str(token_file) if token_file else None,
         state_dir=state,
         wait_s=wait,
         heartbeat_s=heartbeat,

@@ -319,12 +319,13 @@ async def command_progress(
     summary="Resultado final del comando",
     description="Idempotente: el mismo resultado otra vez responde 200 `duplicate` sin cambiar nada; otro "
     "resultado distinto para el mismo comando responde 409 y se conserva el primero. Un resultado que llega "
-    "cuando el servidor ya dejó de esperarlo responde `late` y se aplica al pago igual.",
+    "cuando el servidor ya dejó de esperarlo responde `late` y se aplica al pago igual; si el comando nunca se "
+    "reclamó (el terminal no pudo verlo), solo se acepta un `AgentError` y una respuesta del terminal es 409.",
     responses={
         400: BAD_REQUEST,
         401: UNAUTHORIZED,
         404: NOT_FOUND,
-        409: _spec("El comando ya tiene otro resultado"),
+        409: _spec("El comando ya tiene otro resultado, o nunca se inició"),
         413: TOO_LARGE,
         422: UNPROCESSABLE,
         503: UNAVAILABLE,
