@@ -35,7 +35,7 @@ import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
@@ -156,6 +156,78 @@ def capabilities_of(provider: PaymentProvider, settings: Any) -> frozenset[Capab
     if callable(per_settings):
         return frozenset(per_settings(settings))
     return frozenset(provider.capabilities)
+
+
+class _Incident(NamedTuple):
+    """An incident a decision's effect opens: its kind, the attempt's detail that keeps its id, what the screens
+    are told, whether an attempt has it once at most, and whether it is the acting user's."""
+
+    kind: str
+    note: str
+    reason: str
+    once: bool = False
+    by_user: bool = False
+
+
+_INCIDENTS = {
+    lc.Effect.INCIDENT_AMOUNT_MISMATCH: _Incident(
+        "amount_mismatch", "amount_mismatch_incident", "Monto distinto", once=True
+    ),
+    lc.Effect.INCIDENT_NOT_MATCHING: _Incident(
+        "approval_not_matching", "not_matching_incident", "Aprobación que no corresponde", once=True
+    ),
+    lc.Effect.INCIDENT_DOUBLE_CHARGE: _Incident(
+        "double_charge_suspected", "double_charge_incident", "Cobro duplicado: devolución pendiente", by_user=True
+    ),
+    lc.Effect.INCIDENT_LATE_APPROVAL: _Incident(
+        "late_approval", "late_approval_incident", "Aprobación tardía aplicada", by_user=True
+    ),
+    lc.Effect.INCIDENT_OVERRIDE_APPROVED: _Incident(
+        "double_charge_suspected", "double_charge_incident", "Posible doble cobro", by_user=True
+    ),
+    lc.Effect.INCIDENT_NEEDS_DECISION: _Incident(
+        "payment_needs_decision", "needs_decision_incident", "Cobro por resolver a mano", once=True
+    ),
+}
+
+
+def _incident_text(effect: lc.Effect, a: PaymentAttempt, sale: Sale, decision: lc.Decision, outcome: Outcome) -> str:
+    """What the incident an effect opens says to the supervisor."""
+    E = lc.Effect
+    if effect is E.INCIDENT_AMOUNT_MISMATCH:
+        return (
+            f"El terminal aprobó {format_clp(outcome.amount or 0)} pero se pidió {format_clp(a.amount)} "
+            f"(intento #{a.id}, ticket {a.ticket}): no se da por pagado."
+        )
+    if effect is E.INCIDENT_NOT_MATCHING:
+        return (
+            f"El terminal informa aprobado el ticket {a.ticket} con una fecha anterior al envío del "
+            f"intento #{a.id}: no se da por pagado; revise el comprobante."
+        )
+    if effect is E.INCIDENT_DOUBLE_CHARGE:
+        return (
+            f"Cobro duplicado: el intento #{a.id} ({a.provider_id}, {format_clp(a.amount)}, ticket {a.ticket}) "
+            f"fue aprobado pero la venta #{sale.id} ya estaba "
+            f"{'pagada' if sale.status == 'paid' else 'anulada'}. Hay que devolver {format_clp(a.amount)} "
+            f"al cliente."
+        )
+    if effect is E.INCIDENT_LATE_APPROVAL:
+        return (
+            f"El terminal aprobó el ticket {a.ticket} ({format_clp(a.amount)}) después de que se diera por no "
+            f"cobrado: la venta #{sale.id} quedó pagada con ese cobro."
+        )
+    if effect is E.INCIDENT_OVERRIDE_APPROVED:
+        return (
+            f"Posible doble cobro: el terminal aprobó tarde el intento #{a.id} ({format_clp(a.amount)}) "
+            f"después de la autorización para usar el respaldo en la venta #{sale.id}. Verifique si el "
+            f"cliente pagó también en el respaldo."
+        )
+    why = decision.reason or (a.details or {}).get("not_proof") or outcome.message or "sin respuesta"
+    return (
+        f"El cobro #{a.id} (venta #{sale.id}, ticket {a.ticket}, {format_clp(a.amount)}) sigue en duda "
+        f"y caja no puede resolverlo sola ({why}). Un supervisor debe resolverlo con el comprobante o "
+        f"los totales del terminal."
+    )
 
 
 def _detail(a: PaymentAttempt, **values: Any) -> None:
@@ -2036,87 +2108,16 @@ class PaymentOrchestrator:
                 self._schedule(a, 0)
             elif effect is E.RECONCILE_LATER:
                 self._schedule(a, self._backoff(max(1, a.reconcile_tries)))
-            elif effect is E.INCIDENT_AMOUNT_MISMATCH:
-                if not (a.details or {}).get("amount_mismatch_incident"):
-                    incident = await self._incident(
-                        s,
-                        a,
-                        sale,
-                        "amount_mismatch",
-                        f"El terminal aprobó {format_clp(outcome.amount or 0)} pero se pidió {format_clp(a.amount)} "
-                        f"(intento #{a.id}, ticket {a.ticket}): no se da por pagado.",
-                        None,
-                    )
-                    _detail(a, amount_mismatch_incident=incident)
-                    events.append(self._event("incident", a, reason="Monto distinto"))
-            elif effect is E.INCIDENT_NOT_MATCHING:
-                if not (a.details or {}).get("not_matching_incident"):
-                    incident = await self._incident(
-                        s,
-                        a,
-                        sale,
-                        "approval_not_matching",
-                        f"El terminal informa aprobado el ticket {a.ticket} con una fecha anterior al envío del "
-                        f"intento #{a.id}: no se da por pagado; revise el comprobante.",
-                        None,
-                    )
-                    _detail(a, not_matching_incident=incident)
-                    events.append(self._event("incident", a, reason="Aprobación que no corresponde"))
-            elif effect is E.INCIDENT_DOUBLE_CHARGE:
-                incident = await self._incident(
-                    s,
-                    a,
-                    sale,
-                    "double_charge_suspected",
-                    f"Cobro duplicado: el intento #{a.id} ({a.provider_id}, {format_clp(a.amount)}, ticket {a.ticket}) "
-                    f"fue aprobado pero la venta #{sale.id} ya estaba "
-                    f"{'pagada' if sale.status == 'paid' else 'anulada'}. Hay que devolver {format_clp(a.amount)} "
-                    f"al cliente.",
-                    user_id,
-                )
-                _detail(a, double_charge_incident=incident)
-                events.append(self._event("incident", a, reason="Cobro duplicado: devolución pendiente"))
-            elif effect is E.INCIDENT_LATE_APPROVAL:
-                incident = await self._incident(
-                    s,
-                    a,
-                    sale,
-                    "late_approval",
-                    f"El terminal aprobó el ticket {a.ticket} ({format_clp(a.amount)}) después de que se diera por no "
-                    f"cobrado: la venta #{sale.id} quedó pagada con ese cobro.",
-                    user_id,
-                )
-                _detail(a, late_approval_incident=incident)
-                events.append(self._event("incident", a, reason="Aprobación tardía aplicada"))
-            elif effect is E.INCIDENT_OVERRIDE_APPROVED:
-                incident = await self._incident(
-                    s,
-                    a,
-                    sale,
-                    "double_charge_suspected",
-                    f"Posible doble cobro: el terminal aprobó tarde el intento #{a.id} ({format_clp(a.amount)}) "
-                    f"después de la autorización para usar el respaldo en la venta #{sale.id}. Verifique si el "
-                    f"cliente pagó también en el respaldo.",
-                    user_id,
-                )
-                _detail(a, double_charge_incident=incident)
-                events.append(self._event("incident", a, reason="Posible doble cobro"))
-            elif effect is E.INCIDENT_NEEDS_DECISION:
-                a.needs_decision = True
-                if not (a.details or {}).get("needs_decision_incident"):
-                    why = decision.reason or (a.details or {}).get("not_proof") or outcome.message or "sin respuesta"
-                    incident = await self._incident(
-                        s,
-                        a,
-                        sale,
-                        "payment_needs_decision",
-                        f"El cobro #{a.id} (venta #{sale.id}, ticket {a.ticket}, {format_clp(a.amount)}) sigue en duda "
-                        f"y caja no puede resolverlo sola ({why}). Un supervisor debe resolverlo con el comprobante o "
-                        f"los totales del terminal.",
-                        None,
-                    )
-                    _detail(a, needs_decision_incident=incident)
-                    events.append(self._event("incident", a, reason="Cobro por resolver a mano"))
+            elif effect in _INCIDENTS:
+                opens = _INCIDENTS[effect]
+                if effect is E.INCIDENT_NEEDS_DECISION:
+                    a.needs_decision = True
+                if opens.once and (a.details or {}).get(opens.note):
+                    continue
+                description = _incident_text(effect, a, sale, decision, outcome)
+                incident = await self._incident(s, a, sale, opens.kind, description, user_id if opens.by_user else None)
+                _detail(a, **{opens.note: incident})
+                events.append(self._event("incident", a, reason=opens.reason))
         return post
 
     def _after(self, post: list[tuple[str, int]]) -> None:
