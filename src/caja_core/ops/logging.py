@@ -27,6 +27,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from ..carddata import luhn_ok
+
 REQUEST_ID: ContextVar[str | None] = ContextVar("caja_request_id", default=None)
 VENUE_ID: ContextVar[int | None] = ContextVar("caja_venue_id", default=None)
 REGISTER_ID: ContextVar[int | None] = ContextVar("caja_register_id", default=None)
@@ -91,18 +93,6 @@ _DIGITS = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 #: Extra fields some libraries add that are not data (uvicorn's ANSI-coloured copy of the message).
 _DROPPED_EXTRAS = {"color_message"}
-
-
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char)
-        if index % 2 == 1:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
 
 
 def _mask_pan(match: re.Match[str]) -> str:
