@@ -2,12 +2,19 @@
 handovers, supervisor authorizations and a per-cashier summary, in the session and jornada reports."""
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
+
+from caja_core.audit.models import AuditEvent
+from caja_core.payments.models import PaymentAttempt
 from caja_core.permissions import Action
 from caja_core.permissions.service import authorize
 from caja_core.reports import service as reports
+from caja_core.reports.controls import controls
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
+from caja_core.sessions.models import CashSession
 from caja_core.testing.factories import SUPERVISOR_PIN
 from caja_core.users import service as users
 
@@ -129,3 +136,61 @@ async def test_a_night_of_controls_in_the_jornada_report(any_db, setup):
     assert session_report.controls.voids == k.voids
     csv = reports.jornada_csv(report)
     assert "Cliente se fue" in csv and "Trago mal hecho" in csv and "Supervisora" in csv
+
+
+async def test_refunded_and_manual_card_payments_say_who_and_when(any_db, setup):
+    """Refunds name who returned the money and when (from the audit), else when the attempt ended; manual
+    backup payments name the cashier who confirmed them."""
+    st = setup
+    sess = await open_session(any_db, st)
+    sale = await _sale(any_db, st, sess.id, st.cashier_id, "Piscola", pay=False)
+    ended = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    returned = ended + timedelta(minutes=5)
+    async with any_db.session() as s:
+        attempts = []
+        for n, (state, by) in enumerate((("refunded", None), ("refunded", None), ("approved_manual", st.cashier_id))):
+            attempt = PaymentAttempt(
+                venue_id=st.venue_id,
+                sale_id=sale.id,
+                session_id=sess.id,
+                register_id=st.register_id,
+                provider_id="fake",
+                device_key="fake:1",
+                role="primary",
+                amount=6000,
+                ticket=f"T{n}",
+                state=state,
+                active=False,
+                authorization_code=f"AUT{n}",
+                last4="4242",
+                confirmed_by=by,
+                created_at=ended - timedelta(minutes=1),
+                finished_at=ended + timedelta(minutes=n),
+            )
+            s.add(attempt)
+            attempts.append(attempt)
+        await s.flush()
+        s.add(
+            AuditEvent(
+                venue_id=st.venue_id,
+                user_id=st.supervisor_id,
+                action="payment.refunded",
+                entity="payment_attempt",
+                entity_id=str(attempts[0].id),
+                created_at=returned,
+            )
+        )
+    async with any_db.session() as s:
+        k = await controls(s, st.venue_id, select(CashSession.id).where(CashSession.id == sess.id))
+    async with any_db.session() as s:
+        names = await users.user_names(s, st.venue_id)
+    assert [(r.attempt_id, r.state, r.authorization_code, r.by, r.at) for r in k.refunds] == [
+        (attempts[0].id, "refunded", "AUT0", names[st.supervisor_id], returned),
+        (attempts[1].id, "refunded", "AUT1", None, ended + timedelta(minutes=1)),
+    ]
+    assert [(m.attempt_id, m.state, m.last4, m.by, m.at) for m in k.manual_payments] == [
+        (attempts[2].id, "approved_manual", "4242", names[st.cashier_id], ended + timedelta(minutes=2))
+    ]
+    assert {(r.sale_id, r.session_id, r.provider_id, r.amount) for r in k.refunds + k.manual_payments} == {
+        (sale.id, sess.id, "fake", 6000)
+    }

@@ -268,46 +268,40 @@ async def controls(
         if a.id in wanted
     ]
     out.refunds = await _refunds(s, venue_id, session_ids, name)
-    manual = await s.scalars(
-        select(PaymentAttempt)
-        .where(
-            PaymentAttempt.venue_id == venue_id,
-            PaymentAttempt.session_id.in_(session_ids),
-            PaymentAttempt.state.in_(MANUAL_STATES),
-        )
-        .order_by(PaymentAttempt.id)
-    )
-    out.manual_payments = [
-        PaymentLine(
-            attempt_id=a.id,
-            sale_id=a.sale_id,
-            session_id=a.session_id,
-            provider_id=a.provider_id,
-            amount=a.amount,
-            state=a.state,
-            authorization_code=a.authorization_code,
-            last4=a.last4,
-            by=name(a.confirmed_by),
-            at=a.finished_at,
-        )
-        for a in manual
-    ]
+    manual = await _payments(s, venue_id, session_ids, PaymentAttempt.state.in_(MANUAL_STATES))
+    out.manual_payments = [_payment_line(a, name(a.confirmed_by), a.finished_at) for a in manual]
     out.cashiers = await _cashiers(s, venue_id, session_ids, handover_rows, names)
     return out
 
 
-async def _refunds(s: AsyncSession, venue_id: int, session_ids: Select[Any], name: Any) -> list[PaymentLine]:
-    attempts = list(
+async def _payments(s: AsyncSession, venue_id: int, session_ids: Select[Any], state: Any) -> list[PaymentAttempt]:
+    """The sessions' card payments whose state meets ``state``, in the order they were made."""
+    return list(
         await s.scalars(
             select(PaymentAttempt)
-            .where(
-                PaymentAttempt.venue_id == venue_id,
-                PaymentAttempt.session_id.in_(session_ids),
-                PaymentAttempt.state == "refunded",
-            )
+            .where(PaymentAttempt.venue_id == venue_id, PaymentAttempt.session_id.in_(session_ids), state)
             .order_by(PaymentAttempt.id)
         )
     )
+
+
+def _payment_line(a: PaymentAttempt, by: str | None, at: datetime | None) -> PaymentLine:
+    return PaymentLine(
+        attempt_id=a.id,
+        sale_id=a.sale_id,
+        session_id=a.session_id,
+        provider_id=a.provider_id,
+        amount=a.amount,
+        state=a.state,
+        authorization_code=a.authorization_code,
+        last4=a.last4,
+        by=by,
+        at=at,
+    )
+
+
+async def _refunds(s: AsyncSession, venue_id: int, session_ids: Select[Any], name: Any) -> list[PaymentLine]:
+    attempts = await _payments(s, venue_id, session_ids, PaymentAttempt.state == "refunded")
     who: dict[str, tuple[int | None, datetime]] = {}
     if attempts:
         events = await s.execute(
@@ -319,18 +313,9 @@ async def _refunds(s: AsyncSession, venue_id: int, session_ids: Select[Any], nam
         )
         who = {entity_id: (user_id, at) for entity_id, user_id, at in events}
     return [
-        PaymentLine(
-            attempt_id=a.id,
-            sale_id=a.sale_id,
-            session_id=a.session_id,
-            provider_id=a.provider_id,
-            amount=a.amount,
-            state=a.state,
-            authorization_code=a.authorization_code,
-            last4=a.last4,
-            by=name(who[str(a.id)][0]) if str(a.id) in who else None,
-            at=who[str(a.id)][1] if str(a.id) in who else a.finished_at,
-        )
+        _payment_line(a, name(who[str(a.id)][0]), who[str(a.id)][1])
+        if str(a.id) in who
+        else _payment_line(a, None, a.finished_at)
         for a in attempts
     ]
 
