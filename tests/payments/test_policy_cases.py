@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from caja_core.audit.models import AuditEvent, Incident
 from caja_core.errors import Busy, Conflict, Forbidden, NotFound, ValidationFailed
 from caja_core.payments.models import BreakerState, DeviceLease
-from caja_core.payments.service import PaymentOrchestrator, unresolved_attempt_summaries
+from caja_core.payments.service import PaymentOrchestrator, supervisor_items, unresolved_attempt_summaries
 from caja_core.providers import OutcomeKind
 from caja_core.registers import service as registers
 from caja_core.registers.models import BackupPhone
@@ -225,6 +225,33 @@ async def test_15_a_duplicate_the_provider_cannot_refund_is_a_supervisor_task_th
         await sessions.close_session(
             s, venue_id=env.venue_id, session_id=env.session_id, user_id=env.setup.cashier_id, counted={}
         )
+
+
+async def test_15_a_refund_the_terminal_never_answered_is_not_sent_again(env):
+    """The duplicate's refund goes to the terminal and no answer comes back: caja cannot know whether the money
+    was returned, so neither it nor the supervisor's "Anular en el proveedor" sends it again; the supervisor
+    checks the terminal and records the return."""
+    orch = await env.orchestrator()
+    sale_id, _ = await _override_then_paid_on_backup(env, orch)
+    env.provider.set_default("refund", Step(kind=OutcomeKind.UNKNOWN, message="Sin respuesta del terminal"))
+    env.provider.set_default("status", None)
+    primary = (await env.attempts(sale_id))[0]
+
+    async def unanswered():
+        async with env.db.reader() as s:
+            items = await supervisor_items(s, env.venue_id)
+        return items if items and items[0].refund_unanswered else None
+
+    (item,) = await wait_until(unanswered, timeout_s=10, what="la anulación sin respuesta")
+    assert item.kind == "return" and "no se envía de nuevo" in item.reason
+    with pytest.raises(Conflict) as err:
+        await orch.refund_attempt(env.venue_id, primary.id, env.setup.supervisor_id)
+    assert err.value.code == "payment.refund_unanswered"
+    assert env.provider.count("refund") == 1 and (await env.attempts(sale_id))[0].state == "refund_due"
+    await orch.refund_attempt(
+        env.venue_id, primary.id, env.setup.supervisor_id, by_hand=True, note="Anulada en el terminal, voucher 12"
+    )
+    assert (await env.attempts(sale_id))[0].state == "refunded" and env.provider.count("refund") == 1
 
 
 # 16 ---------------------------------------------------------------------------------------------------
