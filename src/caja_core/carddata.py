@@ -21,8 +21,8 @@ from typing import Any
 MASK_CHAR = "*"
 TRACK_REMOVED = "[datos de pista eliminados]"
 
-_TRACK1 = re.compile(r"%?[Bb]\d{12,19}\^[^^\n]{0,60}\^[^?\s]{0,80}\??")
-_TRACK2 = re.compile(r";?\d{12,19}[=Dd]\d{4,40}[Ff]?\??")
+TRACK1 = re.compile(r"%?[Bb]\d{12,19}\^[^^\n]{0,60}\^[^?\s]{0,80}\??")
+TRACK2 = re.compile(r";?\d{12,19}[=Dd]\d{4,40}[Ff]?\??")
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])")
 
 #: Field names (lower case, letters and digits only) whose values are card data whatever they look like.
@@ -108,8 +108,8 @@ def scrub_text(text: str) -> str:
     """``text`` without track data and with every card number masked to its last four digits."""
     if not text or not any(ch.isdigit() for ch in text):
         return text
-    text = _TRACK1.sub(TRACK_REMOVED, text)
-    text = _TRACK2.sub(TRACK_REMOVED, text)
+    text = TRACK1.sub(TRACK_REMOVED, text)
+    text = TRACK2.sub(TRACK_REMOVED, text)
     return _DIGIT_RUN.sub(_mask_run, text)
 
 

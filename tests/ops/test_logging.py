@@ -148,3 +148,21 @@ def test_text_format(captured):
         logging.getLogger().removeHandler(handler)
     assert "tarjeta ****1111" in stream.getvalue() and "register_id=5" in stream.getvalue()
     assert PAN not in stream.getvalue()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"pista 2 (EMV) {PAN}D25121010000000000000F",  # track 2 as EMV tag 57 gives it: D as the separator
+        f"pista 1 b{PAN}^PEREZ/JUAN^2512101000000000000",  # lower-case format code
+        f"referencia 00{PAN}0000",  # a card number inside a run of more than 19 digits
+    ],
+)
+def test_the_logs_drop_every_form_of_card_data_the_stored_records_drop(line):
+    """The logs mask at least what caja refuses to store (caja_core.carddata): a track or a card number that the
+    database's scrubber catches never reaches a log line either."""
+    from caja_core.carddata import contains_card_data
+
+    redacted = Redactor()(line)
+    assert not contains_card_data(redacted), redacted
+    assert "25121010000000000000" not in redacted and "PEREZ/JUAN" not in redacted

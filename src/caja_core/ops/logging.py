@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from ..carddata import luhn_ok
+from ..carddata import TRACK1, TRACK2, luhn_ok, scrub_text
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("caja_request_id", default=None)
 VENUE_ID: ContextVar[int | None] = ContextVar("caja_venue_id", default=None)
@@ -86,8 +86,6 @@ _KV = re.compile(
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _URL_PASSWORD = re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s/]+)(?P<at>@)", re.IGNORECASE)
-_TRACK1 = re.compile(r"%?B\d{12,19}\^[^^\n]{0,60}\^[^?\s]{0,80}\??")
-_TRACK2 = re.compile(r";?\d{12,19}=\d{4,40}\??")
 _DIGITS = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -122,12 +120,15 @@ class Redactor:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        text = _TRACK1.sub(MASK, text)
-        text = _TRACK2.sub(MASK, text)
+        # Tracks as the stored records' scrubber knows them (caja_core.carddata), so a log line never keeps
+        # what the database refuses to keep.
+        text = TRACK1.sub(MASK, text)
+        text = TRACK2.sub(MASK, text)
         text = _URL_PASSWORD.sub(lambda m: f"{m['pre']}{MASK}{m['at']}", text)
         text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
         text = _KV.sub(self._mask_kv, text)
-        return _DIGITS.sub(_mask_pan, text)
+        # Then the scrubber's own pass: card numbers inside longer digit runs.
+        return scrub_text(_DIGITS.sub(_mask_pan, text))
 
     @staticmethod
     def _mask_kv(match: re.Match[str]) -> str:
