@@ -513,6 +513,15 @@ async def test_33_a_void_on_the_terminals_keypad_is_a_difference_on_that_ticket_
     async with stack.db.reader() as s:
         check = (await s.execute(select(TerminalCheck).order_by(TerminalCheck.id.desc()))).scalars().first()
     assert [d["kind"] for d in check.differences] == ["voided"]
+    # One void, one incident: the check (tonight's and the next while the void stays in the terminal's batch)
+    # points at the incident the reconciliation opened instead of opening another.
+    r = await admin.post("/admin/terminales/revisar")
+    assert r.status_code == 200
+    async with stack.db.reader() as s:
+        incidents = (await s.execute(select(Incident).where(Incident.kind == "terminal_difference"))).scalars().all()
+        checks = (await s.execute(select(TerminalCheck))).scalars().all()
+    assert [i.id for i in incidents] == [incident.id], [i.description for i in incidents]
+    assert len(checks) == 2 and {c.incident_id for c in checks} == {incident.id}
 
 
 async def test_33_a_void_is_told_from_a_close_by_the_terminals_count_of_voids(stack):

@@ -655,42 +655,47 @@ def _voided_text(a: PaymentAttempt, label: str) -> str:
     )
 
 
-async def _voided_on_the_device(db: Any, attempt: Any, voided: list[PaymentAttempt]) -> None:
-    """A charge caja approved, voided on the device itself: a difference on that ticket (one incident each, opened
-    once), never a close, and caja's sale is not changed by it."""
+async def _tell_void(s: AsyncSession, a: PaymentAttempt, label: str, *, seen_by: dict[str, Any]) -> int:
+    """A charge caja approved, voided on the device itself: a difference on that ticket, one incident opened
+    once whoever notices it first (a payment's reconciliation or the terminal check), never a close; caja's sale
+    is not changed by it. Returns the incident's id."""
     from ..audit.models import Incident
     from ..sales.models import Sale
 
+    told = (
+        await s.execute(select(Incident.id).where(Incident.attempt_id == a.id, Incident.kind == "terminal_difference"))
+    ).scalar()
+    if told is not None:
+        return int(told)  # told once (resolved or not): asking the terminal again does not reopen it
+    jornada_id = (await s.execute(select(Sale.jornada_id).where(Sale.id == a.sale_id))).scalar_one_or_none()
+    incident_id = await open_incident(
+        s,
+        venue_id=a.venue_id,
+        kind="terminal_difference",
+        description=_voided_text(a, label),
+        jornada_id=jornada_id,
+        register_id=a.register_id,
+        attempt_id=a.id,
+    )
+    await record(
+        s,
+        venue_id=a.venue_id,
+        user_id=None,
+        action="terminal.voided_on_device",
+        entity="payment_attempt",
+        entity_id=a.id,
+        payload={"device": label, "ticket": a.ticket, "amount": a.amount, **seen_by},
+    )
+    return incident_id
+
+
+async def _voided_on_the_device(db: Any, attempt: Any, voided: list[PaymentAttempt]) -> None:
+    """The voids a payment's reconciliation found on the device (``_tell_void``)."""
     async with db.session() as s:
         known = await devices.known_device(s, attempt.device_key)
         label = (known.label if known and known.label else attempt.device_key)[:200]
         for a in voided:
-            told = (
-                await s.execute(
-                    select(Incident.id).where(Incident.attempt_id == a.id, Incident.kind == "terminal_difference")
-                )
-            ).first()
-            if told is not None:
-                continue  # told once (resolved or not): asking the terminal again does not reopen it
-            jornada_id = (await s.execute(select(Sale.jornada_id).where(Sale.id == a.sale_id))).scalar_one_or_none()
-            await open_incident(
-                s,
-                venue_id=a.venue_id,
-                kind="terminal_difference",
-                description=_voided_text(a, label),
-                jornada_id=jornada_id,
-                register_id=a.register_id,
-                attempt_id=a.id,
-            )
-            await record(
-                s,
-                venue_id=a.venue_id,
-                user_id=None,
-                action="terminal.voided_on_device",
-                entity="payment_attempt",
-                entity_id=a.id,
-                payload={"device": label, "ticket": a.ticket, "amount": a.amount, "asked_for": attempt.id},
-            )
+            await _tell_void(s, a, label, seen_by={"asked_for": attempt.id})
     log.warning(
         "device %s no longer lists %d charge(s) caja approved on it: voided on it", attempt.device_key, len(voided)
     )
@@ -1017,8 +1022,19 @@ async def _check_one(
         )
         s.add(row)
         await s.flush()
-        if not ok:
-            what = "; ".join(d.text for d in diffs[:10]) or message
+        # A void on the device is one incident on its ticket, the same one a payment's reconciliation opens
+        # (``_tell_void``): every check while the void stays in the device's batch names it, none opens another.
+        by_id = {a.id: a for a in known}
+        void_incidents = [
+            await _tell_void(s, by_id[d.attempt_id], ref.label[:200], seen_by={"check_id": row.id})
+            for d in diffs
+            if d.kind == "voided" and d.attempt_id in by_id
+        ]
+        others = [d for d in diffs if d.kind != "voided"]
+        if not ok and not others and void_incidents:
+            row.incident_id = void_incidents[0]
+        elif not ok:
+            what = "; ".join(d.text for d in others[:10]) or message
             row.incident_id = await open_incident(
                 s,
                 venue_id=venue_id,
