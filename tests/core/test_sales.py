@@ -183,3 +183,57 @@ async def test_mark_paid_twice_is_a_conflict_not_a_silent_success(sqlite_db, sql
     async with sqlite_db.session() as s:
         after = await sessions.get_session(s, sqlite_setup.venue_id, sess.id)
     assert (after.card_sales_total, after.primary_count, after.backup_count) == (2000, 1, 0)
+
+
+async def test_a_line_is_charged_the_price_it_had_when_it_was_added_to_the_cart(any_db, setup):
+    """An admin reprices a product while it sits in a cart: the sale charges what the cashier saw, a line added
+    after the change the new price, and a line with no instant today's price; the receipt's lines keep them."""
+    from datetime import timedelta
+
+    from caja_core.catalog import service as catalog
+    from caja_core.clock import utcnow
+
+    sess = await open_session(any_db, setup)
+    beer = setup.products["Cerveza"]
+    added = utcnow()
+    async with any_db.session() as s:
+        await catalog.update_product(s, venue_id=setup.venue_id, product_id=beer, price=4000)
+    after = utcnow()
+    async with any_db.session() as s:
+        await catalog.update_product(s, venue_id=setup.venue_id, product_id=beer, price=4200)
+    sale = await cash_sale(
+        any_db,
+        setup,
+        sess.id,
+        [
+            sales.ItemInput(product_id=beer, quantity=2, priced_at=added, seen_price=3500),
+            sales.ItemInput(product_id=beer, quantity=1, priced_at=after, seen_price=4000),
+            sales.ItemInput(product_id=beer, quantity=1),
+            # an instant before the session opened is the session's opening: the price then, never an older one
+            sales.ItemInput(product_id=beer, quantity=1, priced_at=added - timedelta(days=400)),
+        ],
+    )
+    assert [(i.unit_price, i.line_total) for i in sale.items] == [
+        (3500, 7000),
+        (4000, 4000),
+        (4200, 4200),
+        (3500, 3500),
+    ]
+    assert sale.total == 7000 + 4000 + 4200 + 3500
+
+
+async def test_a_line_the_catalogue_prices_otherwise_than_the_cart_showed_is_refused_with_both_prices(any_db, setup):
+    sess = await open_session(any_db, setup)
+    with pytest.raises(Conflict) as err:
+        async with any_db.session() as s:
+            await sales.create_sale(
+                s,
+                venue_id=setup.venue_id,
+                session_id=sess.id,
+                cashier_id=setup.cashier_id,
+                items=[sales.ItemInput(product_id=setup.products["Cerveza"], seen_price=3000)],
+                idempotency_key="seen",
+            )
+    assert err.value.code == "sale.price_changed"
+    assert "El precio de Cerveza cambió de $3.000 a $3.500" in str(err.value)
+    assert await count_rows(any_db, "sales") == 0

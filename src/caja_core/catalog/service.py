@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import record
@@ -218,6 +221,28 @@ async def list_products(
             q = q.where(Product.category_id.in_(register.allowed_categories))
     q = q.order_by(Category.sort_order, Product.sort_order, Product.name)
     return [_prod_out(p) for p in await s.scalars(q)]
+
+
+# ---- prices as they were ----------------------------------------------------------------------------------------------
+def price_changes_query(product_ids: Iterable[int], since: datetime) -> Select[int, int, datetime]:
+    """The price changes of these products after ``since`` (earliest first): with the current prices, what each
+    cost at any instant from ``since`` on (``price_as_of``)."""
+    return (
+        select(ProductPrice.product_id, ProductPrice.price, ProductPrice.until)
+        .where(ProductPrice.product_id.in_(list(product_ids)), ProductPrice.until > since)
+        .order_by(ProductPrice.until, ProductPrice.id)
+    )
+
+
+def price_as_of(changes: Iterable[Sequence[Any]], product_id: int, current: int, instant: datetime) -> int:
+    """What the product cost at ``instant``: the price the first change after that instant replaced, or the
+    current price when it has not changed since. ``changes``: the rows of ``price_changes_query`` (earliest
+    first) from a ``since`` at or before ``instant``. A sale taken offline is priced as of when it was sold; a
+    line of the POS's cart as of when the cashier added it (the price the cashier saw)."""
+    for changed_product, price, until in changes:
+        if changed_product == product_id and until > instant:
+            return int(price)
+    return current
 
 
 # ---- modifiers ------------------------------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..audit.models import Incident
 from ..audit.service import open_incident, record, resolve_incident
 from ..carddata import scrub_text
-from ..catalog.models import Category, Modifier, Product, ProductPrice
-from ..catalog.service import MAX_MODIFIERS_PER_LINE
+from ..catalog.models import Category, Modifier, Product
+from ..catalog.service import MAX_MODIFIERS_PER_LINE, price_as_of, price_changes_query
 from ..clock import DEFAULT_TIMEZONE, format_local, utcnow
 from ..db.engine import Database
 from ..errors import Conflict, NotFound, ValidationFailed
@@ -525,17 +525,9 @@ async def _prices_at(
         r.id: (r.name, r.price, r.category_id) for r in await s.execute(q) if not allowed or r.category_id in allowed
     }
     if products:
-        earlier = await s.execute(
-            select(ProductPrice.product_id, ProductPrice.price, ProductPrice.until)
-            .where(ProductPrice.product_id.in_(list(products)), ProductPrice.until > sold_at)
-            .order_by(ProductPrice.until)
-        )
-        seen: set[int] = set()
-        for product_id, price, _until in earlier:
-            if product_id not in seen:  # the first change after the sale holds the price it was sold at
-                seen.add(product_id)
-                name, _, category_id = products[product_id]
-                products[product_id] = (name, price, category_id)
+        changes = list(await s.execute(price_changes_query(products, sold_at)))
+        for product_id, (name, price, category_id) in products.items():
+            products[product_id] = (name, price_as_of(changes, product_id, price, sold_at), category_id)
     return products
 
 

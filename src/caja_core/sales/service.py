@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import record
 from ..catalog.models import Category, Modifier, Product
+from ..catalog.service import price_as_of, price_changes_query
 from ..clock import utcnow
 from ..dashboard import rollups
 from ..errors import Conflict, NotFound, ValidationFailed
@@ -42,6 +43,13 @@ class ItemInput(msgspec.Struct, kw_only=True):
     free_reason: str = ""
     #: The modifiers the cashier chose for a product line (their ids; the server prices them).
     modifier_ids: list[int] = msgspec.field(default_factory=list)
+    #: When the product line was added to the cart: it is charged the catalogue's price at that instant (the
+    #: price the cashier saw and told the customer), not one an admin set meanwhile. Kept within the session (from
+    #: its opening to now); None: the current price.
+    priced_at: datetime | None = None
+    #: The unit price the cart showed for the product line (modifiers included): a sale whose line the catalogue
+    #: prices otherwise is refused with both prices, never charged silently at another price.
+    seen_price: int | None = None
 
 
 class ModifierLine(msgspec.Struct, kw_only=True):
@@ -227,6 +235,8 @@ async def create_sale(
         raise ValidationFailed(f"Una venta admite hasta {MAX_LINES} líneas.", field="items")
     register = await s.get(CashRegister, session.register_id)
     _require_selling(register)
+    now = utcnow()
+    items = [_within_session(item, session.opened_at, now) for item in items]
     lines = await _price_lines(s, venue_id, items, register.allowed_categories if register else None)
     total = sum(line["line_total"] for line in lines)
     if total > MAX_AMOUNT:
@@ -247,7 +257,7 @@ async def create_sale(
         status="pending_payment",
         no_revenue=no_revenue,
         courtesy_reason=courtesy_reason,
-        created_at=utcnow(),
+        created_at=now,
     )
     try:
         async with s.begin_nested():
@@ -608,6 +618,15 @@ async def list_sales(
     return [sale_out(r) for r in rows]
 
 
+def _within_session(item: ItemInput, opened_at: datetime, now: datetime) -> ItemInput:
+    """The line's ``priced_at`` kept between the session's opening and now: a cart's price is one the catalogue
+    had while this session sold."""
+    if item.priced_at is None or item.product_id is None:
+        return item
+    at = item.priced_at if item.priced_at.tzinfo else item.priced_at.replace(tzinfo=now.tzinfo)
+    return msgspec.structs.replace(item, priced_at=min(max(at, opened_at), now))
+
+
 async def _price_lines(
     s: AsyncSession, venue_id: int, items: list[ItemInput], allowed_categories: list[int] | None
 ) -> list[dict]:
@@ -618,6 +637,7 @@ def _price_lines_sync(s, venue_id: int, items: list[ItemInput], allowed_categori
     """Price each line from the catalogue (free-amount lines need a reason); the browser never sets prices."""
     product_ids = {i.product_id for i in items if i.product_id is not None}
     products: dict[int, tuple[str, int]] = {}
+    prices_then: dict[int, int] = {}  # line index → the product's price when the line was added
     categories: dict[int, int] = {}
     if product_ids:
         q = (
@@ -635,6 +655,12 @@ def _price_lines_sync(s, venue_id: int, items: list[ItemInput], allowed_categori
         rows = list(s.execute(q))
         products = {r.id: (r.name, r.price) for r in rows}
         categories = {r.id: r.category_id for r in rows}
+        instants = [i.priced_at for i in items if i.priced_at is not None and i.product_id in products]
+        if instants:  # lines priced as of when they were added: the changes since the earliest of them
+            changes = list(s.execute(price_changes_query(products, min(instants))))
+            for n, i in enumerate(items):
+                if i.priced_at is not None and i.product_id in products:
+                    prices_then[n] = price_as_of(changes, i.product_id, products[i.product_id][1], i.priced_at)
     modifiers: dict[int, list[Modifier]] = {}
     if any(i.modifier_ids for i in items) and products:
         found = s.scalars(
@@ -650,7 +676,7 @@ def _price_lines_sync(s, venue_id: int, items: list[ItemInput], allowed_categori
                 for m in found
                 if m.product_id == product_id or (m.product_id is None and m.category_id == category_id)
             ]
-    return _price(items, products, modifiers)
+    return _price(items, products, modifiers, prices_then)
 
 
 def _chosen_modifiers(n: int, item: ItemInput, allowed: list[Modifier]) -> list[dict]:
@@ -672,7 +698,10 @@ def _chosen_modifiers(n: int, item: ItemInput, allowed: list[Modifier]) -> list[
 
 
 def _price(
-    items: list[ItemInput], products: dict[int, tuple[str, int]], modifiers: dict[int, list[Modifier]] | None = None
+    items: list[ItemInput],
+    products: dict[int, tuple[str, int]],
+    modifiers: dict[int, list[Modifier]] | None = None,
+    prices_then: dict[int, int] | None = None,
 ) -> list[dict]:
     lines: list[dict] = []
     for n, item in enumerate(items, start=1):
@@ -690,8 +719,15 @@ def _price(
                     f"Línea {n}: el producto no existe o no se vende en esta caja.", field="product_id"
                 )
             name, price = products[item.product_id]
+            price = (prices_then or {}).get(n - 1, price)
             chosen = _chosen_modifiers(n, item, (modifiers or {}).get(item.product_id, [])) if item.modifier_ids else []
             price += sum(m["price"] for m in chosen)
+            if item.seen_price is not None and item.seen_price != price:
+                raise Conflict(
+                    f"El precio de {name} cambió de {format_clp(item.seen_price)} a {format_clp(price)}. "
+                    "Quite la línea y agréguela de nuevo para cobrar el precio actual.",
+                    code="sale.price_changed",
+                )
             line = {
                 "product_id": item.product_id,
                 "name": name,

@@ -1,12 +1,14 @@
 """The cart being built at the POS, kept in the server-side web session (so a reload keeps it).
 
-Prices here are for display only: the sale's total is computed by the server from the catalogue when the
-sale is created.
+A product line keeps when it was added: the sale, computed by the server from the catalogue when it is
+created, charges each line the price the catalogue had then (the price the cart shows), not one an admin set
+meanwhile.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -26,6 +28,8 @@ class Line(msgspec.Struct, kw_only=True):
     #: their prices. The sale prices them again from the catalogue.
     modifier_ids: list[int] = msgspec.field(default_factory=list)
     modifiers: list[str] = msgspec.field(default_factory=list)
+    #: When the product line was added (UTC): the sale charges the catalogue's price of that instant.
+    priced_at: datetime | None = None
 
     @property
     def total(self) -> int:
@@ -33,9 +37,10 @@ class Line(msgspec.Struct, kw_only=True):
 
     @property
     def key(self) -> str:
-        """What makes two lines the same line: the product and its modifiers, or a free line's text and amount."""
+        """What makes two lines the same line: the product, its modifiers and its price (the same product tapped
+        after a price change is a line of its own, at the new price), or a free line's text and amount."""
         if self.product_id is not None:
-            return f"p{self.product_id}:{','.join(map(str, self.modifier_ids))}"
+            return f"p{self.product_id}:{','.join(map(str, self.modifier_ids))}@{self.unit_price}"
         return f"f{self.name}|{self.unit_price}|{self.free_reason}"
 
 
@@ -109,11 +114,7 @@ class PosState(msgspec.Struct, kw_only=True):
         self.touch()
         self.last_sale_id = None
         for existing in self.lines:
-            if (
-                line.product_id is not None
-                and existing.product_id == line.product_id
-                and existing.modifier_ids == line.modifier_ids
-            ):
+            if line.product_id is not None and existing.key == line.key:
                 existing.quantity = min(MAX_QUANTITY, existing.quantity + line.quantity)
                 return
         self.lines.append(line)
@@ -135,6 +136,8 @@ class PosState(msgspec.Struct, kw_only=True):
                 unit_price=None if ln.product_id else ln.unit_price,
                 free_reason=ln.free_reason,
                 modifier_ids=list(ln.modifier_ids),
+                priced_at=ln.priced_at if ln.product_id else None,
+                seen_price=ln.unit_price if ln.product_id else None,
             )
             for ln in self.lines
         ]

@@ -13,6 +13,7 @@ from litestar.response import Template
 
 from caja_core.audit import service as audit
 from caja_core.catalog import service as catalog
+from caja_core.clock import utcnow
 from caja_core.errors import Conflict, ValidationFailed
 from caja_core.jornadas import service as jornadas
 from caja_core.money import format_clp, parse_amount
@@ -420,6 +421,7 @@ async def add_item(web: NamedDependency[Web], data: Annotated[AddItem, FORM]) ->
             quantity=max(1, min(data.quantity, carts.MAX_QUANTITY)),
             modifier_ids=[m.id for m in chosen],
             modifiers=[modifier_label(m) for m in chosen],
+            priced_at=utcnow(),
         )
     )
     return await cart_response(web, state)
