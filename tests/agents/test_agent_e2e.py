@@ -9,15 +9,18 @@ import signal
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from caja_core.agents import service as agents
+from caja_core.payments import devices
 from caja_core.payments import states as st
 from caja_core.payments.models import AgentCommand, PaymentAttempt
 from caja_core.plugins import make_plugin_manager
+from caja_core.providers import DeviceIdentity
 from caja_core.registers.models import CashRegister
 from caja_core.sales import service as sales
 from caja_core.sales.models import Sale
@@ -63,6 +66,18 @@ class Stack:
             )
         self.session_id = session.id
         return self
+
+    async def terminal_already_identified(self) -> None:
+        """caja asked this terminal who it is on an earlier night: a first charge is not preceded by the
+        question (tests about the sale's own command start here)."""
+        async with self.db.session() as s:
+            await devices.remember_identity(
+                s,
+                provider_id="getnet",
+                device_key="getnet:agent:CAJA1",
+                identity=DeviceIdentity(identity=f"getnet:{self.sim.serial_number}"),
+                now=datetime.now(UTC),
+            )
 
     async def agent_seen_at(self):
         (register,) = await self.rows(CashRegister, CashRegister.id == self.venue.register_id)
@@ -237,6 +252,7 @@ async def test_register_pc_off_the_sale_is_not_sent_and_never_reaches_the_termin
     from caja_core.agents.service import AgentTiming, channel_factory
 
     stack.orchestrator.agent_channel_factory = channel_factory(stack.db, timing=AgentTiming(pickup_timeout_s=1.0))
+    await stack.terminal_already_identified()
     sale_id = await stack.sale(2500)  # no agent running
     await stack.pay(sale_id)
     done = await stack.until(sale_id, lambda p: p.state not in ("created", "sending", "awaiting"), 15)

@@ -112,6 +112,7 @@ async def flaky(request, sqlite_db, sqlite_url, tmp_path):
     network = FlakyNetwork(stack.url)
     stack.url = await network.start()  # the agent reaches the server through the flaky network
     stack.network = network
+    await stack.terminal_already_identified()  # the sale is the first command the agent receives
     yield stack
     network.cut = False
     stack.errors = await stack.stop()

@@ -2409,8 +2409,9 @@ class PaymentOrchestrator:
     async def _identity_before_first_send(self, attempt_id: int) -> str | None:
         """The identity of a device caja has never identified, asked before its first charge is sent: if that
         charge ends in doubt, reconciliation must be able to tell the device it went to from another one put
-        at the same address (a spare). None when the device is known, cannot say, or does not answer (then
-        the charge goes on as before)."""
+        at the same address (a spare, or a terminal swapped behind the register's agent: the question then goes
+        through the agent as a fenced command like any other). None when the device is known, cannot say, or
+        does not answer (then the charge goes on as before)."""
         async with self.db.reader() as s:
             a = await self._attempt(s, attempt_id)
             if a.state != lc.CREATED or a.device_identity is not None:
@@ -2419,8 +2420,6 @@ class PaymentOrchestrator:
         identify = getattr(call.provider, "identify", None)
         if Capability.IDENTIFY not in capabilities_of(call.provider, call.settings) or not callable(identify):
             return None
-        if call.ctx.agent is not None:
-            return None  # behind a register agent: its line is the agent's to use
         try:
             found: DeviceIdentity = await asyncio.wait_for(
                 identify(call.settings, call.ctx), self.clock.timer(self.status_timeout_s)
@@ -2444,8 +2443,6 @@ class PaymentOrchestrator:
         identify = getattr(call.provider, "identify", None)
         if Capability.IDENTIFY not in capabilities_of(call.provider, call.settings) or not callable(identify):
             return
-        if call.ctx.agent is not None:
-            return  # behind a register agent: its key is the register's own, and its line is the agent's to use
         key = call.request.device_key
         now = self.clock.now()
         async with self.db.reader() as s:
