@@ -112,6 +112,26 @@
     var last = document.querySelector("#cart .cart-lines li:last-child");
     if (last) last.scrollIntoView({ block: "nearest" });
   });
+  // A form opened on the panel (discount, tip, split, void) shows its primary action at once: the panel scrolls
+  // (within itself, as little as needed) so the form's submit button is in sight; so does one that comes back
+  // open with an error. The cashier never scrolls to find Aplicar, Recibir efectivo or Anular.
+  function showAction(details) {
+    if (!details || !details.open) return;
+    var buttons = details.querySelectorAll("form button[type=submit]");
+    var action = buttons.length ? buttons[buttons.length - 1] : null;
+    if (!action) return;
+    var summary = details.querySelector("summary");
+    if (summary) summary.scrollIntoView({ block: "nearest" });
+    action.scrollIntoView({ block: "nearest" });
+  }
+  document.addEventListener("toggle", function (ev) {
+    var d = ev.target;
+    if (d && d.tagName === "DETAILS" && d.open && d.closest("#panel") && !d.classList.contains("tech")) showAction(d);
+  }, true);
+  document.addEventListener("htmx:afterSwap", function () {
+    var d = document.querySelector("#panel details[open]:not(.tech) .field.invalid");
+    if (d) showAction(d.closest("details"));
+  });
   // The sale screen's status poll (#pos-status) may reload the panel when the server's state moved on (another
   // tab changed the cart). Its answer is dropped when this tab itself acted meanwhile: that answer describes a
   // state this tab is already showing.
