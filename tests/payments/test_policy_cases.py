@@ -248,6 +248,9 @@ async def test_15_a_refund_the_terminal_never_answered_is_not_sent_again(env):
         await orch.refund_attempt(env.venue_id, primary.id, env.setup.supervisor_id)
     assert err.value.code == "payment.refund_unanswered"
     assert env.provider.count("refund") == 1 and (await env.attempts(sale_id))[0].state == "refund_due"
+    # The sale's screen says so instead of offering a refund button that can only be refused.
+    progress = await orch.poll(env.venue_id, sale_id)
+    assert progress.refund_offered == [primary.id] and progress.refund_unanswered == [primary.id]
     await orch.refund_attempt(
         env.venue_id, primary.id, env.setup.supervisor_id, by_hand=True, note="Anulada en el terminal, voucher 12"
     )

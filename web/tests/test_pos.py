@@ -290,7 +290,7 @@ async def test_override_then_late_primary_approval_offers_the_refund(cashier, se
     """The primary turns out charged after the backup paid: caja tries to refund it through the terminal at once;
     when the terminal refuses, the receipt shows the duplicate and a supervisor returns it from the POS."""
     fakes[0].script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=True))
-    fakes[0].script("status", Step(kind=OutcomeKind.UNKNOWN))
+    fakes[0].set_default("status", Step(kind=OutcomeKind.UNKNOWN))  # the terminal silent until the override
     fakes[0].script("refund", Step(kind=OutcomeKind.DECLINED, message="Anulación rechazada"))
     await open_session(cashier, setup)
     sale_id, _ = await checkout(cashier, setup, "Piscola")
@@ -308,7 +308,9 @@ async def test_override_then_late_primary_approval_offers_the_refund(cashier, se
         htmx=True,
     )
     assert r.status_code == 200, text_of(r.text)
-    r = await poll_until(cashier, sale_id, "Cobro duplicado")
+    fakes[0].set_default("status", None)  # back: it tells the truth, the primary was charged
+    r = await poll_until(cashier, sale_id, 'name="attempt_id"')  # once caja's own refund was refused
+    assert "Cobro duplicado" in r.text
     attempt_id = int(re.search(r'name="attempt_id" value="(\d+)"', r.text).group(1))
     # The charge is refunded only from its own sale's screen: another sale's URL refuses it.
     other_sale_id, _ = await checkout(cashier, setup, "Agua")
@@ -327,6 +329,29 @@ async def test_override_then_late_primary_approval_offers_the_refund(cashier, se
     assert r.status_code == 200, text_of(r.text)
     assert "Cobro duplicado" not in r.text
     assert fakes[0].refunded
+
+
+async def test_a_duplicate_whose_refund_the_terminal_never_answered_offers_no_refund_button(cashier, setup, fakes):
+    """The automatic refund of the duplicate goes unanswered: it may have been done, so the receipt says what the
+    supervisor checks on the terminal instead of a «Devolver cobro» button that could only be refused."""
+    fakes[0].script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=True))
+    fakes[0].set_default("status", Step(kind=OutcomeKind.UNKNOWN))  # the terminal silent until the override
+    fakes[0].script("refund", Step(kind=OutcomeKind.UNKNOWN, message="Sin respuesta"))
+    await open_session(cashier, setup)
+    sale_id, _ = await checkout(cashier, setup, "Piscola")
+    await cashier.post(f"/caja/venta/{sale_id}/tarjeta", htmx=True)
+    await poll_until(cashier, sale_id, "forzar-respaldo")
+    r = await cashier.post(
+        f"/caja/venta/{sale_id}/forzar-respaldo",
+        {"supervisor_code": SUPERVISOR_PIN, "note": "terminal colgado"},
+        htmx=True,
+    )
+    assert r.status_code == 200, text_of(r.text)
+    fakes[0].set_default("status", None)  # back: it tells the truth, the primary was charged
+    r = await poll_until(cashier, sale_id, "no respondió")
+    text = text_of(r.text)
+    assert "Cobro duplicado" in text and "caja no la envía de nuevo" in text, text[-600:]
+    assert "Devolver cobro" not in text and 'name="attempt_id"' not in r.text
 
 
 async def test_courtesy_at_oficina_needs_a_reason_and_counts_apart(client, sqlite_db, registry, settings, fakes):

@@ -71,6 +71,10 @@ class PaymentProgress(msgspec.Struct, kw_only=True):
     needs_decision: bool = False  # caja cannot find out by itself: a supervisor resolves it with evidence
     #: a charge its server left behind (a restart, a kill): nobody is running it, it is in doubt until asked
     orphaned: bool = False
+    #: of ``refund_offered``, the refunds sent whose answer never came: not sent again, a supervisor records them
+    refund_unanswered: list[int] = msgspec.field(default_factory=list)
+    #: of ``refund_offered``, the refunds running on the terminal now (their answer is awaited)
+    refund_in_progress: list[int] = msgspec.field(default_factory=list)
 
 
 class SupervisorItem(msgspec.Struct, kw_only=True):

@@ -1655,6 +1655,13 @@ class PaymentOrchestrator:
         if focus is not None:
             message = focus.progress_message if focus.state in (*lc.IN_FLIGHT, lc.MANUAL_PENDING) else ""
             message = message or focus.response_message or lc.label(focus.state)
+        # A refund sent and not answered yet: still running on the terminal while its lease lives, else unanswered.
+        sent_refunds = [a for a in attempts if self._refund_due(a) and _refund_unanswered(a)]
+        refunding = []
+        for a in sent_refunds:
+            lease = await lease_row(s, a.device_key)
+            if lease is not None and lease.attempt_id == a.id and self.leases.alive(lease):
+                refunding.append(a.id)
         return PaymentProgress(
             sale_id=sale.id,
             sale_status=sale.status,
@@ -1685,6 +1692,8 @@ class PaymentOrchestrator:
             breaker_state=breaker_state,
             manual=manual,
             refund_offered=[a.id for a in attempts if self._refund_due(a)],
+            refund_unanswered=[a.id for a in sent_refunds if a.id not in refunding],
+            refund_in_progress=refunding,
             attempts=[self._attempt_out(a) for a in attempts],
             needs_decision=needs_decision,
             orphaned=orphaned,
