@@ -347,7 +347,12 @@ async def test_device_keys_that_look_like_card_numbers_to_the_scrubber_still_syn
     assert result.status == "accepted", result
     async with any_db.session() as s:
         await offline.report_queue(
-            s, venue_id=setup.venue_id, register_id=setup.register_id, device_id=device, unsynced=2, user_id=None
+            s,
+            venue_id=setup.venue_id,
+            register_id=setup.register_id,
+            device_id=device,
+            unsynced=2,
+            user_id=setup.cashier_id,
         )
         assert await offline.unsynced_on_register(s, setup.register_id) == 2
     with pytest.raises(ValidationFailed):
@@ -502,3 +507,225 @@ async def test_an_offline_line_is_priced_with_the_modifiers_the_device_offered(a
         [line] = (await sales.get_sale(s, setup.venue_id, paid.id)).items
     assert (line.unit_price, line.line_total) == (8000, 16000)
     assert [(m.name, m.price) for m in line.modifiers] == [("Doble", 2000), ("Sin hielo", 0)]
+
+
+# ---- another cashier, a reused key, a bad sale in a batch: each answered on its own, nothing on others' sessions ----
+
+
+async def other_cashier_at_own_register(db, st):
+    """Diego, a cashier with his own open session on "Caja 2" (he never held "Caja 1")."""
+    import uuid
+
+    from caja_core.users import service as users
+
+    async with db.session() as s:
+        diego = await users.create_user(
+            s, venue_id=st.venue_id, username="diego", display_name="Diego", role="cashier", secret="305718"
+        )
+        register = await registers.create_register(
+            s,
+            venue_id=st.venue_id,
+            registry=make_registry(),
+            actor_id=st.admin_id,
+            data=registers.RegisterInput(code="CAJA2", name="Caja 2", primary_provider="fake"),
+        )
+        own = await sessions.open_session(
+            s,
+            venue_id=st.venue_id,
+            register_id=register.id,
+            user_id=diego.id,
+            initial_cash=0,
+            open_key=str(uuid.uuid4()),
+        )
+    return diego, register, own
+
+
+def as_cashier(sale, cashier_id, *, register_id=None, session_id=None):
+    return msgspec.structs.replace(
+        sale,
+        cashier_id=cashier_id,
+        register_id=register_id or sale.register_id,
+        session_id=session_id or sale.session_id,
+    )
+
+
+async def report(db, st, *, user_id, unsynced, device="tablet-ajena", register_id=None):
+    async with db.session() as s:
+        await offline.report_queue(
+            s,
+            venue_id=st.venue_id,
+            register_id=register_id or st.register_id,
+            device_id=device,
+            unsynced=unsynced,
+            user_id=user_id,
+        )
+
+
+async def test_only_the_registers_holder_or_the_device_that_sold_on_it_reports_its_queue(any_db, setup):
+    from caja_core.errors import Forbidden
+
+    session = await open_session(any_db, setup, initial_cash=0)
+    diego, _, _ = await other_cashier_at_own_register(any_db, setup)
+    with pytest.raises(ValidationFailed) as absurd:  # a queue no device holds, whoever says it
+        await report(any_db, setup, user_id=setup.cashier_id, unsynced=99_999)
+    assert f"entre 0 y {offline.MAX_UNSYNCED}" in absurd.value.message
+    with pytest.raises(Forbidden):  # Diego holds "Caja 2": he does not speak for "Caja 1"'s queue
+        await report(any_db, setup, user_id=diego.id, unsynced=500)
+    await report(any_db, setup, user_id=setup.cashier_id, unsynced=2, device="tablet-a")
+    with pytest.raises(Forbidden):  # nor empties the queue of a device of that register
+        await report(any_db, setup, user_id=diego.id, unsynced=0, device="tablet-a")
+    async with any_db.session() as s:
+        assert await offline.unsynced_on_register(s, setup.register_id) == 2
+    await report(any_db, setup, user_id=setup.cashier_id, unsynced=0, device="tablet-a")
+    assert (await close(any_db, setup, session.id)).status == "closed"
+
+    # Her device sold offline on "Caja 1" and comes back after the close: it syncs and reports its queue.
+    held = [cash_sale(setup, session.id, when=local(minutes_ago=0.5)) for _ in range(3)]
+    results = await sync(any_db, setup, held[:1], device="tablet-a")
+    assert [r.status for r in results] == ["late"]
+    await report(any_db, setup, user_id=setup.cashier_id, unsynced=2, device="tablet-a")
+    async with any_db.session() as s:
+        assert await offline.unsynced_on_register(s, setup.register_id) == 2
+    await sync(any_db, setup, held[1:], device="tablet-a")
+    await report(any_db, setup, user_id=setup.cashier_id, unsynced=0, device="tablet-a")
+    async with any_db.session() as s:
+        assert await offline.unsynced_on_register(s, setup.register_id) == 0
+
+
+async def test_sales_into_another_cashiers_session_are_not_received_nor_leave_incidents(any_db, setup):
+    session = await open_session(any_db, setup, initial_cash=0)
+    assert (await close(any_db, setup, session.id)).status == "closed"
+    diego, _, _ = await other_cashier_at_own_register(any_db, setup)
+    forged = [as_cashier(cash_sale(setup, session.id, price=1), diego.id) for _ in range(offline.MAX_BATCH)]
+    results = await sync(any_db, setup, forged, user_id=diego.id, device="equipo-ajeno")
+    assert {r.status for r in results} == {"not_yours"}
+    assert "de otro cajero" in results[0].reason
+    async with any_db.session() as s:
+        assert await offline.list_offline_sales(s, setup.venue_id) == []
+        incidents = await audit.list_incidents(s, setup.venue_id, session_id=session.id)
+    assert [i.kind for i in incidents if i.kind.startswith("offline")] == []
+
+
+async def test_rejected_sales_name_who_sent_them_and_are_capped_per_cashier_and_device(any_db, setup):
+    diego, register, own = await other_cashier_at_own_register(any_db, setup)
+    tampered = [
+        as_cashier(cash_sale(setup, own.id, price=1), diego.id, register_id=register.id)
+        for _ in range(offline.MAX_REJECTED + 5)
+    ]
+    results = await sync(any_db, setup, tampered, user_id=diego.id, device="equipo-d")
+    assert [r.status for r in results] == ["rejected"] * offline.MAX_REJECTED + ["limited"] * 5
+    assert "Demasiadas ventas rechazadas" in results[-1].reason
+    async with any_db.session() as s:
+        incidents = [
+            i
+            for i in await audit.list_incidents(s, setup.venue_id, session_id=own.id)
+            if i.kind == "offline_sale_rejected"
+        ]
+        kept = await offline.list_offline_sales(s, setup.venue_id)
+    assert len(incidents) == len(kept) == offline.MAX_REJECTED  # the held-back ones left nothing
+    assert all("enviada por Diego desde el equipo equipo-d" in i.description for i in incidents)
+    # A good sale still goes through; a resent rejected one still gets its first answer.
+    good = as_cashier(cash_sale(setup, own.id), diego.id, register_id=register.id)
+    again = await sync(any_db, setup, [good, tampered[0], tampered[-1]], user_id=diego.id, device="equipo-d")
+    assert [r.status for r in again] == ["accepted", "rejected", "limited"]
+
+
+async def test_a_key_is_its_cashiers_and_the_same_key_with_another_content_is_a_conflict(any_db, setup):
+    session = await open_session(any_db, setup)
+    first = cash_sale(setup, session.id, key="k-1")
+    [accepted] = await sync(any_db, setup, [first])
+    assert accepted.status == "accepted"
+    changed = cash_sale(setup, session.id, product="Piscola", key="k-1")
+    [conflict] = await sync(any_db, setup, [changed])
+    assert conflict.status == "conflict" and conflict.sale_id is None
+    assert "ya se recibió con otro contenido" in conflict.reason
+    [again] = await sync(any_db, setup, [first])  # the same content resent: its first answer
+    assert (again.status, again.sale_id) == ("accepted", accepted.sale_id)
+    assert [x.total for x in await paid_sales(any_db, setup, session.id)] == [3500]
+
+    # Another cashier's "k-1" is not "already received": it is his own sale.
+    diego, register, own = await other_cashier_at_own_register(any_db, setup)
+    his = as_cashier(cash_sale(setup, own.id, product="Agua", key="k-1"), diego.id, register_id=register.id)
+    [result] = await sync(any_db, setup, [his], user_id=diego.id)
+    assert result.status == "accepted" and result.sale_id != accepted.sale_id and result.total == 2000
+    async with any_db.session() as s:
+        assert sorted(k.key for k in await offline.list_offline_sales(s, setup.venue_id)) == ["k-1", "k-1"]
+
+
+async def test_a_key_received_before_keys_were_scoped_to_their_cashier_still_answers(any_db, setup):
+    from sqlalchemy import update
+
+    from caja_core.offline.models import OfflineSale
+
+    session = await open_session(any_db, setup)
+    sale = cash_sale(setup, session.id)
+    [first] = await sync(any_db, setup, [sale])
+    async with any_db.session() as s:  # stored as it was before: the bare key
+        await s.execute(update(OfflineSale).values(idempotency_key=sale.key))
+    [again] = await sync(any_db, setup, [sale])
+    assert (again.status, again.sale_id) == ("accepted", first.sale_id)
+    assert len(await paid_sales(any_db, setup, session.id)) == 1
+
+
+async def test_each_sale_of_a_batch_is_judged_on_its_own(any_db, setup):
+    session = await open_session(any_db, setup)
+    nowhere = msgspec.structs.replace(cash_sale(setup, session.id), register_id=999_999)
+    batch = [cash_sale(setup, session.id), nowhere, cash_sale(setup, session.id, product="Agua")]
+    results = await sync(any_db, setup, batch)
+    assert [r.status for r in results] == ["accepted", "rejected", "accepted"]
+    assert "La caja de la venta no existe" in results[1].reason
+    assert sorted(x.total for x in await paid_sales(any_db, setup, session.id)) == [2000, 3500]
+    async with any_db.session() as s:  # nothing half-written for the bad one
+        assert nowhere.key not in {k.key for k in await offline.list_offline_sales(s, setup.venue_id)}
+
+
+# ---- the sale's time, the device's id, the key's format ------------------------------------------------------------
+
+
+async def test_a_sale_dated_beyond_a_small_clock_skew_in_the_future_is_rejected(any_db, setup):
+    session = await open_session(any_db, setup)
+    ahead = cash_sale(setup, session.id, when=local(minutes_ago=-5))
+    slightly = cash_sale(setup, session.id, when=local(minutes_ago=-1))
+    results = await sync(any_db, setup, [ahead, slightly])
+    assert [r.status for r in results] == ["rejected", "accepted"]
+    assert "posterior a la del servidor" in results[0].reason
+
+
+async def test_a_sale_dated_after_its_sessions_close_is_outside_it_not_late(any_db, setup):
+    from sqlalchemy import update
+
+    session = await open_session(any_db, setup, initial_cash=0)
+    assert (await close(any_db, setup, session.id)).status == "closed"
+    async with any_db.session() as s:
+        await s.execute(
+            update(sessions.CashSession)
+            .where(sessions.CashSession.id == session.id)
+            .values(opened_at=utcnow() - timedelta(minutes=90), closed_at=utcnow() - timedelta(minutes=30))
+        )
+    before = cash_sale(setup, session.id, when=local(minutes_ago=45))
+    after = cash_sale(setup, session.id, when=local(minutes_ago=5))
+    results = await sync(any_db, setup, [before, after])
+    assert [r.status for r in results] == ["late", "rejected"]
+    assert "posterior al cierre" in results[1].reason and "fuera de la sesión" in results[1].reason
+
+
+async def test_a_too_long_device_id_is_a_length_error(any_db, setup):
+    session = await open_session(any_db, setup)
+    with pytest.raises(ValidationFailed) as refused:
+        await sync(any_db, setup, [cash_sale(setup, session.id)], device="x" * 5000)
+    assert "demasiado largo" in refused.value.message and "Falta" not in refused.value.message
+    assert await paid_sales(any_db, setup, session.id) == []
+
+
+async def test_hex_keys_are_never_taken_for_card_data(any_db, setup):
+    """``uuid4().hex`` keys whose digits the card-data scrubber would take for a card number or a track."""
+    from caja_core.carddata import scrub_text
+
+    session = await open_session(any_db, setup)
+    keys = ["817938f85742490487753d9768d03e25", "78740125840544d6ae325ac04265f5a7"]
+    assert all(scrub_text(k) != k for k in keys)  # what the scrubber alone says of them
+    results = await sync(any_db, setup, [cash_sale(setup, session.id, key=k) for k in keys], device=keys[1])
+    assert [r.status for r in results] == ["accepted", "accepted"]
+    for text in ("4111111111111111", "4111 1111 1111 1111"):  # free text that is a card number is still refused
+        with pytest.raises(ValidationFailed):
+            await sync(any_db, setup, [cash_sale(setup, session.id, key=text)])

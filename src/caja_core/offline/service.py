@@ -1,10 +1,16 @@
 """Selling without the server: what a register's device took while offline, received once and checked like any
 sale.
 
-* **Idempotent on the device's key.** Each offline sale carries a key generated on the device; the first
-  answer for a key (accepted with its sale, or rejected with its reason) is stored in ``offline_sales`` in the
-  same transaction as the sale, and every later submission of that key gets that answer back, whatever runs
-  concurrently (the key is unique in the database).
+* **Idempotent on the device's key, per cashier.** Each offline sale carries a key generated on the device; the
+  first answer for a key (accepted with its sale, or rejected with its reason) is stored in ``offline_sales`` in
+  the same transaction as the sale, and every later submission of that key **with the same content** gets that
+  answer back, whatever runs concurrently (the key, stored with its cashier in front, is unique in the
+  database). Another cashier's same key is another sale; the same key with another content is a ``conflict``
+  (compared through ``content_digest``) and nothing of it is received.
+* **Each sale on its own, and only the sender's.** A bad sale of a batch is answered with its reason, the others
+  are received. A sale is synced by the cashier who sold it, into a session they hold or held; one sent into
+  another cashier's session is ``not_yours``: nothing stored, no incident there. Rejections (each an incident
+  naming who sent it) are capped per cashier and per device (``MAX_REJECTED`` per ``REJECTED_PERIOD``).
 * **Checked like any sale.** Each line is priced from the catalogue as it was when the sale was taken (a price
   changed since is found in ``product_prices``); the device's prices and total must match. The method must be
   allowed by the register's offline rule **as the device had it** (the version it was given, see
@@ -18,20 +24,22 @@ sale.
 * **Accepted sales count.** They are ordinary paid sales of the session (created at the device's time), added
   to its running totals and to the expected cash like any other.
 * **The device's queue blocks the close.** The POS reports how many sales its device still holds
-  (``report_queue``, carried by the sale screen's poll); a session does not close while a device of its
-  register reports any.
+  (``report_queue``, carried by the sale screen's poll and the sync; bounded, and heard only from the register's
+  holder or the device that sold offline on it); a session does not close while a device of its register reports
+  any.
 * **An offline period is an incident** on the session: start, end and the sales taken.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,7 +50,7 @@ from ..catalog.models import Category, Modifier, Product
 from ..catalog.service import MAX_MODIFIERS_PER_LINE, price_as_of, price_changes_query
 from ..clock import DEFAULT_TIMEZONE, format_local, utcnow
 from ..db.engine import Database
-from ..errors import Conflict, NotFound, ValidationFailed
+from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..money import MAX_AMOUNT, format_clp
 from ..payments import lifecycle as lc
 from ..payments.models import PaymentAttempt
@@ -50,6 +58,7 @@ from ..registers.models import CashRegister
 from ..sales.models import Sale, SaleItem
 from ..sales.service import MAX_LINES, MAX_QUANTITY, ItemInput, _apply_totals, _chosen_modifiers
 from ..sessions.models import CashSession, SessionHandover
+from ..users.models import User
 from ..venues.models import Venue
 from . import rules
 from .models import OfflineDevice, OfflinePeriod, OfflineSale
@@ -58,7 +67,21 @@ from .models import OfflineDevice, OfflinePeriod, OfflineSale
 MAX_BATCH = 50
 #: A device's clock may be this far off the server's.
 CLOCK_SKEW = timedelta(minutes=10)
+#: A sale may be dated this far after the server's clock (a device's clock a little ahead), no more.
+FUTURE_SKEW = timedelta(minutes=2)
 DEVICE_ID_LENGTH = 64
+#: A sale's key, as the device makes it (a UUID is 36 characters). Stored with its cashier in front
+#: (``<cashier id>:<key>``), which fits the column's 80.
+KEY_LENGTH = 60
+#: The most unsynced sales a device may say it holds (a busy register offline for a whole night sells far fewer).
+MAX_UNSYNCED = 5000
+#: A cashier that no longer holds the register may still report the queue of a device that synced offline sales
+#: of that register this recently (a device that comes back after its session was closed or handed over).
+REPORT_WINDOW = timedelta(hours=24)
+#: At most this many rejected sales (each an incident for a supervisor) per cashier, and per device, in
+#: ``REJECTED_PERIOD``; beyond it a sale that would be rejected is not received yet and the device keeps it.
+MAX_REJECTED = 20
+REJECTED_PERIOD = timedelta(hours=1)
 AUTH_CODE_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 CARD_TYPES = {"debito": "debit", "débito": "debit", "credito": "credit", "crédito": "credit", "prepago": "prepaid"}
 METHOD_NAMES = {"cash": "efectivo", "backup": "celular de respaldo"}
@@ -90,7 +113,7 @@ class BackupReference(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class OfflineSaleIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    key: Text
+    key: Annotated[str, msgspec.Meta(max_length=KEY_LENGTH)]
     register_id: Id
     session_id: Id
     cashier_id: Id
@@ -113,9 +136,12 @@ class OfflinePeriodIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class SyncResult(msgspec.Struct, kw_only=True):
     key: str
-    #: accepted (a sale now), rejected (kept for a supervisor, with the reason), late (checks out, but its session
-    #: was closed before it arrived: kept for a supervisor), resolved (a supervisor did), or not_yours (not
-    #: received: only the cashier who sold syncs it).
+    #: accepted (a sale now), rejected (kept for a supervisor, with the reason; or, for a sale naming a register
+    #: that does not exist, refused without being kept), late (checks out, but its session was closed before it
+    #: arrived: kept for a supervisor), resolved (a supervisor did), conflict (its key was already received from
+    #: this cashier with another content: nothing received, like an HTTP 409), not_yours (not received: only the
+    #: cashier who sold syncs it, into a session they held) or limited (not received yet: too many rejected sales
+    #: from this cashier or device lately; the device keeps it and sends it later).
     status: str
     reason: str = ""
     sale_id: int | None = None
@@ -147,33 +173,72 @@ class Rejected(Exception):
         self.reason = reason
 
 
-#: The identifiers the devices make (``crypto.randomUUID()``): never card data, even when the digits of some of
-#: their groups, read across the dashes, would pass for a card number (about one in 350 does).
+#: The identifiers the devices make (``crypto.randomUUID()``, or a random hex token such as Python's
+#: ``uuid4().hex``): never card data, even when their digits, read across the dashes or between the letters,
+#: would pass for a card number (about one random UUID in 350 does). Their format is checked before the card-data
+#: scrubber is asked about anything else.
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_HEX_TOKEN = re.compile(r"[0-9a-f]{16,64}")
 
 
-def _plain(value: str, limit: int) -> bool:
-    """An identifier made on the device: a UUID, or printable ASCII, bounded, and nothing that looks like card
-    data."""
-    if _UUID.fullmatch(value.lower()):
-        return len(value) <= limit
-    return (
-        bool(value) and len(value) <= limit and value.isascii() and value.isprintable() and scrub_text(value) == value
-    )
+def _token(value: str) -> bool:
+    """A random identifier as the devices make them: a UUID or a hex token with at least one letter (16 or more
+    digits alone are a number, judged like any other text)."""
+    lowered = value.lower()
+    if _UUID.fullmatch(lowered):
+        return True
+    return bool(_HEX_TOKEN.fullmatch(lowered)) and not lowered.isdigit()
+
+
+def _identifier(value: str, limit: int, field: str, name: str, long: str) -> str:
+    """An identifier made on the device: a UUID or hex token, or printable ASCII with nothing that looks like card
+    data; bounded. Each fault has its own Spanish message (``name`` with its article, ``long`` its agreement)."""
+    value = (value or "").strip()
+    if not value:
+        raise ValidationFailed(f"Falta {name}.", field=field)
+    if len(value) > limit:
+        raise ValidationFailed(f"{name.capitalize()} es demasiado {long} (hasta {limit} caracteres).", field=field)
+    if _token(value):
+        return value
+    if not (value.isascii() and value.isprintable()):
+        raise ValidationFailed(f"{name.capitalize()} tiene caracteres no permitidos.", field=field)
+    if scrub_text(value) != value:
+        raise ValidationFailed(f"{name.capitalize()} parece un número de tarjeta: no se acepta.", field=field)
+    return value
 
 
 def _device(device_id: str) -> str:
-    device = (device_id or "").strip()
-    if not _plain(device, DEVICE_ID_LENGTH):
-        raise ValidationFailed("Falta el identificador del equipo.", field="device_id")
-    return device
+    return _identifier(device_id, DEVICE_ID_LENGTH, "device_id", "el identificador del equipo", "largo")
 
 
 def _key(key: str) -> str:
-    key = (key or "").strip()
-    if not _plain(key, 80):
-        raise ValidationFailed("Cada venta necesita su clave (hasta 80 caracteres).", field="key")
-    return key
+    return _identifier(key, KEY_LENGTH, "key", "la clave de una venta", "larga")
+
+
+def _scoped(cashier_id: int, key: str) -> str:
+    """The key as stored: a key is unique per venue **and cashier** (another cashier's same key is another sale)."""
+    return f"{cashier_id}:{key}"
+
+
+def _shown_key(row: OfflineSale) -> str:
+    """The key as the device sent it (rows received before keys were scoped hold it bare)."""
+    prefix = f"{row.cashier_id}:"
+    key = row.idempotency_key
+    return key[len(prefix) :] if key.startswith(prefix) else key
+
+
+def _canonical(value: Any) -> Any:
+    """The content without its empty parts (an absent field and its default are the same content)."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items() if v not in (None, [], {})}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def content_digest(payload: dict[str, Any]) -> str:
+    """A hash of a sale's content as stored (``_payload``): the same key resent must carry the same content."""
+    return hashlib.sha256(msgspec.json.encode(_canonical(payload), order="sorted")).hexdigest()
 
 
 def parse_local_time(value: str) -> datetime:
@@ -196,8 +261,10 @@ async def sync_sales(
     sales: list[OfflineSaleIn],
     period: OfflinePeriodIn | None = None,
 ) -> list[SyncResult]:
-    """Receive a device's queued sales in order, each in a transaction of its own; a sale already received
-    answers its first result. With ``period``, the offline period is recorded as an incident on its session."""
+    """Receive a device's queued sales in order, each judged on its own in a transaction of its own (a bad one is
+    answered with its reason, the others are received); a sale already received answers its first result. With
+    ``period``, the offline period is recorded as an incident on its session. What makes the whole request
+    unreadable (the device's id, a key, a key twice, too many sales) refuses it before anything is written."""
     device = _device(device_id)
     if len(sales) > MAX_BATCH:
         raise ValidationFailed(f"Se reciben hasta {MAX_BATCH} ventas por envío.", field="sales")
@@ -212,12 +279,48 @@ async def sync_sales(
     return results
 
 
-async def _first_result(s: AsyncSession, venue_id: int, key: str) -> SyncResult | None:
-    row = await s.scalar(
-        select(OfflineSale).where(OfflineSale.venue_id == venue_id, OfflineSale.idempotency_key == key)
+class _NotReceived(Exception):
+    """A sale answered without being kept (its transaction is rolled back): ``result`` says why."""
+
+    def __init__(self, result: SyncResult) -> None:
+        super().__init__(result.reason)
+        self.result = result
+
+
+async def _first_received(s: AsyncSession, venue_id: int, cashier_id: int, key: str) -> OfflineSale | None:
+    """The sale this cashier sent with this key, if any (a key is scoped to its cashier: another cashier's same
+    key is not this one's)."""
+    found: OfflineSale | None = await s.scalar(
+        select(OfflineSale).where(
+            OfflineSale.venue_id == venue_id,
+            OfflineSale.idempotency_key == _scoped(cashier_id, key),
+            OfflineSale.cashier_id == cashier_id,
+        )
     )
+    if found is None:  # received before keys were scoped to their cashier: stored bare
+        found = await s.scalar(
+            select(OfflineSale).where(
+                OfflineSale.venue_id == venue_id,
+                OfflineSale.idempotency_key == key,
+                OfflineSale.cashier_id == cashier_id,
+            )
+        )
+    return found
+
+
+async def _first_result(s: AsyncSession, venue_id: int, cashier_id: int, key: str, digest: str) -> SyncResult | None:
+    row = await _first_received(s, venue_id, cashier_id, key)
     if row is None:
         return None
+    if content_digest(row.payload) != digest:
+        return SyncResult(
+            key=key,
+            status="conflict",
+            reason=(
+                "La clave de esta venta ya se recibió con otro contenido (productos, total, hora o pago): no se "
+                "recibe. Avise al supervisor; la venta recibida con esa clave es la primera."
+            ),
+        )
     total = await s.scalar(select(Sale.total).where(Sale.id == row.sale_id)) if row.sale_id else None
     if row.status == "late":
         total = row.claimed_total  # checked: the device's total is the catalogue's
@@ -232,19 +335,40 @@ async def _sync_one(db: Database, *, venue_id: int, user_id: int, device: str, s
     key = sale.key.strip()
     if sale.cashier_id != user_id:
         return SyncResult(key=key, status="not_yours", reason="Esta venta la sincroniza el cajero que la registró.")
+    digest = content_digest(_payload(sale))
     try:
         async with db.session() as s:
-            first = await _first_result(s, venue_id, key)
+            first = await _first_result(s, venue_id, user_id, key, digest)
             if first is not None:
                 return first
             return await _receive(s, venue_id=venue_id, user_id=user_id, device=device, sale=sale)
+    except _NotReceived as refused:  # rolled back: nothing of it is kept
+        return refused.result
     except IntegrityError:
         # The same key arrived concurrently (another tab, a retried request, the other instance): its answer.
         async with db.session() as s:
-            first = await _first_result(s, venue_id, key)
+            first = await _first_result(s, venue_id, user_id, key, digest)
         if first is None:
             raise
         return first
+
+
+async def _rejected_lately(s: AsyncSession, venue_id: int, user_id: int, device: str) -> int:
+    """How many sales this cashier, or this device, had rejected in the last ``REJECTED_PERIOD``."""
+    return int(
+        await s.scalar(
+            select(func.count())
+            .select_from(OfflineSale)
+            .join(Incident, Incident.id == OfflineSale.incident_id)
+            .where(
+                OfflineSale.venue_id == venue_id,
+                Incident.kind == "offline_sale_rejected",
+                OfflineSale.received_at >= utcnow() - REJECTED_PERIOD,
+                or_(OfflineSale.received_by == user_id, OfflineSale.device_id == device),
+            )
+        )
+        or 0
+    )
 
 
 async def _receive(s: AsyncSession, *, venue_id: int, user_id: int, device: str, sale: OfflineSaleIn) -> SyncResult:
@@ -254,7 +378,7 @@ async def _receive(s: AsyncSession, *, venue_id: int, user_id: int, device: str,
         register_id=sale.register_id,
         session_id=None,
         device_id=device,
-        idempotency_key=key,
+        idempotency_key=_scoped(user_id, key),
         cashier_id=sale.cashier_id,
         local_time=scrub_text(sale.local_time)[:40],
         method=sale.method,
@@ -268,12 +392,23 @@ async def _receive(s: AsyncSession, *, venue_id: int, user_id: int, device: str,
     register = await s.scalar(
         select(CashRegister).where(CashRegister.id == sale.register_id, CashRegister.venue_id == venue_id)
     )
-    if register is None:
-        raise ValidationFailed("La caja de la venta no existe en este local.", field="register_id")
+    if register is None:  # nothing to keep it on: refused with its reason, the batch's other sales go on
+        raise _NotReceived(
+            SyncResult(key=key, status="rejected", reason="La caja de la venta no existe en este local.")
+        )
     session = await s.scalar(
         select(CashSession).where(CashSession.id == sale.session_id, CashSession.venue_id == venue_id).with_for_update()
     )
     if session is not None and session.register_id == register.id:
+        if not await _held_by(s, session, user_id):
+            # Another cashier's session: nothing of it is kept, no incident lands on it.
+            raise _NotReceived(
+                SyncResult(
+                    key=key,
+                    status="not_yours",
+                    reason="La sesión de caja de esta venta es de otro cajero: solo entra en una sesión suya.",
+                )
+            )
         row.session_id = session.id
     s.add(row)
     await s.flush()  # takes the key: a concurrent twin waits here and then gets its IntegrityError
@@ -282,6 +417,17 @@ async def _receive(s: AsyncSession, *, venue_id: int, user_id: int, device: str,
         row.sold_at = sold_at
         lines, total, rule = await _check(s, sale, register, session, sold_at, row)
     except Rejected as exc:
+        if await _rejected_lately(s, venue_id, user_id, device) >= MAX_REJECTED:
+            raise _NotReceived(
+                SyncResult(
+                    key=key,
+                    status="limited",
+                    reason=(
+                        f"Demasiadas ventas rechazadas desde este equipo o cajero en la última hora (hasta "
+                        f"{MAX_REJECTED}): esta venta queda en el equipo y se enviará más tarde. Avise al supervisor."
+                    ),
+                )
+            ) from None
         return await _reject(s, row, register, exc.reason, user_id)
     assert session is not None  # _check refuses a sale without its session
     if session.status != "open":
@@ -292,7 +438,7 @@ async def _receive(s: AsyncSession, *, venue_id: int, user_id: int, device: str,
         register_id=register.id,
         jornada_id=session.jornada_id,
         cashier_id=sale.cashier_id,
-        idempotency_key=f"offline:{key}"[:80],
+        idempotency_key=f"offline-sale:{row.id}",  # unique as its row (the device's key is unique per cashier)
         total=total,
         status="paid",
         payment_method="cash" if sale.method == "cash" else "card",
@@ -353,14 +499,20 @@ async def _late(
         kind="offline_sale_late",
         description=(
             f"Venta sin conexión recibida después del cierre ({register.name}, {method}, {format_clp(total)}, "
-            f"hora del equipo {row.local_time}, equipo {row.device_id[:12]}): no entra en los totales de la "
+            f"hora del equipo {row.local_time}, {await _sent_by(s, row)}): no entra en los totales de la "
             "sesión cerrada. Decida qué se hace con ella (efectivo entregado, cobro verificado…) y resuélvala."
         ),
         session_id=session.id,
         register_id=register.id,
         user_id=user_id,
     )
-    return SyncResult(key=row.idempotency_key, status="late", reason=row.reason, total=total)
+    return SyncResult(key=_shown_key(row), status="late", reason=row.reason, total=total)
+
+
+async def _sent_by(s: AsyncSession, row: OfflineSale) -> str:
+    """Who sent the sale, from which device (for the supervisor's incident)."""
+    name = await s.scalar(select(User.display_name).where(User.id == row.received_by)) or f"#{row.received_by}"
+    return f"enviada por {name} desde el equipo {row.device_id[:12]}"
 
 
 def _payload(sale: OfflineSaleIn) -> dict[str, Any]:
@@ -382,13 +534,14 @@ async def _reject(s: AsyncSession, row: OfflineSale, register: CashRegister, rea
         kind="offline_sale_rejected",
         description=(
             f"Venta sin conexión rechazada al sincronizar ({register.name}, {method}, {format_clp(row.claimed_total) if row.claimed_total > 0 else '$0'}, "
-            f"hora del equipo {row.local_time}): {reason} Revísela con el cajero y resuélvala."
+            f"hora del equipo {row.local_time}, {await _sent_by(s, row)}): {reason} Revísela con el cajero y "
+            "resuélvala."
         ),
         session_id=row.session_id,
         register_id=row.register_id,
         user_id=user_id,
     )
-    return SyncResult(key=row.idempotency_key, status="rejected", reason=row.reason)
+    return SyncResult(key=_shown_key(row), status="rejected", reason=row.reason)
 
 
 async def _check(
@@ -405,9 +558,15 @@ async def _check(
         raise Rejected("La sesión de caja de la venta no existe en esta caja.")
     if session.cashier_id != sale.cashier_id:
         raise Rejected("La caja la tiene otro cajero: la venta no puede entrar en su sesión.")
-    now = utcnow()
-    if sold_at < session.opened_at - CLOCK_SKEW or sold_at > now + CLOCK_SKEW:
-        raise Rejected("La hora de la venta está fuera de la sesión de caja (revise el reloj del equipo).")
+    if sold_at > utcnow() + FUTURE_SKEW:
+        raise Rejected("La hora de la venta es posterior a la del servidor (revise el reloj del equipo).")
+    if sold_at < session.opened_at - CLOCK_SKEW:
+        raise Rejected(
+            "La hora de la venta es anterior a la apertura: está fuera de la sesión de caja (revise el reloj del equipo)."
+        )
+    if session.closed_at is not None and sold_at > session.closed_at + CLOCK_SKEW:
+        # Taken after the drawer was counted: outside the session, not a sale of it received late.
+        raise Rejected("La hora de la venta es posterior al cierre de su sesión: está fuera de la sesión de caja.")
     rule = await _rule_for(s, sale, register, session, sold_at, row)
     if sale.method == "cash":
         if not rule.allows("cash"):
@@ -624,21 +783,39 @@ async def give_rule(s: AsyncSession, venue_id: int, register_id: int) -> GivenRu
 
 # ---- the device's queue, the offline periods, the supervisor ---------------------------------------------------
 async def report_queue(
-    s: AsyncSession, *, venue_id: int, register_id: int, device_id: str, unsynced: int, user_id: int | None
+    s: AsyncSession, *, venue_id: int, register_id: int, device_id: str, unsynced: int, user_id: int
 ) -> None:
-    """The device says how many sales it holds unsynced (the sale screen's poll carries the count)."""
+    """The device says how many sales it holds unsynced (the sale screen's poll and the sync carry the count).
+
+    Only who may speak for that register's queue is heard: the cashier holding its open session, or a cashier
+    whose device synced offline sales of that register lately (a device that comes back after its session was
+    closed or handed over still reports, and empties, its queue), or who made this device's last report. Another
+    cashier's report would hold a close that is not theirs: ``Forbidden``, nothing written."""
     device = _device(device_id)
-    if not 0 <= unsynced <= 100_000:
-        raise ValidationFailed("Cantidad de ventas por sincronizar inválida.", field="unsynced")
+    if not 0 <= unsynced <= MAX_UNSYNCED:
+        raise ValidationFailed(
+            f"Cantidad de ventas por sincronizar inválida (entre 0 y {MAX_UNSYNCED}).", field="unsynced"
+        )
     row = await s.get(OfflineDevice, (register_id, device))
+    if row is None and unsynced == 0:
+        return  # a device that never held anything needs no row
+    if row is not None and row.venue_id != venue_id:
+        raise ValidationFailed("La caja no existe en este local.", field="register_id")
+    if row is not None and row.unsynced == unsynced:
+        return  # nothing changes
     if row is None:
-        if unsynced == 0:
-            return  # a device that never held anything needs no row
         register = await s.scalar(
             select(CashRegister.id).where(CashRegister.id == register_id, CashRegister.venue_id == venue_id)
         )
         if register is None:
             raise ValidationFailed("La caja no existe en este local.", field="register_id")
+    if not await _may_report(s, venue_id, register_id, device, user_id, row):
+        raise Forbidden(
+            "Solo el cajero que tiene la caja abierta, o el equipo que vendió sin conexión en ella, informa sus "
+            "ventas por sincronizar.",
+            code="offline.queue_not_yours",
+        )
+    if row is None:
         s.add(
             OfflineDevice(
                 register_id=register_id,
@@ -650,10 +827,35 @@ async def report_queue(
             )
         )
         return
-    if row.venue_id != venue_id:
-        raise ValidationFailed("La caja no existe en este local.", field="register_id")
-    if row.unsynced != unsynced:
-        row.unsynced, row.reported_by, row.reported_at = unsynced, user_id, utcnow()
+    row.unsynced, row.reported_by, row.reported_at = unsynced, user_id, utcnow()
+
+
+async def _may_report(
+    s: AsyncSession, venue_id: int, register_id: int, device: str, user_id: int, row: OfflineDevice | None
+) -> bool:
+    """Whether the user may report this device's queue on this register (see ``report_queue``)."""
+    holder = await s.scalar(
+        select(CashSession.cashier_id).where(
+            CashSession.venue_id == venue_id, CashSession.register_id == register_id, CashSession.status != "closed"
+        )
+    )
+    if holder == user_id:
+        return True
+    since = utcnow() - REPORT_WINDOW
+    if row is not None and row.reported_by == user_id and row.reported_at >= since:
+        return True
+    sold = await s.scalar(
+        select(OfflineSale.id)
+        .where(
+            OfflineSale.venue_id == venue_id,
+            OfflineSale.register_id == register_id,
+            OfflineSale.device_id == device,
+            OfflineSale.received_by == user_id,
+            OfflineSale.received_at >= since,
+        )
+        .limit(1)
+    )
+    return sold is not None
 
 
 async def unsynced_on_register(s: AsyncSession, register_id: int) -> int:
@@ -778,7 +980,7 @@ async def list_offline_sales(
     return [
         OfflineSaleOut(
             id=r.id,
-            key=r.idempotency_key,
+            key=_shown_key(r),
             register_id=r.register_id,
             session_id=r.session_id,
             device_id=r.device_id,
@@ -821,7 +1023,7 @@ async def resolve_rejected(s: AsyncSession, *, venue_id: int, offline_sale_id: i
         action="offline_sale.resolved",
         entity="offline_sale",
         entity_id=row.id,
-        payload={"note": note[:300], "key": row.idempotency_key},
+        payload={"note": note[:300], "key": _shown_key(row)},
     )
 
 

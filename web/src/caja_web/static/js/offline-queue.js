@@ -161,8 +161,9 @@
             if (r.status === "accepted") {
               summary.accepted += 1;
               if (item.seq !== undefined) tx.objectStore("queue").delete(item.seq);
-            } else if (r.status === "rejected" || r.status === "late") {
-              // Kept with the reason until a supervisor resolves it (late: its session was closed before it came).
+            } else if (r.status === "rejected" || r.status === "late" || r.status === "conflict") {
+              // Kept with the reason until a supervisor resolves it (late: its session was closed before it came;
+              // conflict: its key was already received with another content).
               summary.rejected += 1;
               summary.reasons.push(r.reason);
               if (item.seq !== undefined) tx.objectStore("queue").delete(item.seq);
@@ -184,7 +185,8 @@
           var batch = mine.slice(0, api.batch);
           return post(batch.map(strip), null, batch[0].register_id, items.length - batch.length).then(function (results) {
             results.forEach(function (r) {
-              if (r.status === "not_yours") (summary.skipped = summary.skipped || []).push(r.key);
+              // Not received: another cashier's, or held back for now (too many rejected lately). It stays here.
+              if (r.status === "not_yours" || r.status === "limited") (summary.skipped = summary.skipped || []).push(r.key);
             });
             return apply(batch, results);
           }).then(sendQueue);
