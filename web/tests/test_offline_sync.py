@@ -202,3 +202,136 @@ async def test_a_product_with_modifiers_sells_offline_as_it_is(cashier, setup, s
     async with sqlite_db.session() as s:
         done = await sales.get_sale(s, setup.venue_id, done.id)
     assert done.total == setup.prices["Cerveza"] and done.items[0].modifiers == []
+
+
+# ---- another cashier, a reused key, a bad sale in a batch ----------------------------------------------------------
+
+
+async def diego_at_caja_2(app, sqlite_db, setup, registry):
+    """A second cashier, logged in on his own client with his own open session on "Caja 2"."""
+    from conftest import WebClient
+    from litestar.testing import AsyncTestClient
+
+    from caja_core.registers import service as registers
+    from caja_core.users import service as users
+
+    async with sqlite_db.session() as s:
+        diego = await users.create_user(
+            s, venue_id=setup.venue_id, username="diego", display_name="Diego", role="cashier", secret="305718"
+        )
+        register = await registers.create_register(
+            s,
+            venue_id=setup.venue_id,
+            registry=registry,
+            actor_id=setup.admin_id,
+            data=registers.RegisterInput(code="CAJA2", name="Caja 2", primary_provider="fake"),
+        )
+    raw = AsyncTestClient(app=app)
+    await raw.__aenter__()
+    client = WebClient(raw)
+    await client.login_cashier(diego.id, pin="305718", venue_id=setup.venue_id)
+    r = await client.post("/caja/session/open", {"register_id": register.id, "initial_cash": "0", "open_key": "d-1"})
+    assert r.status_code == 303, r.text
+    own = (await client.get("/caja/sin-conexion/datos")).json()["session"]["id"]
+    return client, diego, register, own
+
+
+def his(setup, sale_body: dict, diego, register=None, session_id=None) -> dict:
+    return {
+        **sale_body,
+        "cashier_id": diego.id,
+        "register_id": register.id if register else sale_body["register_id"],
+        "session_id": session_id or sale_body["session_id"],
+    }
+
+
+async def test_another_cashier_cannot_hold_a_registers_close_with_a_queue_report(
+    app, cashier, setup, sqlite_db, registry
+):
+    await open_register(cashier, setup)
+    other, _, _, _ = await diego_at_caja_2(app, sqlite_db, setup, registry)
+    try:
+        absurd = await send(
+            other, {"device_id": "x", "sales": [], "register_id": setup.register_id, "unsynced": 99_999}
+        )
+        assert absurd.status_code == 422 and "menor o igual a 5000" in absurd.json()["message"]
+        forged = await send(other, {"device_id": "x", "sales": [], "register_id": setup.register_id, "unsynced": 500})
+        assert forged.status_code == 200, forged.text
+        poll = await other.get("/caja/estado?dispositivo=y&pendientes=7", htmx=True)  # his own register: fine
+        assert poll.status_code == 200
+    finally:
+        await other.client.__aexit__(None, None, None)
+    close = await cashier.post("/caja/session/close", {"count_1000": "0", "note": ""})
+    assert close.status_code == 200, close.text[:300]  # nothing of Diego's holds her close
+
+
+async def test_sales_sent_into_another_cashiers_session_leave_nothing_on_it(app, cashier, setup, sqlite_db, registry):
+    from caja_core.audit import service as audit
+
+    session_id = await open_register(cashier, setup)
+    other, diego, _, _ = await diego_at_caja_2(app, sqlite_db, setup, registry)
+    try:
+        forged = [his(setup, sale(setup, session_id, price=1), diego) for _ in range(50)]
+        r = await send(other, {"device_id": "equipo-ajeno", "sales": forged})
+    finally:
+        await other.client.__aexit__(None, None, None)
+    assert r.status_code == 200 and {x["status"] for x in r.json()["results"]} == {"not_yours"}
+    async with sqlite_db.session() as s:
+        incidents = await audit.list_incidents(s, setup.venue_id, session_id=session_id)
+    assert [i for i in incidents if i.kind.startswith("offline")] == []
+
+
+async def test_a_reused_key_with_other_content_is_a_conflict_and_another_cashiers_key_is_his_own(
+    app, cashier, setup, sqlite_db, registry
+):
+    session_id = await open_register(cashier, setup)
+    first = sale(setup, session_id, key="k-1")
+    [accepted] = (await send(cashier, {"device_id": "t", "sales": [first]})).json()["results"]
+    changed = {**first, "lines": [{**first["lines"][0], "quantity": 2}], "total": 2 * first["total"]}
+    r = await send(cashier, {"device_id": "t", "sales": [changed]})
+    assert r.status_code == 200
+    [conflict] = r.json()["results"]
+    assert conflict["status"] == "conflict" and "otro contenido" in conflict["reason"]
+    other, diego, register, own = await diego_at_caja_2(app, sqlite_db, setup, registry)
+    try:
+        mine = his(setup, sale(setup, own, key="k-1"), diego, register, own)
+        [result] = (await send(other, {"device_id": "t", "sales": [mine]})).json()["results"]
+    finally:
+        await other.client.__aexit__(None, None, None)
+    assert result["status"] == "accepted" and result["sale_id"] != accepted["sale_id"]
+    assert len(await paid(sqlite_db, setup)) == 2
+
+
+async def test_a_bad_sale_in_a_batch_is_answered_alone_and_the_others_are_received(cashier, setup, sqlite_db):
+    session_id = await open_register(cashier, setup)
+    bad = {**sale(setup, session_id), "register_id": 999_999}
+    r = await send(cashier, {"device_id": "t", "sales": [sale(setup, session_id), bad, sale(setup, session_id)]})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == ["accepted", "rejected", "accepted"]
+    assert "La caja de la venta no existe" in results[1]["reason"]
+    assert len(await paid(sqlite_db, setup)) == 2
+
+
+async def test_refusals_are_spanish_json_for_a_json_client(cashier, setup, sqlite_db):
+    session_id = await open_register(cashier, setup)
+    good = sale(setup, session_id)
+    for body, wanted in (
+        ({"device_id": "t", "sales": [{**good, "total": "mucho"}]}, "venta 1, campo «total»: debe ser un número"),
+        ({"device_id": "t", "sales": [{**good, "extra": 1}]}, "venta 1: el campo «extra» no existe"),
+        ({"device_id": "t", "sales": [{**good, "total": -5}]}, "debe ser mayor o igual a 0"),
+        ({"device_id": "t", "sales": [{**good, "method": "magia"}]}, "campo «method»: valor no permitido"),
+        ({"device_id": "t", "sales": [{**good, "key": "k" * 61}]}, "como máximo 60 caracteres"),
+        ({"device_id": "x" * 5000, "sales": [good]}, "demasiado largo"),
+    ):
+        r = await send(cashier, body)
+        assert r.status_code == 422, r.text[:300]
+        message = r.json()["message"]
+        assert wanted in message, message
+        assert not any(word in message for word in ("Expected", "Object", "got", "Invalid")), message
+    huge = b'{"device_id": "t", "sales": [], "pad": "' + b"x" * 2_100_000 + b'"}'
+    for response in (await send(cashier, huge), await send(cashier, {"device_id": "t", "sales": [good]}, csrf=False)):
+        assert response.status_code in (403, 413)
+        assert response.headers["content-type"].startswith("application/json"), response.text[:200]
+        assert response.json()["message"]
+    assert await paid(sqlite_db, setup) == []

@@ -40,8 +40,19 @@ STATUS_TITLES = {
 }
 
 
-def _json(request: Request, status: int, message: str, code: str) -> Response | None:
+def wants_json(request: Request) -> bool:
+    """A JSON client: a JSON route, or a request that sends JSON (the offline sync) or asks only for it."""
     if request.url.path.startswith(JSON_PREFIXES):
+        return True
+    if is_htmx(request):
+        return False
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    accept = request.headers.get("accept", "").lower()
+    return content_type == "application/json" or ("application/json" in accept and "text/html" not in accept)
+
+
+def _json(request: Request, status: int, message: str, code: str) -> Response | None:
+    if wants_json(request):
         return Response({"error": code, "message": message}, status_code=status, media_type=MediaType.JSON)
     return None
 
