@@ -341,7 +341,12 @@ async def test_refund_by_operation_id_and_return_by_authorization_code(
     assert refund_b.kind is OutcomeKind.APPROVED
     assert 102 in sim.command_codes() and 108 in sim.command_codes()
     totals = sim.totals()
-    assert sim.tickets() == {} and totals["TotalCancelCredit"] + totals["TotalCancelDebit"] == 3000
+    # The terminal counts a Refund among the voids (Cancel*) and a Return among the returns; caja's report of the
+    # batch counts both as sales undone.
+    assert sim.tickets() == {} and totals["TotalCancelCredit"] + totals["TotalCancelDebit"] == 1000
+    assert (totals["CountReturns"], totals["TotalReturns"]) == (1, 2000)
+    report = await provider.terminal_report(tcp_settings, ctx)
+    assert (report.count, report.voided_count, report.voided_total) == (0, 2, 3000)
     again = await provider.refund(make_request(amount=1000, ticket=a.ticket, card=approved_a.card), tcp_settings, ctx)
     assert again.kind is OutcomeKind.DECLINED
 

@@ -798,8 +798,9 @@ def report_from(totals: Mapping[str, Any], sales: list[dict[str, Any]], zone: Zo
         )
     count, total = as_int(totals.get("TxCount")), as_int(totals.get("TxTotal"))
     approved = [i for i in items if i.approved]
-    # The sales voided (anulación) in this batch, on the keypad or by Refund: the Cancel* pairs of Totals.
-    pairs = [(as_int(totals.get(f"Count{name}")), as_int(totals.get(f"Total{name}"))) for name in CANCEL_PAIRS]
+    # The sales undone in this batch: voided (anulación) on the keypad or by Refund (the Cancel* pairs of Totals)
+    # or returned by Return (the Returns pair).
+    pairs = [(as_int(totals.get(f"Count{name}")), as_int(totals.get(f"Total{name}"))) for name in VOID_PAIRS]
     known = [(c, t) for c, t in pairs if c is not None and t is not None]
     return TerminalReport(
         count=count if count is not None else len(approved),
@@ -811,8 +812,16 @@ def report_from(totals: Mapping[str, Any], sales: list[dict[str, Any]], zone: Zo
     )
 
 
-#: The Totals (104) pairs that count the voids of the batch (Count<name>/Total<name>), as the vendor's SDK names them.
-CANCEL_PAIRS = ("CancelCredit", "CancelDebit", "CancelPrepaid", "CancelQrCredit", "CancelQrDebit", "CancelQrPrepaid")
+#: The Totals (104) pairs that count the voids and returns of the batch (Count<name>/Total<name>), as the vendor's SDK names them.
+VOID_PAIRS = (
+    "CancelCredit",
+    "CancelDebit",
+    "CancelPrepaid",
+    "CancelQrCredit",
+    "CancelQrDebit",
+    "CancelQrPrepaid",
+    "Returns",
+)
 
 
 provider = GetnetProvider()

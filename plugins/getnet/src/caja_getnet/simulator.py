@@ -157,6 +157,7 @@ class LedgerEntry(msgspec.Struct, kw_only=True):
     last4: str
     real_date: str  # the terminal's local date and time, "YYYY-MM-DDTHH:MM:SS"
     refunded: bool = False
+    returned: bool = False  # undone by a Return (108): counted under Returns, not under Cancel*
     batch: int = 1  # the batch (between two Close) the sale belongs to
     tip: int = 0  # the part of the amount that is a tip (the host's Tip field)
 
@@ -821,14 +822,15 @@ class Simulator:
 
     def totals(self) -> dict[str, int]:
         """The Totals (104) numbers since the last Close, named as the SDK names them. TxCount/TxTotal count the
-        sales still standing; a voided sale moves to CountCancel*/TotalCancel* (and leaves Details)."""
+        sales still standing; a voided sale moves to CountCancel*/TotalCancel*, one undone by Return (108) to
+        CountReturns/TotalReturns (and either leaves Details)."""
         out: dict[str, int] = {"TxCount": 0, "TxTotal": 0}
         for name in TOTALS_PAIRS:
             out[f"Count{name}"] = 0
             out[f"Total{name}"] = 0
         for entry in self.ledger:
             kind = "Credit" if entry.card_type == "CR" else "Debit"
-            pair = f"Cancel{kind}" if entry.refunded else f"{kind}Sales"
+            pair = "Returns" if entry.returned else f"Cancel{kind}" if entry.refunded else f"{kind}Sales"
             out[f"Count{pair}"] += 1
             out[f"Total{pair}"] += entry.amount
             if not entry.refunded:
@@ -883,6 +885,7 @@ class Simulator:
             if entry is None:
                 return self._blank(command) | self._base(command, 12, decline_text(12))
             entry.refunded = True
+            entry.returned = command == Command.RETURN
             log.info("simulador: anulada la venta ticket=%s", entry.ticket)
             return (
                 self._blank(command)
