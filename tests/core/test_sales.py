@@ -237,3 +237,31 @@ async def test_a_line_the_catalogue_prices_otherwise_than_the_cart_showed_is_ref
     assert err.value.code == "sale.price_changed"
     assert "El precio de Cerveza cambió de $3.000 a $3.500" in str(err.value)
     assert await count_rows(any_db, "sales") == 0
+
+
+async def test_an_unpaid_sale_is_the_sessions_open_sale_and_listed_until_it_ends(any_db, setup):
+    from caja_core.sales import waiting
+
+    sess = await open_session(any_db, setup)
+    paid = await cash_sale(any_db, setup, sess.id, [sales.ItemInput(product_id=setup.products["Agua"])])
+    async with any_db.session() as s:
+        assert await waiting.open_sale(s, setup.venue_id, sess.id) is None
+        unpaid = await sales.create_sale(
+            s,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            cashier_id=setup.cashier_id,
+            items=[sales.ItemInput(product_id=setup.products["Cerveza"])],
+            idempotency_key="left-on-its-pay-screen",
+        )
+    async with any_db.session() as s:
+        assert await waiting.open_sale(s, setup.venue_id, sess.id) == unpaid.id
+        assert [x.id for x in await waiting.waiting_sales(s, setup.venue_id, sess.id, with_open=True)] == [unpaid.id]
+        assert await waiting.waiting_sales(s, setup.venue_id, sess.id) == []  # not in doubt, not left waiting
+        await sales.cancel_sale(
+            s, venue_id=setup.venue_id, sale_id=unpaid.id, user_id=setup.cashier_id, reason="Se fue"
+        )
+    async with any_db.session() as s:
+        assert await waiting.open_sale(s, setup.venue_id, sess.id) is None
+        assert await waiting.waiting_sales(s, setup.venue_id, sess.id, with_open=True) == []
+    assert paid.status == "paid"

@@ -61,22 +61,38 @@ async def park_sale(s: AsyncSession, *, venue_id: int, sale_id: int, user_id: in
     return await get_sale(s, venue_id, sale_id)
 
 
-async def waiting_sales(s: AsyncSession, venue_id: int, session_id: int) -> list[SaleOut]:
+async def waiting_sales(s: AsyncSession, venue_id: int, session_id: int, *, with_open: bool = False) -> list[SaleOut]:
     """The session's ventas en espera, oldest first: sales whose payment is in doubt, and sales left waiting
-    that are still pending or whose end nobody has seen yet."""
-    doubtful = select(PaymentAttempt.sale_id).where(
-        PaymentAttempt.session_id == session_id, PaymentAttempt.state.in_(lifecycle.DOUBTFUL)
-    )
+    that are still pending or whose end nobody has seen yet. ``with_open``: every other unpaid sale of the
+    session too (its ``parked`` False), in the same query: a sale taken to its pay screen and left there by a
+    logout, an expired login or another device is never an unpaid sale nobody sees (``open_sale``)."""
+    if with_open:
+        listed = or_(Sale.parked_at.is_not(None), Sale.status == "pending_payment")
+    else:
+        doubtful = select(PaymentAttempt.sale_id).where(
+            PaymentAttempt.session_id == session_id, PaymentAttempt.state.in_(lifecycle.DOUBTFUL)
+        )
+        listed = or_(Sale.parked_at.is_not(None), (Sale.status == "pending_payment") & Sale.id.in_(doubtful))
     rows = await s.scalars(
-        select(Sale)
+        select(Sale).where(Sale.venue_id == venue_id, Sale.session_id == session_id, listed).order_by(Sale.id)
+    )
+    return [sale_out(r) for r in rows]
+
+
+async def open_sale(s: AsyncSession, venue_id: int, session_id: int) -> int | None:
+    """The session's latest unpaid sale that is not left waiting (created at «Cobrar» and not paid nor voided),
+    or None: where a cashier who comes back to the register (after a logout or an expired login) lands."""
+    return await s.scalar(
+        select(Sale.id)
         .where(
             Sale.venue_id == venue_id,
             Sale.session_id == session_id,
-            or_(Sale.parked_at.is_not(None), (Sale.status == "pending_payment") & Sale.id.in_(doubtful)),
+            Sale.status == "pending_payment",
+            Sale.parked_at.is_(None),
         )
-        .order_by(Sale.id)
+        .order_by(Sale.id.desc())
+        .limit(1)
     )
-    return [sale_out(r) for r in rows]
 
 
 async def seen_ended(s: AsyncSession, *, venue_id: int, sale_id: int, user_id: int) -> bool:

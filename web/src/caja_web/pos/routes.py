@@ -216,7 +216,7 @@ async def parked_sales(web: Web, state: PosState) -> list[ParkedSale]:
     if state.session_id is None:
         return []
     found = []
-    for sale in await web.call(waiting.waiting_sales, web.venue_id, state.session_id):
+    for sale in await web.call(waiting.waiting_sales, web.venue_id, state.session_id, with_open=True):
         if sale.id == state.sale_id:
             continue
         if sale.status == "cancelled":
@@ -228,6 +228,8 @@ async def parked_sales(web: Web, state: PosState) -> list[ParkedSale]:
         else:
             shown = outcome(progress)
             kind, headline = shown.kind, shown.headline
+            if not sale.parked and kind in ("none", "not_charged"):  # unpaid, left on no screen: to charge or void
+                kind, headline = "open", "VENTA ABIERTA"
         found.append(ParkedSale(id=sale.id, total=sale.total, kind=kind, headline=headline))
     return found
 
@@ -340,11 +342,12 @@ async def take_over(request: Request) -> Template:
 
 
 async def start_pos(web: Web, register_id: int, session_id: int) -> Response:
-    """This browser now sells on ``register_id`` in ``session_id``."""
+    """This browser now sells on ``register_id`` in ``session_id``; when the session has an unpaid sale left on
+    its pay screen (a logout, an expired login), the cashier lands back on it, to charge or void it."""
     register = await web.call(registers.get_register, web.venue_id, register_id)
-    carts.save(
-        web.request, PosState(register_id=register_id, register_type=register.register_type, session_id=session_id)
-    )
+    state = PosState(register_id=register_id, register_type=register.register_type, session_id=session_id)
+    state.sale_id = await web.call(waiting.open_sale, web.venue_id, session_id)
+    carts.save(web.request, state)
     return web.redirect("/caja/venta")
 
 
