@@ -69,7 +69,11 @@ class FlakyNetwork:
                     self.replay = False
                     status, content = 200, self.lost.pop(0)
                 else:
-                    forward = {k: v for k, v in headers.items() if k in ("authorization", "content-type")}
+                    forward = {
+                        k: v
+                        for k, v in headers.items()
+                        if k in ("authorization", "content-type", "x-caja-agent-instance")
+                    }
                     response = await self.client.request(method, self.upstream + target, headers=forward, content=body)
                     status, content = response.status_code, response.content
                     if self.lose_next_delivery and status == 200 and path.endswith("/commands/next"):

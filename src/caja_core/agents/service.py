@@ -42,9 +42,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..audit.service import open_incident
 from ..carddata import scrub, scrub_text
 from ..clock import SYSTEM_CLOCK, Clock
 from ..db.engine import rowcount
@@ -79,6 +80,7 @@ class AgentTiming(msgspec.Struct, frozen=True, kw_only=True):
     redeliver_after_s: float = 15.0  # a delivered, unclaimed command is handed out again after this
     min_remaining_s: float = 1.0  # a command with less time than this left to start is not handed out
     retention_days: float = 30.0  # finished commands older than this are deleted (the attempt keeps the outcome)
+    instance_lease_s: float = 10.0  # the agent process serving a register keeps it while it asked this recently
 
 
 DEFAULT_TIMING = AgentTiming()
@@ -200,6 +202,114 @@ def _dump_progress(seq: int, entries: list[list[Any]]) -> str:
         if len(raw) <= _PROGRESS_COLUMN_CHARS or len(entries) <= 1:
             return raw[:_PROGRESS_COLUMN_CHARS] if len(raw) > _PROGRESS_COLUMN_CHARS else raw
         entries = entries[1:]
+
+
+# --- one agent process per register ------------------------------------------------------------------------
+
+#: The header with which each ``caja agent`` process names itself: a random id drawn when it starts.
+INSTANCE_HEADER = "X-Caja-Agent-Instance"
+#: An agent that sends no instance id (an older one) is this instance.
+ANONYMOUS_INSTANCE = "sin-id"
+#: How long after a refused agent was last seen ``/health`` still says there are two.
+TWO_AGENTS_WINDOW_S = 120.0
+
+
+def two_agents_text(code: str) -> str:
+    return (
+        f"Dos agentes en la caja {code}: dos procesos «caja agent» usan el token de esta caja. Solo uno recibe "
+        f"comandos; detenga el que sobra (¿un PC reemplazado que sigue encendido, un segundo agente con otro "
+        f"terminal?) o rote el token de la caja."
+    )
+
+
+async def take_turn(
+    db: Any,
+    register_id: int,
+    instance: str | None,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    timing: AgentTiming = DEFAULT_TIMING,
+) -> None:
+    """Only one agent process serves a register: the first to ask holds it while it keeps asking (every long
+    poll, claim and heartbeat renews it) and for ``instance_lease_s`` after its last request; any other gets a
+    ``Conflict`` (409 ``agent.other_instance``) and nothing: no command, no claim, no heartbeat. When the holder
+    stops asking (``kill -9``, power cut), the next one takes the register over once the lease has run out.
+
+    A refused process whose holder still asks after it was refused means two live agents on one token: that is
+    noted on the register (``agent_rival``: ``/health`` warns) and opens one incident."""
+    from ..registers.models import CashRegister
+
+    instance = (instance or "").strip()[:64] or ANONYMOUS_INSTANCE
+    now = clock.now()
+    lease = timedelta(seconds=timing.instance_lease_s)
+    async with db.reader() as s:
+        holder, seen_at = (
+            await s.execute(
+                select(CashRegister.agent_instance, CashRegister.agent_instance_seen_at).where(
+                    CashRegister.id == register_id
+                )
+            )
+        ).one()
+    if holder == instance and seen_at is not None and timedelta(0) <= now - seen_at < lease / 5:
+        return  # renewed a moment ago: no write
+    async with db.session() as s:
+        taken = await s.execute(
+            update(CashRegister)
+            .where(
+                CashRegister.id == register_id,
+                or_(
+                    CashRegister.agent_instance.is_(None),
+                    CashRegister.agent_instance == instance,
+                    CashRegister.agent_instance_seen_at.is_(None),
+                    CashRegister.agent_instance_seen_at <= now - lease,
+                ),
+            )
+            .values(agent_instance=instance, agent_instance_seen_at=now)
+        )
+        if rowcount(taken) == 1:
+            if holder not in (None, instance):
+                log.warning(
+                    "register %s: agent %s takes over from %s (silent for the lease)", register_id, instance, holder
+                )
+            return
+        register = await s.get(CashRegister, register_id, populate_existing=True)
+        assert register is not None
+        rival = dict(register.agent_rival or {})
+        last = _parse_time(rival.get("seen_at"))
+        if rival.get("instance") != instance or last is None or (now - last) > 2 * lease:
+            rival = {"instance": instance, "since": now.isoformat()}
+        rival["seen_at"] = now.isoformat()
+        since = _parse_time(rival["since"]) or now
+        alive = register.agent_instance_seen_at is not None and register.agent_instance_seen_at > since
+        code, venue_id = register.code, register.venue_id
+        opened = False
+        if alive:
+            rival["both_alive_at"] = now.isoformat()
+            if not rival.get("reported"):
+                rival["reported"] = opened = True
+                await open_incident(
+                    s,
+                    venue_id=venue_id,
+                    kind="agent_two_instances",
+                    description=two_agents_text(code),
+                    register_id=register_id,
+                )
+        register.agent_rival = rival
+    if opened:
+        log.error("register %s: two agents serve it (%s holds it, %s refused)", code, register.agent_instance, instance)
+    raise Conflict(
+        f"Otro agente atiende la caja {code}: este agente no recibe comandos mientras el otro siga conectado "
+        f"(si el otro se detuvo, este lo reemplaza en {timing.instance_lease_s:.0f} s). ¿Hay dos agentes con el "
+        f"token de esta caja?",
+        code="agent.other_instance",
+    )
+
+
+def _parse_time(raw: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(raw)) if raw else None
+    except ValueError:
+        return None
 
 
 # --- the server side (what the agent API calls) -----------------------------------------------------------
@@ -761,6 +871,7 @@ def channel_factory(
 
 __all__ = [
     "CLAIM_REFUSALS",
+    "INSTANCE_HEADER",
     "MAX_WAIT_S",
     "NOTIFIER",
     "TERMINAL_STATUSES",
@@ -782,5 +893,7 @@ __all__ = [
     "receive_result",
     "revoke_attempt_commands",
     "scrub_card_data",
+    "take_turn",
+    "two_agents_text",
     "uses_agent",
 ]

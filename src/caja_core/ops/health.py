@@ -186,6 +186,13 @@ async def _registers(
     return await asyncio.wait_for(load(), timeout_s)
 
 
+def _parse_iso(raw: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(raw)) if raw else None
+    except ValueError:
+        return None
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -495,6 +502,14 @@ async def check_health(
                         result.flag("degraded", f"El agente de la caja {register.code} no reporta hace {age:.0f} s.")
                     else:
                         agent["status"] = "ok"
+                rival = register.agent_rival or {}
+                both_at = _parse_iso(rival.get("both_alive_at"))
+                rival_seen = _parse_iso(rival.get("seen_at"))
+                if both_at is not None and rival_seen is not None and (now - rival_seen).total_seconds() < 120:
+                    from ..agents.service import two_agents_text
+
+                    agent["status"] = "two_agents"
+                    result.flag("degraded", two_agents_text(register.code))
             register_report[key] = {
                 "venue_id": register.venue_id,
                 "operational_status": register.operational_status,

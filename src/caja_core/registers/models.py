@@ -39,6 +39,13 @@ class CashRegister(Base):
     agent_token_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     agent_last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     agent_status: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    #: The agent process that serves the register (the random id it drew at its start) and when it last asked:
+    #: commands go to that one only, until it has been silent for the lease (``agents.service.take_turn``).
+    agent_instance: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    agent_instance_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Another agent process refused while that one held the register: {"instance", "since", "seen_at",
+    #: "both_alive_at", "reported"} (``both_alive_at``: the holder still asked after this one was refused).
+    agent_rival: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -14,6 +14,11 @@ with the register's token (``Authorization: Bearer <token>``):
   "invalid", "Detail": "…"}`` when there is none.
 * ``POST /api/agent/v1/heartbeat`` ``{"terminal": "ok"|"unreachable", "detail": "…"}`` every few seconds.
 
+Every request carries ``X-Caja-Agent-Instance``: a random id this process draws when it starts. The server lets
+one process serve a register; another one (a second agent started with the same token, or this one restarted
+before the old one's lease ran out) gets 409 ``agent.other_instance`` on its polls, claims and heartbeats. It logs
+that and asks again every ``other_instance_retry_s``: when the other one stopped, it takes over after the lease.
+
 Fencing: a command received from the server may only be started before it expires — ``expires_in_s`` counted
 on this process's monotonic clock from the moment the command arrived (a wall-clock step changes nothing) —
 and only after the server confirmed the claim. The check and the claim happen with the terminal already
@@ -39,6 +44,7 @@ import logging
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,7 @@ from .transport import TerminalUnavailable, Transport
 log = logging.getLogger("caja.getnet.agent")
 
 API = "/api/agent/v1"
+INSTANCE_HEADER = "X-Caja-Agent-Instance"
 
 
 class AgentConfig(msgspec.Struct, kw_only=True):
@@ -64,6 +71,7 @@ class AgentConfig(msgspec.Struct, kw_only=True):
     receipt_timeout_s: float = 3.0
     retry_max_s: float = 10.0
     token_file: str | None = None  # read again when the server refuses the token (it was rotated)
+    other_instance_retry_s: float = 1.0  # another agent serves the register: ask again this often
 
 
 class TokenAuth(httpx.Auth):
@@ -278,7 +286,11 @@ class Agent:
         self.config = config
         self.client = GetnetClient(transport, deadlines=Deadlines(receipt_s=config.receipt_timeout_s))
         self.journal = Journal(config.state_dir)
+        self.instance = uuid.uuid4().hex  # who this process is, for the server: a new one at every start
+        if http is not None:
+            http.headers[INSTANCE_HEADER] = self.instance
         self._http = http
+        self._other_since: float | None = None  # since when the server says another agent serves the register
         self._tasks: set[asyncio.Task] = set()
         self._waiting: dict[str, Delivery] = {}  # received, not started yet: the newest delivery of each
         self._terminal_status = ("ok", "")
@@ -291,6 +303,7 @@ class Agent:
                 base_url=self.config.server_url.rstrip("/"),
                 auth=TokenAuth(self.config.token, self.config.token_file),
                 timeout=httpx.Timeout(10.0, read=self.config.wait_s + 15.0),
+                headers={INSTANCE_HEADER: self.instance},
             )
         return self._http
 
@@ -328,6 +341,11 @@ class Agent:
                 continue
             if response is None:
                 break
+            if response.status_code == 409 and _error_code(response) == "agent.other_instance":
+                self._another_agent(response)
+                await _sleep(stop, self.config.other_instance_retry_s)
+                continue
+            self._serving()
             if response.status_code == 204:
                 backoff = 1.0
                 await self.flush_outbox()
@@ -516,6 +534,24 @@ class Agent:
                 )
                 return
 
+    def _another_agent(self, response: httpx.Response) -> None:
+        """Logged when it starts, then once a minute while it lasts (the loop asks every second)."""
+        now = time.monotonic()
+        if self._other_since is None or now - self._other_since >= 60:
+            first = self._other_since is None
+            self._other_since = now
+            log.error(
+                "agente: %s (409). Este agente (%s) no ejecuta comandos%s.",
+                _error_text(response),
+                self.instance[:8],
+                "" if first else "; sigue así",
+            )
+
+    def _serving(self) -> None:
+        if self._other_since is not None:
+            log.warning("agente: este agente (%s) atiende ahora la caja", self.instance[:8])
+            self._other_since = None
+
     # --- heartbeat ----------------------------------------------------------------------------------
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -536,6 +572,22 @@ class Agent:
             self._terminal_status = ("ok", "") if ok else ("unreachable", str(data.get("ResponseMessage", "")))
         except (TerminalUnavailable, NoReceipt, InDoubt) as exc:
             self._terminal_status = ("unreachable", str(exc))
+
+
+def _error_code(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("code", "")) if isinstance(body, dict) else ""
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("error", ""))[:300] if isinstance(body, dict) else response.text[:200]
 
 
 async def _until(stop: asyncio.Event, coro):

@@ -3,7 +3,11 @@
 Every call carries ``Authorization: Bearer <register token>`` (rotated in /admin/cajas/<id>/editar, stored
 hashed). No session, no CSRF. Errors are JSON ``{"error": "<mensaje>", "code": "<código>"}``: 401 without a
 valid token, 404 for a command of another register (or none), 400 for a malformed body or query, 409 for a
-refused claim or a second, different result, 503 while the database is away (the agent retries)."""
+refused claim or a second, different result, 503 while the database is away (the agent retries).
+
+Each agent process names itself with ``X-Caja-Agent-Instance`` (a random id drawn at its start). One process
+serves a register at a time: another one polling, claiming or beating on the same token gets 409
+``agent.other_instance`` (and two live ones open an incident), until the first has been silent for the lease."""
 
 from __future__ import annotations
 
@@ -199,6 +203,16 @@ def _timing(request: Request) -> agents.AgentTiming:
     return getattr(request.app.state, "agent_timing", None) or agents.AgentTiming()
 
 
+async def _take_turn(request: Request, register: RegisterOut) -> None:
+    """409 ``agent.other_instance`` unless this agent process is the one serving the register."""
+    await agents.take_turn(
+        request.app.state.db, register.id, request.headers.get(agents.INSTANCE_HEADER), timing=_timing(request)
+    )
+
+
+OTHER_AGENT = _spec("Otro agente atiende esta caja (dos agentes con el mismo token): no se entrega nada")
+
+
 # --- handlers -----------------------------------------------------------------------------------------------
 
 
@@ -229,6 +243,7 @@ def _watch_disconnect(request: Request) -> tuple[asyncio.Task, list[bool]]:
         204: ResponseSpec(data_container=None, description="Sin comandos en la espera"),
         400: BAD_REQUEST,
         401: UNAUTHORIZED,
+        409: OTHER_AGENT,
         503: UNAVAILABLE,
     },
 )
@@ -239,6 +254,7 @@ async def next_command(
         float, QueryParameter(name="wait", ge=0, le=3600, description="Segundos de espera (máximo 30)")
     ] = 25.0,
 ) -> Response[agents.AgentCommandOut]:
+    await _take_turn(request, register)
     watcher, gone = _watch_disconnect(request)
     try:
         command = await agents.next_command(
@@ -268,7 +284,9 @@ async def next_command(
         400: BAD_REQUEST,
         401: UNAUTHORIZED,
         404: NOT_FOUND,
-        409: ResponseSpec(data_container=ClaimRefusedOut, description="No se ejecuta"),
+        409: ResponseSpec(
+            data_container=ClaimRefusedOut, description="No se ejecuta (también `agent.other_instance`: otro agente)"
+        ),
         413: TOO_LARGE,
         503: UNAVAILABLE,
     },
@@ -276,6 +294,7 @@ async def next_command(
 async def command_claim(
     request: Request, register: NamedDependency[RegisterOut], command_id: FromPath[int], data: JSONBody[ClaimIn]
 ) -> Response[ClaimOut] | Response[ClaimRefusedOut]:
+    await _take_turn(request, register)
     async with request.app.state.db.session() as s:
         status = await agents.claim(s, register.id, command_id, data.fence, timing=_timing(request))
     agents.notify_committed(s)
@@ -351,11 +370,12 @@ async def command_result(
     request_max_body_size=MAX_SMALL_BODY_BYTES,
     summary="Señal de vida del agente y estado del terminal",
     description="Cada pocos segundos. Se muestra en /health y en la ficha de la caja.",
-    responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 413: TOO_LARGE, 503: UNAVAILABLE},
+    responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 409: OTHER_AGENT, 413: TOO_LARGE, 503: UNAVAILABLE},
 )
 async def agent_heartbeat(
     request: Request, register: NamedDependency[RegisterOut], data: JSONBody[HeartbeatIn]
 ) -> AckOut:
+    await _take_turn(request, register)
     async with request.app.state.db.session() as s:
         await agents.heartbeat(s, register.id, terminal=data.terminal, detail=data.detail)
     return AckOut(status="ok")
