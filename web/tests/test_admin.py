@@ -81,6 +81,15 @@ async def test_bad_register_form_rerenders_with_spanish_field_errors(admin):
     assert "El código debe tener" in text and "La espera máxima debe estar entre 5 y 120" in text
     assert "El respaldo debe ser distinto" in text
     assert 'value="mal código!"' in r.text and "muy-secreto-123" not in r.text
+    # A crafted form with a trigger or offline method the policy does not know: said in Spanish, nothing saved.
+    r = await admin.post(
+        "/admin/cajas/crear",
+        {**REGISTER_FORM, "code": "CAJA9", "policy.triggers": ["timeout", "bogus"], "policy.offline_methods": "x"},
+    )
+    assert r.status_code == 422
+    text = text_of(r.text)
+    assert "Política inválida: motivo 2: valor no permitido" in text, text[:600]
+    assert "Invalid" not in text and "Expected" not in text
 
 
 async def test_decline_codes_are_numbers(admin):

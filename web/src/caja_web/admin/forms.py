@@ -13,6 +13,8 @@ from caja_core.fallback.policy import FallbackPolicy
 from caja_core.providers import ProviderRegistry, describe_settings, is_secret_field
 from caja_core.registers.service import RegisterInput
 
+from ..validation import spanish_validation
+
 POLICY_LABELS = {
     "enabled": "Respaldo habilitado",
     "max_wait_s": "Espera máxima antes de ofrecer el respaldo (s)",
@@ -112,7 +114,7 @@ def register_input(form: FormMultiDict, registry: ProviderRegistry) -> RegisterI
     try:
         policy = msgspec.convert(policy_raw, FallbackPolicy, strict=False)
     except msgspec.ValidationError as exc:
-        errors["policy"] = f"Política inválida: {exc}"
+        errors["policy"] = f"Política inválida: {spanish_validation(str(exc))}."
         policy = None
     if errors:
         raise ValidationFailed("Revise los datos de la caja.", code="register.invalid", fields=errors)

@@ -3,7 +3,6 @@ data it keeps (catalogue, session, cashier, offline rule), and the one JSON endp
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ from caja_core.users import service as users
 
 from ..auth import CASHIER, FORM, SUPERVISOR, requires
 from ..context import Web
+from ..validation import spanish_validation
 from . import cart as carts
 
 SERVICE_WORKER = Path(__file__).resolve().parent.parent / "static" / "js" / "caja-sw.js"
@@ -34,57 +34,6 @@ class SyncRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: The device's register and how many sales it still holds besides these (its queue report, like the poll's).
     register_id: offline.Id | None = None
     unsynced: Annotated[int, msgspec.Meta(ge=0, le=offline.MAX_UNSYNCED)] | None = None
-
-
-_KINDS = {
-    "int": "un número entero",
-    "str": "texto",
-    "array": "una lista",
-    "object": "un objeto JSON",
-    "bool": "verdadero o falso",
-    "null": "vacío (null)",
-}
-_COMPARISONS = {">=": "mayor o igual a", "<=": "menor o igual a", ">": "mayor que", "<": "menor que"}
-_ITEMS = {"sales": "venta", "lines": "línea", "modifier_ids": "modificador"}
-
-
-def _kind(name: str) -> str:
-    return " o ".join(_KINDS.get(part.strip(), part.strip()) for part in name.split("|"))
-
-
-def _where(path: str) -> str:
-    """``$.sales[0].lines[1].quantity`` as «venta 1, línea 2, campo «quantity»»."""
-    parts: list[str] = []
-    for name, index in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?", path):
-        if index:
-            parts.append(f"{_ITEMS.get(name, name)} {int(index) + 1}")
-        else:
-            parts.append(f"campo «{name}»")
-    return ", ".join(parts)
-
-
-def spanish_validation(message: str) -> str:
-    """A msgspec validation message (English, for programmers) in Spanish, with where it happened."""
-    text, _, path = message.partition(" - at `")
-    where = _where(path.rstrip("`"))
-    found = re.match(r"Expected `([^`]*)`, got `([^`]*)`", text)
-    if found:
-        what = f"debe ser {_kind(found.group(1))}"
-    elif found := re.match(r"Expected `([^`]*)` of length (<=|>=) (\d+)", text):
-        unit = "caracteres" if found.group(1) == "str" else "elementos"
-        bound = "como máximo" if found.group(2) == "<=" else "al menos"
-        what = f"admite {bound} {found.group(3)} {unit}"
-    elif found := re.match(r"Expected `([^`]*)` (>=|<=|>|<) (-?\d+)", text):
-        what = f"debe ser {_COMPARISONS[found.group(2)]} {found.group(3)}"
-    elif found := re.match(r"Object missing required field `([^`]*)`", text):
-        what = f"falta el campo «{found.group(1)}»"
-    elif found := re.match(r"Object contains unknown field `([^`]*)`", text):
-        what = f"el campo «{found.group(1)}» no existe"
-    elif text.startswith("Invalid enum value"):
-        what = "valor no permitido"
-    else:
-        what = "valor no válido"
-    return f"{where}: {what}" if where else what
 
 
 def _error(status: int, message: str, code: str) -> Response[Any]:
