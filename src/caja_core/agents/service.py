@@ -305,6 +305,54 @@ async def take_turn(
     )
 
 
+async def next_for_agent(
+    db: Any,
+    register_id: int,
+    instance: str | None,
+    wait_s: float,
+    *,
+    timing: AgentTiming = DEFAULT_TIMING,
+    gone: Callable[[], bool] | None = None,
+) -> AgentCommandOut | None:
+    """``GET /commands/next``: the register's next command for the agent process that serves it
+    (``take_turn``, else ``Conflict``), waiting up to ``wait_s``."""
+    await take_turn(db, register_id, instance, timing=timing)
+    return await next_command(db, register_id, wait_s, timing=timing, gone=gone)
+
+
+async def claim_for_agent(
+    db: Any,
+    register_id: int,
+    instance: str | None,
+    command_id: int,
+    fence: int,
+    *,
+    timing: AgentTiming = DEFAULT_TIMING,
+) -> str:
+    """``POST /commands/{id}/claim``: ``claim`` for the agent process that serves the register only (another one
+    gets ``Conflict``: it never runs the command)."""
+    await take_turn(db, register_id, instance, timing=timing)
+    async with db.session() as s:
+        status = await claim(s, register_id, command_id, fence, timing=timing)
+    notify_committed(s)
+    return status
+
+
+async def heartbeat_of_agent(
+    db: Any,
+    register_id: int,
+    instance: str | None,
+    *,
+    terminal: str,
+    detail: str = "",
+    timing: AgentTiming = DEFAULT_TIMING,
+) -> None:
+    """``POST /heartbeat``: recorded for the agent process that serves the register only."""
+    await take_turn(db, register_id, instance, timing=timing)
+    async with db.session() as s:
+        await heartbeat(s, register_id, terminal=terminal, detail=detail)
+
+
 def _parse_time(raw: Any) -> datetime | None:
     try:
         return datetime.fromisoformat(str(raw)) if raw else None
@@ -883,9 +931,12 @@ __all__ = [
     "apply_late_results",
     "channel_factory",
     "claim",
+    "claim_for_agent",
     "claim_next",
     "heartbeat",
+    "heartbeat_of_agent",
     "next_command",
+    "next_for_agent",
     "notify_committed",
     "post_progress",
     "post_result",

@@ -203,11 +203,9 @@ def _timing(request: Request) -> agents.AgentTiming:
     return getattr(request.app.state, "agent_timing", None) or agents.AgentTiming()
 
 
-async def _take_turn(request: Request, register: RegisterOut) -> None:
-    """409 ``agent.other_instance`` unless this agent process is the one serving the register."""
-    await agents.take_turn(
-        request.app.state.db, register.id, request.headers.get(agents.INSTANCE_HEADER), timing=_timing(request)
-    )
+def _instance(request: Request) -> str | None:
+    """Which agent process asks (409 ``agent.other_instance`` unless it is the one serving the register)."""
+    return request.headers.get(agents.INSTANCE_HEADER)
 
 
 OTHER_AGENT = _spec("Otro agente atiende esta caja (dos agentes con el mismo token): no se entrega nada")
@@ -254,12 +252,12 @@ async def next_command(
         float, QueryParameter(name="wait", ge=0, le=3600, description="Segundos de espera (máximo 30)")
     ] = 25.0,
 ) -> Response[agents.AgentCommandOut]:
-    await _take_turn(request, register)
     watcher, gone = _watch_disconnect(request)
     try:
-        command = await agents.next_command(
+        command = await agents.next_for_agent(
             request.app.state.db,
             register.id,
+            _instance(request),
             min(wait, agents.MAX_WAIT_S),
             timing=_timing(request),
             gone=lambda: gone[0],
@@ -294,10 +292,9 @@ async def next_command(
 async def command_claim(
     request: Request, register: NamedDependency[RegisterOut], command_id: FromPath[int], data: JSONBody[ClaimIn]
 ) -> Response[ClaimOut] | Response[ClaimRefusedOut]:
-    await _take_turn(request, register)
-    async with request.app.state.db.session() as s:
-        status = await agents.claim(s, register.id, command_id, data.fence, timing=_timing(request))
-    agents.notify_committed(s)
+    status = await agents.claim_for_agent(
+        request.app.state.db, register.id, _instance(request), command_id, data.fence, timing=_timing(request)
+    )
     if status != "claimed":
         return Response(
             ClaimRefusedOut(error=agents.CLAIM_REFUSALS[status], code=f"agent.claim_{status}"), status_code=409
@@ -375,9 +372,14 @@ async def command_result(
 async def agent_heartbeat(
     request: Request, register: NamedDependency[RegisterOut], data: JSONBody[HeartbeatIn]
 ) -> AckOut:
-    await _take_turn(request, register)
-    async with request.app.state.db.session() as s:
-        await agents.heartbeat(s, register.id, terminal=data.terminal, detail=data.detail)
+    await agents.heartbeat_of_agent(
+        request.app.state.db,
+        register.id,
+        _instance(request),
+        terminal=data.terminal,
+        detail=data.detail,
+        timing=_timing(request),
+    )
     return AckOut(status="ok")
 
 
