@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 import msgspec
 from sqlalchemy import inspect, select, text
 
+from ..agents.service import TWO_AGENTS_WINDOW_S, two_agents_text
 from ..clock import utcnow
 from ..db import migrate
 from ..db.engine import Database
@@ -505,9 +506,11 @@ async def check_health(
                 rival = register.agent_rival or {}
                 both_at = _parse_iso(rival.get("both_alive_at"))
                 rival_seen = _parse_iso(rival.get("seen_at"))
-                if both_at is not None and rival_seen is not None and (now - rival_seen).total_seconds() < 120:
-                    from ..agents.service import two_agents_text
-
+                if (
+                    both_at is not None
+                    and rival_seen is not None
+                    and (now - rival_seen).total_seconds() < TWO_AGENTS_WINDOW_S
+                ):
                     agent["status"] = "two_agents"
                     result.flag("degraded", two_agents_text(register.code))
             register_report[key] = {
