@@ -729,3 +729,35 @@ async def test_hex_keys_are_never_taken_for_card_data(any_db, setup):
     for text in ("4111111111111111", "4111 1111 1111 1111"):  # free text that is a card number is still refused
         with pytest.raises(ValidationFailed):
             await sync(any_db, setup, [cash_sale(setup, session.id, key=text)])
+
+
+async def test_card_data_typed_into_an_offline_sale_is_refused_and_never_stored(any_db, setup):
+    """A card number or a track typed where the backup phone's brand goes, or sent as the sale's time, is neither
+    accepted nor stored: not in the attempt, not in the rejection's reason, not in the incident."""
+    from caja_core.audit.models import Incident
+    from caja_core.offline.models import OfflineSale
+
+    session = await open_session(any_db, setup)
+    typed = ["4111 1111 1111 1111", "%B4111111111111111^X", "4111111111111111"]
+    phones = [
+        msgspec.structs.replace(
+            phone_sale(setup, session.id),
+            backup=offline.BackupReference(authorization_code="A1B2C3", last4="4242", brand=text, card_type="débito"),
+        )
+        for text in typed
+    ]
+    clock = cash_sale(setup, session.id, when="4111111111111111")
+    results = await sync(any_db, setup, [*phones, clock])
+    assert [r.status for r in results] == ["rejected"] * 4
+    assert all("marca de la tarjeta" in r.reason for r in results[:3])
+    assert "no es válida" in results[3].reason
+    assert await paid_sales(any_db, setup, session.id) == []
+    async with any_db.session() as s:
+        stored = [
+            *[a.card_brand or "" for a in await s.scalars(select(PaymentAttempt))],
+            *[f"{o.reason} {o.payload} {o.local_time}" for o in await s.scalars(select(OfflineSale))],
+            *[i.description for i in await s.scalars(select(Incident))],
+        ]
+    for text in stored:
+        assert "4111111111111111" not in text and "4111 1111 1111 1111" not in text, text
+    assert all(r.reason.count("4111") == 0 for r in results)

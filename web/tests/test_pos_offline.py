@@ -481,6 +481,33 @@ def test_the_rule_the_device_had_when_it_went_offline_decides_and_a_change_reach
     expect(page.locator("#offline-backup summary")).to_be_visible()
 
 
+def test_a_register_whose_offline_rule_takes_no_cash_offers_no_cash_offline(browser, site):
+    """A rule without cash (a self-service register's): the offline screen never takes a payment the server would
+    reject at the sync; it offers the backup phone, and what it sells is received."""
+    set_offline_methods(site, ["backup"])
+    c = offline_cashier(browser, site)
+    page = c.page
+    banner = page.locator("#offline-banner")
+    expect(banner).to_contain_text("solo con el celular de respaldo")
+    expect(banner).not_to_contain_text("en efectivo")
+    page.click("#keys [data-product='Cerveza']")
+    page.keyboard.press("F4")
+    expect(page.locator("#offline-no-cash")).to_contain_text("no permite efectivo")
+    expect(page.locator("#offline-cash-form")).to_have_count(0)
+    expect(page.locator("#offline-cash-exact")).to_have_count(0)
+    page.keyboard.press("Enter")
+    expect(banner).to_contain_text("0 ventas por sincronizar")
+    page.keyboard.press("Escape")
+    page.keyboard.press("F8")
+    sell_offline_phone(page, "Piscola")
+    expect(banner).to_contain_text("1 venta por sincronizar")
+    go_online(page)
+    expect(banner).to_contain_text("1 venta sincronizada", timeout=15_000)
+    expect(page.locator("#offline-rejected")).to_be_hidden()
+    [paid] = paid_sales(site)
+    assert (paid.total, paid.paid_via) == (6000, "backup")
+
+
 # ---- a device that never returns before the close --------------------------------------------------------------------
 
 

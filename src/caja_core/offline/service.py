@@ -54,6 +54,7 @@ from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..money import MAX_AMOUNT, format_clp
 from ..payments import lifecycle as lc
 from ..payments.models import PaymentAttempt
+from ..payments.service import BRAND
 from ..registers.models import CashRegister
 from ..sales.models import Sale, SaleItem
 from ..sales.service import MAX_LINES, MAX_QUANTITY, ItemInput, _apply_totals, _chosen_modifiers
@@ -246,7 +247,7 @@ def parse_local_time(value: str) -> datetime:
     try:
         instant = datetime.fromisoformat((value or "").strip())
     except ValueError:
-        raise Rejected(f"La hora de la venta ({value[:40]!r}) no es válida.") from None
+        raise Rejected(f"La hora de la venta ({scrub_text(value)[:40]!r}) no es válida.") from None
     if instant.tzinfo is None:
         raise Rejected("La hora de la venta no indica su zona horaria.")
     return instant
@@ -663,8 +664,8 @@ def _check_reference(reference: BackupReference | None) -> None:
     last4 = reference.last4.strip()
     if len(last4) != 4 or not last4.isascii() or not last4.isdigit():
         raise Rejected("Los últimos 4 dígitos de la tarjeta deben ser 4 números.")
-    if not 2 <= len(reference.brand.strip()) <= 20:
-        raise Rejected("Falta la marca de la tarjeta (Visa, Mastercard…).")
+    if not BRAND.fullmatch(reference.brand.strip()):  # a name, as at the POS: never digits (a card number, a track)
+        raise Rejected("Falta la marca de la tarjeta (Visa, Mastercard…): solo su nombre, sin números.")
     if reference.card_type.strip().lower() not in CARD_TYPES:
         raise Rejected("El tipo de tarjeta debe ser débito, crédito o prepago.")
 

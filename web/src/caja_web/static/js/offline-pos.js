@@ -29,6 +29,13 @@
   function total() { return cart.reduce(function (t, l) { return t + l.unit_price * l.quantity; }, 0); }
   function count() { return cart.reduce(function (t, l) { return t + l.quantity; }, 0); }
   function allows(method) { return data && data.rule.methods.indexOf(method) >= 0; }
+  // What the register's offline rule lets this device charge (never more: the server would reject the rest).
+  function sellsWith() {
+    if (allows("cash") && allows("backup")) return "Se vende en efectivo y con el celular de respaldo";
+    if (allows("cash")) return "Se vende en efectivo";
+    if (allows("backup")) return "Se vende solo con el celular de respaldo (esta caja no recibe efectivo sin conexión)";
+    return "Esta caja no puede cobrar sin conexión";
+  }
   function lineName(l) {
     return esc(l.name) + (l.modifiers.length ? ' <span class="muted mods">' + l.modifiers.map(esc).join(", ") + "</span>" : "");
   }
@@ -53,8 +60,7 @@
       var words = n === 1 ? "1 venta por sincronizar" : n + " ventas por sincronizar";
       if (!online) {
         el.className = "alert error";
-        el.innerHTML = "<strong>SIN CONEXIÓN — " + words + "</strong> Se vende en efectivo" +
-          (allows("backup") ? " y con el celular de respaldo" : "") +
+        el.innerHTML = "<strong>SIN CONEXIÓN — " + words + "</strong> " + sellsWith() +
           "; las ventas quedan en este equipo y se envían solas al volver la conexión.";
       } else if (n > 0) {
         el.className = "alert warn";
@@ -113,10 +119,14 @@
         '<div class="panel-body"><ul class="cart-lines" id="pay-items">' + cart.map(function (l) {
           return '<li><span class="q">' + l.quantity + '×</span><span class="n">' + lineName(l) + '</span><span class="t">' + clp(l.unit_price * l.quantity) + "</span></li>";
         }).join("") + "</ul>" +
-        '<form id="offline-cash-form" class="stack"><label class="field"><span>Efectivo recibido</span>' +
-        '<input id="offline-cash" inputmode="numeric" autocomplete="off" placeholder="' + clp(total()) + '"></label>' +
-        '<div class="row"><button class="btn" type="button" id="offline-cash-exact">Exacto ' + clp(total()) + "</button>" +
-        '<button class="btn ok big" type="submit" id="offline-pay-cash">Pagar en efectivo</button></div></form>' +
+        (allows("cash") ?
+          '<form id="offline-cash-form" class="stack"><label class="field"><span>Efectivo recibido</span>' +
+          '<input id="offline-cash" inputmode="numeric" autocomplete="off" placeholder="' + clp(total()) + '"></label>' +
+          '<div class="row"><button class="btn" type="button" id="offline-cash-exact">Exacto ' + clp(total()) + "</button>" +
+          '<button class="btn ok big" type="submit" id="offline-pay-cash">Pagar en efectivo</button></div></form>' :
+          '<p class="alert warn" id="offline-no-cash">La regla sin conexión de esta caja no permite efectivo' +
+          (allows("backup") ? ": cobre con el celular de respaldo." : " ni otro medio: la venta espera a que vuelva la conexión.") +
+          "</p>") +
         (allows("backup") ?
           '<details class="more" id="offline-backup"><summary class="btn ghost">Celular de respaldo (' + esc(data.rule.backup_name) + ")</summary>" +
           '<form id="offline-backup-form" class="stack"><p class="muted">Cobre ' + clp(total()) + " en el celular de respaldo y anote lo que muestra.</p>" +
@@ -242,6 +252,7 @@
   function digits(value) { return String(value || "").replace(/[^0-9]/g, ""); }
 
   function payCash(received) {
+    if (!allows("cash")) return;  // the rule the device keeps does not take cash: the server would reject it
     var amount = received === undefined ? total() : parseInt(digits(received) || "0", 10) || total();
     if (amount < total()) { message = "El efectivo recibido (" + clp(amount) + ") es menor que el total (" + clp(total()) + ")."; renderPanel(); return; }
     save("cash", { cash_received: amount });
@@ -253,7 +264,7 @@
     var brand = (form.brand.value || "").trim();
     if (!/^[A-Z0-9]{6}$/.test(code)) { message = "El código de autorización debe tener exactamente 6 letras o números."; }
     else if (!/^[0-9]{4}$/.test(last4)) { message = "Los últimos 4 dígitos de la tarjeta deben ser exactamente 4 números."; }
-    else if (brand.length < 2) { message = "Indique la marca de la tarjeta (Visa, Mastercard…)."; }
+    else if (!/^[A-Za-zÁÉÍÓÚáéíóúñÑ ]{2,20}$/.test(brand)) { message = "Indique la marca de la tarjeta (Visa, Mastercard…): solo su nombre, sin números."; }
     else {
       save("backup", { backup: { authorization_code: code, last4: last4, brand: brand, card_type: form.card_type.value } });
       return;
