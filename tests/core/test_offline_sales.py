@@ -761,3 +761,41 @@ async def test_card_data_typed_into_an_offline_sale_is_refused_and_never_stored(
     for text in stored:
         assert "4111111111111111" not in text and "4111 1111 1111 1111" not in text, text
     assert all(r.reason.count("4111") == 0 for r in results)
+
+
+async def test_offline_periods_are_not_multiplied_nor_stretched_past_the_close(any_db, setup):
+    """The holder's device resending one outage with its start nudged by microseconds, or from many device ids,
+    makes one incident per overlapping period and at most ``MAX_PERIODS`` an hour on a session; a period reported
+    after the close ends at the close."""
+    from sqlalchemy import update
+
+    from caja_core.offline.models import OfflinePeriod
+
+    closed = await open_session(any_db, setup, initial_cash=0)
+    assert (await close(any_db, setup, closed.id)).status == "closed"
+    async with any_db.session() as s:
+        await s.execute(
+            update(sessions.CashSession)
+            .where(sessions.CashSession.id == closed.id)
+            .values(opened_at=utcnow() - timedelta(minutes=60), closed_at=utcnow() - timedelta(minutes=20))
+        )
+    late = offline.OfflinePeriodIn(session_id=closed.id, started_at=local(minutes_ago=25), ended_at=local(0))
+    await sync(any_db, setup, [], device="equipo-tarde", period=late)
+    async with any_db.session() as s:
+        row = await s.scalar(select(OfflinePeriod).where(OfflinePeriod.device_id == "equipo-tarde"))
+        closed_at = (await sessions.get_session(s, setup.venue_id, closed.id)).closed_at
+    assert row is not None and row.ended_at <= closed_at
+
+    session = await open_session(any_db, setup, initial_cash=0)
+    for n in range(5):  # the same outage, its start a few microseconds apart each time
+        nudged = offline.OfflinePeriodIn(
+            session_id=session.id, started_at=local(minutes_ago=5 - n / 60_000_000), ended_at=local(minutes_ago=1)
+        )
+        await sync(any_db, setup, [], period=nudged)
+    for n in range(offline.MAX_PERIODS + 5):  # short, separate outages from ever new "devices"
+        when = local(minutes_ago=0.5 - n / 1000)
+        blip = offline.OfflinePeriodIn(session_id=session.id, started_at=when, ended_at=when)
+        await sync(any_db, setup, [], device=f"equipo-{n}", period=blip)
+    async with any_db.session() as s:
+        found = await audit.list_incidents(s, setup.venue_id, session_id=session.id)
+    assert len([i for i in found if i.kind == "offline"]) == offline.MAX_PERIODS

@@ -83,6 +83,9 @@ REPORT_WINDOW = timedelta(hours=24)
 #: ``REJECTED_PERIOD``; beyond it a sale that would be rejected is not received yet and the device keeps it.
 MAX_REJECTED = 20
 REJECTED_PERIOD = timedelta(hours=1)
+#: At most this many offline periods (each an incident) recorded on a session in ``REJECTED_PERIOD``; a period that
+#: overlaps one the same device already reported on the session is that one.
+MAX_PERIODS = 20
 AUTH_CODE_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 CARD_TYPES = {"debito": "debit", "débito": "debit", "credito": "credit", "crédito": "credit", "prepago": "prepaid"}
 METHOD_NAMES = {"cash": "efectivo", "backup": "celular de respaldo"}
@@ -905,8 +908,32 @@ async def record_period(
             # Within the session's life, as the server's clock allows the device's: a period never spans years.
             started = max(started, session.opened_at - CLOCK_SKEW)
             ended = min(ended, utcnow() + CLOCK_SKEW)
+            if session.closed_at is not None:
+                ended = min(ended, session.closed_at)  # the session's life ends at its close
             if ended < started:
                 return None
+            overlapping = await s.scalar(
+                select(OfflinePeriod.incident_id).where(
+                    OfflinePeriod.venue_id == venue_id,
+                    OfflinePeriod.session_id == session.id,
+                    OfflinePeriod.device_id == device,
+                    OfflinePeriod.started_at <= ended,
+                    OfflinePeriod.ended_at >= started,
+                )
+            )
+            if overlapping is not None:
+                return int(overlapping)  # the same outage reported again (its start read a little differently)
+            recorded = await s.scalar(
+                select(func.count())
+                .select_from(OfflinePeriod)
+                .join(Incident, Incident.id == OfflinePeriod.incident_id)
+                .where(
+                    OfflinePeriod.session_id == session.id,
+                    Incident.created_at >= utcnow() - REJECTED_PERIOD,
+                )
+            )
+            if int(recorded or 0) >= MAX_PERIODS:
+                return None  # a session's incidents are not flooded: enough outages recorded lately
             existing = await s.scalar(
                 select(OfflinePeriod).where(
                     OfflinePeriod.venue_id == venue_id,
