@@ -335,3 +335,16 @@ async def test_refusals_are_spanish_json_for_a_json_client(cashier, setup, sqlit
         assert response.headers["content-type"].startswith("application/json"), response.text[:200]
         assert response.json()["message"]
     assert await paid(sqlite_db, setup) == []
+
+
+async def test_a_body_too_deep_or_with_a_null_answers_in_the_syncs_own_shape(cashier, setup, sqlite_db):
+    """The bodies refused before the handler (nesting too deep, a NUL character) answer like every other refusal of
+    the sync: ``error`` is the code, ``message`` the Spanish text the device shows."""
+    session_id = await open_register(cashier, setup)
+    deep = b'{"device_id": "t", "sales": ' + b"[" * 100 + b"]" * 100 + b"}"
+    nul = json.dumps({"device_id": "t", "sales": [sale(setup, session_id, key="clave\u0000x")]}).encode()
+    for body in (deep, nul):
+        r = await send(cashier, body)
+        assert r.status_code == 400 and r.headers["content-type"].startswith("application/json"), r.text[:200]
+        assert r.json()["error"] == "json.too_complex" and "JSON" in r.json()["message"], r.text[:200]
+    assert await paid(sqlite_db, setup) == []

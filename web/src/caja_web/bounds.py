@@ -32,6 +32,8 @@ MAX_CHECKED_BODY = 2_000_000
 #: Form fields with their own rules (secrets are never echoed nor judged as numbers).
 SECRET_FIELDS = frozenset({"password", "secret", "pin", "authorization_pin", "badge", "supervisor_code"})
 JSON_PATHS = ("/api/", "/webhooks/")
+#: The offline sync answers ``{"error": <code>, "message": <Spanish text>}`` like its handler does.
+OFFLINE_SYNC = "/caja/sin-conexion/"
 #: Form fields never masked: secrets (never stored as typed, never shown) and device identifiers (a phone's
 #: IMEI passes the Luhn check like a card number).
 UNSCRUBBED_FIELDS = SECRET_FIELDS | {"identifier", "_csrf_token"}
@@ -82,6 +84,8 @@ class BoundsMiddleware(ASGIMiddleware):
                 # Each JSON API answers in its own documented shape.
                 if path.startswith("/webhooks/"):
                     reply = {"status": "rejected", "reason": exc.message}
+                elif path.startswith(OFFLINE_SYNC):
+                    reply = {"error": exc.code, "message": exc.message}
                 else:
                     reply = {"error": exc.message, "code": exc.code}
                 await _json_reply(send, 400, reply)
