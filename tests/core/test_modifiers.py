@@ -76,9 +76,9 @@ async def test_a_sale_line_is_priced_with_its_modifiers_and_records_them_as_sold
 @pytest.mark.parametrize(
     "which,message",
     [
-        ("other_product", "no se ofrece para este producto"),
-        ("inactive", "no se ofrece para este producto"),
-        ("other_venue", "no se ofrece para este producto"),
+        ("other_product", "Agua: ese modificador no existe o no se ofrece para este producto"),
+        ("inactive", "Piscola: el modificador «Doble» ya no se ofrece"),
+        ("other_venue", "Piscola: ese modificador no existe o no se ofrece para este producto"),
         ("repeated", "repetidos"),
         ("free_line", "monto libre no lleva modificadores"),
     ],
@@ -181,3 +181,59 @@ async def test_the_modifier_mix_takes_a_discount_on_the_whole_sale_like_the_prod
     assert products == {"Piscola": 14400, "Cerveza": 3150}
     # The Piscola line keeps 14.400 of its 16.000: its two "Doble" (4.000) keep 3.600.
     assert [(m.name, m.units, m.amount) for m in sold] == [("Doble", 2, 3600), ("Sin hielo", 2, 0)]
+
+
+async def test_a_required_group_must_be_chosen_once_and_a_group_allows_one(sqlite_db):
+    st = await make_setup(sqlite_db)
+    piscola = st.products["Piscola"]
+
+    async def group(name, price, required=False):
+        async with sqlite_db.session() as s:
+            return await catalog.create_modifier(
+                s,
+                venue_id=st.venue_id,
+                name=name,
+                price_delta=price,
+                product_id=piscola,
+                group_name="Tamaño",
+                required=required,
+            )
+
+    simple = await group("Simple", 0, required=True)
+    doble = await group("Doble", 2000)  # joins a required group: required too
+    hielo = await add_modifier(sqlite_db, st, "Sin hielo", 0, product="Piscola")
+    assert doble.required and doble.group_name == "Tamaño"
+    session = await open_session(sqlite_db, st)
+
+    async def sell(*ids, product=piscola):
+        return await cash_sale(
+            sqlite_db,
+            st,
+            session.id,
+            [sales.ItemInput(product_id=product, modifier_ids=list(ids))],
+            key=uuid.uuid4().hex,
+        )
+
+    for ids, message in [
+        ((), "Elija Tamaño para Piscola: Simple o Doble."),
+        ((hielo.id,), "Elija Tamaño para Piscola: Simple o Doble."),
+        ((simple.id, doble.id), "Piscola: elija solo uno de Tamaño (Simple o Doble)."),
+    ]:
+        with pytest.raises(ValidationFailed) as refused:
+            await sell(*ids)
+        assert str(refused.value) == message
+    sale = await sell(doble.id, hielo.id)
+    assert sale.total == 8000 and [m.name for m in sale.items[0].modifiers] == ["Doble", "Sin hielo"]
+    assert (await sell(product=st.products["Agua"])).total == 2000  # another product: nothing to choose
+
+    # The admin makes the group optional: a plain Piscola sells again; one of the group at most, still.
+    async with sqlite_db.session() as s:
+        await catalog.set_group_required(s, venue_id=st.venue_id, modifier_id=simple.id, required=False)
+    assert (await sell()).total == 6000
+    with pytest.raises(ValidationFailed, match="elija solo uno de Tamaño"):
+        await sell(simple.id, doble.id)
+    with pytest.raises(ValidationFailed, match="necesita un grupo"):
+        async with sqlite_db.session() as s:
+            await catalog.create_modifier(
+                s, venue_id=st.venue_id, name="Grande", price_delta=0, product_id=piscola, required=True
+            )

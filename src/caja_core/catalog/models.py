@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db.base import Base, UTCDateTime
@@ -46,7 +46,9 @@ class ProductPrice(Base):
 
 class Modifier(Base):
     """A choice the cashier adds to a product when selling it ("doble", "sin hielo"): for one product, or for
-    every product of a category; its price is added to the product's (0: no charge)."""
+    every product of a category; its price is added to the product's (0: no charge). Modifiers with the same
+    ``group_name`` for a product are one choice ("Tamaño": simple / doble): at most one of them on a line, and
+    exactly one when the group is required (``required`` on its modifiers)."""
 
     __tablename__ = "modifiers"
 
@@ -58,3 +60,5 @@ class Modifier(Base):
     price_delta: Mapped[int] = mapped_column(BigInteger, default=0)  # whole CLP, ≥ 0
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     sort_order: Mapped[int] = mapped_column(Integer, default=0)
+    group_name: Mapped[str] = mapped_column(String(40), default="", server_default="")
+    required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from sqlalchemy import Select, select
@@ -257,6 +257,8 @@ class ModifierOut(msgspec.Struct, kw_only=True):
     category_id: int | None
     active: bool
     sort_order: int = 0
+    group_name: str = ""  # the choice it belongs to ("Tamaño"); "" none
+    required: bool = False  # its group must be chosen (one of it) on every line of the product
 
 
 def _mod_out(m: Modifier) -> ModifierOut:
@@ -268,6 +270,8 @@ def _mod_out(m: Modifier) -> ModifierOut:
         category_id=m.category_id,
         active=m.active,
         sort_order=m.sort_order,
+        group_name=m.group_name or "",
+        required=bool(m.required),
     )
 
 
@@ -289,11 +293,21 @@ async def create_modifier(
     product_id: int | None = None,
     category_id: int | None = None,
     sort_order: int = 0,
+    group_name: str = "",
+    required: bool = False,
     actor_id: int | None = None,
 ) -> ModifierOut:
     """A modifier for one product or for every product of a category (exactly one of the two); its price is
-    added to the product's, in whole CLP, 0 for none ("sin costo")."""
+    added to the product's, in whole CLP, 0 for none ("sin costo"). ``group_name``: the choice it is one option
+    of ("Tamaño"); ``required``: that group must be chosen on every line (the group's other modifiers there
+    become required too; see ``set_group_required``)."""
     name = _modifier_name(name)
+    group_name = _group_name(group_name)
+    if required and not group_name:
+        raise ValidationFailed(
+            "Un modificador obligatorio necesita un grupo («Tamaño»): el cajero elige uno del grupo.",
+            field="group_name",
+        )
     if (product_id is None) == (category_id is None):
         raise ValidationFailed("Elija un producto o una categoría (uno de los dos).", field="applies_to")
     if product_id is not None:
@@ -327,9 +341,16 @@ async def create_modifier(
         price_delta=delta,
         active=True,
         sort_order=sort_order,
+        group_name=group_name,
+        required=required,
     )
     s.add(modifier)
     await s.flush()
+    if group_name:
+        siblings = await _group(s, venue_id, product_id, category_id, group_name)
+        if required or any(m.required for m in siblings):  # a group is required or not as a whole
+            for m in siblings:
+                m.required = True
     await record(
         s,
         venue_id=venue_id,
@@ -337,9 +358,84 @@ async def create_modifier(
         action="modifier.created",
         entity="modifier",
         entity_id=modifier.id,
-        payload={"name": name, "price_delta": delta, "product_id": product_id, "category_id": category_id},
+        payload={
+            "name": name,
+            "price_delta": delta,
+            "product_id": product_id,
+            "category_id": category_id,
+            "group": group_name,
+            "required": modifier.required,
+        },
     )
     return _mod_out(modifier)
+
+
+def _group_name(value: str) -> str:
+    value = (value or "").strip()
+    if len(value) > 40 or any(ord(ch) < 32 for ch in value):
+        raise ValidationFailed("El grupo tiene hasta 40 caracteres, sin caracteres de control.", field="group_name")
+    return value
+
+
+async def _group(
+    s: AsyncSession, venue_id: int, product_id: int | None, category_id: int | None, group_name: str
+) -> list[Modifier]:
+    q = select(Modifier).where(
+        Modifier.venue_id == venue_id,
+        Modifier.group_name == group_name,
+        Modifier.product_id == product_id if product_id is not None else Modifier.product_id.is_(None),
+        Modifier.category_id == category_id if category_id is not None else Modifier.category_id.is_(None),
+    )
+    return list(await s.scalars(q))
+
+
+async def set_group_required(
+    s: AsyncSession, *, venue_id: int, modifier_id: int, required: bool, actor_id: int | None = None
+) -> list[ModifierOut]:
+    """Mark the group of ``modifier_id`` (its modifiers for the same product or category) required or not."""
+    modifier = await get_in_venue(s, Modifier, modifier_id, venue_id, "El modificador no existe.", "modifier.not_found")
+    if not modifier.group_name:
+        raise ValidationFailed("Ese modificador no es parte de un grupo.", field="group_name")
+    group = await _group(s, venue_id, modifier.product_id, modifier.category_id, modifier.group_name)
+    for m in group:
+        m.required = required
+    await record(
+        s,
+        venue_id=venue_id,
+        user_id=actor_id,
+        action="modifier.group_required",
+        entity="modifier",
+        entity_id=modifier.id,
+        payload={"group": modifier.group_name, "required": required},
+    )
+    return [_mod_out(m) for m in group]
+
+
+class ModifierChoice(Protocol):
+    id: int
+    name: str
+    group_name: str
+    required: bool
+    active: bool
+
+
+def check_groups(product: str, offered: Sequence[ModifierChoice], chosen_ids: Sequence[int]) -> None:
+    """The chosen modifiers make a valid choice among the product's ``offered`` ones: at most one of each group,
+    and one of each required group (its active modifiers), or a Spanish ``ValidationFailed`` naming the product,
+    the group and its options ("Elija Tamaño para Piscola: Simple o Doble")."""
+    chosen = set(chosen_ids)
+    groups: dict[str, list[ModifierChoice]] = {}
+    for m in offered:
+        if m.group_name and m.active:
+            groups.setdefault(m.group_name, []).append(m)
+    for group, options in groups.items():
+        picked = [m for m in options if m.id in chosen]
+        names = [m.name for m in options]
+        listed = " o ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
+        if len(picked) > 1:
+            raise ValidationFailed(f"{product}: elija solo uno de {group} ({listed}).", field="modifiers")
+        if not picked and any(m.required for m in options):
+            raise ValidationFailed(f"Elija {group} para {product}: {listed}.", field="modifiers")
 
 
 async def set_modifier_active(

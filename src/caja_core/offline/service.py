@@ -596,7 +596,7 @@ async def _check(
         if line.modifier_ids:  # chosen as on the sale screen, from what the product offers (sales.service)
             item = ItemInput(product_id=line.product_id, quantity=line.quantity, modifier_ids=line.modifier_ids)
             try:
-                chosen = _chosen_modifiers(n, item, offered.get(line.product_id, []))
+                chosen = _chosen_modifiers(n, item, offered.get(line.product_id, []), name, withdrawn_ok=True)
             except ValidationFailed as exc:
                 raise Rejected(str(exc)) from None
             price += sum(m["price"] for m in chosen)

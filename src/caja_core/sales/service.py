@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import record
 from ..catalog.models import Category, Modifier, Product
-from ..catalog.service import price_as_of, price_changes_query
+from ..catalog.service import check_groups, price_as_of, price_changes_query
 from ..clock import utcnow
 from ..dashboard import rollups
 from ..errors import Conflict, NotFound, ValidationFailed
@@ -662,12 +662,18 @@ def _price_lines_sync(s, venue_id: int, items: list[ItemInput], allowed_categori
                 if i.priced_at is not None and i.product_id in products:
                     prices_then[n] = price_as_of(changes, i.product_id, products[i.product_id][1], i.priced_at)
     modifiers: dict[int, list[Modifier]] = {}
-    if any(i.modifier_ids for i in items) and products:
+    if products:
+        # The modifiers the lines chose (withdrawn ones too: a line that still has one is refused naming it) and
+        # the required groups' options (a line without its choice is refused naming them).
+        requested = [m for i in items for m in (i.modifier_ids or []) if type(m) is int]
+        wanted = Modifier.required.is_(True) & Modifier.active.is_(True)
+        if requested:
+            wanted = wanted | Modifier.id.in_(requested)
         found = s.scalars(
             select(Modifier).where(
                 Modifier.venue_id == venue_id,
-                Modifier.active.is_(True),
                 (Modifier.product_id.in_(list(products))) | (Modifier.category_id.in_(set(categories.values()))),
+                wanted,
             )
         ).all()
         for product_id, category_id in categories.items():
@@ -679,19 +685,29 @@ def _price_lines_sync(s, venue_id: int, items: list[ItemInput], allowed_categori
     return _price(items, products, modifiers, prices_then)
 
 
-def _chosen_modifiers(n: int, item: ItemInput, allowed: list[Modifier]) -> list[dict]:
+def _chosen_modifiers(
+    n: int, item: ItemInput, allowed: list[Modifier], product: str = "", *, withdrawn_ok: bool = False
+) -> list[dict]:
     """The line's modifiers from the catalogue, as sold now (name and price); any the product does not offer
-    (another product's, inactive, another venue's) refuses the sale."""
+    (another product's, another venue's, or withdrawn unless ``withdrawn_ok``) refuses the sale, naming the
+    product and, when it is one of the product's withdrawn ones, the modifier. ``allowed``: the product's
+    modifiers, withdrawn ones included."""
     ids = item.modifier_ids or []
+    what = product or f"Línea {n}"
     if len(ids) > 10 or len(set(ids)) != len(ids):
-        raise ValidationFailed(f"Línea {n}: modificadores repetidos o demasiados (máximo 10).", field="modifiers")
+        raise ValidationFailed(f"{what}: modificadores repetidos o demasiados (máximo 10).", field="modifiers")
     by_id = {m.id: m for m in allowed}
     chosen = []
     for modifier_id in ids:
         m = by_id.get(modifier_id) if isinstance(modifier_id, int) and not isinstance(modifier_id, bool) else None
+        if m is not None and not m.active and not withdrawn_ok:
+            raise ValidationFailed(
+                f"{what}: el modificador «{m.name}» ya no se ofrece. Quite la línea y agréguela de nuevo sin él.",
+                field="modifiers",
+            )
         if m is None:
             raise ValidationFailed(
-                f"Línea {n}: ese modificador no existe o no se ofrece para este producto.", field="modifiers"
+                f"{what}: ese modificador no existe o no se ofrece para este producto.", field="modifiers"
             )
         chosen.append({"id": m.id, "name": m.name, "price": m.price_delta})
     return chosen
@@ -720,7 +736,9 @@ def _price(
                 )
             name, price = products[item.product_id]
             price = (prices_then or {}).get(n - 1, price)
-            chosen = _chosen_modifiers(n, item, (modifiers or {}).get(item.product_id, [])) if item.modifier_ids else []
+            allowed = (modifiers or {}).get(item.product_id, [])
+            chosen = _chosen_modifiers(n, item, allowed, name) if item.modifier_ids else []
+            check_groups(name, allowed, item.modifier_ids or [])
             price += sum(m["price"] for m in chosen)
             if item.seen_price is not None and item.seen_price != price:
                 raise Conflict(

@@ -22,6 +22,8 @@ class ModifierForm(msgspec.Struct, kw_only=True):
     price_delta: str = ""
     free: str = ""  # "1": sin costo
     sort_order: str = ""
+    group_name: str = ""  # the choice it is one option of ("Tamaño")
+    required: str = ""  # "1": the group must be chosen (one of it)
 
 
 class ToggleForm(msgspec.Struct, kw_only=True):
@@ -65,6 +67,8 @@ async def create_modifier(request: Request, data: Annotated[ModifierForm, FORM])
             name=data.name,
             price_delta="0" if data.free == "1" else data.price_delta,
             sort_order=int(order or 0),
+            group_name=data.group_name,
+            required=data.required == "1",
             actor_id=web.user_id,
         )
     return web.redirect("/admin/modificadores")
@@ -79,4 +83,21 @@ async def toggle_modifier(request: Request, modifier_id: FromPath[int], data: An
     return web.redirect("/admin/modificadores")
 
 
-route_handlers = [modifiers_page, create_modifier, toggle_modifier]
+class RequiredForm(msgspec.Struct, kw_only=True):
+    required: str = ""
+
+
+@post("/modificadores/{modifier_id:int}/obligatorio")
+async def toggle_required(
+    request: Request, modifier_id: FromPath[int], data: Annotated[RequiredForm, FORM]
+) -> Response:
+    """The modifier's group made required (the cashier must choose one of it) or optional."""
+    web = Web(request)
+    async with web.form("admin/modifiers.html", lambda: modifiers_context(web)):
+        await web.venue_call(
+            catalog.set_group_required, modifier_id=modifier_id, required=data.required == "1", actor_id=web.user_id
+        )
+    return web.redirect("/admin/modificadores")
+
+
+route_handlers = [modifiers_page, create_modifier, toggle_modifier, toggle_required]

@@ -94,7 +94,14 @@ async def offline_data(request: Request) -> Response[Any]:
                     "shortcut": p.shortcut,
                     # What its chooser offers offline, as on the sale screen (the server prices them at sync).
                     "modifiers": [
-                        {"id": m.id, "name": m.name, "price": m.price_delta} for m in modifiers.get(p.id, [])
+                        {
+                            "id": m.id,
+                            "name": m.name,
+                            "price": m.price_delta,
+                            "group": m.group_name,
+                            "required": m.required,
+                        }
+                        for m in modifiers.get(p.id, [])
                     ],
                 }
                 for p in products

@@ -58,6 +58,7 @@ class AddItem(msgspec.Struct, kw_only=True):
     v: int | None = None  # the cart version the tab shows
     #: The modifiers ticked in the product's chooser (one value per box; a form sends one or several).
     modifier_id: list[int] | int | None = None
+    chooser: int = 0  # 1: sent by the product's modifier chooser (its groups are checked before the line is added)
 
     @property
     def modifier_ids(self) -> list[int]:
@@ -406,8 +407,9 @@ async def add_item(web: NamedDependency[Web], data: Annotated[AddItem, FORM]) ->
     state = await require_cart(web, data.v)
     product = await web.call(catalog.get_product, web.venue_id, data.product_id)
     chosen: list[catalog.ModifierOut] = []
-    if data.modifier_ids:
-        offered = {m.id: m for m in await web.call(catalog.product_modifiers, web.venue_id, product.id)}
+    if data.modifier_ids or data.chooser:
+        modifiers = await web.call(catalog.product_modifiers, web.venue_id, product.id)
+        offered = {m.id: m for m in modifiers}
         async with web.form("pos/_cart.html", {"state": state}):
             if len(set(data.modifier_ids)) != len(data.modifier_ids) or any(
                 m not in offered for m in data.modifier_ids
@@ -415,6 +417,12 @@ async def add_item(web: NamedDependency[Web], data: Annotated[AddItem, FORM]) ->
                 raise ValidationFailed(
                     f"Ese modificador no existe o ya no se ofrece para {product.name}.", field="modifiers"
                 )
+        # A group left without its choice: the chooser again, with the message and what was ticked.
+        async with web.form(
+            "pos/_modifiers.html",
+            {"state": state, "product": product, "modifiers": modifiers, "chosen_ids": data.modifier_ids},
+        ):
+            catalog.check_groups(product.name, modifiers, data.modifier_ids)
         chosen = [offered[m] for m in data.modifier_ids]
     state.add(
         Line(

@@ -196,6 +196,17 @@
     var first = document.querySelector("#modifier-form input[name=modifier_id]");
     if (first && !first.closest("#modifier-form").contains(document.activeElement)) first.focus();
   });
+  // A group of modifiers ("Tamaño": simple / doble) is one choice: ticking one unticks the others of its group.
+  function oneOfGroup(box) {
+    var group = box.getAttribute("data-group");
+    if (!box.checked || !group || !box.form) return;
+    box.form.querySelectorAll("input[name=modifier_id][data-group]").forEach(function (other) {
+      if (other !== box && other.getAttribute("data-group") === group) other.checked = false;
+    });
+  }
+  document.addEventListener("change", function (ev) {
+    if (ev.target && ev.target.name === "modifier_id") oneOfGroup(ev.target);
+  }, true);
   document.addEventListener("keydown", function (ev) {
     var form = document.getElementById("modifier-form");
     if (!form) return;
@@ -208,6 +219,7 @@
       ev.preventDefault();
       ev.stopImmediatePropagation(); // not a product's key while the chooser is open
       boxes[+ev.key - 1].checked = !boxes[+ev.key - 1].checked;
+      oneOfGroup(boxes[+ev.key - 1]);
       boxes[+ev.key - 1].focus();
     } else if (ev.key === "Enter" && (t === document.body || (t.id === "product-search" && !t.value) || (inForm && t.type === "checkbox"))) {
       ev.preventDefault();

@@ -145,11 +145,10 @@
     }
     if (view === "modifiers" && choosing) {
       panel.innerHTML = '<div id="modifier-chooser" class="panel"><div class="panel-head"><h2>' + esc(choosing.name) +
-        ' <span class="muted">' + clp(choosing.price) + '</span></h2><p class="muted">Marque los modificadores (ninguno: tal cual) y toque Agregar.</p></div>' +
-        '<form id="modifier-form" class="stack"><div class="panel-body modifier-list">' + choosing.modifiers.map(function (m) {
-          return '<label class="check modifier" data-modifier="' + esc(m.name) + '"><input type="checkbox" name="modifier_id" value="' + m.id + '">' +
-            '<span class="n">' + esc(m.name) + '</span><span class="t">' + (m.price ? "+" + clp(m.price) : "sin costo") + "</span></label>";
-        }).join("") + '</div><div class="panel-actions"><div class="pay-buttons">' +
+        ' <span class="muted">' + clp(choosing.price) + '</span></h2><p class="muted">Marque los modificadores (ninguno: tal cual; de un grupo, uno) y toque Agregar.</p></div>' +
+        '<p class="alert error" id="modifier-error" role="alert" hidden></p>' +
+        '<form id="modifier-form" class="stack"><div class="panel-body modifier-list">' + chooserBoxes(choosing.modifiers) +
+        '</div><div class="panel-actions"><div class="pay-buttons">' +
         '<button class="btn ghost" type="button" id="modifier-cancel" data-shortcut="Escape">Cancelar <kbd>Esc</kbd></button>' +
         '<button class="btn ok big" type="submit" id="modifier-add">Agregar <kbd>Enter</kbd></button></div></div></form></div>';
       var first = panel.querySelector("input[name=modifier_id]");
@@ -214,11 +213,46 @@
     renderPanel();
   }
 
+  // The chooser's boxes as on the sale screen: each group ("Tamaño") first, under its name and whether one must be
+  // chosen, then the modifiers of no group.
+  function groupsOf(modifiers) {
+    var names = [];
+    modifiers.forEach(function (m) { if (m.group && names.indexOf(m.group) < 0) names.push(m.group); });
+    return names.map(function (g) {
+      var options = modifiers.filter(function (m) { return m.group === g; });
+      return { name: g, options: options, required: options.some(function (m) { return m.required; }) };
+    });
+  }
+  function chooserBoxes(modifiers) {
+    var box = function (m) {
+      return '<label class="check modifier" data-modifier="' + esc(m.name) + '"><input type="checkbox" name="modifier_id" value="' + m.id + '"' +
+        (m.group ? ' data-group="' + esc(m.group) + '"' : "") + '><span class="n">' + esc(m.name) + '</span><span class="t">' +
+        (m.price ? "+" + clp(m.price) : "sin costo") + "</span></label>";
+    };
+    return groupsOf(modifiers).map(function (g) {
+      return '<fieldset class="modifier-group" data-group="' + esc(g.name) + '"' + (g.required ? " data-required" : "") + "><legend><strong>" +
+        esc(g.name) + "</strong> — " + (g.required ? "elige 1 (obligatorio)" : "máximo 1") + "</legend>" + g.options.map(box).join("") + "</fieldset>";
+    }).join("") + modifiers.filter(function (m) { return !m.group; }).map(box).join("");
+  }
+
   function addChosen(form) {
     var ticked = Array.prototype.map.call(form.querySelectorAll("input[name=modifier_id]:checked"), function (box) {
       return parseInt(box.value, 10);
     });
-    add(choosing, choosing.modifiers.filter(function (m) { return ticked.indexOf(m.id) >= 0; }));
+    var chosen = choosing.modifiers.filter(function (m) { return ticked.indexOf(m.id) >= 0; });
+    // A required group left without its choice: the line is not added (the server refuses it too, online).
+    var missing = groupsOf(choosing.modifiers).filter(function (g) {
+      return g.required && !g.options.some(function (m) { return ticked.indexOf(m.id) >= 0; });
+    })[0];
+    if (missing) {
+      var names = missing.options.map(function (m) { return m.name; });
+      var listed = names.length > 1 ? names.slice(0, -1).join(", ") + " o " + names[names.length - 1] : names[0];
+      var box = $("modifier-error");
+      box.textContent = "Elija " + missing.name + " para " + choosing.name + ": " + listed + ".";
+      box.hidden = false;
+      return;
+    }
+    add(choosing, chosen);
   }
 
   function save(method, extra) {
