@@ -54,7 +54,7 @@ from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..money import MAX_AMOUNT, format_clp
 from ..payments import lifecycle as lc
 from ..payments.models import PaymentAttempt
-from ..payments.service import BRAND
+from ..payments.service import BRAND, CARD_TYPES
 from ..registers.models import CashRegister
 from ..sales.models import Sale, SaleItem
 from ..sales.service import MAX_LINES, MAX_QUANTITY, ItemInput, _apply_totals, _chosen_modifiers
@@ -87,7 +87,6 @@ REJECTED_PERIOD = timedelta(hours=1)
 #: overlaps one the same device already reported on the session is that one.
 MAX_PERIODS = 20
 AUTH_CODE_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-CARD_TYPES = {"debito": "debit", "débito": "debit", "credito": "credit", "crédito": "credit", "prepago": "prepaid"}
 METHOD_NAMES = {"cash": "efectivo", "backup": "celular de respaldo"}
 
 
