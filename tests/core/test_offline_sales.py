@@ -593,6 +593,24 @@ async def test_only_the_registers_holder_or_the_device_that_sold_on_it_reports_i
         assert await offline.unsynced_on_register(s, setup.register_id) == 0
 
 
+async def test_a_former_holder_who_only_reported_cannot_hold_the_registers_next_close(any_db, setup):
+    """Her tablet only ever reported its queue on «Caja 1» (it sold nothing offline there). Once her session is
+    closed the register is not hers: that tablet's queue may only shrink, so a made-up count cannot hold the next
+    cashier's close."""
+    from caja_core.errors import Forbidden
+
+    session = await open_session(any_db, setup, initial_cash=0)
+    await report(any_db, setup, user_id=setup.cashier_id, unsynced=3, device="tablet-b")
+    await report(any_db, setup, user_id=setup.cashier_id, unsynced=1, device="tablet-b")
+    await report(any_db, setup, user_id=setup.cashier_id, unsynced=0, device="tablet-b")
+    assert (await close(any_db, setup, session.id)).status == "closed"
+    with pytest.raises(Forbidden):
+        await report(any_db, setup, user_id=setup.cashier_id, unsynced=offline.MAX_UNSYNCED, device="tablet-b")
+    async with any_db.session() as s:
+        assert await offline.unsynced_on_register(s, setup.register_id) == 0
+    await report(any_db, setup, user_id=setup.cashier_id, unsynced=0, device="tablet-b")  # nothing: still heard
+
+
 async def test_sales_into_another_cashiers_session_are_not_received_nor_leave_incidents(any_db, setup):
     session = await open_session(any_db, setup, initial_cash=0)
     assert (await close(any_db, setup, session.id)).status == "closed"

@@ -792,8 +792,9 @@ async def report_queue(
 
     Only who may speak for that register's queue is heard: the cashier holding its open session, or a cashier
     whose device synced offline sales of that register lately (a device that comes back after its session was
-    closed or handed over still reports, and empties, its queue), or who made this device's last report. Another
-    cashier's report would hold a close that is not theirs: ``Forbidden``, nothing written."""
+    closed or handed over still reports, and empties, its queue), or who made this device's last report and now
+    reports no more than then (the register is no longer theirs: its queue can only shrink). Another cashier's
+    report would hold a close that is not theirs: ``Forbidden``, nothing written."""
     device = _device(device_id)
     if not 0 <= unsynced <= MAX_UNSYNCED:
         raise ValidationFailed(
@@ -812,7 +813,7 @@ async def report_queue(
         )
         if register is None:
             raise ValidationFailed("La caja no existe en este local.", field="register_id")
-    if not await _may_report(s, venue_id, register_id, device, user_id, row):
+    if not await _may_report(s, venue_id, register_id, device, user_id, row, unsynced):
         raise Forbidden(
             "Solo el cajero que tiene la caja abierta, o el equipo que vendió sin conexión en ella, informa sus "
             "ventas por sincronizar.",
@@ -834,7 +835,13 @@ async def report_queue(
 
 
 async def _may_report(
-    s: AsyncSession, venue_id: int, register_id: int, device: str, user_id: int, row: OfflineDevice | None
+    s: AsyncSession,
+    venue_id: int,
+    register_id: int,
+    device: str,
+    user_id: int,
+    row: OfflineDevice | None,
+    unsynced: int,
 ) -> bool:
     """Whether the user may report this device's queue on this register (see ``report_queue``)."""
     holder = await s.scalar(
@@ -845,8 +852,8 @@ async def _may_report(
     if holder == user_id:
         return True
     since = utcnow() - REPORT_WINDOW
-    if row is not None and row.reported_by == user_id and row.reported_at >= since:
-        return True
+    if row is not None and row.reported_by == user_id and row.reported_at >= since and unsynced <= row.unsynced:
+        return True  # its queue only empties: a device that sells again syncs, and is heard as one that sold
     sold = await s.scalar(
         select(OfflineSale.id)
         .where(
