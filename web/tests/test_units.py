@@ -5,9 +5,12 @@ import contextlib
 import re
 import traceback
 
+from sqlalchemy import event
 from webkit import cart_version, text_of
 
+from caja_core.providers import OutcomeKind
 from caja_core.sales import service as sales
+from caja_core.testing.fake import Step
 
 
 class Transactions:
@@ -71,3 +74,55 @@ async def test_each_pos_step_of_a_cash_sale_is_one_transaction(cashier, setup, s
     async with sqlite_db.session() as s:
         sale = await sales.get_sale(s, setup.venue_id, sale_id)
     assert sale.status == "paid" and sale.cash_received == sale.total
+
+
+async def test_the_refresh_of_a_card_payment_in_flight_is_one_statement_and_no_transaction(
+    cashier, setup, sqlite_db, fakes, monkeypatch
+):
+    """The panel every register refreshes each second while its card payment waits on the terminal reads the sale
+    and its payment in one statement of its own (sale, register, attempts, the device's breaker and lease): no
+    transaction is opened for it, and the page shows the payment in flight."""
+    fakes[0].script("charge", Step(kind=OutcomeKind.APPROVED, hang=True))
+    r = await cashier.post(
+        "/caja/session/open", {"register_id": setup.register_id, "initial_cash": "0", "open_key": "u2"}
+    )
+    assert r.status_code == 303
+    r = await cashier.post("/caja/venta/item", {"product_id": setup.products["Cerveza"]}, htmx=True)
+    r = await cashier.post("/caja/venta/cobrar", {"v": cart_version(r.text)}, htmx=True)
+    sale_id = int(re.search(r"/caja/venta/(\d+)/efectivo", r.text).group(1))
+    r = await cashier.post(f"/caja/venta/{sale_id}/tarjeta", htmx=True)
+    assert r.status_code == 200 and 'id="progress"' in r.text, text_of(r.text)
+
+    tx = Transactions(monkeypatch, sqlite_db)
+    connections, statements = [], []
+    autocommit = sqlite_db.autocommit
+
+    @contextlib.asynccontextmanager
+    async def watched():
+        async with autocommit() as conn:
+            connections.append(conn.sync_connection)
+            yield conn
+
+    def count(conn, _cursor, sql, *_args) -> None:
+        statements.append((conn, sql))
+
+    monkeypatch.setattr(sqlite_db, "autocommit", watched)
+    event.listen(sqlite_db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        for _ in range(3):
+            assert await tx.of(cashier.get(f"/caja/venta/{sale_id}/pago", htmx=True)) == 0, tx.opened
+            connections.clear()
+            statements.clear()
+            r = await cashier.get(f"/caja/venta/{sale_id}/pago", htmx=True)
+            assert r.status_code == 200 and 'id="progress"' in r.text and "<html" not in r.text
+            assert f"Venta #{sale_id}" in r.text and 'hx-trigger="every 1s"' in r.text
+            # besides the guard's and the session store's reads, one connection read the payment: one statement
+            reads = [c for c in connections if any(c is on and "payment_attempts" in sql for on, sql in statements)]
+            assert len(reads) == 1, statements
+            assert [sql for on, sql in statements if on is reads[0]] == [
+                next(sql for on, sql in statements if "payment_attempts" in sql and on is reads[0])
+            ]
+    finally:
+        event.remove(sqlite_db.engine.sync_engine, "before_cursor_execute", count)
+    r = await cashier.post(f"/caja/venta/{sale_id}/cancelar-pago", htmx=True)
+    assert r.status_code == 200

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import re
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,7 +46,7 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..db import models as _all_models  # noqa: F401 - every mapped table, for foreign keys
 from ..errors import Busy, CajaError, Conflict, Forbidden, NotFound, ValidationFailed
 from ..fallback.engine import collect_rules, decide
-from ..fallback.policy import FallbackPolicy
+from ..fallback.policy import FallbackPolicy, load_policy
 from ..money import format_clp, parse_amount
 from ..ops.dbstate import database_unavailable
 from ..ops.workers import WORKERS, DatabaseBackoff
@@ -65,7 +66,7 @@ from ..providers import (
     settings_to_json,
     validate_settings,
 )
-from ..registers.models import BackupPhone
+from ..registers.models import BackupPhone, CashRegister
 from ..sales.models import Sale
 from ..text import clean_reason
 from ..users.models import User
@@ -74,7 +75,7 @@ from . import devices, terminal_ops
 from . import lifecycle as lc
 from .events import EventKind, PaymentEvent
 from .leases import DEFAULT_BEAT_S, DEFAULT_TTL_S, LeaseKeeper, all_leases, lease_row, request_cancel
-from .models import PaymentAttempt
+from .models import BreakerState, DeviceLease, PaymentAttempt
 from .schemas import AttemptOut, ManualInstructions, PaymentProgress, SupervisorItem
 from .tickets import TicketIssuer
 
@@ -348,6 +349,39 @@ async def _revoke_agent_commands(s: AsyncSession, attempt_id: int) -> bool:
     if revoke is None:
         return True
     return bool(await revoke(s, attempt_id))
+
+
+@functools.cache
+def _follow_statement() -> Select:
+    """``PaymentOrchestrator.follow``'s one statement: the sale (``s_*``) and its register's policy and backup
+    provider (``r_*``), then one row per attempt in order (``a_*``, null when there is none), each with its
+    device's breaker (``b_*``) and lease (``l_*``) and its backup phone (``p_*``), when there is one."""
+    sale, register, attempt = Sale.__table__, CashRegister.__table__, PaymentAttempt.__table__
+    breaker, lease, phone = BreakerState.__table__, DeviceLease.__table__, BackupPhone.__table__
+    columns = [
+        *(c.label(f"s_{c.name}") for c in sale.columns),
+        register.c.fallback_policy.label("r_fallback_policy"),
+        register.c.register_type.label("r_register_type"),
+        register.c.backup_provider.label("r_backup_provider"),
+        *(c.label(f"a_{c.name}") for c in attempt.columns),
+        *(c.label(f"b_{c.name}") for c in breaker.columns),
+        *(c.label(f"l_{c.name}") for c in lease.columns),
+        phone.c.id.label("p_id"),
+        phone.c.name.label("p_name"),
+        phone.c.identifier.label("p_identifier"),
+    ]
+    return (
+        select(*columns)
+        .select_from(
+            sale.join(register, register.c.id == sale.c.register_id)
+            .outerjoin(attempt, attempt.c.sale_id == sale.c.id)
+            .outerjoin(breaker, breaker.c.device_key == attempt.c.device_key)
+            .outerjoin(lease, lease.c.device_key == attempt.c.device_key)
+            .outerjoin(phone, phone.c.id == attempt.c.backup_phone_id)
+        )
+        .where(sale.c.id == bindparam("sale_id"), sale.c.venue_id == bindparam("venue_id"))
+        .order_by(attempt.c.id)
+    )
 
 
 class PaymentOrchestrator:
@@ -1568,7 +1602,54 @@ class PaymentOrchestrator:
         async with self.db.reader(snapshot=True) as s:
             return await self._poll_in(s, venue_id, await self._sale(s, venue_id, sale_id))
 
+    async def follow(self, venue_id: int, sale_id: int) -> tuple[SaleOut, PaymentProgress]:
+        """The sale (without its lines) and how its payment stands, for the panel that follows a payment (every
+        register's screen refreshes it every second while a card payment waits on its terminal): ONE statement
+        (the sale joined with its register, its attempts and, per attempt, its device's breaker and lease and its
+        backup phone) on a connection in autocommit. A statement is its own snapshot, so the sale and its attempts
+        are seen as of one instant (never "approved but unpaid") with no transaction, no ORM session and no
+        per-row objects."""
+        from ..sales.service import sale_out
+
+        flying = set(self._flights)  # the charges this instance runs, as of before the read (see ``_progress``)
+        async with self.db.autocommit() as conn:
+            rows = (await conn.execute(_follow_statement(), {"sale_id": sale_id, "venue_id": venue_id})).all()
+        if not rows:
+            raise NotFound("La venta no existe.", code="sale.not_found")
+        first = rows[0]._mapping
+        sale: Any = types.SimpleNamespace(**{c.name: first[f"s_{c.name}"] for c in Sale.__table__.columns})
+        attempts, leases, breaker_rows, phones = [], {}, {}, {}
+        for row in rows:
+            m = row._mapping
+            if m["a_id"] is None:  # a sale with no attempt yet: one row, the attempt's columns null
+                continue
+            a = types.SimpleNamespace(**{c.name: m[f"a_{c.name}"] for c in PaymentAttempt.__table__.columns})
+            attempts.append(a)
+            if m["l_device_key"] is not None:
+                leases[a.device_key] = types.SimpleNamespace(
+                    **{c.name: m[f"l_{c.name}"] for c in DeviceLease.__table__.columns}
+                )
+            if m["b_device_key"] is not None:
+                breaker_rows[a.device_key] = types.SimpleNamespace(
+                    **{c.name: m[f"b_{c.name}"] for c in BreakerState.__table__.columns}
+                )
+            if m["p_id"] is not None:
+                phones[m["p_id"]] = types.SimpleNamespace(id=m["p_id"], name=m["p_name"], identifier=m["p_identifier"])
+        policy = load_policy(first["r_fallback_policy"], first["r_register_type"])
+        progress = self._progress(
+            sale,
+            attempts,
+            policy,
+            first["r_backup_provider"],
+            flying=flying,
+            lease=leases.get,
+            breaker=breaker_rows.get,
+            phone=phones.get,
+        )
+        return sale_out(sale), progress
+
     async def _poll_in(self, s: AsyncSession, venue_id: int, sale: Sale | SaleOut) -> PaymentProgress:
+        flying = set(self._flights)
         attempts = list(
             (
                 await s.execute(
@@ -1577,15 +1658,67 @@ class PaymentOrchestrator:
             ).scalars()
         )
         register = await self._register(s, venue_id, sale.register_id)
-        policy: FallbackPolicy = register.policy
+        focus, _, device = self._focus(attempts)
+        # The devices' leases the progress needs: the focus's when it may be orphaned, the sent refunds' devices.
+        keys = [focus.device_key] if focus is not None and self._may_be_orphaned(focus, flying) else []
+        keys += [a.device_key for a in attempts if self._refund_due(a) and _refund_unanswered(a)]
+        leases = {key: await lease_row(s, key) for key in dict.fromkeys(keys)}
+        breaker_row = await breakers.row(s, device) if device else None
+        phone = None
+        if focus is not None and focus.state == lc.MANUAL_PENDING and focus.backup_phone_id:
+            phone = await s.get(BackupPhone, focus.backup_phone_id)
+        return self._progress(
+            sale,
+            attempts,
+            register.policy,
+            register.backup_provider,
+            flying=flying,
+            lease=leases.get,
+            breaker=lambda _key: breaker_row,
+            phone=lambda _id: phone,
+        )
+
+    @staticmethod
+    def _focus(attempts: list[Any]) -> tuple[Any, Any, str | None]:
+        """The attempt the POS follows (the active one, else the latest), the last primary attempt, and the device
+        whose breaker the panel shows (the focus's when it is a primary one, else the last primary's)."""
         active = next((a for a in attempts if a.active), None)
         focus = active or (attempts[-1] if attempts else None)
         primaries = [a for a in attempts if a.role == "primary"]
         last_primary = primaries[-1] if primaries else None
+        device = (
+            focus.device_key
+            if focus is not None and focus.role == "primary"
+            else (last_primary.device_key if last_primary else None)
+        )
+        return focus, last_primary, device
+
+    def _progress(
+        self,
+        sale: Any,
+        attempts: list[Any],
+        policy: FallbackPolicy,
+        backup_provider: str | None,
+        *,
+        flying: set[int],
+        lease: Callable[[str], Any],
+        breaker: Callable[[str], Any],
+        phone: Callable[[int], Any],
+    ) -> PaymentProgress:
+        """How the sale's payment stands, from what was read: the sale, its attempts in order, its register's
+        policy and backup provider, and the rows of the devices' leases and breakers and of the backup phones
+        (``lease``, ``breaker``, ``phone``: by device key or phone id). ``flying``: the attempts this instance
+        was running when the reading began. A charge that ended meanwhile is judged by what was read (running
+        then, so not orphaned), never by its missing lease."""
+        active = next((a for a in attempts if a.active), None)
+        focus, last_primary, device = self._focus(attempts)
         pending = sale.status == "pending_payment"
         now = self.clock.now()
 
-        orphaned = await self._orphaned(s, focus)
+        orphaned = False
+        if focus is not None and self._may_be_orphaned(focus, flying):
+            held = lease(focus.device_key)
+            orphaned = held is None or held.attempt_id != focus.id or self.leases.gone(held)
         if orphaned:
             self._wake.set()  # the worker asks the device now rather than at its next pass
         seconds_left: int | None = None
@@ -1604,23 +1737,18 @@ class PaymentOrchestrator:
             and last_primary is not None
             and last_primary.state in lc.NOT_CHARGED
             and last_primary.backup_offered_at is not None
-            and register.backup_provider
+            and backup_provider
             and policy.enabled
         )
         backup_reason = (last_primary.details or {}).get("backup_reason", "") if backup_offered and last_primary else ""
         in_doubt = orphaned or any(a.state in lc.DOUBTFUL for a in attempts)
         needs_decision = any(a.needs_decision and a.state in lc.UNRESOLVED for a in attempts)
         breaker_state = breakers.CLOSED
-        device = (
-            focus.device_key
-            if focus is not None and focus.role == "primary"
-            else (last_primary.device_key if last_primary else None)
-        )
         if device:
-            breaker_state = (await breakers.view(s, device, policy, self.breaker_times)).state
+            breaker_state = breakers.view_of(breaker(device), device, policy, self.breaker_times).state
         manual = None
         if focus is not None and focus.state == lc.MANUAL_PENDING:
-            phone = await s.get(BackupPhone, focus.backup_phone_id) if focus.backup_phone_id else None
+            backup_phone = phone(focus.backup_phone_id) if focus.backup_phone_id else None
             provider_name = focus.provider_id
             if focus.provider_id in self.registry:
                 provider_name = self.registry.get(focus.provider_id).name
@@ -1630,8 +1758,8 @@ class PaymentOrchestrator:
                 provider_name=provider_name,
                 amount=focus.amount,
                 reference=focus.reference or "",
-                phone_name=phone.name if phone else None,
-                phone_identifier=phone.identifier if phone else None,
+                phone_name=backup_phone.name if backup_phone else None,
+                phone_identifier=backup_phone.identifier if backup_phone else None,
             )
         # The supervisor's "backup anyway" (possible double charge) only once the truth could not be learned: the
         # terminal was asked at least once without an answer, or caja cannot ask it; never while the first question
@@ -1643,7 +1771,7 @@ class PaymentOrchestrator:
             pending
             and active is not None
             and active.role == "primary"
-            and register.backup_provider
+            and backup_provider
             and policy.enabled
             and not orphaned
             and (
@@ -1659,8 +1787,8 @@ class PaymentOrchestrator:
         sent_refunds = [a for a in attempts if self._refund_due(a) and _refund_unanswered(a)]
         refunding = []
         for a in sent_refunds:
-            lease = await lease_row(s, a.device_key)
-            if lease is not None and lease.attempt_id == a.id and self.leases.alive(lease):
+            held = lease(a.device_key)
+            if held is not None and held.attempt_id == a.id and self.leases.alive(held):
                 refunding.append(a.id)
         return PaymentProgress(
             sale_id=sale.id,
@@ -1676,7 +1804,7 @@ class PaymentOrchestrator:
             seconds_left=seconds_left,
             backup_offered=backup_offered,
             backup_reason=backup_reason,
-            backup_provider=register.backup_provider,
+            backup_provider=backup_provider,
             in_doubt=in_doubt,
             doubt_message=(
                 (DECISION_MESSAGE if needs_decision else ORPHAN_MESSAGE if orphaned else DOUBT_MESSAGE)
@@ -1703,16 +1831,18 @@ class PaymentOrchestrator:
         """Whether ``a`` is a charge on its way to the device that nobody is running any more: its instance died
         (a restart, a kill) and left it behind. It is in doubt until its device is asked, which the worker does
         as soon as the device's lease is free (at once when the dead holder was a process of this machine)."""
-        if (
-            a is None
-            or not a.active
-            or a.state not in (lc.SENDING, lc.AWAITING)
-            or a.classification == "pending"
-            or a.id in self._flights
-        ):
+        if a is None or not self._may_be_orphaned(a, self._flights):
             return False
         lease = await lease_row(s, a.device_key)
         return lease is None or lease.attempt_id != a.id or self.leases.gone(lease)
+
+    @staticmethod
+    def _may_be_orphaned(a: Any, flying: Iterable[int] | dict[int, Any]) -> bool:
+        """Whether ``a`` is a charge on its way to the device that this instance is not running (not among
+        ``flying``): only then does its device's lease say whether someone still is (``_orphaned``)."""
+        return bool(
+            a.active and a.state in (lc.SENDING, lc.AWAITING) and a.classification != "pending" and a.id not in flying
+        )
 
     @staticmethod
     def _refund_due(a: PaymentAttempt) -> bool:

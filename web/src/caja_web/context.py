@@ -135,6 +135,13 @@ class Web:
         session = await self.unit.session()
         return await self.orchestrator.poll(venue_id=self.venue_id, sale_id=sale_id, session=session, sale=sale)
 
+    async def follow(self, sale_id: int) -> tuple[Any, Any] | None:
+        """The sale (without its lines) and how its payment stands, in one statement of its own (the panel that
+        follows a payment, refreshed every second); None without an orchestrator."""
+        if self.orchestrator is None:
+            return None
+        return await self.orchestrator.follow(venue_id=self.venue_id, sale_id=sale_id)
+
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` once what this request wrote is committed (at once without a unit; never on a rollback)."""
         if self.unit is not None:

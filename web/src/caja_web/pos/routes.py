@@ -600,11 +600,13 @@ async def sale_page(web: NamedDependency[Web], sale_id: FromPath[int], otra: Fro
 @get("/venta/{sale_id:int}/pago")
 async def payment_progress(web: NamedDependency[Web], sale_id: FromPath[int]) -> Template:
     """The payment being followed, refreshed every second by its panel. While it is still followed (in flight,
-    in doubt, on the backup phone) the panel shows the sale's total, not its lines, and the lines are not read;
-    any other answer (paid, voided, the payment choice again) is the whole payment view."""
-    if web.htmx:
-        sale = await web.venue_call(sales.get_sale, sale_id=sale_id, lines=False)
-        ctx = {"sale": sale, "progress": await web.poll(sale_id, sale), "state": pos_state(web)}
+    in doubt, on the backup phone) the panel shows the sale's total, not its lines: the sale and its payment are
+    read in one statement, outside the request's unit (which then never opens). Any other answer (paid, voided,
+    the payment choice again) is the whole payment view."""
+    followed = await web.follow(sale_id) if web.htmx else None
+    if followed is not None:
+        sale, progress = followed
+        ctx = {"sale": sale, "progress": progress, "state": pos_state(web)}
         if panel_template(ctx) == "pos/_progress.html":
             return await web.page(
                 "pos/sale.html", panel="pos/_progress.html", partial_template="pos/_progress.html", **ctx
