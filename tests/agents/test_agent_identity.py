@@ -11,7 +11,9 @@ import signal
 
 import pytest
 
-from caja_core.payments.models import AgentCommand, PaymentAttempt
+from caja_core.errors import Conflict
+from caja_core.payments.models import AgentCommand, PaymentAttempt, TerminalClose
+from caja_core.registers.models import CashRegister
 from caja_core.sales.models import Sale
 from caja_core.testing.waiting import wait_until
 from caja_getnet.protocol import Command
@@ -88,3 +90,57 @@ async def test_a_spare_swapped_in_behind_the_agent_never_proves_a_sale_in_doubt_
         assert stack.sim.tickets() == {attempt.ticket: 6000} and spare.charged() == {}
     finally:
         await spare.stop()
+
+
+@pytest.mark.parametrize("stack", [0.5], indirect=True)  # a slow customer: the sale takes ~2.5 s
+async def test_a_batch_close_through_an_agent_asks_who_answers_and_is_refused_for_a_terminal_with_a_sale_in_doubt(
+    stack,  # noqa: F811
+):
+    """A sale at CAJA1 is in doubt (its PC died with the terminal charging); the terminal is carried to CAJA2's PC
+    and the supervisor presses CAJA2's batch close. The close goes through CAJA2's agent to the very terminal that
+    holds the proof of the sale in doubt: it asks the terminal who it is first and refuses, so the charge is
+    still in the terminal's list when CAJA1 reconciles."""
+    agent = await stack.start_agent()
+    sale_id = await stack.sale(6000)
+    await stack.pay(sale_id)
+    await stack.until(sale_id, lambda p: p.state == "awaiting", 20)
+    agent.send_signal(signal.SIGKILL)
+    await agent.wait()
+    await wait_until(stack.sim.tickets, timeout_s=15, what="the terminal finishing the sale with nobody listening")
+    (attempt,) = await stack.rows(PaymentAttempt, PaymentAttempt.sale_id == sale_id)
+    assert attempt.device_identity == f"getnet:{stack.sim.serial_number}"
+
+    # The terminal now hangs from CAJA2's PC, whose agent has CAJA2's own token.
+    own_token, own_state = stack.token_file, stack.state_dir
+    stack.token_file = stack.tmp_path / "agent-token-2"
+    stack.token_file.write_text(stack.venue.other_token + "\n")
+    stack.token_file.chmod(0o600)
+    stack.state_dir = stack.tmp_path / "agent-state-2"
+    other_agent = await stack._spawn_agent()
+
+    async def caja2_agent_up():
+        (register,) = await stack.rows(CashRegister, CashRegister.id == stack.venue.other_register_id)
+        return register.agent_last_seen_at is not None
+
+    await wait_until(caja2_agent_up, timeout_s=60, what="el agente de CAJA2 se conecta")
+    with pytest.raises(Conflict) as refused:
+        await stack.orchestrator.close_batch(
+            stack.venue.venue_id, stack.venue.other_register_id, stack.venue.setup.admin_id
+        )
+    assert refused.value.code == "terminal.close_refused" and f"#{attempt.id}" in refused.value.message
+    assert Command.CLOSE not in stack.sim.command_codes()
+    assert Command.PARAMETER_REPORT in stack.sim.command_codes()[stack.sim.command_codes().index(Command.SALE) :]
+    assert stack.sim.tickets() == {attempt.ticket: 6000}
+
+    # Back at CAJA1, reconciliation finds the charge (paid once), and then CAJA1's close runs through its agent.
+    other_agent.send_signal(signal.SIGTERM)
+    await other_agent.wait()
+    stack.token_file, stack.state_dir = own_token, own_state
+    await stack.start_agent()
+    assert (await stack.until(sale_id, lambda p: p.paid, 60)).paid
+    closed = await stack.orchestrator.close_batch(
+        stack.venue.venue_id, stack.venue.register_id, stack.venue.setup.admin_id
+    )
+    assert closed.count == 1 and closed.total == 6000 and stack.sim.closes == 1
+    (close,) = await stack.rows(TerminalClose)
+    assert close.device_identity == attempt.device_identity

@@ -413,8 +413,8 @@ async def _identified(
     it; a device that cannot say who it is gets no close."""
     identify = getattr(provider, "identify", None)
     ctx = _ctx(ref, agent_channel_factory)
-    if Capability.IDENTIFY not in _caps(provider, settings) or not callable(identify) or ctx.agent is not None:
-        return ref
+    if Capability.IDENTIFY not in _caps(provider, settings) or not callable(identify):
+        return ref  # (a register's agent asks its device too: the device behind it may have been swapped)
     try:
         found = await asyncio.wait_for(identify(settings, ctx), clock.timer(timeout_s))
     except Exception as exc:
