@@ -180,6 +180,24 @@ def test_a_split_receipt_with_a_tip_shows_what_the_card_charged(browser, site, t
     assert night(site)["attempts"] == [(4600, "approved")]
 
 
+def test_the_card_screen_shows_what_the_terminal_charges_not_the_sale_total(browser, site, terminal):
+    """Found: with a tip and a part already paid in cash, the screen of the card payment in progress headed
+    «Venta #N · $total» (the sale's total without tip, cash part included) while the terminal asked the customer
+    for the rest plus the tip. It now heads with what the terminal is charging."""
+    terminal.script("charge", Step(kind=OutcomeKind.APPROVED, receipt=True, delay_s=3))
+    c = cashier_at(browser, site, VIEWPORTS["1024x768"])
+    page = c.page
+    c.product("Piscola")  # $6.000, tip 10 % $600: $2.000 in cash, $4.600 by card
+    c.tap("#checkout")
+    c.tap("#tip-suggested")
+    split(c, "2000")
+    c.tap("#pay-card")
+    expect(page.locator("#progress .panel-head h2")).to_contain_text("$4.600")
+    expect(page.locator("#progress .panel-head h2")).not_to_contain_text("$6.000")
+    expect(page.locator("#outcome .headline")).to_have_text("APROBADO", timeout=15_000)
+    assert night(site)["attempts"] == [(4600, "approved")]
+
+
 def test_a_second_tab_follows_the_sale_to_its_pay_screen_and_keeps_working_there(browser, site, terminal):
     """Found: a tab left on the order while another tab of the register started charging it followed the sale
     by replacing its whole panel with the pay screen, so nothing afterwards reached it (the cash part taken on
