@@ -144,3 +144,33 @@ async def test_a_batch_close_through_an_agent_asks_who_answers_and_is_refused_fo
     assert closed.count == 1 and closed.total == 6000 and stack.sim.closes == 1
     (close,) = await stack.rows(TerminalClose)
     assert close.device_identity == attempt.device_identity
+
+
+@pytest.mark.parametrize("stack", [0.5], indirect=True)  # a slow customer: the sale takes ~2.5 s
+async def test_a_spare_behind_a_restarted_agent_is_asked_who_it_is_before_its_first_charge(stack):  # noqa: F811
+    """The register's terminal was identified on an earlier sale; then the register PC is restarted with a spare
+    on the USB port. The spare's first charge must be stamped with the spare's identity, not the old terminal's:
+    otherwise, with that charge in doubt and the old terminal back, the old terminal's "never seen that ticket"
+    would be taken as proof that the customer was not charged."""
+    agent = await stack.start_agent()
+    first = await stack.sale(1500)
+    await stack.pay(first)
+    assert (await stack.until(first, lambda p: p.paid or p.state in ("declined", "in_doubt"), 25)).paid
+    agent.send_signal(signal.SIGTERM)
+    await agent.wait()
+    await stack.sim.stop()
+
+    spare = Simulator(step_delay_s=0.5, terminal_id="SIM00077", serial_number="SN-REPUESTO")
+    stack.pty_path = await spare.start_pty()
+    try:
+        agent = await stack.start_agent()
+        sale_id = await stack.sale(6000)
+        await stack.pay(sale_id)
+        await stack.until(sale_id, lambda p: p.state == "awaiting", 20)
+        agent.send_signal(signal.SIGKILL)
+        await agent.wait()
+        await wait_until(spare.tickets, timeout_s=15, what="the spare finishing the sale with nobody listening")
+        (attempt,) = await stack.rows(PaymentAttempt, PaymentAttempt.sale_id == sale_id)
+        assert attempt.device_identity == "getnet:SN-REPUESTO", attempt.device_identity
+    finally:
+        await spare.stop()

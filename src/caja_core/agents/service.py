@@ -42,7 +42,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import open_incident
@@ -50,7 +50,7 @@ from ..carddata import scrub, scrub_text
 from ..clock import SYSTEM_CLOCK, Clock
 from ..db.engine import rowcount
 from ..errors import Conflict, NotFound, ValidationFailed
-from ..payments.models import AgentCommand, PaymentAttempt
+from ..payments.models import AgentCommand, PaymentAttempt, PaymentDevice
 from ..providers import Progress, ProgressCallback
 
 log = logging.getLogger("caja.agents")
@@ -267,6 +267,10 @@ async def take_turn(
             .values(agent_instance=instance, agent_instance_seen_at=now)
         )
         if rowcount(taken) == 1:
+            if holder != instance:
+                # Another process may have another device behind it (a spare on the USB port): what caja knew
+                # of the device is no longer known, so its next charge asks it who it is first.
+                await _forget_agent_devices(s, register_id)
             if holder not in (None, instance):
                 log.warning(
                     "register %s: agent %s takes over from %s (silent for the lease)", register_id, instance, holder
@@ -351,6 +355,26 @@ async def heartbeat_of_agent(
     await take_turn(db, register_id, instance, timing=timing)
     async with db.session() as s:
         await heartbeat(s, register_id, terminal=terminal, detail=detail)
+
+
+async def _forget_agent_devices(s: AsyncSession, register_id: int) -> None:
+    """Forget who the devices this register reached through its agent said they were (their key is the
+    register's, not the device's): attempts already sent keep the identity they were stamped with."""
+    latest = (
+        select(func.max(PaymentAttempt.id))
+        .where(PaymentAttempt.register_id == register_id)
+        .group_by(PaymentAttempt.device_key)
+    )
+    rows = (
+        await s.execute(
+            select(PaymentAttempt.device_key, PaymentAttempt.device_settings).where(PaymentAttempt.id.in_(latest))
+        )
+    ).all()
+    keys = [key for key, settings in rows if uses_agent({"": settings or {}})]
+    if keys:
+        await s.execute(
+            update(PaymentDevice).where(PaymentDevice.device_key.in_(keys)).values(identity=None, identified_at=None)
+        )
 
 
 def _parse_time(raw: Any) -> datetime | None:
