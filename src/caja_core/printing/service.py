@@ -322,15 +322,18 @@ class PrintService:
         """Create the paid sale's automatic jobs (once each); the ids of those this call must send. With
         ``user_id``, someone asked for them late (a retry): the drawer opens only as ``_retry_opens_drawer``
         says."""
-        async with self.db.session() as s:
-            stored = await s.scalar(
+        # The register's printers first, in one statement with no transaction: a register that prints nothing
+        # costs one read, and never takes SQLite's write lock (the next sale's request would wait on it).
+        async with self.db.autocommit() as conn:
+            stored = await conn.scalar(
                 select(CashRegister.printer_config)
                 .join(Sale, Sale.register_id == CashRegister.id)
                 .where(Sale.id == sale_id, Sale.venue_id == venue_id)
             )
-            config = load_config(stored)
-            if not (config.enabled or config.comandas):  # one read for a register that prints nothing
-                return []
+        config = load_config(stored)
+        if not (config.enabled or config.comandas):
+            return []
+        async with self.db.session() as s:
             data = await tickets.load_sale(s, venue_id, sale_id)
             if data.status != "paid":
                 return []

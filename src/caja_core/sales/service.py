@@ -278,7 +278,8 @@ async def _locked_sale(s: AsyncSession, sale_id: int, venue_id: int | None = Non
     q = select(Sale).where(Sale.id == sale_id).with_for_update()
     if venue_id is not None:
         q = q.where(Sale.venue_id == venue_id)
-    sale = await s.scalar(q)
+    # As the lock found it, even if this transaction had read it before (what it then writes is the truth).
+    sale = await s.scalar(q.execution_options(populate_existing=True))
     if sale is None:
         raise NotFound("La venta no existe.", code="sale.not_found")
     return sale
@@ -397,7 +398,9 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
         entity_id=sale.id,
         payload={"method": "cash", "total": sale.total, "tip": sale.tip or 0, "session_id": sale.session_id},
     )
-    return await get_sale(s, venue_id, sale_id)
+    # The receipt: the sale as it was just locked and written here (every column of it is set in Python, none
+    # by the database), so it is not read again; only its lines are.
+    return await _with_lines(s, sale)
 
 
 async def pay_cash_part(
@@ -588,9 +591,14 @@ async def get_sale(s: AsyncSession, venue_id: int, sale_id: int, *, lines: bool 
         raise NotFound("La venta no existe.", code="sale.not_found")
     if not lines:
         return sale_out(sale)
-    items = list(await s.scalars(select(SaleItem).where(SaleItem.sale_id == sale_id).order_by(SaleItem.id)))
+    return await _with_lines(s, sale)
+
+
+async def _with_lines(s: AsyncSession, sale: Sale) -> SaleOut:
+    """``sale`` as this transaction holds it, with its lines and discounts read."""
+    items = list(await s.scalars(select(SaleItem).where(SaleItem.sale_id == sale.id).order_by(SaleItem.id)))
     discounts = (
-        list(await s.scalars(select(SaleDiscount).where(SaleDiscount.sale_id == sale_id).order_by(SaleDiscount.id)))
+        list(await s.scalars(select(SaleDiscount).where(SaleDiscount.sale_id == sale.id).order_by(SaleDiscount.id)))
         if sale.discount_total
         else []
     )
