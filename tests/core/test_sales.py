@@ -265,3 +265,29 @@ async def test_an_unpaid_sale_is_the_sessions_open_sale_and_listed_until_it_ends
         assert await waiting.open_sale(s, setup.venue_id, sess.id) is None
         assert await waiting.waiting_sales(s, setup.venue_id, sess.id, with_open=True) == []
     assert paid.status == "paid"
+
+
+async def test_a_product_withdrawn_while_in_a_cart_is_refused_by_its_name(any_db, setup):
+    """Found: a product the admin withdrew while it sat in a cart was refused as «Línea 1: el producto no existe»;
+    the refusal now names it and says what to do. One never in the catalogue keeps the line's number."""
+    from caja_core.catalog import service as catalog
+
+    sess = await open_session(any_db, setup)
+    async with any_db.session() as s:
+        await catalog.update_product(s, venue_id=setup.venue_id, product_id=setup.products["Cerveza"], active=False)
+    for product_id, message in (
+        (setup.products["Cerveza"], "Cerveza ya no se vende en esta caja: quite la línea del pedido."),
+        (999_999, "Línea 1: el producto no existe o no se vende en esta caja."),
+    ):
+        with pytest.raises(ValidationFailed) as err:
+            async with any_db.session() as s:
+                await sales.create_sale(
+                    s,
+                    venue_id=setup.venue_id,
+                    session_id=sess.id,
+                    cashier_id=setup.cashier_id,
+                    items=[sales.ItemInput(product_id=product_id)],
+                    idempotency_key=f"withdrawn-{product_id}",
+                )
+        assert str(err.value) == message
+    assert await count_rows(any_db, "sales") == 0

@@ -645,6 +645,7 @@ def _price_lines_sync(s, venue_id: int, items: list[ItemInput], allowed_categori
     """Price each line from the catalogue (free-amount lines need a reason); the browser never sets prices."""
     product_ids = {i.product_id for i in items if i.product_id is not None}
     products: dict[int, tuple[str, int]] = {}
+    withdrawn: dict[int, str] = {}  # the venue's products asked for that are not sold here now (by name)
     prices_then: dict[int, int] = {}  # line index → the product's price when the line was added
     categories: dict[int, int] = {}
     if product_ids:
@@ -663,6 +664,13 @@ def _price_lines_sync(s, venue_id: int, items: list[ItemInput], allowed_categori
         rows = list(s.execute(q))
         products = {r.id: (r.name, r.price) for r in rows}
         categories = {r.id: r.category_id for r in rows}
+        if missing := product_ids - set(products):  # withdrawn while in a cart: the refusal names them
+            withdrawn = {
+                r.id: r.name
+                for r in s.execute(
+                    select(Product.id, Product.name).where(Product.venue_id == venue_id, Product.id.in_(missing))
+                )
+            }
         instants = [i.priced_at for i in items if i.priced_at is not None and i.product_id in products]
         if instants:  # lines priced as of when they were added: the changes since the earliest of them
             changes = list(s.execute(price_changes_query(products, min(instants))))
@@ -690,7 +698,7 @@ def _price_lines_sync(s, venue_id: int, items: list[ItemInput], allowed_categori
                 for m in found
                 if m.product_id == product_id or (m.product_id is None and m.category_id == category_id)
             ]
-    return _price(items, products, modifiers, prices_then)
+    return _price(items, products, modifiers, prices_then, withdrawn)
 
 
 def _chosen_modifiers(
@@ -726,6 +734,7 @@ def _price(
     products: dict[int, tuple[str, int]],
     modifiers: dict[int, list[Modifier]] | None = None,
     prices_then: dict[int, int] | None = None,
+    withdrawn: dict[int, str] | None = None,
 ) -> list[dict]:
     lines: list[dict] = []
     for n, item in enumerate(items, start=1):
@@ -738,6 +747,11 @@ def _price(
                 f"Línea {n}: la cantidad debe ser un entero entre 1 y {MAX_QUANTITY}.", field="quantity"
             )
         if item.product_id is not None:
+            if item.product_id not in products and item.product_id in (withdrawn or {}):
+                raise ValidationFailed(
+                    f"{(withdrawn or {})[item.product_id]} ya no se vende en esta caja: quite la línea del pedido.",
+                    field="product_id",
+                )
             if item.product_id not in products:
                 raise ValidationFailed(
                     f"Línea {n}: el producto no existe o no se vende en esta caja.", field="product_id"
