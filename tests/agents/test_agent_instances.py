@@ -10,19 +10,23 @@ import asyncio
 import signal
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import msgspec
+import pytest
 from sqlalchemy import select
 
-from caja_core.agents.service import INSTANCE_HEADER
+from caja_core.agents.service import INSTANCE_HEADER, take_turn
 from caja_core.audit.models import Incident
+from caja_core.clock import Clock
+from caja_core.errors import Conflict
 from caja_core.payments.models import PaymentAttempt
 from caja_core.registers.models import CashRegister
 from caja_core.testing.waiting import wait_until
 from caja_getnet.protocol import Command
 from caja_getnet.simulator import Simulator
 
-from .conftest import FAST_TIMING, bearer
+from .conftest import FAST_TIMING, bearer, make_agent_venue
 from .test_agent_e2e import Stack, stack  # noqa: F401 - the fixture
 
 NEXT = "/api/agent/v1/commands/next"
@@ -186,3 +190,57 @@ async def _settings_and_ctx(on: Stack):
         agent=DbAgentChannel(on.db, register.id, register.venue_id),
     )
     return settings, ctx
+
+
+class _SteppedClock(Clock):
+    """The server's wall clock, stepped by hand; its monotonic clock, advanced by hand."""
+
+    def __init__(self) -> None:
+        self.wall, self.mono = datetime.now(UTC), 0.0
+
+    def now(self) -> datetime:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def tick(self, seconds: float = 1.0) -> None:
+        self.wall += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db(request):
+    return request.getfixturevalue("any_db" if request.param == "sqlite" else "pg_db")
+
+
+async def test_a_server_clock_step_neither_ends_a_live_agents_turn_nor_holds_a_dead_ones(any_db):
+    """docs/reliability.md case 37: an hour forward, the live agent keeps its register (the other gets 409);
+    two hours back with the holder dead, the other takes the register over after the lease, not after hours."""
+    venue = await make_agent_venue(any_db)
+    clock, rid = _SteppedClock(), venue.register_id
+    await take_turn(any_db, rid, "agente-a", clock=clock)
+    clock.wall += timedelta(hours=1)  # NTP or an operator steps the server's clock forward
+    for _ in range(15):
+        clock.tick()
+        await take_turn(any_db, rid, "agente-a", clock=clock)
+        with pytest.raises(Conflict) as refused:
+            await take_turn(any_db, rid, "agente-b", clock=clock)
+        assert refused.value.code == "agent.other_instance"
+    last_a = clock.mono
+    clock.wall -= timedelta(hours=2)  # ...and back, while agent A dies (kill -9)
+    while True:
+        clock.tick()
+        try:
+            await take_turn(any_db, rid, "agente-b", clock=clock)
+            break
+        except Conflict:
+            assert clock.mono - last_a < 15, "el agente nuevo no toma la caja"
+    assert 10 <= clock.mono - last_a < 15
+    (register,) = await _rows(any_db, CashRegister, CashRegister.id == rid)
+    assert register.agent_instance == "agente-b"
+
+
+async def _rows(db, model, *where):
+    async with db.reader() as s:
+        return list((await s.execute(select(model).where(*where))).scalars())

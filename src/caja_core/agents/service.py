@@ -42,7 +42,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import open_incident
@@ -222,6 +222,11 @@ def two_agents_text(code: str) -> str:
     )
 
 
+#: Per register, the holder's last renewal as this process last read it, and when (its monotonic clock) it
+#: first read that one.
+_renewals: dict[tuple[int, int], tuple[tuple[str | None, datetime | None], float]] = {}
+
+
 async def take_turn(
     db: Any,
     register_id: int,
@@ -252,18 +257,24 @@ async def take_turn(
         ).one()
     if holder == instance and seen_at is not None and timedelta(0) <= now - seen_at < lease / 5:
         return  # renewed a moment ago: no write
+    # The holder is silent when its last renewal has not changed for the lease on this process's monotonic
+    # clock: a step of the wall clock (or another instance's clock) neither ends a live holder's turn nor
+    # holds a dead one's.
+    mark, since_mono = _renewals.get((id(db), register_id), (None, None))
+    if mark != (holder, seen_at) or since_mono is None:
+        since_mono = clock.monotonic()
+        _renewals[(id(db), register_id)] = ((holder, seen_at), since_mono)
+    free = [
+        CashRegister.agent_instance.is_(None),
+        CashRegister.agent_instance == instance,
+        CashRegister.agent_instance_seen_at.is_(None),
+    ]
+    if clock.monotonic() - since_mono >= timing.instance_lease_s and holder is not None and seen_at is not None:
+        free.append(and_(CashRegister.agent_instance == holder, CashRegister.agent_instance_seen_at == seen_at))
     async with db.session() as s:
         taken = await s.execute(
             update(CashRegister)
-            .where(
-                CashRegister.id == register_id,
-                or_(
-                    CashRegister.agent_instance.is_(None),
-                    CashRegister.agent_instance == instance,
-                    CashRegister.agent_instance_seen_at.is_(None),
-                    CashRegister.agent_instance_seen_at <= now - lease,
-                ),
-            )
+            .where(CashRegister.id == register_id, or_(*free))
             .values(agent_instance=instance, agent_instance_seen_at=now)
         )
         if rowcount(taken) == 1:
