@@ -17,6 +17,33 @@ def test_core_never_imports_litestar_or_plugins():
     assert out.stdout.strip() == ""
 
 
+def test_every_core_service_imports_first():
+    """Whatever service module a program imports first (a worker, a script, a test runner's subprocess), it
+    imports: no import cycle that only works in one order. Each in a fresh interpreter, a few at a time."""
+    import pkgutil
+
+    import caja_core
+
+    names = [
+        m.name
+        for m in pkgutil.walk_packages(caja_core.__path__, "caja_core.")
+        if m.name.endswith(".service") or m.name == "caja_core.cli"
+    ]
+    assert len(names) > 10
+    failed: list[str] = []
+    for start in range(0, len(names), 8):
+        batch = names[start : start + 8]
+        runs = [
+            (name, subprocess.Popen([sys.executable, "-c", f"import {name}"], stderr=subprocess.PIPE, text=True))
+            for name in batch
+        ]
+        for name, run in runs:
+            _, err = run.communicate(timeout=120)
+            if run.returncode != 0:
+                failed.append(f"{name}: {err.strip().splitlines()[-1] if err.strip() else run.returncode}")
+    assert failed == [], "\n".join(failed)
+
+
 def _provider_words() -> tuple[set[str], set[str]]:
     """The ids of the installed provider plugins and their providers, and the names of their settings fields
     that are theirs alone (with an underscore: one-word names such as ``host`` are everyone's; minus the fields of

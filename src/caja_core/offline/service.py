@@ -54,7 +54,7 @@ from ..errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..money import MAX_AMOUNT, format_clp
 from ..payments import lifecycle as lc
 from ..payments.models import PaymentAttempt
-from ..payments.service import BRAND, CARD_TYPES
+from ..payments.references import BRAND, CARD_TYPES
 from ..registers.models import CashRegister
 from ..sales.models import Sale, SaleItem
 from ..sales.service import MAX_LINES, MAX_QUANTITY, ItemInput, _apply_totals, _chosen_modifiers

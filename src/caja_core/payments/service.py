@@ -31,7 +31,6 @@ import contextlib
 import functools
 import logging
 import math
-import re
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -76,6 +75,7 @@ from . import lifecycle as lc
 from .events import EventKind, PaymentEvent
 from .leases import DEFAULT_BEAT_S, DEFAULT_TTL_S, LeaseKeeper, all_leases, lease_row, request_cancel
 from .models import BreakerState, DeviceLease, PaymentAttempt
+from .references import AUTH_CODE, BRAND, CARD_TYPES, LAST4, VOUCHER
 from .schemas import AttemptOut, ManualInstructions, PaymentProgress, SupervisorItem
 from .tickets import TicketIssuer
 
@@ -99,19 +99,6 @@ DECISION_MESSAGE = (
     "caja no puede averiguar sola si este cobro se hizo: un supervisor debe resolverlo con el comprobante o los "
     "totales del terminal (Jornada → Cobros por resolver)."
 )
-AUTH_CODE = re.compile(r"[A-Z0-9]{6}")
-VOUCHER = re.compile(r"[A-Za-z0-9-]{3,20}")
-LAST4 = re.compile(r"[0-9]{4}")
-BRAND = re.compile(r"[A-Za-zÁÉÍÓÚáéíóúñÑ ]{2,20}")
-CARD_TYPES = {
-    "debito": "debito",
-    "débito": "debito",
-    "db": "debito",
-    "credito": "credito",
-    "crédito": "credito",
-    "cr": "credito",
-    "prepago": "prepago",
-}
 REFUND_UNANSWERED = (
     "La anulación se envió al terminal y caja no recibió su respuesta: no se envía de nuevo. Revise en el terminal "
     "si el cobro quedó anulado y registre la devolución (si no lo está, anúlelo en el terminal y regístrelo)."
