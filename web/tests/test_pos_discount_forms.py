@@ -19,6 +19,9 @@ from caja_core.testing.fake import Step
         ({"kind": "percent", "value": "10", "reason": ""}, "motivo del descuento"),
         ({"kind": "gratis", "value": "10", "reason": "Socio"}, "porcentaje o en monto"),
         ({"kind": "percent", "value": "10", "line": "7", "reason": "Socio"}, "Esa línea no existe"),
+        ({"kind": "percent", "value": "10", "line": "abc", "reason": "Socio"}, "Esa línea no existe"),
+        ({"kind": "percent", "value": "10", "line": "-1", "reason": "Socio"}, "Esa línea no existe"),
+        ({"kind": "percent", "value": "10", "line": "0", "reason": "Socio"}, "Esa línea no existe"),
         ({"kind": "percent", "value": "10\x00", "reason": "Socio"}, ""),
     ],
 )

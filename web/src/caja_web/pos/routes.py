@@ -690,7 +690,7 @@ async def add_discount(
             kind=data.kind,
             value=data.value,
             reason=data.reason,
-            line=form_int(data.line) or None,
+            line=form_int(data.line) if (data.line or "").strip() else None,  # a bad number is no line, not the sale
             authorization_id=grant,
         )
     return await payment_view(web, sale_id)
