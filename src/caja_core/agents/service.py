@@ -278,6 +278,7 @@ async def take_turn(
             .values(agent_instance=instance, agent_instance_seen_at=now)
         )
         if rowcount(taken) == 1:
+            _renewals[(id(db), register_id)] = ((instance, now), clock.monotonic())
             if holder != instance:
                 # Another process may have another device behind it (a spare on the USB port): what caja knew
                 # of the device is no longer known, so its next charge asks it who it is first.
