@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import socket
+from datetime import UTC, datetime
 
 import httpx
 import uvicorn
@@ -20,8 +21,9 @@ from caja_core.carddata import contains_card_data
 from caja_core.clock import to_local, utcnow
 from caja_core.db.models import metadata
 from caja_core.ops.logging import configure_logging
+from caja_core.payments import devices
 from caja_core.plugins import make_plugin_manager
-from caja_core.providers import ProviderRegistry
+from caja_core.providers import DeviceIdentity, ProviderRegistry
 from caja_core.registers import service as registers
 from caja_core.settings import load_settings
 from caja_core.testing.factories import PASSWORD, PIN, SUPERVISOR_PIN, make_setup
@@ -107,6 +109,14 @@ async def test_a_night_with_card_numbers_injected_everywhere_leaves_none_stored_
     async with sqlite_db.session() as s:
         token = await registers.rotate_agent_token(
             s, venue_id=setup.venue_id, register_id=setup.register_id, actor_id=setup.admin_id
+        )
+        # caja asked this terminal who it is on an earlier night: the card sale is the agent's first command.
+        await devices.remember_identity(
+            s,
+            provider_id="getnet",
+            device_key="getnet:agent:CAJA1",
+            identity=DeviceIdentity(identity="getnet:SN-0001"),
+            now=datetime.now(UTC),
         )
     settings = load_settings({"CAJA_ENV": "demo", "CAJA_DATABASE_URL": sqlite_url, "CAJA_LOG_LEVEL": "DEBUG"})
     logs = io.StringIO()
