@@ -190,6 +190,7 @@ def test_the_card_screen_shows_what_the_terminal_charges_not_the_sale_total(brow
     c.product("Piscola")  # $6.000, tip 10 % $600: $2.000 in cash, $4.600 by card
     c.tap("#checkout")
     c.tap("#tip-suggested")
+    expect(page.locator("#tip-amount")).to_have_text("$600")  # the tip's answer came before the split
     split(c, "2000")
     c.tap("#pay-card")
     expect(page.locator("#progress .panel-head h2")).to_contain_text("$4.600")
