@@ -12,7 +12,7 @@ from posbrowser import login_cashier, new_tab, open_register
 from posstack import cashier_at, core
 from sqlalchemy import select
 
-from caja_core.payments.models import BreakerState
+from caja_core.payments.models import BreakerState, PaymentAttempt
 from caja_core.providers import OutcomeKind
 from caja_core.testing.fake import Step
 
@@ -33,6 +33,15 @@ def wait_on(page, predicate, what: str, timeout_s: float = 20.0) -> None:
 def breaker_failures(site) -> int:
     async def work(s):
         return sum(await s.scalars(select(BreakerState.failure_count)))
+
+    return core(site, work)
+
+
+def not_charged(site) -> int:
+    """How many of the site's card payments are settled as not charged."""
+
+    async def work(s):
+        return len(list(await s.scalars(select(PaymentAttempt.id).where(PaymentAttempt.state == "failed_not_sent"))))
 
     return core(site, work)
 
@@ -61,9 +70,15 @@ def test_a_breaker_opened_by_card_failures_shows_within_one_poll_and_offers_cash
     c.tap("#checkout")
     for n in range(1, 4):  # the policy's 3 failures open the breaker
         c.tap("#pay-card")
+        wait_on(page, lambda n=n: terminal.count("charge") == n, f"charge {n} sent to the terminal")
         expect(page.locator("#outcome")).to_contain_text("NO SE COBRÓ")
-        # The next tap once this failure is counted (the terminal's answer is shown before it is).
-        wait_on(page, lambda n=n: breaker_failures(site) == n, f"failure {n} counted")
+        # The next tap once this payment is settled and its failure counted (the terminal's answer is shown
+        # before either is written).
+        wait_on(
+            page,
+            lambda n=n: breaker_failures(site) == n and not_charged(site) == n,
+            f"payment {n} settled and its failure counted",
+        )
     assert breaker_states(site) == ["open"] and terminal.count("charge") == 3
     # From the moment it opened, both screens say so within one poll (this one without a reload).
     expect(other.locator("#contingency-banner")).to_contain_text("Modo contingencia", timeout=ONE_POLL_MS)
