@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from caja_core.ops import metrics
+from caja_core.ops import metrics, payment_metrics
 from caja_core.ops.logging import configure_logging, log_context
 from caja_core.providers import OutcomeKind
 from caja_core.settings import load_settings
@@ -65,6 +65,11 @@ def captured_logs():
 
 
 async def test_full_payment_run_is_counted_and_leaves_no_card_data_in_logs(any_db, captured_logs):
+    # The metrics remember where each sale's payment started by sale id, as one server with one database does;
+    # earlier tests of this process sold under the same ids in other databases.
+    with payment_metrics._lock:
+        payment_metrics._sale_started.clear()
+        payment_metrics._attempt_started.clear()
     env = await build_env(any_db, primary=LeakyProvider("fake"))
     orch = await env.orchestrator()
     approved_before = value(metrics.PAYMENT_ATTEMPTS, provider="fake", outcome="approved")
