@@ -47,11 +47,9 @@ async def test_the_terminal_behind_the_agent_is_identified_before_its_first_char
 
 
 @pytest.mark.parametrize("stack", [0.5], indirect=True)  # a slow customer: the sale takes ~2.5 s
-async def test_a_spare_swapped_in_behind_the_agent_never_proves_a_sale_in_doubt_not_charged(stack):  # noqa: F811
-    """The register PC dies mid-sale (the terminal charges the card with nobody listening); the terminal is
-    swapped for a spare on the same USB port and the agent started again. The spare has never seen the ticket,
-    but it is not the terminal the sale went to: the payment stays in doubt with that reason, the backup is not
-    offered; nothing is charged twice."""
+async def charged_with_nobody_listening(stack) -> int:  # noqa: F811 - the fixture, passed in
+    """A card sale of $6.000 the terminal charges after the register PC (its agent) died mid-sale: the payment
+    is in doubt, recorded against the terminal it went to. Returns the sale's id."""
     agent = await stack.start_agent()
     sale_id = await stack.sale(6000)
     await stack.pay(sale_id)
@@ -61,6 +59,15 @@ async def test_a_spare_swapped_in_behind_the_agent_never_proves_a_sale_in_doubt_
     await wait_until(stack.sim.tickets, timeout_s=15, what="the terminal finishing the sale with nobody listening")
     (attempt,) = await stack.rows(PaymentAttempt, PaymentAttempt.sale_id == sale_id)
     assert attempt.device_identity == f"getnet:{stack.sim.serial_number}"
+    return sale_id
+
+
+async def test_a_spare_swapped_in_behind_the_agent_never_proves_a_sale_in_doubt_not_charged(stack):  # noqa: F811
+    """The register PC dies mid-sale (the terminal charges the card with nobody listening); the terminal is
+    swapped for a spare on the same USB port and the agent started again. The spare has never seen the ticket,
+    but it is not the terminal the sale went to: the payment stays in doubt with that reason, the backup is not
+    offered; nothing is charged twice."""
+    sale_id = await charged_with_nobody_listening(stack)
 
     spare = Simulator(step_delay_s=0.05, terminal_id="SIM00077", serial_number="SN-REPUESTO")
     stack.pty_path = await spare.start_pty()
@@ -100,15 +107,8 @@ async def test_a_batch_close_through_an_agent_asks_who_answers_and_is_refused_fo
     and the supervisor presses CAJA2's batch close. The close goes through CAJA2's agent to the very terminal that
     holds the proof of the sale in doubt: it asks the terminal who it is first and refuses, so the charge is
     still in the terminal's list when CAJA1 reconciles."""
-    agent = await stack.start_agent()
-    sale_id = await stack.sale(6000)
-    await stack.pay(sale_id)
-    await stack.until(sale_id, lambda p: p.state == "awaiting", 20)
-    agent.send_signal(signal.SIGKILL)
-    await agent.wait()
-    await wait_until(stack.sim.tickets, timeout_s=15, what="the terminal finishing the sale with nobody listening")
+    sale_id = await charged_with_nobody_listening(stack)
     (attempt,) = await stack.rows(PaymentAttempt, PaymentAttempt.sale_id == sale_id)
-    assert attempt.device_identity == f"getnet:{stack.sim.serial_number}"
 
     # The terminal now hangs from CAJA2's PC, whose agent has CAJA2's own token.
     own_token, own_state = stack.token_file, stack.state_dir
