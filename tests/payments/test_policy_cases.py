@@ -238,12 +238,14 @@ async def test_15_a_refund_the_terminal_never_answered_is_not_sent_again(env):
     primary = (await env.attempts(sale_id))[0]
 
     async def unanswered():
-        async with env.db.reader() as s:
-            items = await supervisor_items(s, env.venue_id)
-        return items if items and items[0].refund_unanswered else None
+        # Unanswered once the terminal's time for the refund is over (while it runs, it is "en curso").
+        progress = await orch.poll(env.venue_id, sale_id)
+        return progress if progress.refund_unanswered == [primary.id] else None
 
-    (item,) = await wait_until(unanswered, timeout_s=10, what="la anulación sin respuesta")
-    assert item.kind == "return" and "no se envía de nuevo" in item.reason
+    await wait_until(unanswered, timeout_s=10, what="la anulación sin respuesta")
+    async with env.db.reader() as s:
+        (item,) = await supervisor_items(s, env.venue_id)
+    assert item.refund_unanswered and item.kind == "return" and "no se envía de nuevo" in item.reason
     with pytest.raises(Conflict) as err:
         await orch.refund_attempt(env.venue_id, primary.id, env.setup.supervisor_id)
     assert err.value.code == "payment.refund_unanswered"

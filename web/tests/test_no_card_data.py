@@ -87,9 +87,10 @@ async def scan_tables(db) -> list[str]:
                     else:
                         as_text = value if isinstance(value, str) else json.dumps(value, default=str)
                     digits = re.sub(r"[ -]", "", as_text)
-                    # caja's own keys (uuid4 hex) may hold a run of digits that passes the Luhn check by chance;
-                    # they are never card data, and the injected numbers are still looked for in them.
-                    token = re.fullmatch(r"[0-9a-f]{32}", as_text) is not None
+                    # caja's own keys (uuid4 hex) and token hashes (sha256 hex) may hold a run of digits that
+                    # passes the Luhn check by chance; they are never card data, and the injected numbers are
+                    # still looked for in them.
+                    token = re.fullmatch(r"[0-9a-f]{32}|[0-9a-f]{64}", as_text) is not None
                     if (
                         (contains_card_data(as_text) and not token)
                         or any(pan in digits for pan in PANS)

@@ -382,7 +382,8 @@ async def sale_screen(web: NamedDependency[Web], otra: FromQuery[int] = 0) -> Re
     if state.session_id is None:
         return web.redirect("/caja/")
     if state.sale_id is not None:
-        return web.redirect(f"/caja/venta/{state.sale_id}")
+        # A tab following another tab's cart change may arrive after that tab started charging: it still says why.
+        return web.redirect(f"/caja/venta/{state.sale_id}" + ("?otra=1" if otra else ""))
     if state.last_sale_id is not None and not state.lines:  # the receipt stays until the next product
         return await payment_view(web, state.last_sale_id)
     return await web.page(
