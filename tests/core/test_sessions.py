@@ -1,8 +1,9 @@
 import asyncio
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from caja_core.audit.models import AuditEvent
 from caja_core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from caja_core.payments.models import PaymentAttempt
 from caja_core.registers import service as registers
@@ -143,6 +144,33 @@ async def test_cash_movements_enter_expected_cash(any_db, setup):
             s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.cashier_id, counted={"10000": 1, "2000": 1}
         )
     assert res.expected_cash == 12000 and res.difference == 0
+
+
+async def test_a_sale_left_unpaid_is_voided_at_the_close_and_the_owner_sees_it(any_db, setup):
+    """A cart rung up and never paid does not survive the close; the owner's audit log names each such sale."""
+    sess = await _open(any_db, setup, initial_cash=0, open_key="k")
+    async with any_db.session() as s:
+        left = await sales.create_sale(
+            s,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            cashier_id=setup.cashier_id,
+            items=[sales.ItemInput(product_id=setup.products["Cerveza"], quantity=2)],
+            idempotency_key="left-unpaid",
+        )
+    async with any_db.session() as s:
+        await sessions.close_session(
+            s, venue_id=setup.venue_id, session_id=sess.id, user_id=setup.cashier_id, counted={}
+        )
+    async with any_db.reader() as s:
+        sale = await sales.get_sale(s, setup.venue_id, left.id)
+        (row,) = (
+            await s.scalars(
+                select(AuditEvent).where(AuditEvent.action == "sale.cancelled", AuditEvent.entity_id == str(left.id))
+            )
+        ).all()
+    assert sale.status == "cancelled" and sale.cancel_reason == "Venta sin pagar al cierre de caja"
+    assert row.user_id == setup.cashier_id and row.payload["total"] == left.total and not row.payload["was_paid"]
 
 
 async def test_blind_close_over_tolerance_needs_supervisor_note(any_db, setup):

@@ -753,6 +753,22 @@ async def close_session(
         sale.cancelled_at = utcnow()
         sale.cancelled_by = user_id
         sale.cancel_reason = "Venta sin pagar al cierre de caja"
+        await record(
+            s,
+            venue_id=venue_id,
+            user_id=user_id,
+            action="sale.cancelled",
+            entity="sale",
+            entity_id=sale.id,
+            payload={
+                "reason": sale.cancel_reason,
+                "was_paid": False,
+                "total": sale.total,
+                "method": sale.payment_method,
+                "cashier_id": sale.cashier_id,
+                "at_close_of_session": session_id,
+            },
+        )
     counted_cash = count_total(breakdown)
     expected = expected_cash(session)
     difference = counted_cash - expected
