@@ -41,6 +41,29 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+#: asyncpg's errors, and SQLite's messages, that mean the database's tables are not the ones this code was written
+#: for: the schema was upgraded (or restored to an older one) under a running server.
+_SCHEMA_NAMES = {"UndefinedColumnError", "UndefinedTableError"}
+_SCHEMA_MESSAGES = ("no such column", "no such table", "has no column named")
+
+
+def schema_mismatch(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) says a table or column this code uses is not in the database."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ in _SCHEMA_NAMES:
+            return True
+        if isinstance(current, DBAPIError) and current.orig is not None:
+            if type(current.orig).__name__ in _SCHEMA_NAMES or any(m in str(current.orig) for m in _SCHEMA_MESSAGES):
+                return True
+            current = current.orig
+            continue
+        current = current.__cause__ or current.__context__
+    return False
+
+
 #: caja's own packages: the core, the web app and the plugins (packages named ``caja_<name>``).
 _CAJA = ("/caja_",)
 _DRIVERS = ("/sqlalchemy/", "/asyncpg/", "/aiosqlite/")

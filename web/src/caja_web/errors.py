@@ -128,8 +128,21 @@ def http_error(request: Request, exc: HTTPException) -> Response:
 def database_error(request: Request, exc: Exception) -> Response:
     """The database does not answer (down, restarting, out of connections): a Spanish 503, one log line
     without a traceback. Other database errors are bugs: a 500 with the traceback in the log."""
-    from caja_core.ops.dbstate import database_unavailable
+    from caja_core.ops.dbstate import database_unavailable, schema_mismatch
 
+    if schema_mismatch(exc):
+        # Not a bug of this request: the database was upgraded (or restored) under this running server. The POS
+        # treats the 503 as offline and keeps selling; the operator restarts the server of the matching version.
+        log.error(
+            "la base de datos tiene otra versión del esquema que este servidor (%s) en %s %s: reinicie el servidor "
+            "con la versión que corresponde a la base (caja db status)",
+            str(getattr(exc, "orig", exc))[:200],
+            request.method,
+            request.url.path,
+        )
+        response = _error_page(request, 503, SCHEMA_MISMATCH_MESSAGE, "database.schema_mismatch")
+        response.headers["Retry-After"] = "5"
+        return response
     if not database_unavailable(exc):
         return internal_error(request, exc)
     log.warning("la base de datos no responde (%s) en %s %s", type(exc).__name__, request.method, request.url.path)
@@ -138,6 +151,12 @@ def database_error(request: Request, exc: Exception) -> Response:
     response = _error_page(request, 503, DATABASE_DOWN_MESSAGE, "database.unavailable")
     response.headers["Retry-After"] = "5"
     return response
+
+
+SCHEMA_MISMATCH_MESSAGE = (
+    "El servidor no corresponde a la versión de la base de datos (se actualizó o se restauró mientras funcionaba). "
+    "Avise al supervisor: hay que reiniciar el servidor. La caja puede seguir en modo contingencia."
+)
 
 
 def internal_error(request: Request, exc: Exception) -> Response:
