@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -27,6 +26,8 @@ from sqlalchemy.exc import DBAPIError
 from caja_core.agents import service as agents
 from caja_core.errors import CajaError
 from caja_core.registers.service import RegisterOut, register_for_agent_token
+
+from ..validation import spanish_validation
 
 log = logging.getLogger("caja.web.agent")
 
@@ -106,33 +107,20 @@ TOO_LARGE = _spec("Cuerpo demasiado grande")
 
 # --- errors: always JSON, always Spanish ------------------------------------------------------------------
 
-_TYPE_NAMES = {
-    "str": "texto",
-    "int": "un número entero",
-    "int | null": "un número entero o null",
-    "object": "un objeto JSON",
-    "float": "un número",
-    "number": "un número",
-}
-
 
 def _reason(message: str, key: str) -> str:
-    """One msgspec/Litestar validation reason (English) in Spanish."""
+    """One Litestar/msgspec validation reason (English) in Spanish, with the field it is about."""
+    if "malformed" in message:
+        return "el cuerpo no es JSON válido"
+    if message.strip("'\"") == "data":
+        return "falta el cuerpo JSON"
     field = "" if key in ("", "data") else key
-    if "malformed" in message or message.strip("'\"") == "data":
-        return "el cuerpo no es JSON válido" if "malformed" in message else "falta el cuerpo JSON"
-    missing = re.search(r"missing required field `([^`]*)`", message)
-    if missing:
-        return f"falta el campo «{missing.group(1)}»"
-    wanted = re.search(r"Expected `([^`]*)`", message)
-    if wanted:
-        kind = _TYPE_NAMES.get(wanted.group(1), wanted.group(1))
-        return f"el campo «{field}» debe ser {kind}" if field else f"el cuerpo debe ser {kind}"
-    if "enum" in message:
-        return f"valor no permitido en «{field or 'cuerpo'}»"
-    if "length" in message:
-        return f"largo no permitido en «{field or 'cuerpo'}»"
-    return f"valor inválido en «{field or 'cuerpo'}»"
+    if " - at `" in message:
+        return spanish_validation(message)
+    if field:
+        return spanish_validation(f"{message} - at `$.{field}`")
+    reason = spanish_validation(message)
+    return reason if reason.startswith("falta") else f"el cuerpo: {reason}"
 
 
 def _bad_request(reasons: list[str]) -> Response:
