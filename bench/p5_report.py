@@ -372,40 +372,45 @@ async def _time_report(db, night: Night, repeats: int) -> float:
     return statistics.median(times[1:])
 
 
+async def open_night(db, tag: str) -> Night:
+    """A venue with ``REGISTERS`` cash registers, a session open on each: the night the sales are grown into."""
+    st = await make_setup(db)
+    ids = [st.register_id]
+    async with db.session() as s:
+        for n in range(2, REGISTERS + 1):
+            reg = await registers.create_register(
+                s,
+                venue_id=st.venue_id,
+                registry=make_registry(),
+                actor_id=st.admin_id,
+                data=registers.RegisterInput(
+                    code=f"CAJA{n}",
+                    name=f"Caja {n}",
+                    primary_provider=None,
+                    backup_provider=None,
+                    payment_methods=["cash"],
+                ),
+            )
+            ids.append(reg.id)
+    opened = []
+    for reg_id in ids:
+        async with db.session() as s:
+            sess = await sessions.open_session(
+                s,
+                venue_id=st.venue_id,
+                register_id=reg_id,
+                user_id=st.cashier_id,
+                initial_cash=20000,
+                open_key=f"{tag}-{reg_id}",
+            )
+            opened.append((sess.id, reg_id))
+    return Night(st, opened)
+
+
 async def measure(sizes: list[int], repeats: int) -> list[tuple[int, float, float, int, int]]:
     """(sales, report ms, load s, attempts, fallback events) at each size."""
     async with TempDatabase("postgres") as db:
-        st = await make_setup(db)
-        ids = [st.register_id]
-        async with db.session() as s:
-            for n in range(2, REGISTERS + 1):
-                reg = await registers.create_register(
-                    s,
-                    venue_id=st.venue_id,
-                    registry=make_registry(),
-                    actor_id=st.admin_id,
-                    data=registers.RegisterInput(
-                        code=f"CAJA{n}",
-                        name=f"Caja {n}",
-                        primary_provider=None,
-                        backup_provider=None,
-                        payment_methods=["cash"],
-                    ),
-                )
-                ids.append(reg.id)
-        opened = []
-        for reg_id in ids:
-            async with db.session() as s:
-                sess = await sessions.open_session(
-                    s,
-                    venue_id=st.venue_id,
-                    register_id=reg_id,
-                    user_id=st.cashier_id,
-                    initial_cash=20000,
-                    open_key=f"p5-{reg_id}",
-                )
-                opened.append((sess.id, reg_id))
-        night = Night(st, opened)
+        night = await open_night(db, "p5")
         dsn = db.url.replace("postgresql+asyncpg://", "postgresql://")
         out = []
         for size in sorted(sizes):

@@ -21,13 +21,11 @@ from sqlalchemy import text
 
 from caja_core.dashboard import rollups
 from caja_core.dashboard import service as dashboard
-from caja_core.registers import service as registers
-from caja_core.sessions import service as sessions
-from caja_core.testing.factories import PASSWORD, make_registry, make_setup
+from caja_core.testing.factories import PASSWORD
 
 from .common import run, table
 from .load.stack import REDIS_URL, Instance, ScratchDatabase, free_port, instance_env, run_dir
-from .p5_report import REGISTERS, Night
+from .p5_report import open_night
 from .p6_cold_start import ROOT, _first_ok
 
 NIGHT_S = 7 * 3600
@@ -54,37 +52,8 @@ FROM sales s JOIN LATERAL (
 
 
 async def load(db, sales: int):
-    st = await make_setup(db)
-    ids = [st.register_id]
-    async with db.session() as s:
-        for n in range(2, REGISTERS + 1):
-            reg = await registers.create_register(
-                s,
-                venue_id=st.venue_id,
-                registry=make_registry(),
-                actor_id=st.admin_id,
-                data=registers.RegisterInput(
-                    code=f"CAJA{n}",
-                    name=f"Caja {n}",
-                    primary_provider=None,
-                    backup_provider=None,
-                    payment_methods=["cash"],
-                ),
-            )
-            ids.append(reg.id)
-    opened = []
-    for reg_id in ids:
-        async with db.session() as s:
-            sess = await sessions.open_session(
-                s,
-                venue_id=st.venue_id,
-                register_id=reg_id,
-                user_id=st.cashier_id,
-                initial_cash=20000,
-                open_key=f"p7-{reg_id}",
-            )
-            opened.append((sess.id, reg_id))
-    night = Night(st, opened)
+    night = await open_night(db, "p8")
+    st = night.st
     await night.grow(db.url.replace("postgresql+asyncpg://", "postgresql://"), sales)
     async with db.session() as s:
         await s.execute(text(SPREAD), {"step": NIGHT_S / sales})
