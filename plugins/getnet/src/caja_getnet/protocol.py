@@ -492,3 +492,28 @@ def mask_response(data: Mapping[str, Any]) -> dict[str, Any]:
         elif key.lower().startswith(_REPORT_PREFIXES) and as_int(value) is not None:
             out[key] = value
     return out
+
+
+#: The Count*/Total* pairs of a Totals (104) answer, as the vendor's SDK names them.
+TOTALS_PAIRS = (
+    "CreditSales",
+    "DebitSales",
+    "PrepaidSales",
+    "QrCreditSales",
+    "QrDebitSales",
+    "QrPrepaidSales",
+    "CashSales",
+    "CashSalesOff",
+    "CreditAdvances",
+    "CancelCredit",
+    "CancelDebit",
+    "CancelPrepaid",
+    "CancelQrCredit",
+    "CancelQrDebit",
+    "CancelQrPrepaid",
+    "Tips",
+    "Returns",
+)
+
+#: The pairs that count the sales undone in the batch: voided (anulación) on the keypad or by Refund, or returned.
+VOID_PAIRS = tuple(name for name in TOTALS_PAIRS if name.startswith("Cancel") or name == "Returns")

@@ -48,6 +48,7 @@ from caja_core.targets import check_target
 from .client import GetnetClient, InDoubt, NoReceipt
 from .protocol import (
     BUSY_CODE,
+    VOID_PAIRS,
     Command,
     Deadlines,
     Response,
@@ -810,18 +811,6 @@ def report_from(totals: Mapping[str, Any], sales: list[dict[str, Any]], zone: Zo
         voided_count=sum(c for c, _ in known) if known else None,
         voided_total=sum(t for _, t in known) if known else None,
     )
-
-
-#: The Totals (104) pairs that count the voids and returns of the batch (Count<name>/Total<name>), as the vendor's SDK names them.
-VOID_PAIRS = (
-    "CancelCredit",
-    "CancelDebit",
-    "CancelPrepaid",
-    "CancelQrCredit",
-    "CancelQrDebit",
-    "CancelQrPrepaid",
-    "Returns",
-)
 
 
 provider = GetnetProvider()

@@ -37,6 +37,7 @@ from .protocol import (
     BUSY_CODE,
     RECEIVED,
     SDK_MESSAGE_TEXTS,
+    TOTALS_PAIRS,
     Command,
     Receipt,
     Request,
@@ -82,26 +83,6 @@ RANDOM_POOL = (
     "earlier_ticket",
 )
 
-# The Count*/Total* pairs of a Totals (104) answer, as the vendor's SDK names them.
-TOTALS_PAIRS = (
-    "CreditSales",
-    "DebitSales",
-    "PrepaidSales",
-    "QrCreditSales",
-    "QrDebitSales",
-    "QrPrepaidSales",
-    "CashSales",
-    "CashSalesOff",
-    "CreditAdvances",
-    "CancelCredit",
-    "CancelDebit",
-    "CancelPrepaid",
-    "CancelQrCredit",
-    "CancelQrDebit",
-    "CancelQrPrepaid",
-    "Tips",
-    "Returns",
-)
 
 # A test card number, deliberately present in raw responses (as a careless terminal might send it), so that a
 # host that logs or stores raw frames is caught by the tests. caja never keeps more than the last 4 digits.
