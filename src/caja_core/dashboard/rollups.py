@@ -12,7 +12,7 @@ what a night's totals are must not depend on whether they were kept sale by sale
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
@@ -140,18 +140,23 @@ def _rows(
     return quarter, lines
 
 
-async def add_sale(s: AsyncSession, sale: Sale, sign: int) -> None:
-    """Add a sale just paid (+1) or take a voided paid sale out (−1)."""
+async def add_sale(s: AsyncSession, sale: Sale, sign: int, items: Sequence[SaleItem] | None = None) -> None:
+    """Add a sale just paid (+1) or take a voided paid sale out (−1). ``items``: the sale's lines in the order
+    rung up, when the caller has read them (else they are read here)."""
     if sale.no_revenue or sale.paid_at is None:
         return
-    items = (
-        await s.execute(
-            select(SaleItem.product_id, SaleItem.quantity, SaleItem.line_total - SaleItem.discount)
-            .where(SaleItem.sale_id == sale.id)
-            .order_by(SaleItem.id)
-        )
-    ).all()
-    for statement, rows in sale_rows(sale, [(p, int(q), int(a)) for p, q, a in items], sign):
+    lines: Sequence[tuple[int | None, int, int]]
+    if items is None:
+        lines = (
+            await s.execute(
+                select(SaleItem.product_id, SaleItem.quantity, SaleItem.line_total - SaleItem.discount)
+                .where(SaleItem.sale_id == sale.id)
+                .order_by(SaleItem.id)
+            )
+        ).all()
+    else:
+        lines = [(i.product_id, i.quantity, i.line_total - (i.discount or 0)) for i in items]
+    for statement, rows in sale_rows(sale, [(p, int(q), int(a)) for p, q, a in lines], sign):
         await s.execute(statement(s.get_bind().dialect.name), rows)
 
 

@@ -199,6 +199,25 @@ async def _open_session(s: AsyncSession, venue_id: int, session_id: int) -> Cash
     return session
 
 
+async def _open_session_and_register(
+    s: AsyncSession, venue_id: int, session_id: int
+) -> tuple[CashSession, CashRegister | None]:
+    """Like ``_open_session``, with the session's register read in the same statement (both stay in this
+    transaction's session, where a later ``s.get`` of the register finds it without reading it again)."""
+    row = (
+        await s.execute(
+            select(CashSession, CashRegister)
+            .outerjoin(CashRegister, CashRegister.id == CashSession.register_id)
+            .where(CashSession.id == session_id, CashSession.venue_id == venue_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFound("La sesión de caja no existe.", code="session.not_found")
+    session, register = row
+    require_open(session)
+    return session, register
+
+
 def _require_selling(register: CashRegister | None) -> None:
     if register is None:
         raise NotFound("La caja no existe.", code="register.not_found")
@@ -227,13 +246,12 @@ async def create_sale(
     first = await s.scalar(select(Sale).where(Sale.venue_id == venue_id, Sale.idempotency_key == key))
     if first is not None:
         return await get_sale(s, venue_id, first.id)
-    session = await _open_session(s, venue_id, session_id)
+    session, register = await _open_session_and_register(s, venue_id, session_id)
     permissions.require_holder(session, cashier_id)
     if not items:
         raise ValidationFailed("La venta no tiene productos.", field="items")
     if len(items) > MAX_LINES:
         raise ValidationFailed(f"Una venta admite hasta {MAX_LINES} líneas.", field="items")
-    register = await s.get(CashRegister, session.register_id)
     _require_selling(register)
     now = utcnow()
     items = [_within_session(item, session.opened_at, now) for item in items]
@@ -285,8 +303,9 @@ async def _locked_sale(s: AsyncSession, sale_id: int, venue_id: int | None = Non
     return sale
 
 
-async def _apply_totals(s: AsyncSession, sale: Sale, sign: int) -> None:
-    """Add (+1) or remove (−1) a paid sale from its session's running totals."""
+async def _apply_totals(s: AsyncSession, sale: Sale, sign: int, items: list[SaleItem] | None = None) -> None:
+    """Add (+1) or remove (−1) a paid sale from its session's running totals. ``items``: the sale's lines when
+    the caller has read them in this transaction (else they are read here)."""
     amount = sign * sale.total
     t = CashSession
     if sale.no_revenue:
@@ -320,7 +339,7 @@ async def _apply_totals(s: AsyncSession, sale: Sale, sign: int) -> None:
     await s.execute(
         update(t).where(t.id == sale.session_id).values(values).execution_options(synchronize_session=False)
     )
-    await rollups.add_sale(s, sale, sign)
+    await rollups.add_sale(s, sale, sign, items)
     if sale.no_revenue or sale.payment_method == "cash":
         return  # cash is in the session's own columns
     dialect = s.get_bind().dialect.name
@@ -355,9 +374,8 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
         return await get_sale(s, venue_id, sale_id)  # a repeated submit shows the same receipt
     if sale.status != "pending_payment":
         raise Conflict("La venta está anulada.", code="sale.cancelled")
-    session = await _open_session(s, venue_id, sale.session_id)
+    session, register = await _open_session_and_register(s, venue_id, sale.session_id)
     permissions.require_holder(session, user_id)
-    register = await s.get(CashRegister, session.register_id)
     if register is not None and "cash" not in (register.payment_methods or []):
         raise Conflict("Esta caja no recibe efectivo.", code="sale.method_not_allowed")
     active = await s.scalar(
@@ -388,7 +406,8 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
     sale.cash_received = part + received
     sale.change_given = received - due
     sale.paid_at = utcnow()
-    await _apply_totals(s, sale, +1)
+    items = await _lines(s, sale.id)  # read once: for the running totals and for the receipt
+    await _apply_totals(s, sale, +1, items)
     await record(
         s,
         venue_id=venue_id,
@@ -399,8 +418,8 @@ async def pay_cash(s: AsyncSession, *, venue_id: int, sale_id: int, cash_receive
         payload={"method": "cash", "total": sale.total, "tip": sale.tip or 0, "session_id": sale.session_id},
     )
     # The receipt: the sale as it was just locked and written here (every column of it is set in Python, none
-    # by the database), so it is not read again; only its lines are.
-    return await _with_lines(s, sale)
+    # by the database), so it is not read again, with the lines read above.
+    return await _with_lines(s, sale, items)
 
 
 async def pay_cash_part(
@@ -424,9 +443,8 @@ async def pay_cash_part(
             "efectivo y no se registró de nuevo. Revise lo que falta antes de recibir otra parte.",
             code="sale.cash_part_repeated",
         )
-    session = await _open_session(s, venue_id, sale.session_id)
+    session, register = await _open_session_and_register(s, venue_id, sale.session_id)
     permissions.require_holder(session, user_id)
-    register = await s.get(CashRegister, session.register_id)
     if register is not None and "cash" not in (register.payment_methods or []):
         raise Conflict("Esta caja no recibe efectivo.", code="sale.method_not_allowed")
     attempts = (
@@ -594,9 +612,16 @@ async def get_sale(s: AsyncSession, venue_id: int, sale_id: int, *, lines: bool 
     return await _with_lines(s, sale)
 
 
-async def _with_lines(s: AsyncSession, sale: Sale) -> SaleOut:
-    """``sale`` as this transaction holds it, with its lines and discounts read."""
-    items = list(await s.scalars(select(SaleItem).where(SaleItem.sale_id == sale.id).order_by(SaleItem.id)))
+async def _lines(s: AsyncSession, sale_id: int) -> list[SaleItem]:
+    """The sale's lines, in the order rung up."""
+    return list(await s.scalars(select(SaleItem).where(SaleItem.sale_id == sale_id).order_by(SaleItem.id)))
+
+
+async def _with_lines(s: AsyncSession, sale: Sale, items: list[SaleItem] | None = None) -> SaleOut:
+    """``sale`` as this transaction holds it, with its lines (``items`` when the caller has read them) and
+    discounts read."""
+    if items is None:
+        items = await _lines(s, sale.id)
     discounts = (
         list(await s.scalars(select(SaleDiscount).where(SaleDiscount.sale_id == sale.id).order_by(SaleDiscount.id)))
         if sale.discount_total
