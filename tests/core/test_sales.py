@@ -1,4 +1,7 @@
+import asyncio
+
 import pytest
+from sqlalchemy import text
 
 from caja_core.errors import Conflict, NotFound, ValidationFailed
 from caja_core.permissions import Action
@@ -6,6 +9,7 @@ from caja_core.permissions.service import authorize
 from caja_core.sales import service as sales
 from caja_core.sessions import service as sessions
 from caja_core.testing.factories import SUPERVISOR_PIN, make_setup
+from caja_core.testing.waiting import wait_until
 
 from .conftest import cash_sale, count_rows, open_session
 
@@ -35,6 +39,46 @@ async def test_repeated_submit_returns_the_first_sale(any_db, setup):
     assert a.id == b.id
     async with any_db.session() as s:
         assert (await sessions.get_session(s, setup.venue_id, sess.id)).ticket_count == 1
+
+
+async def test_the_same_submit_racing_another_gets_the_first_sale(pg_db):
+    """Two «Cobrar» of the same cart at once (two tabs, a retried request): the second, which did not see the
+    first's uncommitted sale when it looked, waits on its INSERT and then answers with the first sale; one sale,
+    one set of lines."""
+    setup = await make_setup(pg_db)
+    sess = await open_session(pg_db, setup)
+
+    async def create(s):
+        return await sales.create_sale(
+            s,
+            venue_id=setup.venue_id,
+            session_id=sess.id,
+            cashier_id=setup.cashier_id,
+            items=[sales.ItemInput(product_id=setup.products["Agua"], quantity=2)],
+            idempotency_key="both-tabs",
+        )
+
+    async def second():
+        async with pg_db.session() as s:
+            return await create(s)
+
+    async def waiting_on_a_lock():
+        async with pg_db.session() as s:
+            return await s.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO sales %'"
+                )
+            )
+
+    async with pg_db.session() as s:
+        first = await create(s)
+        racing = asyncio.create_task(second())
+        await wait_until(waiting_on_a_lock, timeout_s=10, what="the second submit waits on the first's sale")
+    again = await asyncio.wait_for(racing, 10)
+    assert again.id == first.id and again.total == first.total == 4000
+    assert [i.quantity for i in again.items] == [2]
+    assert await count_rows(pg_db, "sales") == 1 and await count_rows(pg_db, "sale_items") == 1
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ import msgspec
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit.service import record
@@ -264,27 +263,31 @@ async def create_sale(
         if register is None or register.register_type != "OFICINA":
             raise ValidationFailed("Solo las cajas de OFICINA registran cortesías.", field="no_revenue")
         courtesy_reason = _text(courtesy_reason, field="courtesy_reason", minimum=3, label="El motivo de la cortesía")
-    sale = Sale(
-        venue_id=venue_id,
-        session_id=session.id,
-        register_id=session.register_id,
-        jornada_id=session.jornada_id,
-        cashier_id=cashier_id,
-        idempotency_key=key,
-        total=total,
-        status="pending_payment",
-        no_revenue=no_revenue,
-        courtesy_reason=courtesy_reason,
-        created_at=now,
+    # One INSERT that gives way to the same submit made meanwhile (no savepoint around it): its row, every column
+    # as stored, is the sale of this transaction's session.
+    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    sale = await s.scalar(
+        insert(Sale)
+        .values(
+            venue_id=venue_id,
+            session_id=session.id,
+            register_id=session.register_id,
+            jornada_id=session.jornada_id,
+            cashier_id=cashier_id,
+            idempotency_key=key,
+            total=total,
+            status="pending_payment",
+            no_revenue=no_revenue,
+            courtesy_reason=courtesy_reason,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[Sale.venue_id, Sale.idempotency_key])
+        .returning(Sale)
     )
-    try:
-        async with s.begin_nested():
-            s.add(sale)
-            await s.flush()
-    except IntegrityError:  # the same submit raced us: return the first sale
+    if sale is None:  # the same submit raced us: return the first sale
         first = await s.scalar(select(Sale).where(Sale.venue_id == venue_id, Sale.idempotency_key == key))
         if first is None:
-            raise
+            raise Conflict("La venta no se pudo registrar; intente de nuevo.", code="sale.conflict")
         return await get_sale(s, venue_id, first.id)
     rows = [SaleItem(sale_id=sale.id, **line) for line in lines]
     s.add_all(rows)
