@@ -91,6 +91,15 @@
     return !(panel.querySelector("[data-hold]") && Date.now() < holdUntil);
   };
   document.addEventListener("htmx:afterSwap", markHold);
+  // What a swap brings is live as soon as it is on screen. htmx wires its buttons (hx-post…) only when the swap
+  // settles, a moment later (longer on a busy tablet): a tap in between — «Reintentar con tarjeta» the instant
+  // «NO SE COBRÓ» shows — did nothing at all. The new content is wired at once here (htmx skips it at the
+  // settle). Only what came in: the swap's target itself keeps what htmx holds on it (the taps queued on #panel).
+  document.addEventListener("htmx:afterSwap", function (ev) {
+    var swapped = ev.target;
+    if (!window.htmx || !swapped || !swapped.isConnected) return;
+    Array.prototype.forEach.call(swapped.children, function (child) { window.htmx.process(child); });
+  });
   // A poll marked data-poll-holds is skipped while the panel holds (the page runs no inline script or eval).
   document.addEventListener("htmx:confirm", function (ev) {
     var elt = ev.detail && ev.detail.elt;
