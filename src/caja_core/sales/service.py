@@ -56,6 +56,7 @@ class ModifierLine(msgspec.Struct, kw_only=True):
 
     name: str
     price: int
+    id: int | None = None  # the catalogue's modifier (None on lines recorded before it was kept)
 
 
 class ItemOut(msgspec.Struct, kw_only=True):
@@ -157,7 +158,7 @@ def sale_out(sale: Sale, items: list[SaleItem] | None = None, discounts: list[Sa
                 line_total=i.line_total,
                 free_reason=i.free_reason,
                 discount=i.discount or 0,
-                modifiers=[ModifierLine(name=m["name"], price=m["price"]) for m in (i.modifiers or [])],
+                modifiers=[ModifierLine(name=m["name"], price=m["price"], id=m.get("id")) for m in (i.modifiers or [])],
             )
             for i in (items or [])
         ],

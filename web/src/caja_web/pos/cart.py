@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from caja_core.money import format_clp
 from caja_core.sales.service import ItemInput
 
 MAX_QUANTITY = 99
@@ -42,6 +43,11 @@ class Line(msgspec.Struct, kw_only=True):
         if self.product_id is not None:
             return f"p{self.product_id}:{','.join(map(str, self.modifier_ids))}@{self.unit_price}"
         return f"f{self.name}|{self.unit_price}|{self.free_reason}"
+
+
+def modifier_label(name: str, price: int) -> str:
+    """A modifier as the cart shows it: "Doble +$1.000", or its name alone when it adds nothing."""
+    return f"{name} +{format_clp(price)}" if price else name
 
 
 class CarriedDiscount(msgspec.Struct, kw_only=True):
@@ -140,6 +146,24 @@ class PosState(msgspec.Struct, kw_only=True):
                 seen_price=ln.unit_price if ln.product_id else None,
             )
             for ln in self.lines
+        ]
+
+    def lines_from(self, sale: Any) -> None:
+        """The cart of a sale this browser no longer holds (the cashier came back to it after a logout or an
+        expired login): its lines as the sale recorded them, each product line priced as of the sale's creation
+        (the price it was charged at)."""
+        self.lines = [
+            Line(
+                product_id=item.product_id,
+                name=item.name,
+                unit_price=item.unit_price,
+                quantity=item.quantity,
+                free_reason=item.free_reason,
+                modifier_ids=[m.id for m in item.modifiers if m.id is not None],
+                modifiers=[modifier_label(m.name, m.price) for m in item.modifiers],
+                priced_at=sale.created_at if item.product_id is not None else None,
+            )
+            for item in sale.items
         ]
 
     def reopen_cart(self) -> None:

@@ -16,7 +16,7 @@ from caja_core.catalog import service as catalog
 from caja_core.clock import utcnow
 from caja_core.errors import Conflict, ValidationFailed
 from caja_core.jornadas import service as jornadas
-from caja_core.money import format_clp, parse_amount
+from caja_core.money import parse_amount
 from caja_core.ops import contingency
 from caja_core.permissions import Action
 from caja_core.permissions import service as permissions
@@ -440,7 +440,7 @@ async def add_item(web: NamedDependency[Web], data: Annotated[AddItem, FORM]) ->
 
 
 def modifier_label(m: catalog.ModifierOut) -> str:
-    return f"{m.name} +{format_clp(m.price_delta)}" if m.price_delta else m.name
+    return carts.modifier_label(m.name, m.price_delta)
 
 
 @get("/venta/item/{product_id:int}/modificadores")
@@ -830,6 +830,8 @@ async def back_to_cart(web: NamedDependency[Web], sale_id: FromPath[int]) -> Res
         await web.venue_call(
             sales.cancel_sale, sale_id=sale_id, user_id=web.user_id, reason="Pedido modificado antes de pagar"
         )
+    if not state.lines:  # a sale the cashier came back to after a logout: its cart is the sale's lines
+        state.lines_from(sale)
     state.reopen_cart()
     # What the cashier gave on the pay screen is given again when the changed order is charged.
     carried = []
