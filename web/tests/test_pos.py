@@ -419,3 +419,31 @@ async def test_backup_needs_a_supervisor_when_the_policy_says_so(cashier, setup,
     assert r.status_code == 200, text_of(r.text)
     r = await poll_until(cashier, sale_id, "Siguiente venta")
     assert "(respaldo)" in r.text
+
+
+async def test_a_discount_refused_after_the_supervisor_typed_their_code_leaves_no_authorization(
+    cashier, setup, sqlite_db
+):
+    """The owner's log says a supervisor authorized a discount only when that discount was given."""
+    from sqlalchemy import func, select
+
+    from caja_core.audit.models import AuditEvent
+    from caja_core.permissions.models import Authorization
+
+    async def granted():
+        async with sqlite_db.reader() as s:
+            rows = await s.scalar(select(func.count()).select_from(Authorization))
+            audited = await s.scalar(
+                select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "authorization.granted")
+            )
+        return rows, audited
+
+    await open_session(cashier, setup)
+    sale_id, _ = await checkout(cashier, setup, "Cerveza")
+    form = {"kind": "percent", "reason": "Cliente frecuente", "supervisor_code": SUPERVISOR_PIN}
+    r = await cashier.post(f"/caja/venta/{sale_id}/descuento", {**form, "value": "150"}, htmx=True)
+    assert r.status_code == 422 and "entre 1 y 100" in text_of(r.text), text_of(r.text)
+    assert await granted() == (0, 0)
+    r = await cashier.post(f"/caja/venta/{sale_id}/descuento", {**form, "value": "10"}, htmx=True)
+    assert r.status_code == 200, text_of(r.text)
+    assert await granted() == (1, 1)

@@ -11,6 +11,7 @@ to another sale or raised to another amount.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -169,7 +170,23 @@ def _person_key(venue_id: int, actor_id: int, address: str) -> str:
     return throttle.person_address_key(f"authz{venue_id}:{actor_id}", address)
 
 
-async def authorize(
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    """A supervisor's code checked for an act: who authorizes what, not yet written."""
+
+    venue_id: int
+    action: Action
+    actor_id: int
+    supervisor_id: int
+    method: str
+    jornada_id: int | None
+    session_id: int | None
+    sale_id: int | None
+    amount: int | None
+    throttle_key: str
+
+
+async def verify_authorizer(
     db: Database,
     *,
     venue_id: int,
@@ -180,12 +197,13 @@ async def authorize(
     sale_id: int | None = None,
     amount: int | None = None,
     address: str = "",
-) -> int:
-    """A supervisor authorizes ``actor_id`` to do ``action`` (on this session/sale, for this amount) by typing
-    their PIN or badge code. Returns the authorization's id, for the service that performs the action."""
+) -> Verified:
+    """Check the PIN or badge code a supervisor typed to authorize ``actor_id``'s ``action`` (on this
+    session/sale, for this amount). A wrong code is counted (and audited) in a transaction of its own, so it
+    counts even when the request then fails; a right one is only returned: :func:`grant` writes it with the act."""
     action = Action(action)
     keys = [_person_key(venue_id, actor_id, address), throttle.address_key(address)]
-    async with db.session() as s:
+    async with db.reader() as s:
         await _actor(s, venue_id, actor_id)
         session, _ = await _scope(s, venue_id, action, actor_id, session_id, sale_id)
         until = await throttle.blocked_until(s, keys)
@@ -198,39 +216,18 @@ async def authorize(
         found = await find_authorizer(s, venue_id, code, roles)
         if found is not None and found[0].id != actor_id:
             supervisor, method = found
-            grant = Authorization(
+            return Verified(
                 venue_id=venue_id,
-                action=action.value,
-                requested_by=actor_id,
-                authorized_by=supervisor.id,
+                action=action,
+                actor_id=actor_id,
+                supervisor_id=supervisor.id,
                 method=method,
                 jornada_id=session.jornada_id if session else None,
                 session_id=session.id if session else session_id,
                 sale_id=sale_id,
                 amount=amount,
-                created_at=utcnow(),
+                throttle_key=keys[0],
             )
-            s.add(grant)
-            await s.flush()
-            await throttle.clear(s, [keys[0]])
-            await record(
-                s,
-                venue_id=venue_id,
-                user_id=supervisor.id,
-                action="authorization.granted",
-                entity="authorization",
-                entity_id=grant.id,
-                payload={
-                    "action": action.value,
-                    "requested_by": actor_id,
-                    "authorized_by": supervisor.id,
-                    "method": method,
-                    "session_id": grant.session_id,
-                    "sale_id": sale_id,
-                    "amount": amount,
-                },
-            )
-            return grant.id
     async with db.session() as s:
         blocked = await throttle.record_failure(s, keys[0], throttle.PERSON_ADDRESS)
         blocked = await throttle.record_failure(s, keys[1], throttle.ADDRESS) or blocked
@@ -244,6 +241,75 @@ async def authorize(
     if blocked is not None:
         raise RateLimited("Demasiados códigos de supervisor incorrectos. Espere unos minutos.")
     raise AuthFailed("PIN o tarjeta de supervisor incorrecto.", code="auth.supervisor_invalid", field="supervisor_code")
+
+
+async def grant(s: AsyncSession, verified: Verified) -> int:
+    """Write a checked authorization and its audit row in ``s``, the transaction of the act it is for (an act
+    then refused leaves no authorization granted for nothing); the person's count of wrong codes starts again.
+    Returns the authorization's id, for the service that performs the act."""
+    v = verified
+    row = Authorization(
+        venue_id=v.venue_id,
+        action=v.action.value,
+        requested_by=v.actor_id,
+        authorized_by=v.supervisor_id,
+        method=v.method,
+        jornada_id=v.jornada_id,
+        session_id=v.session_id,
+        sale_id=v.sale_id,
+        amount=v.amount,
+        created_at=utcnow(),
+    )
+    s.add(row)
+    await s.flush()
+    await throttle.clear(s, [v.throttle_key])
+    await record(
+        s,
+        venue_id=v.venue_id,
+        user_id=v.supervisor_id,
+        action="authorization.granted",
+        entity="authorization",
+        entity_id=row.id,
+        payload={
+            "action": v.action.value,
+            "requested_by": v.actor_id,
+            "authorized_by": v.supervisor_id,
+            "method": v.method,
+            "session_id": v.session_id,
+            "sale_id": v.sale_id,
+            "amount": v.amount,
+        },
+    )
+    return row.id
+
+
+async def authorize(
+    db: Database,
+    *,
+    venue_id: int,
+    action: Action | str,
+    actor_id: int,
+    code: str,
+    session_id: int | None = None,
+    sale_id: int | None = None,
+    amount: int | None = None,
+    address: str = "",
+) -> int:
+    """:func:`verify_authorizer` then :func:`grant` in a transaction of its own (for a caller with no
+    transaction of the act to write it in)."""
+    verified = await verify_authorizer(
+        db,
+        venue_id=venue_id,
+        action=action,
+        actor_id=actor_id,
+        code=code,
+        session_id=session_id,
+        sale_id=sale_id,
+        amount=amount,
+        address=address,
+    )
+    async with db.session() as s:
+        return await grant(s, verified)
 
 
 # ---- the check every money service makes ---------------------------------------------------------------------

@@ -154,12 +154,12 @@ class Web:
         (session_id, sale_id, amount); None when no code was typed (the service says if one is needed)."""
         if not (code or "").strip():
             return None
-        from caja_core.permissions.service import authorize
+        from caja_core.permissions.service import grant, verify_authorizer
 
         client = self.request.client.host if self.request.client else "?"
         if self.unit is not None:  # a wrong code is counted even when the request fails: its own transaction
             self.unit.check_apart()
-        return await authorize(
+        verified = await verify_authorizer(
             self.db,
             venue_id=self.venue_id,
             action=action,
@@ -168,6 +168,8 @@ class Web:
             address=client,
             **scope,
         )
+        # The authorization is written with the act it is for: an act then refused leaves none granted.
+        return await self.call(grant, verified)
 
     async def venue_call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Call ``fn(s, venue_id=..., ...)`` scoped to the viewer's venue (keyword form)."""
