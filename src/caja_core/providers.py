@@ -76,6 +76,13 @@ class CardData(msgspec.Struct, frozen=True, kw_only=True):
     terminal_id: str | None = None
     installments: int | None = None
 
+    def __post_init__(self) -> None:
+        # A provider that puts a card number where a brand or a code goes never gets it stored.
+        for field in ("brand", "card_type", "last4", "authorization_code", "operation_id", "terminal_id"):
+            value = getattr(self, field)
+            if isinstance(value, str) and value:
+                msgspec.structs.force_setattr(self, field, scrub_text(value))
+
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     kind: OutcomeKind
@@ -89,8 +96,10 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         # Whatever a provider read from its device or API, no card number or track reaches the core.
-        if self.message:
-            msgspec.structs.force_setattr(self, "message", scrub_text(self.message))
+        for field in ("message", "code", "reference"):
+            value = getattr(self, field)
+            if isinstance(value, str) and value:
+                msgspec.structs.force_setattr(self, field, scrub_text(value))
 
     @property
     def is_final(self) -> bool:

@@ -12,7 +12,8 @@ from sqlalchemy import select
 from caja_core import hookimpl, plugins
 from caja_core.audit.models import AuditEvent
 from caja_core.ops import metrics
-from caja_core.providers import OutcomeKind
+from caja_core.payments.models import PaymentAttempt
+from caja_core.providers import CardData, OutcomeKind
 from caja_core.testing.fake import ScriptableProvider, Step
 from caja_core.testing.waiting import wait_until
 
@@ -31,6 +32,46 @@ class ApprovesWithoutAmount(ScriptableProvider):
         if outcome.kind is OutcomeKind.APPROVED:
             outcome = msgspec.structs.replace(outcome, amount=self.bad_amount)
         return outcome
+
+
+PAN = "4111111111111111"
+
+
+class ApprovesVerbosely(ScriptableProvider):
+    """A terminal that charges, then answers with a response code longer than any terminal's and a card number
+    in every field of the answer but the message (which is masked on construction)."""
+
+    async def charge(self, request, settings, ctx, progress):
+        outcome = await super().charge(request, settings, ctx, progress)
+        if outcome.kind is OutcomeKind.APPROVED:
+            card = CardData(
+                brand=PAN, card_type=PAN, last4=PAN, authorization_code=PAN, operation_id=f"op-{PAN}", terminal_id=PAN
+            )
+            outcome = msgspec.structs.replace(
+                outcome, code=f"APROBADA_CON_FIRMA_{PAN}", reference=f"orden-{PAN}", card=card
+            )
+        return outcome
+
+
+async def test_an_approval_with_a_long_code_and_card_numbers_in_its_fields_pays_the_sale_and_stores_them_masked(
+    any_db,
+):
+    env = await build_env(any_db, primary=ApprovesVerbosely("fake"))
+    try:
+        orch = await env.orchestrator()
+        sale_id = await env.sale(12500)
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+        done = await env.settle(orch, sale_id)
+        assert done.paid and done.state == "approved", (done.state, done.message)
+        assert list(env.provider.ledger.values()) == [12500]  # charged once
+        (attempt,) = await env.attempts(sale_id)
+        stored = {column: getattr(attempt, column) for column in PaymentAttempt.__table__.columns.keys()}
+        assert PAN not in repr(stored), stored
+        assert attempt.last4 == "1111" and attempt.response_code and attempt.response_code.startswith("APROBADA")
+        assert "approved" in env.events.kinds() and PAN not in repr(env.events.seen)
+    finally:
+        for orch in env.orchestrators:
+            await orch.stop()
 
 
 @pytest.mark.parametrize("amount", [None, 0, -12500, "12500", 12500.0, True], ids=repr)

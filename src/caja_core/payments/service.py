@@ -2148,7 +2148,7 @@ class PaymentOrchestrator:
             lc.Event.NOT_CHARGED,
             lc.Event.PENDING,
         ):
-            a.response_code = outcome.code
+            a.response_code = (outcome.code or "")[:20] or None
             a.response_message = (outcome.message or "")[:300]
         if event in (lc.Event.CHARGED, lc.Event.CHARGED_TWICE):
             self._card(a, outcome)

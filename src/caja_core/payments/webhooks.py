@@ -298,7 +298,7 @@ async def _apply(
     if card is not None:
         attempt.card_brand = (card.brand or "")[:20] or None
         attempt.card_type = (card.card_type or "")[:20] or None
-        attempt.last4 = card.last4
+        attempt.last4 = card.last4[-4:] if card.last4 else None
         attempt.authorization_code = (card.authorization_code or "")[:20] or None
     await mark_paid(
         s,
