@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import enum
 import inspect
+import logging
 import typing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -152,6 +153,31 @@ class Progress(msgspec.Struct, frozen=True):
 
 
 ProgressCallback = Callable[[Progress], Awaitable[None]]
+
+
+_log = logging.getLogger("caja.payments")
+
+
+def checked_outcome(value: object, *, provider_id: str, method: str) -> Outcome:
+    """``value`` if it is an ``Outcome`` of a known kind (a kind given as its text, ``"approved"``, is taken
+    as that kind); anything else a provider returns (None, a dict, an unknown kind) is one logged line and
+    UNKNOWN: it proves nothing, so the attempt is reconciled, never paid or given up on by it."""
+    if isinstance(value, Outcome):
+        if isinstance(value.kind, OutcomeKind):
+            return value
+        try:
+            return msgspec.structs.replace(value, kind=OutcomeKind(value.kind))
+        except (ValueError, TypeError):
+            what = f"an Outcome of unknown kind {value.kind!r}"[:120]
+    else:
+        what = type(value).__name__
+    _log.warning("provider %s: %s returned %s instead of an Outcome; taken as UNKNOWN", provider_id, method, what)
+    return Outcome(kind=OutcomeKind.UNKNOWN, message=f"Respuesta inválida del proveedor ({method}).")
+
+
+async def ask_provider(provider_id: str, method: str, call: Coroutine[Any, Any, object]) -> Outcome:
+    """Await a provider's ``charge``/``status``/``cancel``/``refund``/``health`` and check its answer."""
+    return checked_outcome(await call, provider_id=provider_id, method=method)
 
 
 class ChargeRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,7 +13,7 @@ from caja_core import hookimpl, plugins
 from caja_core.audit.models import AuditEvent
 from caja_core.ops import metrics
 from caja_core.payments.models import PaymentAttempt
-from caja_core.providers import CardData, OutcomeKind
+from caja_core.providers import CardData, Outcome, OutcomeKind
 from caja_core.testing.fake import ScriptableProvider, Step
 from caja_core.testing.waiting import wait_until
 
@@ -65,10 +65,58 @@ async def test_an_approval_with_a_long_code_and_card_numbers_in_its_fields_pays_
         assert done.paid and done.state == "approved", (done.state, done.message)
         assert list(env.provider.ledger.values()) == [12500]  # charged once
         (attempt,) = await env.attempts(sale_id)
-        stored = {column: getattr(attempt, column) for column in PaymentAttempt.__table__.columns.keys()}
+        stored = {column.key: getattr(attempt, column.key) for column in PaymentAttempt.__table__.columns}
         assert PAN not in repr(stored), stored
         assert attempt.last4 == "1111" and attempt.response_code and attempt.response_code.startswith("APROBADA")
         assert "approved" in env.events.kinds() and PAN not in repr(env.events.seen)
+    finally:
+        for orch in env.orchestrators:
+            await orch.stop()
+
+
+class AnswersGarbage(ScriptableProvider):
+    """A terminal that charges, then answers ``charge`` and ``status`` with something that is no ``Outcome``."""
+
+    def __init__(self, garbage: object) -> None:
+        super().__init__("fake")
+        self.garbage = garbage
+        self.status_fixed = False
+
+    async def charge(self, request, settings, ctx, progress):
+        await super().charge(request, settings, ctx, progress)
+        return self.garbage
+
+    async def status(self, request, settings, ctx):
+        outcome = await super().status(request, settings, ctx)
+        return outcome if self.status_fixed else self.garbage
+
+
+GARBAGE = [None, {"kind": "approved", "amount": 12500}, Outcome(kind="aprobado", amount=12500)]
+
+
+@pytest.mark.parametrize("garbage", GARBAGE, ids=["none", "dict", "unknown-kind"])
+async def test_an_answer_that_is_no_outcome_is_one_line_never_pays_and_is_asked_again_with_back_off(
+    sqlite_db, garbage, caplog
+):
+    env = await build_env(sqlite_db, primary=AnswersGarbage(garbage))
+    try:
+        orch = await env.orchestrator(reconcile_backoff_s=(1.0, 4.0))
+        sale_id = await env.sale(12500)
+        await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+        await wait_until(lambda: env.provider.count("status") >= 2, timeout_s=10, what="the terminal asked again")
+        p = await orch.poll(env.venue_id, sale_id)
+        assert not p.paid and not p.backup_offered and p.state in ("in_doubt", "reconciling"), p.state
+        assert (await env.sale_row(sale_id)).status == "pending_payment"
+        asked = env.provider.count("status")
+        await asyncio.sleep(1.0)  # the next questions wait their back-off, as for any unanswered question
+        assert env.provider.count("status") - asked <= 3, env.provider.count("status") - asked
+        lines = [r for r in caplog.records if "instead of an Outcome" in r.getMessage()]
+        assert lines and all(r.exc_info is None for r in lines), [r.getMessage() for r in caplog.records]
+        assert "provider fake: charge returned" in lines[0].getMessage()
+        assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
+        env.provider.status_fixed = True  # the terminal answers properly: its ledger has the charge
+        done = await env.until(orch, sale_id, lambda p: p.paid, timeout=10)
+        assert done.state == "approved" and list(env.provider.ledger.values()) == [12500]
     finally:
         for orch in env.orchestrators:
             await orch.stop()

@@ -62,6 +62,7 @@ from ..providers import (
     Progress,
     ProviderContext,
     ProviderRegistry,
+    ask_provider,
     settings_to_json,
     validate_settings,
 )
@@ -1313,7 +1314,10 @@ class PaymentOrchestrator:
         if call is not None and not manual:
             try:
                 outcome = await asyncio.wait_for(
-                    call.provider.refund(call.request, call.settings, call.ctx), self.clock.timer(self.status_timeout_s)
+                    ask_provider(
+                        call.provider.id, "refund", call.provider.refund(call.request, call.settings, call.ctx)
+                    ),
+                    self.clock.timer(self.status_timeout_s),
                 )
             except Exception as exc:  # noqa: BLE001 - any failure means "not refunded yet"
                 outcome = Outcome(kind=OutcomeKind.UNKNOWN, message=str(exc)[:200])
@@ -1894,7 +1898,11 @@ class PaymentOrchestrator:
                 except Exception:
                     log.warning("could not store progress of attempt %s", attempt_id, exc_info=True)
 
-            charge = asyncio.create_task(call.provider.charge(call.request, call.settings, call.ctx, on_progress))
+            charge = asyncio.create_task(
+                ask_provider(
+                    call.provider.id, "charge", call.provider.charge(call.request, call.settings, call.ctx, on_progress)
+                )
+            )
             flight.in_call = True
             stop_reason = await self._wait_charge(flight, charge)
             if stop_reason is None:
@@ -1977,7 +1985,9 @@ class PaymentOrchestrator:
         if Capability.CANCEL in capabilities_of(call.provider, call.settings):
             try:
                 cancel_out = await asyncio.wait_for(
-                    call.provider.cancel(call.request, call.settings, call.ctx),
+                    ask_provider(
+                        call.provider.id, "cancel", call.provider.cancel(call.request, call.settings, call.ctx)
+                    ),
                     self.clock.timer(self.cancel_timeout_s),
                 )
                 cancel_answered = cancel_out.kind is not OutcomeKind.UNKNOWN
@@ -2325,7 +2335,8 @@ class PaymentOrchestrator:
             _detail(a, refund_sent_at=self.clock.now().isoformat())  # committed with the lease, before the send
         try:
             outcome = await asyncio.wait_for(
-                call.provider.refund(call.request, call.settings, call.ctx), self.clock.timer(self.status_timeout_s)
+                ask_provider(call.provider.id, "refund", call.provider.refund(call.request, call.settings, call.ctx)),
+                self.clock.timer(self.status_timeout_s),
             )
         except Exception as exc:  # noqa: BLE001
             outcome = Outcome(kind=OutcomeKind.UNKNOWN, message=f"Sin respuesta: {type(exc).__name__}")
@@ -2484,7 +2495,9 @@ class PaymentOrchestrator:
             if Capability.STATUS in capabilities_of(call.provider, call.settings):
                 try:
                     outcome = await asyncio.wait_for(
-                        call.provider.status(call.request, call.settings, call.ctx),
+                        ask_provider(
+                            call.provider.id, "status", call.provider.status(call.request, call.settings, call.ctx)
+                        ),
                         self.clock.timer(self.status_timeout_s),
                     )
                 except Exception as exc:  # noqa: BLE001 - an unanswered question keeps the attempt in doubt
@@ -2783,7 +2796,10 @@ class PaymentOrchestrator:
                 return breakers.OPEN
             ctx = self._ctx(register, provider.id, raw)
         try:
-            outcome = await asyncio.wait_for(provider.health(settings, ctx), self.clock.timer(self.health_timeout_s))
+            outcome = await asyncio.wait_for(
+                ask_provider(provider.id, "health", provider.health(settings, ctx)),
+                self.clock.timer(self.health_timeout_s),
+            )
         except Exception as exc:  # noqa: BLE001
             outcome = Outcome(kind=OutcomeKind.UNKNOWN, message=f"Sin respuesta: {type(exc).__name__}")
         events: list[PaymentEvent] = []

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from ..errors import Busy, ValidationFailed
-from ..providers import Capability, OutcomeKind, ProviderContext, ProviderRegistry
+from ..providers import Capability, OutcomeKind, ProviderContext, ProviderRegistry, ask_provider
 from ..registers import service as registers
 from .leases import LeaseKeeper
 from .terminal_ops import hold_device
@@ -79,10 +79,14 @@ async def probe_terminal(
     started = time.monotonic()
     try:
         if device_key is None or leases is None:
-            outcome = await asyncio.wait_for(provider.health(settings, ctx), timeout_s)
+            outcome = await asyncio.wait_for(
+                ask_provider(provider.id, "health", provider.health(settings, ctx)), timeout_s
+            )
         else:
             async with hold_device(db, leases, device_key, purpose="probe"):
-                outcome = await asyncio.wait_for(provider.health(settings, ctx), timeout_s)
+                outcome = await asyncio.wait_for(
+                    ask_provider(provider.id, "health", provider.health(settings, ctx)), timeout_s
+                )
     except Busy:
         return TerminalProbe(
             ok=False,
