@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
+import math
 import typing
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime
@@ -31,6 +32,7 @@ import msgspec.inspect as mi
 
 from .carddata import scrub_text
 from .errors import PluginError, ValidationFailed
+from .validation_text import spanish_validation
 
 
 class OutcomeKind(enum.StrEnum):
@@ -257,13 +259,35 @@ class PaymentProvider(Protocol):
 def validate_settings(provider: PaymentProvider, raw: Mapping[str, Any] | None) -> Any:
     """Turn a register's stored JSON into the provider's ``Settings`` instance, with a Spanish error."""
     try:
-        return msgspec.convert(dict(raw or {}), provider.Settings, strict=False)
+        settings = msgspec.convert(dict(raw or {}), provider.Settings, strict=False)
+        for name in settings.__struct_fields__:
+            value = getattr(settings, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise msgspec.ValidationError(f"Expected a finite number - at `$.{name}`")
     except msgspec.ValidationError as exc:
+        message = str(exc)
+        if message.startswith("Expected a finite number"):
+            message = f"{_where_of(message, provider.Settings)}: debe ser un número"
+        elif message.startswith(("Expected", "Object ", "Invalid")):  # msgspec's own English
+            message = spanish_validation(message, _titles(provider.Settings))
         raise ValidationFailed(
-            f"Configuración inválida para {provider.name}: {exc}",
+            f"Configuración inválida para {provider.name}: {message}.",
             code="provider.settings_invalid",
             field=f"settings_{provider.id}",
         ) from exc
+    return settings
+
+
+def _titles(settings_cls: type[msgspec.Struct]) -> dict[str, str]:
+    try:
+        return {spec.name: spec.title for spec in describe_settings(settings_cls)}
+    except Exception:  # noqa: BLE001 - the titles only make the message friendlier
+        return {}
+
+
+def _where_of(message: str, settings_cls: type[msgspec.Struct]) -> str:
+    name = message.rpartition("$.")[2].rstrip("`")
+    return f"campo «{_titles(settings_cls).get(name, name)}»"
 
 
 def settings_to_json(settings: msgspec.Struct) -> dict[str, Any]:

@@ -110,6 +110,26 @@ async def test_provider_settings_validated_and_secrets_write_only(sqlite_db):
                 s, venue_id=st.venue_id, register_id=reg.id, data=data, registry=registry, actor_id=st.admin_id
             )
     assert "settings.fake" in err.value.fields
+    assert "campo «Device»: debe ser texto" in err.value.fields["settings.fake"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", float("nan")])
+async def test_a_number_setting_that_is_no_finite_number_is_refused_and_never_stored(any_db, value):
+    """A float field without bounds in a plugin's Settings: NaN would be stored as JSON no database reads back
+    (PostgreSQL refuses it) and would reach the provider as its wait."""
+    registry = make_registry()
+    st = await make_setup(any_db, registry)
+    data = registers.RegisterInput(
+        code="NAN", name="Caja", primary_provider="fake", provider_settings={"fake": {"timeout_s": value}}
+    )
+    with pytest.raises(ValidationFailed) as err:
+        async with any_db.session() as s:
+            await registers.create_register(s, venue_id=st.venue_id, registry=registry, actor_id=st.admin_id, data=data)
+    assert "Configuración inválida para" in str(err.value) or err.value.fields, err.value
+    said = " ".join([err.value.message, *err.value.fields.values()])
+    assert "campo «Timeout s»: debe ser un número" in said and "Expected" not in said, said
+    async with any_db.session() as s:
+        assert "NAN" not in [r.code for r in await registers.list_registers(s, st.venue_id)]
 
 
 async def test_other_venues_register_is_not_found(sqlite_db):

@@ -16,6 +16,7 @@ import pytest
 from test_pos import checkout, open_session, poll_until
 from webkit import text_of
 
+from caja_core.registers import service as registers
 from caja_core.testing.factories import make_setup
 from caja_core.testing.fake import FakeProvider
 
@@ -153,3 +154,53 @@ def test_plugin_new_says_how_to_get_pytest_where_caja_was_installed_without_it(t
     assert "[test]" in out and 'test = ["pytest>=8"' in (tmp_path / "caja-mipago" / "pyproject.toml").read_text()
     with_pytest = caja("plugin", "new", "otropago", "--dir", str(tmp_path))  # this environment has them
     assert "-m pytest" in with_pytest.stdout and "no tiene" not in with_pytest.stdout, with_pytest.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("nan", "debe ser"),
+        ("inf", "debe ser"),
+        ("-5", "debe ser mayor que 0"),
+        ("100000", "debe ser menor o igual a 600"),
+        ("abc", "debe ser un número"),
+    ],
+)
+async def test_a_settings_value_the_provider_cannot_use_is_refused_in_spanish_by_its_title(
+    client, setup, sqlite_db, value, says
+):
+    """The generated Settings bound their wait; a number that is no number (nan, inf) is refused for any
+    provider, and msgspec's English never reaches the admin."""
+    await client.login("admin", venue_id=setup.venue_id)
+    form = {
+        "code": "MIPAGO-2",
+        "name": "Caja Mi Pago",
+        "register_type": "HUMANA",
+        "active": "1",
+        "operational_status": "active",
+        "payment_methods": ["cash", "card"],
+        "primary_provider": "mipago",
+        "backup_provider": "fakebackup",
+        "policy.enabled": "1",
+        "policy.max_wait_s": "60",
+        "policy.backup_phones_required": "2",
+        "policy.breaker_failures": "3",
+        "policy.breaker_window_s": "120",
+        "policy.breaker_cooldown_s": "30",
+        "policy.triggers": ["unavailable", "transport_error", "timeout"],
+        "policy.offline_methods": ["cash", "backup"],
+        "settings.mipago.host": "127.0.0.1",
+        "settings.mipago.port": "9300",
+        "settings.mipago.timeout_s": value,
+    }
+    r = await client.post("/admin/cajas/crear", form)
+    assert r.status_code == 422, text_of(r.text)[:300]
+    page = text_of(r.text)
+    assert f"Configuración inválida para Mi Pago: campo «Espera máxima (s)»: {says}" in page, page[:600]
+    assert "Expected" not in page
+    async with sqlite_db.session() as s:
+        codes = [reg.code for reg in await registers.list_registers(s, setup.venue_id)]
+    assert "MIPAGO-2" not in codes
+    form["settings.mipago.timeout_s"] = "30"
+    r = await client.post("/admin/cajas/crear", form)
+    assert r.status_code == 303, text_of(r.text)[:300]

@@ -19,6 +19,8 @@ from escpos.escpos import Escpos
 
 from ..errors import PluginError, ValidationFailed
 from ..hookspecs import hookimpl
+from ..providers import describe_settings
+from ..validation_text import spanish_validation
 
 #: Code pages for Spanish text (ñ, á, ¿, ¡…), as python-escpos names them; the printer's manual says which
 #: table numbers it has. CP858 is CP850 with the euro sign; CP437 has no accented capitals (they print
@@ -260,5 +262,10 @@ def validate_printer_settings(printer: Printer, raw: Mapping[str, Any] | None) -
     try:
         settings = msgspec.convert(dict(raw or {}), printer.Settings, strict=False)
     except msgspec.ValidationError as exc:
-        return None, {"settings": f"Configuración inválida para {printer.name}: {exc}"}
+        message = str(exc)
+        if message.startswith(("Expected", "Object ", "Invalid")):  # msgspec's own English
+            message = spanish_validation(
+                message, {spec.name: spec.title for spec in describe_settings(printer.Settings)}
+            )
+        return None, {"settings": f"Configuración inválida para {printer.name}: {message}."}
     return settings, printer.check(settings)
