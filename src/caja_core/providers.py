@@ -502,12 +502,28 @@ class SettingSpec(msgspec.Struct, frozen=True, kw_only=True):
     secret: bool = False
 
 
-#: Fields whose name says they hold a secret: never rendered back, never logged.
-SECRET_FIELD_WORDS = ("secret", "password", "token", "api_key")
+#: Fields whose name says they hold a secret (in English or Spanish, any case): never rendered back, never logged.
+SECRET_FIELD_WORDS = (
+    "secret",
+    "secreto",
+    "password",
+    "passwd",
+    "contrasena",
+    "contraseña",
+    "clave",
+    "llave",
+    "token",
+    "api_key",
+    "apikey",
+    "credential",
+    "credencial",
+    "authorization",
+)
 
 
 def is_secret_field(name: str) -> bool:
-    return any(word in name for word in SECRET_FIELD_WORDS) or name.endswith("_key")
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_FIELD_WORDS) or lowered.endswith(("_key", "key"))
 
 
 def _kind_of(t: Any) -> tuple[str, tuple[str, ...]]:
