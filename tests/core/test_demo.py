@@ -2,9 +2,12 @@
 
 from caja_core.demo import seed_demo
 from caja_core.registers import service as registers
+from tests.shipped import only_shipped
 
 
-async def test_demo_registers_take_their_providers_from_the_plugins(sqlite_db):
+async def test_demo_registers_take_their_providers_from_the_plugins(sqlite_db, monkeypatch):
+    for name, value in only_shipped().items():  # what caja ships proposes, whatever else is installed beside it
+        monkeypatch.setenv(name, value)
     info = await seed_demo(sqlite_db, public_url="http://127.0.0.1:8123")
     async with sqlite_db.session() as s:
         by_code = {r.code: r for r in await registers.list_registers(s, info.venue_id)}

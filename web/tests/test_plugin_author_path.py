@@ -16,12 +16,16 @@ import pytest
 from test_pos import checkout, open_session, poll_until
 from webkit import text_of
 
+from caja_core.plugins import installed_entry_points
 from caja_core.registers import service as registers
 from caja_core.testing.factories import make_setup
 from caja_core.testing.fake import FakeProvider
 
 CAJA = [sys.executable, "-c", "from caja_core.cli import main; main()"]
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+#: The docs' example name, or another when a plugin of that name is already installed beside caja (as the docs
+#: tell its author to do): `caja plugin new` refuses a taken name.
+NAME = next(name for name in ("mipago", "mipagodoc", "mipagoprueba") if name not in installed_entry_points())
 
 
 def caja(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -34,9 +38,9 @@ def caja(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def generated(tmp_path_factory) -> Path:
     """``caja plugin new mipago`` in an empty folder."""
     folder = tmp_path_factory.mktemp("autor")
-    result = caja("plugin", "new", "mipago", "--dir", str(folder), "--title", "Mi Pago")
+    result = caja("plugin", "new", NAME, "--dir", str(folder), "--title", "Mi Pago")
     assert result.returncode == 0, result.stderr
-    root = folder / "caja-mipago"
+    root = folder / f"caja-{NAME}"
     assert f"Plugin creado en {root}" in result.stdout
     return root
 
@@ -45,7 +49,7 @@ def generated(tmp_path_factory) -> Path:
 def mipago(generated, monkeypatch):
     """The generated package, importable as if installed (its src/ on the path)."""
     monkeypatch.syspath_prepend(str(generated / "src"))
-    return importlib.import_module("caja_mipago.provider"), importlib.import_module("caja_mipago.fake_device")
+    return importlib.import_module(f"caja_{NAME}.provider"), importlib.import_module(f"caja_{NAME}.fake_device")
 
 
 @pytest.fixture
@@ -68,9 +72,9 @@ async def setup(sqlite_db, registry, device):
     return await make_setup(
         sqlite_db,
         registry,
-        primary="mipago",
+        primary=NAME,
         backup="fakebackup",
-        provider_settings={"mipago": {"host": device.host, "port": device.port, "timeout_s": 5}},
+        provider_settings={NAME: {"host": device.host, "port": device.port, "timeout_s": 5}},
     )
 
 
@@ -95,7 +99,7 @@ def test_plugin_new_refuses_bad_or_taken_names_and_existing_folders(generated):
     for name, message in (("Mi-Pago", "Nombre de plugin inválido"), ("cash", "reservado"), ("klap", "Ya hay")):
         result = caja("plugin", "new", name, "--dir", str(generated.parent))
         assert result.returncode == 2 and message in result.stderr, result.stderr
-    result = caja("plugin", "new", "mipago", "--dir", str(generated.parent))
+    result = caja("plugin", "new", NAME, "--dir", str(generated.parent))
     assert result.returncode == 2 and "ya existe" in result.stderr
 
 
@@ -140,7 +144,7 @@ def test_plugin_new_says_how_to_get_pytest_where_caja_was_installed_without_it(t
     """A server install (caja's wheels) has no pytest: the hint to run the kit says how to get it first."""
     no_pytest = "import sys; sys.modules['pytest'] = sys.modules['pytest_asyncio'] = None; "
     result = subprocess.run(
-        [sys.executable, "-c", no_pytest + "from caja_core.cli import main; main()", "plugin", "new", "mipago"],
+        [sys.executable, "-c", no_pytest + "from caja_core.cli import main; main()", "plugin", "new", NAME],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -151,7 +155,7 @@ def test_plugin_new_says_how_to_get_pytest_where_caja_was_installed_without_it(t
     out = result.stdout
     assert f"{sys.executable} -m pytest" in out and "no tiene pytest ni pytest-asyncio" in out, out
     assert f"{sys.executable} -m pip install pytest pytest-asyncio" in out, out
-    assert "[test]" in out and 'test = ["pytest>=8"' in (tmp_path / "caja-mipago" / "pyproject.toml").read_text()
+    assert "[test]" in out and 'test = ["pytest>=8"' in (tmp_path / f"caja-{NAME}" / "pyproject.toml").read_text()
     with_pytest = caja("plugin", "new", "otropago", "--dir", str(tmp_path))  # this environment has them
     assert "-m pytest" in with_pytest.stdout and "no tiene" not in with_pytest.stdout, with_pytest.stdout
 
@@ -179,7 +183,7 @@ async def test_a_settings_value_the_provider_cannot_use_is_refused_in_spanish_by
         "active": "1",
         "operational_status": "active",
         "payment_methods": ["cash", "card"],
-        "primary_provider": "mipago",
+        "primary_provider": NAME,
         "backup_provider": "fakebackup",
         "policy.enabled": "1",
         "policy.max_wait_s": "60",
@@ -189,9 +193,9 @@ async def test_a_settings_value_the_provider_cannot_use_is_refused_in_spanish_by
         "policy.breaker_cooldown_s": "30",
         "policy.triggers": ["unavailable", "transport_error", "timeout"],
         "policy.offline_methods": ["cash", "backup"],
-        "settings.mipago.host": "127.0.0.1",
-        "settings.mipago.port": "9300",
-        "settings.mipago.timeout_s": value,
+        f"settings.{NAME}.host": "127.0.0.1",
+        f"settings.{NAME}.port": "9300",
+        f"settings.{NAME}.timeout_s": value,
     }
     r = await client.post("/admin/cajas/crear", form)
     assert r.status_code == 422, text_of(r.text)[:300]
@@ -201,6 +205,6 @@ async def test_a_settings_value_the_provider_cannot_use_is_refused_in_spanish_by
     async with sqlite_db.session() as s:
         codes = [reg.code for reg in await registers.list_registers(s, setup.venue_id)]
     assert "MIPAGO-2" not in codes
-    form["settings.mipago.timeout_s"] = "30"
+    form[f"settings.{NAME}.timeout_s"] = "30"
     r = await client.post("/admin/cajas/crear", form)
     assert r.status_code == 303, text_of(r.text)[:300]
