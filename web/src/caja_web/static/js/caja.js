@@ -13,6 +13,12 @@
     input.dispatchEvent(new Event("input", { bubbles: true }));
     input.focus();
   });
+  // A key does what a tap could do, no more: what the screen greys out and leaves untappable (the product keys
+  // while a sale is on its pay screen, or while «Devuelva al cliente…» waits for «Siguiente venta»; Cobrar on a
+  // register that cannot sell) is not pressed by its shortcut either.
+  function untappable(el) {
+    return getComputedStyle(el).pointerEvents === "none";
+  }
   // Keyboard shortcuts: any element with data-shortcut="F2" (or a single key) is clicked on that key,
   // unless the user is typing in a field (Escape and function keys work everywhere).
   document.addEventListener("keydown", function (ev) {
@@ -20,7 +26,7 @@
     var name = ev.key;
     if (typing && !/^(F\d+|Escape)$/.test(name)) return;
     var el = document.querySelector('[data-shortcut="' + CSS.escape(name) + '"]');
-    if (!el) return;
+    if (!el || untappable(el)) return;
     ev.preventDefault();
     if (el.tagName === "INPUT") el.focus(); else el.click();
   });
@@ -61,7 +67,7 @@
     var at = onKey ? keys.indexOf(ev.target) : -1;
     if (ev.key === "Enter" && ev.target === search) {
       ev.preventDefault();
-      if (keys.length) keys[0].click();
+      if (keys.length && !untappable(keys[0])) keys[0].click();
       search.value = "";
       filterKeys("");
     } else if (ev.key === "ArrowDown" || (onKey && ev.key === "ArrowRight")) {
