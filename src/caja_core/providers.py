@@ -31,7 +31,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from .carddata import scrub_text
-from .errors import PluginError, ValidationFailed
+from .errors import CajaError, PluginError, ValidationFailed
 from .validation_text import spanish_validation
 
 
@@ -175,6 +175,27 @@ def checked_outcome(value: object, *, provider_id: str, method: str) -> Outcome:
         what = type(value).__name__
     _log.warning("provider %s: %s returned %s instead of an Outcome; taken as UNKNOWN", provider_id, method, what)
     return Outcome(kind=OutcomeKind.UNKNOWN, message=f"Respuesta inválida del proveedor ({method}).")
+
+
+def device_key_of(provider: PaymentProvider, settings: Any, register_code: str) -> str:
+    """``provider.device_key(settings, register_code)``, checked: a key that is no text of 1–160 characters, or
+    an exception, is one logged line and a Spanish refusal (nothing is sent), never a database error."""
+    try:
+        key = provider.device_key(settings, register_code)
+    except CajaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug must not become a 500 at the register
+        what = f"raised {type(exc).__name__}: {str(exc)[:120]}"
+    else:
+        if isinstance(key, str) and 0 < len(key) <= 160:
+            return key
+        what = f"returned {type(key).__name__} of length {len(key) if isinstance(key, str) else '-'}"
+    _log.warning("provider %s: device_key %s; nothing sent", getattr(provider, "id", "?"), what)
+    raise ValidationFailed(
+        f"{getattr(provider, 'name', 'El proveedor')} no pudo identificar su terminal con la configuración de esta "
+        "caja: no se envió nada. Revise la configuración de la caja en Administración.",
+        code="provider.device_key_invalid",
+    )
 
 
 async def ask_provider(provider_id: str, method: str, call: Coroutine[Any, Any, object]) -> Outcome:

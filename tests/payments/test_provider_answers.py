@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from caja_core import hookimpl, plugins
 from caja_core.audit.models import AuditEvent
+from caja_core.errors import ValidationFailed
 from caja_core.ops import metrics
 from caja_core.payments.models import PaymentAttempt
 from caja_core.providers import CardData, Outcome, OutcomeKind
@@ -117,6 +118,38 @@ async def test_an_answer_that_is_no_outcome_is_one_line_never_pays_and_is_asked_
         env.provider.status_fixed = True  # the terminal answers properly: its ledger has the charge
         done = await env.until(orch, sale_id, lambda p: p.paid, timeout=10)
         assert done.state == "approved" and list(env.provider.ledger.values()) == [12500]
+    finally:
+        for orch in env.orchestrators:
+            await orch.stop()
+
+
+class BadDeviceKey(ScriptableProvider):
+    """A provider whose ``device_key`` is broken: it raises, or answers something that is no key."""
+
+    def __init__(self, key: object) -> None:
+        super().__init__("fake")
+        self.key = key
+
+    def device_key(self, settings, register_code):
+        if isinstance(self.key, Exception):
+            raise self.key
+        return self.key
+
+
+@pytest.mark.parametrize(
+    "key", [OSError("no resolví el host"), None, 12345, "", "k" * 500], ids=["raises", "none", "int", "empty", "long"]
+)
+async def test_a_broken_device_key_is_a_spanish_refusal_and_nothing_is_sent(any_db, key, caplog):
+    env = await build_env(any_db, primary=BadDeviceKey(key))
+    try:
+        orch = await env.orchestrator()
+        sale_id = await env.sale(12500)
+        with pytest.raises(ValidationFailed) as err:
+            await orch.start_payment(env.venue_id, sale_id, env.setup.cashier_id)
+        assert "no pudo identificar su terminal" in err.value.message and "no se envió nada" in err.value.message
+        assert env.provider.count("charge") == 0 and await env.attempts(sale_id) == []
+        assert (await env.sale_row(sale_id)).status == "pending_payment"
+        assert any("provider fake: device_key" in r.getMessage() for r in caplog.records)
     finally:
         for orch in env.orchestrators:
             await orch.stop()

@@ -63,6 +63,7 @@ from ..providers import (
     ProviderContext,
     ProviderRegistry,
     ask_provider,
+    device_key_of,
     settings_to_json,
     validate_settings,
 )
@@ -709,7 +710,7 @@ class PaymentOrchestrator:
                     settings = self._settings(register, provider)
                     # the tip is charged too; a split payment's cash part is not
                     amount = self._check_amount(sale.total + (sale.tip or 0) - (sale.cash_part or 0), provider)
-                    device_key = provider.device_key(settings, register.code)
+                    device_key = device_key_of(provider, settings, register.code)
                     now = self.clock.now()
                     blocked_message = ""
                     pending_on_device = await self._unresolved_on_device(s, device_key, exclude_sale=sale.id)
@@ -807,7 +808,7 @@ class PaymentOrchestrator:
                 return
             provider = self.registry.get(register.primary_provider)
             try:
-                device_key = provider.device_key(self._settings(register, provider), register.code)
+                device_key = device_key_of(provider, self._settings(register, provider), register.code)
             except ValidationFailed:
                 return
             doubtful = [
@@ -984,7 +985,7 @@ class PaymentOrchestrator:
         settings = self._settings(register, provider)
         # the tip is charged too; a split payment's cash part is not
         amount = self._check_amount(sale.total + (sale.tip or 0) - (sale.cash_part or 0), provider)
-        device_key = provider.device_key(settings, register.code)
+        device_key = device_key_of(provider, settings, register.code)
         now = self.clock.now()
         manual = Capability.MANUAL in capabilities_of(provider, settings)
         known = await devices.known_device(s, device_key)

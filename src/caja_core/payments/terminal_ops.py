@@ -54,6 +54,7 @@ from ..providers import (
     ProviderContext,
     ProviderRegistry,
     TerminalReport,
+    device_key_of,
     settings_to_json,
     validate_settings,
 )
@@ -264,7 +265,7 @@ async def register_terminal(
         raise ValidationFailed("Ese proveedor no está configurado en esta caja.", code="terminal.unknown_provider")
     provider = registry.get(chosen)
     settings = validate_settings(provider, (register.provider_settings or {}).get(chosen))
-    key = provider.device_key(settings, register.code)
+    key = device_key_of(provider, settings, register.code)
     known = await devices.known_device(s, key)
     return TerminalRef(
         provider_id=chosen,
@@ -281,7 +282,7 @@ async def device_terminal(s: AsyncSession, registry: ProviderRegistry, provider_
     """A device given by its connection settings (a provider's close command), found in caja's records."""
     provider = registry.get(provider_id)
     settings = validate_settings(provider, raw)
-    key = provider.device_key(settings, "")
+    key = device_key_of(provider, settings, "")
     known = await devices.known_device(s, key)
     venue_id, register_id = await _venue_of_device(s, key)
     return TerminalRef(
@@ -732,7 +733,7 @@ async def venue_terminals(
             getattr(provider, "terminal_report", None)
         ):
             return
-        key = provider.device_key(settings, code)
+        key = device_key_of(provider, settings, code)
         known = await devices.known_device(s, key)
         identity = known.identity if known else None
         group = identity or key

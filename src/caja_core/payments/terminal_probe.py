@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from ..errors import Busy, ValidationFailed
-from ..providers import Capability, OutcomeKind, ProviderContext, ProviderRegistry, ask_provider
+from ..providers import Capability, OutcomeKind, ProviderContext, ProviderRegistry, ask_provider, device_key_of
 from ..registers import service as registers
 from .leases import LeaseKeeper
 from .terminal_ops import hold_device
@@ -73,7 +73,7 @@ async def probe_terminal(
     device_key = None
     if leases is not None and Capability.MANUAL not in provider.capabilities:
         try:
-            device_key = provider.device_key(settings, register.code)
+            device_key = device_key_of(provider, settings, register.code)
         except Exception:  # noqa: BLE001 - settings that name no device: the check itself says what is wrong
             device_key = None
     started = time.monotonic()
