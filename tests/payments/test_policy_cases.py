@@ -463,7 +463,9 @@ async def test_a_new_card_sale_goes_on_when_the_check_it_triggers_clears_the_pay
     """The terminal is back and the reconciliation's next turn is far away: the new card sale asks about the
     earlier payment in doubt at once and, when the answer clears it, is sent in the same tap (never refused
     "cobro sin resolver" for a payment that was cleared that same second)."""
-    orch = await env.orchestrator(reconcile_backoff_s=(600.0, 600.0))
+    # The check is given 10 real seconds (this clock runs 4× faster): on a loaded machine the answer that clears
+    # the earlier payment may take more than the default's one real second, and the sale would be refused.
+    orch = await env.orchestrator(reconcile_backoff_s=(600.0, 600.0), pre_sale_check_s=40.0)
     first = await env.sale()
     env.provider.script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=False))
     env.provider.set_default("status", Step(kind=OutcomeKind.UNKNOWN, message="Terminal desconectado"))
@@ -482,7 +484,7 @@ async def test_a_new_card_sale_goes_on_when_the_check_it_triggers_clears_the_pay
 async def test_a_new_card_sale_is_never_sent_while_the_earlier_payment_was_charged_and_not_yet_known(env):
     """The check finds the earlier payment charged: that sale is paid, and the new one goes on once (one
     charge each, nothing sent twice)."""
-    orch = await env.orchestrator(reconcile_backoff_s=(600.0, 600.0))
+    orch = await env.orchestrator(reconcile_backoff_s=(600.0, 600.0), pre_sale_check_s=40.0)
     first = await env.sale()
     env.provider.script("charge", Step(kind=OutcomeKind.UNKNOWN, charged=True))
     env.provider.set_default("status", Step(kind=OutcomeKind.UNKNOWN, message="Terminal desconectado"))
