@@ -451,7 +451,8 @@ class ProviderRegistry:
             return self._providers[provider_id]
         except KeyError:
             raise ValidationFailed(
-                f"Proveedor de pago desconocido: {provider_id!r}.", code="provider.unknown"
+                f"El proveedor de pago {provider_id!r} no está cargado en este servidor: avise al administrador.",
+                code="provider.unknown",
             ) from None
 
     def __contains__(self, provider_id: object) -> bool:

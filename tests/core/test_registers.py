@@ -155,3 +155,49 @@ async def test_agent_token_rotation(sqlite_db):
         assert await registers.register_for_agent_token(s, t1) is None
         assert (await registers.register_for_agent_token(s, t2)).id == st.register_id
         assert await registers.register_for_agent_token(s, "caja_1_wrong") is None
+
+
+async def test_a_register_saved_where_its_providers_plugin_is_not_loaded_keeps_the_provider_and_its_settings(any_db):
+    """A server started without one provider's plugin (a typo in CAJA_LOAD_PLUGINS): saving a register for its
+    name keeps the provider it has and that provider's settings; a provider that is not loaded cannot be newly
+    chosen."""
+    from caja_core.testing.fake import FakeProvider
+
+    full = make_registry()
+    st = await make_setup(any_db, full, provider_settings={"fake": {"host": "10.0.0.7"}})
+    async with any_db.reader() as s:
+        before = await registers.get_register(s, st.venue_id, st.register_id)
+    without_primary = make_registry(FakeProvider("fakebackup"))
+    data = registers.RegisterInput(
+        code=before.code,
+        name="Barra norte",
+        register_type=before.register_type,
+        payment_methods=list(before.payment_methods),
+        primary_provider="fake",
+        backup_provider="fakebackup",
+        provider_settings={"fakebackup": dict(before.provider_settings.get("fakebackup") or {})},
+        policy=before.policy,
+    )
+    async with any_db.session() as s:
+        out = await registers.update_register(
+            s,
+            venue_id=st.venue_id,
+            register_id=st.register_id,
+            data=data,
+            registry=without_primary,
+            actor_id=st.admin_id,
+        )
+    assert out.name == "Barra norte" and out.primary_provider == "fake"
+    assert out.provider_settings["fake"] == before.provider_settings["fake"]
+    data.backup_provider = "otro"
+    with pytest.raises(ValidationFailed) as err:
+        async with any_db.session() as s:
+            await registers.update_register(
+                s,
+                venue_id=st.venue_id,
+                register_id=st.register_id,
+                data=data,
+                registry=without_primary,
+                actor_id=st.admin_id,
+            )
+    assert "no cargado" in err.value.fields["backup_provider"]

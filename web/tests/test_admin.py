@@ -228,3 +228,35 @@ async def test_other_venue_objects_are_404(admin, sqlite_db, registry, setup):
         "/caja/session/open", {"register_id": other.register_id, "initial_cash": "0", "open_key": "o1"}
     )
     assert r.status_code == 404 and "La caja no existe" in r.text
+
+
+async def test_a_register_whose_provider_is_not_loaded_here_keeps_it_when_saved(settings, sqlite_db, fakes, setup):
+    """A server started without a provider's plugin: the register's form shows that provider as not loaded (not
+    «— ninguno —»), and saving the register for its name keeps the provider and its settings."""
+    from conftest import ProvidersPlugin, WebClient
+    from litestar.testing import AsyncTestClient
+
+    from caja_core.plugins import make_plugin_manager
+    from caja_web.app import create_app
+
+    async with sqlite_db.session() as s:
+        before = await registers.get_register(s, setup.venue_id, setup.register_id)
+    app = create_app(settings, db=sqlite_db, pm=make_plugin_manager(ProvidersPlugin(fakes[1]), load_entrypoints=False))
+    async with AsyncTestClient(app=app) as raw:
+        admin = WebClient(raw)
+        await admin.login("admin", venue_id=setup.venue_id)
+        page = await admin.get(f"/admin/cajas/{setup.register_id}/editar")
+        assert page.status_code == 200
+        assert re.search(r'<option value="fake" selected>FAKE \(no cargado\)</option>', page.text), page.text
+        assert "este servidor no cargó su plugin" in text_of(page.text)
+        form = {k: v for k, v in REGISTER_FORM.items() if not k.startswith("settings.fake.")}
+        r = await admin.post(f"/admin/cajas/{setup.register_id}/editar", {**form, "name": "Barra norte"})
+        assert r.status_code == 303, text_of(r.text)
+        r = await admin.post(
+            f"/admin/cajas/{setup.register_id}/editar", {**form, "name": "Barra norte", "backup_provider": "otro"}
+        )
+        assert r.status_code == 422 and "no cargado" in text_of(r.text)
+    async with sqlite_db.session() as s:
+        after = await registers.get_register(s, setup.venue_id, setup.register_id)
+    assert after.name == "Barra norte" and after.primary_provider == "fake"
+    assert after.provider_settings["fake"] == before.provider_settings["fake"]

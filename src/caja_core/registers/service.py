@@ -128,9 +128,12 @@ async def _validate(
         errors["payment_methods"] = "Elija al menos un medio de pago válido (efectivo, tarjeta)."
     if "card" in methods and not data.primary_provider:
         errors["primary_provider"] = "Para aceptar tarjeta elija un proveedor principal."
+    # A provider the register already has whose plugin this server did not load stays, with its settings, when
+    # the register is saved for something else; a new one must be loaded to be chosen.
+    stored = {existing.primary_provider, existing.backup_provider} - {None} if existing else set()
     for field, pid in (("primary_provider", data.primary_provider), ("backup_provider", data.backup_provider)):
-        if pid and pid not in registry:
-            errors[field] = f"Proveedor desconocido: {pid}."
+        if pid and pid not in registry and pid not in stored:
+            errors[field] = f"Proveedor desconocido o no cargado en este servidor: {pid}."
     if data.backup_provider and data.backup_provider == data.primary_provider:
         errors["backup_provider"] = "El respaldo debe ser distinto del proveedor principal."
     if data.register_type == "VIRTUAL" and data.backup_provider:
@@ -161,7 +164,10 @@ async def _validate(
     settings: dict[str, dict[str, Any]] = {}
     old = dict(existing.provider_settings or {}) if existing else {}
     for pid in (data.primary_provider, data.backup_provider):
-        if not pid or pid not in registry:
+        if not pid:
+            continue
+        if pid not in registry:  # not loaded here (kept above only if the register had it): settings as stored
+            settings[pid] = dict(old.get(pid) or {})
             continue
         raw = dict(data.provider_settings.get(pid) or {})
         for key, value in list(raw.items()):  # secrets are write-only: blank means "keep the current one"

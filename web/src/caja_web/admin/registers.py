@@ -70,10 +70,17 @@ def register_values(register: registers.RegisterOut | None, registry: ProviderRe
 
 async def form_context(web: Web, register_id: int | None = None, values: dict | None = None) -> dict:
     register = await web.call(registers.get_register, web.venue_id, register_id) if register_id else None
+    # Providers this register has whose plugin this server did not load: offered as they are, never dropped.
+    unloaded = [
+        pid
+        for pid in dict.fromkeys([register.primary_provider, register.backup_provider] if register else [])
+        if pid and pid not in web.registry
+    ]
     return {
         "register": register,
         "values": values if values is not None else register_values(register, web.registry),
         "providers": web.registry.all(),
+        "unloaded": unloaded,
         "settings_fields": forms.settings_fields(
             web.registry,
             register.provider_settings if register else web.registry.defaults_for("HUMANA").provider_settings,
