@@ -208,3 +208,38 @@ async def test_a_settings_value_the_provider_cannot_use_is_refused_in_spanish_by
     form[f"settings.{NAME}.timeout_s"] = "30"
     r = await client.post("/admin/cajas/crear", form)
     assert r.status_code == 303, text_of(r.text)[:300]
+
+
+def test_the_generated_fake_device_runs_for_a_rehearsal_and_the_demo_points_at_it(generated, mipago):
+    """`caja mipago-fake-device` runs the generated fake device on a real socket, and the demo's registers are
+    pointed at it (before, the demo pointed the new provider at a port where nothing listened)."""
+    import select
+    import socket
+
+    from livesite import free_port
+
+    plugin = importlib.import_module(f"caja_{NAME}.plugin")
+    (demo,) = plugin.provider_defaults(register_type="HUMANA", demo_url="http://127.0.0.1:8000")
+    assert demo.settings == {"host": "127.0.0.1", "port": plugin.REHEARSAL_PORT}
+    assert plugin.provider_defaults(register_type="HUMANA", demo_url=None)[0].settings == {}
+    port = free_port()
+    command = (
+        "import click, sys\n"
+        f"from caja_{NAME}.plugin import register_commands\n"
+        "cli = click.Group()\n"
+        "register_commands(cli)\n"
+        f"cli(['{NAME}-fake-device', '--port', '{port}'])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(generated / "src")}
+    device = subprocess.Popen([sys.executable, "-c", command], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([device.stdout], [], [], 60)
+        assert ready, "the fake device never said it was listening"
+        assert f"escuchando en 127.0.0.1:{port}" in device.stdout.readline()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b'{"op": "sale", "ticket": "7", "amount": 5000}\n')
+            answers = conn.makefile().read()
+        assert '"received"' in answers and '"approved"' in answers and '"amount": 5000' in answers
+    finally:
+        device.terminate()
+        device.wait(timeout=30)
