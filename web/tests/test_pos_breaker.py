@@ -69,9 +69,13 @@ def test_a_breaker_opened_by_card_failures_shows_within_one_poll_and_offers_cash
     c.product("Piscola")
     c.tap("#checkout")
     for n in range(1, 4):  # the policy's 3 failures open the breaker
+        # The outcome on screen is the previous payment's until this tap's answer replaces the panel: it is
+        # marked, and the test waits for an unmarked one (a tap on the old screen meanwhile is a double tap,
+        # which the POS drops on purpose).
+        page.evaluate("document.querySelectorAll('#outcome').forEach(e => e.setAttribute('data-seen', ''))")
         c.tap("#pay-card")
         wait_on(page, lambda n=n: terminal.count("charge") == n, f"charge {n} sent to the terminal")
-        expect(page.locator("#outcome")).to_contain_text("NO SE COBRÓ")
+        expect(page.locator("#outcome:not([data-seen])")).to_contain_text("NO SE COBRÓ")
         # The next tap once this payment is settled and its failure counted (the terminal's answer is shown
         # before either is written).
         wait_on(
