@@ -102,6 +102,16 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0, what: str =
         time.sleep(0.05)
 
 
+def wait_on(page: Page, predicate: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    """Like ``wait_for``, but the browser's events keep being handled meanwhile (Playwright's own wait): for
+    conditions a route handler or a page event makes true."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached in {timeout_s} s")
+        page.wait_for_timeout(50)
+
+
 def out_of_view(page: Page, selector: str) -> list[str]:
     """The elements matching ``selector`` that are visible but not entirely inside the viewport."""
     return page.eval_on_selector_all(

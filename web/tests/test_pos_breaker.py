@@ -4,11 +4,9 @@ backup phone instead of the card, and a sale is paid — never a dead end."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from playwright.sync_api import expect
-from posbrowser import login_cashier, new_tab, open_register
+from posbrowser import login_cashier, new_tab, open_register, wait_on
 from posstack import cashier_at, core
 from sqlalchemy import select
 
@@ -19,15 +17,6 @@ from caja_core.testing.fake import Step
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ONE_POLL_MS = 2_000 + 3_000  # the status poll's period, and room for a loaded machine
-
-
-def wait_on(page, predicate, what: str, timeout_s: float = 20.0) -> None:
-    """Like posbrowser.wait_for, but the browser's events keep being handled meanwhile (Playwright's own wait)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {timeout_s} s")
-        page.wait_for_timeout(50)
 
 
 def breaker_failures(site) -> int:

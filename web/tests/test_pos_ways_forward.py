@@ -5,13 +5,15 @@ ends; the order stays editable until a payment is under way; a cancel that came 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
-from posbrowser import VIEWPORTS, out_of_view
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Route, expect
+from posbrowser import VIEWPORTS, out_of_view, wait_on
 from posstack import cashier_at, core
 
 from caja_core.providers import OutcomeKind
@@ -204,3 +206,29 @@ def test_a_cancel_that_comes_too_late_says_the_card_was_charged(browser, site, t
     expect(page.locator("#outcome .headline")).to_have_text("APROBADO", timeout=20_000)
     expect(page.locator("#cancel-too-late")).to_contain_text("el cliente ya pagó con la tarjeta")
     assert re.search(r"no cobre de nuevo", page.locator("#outcome").inner_text(), re.IGNORECASE)
+
+
+def test_cancelar_tapped_while_the_screen_refreshes_is_sent_at_once(browser, site, terminal):
+    """Found: «Cancelar cobro» tapped while the payment screen's one-second refresh was on its way did nothing:
+    the tap waited behind the refresh, whose answer replaced the button it was made on, and was dropped. The
+    cashier thought the screen was frozen and the customer's card stayed in the terminal."""
+    terminal.script("charge", Step(kind=OutcomeKind.APPROVED, hang=True, progress=["Inserte o acerque tarjeta"]))
+    c = cashier_at(browser, site, VIEWPORTS["1024x768"])
+    page = c.page
+    c.product("Cerveza")
+    c.tap("#checkout")
+    c.tap("#pay-card")
+    expect(page.locator("#terminal-message")).to_contain_text("Inserte o acerque tarjeta")
+    held: list[Route] = []
+    page.route("**/caja/venta/*/pago", lambda route: held.append(route))  # the next refresh stays on its way
+    wait_on(page, lambda: bool(held), "a refresh of the payment screen on its way")
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/cancelar-pago"), timeout=5_000):
+        c.tap("#cancel-payment")
+    page.unroute("**/caja/venta/*/pago")
+    for route in held:
+        with contextlib.suppress(PlaywrightError):  # the page gave up on that refresh: nothing to let go
+            route.continue_()
+    expect(page.locator("#outcome .headline")).to_have_text("NO SE COBRÓ", timeout=20_000)
+    assert terminal.count("cancel") == 1 and terminal.ledger == {}  # cancelled on the terminal, nothing charged
+    c.tap("#cash-exact")
+    expect(page.locator("#outcome .headline")).to_have_text("PAGADO")

@@ -106,6 +106,28 @@
     if (!window.htmx || !swapped || !swapped.isConnected) return;
     Array.prototype.forEach.call(swapped.children, function (child) { window.htmx.process(child); });
   });
+  // A tap on the panel while one of the panel's own polls is on its way goes at once: the poll is given up (the
+  // next one comes a second later). Left waiting behind the poll, the tap was lost when the poll's answer replaced
+  // the button it was made on: «Cancelar cobro» tapped while «Esperando al terminal» refreshed did nothing. A tap
+  // made while another tap is on its way still waits, and is dropped when that answer replaces its button: that
+  // is a double tap.
+  function isPoll(elt) {
+    return !!(elt && elt.getAttribute && /^every /.test(elt.getAttribute("hx-trigger") || ""));
+  }
+  function requestElt(ev) { return ev.detail && ev.detail.requestConfig && ev.detail.requestConfig.elt; }
+  var panelPoll = null;
+  document.addEventListener("htmx:beforeRequest", function (ev) {
+    var elt = requestElt(ev), panel = document.getElementById("panel");
+    if (isPoll(elt) && panel && panel.contains(elt)) panelPoll = elt;
+  });
+  document.addEventListener("htmx:afterRequest", function (ev) {
+    if (panelPoll && requestElt(ev) === panelPoll) panelPoll = null;
+  });
+  document.addEventListener("htmx:confirm", function (ev) {
+    var elt = ev.detail && ev.detail.elt, panel = document.getElementById("panel");
+    if (!panelPoll || !panel || !elt || isPoll(elt) || !elt.closest || !elt.closest("#panel, #keys")) return;
+    window.htmx.trigger(panel, "htmx:abort"); // the panel's request on its way is that poll: it is dropped
+  });
   // A poll marked data-poll-holds is skipped while the panel holds (the page runs no inline script or eval).
   document.addEventListener("htmx:confirm", function (ev) {
     var elt = ev.detail && ev.detail.elt;
