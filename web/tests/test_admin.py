@@ -3,33 +3,19 @@ reports (CSV, Z), products, users, backup phones, health; bad input re-renders i
 
 import re
 
+from adminforms import register_form
 from webkit import text_of
 
 from caja_core.providers import OutcomeKind
 from caja_core.registers import service as registers
 from caja_core.testing.fake import Step
 
-REGISTER_FORM = {
-    "code": "TEST-01",
-    "name": "TEST GETNET+KLAP",
-    "register_type": "HUMANA",
-    "location": "Barra",
-    "active": "1",
-    "operational_status": "active",
-    "payment_methods": ["cash", "card"],
-    "primary_provider": "fake",
-    "backup_provider": "fakebackup",
-    "policy.enabled": "1",
-    "policy.max_wait_s": "60",
-    "policy.backup_phones_required": "2",
-    "policy.breaker_failures": "3",
-    "policy.breaker_window_s": "120",
-    "policy.breaker_cooldown_s": "30",
-    "policy.triggers": ["unavailable", "transport_error", "timeout"],
-    "policy.offline_methods": ["cash", "backup"],
-    "settings.fake.device": "t-9",
-    "settings.fake.webhook_secret": "muy-secreto-123",
-}
+REGISTER_FORM = register_form(
+    "TEST-01",
+    "TEST GETNET+KLAP",
+    location="Barra",
+    **{"settings.fake.device": "t-9", "settings.fake.webhook_secret": "muy-secreto-123"},
+)
 
 
 async def test_create_page_shows_seed_defaults(admin):

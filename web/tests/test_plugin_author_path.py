@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from adminforms import register_form
 from test_pos import checkout, open_session, poll_until
 from webkit import text_of
 
@@ -176,27 +177,12 @@ async def test_a_settings_value_the_provider_cannot_use_is_refused_in_spanish_by
     """The generated Settings bound their wait; a number that is no number (nan, inf) is refused for any
     provider, and msgspec's English never reaches the admin."""
     await client.login("admin", venue_id=setup.venue_id)
-    form = {
-        "code": "MIPAGO-2",
-        "name": "Caja Mi Pago",
-        "register_type": "HUMANA",
-        "active": "1",
-        "operational_status": "active",
-        "payment_methods": ["cash", "card"],
-        "primary_provider": NAME,
-        "backup_provider": "fakebackup",
-        "policy.enabled": "1",
-        "policy.max_wait_s": "60",
-        "policy.backup_phones_required": "2",
-        "policy.breaker_failures": "3",
-        "policy.breaker_window_s": "120",
-        "policy.breaker_cooldown_s": "30",
-        "policy.triggers": ["unavailable", "transport_error", "timeout"],
-        "policy.offline_methods": ["cash", "backup"],
-        f"settings.{NAME}.host": "127.0.0.1",
-        f"settings.{NAME}.port": "9300",
-        f"settings.{NAME}.timeout_s": value,
-    }
+    form = register_form(
+        "MIPAGO-2",
+        "Caja Mi Pago",
+        primary_provider=NAME,
+        **{f"settings.{NAME}.host": "127.0.0.1", f"settings.{NAME}.port": "9300", f"settings.{NAME}.timeout_s": value},
+    )
     r = await client.post("/admin/cajas/crear", form)
     assert r.status_code == 422, text_of(r.text)[:300]
     page = text_of(r.text)

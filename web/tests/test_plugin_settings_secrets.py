@@ -7,6 +7,7 @@ import re
 
 import msgspec
 import pytest
+from adminforms import register_form
 from webkit import text_of
 
 from caja_core.registers import service as registers
@@ -38,25 +39,7 @@ def fakes():
     return Secretos("fake", "Terminal de prueba"), FakeProvider("fakebackup", "Respaldo de prueba")
 
 
-FORM = {
-    "code": "SECRETOS",
-    "name": "Caja con secretos",
-    "register_type": "HUMANA",
-    "active": "1",
-    "operational_status": "active",
-    "payment_methods": ["cash", "card"],
-    "primary_provider": "fake",
-    "backup_provider": "fakebackup",
-    "policy.enabled": "1",
-    "policy.max_wait_s": "60",
-    "policy.backup_phones_required": "2",
-    "policy.breaker_failures": "3",
-    "policy.breaker_window_s": "120",
-    "policy.breaker_cooldown_s": "30",
-    "policy.triggers": ["unavailable", "transport_error", "timeout"],
-    "policy.offline_methods": ["cash", "backup"],
-    "settings.fake.device": "t-9",
-}
+FORM = register_form("SECRETOS", "Caja con secretos", **{"settings.fake.device": "t-9"})
 
 
 async def test_secret_settings_named_in_spanish_are_never_shown_back(admin, sqlite_db, setup):
