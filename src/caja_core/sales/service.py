@@ -27,6 +27,7 @@ from ..registers.models import CashRegister
 from ..sessions.models import CashSession, SessionTotal
 from ..sessions.service import require_open
 from .models import Sale, SaleDiscount, SaleItem
+from .voiding import mark_cancelled
 
 MAX_LINES = 100
 MAX_QUANTITY = 999
@@ -581,26 +582,14 @@ async def cancel_sale(
     )
     if was_paid:
         await _apply_totals(s, sale, -1)
-    sale.status = "cancelled"
-    sale.cancelled_at = utcnow()
-    sale.cancelled_by = user_id
-    sale.cancel_reason = reason
-    sale.cancel_authorized_by = decision.authorized_by
-    await record(
+    await mark_cancelled(
         s,
+        sale,
         venue_id=venue_id,
         user_id=user_id,
-        action="sale.cancelled",
-        entity="sale",
-        entity_id=sale.id,
-        payload={
-            "reason": reason,
-            "was_paid": was_paid,
-            "total": sale.total,
-            "method": sale.payment_method,
-            "cashier_id": sale.cashier_id,
-            "authorized_by": decision.authorized_by,
-        },
+        reason=reason,
+        was_paid=was_paid,
+        authorized_by=decision.authorized_by,
     )
     return await get_sale(s, venue_id, sale_id)
 

@@ -25,6 +25,7 @@ from ..permissions import service as permissions
 from ..registers.models import BackupPhone, CashRegister
 from ..registers.service import STATUS_LABELS, register_out
 from ..sales.models import Sale
+from ..sales.voiding import mark_cancelled
 from ..text import clean_reason
 from ..users.models import User
 from ..venues.models import Venue
@@ -749,25 +750,14 @@ async def close_session(
             code="session.cash_part_pending",
         )
     for sale in abandoned:
-        sale.status = "cancelled"
-        sale.cancelled_at = utcnow()
-        sale.cancelled_by = user_id
-        sale.cancel_reason = "Venta sin pagar al cierre de caja"
-        await record(
+        await mark_cancelled(
             s,
+            sale,
             venue_id=venue_id,
             user_id=user_id,
-            action="sale.cancelled",
-            entity="sale",
-            entity_id=sale.id,
-            payload={
-                "reason": sale.cancel_reason,
-                "was_paid": False,
-                "total": sale.total,
-                "method": sale.payment_method,
-                "cashier_id": sale.cashier_id,
-                "at_close_of_session": session_id,
-            },
+            reason="Venta sin pagar al cierre de caja",
+            was_paid=False,
+            at_close_of_session=session_id,
         )
     counted_cash = count_total(breakdown)
     expected = expected_cash(session)
