@@ -719,6 +719,15 @@ async def close_session(
     A device of the register that reports unsynced offline sales holds the close; with
     ``without_offline_reason`` and a supervisor's authorization (``close_without_offline``) the close goes on
     without them, recorded as an incident on the session."""
+    # The unpaid sales first, then the session: the order a card payment takes them in (its sale, then the
+    # session its attempt refers to). A payment starting meanwhile is then either seen as unresolved below (the
+    # close is refused) or finds its sale cancelled; the opposite order deadlocks on PostgreSQL.
+    await s.execute(
+        select(Sale.id)
+        .where(Sale.session_id == session_id, Sale.venue_id == venue_id, Sale.status == "pending_payment")
+        .order_by(Sale.id)
+        .with_for_update()
+    )
     session = await _session(s, venue_id, session_id, lock=True)
     if session.status == "closed":
         raise Conflict("La sesión de caja ya está cerrada.", code="session.closed")
