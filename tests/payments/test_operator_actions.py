@@ -259,7 +259,8 @@ async def test_32_reaching_the_terminal_at_another_address_never_lets_an_old_cha
     assert sim.charged() == {a1.ticket: a1.amount}
 
 
-async def test_32_two_registers_spelling_one_terminal_differently_share_its_lock(stack):
+@pytest.mark.parametrize("spelling", ["LOCALHOST", "::ffff:127.0.0.1"])  # a name; the IPv4-mapped IPv6 address
+async def test_32_two_registers_spelling_one_terminal_differently_share_its_lock(stack, spelling):
     from caja_core.registers import service as registers
 
     sim = await stack.simulator()
@@ -277,7 +278,7 @@ async def test_32_two_registers_spelling_one_terminal_differently_share_its_lock
                 primary_provider="getnet",
                 backup_provider="respaldo",
                 policy=FallbackPolicy(**POLICY),
-                provider_settings={"getnet": stack.settings_for(sim, host="LOCALHOST")},
+                provider_settings={"getnet": stack.settings_for(sim, host=spelling)},
             ),
         )
         from caja_core.registers.models import BackupPhone
