@@ -307,11 +307,20 @@ class GetnetError(CajaError):
     status = 503
 
 
+def _one_ip(address: str) -> str:
+    """An IP literal in one spelling: an IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) is its IPv4 address,
+    which it reaches."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
 def _loopback_or_ip(host: str) -> str:
     """One spelling per address: an IP literal normalised, a name resolved (lower-case, no trailing dot)."""
     name = host.strip().strip("[]").rstrip(".").lower()
     try:
-        return str(ipaddress.ip_address(name))
+        return _one_ip(name)
     except ValueError:
         pass
     cached = _RESOLVED.get(name)
@@ -320,7 +329,7 @@ def _loopback_or_ip(host: str) -> str:
         return cached[0]
     try:
         infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-        addresses = sorted({str(ipaddress.ip_address(info[4][0])) for info in infos}, key=lambda a: (":" in a, a))
+        addresses = sorted({_one_ip(str(info[4][0])) for info in infos}, key=lambda a: (":" in a, a))
         resolved = addresses[0] if addresses else name
     except (OSError, ValueError, UnicodeError):
         resolved = cached[0] if cached is not None else name
