@@ -107,6 +107,8 @@ def test_an_approval_that_does_not_match_leaves_the_attempt_in_doubt(outcome, mi
     assert d.state == State.IN_DOUBT and Effect.PAY_SALE not in d.effects
     if mismatch == "amount":
         assert Effect.INCIDENT_AMOUNT_MISMATCH in d.effects
+    if mismatch == "time":  # the supervisor who decides is told both explanations, not "not this payment"
+        assert "reloj o la zona horaria del terminal" in c.reason and "restaurar" in c.reason
 
 
 def test_the_device_time_tolerance_covers_its_measured_skew():

@@ -47,6 +47,16 @@ async def remember_identity(
     return row
 
 
+async def note_clock(s: AsyncSession, *, device_key: str, device_time: datetime, now: datetime) -> None:
+    """How far the device's clock is from ours, read off an answer it has just given to a charge (its own time
+    of the operation, stamped a moment before the answer left it). A later question's answers are then matched
+    within that difference: a terminal whose clock runs behind (never set, drifted, read in the wrong zone)
+    still has its charge found."""
+    row = await known_device(s, device_key)
+    if row is not None:
+        row.clock_skew_s = round((device_time - now).total_seconds(), 3)
+
+
 def same_device(device_key: str, identity: str | None) -> Any:
     """A SQL condition for "this device": its key, or its identity when known."""
     from .models import PaymentAttempt

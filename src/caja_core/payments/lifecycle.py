@@ -333,8 +333,10 @@ def approval_mismatch(view: AttemptView, outcome: Outcome, source: str, toleranc
     ):
         return (
             "time",
-            f"El terminal registra esa aprobación el {outcome.occurred_at.isoformat(timespec='seconds')}, antes de "
-            f"que se enviara este cobro ({view.sent_at.isoformat(timespec='seconds')}): no es de este intento.",
+            f"El terminal tiene este ticket por este monto, aprobado el {outcome.occurred_at.isoformat(timespec='seconds')} "
+            f"según su reloj, antes de que se enviara este cobro ({view.sent_at.isoformat(timespec='seconds')}): o el "
+            "reloj o la zona horaria del terminal están mal (revíselos; si el voucher del terminal muestra este "
+            "ticket, la venta está cobrada), o es un ticket antiguo repetido tras restaurar la base de datos.",
         )
     return None
 

@@ -2106,6 +2106,8 @@ class PaymentOrchestrator:
                     log.info("attempt %s: answer from a superseded writer ignored (%s)", a.id, outcome.kind)
                 return a.state, post
             now = self.clock.now()
+            if source == "charge" and outcome.occurred_at is not None and a.device_key:
+                await devices.note_clock(s, device_key=a.device_key, device_time=outcome.occurred_at, now=now)
             sale = await self._sale(s, a.venue_id, a.sale_id, lock=True)
             self._record_answer(a, outcome, decision, classified, source, reason)
             if classified.event is lc.Event.NO_ANSWER and not_proof and permanent:
