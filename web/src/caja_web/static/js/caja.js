@@ -96,7 +96,12 @@
     if (panel.querySelector("details[open]")) return false;
     return !(panel.querySelector("[data-hold]") && Date.now() < holdUntil);
   };
-  document.addEventListener("htmx:afterSwap", markHold);
+  // Only what the panel itself shows starts the hold: the status bar's refresh (every 2 s) renewed it for as long
+  // as the message stayed, and the panel, refreshed no more, kept the message (and EN DUDA) after the sale was paid.
+  document.addEventListener("htmx:afterSwap", function (ev) {
+    var panel = document.getElementById("panel");
+    if (panel && ev.target && ev.target.nodeType === 1 && panel.contains(ev.target)) markHold();
+  });
   // What a swap brings is live as soon as it is on screen. htmx wires its buttons (hx-post…) only when the swap
   // settles, a moment later (longer on a busy tablet): a tap in between — «Reintentar con tarjeta» the instant
   // «NO SE COBRÓ» shows — did nothing at all. The new content is wired at once here (htmx skips it at the
