@@ -4,6 +4,8 @@ back by the test)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from playwright.sync_api import Route, expect
 from posbrowser import wait_on
@@ -47,3 +49,42 @@ def test_a_refused_cancel_does_not_freeze_the_payment_screen(browser, site, term
     expect(page.locator("#panel")).to_contain_text("no se puede cancelar")
     wait_on(page, lambda: states(site, Sale) == ["paid"], "the status check settles it: paid", 30)
     expect(page.locator("#outcome .headline")).to_have_text("APROBADO", timeout=20_000)
+
+
+def test_a_double_tap_stays_one_request_after_a_waiting_sale_was_opened_during_a_refresh(browser, site, terminal):
+    """Found: a waiting sale's chip tapped (twice, impatient) while the panel's refresh was on its way left the
+    POS believing that refresh was still on its way; from then on a second tap no longer waited behind the first:
+    it cancelled the first one's answer and was sent as well (Exacto tapped twice reached the server twice)."""
+    terminal.script("charge", Step(kind=OutcomeKind.UNKNOWN, message="Sin respuesta final"))
+    terminal.set_default("status", Step(kind=OutcomeKind.UNKNOWN, message="Terminal desconectado"))
+    c = cashier_at(browser, site)
+    page = c.page
+    c.product("Piscola")
+    c.tap("#checkout")
+    c.tap("#pay-card")
+    expect(page.locator("#outcome .headline")).to_have_text("EN DUDA", timeout=20_000)
+    c.tap("#park-sale")
+    chip = page.locator("#parked-sales [data-parked]")
+    expect(chip).to_contain_text("EN DUDA")
+    c.tap(chip)
+    expect(page.locator("#progress")).to_be_visible()
+    refreshes: list[Route] = []
+    page.route("**/pago", lambda route: refreshes.append(route))  # a slow network: the refresh takes its time
+    wait_on(page, lambda: bool(refreshes), "the panel's refresh on its way")
+    c.tap(chip)  # the chip again, while that refresh is on its way
+    terminal.set_default("status", Step(kind=OutcomeKind.DECLINED, message="No existe"))
+    wait_on(page, lambda: states(site, PaymentAttempt) == ["declined"], "the terminal says: not charged", 30)
+    page.unroute("**/pago")
+    expect(page.locator("#cash-exact")).to_be_visible()
+
+    sent: list[Route] = []
+    page.route("**/efectivo", lambda route: sent.append(route))
+    c.tap("#cash-exact")
+    wait_on(page, lambda: bool(sent), "Exacto on its way")
+    page.locator("#cash-exact").click(force=True)  # a double tap: it waits behind the first one
+    waited = time.monotonic() + 1.5
+    wait_on(page, lambda: len(sent) > 1 or time.monotonic() > waited, "a second request")
+    assert len(sent) == 1, "the double tap was sent twice"
+    page.unroute("**/efectivo")
+    expect(page.locator("#outcome .headline")).to_have_text("PAGADO")
+    assert states(site, Sale) == ["paid"]
