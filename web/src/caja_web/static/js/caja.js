@@ -119,19 +119,24 @@
   function isPoll(elt) {
     return !!(elt && elt.getAttribute && /^every /.test(elt.getAttribute("hx-trigger") || ""));
   }
+  // The poll is known by its own request, not by its end event: a poll whose element a swap from outside the panel
+  // had replaced (a waiting sale's chip, another tab's change) ends without that event reaching the page, and the
+  // POS then took every later tap, a double tap too, for a tap made during a poll.
   function requestElt(ev) { return ev.detail && ev.detail.requestConfig && ev.detail.requestConfig.elt; }
   var panelPoll = null;
   document.addEventListener("htmx:beforeRequest", function (ev) {
     var elt = requestElt(ev), panel = document.getElementById("panel");
-    if (isPoll(elt) && panel && panel.contains(elt)) panelPoll = elt;
+    if (isPoll(elt) && panel && panel.contains(elt)) panelPoll = ev.detail.xhr || null;
   });
-  document.addEventListener("htmx:afterRequest", function (ev) {
-    if (panelPoll && requestElt(ev) === panelPoll) panelPoll = null;
-  });
+  function pollOnItsWay() {
+    return !!panelPoll && panelPoll.readyState > 0 && panelPoll.readyState < 4; // sent, not answered nor given up
+  }
   document.addEventListener("htmx:confirm", function (ev) {
-    var elt = ev.detail && ev.detail.elt, panel = document.getElementById("panel");
-    if (!panelPoll || !panel || !elt || isPoll(elt) || !elt.closest || !elt.closest("#panel, #keys")) return;
-    window.htmx.trigger(panel, "htmx:abort"); // the panel's request on its way is that poll: it is dropped
+    var elt = ev.detail && ev.detail.elt;
+    if (!pollOnItsWay() || !elt || isPoll(elt) || !elt.closest || !elt.closest("#panel, #keys")) return;
+    var poll = panelPoll;
+    panelPoll = null;
+    poll.abort(); // the panel's request on its way is that poll: it is dropped (htmx then sends this tap)
   });
   // A poll marked data-poll-holds is skipped while the panel holds (the page runs no inline script or eval).
   document.addEventListener("htmx:confirm", function (ev) {
