@@ -8,7 +8,7 @@ import time
 
 import pytest
 from playwright.sync_api import Route, expect
-from posbrowser import wait_on
+from posbrowser import new_tab, wait_on
 from posstack import cashier_at, core
 from sqlalchemy import select
 
@@ -88,3 +88,25 @@ def test_a_double_tap_stays_one_request_after_a_waiting_sale_was_opened_during_a
     page.unroute("**/efectivo")
     expect(page.locator("#outcome .headline")).to_have_text("PAGADO")
     assert states(site, Sale) == ["paid"]
+
+
+def test_a_tab_whose_card_tap_arrives_after_the_cash_shows_the_sale_paid(browser, site, terminal):
+    """Found: two tabs of one register on the same sale; one took the cash while the other's «Pagar con tarjeta»
+    was on its way. That tap was refused («La venta ya está pagada») and its tab went on showing Exacto, the
+    bills and «Pagar con tarjeta» of the paid sale for as long as the other tab stayed on its receipt (its
+    refresh saw the same sale and followed nothing): a state the server no longer had."""
+    a = cashier_at(browser, site)
+    b = new_tab(browser, site.url, context=a.page.context)
+    a.product("Piscola")
+    a.tap("#checkout")
+    b.goto("/caja/venta")
+    expect(b.locator("#pay-card")).to_be_visible()
+    card: list[Route] = []
+    b.route("**/tarjeta", lambda route: card.append(route))
+    b.click("#pay-card")
+    wait_on(b, lambda: bool(card), "the card tap on its way")
+    a.tap("#cash-exact")
+    expect(a.page.locator("#outcome .headline")).to_have_text("PAGADO")
+    b.unroute("**/tarjeta")
+    expect(b.locator("#outcome .headline")).to_have_text("PAGADO", timeout=10_000)
+    assert states(site, Sale) == ["paid"] and terminal.count("charge") == 0
