@@ -178,11 +178,12 @@ class Web:
     @contextlib.asynccontextmanager
     async def form(
         self,
-        template: str,
+        template: str | Callable[[dict[str, Any]], str],
         context: Callable[[], Awaitable[dict[str, Any]]] | dict[str, Any] | None = None,
         **extra: Any,
     ) -> AsyncIterator[None]:
-        """Turn a refused service call into a re-rendered form with Spanish field errors."""
+        """Turn a refused service call into a re-rendered form with Spanish field errors; ``template`` may be
+        chosen from the context read after the refusal (what the record is now)."""
         try:
             yield
         except CajaError as error:
@@ -192,7 +193,7 @@ class Web:
                 ctx.update(await context())
             elif context:
                 ctx.update(context)
-            raise FormRejected(template, ctx, error) from error
+            raise FormRejected(template(ctx) if callable(template) else template, ctx, error) from error
 
     # ---- responses ----------------------------------------------------------------------------------
     @property

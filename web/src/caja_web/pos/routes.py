@@ -567,6 +567,13 @@ def panel_template(ctx: dict) -> str:
     return "pos/_progress.html" if following else "pos/_pay.html"
 
 
+def pay_panel(ctx: dict) -> str:
+    """The payment choice shown again with why a tap on it was refused; a sale that ended meanwhile (paid or voided
+    from another tab or device, or by the session's close) shows as it is now, its receipt or its void, not a
+    choice of payments the server no longer takes."""
+    return panel_template(ctx) if ctx["sale"].status in ("paid", "cancelled") else "pos/_pay.html"
+
+
 async def payment_view(web: Web, sale_id: int, sale: Any = None, **extra) -> Template:
     ctx = await sale_context(web, sale_id, sale) | extra
     state = ctx["state"]
@@ -618,7 +625,7 @@ async def payment_progress(web: NamedDependency[Web], sale_id: FromPath[int]) ->
 @post("/venta/{sale_id:int}/efectivo")
 async def pay_cash(web: NamedDependency[Web], sale_id: FromPath[int], data: Annotated[CashForm, FORM]) -> Template:
     """Paid, and the receipt read, in one transaction (the request's unit): a refusal leaves nothing behind."""
-    async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data)):
+    async with web.form(pay_panel, lambda: sale_context(web, sale_id), form=msgspec.to_builtins(data)):
         paid = await web.venue_call(
             sales.pay_cash, sale_id=sale_id, cash_received=data.cash_received, user_id=web.user_id
         )
@@ -653,7 +660,7 @@ async def require_holder_of(web: Web, sale_id: int) -> None:
 @post("/venta/{sale_id:int}/tarjeta")
 async def pay_card(request: Request, sale_id: FromPath[int]) -> Template:
     web = Web(request)
-    async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
+    async with web.form(pay_panel, lambda: sale_context(web, sale_id)):
         await require_holder_of(web, sale_id)
         await web.orchestrator.start_payment(venue_id=web.venue_id, sale_id=sale_id, user_id=web.user_id)
     return await payment_view(web, sale_id)
@@ -682,7 +689,7 @@ async def add_discount(
 ) -> Template:
     """A discount on a line or on the whole sale, with its reason; above the venue's limit a supervisor types
     their PIN or passes their badge on this screen."""
-    async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id), form=echo(data), discount_open=True):
+    async with web.form(pay_panel, lambda: sale_context(web, sale_id), form=echo(data), discount_open=True):
         grant = await web.authorize(Action.DISCOUNT, data.supervisor_code, sale_id=sale_id)
         await web.venue_call(
             discounts.apply_discount,
@@ -719,7 +726,7 @@ class DiscountRemoval(msgspec.Struct, kw_only=True):
 async def remove_discount(
     web: NamedDependency[Web], sale_id: FromPath[int], data: Annotated[DiscountRemoval, FORM]
 ) -> Template:
-    async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
+    async with web.form(pay_panel, lambda: sale_context(web, sale_id)):
         await web.venue_call(
             discounts.remove_discount, sale_id=sale_id, discount_id=data.discount_id, user_id=web.user_id
         )
@@ -734,7 +741,7 @@ class BackupForm(msgspec.Struct, kw_only=True):
 async def start_backup(request: Request, sale_id: FromPath[int], data: Annotated[BackupForm, FORM]) -> Template:
     """Charge on the backup. When the register's policy asks for a supervisor, one types their credentials."""
     web = Web(request)
-    async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
+    async with web.form(pay_panel, lambda: sale_context(web, sale_id)):
         await require_holder_of(web, sale_id)
         user_id = web.user_id
         if data.supervisor_code:
@@ -818,7 +825,7 @@ async def back_to_cart(web: NamedDependency[Web], sale_id: FromPath[int]) -> Res
     """Back from the pay screen to the order, while no payment is in flight or in doubt: the unpaid sale is
     voided ("pedido modificado") and its items are the cart again, to change and charge anew."""
     state = await require_session(web)
-    async with web.form("pos/_pay.html", lambda: sale_context(web, sale_id)):
+    async with web.form(pay_panel, lambda: sale_context(web, sale_id)):
         if state.sale_id != sale_id:
             raise Conflict("Esa venta no es la que se está cobrando en este equipo.", code="pos.not_current_sale")
         sale = await web.call(sales.get_sale, web.venue_id, sale_id)
