@@ -110,6 +110,11 @@
     var swapped = ev.target;
     if (!window.htmx || !swapped || !swapped.isConnected) return;
     Array.prototype.forEach.call(swapped.children, function (child) { window.htmx.process(child); });
+    // What it asks to have the focus has it at once too. htmx gives it at the settle; until then the focus stays
+    // where htmx put it back, on the new element of the same id: «Reintentar con tarjeta» after «NO SE COBRÓ»,
+    // where a stray Enter on a busy tablet charged the card again.
+    var wanted = swapped.querySelector("[autofocus]");
+    if (wanted) wanted.focus();
   });
   // A tap on the panel while one of the panel's own polls is on its way goes at once: the poll is given up (the
   // next one comes a second later). Left waiting behind the poll, the tap was lost when the poll's answer replaced
