@@ -185,6 +185,16 @@ async def env(any_db):
 
 
 @pytest.fixture
+async def patient_env(any_db):
+    """``env`` whose terminal wait is a minute, for tests about something else than the wait: on a loaded
+    machine the usual 5 s (1.25 s real) can run out before a scripted answer comes and offer the backup."""
+    e = await build_env(any_db, policy={"max_wait_s": 60})
+    yield e
+    for orch in e.orchestrators:
+        await orch.stop()
+
+
+@pytest.fixture
 async def sqlite_env(sqlite_db):
     e = await build_env(sqlite_db)
     yield e

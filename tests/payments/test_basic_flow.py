@@ -53,20 +53,8 @@ async def test_payment_events_reach_the_audit_log(env):
     assert {"payment.attempt_started", "payment.approved"} <= actions
 
 
-async def test_plain_decline_does_not_offer_backup_but_listed_code_does(any_db):
-    from .conftest import build_env
-
-    # A minute's wait: on a loaded machine the test's 5 s (1.25 s real) ran out first and the backup was offered
-    # for the wait, not for the decline code.
-    env = await build_env(any_db, policy={"max_wait_s": 60})
-    try:
-        await plain_decline_then_listed_code(env)
-    finally:
-        for orch in env.orchestrators:
-            await orch.stop()
-
-
-async def plain_decline_then_listed_code(env) -> None:
+async def test_plain_decline_does_not_offer_backup_but_listed_code_does(patient_env):
+    env = patient_env
     orch = await env.orchestrator()
     sale_id = await env.sale()
     env.provider.script("charge", Step(kind=OutcomeKind.DECLINED, code="05", message="Fondos insuficientes"))

@@ -261,20 +261,8 @@ async def test_15_a_refund_the_terminal_never_answered_is_not_sent_again(env):
 
 
 # 16 ---------------------------------------------------------------------------------------------------
-async def test_16_double_click_two_tabs_two_instances_one_active_attempt(any_db):
-    from .conftest import build_env
-
-    # The terminal's wait is a minute: on a loaded machine six concurrent taps must not run into it (the
-    # test is about the taps, not the wait).
-    env = await build_env(any_db, policy={"max_wait_s": 60})
-    try:
-        await double_click_two_tabs_two_instances(env)
-    finally:
-        for orch in env.orchestrators:
-            await orch.stop()
-
-
-async def double_click_two_tabs_two_instances(env) -> None:
+async def test_16_double_click_two_tabs_two_instances_one_active_attempt(patient_env):
+    env = patient_env
     a = await env.orchestrator("inst-a")
     b = await env.orchestrator("inst-b")
     sale_id = await env.sale()
